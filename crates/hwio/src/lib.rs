@@ -1,0 +1,45 @@
+//! What an IOMMU driver needs from the environment it runs in, as three small traits.
+//!
+//! The VT-d and SMMUv3 drivers and the page-table builders are pure code: in the IOMMU server they
+//! run on MMIO capabilities and memory objects whose physical addresses the kernel vouches for; in
+//! host unit tests they run on software models of the hardware. These traits are the seam.
+#![cfg_attr(not(test), no_std)]
+
+/// A block of device registers. Offsets are in bytes from the block's base.
+///
+/// Implementations perform exactly the access width named: QEMU's VT-d model aborts on an 8-byte
+/// access to a 32-bit register, and SMMUv3 ID registers must be read 32 bits at a time.
+pub trait Registers {
+    fn read32(&self, offset: usize) -> u32;
+    fn write32(&self, offset: usize, value: u32);
+    fn read64(&self, offset: usize) -> u64;
+    fn write64(&self, offset: usize, value: u64);
+}
+
+/// One physically contiguous, zero-filled allocation that devices and IOMMUs can read by physical
+/// address, and the driver through `virt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaBuffer {
+    pub phys: u64,
+    pub virt: *mut u8,
+    pub size: usize,
+}
+
+/// Source of memory for IOMMU tables (root/context/PASID tables, stream tables, queues, page
+/// tables).
+pub trait DmaAllocator {
+    /// A zeroed buffer of `size` bytes whose physical address is aligned to `align` (a power of
+    /// two, at least 4096). `None` when memory is exhausted.
+    fn alloc_zeroed(&mut self, size: usize, align: usize) -> Option<DmaBuffer>;
+    /// Returns a buffer obtained from `alloc_zeroed`.
+    fn free(&mut self, buffer: DmaBuffer);
+    /// Makes CPU writes to `[virt, virt + len)` visible to an IOMMU whose table walks do not snoop
+    /// the CPU caches (VT-d ECAP.C = 0). A no-op where walks are coherent.
+    fn flush_for_device(&self, virt: *const u8, len: usize);
+}
+
+/// A monotonic clock for bounding every wait on hardware.
+pub trait Clock {
+    /// Nanoseconds since an arbitrary origin.
+    fn now_ns(&self) -> u64;
+}

@@ -1,0 +1,31 @@
+//! x86_64: 16550 serial console, GDT/TSS/IDT, SYSCALL entry, LAPIC timer, IOAPIC lines,
+//! 4-level paging.
+
+mod cpu;
+mod interrupts;
+pub mod paging;
+mod serial;
+pub mod user;
+
+pub use cpu::init_cpu;
+pub use interrupts::{init_interrupts, irq_set_enabled, start_timer, wait_for_interrupt};
+pub use serial::console_write;
+
+/// QEMU's `isa-debug-exit` device (iobase 0xf4): writing v exits QEMU with status (v << 1) | 1.
+/// We write 0 for success (status 1) and 1 for failure (status 3); the runner maps them back.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+pub fn exit_qemu(success: bool) -> ! {
+    // SAFETY: port 0xf4 is QEMU's debug-exit device, which only ends the VM.
+    unsafe { x86_64::instructions::port::Port::<u32>::new(DEBUG_EXIT_PORT).write(if success { 0 } else { 1 }) };
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// The TSC, which advances one tick per guest instruction under `-icount shift=0`.
+pub fn instruction_counter() -> u64 {
+    // SAFETY: RDTSC has no side effects; CR4.TSD is clear, so it is allowed at any privilege.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

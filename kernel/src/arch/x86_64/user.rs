@@ -1,0 +1,289 @@
+//! Entering and leaving user mode.
+//!
+//! `run_user` saves the kernel's callee-saved registers and stack pointer, loads the thread's
+//! registers and IRETs to ring 3. Every way back (SYSCALL, exception or interrupt in ring 3)
+//! stores the user registers into the same `UserContext` and resumes the kernel as if
+//! `run_user` had returned. The kernel therefore never runs on behalf of a thread on a
+//! separate stack, and has no kernel threads.
+
+use super::interrupts;
+use crate::arch::{Trap, USER_TOP};
+
+/// User registers; the assembly below depends on the field offsets (see `OFFSETS_CHECK`).
+#[repr(C)]
+#[derive(Debug, Clone, Default)]
+pub struct UserContext {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rsp: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    /// Set by the exit path: the vector taken, or `SYSCALL_MARKER`.
+    vector: u64,
+    error_code: u64,
+    fault_address: u64,
+}
+
+const _: () = assert!(core::mem::offset_of!(UserContext, rsp) == 120);
+const _: () = assert!(core::mem::offset_of!(UserContext, vector) == 144);
+const _: () = assert!(core::mem::offset_of!(UserContext, fault_address) == 160);
+
+const SYSCALL_MARKER: u64 = 0x100;
+/// RFLAGS bits user code may control: CF PF AF ZF SF DF OF. IF is always set; IOPL, TF, AC
+/// and the rest stay clear.
+const USER_RFLAGS_MASK: u64 = 0xCD5;
+const RFLAGS_IF: u64 = 0x200;
+const RFLAGS_RESERVED_ONE: u64 = 0x2;
+
+impl UserContext {
+    pub fn new(entry: u64, stack_top: u64, arg0: u64) -> Self {
+        UserContext { rip: entry, rsp: stack_top, rdi: arg0, rflags: RFLAGS_IF | RFLAGS_RESERVED_ONE, ..Default::default() }
+    }
+
+    /// System call number (rax).
+    pub fn syscall_number(&self) -> u64 {
+        self.rax
+    }
+
+    /// Arguments in rdi, rsi, rdx, r10, r8, r9 (r10 replaces rcx, which SYSCALL overwrites).
+    pub fn syscall_args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+
+    /// Results in rax, rdi, rsi, rdx, r10, r8, r9 (up to seven words).
+    pub fn set_syscall_result(&mut self, values: &[u64]) {
+        let slots: [&mut u64; 7] =
+            [&mut self.rax, &mut self.rdi, &mut self.rsi, &mut self.rdx, &mut self.r10, &mut self.r8, &mut self.r9];
+        for (slot, value) in slots.into_iter().zip(values) {
+            *slot = *value;
+        }
+    }
+
+    pub fn pc(&self) -> u64 {
+        self.rip
+    }
+}
+
+#[repr(C)]
+struct PerCpu {
+    kernel_rsp: u64,
+    context: u64,
+    user_rsp_scratch: u64,
+}
+
+#[no_mangle]
+static mut PERCPU: PerCpu = PerCpu { kernel_rsp: 0, context: 0, user_rsp_scratch: 0 };
+
+extern "C" {
+    fn run_user_asm(ctx: *mut UserContext);
+}
+
+pub fn run_user(ctx: &mut UserContext) -> Trap {
+    // IRETQ to a non-canonical RIP would fault in ring 0; user-supplied entry points are
+    // checked where they are set, and this keeps the invariant local.
+    if ctx.rip >= USER_TOP || ctx.rsp > USER_TOP {
+        return Trap::PageFault { addr: ctx.rip, write: false, exec: true };
+    }
+    ctx.rflags = (ctx.rflags & USER_RFLAGS_MASK) | RFLAGS_IF | RFLAGS_RESERVED_ONE;
+    // SAFETY: `ctx` is a valid, exclusively borrowed context for the duration of the call; the
+    // assembly returns here on the next trap from ring 3 with the kernel registers restored.
+    unsafe { run_user_asm(ctx) };
+    match ctx.vector {
+        SYSCALL_MARKER => Trap::Syscall,
+        14 => Trap::PageFault {
+            addr: ctx.fault_address,
+            write: ctx.error_code & 2 != 0,
+            exec: ctx.error_code & 0x10 != 0,
+        },
+        vector if vector < 32 => Trap::IllegalInstruction { code: vector },
+        vector => interrupts::acknowledge(vector as u8),
+    }
+}
+
+core::arch::global_asm!(
+    r#"
+.set CTX_RSP, 120
+.set CTX_RIP, 128
+.set CTX_RFLAGS, 136
+.set CTX_VECTOR, 144
+.set CTX_ERROR, 152
+.set CTX_FAULT, 160
+
+.section .text.user_entry, "ax"
+.global run_user_asm
+run_user_asm:
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, PERCPU(%rip)
+    mov %rdi, PERCPU+8(%rip)
+    pushq ${user_data}
+    pushq CTX_RSP(%rdi)
+    pushq CTX_RFLAGS(%rdi)
+    pushq ${user_code}
+    pushq CTX_RIP(%rdi)
+    mov 0(%rdi), %rax
+    mov 8(%rdi), %rbx
+    mov 16(%rdi), %rcx
+    mov 24(%rdi), %rdx
+    mov 32(%rdi), %rsi
+    mov 48(%rdi), %rbp
+    mov 56(%rdi), %r8
+    mov 64(%rdi), %r9
+    mov 72(%rdi), %r10
+    mov 80(%rdi), %r11
+    mov 88(%rdi), %r12
+    mov 96(%rdi), %r13
+    mov 104(%rdi), %r14
+    mov 112(%rdi), %r15
+    mov 40(%rdi), %rdi
+    iretq
+
+/* SYSCALL: RCX = user RIP, R11 = user RFLAGS, RSP still the user's, IF cleared by SFMASK. */
+.global syscall_entry
+syscall_entry:
+    mov %rsp, PERCPU+16(%rip)
+    mov PERCPU+8(%rip), %rsp
+    mov %rax, 0(%rsp)
+    mov %rbx, 8(%rsp)
+    mov %rdx, 24(%rsp)
+    mov %rsi, 32(%rsp)
+    mov %rdi, 40(%rsp)
+    mov %rbp, 48(%rsp)
+    mov %r8, 56(%rsp)
+    mov %r9, 64(%rsp)
+    mov %r10, 72(%rsp)
+    mov %r12, 88(%rsp)
+    mov %r13, 96(%rsp)
+    mov %r14, 104(%rsp)
+    mov %r15, 112(%rsp)
+    mov %rcx, CTX_RIP(%rsp)
+    mov %r11, CTX_RFLAGS(%rsp)
+    mov PERCPU+16(%rip), %rax
+    mov %rax, CTX_RSP(%rsp)
+    movq ${syscall_marker}, CTX_VECTOR(%rsp)
+    jmp return_to_kernel
+
+return_to_kernel:
+    mov PERCPU(%rip), %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    ret
+
+/* 256 entry stubs, 16 bytes apart. Vectors whose exceptions push an error code (8, 10-14, 17,
+ * 21, 29, 30) do not push the dummy one. */
+.p2align 4
+.global trap_stubs
+trap_stubs:
+.set vector, 0
+.rept 256
+    .p2align 4
+    .if (vector == 8) || ((vector >= 10) && (vector <= 14)) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
+    .else
+    pushq $0
+    .endif
+    pushq $vector
+    jmp trap_common
+    .set vector, vector + 1
+.endr
+
+/* Stack: vector, error, RIP, CS, RFLAGS, RSP, SS. */
+trap_common:
+    testb $3, 24(%rsp)
+    jz kernel_trap
+    push %rax
+    mov PERCPU+8(%rip), %rax
+    mov %rbx, 8(%rax)
+    mov %rcx, 16(%rax)
+    mov %rdx, 24(%rax)
+    mov %rsi, 32(%rax)
+    mov %rdi, 40(%rax)
+    mov %rbp, 48(%rax)
+    mov %r8, 56(%rax)
+    mov %r9, 64(%rax)
+    mov %r10, 72(%rax)
+    mov %r11, 80(%rax)
+    mov %r12, 88(%rax)
+    mov %r13, 96(%rax)
+    mov %r14, 104(%rax)
+    mov %r15, 112(%rax)
+    pop %rbx
+    mov %rbx, 0(%rax)
+    pop %rbx
+    mov %rbx, CTX_VECTOR(%rax)
+    pop %rbx
+    mov %rbx, CTX_ERROR(%rax)
+    pop %rbx
+    mov %rbx, CTX_RIP(%rax)
+    pop %rbx
+    pop %rbx
+    mov %rbx, CTX_RFLAGS(%rax)
+    pop %rbx
+    mov %rbx, CTX_RSP(%rax)
+    pop %rbx
+    mov %cr2, %rbx
+    mov %rbx, CTX_FAULT(%rax)
+    jmp return_to_kernel
+
+kernel_trap:
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    call {kernel_trap_handler}
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    add $16, %rsp
+    iretq
+"#,
+    user_data = const super::cpu::USER_DATA,
+    user_code = const super::cpu::USER_CODE,
+    syscall_marker = const SYSCALL_MARKER,
+    kernel_trap_handler = sym interrupts::kernel_trap,
+    options(att_syntax)
+);

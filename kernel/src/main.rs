@@ -1,0 +1,82 @@
+//! The kernel: capabilities, address spaces, threads, IPC and interrupts for user-level
+//! drivers and the IOMMU server.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+#[macro_use]
+mod console;
+mod heap;
+mod ktest;
+mod mm;
+mod tests;
+
+use boot::{BootInfo, Firmware};
+
+const TIMER_HZ: u32 = 100;
+const HEAP_BYTES: u64 = 8 << 20;
+
+#[no_mangle]
+fn kernel_main(info: &'static BootInfo) -> ! {
+    let main_count = arch::instruction_counter();
+    console::init_logging(log::LevelFilter::Info);
+    arch::init_cpu();
+    println!("iommu-os kernel booting on {}", if cfg!(target_arch = "x86_64") { "x86_64" } else { "aarch64" });
+    let heap = mm::init(info, HEAP_BYTES);
+    heap::init(heap);
+    arch::paging::protect_kernel_image(&mut mm::FRAMES.lock());
+    report_boot(info, main_count);
+    arch::init_interrupts();
+    arch::start_timer(TIMER_HZ);
+    if let Some(filter) = option(info.cmdline(), "test") {
+        ktest::run(filter, tests::TESTS);
+    }
+    let mut ticks = 0;
+    while ticks < 5 {
+        if arch::wait_for_interrupt() == arch::Trap::Timer {
+            ticks += 1;
+        }
+    }
+    println!("timer: {} ticks at {} Hz", ticks, TIMER_HZ);
+    arch::exit_qemu(true);
+}
+
+/// The value of `key=value` on the kernel command line.
+fn option<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline.split_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn report_boot(info: &BootInfo, main_count: u64) {
+    println!("boot: command line \"{}\"", info.cmdline());
+    if cfg!(target_arch = "aarch64") {
+        println!("boot: entered at EL{}", info.entry_el);
+    }
+    let usable: u64 = info.usable_regions().iter().map(|r| r.size()).sum();
+    println!(
+        "memory: {} MiB RAM, {} MiB free in {} regions, kernel image {:#x}..{:#x}",
+        info.ram_bytes >> 20,
+        usable >> 20,
+        info.usable_count,
+        info.kernel_image.start,
+        info.kernel_image.end
+    );
+    for r in info.usable_regions() {
+        println!("  free {:#012x}..{:#012x} ({} KiB)", r.start, r.end, r.size() >> 10);
+    }
+    match info.firmware {
+        Firmware::Acpi { rsdp } => println!("firmware: ACPI RSDP at {:#x}", rsdp),
+        Firmware::DeviceTree { dtb, size } => println!("firmware: device tree at {:#x} ({} bytes)", dtb, size),
+    }
+    println!("bench: boot-to-kernel_main {} guest instructions", main_count - info.boot_start_count);
+}
+
+#[panic_handler]
+fn panic(panic: &core::panic::PanicInfo) -> ! {
+    match panic.location() {
+        Some(at) => println!("KERNEL PANIC at {}:{}: {}", at.file(), at.line(), panic.message()),
+        None => println!("KERNEL PANIC: {}", panic.message()),
+    }
+    arch::exit_qemu(false);
+}

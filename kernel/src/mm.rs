@@ -1,0 +1,105 @@
+//! Physical memory: the frame allocator and the direct map.
+
+use boot::{BootInfo, PhysRange, DIRECT_MAP_BASE};
+use spin::Mutex;
+
+pub const FRAME_SIZE: u64 = 4096;
+
+/// Kernel virtual address of physical address `phys` through the direct map.
+pub fn phys_to_virt(phys: u64) -> *mut u8 {
+    (DIRECT_MAP_BASE + phys) as *mut u8
+}
+
+/// Physical address of a direct-map kernel virtual address.
+pub fn virt_to_phys(virt: *const u8) -> u64 {
+    virt as u64 - DIRECT_MAP_BASE
+}
+
+/// Free 4 KiB frames, kept as an intrusive singly linked list threaded through the free frames
+/// themselves (each free frame's first word holds the next free frame's physical address).
+/// O(1) alloc and free, no metadata beyond the frames.
+pub struct FrameAllocator {
+    head: u64,
+    free: u64,
+    total: u64,
+}
+
+const NO_FRAME: u64 = u64::MAX;
+
+impl FrameAllocator {
+    pub const fn new() -> Self {
+        FrameAllocator { head: NO_FRAME, free: 0, total: 0 }
+    }
+
+    /// Adds every frame of `range` (page-aligned) to the pool.
+    pub fn add_range(&mut self, range: PhysRange) {
+        let mut frame = range.end;
+        while frame >= range.start + FRAME_SIZE {
+            frame -= FRAME_SIZE;
+            self.push(frame);
+            self.total += 1;
+        }
+    }
+
+    fn push(&mut self, frame: u64) {
+        // SAFETY: `frame` is a free RAM frame owned by this allocator, mapped in the direct map.
+        unsafe { (phys_to_virt(frame) as *mut u64).write(self.head) };
+        self.head = frame;
+        self.free += 1;
+    }
+
+    /// A zero-filled frame, or `None` when memory is exhausted.
+    pub fn alloc(&mut self) -> Option<u64> {
+        if self.head == NO_FRAME {
+            return None;
+        }
+        let frame = self.head;
+        // SAFETY: `frame` heads the free list, so it is a free RAM frame in the direct map whose
+        // first word is the next link; after this the frame belongs to the caller.
+        unsafe {
+            self.head = (phys_to_virt(frame) as *const u64).read();
+            core::ptr::write_bytes(phys_to_virt(frame), 0, FRAME_SIZE as usize);
+        }
+        self.free -= 1;
+        Some(frame)
+    }
+
+    /// Returns a frame obtained from `alloc`.
+    pub fn free(&mut self, frame: u64) {
+        debug_assert!(frame % FRAME_SIZE == 0);
+        self.push(frame);
+    }
+
+    pub fn free_frames(&self) -> u64 {
+        self.free
+    }
+
+    pub fn total_frames(&self) -> u64 {
+        self.total
+    }
+}
+
+impl Default for FrameAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The kernel's one frame pool.
+pub static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
+
+/// Gives the usable RAM of `info` to `FRAMES`, except `heap_bytes` taken from the first region
+/// large enough for the kernel heap; returns the heap's physical range.
+pub fn init(info: &BootInfo, heap_bytes: u64) -> PhysRange {
+    let mut heap = None;
+    let mut frames = FRAMES.lock();
+    for region in info.usable_regions() {
+        let mut region = *region;
+        if heap.is_none() && region.size() >= heap_bytes + FRAME_SIZE {
+            heap = Some(PhysRange { start: region.start, end: region.start + heap_bytes });
+            region.start += heap_bytes;
+        }
+        frames.add_range(region);
+    }
+    heap.expect("no RAM region large enough for the kernel heap")
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Host unit tests of the crates that also build for the host.
+# The repository's .cargo/config.toml turns on build-std for the bare-metal targets, and cargo
+# applies that table to every build started below the repository; host builds therefore run
+# from outside the tree with --manifest-path (cargo discovers configuration from the working
+# directory, not from the manifest).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd /
+exec env RUSTC=/usr/bin/rustc /usr/bin/cargo "${1:-test}" --manifest-path "$ROOT/Cargo.toml" \
+    --target-dir "$ROOT/target/host" "${@:2}"

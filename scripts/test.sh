@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The project's test command: installs what is missing, runs the host unit tests, builds the
+# kernel for both architectures and runs the QEMU test matrix. Prints the wall time of each
+# part and ends with `N passed, N failed`.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+t0=$(date +%s)
+bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+echo "time setup: $(( $(date +%s) - t0 )) s"
+
+total_passed=0 total_failed=0
+
+t0=$(date +%s)
+host_log=$(mktemp)
+scripts/host-test.sh test --workspace --exclude kernel --exclude boot 2>&1 | tee "$host_log"
+host_status=${PIPESTATUS[0]}
+read -r hp hf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$host_log")
+if [ "$host_status" -ne 0 ] && [ "$hf" -eq 0 ]; then hf=1; echo "host tests: cargo exited with $host_status"; fi
+total_passed=$((total_passed + hp)); total_failed=$((total_failed + hf))
+echo "host tests: $hp passed, $hf failed"
+echo "time host tests: $(( $(date +%s) - t0 )) s"
+
+for arch in x86_64 aarch64; do
+    t0=$(date +%s)
+    if RUSTC_BOOTSTRAP=1 cargo build --release --quiet --target "$arch-target.json" -p kernel; then
+        echo "time build $arch: $(( $(date +%s) - t0 )) s"
+    else
+        echo "build $arch failed"
+        total_failed=$((total_failed + 1))
+    fi
+done
+
+t0=$(date +%s)
+qemu_log=$(mktemp)
+python3 scripts/qemu-tests.py --arch all 2>&1 | tee "$qemu_log"
+read -r qp qf < <(awk '/^[0-9]+ passed, [0-9]+ failed$/ { p = $1; f = $3 } END { print p + 0, f + 0 }' "$qemu_log")
+[ "${PIPESTATUS[0]}" -ne 0 ] && [ "$qf" -eq 0 ] && qf=1
+total_passed=$((total_passed + qp)); total_failed=$((total_failed + qf))
+echo "time QEMU suites: $(( $(date +%s) - t0 )) s"
+
+echo "${total_passed} passed, ${total_failed} failed"
+[ "$total_failed" -eq 0 ]
