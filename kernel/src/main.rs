@@ -8,10 +8,15 @@ extern crate alloc;
 mod arch;
 #[macro_use]
 mod console;
+mod elf;
 mod heap;
 mod ktest;
 mod mm;
+mod process;
+mod syscall;
 mod tests;
+mod user_images;
+mod usermem;
 
 use boot::{BootInfo, Firmware};
 

@@ -2,7 +2,75 @@
 
 use crate::arch::{self, MapFlags, Trap};
 use crate::ktest::{Test, TestResult};
+use crate::process::{ExitReason, Scheduler};
+use crate::user_images::USERTEST;
 use crate::{ensure, mm};
+
+/// Scenario numbers of user/usertest (its start argument).
+mod scenario {
+    pub const HELLO: u64 = 0;
+    pub const NULL_WRITE: u64 = 1;
+    pub const ILLEGAL_INSTRUCTION: u64 = 2;
+    pub const BAD_POINTERS: u64 = 3;
+    pub const SPIN: u64 = 4;
+    pub const HOSTILE_SYSCALLS: u64 = 5;
+    pub const KERNEL_READ: u64 = 6;
+}
+
+fn run_scenario(arg: u64) -> Result<ExitReason, alloc::string::String> {
+    let mut scheduler = Scheduler::new();
+    let pid = scheduler.spawn("usertest", USERTEST, arg).map_err(|e| alloc::format!("spawn: {e:?}"))?;
+    scheduler.run_until_exited(&[pid]);
+    scheduler.take_exit(pid).ok_or_else(|| "no exit recorded".into())
+}
+
+fn user_exits_with(arg: u64, code: u64) -> TestResult {
+    let reason = run_scenario(arg)?;
+    ensure!(reason == ExitReason::Exited(code), "scenario {arg}: {reason:?}, expected exit {code}");
+    Ok(())
+}
+
+fn user_hello_exit_code() -> TestResult {
+    user_exits_with(scenario::HELLO, 42)
+}
+
+fn user_killed(arg: u64) -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    let reason = run_scenario(arg)?;
+    let expected = match arg {
+        scenario::ILLEGAL_INSTRUCTION => matches!(reason, ExitReason::Faulted(Trap::IllegalInstruction { .. })),
+        scenario::NULL_WRITE => matches!(reason, ExitReason::Faulted(Trap::PageFault { addr: 0, write: true, .. })),
+        _ => matches!(reason, ExitReason::Faulted(Trap::PageFault { write: false, .. })),
+    };
+    ensure!(expected, "scenario {arg} ended with {reason:?}");
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "killed process leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
+fn user_preemption_of_spinner() -> TestResult {
+    let mut scheduler = Scheduler::new();
+    let spinner = scheduler.spawn("spinner", USERTEST, scenario::SPIN).map_err(|e| alloc::format!("{e:?}"))?;
+    let hello = scheduler.spawn("hello", USERTEST, scenario::HELLO).map_err(|e| alloc::format!("{e:?}"))?;
+    // Only the timer can take the CPU away from the spinner.
+    scheduler.run_until_exited(&[hello]);
+    ensure!(scheduler.take_exit(hello) == Some(ExitReason::Exited(42)), "hello did not finish");
+    scheduler.kill(spinner);
+    ensure!(scheduler.take_exit(spinner) == Some(ExitReason::Killed), "spinner not reaped");
+    Ok(())
+}
+
+fn user_create_destroy_cycles_no_leak() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    for _ in 0..20 {
+        user_exits_with(scenario::HELLO, 42)?;
+        let reason = run_scenario(scenario::NULL_WRITE)?;
+        ensure!(matches!(reason, ExitReason::Faulted(_)), "fault scenario survived");
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "20 cycles leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
 
 pub const TESTS: &[Test] = &[
     Test { name: "mm::frames_alloc_free_roundtrip", run: frames_alloc_free_roundtrip },
@@ -10,6 +78,14 @@ pub const TESTS: &[Test] = &[
     Test { name: "paging::user_map_translate_unmap", run: user_map_translate_unmap },
     Test { name: "paging::destroy_reclaims_tables", run: destroy_reclaims_tables },
     Test { name: "timer::ticks", run: timer_ticks },
+    Test { name: "user::hello_exit_code", run: user_hello_exit_code },
+    Test { name: "user::null_write_killed", run: || user_killed(scenario::NULL_WRITE) },
+    Test { name: "user::illegal_instruction_killed", run: || user_killed(scenario::ILLEGAL_INSTRUCTION) },
+    Test { name: "user::kernel_read_killed", run: || user_killed(scenario::KERNEL_READ) },
+    Test { name: "user::bad_pointers_refused", run: || user_exits_with(scenario::BAD_POINTERS, 0) },
+    Test { name: "user::hostile_syscalls_survived", run: || user_exits_with(scenario::HOSTILE_SYSCALLS, 0) },
+    Test { name: "user::preemption_of_spinner", run: user_preemption_of_spinner },
+    Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
     Test { name: "selftest::intentional_failure", run: intentional_failure },
     Test { name: "selftest::intentional_hang", run: intentional_hang },
 ];

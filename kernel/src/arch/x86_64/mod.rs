@@ -5,11 +5,12 @@ mod cpu;
 mod interrupts;
 pub mod paging;
 mod serial;
-pub mod user;
+mod user;
 
 pub use cpu::init_cpu;
 pub use interrupts::{init_interrupts, irq_set_enabled, start_timer, wait_for_interrupt};
 pub use serial::console_write;
+pub use user::{run_user, UserContext};
 
 /// QEMU's `isa-debug-exit` device (iobase 0xf4): writing v exits QEMU with status (v << 1) | 1.
 /// We write 0 for success (status 1) and 1 for failure (status 3); the runner maps them back.
