@@ -52,6 +52,9 @@ pub struct BootInfo {
     cmdline_len: usize,
     /// Exception level the CPU was entered at (aarch64: 1 or 2; x86: 0).
     pub entry_el: u8,
+    /// Firmware-reserved memory (ACPI tables, BIOS data) the IOMMU server may read.
+    pub firmware_regions: [PhysRange; MAX_MEMORY_REGIONS],
+    pub firmware_region_count: usize,
     /// Guest instruction count (TSC / CNTVCT under icount) read at the first boot instruction
     /// that could read it, for the boot-cost benchmark.
     pub boot_start_count: u64,
@@ -68,6 +71,8 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
             entry_el: 0,
+            firmware_regions: [PhysRange { start: 0, end: 0 }; MAX_MEMORY_REGIONS],
+            firmware_region_count: 0,
             boot_start_count: 0,
         }
     }
@@ -78,6 +83,18 @@ impl BootInfo {
 
     pub fn cmdline(&self) -> &str {
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    pub fn firmware_regions(&self) -> &[PhysRange] {
+        &self.firmware_regions[..self.firmware_region_count]
+    }
+
+    /// Records firmware-reserved memory (dropped beyond `MAX_MEMORY_REGIONS`).
+    pub fn add_firmware_region(&mut self, range: PhysRange) {
+        if self.firmware_region_count < MAX_MEMORY_REGIONS {
+            self.firmware_regions[self.firmware_region_count] = range;
+            self.firmware_region_count += 1;
+        }
     }
 
     /// Copies the command line, cut at `MAX_CMDLINE` bytes and at the first NUL.

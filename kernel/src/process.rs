@@ -1,62 +1,122 @@
-//! Processes, their threads, and the scheduler loop.
+//! Processes, threads, the scheduler loop, and the kernel state they share.
 //!
-//! The kernel has no threads of its own: `run` picks the next runnable thread, enters user
-//! mode with `arch::run_user`, and handles whatever brought the thread back (system call,
-//! fault, timer preemption). A process that faults is killed and everything it held is
-//! returned: its frames and its page tables.
+//! The kernel has no threads of its own: [`Kernel::run_once`] picks the next runnable thread,
+//! enters user mode with `arch::run_user`, and handles whatever brought it back (system call,
+//! fault, timer, device interrupt). A blocked thread is simply not in the run queue; whoever
+//! unblocks it writes its system-call results into its saved context and queues it.
+//! A process that faults is killed, and everything it held is returned: capabilities (and the
+//! mappings made through them), pins, threads, page tables and frames.
 
 use crate::arch::{self, paging::AddressSpace, MapFlags, Trap, UserContext, PAGE_SIZE};
+use crate::cap::{CSpace, CapId, Capability, DerivationTree};
 use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
-use crate::syscall;
+use crate::object::{Endpoint, IrqLine, MemoryObject, Message, Notification, Object, Quota, QuotaAccount};
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
+use core::cell::RefCell;
+use kernel_abi::{Error, Rights, MSG_WORDS};
 
 pub type Pid = u32;
+pub type Tid = u32;
 
 /// Top of every process's initial stack (the page above it stays unmapped as a guard).
 pub const USER_STACK_TOP: u64 = 0x0000_7FFF_FFF0_0000;
 pub const USER_STACK_PAGES: u64 = 16;
+/// Threads one process may have.
+pub const MAX_THREADS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitReason {
     Exited(u64),
     /// Killed by the kernel for a fault it took.
     Faulted(Trap),
-    /// Killed from outside.
+    /// Killed through a process capability.
     Killed,
 }
 
-pub struct Process {
-    pub pid: Pid,
-    pub name: &'static str,
-    pub space: AddressSpace,
-    /// Frames this process owns (image and stack); freed when it ends.
-    frames: Vec<u64>,
-    pub context: UserContext,
+pub enum ThreadState {
+    Runnable,
+    /// In `call`, queued on an endpoint until a receiver takes the message.
+    Sending { ep: Rc<RefCell<Endpoint>>, message: Message, cap: Option<Capability> },
+    /// In `recv`, queued on an endpoint.
+    Receiving { ep: Rc<RefCell<Endpoint>>, recv_slot: u64 },
+    /// In `call`, message delivered, waiting for `server` to reply.
+    AwaitingReply { server: Tid },
+    Waiting { notification: Rc<RefCell<Notification>> },
 }
 
-pub struct Scheduler {
-    processes: BTreeMap<Pid, Process>,
-    run_queue: VecDeque<Pid>,
-    exited: BTreeMap<Pid, ExitReason>,
-    next_pid: Pid,
+pub struct Thread {
+    pub pid: Pid,
+    pub context: UserContext,
+    pub state: ThreadState,
+    /// The caller this thread received from last and has not replied to.
+    pub reply_to: Option<Tid>,
+}
+
+/// One user mapping and the capability it was made through.
+pub struct Mapping {
+    pub via: CapId,
+    /// Keeps the memory alive while mapped.
+    pub _object: Object,
+}
+
+pub struct Process {
+    pub name: &'static str,
+    pub space: AddressSpace,
+    /// Frames of the boot image and the initial stack.
+    image_frames: Vec<u64>,
+    pub cspace: CSpace,
+    pub mappings: BTreeMap<u64, Mapping>,
+    pub pins: BTreeMap<u64, (Rc<MemoryObject>, usize)>,
+    pub next_pin: u64,
+    pub quota: Quota,
+    pub threads: Vec<Tid>,
+    entry: u64,
+    arg: u64,
+    pub started: bool,
+    pub watchers: Vec<(Rc<RefCell<Notification>>, u64)>,
 }
 
 /// What a system call asks the scheduler to do with the calling thread.
 pub enum Continuation {
     Resume,
     Yield,
+    Block,
     Exit(u64),
 }
 
-impl Scheduler {
-    pub const fn new() -> Self {
-        Scheduler { processes: BTreeMap::new(), run_queue: VecDeque::new(), exited: BTreeMap::new(), next_pid: 1 }
+pub struct Kernel {
+    pub processes: BTreeMap<Pid, Process>,
+    pub threads: BTreeMap<Tid, Thread>,
+    run_queue: VecDeque<Tid>,
+    exited: BTreeMap<Pid, ExitReason>,
+    pub tree: DerivationTree,
+    pub irqs: BTreeMap<u32, Weak<RefCell<IrqLine>>>,
+    pub images: &'static [(&'static str, &'static [u8])],
+    next_pid: Pid,
+    next_tid: Tid,
+}
+
+impl Kernel {
+    pub fn new(images: &'static [(&'static str, &'static [u8])]) -> Self {
+        Kernel {
+            processes: BTreeMap::new(),
+            threads: BTreeMap::new(),
+            run_queue: VecDeque::new(),
+            exited: BTreeMap::new(),
+            tree: DerivationTree::new(),
+            irqs: BTreeMap::new(),
+            images,
+            next_pid: 1,
+            next_tid: 1,
+        }
     }
 
-    /// Creates a process from an ELF image with one thread starting at its entry with `arg`.
-    pub fn spawn(&mut self, name: &'static str, image: &[u8], arg: u64) -> Result<Pid, ElfError> {
+    /// Creates a process from an ELF image, not yet started. Its image and stack frames are
+    /// charged to `quota_pages` as well.
+    pub fn create_process(&mut self, name: &'static str, image: &[u8], arg: u64, quota_pages: u64) -> Result<Pid, ElfError> {
         let mut frames = FRAMES.lock();
         let mut space = AddressSpace::new(&mut frames).ok_or(ElfError::OutOfMemory)?;
         let mut owned = Vec::new();
@@ -79,30 +139,214 @@ impl Scheduler {
         };
         let pid = self.next_pid;
         self.next_pid += 1;
-        let context = UserContext::new(entry, USER_STACK_TOP, arg);
-        self.processes.insert(pid, Process { pid, name, space, frames: owned, context });
-        self.run_queue.push_back(pid);
+        self.processes.insert(
+            pid,
+            Process {
+                name,
+                space,
+                image_frames: owned,
+                cspace: CSpace::new(),
+                mappings: BTreeMap::new(),
+                pins: BTreeMap::new(),
+                next_pin: 1,
+                quota: QuotaAccount::new(quota_pages),
+                threads: Vec::new(),
+                entry,
+                arg,
+                started: false,
+                watchers: Vec::new(),
+            },
+        );
         Ok(pid)
     }
 
-    fn reap(&mut self, pid: Pid, reason: ExitReason) {
-        if let Some(process) = self.processes.remove(&pid) {
-            if let ExitReason::Faulted(trap) = reason {
-                crate::println!("[kernel] killed {} (pid {}) at pc {:#x}: {:?}", process.name, pid, process.context.pc(), trap);
+    /// Starts the first thread of a created process.
+    pub fn start_process(&mut self, pid: Pid) -> Result<(), Error> {
+        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        if process.started {
+            return Err(Error::InvalidState);
+        }
+        process.started = true;
+        let (entry, arg) = (process.entry, process.arg);
+        self.add_thread(pid, UserContext::new(entry, USER_STACK_TOP, arg)).map(|_| ())
+    }
+
+    pub fn add_thread(&mut self, pid: Pid, context: UserContext) -> Result<Tid, Error> {
+        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        if process.threads.len() >= MAX_THREADS {
+            return Err(Error::OutOfMemory);
+        }
+        let tid = self.next_tid;
+        self.next_tid += 1;
+        process.threads.push(tid);
+        self.threads.insert(tid, Thread { pid, context, state: ThreadState::Runnable, reply_to: None });
+        self.run_queue.push_back(tid);
+        Ok(tid)
+    }
+
+    pub fn spawn(&mut self, name: &'static str, image: &[u8], arg: u64, quota_pages: u64) -> Result<Pid, ElfError> {
+        let pid = self.create_process(name, image, arg, quota_pages)?;
+        self.start_process(pid).map_err(|_| ElfError::OutOfMemory)?;
+        Ok(pid)
+    }
+
+    /// Puts a new original capability (no parent) into `slot` of `pid`.
+    pub fn install(&mut self, pid: Pid, slot: u64, object: Object, rights: Rights, badge: u64) -> Result<CapId, Error> {
+        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        process.cspace.check_empty(slot)?;
+        let id = self.tree.insert(pid, None);
+        process.cspace.put(slot, Capability { id, object, rights, badge });
+        Ok(id)
+    }
+
+    /// Puts a capability derived from `parent` into `slot` of `pid`.
+    pub fn install_derived(&mut self, pid: Pid, slot: u64, parent: &Capability, rights: Rights, badge: u64) -> Result<CapId, Error> {
+        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        process.cspace.check_empty(slot)?;
+        let id = self.tree.insert(pid, Some(parent.id));
+        process.cspace.put(slot, Capability { id, object: parent.object.clone(), rights, badge });
+        Ok(id)
+    }
+
+    /// Deletes the capability in `slot` of `pid` and every mapping made through it.
+    pub fn delete_cap(&mut self, pid: Pid, slot: u64) -> Result<(), Error> {
+        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        let cap = process.cspace.take(slot)?;
+        let through: Vec<u64> = process.mappings.iter().filter(|(_, m)| m.via == cap.id).map(|(va, _)| *va).collect();
+        for va in through {
+            process.space.unmap(va);
+            process.mappings.remove(&va);
+        }
+        self.tree.remove(cap.id);
+        Ok(())
+    }
+
+    /// Deletes every capability derived from the one in `slot` of `pid`.
+    pub fn revoke(&mut self, pid: Pid, slot: u64) -> Result<(), Error> {
+        let id = self.processes.get(&pid).ok_or(Error::PeerGone)?.cspace.get(slot)?.id;
+        for (descendant, owner) in self.tree.descendants(id) {
+            let found = self.processes.get(&owner).and_then(|p| p.cspace.find(descendant));
+            match found {
+                Some(s) => self.delete_cap(owner, s)?,
+                // In flight in a blocked sender's message: drop it there.
+                None => self.drop_in_flight(descendant),
             }
+        }
+        Ok(())
+    }
+
+    fn drop_in_flight(&mut self, id: CapId) {
+        for thread in self.threads.values_mut() {
+            if let ThreadState::Sending { cap, .. } = &mut thread.state {
+                if cap.as_ref().is_some_and(|c| c.id == id) {
+                    *cap = None;
+                }
+            }
+        }
+        self.tree.remove(id);
+    }
+
+    pub fn make_runnable(&mut self, tid: Tid, results: &[u64]) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.context.set_syscall_result(results);
+            t.state = ThreadState::Runnable;
+            self.run_queue.push_back(tid);
+        }
+    }
+
+    /// Hands `message` (and `cap`) from thread `from` to the blocked receiver `to`.
+    pub fn deliver(&mut self, from: Tid, to: Tid, recv_slot: u64, message: &Message, cap: Option<Capability>) {
+        let receiver_pid = self.threads[&to].pid;
+        let mut cap_received = 0;
+        if let Some(cap) = cap {
+            let process = self.processes.get_mut(&receiver_pid).expect("thread's process exists");
+            if process.cspace.check_empty(recv_slot).is_ok() {
+                self.tree.set_owner(cap.id, receiver_pid);
+                process.cspace.put(recv_slot, cap);
+                cap_received = 1;
+            } else {
+                // The receiver's slot was filled (by a grant) while it waited: the transfer
+                // fails safe by dropping the capability.
+                self.tree.remove(cap.id);
+            }
+        }
+        let w = &message.words;
+        self.make_runnable(to, &[0, message.badge, w[0], w[1], w[2], w[3], cap_received]);
+        self.threads.get_mut(&to).expect("receiver exists").reply_to = Some(from);
+        self.threads.get_mut(&from).expect("sender exists").state = ThreadState::AwaitingReply { server: to };
+    }
+
+    pub fn signal(&mut self, notification: &Rc<RefCell<Notification>>, bits: u64) {
+        let waiter = {
+            let mut n = notification.borrow_mut();
+            n.bits |= bits;
+            if n.bits != 0 { n.waiters.pop_front() } else { None }
+        };
+        if let Some(tid) = waiter {
+            let bits = core::mem::take(&mut notification.borrow_mut().bits);
+            self.make_runnable(tid, &[0, bits]);
+        }
+    }
+
+    /// Ends a process: wakes whoever waits on it, returns everything it held.
+    pub fn kill(&mut self, pid: Pid, reason: ExitReason) {
+        let Some(process) = self.processes.get(&pid) else { return };
+        if let ExitReason::Faulted(trap) = reason {
+            let pc = process.threads.first().and_then(|t| self.threads.get(t)).map(|t| t.context.pc()).unwrap_or(0);
+            crate::println!("[kernel] killed {} (pid {}) at pc {:#x}: {:?}", process.name, pid, pc, trap);
+        }
+        for tid in process.threads.clone() {
+            self.remove_thread(tid);
+        }
+        let slots: Vec<u64> = (0..kernel_abi::CSPACE_SLOTS).filter(|&s| process_has(self, pid, s)).collect();
+        for slot in slots {
+            let _ = self.delete_cap(pid, slot);
+        }
+        let mut process = self.processes.remove(&pid).expect("checked above");
+        process.pins.clear();
+        process.mappings.clear();
+        {
             let mut frames = FRAMES.lock();
             process.space.destroy(&mut frames);
-            process.frames.into_iter().for_each(|f| frames.free(f));
+            process.image_frames.iter().for_each(|&f| frames.free(f));
         }
-        self.run_queue.retain(|&p| p != pid);
+        for (notification, bit) in core::mem::take(&mut process.watchers) {
+            self.signal(&notification, 1 << bit);
+        }
         self.exited.insert(pid, reason);
     }
 
-    /// Ends a process from outside (as a kill capability would).
-    pub fn kill(&mut self, pid: Pid) {
-        if self.processes.contains_key(&pid) {
-            self.reap(pid, ExitReason::Killed);
+    fn remove_thread(&mut self, tid: Tid) {
+        let Some(thread) = self.threads.remove(&tid) else { return };
+        self.run_queue.retain(|&t| t != tid);
+        match thread.state {
+            ThreadState::Sending { ep, cap, .. } => {
+                ep.borrow_mut().senders.retain(|&t| t != tid);
+                if let Some(cap) = cap {
+                    self.tree.remove(cap.id);
+                }
+            }
+            ThreadState::Receiving { ep, .. } => ep.borrow_mut().receivers.retain(|&t| t != tid),
+            ThreadState::Waiting { notification } => notification.borrow_mut().waiters.retain(|&t| t != tid),
+            ThreadState::AwaitingReply { server } => {
+                if let Some(s) = self.threads.get_mut(&server) {
+                    if s.reply_to == Some(tid) {
+                        s.reply_to = None;
+                    }
+                }
+            }
+            ThreadState::Runnable => {}
         }
+        // A caller waiting for this thread's reply learns that its server is gone.
+        if let Some(caller) = thread.reply_to {
+            if matches!(self.threads.get(&caller).map(|t| &t.state), Some(ThreadState::AwaitingReply { server }) if *server == tid) {
+                self.make_runnable(caller, &[Error::PeerGone as u64]);
+            }
+        }
+    }
+
+    pub fn has_exited(&self, pid: Pid) -> bool {
+        !self.processes.contains_key(&pid)
     }
 
     /// Takes the exit reason of a process that has ended.
@@ -118,36 +362,59 @@ impl Scheduler {
     }
 
     /// Runs one time slice of the next runnable thread (or idles until an interrupt).
-    fn run_once(&mut self) {
-        let Some(pid) = self.run_queue.pop_front() else {
-            arch::wait_for_interrupt();
+    pub fn run_once(&mut self) {
+        let Some(tid) = self.run_queue.pop_front() else {
+            let trap = arch::wait_for_interrupt();
+            if let Trap::DeviceIrq(line) = trap {
+                self.device_interrupt(line);
+            }
             return;
         };
-        let process = self.processes.get_mut(&pid).expect("queued process exists");
-        process.space.activate();
+        let pid = self.threads[&tid].pid;
+        self.processes[&pid].space.activate();
         loop {
-            let trap = arch::run_user(&mut process.context);
+            let trap = arch::run_user(&mut self.threads.get_mut(&tid).expect("running thread").context);
             match trap {
-                Trap::Syscall => match syscall::handle(process) {
+                Trap::Syscall => match crate::syscall::handle(self, tid) {
                     Continuation::Resume => continue,
-                    Continuation::Yield => {
-                        self.run_queue.push_back(pid);
-                        return;
-                    }
-                    Continuation::Exit(code) => {
-                        self.reap(pid, ExitReason::Exited(code));
-                        return;
-                    }
+                    Continuation::Yield => self.run_queue.push_back(tid),
+                    Continuation::Block => {}
+                    Continuation::Exit(code) => self.kill(pid, ExitReason::Exited(code)),
                 },
-                Trap::Timer | Trap::DeviceIrq(_) => {
-                    self.run_queue.push_back(pid);
-                    return;
+                Trap::Timer => self.run_queue.push_back(tid),
+                Trap::DeviceIrq(line) => {
+                    self.device_interrupt(line);
+                    self.run_queue.push_back(tid);
                 }
-                Trap::PageFault { .. } | Trap::IllegalInstruction { .. } => {
-                    self.reap(pid, ExitReason::Faulted(trap));
-                    return;
-                }
+                Trap::PageFault { .. } | Trap::IllegalInstruction { .. } => self.kill(pid, ExitReason::Faulted(trap)),
             }
+            return;
         }
     }
+
+    fn device_interrupt(&mut self, line: u32) {
+        let bound = self.irqs.get(&line).and_then(|w| w.upgrade()).and_then(|irq| irq.borrow().bound.clone());
+        if let Some((notification, bit)) = bound {
+            self.signal(&notification, 1 << bit);
+        }
+    }
+}
+
+impl Drop for Kernel {
+    /// Returns everything every remaining process holds (tests build a kernel state each).
+    fn drop(&mut self) {
+        let pids: Vec<Pid> = self.processes.keys().copied().collect();
+        for pid in pids {
+            self.kill(pid, ExitReason::Killed);
+        }
+    }
+}
+
+fn process_has(kernel: &Kernel, pid: Pid, slot: u64) -> bool {
+    kernel.processes.get(&pid).is_some_and(|p| p.cspace.get(slot).is_ok())
+}
+
+/// The message words of a syscall's arguments 2..6.
+pub fn message_words(args: &[u64; 6]) -> [u64; MSG_WORDS] {
+    [args[2], args[3], args[4], args[5]]
 }

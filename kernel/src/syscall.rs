@@ -1,36 +1,460 @@
-//! System-call dispatch. Every argument is untrusted: unknown numbers, out-of-range lengths
-//! and bad pointers get an error status, never a kernel fault.
+//! System-call dispatch. Every argument is untrusted: unknown numbers, bad slots, wrong object
+//! types, missing rights, out-of-range lengths and bad pointers get an error status, never a
+//! kernel fault, and a failed call changes nothing.
 
-use crate::process::{Continuation, Process};
+use crate::arch::{self, MapFlags, UserContext, PAGE_SIZE, USER_TOP};
+use crate::cap::Capability;
+use crate::object::{Endpoint, IrqLine, MemoryObject, Message, Notification, Object};
+use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, Pid, ThreadState, Tid};
 use crate::usermem::UserSlice;
-use kernel_abi::{Error, Syscall, MAX_DEBUG_WRITE};
+use alloc::rc::Rc;
+use core::cell::RefCell;
+use kernel_abi::{map_flags, Error, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
 
-pub fn handle(process: &mut Process) -> Continuation {
-    let number = process.context.syscall_number();
-    let args = process.context.syscall_args();
-    let result = match Syscall::from_number(number) {
-        None => Err(Error::UnknownSyscall),
-        Some(Syscall::Exit) => return Continuation::Exit(args[0]),
-        Some(Syscall::Yield) => {
-            process.context.set_syscall_result(&[0]);
-            return Continuation::Yield;
-        }
-        Some(Syscall::DebugWrite) => debug_write(process, args[0], args[1]),
-    };
-    match result {
-        Ok(()) => process.context.set_syscall_result(&[0]),
-        Err(e) => process.context.set_syscall_result(&[e as u64]),
-    }
-    Continuation::Resume
+type Outcome = Result<Reply, Error>;
+
+/// Successful results: the words after the zero status, and what the thread does next.
+enum Reply {
+    Values([u64; 6], usize),
+    Block,
+    Yield,
+    Exit(u64),
 }
 
-fn debug_write(process: &Process, ptr: u64, len: u64) -> Result<(), Error> {
+fn values(v: &[u64]) -> Outcome {
+    let mut out = [0; 6];
+    out[..v.len()].copy_from_slice(v);
+    Ok(Reply::Values(out, v.len()))
+}
+
+pub fn handle(kernel: &mut Kernel, tid: Tid) -> Continuation {
+    let thread = &kernel.threads[&tid];
+    let (pid, number, args) = (thread.pid, thread.context.syscall_number(), thread.context.syscall_args());
+    let outcome = match Syscall::from_number(number) {
+        None => Err(Error::UnknownSyscall),
+        Some(call) => dispatch(kernel, pid, tid, call, args),
+    };
+    fn context(k: &mut Kernel, tid: Tid) -> Option<&mut UserContext> {
+        k.threads.get_mut(&tid).map(|t| &mut t.context)
+    }
+    match outcome {
+        Ok(Reply::Values(v, n)) => {
+            let mut results = [0u64; 7];
+            results[1..=n].copy_from_slice(&v[..n]);
+            if let Some(c) = context(kernel, tid) {
+                c.set_syscall_result(&results[..=n]);
+            }
+            Continuation::Resume
+        }
+        Ok(Reply::Block) => Continuation::Block,
+        Ok(Reply::Yield) => {
+            if let Some(c) = context(kernel, tid) {
+                c.set_syscall_result(&[0]);
+            }
+            Continuation::Yield
+        }
+        Ok(Reply::Exit(code)) => Continuation::Exit(code),
+        Err(e) => {
+            if let Some(c) = context(kernel, tid) {
+                c.set_syscall_result(&[e as u64]);
+            }
+            Continuation::Resume
+        }
+    }
+}
+
+fn cap(kernel: &Kernel, pid: Pid, slot: u64) -> Result<Capability, Error> {
+    kernel.processes[&pid].cspace.get(slot).cloned()
+}
+
+/// The capability in `slot`, which must name an object of `kind` with `rights`.
+fn cap_of(kernel: &Kernel, pid: Pid, slot: u64, kind: ObjectType, rights: Rights) -> Result<Capability, Error> {
+    let c = cap(kernel, pid, slot)?;
+    if c.object.kind() != kind {
+        return Err(Error::WrongType);
+    }
+    if !c.rights.contains(rights) {
+        return Err(Error::MissingRights);
+    }
+    Ok(c)
+}
+
+fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6]) -> Outcome {
+    match call {
+        Syscall::Null => values(&[]),
+        Syscall::DebugWrite => debug_write(kernel, pid, a[0], a[1]),
+        Syscall::Exit => Ok(Reply::Exit(a[0])),
+        Syscall::Yield => Ok(Reply::Yield),
+        Syscall::CapDerive => cap_derive(kernel, pid, a[0], a[1], a[2], a[3]),
+        Syscall::CapDelete => kernel.delete_cap(pid, a[0]).and_then(|_| values(&[])),
+        Syscall::CapRevoke => {
+            let c = cap(kernel, pid, a[0])?;
+            if !c.rights.contains(Rights::DERIVE) {
+                return Err(Error::MissingRights);
+            }
+            kernel.revoke(pid, a[0]).and_then(|_| values(&[]))
+        }
+        Syscall::CapInfo => {
+            let c = cap(kernel, pid, a[0])?;
+            values(&[c.object.kind() as u64, c.rights.0, c.badge])
+        }
+        Syscall::Call => call_endpoint(kernel, pid, tid, a),
+        Syscall::Recv => recv(kernel, pid, tid, a[0], a[1]),
+        Syscall::Reply => reply(kernel, tid, [a[0], a[1], a[2], a[3]]),
+        Syscall::NotifySignal => {
+            let n = notification(kernel, pid, a[0], Rights::WRITE)?;
+            kernel.signal(&n, a[1]);
+            values(&[])
+        }
+        Syscall::NotifyWait | Syscall::NotifyPoll => {
+            let n = notification(kernel, pid, a[0], Rights::READ)?;
+            let bits = core::mem::take(&mut n.borrow_mut().bits);
+            if bits != 0 || call == Syscall::NotifyPoll {
+                return values(&[bits]);
+            }
+            n.borrow_mut().waiters.push_back(tid);
+            kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Waiting { notification: n };
+            Ok(Reply::Block)
+        }
+        Syscall::MemAlloc => {
+            let (pages, dst) = (a[0], a[1]);
+            if pages == 0 || pages > MAX_MEMORY_OBJECT_PAGES {
+                return Err(Error::InvalidArgument);
+            }
+            kernel.processes[&pid].cspace.check_empty(dst)?;
+            let quota = kernel.processes[&pid].quota.clone();
+            let memory = MemoryObject::allocate(pages, &quota).ok_or(Error::OutOfMemory)?;
+            kernel.install(pid, dst, Object::Memory(memory), Rights::ALL.intersect(mem_rights()), 0)?;
+            values(&[])
+        }
+        Syscall::MemMap => mem_map(kernel, pid, a),
+        Syscall::Unmap => unmap(kernel, pid, a[0], a[1]),
+        Syscall::MemPin => mem_pin(kernel, pid, a[0], a[1], a[2]),
+        Syscall::MemUnpin => {
+            let removed = kernel.processes.get_mut(&pid).expect("caller").pins.remove(&a[0]);
+            removed.ok_or(Error::InvalidArgument).and_then(|_| values(&[]))
+        }
+        Syscall::MmioMap => mmio_map(kernel, pid, a),
+        Syscall::MmioInfo => match cap_of(kernel, pid, a[0], ObjectType::Mmio, Rights::READ)?.object {
+            Object::Mmio(m) => values(&[m.base, m.size]),
+            _ => unreachable!("type checked"),
+        },
+        Syscall::IrqBind => irq_bind(kernel, pid, a[0], a[1], a[2]),
+        Syscall::IrqAck => match cap_of(kernel, pid, a[0], ObjectType::Irq, Rights::CONTROL)?.object {
+            Object::Irq(irq) => {
+                arch::irq_set_enabled(irq.borrow().line, true);
+                values(&[])
+            }
+            _ => unreachable!("type checked"),
+        },
+        Syscall::ThreadCreate => {
+            let (entry, stack, arg) = (a[0], a[1], a[2]);
+            if entry == 0 || entry >= USER_TOP || stack > USER_TOP {
+                return Err(Error::BadAddress);
+            }
+            let t = kernel.add_thread(pid, UserContext::new(entry, stack, arg))?;
+            values(&[t as u64])
+        }
+        Syscall::EndpointCreate => create(kernel, pid, a[0], Object::Endpoint(Rc::new(RefCell::new(Endpoint::default())))),
+        Syscall::NotificationCreate => {
+            create(kernel, pid, a[0], Object::Notification(Rc::new(RefCell::new(Notification::default()))))
+        }
+        Syscall::ProcessKill => {
+            let target = process(kernel, pid, a[0], Rights::CONTROL)?;
+            if target == pid {
+                return Ok(Reply::Exit(0));
+            }
+            kernel.kill(target, ExitReason::Killed);
+            values(&[])
+        }
+        Syscall::ProcessWatch => {
+            let target = process(kernel, pid, a[0], Rights::READ)?;
+            let n = notification(kernel, pid, a[1], Rights::WRITE)?;
+            if a[2] >= 64 {
+                return Err(Error::InvalidArgument);
+            }
+            match kernel.processes.get_mut(&target) {
+                Some(p) => p.watchers.push((n, a[2])),
+                None => kernel.signal(&n, 1 << a[2]),
+            }
+            values(&[])
+        }
+        Syscall::CapGrant => {
+            let target = process(kernel, pid, a[0], Rights::CONTROL)?;
+            let src = cap(kernel, pid, a[1])?;
+            if !src.rights.contains(Rights::GRANT) {
+                return Err(Error::MissingRights);
+            }
+            let rights = requested_rights(a[3])?.intersect(src.rights);
+            kernel.processes.get(&target).ok_or(Error::PeerGone)?;
+            kernel.install_derived(target, a[2], &src, rights, src.badge)?;
+            values(&[])
+        }
+        Syscall::ProcessCreate => process_create(kernel, pid, a[0], a[1], a[2], a[3]),
+        Syscall::ProcessStart => {
+            let target = process(kernel, pid, a[0], Rights::CONTROL)?;
+            kernel.start_process(target).and_then(|_| values(&[]))
+        }
+    }
+}
+
+/// Rights a fresh memory object's capability gets.
+const fn mem_rights() -> Rights {
+    Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0 | Rights::GRANT.0 | Rights::DERIVE.0)
+}
+
+fn requested_rights(bits: u64) -> Result<Rights, Error> {
+    let r = Rights(bits);
+    if r.is_valid() { Ok(r) } else { Err(Error::InvalidArgument) }
+}
+
+fn notification(kernel: &Kernel, pid: Pid, slot: u64, rights: Rights) -> Result<Rc<RefCell<Notification>>, Error> {
+    match cap_of(kernel, pid, slot, ObjectType::Notification, rights)?.object {
+        Object::Notification(n) => Ok(n),
+        _ => unreachable!("type checked"),
+    }
+}
+
+fn process(kernel: &Kernel, pid: Pid, slot: u64, rights: Rights) -> Result<Pid, Error> {
+    match cap_of(kernel, pid, slot, ObjectType::Process, rights)?.object {
+        Object::Process(p) => Ok(p),
+        _ => unreachable!("type checked"),
+    }
+}
+
+fn create(kernel: &mut Kernel, pid: Pid, dst: u64, object: Object) -> Outcome {
+    let rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::GRANT.0 | Rights::DERIVE.0);
+    kernel.install(pid, dst, object, rights, 0)?;
+    values(&[])
+}
+
+fn debug_write(kernel: &Kernel, pid: Pid, ptr: u64, len: u64) -> Outcome {
     if len > MAX_DEBUG_WRITE as u64 {
         return Err(Error::InvalidArgument);
     }
     let slice = UserSlice::new(ptr, len)?;
     let mut buf = [0u8; MAX_DEBUG_WRITE];
-    slice.copy_into(&process.space, &mut buf[..len as usize])?;
-    crate::arch::console_write(&buf[..len as usize]);
-    Ok(())
+    slice.copy_into(&kernel.processes[&pid].space, &mut buf[..len as usize])?;
+    arch::console_write(&buf[..len as usize]);
+    values(&[])
+}
+
+fn cap_derive(kernel: &mut Kernel, pid: Pid, src: u64, dst: u64, rights: u64, badge: u64) -> Outcome {
+    let parent = cap(kernel, pid, src)?;
+    if !parent.rights.contains(Rights::DERIVE) {
+        return Err(Error::MissingRights);
+    }
+    let rights = requested_rights(rights)?.intersect(parent.rights);
+    let badge = match badge {
+        0 => parent.badge,
+        b if parent.object.kind() == ObjectType::Endpoint && parent.badge == 0 => b,
+        _ => return Err(Error::InvalidArgument),
+    };
+    kernel.install_derived(pid, dst, &parent, rights, badge)?;
+    values(&[])
+}
+
+fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcome {
+    let ep_cap = cap_of(kernel, pid, a[0], ObjectType::Endpoint, Rights::WRITE)?;
+    let Object::Endpoint(ep) = ep_cap.object else { unreachable!("type checked") };
+    let transfer = match a[1] {
+        NO_CAP => None,
+        slot => {
+            if !cap(kernel, pid, slot)?.rights.contains(Rights::GRANT) {
+                return Err(Error::MissingRights);
+            }
+            Some(kernel.processes.get_mut(&pid).expect("caller").cspace.take(slot)?)
+        }
+    };
+    let message = Message { badge: ep_cap.badge, words: message_words(&a) };
+    let receiver = ep.borrow_mut().receivers.pop_front();
+    match receiver {
+        Some(receiver) => {
+            let ThreadState::Receiving { recv_slot, .. } = kernel.threads[&receiver].state else {
+                unreachable!("queued receivers are receiving")
+            };
+            kernel.deliver(tid, receiver, recv_slot, &message, transfer);
+        }
+        None => {
+            ep.borrow_mut().senders.push_back(tid);
+            kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Sending { ep, message, cap: transfer };
+        }
+    }
+    Ok(Reply::Block)
+}
+
+fn recv(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64) -> Outcome {
+    let Object::Endpoint(ep) = cap_of(kernel, pid, ep_slot, ObjectType::Endpoint, Rights::READ)?.object else {
+        unreachable!("type checked")
+    };
+    if recv_slot != NO_CAP {
+        kernel.processes[&pid].cspace.check_empty(recv_slot)?;
+    }
+    // A caller this thread never answered learns that it will not be answered.
+    if let Some(old) = kernel.threads.get_mut(&tid).expect("caller").reply_to.take() {
+        if matches!(kernel.threads.get(&old).map(|t| &t.state), Some(ThreadState::AwaitingReply { server }) if *server == tid) {
+            kernel.make_runnable(old, &[Error::PeerGone as u64]);
+        }
+    }
+    let sender = ep.borrow_mut().senders.pop_front();
+    let Some(sender) = sender else {
+        ep.borrow_mut().receivers.push_back(tid);
+        kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Receiving { ep, recv_slot };
+        return Ok(Reply::Block);
+    };
+    let state = core::mem::replace(&mut kernel.threads.get_mut(&sender).expect("queued").state, ThreadState::Runnable);
+    let ThreadState::Sending { message, cap, .. } = state else { unreachable!("queued senders are sending") };
+    // Deliver to ourselves: `deliver` queues the receiver, so mark us receiving first and let it.
+    kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Receiving { ep, recv_slot };
+    kernel.deliver(sender, tid, recv_slot, &message, cap);
+    Ok(Reply::Block)
+}
+
+fn reply(kernel: &mut Kernel, tid: Tid, words: [u64; 4]) -> Outcome {
+    let caller = kernel.threads.get_mut(&tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
+    match kernel.threads.get(&caller).map(|t| &t.state) {
+        Some(ThreadState::AwaitingReply { server }) if *server == tid => {
+            kernel.make_runnable(caller, &[0, 0, words[0], words[1], words[2], words[3], 0]);
+            values(&[])
+        }
+        _ => Err(Error::PeerGone),
+    }
+}
+
+/// Validates a user range of `pages` pages at `va`: aligned, non-empty, no wrap, below USER_TOP.
+fn user_range(va: u64, pages: u64) -> Result<u64, Error> {
+    let len = pages.checked_mul(PAGE_SIZE).ok_or(Error::InvalidArgument)?;
+    let end = va.checked_add(len).ok_or(Error::BadAddress)?;
+    if pages == 0 || va % PAGE_SIZE != 0 || va == 0 || end > USER_TOP {
+        return Err(if pages == 0 { Error::InvalidArgument } else { Error::BadAddress });
+    }
+    Ok(end)
+}
+
+/// Maps `phys_pages` at `va` in `pid` through capability `via`; all or nothing.
+fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, phys_pages: &[u64], flags: MapFlags, via: &Capability) -> Outcome {
+    let process = kernel.processes.get_mut(&pid).expect("caller");
+    if (0..phys_pages.len() as u64).any(|i| process.space.translate(va + i * PAGE_SIZE).is_some()) {
+        return Err(Error::AlreadyMapped);
+    }
+    let mut frames = crate::mm::FRAMES.lock();
+    for (i, &pa) in phys_pages.iter().enumerate() {
+        let page_va = va + i as u64 * PAGE_SIZE;
+        if process.space.map(page_va, pa, flags, &mut frames).is_err() {
+            for undo in 0..i as u64 {
+                process.space.unmap(va + undo * PAGE_SIZE);
+                process.mappings.remove(&(va + undo * PAGE_SIZE));
+            }
+            return Err(Error::OutOfMemory);
+        }
+        process.mappings.insert(page_va, Mapping { via: via.id, _object: via.object.clone() });
+    }
+    values(&[])
+}
+
+fn mem_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
+    let (slot, va, first, pages, flags) = (a[0], a[1], a[2], a[3], a[4]);
+    if flags & !map_flags::ALL != 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let mut needed = Rights::READ;
+    if flags & map_flags::WRITE != 0 {
+        needed = needed.union(Rights::WRITE);
+    }
+    if flags & map_flags::EXECUTE != 0 {
+        needed = needed.union(Rights::EXECUTE);
+    }
+    let c = cap_of(kernel, pid, slot, ObjectType::Memory, needed)?;
+    let Object::Memory(memory) = &c.object else { unreachable!("type checked") };
+    user_range(va, pages)?;
+    let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
+    let frames = memory.frames.get(first as usize..end as usize).ok_or(Error::OutOfRange)?.to_vec();
+    let map = MapFlags { writable: flags & map_flags::WRITE != 0, executable: flags & map_flags::EXECUTE != 0, device: false };
+    map_pages(kernel, pid, va, &frames, map, &c)
+}
+
+fn mmio_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
+    let (slot, va, first, pages) = (a[0], a[1], a[2], a[3]);
+    let c = cap_of(kernel, pid, slot, ObjectType::Mmio, Rights::READ)?;
+    let Object::Mmio(region) = &c.object else { unreachable!("type checked") };
+    user_range(va, pages)?;
+    let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
+    if end > region.size / PAGE_SIZE {
+        return Err(Error::OutOfRange);
+    }
+    let frames: alloc::vec::Vec<u64> = (first..end).map(|p| region.base + p * PAGE_SIZE).collect();
+    let map = MapFlags { writable: c.rights.contains(Rights::WRITE), executable: false, device: true };
+    map_pages(kernel, pid, va, &frames, map, &c)
+}
+
+fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {
+    user_range(va, pages)?;
+    let process = kernel.processes.get_mut(&pid).expect("caller");
+    if (0..pages).any(|i| !process.mappings.contains_key(&(va + i * PAGE_SIZE))) {
+        return Err(Error::NotMapped);
+    }
+    for i in 0..pages {
+        process.space.unmap(va + i * PAGE_SIZE);
+        process.mappings.remove(&(va + i * PAGE_SIZE));
+    }
+    values(&[])
+}
+
+fn mem_pin(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, page: u64) -> Outcome {
+    cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
+    let c = cap_of(kernel, pid, slot, ObjectType::Memory, Rights::READ)?;
+    let Object::Memory(memory) = c.object else { unreachable!("type checked") };
+    let phys = *memory.frames.get(page as usize).ok_or(Error::OutOfRange)?;
+    let process = kernel.processes.get_mut(&pid).expect("caller");
+    if process.pins.len() >= MAX_PINS {
+        return Err(Error::OutOfMemory);
+    }
+    let pin = process.next_pin;
+    process.next_pin += 1;
+    process.pins.insert(pin, (memory, page as usize));
+    values(&[pin, phys])
+}
+
+fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u64) -> Outcome {
+    let Object::Irq(irq) = cap_of(kernel, pid, irq_slot, ObjectType::Irq, Rights::CONTROL)?.object else {
+        unreachable!("type checked")
+    };
+    let n = notification(kernel, pid, ntfn_slot, Rights::WRITE)?;
+    if bit >= 64 {
+        return Err(Error::InvalidArgument);
+    }
+    if irq.borrow().bound.is_some() {
+        return Err(Error::InvalidState);
+    }
+    let line = irq.borrow().line;
+    irq.borrow_mut().bound = Some((n, bit));
+    kernel.irqs.insert(line, Rc::downgrade(&irq));
+    arch::irq_set_enabled(line, true);
+    values(&[])
+}
+
+fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64, quota: u64) -> Outcome {
+    let &(name, bytes) = kernel.images.get(image as usize).ok_or(Error::OutOfRange)?;
+    kernel.processes[&pid].cspace.check_empty(dst)?;
+    let parent_quota = kernel.processes[&pid].quota.clone();
+    if !parent_quota.charge(quota) {
+        return Err(Error::OutOfMemory);
+    }
+    // The child's pages come out of the parent's limit for good.
+    parent_quota.limit.set(parent_quota.limit.get() - quota);
+    parent_quota.release(quota);
+    let child = match kernel.create_process(name, bytes, arg, quota) {
+        Ok(child) => child,
+        Err(_) => {
+            parent_quota.limit.set(parent_quota.limit.get() + quota);
+            return Err(Error::OutOfMemory);
+        }
+    };
+    kernel.install(pid, dst, Object::Process(child), Rights::ALL, 0)?;
+    values(&[child as u64])
+}
+
+/// The line an IRQ object serves, for the boot code that creates them.
+pub fn irq_object(line: u32) -> Object {
+    Object::Irq(Rc::new(RefCell::new(IrqLine { line, bound: None })))
 }

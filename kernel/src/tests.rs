@@ -2,9 +2,11 @@
 
 use crate::arch::{self, MapFlags, Trap};
 use crate::ktest::{Test, TestResult};
-use crate::process::{ExitReason, Scheduler};
-use crate::user_images::USERTEST;
+use crate::process::{ExitReason, Kernel};
+use crate::user_images::{IMAGES, USERTEST};
+use crate::object::Object;
 use crate::{ensure, mm};
+use kernel_abi::Rights;
 
 /// Scenario numbers of user/usertest (its start argument).
 mod scenario {
@@ -15,11 +17,89 @@ mod scenario {
     pub const SPIN: u64 = 4;
     pub const HOSTILE_SYSCALLS: u64 = 5;
     pub const KERNEL_READ: u64 = 6;
+    pub const IPC_SERVER: u64 = 7;
+    pub const IPC_CLIENT: u64 = 8;
+    pub const REVOKER: u64 = 9;
+    pub const BENCH_CLIENT: u64 = 10;
 }
 
+/// The slot usertest expects its endpoint in.
+const ENDPOINT_SLOT: u64 = 1;
+
+fn new_endpoint() -> Object {
+    Object::Endpoint(alloc::rc::Rc::new(core::cell::RefCell::new(crate::object::Endpoint::default())))
+}
+
+/// Creates a usertest process with the endpoint in its slot 1, and starts it.
+fn start_with_endpoint(kernel: &mut Kernel, arg: u64, ep: &Object, rights: Rights, badge: u64) -> Result<crate::process::Pid, alloc::string::String> {
+    let pid = kernel.create_process("usertest", USERTEST, arg, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+    kernel.install(pid, ENDPOINT_SLOT, ep.clone(), rights, badge).map_err(|e| alloc::format!("{e:?}"))?;
+    kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
+    Ok(pid)
+}
+
+fn client_rights() -> Rights {
+    Rights::WRITE.union(Rights::GRANT)
+}
+
+fn ipc_server_serves_clients() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        let ep = new_endpoint();
+        let server = start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
+        let clients = [
+            start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 1 << 8, &ep, client_rights(), 1)?,
+            start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 2 << 8, &ep, client_rights(), 2)?,
+            start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 3 << 8, &ep, client_rights(), 3)?,
+        ];
+        kernel.run_until_exited(&clients);
+        for c in clients {
+            let reason = kernel.take_exit(c);
+            ensure!(reason == Some(ExitReason::Exited(0)), "client {c} ended with {reason:?}");
+        }
+        ensure!(!kernel.has_exited(server), "server died");
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
+fn revoke_removes_derived_caps_and_mappings() -> TestResult {
+    let mut kernel = Kernel::new(IMAGES);
+    let ep = new_endpoint();
+    let server = start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
+    let revoker = start_with_endpoint(&mut kernel, scenario::REVOKER, &ep, client_rights(), 9)?;
+    kernel.run_until_exited(&[revoker, server]);
+    let r = kernel.take_exit(revoker);
+    ensure!(r == Some(ExitReason::Exited(0)), "revoker ended with {r:?}");
+    let s = kernel.take_exit(server);
+    ensure!(
+        matches!(s, Some(ExitReason::Faulted(Trap::PageFault { addr: 0x1000_0000, write: false, .. }))),
+        "server should have faulted on the revoked mapping, ended with {s:?}"
+    );
+    ensure!(kernel.tree.len() == 0, "derivation tree still holds {} capabilities after both processes ended", kernel.tree.len());
+    Ok(())
+}
+
+/// Prints the null-syscall and IPC round-trip costs (meaningful under `-icount shift=0`).
+fn ipc_benchmark() -> TestResult {
+    let mut kernel = Kernel::new(IMAGES);
+    let ep = new_endpoint();
+    start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
+    let client = start_with_endpoint(&mut kernel, scenario::BENCH_CLIENT, &ep, client_rights(), 1)?;
+    kernel.run_until_exited(&[client]);
+    let r = kernel.take_exit(client);
+    ensure!(r == Some(ExitReason::Exited(0)), "bench client ended with {r:?}");
+    Ok(())
+}
+
+/// Memory quota of test processes, in pages.
+const TEST_QUOTA: u64 = 1024;
+
 fn run_scenario(arg: u64) -> Result<ExitReason, alloc::string::String> {
-    let mut scheduler = Scheduler::new();
-    let pid = scheduler.spawn("usertest", USERTEST, arg).map_err(|e| alloc::format!("spawn: {e:?}"))?;
+    let mut scheduler = Kernel::new(IMAGES);
+    let pid = scheduler.spawn("usertest", USERTEST, arg, TEST_QUOTA).map_err(|e| alloc::format!("spawn: {e:?}"))?;
     scheduler.run_until_exited(&[pid]);
     scheduler.take_exit(pid).ok_or_else(|| "no exit recorded".into())
 }
@@ -49,13 +129,13 @@ fn user_killed(arg: u64) -> TestResult {
 }
 
 fn user_preemption_of_spinner() -> TestResult {
-    let mut scheduler = Scheduler::new();
-    let spinner = scheduler.spawn("spinner", USERTEST, scenario::SPIN).map_err(|e| alloc::format!("{e:?}"))?;
-    let hello = scheduler.spawn("hello", USERTEST, scenario::HELLO).map_err(|e| alloc::format!("{e:?}"))?;
+    let mut scheduler = Kernel::new(IMAGES);
+    let spinner = scheduler.spawn("spinner", USERTEST, scenario::SPIN, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+    let hello = scheduler.spawn("hello", USERTEST, scenario::HELLO, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
     // Only the timer can take the CPU away from the spinner.
     scheduler.run_until_exited(&[hello]);
     ensure!(scheduler.take_exit(hello) == Some(ExitReason::Exited(42)), "hello did not finish");
-    scheduler.kill(spinner);
+    scheduler.kill(spinner, ExitReason::Killed);
     ensure!(scheduler.take_exit(spinner) == Some(ExitReason::Killed), "spinner not reaped");
     Ok(())
 }
@@ -86,6 +166,9 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::hostile_syscalls_survived", run: || user_exits_with(scenario::HOSTILE_SYSCALLS, 0) },
     Test { name: "user::preemption_of_spinner", run: user_preemption_of_spinner },
     Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
+    Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
+    Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
+    Test { name: "bench::ipc", run: ipc_benchmark },
     Test { name: "selftest::intentional_failure", run: intentional_failure },
     Test { name: "selftest::intentional_hang", run: intentional_hang },
 ];

@@ -52,6 +52,11 @@ extern "C" fn boot_x86_64(start_info_phys: u64) -> ! {
     for ram in start.ram_regions() {
         info.add_ram(ram, &reserved);
     }
+    // The BIOS area holds the RSDP; E820's reserved ranges hold the tables it points to.
+    info.add_firmware_region(PhysRange { start: 0xE_0000, end: 0x10_0000 });
+    for region in start.firmware_regions() {
+        info.add_firmware_region(region);
+    }
     // SAFETY: `kernel_main` is the kernel's entry; BOOT_INFO lives for the whole run.
     unsafe { crate::kernel_main(&*core::ptr::addr_of!(BOOT_INFO)) }
 }

@@ -55,6 +55,26 @@ impl StartInfo {
     }
 }
 
+impl StartInfo {
+    /// E820 ACPI-reclaimable (3) and NVS (4) and reserved (2) ranges below the PCI hole: where
+    /// SeaBIOS keeps the ACPI tables.
+    pub fn firmware_regions(&self) -> impl Iterator<Item = PhysRange> {
+        const E820_RESERVED: u32 = 2;
+        const E820_ACPI: u32 = 3;
+        const E820_NVS: u32 = 4;
+        const PCI_HOLE: u64 = 0xB000_0000;
+        let phys = le64(self.raw, 40);
+        let count = le32(self.raw, 48) as usize;
+        let table = if phys == 0 { &[][..] } else { phys_slice(phys, count * E820_ENTRY_SIZE) };
+        table.chunks_exact(E820_ENTRY_SIZE).filter_map(|e| {
+            let (addr, size, kind) = (le64(e, 0), le64(e, 8), le32(e, 16));
+            let end = addr.saturating_add(size).min(PCI_HOLE);
+            let firmware = matches!(kind, E820_RESERVED | E820_ACPI | E820_NVS);
+            (firmware && addr < end).then_some(PhysRange { start: addr & !0xFFF, end: (end + 0xFFF) & !0xFFF })
+        })
+    }
+}
+
 /// ACPI 6.5 §5.2.5.1: on legacy BIOS systems the RSDP is on a 16-byte boundary in
 /// 0xE0000..0xFFFFF. Used when the PVH loader left rsdp_paddr zero.
 pub fn find_rsdp_in_bios_area() -> Option<u64> {

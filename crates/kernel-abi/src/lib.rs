@@ -1,35 +1,91 @@
 //! The kernel's system-call ABI, shared by the kernel and user programs.
 //!
 //! Calling convention. x86_64: `syscall` with the number in rax and arguments in rdi, rsi, rdx,
-//! r10, r8, r9; results in rax (status), rdi, rsi, ... aarch64: `svc #0` with the number in x8,
-//! arguments in x0..x5, results in x0 (status), x1, ... A status of 0 is success; anything else
-//! is an [`Error`].
+//! r10, r8, r9; results in rax (status), rdi, rsi, rdx, r10, r8, r9. aarch64: `svc #0` with the
+//! number in x8, arguments in x0..x5; results in x0 (status), x1..x6. A status of 0 is success;
+//! anything else is an [`Error`].
+//!
+//! Capabilities are named by slot numbers in the caller's capability space (`CSPACE_SLOTS`
+//! slots). Each capability names one kernel object and carries [`Rights`].
 #![cfg_attr(not(test), no_std)]
 
-/// System call numbers.
+mod syscall;
+pub use syscall::Syscall;
+
+/// Slots in every process's capability space.
+pub const CSPACE_SLOTS: u64 = 256;
+/// Message words carried by `call`, `recv` and `reply`.
+pub const MSG_WORDS: usize = 4;
+/// "No capability" in a slot argument.
+pub const NO_CAP: u64 = u64::MAX;
+pub const MAX_DEBUG_WRITE: usize = 256;
+/// Pages one `mem_alloc` may request.
+pub const MAX_MEMORY_OBJECT_PAGES: u64 = 4096;
+/// Pins one process may hold at once (see `Syscall::MemPin`).
+pub const MAX_PINS: usize = 8192;
+
+/// Kind of kernel object a capability names (returned by `cap_info`).
 #[repr(u64)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Syscall {
-    /// `debug_write(ptr, len)`: writes bytes to the kernel console. `len` <= `MAX_DEBUG_WRITE`.
-    DebugWrite = 0,
-    /// `exit(code)`: ends the calling process; never returns.
-    Exit = 1,
-    /// `yield()`: gives up the rest of the time slice.
-    Yield = 2,
+pub enum ObjectType {
+    Endpoint = 1,
+    Notification = 2,
+    Memory = 3,
+    Mmio = 4,
+    Irq = 5,
+    Process = 6,
+    /// Authority to pin memory objects and learn their physical addresses (the IOMMU server's).
+    DmaAuthority = 7,
 }
 
-impl Syscall {
-    pub fn from_number(n: u64) -> Option<Syscall> {
-        Some(match n {
-            0 => Syscall::DebugWrite,
-            1 => Syscall::Exit,
-            2 => Syscall::Yield,
+impl ObjectType {
+    pub fn from_u64(v: u64) -> Option<ObjectType> {
+        Some(match v {
+            1 => ObjectType::Endpoint,
+            2 => ObjectType::Notification,
+            3 => ObjectType::Memory,
+            4 => ObjectType::Mmio,
+            5 => ObjectType::Irq,
+            6 => ObjectType::Process,
+            7 => ObjectType::DmaAuthority,
             _ => return None,
         })
     }
 }
 
-pub const MAX_DEBUG_WRITE: usize = 256;
+/// Rights a capability carries. A derived capability has a subset of its parent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights(pub u64);
+
+impl Rights {
+    /// Read the object: map memory/MMIO readable, receive on an endpoint, wait on a notification.
+    pub const READ: Rights = Rights(1 << 0);
+    /// Write: map writable, send/call on an endpoint, signal a notification, ack an IRQ.
+    pub const WRITE: Rights = Rights(1 << 1);
+    /// Map memory executable.
+    pub const EXECUTE: Rights = Rights(1 << 2);
+    /// Transfer this capability to another process (IPC or grant).
+    pub const GRANT: Rights = Rights(1 << 3);
+    /// Derive copies (with fewer rights) and revoke them.
+    pub const DERIVE: Rights = Rights(1 << 4);
+    /// Control the object: bind an IRQ, kill a process, pin memory (with DmaAuthority).
+    pub const CONTROL: Rights = Rights(1 << 5);
+    pub const ALL: Rights = Rights(0x3F);
+    pub const NONE: Rights = Rights(0);
+
+    pub const fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub const fn intersect(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+    pub const fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+    pub const fn is_valid(self) -> bool {
+        self.0 & !Rights::ALL.0 == 0
+    }
+}
 
 /// Error codes returned in the status register. Stable numbers.
 #[repr(u64)]
@@ -37,21 +93,63 @@ pub const MAX_DEBUG_WRITE: usize = 256;
 pub enum Error {
     /// The system call number is not known.
     UnknownSyscall = 1,
-    /// An argument is out of range (e.g. a length above its limit).
+    /// An argument is out of range (length above its limit, reserved bits set, bad flags).
     InvalidArgument = 2,
-    /// A user pointer names memory the caller may not access in the required way.
+    /// A user pointer or virtual address names memory the caller may not use that way.
     BadAddress = 3,
+    /// The slot number is out of range or the slot is empty.
+    InvalidCapability = 4,
+    /// The capability names an object of another type than the call needs.
+    WrongType = 5,
+    /// The capability lacks a right the call needs.
+    MissingRights = 6,
+    /// The destination slot is occupied.
+    SlotOccupied = 7,
+    /// Kernel memory, the caller's memory quota or a per-process limit is exhausted.
+    OutOfMemory = 8,
+    /// The virtual range is already (partly) mapped.
+    AlreadyMapped = 9,
+    /// The virtual range is not mapped.
+    NotMapped = 10,
+    /// An index or range lies outside the object.
+    OutOfRange = 11,
+    /// The object is in a state that does not allow the call (e.g. IRQ already bound, no caller
+    /// to reply to, process already started).
+    InvalidState = 12,
+    /// The peer went away (endpoint deleted, caller killed before the reply).
+    PeerGone = 13,
+    /// Nothing to receive (non-blocking calls).
+    WouldBlock = 14,
 }
 
 impl Error {
     pub fn from_status(status: u64) -> Option<Error> {
+        use Error::*;
         Some(match status {
-            1 => Error::UnknownSyscall,
-            2 => Error::InvalidArgument,
-            3 => Error::BadAddress,
+            1 => UnknownSyscall,
+            2 => InvalidArgument,
+            3 => BadAddress,
+            4 => InvalidCapability,
+            5 => WrongType,
+            6 => MissingRights,
+            7 => SlotOccupied,
+            8 => OutOfMemory,
+            9 => AlreadyMapped,
+            10 => NotMapped,
+            11 => OutOfRange,
+            12 => InvalidState,
+            13 => PeerGone,
+            14 => WouldBlock,
             _ => return None,
         })
     }
+}
+
+/// Flags of `mem_map`.
+pub mod map_flags {
+    pub const WRITE: u64 = 1 << 0;
+    pub const EXECUTE: u64 = 1 << 1;
+    pub const ALL: u64 = WRITE | EXECUTE;
 }
 
 #[cfg(test)]
@@ -59,19 +157,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn syscall_numbers_round_trip() {
-        for s in [Syscall::DebugWrite, Syscall::Exit, Syscall::Yield] {
-            assert_eq!(Syscall::from_number(s as u64), Some(s));
+    fn error_codes_round_trip_and_zero_is_success() {
+        for status in 1..=14 {
+            let e = Error::from_status(status).expect("every code in 1..=14 is defined");
+            assert_eq!(e as u64, status);
         }
-        assert_eq!(Syscall::from_number(3), None);
-        assert_eq!(Syscall::from_number(u64::MAX), None);
+        assert_eq!(Error::from_status(0), None);
+        assert_eq!(Error::from_status(15), None);
     }
 
     #[test]
-    fn error_codes_round_trip_and_zero_is_success() {
-        for e in [Error::UnknownSyscall, Error::InvalidArgument, Error::BadAddress] {
-            assert_eq!(Error::from_status(e as u64), Some(e));
+    fn rights_subset_logic() {
+        let rw = Rights::READ.union(Rights::WRITE);
+        assert!(rw.contains(Rights::READ));
+        assert!(!Rights::READ.contains(rw));
+        assert_eq!(rw.intersect(Rights::WRITE.union(Rights::GRANT)), Rights::WRITE);
+        assert!(Rights::ALL.is_valid());
+        assert!(!Rights(1 << 6).is_valid());
+    }
+
+    #[test]
+    fn object_types_round_trip() {
+        for v in 1..=7 {
+            assert_eq!(ObjectType::from_u64(v).map(|t| t as u64), Some(v));
         }
-        assert_eq!(Error::from_status(0), None);
+        assert_eq!(ObjectType::from_u64(0), None);
+        assert_eq!(ObjectType::from_u64(8), None);
     }
 }

@@ -77,3 +77,150 @@ pub fn yield_now() {
 pub fn raw_call(number: u64, args: [u64; 6]) -> u64 {
     raw(number, args).0
 }
+
+/// Results of `call` and `recv`: the sender's badge, the message words, and whether a
+/// capability arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub badge: u64,
+    pub words: [u64; 4],
+    pub cap_received: bool,
+}
+
+/// Issues a call returning all seven result registers.
+#[inline(always)]
+fn raw7(number: u64, args: [u64; 6]) -> [u64; 7] {
+    let mut r = [0u64; 7];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `raw`.
+    unsafe {
+        core::arch::asm!("syscall",
+            inlateout("rax") number => r[0], inlateout("rdi") args[0] => r[1], inlateout("rsi") args[1] => r[2],
+            inlateout("rdx") args[2] => r[3], inlateout("r10") args[3] => r[4], inlateout("r8") args[4] => r[5],
+            inlateout("r9") args[5] => r[6], lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as in `raw`.
+    unsafe {
+        core::arch::asm!("svc #0", in("x8") number,
+            inlateout("x0") args[0] => r[0], inlateout("x1") args[1] => r[1], inlateout("x2") args[2] => r[2],
+            inlateout("x3") args[3] => r[3], inlateout("x4") args[4] => r[4], inlateout("x5") args[5] => r[5],
+            lateout("x6") r[6], options(nostack));
+    }
+    r
+}
+
+fn received(r: [u64; 7]) -> Result<Received, Error> {
+    check(r[0])?;
+    Ok(Received { badge: r[1], words: [r[2], r[3], r[4], r[5]], cap_received: r[6] != 0 })
+}
+
+/// Sends `words` (and moves the capability in `cap`, or `NO_CAP`) and waits for the reply.
+pub fn call(ep: u64, cap: u64, words: [u64; 4]) -> Result<Received, Error> {
+    received(raw7(Syscall::Call as u64, [ep, cap, words[0], words[1], words[2], words[3]]))
+}
+
+/// Waits for a message on `ep`; a transferred capability lands in `recv_slot`.
+pub fn recv(ep: u64, recv_slot: u64) -> Result<Received, Error> {
+    received(raw7(Syscall::Recv as u64, [ep, recv_slot, 0, 0, 0, 0]))
+}
+
+pub fn reply(words: [u64; 4]) -> Result<(), Error> {
+    check(raw(Syscall::Reply as u64, [words[0], words[1], words[2], words[3], 0, 0]).0)
+}
+
+pub fn null() -> Result<(), Error> {
+    check(raw(Syscall::Null as u64, [0; 6]).0)
+}
+
+pub fn cap_derive(src: u64, dst: u64, rights: kernel_abi::Rights, badge: u64) -> Result<(), Error> {
+    check(raw(Syscall::CapDerive as u64, [src, dst, rights.0, badge, 0, 0]).0)
+}
+
+pub fn cap_delete(slot: u64) -> Result<(), Error> {
+    check(raw(Syscall::CapDelete as u64, [slot, 0, 0, 0, 0, 0]).0)
+}
+
+pub fn cap_revoke(slot: u64) -> Result<(), Error> {
+    check(raw(Syscall::CapRevoke as u64, [slot, 0, 0, 0, 0, 0]).0)
+}
+
+/// `(type, rights, badge)` of the capability in `slot`.
+pub fn cap_info(slot: u64) -> Result<(u64, u64, u64), Error> {
+    let r = raw7(Syscall::CapInfo as u64, [slot, 0, 0, 0, 0, 0]);
+    check(r[0]).map(|_| (r[1], r[2], r[3]))
+}
+
+pub fn mem_alloc(pages: u64, dst: u64) -> Result<(), Error> {
+    check(raw(Syscall::MemAlloc as u64, [pages, dst, 0, 0, 0, 0]).0)
+}
+
+pub fn mem_map(mem: u64, vaddr: u64, first_page: u64, pages: u64, flags: u64) -> Result<(), Error> {
+    check(raw(Syscall::MemMap as u64, [mem, vaddr, first_page, pages, flags, 0]).0)
+}
+
+pub fn unmap(vaddr: u64, pages: u64) -> Result<(), Error> {
+    check(raw(Syscall::Unmap as u64, [vaddr, pages, 0, 0, 0, 0]).0)
+}
+
+/// `(pin, phys)`.
+pub fn mem_pin(authority: u64, mem: u64, page: u64) -> Result<(u64, u64), Error> {
+    let r = raw7(Syscall::MemPin as u64, [authority, mem, page, 0, 0, 0]);
+    check(r[0]).map(|_| (r[1], r[2]))
+}
+
+pub fn mem_unpin(pin: u64) -> Result<(), Error> {
+    check(raw(Syscall::MemUnpin as u64, [pin, 0, 0, 0, 0, 0]).0)
+}
+
+pub fn mmio_map(mmio: u64, vaddr: u64, first_page: u64, pages: u64) -> Result<(), Error> {
+    check(raw(Syscall::MmioMap as u64, [mmio, vaddr, first_page, pages, 0, 0]).0)
+}
+
+/// `(phys_base, size)` of a device region.
+pub fn mmio_info(mmio: u64) -> Result<(u64, u64), Error> {
+    let r = raw7(Syscall::MmioInfo as u64, [mmio, 0, 0, 0, 0, 0]);
+    check(r[0]).map(|_| (r[1], r[2]))
+}
+
+pub fn notification_create(dst: u64) -> Result<(), Error> {
+    check(raw(Syscall::NotificationCreate as u64, [dst, 0, 0, 0, 0, 0]).0)
+}
+
+pub fn endpoint_create(dst: u64) -> Result<(), Error> {
+    check(raw(Syscall::EndpointCreate as u64, [dst, 0, 0, 0, 0, 0]).0)
+}
+
+pub fn notify_signal(ntfn: u64, bits: u64) -> Result<(), Error> {
+    check(raw(Syscall::NotifySignal as u64, [ntfn, bits, 0, 0, 0, 0]).0)
+}
+
+pub fn notify_wait(ntfn: u64) -> Result<u64, Error> {
+    let (status, bits) = raw(Syscall::NotifyWait as u64, [ntfn, 0, 0, 0, 0, 0]);
+    check(status).map(|_| bits)
+}
+
+pub fn irq_bind(irq: u64, ntfn: u64, bit: u64) -> Result<(), Error> {
+    check(raw(Syscall::IrqBind as u64, [irq, ntfn, bit, 0, 0, 0]).0)
+}
+
+pub fn irq_ack(irq: u64) -> Result<(), Error> {
+    check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
+}
+
+/// Guest instructions so far under `-icount shift=0` (TSC / CNTVCT_EL0).
+#[inline(always)]
+pub fn instruction_counter() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: RDTSC is permitted in ring 3 (CR4.TSD clear) and has no side effects.
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: u64;
+        // SAFETY: CNTVCT_EL0 is readable at EL0 (the kernel sets CNTKCTL_EL1.EL0VCTEN).
+        unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack)) };
+        v
+    }
+}

@@ -17,10 +17,40 @@ mod scenario {
     pub const SPIN: u64 = 4;
     pub const HOSTILE_SYSCALLS: u64 = 5;
     pub const KERNEL_READ: u64 = 6;
+    pub const IPC_SERVER: u64 = 7;
+    pub const IPC_CLIENT: u64 = 8;
+    pub const REVOKER: u64 = 9;
+    pub const BENCH_CLIENT: u64 = 10;
 }
 
+/// Capability slots the kernel tests fill before starting a scenario.
+mod slot {
+    /// The endpoint (server: READ; clients: WRITE | GRANT, badged).
+    pub const ENDPOINT: u64 = 1;
+    /// Where a client allocates its memory object.
+    pub const MEMORY: u64 = 2;
+    /// Where a client derives the copy it sends.
+    pub const MEMORY_COPY: u64 = 3;
+    /// Where the server receives capabilities.
+    pub const RECEIVED: u64 = 10;
+}
+
+/// Server operations (message word 0).
+mod op {
+    pub const DOUBLE: u64 = 1;
+    pub const SUM_AND_DROP: u64 = 2;
+    pub const CHECK_RECEIVED: u64 = 3;
+    pub const TOUCH_RECEIVED: u64 = 4;
+    pub const SUM_AND_KEEP: u64 = 6;
+    pub const NOTHING: u64 = 7;
+}
+
+const SERVER_WINDOW: u64 = 0x1000_0000;
+const CLIENT_WINDOW: u64 = 0x2000_0000;
+
 fn main(arg: u64) -> u64 {
-    match arg {
+    let (scenario, param) = (arg & 0xFF, arg >> 8);
+    match scenario {
         scenario::HELLO => {
             println!("hello from user mode");
             42
@@ -49,8 +79,136 @@ fn main(arg: u64) -> u64 {
             // SAFETY: deliberately reads kernel memory: the kernel must kill this process.
             unsafe { core::ptr::read_volatile(0xFFFF_FFFF_8020_0000 as *const u64) }
         }
+        scenario::IPC_SERVER => ipc_server(),
+        scenario::IPC_CLIENT => ipc_client(param),
+        scenario::REVOKER => revoker(),
+        scenario::BENCH_CLIENT => bench_client(),
         _ => 2,
     }
+}
+
+fn sum_window(va: u64) -> u64 {
+    // SAFETY: the caller mapped one readable page at `va`.
+    (0..64).map(|i| unsafe { core::ptr::read_volatile((va + i * 8) as *const u64) }).fold(0, u64::wrapping_add)
+}
+
+/// Serves requests forever: the kernel test kills it when done.
+fn ipc_server() -> u64 {
+    loop {
+        // While it still holds a received capability, it takes no new one.
+        let recv_slot = if syscall::cap_info(slot::RECEIVED).is_ok() { kernel_abi::NO_CAP } else { slot::RECEIVED };
+        let Ok(m) = syscall::recv(slot::ENDPOINT, recv_slot) else { return 50 };
+        let answer = match m.words[0] {
+            op::DOUBLE => [m.words[1] * 2, m.badge, 0, 0],
+            op::SUM_AND_DROP | op::SUM_AND_KEEP if m.cap_received => {
+                if syscall::mem_map(slot::RECEIVED, SERVER_WINDOW, 0, 1, 0).is_err() {
+                    return 51;
+                }
+                let sum = sum_window(SERVER_WINDOW);
+                if m.words[0] == op::SUM_AND_DROP && syscall::cap_delete(slot::RECEIVED).is_err() {
+                    return 52;
+                }
+                [sum, m.badge, 0, 0]
+            }
+            op::CHECK_RECEIVED => [syscall::cap_info(slot::RECEIVED).err().map_or(0, |e| e as u64), 0, 0, 0],
+            op::TOUCH_RECEIVED => [sum_window(SERVER_WINDOW), 0, 0, 0],
+            op::NOTHING => [0; 4],
+            _ => [u64::MAX, 0, 0, 0],
+        };
+        if syscall::reply(answer).is_err() {
+            return 53;
+        }
+    }
+}
+
+/// Fills a fresh page with a pattern and returns its checksum.
+fn make_pattern_page(seed: u64) -> Result<u64, u64> {
+    syscall::mem_alloc(1, slot::MEMORY).map_err(|_| 60u64)?;
+    syscall::mem_map(slot::MEMORY, CLIENT_WINDOW, 0, 1, kernel_abi::map_flags::WRITE).map_err(|_| 61u64)?;
+    for i in 0..64 {
+        // SAFETY: one writable page is mapped at CLIENT_WINDOW.
+        unsafe { core::ptr::write_volatile((CLIENT_WINDOW + i * 8) as *mut u64, seed * 1000 + i) };
+    }
+    Ok(sum_window(CLIENT_WINDOW))
+}
+
+fn ipc_client(badge: u64) -> u64 {
+    for value in [5, 21] {
+        match syscall::call(slot::ENDPOINT, kernel_abi::NO_CAP, [op::DOUBLE, value, 0, 0]) {
+            Ok(r) if r.words[0] == value * 2 && r.words[1] == badge => {}
+            _ => return 70,
+        }
+    }
+    let expected = match make_pattern_page(badge) {
+        Ok(sum) => sum,
+        Err(code) => return code,
+    };
+    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err() {
+        return 71;
+    }
+    match syscall::call(slot::ENDPOINT, slot::MEMORY_COPY, [op::SUM_AND_DROP, 0, 0, 0]) {
+        Ok(r) if r.words[0] == expected => {}
+        _ => return 72,
+    }
+    // The copy moved to the server: the slot is empty now.
+    if syscall::cap_info(slot::MEMORY_COPY) != Err(Error::InvalidCapability) {
+        return 73;
+    }
+    0
+}
+
+/// Gives the server a read-only copy of a page, revokes it, and checks that the server lost
+/// both the capability and the mapping (touching it kills the server).
+fn revoker() -> u64 {
+    let expected = match make_pattern_page(7) {
+        Ok(sum) => sum,
+        Err(code) => return code,
+    };
+    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err() {
+        return 80;
+    }
+    match syscall::call(slot::ENDPOINT, slot::MEMORY_COPY, [op::SUM_AND_KEEP, 0, 0, 0]) {
+        Ok(r) if r.words[0] == expected => {}
+        _ => return 81,
+    }
+    if syscall::cap_revoke(slot::MEMORY).is_err() {
+        return 82;
+    }
+    // Our own capability and mapping stay: revoke removes only what was derived.
+    if sum_window(CLIENT_WINDOW) != expected {
+        return 83;
+    }
+    match syscall::call(slot::ENDPOINT, kernel_abi::NO_CAP, [op::CHECK_RECEIVED, 0, 0, 0]) {
+        Ok(r) if r.words[0] == Error::InvalidCapability as u64 => {}
+        _ => return 84,
+    }
+    // The server's mapping went with its capability: this request kills it.
+    match syscall::call(slot::ENDPOINT, kernel_abi::NO_CAP, [op::TOUCH_RECEIVED, 0, 0, 0]) {
+        Err(Error::PeerGone) => 0,
+        _ => 85,
+    }
+}
+
+/// Prints the guest-instruction cost of a null system call and of an IPC call + reply.
+fn bench_client() -> u64 {
+    const ROUNDS: u64 = 1000;
+    let start = syscall::instruction_counter();
+    for _ in 0..ROUNDS {
+        let _ = syscall::null();
+    }
+    let null_cost = (syscall::instruction_counter() - start) / ROUNDS;
+    let start = syscall::instruction_counter();
+    for _ in 0..ROUNDS {
+        if syscall::call(slot::ENDPOINT, kernel_abi::NO_CAP, [op::NOTHING, 1, 2, 3]).is_err() {
+            return 90;
+        }
+    }
+    let ipc_cost = (syscall::instruction_counter() - start) / ROUNDS;
+    println!("bench: null system call {} guest instructions", null_cost);
+    println!("bench: IPC call+reply (4 words) {} guest instructions", ipc_cost);
+    0
 }
 
 /// Every pointer the kernel must refuse with BadAddress, not crash on.
@@ -94,11 +252,16 @@ fn hostile_syscalls() -> u64 {
         }
         let number = match i % 4 {
             0 => Syscall::DebugWrite as u64,
-            1 => Syscall::Yield as u64,
+            1 => Syscall::ALL[(next() % Syscall::ALL.len() as u64) as usize] as u64,
             2 => next() % 64,
             _ => next(),
         };
-        if number == Syscall::Exit as u64 {
+        // Exit would end the test; a thread started at a random address would fault and,
+        // correctly, take the whole process with it.
+        // Recv, Call and NotifyWait on objects this loop created may block forever, which is
+        // the caller's right but would stall the test.
+        const SKIPPED: [Syscall; 5] = [Syscall::Exit, Syscall::ThreadCreate, Syscall::Recv, Syscall::Call, Syscall::NotifyWait];
+        if SKIPPED.iter().any(|s| *s as u64 == number) {
             continue;
         }
         let status = syscall::raw_call(number, args);

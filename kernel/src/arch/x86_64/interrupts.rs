@@ -97,7 +97,7 @@ pub fn acknowledge(vector: u8) -> Trap {
             irq_set_enabled(gsi, false);
             Some(Trap::DeviceIrq(gsi))
         }
-        v if v >= MSI_VECTOR_BASE && v != SPURIOUS_VECTOR => Some(Trap::DeviceIrq(MSI_LINE_BASE + (v - MSI_VECTOR_BASE) as u32)),
+        v if (MSI_VECTOR_BASE..MSI_VECTOR_BASE + MSI_LINES as u8).contains(&v) => Some(Trap::DeviceIrq(MSI_LINE_BASE + (v - MSI_VECTOR_BASE) as u32)),
         _ => None,
     };
     if vector != SPURIOUS_VECTOR {
@@ -106,9 +106,11 @@ pub fn acknowledge(vector: u8) -> Trap {
     trap.unwrap_or(Trap::Timer)
 }
 
-/// MSIs are delivered to vectors 0x50.. and reported as lines `MSI_LINE_BASE + n`.
+/// MSIs are delivered to vectors 0x50.. and reported as lines `MSI_LINE_BASE + n`: a device
+/// whose MSI data names vector 0x50 + n (address 0xFEE00000, APIC 0) raises line 1000 + n.
 pub const MSI_VECTOR_BASE: u8 = 0x50;
 pub const MSI_LINE_BASE: u32 = 1000;
+pub const MSI_LINES: u32 = 32;
 
 /// The 15 general registers pushed by `kernel_trap` in user.rs, then the CPU frame.
 #[repr(C)]

@@ -1,0 +1,289 @@
+//! Typed IPC stubs for drivers.
+//!
+//! [`Iommu`] turns each operation into one [`Request`], sends it over a [`Transport`] (the
+//! kernel's call-and-wait IPC in a real driver, a loopback into the server in tests) and
+//! decodes the reply with the layout the opcode prescribes. A reply that does not match
+//! that layout, or that carries a capability, is reported as [`Error::MalformedReply`]
+//! rather than trusted.
+
+use crate::error::Error;
+use crate::types::{
+    DeviceId, DeviceInfo, FaultId, Handle, HwptId, IoasId, IovaRange, PageResponseCode, Perm, Rights,
+    Stage1Config,
+};
+use crate::wire::{FaultBatch, IovaChoice, Message, RangeList, Reply, Request, DIRTY_BITMAP_WORDS};
+
+/// One synchronous IPC round trip: send eight words and an optional capability, receive
+/// eight words and an optional capability.
+pub trait Transport {
+    /// Send `msg` (and `cap`, if any) to the server and wait for its reply.
+    fn call(&mut self, msg: &Message, cap: Option<u64>) -> (Message, Option<u64>);
+}
+
+/// Options of a paging HWPT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwptOptions {
+    /// May serve as stage 2 of nested HWPTs.
+    pub nest_parent: bool,
+    /// Supports dirty tracking.
+    pub dirty_tracking: bool,
+    /// Fault queue receiving faults of devices attached to the HWPT.
+    pub fault: Option<FaultId>,
+}
+
+/// One page of usable IOVA ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IovaRangesPage {
+    /// How many usable ranges the IOAS has in total.
+    pub total: u32,
+    /// The ranges starting at the index asked for.
+    pub ranges: RangeList,
+}
+
+/// The client side of the IOMMU server protocol.
+pub struct Iommu<T: Transport> {
+    transport: T,
+}
+
+impl<T: Transport> Iommu<T> {
+    /// Talk to the server over `transport`.
+    pub fn new(transport: T) -> Self {
+        Iommu { transport }
+    }
+
+    /// The transport (e.g. to inspect a test loopback).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    fn call(&mut self, request: Request, cap: Option<u64>) -> Result<Reply, Error> {
+        let (reply, reply_cap) = self.transport.call(&request.encode(), cap);
+        if reply_cap.is_some() {
+            return Err(Error::MalformedReply);
+        }
+        Reply::decode(request.opcode(), &reply)
+    }
+
+    fn call_handle(&mut self, request: Request, cap: Option<u64>) -> Result<Handle, Error> {
+        match self.call(request, cap)? {
+            Reply::Handle(handle) => Ok(handle),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    fn call_u64(&mut self, request: Request) -> Result<u64, Error> {
+        match self.call(request, None)? {
+            Reply::Iova(value) | Reply::Length(value) => Ok(value),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    fn call_empty(&mut self, request: Request, cap: Option<u64>) -> Result<(), Error> {
+        match self.call(request, cap)? {
+            Reply::Empty => Ok(()),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    /// Allocate an empty IOAS.
+    pub fn ioas_alloc(&mut self) -> Result<IoasId, Error> {
+        self.call_handle(Request::IoasAlloc, None).map(IoasId)
+    }
+
+    /// Map `length` bytes at `offset` of the memory object `memory` (a capability the
+    /// kernel transfers with the call) into `ioas`; returns the IOVA.
+    pub fn ioas_map(
+        &mut self,
+        ioas: IoasId,
+        memory: u64,
+        offset: u64,
+        length: u64,
+        iova: IovaChoice,
+        perm: Perm,
+    ) -> Result<u64, Error> {
+        let request = Request::IoasMap { ioas: ioas.handle(), iova, perm, offset, length };
+        match self.call(request, Some(memory))? {
+            Reply::Iova(iova) => Ok(iova),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    /// Unmap every mapping inside `[iova, iova + length)`; returns the bytes unmapped.
+    pub fn ioas_unmap(&mut self, ioas: IoasId, iova: u64, length: u64) -> Result<u64, Error> {
+        self.call_u64(Request::IoasUnmap { ioas: ioas.handle(), iova, length })
+    }
+
+    /// Unmap everything; returns the bytes unmapped.
+    pub fn ioas_unmap_all(&mut self, ioas: IoasId) -> Result<u64, Error> {
+        self.call_u64(Request::IoasUnmapAll { ioas: ioas.handle() })
+    }
+
+    /// Map the pages mapped at `[src_iova, src_iova + length)` of `src` into `dst`; returns
+    /// the destination IOVA.
+    pub fn ioas_copy(
+        &mut self,
+        dst: IoasId,
+        dst_iova: IovaChoice,
+        src: IoasId,
+        src_iova: u64,
+        length: u64,
+        perm: Perm,
+    ) -> Result<u64, Error> {
+        self.call_u64(Request::IoasCopy { dst: dst.handle(), dst_iova, src: src.handle(), src_iova, length, perm })
+    }
+
+    /// The usable IOVA ranges of `ioas`, starting at index `first`.
+    pub fn ioas_iova_ranges(&mut self, ioas: IoasId, first: u32) -> Result<IovaRangesPage, Error> {
+        match self.call(Request::IoasIovaRanges { ioas: ioas.handle(), first }, None)? {
+            Reply::IovaRanges { total, ranges } => Ok(IovaRangesPage { total, ranges }),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    /// Restrict mappings of `ioas` to `ranges` (at most three; empty lifts the restriction).
+    pub fn ioas_allow_iovas(&mut self, ioas: IoasId, ranges: &[IovaRange]) -> Result<(), Error> {
+        let ranges = RangeList::new(ranges)?;
+        self.call_empty(Request::IoasAllowIovas { ioas: ioas.handle(), ranges }, None)
+    }
+
+    /// Allocate a paging HWPT on `device`'s IOMMU unit, mirroring `ioas`.
+    pub fn hwpt_alloc(&mut self, device: DeviceId, ioas: IoasId, options: HwptOptions) -> Result<HwptId, Error> {
+        let request = Request::HwptAlloc {
+            device: device.handle(),
+            ioas: ioas.handle(),
+            fault: options.fault.map(FaultId::handle),
+            nest_parent: options.nest_parent,
+            dirty_tracking: options.dirty_tracking,
+        };
+        self.call_handle(request, None).map(HwptId)
+    }
+
+    /// Allocate a nested HWPT: the user stage-1 table `stage1` over `parent`.
+    pub fn hwpt_alloc_nested(
+        &mut self,
+        device: DeviceId,
+        parent: HwptId,
+        stage1: Stage1Config,
+        fault: Option<FaultId>,
+    ) -> Result<HwptId, Error> {
+        let request = Request::HwptAllocNested {
+            device: device.handle(),
+            parent: parent.handle(),
+            fault: fault.map(FaultId::handle),
+            stage1,
+        };
+        self.call_handle(request, None).map(HwptId)
+    }
+
+    /// Bind the device whose capability `device_cap` is transferred with the call.
+    pub fn device_bind(&mut self, device_cap: u64) -> Result<DeviceId, Error> {
+        self.call_handle(Request::DeviceBind, Some(device_cap)).map(DeviceId)
+    }
+
+    /// Attach `device` (or its `pasid`) to `hwpt`.
+    pub fn device_attach(&mut self, device: DeviceId, hwpt: HwptId, pasid: Option<u32>) -> Result<(), Error> {
+        self.call_empty(Request::DeviceAttach { device: device.handle(), hwpt: hwpt.handle(), pasid }, None)
+    }
+
+    /// Move an attached `device` (or its `pasid`) to `hwpt` without a blocked window.
+    pub fn device_replace(&mut self, device: DeviceId, hwpt: HwptId, pasid: Option<u32>) -> Result<(), Error> {
+        self.call_empty(Request::DeviceReplace { device: device.handle(), hwpt: hwpt.handle(), pasid }, None)
+    }
+
+    /// Detach `device` (or its `pasid`): its DMA is blocked afterwards.
+    pub fn device_detach(&mut self, device: DeviceId, pasid: Option<u32>) -> Result<(), Error> {
+        self.call_empty(Request::DeviceDetach { device: device.handle(), pasid }, None)
+    }
+
+    /// Allocate a PASID (server-wide unique).
+    pub fn pasid_alloc(&mut self) -> Result<u32, Error> {
+        match self.call(Request::PasidAlloc, None)? {
+            Reply::Pasid(pasid) => Ok(pasid),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    /// Free a PASID.
+    pub fn pasid_free(&mut self, pasid: u32) -> Result<(), Error> {
+        self.call_empty(Request::PasidFree { pasid }, None)
+    }
+
+    /// Share the process address space `address_space_cap` with `device` at `pasid`.
+    pub fn sva_bind(
+        &mut self,
+        device: DeviceId,
+        pasid: u32,
+        address_space_cap: u64,
+        fault: Option<FaultId>,
+    ) -> Result<(), Error> {
+        let request = Request::SvaBind { device: device.handle(), pasid, fault: fault.map(FaultId::handle) };
+        self.call_empty(request, Some(address_space_cap))
+    }
+
+    /// Undo `sva_bind`.
+    pub fn sva_unbind(&mut self, device: DeviceId, pasid: u32) -> Result<(), Error> {
+        self.call_empty(Request::SvaUnbind { device: device.handle(), pasid }, None)
+    }
+
+    /// Allocate a fault queue.
+    pub fn fault_alloc(&mut self) -> Result<FaultId, Error> {
+        self.call_handle(Request::FaultAlloc, None).map(FaultId)
+    }
+
+    /// Read up to two fault records and the overflow count.
+    pub fn fault_read(&mut self, fault: FaultId) -> Result<FaultBatch, Error> {
+        match self.call(Request::FaultRead { fault: fault.handle() }, None)? {
+            Reply::Faults(batch) => Ok(batch),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    /// Answer the page request with `cookie`.
+    pub fn fault_respond(&mut self, fault: FaultId, cookie: u32, code: PageResponseCode) -> Result<(), Error> {
+        self.call_empty(Request::FaultRespond { fault: fault.handle(), cookie, code }, None)
+    }
+
+    /// Switch dirty tracking of `hwpt`.
+    pub fn hwpt_set_dirty_tracking(&mut self, hwpt: HwptId, enable: bool) -> Result<(), Error> {
+        self.call_empty(Request::HwptSetDirtyTracking { hwpt: hwpt.handle(), enable }, None)
+    }
+
+    /// Read and clear the dirty bits of `[iova, iova + length)` at `page_size` granularity
+    /// from an HWPT or (all HWPTs of) an IOAS. At most 384 pages per call.
+    pub fn hwpt_get_dirty_bitmap(
+        &mut self,
+        target: Handle,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+    ) -> Result<[u64; DIRTY_BITMAP_WORDS], Error> {
+        match self.call(Request::HwptGetDirtyBitmap { target, iova, length, page_size }, None)? {
+            Reply::DirtyBitmap(words) => Ok(words),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    /// Put a handle to the same object with `rights` (a subset) into `recipient`'s table;
+    /// returns the new handle as numbered in the recipient's table.
+    pub fn handle_derive(&mut self, handle: Handle, rights: Rights, recipient: u64) -> Result<Handle, Error> {
+        self.call_handle(Request::HandleDerive { handle, rights, recipient }, None)
+    }
+
+    /// Revoke `handle` and every handle derived from it.
+    pub fn handle_revoke(&mut self, handle: Handle) -> Result<(), Error> {
+        self.call_empty(Request::HandleRevoke { handle }, None)
+    }
+
+    /// Destroy the object `handle` names.
+    pub fn destroy(&mut self, handle: Handle) -> Result<(), Error> {
+        self.call_empty(Request::Destroy { handle }, None)
+    }
+
+    /// Describe `device`'s IOMMU unit.
+    pub fn get_info(&mut self, device: DeviceId) -> Result<DeviceInfo, Error> {
+        match self.call(Request::GetInfo { device: device.handle() }, None)? {
+            Reply::Info(info) => Ok(info),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+}

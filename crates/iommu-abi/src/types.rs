@@ -1,0 +1,483 @@
+//! Value types shared by drivers and the server: handles, rights, permissions, IOVA ranges,
+//! fault records and unit information. They carry no behaviour beyond validation of their
+//! own bit patterns, so the object model (`iommu-core`) and the wire codec agree by
+//! construction.
+
+use crate::error::Error;
+
+/// Size of the smallest page the protocol deals in. Every IOVA, memory offset and mapping
+/// length is a multiple of it.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// A handle: an index into the calling client's handle table. Never 0 (0 encodes "none"
+/// on the wire). A handle names one object with a set of [`Rights`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(pub u32);
+
+macro_rules! typed_handle {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Handle);
+
+        impl $name {
+            /// The untyped handle, for `destroy`, `handle_derive` and `handle_revoke`.
+            pub const fn handle(self) -> Handle {
+                self.0
+            }
+        }
+    };
+}
+
+typed_handle!(
+    /// Handle of an I/O address space (IOAS).
+    IoasId
+);
+typed_handle!(
+    /// Handle of a hardware page table (HWPT): a paging or nested domain of one IOMMU unit.
+    HwptId
+);
+typed_handle!(
+    /// Handle of a bound device.
+    DeviceId
+);
+typed_handle!(
+    /// Handle of a fault queue.
+    FaultId
+);
+
+/// What a handle allows. Rights only ever shrink: `handle_derive` copies a subset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Rights(u32);
+
+impl Rights {
+    /// Map memory into an IOAS; change its allowed ranges.
+    pub const MAP: Rights = Rights(1 << 0);
+    /// Unmap from an IOAS.
+    pub const UNMAP: Rights = Rights(1 << 1);
+    /// Use an IOAS as the source of `ioas_copy`.
+    pub const COPY_FROM: Rights = Rights(1 << 2);
+    /// Build on the object: allocate an HWPT over an IOAS or parent HWPT, attach a device to
+    /// an HWPT, attach or bind a device, name a fault queue in an HWPT or SVA bind.
+    pub const ATTACH: Rights = Rights(1 << 3);
+    /// Read fault records from a fault queue and respond to page requests.
+    pub const READ_FAULTS: Rights = Rights(1 << 4);
+    /// Switch dirty tracking and read dirty bitmaps.
+    pub const DIRTY: Rights = Rights(1 << 5);
+    /// Destroy the object.
+    pub const DESTROY: Rights = Rights(1 << 6);
+    /// Derive handles with a subset of the rights and give them to a client.
+    pub const GRANT: Rights = Rights(1 << 7);
+    /// Every right; the creator of an object receives this.
+    pub const ALL: Rights = Rights(0xff);
+    /// No right at all (a handle that only names the object, e.g. for `get_info`).
+    pub const NONE: Rights = Rights(0);
+
+    /// The rights in `bits`, or [`Error::ReservedBitsSet`] if an undefined bit is set.
+    pub const fn from_bits(bits: u32) -> Result<Rights, Error> {
+        if bits & !Rights::ALL.0 != 0 {
+            return Err(Error::ReservedBitsSet);
+        }
+        Ok(Rights(bits))
+    }
+
+    /// The wire bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every right in `other` is in `self`.
+    pub const fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The union.
+    pub const fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+
+    /// `self` without the rights in `other`.
+    pub const fn without(self, other: Rights) -> Rights {
+        Rights(self.0 & !other.0)
+    }
+}
+
+/// Access a mapping grants to devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Perm {
+    /// Devices may read.
+    pub read: bool,
+    /// Devices may write.
+    pub write: bool,
+}
+
+impl Perm {
+    /// Read-only.
+    pub const READ: Perm = Perm { read: true, write: false };
+    /// Write-only.
+    pub const WRITE: Perm = Perm { read: false, write: true };
+    /// Read and write.
+    pub const READ_WRITE: Perm = Perm { read: true, write: true };
+
+    /// Whether `self` grants no more than `limit`.
+    pub const fn within(self, limit: Perm) -> bool {
+        (!self.read || limit.read) && (!self.write || limit.write)
+    }
+}
+
+/// An inclusive range of IOVAs `[start, last]`. Inclusive, so that a range can end at the
+/// top of the 64-bit space without overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IovaRange {
+    /// First address.
+    pub start: u64,
+    /// Last address (inclusive).
+    pub last: u64,
+}
+
+impl IovaRange {
+    /// The whole 64-bit space.
+    pub const ALL: IovaRange = IovaRange { start: 0, last: u64::MAX };
+
+    /// `[start, last]`, or [`Error::InvalidRange`] if `start > last`.
+    pub const fn new(start: u64, last: u64) -> Result<IovaRange, Error> {
+        if start > last {
+            return Err(Error::InvalidRange);
+        }
+        Ok(IovaRange { start, last })
+    }
+
+    /// The range of `length` bytes at `start`: [`Error::ZeroLength`] for an empty range,
+    /// [`Error::Overflow`] if it wraps.
+    pub const fn from_start_len(start: u64, length: u64) -> Result<IovaRange, Error> {
+        if length == 0 {
+            return Err(Error::ZeroLength);
+        }
+        match start.checked_add(length - 1) {
+            Some(last) => Ok(IovaRange { start, last }),
+            None => Err(Error::Overflow),
+        }
+    }
+
+    /// Whether the two ranges share an address.
+    pub const fn intersects(&self, other: &IovaRange) -> bool {
+        self.start <= other.last && other.start <= self.last
+    }
+
+    /// Whether `other` lies completely inside `self`.
+    pub const fn contains_range(&self, other: &IovaRange) -> bool {
+        self.start <= other.start && other.last <= self.last
+    }
+
+    /// The common part, if any.
+    pub fn intersection(&self, other: &IovaRange) -> Option<IovaRange> {
+        let start = self.start.max(other.start);
+        let last = self.last.min(other.last);
+        (start <= last).then_some(IovaRange { start, last })
+    }
+}
+
+/// Kinds of access a faulting transaction made (bit set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Access(u8);
+
+impl Access {
+    /// A read.
+    pub const READ: Access = Access(1 << 0);
+    /// A write.
+    pub const WRITE: Access = Access(1 << 1);
+    /// An instruction fetch.
+    pub const EXEC: Access = Access(1 << 2);
+    /// A privileged (supervisor) access.
+    pub const PRIV: Access = Access(1 << 3);
+    const DEFINED: u8 = 0xf;
+
+    /// The access in `bits`, or [`Error::ReservedBitsSet`] for undefined bits.
+    pub const fn from_bits(bits: u8) -> Result<Access, Error> {
+        if bits & !Access::DEFINED != 0 {
+            return Err(Error::ReservedBitsSet);
+        }
+        Ok(Access(bits))
+    }
+
+    /// The bits.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The union.
+    pub const fn union(self, other: Access) -> Access {
+        Access(self.0 | other.0)
+    }
+}
+
+/// Why the IOMMU reported a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FaultReason {
+    /// No translation for the address (unrecoverable: the transaction was aborted).
+    Translation = 1,
+    /// A translation exists but does not allow the access (unrecoverable).
+    Permission = 2,
+    /// The IOMMU could not walk a table the client owns (a nested stage-1 table or PASID
+    /// table entry is invalid; unrecoverable).
+    TableWalk = 3,
+    /// A recoverable page request (PCIe PRI / SMMU stall): the device waits until the
+    /// driver answers with `fault_respond` and the record's cookie.
+    PageRequest = 4,
+}
+
+impl FaultReason {
+    /// Decode, or [`Error::BadEnumValue`].
+    pub const fn from_u8(value: u8) -> Result<FaultReason, Error> {
+        match value {
+            1 => Ok(FaultReason::Translation),
+            2 => Ok(FaultReason::Permission),
+            3 => Ok(FaultReason::TableWalk),
+            4 => Ok(FaultReason::PageRequest),
+            _ => Err(Error::BadEnumValue),
+        }
+    }
+}
+
+/// One fault as a driver reads it from a fault queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FaultRecord {
+    /// The faulting device, named by the handle `device_bind` returned to the device's owner.
+    pub device: Handle,
+    /// The PASID the transaction carried, if any.
+    pub pasid: Option<u32>,
+    /// The faulting address.
+    pub iova: u64,
+    /// What the transaction tried to do.
+    pub access: Access,
+    /// Why it faulted.
+    pub reason: FaultReason,
+    /// For [`FaultReason::PageRequest`]: the cookie to quote in `fault_respond`, never 0.
+    /// 0 for other reasons.
+    pub cookie: u32,
+}
+
+/// The answer to a page request, as in PCIe PRI "Page Request Group Response".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PageResponseCode {
+    /// The page is now mapped; the device retries the access.
+    Success = 0,
+    /// The request cannot be satisfied; the device fails this access only.
+    Invalid = 1,
+    /// Catastrophic failure; the device stops issuing page requests.
+    Failure = 2,
+}
+
+impl PageResponseCode {
+    /// Decode, or [`Error::BadEnumValue`].
+    pub const fn from_u64(value: u64) -> Result<PageResponseCode, Error> {
+        match value {
+            0 => Ok(PageResponseCode::Success),
+            1 => Ok(PageResponseCode::Invalid),
+            2 => Ok(PageResponseCode::Failure),
+            _ => Err(Error::BadEnumValue),
+        }
+    }
+}
+
+/// The architecture of an IOMMU unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum UnitKind {
+    /// Intel VT-d remapping unit (DRHD).
+    IntelVtd = 1,
+    /// ARM SMMUv3.
+    ArmSmmuV3 = 2,
+}
+
+impl UnitKind {
+    /// Decode, or [`Error::BadEnumValue`].
+    pub const fn from_u64(value: u64) -> Result<UnitKind, Error> {
+        match value {
+            1 => Ok(UnitKind::IntelVtd),
+            2 => Ok(UnitKind::ArmSmmuV3),
+            _ => Err(Error::BadEnumValue),
+        }
+    }
+}
+
+/// Features of an IOMMU unit (bit set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct UnitCaps(u32);
+
+impl UnitCaps {
+    /// Nested translation (user stage-1 over a stage-2 parent).
+    pub const NESTING: UnitCaps = UnitCaps(1 << 0);
+    /// Hardware dirty-bit tracking in stage-2/second-level tables.
+    pub const DIRTY_TRACKING: UnitCaps = UnitCaps(1 << 1);
+    /// PASID-tagged attachments.
+    pub const PASID: UnitCaps = UnitCaps(1 << 2);
+    /// Shared virtual addressing with process page tables.
+    pub const SVA: UnitCaps = UnitCaps(1 << 3);
+    /// Recoverable page requests (PRI / stall).
+    pub const PAGE_REQUESTS: UnitCaps = UnitCaps(1 << 4);
+    const DEFINED: u32 = 0x1f;
+
+    /// The capabilities in `bits`, or [`Error::ReservedBitsSet`] for undefined bits.
+    pub const fn from_bits(bits: u32) -> Result<UnitCaps, Error> {
+        if bits & !UnitCaps::DEFINED != 0 {
+            return Err(Error::ReservedBitsSet);
+        }
+        Ok(UnitCaps(bits))
+    }
+
+    /// The bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every feature in `other` is present.
+    pub const fn contains(self, other: UnitCaps) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The union.
+    pub const fn union(self, other: UnitCaps) -> UnitCaps {
+        UnitCaps(self.0 | other.0)
+    }
+}
+
+/// What `get_info` reports about a bound device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceInfo {
+    /// The server's index of the IOMMU unit the device sits behind.
+    pub unit: u32,
+    /// Its architecture.
+    pub kind: UnitKind,
+    /// Its features.
+    pub caps: UnitCaps,
+    /// How many PASID bits the device supports (0: none).
+    pub pasid_bits: u8,
+}
+
+/// Layout of a user-owned stage-1 table, for nested HWPTs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Stage1Format {
+    /// VT-d first-level (x86 4/5-level) page table; the root is a first-level table.
+    VtdFirstLevel = 1,
+    /// SMMUv3 context-descriptor table; the root is the CD table (S1ContextPtr).
+    SmmuV3ContextDescriptors = 2,
+}
+
+impl Stage1Format {
+    /// Decode, or [`Error::BadEnumValue`].
+    pub const fn from_u64(value: u64) -> Result<Stage1Format, Error> {
+        match value {
+            1 => Ok(Stage1Format::VtdFirstLevel),
+            2 => Ok(Stage1Format::SmmuV3ContextDescriptors),
+            _ => Err(Error::BadEnumValue),
+        }
+    }
+
+    /// The unit architecture that walks this format.
+    pub const fn unit_kind(self) -> UnitKind {
+        match self {
+            Stage1Format::VtdFirstLevel => UnitKind::IntelVtd,
+            Stage1Format::SmmuV3ContextDescriptors => UnitKind::ArmSmmuV3,
+        }
+    }
+}
+
+/// A user stage-1 table for a nested HWPT. The root is an address in the *parent's* IOVA
+/// space: the IOMMU translates it through stage 2, so the server never touches it and needs
+/// no pin for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Stage1Config {
+    /// Table layout.
+    pub format: Stage1Format,
+    /// Address of the table root in the parent HWPT's IOVA space (4 KiB aligned).
+    pub table_root: u64,
+    /// VT-d: input address width (48 or 57). SMMUv3: ignored, must be 0.
+    pub address_width: u8,
+    /// SMMUv3: log2 of the number of context descriptors (0..=20). VT-d: must be 0.
+    pub table_entries_log2: u8,
+}
+
+impl Stage1Config {
+    /// Check the fields against the format; [`Error::Unaligned`] for a misaligned root,
+    /// [`Error::NotSupported`] for widths or table sizes the format does not define.
+    pub const fn validate(&self) -> Result<(), Error> {
+        if self.table_root % PAGE_SIZE != 0 {
+            return Err(Error::Unaligned);
+        }
+        let shape_ok = match self.format {
+            Stage1Format::VtdFirstLevel => {
+                (self.address_width == 48 || self.address_width == 57) && self.table_entries_log2 == 0
+            }
+            Stage1Format::SmmuV3ContextDescriptors => {
+                self.address_width == 0 && self.table_entries_log2 <= 20
+            }
+        };
+        if shape_ok {
+            Ok(())
+        } else {
+            Err(Error::NotSupported)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rights_reject_undefined_bits_and_compare_subsets() {
+        assert_eq!(Rights::from_bits(0x100), Err(Error::ReservedBitsSet));
+        let map_unmap = Rights::MAP.union(Rights::UNMAP);
+        assert!(map_unmap.contains(Rights::MAP));
+        assert!(!map_unmap.contains(Rights::DESTROY));
+        assert_eq!(map_unmap.without(Rights::MAP), Rights::UNMAP);
+        assert_eq!(Rights::from_bits(Rights::ALL.bits()), Ok(Rights::ALL));
+    }
+
+    #[test]
+    fn ranges_are_inclusive_and_reject_wrap() {
+        assert_eq!(IovaRange::from_start_len(0, 0), Err(Error::ZeroLength));
+        assert_eq!(IovaRange::from_start_len(u64::MAX - 4095, 4096).unwrap().last, u64::MAX);
+        assert_eq!(IovaRange::from_start_len(u64::MAX - 4095, 8192), Err(Error::Overflow));
+        assert_eq!(IovaRange::new(5, 4), Err(Error::InvalidRange));
+        let a = IovaRange::new(0x1000, 0x1fff).unwrap();
+        let b = IovaRange::new(0x2000, 0x2fff).unwrap();
+        assert!(!a.intersects(&b));
+        assert_eq!(a.intersection(&b), None);
+        assert!(IovaRange::ALL.contains_range(&b));
+    }
+
+    #[test]
+    fn perm_subset() {
+        assert!(Perm::READ.within(Perm::READ_WRITE));
+        assert!(!Perm::READ_WRITE.within(Perm::READ));
+        assert!(!Perm::WRITE.within(Perm::READ));
+    }
+
+    #[test]
+    fn stage1_validation() {
+        let mut config = Stage1Config {
+            format: Stage1Format::VtdFirstLevel,
+            table_root: 0x10_0000,
+            address_width: 48,
+            table_entries_log2: 0,
+        };
+        assert_eq!(config.validate(), Ok(()));
+        config.table_root = 0x10_0800;
+        assert_eq!(config.validate(), Err(Error::Unaligned));
+        config.table_root = 0x10_0000;
+        config.address_width = 39;
+        assert_eq!(config.validate(), Err(Error::NotSupported));
+        let smmu = Stage1Config {
+            format: Stage1Format::SmmuV3ContextDescriptors,
+            table_root: 0x2000,
+            address_width: 0,
+            table_entries_log2: 21,
+        };
+        assert_eq!(smmu.validate(), Err(Error::NotSupported));
+    }
+}

@@ -1,0 +1,159 @@
+//! The seam between the hardware-neutral object model and the IOMMU drivers (VT-d,
+//! SMMUv3).
+//!
+//! The object model decides *what* the hardware must look like; a backend only performs
+//! single, already-validated steps on one unit. The ordering guarantees the object model
+//! relies on are part of each method's contract:
+//!
+//! * [`IommuBackend::unmap`] returns only after the IOTLB (and device TLBs) no longer hold
+//!   the translations: the object model unpins pages right after it returns.
+//! * [`IommuBackend::replace`] switches a device from one translation to another without a
+//!   window in which it is blocked or translated by neither.
+//! * [`IommuBackend::block`] returns only after in-flight translations through the old
+//!   domain are invalidated.
+//!
+//! Operations that must not fail (unmap, block, domain free, page responses) return `()`:
+//! if a driver cannot complete them (e.g. an invalidation timeout) the only safe reaction is
+//! to stop the unit translating (fail closed), which the driver does itself before
+//! returning. Fallible operations leave the hardware unchanged when they fail.
+
+use alloc::vec::Vec;
+use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, Stage1Config, UnitCaps, UnitKind};
+
+/// Index of an IOMMU unit, as the server numbered them at discovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnitId(pub u32);
+
+/// A device's requester ID on its unit: PCI bus/device/function (VT-d) or StreamID
+/// (SMMUv3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequesterId(pub u32);
+
+/// The backend's name for a domain (a set of I/O page tables plus a domain/ASID/VMID tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HwDomainId(pub u64);
+
+/// A domain the backend allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HwDomain {
+    /// The backend's name for it.
+    pub id: HwDomainId,
+    /// The IOVAs it can translate.
+    pub aperture: IovaRange,
+    /// Supported page sizes as a bit set (bit `n` set: 2^n-byte pages). Must include 4 KiB.
+    pub page_sizes: u64,
+}
+
+/// What kind of domain to allocate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainConfig {
+    /// A domain whose page tables the server fills from an IOAS.
+    Paging {
+        /// May serve as the stage-2 parent of nested domains.
+        nest_parent: bool,
+        /// Supports hardware dirty tracking.
+        dirty_tracking: bool,
+    },
+    /// A user-owned stage-1 table translated through the parent's stage 2.
+    Nested {
+        /// The stage-2 parent (allocated with `nest_parent`).
+        parent: HwDomainId,
+        /// The user's stage-1 table.
+        stage1: Stage1Config,
+    },
+}
+
+/// A process address space the kernel vouched for, for SVA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddressSpace {
+    /// The kernel's identity of the address space.
+    pub id: u64,
+    /// Physical address of its top-level page table.
+    pub root: u64,
+    /// The address-space (ASID/PCID) tag the kernel uses for it.
+    pub tag: u32,
+}
+
+/// What a device (or PASID) is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Translation {
+    /// A paging or nested domain.
+    Domain(HwDomainId),
+    /// A process address space shared with the CPU (SVA).
+    ProcessAddressSpace(AddressSpace),
+}
+
+/// The kind of a reserved IOVA region of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReservedKind {
+    /// Firmware requires an identity mapping (VT-d RMRR, IORT RMR); the backend installs it
+    /// when it attaches the device. Users may not map there.
+    Direct,
+    /// The interrupt (MSI) window: DMA writes there are interrupts, not memory.
+    Msi,
+}
+
+/// An IOVA region a device cannot use for DMA to memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReservedRegion {
+    /// The addresses.
+    pub range: IovaRange,
+    /// Why.
+    pub kind: ReservedKind,
+}
+
+/// Static facts about a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitInfo {
+    /// Architecture.
+    pub kind: UnitKind,
+    /// Features.
+    pub caps: UnitCaps,
+}
+
+/// The operations the object model needs from an IOMMU driver.
+pub trait IommuBackend {
+    /// The unit's architecture and features, or `None` for an unknown unit.
+    fn unit_info(&self, unit: UnitId) -> Option<UnitInfo>;
+
+    /// The reserved regions of the device `rid` on `unit` (from firmware tables and the
+    /// unit's MSI window).
+    fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion>;
+
+    /// Allocate a domain on `unit`. Errors: `NoResources`, `NotSupported`,
+    /// `HardwareFailure`.
+    fn domain_alloc(&mut self, unit: UnitId, config: &DomainConfig) -> Result<HwDomain, Error>;
+
+    /// Free a domain that has no mapping and no attached device, including any cached
+    /// translations tagged with it.
+    fn domain_free(&mut self, domain: HwDomainId);
+
+    /// Map `length` bytes of physically contiguous memory at `phys` to `iova`. On error
+    /// nothing of the range is mapped.
+    fn map(&mut self, domain: HwDomainId, iova: u64, phys: u64, length: u64, perm: Perm) -> Result<(), Error>;
+
+    /// Remove every translation in `[iova, iova + length)` and invalidate the IOTLB and
+    /// device TLBs for it, waiting for the invalidation to complete.
+    fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64);
+
+    /// Attach an unattached (blocked) device, or one PASID of it, to `translation`.
+    fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error>;
+
+    /// Atomically switch an attached device (or PASID) to `translation`. On error the old
+    /// translation stays in force.
+    fn replace(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error>;
+
+    /// Make the device (or PASID) fault every DMA, with caches invalidated.
+    fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>);
+
+    /// Switch dirty-bit tracking of a paging domain.
+    fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error>;
+
+    /// OR into `bitmap` one bit per `page_size` page of `range` that was written since the
+    /// last read, and clear those dirty bits (with the invalidation that requires).
+    fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, bitmap: &mut [u64]) -> Result<(), Error>;
+
+    /// Answer the page request group `group` of the device (PCIe PRG response / SMMU
+    /// CMD_RESUME).
+    fn page_response(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode);
+}

@@ -1,0 +1,192 @@
+//! The objects of the model and the per-client handle tables.
+//!
+//! Objects live in one server-global table keyed by [`ObjectId`] (monotonic, never 0,
+//! never reused). Each object has an owner: the client that created it. Clients never see
+//! object IDs; they hold *handles*, small per-client numbers (monotonic per client, never
+//! 0, never reused) in their own table, each pointing at an object with a set of rights.
+//!
+//! Dependencies between objects ("users", as in iommufd) are not counted but derived from
+//! the objects themselves when needed: an HWPT names its IOAS or parent HWPT and its fault
+//! queue, a device names the HWPT (or address space and fault queue) of each attachment.
+//! Scanning is linear in the number of objects, which is small per server, and cannot drift
+//! out of sync the way a separate reference count can.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
+use iommu_abi::{FaultRecord, Handle, IovaRange, Perm, Rights};
+
+use crate::backend::{AddressSpace, HwDomain, RequesterId, ReservedRegion, UnitId};
+use crate::memory::MemoryObjectId;
+use crate::ClientId;
+
+/// Server-global identity of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub(crate) u64);
+
+/// The type of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// An I/O address space.
+    Ioas,
+    /// A hardware page table (paging or nested domain).
+    Hwpt,
+    /// A bound device.
+    Device,
+    /// A fault queue.
+    Fault,
+}
+
+/// One mapping of an IOAS: a page-aligned IOVA range backed by a range of one memory
+/// object.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Area {
+    pub range: IovaRange,
+    pub object: MemoryObjectId,
+    pub offset: u64,
+    pub perm: Perm,
+}
+
+impl Area {
+    pub fn length(&self) -> u64 {
+        self.range.last - self.range.start + 1
+    }
+}
+
+/// An I/O address space: the mappings, keyed by start IOVA, and the allowed ranges (empty:
+/// no restriction).
+#[derive(Default)]
+pub(crate) struct Ioas {
+    pub areas: BTreeMap<u64, Area>,
+    pub allowed: Vec<IovaRange>,
+}
+
+/// What an HWPT translates through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HwptParent {
+    /// A paging HWPT mirroring this IOAS.
+    Ioas(ObjectId),
+    /// A nested HWPT whose stage 2 is this paging HWPT.
+    Hwpt(ObjectId),
+}
+
+pub(crate) struct Hwpt {
+    pub unit: UnitId,
+    pub domain: HwDomain,
+    pub parent: HwptParent,
+    pub fault: Option<ObjectId>,
+    pub nest_parent: bool,
+    pub dirty_capable: bool,
+    pub dirty_enabled: bool,
+}
+
+/// What one (device, PASID) slot is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attachment {
+    Hwpt(ObjectId),
+    Sva { address_space: AddressSpace, fault: Option<ObjectId> },
+}
+
+pub(crate) struct Device {
+    pub unit: UnitId,
+    pub rid: RequesterId,
+    pub pasid_bits: u8,
+    /// The handle `device_bind` returned to the owner; names the device in fault records.
+    pub label: Handle,
+    pub reserved: Vec<ReservedRegion>,
+    /// Key `None`: the requester ID itself (no PASID).
+    pub attachments: BTreeMap<Option<u32>, Attachment>,
+}
+
+/// A page request the device waits on, and where to send the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PendingRequest {
+    pub device: ObjectId,
+    pub unit: UnitId,
+    pub rid: RequesterId,
+    pub pasid: Option<u32>,
+    pub group: u32,
+}
+
+pub(crate) struct QueuedFault {
+    pub record: FaultRecord,
+    pub request: Option<PendingRequest>,
+}
+
+#[derive(Default)]
+pub(crate) struct FaultQueue {
+    pub queued: VecDeque<QueuedFault>,
+    pub overflow: u64,
+    /// Page requests read by the driver and not yet answered, by cookie.
+    pub awaiting: BTreeMap<u32, PendingRequest>,
+    pub last_cookie: u32,
+}
+
+impl FaultQueue {
+    /// A cookie not used by any queued or awaiting request, never 0.
+    pub fn next_cookie(&mut self) -> u32 {
+        loop {
+            self.last_cookie = self.last_cookie.wrapping_add(1).max(1);
+            let cookie = self.last_cookie;
+            let queued = self.queued.iter().any(|fault| fault.record.cookie == cookie);
+            if !queued && !self.awaiting.contains_key(&cookie) {
+                return cookie;
+            }
+        }
+    }
+}
+
+pub(crate) enum Body {
+    Ioas(Ioas),
+    Hwpt(Hwpt),
+    Device(Device),
+    Fault(FaultQueue),
+}
+
+pub(crate) struct Object {
+    pub owner: ClientId,
+    pub body: Body,
+}
+
+impl Object {
+    pub fn kind(&self) -> ObjectKind {
+        match self.body {
+            Body::Ioas(_) => ObjectKind::Ioas,
+            Body::Hwpt(_) => ObjectKind::Hwpt,
+            Body::Device(_) => ObjectKind::Device,
+            Body::Fault(_) => ObjectKind::Fault,
+        }
+    }
+}
+
+/// A handle in some client's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HandleRef {
+    pub client: ClientId,
+    pub handle: u32,
+}
+
+pub(crate) struct HandleEntry {
+    pub object: ObjectId,
+    pub rights: Rights,
+    /// The handle this one was derived from; revoking it revokes this one.
+    pub parent: Option<HandleRef>,
+    pub derived: Vec<HandleRef>,
+}
+
+/// One connected client (one driver process): its handle table and its PASIDs.
+pub(crate) struct Client {
+    pub handles: BTreeMap<u32, HandleEntry>,
+    /// The next handle number; a `u64` so that running out is a comparison, not a wrap.
+    pub next_handle: u64,
+    pub pasids: BTreeSet<u32>,
+}
+
+impl Client {
+    pub fn new() -> Client {
+        Client { handles: BTreeMap::new(), next_handle: 1, pasids: BTreeSet::new() }
+    }
+
+    pub fn has_handle_space(&self) -> bool {
+        self.next_handle <= u64::from(u32::MAX)
+    }
+}

@@ -1,0 +1,1353 @@
+//! The server state and every operation on it.
+//!
+//! Each public operation follows the same shape, which is what makes "nothing changes on
+//! error" hold:
+//!
+//! 1. resolve handles (existence, type, rights) and validate arguments — no state touched;
+//! 2. perform the fallible external steps (pin, backend map/attach/alloc), undoing the
+//!    ones already done if a later one fails;
+//! 3. commit to the object table, which cannot fail.
+//!
+//! Teardown runs in the order that keeps devices away from freed memory: devices are
+//! blocked before their domain is freed, translations are unmapped (with IOTLB
+//! invalidation, inside `IommuBackend::unmap`) before pages are unpinned.
+
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+use iommu_abi::wire::PASID_MAX;
+use iommu_abi::{
+    Access, DeviceInfo, Error, FaultReason, FaultRecord, Handle, IovaChoice, IovaRange, PageResponseCode, Perm, Rights,
+    Stage1Config, UnitCaps, PAGE_SIZE,
+};
+
+use crate::backend::{
+    AddressSpace, DomainConfig, HwDomainId, IommuBackend, RequesterId, Translation, UnitId,
+};
+use crate::iova;
+use crate::memory::{MemorySource, PinTable};
+use crate::objects::{
+    Area, Attachment, Body, Client, Device, FaultQueue, HandleEntry, HandleRef, Hwpt, HwptParent, Ioas, Object,
+    ObjectId, ObjectKind, PendingRequest, QueuedFault,
+};
+use crate::ClientId;
+
+/// Page sizes assumed for IOVA alignment while an IOAS has no domain: 4 KiB, 2 MiB, 1 GiB.
+const DEFAULT_PAGE_SIZES: u64 = (1 << 12) | (1 << 21) | (1 << 30);
+/// Largest dirty bitmap one query may produce, in pages (a 2 MiB bitmap).
+pub const MAX_DIRTY_BITMAP_PAGES: u64 = 1 << 24;
+
+/// A device capability the server has already verified with the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceGrant {
+    /// The unit the device sits behind.
+    pub unit: UnitId,
+    /// Its requester / stream ID.
+    pub rid: RequesterId,
+    /// PASID bits the device supports (0: none; at most 20).
+    pub pasid_bits: u8,
+}
+
+/// Options of a paging HWPT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwptAllocOptions {
+    /// May be the stage-2 parent of nested HWPTs.
+    pub nest_parent: bool,
+    /// Supports dirty tracking.
+    pub dirty_tracking: bool,
+    /// Fault queue for faults of devices attached to it.
+    pub fault: Option<Handle>,
+}
+
+/// A fault the hardware reported, as the server's interrupt loop hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultEvent {
+    /// Reporting unit.
+    pub unit: UnitId,
+    /// Faulting device.
+    pub rid: RequesterId,
+    /// PASID of the transaction, if any.
+    pub pasid: Option<u32>,
+    /// Faulting address.
+    pub iova: u64,
+    /// Kind of access.
+    pub access: Access,
+    /// Why it faulted.
+    pub reason: FaultReason,
+    /// Page request group index (for [`FaultReason::PageRequest`]; the backend delivers one
+    /// event per group, for its last request, since the response is per group).
+    pub group: u32,
+}
+
+/// Where a fault went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultDelivery {
+    /// Queued in a fault queue.
+    Queued,
+    /// The queue was full; counted in its overflow count (a page request was answered
+    /// `Invalid` so the device does not wait forever).
+    Overflowed,
+    /// No queue: unknown device, no attachment for the PASID, or no fault queue on the
+    /// attachment. Counted server-wide; a page request was answered `Invalid`.
+    Unrouted,
+}
+
+/// The result of reading a fault queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultReadout {
+    /// Records, oldest first.
+    pub records: Vec<FaultRecord>,
+    /// Faults lost to overflow since the previous read.
+    pub overflow: u64,
+}
+
+/// Tunables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Records a fault queue holds before it overflows.
+    pub fault_queue_depth: usize,
+    /// Highest PASID the server hands out (PASID 0 is never handed out: it is the
+    /// "no PASID" requester-ID entry on both VT-d and SMMUv3).
+    pub max_pasid: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { fault_queue_depth: 64, max_pasid: PASID_MAX }
+    }
+}
+
+/// The IOMMU server's object model: every client's objects and handles, the pin table,
+/// and the hardware and kernel interfaces it drives.
+pub struct Server<B: IommuBackend, M: MemorySource> {
+    backend: B,
+    memory: M,
+    config: ServerConfig,
+    clients: BTreeMap<ClientId, Client>,
+    objects: BTreeMap<ObjectId, Object>,
+    next_object: u64,
+    pins: PinTable,
+    bound_devices: BTreeMap<(UnitId, RequesterId), ObjectId>,
+    pasid_owners: BTreeMap<u32, ClientId>,
+    last_pasid: u32,
+    unrouted_faults: u64,
+}
+
+/// One contiguous piece of a mapping: its IOVA, frames and permission.
+struct Segment {
+    iova: u64,
+    frames: Vec<u64>,
+    perm: Perm,
+}
+
+/// Map `frames` at `iova` in physically contiguous runs; on error unmap what this call
+/// mapped.
+fn map_frames<B: IommuBackend>(backend: &mut B, domain: HwDomainId, segment: &Segment) -> Result<(), Error> {
+    let mut done = 0usize;
+    while done < segment.frames.len() {
+        let mut run = 1;
+        while done + run < segment.frames.len() && segment.frames[done + run] == segment.frames[done] + run as u64 * PAGE_SIZE {
+            run += 1;
+        }
+        let iova = segment.iova + done as u64 * PAGE_SIZE;
+        if let Err(error) = backend.map(domain, iova, segment.frames[done], run as u64 * PAGE_SIZE, segment.perm) {
+            if done > 0 {
+                backend.unmap(domain, segment.iova, done as u64 * PAGE_SIZE);
+            }
+            return Err(error);
+        }
+        done += run;
+    }
+    Ok(())
+}
+
+/// Map every segment into every domain; on error unmap everything this call mapped.
+fn map_segments<B: IommuBackend>(backend: &mut B, domains: &[HwDomainId], segments: &[Segment]) -> Result<(), Error> {
+    for (domain_index, &domain) in domains.iter().enumerate() {
+        for (segment_index, segment) in segments.iter().enumerate() {
+            if let Err(error) = map_frames(backend, domain, segment) {
+                for done in &segments[..segment_index] {
+                    backend.unmap(domain, done.iova, done.frames.len() as u64 * PAGE_SIZE);
+                }
+                for &earlier in &domains[..domain_index] {
+                    for done in segments {
+                        backend.unmap(earlier, done.iova, done.frames.len() as u64 * PAGE_SIZE);
+                    }
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_aligned_length(length: u64) -> Result<(), Error> {
+    if length == 0 {
+        return Err(Error::ZeroLength);
+    }
+    if length % PAGE_SIZE != 0 {
+        return Err(Error::Unaligned);
+    }
+    Ok(())
+}
+
+fn check_perm(perm: Perm) -> Result<(), Error> {
+    if perm.read || perm.write {
+        Ok(())
+    } else {
+        Err(Error::BadPermissions)
+    }
+}
+
+/// The largest page size in `page_sizes` not above `length`, at least 4 KiB.
+fn alignment_for(length: u64, page_sizes: u64) -> u64 {
+    let highest_bit = 63 - length.leading_zeros();
+    let fitting = if highest_bit == 63 { u64::MAX } else { (1u64 << (highest_bit + 1)) - 1 };
+    let candidates = page_sizes & fitting & !(PAGE_SIZE - 1);
+    if candidates == 0 {
+        PAGE_SIZE
+    } else {
+        1 << (63 - candidates.leading_zeros())
+    }
+}
+
+impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+    /// A server with no clients.
+    pub fn new(backend: B, memory: M, config: ServerConfig) -> Self {
+        Server {
+            backend,
+            memory,
+            config,
+            clients: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            next_object: 1,
+            pins: PinTable::default(),
+            bound_devices: BTreeMap::new(),
+            pasid_owners: BTreeMap::new(),
+            last_pasid: 0,
+            unrouted_faults: 0,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, mutably (e.g. for the interrupt loop to drain its event queue).
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The memory source.
+    pub fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    /// The memory source, mutably.
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.memory
+    }
+
+    /// Number of live objects of all clients.
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Number of distinct pinned pages.
+    pub fn pinned_pages(&self) -> usize {
+        self.pins.pinned_pages()
+    }
+
+    /// Number of handles in `client`'s table (0 for an unknown client).
+    pub fn handle_count(&self, client: ClientId) -> usize {
+        self.clients.get(&client).map_or(0, |c| c.handles.len())
+    }
+
+    /// Number of allocated PASIDs.
+    pub fn allocated_pasids(&self) -> usize {
+        self.pasid_owners.len()
+    }
+
+    /// Faults that had no fault queue to go to.
+    pub fn unrouted_faults(&self) -> u64 {
+        self.unrouted_faults
+    }
+
+    // ----- clients and handles -----
+
+    /// Register a client (a driver connection). Returns false if it was already open.
+    pub fn open_client(&mut self, client: ClientId) -> bool {
+        if self.clients.contains_key(&client) {
+            return false;
+        }
+        self.clients.insert(client, Client::new());
+        true
+    }
+
+    fn client(&self, client: ClientId) -> Result<&Client, Error> {
+        self.clients.get(&client).ok_or(Error::NoSuchClient)
+    }
+
+    fn lookup(&self, client: ClientId, handle: Handle) -> Result<(ObjectId, Rights), Error> {
+        let entry = self.client(client)?.handles.get(&handle.0).ok_or(Error::NoSuchObject)?;
+        Ok((entry.object, entry.rights))
+    }
+
+    fn resolve(&self, client: ClientId, handle: Handle, kind: ObjectKind, needed: Rights) -> Result<ObjectId, Error> {
+        let (id, rights) = self.lookup(client, handle)?;
+        if self.objects[&id].kind() != kind {
+            return Err(Error::WrongType);
+        }
+        if !rights.contains(needed) {
+            return Err(Error::MissingRight);
+        }
+        Ok(id)
+    }
+
+    fn resolve_optional(&self, client: ClientId, handle: Option<Handle>, kind: ObjectKind, needed: Rights) -> Result<Option<ObjectId>, Error> {
+        handle.map(|handle| self.resolve(client, handle, kind, needed)).transpose()
+    }
+
+    /// Fail early, before any external step, if `client` could not receive a new handle.
+    fn check_handle_space(&self, client: ClientId) -> Result<(), Error> {
+        if self.client(client)?.has_handle_space() {
+            Ok(())
+        } else {
+            Err(Error::NoResources)
+        }
+    }
+
+    fn install_handle(&mut self, client: ClientId, object: ObjectId, rights: Rights, parent: Option<HandleRef>) -> Handle {
+        let table = self.clients.get_mut(&client).expect("handle space was checked for a live client");
+        let number = u32::try_from(table.next_handle).expect("handle space was checked");
+        table.next_handle += 1;
+        table.handles.insert(number, HandleEntry { object, rights, parent, derived: Vec::new() });
+        Handle(number)
+    }
+
+    /// Insert an object owned by `client` and give the client a handle with every right.
+    fn create(&mut self, client: ClientId, body: Body) -> Handle {
+        let id = ObjectId(self.next_object);
+        self.next_object += 1;
+        self.objects.insert(id, Object { owner: client, body });
+        self.install_handle(client, id, Rights::ALL, None)
+    }
+
+    /// Put a handle to the object `handle` names, with `rights` (a subset of its rights),
+    /// into `recipient`'s table. Needs GRANT.
+    pub fn handle_derive(&mut self, client: ClientId, handle: Handle, rights: Rights, recipient: ClientId) -> Result<Handle, Error> {
+        let (object, held) = self.lookup(client, handle)?;
+        if !held.contains(Rights::GRANT) {
+            return Err(Error::MissingRight);
+        }
+        if !held.contains(rights) {
+            return Err(Error::RightsEscalation);
+        }
+        self.check_handle_space(recipient)?;
+        let parent = HandleRef { client, handle: handle.0 };
+        let derived = self.install_handle(recipient, object, rights, Some(parent));
+        self.clients
+            .get_mut(&client)
+            .and_then(|c| c.handles.get_mut(&handle.0))
+            .expect("looked up above")
+            .derived
+            .push(HandleRef { client: recipient, handle: derived.0 });
+        Ok(derived)
+    }
+
+    /// Remove `handle` from `client`'s table, and every handle derived from it (in any
+    /// client). The object itself stays (its owner can still destroy it).
+    pub fn handle_revoke(&mut self, client: ClientId, handle: Handle) -> Result<(), Error> {
+        self.lookup(client, handle)?;
+        self.revoke(HandleRef { client, handle: handle.0 });
+        Ok(())
+    }
+
+    fn revoke(&mut self, target: HandleRef) {
+        let Some(entry) = self.clients.get_mut(&target.client).and_then(|c| c.handles.remove(&target.handle)) else {
+            return;
+        };
+        if let Some(parent) = entry.parent {
+            if let Some(parent_entry) = self.clients.get_mut(&parent.client).and_then(|c| c.handles.get_mut(&parent.handle)) {
+                parent_entry.derived.retain(|child| *child != target);
+            }
+        }
+        for child in entry.derived {
+            self.revoke(child);
+        }
+    }
+
+    /// Remove an object and every handle to it in every client.
+    fn remove_object(&mut self, id: ObjectId) {
+        self.objects.remove(&id);
+        for client in self.clients.values_mut() {
+            client.handles.retain(|_, entry| entry.object != id);
+        }
+    }
+
+    // ----- typed access (the IDs come from `resolve` or from other objects, so the
+    // object exists and has the type; a mismatch is a bug in this module) -----
+
+    fn ioas(&self, id: ObjectId) -> &Ioas {
+        match &self.objects[&id].body {
+            Body::Ioas(ioas) => ioas,
+            _ => panic!("object {id:?} is not an IOAS"),
+        }
+    }
+
+    fn ioas_mut(&mut self, id: ObjectId) -> &mut Ioas {
+        match &mut self.objects.get_mut(&id).expect("live object").body {
+            Body::Ioas(ioas) => ioas,
+            _ => panic!("object {id:?} is not an IOAS"),
+        }
+    }
+
+    fn hwpt(&self, id: ObjectId) -> &Hwpt {
+        match &self.objects[&id].body {
+            Body::Hwpt(hwpt) => hwpt,
+            _ => panic!("object {id:?} is not an HWPT"),
+        }
+    }
+
+    fn hwpt_mut(&mut self, id: ObjectId) -> &mut Hwpt {
+        match &mut self.objects.get_mut(&id).expect("live object").body {
+            Body::Hwpt(hwpt) => hwpt,
+            _ => panic!("object {id:?} is not an HWPT"),
+        }
+    }
+
+    fn device(&self, id: ObjectId) -> &Device {
+        match &self.objects[&id].body {
+            Body::Device(device) => device,
+            _ => panic!("object {id:?} is not a device"),
+        }
+    }
+
+    fn device_mut(&mut self, id: ObjectId) -> &mut Device {
+        match &mut self.objects.get_mut(&id).expect("live object").body {
+            Body::Device(device) => device,
+            _ => panic!("object {id:?} is not a device"),
+        }
+    }
+
+    fn fault_mut(&mut self, id: ObjectId) -> &mut FaultQueue {
+        match &mut self.objects.get_mut(&id).expect("live object").body {
+            Body::Fault(queue) => queue,
+            _ => panic!("object {id:?} is not a fault queue"),
+        }
+    }
+
+    // ----- the dependency graph, derived from the objects -----
+
+    fn hwpts_over(&self, parent: HwptParent) -> Vec<ObjectId> {
+        self.objects
+            .iter()
+            .filter(|(_, object)| matches!(&object.body, Body::Hwpt(hwpt) if hwpt.parent == parent))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn attachments_to(&self, hwpt: ObjectId) -> Vec<(ObjectId, Option<u32>)> {
+        let mut found = Vec::new();
+        for (id, object) in &self.objects {
+            if let Body::Device(device) = &object.body {
+                for (pasid, attachment) in &device.attachments {
+                    if *attachment == Attachment::Hwpt(hwpt) {
+                        found.push((*id, *pasid));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn fault_users(&self, fault: ObjectId) -> (Vec<ObjectId>, Vec<(ObjectId, Option<u32>)>) {
+        let mut hwpts = Vec::new();
+        let mut binds = Vec::new();
+        for (id, object) in &self.objects {
+            match &object.body {
+                Body::Hwpt(hwpt) if hwpt.fault == Some(fault) => hwpts.push(*id),
+                Body::Device(device) => {
+                    for (pasid, attachment) in &device.attachments {
+                        if matches!(attachment, Attachment::Sva { fault: Some(f), .. } if *f == fault) {
+                            binds.push((*id, *pasid));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        (hwpts, binds)
+    }
+
+    /// The IOAS whose mappings the HWPT translates through (its own, or its parent's).
+    fn root_ioas(&self, hwpt: ObjectId) -> ObjectId {
+        match self.hwpt(hwpt).parent {
+            HwptParent::Ioas(ioas) => ioas,
+            HwptParent::Hwpt(parent) => self.root_ioas(parent),
+        }
+    }
+
+    fn ioas_domains(&self, ioas: ObjectId) -> Vec<HwDomainId> {
+        self.hwpts_over(HwptParent::Ioas(ioas)).into_iter().map(|hwpt| self.hwpt(hwpt).domain.id).collect()
+    }
+
+    /// Reserved regions of every device attached to any HWPT translating through `ioas`.
+    fn ioas_reserved(&self, ioas: ObjectId) -> Vec<IovaRange> {
+        let mut reserved = Vec::new();
+        for (_, object) in &self.objects {
+            if let Body::Device(device) = &object.body {
+                let through_ioas = device
+                    .attachments
+                    .values()
+                    .any(|attachment| matches!(attachment, Attachment::Hwpt(hwpt) if self.root_ioas(*hwpt) == ioas));
+                if through_ioas {
+                    reserved.extend(device.reserved.iter().map(|region| region.range));
+                }
+            }
+        }
+        iova::normalize(reserved)
+    }
+
+    /// `aperture ∩ allowed`: where mappings may go before reserved regions are removed.
+    fn ioas_permitted(&self, ioas: ObjectId) -> Vec<IovaRange> {
+        let mut space = vec![IovaRange::ALL];
+        for hwpt in self.hwpts_over(HwptParent::Ioas(ioas)) {
+            space = iova::intersect(&space, &self.hwpt(hwpt).domain.aperture);
+        }
+        let allowed = &self.ioas(ioas).allowed;
+        if allowed.is_empty() {
+            space
+        } else {
+            iova::intersect_all(&space, allowed)
+        }
+    }
+
+    fn ioas_page_sizes(&self, ioas: ObjectId) -> u64 {
+        self.hwpts_over(HwptParent::Ioas(ioas))
+            .into_iter()
+            .fold(DEFAULT_PAGE_SIZES, |sizes, hwpt| sizes & self.hwpt(hwpt).domain.page_sizes)
+    }
+
+    fn area_ranges(&self, ioas: ObjectId) -> Vec<IovaRange> {
+        self.ioas(ioas).areas.values().map(|area| area.range).collect()
+    }
+
+    fn overlaps_area(&self, ioas: ObjectId, range: &IovaRange) -> bool {
+        // Areas are disjoint, so only the last area starting at or before `range.last`
+        // can reach into `range`.
+        self.ioas(ioas).areas.range(..=range.last).next_back().is_some_and(|(_, area)| area.range.last >= range.start)
+    }
+
+    /// Choose (auto) or check (fixed) the IOVA range of a new mapping of `length` bytes.
+    fn place(&self, ioas: ObjectId, choice: IovaChoice, length: u64) -> Result<IovaRange, Error> {
+        match choice {
+            IovaChoice::Fixed(start) => {
+                if start % PAGE_SIZE != 0 {
+                    return Err(Error::Unaligned);
+                }
+                let range = IovaRange::from_start_len(start, length)?;
+                if !iova::covered_by(&self.ioas_permitted(ioas), &range) {
+                    return Err(Error::OutsideAperture);
+                }
+                if self.ioas_reserved(ioas).iter().any(|reserved| reserved.intersects(&range)) {
+                    return Err(Error::ReservedRegion);
+                }
+                if self.overlaps_area(ioas, &range) {
+                    return Err(Error::Overlap);
+                }
+                Ok(range)
+            }
+            IovaChoice::Auto => {
+                let usable = iova::subtract(&self.ioas_permitted(ioas), &self.ioas_reserved(ioas));
+                let free = iova::subtract(&usable, &self.area_ranges(ioas));
+                let align = alignment_for(length, self.ioas_page_sizes(ioas));
+                let start = iova::find_free(&free, length, align).ok_or(Error::NoIovaSpace)?;
+                IovaRange::from_start_len(start, length)
+            }
+        }
+    }
+
+    // ----- IOAS -----
+
+    /// Allocate an empty IOAS.
+    pub fn ioas_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
+        self.check_handle_space(client)?;
+        Ok(self.create(client, Body::Ioas(Ioas::default())))
+    }
+
+    /// Map `length` bytes at `offset` of the memory capability `memory` into the IOAS,
+    /// into every HWPT of it, before returning the IOVA. Needs MAP.
+    pub fn ioas_map(
+        &mut self,
+        client: ClientId,
+        ioas: Handle,
+        memory: u64,
+        offset: u64,
+        length: u64,
+        choice: IovaChoice,
+        perm: Perm,
+    ) -> Result<u64, Error> {
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
+        check_perm(perm)?;
+        check_aligned_length(length)?;
+        if offset % PAGE_SIZE != 0 {
+            return Err(Error::Unaligned);
+        }
+        let object_end = offset.checked_add(length).ok_or(Error::Overflow)?;
+        let range = self.place(ioas, choice, length)?;
+        let info = self.memory.identify(client, memory)?;
+        if object_end > info.size {
+            return Err(Error::OutOfObjectRange);
+        }
+        if perm.write && !info.writable {
+            return Err(Error::PermissionDenied);
+        }
+        let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length)?;
+        let domains = self.ioas_domains(ioas);
+        let segment = Segment { iova: range.start, frames, perm };
+        if let Err(error) = map_segments(&mut self.backend, &domains, core::slice::from_ref(&segment)) {
+            self.pins.release(&mut self.memory, info.id, offset, length);
+            return Err(error);
+        }
+        self.ioas_mut(ioas).areas.insert(range.start, Area { range, object: info.id, offset, perm });
+        Ok(range.start)
+    }
+
+    /// Remove an area: unmap it from every domain (the backend invalidates), then unpin.
+    fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
+        let area = self.ioas_mut(ioas).areas.remove(&start).expect("area exists");
+        for domain in self.ioas_domains(ioas) {
+            self.backend.unmap(domain, area.range.start, area.length());
+        }
+        self.pins.release(&mut self.memory, area.object, area.offset, area.length());
+        area.length()
+    }
+
+    /// Unmap every mapping inside `[iova, iova + length)`; a mapping that reaches outside
+    /// the range fails the whole request with `PartialUnmap`. Needs UNMAP.
+    pub fn ioas_unmap(&mut self, client: ClientId, ioas: Handle, iova_start: u64, length: u64) -> Result<u64, Error> {
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::UNMAP)?;
+        check_aligned_length(length)?;
+        if iova_start % PAGE_SIZE != 0 {
+            return Err(Error::Unaligned);
+        }
+        let range = IovaRange::from_start_len(iova_start, length)?;
+        let hit: Vec<Area> = self.ioas(ioas).areas.values().filter(|area| area.range.intersects(&range)).copied().collect();
+        if hit.is_empty() {
+            return Err(Error::NotMapped);
+        }
+        if hit.iter().any(|area| !range.contains_range(&area.range)) {
+            return Err(Error::PartialUnmap);
+        }
+        Ok(hit.iter().map(|area| self.remove_area(ioas, area.range.start)).sum())
+    }
+
+    /// Unmap everything. Needs UNMAP.
+    pub fn ioas_unmap_all(&mut self, client: ClientId, ioas: Handle) -> Result<u64, Error> {
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::UNMAP)?;
+        Ok(self.unmap_everything(ioas))
+    }
+
+    fn unmap_everything(&mut self, ioas: ObjectId) -> u64 {
+        let starts: Vec<u64> = self.ioas(ioas).areas.keys().copied().collect();
+        starts.into_iter().map(|start| self.remove_area(ioas, start)).sum()
+    }
+
+    /// Map the pages mapped at `[src_iova, src_iova + length)` of `src` into `dst`, sharing
+    /// their pins. The source range must be fully mapped; `perm` may not exceed the source
+    /// mappings'. Needs COPY_FROM on `src` and MAP on `dst`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ioas_copy(
+        &mut self,
+        client: ClientId,
+        dst: Handle,
+        dst_choice: IovaChoice,
+        src: Handle,
+        src_iova: u64,
+        length: u64,
+        perm: Perm,
+    ) -> Result<u64, Error> {
+        let src = self.resolve(client, src, ObjectKind::Ioas, Rights::COPY_FROM)?;
+        let dst = self.resolve(client, dst, ObjectKind::Ioas, Rights::MAP)?;
+        check_perm(perm)?;
+        check_aligned_length(length)?;
+        if src_iova % PAGE_SIZE != 0 {
+            return Err(Error::Unaligned);
+        }
+        let src_range = IovaRange::from_start_len(src_iova, length)?;
+        // Split the source range into pieces of the areas covering it, without holes.
+        let mut pieces: Vec<Area> = Vec::new();
+        let mut cursor = src_range.start;
+        loop {
+            let area = self.ioas(src).areas.range(..=cursor).next_back().map(|(_, area)| *area);
+            let area = area.filter(|area| area.range.last >= cursor).ok_or(Error::NotMapped)?;
+            let last = area.range.last.min(src_range.last);
+            pieces.push(Area {
+                range: IovaRange { start: cursor, last },
+                object: area.object,
+                offset: area.offset + (cursor - area.range.start),
+                perm: area.perm,
+            });
+            if last == src_range.last {
+                break;
+            }
+            cursor = last + 1;
+        }
+        if pieces.iter().any(|piece| !perm.within(piece.perm)) {
+            return Err(Error::PermissionDenied);
+        }
+        let dst_range = self.place(dst, dst_choice, length)?;
+        let shift = |iova: u64| iova - src_range.start + dst_range.start;
+        let segments: Vec<Segment> = pieces
+            .iter()
+            .map(|piece| Segment {
+                iova: shift(piece.range.start),
+                frames: self.pins.share(piece.object, piece.offset, piece.length()),
+                perm,
+            })
+            .collect();
+        let domains = self.ioas_domains(dst);
+        if let Err(error) = map_segments(&mut self.backend, &domains, &segments) {
+            for piece in &pieces {
+                self.pins.release(&mut self.memory, piece.object, piece.offset, piece.length());
+            }
+            return Err(error);
+        }
+        let areas = &mut self.ioas_mut(dst).areas;
+        for piece in pieces {
+            let range = IovaRange { start: shift(piece.range.start), last: shift(piece.range.last) };
+            areas.insert(range.start, Area { range, object: piece.object, offset: piece.offset, perm });
+        }
+        Ok(dst_range.start)
+    }
+
+    /// The usable IOVA ranges: every domain's aperture ∩ allowed ranges − reserved regions
+    /// of attached devices. Needs no right.
+    pub fn ioas_iova_ranges(&self, client: ClientId, ioas: Handle) -> Result<Vec<IovaRange>, Error> {
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::NONE)?;
+        Ok(iova::subtract(&self.ioas_permitted(ioas), &self.ioas_reserved(ioas)))
+    }
+
+    /// Restrict mappings to `ranges` (page-granular; empty lifts the restriction). Fails
+    /// if an existing mapping would fall outside. Needs MAP.
+    pub fn ioas_allow_iovas(&mut self, client: ClientId, ioas: Handle, ranges: &[IovaRange]) -> Result<(), Error> {
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
+        for range in ranges {
+            if range.start > range.last {
+                return Err(Error::InvalidRange);
+            }
+            if range.start % PAGE_SIZE != 0 || range.last.wrapping_add(1) % PAGE_SIZE != 0 {
+                return Err(Error::Unaligned);
+            }
+        }
+        let allowed = iova::normalize(ranges.to_vec());
+        if !allowed.is_empty() && self.ioas(ioas).areas.values().any(|area| !iova::covered_by(&allowed, &area.range)) {
+            return Err(Error::AreasOutsideAllowed);
+        }
+        self.ioas_mut(ioas).allowed = allowed;
+        Ok(())
+    }
+
+    // ----- HWPT -----
+
+    fn unit_caps(&self, unit: UnitId) -> UnitCaps {
+        self.backend.unit_info(unit).map_or(UnitCaps::default(), |info| info.caps)
+    }
+
+    /// Allocate a paging HWPT on `device`'s unit mirroring `ioas`: every existing mapping
+    /// is mapped into it before it is returned. Needs ATTACH on the device, the IOAS and
+    /// the fault queue.
+    pub fn hwpt_alloc(&mut self, client: ClientId, device: Handle, ioas: Handle, options: HwptAllocOptions) -> Result<Handle, Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::ATTACH)?;
+        let fault = self.resolve_optional(client, options.fault, ObjectKind::Fault, Rights::ATTACH)?;
+        let unit = self.device(device).unit;
+        let caps = self.unit_caps(unit);
+        if (options.nest_parent && !caps.contains(UnitCaps::NESTING))
+            || (options.dirty_tracking && !caps.contains(UnitCaps::DIRTY_TRACKING))
+            || (fault.is_some() && !caps.contains(UnitCaps::PAGE_REQUESTS))
+        {
+            return Err(Error::NotSupported);
+        }
+        self.check_handle_space(client)?;
+        let config = DomainConfig::Paging { nest_parent: options.nest_parent, dirty_tracking: options.dirty_tracking };
+        let domain = self.backend.domain_alloc(unit, &config)?;
+        let areas: Vec<Area> = self.ioas(ioas).areas.values().copied().collect();
+        if areas.iter().any(|area| !domain.aperture.contains_range(&area.range)) {
+            self.backend.domain_free(domain.id);
+            return Err(Error::ReservedConflict);
+        }
+        let segments: Vec<Segment> = areas
+            .iter()
+            .map(|area| Segment {
+                iova: area.range.start,
+                frames: self.pins.frames(area.object, area.offset, area.length()),
+                perm: area.perm,
+            })
+            .collect();
+        if let Err(error) = map_segments(&mut self.backend, &[domain.id], &segments) {
+            self.backend.domain_free(domain.id);
+            return Err(error);
+        }
+        let hwpt = Hwpt {
+            unit,
+            domain,
+            parent: HwptParent::Ioas(ioas),
+            fault,
+            nest_parent: options.nest_parent,
+            dirty_capable: options.dirty_tracking,
+            dirty_enabled: false,
+        };
+        Ok(self.create(client, Body::Hwpt(hwpt)))
+    }
+
+    /// Allocate a nested HWPT: the user's stage-1 table over the stage-2 `parent` (a
+    /// paging HWPT allocated with `nest_parent`). Needs ATTACH on the device, the parent
+    /// and the fault queue.
+    pub fn hwpt_alloc_nested(
+        &mut self,
+        client: ClientId,
+        device: Handle,
+        parent: Handle,
+        stage1: Stage1Config,
+        fault: Option<Handle>,
+    ) -> Result<Handle, Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        let parent = self.resolve(client, parent, ObjectKind::Hwpt, Rights::ATTACH)?;
+        let fault = self.resolve_optional(client, fault, ObjectKind::Fault, Rights::ATTACH)?;
+        let unit = self.device(device).unit;
+        let parent_hwpt = self.hwpt(parent);
+        if !parent_hwpt.nest_parent || !matches!(parent_hwpt.parent, HwptParent::Ioas(_)) {
+            return Err(Error::NotNestParent);
+        }
+        if parent_hwpt.unit != unit {
+            return Err(Error::IncompatibleUnit);
+        }
+        stage1.validate()?;
+        let info = self.backend.unit_info(unit).ok_or(Error::NotSupported)?;
+        if !info.caps.contains(UnitCaps::NESTING)
+            || stage1.format.unit_kind() != info.kind
+            || (fault.is_some() && !info.caps.contains(UnitCaps::PAGE_REQUESTS))
+        {
+            return Err(Error::NotSupported);
+        }
+        self.check_handle_space(client)?;
+        let config = DomainConfig::Nested { parent: parent_hwpt.domain.id, stage1 };
+        let domain = self.backend.domain_alloc(unit, &config)?;
+        let hwpt = Hwpt {
+            unit,
+            domain,
+            parent: HwptParent::Hwpt(parent),
+            fault,
+            nest_parent: false,
+            dirty_capable: false,
+            dirty_enabled: false,
+        };
+        Ok(self.create(client, Body::Hwpt(hwpt)))
+    }
+
+    /// Switch dirty tracking of a paging HWPT allocated with dirty tracking. Needs DIRTY.
+    pub fn hwpt_set_dirty_tracking(&mut self, client: ClientId, hwpt: Handle, enable: bool) -> Result<(), Error> {
+        let hwpt = self.resolve(client, hwpt, ObjectKind::Hwpt, Rights::DIRTY)?;
+        if !self.hwpt(hwpt).dirty_capable {
+            return Err(Error::NotSupported);
+        }
+        self.backend.set_dirty_tracking(self.hwpt(hwpt).domain.id, enable)?;
+        self.hwpt_mut(hwpt).dirty_enabled = enable;
+        Ok(())
+    }
+
+    /// Read and clear the dirty bits of `[iova_start, iova_start + length)`, one bit per
+    /// `page_size` page, from an HWPT or from every HWPT of an IOAS (ORed). Every domain
+    /// involved must have tracking on. Needs DIRTY.
+    pub fn get_dirty_bitmap(&mut self, client: ClientId, target: Handle, iova_start: u64, length: u64, page_size: u64) -> Result<Vec<u64>, Error> {
+        let (id, rights) = self.lookup(client, target)?;
+        let kind = self.objects[&id].kind();
+        if kind != ObjectKind::Hwpt && kind != ObjectKind::Ioas {
+            return Err(Error::WrongType);
+        }
+        if !rights.contains(Rights::DIRTY) {
+            return Err(Error::MissingRight);
+        }
+        if !page_size.is_power_of_two() || page_size < PAGE_SIZE {
+            return Err(Error::InvalidPageSize);
+        }
+        if length == 0 {
+            return Err(Error::ZeroLength);
+        }
+        if iova_start % page_size != 0 || length % page_size != 0 {
+            return Err(Error::Unaligned);
+        }
+        let range = IovaRange::from_start_len(iova_start, length)?;
+        let pages = length / page_size;
+        if pages > MAX_DIRTY_BITMAP_PAGES {
+            return Err(Error::BitmapTooLarge);
+        }
+        let hwpts = match kind {
+            ObjectKind::Hwpt => {
+                if !matches!(self.hwpt(id).parent, HwptParent::Ioas(_)) {
+                    return Err(Error::NotSupported);
+                }
+                vec![id]
+            }
+            _ => self.hwpts_over(HwptParent::Ioas(id)),
+        };
+        if hwpts.is_empty() || hwpts.iter().any(|&hwpt| !self.hwpt(hwpt).dirty_enabled) {
+            return Err(Error::DirtyTrackingOff);
+        }
+        let mut bitmap = vec![0u64; pages.div_ceil(64) as usize];
+        for hwpt in hwpts {
+            let domain = self.hwpt(hwpt).domain.id;
+            self.backend.read_and_clear_dirty(domain, range, page_size, &mut bitmap)?;
+        }
+        Ok(bitmap)
+    }
+
+    // ----- devices and attachments -----
+
+    /// Bind a verified device grant: the device starts blocked. Fails if bound already.
+    pub fn device_bind(&mut self, client: ClientId, grant: DeviceGrant) -> Result<Handle, Error> {
+        self.check_handle_space(client)?;
+        if self.backend.unit_info(grant.unit).is_none() {
+            return Err(Error::BadCapability);
+        }
+        if self.bound_devices.contains_key(&(grant.unit, grant.rid)) {
+            return Err(Error::DeviceAlreadyBound);
+        }
+        let reserved = self.backend.reserved_regions(grant.unit, grant.rid);
+        self.backend.block(grant.unit, grant.rid, None);
+        let device = Device {
+            unit: grant.unit,
+            rid: grant.rid,
+            pasid_bits: grant.pasid_bits.min(20),
+            label: Handle(0),
+            reserved,
+            attachments: BTreeMap::new(),
+        };
+        let handle = self.create(client, Body::Device(device));
+        let id = self.clients[&client].handles[&handle.0].object;
+        self.device_mut(id).label = handle;
+        self.bound_devices.insert((grant.unit, grant.rid), id);
+        Ok(handle)
+    }
+
+    /// Check that `client` may use `pasid` on `device`.
+    fn check_pasid(&self, client: ClientId, device: ObjectId, pasid: Option<u32>) -> Result<(), Error> {
+        let Some(pasid) = pasid else { return Ok(()) };
+        if self.pasid_owners.get(&pasid) != Some(&client) {
+            return Err(Error::NoSuchPasid);
+        }
+        let device = self.device(device);
+        if !self.unit_caps(device.unit).contains(UnitCaps::PASID) {
+            return Err(Error::NotSupported);
+        }
+        if device.pasid_bits == 0 || pasid >> device.pasid_bits != 0 {
+            return Err(Error::PasidOutOfRange);
+        }
+        Ok(())
+    }
+
+    /// Checks shared by attach and replace: same unit, PASID, reserved regions vs mappings.
+    fn check_attach_target(&self, client: ClientId, device: ObjectId, hwpt: ObjectId, pasid: Option<u32>) -> Result<(), Error> {
+        if self.hwpt(hwpt).unit != self.device(device).unit {
+            return Err(Error::IncompatibleUnit);
+        }
+        self.check_pasid(client, device, pasid)?;
+        let ioas = self.root_ioas(hwpt);
+        let collides = self
+            .device(device)
+            .reserved
+            .iter()
+            .any(|region| self.overlaps_area(ioas, &region.range));
+        if collides {
+            return Err(Error::ReservedConflict);
+        }
+        Ok(())
+    }
+
+    /// Attach the device (or its PASID) to an HWPT. Needs ATTACH on both.
+    pub fn device_attach(&mut self, client: ClientId, device: Handle, hwpt: Handle, pasid: Option<u32>) -> Result<(), Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        let hwpt = self.resolve(client, hwpt, ObjectKind::Hwpt, Rights::ATTACH)?;
+        self.check_attach_target(client, device, hwpt, pasid)?;
+        if self.device(device).attachments.contains_key(&pasid) {
+            return Err(Error::AlreadyAttached);
+        }
+        let (unit, rid) = (self.device(device).unit, self.device(device).rid);
+        self.backend.attach(unit, rid, pasid, Translation::Domain(self.hwpt(hwpt).domain.id))?;
+        self.device_mut(device).attachments.insert(pasid, Attachment::Hwpt(hwpt));
+        Ok(())
+    }
+
+    /// Switch the attached device (or PASID) to another HWPT; the hardware switches
+    /// atomically, then the old attachment is released. Needs ATTACH on both.
+    pub fn device_replace(&mut self, client: ClientId, device: Handle, hwpt: Handle, pasid: Option<u32>) -> Result<(), Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        let hwpt = self.resolve(client, hwpt, ObjectKind::Hwpt, Rights::ATTACH)?;
+        let old = *self.device(device).attachments.get(&pasid).ok_or(Error::NotAttached)?;
+        self.check_attach_target(client, device, hwpt, pasid)?;
+        if old == Attachment::Hwpt(hwpt) {
+            return Ok(());
+        }
+        let (unit, rid) = (self.device(device).unit, self.device(device).rid);
+        self.backend.replace(unit, rid, pasid, Translation::Domain(self.hwpt(hwpt).domain.id))?;
+        self.device_mut(device).attachments.insert(pasid, Attachment::Hwpt(hwpt));
+        let old_fault = self.attachment_fault(&old);
+        if old_fault.is_some() && old_fault != self.hwpt(hwpt).fault {
+            self.abort_page_requests(old_fault, Some(device), Some(pasid));
+        }
+        Ok(())
+    }
+
+    /// Detach the device (or PASID) from its HWPT: it is blocked. Needs ATTACH.
+    pub fn device_detach(&mut self, client: ClientId, device: Handle, pasid: Option<u32>) -> Result<(), Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        match self.device(device).attachments.get(&pasid) {
+            Some(Attachment::Hwpt(_)) => {
+                self.release_attachment(device, pasid);
+                Ok(())
+            }
+            _ => Err(Error::NotAttached),
+        }
+    }
+
+    fn attachment_fault(&self, attachment: &Attachment) -> Option<ObjectId> {
+        match attachment {
+            Attachment::Hwpt(hwpt) => self.hwpt(*hwpt).fault,
+            Attachment::Sva { fault, .. } => *fault,
+        }
+    }
+
+    /// Block the (device, PASID), forget the attachment, and answer the page requests it
+    /// left behind.
+    fn release_attachment(&mut self, device: ObjectId, pasid: Option<u32>) {
+        let (unit, rid) = (self.device(device).unit, self.device(device).rid);
+        self.backend.block(unit, rid, pasid);
+        let attachment = self.device_mut(device).attachments.remove(&pasid).expect("attachment exists");
+        let fault = self.attachment_fault(&attachment);
+        self.abort_page_requests(fault, Some(device), Some(pasid));
+    }
+
+    /// Share a verified process address space with the device at `pasid`. Needs ATTACH on
+    /// the device and the fault queue.
+    pub fn sva_bind(&mut self, client: ClientId, device: Handle, pasid: u32, address_space: AddressSpace, fault: Option<Handle>) -> Result<(), Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        let fault = self.resolve_optional(client, fault, ObjectKind::Fault, Rights::ATTACH)?;
+        self.check_pasid(client, device, Some(pasid))?;
+        let (unit, rid) = (self.device(device).unit, self.device(device).rid);
+        let caps = self.unit_caps(unit);
+        if !caps.contains(UnitCaps::SVA) || (fault.is_some() && !caps.contains(UnitCaps::PAGE_REQUESTS)) {
+            return Err(Error::NotSupported);
+        }
+        if self.device(device).attachments.contains_key(&Some(pasid)) {
+            return Err(Error::AlreadyAttached);
+        }
+        self.backend.attach(unit, rid, Some(pasid), Translation::ProcessAddressSpace(address_space))?;
+        self.device_mut(device).attachments.insert(Some(pasid), Attachment::Sva { address_space, fault });
+        Ok(())
+    }
+
+    /// Undo `sva_bind`: the PASID is blocked. Needs ATTACH.
+    pub fn sva_unbind(&mut self, client: ClientId, device: Handle, pasid: u32) -> Result<(), Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        match self.device(device).attachments.get(&Some(pasid)) {
+            Some(Attachment::Sva { .. }) => {
+                self.release_attachment(device, Some(pasid));
+                Ok(())
+            }
+            _ => Err(Error::NotAttached),
+        }
+    }
+
+    /// Describe the device's unit. Needs no right.
+    pub fn get_info(&self, client: ClientId, device: Handle) -> Result<DeviceInfo, Error> {
+        let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::NONE)?);
+        let info = self.backend.unit_info(device.unit).ok_or(Error::NotSupported)?;
+        Ok(DeviceInfo { unit: device.unit.0, kind: info.kind, caps: info.caps, pasid_bits: device.pasid_bits })
+    }
+
+    // ----- PASIDs -----
+
+    /// Allocate a server-wide unique PASID (never 0, not reused until the allocator has
+    /// gone round the whole space).
+    pub fn pasid_alloc(&mut self, client: ClientId) -> Result<u32, Error> {
+        self.client(client)?;
+        let max = self.config.max_pasid.min(PASID_MAX);
+        let mut candidate = self.last_pasid;
+        let mut found = None;
+        for _ in 0..max {
+            candidate = if candidate >= max { 1 } else { candidate + 1 };
+            if !self.pasid_owners.contains_key(&candidate) {
+                found = Some(candidate);
+                break;
+            }
+        }
+        let candidate = found.ok_or(Error::PasidExhausted)?;
+        self.last_pasid = candidate;
+        self.pasid_owners.insert(candidate, client);
+        self.clients.get_mut(&client).expect("checked").pasids.insert(candidate);
+        Ok(candidate)
+    }
+
+    fn pasid_in_use(&self, pasid: u32) -> bool {
+        self.objects.values().any(|object| matches!(&object.body, Body::Device(device) if device.attachments.contains_key(&Some(pasid))))
+    }
+
+    /// Free a PASID the client allocated and no longer uses.
+    pub fn pasid_free(&mut self, client: ClientId, pasid: u32) -> Result<(), Error> {
+        self.client(client)?;
+        if self.pasid_owners.get(&pasid) != Some(&client) {
+            return Err(Error::NoSuchPasid);
+        }
+        if self.pasid_in_use(pasid) {
+            return Err(Error::Busy);
+        }
+        self.pasid_owners.remove(&pasid);
+        self.clients.get_mut(&client).expect("checked").pasids.remove(&pasid);
+        Ok(())
+    }
+
+    // ----- faults -----
+
+    /// Allocate a fault queue.
+    pub fn fault_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
+        self.check_handle_space(client)?;
+        Ok(self.create(client, Body::Fault(FaultQueue::default())))
+    }
+
+    /// Route a hardware fault to the fault queue of the device's attachment.
+    pub fn deliver_fault(&mut self, event: FaultEvent) -> FaultDelivery {
+        let device = self.bound_devices.get(&(event.unit, event.rid)).copied();
+        let route = device.and_then(|device| {
+            let attachment = self.device(device).attachments.get(&event.pasid)?;
+            Some((device, self.attachment_fault(attachment)?))
+        });
+        let is_request = event.reason == FaultReason::PageRequest;
+        let Some((device, fault)) = route else {
+            self.unrouted_faults += 1;
+            if is_request {
+                self.backend.page_response(event.unit, event.rid, event.pasid, event.group, PageResponseCode::Invalid);
+            }
+            return FaultDelivery::Unrouted;
+        };
+        let label = self.device(device).label;
+        let depth = self.config.fault_queue_depth;
+        let queue = self.fault_mut(fault);
+        if queue.queued.len() >= depth {
+            queue.overflow += 1;
+            if is_request {
+                self.backend.page_response(event.unit, event.rid, event.pasid, event.group, PageResponseCode::Invalid);
+            }
+            return FaultDelivery::Overflowed;
+        }
+        let cookie = if is_request { queue.next_cookie() } else { 0 };
+        let request = is_request.then_some(PendingRequest {
+            device,
+            unit: event.unit,
+            rid: event.rid,
+            pasid: event.pasid,
+            group: event.group,
+        });
+        let record = FaultRecord { device: label, pasid: event.pasid, iova: event.iova, access: event.access, reason: event.reason, cookie };
+        queue.queued.push_back(QueuedFault { record, request });
+        FaultDelivery::Queued
+    }
+
+    /// Take up to `max` records, oldest first, and the overflow count (which restarts at
+    /// 0). Page requests read here await `fault_respond`. Needs READ_FAULTS.
+    pub fn fault_read(&mut self, client: ClientId, fault: Handle, max: usize) -> Result<FaultReadout, Error> {
+        let fault = self.resolve(client, fault, ObjectKind::Fault, Rights::READ_FAULTS)?;
+        let queue = self.fault_mut(fault);
+        let mut records = Vec::new();
+        while records.len() < max {
+            let Some(queued) = queue.queued.pop_front() else { break };
+            if let Some(request) = queued.request {
+                queue.awaiting.insert(queued.record.cookie, request);
+            }
+            records.push(queued.record);
+        }
+        let overflow = core::mem::take(&mut queue.overflow);
+        Ok(FaultReadout { records, overflow })
+    }
+
+    /// Answer a page request read from this queue. Needs READ_FAULTS.
+    pub fn fault_respond(&mut self, client: ClientId, fault: Handle, cookie: u32, code: PageResponseCode) -> Result<(), Error> {
+        let fault = self.resolve(client, fault, ObjectKind::Fault, Rights::READ_FAULTS)?;
+        let request = self.fault_mut(fault).awaiting.remove(&cookie).ok_or(Error::NoSuchFault)?;
+        self.backend.page_response(request.unit, request.rid, request.pasid, request.group, code);
+        Ok(())
+    }
+
+    /// Answer `Invalid` to page requests in the queue `fault` (queued or awaiting) of
+    /// `device` (any if `None`) at `pasid` (any if `None`), and drop them, so no device
+    /// waits on a request nobody will answer.
+    fn abort_page_requests(&mut self, fault: Option<ObjectId>, device: Option<ObjectId>, pasid: Option<Option<u32>>) {
+        let Some(fault) = fault else { return };
+        let matches = |request: &PendingRequest| device.is_none_or(|d| d == request.device) && pasid.is_none_or(|p| p == request.pasid);
+        let queue = self.fault_mut(fault);
+        let mut aborted = Vec::new();
+        queue.queued.retain(|queued| match queued.request {
+            Some(request) if matches(&request) => {
+                aborted.push(request);
+                false
+            }
+            _ => true,
+        });
+        queue.awaiting.retain(|_, request| {
+            if matches(request) {
+                aborted.push(*request);
+                false
+            } else {
+                true
+            }
+        });
+        for request in aborted {
+            self.backend.page_response(request.unit, request.rid, request.pasid, request.group, PageResponseCode::Invalid);
+        }
+    }
+
+    // ----- destruction -----
+
+    fn is_busy(&self, id: ObjectId) -> bool {
+        match &self.objects[&id].body {
+            Body::Ioas(_) => !self.hwpts_over(HwptParent::Ioas(id)).is_empty(),
+            Body::Hwpt(_) => !self.hwpts_over(HwptParent::Hwpt(id)).is_empty() || !self.attachments_to(id).is_empty(),
+            Body::Device(device) => !device.attachments.is_empty(),
+            Body::Fault(_) => {
+                let (hwpts, binds) = self.fault_users(id);
+                !hwpts.is_empty() || !binds.is_empty()
+            }
+        }
+    }
+
+    /// Destroy an object no other object uses (`Busy` otherwise). Every handle to it, in
+    /// every client, goes with it. Needs DESTROY.
+    pub fn destroy(&mut self, client: ClientId, handle: Handle) -> Result<(), Error> {
+        let (id, rights) = self.lookup(client, handle)?;
+        if !rights.contains(Rights::DESTROY) {
+            return Err(Error::MissingRight);
+        }
+        if self.is_busy(id) {
+            return Err(Error::Busy);
+        }
+        self.free_unused(id);
+        Ok(())
+    }
+
+    /// Free an object that has no users.
+    fn free_unused(&mut self, id: ObjectId) {
+        match self.objects[&id].kind() {
+            ObjectKind::Ioas => {
+                self.unmap_everything(id);
+            }
+            ObjectKind::Hwpt => {
+                let hwpt = self.hwpt(id);
+                let domain = hwpt.domain.id;
+                if let HwptParent::Ioas(ioas) = hwpt.parent {
+                    let areas: Vec<Area> = self.ioas(ioas).areas.values().copied().collect();
+                    for area in areas {
+                        self.backend.unmap(domain, area.range.start, area.length());
+                    }
+                }
+                self.backend.domain_free(domain);
+            }
+            ObjectKind::Device => {
+                let device = self.device(id);
+                self.bound_devices.remove(&(device.unit, device.rid));
+            }
+            ObjectKind::Fault => self.abort_page_requests(Some(id), None, None),
+        }
+        self.remove_object(id);
+    }
+
+    /// Destroy an HWPT and everything that depends on it: nested children first, then
+    /// attached devices are blocked, then the domain is unmapped and freed.
+    fn teardown_hwpt(&mut self, hwpt: ObjectId) {
+        for child in self.hwpts_over(HwptParent::Hwpt(hwpt)) {
+            self.teardown_hwpt(child);
+        }
+        for (device, pasid) in self.attachments_to(hwpt) {
+            self.release_attachment(device, pasid);
+        }
+        self.free_unused(hwpt);
+    }
+
+    fn teardown_ioas(&mut self, ioas: ObjectId) {
+        for hwpt in self.hwpts_over(HwptParent::Ioas(ioas)) {
+            self.teardown_hwpt(hwpt);
+        }
+        self.free_unused(ioas);
+    }
+
+    fn teardown_device(&mut self, device: ObjectId) {
+        let pasids: Vec<Option<u32>> = self.device(device).attachments.keys().copied().collect();
+        for pasid in pasids {
+            self.release_attachment(device, pasid);
+        }
+        self.free_unused(device);
+    }
+
+    /// Destroy a fault queue even if used: users lose their queue (their faults become
+    /// unrouted) rather than being destroyed.
+    fn teardown_fault(&mut self, fault: ObjectId) {
+        let (hwpts, binds) = self.fault_users(fault);
+        for hwpt in hwpts {
+            self.hwpt_mut(hwpt).fault = None;
+        }
+        for (device, pasid) in binds {
+            if let Some(Attachment::Sva { fault, .. }) = self.device_mut(device).attachments.get_mut(&pasid) {
+                *fault = None;
+            }
+        }
+        self.free_unused(fault);
+    }
+
+    fn owned(&self, client: ClientId, kind: ObjectKind) -> Vec<ObjectId> {
+        self.objects.iter().filter(|(_, object)| object.owner == client && object.kind() == kind).map(|(id, _)| *id).collect()
+    }
+
+    /// Tear down everything a client owns, in dependency order: its handles (and handles
+    /// derived from them) are revoked; its devices are detached (blocked) and unbound; its
+    /// HWPTs are destroyed, nested before parents, blocking any other client's device
+    /// attached to them; its IOASes are unmapped (invalidating) and unpinned; its fault
+    /// queues are destroyed, answering pending page requests; its PASIDs are released.
+    pub fn close_client(&mut self, client: ClientId) -> Result<(), Error> {
+        let handles: Vec<u32> = self.client(client)?.handles.keys().copied().collect();
+        for handle in handles {
+            self.revoke(HandleRef { client, handle });
+        }
+        for device in self.owned(client, ObjectKind::Device) {
+            self.teardown_device(device);
+        }
+        let mut hwpts = self.owned(client, ObjectKind::Hwpt);
+        hwpts.sort_by_key(|&hwpt| matches!(self.hwpt(hwpt).parent, HwptParent::Ioas(_)));
+        for hwpt in hwpts {
+            if self.objects.contains_key(&hwpt) {
+                self.teardown_hwpt(hwpt);
+            }
+        }
+        for ioas in self.owned(client, ObjectKind::Ioas) {
+            self.teardown_ioas(ioas);
+        }
+        for fault in self.owned(client, ObjectKind::Fault) {
+            self.teardown_fault(fault);
+        }
+        let pasids: Vec<u32> = self.clients[&client].pasids.iter().copied().collect();
+        for pasid in pasids {
+            let users: Vec<ObjectId> = self
+                .objects
+                .iter()
+                .filter(|(_, object)| matches!(&object.body, Body::Device(device) if device.attachments.contains_key(&Some(pasid))))
+                .map(|(id, _)| *id)
+                .collect();
+            for device in users {
+                self.release_attachment(device, Some(pasid));
+            }
+            self.pasid_owners.remove(&pasid);
+        }
+        self.clients.remove(&client);
+        Ok(())
+    }
+}

@@ -1,0 +1,743 @@
+//! The format-independent radix-tree engine.
+//!
+//! All operations recurse over the tables a range touches and visit each touched entry once, so
+//! they cost O(pages + tables) with no heap use; the only memory they take from the allocator is
+//! table pages.
+//!
+//! - `map` runs the same recursion twice: a *plan* pass that reads only (refuses any overlap with
+//!   an existing mapping and counts the tables that must be created), then, after reserving
+//!   exactly that many tables, an *apply* pass that cannot fail. So a refused map changes nothing,
+//!   and no transient mapping is ever visible to a device. Each chunk uses the largest leaf the
+//!   format enables that the alignment of IOVA and physical address and the remaining length
+//!   allow.
+//! - `unmap` first splits the at most two large leaves cut by the range ends (or refuses, by
+//!   policy), then clears every leaf in the range, unlinks tables that became empty and hands them
+//!   back in a [`DeferredFree`] list rather than freeing them.
+//! - `try_merge` is explicit: it replaces full tables of uniform, physically contiguous leaves by
+//!   one large leaf where the format enables that size. Merging on every map would cost a
+//!   512-entry scan per filled table on the hot path for a case (contiguous memory mapped in 4 KiB
+//!   pieces) the caller can usually avoid by mapping larger ranges.
+
+use core::ops::Range;
+use hwio::DmaAllocator;
+
+use crate::format::{page_shift, page_size, Decoded, DirtyScheme, Format, Geometry};
+use crate::memory::{DeferredFree, TableList, TablePage};
+use crate::{Error, Perm, ENTRIES_PER_TABLE, PAGE_SIZE};
+
+/// Where an IOVA leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// Physical address of the byte at the IOVA.
+    pub phys: u64,
+    /// Rights the leaf grants.
+    pub perm: Perm,
+    /// Size of the leaf (4 KiB, 2 MiB, 1 GiB).
+    pub page_size: u64,
+}
+
+/// What `unmap` does with a large leaf that the range covers only in part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitPolicy {
+    /// Replace it by a table of smaller leaves, then unmap the covered ones.
+    Split,
+    /// Refuse the whole unmap with [`Error::WouldSplit`] (iommufd semantics: an unmap must not cut
+    /// a mapping).
+    Refuse,
+}
+
+/// Whether `read_and_clear_dirty` cleans what it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirtyReadMode {
+    /// Report and mark clean (the IOMMUFD default).
+    ReadAndClear,
+    /// Report only (IOMMU_DIRTY_NO_CLEAR).
+    ReadOnly,
+}
+
+/// Result of `unmap`: what the caller's IOTLB invalidation must cover.
+#[must_use = "freed_tables must be released after the IOTLB invalidation"]
+#[derive(Debug)]
+pub struct Unmapped {
+    /// Smallest IOVA range covering every leaf removed, `None` if the range mapped nothing.
+    pub range: Option<Range<u64>>,
+    /// Bytes of leaves removed.
+    pub bytes: u64,
+    /// Largest leaf removed or split (0 if none): the invalidation granularity hint (VT-d PSI
+    /// address mask, SMMU TLBI range TTL/TG).
+    pub largest_page_size: u64,
+    /// Tables unlinked. Non-empty means paging-structure caches must be invalidated too (VT-d:
+    /// IH = 0; SMMU: non-leaf TLBI). Release after the invalidation completed.
+    pub freed_tables: DeferredFree,
+}
+
+/// Result of `try_merge`.
+#[must_use = "freed_tables must be released after the IOTLB invalidation"]
+#[derive(Debug)]
+pub struct Merged {
+    /// Smallest IOVA range covering every new large leaf, `None` if nothing merged.
+    pub range: Option<Range<u64>>,
+    /// Number of tables replaced by a large leaf.
+    pub merged_entries: usize,
+    /// Largest leaf created (0 if none).
+    pub largest_page_size: u64,
+    /// The replaced tables, to release after invalidating the paging-structure caches for `range`.
+    pub freed_tables: DeferredFree,
+}
+
+/// Result of `read_and_clear_dirty`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirtyReport {
+    /// 4 KiB pages reported dirty (bits set in the bitmap).
+    pub dirty_pages: u64,
+    /// Leaves marked clean. Non-zero means the caller must invalidate the IOTLB over the range:
+    /// a cached translation would otherwise let writes go unrecorded.
+    pub cleaned_entries: usize,
+}
+
+/// An I/O page table of format `F`.
+///
+/// Owns its table pages; [`PageTable::destroy`] returns them. Dropping a `PageTable` without
+/// `destroy` leaks them (the allocator is not at hand in `Drop`).
+#[derive(Debug)]
+pub struct PageTable<F: Format> {
+    format: F,
+    geometry: Geometry,
+    root: TablePage,
+}
+
+// SAFETY: every table page reached through the raw pointers inside is owned exclusively by this
+// `PageTable` (allocated for it, linked only into its tree or its own lists, freed only through
+// it), so moving it to another thread moves that ownership like a `Box` would.
+unsafe impl<F: Format + Send> Send for PageTable<F> {}
+
+/// One entry slot of a table that a range touches: the part `[start, end)` of the slot starting at
+/// `base`.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    index: usize,
+    base: u64,
+    start: u64,
+    end: u64,
+}
+
+impl Slot {
+    /// Whether the range covers the whole slot.
+    fn whole(&self, height: u8) -> bool {
+        self.start == self.base && self.end - self.base == page_size(height)
+    }
+}
+
+/// The slots of one table (height `height`, `entries` entries) that `[start, end)` touches.
+struct Slots {
+    next: u64,
+    end: u64,
+    height: u8,
+    index_mask: usize,
+}
+
+impl Slots {
+    fn new(start: u64, end: u64, height: u8, entries: usize) -> Self {
+        Self { next: start, end, height, index_mask: entries - 1 }
+    }
+}
+
+impl Iterator for Slots {
+    type Item = Slot;
+    fn next(&mut self) -> Option<Slot> {
+        if self.next >= self.end {
+            return None;
+        }
+        let size = page_size(self.height);
+        let base = self.next & !(size - 1);
+        // No overflow: ranges end at or below the input limit, at most 2^57.
+        let end = self.end.min(base + size);
+        let slot = Slot {
+            index: (self.next >> page_shift(self.height)) as usize & self.index_mask,
+            base,
+            start: self.next,
+            end,
+        };
+        self.next = end;
+        Some(slot)
+    }
+}
+
+/// The entries of one table written by an operation, flushed together once it is done with the
+/// table (one `flush_for_device` per table rather than per entry).
+#[derive(Default)]
+struct WrittenEntries {
+    span: Option<(usize, usize)>,
+}
+
+impl WrittenEntries {
+    fn note(&mut self, index: usize) {
+        self.span = Some(match self.span {
+            Some((first, last)) => (first.min(index), last.max(index)),
+            None => (index, index),
+        });
+    }
+
+    fn flush<A: DmaAllocator + ?Sized>(self, table: TablePage, alloc: &A) {
+        if let Some((first, last)) = self.span {
+            table.flush_entries(first, last, alloc);
+        }
+    }
+}
+
+/// Accumulates the IOVA extent, byte count and largest leaf of what an operation changed.
+#[derive(Default)]
+struct Extent {
+    range: Option<Range<u64>>,
+    bytes: u64,
+    largest_page_size: u64,
+    leaves: usize,
+}
+
+impl Extent {
+    fn record(&mut self, base: u64, size: u64) {
+        let end = base + size;
+        self.range = Some(match self.range.take() {
+            Some(range) => range.start.min(base)..range.end.max(end),
+            None => base..end,
+        });
+        self.bytes += size;
+        self.leaves += 1;
+        self.largest_page_size = self.largest_page_size.max(size);
+    }
+}
+
+/// A leaf found by a walk.
+#[derive(Clone, Copy)]
+struct FoundLeaf {
+    table: TablePage,
+    index: usize,
+    height: u8,
+    phys: u64,
+    attributes: u64,
+}
+
+/// State of one of the two passes of `map` (see the module documentation).
+struct MapPass<'a> {
+    /// `None` in the plan pass, which only reads. In the apply pass, the tables the plan
+    /// counted, to be linked where the range needs a table that does not exist.
+    reserved: Option<&'a mut TableList>,
+    /// Tables the plan pass found missing.
+    tables_needed: usize,
+}
+
+impl<F: Format> PageTable<F> {
+    /// An empty table tree (just the root) in `format`'s configuration.
+    pub fn new<A: DmaAllocator + ?Sized>(alloc: &mut A, format: F) -> Result<Self, Error> {
+        let geometry = format.geometry();
+        let top = geometry.top_height();
+        let leaves_can_split = (1..=top).all(|h| !format.leaf_allowed(h) || format.leaf_allowed(h - 1));
+        let output_bits = format.output_bits();
+        if !format.leaf_allowed(0) || !leaves_can_split || !(32..=52).contains(&output_bits) {
+            return Err(Error::InvalidConfig);
+        }
+        let root = TablePage::allocate(geometry.root_entries(), alloc)?;
+        Ok(Self { format, geometry, root })
+    }
+
+    /// The format and its configuration.
+    pub fn format(&self) -> &F {
+        &self.format
+    }
+
+    /// Shape of the tree.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Physical address of the root table (for the context / PASID entry, CD TTB0, STE S2TTB).
+    pub fn root_phys(&self) -> u64 {
+        self.root.phys()
+    }
+
+    /// Number of levels a walk visits.
+    pub fn levels(&self) -> u8 {
+        self.geometry.levels()
+    }
+
+    /// Maps `[iova, iova + len)` to `[phys, phys + len)` with `perm`.
+    ///
+    /// Refuses, changing nothing, if any part of the range is already mapped, if an address or
+    /// the length is not 4 KiB aligned or zero, if either range wraps or leaves its address
+    /// width, if the format cannot express `perm`, or if table memory runs out.
+    pub fn map<A: DmaAllocator + ?Sized>(
+        &mut self,
+        iova: u64,
+        phys: u64,
+        len: u64,
+        perm: Perm,
+        alloc: &mut A,
+    ) -> Result<(), Error> {
+        let end = self.check_input_range(iova, len)?;
+        if !phys.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::Unaligned);
+        }
+        let phys_end = phys.checked_add(len).ok_or(Error::Overflow)?;
+        if phys_end > 1u64 << self.format.output_bits() {
+            return Err(Error::OutputOutOfRange);
+        }
+        let attributes = self.format.leaf_attributes(perm)?;
+        let top = self.geometry.top_height();
+
+        let mut plan = MapPass { reserved: None, tables_needed: 0 };
+        self.map_level(Some(self.root), top, iova, end, phys, attributes, &mut plan, alloc)?;
+        let mut reserved = TableList::reserve(plan.tables_needed, alloc)?;
+        let mut apply = MapPass { reserved: Some(&mut reserved), tables_needed: 0 };
+        let result = self.map_level(Some(self.root), top, iova, end, phys, attributes, &mut apply, alloc);
+        // The plan counted exactly what the apply pass links; anything left was never visible to
+        // a walker and goes straight back.
+        reserved.free_all(alloc);
+        result
+    }
+
+    /// Whether a leaf at `height` can map the chunk `slot` of the range at `phys`.
+    fn leaf_fits(&self, height: u8, slot: &Slot, phys: u64) -> bool {
+        self.format.leaf_allowed(height) && slot.whole(height) && phys.is_multiple_of(page_size(height))
+    }
+
+    /// One level of `map`. `table` is `None` in the plan pass below a table that does not exist
+    /// yet (everything there is absent); in the apply pass it is always a table. `phys` is the
+    /// output address of `start`.
+    #[allow(clippy::too_many_arguments)]
+    fn map_level<A: DmaAllocator + ?Sized>(
+        &self,
+        table: Option<TablePage>,
+        height: u8,
+        start: u64,
+        end: u64,
+        phys: u64,
+        attributes: u64,
+        pass: &mut MapPass<'_>,
+        alloc: &A,
+    ) -> Result<(), Error> {
+        let entries = table.map_or(ENTRIES_PER_TABLE, |table| table.entries());
+        let mut written = WrittenEntries::default();
+        for slot in Slots::new(start, end, height, entries) {
+            let slot_phys = phys + (slot.start - start);
+            let existing = table.map(|table| (table, table.load(slot.index)));
+            let decoded = existing.map_or(Decoded::Absent, |(_, raw)| self.format.decode(raw, height));
+            if self.leaf_fits(height, &slot, slot_phys) {
+                // The slot is covered whole, so anything in it overlaps (non-root tables are never
+                // empty: unmap reclaims them).
+                if decoded != Decoded::Absent {
+                    return Err(Error::AlreadyMapped { iova: slot.base });
+                }
+                if let (true, Some(table)) = (pass.reserved.is_some(), table) {
+                    table.store(slot.index, self.format.encode_leaf(attributes, slot_phys, height));
+                    written.note(slot.index);
+                }
+                continue;
+            }
+            let below = height - 1;
+            match (decoded, existing) {
+                (Decoded::Leaf { .. }, _) => return Err(Error::AlreadyMapped { iova: slot.base }),
+                (Decoded::Table { phys: child_phys }, Some((table, _))) => {
+                    let child = table.child(slot.index, child_phys);
+                    self.map_level(Some(child), below, slot.start, slot.end, slot_phys, attributes, pass, alloc)?;
+                }
+                _ => {
+                    let new_table = match pass.reserved.as_deref_mut() {
+                        None => {
+                            pass.tables_needed += 1;
+                            None
+                        }
+                        // The plan counted one table per absent slot this pass descends into, so
+                        // the reservation cannot run short unless plan and apply disagree.
+                        Some(reserved) => Some(reserved.pop().ok_or(Error::OutOfMemory)?),
+                    };
+                    self.map_level(new_table, below, slot.start, slot.end, slot_phys, attributes, pass, alloc)?;
+                    if let (Some(child), Some(table)) = (new_table, table) {
+                        table.link_child(slot.index, child, self.format.encode_table(child.phys()), alloc);
+                    }
+                }
+            }
+        }
+        if let Some(table) = table {
+            written.flush(table, alloc);
+        }
+        Ok(())
+    }
+
+    /// Removes every mapping in `[iova, iova + len)`; holes are skipped.
+    ///
+    /// A large leaf cut by either end of the range is split first (allocating one table per
+    /// level per end), or, with [`SplitPolicy::Refuse`], the unmap is refused before anything
+    /// changed. If memory for a split runs out the call fails with `OutOfMemory`; splits already
+    /// done translate exactly as the leaves they replaced, so the mappings are unchanged.
+    pub fn unmap<A: DmaAllocator + ?Sized>(
+        &mut self,
+        iova: u64,
+        len: u64,
+        policy: SplitPolicy,
+        alloc: &mut A,
+    ) -> Result<Unmapped, Error> {
+        let end = self.check_input_range(iova, len)?;
+        let range_ends = [iova, end];
+        if policy == SplitPolicy::Refuse {
+            for boundary in range_ends {
+                if let Some(leaf) = self.leaf_cut_at(boundary) {
+                    let size = page_size(leaf.height);
+                    return Err(Error::WouldSplit { iova: boundary & !(size - 1), page_size: size });
+                }
+            }
+        }
+        let mut extent = Extent::default();
+        for boundary in range_ends {
+            while let Some(leaf) = self.leaf_cut_at(boundary) {
+                self.split(leaf, alloc)?;
+                extent.largest_page_size = extent.largest_page_size.max(page_size(leaf.height));
+            }
+        }
+        let mut freed_tables = DeferredFree::new();
+        self.unmap_level(self.root, self.geometry.top_height(), iova, end, &mut extent, &mut freed_tables, alloc);
+        Ok(Unmapped {
+            range: extent.range,
+            bytes: extent.bytes,
+            largest_page_size: extent.largest_page_size,
+            freed_tables,
+        })
+    }
+
+    /// The leaf containing `boundary` if `boundary` lies strictly inside it.
+    fn leaf_cut_at(&self, boundary: u64) -> Option<FoundLeaf> {
+        self.find_leaf(boundary).filter(|leaf| !boundary.is_multiple_of(page_size(leaf.height)))
+    }
+
+    /// Replaces a large leaf by a table of 512 leaves one height down with the same attributes
+    /// (so the dirty state and permissions carry over), written and flushed before the swap.
+    fn split<A: DmaAllocator + ?Sized>(&self, leaf: FoundLeaf, alloc: &mut A) -> Result<(), Error> {
+        let below = leaf.height - 1;
+        let child = TablePage::allocate(ENTRIES_PER_TABLE, alloc)?;
+        for index in 0..ENTRIES_PER_TABLE {
+            let phys = leaf.phys + index as u64 * page_size(below);
+            child.store(index, self.format.encode_leaf(leaf.attributes, phys, below));
+        }
+        child.flush_entries(0, ENTRIES_PER_TABLE - 1, alloc);
+        leaf.table.link_child(leaf.index, child, self.format.encode_table(child.phys()), alloc);
+        Ok(())
+    }
+
+    /// One level of `unmap`. Returns whether `table` is empty afterwards.
+    #[allow(clippy::too_many_arguments)]
+    fn unmap_level<A: DmaAllocator + ?Sized>(
+        &self,
+        table: TablePage,
+        height: u8,
+        start: u64,
+        end: u64,
+        extent: &mut Extent,
+        freed: &mut DeferredFree,
+        alloc: &A,
+    ) -> bool {
+        let mut written = WrittenEntries::default();
+        for slot in Slots::new(start, end, height, table.entries()) {
+            match self.format.decode(table.load(slot.index), height) {
+                Decoded::Absent => {}
+                // The splits in `unmap` left no leaf that the range covers only in part.
+                Decoded::Leaf { .. } => {
+                    if slot.whole(height) {
+                        table.store(slot.index, 0);
+                        written.note(slot.index);
+                        extent.record(slot.base, page_size(height));
+                    }
+                }
+                Decoded::Table { phys } => {
+                    let child = table.child(slot.index, phys);
+                    let emptied = if slot.whole(height) {
+                        // Nothing in the child survives: unlink it whole without clearing its
+                        // entries one by one.
+                        self.retire_subtree(child, height - 1, slot.base, extent, freed);
+                        true
+                    } else if self.unmap_level(child, height - 1, slot.start, slot.end, extent, freed, alloc) {
+                        freed.push(child);
+                        true
+                    } else {
+                        false
+                    };
+                    if emptied {
+                        table.store(slot.index, 0);
+                        table.forget_child(slot.index);
+                        written.note(slot.index);
+                    }
+                }
+            }
+        }
+        written.flush(table, alloc);
+        table.is_empty()
+    }
+
+    /// Accounts every leaf below `table` (whose first entry maps `base`) and queues `table` and
+    /// every table below it for deferred release. Children are queued before their parent, whose
+    /// shadow words the list link then overwrites.
+    fn retire_subtree(&self, table: TablePage, height: u8, base: u64, extent: &mut Extent, freed: &mut DeferredFree) {
+        for index in 0..table.entries() {
+            let entry_base = base + index as u64 * page_size(height);
+            match self.format.decode(table.load(index), height) {
+                Decoded::Absent => {}
+                Decoded::Leaf { .. } => extent.record(entry_base, page_size(height)),
+                Decoded::Table { phys } => {
+                    self.retire_subtree(table.child(index, phys), height - 1, entry_base, extent, freed)
+                }
+            }
+        }
+        freed.push(table);
+    }
+
+    /// Where `iova` leads, or `None` if unmapped or outside the input range.
+    pub fn translate(&self, iova: u64) -> Option<Translation> {
+        let leaf = self.find_leaf(iova)?;
+        let size = page_size(leaf.height);
+        Some(Translation {
+            phys: leaf.phys + (iova & (size - 1)),
+            perm: self.format.permissions(leaf.attributes),
+            page_size: size,
+        })
+    }
+
+    /// Walks to the leaf mapping `iova`.
+    fn find_leaf(&self, iova: u64) -> Option<FoundLeaf> {
+        if iova >= self.geometry.input_limit() {
+            return None;
+        }
+        let mut table = self.root;
+        let mut height = self.geometry.top_height();
+        loop {
+            let index = (iova >> page_shift(height)) as usize & (table.entries() - 1);
+            match self.format.decode(table.load(index), height) {
+                Decoded::Absent => return None,
+                Decoded::Leaf { phys, attributes } => {
+                    return Some(FoundLeaf { table, index, height, phys, attributes });
+                }
+                Decoded::Table { phys } => {
+                    // A table link at height 0 breaks the format contract: treat as unmapped.
+                    height = height.checked_sub(1)?;
+                    table = table.child(index, phys);
+                }
+            }
+        }
+    }
+
+    /// Replaces every table in `[iova, iova + len)` whose 512 leaves map physically contiguous
+    /// memory, aligned to the larger size, with identical attributes, by one leaf of the larger
+    /// size, where the format enables it. Works bottom-up, so 4 KiB pages can become 2 MiB and
+    /// then 1 GiB leaves in one call. Leaves whose dirty state differs do not merge.
+    pub fn try_merge<A: DmaAllocator + ?Sized>(&mut self, iova: u64, len: u64, alloc: &A) -> Result<Merged, Error> {
+        let end = self.check_input_range(iova, len)?;
+        let mut extent = Extent::default();
+        let mut freed_tables = DeferredFree::new();
+        self.merge_level(self.root, self.geometry.top_height(), iova, end, &mut extent, &mut freed_tables, alloc);
+        Ok(Merged {
+            range: extent.range,
+            merged_entries: extent.leaves,
+            largest_page_size: extent.largest_page_size,
+            freed_tables,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn merge_level<A: DmaAllocator + ?Sized>(
+        &self,
+        table: TablePage,
+        height: u8,
+        start: u64,
+        end: u64,
+        extent: &mut Extent,
+        freed: &mut DeferredFree,
+        alloc: &A,
+    ) {
+        let mut written = WrittenEntries::default();
+        for slot in Slots::new(start, end, height, table.entries()) {
+            let Decoded::Table { phys } = self.format.decode(table.load(slot.index), height) else {
+                continue;
+            };
+            let child = table.child(slot.index, phys);
+            if height >= 2 {
+                self.merge_level(child, height - 1, slot.start, slot.end, extent, freed, alloc);
+            }
+            if !slot.whole(height) || !self.format.leaf_allowed(height) {
+                continue;
+            }
+            if let Some((first_phys, attributes)) = self.uniform_leaves(child, height - 1) {
+                if first_phys.is_multiple_of(page_size(height)) {
+                    table.store(slot.index, self.format.encode_leaf(attributes, first_phys, height));
+                    table.forget_child(slot.index);
+                    written.note(slot.index);
+                    freed.push(child);
+                    extent.record(slot.base, page_size(height));
+                }
+            }
+        }
+        written.flush(table, alloc);
+    }
+
+    /// If every entry of `table` is a leaf with the same attributes, mapping consecutive memory,
+    /// the first output address and the attributes.
+    fn uniform_leaves(&self, table: TablePage, height: u8) -> Option<(u64, u64)> {
+        let Decoded::Leaf { phys: first_phys, attributes } = self.format.decode(table.load(0), height) else {
+            return None;
+        };
+        let continues = |index: usize| match self.format.decode(table.load(index), height) {
+            Decoded::Leaf { phys, attributes: other } => {
+                other == attributes && phys == first_phys + index as u64 * page_size(height)
+            }
+            _ => false,
+        };
+        (1..table.entries()).all(continues).then_some((first_phys, attributes))
+    }
+
+    /// Reports which 4 KiB pages of `[iova, iova + len)` devices wrote since they were last
+    /// cleaned: bit `i` of `bitmap` (bit `i % 64` of word `i / 64`) stands for the page at
+    /// `iova + i * 4 KiB`. The range's bits are overwritten; other bits are left as they were.
+    ///
+    /// A dirty large leaf marks all its pages in the range. With `ReadAndClear`, leaves wholly
+    /// inside the range are cleaned; a large leaf the range covers only in part is reported but
+    /// not cleaned (cleaning it would lose the dirty state of its pages outside the range; so
+    /// it is reported again next time, which over-reports but never loses a write).
+    pub fn read_and_clear_dirty<A: DmaAllocator + ?Sized>(
+        &mut self,
+        iova: u64,
+        len: u64,
+        mode: DirtyReadMode,
+        bitmap: &mut [u64],
+        alloc: &A,
+    ) -> Result<DirtyReport, Error> {
+        let end = self.check_input_range(iova, len)?;
+        let scheme = self.format.dirty_scheme().ok_or(Error::DirtyTrackingUnsupported)?;
+        let pages = len / PAGE_SIZE;
+        let words = pages.div_ceil(64);
+        if (bitmap.len() as u64) < words {
+            return Err(Error::BitmapTooSmall);
+        }
+        let mut walk = DirtyWalk {
+            scheme,
+            mode,
+            range_start: iova,
+            bitmap,
+            report: DirtyReport { dirty_pages: 0, cleaned_entries: 0 },
+        };
+        clear_bits(walk.bitmap, 0, pages);
+        self.dirty_level(self.root, self.geometry.top_height(), iova, end, &mut walk, alloc);
+        Ok(walk.report)
+    }
+
+    fn dirty_level<A: DmaAllocator + ?Sized>(
+        &self,
+        table: TablePage,
+        height: u8,
+        start: u64,
+        end: u64,
+        walk: &mut DirtyWalk<'_>,
+        alloc: &A,
+    ) {
+        let mut written = WrittenEntries::default();
+        for slot in Slots::new(start, end, height, table.entries()) {
+            let raw = table.load(slot.index);
+            match self.format.decode(raw, height) {
+                Decoded::Absent => {}
+                Decoded::Table { phys } => {
+                    self.dirty_level(table.child(slot.index, phys), height - 1, slot.start, slot.end, walk, alloc)
+                }
+                Decoded::Leaf { .. } => {
+                    let clean = walk.mode == DirtyReadMode::ReadAndClear && slot.whole(height);
+                    let dirty = if clean {
+                        let was_dirty = clean_entry(table, slot.index, raw, walk.scheme);
+                        if was_dirty {
+                            written.note(slot.index);
+                            walk.report.cleaned_entries += 1;
+                        }
+                        was_dirty
+                    } else {
+                        walk.scheme.is_dirty(raw)
+                    };
+                    if dirty {
+                        let first_page = (slot.start - walk.range_start) / PAGE_SIZE;
+                        let pages = (slot.end - slot.start) / PAGE_SIZE;
+                        set_bits(walk.bitmap, first_page, pages);
+                        walk.report.dirty_pages += pages;
+                    }
+                }
+            }
+        }
+        written.flush(table, alloc);
+    }
+
+    /// Frees every table page, root included. Call only once no IOMMU can walk the tree any more
+    /// (the context / PASID entry or STE / CD pointing at it was cleared and invalidated).
+    pub fn destroy<A: DmaAllocator + ?Sized>(self, alloc: &mut A) {
+        self.free_tree(self.root, self.geometry.top_height(), alloc);
+    }
+
+    fn free_tree<A: DmaAllocator + ?Sized>(&self, table: TablePage, height: u8, alloc: &mut A) {
+        for index in 0..table.entries() {
+            if let Decoded::Table { phys } = self.format.decode(table.load(index), height) {
+                self.free_tree(table.child(index, phys), height - 1, alloc);
+            }
+        }
+        table.free(alloc);
+    }
+
+    /// Checks an input range and returns its end.
+    fn check_input_range(&self, iova: u64, len: u64) -> Result<u64, Error> {
+        if len == 0 {
+            return Err(Error::ZeroLength);
+        }
+        if !iova.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::Unaligned);
+        }
+        let end = iova.checked_add(len).ok_or(Error::Overflow)?;
+        if end > self.geometry.input_limit() {
+            return Err(Error::OutOfRange);
+        }
+        Ok(end)
+    }
+}
+
+/// State of one `read_and_clear_dirty` walk.
+struct DirtyWalk<'a> {
+    scheme: DirtyScheme,
+    mode: DirtyReadMode,
+    range_start: u64,
+    bitmap: &'a mut [u64],
+    report: DirtyReport,
+}
+
+/// Marks the leaf `index` of `table` (last read as `raw`) clean; returns whether it was dirty.
+/// The atomic read-modify-write keeps a dirty mark the walker sets concurrently, either in the
+/// value returned now or in the entry for the next read.
+fn clean_entry(table: TablePage, index: usize, raw: u64, scheme: DirtyScheme) -> bool {
+    if !scheme.is_dirty(raw) {
+        return false;
+    }
+    match scheme {
+        DirtyScheme::SetOnWrite { dirty } => table.fetch_clear(index, dirty) & dirty != 0,
+        DirtyScheme::ClearsReadOnlyOnWrite { read_only, .. } => table.fetch_set(index, read_only) & read_only == 0,
+    }
+}
+
+/// Sets bits `[first, first + count)`; the caller checked the bitmap is long enough.
+fn set_bits(bitmap: &mut [u64], first: u64, count: u64) {
+    for_bit_words(first, count, |word, mask| bitmap[word] |= mask);
+}
+
+/// Clears bits `[first, first + count)`.
+fn clear_bits(bitmap: &mut [u64], first: u64, count: u64) {
+    for_bit_words(first, count, |word, mask| bitmap[word] &= !mask);
+}
+
+/// Calls `apply(word_index, mask)` for each 64-bit word that bits `[first, first + count)` touch.
+fn for_bit_words(first: u64, count: u64, mut apply: impl FnMut(usize, u64)) {
+    let mut bit = first;
+    let end = first + count;
+    while bit < end {
+        let offset = bit % 64;
+        let span = (64 - offset).min(end - bit);
+        let mask = if span == 64 { u64::MAX } else { ((1u64 << span) - 1) << offset };
+        apply((bit / 64) as usize, mask);
+        bit += span;
+    }
+}

@@ -1,0 +1,307 @@
+//! Table pages: hardware entries the IOMMU walks, plus a software shadow the engine walks.
+//!
+//! Entries link tables by *physical* address, but the engine must reach a child table through a
+//! CPU pointer, and `hwio::DmaAllocator` offers no physical-to-virtual translation. Each table
+//! allocation therefore holds two halves:
+//!
+//! ```text
+//! virt + 0                 : hardware entries, max(entries * 8, 4096) bytes, at `phys`
+//! virt + hardware_bytes    : shadow, one `usize` per entry: the CPU address of the child table
+//!                            that entry links to (0 when none)
+//! ```
+//!
+//! The device only ever sees the first half (no entry points into the shadow). The price is one
+//! extra page of memory per table page (0.2% of the memory a fully populated leaf table maps);
+//! the gain is an engine with no heap, no lookup structure and O(1) descent per level.
+//!
+//! The shadow also threads intrusive lists through tables that are waiting to be linked
+//! ([`TableList`] as a reservation pool) or waiting for the IOTLB invalidation before they may be
+//! reused ([`DeferredFree`]): a table on such a list is linked from no live entry, so its first two
+//! shadow words are free to hold the next element's physical and virtual address.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use hwio::{DmaAllocator, DmaBuffer};
+
+use crate::{Error, ENTRIES_PER_TABLE};
+
+/// Bytes of one hardware table page (4 KiB granule).
+pub(crate) const TABLE_BYTES: usize = 4096;
+/// Bytes of one entry.
+const ENTRY_BYTES: usize = 8;
+const _: () = assert!(ENTRIES_PER_TABLE * ENTRY_BYTES == TABLE_BYTES);
+const _: () = assert!(core::mem::size_of::<usize>() <= ENTRY_BYTES);
+const _: () = assert!(core::mem::size_of::<AtomicU64>() == ENTRY_BYTES);
+
+/// One table allocation (hardware entries + shadow). `Copy` because it is a handle: ownership of
+/// the memory is tracked by the tree and the lists, not by this value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TablePage {
+    buffer: DmaBuffer,
+    entries: usize,
+}
+
+impl TablePage {
+    /// Bytes of the hardware half for a table of `entries` entries: a whole page at least, and
+    /// for a concatenated root the entries themselves (Arm ARM requires the concatenated table
+    /// to be aligned to its full size, hence the alignment request equal to this value).
+    const fn hardware_bytes(entries: usize) -> usize {
+        if entries * ENTRY_BYTES > TABLE_BYTES {
+            entries * ENTRY_BYTES
+        } else {
+            TABLE_BYTES
+        }
+    }
+
+    /// Allocates a zeroed table of `entries` entries (a power of two).
+    pub(crate) fn allocate<A: DmaAllocator + ?Sized>(entries: usize, alloc: &mut A) -> Result<Self, Error> {
+        let hardware = Self::hardware_bytes(entries);
+        let buffer = alloc.alloc_zeroed(2 * hardware, hardware).ok_or(Error::OutOfMemory)?;
+        // The allocator is outside this crate: check what the memory accessors below rely on.
+        // The exact size matters because child tables are later freed through a `DmaBuffer`
+        // rebuilt from (phys, virt, size) rather than the one returned here.
+        let usable = buffer.size == 2 * hardware
+            && buffer.phys.is_multiple_of(hardware as u64)
+            && !buffer.virt.is_null()
+            && (buffer.virt as usize).is_multiple_of(ENTRY_BYTES);
+        if !usable {
+            alloc.free(buffer);
+            return Err(Error::BadAllocation);
+        }
+        Ok(Self { buffer, entries })
+    }
+
+    /// Rebuilds the handle of a 512-entry child table from the parent's entry and shadow.
+    fn child_handle(phys: u64, virt: *mut u8) -> Self {
+        Self {
+            buffer: DmaBuffer { phys, virt, size: 2 * TABLE_BYTES },
+            entries: ENTRIES_PER_TABLE,
+        }
+    }
+
+    pub(crate) fn phys(&self) -> u64 {
+        self.buffer.phys
+    }
+
+    pub(crate) fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Returns the memory to the allocator. Only for tables no walker can reach any more.
+    pub(crate) fn free<A: DmaAllocator + ?Sized>(self, alloc: &mut A) {
+        alloc.free(self.buffer);
+    }
+
+    /// The hardware entry `index`, accessed atomically: a walker may concurrently set A/D bits
+    /// (VT-d first-level, HTTU), and every store must be a single 64-bit write so a walker never
+    /// sees half an entry.
+    fn entry(&self, index: usize) -> &AtomicU64 {
+        assert!(index < self.entries, "entry index {index} outside a table of {}", self.entries);
+        // SAFETY: `virt` is non-null, 8-byte aligned and valid for `hardware_bytes(entries)` bytes
+        // (checked in `allocate`; child handles come from those same allocations), and `index` is
+        // in bounds (asserted above). The memory stays allocated while this table is part of the
+        // tree, and the returned reference does not outlive `&self`, which the engine only holds
+        // while the table is part of the tree. The only other accessor is the IOMMU walker, which
+        // uses atomic read-modify-write (VT-d) or single-copy-atomic 64-bit accesses (SMMU).
+        unsafe { AtomicU64::from_ptr(self.buffer.virt.cast::<u64>().add(index)) }
+    }
+
+    pub(crate) fn load(&self, index: usize) -> u64 {
+        self.entry(index).load(Ordering::Acquire)
+    }
+
+    /// Writes an entry. The caller flushes it with [`TablePage::flush_entries`].
+    pub(crate) fn store(&self, index: usize, raw: u64) {
+        self.entry(index).store(raw, Ordering::Release);
+    }
+
+    /// Atomically clears `bits`, returning the previous value (dirty-bit cleaning).
+    pub(crate) fn fetch_clear(&self, index: usize, bits: u64) -> u64 {
+        self.entry(index).fetch_and(!bits, Ordering::AcqRel)
+    }
+
+    /// Atomically sets `bits`, returning the previous value (DBM cleaning sets AP[2]).
+    pub(crate) fn fetch_set(&self, index: usize, bits: u64) -> u64 {
+        self.entry(index).fetch_or(bits, Ordering::AcqRel)
+    }
+
+    /// Whether every hardware entry is zero.
+    pub(crate) fn is_empty(&self) -> bool {
+        (0..self.entries).all(|index| self.load(index) == 0)
+    }
+
+    /// Pushes entries `[first, last]` out to a non-snooping walker.
+    pub(crate) fn flush_entries<A: DmaAllocator + ?Sized>(&self, first: usize, last: usize, alloc: &A) {
+        assert!(first <= last && last < self.entries, "flush of entries {first}..={last}");
+        // SAFETY: in bounds of the hardware half (asserted above); only the address is computed.
+        let start = unsafe { self.buffer.virt.add(first * ENTRY_BYTES) };
+        alloc.flush_for_device(start, (last - first + 1) * ENTRY_BYTES);
+    }
+
+    /// Pointer to shadow word `index`.
+    fn shadow_word(&self, index: usize) -> *mut usize {
+        assert!(index < self.entries, "shadow index {index} outside a table of {}", self.entries);
+        // SAFETY: the shadow half starts `hardware_bytes` into the allocation and holds one word
+        // per entry; `index` is in bounds (asserted above) and the allocation is 8-byte aligned.
+        unsafe { self.buffer.virt.add(Self::hardware_bytes(self.entries)).cast::<usize>().add(index) }
+    }
+
+    fn read_shadow(&self, index: usize) -> usize {
+        // SAFETY: `shadow_word` is in bounds and aligned; the shadow is plain CPU memory that only
+        // this engine touches, and the engine holds `&mut` on the tree for every write.
+        unsafe { self.shadow_word(index).read() }
+    }
+
+    fn write_shadow(&self, index: usize, value: usize) {
+        // SAFETY: as in `read_shadow`.
+        unsafe { self.shadow_word(index).write(value) }
+    }
+
+    /// The child table that entry `index` links to; `phys` is the address decoded from it.
+    pub(crate) fn child(&self, index: usize, phys: u64) -> TablePage {
+        Self::child_handle(phys, self.read_shadow(index) as *mut u8)
+    }
+
+    /// Links entry `index` to `child` (writes the entry after the shadow) and flushes the entry.
+    /// `child` must already be complete and flushed.
+    pub(crate) fn link_child<A: DmaAllocator + ?Sized>(&self, index: usize, child: TablePage, raw: u64, alloc: &A) {
+        self.write_shadow(index, child.buffer.virt as usize);
+        order_table_writes_before_link();
+        self.store(index, raw);
+        self.flush_entries(index, index, alloc);
+    }
+
+    /// Forgets the child pointer of entry `index` (after the entry was cleared or replaced).
+    pub(crate) fn forget_child(&self, index: usize) {
+        self.write_shadow(index, 0);
+    }
+}
+
+/// Orders every earlier write to table memory before the next write, so a walker that sees a new
+/// link also sees the contents of the table it points to (VT-d walkers read memory in program
+/// order on x86; Arm requires a barrier to the outer-shareable domain the SMMU belongs to, the
+/// `dma_wmb` idiom).
+pub(crate) fn order_table_writes_before_link() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `dmb oshst` orders stores; it reads and writes no memory or register that Rust
+    // manages. Not marked `nomem`, so it is also a compiler barrier for memory accesses.
+    unsafe {
+        core::arch::asm!("dmb oshst", options(nostack, preserves_flags));
+    }
+    // x86 stores become visible in program order (SDM Vol. 3A §9.2.2); only the compiler must
+    // not reorder them, and a release fence compiles to no instruction there.
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::fence(Ordering::Release);
+}
+
+/// An intrusive singly linked list of 512-entry table pages, threaded through shadow words 0
+/// (next physical address) and 1 (next CPU address; 0 ends the list).
+#[derive(Debug, Default)]
+pub(crate) struct TableList {
+    head: Option<TablePage>,
+    len: usize,
+}
+
+impl TableList {
+    pub(crate) const fn new() -> Self {
+        Self { head: None, len: 0 }
+    }
+
+    /// Allocates `count` zeroed tables, or none at all (`OutOfMemory`).
+    pub(crate) fn reserve<A: DmaAllocator + ?Sized>(count: usize, alloc: &mut A) -> Result<Self, Error> {
+        let mut list = Self::new();
+        for _ in 0..count {
+            match TablePage::allocate(ENTRIES_PER_TABLE, alloc) {
+                Ok(table) => list.push(table),
+                Err(error) => {
+                    list.free_all(alloc);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    pub(crate) fn push(&mut self, table: TablePage) {
+        let (next_phys, next_virt) = match self.head {
+            Some(next) => (next.buffer.phys as usize, next.buffer.virt as usize),
+            None => (0, 0),
+        };
+        table.write_shadow(0, next_phys);
+        table.write_shadow(1, next_virt);
+        self.head = Some(table);
+        self.len += 1;
+    }
+
+    /// Removes the first table and restores its shadow words to zero, so a popped table is as
+    /// fresh as a newly allocated one (its hardware half was never written while listed).
+    pub(crate) fn pop(&mut self) -> Option<TablePage> {
+        let table = self.head?;
+        let next_phys = table.read_shadow(0) as u64;
+        let next_virt = table.read_shadow(1);
+        table.write_shadow(0, 0);
+        table.write_shadow(1, 0);
+        self.head = (next_virt != 0).then(|| TablePage::child_handle(next_phys, next_virt as *mut u8));
+        self.len -= 1;
+        Some(table)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn free_all<A: DmaAllocator + ?Sized>(&mut self, alloc: &mut A) {
+        while let Some(table) = self.pop() {
+            table.free(alloc);
+        }
+    }
+}
+
+/// Table pages unlinked from a tree that an IOMMU may still walk through stale paging-structure
+/// cache entries. Release them only after the invalidation that covers them has completed
+/// (VT-d: IOTLB page-selective invalidation with IH = 0, or domain-selective; SMMUv3: TLBI by VA
+/// including non-leaf entries, then CMD_SYNC).
+///
+/// Holds no heap memory: the list runs through the pages themselves. Dropping it without
+/// [`DeferredFree::release`] leaks the pages (the allocator is not at hand in `Drop`).
+#[must_use = "the listed table pages leak unless released after the IOTLB invalidation"]
+#[derive(Debug, Default)]
+pub struct DeferredFree {
+    tables: TableList,
+}
+
+// SAFETY: the listed pages are owned exclusively by this value (unlinked from every tree, on no
+// other list); moving that ownership to another thread is like moving a `Box`.
+unsafe impl Send for DeferredFree {}
+
+impl DeferredFree {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self { tables: TableList::new() }
+    }
+
+    /// Number of table pages waiting.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Whether no table page is waiting (then no paging-structure-cache invalidation is needed).
+    pub fn is_empty(&self) -> bool {
+        self.tables.len() == 0
+    }
+
+    /// Moves every page of `other` onto this list (to release both after one invalidation).
+    pub fn append(&mut self, mut other: DeferredFree) {
+        while let Some(table) = other.tables.pop() {
+            self.tables.push(table);
+        }
+    }
+
+    /// Frees every listed page. Call after the invalidation completed.
+    pub fn release<A: DmaAllocator + ?Sized>(mut self, alloc: &mut A) {
+        self.tables.free_all(alloc);
+    }
+
+    pub(crate) fn push(&mut self, table: TablePage) {
+        self.tables.push(table);
+    }
+}

@@ -1,0 +1,118 @@
+//! System call numbers and their arguments.
+
+macro_rules! syscalls {
+    ($( $(#[$doc:meta])* $name:ident = $num:expr, )*) => {
+        /// System call numbers.
+        #[repr(u64)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Syscall {
+            $( $(#[$doc])* $name = $num, )*
+        }
+
+        impl Syscall {
+            pub const ALL: &'static [Syscall] = &[$(Syscall::$name,)*];
+
+            pub fn from_number(n: u64) -> Option<Syscall> {
+                match n {
+                    $( $num => Some(Syscall::$name), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+syscalls! {
+    /// `debug_write(ptr, len)`: bytes to the kernel console; `len` <= MAX_DEBUG_WRITE.
+    DebugWrite = 0,
+    /// `exit(code)`: ends the calling process.
+    Exit = 1,
+    /// `yield()`.
+    Yield = 2,
+    /// `cap_derive(src, dst, rights, badge) `: a copy of `src` in empty slot `dst` with
+    /// `rights` ∩ src's rights; `badge` (non-zero) marks an endpoint copy so the receiver can
+    /// tell senders apart; only an unbadged endpoint can be badged. Needs DERIVE on `src`.
+    CapDerive = 3,
+    /// `cap_delete(slot)`.
+    CapDelete = 4,
+    /// `cap_revoke(slot)`: deletes every capability derived from `slot` (transitively, in every
+    /// process), and the mappings made through them. Needs DERIVE.
+    CapRevoke = 5,
+    /// `cap_info(slot) -> (type, rights, badge)`.
+    CapInfo = 6,
+    /// `call(ep, cap, w0, w1, w2, w3) -> (badge, w0..w3, cap_received)`: sends a message (and
+    /// moves capability `cap` unless NO_CAP; needs GRANT on it) and waits for the reply.
+    /// Needs WRITE on `ep`.
+    Call = 7,
+    /// `recv(ep, recv_slot) -> (badge, w0..w3, cap_received)`: waits for a message; a
+    /// transferred capability lands in `recv_slot` (must be empty). Needs READ on `ep`.
+    Recv = 8,
+    /// `reply(w0, w1, w2, w3)`: answers the caller this thread last received from.
+    Reply = 9,
+    /// `notify_signal(ntfn, bits)`: ORs `bits` into the notification. Needs WRITE.
+    NotifySignal = 10,
+    /// `notify_wait(ntfn) -> bits`: waits until some bit is set, returns and clears them.
+    NotifyWait = 11,
+    /// `notify_poll(ntfn) -> bits`: like wait but returns 0 at once if none is set.
+    NotifyPoll = 12,
+    /// `mem_alloc(pages, dst)`: a new zeroed memory object charged to the caller's quota.
+    MemAlloc = 13,
+    /// `mem_map(mem, vaddr, first_page, pages, flags)`: maps pages of a memory object.
+    /// READ needed; WRITE/EXECUTE rights for those flags.
+    MemMap = 14,
+    /// `unmap(vaddr, pages)`: removes the caller's mappings (memory or MMIO).
+    Unmap = 15,
+    /// `mem_pin(authority, mem, page) -> (pin, phys)`: keeps one page of `mem` alive until
+    /// `mem_unpin` and returns its physical address, so that a device may be given it.
+    /// Needs a DmaAuthority capability with CONTROL, and READ on `mem`.
+    MemPin = 16,
+    /// `mem_unpin(pin)`.
+    MemUnpin = 17,
+    /// `mmio_map(mmio, vaddr, first_page, pages)`: maps device registers uncached.
+    MmioMap = 18,
+    /// `irq_bind(irq, ntfn, bit)`: interrupts on the line signal `1 << bit` on `ntfn`.
+    /// Needs CONTROL on the IRQ and WRITE on the notification.
+    IrqBind = 19,
+    /// `irq_ack(irq)`: re-enables the line after the driver serviced the device.
+    IrqAck = 20,
+    /// `thread_create(entry, stack_top, arg) -> tid`: a new thread in the caller's process.
+    ThreadCreate = 21,
+    /// `endpoint_create(dst)`.
+    EndpointCreate = 22,
+    /// `notification_create(dst)`.
+    NotificationCreate = 23,
+    /// `process_kill(process)`: needs CONTROL.
+    ProcessKill = 24,
+    /// `process_wait(process, ntfn, bit)`: signals `1 << bit` on `ntfn` when the process ends
+    /// (at once if it has ended). Needs READ on the process.
+    ProcessWatch = 25,
+    /// `cap_grant(process, src, dst, rights)`: copies `src` (GRANT needed) into slot `dst` of
+    /// another process with `rights` ∩ src's rights. Needs CONTROL on the process.
+    CapGrant = 26,
+    /// `mmio_info(mmio) -> (phys_base, size)`: a device region's bus address is no secret; this
+    /// is the only physical address a process without DmaAuthority can learn.
+    MmioInfo = 27,
+    /// `null()`: returns at once; measures the system-call path.
+    Null = 28,
+    /// `process_create(image, arg, dst, quota_pages)`: a process from boot image number
+    /// `image`, not yet running, with a memory quota taken from the caller's. The capability in
+    /// `dst` has every right.
+    ProcessCreate = 29,
+    /// `process_start(process)`: needs CONTROL.
+    ProcessStart = 30,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_numbers_round_trip_and_are_dense() {
+        for (i, s) in Syscall::ALL.iter().enumerate() {
+            assert_eq!(*s as u64, i as u64);
+            assert_eq!(Syscall::from_number(i as u64), Some(*s));
+        }
+        assert_eq!(Syscall::from_number(Syscall::ALL.len() as u64), None);
+        assert_eq!(Syscall::from_number(u64::MAX), None);
+    }
+}

@@ -1,0 +1,7 @@
+//! Driver tests against the software model: the real driver code runs on `SmmuModel` registers
+//! and memory, and device transactions are checked through `SmmuModel::translate`.
+
+mod bring_up;
+mod queues;
+mod support;
+mod translation;

@@ -1,0 +1,1066 @@
+//! A software model of one VT-d remapping unit, for host tests of the driver and of the IOMMU
+//! server built on it (feature `model`).
+//!
+//! The model implements [`hwio::Registers`] with the semantics the driver depends on, written
+//! independently from the driver's encoders (its own bit extraction, straight from the spec):
+//! * register widths as QEMU enforces them: an 8-byte access to a 32-bit register panics, as
+//!   QEMU aborts the VM;
+//! * GCMD→GSTS handshake, one command bit per write (a write changing several panics: spec
+//!   11.4.4 forbids it), SRTP/SIRTP latching RTADDR/IRTA, TE/SRTP flushing all caches;
+//! * register-based invalidation (CCMD, IOTLB_REG with IAIG/CAIG reporting) and queued
+//!   invalidation processed synchronously on IQT writes, like QEMU; a wait descriptor with
+//!   both SW and IF panics as QEMU aborts; unknown descriptors, and PASID-granular ones while
+//!   the root table is in legacy mode, set FSTS.IQE and stop the queue;
+//! * caches that only invalidation empties: a context cache (by requester id), a PASID cache
+//!   (by requester id and PASID, tagged with the entry's domain-id) and an IOTLB (by
+//!   domain-id, PASID tag, page and access). A driver that forgets an invalidation keeps
+//!   translating through stale entries here, as on hardware. Faults are never cached;
+//! * DMA translation ([`VtdModel::translate`]) walking root, context, PASID directory/table and
+//!   first-level, second-level, nested or pass-through tables in [`PhysMemory`];
+//! * fault recording in CAP.NFR records with F/PPF/PFO/FRI semantics and a fault event MSI
+//!   (recorded in [`VtdModel::fault_interrupts`]) unless FECTL.IM;
+//! * interrupt remapping ([`VtdModel::remap_interrupt`]) with source-id validation.
+//!
+//! Fault codes follow QEMU 10 (see [`crate::fault::fault_reason_name`]): 01h/02h for root and
+//! context not present in both modes, 05h/06h for second-level permission faults, 51h/59h for
+//! PASID directory/table entries not present, 5Bh for an invalid PASID entry (including a
+//! PGTT the unit does not support, e.g. nested on QEMU), 71h/81h/85h for first-level faults.
+//! Two model decisions where the spec leaves detail to hardware: a request with PASID in
+//! legacy mode, or to a context entry with PASIDE clear, is blocked with reason 0 and not
+//! recorded; a table pointer outside memory reports the "cannot access" code of its level.
+
+pub mod memory;
+pub mod page_tables;
+
+use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use hwio::Registers;
+
+pub use memory::{FakeDma, PhysMemory, StepClock, POISON};
+pub use page_tables::{TableFormat, TestPageTable};
+
+use crate::descriptors::Invalidation;
+use crate::regs::{self, Capability, ExtendedCapability};
+use crate::RequesterId;
+
+/// CAP/ECAP values of QEMU 10.0.2's intel-iommu in the configurations the project uses.
+pub mod qemu {
+    /// Default CAP: 16-bit domain-ids, SAGAW 39+48, one fault record at 0x220, PSI, MAMV 18.
+    pub const CAP: u64 = 0x00d2_008c_222f_0606;
+    /// CAP with `aw-bits=39`.
+    pub const CAP_AW39: u64 = 0x00d2_008c_2226_0206;
+    /// CAP with `x-scalable-mode=on,x-flts=on` (adds FL1GP).
+    pub const CAP_FLTS: u64 = 0x01d2_008c_222f_0606;
+    /// Legacy ECAP: QI, IR, PT, IRO 0xf0, not coherent.
+    pub const ECAP_LEGACY: u64 = 0x0000_0000_00f0_0f4a;
+    /// ECAP with `x-scalable-mode=on`: SMTS, SLTS, SRS.
+    pub const ECAP_SCALABLE: u64 = 0x0000_4800_80f0_0f4a;
+    /// ECAP with `x-scalable-mode=on,x-flts=on`: SMTS, FLTS, no SLTS.
+    pub const ECAP_FLTS: u64 = 0x0000_8800_00f0_0f4a;
+    /// ECAP bit `x-pasid-mode=on` adds (PASID, bit 40).
+    pub const ECAP_PASID: u64 = 1 << 40;
+    /// CAP bit `caching-mode=on` adds (CM, bit 7).
+    pub const CAP_CM: u64 = 1 << 7;
+}
+
+/// One register write as the model saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterWrite {
+    pub offset: usize,
+    pub value: u64,
+    /// Access width in bytes (4 or 8).
+    pub width: u8,
+}
+
+/// What a cached context entry resolved to.
+#[derive(Debug, Clone, Copy)]
+enum CachedContext {
+    Legacy { did: u16, translation_type: u64, table: u64, levels: u8, fault_processing_disabled: bool },
+    Scalable { pasid_directory: u64, directory_entries: u64, rid_pasid: u32, pasid_enabled: bool, fault_processing_disabled: bool },
+}
+
+/// A cached scalable-mode PASID entry (the fields translation needs).
+#[derive(Debug, Clone, Copy)]
+struct CachedPasidEntry {
+    did: u16,
+    pgtt: u64,
+    second_level_root: u64,
+    second_level_levels: u8,
+    first_level_root: u64,
+    five_level: bool,
+    fault_processing_disabled: bool,
+}
+
+/// IOTLB tag for requests translated without a PASID in legacy mode.
+const NO_PASID_TAG: u32 = u32::MAX;
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+#[derive(Debug)]
+struct ModelState {
+    cap: Capability,
+    ecap: ExtendedCapability,
+    gsts: u32,
+    rtaddr: u64,
+    active_root: u64,
+    ccmd: u64,
+    iva: u64,
+    iotlb_command: u64,
+    fsts: u32,
+    fectl: u32,
+    fedata: u32,
+    feaddr: u32,
+    feuaddr: u32,
+    pmen: u32,
+    iqh: u64,
+    iqt: u64,
+    iqa: u64,
+    ics: u32,
+    iectl: u32,
+    irta: u64,
+    active_irta: u64,
+    records: Vec<[u64; 2]>,
+    next_record: usize,
+    context_cache: BTreeMap<u16, CachedContext>,
+    pasid_cache: BTreeMap<(u16, u32), CachedPasidEntry>,
+    iotlb: BTreeMap<(u16, u32, u64, bool), u64>,
+    writes: Vec<RegisterWrite>,
+    processed: Vec<Invalidation>,
+    waits: Vec<(u64, u32)>,
+    fault_interrupts: Vec<(u64, u32)>,
+    gcmd_stalled: bool,
+    queue_stalled: bool,
+    register_invalidation_stalled: bool,
+    srtp_count: usize,
+    page_walks: usize,
+}
+
+/// The model of one VT-d unit over `PhysMemory`.
+#[derive(Debug)]
+pub struct VtdModel {
+    memory: Rc<PhysMemory>,
+    state: RefCell<ModelState>,
+}
+
+const ONE_SHOT: u32 = regs::gcmd::SRTP | regs::gcmd::SFL | regs::gcmd::WBF | regs::gcmd::SIRTP;
+
+impl VtdModel {
+    /// A unit in its reset state (everything disabled, FECTL.IM=1) with the given CAP/ECAP.
+    pub fn new(memory: Rc<PhysMemory>, cap: u64, ecap: u64) -> Self {
+        let cap = Capability(cap);
+        let state = ModelState {
+            cap,
+            ecap: ExtendedCapability(ecap),
+            gsts: 0,
+            rtaddr: 0,
+            active_root: 0,
+            ccmd: 0,
+            iva: 0,
+            iotlb_command: 0,
+            fsts: 0,
+            fectl: regs::event_control::IM,
+            fedata: 0,
+            feaddr: 0,
+            feuaddr: 0,
+            pmen: 0,
+            iqh: 0,
+            iqt: 0,
+            iqa: 0,
+            ics: 0,
+            iectl: regs::event_control::IM,
+            irta: 0,
+            active_irta: 0,
+            records: Vec::from_iter(core::iter::repeat_n([0, 0], cap.fault_record_count())),
+            next_record: 0,
+            context_cache: BTreeMap::new(),
+            pasid_cache: BTreeMap::new(),
+            iotlb: BTreeMap::new(),
+            writes: Vec::new(),
+            processed: Vec::new(),
+            waits: Vec::new(),
+            fault_interrupts: Vec::new(),
+            gcmd_stalled: false,
+            queue_stalled: false,
+            register_invalidation_stalled: false,
+            srtp_count: 0,
+            page_walks: 0,
+        };
+        Self { memory, state: RefCell::new(state) }
+    }
+
+    /// GSTS stops following GCMD (a hung unit).
+    pub fn stall_global_command(&self) {
+        self.state.borrow_mut().gcmd_stalled = true;
+    }
+
+    /// IQT writes are accepted but the queue is never processed.
+    pub fn stall_queue(&self) {
+        self.state.borrow_mut().queue_stalled = true;
+    }
+
+    /// CCMD.ICC and IOTLB_REG.IVT never clear.
+    pub fn stall_register_invalidation(&self) {
+        self.state.borrow_mut().register_invalidation_stalled = true;
+    }
+
+    /// Every register write so far, in order.
+    pub fn register_writes(&self) -> Vec<RegisterWrite> {
+        self.state.borrow().writes.clone()
+    }
+
+    /// Every invalidation request processed so far (queued or register-based), in order.
+    pub fn invalidations(&self) -> Vec<Invalidation> {
+        self.state.borrow().processed.clone()
+    }
+
+    /// Every status-write wait descriptor processed: (status address, status data).
+    pub fn waits(&self) -> Vec<(u64, u32)> {
+        self.state.borrow().waits.clone()
+    }
+
+    /// Fault event MSIs sent: (address, data).
+    pub fn fault_interrupts(&self) -> Vec<(u64, u32)> {
+        self.state.borrow().fault_interrupts.clone()
+    }
+
+    /// How many SRTP commands were executed.
+    pub fn srtp_count(&self) -> usize {
+        self.state.borrow().srtp_count
+    }
+
+    /// How many translations missed the IOTLB and walked page tables.
+    pub fn page_walks(&self) -> usize {
+        self.state.borrow().page_walks
+    }
+
+    pub fn global_status(&self) -> u32 {
+        self.state.borrow().gsts
+    }
+
+    /// Records a fault as hardware would: in the next fault record if free, else sets PFO.
+    /// For interrupt-remapping reasons (20h-26h) `address` carries the interrupt index.
+    pub fn inject_fault(&self, requester: RequesterId, address: u64, write: bool, reason: u8, pasid: Option<u32>) {
+        self.state.borrow_mut().record_fault(requester, address, write, reason, pasid);
+    }
+
+    /// Translates one DMA request as the unit would: `Ok(physical address)` or
+    /// `Err(fault reason)` (recorded unless fault processing is disabled or the reason is 0).
+    pub fn translate(&self, requester: RequesterId, pasid: Option<u32>, iova: u64, write: bool) -> Result<u64, u8> {
+        let mut state = self.state.borrow_mut();
+        if state.gsts & regs::gcmd::TE == 0 {
+            return Ok(iova);
+        }
+        match state.translate(&self.memory, requester, pasid, iova, write) {
+            Ok(address) => Ok(address),
+            Err((reason, fault_processing_disabled)) => {
+                if reason != 0 && !fault_processing_disabled {
+                    state.record_fault(requester, iova, write, reason, pasid);
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Delivers a remappable-format MSI write from `requester`: `Ok((vector, destination
+    /// field))` or `Err(fault reason)` (recorded).
+    pub fn remap_interrupt(&self, requester: RequesterId, address: u32, data: u32) -> Result<(u8, u32), u8> {
+        let mut state = self.state.borrow_mut();
+        if state.gsts & regs::gcmd::IRE == 0 {
+            return Err(0x25);
+        }
+        let mut handle = (address >> 5 & 0x7fff | (address >> 2 & 1) << 15) as u64;
+        // SHV (bit 3): the data register's low 16 bits are a sub-handle added to the handle.
+        if address >> 3 & 1 != 0 {
+            handle += (data & 0xffff) as u64;
+        }
+        let result = (|| {
+            if address >> 4 & 1 == 0 {
+                return Err(0x25);
+            }
+            let entries = 2u64 << (state.active_irta & regs::irta::S_MASK);
+            if handle >= entries {
+                return Err(0x21);
+            }
+            let base = state.active_irta & !0xfff;
+            let low = self.memory.read_u64(base + handle * 16).ok_or(0x23u8)?;
+            let high = self.memory.read_u64(base + handle * 16 + 8).ok_or(0x23u8)?;
+            if low & 1 == 0 {
+                return Err(0x22);
+            }
+            // SVT=01: requester id must match SID, ignoring the function bits SQ names.
+            if high >> 18 & 3 == 1 {
+                let ignored = match high >> 16 & 3 {
+                    0 => 0,
+                    1 => 0b100,
+                    2 => 0b110,
+                    _ => 0b111,
+                };
+                if (requester.0 ^ high as u16) & !ignored != 0 {
+                    return Err(0x26);
+                }
+            }
+            Ok(((low >> 16) as u8, (low >> 32) as u32))
+        })();
+        if let Err(reason) = result {
+            state.record_fault(requester, handle << 48, true, reason, None);
+        }
+        result
+    }
+}
+
+impl ModelState {
+    fn iotlb_offset(&self) -> usize {
+        self.ecap.iotlb_register_offset()
+    }
+
+    fn fault_record_range(&self) -> core::ops::Range<usize> {
+        let start = self.cap.fault_recording_offset();
+        start..start + self.records.len() * regs::FAULT_RECORD_SIZE
+    }
+
+    fn is_64bit_register(&self, offset: usize) -> bool {
+        matches!(offset, regs::CAP | regs::ECAP | regs::RTADDR | regs::CCMD | regs::IQH | regs::IQT | regs::IQA | regs::IRTA)
+            || offset == self.iotlb_offset() + regs::IVA_FROM_IRO
+            || offset == self.iotlb_offset() + regs::IOTLB_FROM_IRO
+            || self.fault_record_range().contains(&offset) && offset.is_multiple_of(8)
+    }
+
+    fn read64(&self, offset: usize) -> u64 {
+        if self.fault_record_range().contains(&offset) {
+            let relative = offset - self.fault_record_range().start;
+            return self.records[relative / 16][relative % 16 / 8];
+        }
+        match offset {
+            regs::CAP => self.cap.0,
+            regs::ECAP => self.ecap.0,
+            regs::RTADDR => self.rtaddr,
+            regs::CCMD => self.ccmd,
+            regs::IQH => self.iqh,
+            regs::IQT => self.iqt,
+            regs::IQA => self.iqa,
+            regs::IRTA => self.irta,
+            _ if offset == self.iotlb_offset() + regs::IVA_FROM_IRO => self.iva,
+            _ if offset == self.iotlb_offset() + regs::IOTLB_FROM_IRO => self.iotlb_command,
+            _ => unreachable!("caller checked is_64bit_register"),
+        }
+    }
+
+    fn read32(&self, offset: usize) -> u32 {
+        if self.is_64bit_register(offset & !7) {
+            return (self.read64(offset & !7) >> ((offset & 4) * 8)) as u32;
+        }
+        match offset {
+            regs::VER => 0x10,
+            regs::GSTS => self.gsts,
+            regs::FSTS => self.fsts,
+            regs::FECTL => self.fectl,
+            regs::FEDATA => self.fedata,
+            regs::FEADDR => self.feaddr,
+            regs::FEUADDR => self.feuaddr,
+            regs::PMEN => self.pmen,
+            regs::ICS => self.ics,
+            regs::IECTL => self.iectl,
+            // GCMD reads as zero; unimplemented registers too.
+            _ => 0,
+        }
+    }
+
+    fn flush_all_caches(&mut self) {
+        self.context_cache.clear();
+        self.pasid_cache.clear();
+        self.iotlb.clear();
+    }
+
+    fn global_command(&mut self, value: u32) {
+        use regs::gcmd;
+        let persistent = self.gsts & gcmd::PERSISTENT;
+        let toggled = (value ^ persistent) & gcmd::PERSISTENT;
+        let one_shot = value & ONE_SHOT;
+        assert!(
+            toggled.count_ones() + one_shot.count_ones() <= 1,
+            "GCMD write {value:#x} changes more than one command (GSTS {:#x})",
+            self.gsts
+        );
+        if self.gcmd_stalled {
+            return;
+        }
+        if toggled & gcmd::TE != 0 {
+            self.gsts ^= gcmd::TE;
+            self.flush_all_caches();
+        }
+        if toggled & gcmd::QIE != 0 {
+            self.gsts ^= gcmd::QIE;
+            if self.gsts & gcmd::QIE != 0 {
+                self.iqh = 0;
+            }
+        }
+        if toggled & (gcmd::IRE | gcmd::CFI | gcmd::EAFL) != 0 {
+            self.gsts ^= toggled;
+        }
+        if one_shot & gcmd::SRTP != 0 {
+            self.active_root = self.rtaddr;
+            self.gsts |= gcmd::SRTP;
+            self.srtp_count += 1;
+            self.flush_all_caches();
+        }
+        if one_shot & gcmd::SIRTP != 0 {
+            self.active_irta = self.irta;
+            self.gsts |= gcmd::SIRTP;
+        }
+    }
+
+    fn write64(&mut self, memory: &PhysMemory, offset: usize, value: u64) {
+        if self.fault_record_range().contains(&offset) {
+            // Only F (bit 127) is writable: write 1 to clear.
+            let relative = offset - self.fault_record_range().start;
+            if relative % 16 == 8 && value & 1 << 63 != 0 {
+                self.records[relative / 16][1] &= !(1 << 63);
+                self.update_pending_fault();
+            }
+            return;
+        }
+        match offset {
+            regs::RTADDR => self.rtaddr = value,
+            regs::CCMD => {
+                self.ccmd = value;
+                if value & regs::ccmd::ICC != 0 && self.gsts & regs::gcmd::QIE == 0 && !self.register_invalidation_stalled {
+                    self.context_command(value);
+                }
+            }
+            regs::IQT => {
+                self.iqt = value;
+                if self.gsts & regs::gcmd::QIE != 0 && !self.queue_stalled {
+                    self.process_queue(memory);
+                }
+            }
+            regs::IQA => self.iqa = value,
+            regs::IRTA => self.irta = value,
+            _ if offset == self.iotlb_offset() + regs::IVA_FROM_IRO => self.iva = value,
+            _ if offset == self.iotlb_offset() + regs::IOTLB_FROM_IRO => {
+                self.iotlb_command = value;
+                if value & regs::iotlb::IVT != 0 && self.gsts & regs::gcmd::QIE == 0 && !self.register_invalidation_stalled {
+                    self.iotlb_register_command(value);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn write32(&mut self, memory: &PhysMemory, offset: usize, value: u32) {
+        if self.is_64bit_register(offset & !7) {
+            // Merge into the 64-bit register; side effects fire on the half holding the
+            // trigger (ICC/IVT/F in the high half, the IQT index in the low half), as in QEMU.
+            let base = offset & !7;
+            let shift = (offset & 4) * 8;
+            let merged = self.read64(base) & !(0xffff_ffffu64 << shift) | (value as u64) << shift;
+            let triggers_high = base == regs::CCMD
+                || base == self.iotlb_offset() + regs::IOTLB_FROM_IRO
+                || self.fault_record_range().contains(&base);
+            if triggers_high == (shift == 32) {
+                self.write64(memory, base, merged);
+            } else if !self.fault_record_range().contains(&base) {
+                self.store_without_side_effects(base, merged);
+            }
+            return;
+        }
+        match offset {
+            regs::GCMD => self.global_command(value),
+            regs::FSTS => {
+                // PFO, IQE, ICE, ITE are write-1-to-clear.
+                let clearable = regs::fsts::PFO | regs::fsts::IQE | regs::fsts::ICE | regs::fsts::ITE;
+                self.fsts &= !(value & clearable);
+                self.clear_serviced_interrupt();
+            }
+            regs::FECTL => {
+                self.fectl = self.fectl & regs::event_control::IP | value & regs::event_control::IM;
+                if self.fectl & regs::event_control::IM == 0 && self.fectl & regs::event_control::IP != 0 {
+                    self.fectl &= !regs::event_control::IP;
+                    self.send_fault_interrupt();
+                }
+            }
+            regs::FEDATA => self.fedata = value,
+            regs::FEADDR => self.feaddr = value,
+            regs::FEUADDR => self.feuaddr = value,
+            regs::PMEN => {
+                self.pmen = value & regs::pmen::EPM | if value & regs::pmen::EPM != 0 { regs::pmen::PRS } else { 0 };
+            }
+            regs::ICS => self.ics &= !(value & regs::ics::IWC),
+            regs::IECTL => self.iectl = value & regs::event_control::IM,
+            _ => {}
+        }
+    }
+
+    fn store_without_side_effects(&mut self, base: usize, value: u64) {
+        match base {
+            regs::RTADDR => self.rtaddr = value,
+            regs::CCMD => self.ccmd = value,
+            regs::IQT => self.iqt = value,
+            regs::IQA => self.iqa = value,
+            regs::IRTA => self.irta = value,
+            _ if base == self.iotlb_offset() + regs::IVA_FROM_IRO => self.iva = value,
+            _ if base == self.iotlb_offset() + regs::IOTLB_FROM_IRO => self.iotlb_command = value,
+            _ => {}
+        }
+    }
+
+    fn context_command(&mut self, value: u64) {
+        let granularity = value >> 61 & 3;
+        let did = value as u16;
+        let request = match granularity {
+            1 => Invalidation::ContextGlobal,
+            2 => Invalidation::ContextDomain { did },
+            _ => Invalidation::ContextDevice { did, source: (value >> 16) as u16, function_mask: (value >> 32 & 3) as u8 },
+        };
+        self.apply(request);
+        // Done: ICC clears, CAIG reports the granularity performed.
+        self.ccmd = value & !regs::ccmd::ICC & !(3 << 59) | granularity << 59;
+    }
+
+    fn iotlb_register_command(&mut self, value: u64) {
+        let granularity = value >> 60 & 3;
+        let did = (value >> 32) as u16;
+        let request = match granularity {
+            1 => Invalidation::IotlbGlobal,
+            2 => Invalidation::IotlbDomain { did },
+            _ => Invalidation::IotlbPages {
+                did,
+                address: self.iva & !0xfff,
+                address_mask: (self.iva & 0x3f) as u8,
+                leaf_only: self.iva & regs::iotlb::IVA_IH != 0,
+            },
+        };
+        self.apply(request);
+        self.iotlb_command = value & !regs::iotlb::IVT & !(3 << 57) | granularity << 57;
+    }
+
+    fn process_queue(&mut self, memory: &PhysMemory) {
+        let wide = self.iqa & regs::iqa::DW_256 != 0;
+        let descriptor_bytes = if wide { 32 } else { 16 };
+        let queue_bytes = 4096u64 << (self.iqa & regs::iqa::QS_MASK);
+        let base = self.iqa & !0xfff;
+        while self.iqh != self.iqt && self.fsts & regs::fsts::IQE == 0 {
+            let address = base + self.iqh;
+            let (Some(low), Some(high)) = (memory.read_u64(address), memory.read_u64(address + 8)) else {
+                self.fsts |= regs::fsts::IQE;
+                return;
+            };
+            if !self.process_descriptor(memory, low, high) {
+                self.fsts |= regs::fsts::IQE;
+                return;
+            }
+            self.iqh = (self.iqh + descriptor_bytes) % queue_bytes;
+        }
+    }
+
+    /// Decodes and performs one descriptor; false if it is invalid.
+    fn process_descriptor(&mut self, memory: &PhysMemory, low: u64, high: u64) -> bool {
+        // PASID-granular descriptors (types 6-8) only exist for scalable-mode translation.
+        let scalable = self.active_root >> 10 & 3 == 1;
+        if matches!(low & 0xf, 0x6..=0x8) && !scalable {
+            return false;
+        }
+        let granularity = low >> 4 & 3;
+        let did = (low >> 16) as u16;
+        let pasid = (low >> 32 & 0xf_ffff) as u32;
+        let request = match low & 0xf {
+            0x1 => match granularity {
+                1 => Invalidation::ContextGlobal,
+                2 => Invalidation::ContextDomain { did },
+                3 => Invalidation::ContextDevice { did, source: (low >> 32) as u16, function_mask: (low >> 48 & 3) as u8 },
+                _ => return false,
+            },
+            0x2 => match granularity {
+                1 => Invalidation::IotlbGlobal,
+                2 => Invalidation::IotlbDomain { did },
+                3 => Invalidation::IotlbPages {
+                    did,
+                    address: high & !0xfff,
+                    address_mask: (high & 0x3f) as u8,
+                    leaf_only: high >> 6 & 1 != 0,
+                },
+                _ => return false,
+            },
+            0x3 => Invalidation::DeviceTlb {
+                source: (low >> 32) as u16,
+                physical_function: ((low >> 12 & 0xf) | (low >> 52) << 4) as u16,
+                queue_depth: (low >> 16 & 0x1f) as u8,
+                range: decode_device_tlb_range(high & !0xfff, high & 1 != 0),
+            },
+            0x4 => {
+                if low >> 4 & 1 == 0 {
+                    Invalidation::InterruptEntryGlobal
+                } else {
+                    Invalidation::InterruptEntries { index: (low >> 32) as u16, index_mask: (low >> 27 & 0x1f) as u8 }
+                }
+            }
+            0x5 => {
+                let (interrupt, status_write) = (low >> 4 & 1 != 0, low >> 5 & 1 != 0);
+                assert!(!(interrupt && status_write), "wait descriptor with SW and IF: QEMU 10.0.2 aborts");
+                if status_write {
+                    let status = (low >> 32) as u32;
+                    if memory.write_u32(high & !3, status).is_none() {
+                        return false;
+                    }
+                    self.waits.push((high & !3, status));
+                }
+                if interrupt {
+                    self.ics |= regs::ics::IWC;
+                }
+                return true;
+            }
+            0x6 => match granularity {
+                2 => Invalidation::PasidIotlbAll { did, pasid },
+                3 => Invalidation::PasidIotlbPages {
+                    did,
+                    pasid,
+                    address: high & !0xfff,
+                    address_mask: (high & 0x3f) as u8,
+                    leaf_only: high >> 6 & 1 != 0,
+                },
+                _ => return false,
+            },
+            0x7 => match granularity {
+                0 => Invalidation::PasidCacheDomain { did },
+                1 => Invalidation::PasidCachePasid { did, pasid },
+                3 => Invalidation::PasidCacheGlobal,
+                _ => return false,
+            },
+            0x8 => Invalidation::PasidDeviceTlb {
+                source: (low >> 16) as u16,
+                physical_function: ((low >> 12 & 0xf) | (low >> 52) << 4) as u16,
+                pasid,
+                queue_depth: (low >> 4 & 0x1f) as u8,
+                range: decode_device_tlb_range(high & !0xfff, high >> 11 & 1 != 0),
+            },
+            _ => return false,
+        };
+        self.apply(request);
+        true
+    }
+
+    /// Drops cached state as `request` says and logs it.
+    fn apply(&mut self, request: Invalidation) {
+        let in_block = |page: u64, address: u64, mask: u8| page >> mask == (address >> 12) >> mask;
+        match request {
+            Invalidation::ContextGlobal => self.context_cache.clear(),
+            Invalidation::ContextDomain { did: target } => self.context_cache.retain(|_, cached| {
+                !matches!(cached, CachedContext::Legacy { did, .. } if *did == target)
+            }),
+            Invalidation::ContextDevice { source, function_mask, .. } => {
+                let ignored: u16 = match function_mask {
+                    0 => 0,
+                    1 => 0b100,
+                    2 => 0b110,
+                    _ => 0b111,
+                };
+                self.context_cache.retain(|requester, _| (requester ^ source) & !ignored != 0);
+            }
+            Invalidation::IotlbGlobal => self.iotlb.clear(),
+            Invalidation::IotlbDomain { did } => self.iotlb.retain(|key, _| key.0 != did),
+            Invalidation::IotlbPages { did, address, address_mask, .. } => {
+                self.iotlb.retain(|key, _| !(key.0 == did && in_block(key.2, address, address_mask)))
+            }
+            Invalidation::PasidCacheDomain { did } => self.pasid_cache.retain(|_, entry| entry.did != did),
+            Invalidation::PasidCachePasid { did, pasid } => {
+                self.pasid_cache.retain(|key, entry| !(entry.did == did && key.1 == pasid))
+            }
+            Invalidation::PasidCacheGlobal => self.pasid_cache.clear(),
+            Invalidation::PasidIotlbAll { did, pasid } => self.iotlb.retain(|key, _| !(key.0 == did && key.1 == pasid)),
+            Invalidation::PasidIotlbPages { did, pasid, address, address_mask, .. } => self
+                .iotlb
+                .retain(|key, _| !(key.0 == did && key.1 == pasid && in_block(key.2, address, address_mask))),
+            // Device-TLBs live in devices, and the model caches no IRTEs: nothing to drop.
+            Invalidation::DeviceTlb { .. }
+            | Invalidation::PasidDeviceTlb { .. }
+            | Invalidation::InterruptEntryGlobal
+            | Invalidation::InterruptEntries { .. } => {}
+        }
+        self.processed.push(request);
+    }
+
+    fn update_pending_fault(&mut self) {
+        if self.records.iter().any(|record| record[1] >> 63 != 0) {
+            self.fsts |= regs::fsts::PPF;
+        } else {
+            self.fsts &= !regs::fsts::PPF;
+        }
+        self.clear_serviced_interrupt();
+    }
+
+    /// A pending (masked) fault event is withdrawn once software has serviced every fault:
+    /// no record F bit and no PFO left (spec 7.3.1; QEMU does the same).
+    fn clear_serviced_interrupt(&mut self) {
+        if self.fsts & (regs::fsts::PPF | regs::fsts::PFO) == 0 {
+            self.fectl &= !regs::event_control::IP;
+        }
+    }
+
+    fn record_fault(&mut self, requester: RequesterId, address: u64, write: bool, reason: u8, pasid: Option<u32>) {
+        let index = self.next_record;
+        if self.records[index][1] >> 63 != 0 {
+            self.fsts |= regs::fsts::PFO;
+            return;
+        }
+        let mut high = 1 << 63 | (reason as u64) << 32 | requester.0 as u64;
+        if !write {
+            high |= 1 << 62;
+        }
+        if let Some(pasid) = pasid {
+            high |= 1 << 31 | (pasid as u64 & 0xf_ffff) << 40;
+        }
+        self.records[index] = [address & !0xfff, high];
+        if self.fsts & regs::fsts::PPF == 0 {
+            self.fsts = self.fsts & !(0xff << regs::fsts::FRI_SHIFT) | (index as u32) << regs::fsts::FRI_SHIFT;
+        }
+        self.next_record = (index + 1) % self.records.len();
+        self.update_pending_fault();
+        if self.fectl & regs::event_control::IM != 0 {
+            self.fectl |= regs::event_control::IP;
+        } else {
+            self.send_fault_interrupt();
+        }
+    }
+
+    fn send_fault_interrupt(&mut self) {
+        let address = (self.feuaddr as u64) << 32 | self.feaddr as u64;
+        self.fault_interrupts.push((address, self.fedata));
+    }
+
+    /// Root and context lookup (through the context cache). Errors carry (reason, FPD).
+    fn context(&mut self, memory: &PhysMemory, requester: RequesterId) -> Result<CachedContext, (u8, bool)> {
+        if let Some(cached) = self.context_cache.get(&requester.0) {
+            return Ok(*cached);
+        }
+        let scalable = self.active_root >> 10 & 3 == 1;
+        let root = self.active_root & !0xfff;
+        let bus = requester.bus() as u64;
+        let devfn = requester.devfn() as u64;
+        let root_low = memory.read_u64(root + bus * 16).ok_or((0x08, false))?;
+        let root_high = memory.read_u64(root + bus * 16 + 8).ok_or((0x08, false))?;
+        let cached = if scalable {
+            let half = if devfn < 128 { root_low } else { root_high };
+            if half & 1 == 0 {
+                return Err((0x01, false));
+            }
+            let entry = (half & ADDRESS_MASK) + (devfn & 0x7f) * 32;
+            let low = memory.read_u64(entry).ok_or((0x09, false))?;
+            let word1 = memory.read_u64(entry + 8).ok_or((0x09, false))?;
+            if low & 1 == 0 {
+                return Err((0x02, false));
+            }
+            CachedContext::Scalable {
+                pasid_directory: low & ADDRESS_MASK,
+                directory_entries: 1 << ((low >> 9 & 7) + 7),
+                rid_pasid: (word1 & 0xf_ffff) as u32,
+                pasid_enabled: low >> 3 & 1 != 0,
+                fault_processing_disabled: low >> 1 & 1 != 0,
+            }
+        } else {
+            if root_low & 1 == 0 {
+                return Err((0x01, false));
+            }
+            let entry = (root_low & ADDRESS_MASK) + devfn * 16;
+            let low = memory.read_u64(entry).ok_or((0x09, false))?;
+            let high = memory.read_u64(entry + 8).ok_or((0x09, false))?;
+            if low & 1 == 0 {
+                return Err((0x02, false));
+            }
+            let fault_processing_disabled = low >> 1 & 1 != 0;
+            let levels = (high & 7) as u8 + 2;
+            let translation_type = low >> 2 & 3;
+            let valid = match translation_type {
+                0 | 1 => self.cap.supports_second_level_levels(levels),
+                2 => self.ecap.pass_through(),
+                _ => false,
+            };
+            if !valid {
+                return Err((0x03, fault_processing_disabled));
+            }
+            CachedContext::Legacy {
+                did: (high >> 8) as u16,
+                translation_type,
+                table: low & ADDRESS_MASK,
+                levels,
+                fault_processing_disabled,
+            }
+        };
+        self.context_cache.insert(requester.0, cached);
+        Ok(cached)
+    }
+
+    /// PASID directory and table lookup (through the PASID cache).
+    fn pasid_entry(
+        &mut self,
+        memory: &PhysMemory,
+        requester: RequesterId,
+        directory: u64,
+        directory_entries: u64,
+        pasid: u32,
+        context_fpd: bool,
+    ) -> Result<CachedPasidEntry, (u8, bool)> {
+        if let Some(cached) = self.pasid_cache.get(&(requester.0, pasid)) {
+            return Ok(*cached);
+        }
+        let directory_index = (pasid >> 6) as u64;
+        if directory_index >= directory_entries {
+            return Err((0x5b, context_fpd));
+        }
+        let directory_entry = memory.read_u64(directory + directory_index * 8).ok_or((0x50, context_fpd))?;
+        if directory_entry & 1 == 0 {
+            return Err((0x51, context_fpd || directory_entry >> 1 & 1 != 0));
+        }
+        let entry = (directory_entry & ADDRESS_MASK) + (pasid as u64 & 0x3f) * 64;
+        let mut words = [0u64; 3];
+        for (index, word) in words.iter_mut().enumerate() {
+            *word = memory.read_u64(entry + index as u64 * 8).ok_or((0x58, context_fpd))?;
+        }
+        let fault_processing_disabled = context_fpd || words[0] >> 1 & 1 != 0;
+        if words[0] & 1 == 0 {
+            return Err((0x59, fault_processing_disabled));
+        }
+        let pgtt = words[0] >> 6 & 7;
+        let second_level_levels = (words[0] >> 2 & 7) as u8 + 2;
+        let five_level = words[2] >> 2 & 3 == 1;
+        let supported = match pgtt {
+            0b001 => self.ecap.first_level() && (!five_level || self.cap.first_level_5_level()),
+            0b010 => self.ecap.second_level() && self.cap.supports_second_level_levels(second_level_levels),
+            0b011 => {
+                self.ecap.nested()
+                    && self.ecap.first_level()
+                    && self.ecap.second_level()
+                    && self.cap.supports_second_level_levels(second_level_levels)
+            }
+            0b100 => self.ecap.pass_through(),
+            _ => false,
+        };
+        if !supported {
+            return Err((0x5b, fault_processing_disabled));
+        }
+        let cached = CachedPasidEntry {
+            did: words[1] as u16,
+            pgtt,
+            second_level_root: words[0] & ADDRESS_MASK,
+            second_level_levels,
+            first_level_root: words[2] & ADDRESS_MASK,
+            five_level,
+            fault_processing_disabled,
+        };
+        self.pasid_cache.insert((requester.0, pasid), cached);
+        Ok(cached)
+    }
+
+    fn translate(
+        &mut self,
+        memory: &PhysMemory,
+        requester: RequesterId,
+        pasid: Option<u32>,
+        iova: u64,
+        write: bool,
+    ) -> Result<u64, (u8, bool)> {
+        let context = self.context(memory, requester)?;
+        let (did, tag, walk) = match context {
+            CachedContext::Legacy { did, translation_type, table, levels, fault_processing_disabled } => {
+                if pasid.is_some() {
+                    return Err((0, true));
+                }
+                if translation_type == 2 {
+                    return Ok(iova);
+                }
+                (did, NO_PASID_TAG, Walk::SecondLevel { root: table, levels, fpd: fault_processing_disabled })
+            }
+            CachedContext::Scalable {
+                pasid_directory,
+                directory_entries,
+                rid_pasid,
+                pasid_enabled,
+                fault_processing_disabled,
+            } => {
+                if pasid.is_some() && !pasid_enabled {
+                    return Err((0, true));
+                }
+                let effective = pasid.unwrap_or(rid_pasid);
+                let entry = self.pasid_entry(
+                    memory,
+                    requester,
+                    pasid_directory,
+                    directory_entries,
+                    effective,
+                    fault_processing_disabled,
+                )?;
+                let fpd = entry.fault_processing_disabled;
+                let walk = match entry.pgtt {
+                    0b001 => Walk::FirstLevel { root: entry.first_level_root, five_level: entry.five_level, nested: None, fpd },
+                    0b010 => Walk::SecondLevel { root: entry.second_level_root, levels: entry.second_level_levels, fpd },
+                    0b011 => Walk::FirstLevel {
+                        root: entry.first_level_root,
+                        five_level: entry.five_level,
+                        nested: Some((entry.second_level_root, entry.second_level_levels)),
+                        fpd,
+                    },
+                    _ => return Ok(iova),
+                };
+                (entry.did, effective, walk)
+            }
+        };
+        let page = iova >> 12;
+        if let Some(frame) = self.iotlb.get(&(did, tag, page, write)) {
+            return Ok(frame | iova & 0xfff);
+        }
+        self.page_walks += 1;
+        let (result, fpd) = match walk {
+            Walk::SecondLevel { root, levels, fpd } => (walk_second_level(memory, self.cap, root, levels, iova, write), fpd),
+            Walk::FirstLevel { root, five_level, nested, fpd } => {
+                (walk_first_level(memory, self.cap, root, five_level, nested, iova, write), fpd)
+            }
+        };
+        let address = result.map_err(|reason| (reason, fpd))?;
+        self.iotlb.insert((did, tag, page, write), address & !0xfff);
+        Ok(address)
+    }
+}
+
+enum Walk {
+    SecondLevel { root: u64, levels: u8, fpd: bool },
+    FirstLevel { root: u64, five_level: bool, nested: Option<(u64, u8)>, fpd: bool },
+}
+
+fn decode_device_tlb_range(address: u64, sized: bool) -> crate::descriptors::DeviceTlbRange {
+    if !sized {
+        return crate::descriptors::DeviceTlbRange { base: address, pages_log2: 0 };
+    }
+    let ones = (address >> 12).trailing_ones() as u8;
+    let pages_log2 = ones + 1;
+    let base = if pages_log2 >= 52 { 0 } else { (address >> 12 >> pages_log2 << pages_log2) << 12 };
+    crate::descriptors::DeviceTlbRange { base, pages_log2 }
+}
+
+/// Second-level walk (spec 3.7): permission is checked at every level, as QEMU does;
+/// reason 05h/06h for a missing write/read permission, 04h beyond the table's width.
+fn walk_second_level(memory: &PhysMemory, cap: Capability, root: u64, levels: u8, iova: u64, write: bool) -> Result<u64, u8> {
+    if iova >> (12 + 9 * levels as u32) != 0 {
+        return Err(0x04);
+    }
+    let needed = if write { 1 << 1 } else { 1 << 0 };
+    let denied = if write { 0x05 } else { 0x06 };
+    let mut table = root;
+    for level in (1..=levels).rev() {
+        let shift = 12 + 9 * (level as u32 - 1);
+        let entry = memory.read_u64(table + (iova >> shift & 0x1ff) * 8).ok_or(0x07u8)?;
+        if entry & needed == 0 {
+            return Err(denied);
+        }
+        let address = entry & ADDRESS_MASK;
+        let large = level > 1 && entry >> 7 & 1 != 0;
+        if large {
+            let allowed = match level {
+                2 => cap.second_level_2m(),
+                3 => cap.second_level_1g(),
+                _ => false,
+            };
+            if !allowed {
+                return Err(0x0c);
+            }
+        }
+        if level == 1 || large {
+            let page_mask = (1u64 << shift) - 1;
+            return Ok(address & !page_mask | iova & page_mask);
+        }
+        table = address;
+    }
+    unreachable!("the loop returns at level 1")
+}
+
+/// First-level walk (spec 3.6) in IA-32e format; with `nested`, every table pointer and the
+/// output are guest-physical and go through the second-level table first (spec 3.8).
+fn walk_first_level(
+    memory: &PhysMemory,
+    cap: Capability,
+    root: u64,
+    five_level: bool,
+    nested: Option<(u64, u8)>,
+    iova: u64,
+    write: bool,
+) -> Result<u64, u8> {
+    let levels: u8 = if five_level { 5 } else { 4 };
+    let width = 12 + 9 * levels as u32;
+    // Canonical: bits above width-1 must copy bit width-1.
+    let upper = (iova as i64) >> (width - 1);
+    if upper != 0 && upper != -1 {
+        return Err(0x80);
+    }
+    let to_host = |guest: u64, write: bool| match nested {
+        Some((second_root, second_levels)) => walk_second_level(memory, cap, second_root, second_levels, guest, write),
+        None => Ok(guest),
+    };
+    let mut table = to_host(root, false)?;
+    for level in (1..=levels).rev() {
+        let shift = 12 + 9 * (level as u32 - 1);
+        let entry = memory.read_u64(table + (iova >> shift & 0x1ff) * 8).ok_or(0x70u8)?;
+        if entry & 1 == 0 {
+            return Err(0x71);
+        }
+        if entry >> 2 & 1 == 0 {
+            return Err(0x81);
+        }
+        if write && entry >> 1 & 1 == 0 {
+            return Err(0x85);
+        }
+        let address = entry & ADDRESS_MASK;
+        let large = level > 1 && entry >> 7 & 1 != 0;
+        if large && !(level == 2 || level == 3 && cap.first_level_1g()) {
+            return Err(0x72);
+        }
+        if level == 1 || large {
+            let page_mask = (1u64 << shift) - 1;
+            return to_host(address & !page_mask | iova & page_mask, write);
+        }
+        table = to_host(address, false)?;
+    }
+    unreachable!("the loop returns at level 1")
+}
+
+impl Registers for VtdModel {
+    fn read32(&self, offset: usize) -> u32 {
+        self.state.borrow().read32(offset)
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        let mut state = self.state.borrow_mut();
+        state.writes.push(RegisterWrite { offset, value: value as u64, width: 4 });
+        state.write32(&self.memory, offset, value);
+    }
+
+    fn read64(&self, offset: usize) -> u64 {
+        let state = self.state.borrow();
+        assert!(state.is_64bit_register(offset), "8-byte read of 32-bit register {offset:#x}: QEMU aborts");
+        state.read64(offset)
+    }
+
+    fn write64(&self, offset: usize, value: u64) {
+        let mut state = self.state.borrow_mut();
+        assert!(state.is_64bit_register(offset), "8-byte write of 32-bit register {offset:#x}: QEMU aborts");
+        state.writes.push(RegisterWrite { offset, value, width: 8 });
+        state.write64(&self.memory, offset, value);
+    }
+}
+
+/// Lets several drivers (or a driver and the test) share one model.
+impl Registers for &VtdModel {
+    fn read32(&self, offset: usize) -> u32 {
+        (*self).read32(offset)
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        (*self).write32(offset, value)
+    }
+
+    fn read64(&self, offset: usize) -> u64 {
+        (*self).read64(offset)
+    }
+
+    fn write64(&self, offset: usize, value: u64) {
+        (*self).write64(offset, value)
+    }
+}

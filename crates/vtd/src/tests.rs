@@ -1,0 +1,708 @@
+//! The driver against the software model: bring-up, attach/detach in every mode, invalidation
+//! and its necessity (the model caches until told otherwise), faults, interrupt remapping.
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+
+use hwio::{DmaAllocator, Registers};
+
+use crate::descriptors::{DeviceTlbRange, Invalidation, DEVICE_TLB_ALL};
+use crate::fault::{AccessKind, FaultKind};
+use crate::irq::ApicMode;
+use crate::model::{qemu, FakeDma, PhysMemory, StepClock, TableFormat, TestPageTable, VtdModel};
+use crate::regs::{self, gcmd};
+use crate::unit::{Mode, Translation, VtdUnit};
+use crate::{RequesterId, VtdError, WaitTarget};
+
+const MEMORY_BASE: u64 = 0x1000_0000;
+const ECAP_COHERENT: u64 = 1 << 0;
+const ECAP_QI: u64 = 1 << 1;
+const ECAP_DEVICE_TLB: u64 = 1 << 2;
+const ECAP_NEST: u64 = 1 << 26;
+const ECAP_SLTS: u64 = 1 << 46;
+
+struct Rig {
+    dma: FakeDma,
+    unit: VtdUnit<VtdModel, StepClock>,
+}
+
+impl Rig {
+    fn new(cap: u64, ecap: u64) -> Self {
+        let memory: Rc<PhysMemory> = PhysMemory::new(MEMORY_BASE, 8 << 20);
+        let dma = FakeDma::new(memory.clone());
+        let unit = VtdUnit::new(VtdModel::new(memory, cap, ecap), StepClock::new(1_000));
+        Self { dma, unit }
+    }
+
+    fn initialized(cap: u64, ecap: u64, mode: Mode) -> Self {
+        let mut rig = Self::new(cap, ecap);
+        rig.unit.init(mode, &mut rig.dma).expect("init");
+        rig
+    }
+
+    fn model(&self) -> &VtdModel {
+        self.unit.registers()
+    }
+
+    fn page(&mut self) -> u64 {
+        self.dma.alloc_zeroed(4096, 4096).unwrap().phys
+    }
+
+    fn table(&mut self, format: TableFormat, levels: u8) -> TestPageTable {
+        TestPageTable::new(&mut self.dma, format, levels)
+    }
+
+    /// A second-level table mapping `iova` to a fresh page; returns (table, page).
+    fn second_level_mapping(&mut self, iova: u64, writable: bool) -> (TestPageTable, u64) {
+        let mut table = self.table(TableFormat::SecondLevel, 4);
+        let page = self.page();
+        table.map_4k(&mut self.dma, iova, page, writable);
+        (table, page)
+    }
+
+    fn first_level_mapping(&mut self, iova: u64) -> (TestPageTable, u64) {
+        let mut table = self.table(TableFormat::FirstLevel, 4);
+        let page = self.page();
+        table.map_4k(&mut self.dma, iova, page, true);
+        (table, page)
+    }
+
+    fn invalidations_since(&self, start: usize) -> Vec<Invalidation> {
+        self.model().invalidations()[start..].to_vec()
+    }
+}
+
+const DEVICE: RequesterId = RequesterId(0x0018); // 00:03.0
+const OTHER_DEVICE: RequesterId = RequesterId(0x0020); // 00:04.0
+
+fn offsets_written(rig: &Rig) -> Vec<usize> {
+    rig.model().register_writes().iter().map(|write| write.offset).collect()
+}
+
+#[test]
+fn legacy_init_order_and_default_deny() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let writes = rig.model().register_writes();
+    let position = |offset: usize, value_bit: u64| {
+        writes.iter().position(|write| write.offset == offset && write.value & value_bit == value_bit).unwrap()
+    };
+    let rtaddr = position(regs::RTADDR, 0);
+    let srtp = position(regs::GCMD, gcmd::SRTP as u64);
+    let iqa = position(regs::IQA, 0);
+    let qie = position(regs::GCMD, gcmd::QIE as u64);
+    let te = position(regs::GCMD, gcmd::TE as u64);
+    assert!(rtaddr < srtp && srtp < iqa && iqa < qie && qie < te, "order: {writes:?}");
+    assert_eq!(te, writes.iter().rposition(|write| write.offset == regs::GCMD).unwrap());
+    // Legacy TTM, 128-bit descriptors.
+    assert_eq!(writes[rtaddr].value & 0xc00, 0);
+    assert_eq!(writes[iqa].value & regs::iqa::DW_256, 0);
+    // 32-bit registers were only ever written with 4-byte accesses.
+    assert!(writes.iter().filter(|write| write.offset == regs::GCMD).all(|write| write.width == 4));
+    assert_eq!(rig.model().invalidations(), [Invalidation::ContextGlobal, Invalidation::IotlbGlobal]);
+    assert_eq!(rig.model().srtp_count(), 1);
+    let status = rig.model().global_status();
+    assert_eq!(status & (gcmd::TE | gcmd::QIE), gcmd::TE | gcmd::QIE);
+    assert_eq!(rig.unit.mode(), Some(Mode::Legacy));
+
+    for requester in [RequesterId::new(0, 0, 0), DEVICE, RequesterId::new(0xff, 31, 7)] {
+        assert_eq!(rig.model().translate(requester, None, 0x1000, false), Err(0x01));
+    }
+    // One record: the first fault is kept, the others overflow.
+    let report = rig.unit.drain_faults();
+    assert_eq!(report.faults.len(), 1);
+    assert_eq!(report.faults[0].requester, RequesterId::new(0, 0, 0));
+    assert_eq!(report.faults[0].reason, 0x01);
+    assert!(report.overflowed);
+    assert!(rig.unit.drain_faults().faults.is_empty());
+    assert!(!rig.unit.drain_faults().overflowed);
+}
+
+#[test]
+fn scalable_init_uses_scalable_root_and_wide_descriptors() {
+    let rig = Rig::initialized(qemu::CAP, qemu::ECAP_SCALABLE, Mode::Scalable);
+    let writes = rig.model().register_writes();
+    let rtaddr = writes.iter().find(|write| write.offset == regs::RTADDR).unwrap();
+    assert_eq!(rtaddr.value & 0xc00, regs::rtaddr::TTM_SCALABLE);
+    let iqa = writes.iter().find(|write| write.offset == regs::IQA).unwrap();
+    assert_eq!(iqa.value & regs::iqa::DW_256, regs::iqa::DW_256);
+    assert_eq!(
+        rig.model().invalidations(),
+        [Invalidation::ContextGlobal, Invalidation::PasidCacheGlobal, Invalidation::IotlbGlobal]
+    );
+    assert_eq!(rig.model().translate(DEVICE, None, 0, true), Err(0x01));
+}
+
+#[test]
+fn mode_choice_follows_smts() {
+    let mut legacy = Rig::new(qemu::CAP, qemu::ECAP_LEGACY);
+    assert_eq!(legacy.unit.preferred_mode(), Mode::Legacy);
+    assert_eq!(
+        legacy.unit.init(Mode::Scalable, &mut legacy.dma),
+        Err(VtdError::Unsupported("scalable mode needs ECAP.SMTS"))
+    );
+    assert_eq!(Rig::new(qemu::CAP, qemu::ECAP_SCALABLE).unit.preferred_mode(), Mode::Scalable);
+    assert_eq!(legacy.unit.attach(DEVICE, 1, Translation::PassThrough, &mut legacy.dma), Err(VtdError::NotInitialized));
+}
+
+#[test]
+fn global_status_that_never_follows_times_out() {
+    let mut rig = Rig::new(qemu::CAP, qemu::ECAP_LEGACY);
+    rig.model().stall_global_command();
+    assert_eq!(rig.unit.init(Mode::Legacy, &mut rig.dma), Err(VtdError::Timeout(WaitTarget::GlobalStatus(gcmd::SRTP))));
+}
+
+#[test]
+fn invalidation_wait_that_never_completes_times_out() {
+    let mut rig = Rig::new(qemu::CAP, qemu::ECAP_LEGACY);
+    rig.model().stall_queue();
+    rig.unit.set_timeout_ns(1_000_000);
+    assert_eq!(rig.unit.init(Mode::Legacy, &mut rig.dma), Err(VtdError::Timeout(WaitTarget::InvalidationWait)));
+    // Translation was never enabled.
+    assert_eq!(rig.model().global_status() & gcmd::TE, 0);
+}
+
+#[test]
+fn register_based_invalidation_without_qi() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY & !ECAP_QI, Mode::Legacy);
+    assert_eq!(rig.model().invalidations(), [Invalidation::ContextGlobal, Invalidation::IotlbGlobal]);
+    assert!(!offsets_written(&rig).contains(&regs::IQA));
+    let (table, page) = rig.second_level_mapping(0x4000, true);
+    rig.unit.attach(DEVICE, 3, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4010, true), Ok(page + 0x10));
+    let start = rig.model().invalidations().len();
+    rig.unit.flush_iotlb_range(3, 0x4000, 0x2000, &rig.dma).unwrap();
+    // IVA carries address and mask, IOTLB_REG the DID; drain bits follow CAP.DRD/DWD.
+    assert_eq!(
+        rig.invalidations_since(start),
+        [Invalidation::IotlbPages { did: 3, address: 0x4000, address_mask: 1, leaf_only: false }]
+    );
+    let iotlb_write = rig.model().register_writes().into_iter().rfind(|write| write.offset == 0xf8).unwrap();
+    assert_eq!(iotlb_write.value, 1 << 63 | 3 << 60 | 1 << 49 | 1 << 48 | 3 << 32);
+    assert_eq!(
+        rig.unit.flush_pasid(3, 1, None, &rig.dma),
+        Err(VtdError::Unsupported("PASID-based invalidation needs scalable mode"))
+    );
+}
+
+#[test]
+fn register_invalidation_that_never_completes_times_out() {
+    let mut rig = Rig::new(qemu::CAP, qemu::ECAP_LEGACY & !ECAP_QI);
+    rig.model().stall_register_invalidation();
+    assert_eq!(rig.unit.init(Mode::Legacy, &mut rig.dma), Err(VtdError::Timeout(WaitTarget::ContextCommand)));
+}
+
+#[test]
+fn legacy_attach_translates_and_checks_permissions() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let (mut table, page) = rig.second_level_mapping(0x4000, true);
+    let read_only = rig.page();
+    table.map_4k(&mut rig.dma, 0x8000, read_only, false);
+    rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.unit.attached_domain(DEVICE), Some(1));
+
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4abc, false), Ok(page + 0xabc));
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4abc, true), Ok(page + 0xabc));
+    assert_eq!(rig.model().translate(DEVICE, None, 0x8000, false), Ok(read_only));
+    assert_eq!(rig.model().translate(DEVICE, None, 0x8000, true), Err(0x05));
+    assert_eq!(rig.model().translate(DEVICE, None, 0xc000, false), Err(0x06));
+    assert_eq!(rig.model().translate(DEVICE, None, 1 << 48, false), Err(0x04));
+    // Same bus, other device: its context entry is still not present.
+    assert_eq!(rig.model().translate(OTHER_DEVICE, None, 0x4000, false), Err(0x02));
+    // No PASID support in legacy mode.
+    assert!(rig.unit.attach_pasid(DEVICE, 1, 1, Translation::PassThrough, &mut rig.dma).is_err());
+    assert_eq!(
+        rig.unit.attach(DEVICE, 1, Translation::FirstLevel { root: table.root(), five_level: false }, &mut rig.dma),
+        Err(VtdError::Unsupported("first-level and nested translation need scalable mode"))
+    );
+    // 5-level second-level tables are not in QEMU's SAGAW.
+    assert!(rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: table.root(), levels: 5 }, &mut rig.dma).is_err());
+}
+
+#[test]
+fn legacy_detach_blocks_and_invalidates() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let (table, page) = rig.second_level_mapping(0x4000, true);
+    rig.unit.attach(DEVICE, 9, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(page));
+    let start = rig.model().invalidations().len();
+    rig.unit.detach(DEVICE, &mut rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [Invalidation::ContextDevice { did: 9, source: DEVICE.0, function_mask: 0 }, Invalidation::IotlbDomain { did: 9 }]
+    );
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Err(0x02));
+    assert_eq!(rig.unit.detach(DEVICE, &mut rig.dma), Err(VtdError::NotAttached));
+    assert_eq!(rig.unit.attached_domain(DEVICE), None);
+}
+
+#[test]
+fn legacy_replace_switches_domains_without_stale_translations() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let (first, first_page) = rig.second_level_mapping(0x4000, true);
+    let (second, second_page) = rig.second_level_mapping(0x4000, true);
+    rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: first.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(first_page));
+    rig.unit.attach(DEVICE, 2, Translation::SecondLevel { root: second.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(second_page));
+    assert!(rig.model().invalidations().contains(&Invalidation::ContextDevice { did: 1, source: DEVICE.0, function_mask: 0 }));
+}
+
+#[test]
+fn legacy_pass_through() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    rig.unit.attach(DEVICE, 4, Translation::PassThrough, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x1234_5678, true), Ok(0x1234_5678));
+    let without_pt = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY & !(1 << 6), Mode::Legacy);
+    let mut without_pt = without_pt;
+    assert_eq!(
+        without_pt.unit.attach(DEVICE, 4, Translation::PassThrough, &mut without_pt.dma),
+        Err(VtdError::Unsupported("pass-through needs ECAP.PT"))
+    );
+}
+
+#[test]
+fn unmap_needs_the_iotlb_flush() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let (table, page) = rig.second_level_mapping(0x4000, true);
+    rig.unit.attach(DEVICE, 5, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(page));
+    table.unmap_4k(&rig.dma, 0x4000);
+    // The IOTLB still holds the translation, exactly what a missing flush would leave.
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(page));
+    let start = rig.model().invalidations().len();
+    rig.unit.flush_iotlb_range(5, 0x4000, 0x1000, &rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [Invalidation::IotlbPages { did: 5, address: 0x4000, address_mask: 0, leaf_only: false }]
+    );
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Err(0x06));
+    // A block beyond MAMV (18) falls back to domain-selective.
+    let start = rig.model().invalidations().len();
+    rig.unit.flush_iotlb_range(5, 0, 1 << 40, &rig.dma).unwrap();
+    assert_eq!(rig.invalidations_since(start), [Invalidation::IotlbDomain { did: 5 }]);
+    let start = rig.model().invalidations().len();
+    rig.unit.flush_domain(5, &rig.dma).unwrap();
+    assert_eq!(rig.invalidations_since(start), [Invalidation::IotlbDomain { did: 5 }]);
+    // Every queued batch ended in a status-write wait.
+    assert!(rig.model().waits().len() >= 4);
+}
+
+#[test]
+fn non_coherent_walks_get_flushed_coherent_ones_do_not() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let before = rig.dma.flush_count();
+    rig.unit.attach(DEVICE, 1, Translation::PassThrough, &mut rig.dma).unwrap();
+    assert!(rig.dma.flush_count() > before);
+
+    let mut coherent = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY | ECAP_COHERENT, Mode::Legacy);
+    assert_eq!(coherent.dma.flush_count(), 0);
+    coherent.unit.attach(DEVICE, 1, Translation::PassThrough, &mut coherent.dma).unwrap();
+    assert_eq!(coherent.dma.flush_count(), 0);
+}
+
+#[test]
+fn caching_mode_reserves_did_zero_and_invalidates_on_present() {
+    let mut rig = Rig::initialized(qemu::CAP | qemu::CAP_CM, qemu::ECAP_LEGACY, Mode::Legacy);
+    assert!(rig.unit.caching_mode());
+    assert_eq!(
+        rig.unit.attach(DEVICE, 0, Translation::PassThrough, &mut rig.dma),
+        Err(VtdError::InvalidArgument("domain-id 0 is reserved in caching mode"))
+    );
+    let start = rig.model().invalidations().len();
+    rig.unit.attach(DEVICE, 6, Translation::PassThrough, &mut rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [Invalidation::ContextDevice { did: 0, source: DEVICE.0, function_mask: 0 }, Invalidation::IotlbDomain { did: 6 }]
+    );
+    assert_eq!(
+        rig.unit.attach(DEVICE, 1 << 15, Translation::PassThrough, &mut rig.dma),
+        Ok(())
+    );
+}
+
+#[test]
+fn scalable_second_level_attach_and_detach_frees_pasid_tables() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_SCALABLE, Mode::Scalable);
+    let (table, page) = rig.second_level_mapping(0x7000, true);
+    let live_before = rig.dma.live_allocations();
+    rig.unit.attach(DEVICE, 11, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x7008, true), Ok(page + 8));
+    assert_eq!(rig.model().translate(DEVICE, None, 0x9000, true), Err(0x05));
+    // Context table for bus 0 lower half + PASID directory + PASID table.
+    assert_eq!(rig.dma.live_allocations(), live_before + 3);
+    // A device above devfn 127 uses the upper context table.
+    let high_device = RequesterId::new(0, 20, 0);
+    rig.unit.attach(high_device, 12, Translation::PassThrough, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(high_device, None, 0xabc000, false), Ok(0xabc000));
+
+    let start = rig.model().invalidations().len();
+    rig.unit.detach(DEVICE, &mut rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [
+            Invalidation::PasidCachePasid { did: 11, pasid: 0 },
+            Invalidation::IotlbDomain { did: 11 },
+            Invalidation::ContextDevice { did: 0, source: DEVICE.0, function_mask: 0 },
+        ]
+    );
+    assert_eq!(rig.model().translate(DEVICE, None, 0x7000, false), Err(0x02));
+    // Directory and table freed; the high device's are still live.
+    assert_eq!(rig.dma.live_allocations(), live_before + 1 + 3);
+    assert_eq!(rig.model().translate(high_device, None, 0x1000, false), Ok(0x1000));
+}
+
+#[test]
+fn scalable_replace_invalidates_the_old_domain() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_SCALABLE, Mode::Scalable);
+    let (first, first_page) = rig.second_level_mapping(0x7000, true);
+    let mut three_level = rig.table(TableFormat::SecondLevel, 3);
+    let second_page = rig.page();
+    three_level.map_4k(&mut rig.dma, 0x7000, second_page, true);
+    rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: first.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x7000, false), Ok(first_page));
+    let start = rig.model().invalidations().len();
+    rig.unit.attach(DEVICE, 2, Translation::SecondLevel { root: three_level.root(), levels: 3 }, &mut rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [Invalidation::PasidCachePasid { did: 1, pasid: 0 }, Invalidation::IotlbDomain { did: 1 }]
+    );
+    assert_eq!(rig.model().translate(DEVICE, None, 0x7000, false), Ok(second_page));
+    assert_eq!(rig.unit.attached_domain(DEVICE), Some(2));
+}
+
+#[test]
+fn scalable_pass_through() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_SCALABLE, Mode::Scalable);
+    rig.unit.attach(DEVICE, 3, Translation::PassThrough, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0xdead_b000, true), Ok(0xdead_b000));
+}
+
+#[test]
+fn first_level_translation_and_user_bit() {
+    let mut rig = Rig::initialized(qemu::CAP_FLTS, qemu::ECAP_FLTS, Mode::Scalable);
+    let (table, page) = rig.first_level_mapping(0x5000);
+    rig.unit.attach(DEVICE, 1, Translation::FirstLevel { root: table.root(), five_level: false }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x5123, true), Ok(page + 0x123));
+    assert_eq!(rig.model().translate(DEVICE, None, 0x6000, false), Err(0x71));
+    // Non-canonical input address.
+    assert_eq!(rig.model().translate(DEVICE, None, 0x0001_0000_0000_0000, false), Err(0x80));
+
+    let mut supervisor = TestPageTable::new(&mut rig.dma, TableFormat::FirstLevel, 4).supervisor_only();
+    let page = rig.page();
+    supervisor.map_4k(&mut rig.dma, 0x5000, page, true);
+    rig.unit.attach(OTHER_DEVICE, 2, Translation::FirstLevel { root: supervisor.root(), five_level: false }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(OTHER_DEVICE, None, 0x5000, false), Err(0x81));
+
+    // x-flts units have no second-level translation.
+    assert_eq!(
+        rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma),
+        Err(VtdError::Unsupported("second-level translation needs ECAP.SLTS"))
+    );
+    assert!(rig.unit.attach(DEVICE, 1, Translation::FirstLevel { root: table.root(), five_level: true }, &mut rig.dma).is_err());
+}
+
+#[test]
+fn pasid_attach_translates_only_that_pasid() {
+    let mut rig = Rig::initialized(qemu::CAP_FLTS, qemu::ECAP_FLTS | qemu::ECAP_PASID, Mode::Scalable);
+    let (untagged, untagged_page) = rig.first_level_mapping(0x5000);
+    let (tagged, tagged_page) = rig.first_level_mapping(0x5000);
+    rig.unit.attach(DEVICE, 1, Translation::FirstLevel { root: untagged.root(), five_level: false }, &mut rig.dma).unwrap();
+    rig.unit.attach_pasid(DEVICE, 5, 2, Translation::FirstLevel { root: tagged.root(), five_level: false }, &mut rig.dma).unwrap();
+
+    assert_eq!(rig.model().translate(DEVICE, None, 0x5000, false), Ok(untagged_page));
+    assert_eq!(rig.model().translate(DEVICE, Some(5), 0x5000, true), Ok(tagged_page));
+    // Same PASID table, entry not present.
+    assert_eq!(rig.model().translate(DEVICE, Some(6), 0x5000, false), Err(0x59));
+    // Another directory entry, not present.
+    assert_eq!(rig.model().translate(DEVICE, Some(1000), 0x5000, false), Err(0x51));
+    // Another device has no context entry at all.
+    assert_eq!(rig.model().translate(OTHER_DEVICE, Some(5), 0x5000, false), Err(0x02));
+
+    let faults = rig.unit.drain_faults().faults;
+    assert_eq!(faults[0].pasid, Some(6));
+    assert_eq!(faults[0].reason, 0x59);
+
+    let start = rig.model().invalidations().len();
+    rig.unit.detach_pasid(DEVICE, 5, &mut rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [Invalidation::PasidCachePasid { did: 2, pasid: 5 }, Invalidation::PasidIotlbAll { did: 2, pasid: 5 }]
+    );
+    assert_eq!(rig.model().translate(DEVICE, Some(5), 0x5000, false), Err(0x59));
+    // Untagged DMA is unaffected.
+    assert_eq!(rig.model().translate(DEVICE, None, 0x5000, false), Ok(untagged_page));
+    assert_eq!(rig.unit.detach_pasid(DEVICE, 5, &mut rig.dma), Err(VtdError::NotAttached));
+    assert!(rig.unit.attach_pasid(DEVICE, crate::unit::MAX_PASID, 2, Translation::PassThrough, &mut rig.dma).is_err());
+}
+
+#[test]
+fn pasid_only_device_keeps_context_until_last_pasid_goes() {
+    let mut rig = Rig::initialized(qemu::CAP_FLTS, qemu::ECAP_FLTS | qemu::ECAP_PASID, Mode::Scalable);
+    let (table, page) = rig.first_level_mapping(0x5000);
+    rig.unit.attach_pasid(DEVICE, 70, 4, Translation::FirstLevel { root: table.root(), five_level: false }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, Some(70), 0x5000, false), Ok(page));
+    // RID_PASID's entry is not present: untagged DMA is blocked.
+    assert_eq!(rig.model().translate(DEVICE, None, 0x5000, false), Err(0x51));
+    rig.unit.detach_pasid(DEVICE, 70, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, Some(70), 0x5000, false), Err(0x02));
+}
+
+#[test]
+fn pasid_flush_drops_only_that_pasid() {
+    let mut rig = Rig::initialized(qemu::CAP_FLTS, qemu::ECAP_FLTS | qemu::ECAP_PASID, Mode::Scalable);
+    let (table, page) = rig.first_level_mapping(0x5000);
+    rig.unit.attach_pasid(DEVICE, 5, 2, Translation::FirstLevel { root: table.root(), five_level: false }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, Some(5), 0x5000, false), Ok(page));
+    table.unmap_4k(&rig.dma, 0x5000);
+    assert_eq!(rig.model().translate(DEVICE, Some(5), 0x5000, false), Ok(page));
+    let start = rig.model().invalidations().len();
+    rig.unit.flush_pasid(2, 5, Some((0x5000, 0x1000)), &rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [Invalidation::PasidIotlbPages { did: 2, pasid: 5, address: 0x5000, address_mask: 0, leaf_only: false }]
+    );
+    assert_eq!(rig.model().translate(DEVICE, Some(5), 0x5000, false), Err(0x71));
+    let start = rig.model().invalidations().len();
+    rig.unit.flush_pasid(2, 5, None, &rig.dma).unwrap();
+    assert_eq!(rig.invalidations_since(start), [Invalidation::PasidIotlbAll { did: 2, pasid: 5 }]);
+}
+
+#[test]
+fn nested_translation_on_a_unit_with_nest() {
+    let ecap = qemu::ECAP_FLTS | ECAP_SLTS | ECAP_NEST;
+    let mut rig = Rig::initialized(qemu::CAP_FLTS, ecap, Mode::Scalable);
+    // Guest-physical = host-physical + 1 GiB, mapped back by the second-level table.
+    let bias = 1 << 30;
+    let mut first = TestPageTable::new(&mut rig.dma, TableFormat::FirstLevel, 4).with_pointer_bias(bias);
+    let data = rig.page();
+    first.map_4k(&mut rig.dma, 0x5000, data + bias, true);
+    let mut second = rig.table(TableFormat::SecondLevel, 4);
+    let mut guest_pages: Vec<u64> = first.table_pages().to_vec();
+    guest_pages.push(data);
+    for host in guest_pages {
+        second.map_4k(&mut rig.dma, host + bias, host, true);
+    }
+    let nested = Translation::Nested {
+        first_level_root: first.root() + bias,
+        five_level: false,
+        second_level_root: second.root(),
+        second_level_levels: 4,
+    };
+    rig.unit.attach(DEVICE, 3, nested, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x5040, true), Ok(data + 0x40));
+    assert_eq!(rig.model().translate(DEVICE, None, 0x6000, false), Err(0x71));
+
+    // QEMU 10.0.2 has no ECAP.NEST: the driver refuses rather than programming a PGTT that
+    // would fault with 5Bh.
+    let mut qemu_rig = Rig::initialized(qemu::CAP_FLTS, qemu::ECAP_FLTS, Mode::Scalable);
+    assert_eq!(
+        qemu_rig.unit.attach(DEVICE, 3, nested, &mut qemu_rig.dma),
+        Err(VtdError::Unsupported("nested translation needs ECAP.NEST and SLTS"))
+    );
+}
+
+#[test]
+fn fault_records_decode_and_clear() {
+    let mut rig = Rig::initialized(qemu::CAP_FLTS, qemu::ECAP_FLTS | qemu::ECAP_PASID, Mode::Scalable);
+    let (table, _) = rig.first_level_mapping(0x5000);
+    rig.unit.attach_pasid(DEVICE, 9, 2, Translation::FirstLevel { root: table.root(), five_level: false }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, Some(9), 0x0012_3456, true), Err(0x71));
+    let report = rig.unit.drain_faults();
+    assert!(!report.overflowed);
+    let fault = report.faults[0];
+    assert_eq!(fault.requester, DEVICE);
+    assert_eq!(fault.address, 0x0012_3000);
+    assert_eq!(fault.access, AccessKind::Write);
+    assert_eq!(fault.pasid, Some(9));
+    assert_eq!(fault.kind, FaultKind::Dma);
+    assert_eq!(fault.reason_name(), "first-level paging entry not present");
+    // F was cleared: the record is free again for the next fault.
+    assert_eq!(rig.model().translate(OTHER_DEVICE, None, 0x1000, false), Err(0x02));
+    let next = rig.unit.drain_faults().faults;
+    assert_eq!((next[0].requester, next[0].access, next[0].pasid), (OTHER_DEVICE, AccessKind::Read, None));
+    // FSTS was only ever touched with 4-byte accesses (the model panics otherwise).
+    assert!(rig.model().register_writes().iter().filter(|write| write.offset == regs::FSTS).all(|write| write.width == 4));
+}
+
+#[test]
+fn fault_interrupt_is_delivered_once_unmasked() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    rig.model().translate(DEVICE, None, 0, false).unwrap_err();
+    assert!(rig.model().fault_interrupts().is_empty(), "FECTL resets masked");
+    rig.unit.drain_faults();
+    rig.unit.enable_fault_interrupts(0xfee0_1000, 0x4031);
+    rig.model().translate(DEVICE, None, 0, false).unwrap_err();
+    assert_eq!(rig.model().fault_interrupts(), [(0xfee0_1000, 0x4031)]);
+    rig.unit.mask_fault_interrupts();
+    rig.unit.drain_faults();
+    rig.model().translate(DEVICE, None, 0, false).unwrap_err();
+    assert_eq!(rig.model().fault_interrupts().len(), 1);
+}
+
+#[test]
+fn interrupt_remapping_validates_the_source() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    rig.unit.enable_interrupt_remapping(8, ApicMode::XApic, &mut rig.dma).unwrap();
+    let irta = rig.model().register_writes().into_iter().find(|write| write.offset == regs::IRTA).unwrap();
+    assert_eq!(irta.value & 0xfff, 7);
+    assert_eq!(rig.model().global_status() & gcmd::IRE, gcmd::IRE);
+    assert!(rig.model().invalidations().contains(&Invalidation::InterruptEntryGlobal));
+
+    let msi = rig.unit.program_irte(3, 0x41, 2, DEVICE, &mut rig.dma).unwrap();
+    assert_eq!(msi.address, 0xfee0_0070);
+    assert!(rig.model().invalidations().ends_with(&[Invalidation::InterruptEntries { index: 3, index_mask: 0 }]));
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Ok((0x41, 2 << 8)));
+    // Another device replaying the handle is refused.
+    assert_eq!(rig.model().remap_interrupt(OTHER_DEVICE, msi.address, msi.data), Err(0x26));
+    let fault = rig.unit.drain_faults().faults[0];
+    assert_eq!(fault.kind, FaultKind::InterruptRemap { index: 3 });
+    assert_eq!(fault.requester, OTHER_DEVICE);
+
+    // Reprogramming clears, invalidates, rewrites.
+    rig.unit.program_irte(3, 0x42, 1, DEVICE, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, 0), Ok((0x42, 1 << 8)));
+    rig.unit.clear_irte(3, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, 0), Err(0x22));
+    assert_eq!(rig.unit.clear_irte(3, &mut rig.dma), Err(VtdError::NotAttached));
+    assert!(rig.unit.program_irte(256, 0x41, 0, DEVICE, &mut rig.dma).is_err());
+    assert!(rig.unit.program_irte(4, 0x41, 0x100, DEVICE, &mut rig.dma).is_err());
+    assert_eq!(
+        rig.unit.enable_interrupt_remapping(8, ApicMode::X2Apic, &mut rig.dma),
+        Err(VtdError::Unsupported("x2APIC destinations need ECAP.EIM"))
+    );
+    // The one-shot SIRTP did not re-issue SRTP.
+    assert_eq!(rig.model().srtp_count(), 1);
+}
+
+#[test]
+fn interrupt_remapping_needs_queued_invalidation() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY & !ECAP_QI, Mode::Legacy);
+    assert_eq!(
+        rig.unit.enable_interrupt_remapping(8, ApicMode::XApic, &mut rig.dma),
+        Err(VtdError::Unsupported("interrupt remapping needs queued invalidation"))
+    );
+}
+
+#[test]
+fn device_tlb_users_get_device_tlb_invalidations() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY | ECAP_DEVICE_TLB, Mode::Legacy);
+    let (table, page) = rig.second_level_mapping(0x4000, true);
+    rig.unit.enable_device_tlb(DEVICE).unwrap();
+    rig.unit.attach(DEVICE, 7, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(page));
+    let start = rig.model().invalidations().len();
+    rig.unit.flush_iotlb_range(7, 0x4000, 0x4000, &rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start),
+        [
+            Invalidation::IotlbPages { did: 7, address: 0x4000, address_mask: 2, leaf_only: false },
+            Invalidation::DeviceTlb {
+                source: DEVICE.0,
+                physical_function: DEVICE.0,
+                queue_depth: 0,
+                range: DeviceTlbRange { base: 0x4000, pages_log2: 2 },
+            },
+        ]
+    );
+    let start = rig.model().invalidations().len();
+    rig.unit.detach(DEVICE, &mut rig.dma).unwrap();
+    assert_eq!(
+        rig.invalidations_since(start)[2],
+        Invalidation::DeviceTlb { source: DEVICE.0, physical_function: DEVICE.0, queue_depth: 0, range: DEVICE_TLB_ALL }
+    );
+    assert_eq!(
+        Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy).unit.enable_device_tlb(DEVICE),
+        Err(VtdError::Unsupported("device-TLBs need ECAP.DT"))
+    );
+}
+
+#[test]
+fn firmware_left_translation_on_is_turned_off_first() {
+    let memory = PhysMemory::new(MEMORY_BASE, 1 << 20);
+    let mut dma = FakeDma::new(memory.clone());
+    let model = VtdModel::new(memory, qemu::CAP, qemu::ECAP_LEGACY);
+    // "Firmware" brings the unit up and leaves TE and QIE on.
+    VtdUnit::new(&model, StepClock::new(1_000)).init(Mode::Legacy, &mut dma).unwrap();
+    let firmware_writes = model.register_writes().len();
+    VtdUnit::new(&model, StepClock::new(1_000)).init(Mode::Legacy, &mut dma).unwrap();
+    let writes = model.register_writes()[firmware_writes..].to_vec();
+    let commands: Vec<u64> = writes.iter().filter(|write| write.offset == regs::GCMD).map(|write| write.value).collect();
+    // TE off first, then QIE off, before the new root table is installed.
+    assert_eq!(commands[0], gcmd::QIE as u64);
+    assert_eq!(commands[1], 0);
+    assert_eq!(commands[2], gcmd::SRTP as u64);
+    assert_eq!(model.global_status() & (gcmd::TE | gcmd::QIE), gcmd::TE | gcmd::QIE);
+}
+
+#[test]
+fn queue_error_is_reported_and_the_queue_recovers() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let error = rig.unit.invalidate(&[Invalidation::PasidCacheGlobal], &rig.dma).unwrap_err();
+    let VtdError::InvalidationQueueError { fault_status, head } = error else {
+        panic!("expected a queue error, got {error:?}");
+    };
+    assert_ne!(fault_status & regs::fsts::IQE, 0);
+    // Head stopped at the offending descriptor.
+    assert_eq!(rig.model().read64(regs::IQT), head);
+    assert_eq!(rig.model().read32(regs::FSTS) & regs::fsts::IQE, 0);
+    // The queue works again.
+    rig.unit.flush_domain(1, &rig.dma).unwrap();
+    assert_eq!(rig.model().invalidations().last(), Some(&Invalidation::IotlbDomain { did: 1 }));
+}
+
+#[test]
+fn long_batches_wrap_the_ring() {
+    for (ecap, mode) in [(qemu::ECAP_LEGACY, Mode::Legacy), (qemu::ECAP_SCALABLE, Mode::Scalable)] {
+        let mut rig = Rig::initialized(qemu::CAP, ecap, mode);
+        let batch: Vec<Invalidation> = (0..600).map(|did| Invalidation::IotlbDomain { did }).collect();
+        let waits_before = rig.model().waits().len();
+        rig.unit.invalidate(&batch, &rig.dma).unwrap();
+        assert_eq!(rig.invalidations_since(rig.model().invalidations().len() - 600), batch);
+        // One status-write wait per chunk, each with a fresh status value.
+        let waits = rig.model().waits()[waits_before..].to_vec();
+        assert!(waits.len() >= 5);
+        assert!(waits.windows(2).all(|pair| pair[0].1 != pair[1].1));
+    }
+}
+
+#[test]
+fn protected_memory_regions_are_disabled() {
+    let plmr = 1 << 5;
+    let rig = Rig::initialized(qemu::CAP | plmr, qemu::ECAP_LEGACY, Mode::Legacy);
+    let pmen = rig.model().register_writes().into_iter().find(|write| write.offset == regs::PMEN).unwrap();
+    assert_eq!((pmen.value, pmen.width), (0, 4));
+    assert!(!offsets_written(&Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy)).contains(&regs::PMEN));
+}
+
+#[test]
+#[should_panic(expected = "8-byte read of 32-bit register 0x34")]
+fn model_rejects_wide_access_to_fault_status() {
+    let rig = Rig::new(qemu::CAP, qemu::ECAP_LEGACY);
+    rig.model().read64(regs::FSTS);
+}
+
+#[test]
+#[should_panic(expected = "wait descriptor with SW and IF")]
+fn model_aborts_on_wait_with_status_write_and_interrupt() {
+    let rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let model = rig.model();
+    let queue = model.read64(regs::IQA) & !0xfff;
+    let tail = model.read64(regs::IQT);
+    let memory = rig.dma.memory();
+    memory.write_u64(queue + tail, 0x5 | 1 << 4 | 1 << 5).unwrap();
+    memory.write_u64(queue + tail + 8, queue + 0x800).unwrap();
+    model.write64(regs::IQT, tail + 16);
+}
+
+#[test]
+fn x2apic_interrupt_remapping() {
+    let extended_interrupt_mode = 1 << 4;
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY | extended_interrupt_mode, Mode::Legacy);
+    rig.unit.enable_interrupt_remapping(1, ApicMode::X2Apic, &mut rig.dma).unwrap();
+    let irta = rig.model().register_writes().into_iter().find(|write| write.offset == regs::IRTA).unwrap();
+    assert_eq!(irta.value & 0xfff, regs::irta::EIME);
+    let msi = rig.unit.program_irte(1, 0x50, 0x1_0002, DEVICE, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Ok((0x50, 0x1_0002)));
+    assert!(rig.unit.program_irte(2, 0x50, 0, DEVICE, &mut rig.dma).is_err(), "table holds 2 entries");
+    assert_eq!(rig.unit.version(), (1, 0));
+}

@@ -1,0 +1,142 @@
+//! Kernel objects that capabilities name.
+//!
+//! Objects are reference-counted (`Rc`): a capability, a mapping or a pin each hold one
+//! reference, and an object's resources (frames) return to the pool when the last goes. The
+//! kernel is single-threaded with interrupts masked, so `RefCell` is enough for interior state.
+
+use crate::mm::FRAMES;
+use crate::process::Tid;
+use alloc::collections::VecDeque;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use kernel_abi::{ObjectType, MSG_WORDS};
+
+/// Pages of memory a process may own through memory objects; shared with the objects it
+/// allocated so that freeing returns the pages even after the process has ended.
+pub type Quota = Rc<QuotaAccount>;
+
+#[derive(Debug)]
+pub struct QuotaAccount {
+    pub limit: Cell<u64>,
+    pub used: Cell<u64>,
+}
+
+impl QuotaAccount {
+    pub fn new(limit: u64) -> Quota {
+        Rc::new(QuotaAccount { limit: Cell::new(limit), used: Cell::new(0) })
+    }
+
+    pub fn charge(&self, pages: u64) -> bool {
+        match self.used.get().checked_add(pages) {
+            Some(total) if total <= self.limit.get() => {
+                self.used.set(total);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn release(&self, pages: u64) {
+        self.used.set(self.used.get() - pages);
+    }
+}
+
+/// Physical frames, zeroed at allocation, freed when the last reference goes.
+#[derive(Debug)]
+pub struct MemoryObject {
+    pub frames: Vec<u64>,
+    quota: Quota,
+}
+
+impl MemoryObject {
+    pub fn allocate(pages: u64, quota: &Quota) -> Option<Rc<MemoryObject>> {
+        if !quota.charge(pages) {
+            return None;
+        }
+        let mut frames = Vec::new();
+        if frames.try_reserve_exact(pages as usize).is_err() {
+            quota.release(pages);
+            return None;
+        }
+        let mut pool = FRAMES.lock();
+        for _ in 0..pages {
+            match pool.alloc() {
+                Some(f) => frames.push(f),
+                None => {
+                    frames.into_iter().for_each(|f| pool.free(f));
+                    quota.release(pages);
+                    return None;
+                }
+            }
+        }
+        Some(Rc::new(MemoryObject { frames, quota: quota.clone() }))
+    }
+}
+
+impl Drop for MemoryObject {
+    fn drop(&mut self) {
+        let mut pool = FRAMES.lock();
+        self.frames.iter().for_each(|&f| pool.free(f));
+        self.quota.release(self.frames.len() as u64);
+    }
+}
+
+/// Device registers: a physical range the kernel hands out only through capabilities.
+#[derive(Debug)]
+pub struct MmioRegion {
+    pub base: u64,
+    pub size: u64,
+}
+
+/// A message waiting in an endpoint or being delivered.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub badge: u64,
+    pub words: [u64; MSG_WORDS],
+}
+
+#[derive(Debug, Default)]
+pub struct Endpoint {
+    /// Callers blocked until a receiver arrives, in arrival order.
+    pub senders: VecDeque<Tid>,
+    /// Receivers blocked until a caller arrives.
+    pub receivers: VecDeque<Tid>,
+}
+
+#[derive(Debug, Default)]
+pub struct Notification {
+    pub bits: u64,
+    pub waiters: VecDeque<Tid>,
+}
+
+#[derive(Debug)]
+pub struct IrqLine {
+    pub line: u32,
+    pub bound: Option<(Rc<RefCell<Notification>>, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Object {
+    Endpoint(Rc<RefCell<Endpoint>>),
+    Notification(Rc<RefCell<Notification>>),
+    Memory(Rc<MemoryObject>),
+    Mmio(Rc<MmioRegion>),
+    Irq(Rc<RefCell<IrqLine>>),
+    Process(crate::process::Pid),
+    DmaAuthority,
+}
+
+impl Object {
+    pub fn kind(&self) -> ObjectType {
+        match self {
+            Object::Endpoint(_) => ObjectType::Endpoint,
+            Object::Notification(_) => ObjectType::Notification,
+            Object::Memory(_) => ObjectType::Memory,
+            Object::Mmio(_) => ObjectType::Mmio,
+            Object::Irq(_) => ObjectType::Irq,
+            Object::Process(_) => ObjectType::Process,
+            Object::DmaAuthority => ObjectType::DmaAuthority,
+        }
+    }
+}

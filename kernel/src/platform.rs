@@ -1,0 +1,57 @@
+//! The devices of the platform, as capabilities the root task (or a test acting as one) hands
+//! out: MMIO regions, interrupt lines, firmware tables, and the DMA authority that only the
+//! IOMMU server gets.
+//!
+//! The list is static per machine (q35 / virt, as qemu-run.sh configures them). The IOMMU
+//! server still discovers the IOMMUs and devices from the firmware tables; this list only
+//! bounds which physical ranges user code can ever be given.
+
+use crate::object::{MmioRegion, Object};
+use crate::syscall::irq_object;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use boot::BootInfo;
+use kernel_abi::Rights;
+
+/// One boot capability: a name the system description uses, the object, the rights.
+pub struct BootCap {
+    pub name: &'static str,
+    pub object: Object,
+    pub rights: Rights,
+}
+
+fn mmio(name: &'static str, base: u64, size: u64, rights: Rights) -> BootCap {
+    BootCap { name, object: Object::Mmio(Rc::new(MmioRegion { base, size })), rights }
+}
+
+fn irq(name: &'static str, line: u32) -> BootCap {
+    BootCap { name, object: irq_object(line), rights: Rights::ALL }
+}
+
+const READ_ONLY: Rights = Rights(Rights::READ.0 | Rights::GRANT.0 | Rights::DERIVE.0);
+const READ_WRITE: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::GRANT.0 | Rights::DERIVE.0);
+
+pub fn boot_caps(info: &BootInfo) -> Vec<BootCap> {
+    let mut caps = Vec::new();
+    for region in info.firmware_regions() {
+        caps.push(mmio("firmware", region.start, region.size(), READ_ONLY));
+    }
+    caps.push(BootCap { name: "dma-authority", object: Object::DmaAuthority, rights: Rights::ALL });
+    arch_caps(&mut caps);
+    caps
+}
+
+#[cfg(target_arch = "x86_64")]
+fn arch_caps(caps: &mut Vec<BootCap>) {
+    use crate::arch::{MSI_LINE_BASE, MSI_LINES};
+    caps.push(mmio("vtd", 0xFED9_0000, 0x1000, READ_WRITE));
+    caps.push(mmio("ecam", 0xB000_0000, 0x1000_0000, READ_WRITE));
+    // q35 with < 2.75 GiB RAM: SeaBIOS assigns 32-bit BARs between 0xC0000000 and the I/O APIC.
+    caps.push(mmio("pci-mmio", 0xC000_0000, 0x3EC0_0000, READ_WRITE));
+    for line in 16..24 {
+        caps.push(irq("pci-intx", line));
+    }
+    for line in MSI_LINE_BASE..MSI_LINE_BASE + MSI_LINES {
+        caps.push(irq("msi", line));
+    }
+}

@@ -1,0 +1,146 @@
+//! fwdump against the committed fixtures: JSON content, hex-dump input, error exits, and the
+//! field-by-field comparison with `iasl -d` (run when IASL names an iasl binary).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fwdump::iasl::{compare, parse_disassembly, IaslField};
+use fwdump::json::Json;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fwtables").join(name)
+}
+
+const FIXTURES: [&str; 4] = ["dmar-full.aml", "dmar-qemu-q35.aml", "iort-full.aml", "iort-qemu-virt.aml"];
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fwdump")).args(args).output().expect("fwdump runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn dmar_json_names_every_structure_and_scope() {
+    let (ok, json, _) = run(&[fixture("dmar-full.aml").to_str().unwrap()]);
+    assert!(ok);
+    for expected in [
+        "\"register_base\": \"0xfed90000\"",
+        "\"register_set_bytes\": 8192",
+        "\"kind\": \"RMRR\"",
+        "\"limit\": \"0x7c7fffff\"",
+        "\"kind\": \"ATSR\"",
+        "\"proximity_domain\": \"0x1\"",
+        "\"object_name\": \"\\\\_SB.PCI0.I2C0\"",
+        "\"atc_required\": true",
+        "\"kind\": \"SIDP\"",
+        "\"kind\": \"acpi_namespace_device\"",
+        "\"kind\": \"hpet\"",
+        "\"dma_ctrl_platform_opt_in\": true",
+    ] {
+        assert!(json.contains(expected), "missing {expected}");
+    }
+}
+
+#[test]
+fn iort_json_resolves_references_to_node_indices() {
+    let (ok, json, _) = run(&[fixture("iort-qemu-virt.aml").to_str().unwrap()]);
+    assert!(ok);
+    let compact: String = json.split_whitespace().collect();
+    assert!(json.contains("\"base_address\": \"0x9050000\""));
+    assert!(json.contains("\"event_gsiv\": \"0x6a\""));
+    // The root complex (node 2) maps to the SMMUv3 (node 1), which maps to the ITS (node 0).
+    assert!(compact.contains("\"output_reference\":\"0x48\",\"output_node_index\":1"), "{json}");
+    assert!(compact.contains("\"output_reference\":\"0x30\",\"output_node_index\":0"), "{json}");
+    assert!(json.contains("\"id_count\": 65536"));
+}
+
+#[test]
+fn hex_dump_input_decodes_like_the_binary() {
+    let binary = std::fs::read(fixture("iort-full.aml")).unwrap();
+    // Console style: offset labels, 16 bytes a line, a comment.
+    let mut text = String::from("# IORT dumped over serial\n");
+    for (i, chunk) in binary.chunks(16).enumerate() {
+        text.push_str(&format!("{:04x}:", i * 16));
+        for b in chunk {
+            text.push_str(&format!(" {b:02x}"));
+        }
+        text.push('\n');
+    }
+    let path = std::env::temp_dir().join(format!("fwdump-hex-{}.txt", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let (ok_text, from_text, _) = run(&[path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let (ok_bin, from_binary, _) = run(&[fixture("iort-full.aml").to_str().unwrap()]);
+    assert!(ok_text && ok_bin);
+    assert_eq!(from_text, from_binary);
+    assert_eq!(fwdump::read_table_bytes(b"0x44 0x4d41 52").unwrap(), b"DMAR");
+    assert!(fwdump::read_table_bytes(b"44 4g").unwrap_err().contains("\"4g\""));
+}
+
+#[test]
+fn malformed_table_exits_nonzero_with_the_problem() {
+    let mut bytes = std::fs::read(fixture("dmar-qemu-q35.aml")).unwrap();
+    bytes[0x32] = 4; // DRHD Length below its 16-byte fixed part
+    let path = std::env::temp_dir().join(format!("fwdump-bad-{}.dat", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let (ok, stdout, stderr) = run(&[path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!ok);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("DRHD") && stderr.contains("Length") && stderr.contains("0x32"), "{stderr}");
+    bytes[..4].copy_from_slice(b"FACP");
+    std::fs::write(&path, &bytes).unwrap();
+    let (ok, _, stderr) = run(&[path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!ok && stderr.contains("unsupported table signature \"FACP\""), "{stderr}");
+}
+
+#[test]
+fn comparison_flags_a_field_that_disagrees() {
+    let table = std::fs::read(fixture("dmar-qemu-q35.aml")).unwrap();
+    let decoded = fwdump::decode(&table).unwrap();
+    let iasl = vec![
+        IaslField { offset: 0x38, width: 8, name: "Register Base Address".into(), bytes: Some(0xfed9_0000u64.to_le_bytes().to_vec()) },
+        IaslField { offset: 0x46, width: 2, name: "PCI Path".into(), bytes: Some(vec![0x00, 0x00]) },
+    ];
+    let cmp = compare(&decoded, &iasl);
+    // Those two iasl fields cover three fwdump leaves (base, device, function); all others
+    // are uncovered and reported.
+    assert_eq!(cmp.matched, 3);
+    let wrong = compare(
+        &Json::Object(vec![("register_base", Json::field(0xfed9_1000u64, 0x38, 8))]),
+        &iasl,
+    );
+    assert_eq!(wrong.matched, 0);
+    assert_eq!(wrong.mismatches.len(), 1);
+    assert!(wrong.mismatches[0].to_string().contains("Register Base Address"));
+}
+
+#[test]
+fn disassembly_lines_parse() {
+    let fields = parse_disassembly(
+        "[030h 0048 002h]               Subtable Type : 0000 [Hardware Unit Definition]\n\
+         [046h 0070 002h]                    PCI Path : 1C,04\n\
+         [00Ah 0010 006h]                      Oem ID : \"BOCHS \"\n\
+                                   Size (pages, log2) : 0\n",
+    );
+    assert_eq!(fields.len(), 3);
+    assert_eq!((fields[0].offset, fields[0].width, fields[0].bytes.clone()), (0x30, 2, Some(vec![0, 0])));
+    assert_eq!(fields[1].bytes, Some(vec![0x1c, 0x04]));
+    assert_eq!(fields[2].bytes, Some(b"BOCHS ".to_vec()));
+}
+
+/// Every fixture: every field fwdump reports must equal what `iasl -d` says for those bytes.
+#[test]
+fn every_fixture_field_agrees_with_iasl() {
+    let Some(iasl) = std::env::var_os("IASL").map(PathBuf::from) else {
+        println!("SKIPPED every_fixture_field_agrees_with_iasl: IASL is not set (IASL=$(scripts/get-iasl.sh) enables it)");
+        return;
+    };
+    for name in FIXTURES {
+        let table = std::fs::read(fixture(name)).unwrap();
+        let cmp = fwdump::iasl::check_against_iasl(&iasl, &table).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let listing: Vec<String> = cmp.mismatches.iter().map(ToString::to_string).collect();
+        assert!(cmp.mismatches.is_empty(), "{name}:\n{}", listing.join("\n"));
+        assert!(cmp.matched > 50, "{name}: only {} fields compared", cmp.matched);
+    }
+}
