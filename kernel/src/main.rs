@@ -26,8 +26,16 @@ use boot::{BootInfo, Firmware};
 const TIMER_HZ: u32 = 100;
 const HEAP_BYTES: u64 = 8 << 20;
 
+static BOOT_INFO: spin::Once<&'static BootInfo> = spin::Once::new();
+
+/// What the boot path reported (for tests that act as the root task).
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO.get().expect("set at the start of kernel_main")
+}
+
 #[no_mangle]
 fn kernel_main(info: &'static BootInfo) -> ! {
+    BOOT_INFO.call_once(|| info);
     let main_count = arch::instruction_counter();
     console::init_logging(log::LevelFilter::Info);
     arch::init_cpu();

@@ -85,19 +85,85 @@ impl Default for FrameAllocator {
     }
 }
 
+/// Physically contiguous allocations come from a region set aside at boot, tracked with one
+/// bit per frame; the general pool cannot provide contiguity.
+pub struct ContiguousPool {
+    base: u64,
+    used: [u64; CONTIGUOUS_FRAMES / 64],
+}
+
+/// 32 MiB.
+pub const CONTIGUOUS_FRAMES: usize = 8192;
+
+impl ContiguousPool {
+    pub const fn new() -> Self {
+        ContiguousPool { base: 0, used: [u64::MAX; CONTIGUOUS_FRAMES / 64] }
+    }
+
+    fn set_range(&mut self, first: usize, count: usize, used: bool) {
+        for i in first..first + count {
+            if used {
+                self.used[i / 64] |= 1 << (i % 64);
+            } else {
+                self.used[i / 64] &= !(1 << (i % 64));
+            }
+        }
+    }
+
+    fn is_free(&self, i: usize) -> bool {
+        self.used[i / 64] & (1 << (i % 64)) == 0
+    }
+
+    /// `pages` zeroed contiguous frames whose physical base is aligned to `pages` rounded up to
+    /// a power of two.
+    pub fn alloc(&mut self, pages: usize) -> Option<u64> {
+        let align = pages.next_power_of_two();
+        let align_bytes = align as u64 * FRAME_SIZE;
+        // First frame index whose physical address is aligned.
+        let mut first = (((self.base + align_bytes - 1) & !(align_bytes - 1)) - self.base) / FRAME_SIZE;
+        while first as usize + pages <= CONTIGUOUS_FRAMES {
+            let start = first as usize;
+            if (start..start + pages).all(|i| self.is_free(i)) {
+                self.set_range(start, pages, true);
+                let phys = self.base + first * FRAME_SIZE;
+                // SAFETY: the range was free in this pool, which owns it; it is in the direct map.
+                unsafe { core::ptr::write_bytes(phys_to_virt(phys), 0, pages * FRAME_SIZE as usize) };
+                return Some(phys);
+            }
+            first += align as u64;
+        }
+        None
+    }
+
+    pub fn free(&mut self, phys: u64, pages: usize) {
+        self.set_range(((phys - self.base) / FRAME_SIZE) as usize, pages, false);
+    }
+
+    pub fn free_frames(&self) -> usize {
+        (0..CONTIGUOUS_FRAMES).filter(|&i| self.is_free(i)).count()
+    }
+}
+
+pub static CONTIGUOUS: Mutex<ContiguousPool> = Mutex::new(ContiguousPool::new());
+
 /// The kernel's one frame pool.
 pub static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
 
-/// Gives the usable RAM of `info` to `FRAMES`, except `heap_bytes` taken from the first region
-/// large enough for the kernel heap; returns the heap's physical range.
+/// Gives the usable RAM of `info` to `FRAMES`, except `heap_bytes` for the kernel heap and the
+/// contiguous pool, both taken from the first region large enough; returns the heap's range.
 pub fn init(info: &BootInfo, heap_bytes: u64) -> PhysRange {
+    const POOL_BYTES: u64 = CONTIGUOUS_FRAMES as u64 * FRAME_SIZE;
     let mut heap = None;
     let mut frames = FRAMES.lock();
     for region in info.usable_regions() {
         let mut region = *region;
-        if heap.is_none() && region.size() >= heap_bytes + FRAME_SIZE {
+        if heap.is_none() && region.size() >= heap_bytes + POOL_BYTES + FRAME_SIZE {
             heap = Some(PhysRange { start: region.start, end: region.start + heap_bytes });
             region.start += heap_bytes;
+            let mut pool = CONTIGUOUS.lock();
+            pool.base = region.start;
+            pool.set_range(0, CONTIGUOUS_FRAMES, false);
+            region.start += POOL_BYTES;
         }
         frames.add_range(region);
     }

@@ -4,7 +4,7 @@
 //! reference, and an object's resources (frames) return to the pool when the last goes. The
 //! kernel is single-threaded with interrupts masked, so `RefCell` is enough for interior state.
 
-use crate::mm::FRAMES;
+use crate::mm::{CONTIGUOUS, FRAMES};
 use crate::process::Tid;
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
@@ -46,10 +46,29 @@ impl QuotaAccount {
 #[derive(Debug)]
 pub struct MemoryObject {
     pub frames: Vec<u64>,
+    /// From the contiguous pool (freed there as one block).
+    contiguous: bool,
     quota: Quota,
 }
 
 impl MemoryObject {
+    /// `pages` physically contiguous frames, size-aligned (see `mem_flags::CONTIGUOUS`).
+    pub fn allocate_contiguous(pages: u64, quota: &Quota) -> Option<Rc<MemoryObject>> {
+        if !quota.charge(pages) {
+            return None;
+        }
+        let mut frames = Vec::new();
+        let base = match frames.try_reserve_exact(pages as usize).ok().and_then(|_| CONTIGUOUS.lock().alloc(pages as usize)) {
+            Some(base) => base,
+            None => {
+                quota.release(pages);
+                return None;
+            }
+        };
+        frames.extend((0..pages).map(|i| base + i * crate::mm::FRAME_SIZE));
+        Some(Rc::new(MemoryObject { frames, contiguous: true, quota: quota.clone() }))
+    }
+
     pub fn allocate(pages: u64, quota: &Quota) -> Option<Rc<MemoryObject>> {
         if !quota.charge(pages) {
             return None;
@@ -70,14 +89,18 @@ impl MemoryObject {
                 }
             }
         }
-        Some(Rc::new(MemoryObject { frames, quota: quota.clone() }))
+        Some(Rc::new(MemoryObject { frames, contiguous: false, quota: quota.clone() }))
     }
 }
 
 impl Drop for MemoryObject {
     fn drop(&mut self) {
-        let mut pool = FRAMES.lock();
-        self.frames.iter().for_each(|&f| pool.free(f));
+        if self.contiguous {
+            CONTIGUOUS.lock().free(self.frames[0], self.frames.len());
+        } else {
+            let mut pool = FRAMES.lock();
+            self.frames.iter().for_each(|&f| pool.free(f));
+        }
         self.quota.release(self.frames.len() as u64);
     }
 }

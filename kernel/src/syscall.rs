@@ -9,7 +9,7 @@ use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, P
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use kernel_abi::{map_flags, Error, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
+use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
 
 type Outcome = Result<Reply, Error>;
 
@@ -117,13 +117,20 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             Ok(Reply::Block)
         }
         Syscall::MemAlloc => {
-            let (pages, dst) = (a[0], a[1]);
-            if pages == 0 || pages > MAX_MEMORY_OBJECT_PAGES {
+            let (pages, dst, flags) = (a[0], a[1], a[2]);
+            let contiguous = flags & mem_flags::CONTIGUOUS != 0;
+            let limit = if contiguous { MAX_CONTIGUOUS_PAGES } else { MAX_MEMORY_OBJECT_PAGES };
+            if pages == 0 || pages > limit || flags & !mem_flags::ALL != 0 {
                 return Err(Error::InvalidArgument);
             }
             kernel.processes[&pid].cspace.check_empty(dst)?;
             let quota = kernel.processes[&pid].quota.clone();
-            let memory = MemoryObject::allocate(pages, &quota).ok_or(Error::OutOfMemory)?;
+            let memory = if contiguous {
+                MemoryObject::allocate_contiguous(pages, &quota)
+            } else {
+                MemoryObject::allocate(pages, &quota)
+            };
+            let memory = memory.ok_or(Error::OutOfMemory)?;
             kernel.install(pid, dst, Object::Memory(memory), Rights::ALL.intersect(mem_rights()), 0)?;
             values(&[])
         }

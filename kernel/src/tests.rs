@@ -155,6 +155,7 @@ fn user_create_destroy_cycles_no_leak() -> TestResult {
 pub const TESTS: &[Test] = &[
     Test { name: "mm::frames_alloc_free_roundtrip", run: frames_alloc_free_roundtrip },
     Test { name: "mm::heap_alloc_free", run: heap_alloc_free },
+    Test { name: "mm::contiguous_objects_aligned_and_returned", run: contiguous_objects_aligned_and_returned },
     Test { name: "paging::user_map_translate_unmap", run: user_map_translate_unmap },
     Test { name: "paging::destroy_reclaims_tables", run: destroy_reclaims_tables },
     Test { name: "timer::ticks", run: timer_ticks },
@@ -186,6 +187,23 @@ fn frames_alloc_free_roundtrip() -> TestResult {
     frames.free(a);
     frames.free(b);
     ensure!(frames.free_frames() == before, "free count not restored");
+    Ok(())
+}
+
+fn contiguous_objects_aligned_and_returned() -> TestResult {
+    let quota = crate::object::QuotaAccount::new(64);
+    let before = mm::CONTIGUOUS.lock().free_frames();
+    {
+        let a = crate::object::MemoryObject::allocate_contiguous(3, &quota).ok_or("no contiguous memory")?;
+        let b = crate::object::MemoryObject::allocate_contiguous(16, &quota).ok_or("no contiguous memory")?;
+        ensure!(a.frames[0] % (4 * 4096) == 0, "3-page object at {:#x} not 16 KiB aligned", a.frames[0]);
+        ensure!(b.frames[0] % (16 * 4096) == 0, "16-page object at {:#x} not 64 KiB aligned", b.frames[0]);
+        ensure!(a.frames.windows(2).all(|w| w[1] == w[0] + 4096), "frames not contiguous");
+        ensure!(quota.used.get() == 19, "quota charged {}", quota.used.get());
+        ensure!(crate::object::MemoryObject::allocate_contiguous(64, &quota).is_none(), "quota not enforced");
+    }
+    ensure!(quota.used.get() == 0, "quota not released");
+    ensure!(mm::CONTIGUOUS.lock().free_frames() == before, "contiguous frames not returned");
     Ok(())
 }
 

@@ -145,6 +145,17 @@ impl Error {
     }
 }
 
+/// Flags of `mem_alloc`.
+pub mod mem_flags {
+    /// Physically contiguous pages, the base aligned to the size rounded up to a power of two
+    /// (at most `MAX_CONTIGUOUS_PAGES` pages): for IOMMU tables and queues.
+    pub const CONTIGUOUS: u64 = 1 << 0;
+    pub const ALL: u64 = CONTIGUOUS;
+}
+
+/// Largest contiguous memory object, in pages (4 MiB).
+pub const MAX_CONTIGUOUS_PAGES: u64 = 1024;
+
 /// Flags of `mem_map`.
 pub mod map_flags {
     pub const WRITE: u64 = 1 << 0;

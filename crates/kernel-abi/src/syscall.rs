@@ -55,7 +55,8 @@ syscalls! {
     NotifyWait = 11,
     /// `notify_poll(ntfn) -> bits`: like wait but returns 0 at once if none is set.
     NotifyPoll = 12,
-    /// `mem_alloc(pages, dst)`: a new zeroed memory object charged to the caller's quota.
+    /// `mem_alloc(pages, dst, flags)`: a new zeroed memory object charged to the caller's
+    /// quota; `flags` from `mem_flags`.
     MemAlloc = 13,
     /// `mem_map(mem, vaddr, first_page, pages, flags)`: maps pages of a memory object.
     /// READ needed; WRITE/EXECUTE rights for those flags.

@@ -151,8 +151,9 @@ pub fn cap_info(slot: u64) -> Result<(u64, u64, u64), Error> {
     check(r[0]).map(|_| (r[1], r[2], r[3]))
 }
 
-pub fn mem_alloc(pages: u64, dst: u64) -> Result<(), Error> {
-    check(raw(Syscall::MemAlloc as u64, [pages, dst, 0, 0, 0, 0]).0)
+/// `flags` from `kernel_abi::mem_flags` (0 for ordinary memory).
+pub fn mem_alloc(pages: u64, dst: u64, flags: u64) -> Result<(), Error> {
+    check(raw(Syscall::MemAlloc as u64, [pages, dst, flags, 0, 0, 0]).0)
 }
 
 pub fn mem_map(mem: u64, vaddr: u64, first_page: u64, pages: u64, flags: u64) -> Result<(), Error> {

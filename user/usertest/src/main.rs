@@ -123,7 +123,7 @@ fn ipc_server() -> u64 {
 
 /// Fills a fresh page with a pattern and returns its checksum.
 fn make_pattern_page(seed: u64) -> Result<u64, u64> {
-    syscall::mem_alloc(1, slot::MEMORY).map_err(|_| 60u64)?;
+    syscall::mem_alloc(1, slot::MEMORY, 0).map_err(|_| 60u64)?;
     syscall::mem_map(slot::MEMORY, CLIENT_WINDOW, 0, 1, kernel_abi::map_flags::WRITE).map_err(|_| 61u64)?;
     for i in 0..64 {
         // SAFETY: one writable page is mapped at CLIENT_WINDOW.
