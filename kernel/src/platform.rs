@@ -36,6 +36,11 @@ pub fn boot_caps(info: &BootInfo) -> Vec<BootCap> {
     for region in info.firmware_regions() {
         caps.push(mmio("firmware", region.start, region.size(), READ_ONLY));
     }
+    if let boot::Firmware::DeviceTree { dtb, size } = info.firmware {
+        let start = dtb & !0xFFF;
+        let end = (dtb + size + 0xFFF) & !0xFFF;
+        caps.push(mmio("firmware", start, end - start, READ_ONLY));
+    }
     caps.push(BootCap { name: "dma-authority", object: Object::DmaAuthority, rights: Rights::ALL });
     arch_caps(&mut caps);
     caps
@@ -53,5 +58,23 @@ fn arch_caps(caps: &mut Vec<BootCap>) {
     }
     for line in MSI_LINE_BASE..MSI_LINE_BASE + MSI_LINES {
         caps.push(irq("msi", line));
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn arch_caps(caps: &mut Vec<BootCap>) {
+    caps.push(mmio("smmuv3", 0x0905_0000, 0x2_0000, READ_WRITE));
+    // fw_cfg carries QEMU's ACPI tables (IORT) on `virt`, reachable without UEFI.
+    caps.push(mmio("fw-cfg", 0x0902_0000, 0x1000, READ_WRITE));
+    // virt's PCIe: ECAM high (highmem, the default) and low, and the 32-bit MMIO window.
+    caps.push(mmio("ecam", 0x40_1000_0000, 0x1000_0000, READ_WRITE));
+    caps.push(mmio("ecam-low", 0x3F00_0000, 0x100_0000, READ_WRITE));
+    caps.push(mmio("pci-mmio", 0x1000_0000, 0x2EFF_0000, READ_WRITE));
+    // PCI INTA..INTD (SPI 3..6) and the SMMU's wired interrupts: eventq, priq, cmdq-sync, gerror.
+    for line in 35..39 {
+        caps.push(irq("pci-intx", line));
+    }
+    for line in 106..110 {
+        caps.push(irq("smmu", line));
     }
 }
