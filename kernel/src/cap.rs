@@ -58,9 +58,6 @@ impl CSpace {
         self.slots.iter().position(|s| s.as_ref().is_some_and(|c| c.id == id)).map(|i| i as u64)
     }
 
-    pub fn drain(&mut self) -> impl Iterator<Item = Capability> + '_ {
-        self.slots.iter_mut().filter_map(|s| s.take())
-    }
 }
 
 struct Node {

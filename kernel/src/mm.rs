@@ -10,25 +10,19 @@ pub fn phys_to_virt(phys: u64) -> *mut u8 {
     (DIRECT_MAP_BASE + phys) as *mut u8
 }
 
-/// Physical address of a direct-map kernel virtual address.
-pub fn virt_to_phys(virt: *const u8) -> u64 {
-    virt as u64 - DIRECT_MAP_BASE
-}
-
 /// Free 4 KiB frames, kept as an intrusive singly linked list threaded through the free frames
 /// themselves (each free frame's first word holds the next free frame's physical address).
 /// O(1) alloc and free, no metadata beyond the frames.
 pub struct FrameAllocator {
     head: u64,
     free: u64,
-    total: u64,
 }
 
 const NO_FRAME: u64 = u64::MAX;
 
 impl FrameAllocator {
     pub const fn new() -> Self {
-        FrameAllocator { head: NO_FRAME, free: 0, total: 0 }
+        FrameAllocator { head: NO_FRAME, free: 0 }
     }
 
     /// Adds every frame of `range` (page-aligned) to the pool.
@@ -37,7 +31,6 @@ impl FrameAllocator {
         while frame >= range.start + FRAME_SIZE {
             frame -= FRAME_SIZE;
             self.push(frame);
-            self.total += 1;
         }
     }
 
@@ -74,9 +67,6 @@ impl FrameAllocator {
         self.free
     }
 
-    pub fn total_frames(&self) -> u64 {
-        self.total
-    }
 }
 
 impl Default for FrameAllocator {

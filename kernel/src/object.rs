@@ -136,6 +136,8 @@ pub struct Notification {
 #[derive(Debug)]
 pub struct IrqLine {
     pub line: u32,
+    /// Edge-triggered (else level); fixed by the platform description.
+    pub edge: bool,
     pub bound: Option<(Rc<RefCell<Notification>>, u64)>,
 }
 

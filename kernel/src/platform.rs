@@ -24,8 +24,8 @@ fn mmio(name: &'static str, base: u64, size: u64, rights: Rights) -> BootCap {
     BootCap { name, object: Object::Mmio(Rc::new(MmioRegion { base, size })), rights }
 }
 
-fn irq(name: &'static str, line: u32) -> BootCap {
-    BootCap { name, object: irq_object(line), rights: Rights::ALL }
+fn irq(name: &'static str, line: u32, edge: bool) -> BootCap {
+    BootCap { name, object: irq_object(line, edge), rights: Rights::ALL }
 }
 
 const READ_ONLY: Rights = Rights(Rights::READ.0 | Rights::GRANT.0 | Rights::DERIVE.0);
@@ -54,10 +54,10 @@ fn arch_caps(caps: &mut Vec<BootCap>) {
     // q35 with < 2.75 GiB RAM: SeaBIOS assigns 32-bit BARs between 0xC0000000 and the I/O APIC.
     caps.push(mmio("pci-mmio", 0xC000_0000, 0x3EC0_0000, READ_WRITE));
     for line in 16..24 {
-        caps.push(irq("pci-intx", line));
+        caps.push(irq("pci-intx", line, false));
     }
     for line in MSI_LINE_BASE..MSI_LINE_BASE + MSI_LINES {
-        caps.push(irq("msi", line));
+        caps.push(irq("msi", line, true));
     }
 }
 
@@ -72,9 +72,9 @@ fn arch_caps(caps: &mut Vec<BootCap>) {
     caps.push(mmio("pci-mmio", 0x1000_0000, 0x2EFF_0000, READ_WRITE));
     // PCI INTA..INTD (SPI 3..6) and the SMMU's wired interrupts: eventq, priq, cmdq-sync, gerror.
     for line in 35..39 {
-        caps.push(irq("pci-intx", line));
+        caps.push(irq("pci-intx", line, false));
     }
     for line in 106..110 {
-        caps.push(irq("smmu", line));
+        caps.push(irq("smmu", line, true));
     }
 }

@@ -433,9 +433,10 @@ fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u
     if irq.borrow().bound.is_some() {
         return Err(Error::InvalidState);
     }
-    let line = irq.borrow().line;
+    let (line, edge) = (irq.borrow().line, irq.borrow().edge);
     irq.borrow_mut().bound = Some((n, bit));
     kernel.irqs.insert(line, Rc::downgrade(&irq));
+    arch::irq_configure(line, edge);
     arch::irq_set_enabled(line, true);
     values(&[])
 }
@@ -461,7 +462,7 @@ fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64,
     values(&[child as u64])
 }
 
-/// The line an IRQ object serves, for the boot code that creates them.
-pub fn irq_object(line: u32) -> Object {
-    Object::Irq(Rc::new(RefCell::new(IrqLine { line, bound: None })))
+/// An IRQ object for `line`, for the boot code that creates them.
+pub fn irq_object(line: u32, edge: bool) -> Object {
+    Object::Irq(Rc::new(RefCell::new(IrqLine { line, edge, bound: None })))
 }

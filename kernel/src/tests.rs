@@ -21,6 +21,7 @@ mod scenario {
     pub const IPC_CLIENT: u64 = 8;
     pub const REVOKER: u64 = 9;
     pub const BENCH_CLIENT: u64 = 10;
+    pub const EDU_IRQ: u64 = 11;
 }
 
 /// The slot usertest expects its endpoint in.
@@ -79,6 +80,32 @@ fn revoke_removes_derived_caps_and_mappings() -> TestResult {
         "server should have faulted on the revoked mapping, ended with {s:?}"
     );
     ensure!(kernel.tree.len() == 0, "derivation tree still holds {} capabilities after both processes ended", kernel.tree.len());
+    Ok(())
+}
+
+/// Acts as the root task for a user-level edu driver: gives it the PCI configuration space, the
+/// PCI MMIO window, a notification and the interrupt lines, and expects it to receive and
+/// acknowledge the device's interrupt twice.
+fn edu_interrupt_reaches_user_driver() -> TestResult {
+    let caps = crate::platform::boot_caps(crate::boot_info());
+    let find = |name: &'static str| caps.iter().filter(move |c| c.name == name);
+    let mut kernel = Kernel::new(IMAGES);
+    let pid = kernel.create_process("edu-irq", USERTEST, scenario::EDU_IRQ, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+    let install = |kernel: &mut Kernel, slot: u64, cap: &crate::platform::BootCap| {
+        kernel.install(pid, slot, cap.object.clone(), cap.rights, 0).map(|_| ()).map_err(|e| alloc::format!("{e:?}"))
+    };
+    install(&mut kernel, 1, find("ecam").next().ok_or("no ECAM capability")?)?;
+    install(&mut kernel, 2, find("pci-mmio").next().ok_or("no PCI MMIO capability")?)?;
+    let notification = Object::Notification(alloc::rc::Rc::new(core::cell::RefCell::new(Default::default())));
+    kernel.install(pid, 3, notification, Rights::ALL, 0).map_err(|e| alloc::format!("{e:?}"))?;
+    let lines = if cfg!(target_arch = "x86_64") { "msi" } else { "pci-intx" };
+    for (i, cap) in find(lines).take(4).enumerate() {
+        install(&mut kernel, 4 + i as u64, cap)?;
+    }
+    kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
+    kernel.run_until_exited(&[pid]);
+    let r = kernel.take_exit(pid);
+    ensure!(r == Some(ExitReason::Exited(0)), "edu driver ended with {r:?}");
     Ok(())
 }
 
@@ -169,6 +196,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
     Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
+    Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "bench::ipc", run: ipc_benchmark },
     Test { name: "selftest::intentional_failure", run: intentional_failure },
     Test { name: "selftest::intentional_hang", run: intentional_hang },

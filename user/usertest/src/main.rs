@@ -21,6 +21,7 @@ mod scenario {
     pub const IPC_CLIENT: u64 = 8;
     pub const REVOKER: u64 = 9;
     pub const BENCH_CLIENT: u64 = 10;
+    pub const EDU_IRQ: u64 = 11;
 }
 
 /// Capability slots the kernel tests fill before starting a scenario.
@@ -83,6 +84,7 @@ fn main(arg: u64) -> u64 {
         scenario::IPC_CLIENT => ipc_client(param),
         scenario::REVOKER => revoker(),
         scenario::BENCH_CLIENT => bench_client(),
+        scenario::EDU_IRQ => edu_irq(),
         _ => 2,
     }
 }
@@ -269,5 +271,116 @@ fn hostile_syscalls() -> u64 {
             return 30;
         }
     }
+    0
+}
+
+/// Slots of the EDU_IRQ scenario: the PCI configuration space (ECAM), the PCI MMIO window, a
+/// notification, and from `EDU_IRQ_LINES` on the interrupt lines it may use (x86: one MSI
+/// line; aarch64: INTA..INTD).
+mod edu_slot {
+    pub const ECAM: u64 = 1;
+    pub const PCI_MMIO: u64 = 2;
+    pub const NOTIFICATION: u64 = 3;
+    pub const IRQ_LINES: u64 = 4;
+}
+
+const ECAM_WINDOW: u64 = 0x3000_0000;
+const EDU_WINDOW: u64 = 0x3100_0000;
+const EDU_ID: u32 = 0x11e8_1234;
+
+fn mmio_read32(va: u64) -> u32 {
+    // SAFETY: callers pass addresses inside MMIO pages this program mapped.
+    unsafe { core::ptr::read_volatile(va as *const u32) }
+}
+
+fn mmio_write32(va: u64, value: u32) {
+    // SAFETY: callers pass addresses inside MMIO pages this program mapped writable.
+    unsafe { core::ptr::write_volatile(va as *mut u32, value) }
+}
+
+/// A user-level driver that takes the edu device's interrupt through an IRQ capability and a
+/// notification: finds the device on bus 0, assigns its BAR where no firmware did (aarch64),
+/// routes its interrupt (x86: MSI to vector 0x50 = line 1000; aarch64: INTx swizzled onto
+/// SPIs 3..6), raises it twice through register 0x60 and acknowledges each.
+fn edu_irq() -> u64 {
+    // Bus 0: 32 devices x 8 functions x 4 KiB of configuration space.
+    if syscall::mmio_map(edu_slot::ECAM, ECAM_WINDOW, 0, 256).is_err() {
+        return 100;
+    }
+    let Some(dev) = (0..32u64).find(|d| mmio_read32(ECAM_WINDOW + (d << 15)) == EDU_ID) else { return 101 };
+    let config = ECAM_WINDOW + (dev << 15);
+    let Ok((window_base, window_size)) = syscall::mmio_info(edu_slot::PCI_MMIO) else { return 102 };
+    let mut bar = (mmio_read32(config + 0x10) & !0xF) as u64;
+    if bar == 0 {
+        // No firmware assigned BARs (aarch64 virt): BAR0 is 1 MiB, put it at the window's base.
+        bar = window_base;
+        mmio_write32(config + 0x10, bar as u32);
+    }
+    if bar < window_base || bar >= window_base + window_size {
+        return 103;
+    }
+    const MEMORY_SPACE: u32 = 1 << 1;
+    const BUS_MASTER: u32 = 1 << 2;
+    const INTX_DISABLE: u32 = 1 << 10;
+    let command = mmio_read32(config + 0x04) & 0xFFFF;
+    let use_msi = cfg!(target_arch = "x86_64");
+    // An MSI is a memory write by the device: it needs bus mastering. No IOMMU translates for
+    // this device here (nobody enabled it), and interrupt remapping is off.
+    let msi_bits = if use_msi { BUS_MASTER | INTX_DISABLE } else { 0 };
+    mmio_write32(config + 0x04, command | MEMORY_SPACE | msi_bits);
+    if syscall::mmio_map(edu_slot::PCI_MMIO, EDU_WINDOW, (bar - window_base) / 4096, 1).is_err() {
+        return 104;
+    }
+    if mmio_read32(EDU_WINDOW) != 0x0100_00ed {
+        return 105;
+    }
+    let irq_slot = if use_msi {
+        // PCI 3.0 §6.8.1: find the MSI capability (ID 5) and aim it at vector 0x50.
+        let mut cap = mmio_read32(config + 0x34) as u64 & 0xFC;
+        while cap != 0 && mmio_read32(config + cap) & 0xFF != 0x05 {
+            cap = (mmio_read32(config + cap) >> 8) as u64 & 0xFC;
+        }
+        if cap == 0 {
+            return 106;
+        }
+        let control = mmio_read32(config + cap) >> 16;
+        let is_64bit = control & (1 << 7) != 0;
+        mmio_write32(config + cap + 4, 0xFEE0_0000);
+        let data_offset = if is_64bit {
+            mmio_write32(config + cap + 8, 0);
+            12
+        } else {
+            8
+        };
+        mmio_write32(config + cap + data_offset, 0x50);
+        mmio_write32(config + cap, (control | 1) << 16 | (mmio_read32(config + cap) & 0xFFFF));
+        edu_slot::IRQ_LINES
+    } else {
+        // virt's interrupt-map: slot d, pin p (1 = INTA) -> SPI 3 + (d + p - 1) % 4.
+        let pin = (mmio_read32(config + 0x3C) >> 8) as u64 & 0xFF;
+        if pin == 0 {
+            return 107;
+        }
+        edu_slot::IRQ_LINES + (dev + pin - 1) % 4
+    };
+    if syscall::irq_bind(irq_slot, edu_slot::NOTIFICATION, 0).is_err() {
+        return 108;
+    }
+    for round in 1..=2u32 {
+        mmio_write32(EDU_WINDOW + 0x60, round);
+        match syscall::notify_wait(edu_slot::NOTIFICATION) {
+            Ok(bits) if bits & 1 != 0 => {}
+            _ => return 109,
+        }
+        let status = mmio_read32(EDU_WINDOW + 0x24);
+        if status != round {
+            return 110;
+        }
+        mmio_write32(EDU_WINDOW + 0x64, status);
+        if syscall::irq_ack(irq_slot).is_err() {
+            return 111;
+        }
+    }
+    println!("edu driver: interrupt received and acknowledged twice");
     0
 }

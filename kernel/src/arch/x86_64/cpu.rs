@@ -21,7 +21,9 @@ pub const USER_CODE: u16 = 0x20 | 3;
 
 const TRAP_STACK_SIZE: usize = 16 * 1024;
 
+/// Only its address is used (as TSS.RSP0), hence the allowance.
 #[repr(align(16))]
+#[allow(dead_code)]
 struct TrapStack([u8; TRAP_STACK_SIZE]);
 static mut TRAP_STACK: TrapStack = TrapStack([0; TRAP_STACK_SIZE]);
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
@@ -89,7 +91,7 @@ pub fn init_cpu() {
             SegmentSelector(KERNEL_DATA),
         )
         .expect("GDT order matches SYSRET");
-        LStar::write(VirtAddr::new(syscall_entry as usize as u64));
+        LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
         SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
         Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS | EferFlags::NO_EXECUTE_ENABLE));
     }

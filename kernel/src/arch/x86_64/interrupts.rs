@@ -54,9 +54,13 @@ fn set_redirection(gsi: u32, entry: u64) {
     ioapic_write(0x11 + 2 * gsi, (entry >> 32) as u32);
 }
 
+/// One bit per GSI: edge-triggered, active-high (ISA lines) rather than level, active-low (PCI).
+static EDGE_TRIGGERED: AtomicU32 = AtomicU32::new(0xFFFF);
+
 fn redirection_entry(gsi: u32, masked: bool) -> u64 {
     let vector = (IOAPIC_VECTOR_BASE as u32 + gsi) as u64;
-    let trigger = if gsi >= 16 { IOREDTBL_LEVEL_ACTIVE_LOW } else { 0 };
+    let edge = EDGE_TRIGGERED.load(Ordering::Relaxed) & (1 << gsi) != 0;
+    let trigger = if edge { 0 } else { IOREDTBL_LEVEL_ACTIVE_LOW };
     // Destination: physical mode, APIC ID 0 (bits 63:56).
     vector | trigger | if masked { IOREDTBL_MASKED } else { 0 }
 }
@@ -77,6 +81,19 @@ pub fn start_timer(hz: u32) {
     lapic_write(LAPIC_TIMER_DIVIDE, 0b1011); // divide by 1
     lapic_write(LAPIC_LVT_TIMER, LVT_TIMER_PERIODIC | TIMER_VECTOR as u32);
     lapic_write(LAPIC_TIMER_INITIAL, (APIC_TIMER_HZ / hz as u64) as u32);
+}
+
+/// Sets the trigger mode of I/O APIC line `gsi` (the line stays masked). MSI lines have none.
+pub fn irq_configure(gsi: u32, edge: bool) {
+    if gsi < IOAPIC_LINES {
+        let bit = 1 << gsi;
+        if edge {
+            EDGE_TRIGGERED.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            EDGE_TRIGGERED.fetch_and(!bit, Ordering::Relaxed);
+        }
+        set_redirection(gsi, redirection_entry(gsi, true));
+    }
 }
 
 /// Unmasks or masks I/O APIC line `gsi`. Lines out of range are ignored (the kernel checks
