@@ -17,6 +17,7 @@ mod object;
 mod platform;
 mod process;
 mod syscall;
+mod table;
 mod tests;
 mod user_images;
 mod usermem;

@@ -12,14 +12,15 @@ use crate::cap::{CSpace, CapId, Capability, DerivationTree};
 use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
 use crate::object::{Endpoint, IrqLine, MemoryObject, Message, Notification, Object, Quota, QuotaAccount};
+use crate::table::Table;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use kernel_abi::{Error, Rights, MSG_WORDS};
 
-pub type Pid = u32;
-pub type Tid = u32;
+pub type Pid = crate::table::Id;
+pub type Tid = crate::table::Id;
 
 /// Top of every process's initial stack (the page above it stays unmapped as a guard).
 pub const USER_STACK_TOP: u64 = 0x0000_7FFF_FFF0_0000;
@@ -88,29 +89,25 @@ pub enum Continuation {
 }
 
 pub struct Kernel {
-    pub processes: BTreeMap<Pid, Process>,
-    pub threads: BTreeMap<Tid, Thread>,
+    pub processes: Table<Process>,
+    pub threads: Table<Thread>,
     run_queue: VecDeque<Tid>,
     exited: BTreeMap<Pid, ExitReason>,
     pub tree: DerivationTree,
     pub irqs: BTreeMap<u32, Weak<RefCell<IrqLine>>>,
     pub images: &'static [(&'static str, &'static [u8])],
-    next_pid: Pid,
-    next_tid: Tid,
 }
 
 impl Kernel {
     pub fn new(images: &'static [(&'static str, &'static [u8])]) -> Self {
         Kernel {
-            processes: BTreeMap::new(),
-            threads: BTreeMap::new(),
+            processes: Table::new(),
+            threads: Table::new(),
             run_queue: VecDeque::new(),
             exited: BTreeMap::new(),
             tree: DerivationTree::new(),
             irqs: BTreeMap::new(),
             images,
-            next_pid: 1,
-            next_tid: 1,
         }
     }
 
@@ -137,11 +134,7 @@ impl Kernel {
                 return Err(e);
             }
         };
-        let pid = self.next_pid;
-        self.next_pid += 1;
-        self.processes.insert(
-            pid,
-            Process {
+        let process = Process {
                 name,
                 space,
                 image_frames: owned,
@@ -155,9 +148,11 @@ impl Kernel {
                 arg,
                 started: false,
                 watchers: Vec::new(),
-            },
-        );
-        Ok(pid)
+            };
+        match self.processes.insert(process) {
+            Some(pid) => Ok(pid),
+            None => Err(ElfError::OutOfMemory),
+        }
     }
 
     /// Starts the first thread of a created process.
@@ -176,10 +171,8 @@ impl Kernel {
         if process.threads.len() >= MAX_THREADS {
             return Err(Error::OutOfMemory);
         }
-        let tid = self.next_tid;
-        self.next_tid += 1;
-        process.threads.push(tid);
-        self.threads.insert(tid, Thread { pid, context, state: ThreadState::Runnable, reply_to: None });
+        let tid = self.threads.insert(Thread { pid, context, state: ThreadState::Runnable, reply_to: None }).ok_or(Error::OutOfMemory)?;
+        self.processes.get_mut(&pid).expect("checked above").threads.push(tid);
         self.run_queue.push_back(tid);
         Ok(tid)
     }
@@ -403,7 +396,7 @@ impl Kernel {
 impl Drop for Kernel {
     /// Returns everything every remaining process holds (tests build a kernel state each).
     fn drop(&mut self) {
-        let pids: Vec<Pid> = self.processes.keys().copied().collect();
+        let pids: Vec<Pid> = self.processes.keys().collect();
         for pid in pids {
             self.kill(pid, ExitReason::Killed);
         }

@@ -101,6 +101,19 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         Syscall::Call => call_endpoint(kernel, pid, tid, a),
         Syscall::Recv => recv(kernel, pid, tid, a[0], a[1]),
         Syscall::Reply => reply(kernel, tid, [a[0], a[1], a[2], a[3]]),
+        Syscall::ReplyRecv => {
+            // Validate the receive half first: a failed call must change nothing.
+            cap_of(kernel, pid, a[0], ObjectType::Endpoint, Rights::READ)?;
+            if a[1] != NO_CAP {
+                kernel.processes[&pid].cspace.check_empty(a[1])?;
+            }
+            // A caller that died meanwhile needs no answer; the receive goes ahead.
+            match reply(kernel, tid, [a[2], a[3], a[4], a[5]]) {
+                Ok(_) | Err(Error::InvalidState) | Err(Error::PeerGone) => {}
+                Err(e) => return Err(e),
+            }
+            recv(kernel, pid, tid, a[0], a[1])
+        }
         Syscall::NotifySignal => {
             let n = notification(kernel, pid, a[0], Rights::WRITE)?;
             kernel.signal(&n, a[1]);

@@ -101,6 +101,10 @@ syscalls! {
     ProcessCreate = 29,
     /// `process_start(process)`: needs CONTROL.
     ProcessStart = 30,
+    /// `reply_recv(ep, recv_slot, w0, w1, w2, w3) -> (badge, w0..w3, cap_received)`: replies
+    /// to the pending caller, if any, then waits for the next message: a server's loop in one
+    /// system call.
+    ReplyRecv = 31,
 }
 
 #[cfg(test)]

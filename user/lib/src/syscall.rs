@@ -129,6 +129,11 @@ pub fn reply(words: [u64; 4]) -> Result<(), Error> {
     check(raw(Syscall::Reply as u64, [words[0], words[1], words[2], words[3], 0, 0]).0)
 }
 
+/// Replies to the pending caller (if any) and waits for the next message.
+pub fn reply_recv(ep: u64, recv_slot: u64, words: [u64; 4]) -> Result<Received, Error> {
+    received(raw7(Syscall::ReplyRecv as u64, [ep, recv_slot, words[0], words[1], words[2], words[3]]))
+}
+
 pub fn null() -> Result<(), Error> {
     check(raw(Syscall::Null as u64, [0; 6]).0)
 }

@@ -96,19 +96,29 @@ fn sum_window(va: u64) -> u64 {
 
 /// Serves requests forever: the kernel test kills it when done.
 fn ipc_server() -> u64 {
+    let mut answer: Option<[u64; 4]> = None;
+    let mut holding_capability = false;
     loop {
         // While it still holds a received capability, it takes no new one.
-        let recv_slot = if syscall::cap_info(slot::RECEIVED).is_ok() { kernel_abi::NO_CAP } else { slot::RECEIVED };
-        let Ok(m) = syscall::recv(slot::ENDPOINT, recv_slot) else { return 50 };
-        let answer = match m.words[0] {
+        let recv_slot = if holding_capability { kernel_abi::NO_CAP } else { slot::RECEIVED };
+        let received = match answer {
+            Some(words) => syscall::reply_recv(slot::ENDPOINT, recv_slot, words),
+            None => syscall::recv(slot::ENDPOINT, recv_slot),
+        };
+        let Ok(m) = received else { return 50 };
+        answer = Some(match m.words[0] {
             op::DOUBLE => [m.words[1] * 2, m.badge, 0, 0],
             op::SUM_AND_DROP | op::SUM_AND_KEEP if m.cap_received => {
                 if syscall::mem_map(slot::RECEIVED, SERVER_WINDOW, 0, 1, 0).is_err() {
                     return 51;
                 }
                 let sum = sum_window(SERVER_WINDOW);
-                if m.words[0] == op::SUM_AND_DROP && syscall::cap_delete(slot::RECEIVED).is_err() {
-                    return 52;
+                if m.words[0] == op::SUM_AND_DROP {
+                    if syscall::cap_delete(slot::RECEIVED).is_err() {
+                        return 52;
+                    }
+                } else {
+                    holding_capability = true;
                 }
                 [sum, m.badge, 0, 0]
             }
@@ -116,10 +126,7 @@ fn ipc_server() -> u64 {
             op::TOUCH_RECEIVED => [sum_window(SERVER_WINDOW), 0, 0, 0],
             op::NOTHING => [0; 4],
             _ => [u64::MAX, 0, 0, 0],
-        };
-        if syscall::reply(answer).is_err() {
-            return 53;
-        }
+        });
     }
 }
 
