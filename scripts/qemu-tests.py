@@ -51,9 +51,14 @@ def kernel_path(arch):
     return os.path.join(ROOT, "target", f"{arch}-target", "release", "kernel")
 
 
+def expected_iommu(options):
+    mode = options[options.index("--iommu") + 1] if "--iommu" in options else "default"
+    return {"vtd": "vtd", "vtd-sm": "vtd", "vtd-flts": "vtd", "smmuv3": "smmuv3", "none": "none"}.get(mode, "none")
+
+
 def boot(config, arch, options, test_filter, timeout):
     cmd = ["bash", os.path.join(ROOT, "qemu-run.sh"), "--arch", arch, "--kernel", kernel_path(arch),
-           "--append", f"test={test_filter}"] + options
+           "--append", f"test={test_filter} expect-iommu={expected_iommu(options)}"] + options
     start = time.monotonic()
     errors = []
     try:

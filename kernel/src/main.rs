@@ -9,6 +9,7 @@ mod arch;
 #[macro_use]
 mod console;
 mod elf;
+mod firmware;
 mod heap;
 mod ktest;
 mod mm;
@@ -40,11 +41,12 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     let main_count = arch::instruction_counter();
     console::init_logging(log::LevelFilter::Info);
     arch::init_cpu();
-    println!("iommu-os kernel booting on {}", if cfg!(target_arch = "x86_64") { "x86_64" } else { "aarch64" });
+    println!("\niommu-os kernel booting on {}", if cfg!(target_arch = "x86_64") { "x86_64" } else { "aarch64" });
     let heap = mm::init(info, HEAP_BYTES);
     heap::init(heap);
     arch::paging::protect_kernel_image(&mut mm::FRAMES.lock());
     report_boot(info, main_count);
+    firmware::report_iommus(info);
     arch::init_interrupts();
     arch::start_timer(TIMER_HZ);
     if let Some(filter) = option(info.cmdline(), "test") {
@@ -61,7 +63,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
 }
 
 /// The value of `key=value` on the kernel command line.
-fn option<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+pub fn option<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline.split_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 

@@ -186,6 +186,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "paging::user_map_translate_unmap", run: user_map_translate_unmap },
     Test { name: "paging::destroy_reclaims_tables", run: destroy_reclaims_tables },
     Test { name: "timer::ticks", run: timer_ticks },
+    Test { name: "firmware::iommus_match_machine", run: iommus_match_machine },
     Test { name: "user::hello_exit_code", run: user_hello_exit_code },
     Test { name: "user::null_write_killed", run: || user_killed(scenario::NULL_WRITE) },
     Test { name: "user::illegal_instruction_killed", run: || user_killed(scenario::ILLEGAL_INSTRUCTION) },
@@ -276,6 +277,23 @@ fn destroy_reclaims_tables() -> TestResult {
     space.destroy(&mut frames);
     frames.free(page);
     ensure!(frames.free_frames() == before, "leaked {} frames", before as i64 - frames.free_frames() as i64);
+    Ok(())
+}
+
+/// The runner passes `expect-iommu=vtd|smmuv3|none` for the machine it configured; the
+/// firmware tables must describe exactly that (QEMU's intel-iommu sits at 0xfed90000, virt's
+/// SMMUv3 at 0x9050000).
+fn iommus_match_machine() -> TestResult {
+    let info = crate::boot_info();
+    let expected = crate::option(info.cmdline(), "expect-iommu").ok_or("no expect-iommu= on the command line")?;
+    let found = crate::firmware::iommus(info);
+    let wanted: &[(&str, u64)] = match expected {
+        "vtd" => &[("vtd", 0xFED9_0000)],
+        "smmuv3" => &[("smmuv3", 0x0905_0000)],
+        "none" => &[],
+        other => return Err(alloc::format!("unknown expect-iommu={other}")),
+    };
+    ensure!(found == wanted, "firmware describes {found:x?}, expected {wanted:x?}");
     Ok(())
 }
 
