@@ -35,6 +35,19 @@ for arch in x86_64 aarch64; do
     fi
 done
 
+# `cargo run --target <json>` must boot through qemu-run.sh, the configured runner.
+for arch in x86_64 aarch64; do
+    run_log=$(mktemp)
+    if RUSTC_BOOTSTRAP=1 timeout 300 cargo run --release --quiet --target "$arch-target.json" >"$run_log" 2>&1 \
+        && grep -q "^timer: 5 ticks" "$run_log" && grep -q "^iommu: " "$run_log"; then
+        echo "PASS cargo-run::$arch"
+        total_passed=$((total_passed + 1))
+    else
+        echo "FAIL cargo-run::$arch"; tail -20 "$run_log"
+        total_failed=$((total_failed + 1))
+    fi
+done
+
 t0=$(date +%s)
 qemu_log=$(mktemp)
 python3 scripts/qemu-tests.py --arch all 2>&1 | tee "$qemu_log"
