@@ -51,7 +51,9 @@ fi
 
 args=(-nographic -no-reboot -m 1G -nic none -kernel "$kernel")
 [ -n "$append" ] && args+=(-append "$append")
-edu=(-device "edu,dma_mask=0xffffffffffffffff")
+# Two edu devices: one for a driver, one that no driver is given (the IOMMU tests show it
+# cannot DMA).
+edu=(-device "edu,dma_mask=0xffffffffffffffff" -device "edu,dma_mask=0xffffffffffffffff")
 
 case "$arch" in
     x86_64)

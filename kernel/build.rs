@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const USER_PROGRAMS: &[&str] = &["usertest"];
+const USER_PROGRAMS: &[&str] = &["usertest", "iommu-server", "edu-driver"];
 
 fn main() {
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap();
@@ -16,7 +16,7 @@ fn main() {
     let script = dir.join(format!("linker-{arch}.ld"));
     println!("cargo:rustc-link-arg-bins=-T{}", script.display());
     println!("cargo:rerun-if-changed={}", script.display());
-    for watched in ["user", "crates/kernel-abi"] {
+    for watched in ["user", "crates", "iommu-server", "drivers"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -42,6 +42,6 @@ fn main() {
     assert!(status.success(), "building the user programs failed");
     let out = user_target_dir.join(format!("{arch}-target")).join("release");
     for program in USER_PROGRAMS {
-        println!("cargo:rustc-env=USER_IMAGE_{}={}", program.to_uppercase(), out.join(program).display());
+        println!("cargo:rustc-env=USER_IMAGE_{}={}", program.to_uppercase().replace('-', "_"), out.join(program).display());
     }
 }

@@ -20,6 +20,7 @@ mod process;
 mod syscall;
 mod table;
 mod tests;
+mod tests_iommu;
 mod user_images;
 mod usermem;
 
@@ -50,7 +51,9 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     arch::init_interrupts();
     arch::start_timer(TIMER_HZ);
     if let Some(filter) = option(info.cmdline(), "test") {
-        ktest::run(filter, tests::TESTS);
+        let all: alloc::vec::Vec<ktest::Test> =
+            tests::TESTS.iter().chain(tests_iommu::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
+        ktest::run(filter, &all);
     }
     let mut ticks = 0;
     while ticks < 5 {

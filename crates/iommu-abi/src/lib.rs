@@ -9,6 +9,8 @@
 //! * [`types`]: handles, rights, permissions, ranges, fault records, unit information.
 //! * [`wire`]: the fixed eight-word message layout, with total, validating decoders.
 //! * [`client`]: typed stubs over a [`Transport`] (the kernel IPC call).
+//! * [`kernel_ipc`]: how those eight words travel over the kernel's four-word IPC (a shared
+//!   message window per client).
 //!
 //! The server-side dispatcher lives in `iommu-core` (which depends on this crate for the
 //! shared error type; the reverse dependency would be a cycle). The driver-facing reference
@@ -17,6 +19,7 @@
 
 pub mod client;
 pub mod error;
+pub mod kernel_ipc;
 pub mod types;
 pub mod wire;
 

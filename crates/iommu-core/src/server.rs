@@ -765,9 +765,10 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let fault = self.resolve_optional(client, options.fault, ObjectKind::Fault, Rights::ATTACH)?;
         let unit = self.device(device).unit;
         let caps = self.unit_caps(unit);
+        // A fault queue is allowed on every unit: it receives the unrecoverable faults of the
+        // attached devices everywhere, and page requests only where the unit has them.
         if (options.nest_parent && !caps.contains(UnitCaps::NESTING))
             || (options.dirty_tracking && !caps.contains(UnitCaps::DIRTY_TRACKING))
-            || (fault.is_some() && !caps.contains(UnitCaps::PAGE_REQUESTS))
         {
             return Err(Error::NotSupported);
         }
@@ -827,10 +828,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
         stage1.validate()?;
         let info = self.backend.unit_info(unit).ok_or(Error::NotSupported)?;
-        if !info.caps.contains(UnitCaps::NESTING)
-            || stage1.format.unit_kind() != info.kind
-            || (fault.is_some() && !info.caps.contains(UnitCaps::PAGE_REQUESTS))
-        {
+        if !info.caps.contains(UnitCaps::NESTING) || stage1.format.unit_kind() != info.kind {
             return Err(Error::NotSupported);
         }
         self.check_handle_space(client)?;

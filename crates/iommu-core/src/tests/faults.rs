@@ -129,3 +129,19 @@ fn sva_faults_route_by_pasid() {
     let record = h.server.fault_read(A, fault, 8).unwrap().records[0];
     assert_eq!((record.device, record.pasid, record.reason), (device, Some(pasid), FaultReason::PageRequest));
 }
+
+#[test]
+fn units_without_page_requests_still_queue_unrecoverable_faults() {
+    let mut h = harness();
+    let ioas = h.server.ioas_alloc(A).unwrap();
+    let device = h.bind(A, SMMU, SMMU_DEV);
+    let fault = h.server.fault_alloc(A).unwrap();
+    let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { fault: Some(fault), ..Default::default() }).unwrap();
+    h.server.device_attach(A, device, hwpt, None).unwrap();
+    let translation = FaultEvent { unit: SMMU, rid: SMMU_DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0 };
+    assert_eq!(h.server.deliver_fault(translation), FaultDelivery::Queued);
+    let records = h.server.fault_read(A, fault, 8).unwrap().records;
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].device, records[0].iova, records[0].access), (device, 0x5000, Access::READ));
+    h.assert_clean();
+}

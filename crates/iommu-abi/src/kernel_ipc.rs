@@ -1,0 +1,100 @@
+//! How the eight-word messages of [`crate::wire`] travel over the kernel's IPC, whose `call`
+//! carries only four words and one capability each way.
+//!
+//! Every client owns a *message window*: one page of a memory object it allocated and shares
+//! with the server once, with [`CONNECT`]. Afterwards each operation is one kernel `call`:
+//!
+//! ```text
+//! client: writes the 8 request words to window[0..8]
+//!         call(ep, cap?, [REQUEST, 0, 0, 0])   cap: the operation's capability, if it takes one
+//! server: copies window[0..8] out (the client could change it meanwhile), dispatches,
+//!         writes the 8 reply words to window[0..8]
+//!         reply([status, 0, 0, 0])             status = reply word 0 (0 or an Error code)
+//! ```
+//!
+//! Transport-level failures (no window yet, a malformed transport word) are answered in the
+//! IPC reply only, with the window untouched. The client is the endpoint *badge* the kernel
+//! attaches to its messages: the root task gives each client its own badged copy.
+//!
+//! The window page must be mapped writable by the client and sent as a capability with READ
+//! and WRITE (a derived copy: the client keeps its own mapping). The server maps it until the
+//! client disconnects or its process ends.
+
+use crate::wire::{Message, MESSAGE_WORDS};
+
+/// Transport word 0: the capability sent is the client's message window; the client is
+/// registered with the server. Reply: status only.
+pub const CONNECT: u64 = 1;
+/// Transport word 0: an operation's request is in the window; its reply will be too.
+pub const REQUEST: u64 = 2;
+/// Transport word 0: the client is done; the server tears down what it owns and unmaps the
+/// window. Reply: status only.
+pub const DISCONNECT: u64 = 3;
+
+/// Transport status: the client has no window yet (send [`CONNECT`] first).
+pub const STATUS_NOT_CONNECTED: u64 = 0x1_0000;
+/// Transport status: the window capability is not a writable memory object of one page or
+/// more, or the client is already connected.
+pub const STATUS_BAD_WINDOW: u64 = 0x1_0001;
+/// Transport status: unknown transport word 0, or non-zero words 1..4.
+pub const STATUS_BAD_TRANSPORT: u64 = 0x1_0002;
+/// Transport status: the server serves no more clients.
+pub const STATUS_TOO_MANY_CLIENTS: u64 = 0x1_0003;
+
+/// Bytes of the window the protocol uses: one message.
+pub const WINDOW_BYTES: usize = MESSAGE_WORDS * 8;
+
+/// Reads a message out of a window, word by word with volatile loads (the other side may write
+/// the page concurrently; each word is read exactly once).
+///
+/// # Safety
+/// `window` must point to at least [`WINDOW_BYTES`] readable, 8-byte aligned bytes.
+pub unsafe fn read_window(window: *const u64) -> Message {
+    let mut message = [0u64; MESSAGE_WORDS];
+    for (index, word) in message.iter_mut().enumerate() {
+        // SAFETY: in bounds and aligned by the caller's contract.
+        *word = unsafe { core::ptr::read_volatile(window.add(index)) };
+    }
+    message
+}
+
+/// Writes a message into a window with volatile stores.
+///
+/// # Safety
+/// `window` must point to at least [`WINDOW_BYTES`] writable, 8-byte aligned bytes.
+pub unsafe fn write_window(window: *mut u64, message: &Message) {
+    for (index, word) in message.iter().enumerate() {
+        // SAFETY: in bounds and aligned by the caller's contract.
+        unsafe { core::ptr::write_volatile(window.add(index), *word) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_round_trip_preserves_every_word() {
+        let mut page = [0u64; 512];
+        let message: Message = [1, 2, 3, u64::MAX, 5, 6, 7, 0x8000_0000_0000_0000];
+        // SAFETY: the page holds 512 aligned words.
+        unsafe { write_window(page.as_mut_ptr(), &message) };
+        assert_eq!(&page[..8], &message);
+        assert!(page[8..].iter().all(|&w| w == 0), "only the message words are written");
+        // SAFETY: as above.
+        assert_eq!(unsafe { read_window(page.as_ptr()) }, message);
+    }
+
+    #[test]
+    fn transport_codes_are_distinct_and_outside_error_codes() {
+        let statuses = [STATUS_NOT_CONNECTED, STATUS_BAD_WINDOW, STATUS_BAD_TRANSPORT, STATUS_TOO_MANY_CLIENTS];
+        for (i, a) in statuses.iter().enumerate() {
+            assert!(crate::Error::from_code(*a as u32).is_none(), "{a:#x} collides with an Error code");
+            for b in &statuses[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_ne!(CONNECT, REQUEST);
+        assert_ne!(REQUEST, DISCONNECT);
+    }
+}

@@ -1,0 +1,83 @@
+//! QEMU's `edu` device (PCI 1234:11e8): identification, liveness and its DMA engine.
+
+use userlib::syscall;
+
+/// Register offsets (those below 0x80 take 4-byte accesses only).
+mod reg {
+    pub const IDENTIFICATION: usize = 0x00;
+    pub const LIVENESS: usize = 0x04;
+    pub const DMA_SOURCE: usize = 0x80;
+    pub const DMA_DESTINATION: usize = 0x88;
+    pub const DMA_COUNT: usize = 0x90;
+    pub const DMA_COMMAND: usize = 0x98;
+}
+
+/// DMA command bits.
+mod cmd {
+    pub const RUN: u64 = 1 << 0;
+    pub const TO_RAM: u64 = 1 << 1;
+}
+
+/// The expected identification register: version 1.0, "ed".
+pub const IDENTIFICATION: u32 = 0x0100_00ed;
+/// The device's internal buffer (bus addresses of DMA on the device side).
+pub const BUFFER: u64 = 0x40000;
+
+/// Instructions (TSC ticks) to wait for one DMA: the device takes 100 ms of virtual time.
+const DMA_TIMEOUT: u64 = 20_000_000_000;
+
+pub struct Edu {
+    base: *mut u8,
+}
+
+impl Edu {
+    /// # Safety
+    /// `base` must map the device's BAR0 (at least its first page) for the life of the value.
+    pub unsafe fn new(base: u64) -> Edu {
+        Edu { base: base as *mut u8 }
+    }
+
+    fn read32(&self, offset: usize) -> u32 {
+        // SAFETY: an aligned register in the mapped first page of BAR0.
+        unsafe { core::ptr::read_volatile(self.base.add(offset) as *const u32) }
+    }
+    fn write32(&self, offset: usize, value: u32) {
+        // SAFETY: as in `read32`.
+        unsafe { core::ptr::write_volatile(self.base.add(offset) as *mut u32, value) }
+    }
+    fn read64(&self, offset: usize) -> u64 {
+        // SAFETY: as in `read32`; the DMA registers take 8-byte accesses.
+        unsafe { core::ptr::read_volatile(self.base.add(offset) as *const u64) }
+    }
+    fn write64(&self, offset: usize, value: u64) {
+        // SAFETY: as in `read64`.
+        unsafe { core::ptr::write_volatile(self.base.add(offset) as *mut u64, value) }
+    }
+
+    pub fn identification(&self) -> u32 {
+        self.read32(reg::IDENTIFICATION)
+    }
+
+    /// Whether the device answers: the liveness register reads back the complement.
+    pub fn is_alive(&self) -> bool {
+        self.write32(reg::LIVENESS, 0x1234_5678);
+        self.read32(reg::LIVENESS) == !0x1234_5678
+    }
+
+    /// Runs one DMA of `count` bytes and waits until the device reports it finished (which it
+    /// also does when the IOMMU refused the transfer: edu does not report DMA errors).
+    pub fn dma(&self, source: u64, destination: u64, count: u64, to_ram: bool) -> Result<(), &'static str> {
+        self.write64(reg::DMA_SOURCE, source);
+        self.write64(reg::DMA_DESTINATION, destination);
+        self.write64(reg::DMA_COUNT, count);
+        self.write64(reg::DMA_COMMAND, cmd::RUN | if to_ram { cmd::TO_RAM } else { 0 });
+        let start = syscall::instruction_counter();
+        while self.read64(reg::DMA_COMMAND) & cmd::RUN != 0 {
+            if syscall::instruction_counter() - start > DMA_TIMEOUT {
+                return Err("edu DMA did not finish");
+            }
+            syscall::yield_now();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,312 @@
+//! Driver for QEMU's `edu` device as a client of the IOMMU server, and the scenarios the
+//! IOMMU kernel tests (kernel/src/tests_iommu.rs) run with it. The start argument selects the
+//! scenario; the exit code is 0 when every check of the scenario held, else the number of the
+//! failed check (the reason is printed).
+#![no_std]
+#![no_main]
+
+mod edu;
+mod transport;
+
+use edu::Edu;
+use iommu_abi::wire::{Message, Opcode};
+use iommu_abi::{Access, Error, FaultReason, HwptOptions, Iommu, IovaChoice, Perm, PAGE_SIZE};
+use kernel_abi::{map_flags, mem_flags, Rights};
+use transport::{WindowPlace, WindowTransport};
+use userlib::{println, syscall};
+
+userlib::entry!(main);
+
+/// Scenarios; keep in sync with kernel/src/tests_iommu.rs.
+mod scenario {
+    /// Bind, attach, map, DMA RAM → device → RAM, unmap, DMA again and see the fault.
+    pub const DMA: u64 = 1;
+    /// Requests a hostile driver could make, over two client connections.
+    pub const HOSTILE: u64 = 2;
+    /// Bind, attach, map 16 pages, then spin until killed.
+    pub const HOLD: u64 = 3;
+    /// Map/unmap costs through IPC.
+    pub const BENCH: u64 = 4;
+}
+
+/// Capability slots the root task fills; keep in sync with kernel/src/tests_iommu.rs.
+mod slot {
+    /// Endpoint to the IOMMU server (WRITE, GRANT; badged).
+    pub const SERVER: u64 = 1;
+    /// MMIO of the edu device's BAR0 (READ, WRITE, GRANT, DERIVE).
+    pub const DEVICE: u64 = 2;
+    /// A second endpoint to the server with another badge (HOSTILE only).
+    pub const SECOND_SERVER: u64 = 3;
+    // Slots the driver allocates.
+    pub const WINDOW: u64 = 10;
+    pub const WINDOW_COPY: u64 = 11;
+    pub const OUTGOING: u64 = 12;
+    pub const SECOND_WINDOW: u64 = 13;
+    pub const SECOND_WINDOW_COPY: u64 = 14;
+    pub const SECOND_OUTGOING: u64 = 15;
+    pub const BUFFER: u64 = 20;
+    pub const READ_ONLY_BUFFER: u64 = 21;
+    pub const LARGE_BUFFER: u64 = 22;
+}
+
+/// The driver's address space.
+mod va {
+    pub const DEVICE: u64 = 0x1000_0000;
+    pub const WINDOW: u64 = 0x1100_0000;
+    pub const SECOND_WINDOW: u64 = 0x1101_0000;
+    pub const BUFFER: u64 = 0x2000_0000;
+}
+
+/// IOVA of the DMA destination page (inside every aperture QEMU offers: 39 bits and up).
+const DESTINATION_IOVA: u64 = 0x1000_0000;
+/// Instructions to wait for a fault record to reach the queue.
+const FAULT_TIMEOUT: u64 = 20_000_000_000;
+
+type Client = Iommu<WindowTransport>;
+
+fn main(arg: u64) -> u64 {
+    let outcome = match arg & 0xff {
+        scenario::DMA => dma_through_iommu(),
+        scenario::HOSTILE => hostile_requests(),
+        scenario::HOLD => hold_until_killed(),
+        scenario::BENCH => bench_ipc(),
+        _ => Err((99, "unknown scenario")),
+    };
+    match outcome {
+        Ok(()) => 0,
+        Err((code, why)) => {
+            println!("edu-driver: check {code} failed: {why}");
+            code
+        }
+    }
+}
+
+type Outcome = Result<(), (u64, &'static str)>;
+
+fn check(condition: bool, code: u64, why: &'static str) -> Outcome {
+    if condition {
+        Ok(())
+    } else {
+        Err((code, why))
+    }
+}
+
+fn expect_error<T: core::fmt::Debug>(result: Result<T, Error>, expected: Error, code: u64, what: &'static str) -> Outcome {
+    match result {
+        Err(error) if error == expected => {
+            println!("edu-driver: {what}: refused with {expected:?}, as it must be");
+            Ok(())
+        }
+        other => {
+            println!("edu-driver: {what}: expected {expected:?}, got {other:?}");
+            Err((code, what))
+        }
+    }
+}
+
+fn connect_first() -> Result<Client, (u64, &'static str)> {
+    let place = WindowPlace { window_slot: slot::WINDOW, window_copy_slot: slot::WINDOW_COPY, outgoing_slot: slot::OUTGOING, virt: va::WINDOW };
+    WindowTransport::connect(slot::SERVER, &place).map_err(|status| {
+        println!("edu-driver: connect failed with status {status:#x}");
+        (1, "connect to the IOMMU server")
+    })
+}
+
+/// Maps BAR0's first page and checks the device is an edu that answers.
+fn open_device() -> Result<Edu, (u64, &'static str)> {
+    syscall::mmio_map(slot::DEVICE, va::DEVICE, 0, 1).map_err(|_| (2, "map BAR0"))?;
+    // SAFETY: BAR0's first page was just mapped and stays mapped.
+    let edu = unsafe { Edu::new(va::DEVICE) };
+    check(edu.identification() == edu::IDENTIFICATION, 3, "edu identification register")?;
+    check(edu.is_alive(), 4, "edu liveness register")?;
+    Ok(edu)
+}
+
+/// Allocates and maps `pages` pages of memory in `slot` at `va::BUFFER`.
+fn buffer(slot: u64, pages: u64, flags: u64) -> Result<&'static mut [u8], (u64, &'static str)> {
+    syscall::mem_alloc(pages, slot, flags).map_err(|_| (5, "allocate the buffer"))?;
+    syscall::mem_map(slot, va::BUFFER, 0, pages, map_flags::WRITE).map_err(|_| (6, "map the buffer"))?;
+    // SAFETY: the pages were just mapped writable at va::BUFFER, for this process only, and
+    // stay mapped while the program runs.
+    Ok(unsafe { core::slice::from_raw_parts_mut(va::BUFFER as *mut u8, (pages * PAGE_SIZE) as usize) })
+}
+
+fn dma_through_iommu() -> Outcome {
+    let mut iommu = connect_first()?;
+    let edu = open_device()?;
+    let device = iommu.device_bind(slot::DEVICE).map_err(|_| (10, "device_bind"))?;
+    let info = iommu.get_info(device).map_err(|_| (11, "get_info"))?;
+    println!("edu-driver: bound the edu device as handle {}, on unit {} ({:?})", device.0 .0, info.unit, info.kind);
+    let ioas = iommu.ioas_alloc().map_err(|_| (12, "ioas_alloc"))?;
+    let faults = iommu.fault_alloc().map_err(|_| (13, "fault_alloc"))?;
+    let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions { fault: Some(faults), ..Default::default() }).map_err(|_| (14, "hwpt_alloc"))?;
+    iommu.device_attach(device, hwpt, None).map_err(|_| (15, "device_attach"))?;
+
+    let memory = buffer(slot::BUFFER, 2, 0)?;
+    let (source, destination) = memory.split_at_mut(PAGE_SIZE as usize);
+    for (i, byte) in source.iter_mut().enumerate() {
+        *byte = (i * 7 + 3) as u8;
+    }
+    let source_iova = iommu.ioas_map(ioas, slot::BUFFER, 0, PAGE_SIZE, IovaChoice::Auto, Perm::READ).map_err(|_| (16, "map the source page"))?;
+    let destination_iova = iommu
+        .ioas_map(ioas, slot::BUFFER, PAGE_SIZE, PAGE_SIZE, IovaChoice::Fixed(DESTINATION_IOVA), Perm::WRITE)
+        .or_else(|error| {
+            // First-level (x86 paging format) entries cannot say "write but not read".
+            println!("edu-driver: write-only mapping refused ({error:?}); mapping read-write");
+            iommu.ioas_map(ioas, slot::BUFFER, PAGE_SIZE, PAGE_SIZE, IovaChoice::Fixed(DESTINATION_IOVA), Perm::READ_WRITE)
+        })
+        .map_err(|_| (17, "map the destination page"))?;
+    println!("edu-driver: source page at IOVA {source_iova:#x}, destination page at IOVA {destination_iova:#x}");
+
+    edu.dma(source_iova, edu::BUFFER, PAGE_SIZE, false).map_err(|why| (18, why))?;
+    edu.dma(edu::BUFFER, destination_iova, PAGE_SIZE, true).map_err(|why| (19, why))?;
+    let mismatch = source.iter().zip(destination.iter()).position(|(a, b)| a != b);
+    if let Some(at) = mismatch {
+        println!("edu-driver: byte {at}: wrote {:#x}, read back {:#x}", source[at], destination[at]);
+    }
+    check(mismatch.is_none(), 20, "RAM -> device -> RAM copy differs")?;
+    println!("edu-driver: DMA RAM -> device -> RAM through the IOMMU: all {PAGE_SIZE} bytes match");
+    let quiet = iommu.fault_read(faults).map_err(|_| (21, "fault_read"))?;
+    check(quiet.records().count() == 0, 22, "fault reported for a mapped DMA")?;
+
+    let unmapped = iommu.ioas_unmap(ioas, destination_iova, PAGE_SIZE).map_err(|_| (23, "ioas_unmap"))?;
+    check(unmapped == PAGE_SIZE, 24, "unmap length")?;
+    destination.fill(0x5a);
+    edu.dma(edu::BUFFER, destination_iova, PAGE_SIZE, true).map_err(|why| (25, why))?;
+    let start = syscall::instruction_counter();
+    let record = loop {
+        let batch = iommu.fault_read(faults).map_err(|_| (26, "fault_read"))?;
+        if let Some(record) = batch.records().next() {
+            break *record;
+        }
+        if syscall::instruction_counter() - start > FAULT_TIMEOUT {
+            return Err((27, "no fault record after DMA to an unmapped IOVA"));
+        }
+        syscall::yield_now();
+    };
+    println!(
+        "edu-driver: fault record: device {} iova {:#x} access {:#x} reason {:?}",
+        record.device.0, record.iova, record.access.bits(), record.reason
+    );
+    check(record.device == device.handle(), 28, "fault names another device")?;
+    check(record.iova == destination_iova, 29, "fault address is not the unmapped IOVA")?;
+    check(record.access == Access::WRITE, 30, "fault direction is not a write")?;
+    check(record.reason == FaultReason::Translation, 31, "fault reason is not a translation fault")?;
+    check(destination.iter().all(|&b| b == 0x5a), 32, "DMA after unmap changed memory")?;
+    println!("edu-driver: DMA after unmap faulted with the right device, address and direction; memory untouched");
+    Ok(())
+}
+
+fn hostile_requests() -> Outcome {
+    let mut first = connect_first()?;
+    let _edu = open_device()?;
+    let second_place = WindowPlace {
+        window_slot: slot::SECOND_WINDOW,
+        window_copy_slot: slot::SECOND_WINDOW_COPY,
+        outgoing_slot: slot::SECOND_OUTGOING,
+        virt: va::SECOND_WINDOW,
+    };
+    // Before connecting, the second client's requests are refused at the transport.
+    let early = userlib::syscall::call(slot::SECOND_SERVER, kernel_abi::NO_CAP, [iommu_abi::kernel_ipc::REQUEST, 0, 0, 0]);
+    check(early.map(|r| r.words[0]) == Ok(iommu_abi::kernel_ipc::STATUS_NOT_CONNECTED), 40, "request before connect accepted")?;
+    let mut second = WindowTransport::connect(slot::SECOND_SERVER, &second_place).map_err(|_| (41, "connect second client"))?;
+
+    let device = first.device_bind(slot::DEVICE).map_err(|_| (42, "device_bind"))?;
+    let ioas = first.ioas_alloc().map_err(|_| (43, "ioas_alloc"))?;
+    let hwpt = first.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (44, "hwpt_alloc"))?;
+    first.device_attach(device, hwpt, None).map_err(|_| (45, "device_attach"))?;
+    let _memory = buffer(slot::BUFFER, 2, 0)?;
+
+    // Another client's objects: handle numbers are per client, the second client has none.
+    expect_error(second.ioas_map(ioas, slot::BUFFER, 0, PAGE_SIZE, IovaChoice::Auto, Perm::READ), Error::NoSuchObject, 46, "map into another client's IOAS")?;
+    expect_error(second.destroy(hwpt.handle()), Error::NoSuchObject, 47, "destroy another client's HWPT")?;
+    expect_error(second.device_bind(slot::DEVICE), Error::DeviceAlreadyBound, 48, "bind a device another client bound")?;
+    // Memory the driver may not give: not memory at all, and read-only memory for writing.
+    expect_error(first.ioas_map(ioas, slot::DEVICE, 0, PAGE_SIZE, IovaChoice::Auto, Perm::READ), Error::BadCapability, 49, "map an MMIO capability as memory")?;
+    syscall::cap_derive(slot::BUFFER, slot::READ_ONLY_BUFFER, Rights::READ.union(Rights::GRANT).union(Rights::DERIVE), 0).map_err(|_| (50, "derive read-only"))?;
+    expect_error(first.ioas_map(ioas, slot::READ_ONLY_BUFFER, 0, PAGE_SIZE, IovaChoice::Auto, Perm::READ_WRITE), Error::PermissionDenied, 51, "map read-only memory writable")?;
+    // Bad ranges.
+    expect_error(first.ioas_map(ioas, slot::BUFFER, 4 * PAGE_SIZE, PAGE_SIZE, IovaChoice::Auto, Perm::READ), Error::OutOfObjectRange, 52, "map beyond the memory object")?;
+    expect_error(first.ioas_map(ioas, slot::BUFFER, 0, 100, IovaChoice::Auto, Perm::READ), Error::Unaligned, 53, "map an unaligned length")?;
+    expect_error(first.ioas_map(ioas, slot::BUFFER, 0, 0, IovaChoice::Auto, Perm::READ), Error::ZeroLength, 54, "map zero bytes")?;
+    expect_error(first.ioas_map(ioas, slot::BUFFER, u64::MAX & !(PAGE_SIZE - 1), 2 * PAGE_SIZE, IovaChoice::Auto, Perm::READ), Error::Overflow, 55, "map a wrapping range")?;
+    expect_error(first.ioas_map(ioas, slot::BUFFER, 0, PAGE_SIZE, IovaChoice::Fixed(0xFEE0_0000), Perm::READ), Error::ReservedRegion, 56, "map over the MSI window")?;
+    expect_error(first.ioas_map(ioas, slot::BUFFER, 0, PAGE_SIZE, IovaChoice::Fixed(1 << 60), Perm::READ), Error::OutsideAperture, 57, "map outside the aperture")?;
+    expect_error(first.ioas_unmap(ioas, DESTINATION_IOVA, PAGE_SIZE), Error::NotMapped, 58, "unmap what is not mapped")?;
+    // Wrong object types and malformed messages.
+    expect_error(first.device_attach(device, iommu_abi::HwptId(ioas.handle()), None), Error::WrongType, 59, "attach to an IOAS as if it were an HWPT")?;
+    let mut unknown: Message = [0; 8];
+    unknown[0] = 999;
+    let (reply, _) = iommu_abi::Transport::call(first.transport_mut(), &unknown, None);
+    check(reply[0] == u64::from(Error::UnknownOpcode.code()), 60, "unknown opcode accepted")?;
+    let mut reserved: Message = [0; 8];
+    reserved[0] = Opcode::IoasAlloc as u64;
+    reserved[5] = 1;
+    let (reply, _) = iommu_abi::Transport::call(first.transport_mut(), &reserved, None);
+    check(reply[0] == u64::from(Error::ReservedBitsSet.code()), 61, "reserved argument word accepted")?;
+    check(first.transport_mut().raw([77, 0, 0, 0]) == iommu_abi::kernel_ipc::STATUS_BAD_TRANSPORT, 62, "unknown transport word accepted")?;
+
+    // The server carries on: valid requests of both clients still work.
+    let iova = first.ioas_map(ioas, slot::BUFFER, 0, 2 * PAGE_SIZE, IovaChoice::Auto, Perm::READ_WRITE).map_err(|_| (63, "valid map after hostile requests"))?;
+    check(first.ioas_unmap(ioas, iova, 2 * PAGE_SIZE) == Ok(2 * PAGE_SIZE), 64, "valid unmap after hostile requests")?;
+    let own = second.ioas_alloc().map_err(|_| (65, "second client's own IOAS"))?;
+    second.destroy(own.handle()).map_err(|_| (66, "second client destroys its own IOAS"))?;
+    check(second.transport_mut().disconnect() == 0, 67, "disconnect")?;
+    println!("edu-driver: every hostile request was refused with its own error; the server still serves");
+    Ok(())
+}
+
+fn hold_until_killed() -> Outcome {
+    const PAGES: u64 = 16;
+    let mut iommu = connect_first()?;
+    let _edu = open_device()?;
+    let device = iommu.device_bind(slot::DEVICE).map_err(|_| (70, "device_bind"))?;
+    let ioas = iommu.ioas_alloc().map_err(|_| (71, "ioas_alloc"))?;
+    let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (72, "hwpt_alloc"))?;
+    iommu.device_attach(device, hwpt, None).map_err(|_| (73, "device_attach"))?;
+    let _memory = buffer(slot::BUFFER, PAGES, 0)?;
+    let iova = iommu.ioas_map(ioas, slot::BUFFER, 0, PAGES * PAGE_SIZE, IovaChoice::Auto, Perm::READ_WRITE).map_err(|_| (74, "map"))?;
+    println!("edu-driver: {PAGES} pages mapped at IOVA {iova:#x}; waiting to be killed");
+    loop {
+        syscall::yield_now();
+    }
+}
+
+fn bench_ipc() -> Outcome {
+    const TWO_MIB: u64 = 2 << 20;
+    let mut iommu = connect_first()?;
+    let _edu = open_device()?;
+    let device = iommu.device_bind(slot::DEVICE).map_err(|_| (80, "device_bind"))?;
+    let ioas = iommu.ioas_alloc().map_err(|_| (81, "ioas_alloc"))?;
+    let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (82, "hwpt_alloc"))?;
+    iommu.device_attach(device, hwpt, None).map_err(|_| (83, "device_attach"))?;
+    // Contiguous and (being size-aligned) 2 MiB aligned: the 2 MiB map can be one large page.
+    let _memory = buffer(slot::LARGE_BUFFER, TWO_MIB / PAGE_SIZE, mem_flags::CONTIGUOUS)?;
+    let base = 0x4000_0000u64;
+
+    let round = |label: &str, length: u64, pieces: u64, iommu: &mut Client| -> Outcome {
+        let piece = length / pieces;
+        let start = syscall::instruction_counter();
+        for i in 0..pieces {
+            iommu
+                .ioas_map(ioas, slot::LARGE_BUFFER, i * piece, piece, IovaChoice::Fixed(base + i * piece), Perm::READ_WRITE)
+                .map_err(|_| (84, "bench map"))?;
+        }
+        for i in 0..pieces {
+            check(iommu.ioas_unmap(ioas, base + i * piece, piece) == Ok(piece), 85, "bench unmap")?;
+        }
+        let spent = syscall::instruction_counter() - start;
+        println!("bench: ipc map+unmap {label} {spent} guest instructions");
+        Ok(())
+    };
+    // The first round also pays for the page tables; measure the second.
+    round("4KiB (cold)", PAGE_SIZE, 1, &mut iommu)?;
+    round("4KiB", PAGE_SIZE, 1, &mut iommu)?;
+    round("2MiB", TWO_MIB, 1, &mut iommu)?;
+    round("256x4KiB", 256 * PAGE_SIZE, 256, &mut iommu)?;
+    let start = syscall::instruction_counter();
+    let _ = iommu.get_info(device).map_err(|_| (86, "get_info"))?;
+    let spent = syscall::instruction_counter() - start;
+    println!("bench: ipc get_info round trip {spent} guest instructions");
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The client side of `iommu_abi::kernel_ipc`: a message window shared with the server, and
+//! an `iommu_abi::Transport` that sends each request through it.
+
+use iommu_abi::kernel_ipc;
+use iommu_abi::wire::Message;
+use iommu_abi::{Error, Iommu, Transport};
+use kernel_abi::{map_flags, Rights, NO_CAP};
+use userlib::syscall;
+
+/// A connection to the IOMMU server.
+pub struct WindowTransport {
+    endpoint: u64,
+    window: *mut u64,
+    /// Empty slot that receives the derived copy of each capability sent (the call moves it).
+    outgoing: u64,
+    /// Status of the last IPC reply (0, an `Error` code, or a `kernel_ipc` status).
+    pub last_ipc_status: u64,
+}
+
+/// Where the window lives in the driver, and the slots it needs.
+pub struct WindowPlace {
+    pub window_slot: u64,
+    pub window_copy_slot: u64,
+    pub outgoing_slot: u64,
+    pub virt: u64,
+}
+
+impl WindowTransport {
+    /// Allocates and maps a window page and registers it with the server behind `endpoint`.
+    pub fn connect(endpoint: u64, place: &WindowPlace) -> Result<Iommu<WindowTransport>, u64> {
+        let kernel = |e: kernel_abi::Error| e as u64;
+        syscall::mem_alloc(1, place.window_slot, 0).map_err(kernel)?;
+        syscall::mem_map(place.window_slot, place.virt, 0, 1, map_flags::WRITE).map_err(kernel)?;
+        // The server gets a copy: sending the original would take this process's right to it.
+        let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT);
+        syscall::cap_derive(place.window_slot, place.window_copy_slot, rights, 0).map_err(kernel)?;
+        let reply = syscall::call(endpoint, place.window_copy_slot, [kernel_ipc::CONNECT, 0, 0, 0]).map_err(kernel)?;
+        if reply.words[0] != 0 {
+            return Err(reply.words[0]);
+        }
+        Ok(Iommu::new(WindowTransport { endpoint, window: place.virt as *mut u64, outgoing: place.outgoing_slot, last_ipc_status: 0 }))
+    }
+
+    /// One raw transport call (for tests of the server's transport checks).
+    pub fn raw(&mut self, words: [u64; 4]) -> u64 {
+        match syscall::call(self.endpoint, NO_CAP, words) {
+            Ok(reply) => reply.words[0],
+            Err(error) => error as u64,
+        }
+    }
+
+    /// Tells the server this client is done.
+    pub fn disconnect(&mut self) -> u64 {
+        self.raw([kernel_ipc::DISCONNECT, 0, 0, 0])
+    }
+}
+
+impl Transport for WindowTransport {
+    fn call(&mut self, msg: &Message, cap: Option<u64>) -> (Message, Option<u64>) {
+        let failed = |error: Error| {
+            let mut reply = [0u64; 8];
+            reply[0] = u64::from(error.code());
+            (reply, None)
+        };
+        let sent = match cap {
+            Some(slot) => {
+                // A copy with the same rights as the original (derivation never adds rights).
+                if syscall::cap_derive(slot, self.outgoing, Rights::ALL, 0).is_err() {
+                    return failed(Error::BadCapability);
+                }
+                self.outgoing
+            }
+            None => NO_CAP,
+        };
+        // SAFETY: the window page is mapped writable for the life of the connection.
+        unsafe { kernel_ipc::write_window(self.window, msg) };
+        let reply = syscall::call(self.endpoint, sent, [kernel_ipc::REQUEST, 0, 0, 0]);
+        if sent != NO_CAP {
+            // Normally moved to the server; still here only if the call failed before.
+            let _ = syscall::cap_delete(sent);
+        }
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(_) => return failed(Error::MalformedReply),
+        };
+        self.last_ipc_status = reply.words[0];
+        // SAFETY: as above.
+        let message = unsafe { kernel_ipc::read_window(self.window) };
+        if message[0] != reply.words[0] {
+            // A transport-level refusal: the window holds our request, not a reply.
+            return failed(Error::MalformedReply);
+        }
+        (message, reply.cap_received.then_some(0))
+    }
+}

@@ -1,0 +1,23 @@
+//! The server's virtual address space (the image sits at 4 MiB, the stack just below the top).
+
+/// The heap.
+pub const HEAP: u64 = 0x1000_0000;
+pub const HEAP_PAGES: u64 = 1024;
+/// Scratch window for reading firmware memory one piece at a time.
+pub const FIRMWARE_WINDOW: u64 = 0x2000_0000;
+pub const FIRMWARE_WINDOW_PAGES: u64 = 64;
+/// The VT-d register pages.
+pub const VTD_REGISTERS: u64 = 0x2100_0000;
+/// PCI configuration space: bus `b` of the ECAM window at `ECAM + b MiB`.
+pub const ECAM: u64 = 0x3000_0000;
+/// DMA memory for IOMMU tables, handed out upwards.
+pub const DMA: u64 = 0x4000_0000;
+/// Client message windows: client `badge` at `WINDOWS + badge pages`.
+pub const WINDOWS: u64 = 0x5000_0000;
+/// The status page.
+pub const STATUS: u64 = 0x5100_0000;
+/// The event thread's stack.
+pub const EVENT_STACK: u64 = 0x5200_0000;
+pub const EVENT_STACK_PAGES: u64 = 16;
+
+pub const PAGE: u64 = 4096;

@@ -1,0 +1,57 @@
+//! The server's capability space: which slot holds what. The root task (the kernel tests in
+//! `kernel/src/tests_iommu.rs`, which keep a copy of these numbers) fills the fixed slots
+//! before starting the server; the server allocates the rest itself.
+
+/// Endpoint (READ) on which clients' requests arrive; clients hold badged copies.
+pub const REQUESTS: u64 = 1;
+/// DmaAuthority (CONTROL): lets the server pin memory and learn physical addresses.
+pub const DMA_AUTHORITY: u64 = 2;
+/// MMIO (READ, WRITE) of the VT-d register page(s).
+pub const VTD_REGISTERS: u64 = 3;
+/// MMIO (READ, WRITE) of the PCI ECAM window.
+pub const ECAM: u64 = 4;
+/// MMIO of the PCI memory window; device capabilities must lie inside it.
+pub const PCI_MMIO: u64 = 5;
+/// IRQ (CONTROL) of the MSI line the VT-d fault event is programmed to raise.
+pub const FAULT_IRQ: u64 = 6;
+/// Memory object (READ, WRITE) of one page: the status page the root task reads
+/// (layout in `status`). Optional.
+pub const STATUS_PAGE: u64 = 7;
+/// MSI line number of the capability in `FAULT_IRQ`: the server cannot ask the kernel which
+/// line an IRQ capability serves, so the root task states it by filling the slot matching the
+/// line: slot `FAULT_IRQ` serves line `MSI_LINE_BASE + FAULT_MSI_INDEX`.
+pub const FAULT_MSI_INDEX: u32 = 0;
+/// First of up to `FIRMWARE_COUNT` read-only MMIO capabilities of firmware memory (the BIOS
+/// area holding the RSDP and the ranges holding ACPI tables).
+pub const FIRMWARE_FIRST: u64 = 16;
+pub const FIRMWARE_COUNT: u64 = 16;
+/// Slot `CLIENT_PROCESS_BASE + badge` holds a READ-only process capability of the client
+/// whose endpoint badge is `badge` (1..=MAX_CLIENTS): the server watches it and tears the
+/// client down when the process ends, whatever it was doing.
+pub const CLIENT_PROCESS_BASE: u64 = 32;
+/// Clients the server serves at once (badges 1..=MAX_CLIENTS).
+pub const MAX_CLIENTS: u64 = 16;
+
+/// The notification the fault IRQ and the client-process watches signal.
+pub const EVENTS: u64 = 61;
+/// Capabilities sent with requests are received into slots from `WINDOW_BASE` up to
+/// `WINDOW_BASE + MAX_CLIENTS + 1`: a message window keeps the slot it arrived in until its
+/// client goes, any other capability is deleted after its request.
+pub const WINDOW_BASE: u64 = 64;
+/// Slots the DMA allocator takes its memory objects into, upwards.
+pub const DMA_FIRST: u64 = 96;
+pub const DMA_COUNT: u64 = 64;
+/// Scratch slot of the in-server benchmark's memory.
+pub const BENCH_MEMORY: u64 = 170;
+/// The heap's memory object.
+pub const HEAP: u64 = 171;
+/// The event thread's stack.
+pub const EVENT_STACK: u64 = 172;
+
+/// Bits of the `EVENTS` notification: bit 0 is the fault IRQ, bit `badge` the end of client
+/// `badge`'s process.
+pub const FAULT_EVENT_BIT: u64 = 0;
+
+/// Kept in step with the kernel's MSI numbering (`0xFEE00000`, data = vector `0x50 + n`).
+pub const MSI_VECTOR_BASE: u32 = 0x50;
+pub const MSI_ADDRESS: u64 = 0xFEE0_0000;

@@ -1,0 +1,440 @@
+//! The server's state, shared by its two threads, and what each thread does with it.
+//!
+//! * The main thread receives requests and dispatches them (`serve`).
+//! * The event thread waits on the `EVENTS` notification: the VT-d fault interrupt (drain the
+//!   fault records, route each to `Server::deliver_fault`) and the end of a client process
+//!   (tear the client down).
+//!
+//! Both hold the one lock while they touch the state and never while they block in the
+//! kernel. The lock yields instead of spinning: with one CPU, a spinning waiter would only
+//! burn the time slice the holder needs to finish.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use iommu_abi::kernel_ipc;
+use iommu_abi::{Access, FaultReason};
+use iommu_core::{ClientId, FaultDelivery, FaultEvent, RequesterId, Server, ServerConfig, UnitId};
+use kernel_abi::{ObjectType, Rights, Syscall};
+use userlib::{println, syscall};
+use vtd::{AccessKind, FaultKind};
+
+use crate::discovery::{self, Ecam, FirmwareMemory};
+use crate::hw::{DmaPool, MmioRegisters};
+use crate::kernel_iface::{DeviceRegistry, KernelMemory};
+use crate::layout::{self, PAGE};
+use crate::slots;
+use crate::status::{self, StatusPage};
+use crate::vtd_backend::{Unit, VtdBackend};
+
+pub type IommuServer = Server<VtdBackend, KernelMemory>;
+
+/// A connected client's message window.
+struct Window {
+    slot: u64,
+    virt: u64,
+}
+
+pub struct State {
+    pub server: IommuServer,
+    pub devices: DeviceRegistry,
+    pub status: StatusPage,
+    windows: BTreeMap<u64, Window>,
+    /// Empty slots to receive the next capability into (a window keeps the slot it came in).
+    free_receive_slots: Vec<u64>,
+    receive_slot: u64,
+    dmar_present: bool,
+}
+
+// SAFETY: the state holds raw pointers only into mappings (registers, DMA tables, windows, the
+// status page) that are process-wide and live as long as the process; the two threads that
+// share it access it only under `STATE`'s lock.
+unsafe impl Send for State {}
+
+/// Yields the CPU while waiting for the lock (see the module documentation).
+pub struct YieldRelax;
+
+impl spin::RelaxStrategy for YieldRelax {
+    fn relax() {
+        syscall::yield_now();
+    }
+}
+
+static STATE: spin::mutex::Mutex<Option<State>, YieldRelax> = spin::mutex::Mutex::new(None);
+
+pub fn install(state: State) {
+    *STATE.lock() = Some(state);
+}
+
+/// Runs `f` on the state under the lock.
+pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut guard = STATE.lock();
+    f(guard.as_mut().expect("state installed before any thread uses it"))
+}
+
+pub fn map_status_page() -> StatusPage {
+    let writable = syscall::cap_info(slots::STATUS_PAGE)
+        .is_ok_and(|(kind, rights, _)| ObjectType::from_u64(kind) == Some(ObjectType::Memory) && Rights(rights).contains(Rights::READ.union(Rights::WRITE)));
+    if writable && syscall::mem_map(slots::STATUS_PAGE, layout::STATUS, 0, 1, kernel_abi::map_flags::WRITE).is_ok() {
+        // SAFETY: just mapped writable, never unmapped.
+        unsafe { StatusPage::at(layout::STATUS as *mut u64) }
+    } else {
+        StatusPage::absent()
+    }
+}
+
+pub fn report_failure() {
+    map_status_page().set(status::STATE, status::STATE_FAILED);
+}
+
+/// Discovery and bring-up (module documentation of `main`).
+pub fn bring_up(status: StatusPage) -> Result<State, &'static str> {
+    let firmware_memory = FirmwareMemory::from_slots();
+    println!("iommu-server: {} firmware regions", firmware_memory.region_count());
+    let firmware = discovery::read_firmware(&firmware_memory)?;
+    let mut ecam = match firmware.mcfg.as_ref() {
+        Some(mcfg) => Some(Ecam::new(mcfg)?),
+        None => None,
+    };
+    let mut functions = ecam.as_mut().map(|e| e.enumerate()).unwrap_or_default();
+    status.set(status::PCI_FUNCTIONS, functions.len() as u64);
+
+    let mut dma = DmaPool::new(slots::DMA_AUTHORITY, layout::DMA);
+    let mut units: Vec<Unit> = Vec::new();
+    match firmware.dmar.as_ref() {
+        None => println!("iommu-server: no DMAR table: this machine has no VT-d unit, DMA is not remapped"),
+        Some(dmar) => {
+            status.set(status::DMAR_PRESENT, 1);
+            let (vtd_base, vtd_size) = syscall::mmio_info(slots::VTD_REGISTERS).map_err(|_| "no VT-d register capability")?;
+            let output_bits = dmar.dma_address_width().min(52) as u8;
+            // DRHD index → unit index, for matching devices.
+            let mut unit_of_drhd: Vec<Option<usize>> = Vec::new();
+            for (index, drhd) in dmar.drhds().enumerate() {
+                println!(
+                    "iommu-server: DRHD {index}: registers {:#x}, segment {}, {}, {} scopes",
+                    drhd.register_base,
+                    drhd.segment,
+                    if drhd.include_pci_all() { "INCLUDE_PCI_ALL" } else { "explicit scope" },
+                    drhd.scopes.len()
+                );
+                let inside = drhd.register_base >= vtd_base && drhd.register_base + PAGE <= vtd_base + vtd_size;
+                if !inside || !units.is_empty() {
+                    // One register capability, one mapping window: a second unit would need its own.
+                    println!("iommu-server: DRHD {index}: no register capability for it; its devices stay as firmware left them");
+                    unit_of_drhd.push(None);
+                    continue;
+                }
+                let first_page = (drhd.register_base - vtd_base) / PAGE;
+                syscall::mmio_map(slots::VTD_REGISTERS, layout::VTD_REGISTERS, first_page, 1).map_err(|_| "cannot map VT-d registers")?;
+                // SAFETY: the page was just mapped and stays mapped for the server's life.
+                let regs = unsafe { MmioRegisters::new(layout::VTD_REGISTERS, PAGE as usize) };
+                let unit = Unit::bring_up(regs, output_bits, &mut dma).map_err(|e| {
+                    println!("iommu-server: DRHD {index}: bring-up failed: {e:?}");
+                    "VT-d bring-up failed"
+                })?;
+                let (cap, ecap) = (unit.hw.capability().0, unit.hw.extended_capability().0);
+                let (major, minor) = unit.hw.version();
+                println!(
+                    "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA blocked",
+                    units.len(),
+                    unit.kind.name(),
+                    unit.hw.caching_mode()
+                );
+                if units.is_empty() {
+                    status.set(status::UNIT0_CAP, cap);
+                    status.set(status::UNIT0_ECAP, ecap);
+                    status.set(status::UNIT0_MODE, unit.kind.code());
+                }
+                unit_of_drhd.push(Some(units.len()));
+                units.push(unit);
+            }
+            if let Some(ecam) = ecam.as_mut() {
+                let topology = discovery::EcamTopology { ecam: core::cell::RefCell::new(ecam) };
+                for function in functions.iter_mut() {
+                    let matched = dmar.drhd_for_requester(function.address, &topology);
+                    let drhd_index = matched.and_then(|m| dmar.drhds().position(|d| core::ptr::eq(d, m.drhd)));
+                    function.unit = drhd_index.and_then(|i| unit_of_drhd.get(i).copied().flatten());
+                    if let Some(unit) = function.unit {
+                        let rmrrs = discovery::rmrrs_for(dmar, function.address, &topology);
+                        if !rmrrs.is_empty() {
+                            units[unit].rmrrs.insert(function.requester_id(), rmrrs);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for function in &functions {
+        let unit = function.unit.map_or(alloc::string::String::from("untranslated"), |u| alloc::format!("unit {u}"));
+        println!(
+            "iommu-server: pci {} {:04x}:{:04x} class {:06x} rid {:#06x} {unit}, {} memory BARs",
+            function.address,
+            function.vendor,
+            function.device,
+            function.class,
+            function.requester_id(),
+            function.bars.len()
+        );
+        for bar in &function.bars {
+            println!("iommu-server:   BAR{} {:#x} size {:#x}", bar.index, bar.base, bar.size);
+        }
+    }
+    status.set(status::UNITS, units.len() as u64);
+
+    let unit_count = units.len();
+    let mut backend = VtdBackend::new(dma);
+    backend.units = units;
+    if unit_count > 0 {
+        let vector = slots::MSI_VECTOR_BASE + slots::FAULT_MSI_INDEX;
+        for unit in backend.units.iter_mut() {
+            unit.hw.enable_fault_interrupts(slots::MSI_ADDRESS, vector);
+        }
+        syscall::notification_create(slots::EVENTS).map_err(|_| "no notification")?;
+        syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
+    } else {
+        syscall::notification_create(slots::EVENTS).map_err(|_| "no notification")?;
+    }
+    for badge in 1..=slots::MAX_CLIENTS {
+        let slot = slots::CLIENT_PROCESS_BASE + badge;
+        if syscall::cap_info(slot).is_ok() {
+            let watched = syscall::raw_call(Syscall::ProcessWatch as u64, [slot, slots::EVENTS, badge, 0, 0, 0]);
+            if watched != 0 {
+                println!("iommu-server: cannot watch the process of client {badge} (status {watched})");
+            }
+        }
+    }
+    let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig::default());
+    let receive_slots: Vec<u64> = (slots::WINDOW_BASE..slots::WINDOW_BASE + slots::MAX_CLIENTS + 2).rev().collect();
+    let mut state = State {
+        server,
+        devices: DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok() },
+        status,
+        windows: BTreeMap::new(),
+        free_receive_slots: receive_slots,
+        receive_slot: 0,
+        dmar_present: firmware.dmar.is_some(),
+    };
+    state.receive_slot = state.free_receive_slots.pop().expect("receive slots");
+    Ok(state)
+}
+
+impl State {
+    pub fn mark_ready(&mut self) {
+        println!(
+            "iommu-server: ready: {} units, {} PCI functions, DMAR {}",
+            self.server.backend().units.len(),
+            self.devices.functions.len(),
+            if self.dmar_present { "present" } else { "absent" }
+        );
+        self.status.set(status::STATE, status::STATE_READY);
+    }
+
+    fn publish_counters(&self) {
+        self.status.set(status::PINNED_PAGES, self.server.pinned_pages() as u64);
+        self.status.set(status::OPEN_CLIENTS, self.windows.len() as u64);
+        self.status.set(status::UNROUTED_FAULTS, self.server.unrouted_faults());
+        self.status.set(status::KERNEL_PINS, self.server.memory().kernel_pins() as u64);
+    }
+
+    /// Handles one transport message; returns the IPC reply status.
+    fn handle(&mut self, badge: u64, words: [u64; 4], cap: Option<u64>) -> u64 {
+        if words[1..].iter().any(|&w| w != 0) {
+            return kernel_ipc::STATUS_BAD_TRANSPORT;
+        }
+        match words[0] {
+            kernel_ipc::CONNECT => self.connect(badge, cap),
+            kernel_ipc::REQUEST => {
+                let Some(window) = self.windows.get(&badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
+                let window = window.virt as *mut u64;
+                // SAFETY: the window page is mapped writable while the client is connected.
+                let request = unsafe { kernel_ipc::read_window(window) };
+                let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
+                // SAFETY: as above.
+                unsafe { kernel_ipc::write_window(window, &reply) };
+                reply[0]
+            }
+            kernel_ipc::DISCONNECT => match self.windows.contains_key(&badge) {
+                true => {
+                    self.close(badge);
+                    0
+                }
+                false => kernel_ipc::STATUS_NOT_CONNECTED,
+            },
+            _ => kernel_ipc::STATUS_BAD_TRANSPORT,
+        }
+    }
+
+    fn connect(&mut self, badge: u64, cap: Option<u64>) -> u64 {
+        let Some(slot) = cap else { return kernel_ipc::STATUS_BAD_WINDOW };
+        if !(1..=slots::MAX_CLIENTS).contains(&badge) {
+            return kernel_ipc::STATUS_TOO_MANY_CLIENTS;
+        }
+        if self.windows.contains_key(&badge) {
+            return kernel_ipc::STATUS_BAD_WINDOW;
+        }
+        let virt = layout::WINDOWS + badge * PAGE;
+        if syscall::mem_map(slot, virt, 0, 1, kernel_abi::map_flags::WRITE).is_err() {
+            return kernel_ipc::STATUS_BAD_WINDOW;
+        }
+        let Some(next) = self.free_receive_slots.pop() else {
+            let _ = syscall::unmap(virt, 1);
+            return kernel_ipc::STATUS_TOO_MANY_CLIENTS;
+        };
+        self.receive_slot = next;
+        self.windows.insert(badge, Window { slot, virt });
+        self.server.open_client(ClientId(badge));
+        0
+    }
+
+    /// Tears a client down: every object it owns, then its window.
+    fn close(&mut self, badge: u64) {
+        let _ = self.server.close_client(ClientId(badge));
+        if let Some(window) = self.windows.remove(&badge) {
+            let _ = syscall::unmap(window.virt, 1);
+            let _ = syscall::cap_delete(window.slot);
+            self.free_receive_slots.push(window.slot);
+        }
+    }
+
+    /// The client's process ended: tear down whatever it left.
+    fn reap(&mut self, badge: u64) {
+        let connected = self.windows.contains_key(&badge);
+        if connected {
+            self.close(badge);
+        }
+        let _ = syscall::cap_delete(slots::CLIENT_PROCESS_BASE + badge);
+        // Counters first: a reader that sees the client reaped must see its pins gone too.
+        self.publish_counters();
+        self.status.add(status::CLIENTS_REAPED, 1);
+        println!(
+            "iommu-server: client {badge} ended{}; {} client pages pinned now",
+            if connected { ", its objects torn down" } else { "" },
+            self.server.pinned_pages()
+        );
+    }
+
+    /// Drains every unit's fault records into the object model.
+    fn drain_faults(&mut self) {
+        for unit_index in 0..self.server.backend().units.len() {
+            let report = self.server.backend_mut().units[unit_index].hw.drain_faults();
+            if report.overflowed {
+                println!("iommu-server: unit {unit_index}: fault records overflowed, faults were lost");
+            }
+            for fault in report.faults {
+                let FaultKind::Dma = fault.kind else {
+                    println!("iommu-server: unit {unit_index}: interrupt-remapping fault {:#x} from {:#06x}", fault.reason, fault.requester.0);
+                    continue;
+                };
+                let access = match fault.access {
+                    AccessKind::Read => Access::READ,
+                    AccessKind::Write => Access::WRITE,
+                };
+                let event = FaultEvent {
+                    unit: UnitId(unit_index as u32),
+                    rid: RequesterId(u32::from(fault.requester.0)),
+                    // Scalable mode tags DMA without PASID with RID_PASID in the record; to
+                    // the object model that is the requester's own (PASID-less) slot.
+                    pasid: fault.pasid.filter(|&pasid| pasid != vtd::unit::RID_PASID),
+                    iova: fault.address,
+                    access,
+                    reason: fault_reason(fault.reason),
+                    group: 0,
+                };
+                let delivery = self.server.deliver_fault(event);
+                self.status.add(status::FAULTS, 1);
+                self.status.set(status::LAST_FAULT_RID, u64::from(fault.requester.0));
+                self.status.set(status::LAST_FAULT_ADDRESS, fault.address);
+                self.status.set(status::LAST_FAULT_ACCESS, u64::from(access.bits()));
+                self.status.set(status::LAST_FAULT_REASON, u64::from(fault.reason));
+                println!(
+                    "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
+                    fault.requester.0,
+                    fault.access,
+                    fault.address,
+                    fault.reason,
+                    fault.reason_name(),
+                    match delivery {
+                        FaultDelivery::Queued => "queued to its owner",
+                        FaultDelivery::Overflowed => "owner's queue full",
+                        FaultDelivery::Unrouted => "no owner (blocked device)",
+                    }
+                );
+            }
+        }
+    }
+}
+
+/// The object-model reason of a VT-d fault reason code. A missing leaf is reported with the
+/// read/write permission codes (5h, 6h; and the first-level equivalents), since no present
+/// entry grants the access: to a driver that is a translation fault (it unmapped, or never
+/// mapped, the address); missing root/context entries only occur for unbound devices, whose
+/// faults are unrouted anyway. Invalid table pointers and reserved bits (7h-Dh) are
+/// table-walk faults.
+fn fault_reason(code: u8) -> FaultReason {
+    match code {
+        0x07..=0x0d => FaultReason::TableWalk,
+        _ => FaultReason::Translation,
+    }
+}
+
+/// The event thread's body: `arg` is unused.
+extern "C" fn event_thread(_arg: u64) -> ! {
+    loop {
+        let bits = match syscall::notify_wait(slots::EVENTS) {
+            Ok(bits) => bits,
+            Err(error) => {
+                println!("iommu-server: event wait failed: {error:?}");
+                syscall::exit(4);
+            }
+        };
+        with(|state| {
+            if bits & 1 << slots::FAULT_EVENT_BIT != 0 {
+                state.drain_faults();
+                let _ = syscall::irq_ack(slots::FAULT_IRQ);
+            }
+            for badge in 1..=slots::MAX_CLIENTS {
+                if bits & 1 << badge != 0 {
+                    state.reap(badge);
+                }
+            }
+            state.publish_counters();
+        });
+    }
+}
+
+pub fn start_event_thread() -> Result<(), kernel_abi::Error> {
+    syscall::mem_alloc(layout::EVENT_STACK_PAGES, slots::EVENT_STACK, 0)?;
+    syscall::mem_map(slots::EVENT_STACK, layout::EVENT_STACK, 0, layout::EVENT_STACK_PAGES, kernel_abi::map_flags::WRITE)?;
+    let top = layout::EVENT_STACK + layout::EVENT_STACK_PAGES * PAGE;
+    let entry = event_thread as extern "C" fn(u64) -> ! as usize as u64;
+    match syscall::raw_call(Syscall::ThreadCreate as u64, [entry, top, 0, 0, 0, 0]) {
+        0 => Ok(()),
+        status => Err(kernel_abi::Error::from_status(status).unwrap_or(kernel_abi::Error::InvalidArgument)),
+    }
+}
+
+/// The main thread's request loop.
+pub fn serve() -> ! {
+    loop {
+        let slot = with(|state| state.receive_slot);
+        let message = match syscall::recv(slots::REQUESTS, slot) {
+            Ok(message) => message,
+            Err(error) => {
+                println!("iommu-server: recv failed: {error:?}");
+                syscall::exit(5);
+            }
+        };
+        let cap = message.cap_received.then_some(slot);
+        let status = with(|state| {
+            let status = state.handle(message.badge, message.words, cap);
+            // A capability that did not become a window is not kept: pins hold what they need.
+            if cap.is_some() && state.receive_slot == slot {
+                let _ = syscall::cap_delete(slot);
+            }
+            state.status.add(status::REQUESTS, 1);
+            state.publish_counters();
+            status
+        });
+        // A caller that died meanwhile cannot be answered; nothing else to do.
+        let _ = syscall::reply([status, 0, 0, 0]);
+    }
+}

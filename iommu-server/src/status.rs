@@ -1,0 +1,82 @@
+//! The status page: counters the server keeps in a page the root task shares with it, so the
+//! root task (and the kernel tests acting as one) can observe the server without a protocol.
+//! Word indices; the kernel tests keep a copy of these numbers.
+
+/// 1 once discovery and bring-up finished, 2 if they failed.
+pub const STATE: usize = 0;
+pub const STATE_READY: u64 = 1;
+pub const STATE_FAILED: u64 = 2;
+/// 1 if the firmware has a DMAR table.
+pub const DMAR_PRESENT: usize = 1;
+/// IOMMU units brought up.
+pub const UNITS: usize = 2;
+/// PCI functions found.
+pub const PCI_FUNCTIONS: usize = 3;
+/// CAP and ECAP of unit 0.
+pub const UNIT0_CAP: usize = 4;
+pub const UNIT0_ECAP: usize = 5;
+/// Translation used on unit 0: 1 legacy second-level, 2 scalable second-level, 3 scalable
+/// first-level.
+pub const UNIT0_MODE: usize = 6;
+/// Distinct client pages the object model holds pinned.
+pub const PINNED_PAGES: usize = 7;
+/// Clients connected now.
+pub const OPEN_CLIENTS: usize = 8;
+/// Clients torn down because their process ended.
+pub const CLIENTS_REAPED: usize = 9;
+/// DMA faults the hardware reported.
+pub const FAULTS: usize = 10;
+/// Faults with no fault queue to go to (e.g. devices no client bound).
+pub const UNROUTED_FAULTS: usize = 11;
+/// The last DMA fault: requester ID, page address, access (1 read, 2 write), reason code.
+pub const LAST_FAULT_RID: usize = 12;
+pub const LAST_FAULT_ADDRESS: usize = 13;
+pub const LAST_FAULT_ACCESS: usize = 14;
+pub const LAST_FAULT_REASON: usize = 15;
+/// Requests served.
+pub const REQUESTS: usize = 16;
+/// Pins the server's memory source holds in the kernel for client memory.
+pub const KERNEL_PINS: usize = 17;
+
+/// Words the page holds.
+pub const WORDS: usize = 18;
+
+/// The mapped status page, or nothing when the root task gave none.
+pub struct StatusPage {
+    words: Option<*mut u64>,
+}
+
+// SAFETY: the page is mapped for the lifetime of the process, in the one address space all its
+// threads share; every access is a single volatile word access.
+unsafe impl Send for StatusPage {}
+
+impl StatusPage {
+    pub const fn absent() -> Self {
+        StatusPage { words: None }
+    }
+
+    /// # Safety
+    /// `words` must point to a page mapped writable for the rest of the process's life.
+    pub unsafe fn at(words: *mut u64) -> Self {
+        StatusPage { words: Some(words) }
+    }
+
+    pub fn set(&self, index: usize, value: u64) {
+        assert!(index < WORDS);
+        if let Some(base) = self.words {
+            // SAFETY: `index` is inside the page, which `at`'s contract keeps mapped.
+            unsafe { core::ptr::write_volatile(base.add(index), value) };
+        }
+    }
+
+    pub fn add(&self, index: usize, delta: u64) {
+        assert!(index < WORDS);
+        if let Some(base) = self.words {
+            // SAFETY: as in `set`.
+            unsafe {
+                let old = core::ptr::read_volatile(base.add(index));
+                core::ptr::write_volatile(base.add(index), old.wrapping_add(delta));
+            }
+        }
+    }
+}

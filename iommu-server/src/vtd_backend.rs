@@ -1,0 +1,364 @@
+//! `IommuBackend` for Intel VT-d: domains are `iommu-pt` page tables (second-level, or
+//! first-level on units that only translate first-stage), attachments are `vtd` context or
+//! PASID entries, and every unmap is followed by an IOTLB invalidation that is waited for.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_core::{
+    DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
+    UnitInfo,
+};
+use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
+use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
+use iommu_pt::{LargePages, PageTable, SplitPolicy};
+use userlib::println;
+use vtd::unit::RID_PASID;
+use vtd::{DomainIdAllocator, Mode, VtdError, VtdUnit};
+
+use crate::hw::{DmaPool, MmioRegisters, TscClock};
+
+/// Which table format a unit's domains use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    /// Legacy-mode context entries with second-level tables.
+    LegacySecondLevel,
+    /// Scalable-mode PASID entries with second-level tables.
+    ScalableSecondLevel,
+    /// Scalable-mode PASID entries with first-level tables (units without second-level
+    /// translation, e.g. QEMU's `x-flts=on`).
+    ScalableFirstLevel,
+}
+
+impl TableKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::LegacySecondLevel => "legacy second-level",
+            TableKind::ScalableSecondLevel => "scalable second-level",
+            TableKind::ScalableFirstLevel => "scalable first-level",
+        }
+    }
+    /// The status-page code (see `status::UNIT0_MODE`).
+    pub fn code(self) -> u64 {
+        match self {
+            TableKind::LegacySecondLevel => 1,
+            TableKind::ScalableSecondLevel => 2,
+            TableKind::ScalableFirstLevel => 3,
+        }
+    }
+}
+
+/// One remapping unit under the server's control.
+pub struct Unit {
+    pub hw: VtdUnit<MmioRegisters, TscClock>,
+    pub kind: TableKind,
+    domain_ids: DomainIdAllocator,
+    /// Second-level configuration (levels and widths) chosen from CAP.
+    second_level: SecondLevelConfig,
+    /// DMA physical address width from DMAR (bounds every output address).
+    output_bits: u8,
+    /// RMRR ranges per requester ID (inclusive).
+    pub rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
+}
+
+enum Table {
+    SecondLevel(PageTable<VtdSecondLevel>),
+    FirstLevel(PageTable<VtdFirstLevel>),
+}
+
+struct Domain {
+    unit: usize,
+    did: u16,
+    table: Table,
+}
+
+/// The VT-d backend: every unit and every domain, and the DMA memory their tables live in.
+pub struct VtdBackend {
+    pub units: Vec<Unit>,
+    domains: BTreeMap<u64, Domain>,
+    next_domain: u64,
+    pub dma: DmaPool,
+}
+
+/// The MSI doorbell range: DMA writes there are interrupt requests, never memory.
+const MSI_WINDOW: (u64, u64) = (0xFEE0_0000, 0xFEEF_FFFF);
+
+fn hardware(error: VtdError) -> Error {
+    println!("iommu-server: VT-d operation failed: {error:?}");
+    match error {
+        VtdError::OutOfMemory | VtdError::DomainIdsExhausted => Error::NoResources,
+        VtdError::Unsupported(_) => Error::NotSupported,
+        _ => Error::HardwareFailure,
+    }
+}
+
+fn table_error(error: iommu_pt::Error) -> Error {
+    match error {
+        iommu_pt::Error::OutOfMemory | iommu_pt::Error::BadAllocation => Error::NoResources,
+        iommu_pt::Error::OutOfRange => Error::OutsideAperture,
+        iommu_pt::Error::AlreadyMapped { .. } => Error::Overlap,
+        iommu_pt::Error::UnsupportedPermission => Error::BadPermissions,
+        _ => Error::HardwareFailure,
+    }
+}
+
+fn pt_perm(perm: Perm) -> iommu_pt::Perm {
+    let mut bits = iommu_pt::Perm::NONE;
+    if perm.read {
+        bits = bits | iommu_pt::Perm::READ;
+    }
+    if perm.write {
+        bits = bits | iommu_pt::Perm::WRITE;
+    }
+    bits
+}
+
+impl Unit {
+    /// Brings a unit up in the mode its ECAP calls for, every requester blocked.
+    pub fn bring_up(regs: MmioRegisters, output_bits: u8, dma: &mut DmaPool) -> Result<Unit, VtdError> {
+        let mut hw = VtdUnit::new(regs, TscClock);
+        let (cap, ecap) = (hw.capability(), hw.extended_capability());
+        let mode = hw.preferred_mode();
+        let kind = match mode {
+            Mode::Legacy => TableKind::LegacySecondLevel,
+            Mode::Scalable if ecap.second_level() => TableKind::ScalableSecondLevel,
+            Mode::Scalable if ecap.first_level() => TableKind::ScalableFirstLevel,
+            Mode::Scalable => return Err(VtdError::Unsupported("scalable unit without first- or second-level translation")),
+        };
+        // The deepest second-level table the unit walks, at most 4 levels (48 bits).
+        let levels = [4u8, 3].into_iter().find(|&l| cap.supports_second_level_levels(l)).ok_or(VtdError::Unsupported("no 3- or 4-level SAGAW"))?;
+        let address_width = (12 + 9 * levels).min(cap.max_guest_address_width() as u8);
+        let second_level = SecondLevelConfig {
+            levels,
+            address_width,
+            output_bits,
+            large_pages: LargePages { two_mib: cap.second_level_2m(), one_gib: cap.second_level_2m() && cap.second_level_1g() },
+            execute_requests: false,
+            snoop: false,
+            dirty_tracking: false,
+        };
+        hw.init(mode, dma)?;
+        Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new() })
+    }
+}
+
+impl VtdBackend {
+    pub fn new(dma: DmaPool) -> Self {
+        VtdBackend { units: Vec::new(), domains: BTreeMap::new(), next_domain: 1, dma }
+    }
+
+    fn unit(&self, unit: UnitId) -> Option<&Unit> {
+        self.units.get(unit.0 as usize)
+    }
+
+    /// The translation a requester attached to `domain` is given.
+    fn translation(domain: &Domain) -> vtd::Translation {
+        match &domain.table {
+            Table::SecondLevel(table) => vtd::Translation::SecondLevel { root: table.root_phys(), levels: table.levels() },
+            Table::FirstLevel(table) => vtd::Translation::FirstLevel { root: table.root_phys(), five_level: table.levels() == 5 },
+        }
+    }
+
+    /// Invalidates the IOTLB for `[iova, iova + length)` of a domain and waits for it.
+    fn flush(&mut self, domain: HwDomainId, iova: u64, length: u64) -> Result<(), VtdError> {
+        let d = &self.domains[&domain.0];
+        let unit = &mut self.units[d.unit];
+        match d.table {
+            Table::SecondLevel(_) => unit.hw.flush_iotlb_range(d.did, iova, length, &self.dma),
+            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, Some((iova, length)), &self.dma),
+        }
+    }
+
+    /// Invalidates every translation of a domain (for the benchmark of one invalidation).
+    pub fn flush_all(&mut self, domain: HwDomainId) -> Result<(), VtdError> {
+        let d = &self.domains[&domain.0];
+        let unit = &mut self.units[d.unit];
+        match d.table {
+            Table::SecondLevel(_) => unit.hw.flush_domain(d.did, &self.dma),
+            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, None, &self.dma),
+        }
+    }
+
+    /// A failed invalidation leaves translations in the IOTLB that the object model is about
+    /// to unpin: nothing safe can follow, so the server stops rather than hand the pages back.
+    /// (Its exit releases its pins in the kernel too; the root task must then reset the unit,
+    /// as the kernel tests do. docs/iommu-server.md lists this as an open problem.)
+    fn fail_closed(&mut self, domain: HwDomainId, error: VtdError) -> ! {
+        println!("iommu-server: FATAL: IOTLB invalidation for domain {} failed: {error:?}", domain.0);
+        panic!("IOTLB invalidation failed; refusing to release memory a device may still reach");
+    }
+}
+
+impl IommuBackend for VtdBackend {
+    fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
+        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::from_bits(0).expect("no bits") })
+    }
+
+    fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
+        let mut regions = Vec::from([ReservedRegion {
+            range: IovaRange { start: MSI_WINDOW.0, last: MSI_WINDOW.1 },
+            kind: ReservedKind::Msi,
+        }]);
+        if let Some(unit) = self.unit(unit) {
+            for &(start, last) in unit.rmrrs.get(&(rid.0 as u16)).into_iter().flatten() {
+                regions.push(ReservedRegion { range: IovaRange { start, last }, kind: ReservedKind::Direct });
+            }
+        }
+        regions
+    }
+
+    fn domain_alloc(&mut self, unit_id: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
+        let DomainConfig::Paging { nest_parent: false, dirty_tracking: false } = config else {
+            return Err(Error::NotSupported);
+        };
+        let unit_index = unit_id.0 as usize;
+        let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
+        let did = unit.domain_ids.allocate().map_err(hardware)?;
+        let (table, aperture_bits, page_sizes) = match unit.kind {
+            TableKind::LegacySecondLevel | TableKind::ScalableSecondLevel => {
+                let config = unit.second_level;
+                let format = VtdSecondLevel::new(config).map_err(table_error);
+                let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
+                let mut sizes = 1 << 12;
+                if config.large_pages.two_mib {
+                    sizes |= 1 << 21;
+                }
+                if config.large_pages.one_gib {
+                    sizes |= 1 << 30;
+                }
+                (table.map(Table::SecondLevel), config.address_width, sizes)
+            }
+            TableKind::ScalableFirstLevel => {
+                let one_gib = unit.hw.capability().first_level_1g();
+                let config = FirstLevelConfig { levels: 4, output_bits: unit.output_bits, one_gib_pages: one_gib, execute_requests: false, dirty_tracking: false };
+                let format = VtdFirstLevel::new(config).map_err(table_error);
+                let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
+                let sizes = (1 << 12) | (1 << 21) | if one_gib { 1 << 30 } else { 0 };
+                // Lower canonical half of 4-level paging.
+                (table.map(Table::FirstLevel), 47, sizes)
+            }
+        };
+        let table = match table {
+            Ok(table) => table,
+            Err(error) => {
+                let _ = self.units[unit_index].domain_ids.free(did);
+                return Err(error);
+            }
+        };
+        let id = HwDomainId(self.next_domain);
+        self.next_domain += 1;
+        self.domains.insert(id.0, Domain { unit: unit_index, did, table });
+        let aperture = IovaRange { start: 0, last: (1u64 << aperture_bits) - 1 };
+        Ok(HwDomain { id, aperture, page_sizes })
+    }
+
+    fn domain_free(&mut self, domain: HwDomainId) {
+        let Some(d) = self.domains.remove(&domain.0) else { return };
+        // Nothing is mapped or attached (the contract), but the domain-id may still tag
+        // cached paging-structure entries: forget them before the id or the tables are reused.
+        let unit = &mut self.units[d.unit];
+        let flushed = match d.table {
+            Table::SecondLevel(_) => unit.hw.flush_domain(d.did, &self.dma),
+            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, None, &self.dma),
+        };
+        if let Err(error) = flushed {
+            println!("iommu-server: FATAL: flush of freed domain {} failed: {error:?}", domain.0);
+            panic!("IOTLB invalidation failed; refusing to reuse table memory");
+        }
+        let _ = unit.domain_ids.free(d.did);
+        match d.table {
+            Table::SecondLevel(table) => table.destroy(&mut self.dma),
+            Table::FirstLevel(table) => table.destroy(&mut self.dma),
+        }
+    }
+
+    fn map(&mut self, domain: HwDomainId, iova: u64, phys: u64, length: u64, perm: Perm) -> Result<(), Error> {
+        let d = self.domains.get_mut(&domain.0).ok_or(Error::HardwareFailure)?;
+        let result = match &mut d.table {
+            Table::SecondLevel(table) => table.map(iova, phys, length, pt_perm(perm), &mut self.dma),
+            Table::FirstLevel(table) => table.map(iova, phys, length, pt_perm(perm), &mut self.dma),
+        };
+        result.map_err(table_error)?;
+        // Caching mode: the unit may have cached the old not-present entries.
+        if self.units[d.unit].hw.caching_mode() {
+            if let Err(error) = self.flush(domain, iova, length) {
+                self.fail_closed(domain, error);
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64) {
+        let Some(d) = self.domains.get_mut(&domain.0) else { return };
+        let result = match &mut d.table {
+            Table::SecondLevel(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
+            Table::FirstLevel(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
+        };
+        let unmapped = match result {
+            Ok(unmapped) => unmapped,
+            Err(error) => {
+                // The object model only unmaps whole areas it mapped, so a split (the only
+                // fallible step) never happens; if it did, the translations would outlive the
+                // pages.
+                println!("iommu-server: FATAL: unmap {iova:#x}+{length:#x} failed: {error:?}");
+                panic!("page-table unmap failed");
+            }
+        };
+        if let Some(range) = unmapped.range.clone() {
+            if let Err(error) = self.flush(domain, range.start, range.end - range.start) {
+                self.fail_closed(domain, error);
+            }
+        }
+        unmapped.freed_tables.release(&mut self.dma);
+    }
+
+    fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
+        self.replace(unit, rid, pasid, translation)
+    }
+
+    fn replace(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
+        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
+        if pasid.is_some() {
+            return Err(Error::NotSupported);
+        }
+        let d = self.domains.get(&domain.0).ok_or(Error::HardwareFailure)?;
+        if d.unit != unit_id.0 as usize {
+            return Err(Error::IncompatibleUnit);
+        }
+        let unit = &mut self.units[d.unit];
+        // RMRR identity mappings are not installed by this backend: refuse such devices rather
+        // than break the firmware's use of them.
+        if unit.rmrrs.get(&(rid.0 as u16)).is_some_and(|r| !r.is_empty()) {
+            return Err(Error::NotSupported);
+        }
+        let translation = Self::translation(d);
+        unit.hw.attach(vtd::RequesterId(rid.0 as u16), d.did, translation, &mut self.dma).map_err(hardware)
+    }
+
+    fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
+        if pasid.is_some() {
+            return;
+        }
+        match unit.hw.detach(vtd::RequesterId(rid.0 as u16), &mut self.dma) {
+            Ok(()) | Err(VtdError::NotAttached) => {}
+            Err(error) => {
+                println!("iommu-server: FATAL: blocking {:#06x} failed: {error:?}", rid.0);
+                panic!("detach failed; the device may still reach released memory");
+            }
+        }
+    }
+
+    fn set_dirty_tracking(&mut self, _domain: HwDomainId, _enable: bool) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
+
+    fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _bitmap: &mut [u64]) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
+
+    fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {
+        // No unit is given page-request support (UnitCaps without PAGE_REQUESTS), so no page
+        // request is ever delivered and there is nothing to answer.
+    }
+}

@@ -1,0 +1,485 @@
+//! Tests of the user-level IOMMU server (iommu-server/) and the edu driver (drivers/edu), with
+//! the test acting as the root task: it hands out the boot capabilities, starts the processes,
+//! observes the server through its status page and the kernel's own records (pins), and plays
+//! the attacker by programming devices directly through the direct map.
+//!
+//! Every test detects from the hardware whether a VT-d unit is present (its CAP register at
+//! 0xFED90000) and checks that the server's discovery agrees; without one (`--iommu none`) the
+//! tests that need translation report why they have nothing more to check, after that check.
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::TESTS;
+
+/// No IOMMU server platform capabilities on this architecture yet.
+#[cfg(not(target_arch = "x86_64"))]
+pub const TESTS: &[crate::ktest::Test] = &[];
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use crate::ktest::{Test, TestResult};
+    use crate::mm;
+    use crate::object::{MemoryObject, MmioRegion, Object, QuotaAccount};
+    use crate::platform::boot_caps;
+    use crate::process::{ExitReason, Kernel, Pid};
+    use crate::user_images::{EDU_DRIVER, IMAGES, IOMMU_SERVER};
+    use crate::{arch, ensure};
+    use alloc::format;
+    use alloc::rc::Rc;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use kernel_abi::Rights;
+
+    /// The server's slots; keep in sync with iommu-server/src/slots.rs.
+    mod server_slot {
+        pub const REQUESTS: u64 = 1;
+        pub const DMA_AUTHORITY: u64 = 2;
+        pub const VTD_REGISTERS: u64 = 3;
+        pub const ECAM: u64 = 4;
+        pub const PCI_MMIO: u64 = 5;
+        pub const FAULT_IRQ: u64 = 6;
+        pub const STATUS_PAGE: u64 = 7;
+        pub const FIRMWARE_FIRST: u64 = 16;
+        pub const FIRMWARE_COUNT: u64 = 16;
+        pub const CLIENT_PROCESS_BASE: u64 = 32;
+    }
+
+    /// Status-page words; keep in sync with iommu-server/src/status.rs.
+    mod status {
+        pub const STATE: usize = 0;
+        pub const STATE_READY: u64 = 1;
+        pub const STATE_FAILED: u64 = 2;
+        pub const DMAR_PRESENT: usize = 1;
+        pub const UNITS: usize = 2;
+        pub const PCI_FUNCTIONS: usize = 3;
+        pub const UNIT0_CAP: usize = 4;
+        pub const UNIT0_ECAP: usize = 5;
+        pub const UNIT0_MODE: usize = 6;
+        pub const PINNED_PAGES: usize = 7;
+        pub const OPEN_CLIENTS: usize = 8;
+        pub const CLIENTS_REAPED: usize = 9;
+        pub const FAULTS: usize = 10;
+        pub const UNROUTED_FAULTS: usize = 11;
+        pub const LAST_FAULT_RID: usize = 12;
+        pub const LAST_FAULT_ADDRESS: usize = 13;
+        pub const LAST_FAULT_ACCESS: usize = 14;
+        pub const KERNEL_PINS: usize = 17;
+    }
+
+    /// The driver's slots and scenarios; keep in sync with drivers/edu/src/main.rs.
+    mod driver {
+        pub const SERVER: u64 = 1;
+        pub const DEVICE: u64 = 2;
+        pub const SECOND_SERVER: u64 = 3;
+        pub const DMA: u64 = 1;
+        pub const HOSTILE: u64 = 2;
+        pub const HOLD: u64 = 3;
+        pub const BENCH: u64 = 4;
+    }
+
+    /// Server start argument: run the in-server benchmark.
+    const SERVER_BENCH: u64 = 1;
+    const SERVER_QUOTA: u64 = 4096;
+    const DRIVER_QUOTA: u64 = 1024;
+    /// Pages the HOLD scenario maps.
+    const HOLD_PAGES: u64 = 16;
+    /// TSC ticks any wait may take (tens of seconds on TCG, 60 s of virtual time with icount).
+    const WAIT_BUDGET: u64 = 60_000_000_000;
+
+    const VTD_BASE: u64 = 0xFED9_0000;
+    const ECAM_BASE: u64 = 0xB000_0000;
+    const EDU_ID: u32 = 0x11e8_1234;
+    const EDU_BUFFER: u64 = 0x40000;
+
+    fn direct<T>(phys: u64) -> *mut T {
+        mm::phys_to_virt(phys) as *mut T
+    }
+
+    /// CAP and ECAP of the VT-d unit, read from the hardware, if there is one.
+    fn vtd_hardware() -> Option<(u64, u64)> {
+        // SAFETY: the direct map covers the first 4 GiB; with a VT-d unit these are its
+        // read-only CAP/ECAP registers, without one the address reads as unassigned.
+        let (cap, ecap) = unsafe { (core::ptr::read_volatile(direct::<u64>(VTD_BASE + 0x08)), core::ptr::read_volatile(direct::<u64>(VTD_BASE + 0x10))) };
+        (cap != 0 && cap != u64::MAX).then_some((cap, ecap))
+    }
+
+    /// Stops translation and masks the fault event after a test killed the server, so the
+    /// next test (or nothing) does not run with a unit walking freed tables.
+    fn reset_vtd() {
+        if vtd_hardware().is_some() {
+            // SAFETY: VT-d registers through the direct map: GCMD (0x18) = 0 turns translation,
+            // queued invalidation and interrupt remapping off; FECTL (0x38) bit 31 masks the
+            // fault event. Both are 32-bit registers written 4 bytes wide.
+            unsafe {
+                core::ptr::write_volatile(direct::<u32>(VTD_BASE + 0x18), 0);
+                core::ptr::write_volatile(direct::<u32>(VTD_BASE + 0x38), 1 << 31);
+            }
+        }
+    }
+
+    /// An edu device on bus 0: its requester ID and BAR0.
+    #[derive(Clone, Copy)]
+    struct EduDevice {
+        rid: u16,
+        bar0: u64,
+    }
+
+    fn config(devfn: u64, offset: u64) -> *mut u32 {
+        direct::<u32>(ECAM_BASE + (devfn << 12) + offset)
+    }
+
+    fn edu_devices() -> Vec<EduDevice> {
+        (0..256u64)
+            .filter_map(|devfn| {
+                // SAFETY: bus 0's configuration space in the direct-mapped ECAM window.
+                let id = unsafe { core::ptr::read_volatile(config(devfn, 0)) };
+                // SAFETY: as above.
+                let bar = unsafe { core::ptr::read_volatile(config(devfn, 0x10)) };
+                (id == EDU_ID).then_some(EduDevice { rid: devfn as u16, bar0: u64::from(bar & !0xf) })
+            })
+            .collect()
+    }
+
+    impl EduDevice {
+        fn reg64(&self, offset: u64) -> *mut u64 {
+            direct::<u64>(self.bar0 + offset)
+        }
+
+        /// What an attacker controlling the device does: enable bus mastering and start a DMA.
+        fn start_dma(&self, source: u64, destination: u64, to_ram: bool) {
+            // SAFETY: the device's command register and its DMA registers, through the direct
+            // map; the test owns this device (no driver was given it, or its driver is dead).
+            unsafe {
+                let command = config(u64::from(self.rid), 0x04);
+                core::ptr::write_volatile(command, (core::ptr::read_volatile(command) & 0xffff) | 0x6);
+                core::ptr::write_volatile(self.reg64(0x80), source);
+                core::ptr::write_volatile(self.reg64(0x88), destination);
+                core::ptr::write_volatile(self.reg64(0x90), 4096);
+                core::ptr::write_volatile(self.reg64(0x98), 1 | if to_ram { 2 } else { 0 });
+            }
+        }
+
+        fn dma_running(&self) -> bool {
+            // SAFETY: as in `start_dma`.
+            unsafe { core::ptr::read_volatile(self.reg64(0x98)) & 1 != 0 }
+        }
+    }
+
+    /// A kernel frame filled with `byte`, freed on drop.
+    struct Frame(u64);
+
+    impl Frame {
+        fn filled(byte: u8) -> Result<Frame, String> {
+            let frame = mm::FRAMES.lock().alloc().ok_or("no frame")?;
+            // SAFETY: a frame we own, through the direct map.
+            unsafe { core::ptr::write_bytes(mm::phys_to_virt(frame), byte, 4096) };
+            Ok(Frame(frame))
+        }
+        fn all(&self, byte: u8) -> bool {
+            // SAFETY: as in `filled`.
+            unsafe { core::slice::from_raw_parts(mm::phys_to_virt(self.0), 4096) }.iter().all(|&b| b == byte)
+        }
+    }
+
+    impl Drop for Frame {
+        fn drop(&mut self) {
+            mm::FRAMES.lock().free(self.0);
+        }
+    }
+
+    /// The server process, its endpoint and its status page.
+    struct ServerUnderTest {
+        pid: Pid,
+        endpoint: Object,
+        status: Rc<MemoryObject>,
+    }
+
+    impl ServerUnderTest {
+        fn word(&self, index: usize) -> u64 {
+            // SAFETY: frame 0 of the status page object, alive while `self.status` is.
+            unsafe { core::ptr::read_volatile(direct::<u64>(self.status.frames[0]).add(index)) }
+        }
+    }
+
+    fn new_endpoint() -> Object {
+        Object::Endpoint(Rc::new(core::cell::RefCell::new(crate::object::Endpoint::default())))
+    }
+
+    fn err<E: core::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+        move |e| format!("{what}: {e:?}")
+    }
+
+    /// Creates the server with every boot capability it needs, watching `clients` (pid, badge).
+    fn create_server(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)]) -> Result<ServerUnderTest, String> {
+        let pid = kernel.create_process("iommu-server", IOMMU_SERVER, arg, SERVER_QUOTA).map_err(err("create server"))?;
+        let endpoint = new_endpoint();
+        kernel.install(pid, server_slot::REQUESTS, endpoint.clone(), Rights::READ, 0).map_err(err("endpoint"))?;
+        let mut firmware = server_slot::FIRMWARE_FIRST;
+        let mut msi_given = false;
+        for cap in boot_caps(crate::boot_info()) {
+            let slot = match cap.name {
+                "firmware" if firmware < server_slot::FIRMWARE_FIRST + server_slot::FIRMWARE_COUNT => {
+                    firmware += 1;
+                    firmware - 1
+                }
+                "dma-authority" => server_slot::DMA_AUTHORITY,
+                "vtd" => server_slot::VTD_REGISTERS,
+                "ecam" => server_slot::ECAM,
+                "pci-mmio" => server_slot::PCI_MMIO,
+                // The first MSI line (vector 0x50) is the one the server programs for faults.
+                "msi" if !msi_given => {
+                    msi_given = true;
+                    server_slot::FAULT_IRQ
+                }
+                _ => continue,
+            };
+            kernel.install(pid, slot, cap.object, cap.rights, 0).map_err(err("boot capability"))?;
+        }
+        let status = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no status page")?;
+        kernel
+            .install(pid, server_slot::STATUS_PAGE, Object::Memory(status.clone()), Rights::READ.union(Rights::WRITE), 0)
+            .map_err(err("status page"))?;
+        for &(client, badge) in clients {
+            kernel
+                .install(pid, server_slot::CLIENT_PROCESS_BASE + badge, Object::Process(client), Rights::READ, 0)
+                .map_err(err("client process"))?;
+        }
+        Ok(ServerUnderTest { pid, endpoint, status })
+    }
+
+    /// Runs the scheduler until `done` holds, or fails after the wait budget.
+    fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
+        let start = arch::instruction_counter();
+        while !done(kernel) {
+            if arch::instruction_counter().wrapping_sub(start) > WAIT_BUDGET {
+                return Err(format!("timed out waiting for {what}"));
+            }
+            kernel.run_once();
+        }
+        Ok(())
+    }
+
+    fn wait_ready(kernel: &mut Kernel, server: &ServerUnderTest) -> TestResult {
+        run_until(kernel, "the server to come up", |k| server.word(status::STATE) != 0 || k.has_exited(server.pid))?;
+        ensure!(!kernel.has_exited(server.pid), "server ended during bring-up: {:?}", kernel.take_exit(server.pid));
+        let state = server.word(status::STATE);
+        ensure!(state != status::STATE_FAILED, "server reported its bring-up failed");
+        ensure!(state == status::STATE_READY, "server status page holds unknown state {state}");
+        Ok(())
+    }
+
+    /// Whether the machine has a VT-d unit, after checking that the server's discovery agrees
+    /// with the hardware either way.
+    fn discovery_agrees(server: &ServerUnderTest) -> Result<bool, String> {
+        match vtd_hardware() {
+            Some((cap, ecap)) => {
+                ensure!(server.word(status::DMAR_PRESENT) == 1, "VT-d registers answer but the server found no DMAR");
+                ensure!(server.word(status::UNITS) == 1, "server brought up {} units, expected 1", server.word(status::UNITS));
+                ensure!(server.word(status::UNIT0_CAP) == cap, "server read CAP {:#x}, hardware has {cap:#x}", server.word(status::UNIT0_CAP));
+                ensure!(server.word(status::UNIT0_ECAP) == ecap, "server read ECAP {:#x}, hardware has {ecap:#x}", server.word(status::UNIT0_ECAP));
+                let (scalable, second_level, first_level) = (ecap >> 43 & 1 == 1, ecap >> 46 & 1 == 1, ecap >> 47 & 1 == 1);
+                let expected = match (scalable, second_level, first_level) {
+                    (false, _, _) => 1,
+                    (true, true, _) => 2,
+                    (true, false, true) => 3,
+                    _ => 0,
+                };
+                ensure!(server.word(status::UNIT0_MODE) == expected, "server chose mode {}, ECAP {ecap:#x} calls for {expected}", server.word(status::UNIT0_MODE));
+                Ok(true)
+            }
+            None => {
+                ensure!(server.word(status::DMAR_PRESENT) == 0, "no VT-d registers but the server found a DMAR");
+                ensure!(server.word(status::UNITS) == 0, "no VT-d registers but the server brought up a unit");
+                Ok(false)
+            }
+        }
+    }
+
+    fn skip_without_iommu(test: &str) {
+        crate::println!("{test}: no IOMMU on this machine (no DMAR, server agrees): nothing to translate, DMA isolation not checkable");
+    }
+
+    fn exit_of(kernel: &mut Kernel, pid: Pid) -> Option<ExitReason> {
+        kernel.take_exit(pid)
+    }
+
+    fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
+        kernel.processes.get(&server.pid).map_or(0, |p| p.pins.len())
+    }
+
+    /// Runs `body` on a fresh kernel state, then resets the unit the killed server leaves.
+    fn with_kernel(body: impl FnOnce(&mut Kernel) -> TestResult) -> TestResult {
+        let result = {
+            let mut kernel = Kernel::new(IMAGES);
+            body(&mut kernel)
+        };
+        reset_vtd();
+        result
+    }
+
+    fn discovery() -> TestResult {
+        with_kernel(|kernel| {
+            let server = create_server(kernel, 0, &[])?;
+            kernel.start_process(server.pid).map_err(err("start"))?;
+            wait_ready(kernel, &server)?;
+            let present = discovery_agrees(&server)?;
+            let edus = edu_devices();
+            ensure!(server.word(status::PCI_FUNCTIONS) as usize > edus.len(), "server found {} PCI functions, fewer than the {} edu devices plus host bridge", server.word(status::PCI_FUNCTIONS), edus.len());
+            if present {
+                crate::println!(
+                    "iommu: server found the VT-d unit: CAP {:#x} ECAP {:#x} mode {}, {} PCI functions",
+                    server.word(status::UNIT0_CAP),
+                    server.word(status::UNIT0_ECAP),
+                    server.word(status::UNIT0_MODE),
+                    server.word(status::PCI_FUNCTIONS)
+                );
+            } else {
+                crate::println!("iommu: no DMAR present, as the hardware says; {} PCI functions", server.word(status::PCI_FUNCTIONS));
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts the server and one driver (watched as client `badges[0]`, and more badges).
+    fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, device: EduDevice, badges: &[u64]) -> Result<(ServerUnderTest, Pid), String> {
+        // The driver exists first so the server can be given its process capability.
+        let driver_pid = kernel.create_process("edu-driver", EDU_DRIVER, scenario, DRIVER_QUOTA).map_err(err("create driver"))?;
+        let clients: Vec<(Pid, u64)> = badges.iter().map(|&b| (driver_pid, b)).collect();
+        let server = create_server(kernel, server_arg, &clients)?;
+        let client = Rights::WRITE.union(Rights::GRANT);
+        for (&badge, slot) in badges.iter().zip([driver::SERVER, driver::SECOND_SERVER]) {
+            kernel.install(driver_pid, slot, server.endpoint.clone(), client, badge).map_err(err("driver endpoint"))?;
+        }
+        let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
+        let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
+        kernel.install(driver_pid, driver::DEVICE, bar, rights, 0).map_err(err("device capability"))?;
+        kernel.start_process(server.pid).map_err(err("start server"))?;
+        wait_ready(kernel, &server)?;
+        Ok((server, driver_pid))
+    }
+
+    fn first_edu() -> Result<EduDevice, String> {
+        edu_devices().first().copied().ok_or_else(|| String::from("no edu device (qemu-run.sh adds them)"))
+    }
+
+    fn edu_dma() -> TestResult {
+        with_kernel(|kernel| {
+            let device = first_edu()?;
+            let (server, driver_pid) = server_and_driver(kernel, 0, driver::DMA, device, &[1])?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu("iommu::edu_dma");
+                return Ok(());
+            }
+            kernel.start_process(driver_pid).map_err(err("start driver"))?;
+            run_until(kernel, "the driver", |k| k.has_exited(driver_pid))?;
+            let exit = exit_of(kernel, driver_pid);
+            ensure!(exit == Some(ExitReason::Exited(0)), "driver ended with {exit:?}");
+            ensure!(server.word(status::FAULTS) >= 1, "the server saw no DMA fault");
+            ensure!(server.word(status::LAST_FAULT_RID) == u64::from(device.rid), "server's last fault came from {:#x}, not the edu {:#x}", server.word(status::LAST_FAULT_RID), device.rid);
+            run_until(kernel, "the server to reap the driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
+            ensure!(server.word(status::PINNED_PAGES) == 0, "{} pages still pinned after the driver ended", server.word(status::PINNED_PAGES));
+            ensure!(!kernel.has_exited(server.pid), "server died");
+            Ok(())
+        })
+    }
+
+    fn unbound_device_blocked() -> TestResult {
+        with_kernel(|kernel| {
+            let server = create_server(kernel, 0, &[])?;
+            kernel.start_process(server.pid).map_err(err("start"))?;
+            wait_ready(kernel, &server)?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu("iommu::unbound_device_cannot_dma");
+                return Ok(());
+            }
+            let edus = edu_devices();
+            ensure!(edus.len() >= 2, "need a second edu device that no driver is given; found {}", edus.len());
+            attack(kernel, &server, edus[1])
+        })
+    }
+
+    /// Makes `device` read a kernel page and write another, as an attacker owning it would,
+    /// and checks both are blocked and reported.
+    fn attack(kernel: &mut Kernel, server: &ServerUnderTest, device: EduDevice) -> TestResult {
+        let secret = Frame::filled(0x3c)?;
+        let victim = Frame::filled(0xa5)?;
+        for (source, destination, to_ram, target, access) in [(secret.0, EDU_BUFFER, false, secret.0, 1u64), (EDU_BUFFER, victim.0, true, victim.0, 2u64)] {
+            let before = server.word(status::UNROUTED_FAULTS);
+            device.start_dma(source, destination, to_ram);
+            run_until(kernel, "the blocked DMA to be reported", |_| !device.dma_running() && server.word(status::UNROUTED_FAULTS) > before)?;
+            ensure!(server.word(status::LAST_FAULT_RID) == u64::from(device.rid), "fault from {:#x}, expected the edu at {:#x}", server.word(status::LAST_FAULT_RID), device.rid);
+            ensure!(server.word(status::LAST_FAULT_ADDRESS) == target, "fault at {:#x}, expected {target:#x}", server.word(status::LAST_FAULT_ADDRESS));
+            ensure!(server.word(status::LAST_FAULT_ACCESS) == access, "fault access {}, expected {access}", server.word(status::LAST_FAULT_ACCESS));
+        }
+        ensure!(victim.all(0xa5), "the blocked device wrote kernel memory");
+        crate::println!("iommu: device {:#x} nobody was given: read and write of kernel pages blocked, both faults recorded as unrouted", device.rid);
+        Ok(())
+    }
+
+    fn hostile_driver() -> TestResult {
+        with_kernel(|kernel| {
+            let device = first_edu()?;
+            let (server, driver_pid) = server_and_driver(kernel, 0, driver::HOSTILE, device, &[1, 2])?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu("iommu::hostile_driver");
+                return Ok(());
+            }
+            let baseline = server_kernel_pins(kernel, &server);
+            kernel.start_process(driver_pid).map_err(err("start driver"))?;
+            run_until(kernel, "the driver", |k| k.has_exited(driver_pid))?;
+            let exit = exit_of(kernel, driver_pid);
+            ensure!(exit == Some(ExitReason::Exited(0)), "hostile driver ended with {exit:?}");
+            ensure!(!kernel.has_exited(server.pid), "server died");
+            ensure!(server.word(status::PINNED_PAGES) == 0 && server.word(status::KERNEL_PINS) == 0, "refused requests left pins");
+            ensure!(server_kernel_pins(kernel, &server) == baseline, "kernel pins of the server went from {baseline} to {}", server_kernel_pins(kernel, &server));
+            Ok(())
+        })
+    }
+
+    fn killed_driver() -> TestResult {
+        with_kernel(|kernel| {
+            let device = first_edu()?;
+            let (server, driver_pid) = server_and_driver(kernel, 0, driver::HOLD, device, &[1])?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu("iommu::killed_driver");
+                return Ok(());
+            }
+            let baseline = server_kernel_pins(kernel, &server);
+            kernel.start_process(driver_pid).map_err(err("start driver"))?;
+            run_until(kernel, "the driver's mapping", |k| server.word(status::PINNED_PAGES) == HOLD_PAGES || k.has_exited(driver_pid))?;
+            ensure!(!kernel.has_exited(driver_pid), "driver ended early: {:?}", kernel.take_exit(driver_pid));
+            ensure!(server_kernel_pins(kernel, &server) == baseline + HOLD_PAGES as usize, "server holds {} kernel pins, expected {baseline} + {HOLD_PAGES}", server_kernel_pins(kernel, &server));
+            kernel.kill(driver_pid, ExitReason::Killed);
+            run_until(kernel, "the server to reap the killed driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
+            ensure!(server.word(status::PINNED_PAGES) == 0, "{} pages still pinned in the object model", server.word(status::PINNED_PAGES));
+            ensure!(server.word(status::OPEN_CLIENTS) == 0, "client still open");
+            ensure!(server_kernel_pins(kernel, &server) == baseline, "server still holds {} kernel pins, baseline {baseline}", server_kernel_pins(kernel, &server));
+            // The device the dead driver owned is blocked again.
+            attack(kernel, &server, device)
+        })
+    }
+
+    fn bench() -> TestResult {
+        with_kernel(|kernel| {
+            let device = first_edu()?;
+            let (server, driver_pid) = server_and_driver(kernel, SERVER_BENCH, driver::BENCH, device, &[1])?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu("bench::iommu");
+                return Ok(());
+            }
+            kernel.start_process(driver_pid).map_err(err("start driver"))?;
+            run_until(kernel, "the benchmark driver", |k| k.has_exited(driver_pid))?;
+            let exit = exit_of(kernel, driver_pid);
+            ensure!(exit == Some(ExitReason::Exited(0)), "benchmark driver ended with {exit:?}");
+            Ok(())
+        })
+    }
+
+    pub const TESTS: &[Test] = &[
+        Test { name: "iommu::discovery_finds_units_and_devices", run: discovery },
+        Test { name: "iommu::edu_dma_maps_unmaps_and_faults", run: edu_dma },
+        Test { name: "iommu::unbound_device_cannot_dma", run: unbound_device_blocked },
+        Test { name: "iommu::hostile_driver_refused_server_carries_on", run: hostile_driver },
+        Test { name: "iommu::killed_driver_torn_down_device_blocked", run: killed_driver },
+        Test { name: "bench::iommu", run: bench },
+    ];
+}
