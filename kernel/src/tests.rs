@@ -8,24 +8,10 @@ use crate::object::Object;
 use crate::{ensure, mm};
 use kernel_abi::Rights;
 
-/// Scenario numbers of user/usertest (its start argument).
-mod scenario {
-    pub const HELLO: u64 = 0;
-    pub const NULL_WRITE: u64 = 1;
-    pub const ILLEGAL_INSTRUCTION: u64 = 2;
-    pub const BAD_POINTERS: u64 = 3;
-    pub const SPIN: u64 = 4;
-    pub const HOSTILE_SYSCALLS: u64 = 5;
-    pub const KERNEL_READ: u64 = 6;
-    pub const IPC_SERVER: u64 = 7;
-    pub const IPC_CLIENT: u64 = 8;
-    pub const REVOKER: u64 = 9;
-    pub const BENCH_CLIENT: u64 = 10;
-    pub const EDU_IRQ: u64 = 11;
-}
-
-/// The slot usertest expects its endpoint in.
-const ENDPOINT_SLOT: u64 = 1;
+/// Scenario numbers and slots of user/usertest.
+#[path = "../../user/usertest/src/scenario.rs"]
+mod scenario;
+use scenario::ENDPOINT_SLOT;
 
 fn new_endpoint() -> Object {
     Object::Endpoint(alloc::rc::Rc::new(core::cell::RefCell::new(crate::object::Endpoint::default())))

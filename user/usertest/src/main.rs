@@ -8,26 +8,11 @@ use userlib::{println, syscall};
 
 userlib::entry!(main);
 
-/// Keep in sync with kernel/src/tests.rs.
-mod scenario {
-    pub const HELLO: u64 = 0;
-    pub const NULL_WRITE: u64 = 1;
-    pub const ILLEGAL_INSTRUCTION: u64 = 2;
-    pub const BAD_POINTERS: u64 = 3;
-    pub const SPIN: u64 = 4;
-    pub const HOSTILE_SYSCALLS: u64 = 5;
-    pub const KERNEL_READ: u64 = 6;
-    pub const IPC_SERVER: u64 = 7;
-    pub const IPC_CLIENT: u64 = 8;
-    pub const REVOKER: u64 = 9;
-    pub const BENCH_CLIENT: u64 = 10;
-    pub const EDU_IRQ: u64 = 11;
-}
+mod scenario;
 
 /// Capability slots the kernel tests fill before starting a scenario.
 mod slot {
-    /// The endpoint (server: READ; clients: WRITE | GRANT, badged).
-    pub const ENDPOINT: u64 = 1;
+    pub const ENDPOINT: u64 = super::scenario::ENDPOINT_SLOT;
     /// Where a client allocates its memory object.
     pub const MEMORY: u64 = 2;
     /// Where a client derives the copy it sends.

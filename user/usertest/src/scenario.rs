@@ -1,0 +1,19 @@
+//! The contract between usertest and the kernel tests that start it (the kernel includes this
+//! file too): scenario numbers (the start argument's low byte) and the slot that holds the
+//! endpoint.
+
+pub const HELLO: u64 = 0;
+pub const NULL_WRITE: u64 = 1;
+pub const ILLEGAL_INSTRUCTION: u64 = 2;
+pub const BAD_POINTERS: u64 = 3;
+pub const SPIN: u64 = 4;
+pub const HOSTILE_SYSCALLS: u64 = 5;
+pub const KERNEL_READ: u64 = 6;
+pub const IPC_SERVER: u64 = 7;
+pub const IPC_CLIENT: u64 = 8;
+pub const REVOKER: u64 = 9;
+pub const BENCH_CLIENT: u64 = 10;
+pub const EDU_IRQ: u64 = 11;
+
+/// The endpoint (server: READ; clients: WRITE | GRANT, badged).
+pub const ENDPOINT_SLOT: u64 = 1;
