@@ -42,9 +42,17 @@ impl QuotaAccount {
     }
 }
 
+static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+fn next_serial() -> u64 {
+    NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Physical frames, zeroed at allocation, freed when the last reference goes.
 #[derive(Debug)]
 pub struct MemoryObject {
+    /// Kernel-wide serial number, never reused (`mem_info`).
+    pub serial: u64,
     pub frames: Vec<u64>,
     /// From the contiguous pool (freed there as one block).
     contiguous: bool,
@@ -66,7 +74,7 @@ impl MemoryObject {
             }
         };
         frames.extend((0..pages).map(|i| base + i * crate::mm::FRAME_SIZE));
-        Some(Rc::new(MemoryObject { frames, contiguous: true, quota: quota.clone() }))
+        Some(Rc::new(MemoryObject { serial: next_serial(), frames, contiguous: true, quota: quota.clone() }))
     }
 
     pub fn allocate(pages: u64, quota: &Quota) -> Option<Rc<MemoryObject>> {
@@ -89,7 +97,7 @@ impl MemoryObject {
                 }
             }
         }
-        Some(Rc::new(MemoryObject { frames, contiguous: false, quota: quota.clone() }))
+        Some(Rc::new(MemoryObject { serial: next_serial(), frames, contiguous: false, quota: quota.clone() }))
     }
 }
 

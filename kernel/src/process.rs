@@ -70,7 +70,8 @@ pub struct Process {
     image_frames: Vec<u64>,
     pub cspace: CSpace,
     pub mappings: BTreeMap<u64, Mapping>,
-    pub pins: BTreeMap<u64, (Rc<MemoryObject>, usize)>,
+    /// Pin id -> the object it keeps alive (`mem_pin`, `mem_pin_range`).
+    pub pins: BTreeMap<u64, Rc<MemoryObject>>,
     pub next_pin: u64,
     pub quota: Quota,
     pub threads: Vec<Tid>,

@@ -9,7 +9,7 @@ use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, P
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
+use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
 
 type Outcome = Result<Reply, Error>;
 
@@ -154,6 +154,15 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             let removed = kernel.processes.get_mut(&pid).expect("caller").pins.remove(&a[0]);
             removed.ok_or(Error::InvalidArgument).and_then(|_| values(&[]))
         }
+        Syscall::MemPinRange => mem_pin_range(kernel, pid, a),
+        Syscall::MemInfo => match cap_of(kernel, pid, a[0], ObjectType::Memory, Rights::READ)?.object {
+            Object::Memory(m) => values(&[m.serial, m.frames.len() as u64]),
+            _ => unreachable!("type checked"),
+        },
+        Syscall::IrqInfo => match cap_of(kernel, pid, a[0], ObjectType::Irq, Rights::CONTROL)?.object {
+            Object::Irq(irq) => values(&[irq.borrow().line as u64]),
+            _ => unreachable!("type checked"),
+        },
         Syscall::MmioMap => mmio_map(kernel, pid, a),
         Syscall::MmioInfo => match cap_of(kernel, pid, a[0], ObjectType::Mmio, Rights::READ)?.object {
             Object::Mmio(m) => values(&[m.base, m.size]),
@@ -431,8 +440,34 @@ fn mem_pin(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, page: u64) 
     }
     let pin = process.next_pin;
     process.next_pin += 1;
-    process.pins.insert(pin, (memory, page as usize));
+    process.pins.insert(pin, memory);
     values(&[pin, phys])
+}
+
+fn mem_pin_range(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
+    let (authority, slot, first, pages, out) = (a[0], a[1], a[2], a[3], a[4]);
+    cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
+    let c = cap_of(kernel, pid, slot, ObjectType::Memory, Rights::READ)?;
+    let Object::Memory(memory) = c.object else { unreachable!("type checked") };
+    if pages == 0 || pages > MAX_PIN_RANGE {
+        return Err(Error::InvalidArgument);
+    }
+    let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
+    let frames = memory.frames.get(first as usize..end as usize).ok_or(Error::OutOfRange)?;
+    let buffer = UserSlice::new(out, pages * 8)?;
+    let mut bytes = [0u8; MAX_PIN_RANGE as usize * 8];
+    for (chunk, frame) in bytes.chunks_exact_mut(8).zip(frames) {
+        chunk.copy_from_slice(&frame.to_le_bytes());
+    }
+    let process = kernel.processes.get_mut(&pid).expect("caller");
+    if process.pins.len() >= MAX_PINS {
+        return Err(Error::OutOfMemory);
+    }
+    buffer.copy_from(&process.space, &bytes[..pages as usize * 8])?;
+    let pin = process.next_pin;
+    process.next_pin += 1;
+    process.pins.insert(pin, memory);
+    values(&[pin])
 }
 
 fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u64) -> Outcome {

@@ -95,6 +95,22 @@ fn edu_interrupt_reaches_user_driver() -> TestResult {
     Ok(())
 }
 
+fn mem_pins_and_queries() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        let pid = kernel.create_process("mem", USERTEST, scenario::MEM_QUERIES, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.install(pid, scenario::AUTHORITY_SLOT, Object::DmaAuthority, Rights::ALL, 0).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.run_until_exited(&[pid]);
+        let r = kernel.take_exit(pid);
+        ensure!(r == Some(ExitReason::Exited(0)), "scenario ended with {r:?}");
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
 /// Prints the null-syscall and IPC round-trip costs (meaningful under `-icount shift=0`).
 fn ipc_benchmark() -> TestResult {
     let mut kernel = Kernel::new(IMAGES);
@@ -184,6 +200,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
+    Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },
     Test { name: "bench::ipc", run: ipc_benchmark },
     Test { name: "selftest::intentional_failure", run: intentional_failure },
     Test { name: "selftest::intentional_hang", run: intentional_hang },

@@ -40,3 +40,32 @@ impl UserSlice {
         Ok(())
     }
 }
+
+impl UserSlice {
+    /// Copies `data` (exactly `len` bytes) into the slice. Fails with BadAddress, writing
+    /// nothing, unless every page is mapped writable.
+    pub fn copy_from(&self, space: &AddressSpace, data: &[u8]) -> Result<(), Error> {
+        assert_eq!(data.len() as u64, self.len);
+        let first = self.addr & !(PAGE_SIZE - 1);
+        let mut page = first;
+        while page < self.addr + self.len {
+            match space.translate(page) {
+                Some((_, flags)) if flags.writable && !flags.device => {}
+                _ => return Err(Error::BadAddress),
+            }
+            page += PAGE_SIZE;
+        }
+        let mut done = 0u64;
+        while done < self.len {
+            let va = self.addr + done;
+            let in_page = (PAGE_SIZE - va % PAGE_SIZE).min(self.len - done);
+            let (pa, _) = space.translate(va).ok_or(Error::BadAddress)?;
+            // SAFETY: `pa..pa + in_page` lies within one writable RAM page of the user's, in the
+            // direct map; the kernel holds no other reference to it.
+            let dst = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(pa), in_page as usize) };
+            dst.copy_from_slice(&data[done as usize..(done + in_page) as usize]);
+            done += in_page;
+        }
+        Ok(())
+    }
+}

@@ -23,6 +23,8 @@ pub const MAX_DEBUG_WRITE: usize = 256;
 pub const MAX_MEMORY_OBJECT_PAGES: u64 = 4096;
 /// Pins one process may hold at once (see `Syscall::MemPin`).
 pub const MAX_PINS: usize = 8192;
+/// Pages one `mem_pin_range` may pin.
+pub const MAX_PIN_RANGE: u64 = 512;
 
 /// Kind of kernel object a capability names (returned by `cap_info`).
 #[repr(u64)]

@@ -105,6 +105,16 @@ syscalls! {
     /// to the pending caller, if any, then waits for the next message: a server's loop in one
     /// system call.
     ReplyRecv = 31,
+    /// `mem_pin_range(authority, mem, first_page, pages, out) -> pin`: pins `pages` pages
+    /// (at most MAX_PIN_RANGE) under one pin and writes their physical addresses, one u64 each,
+    /// to the caller's writable buffer at `out`. Same rights as `mem_pin`.
+    MemPinRange = 32,
+    /// `mem_info(mem) -> (serial, pages)`: a memory object's kernel-wide serial number (stable
+    /// for its lifetime, never reused; tells whether two capabilities name one object) and size.
+    /// Needs READ.
+    MemInfo = 33,
+    /// `irq_info(irq) -> line`: the interrupt line an IRQ capability serves. Needs CONTROL.
+    IrqInfo = 34,
 }
 
 #[cfg(test)]

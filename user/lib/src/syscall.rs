@@ -175,6 +175,28 @@ pub fn mem_pin(authority: u64, mem: u64, page: u64) -> Result<(u64, u64), Error>
     check(r[0]).map(|_| (r[1], r[2]))
 }
 
+/// Pins `phys.len()` pages starting at `first_page` under one pin, filling `phys` with their
+/// physical addresses; returns the pin.
+pub fn mem_pin_range(authority: u64, mem: u64, first_page: u64, phys: &mut [u64]) -> Result<u64, Error> {
+    let (status, pin) = raw(
+        Syscall::MemPinRange as u64,
+        [authority, mem, first_page, phys.len() as u64, phys.as_mut_ptr() as u64, 0],
+    );
+    check(status).map(|_| pin)
+}
+
+/// `(serial, pages)` of a memory object.
+pub fn mem_info(mem: u64) -> Result<(u64, u64), Error> {
+    let r = raw7(Syscall::MemInfo as u64, [mem, 0, 0, 0, 0, 0]);
+    check(r[0]).map(|_| (r[1], r[2]))
+}
+
+/// The interrupt line an IRQ capability serves.
+pub fn irq_info(irq: u64) -> Result<u64, Error> {
+    let (status, line) = raw(Syscall::IrqInfo as u64, [irq, 0, 0, 0, 0, 0]);
+    check(status).map(|_| line)
+}
+
 pub fn mem_unpin(pin: u64) -> Result<(), Error> {
     check(raw(Syscall::MemUnpin as u64, [pin, 0, 0, 0, 0, 0]).0)
 }

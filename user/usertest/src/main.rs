@@ -70,6 +70,7 @@ fn main(arg: u64) -> u64 {
         scenario::REVOKER => revoker(),
         scenario::BENCH_CLIENT => bench_client(),
         scenario::EDU_IRQ => edu_irq(),
+        scenario::MEM_QUERIES => mem_queries(),
         _ => 2,
     }
 }
@@ -355,6 +356,10 @@ fn edu_irq() -> u64 {
         }
         edu_slot::IRQ_LINES + (dev + pin - 1) % 4
     };
+    let expected_lines = if use_msi { 1000..1001 } else { 35..39 };
+    if !syscall::irq_info(irq_slot).is_ok_and(|line| expected_lines.contains(&line)) {
+        return 112;
+    }
     if syscall::irq_bind(irq_slot, edu_slot::NOTIFICATION, 0).is_err() {
         return 108;
     }
@@ -374,5 +379,51 @@ fn edu_irq() -> u64 {
         }
     }
     println!("edu driver: interrupt received and acknowledged twice");
+    0
+}
+
+/// Memory-object queries the IOMMU server relies on: identity and size, range pins with their
+/// physical addresses, and the refusals.
+fn mem_queries() -> u64 {
+    const AUTHORITY: u64 = scenario::AUTHORITY_SLOT;
+    if syscall::mem_alloc(3, slot::MEMORY, 0).is_err() {
+        return 120;
+    }
+    let Ok((serial, pages)) = syscall::mem_info(slot::MEMORY) else { return 121 };
+    if pages != 3 || serial == 0 {
+        return 122;
+    }
+    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err()
+        || syscall::mem_info(slot::MEMORY_COPY) != Ok((serial, 3))
+    {
+        return 123;
+    }
+    let mut phys = [0u64; 3];
+    let Ok(range_pin) = syscall::mem_pin_range(AUTHORITY, slot::MEMORY, 0, &mut phys) else { return 124 };
+    if phys.iter().any(|p| *p == 0 || p % 4096 != 0) || phys[0] == phys[1] || phys[1] == phys[2] {
+        return 125;
+    }
+    let Ok((page_pin, phys1)) = syscall::mem_pin(AUTHORITY, slot::MEMORY, 1) else { return 126 };
+    if phys1 != phys[1] {
+        return 127;
+    }
+    let mut too_many = [0u64; 2];
+    if syscall::mem_pin_range(AUTHORITY, slot::MEMORY, 2, &mut too_many) != Err(Error::OutOfRange) {
+        return 128;
+    }
+    // The output buffer must be writable user memory: code is not.
+    let code = mem_queries as usize as u64;
+    let status = syscall::raw_call(Syscall::MemPinRange as u64, [AUTHORITY, slot::MEMORY, 0, 1, code, 0]);
+    if status != Error::BadAddress as u64 {
+        return 129;
+    }
+    // Only a DMA authority lets a process pin.
+    if syscall::mem_pin_range(slot::MEMORY, slot::MEMORY, 0, &mut phys) != Err(Error::WrongType) {
+        return 130;
+    }
+    if syscall::mem_unpin(range_pin).is_err() || syscall::mem_unpin(page_pin).is_err() || syscall::mem_unpin(page_pin).is_ok() {
+        return 131;
+    }
     0
 }

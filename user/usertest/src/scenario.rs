@@ -14,6 +14,10 @@ pub const IPC_CLIENT: u64 = 8;
 pub const REVOKER: u64 = 9;
 pub const BENCH_CLIENT: u64 = 10;
 pub const EDU_IRQ: u64 = 11;
+pub const MEM_QUERIES: u64 = 12;
+
+/// MEM_QUERIES: the DMA authority.
+pub const AUTHORITY_SLOT: u64 = 5;
 
 /// The endpoint (server: READ; clients: WRITE | GRANT, badged).
 pub const ENDPOINT_SLOT: u64 = 1;
