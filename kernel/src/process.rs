@@ -248,11 +248,21 @@ impl Kernel {
         }
     }
 
+    /// Like `make_runnable`, but the thread runs next: IPC hands the CPU to the partner that
+    /// the caller is about to wait for.
+    pub fn make_runnable_next(&mut self, tid: Tid, results: &[u64]) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.context.set_syscall_result(results);
+            t.state = ThreadState::Runnable;
+            self.run_queue.push_front(tid);
+        }
+    }
+
     /// Hands `message` (and `cap`) from thread `from` to the blocked receiver `to`.
     pub fn deliver(&mut self, from: Tid, to: Tid, recv_slot: u64, message: &Message, cap: Option<Capability>) {
-        let receiver_pid = self.threads[&to].pid;
         let mut cap_received = 0;
         if let Some(cap) = cap {
+            let receiver_pid = self.threads[&to].pid;
             let process = self.processes.get_mut(&receiver_pid).expect("thread's process exists");
             if process.cspace.check_empty(recv_slot).is_ok() {
                 self.tree.set_owner(cap.id, receiver_pid);
@@ -265,8 +275,11 @@ impl Kernel {
             }
         }
         let w = &message.words;
-        self.make_runnable(to, &[0, message.badge, w[0], w[1], w[2], w[3], cap_received]);
-        self.threads.get_mut(&to).expect("receiver exists").reply_to = Some(from);
+        let receiver = self.threads.get_mut(&to).expect("receiver exists");
+        receiver.context.set_syscall_result(&[0, message.badge, w[0], w[1], w[2], w[3], cap_received]);
+        receiver.state = ThreadState::Runnable;
+        receiver.reply_to = Some(from);
+        self.run_queue.push_front(to);
         self.threads.get_mut(&from).expect("sender exists").state = ThreadState::AwaitingReply { server: to };
     }
 
@@ -357,14 +370,14 @@ impl Kernel {
 
     /// Runs one time slice of the next runnable thread (or idles until an interrupt).
     pub fn run_once(&mut self) {
-        let Some(tid) = self.run_queue.pop_front() else {
+        let Some(mut tid) = self.run_queue.pop_front() else {
             let trap = arch::wait_for_interrupt();
             if let Trap::DeviceIrq(line) = trap {
                 self.device_interrupt(line);
             }
             return;
         };
-        let pid = self.threads[&tid].pid;
+        let mut pid = self.threads[&tid].pid;
         self.processes[&pid].space.activate();
         loop {
             let trap = arch::run_user(&mut self.threads.get_mut(&tid).expect("running thread").context);
@@ -372,7 +385,19 @@ impl Kernel {
                 Trap::Syscall => match crate::syscall::handle(self, tid) {
                     Continuation::Resume => continue,
                     Continuation::Yield => self.run_queue.push_back(tid),
-                    Continuation::Block => {}
+                    Continuation::Block => {
+                        // Direct switch: an IPC partner this call woke is at the front of the
+                        // queue; run it in this slice instead of going round the scheduler.
+                        if let Some(next) = self.run_queue.pop_front() {
+                            tid = next;
+                            let next_pid = self.threads[&tid].pid;
+                            if next_pid != pid {
+                                pid = next_pid;
+                                self.processes[&pid].space.activate();
+                            }
+                            continue;
+                        }
+                    }
                     Continuation::Exit(code) => self.kill(pid, ExitReason::Exited(code)),
                 },
                 Trap::Timer => self.run_queue.push_back(tid),

@@ -99,20 +99,20 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             values(&[c.object.kind() as u64, c.rights.0, c.badge])
         }
         Syscall::Call => call_endpoint(kernel, pid, tid, a),
-        Syscall::Recv => recv(kernel, pid, tid, a[0], a[1]),
+        Syscall::Recv => {
+            let ep = receive_endpoint(kernel, pid, a[0], a[1])?;
+            recv(kernel, tid, ep, a[1])
+        }
         Syscall::Reply => reply(kernel, tid, [a[0], a[1], a[2], a[3]]),
         Syscall::ReplyRecv => {
             // Validate the receive half first: a failed call must change nothing.
-            cap_of(kernel, pid, a[0], ObjectType::Endpoint, Rights::READ)?;
-            if a[1] != NO_CAP {
-                kernel.processes[&pid].cspace.check_empty(a[1])?;
-            }
+            let ep = receive_endpoint(kernel, pid, a[0], a[1])?;
             // A caller that died meanwhile needs no answer; the receive goes ahead.
             match reply(kernel, tid, [a[2], a[3], a[4], a[5]]) {
                 Ok(_) | Err(Error::InvalidState) | Err(Error::PeerGone) => {}
                 Err(e) => return Err(e),
             }
-            recv(kernel, pid, tid, a[0], a[1])
+            recv(kernel, tid, ep, a[1])
         }
         Syscall::NotifySignal => {
             let n = notification(kernel, pid, a[0], Rights::WRITE)?;
@@ -312,13 +312,18 @@ fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcom
     Ok(Reply::Block)
 }
 
-fn recv(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64) -> Outcome {
+/// The endpoint `recv` and `reply_recv` wait on, with the receive slot checked.
+fn receive_endpoint(kernel: &Kernel, pid: Pid, ep_slot: u64, recv_slot: u64) -> Result<Rc<RefCell<Endpoint>>, Error> {
     let Object::Endpoint(ep) = cap_of(kernel, pid, ep_slot, ObjectType::Endpoint, Rights::READ)?.object else {
         unreachable!("type checked")
     };
     if recv_slot != NO_CAP {
         kernel.processes[&pid].cspace.check_empty(recv_slot)?;
     }
+    Ok(ep)
+}
+
+fn recv(kernel: &mut Kernel, tid: Tid, ep: Rc<RefCell<Endpoint>>, recv_slot: u64) -> Outcome {
     // A caller this thread never answered learns that it will not be answered.
     if let Some(old) = kernel.threads.get_mut(&tid).expect("caller").reply_to.take() {
         if matches!(kernel.threads.get(&old).map(|t| &t.state), Some(ThreadState::AwaitingReply { server }) if *server == tid) {
@@ -343,7 +348,7 @@ fn reply(kernel: &mut Kernel, tid: Tid, words: [u64; 4]) -> Outcome {
     let caller = kernel.threads.get_mut(&tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
     match kernel.threads.get(&caller).map(|t| &t.state) {
         Some(ThreadState::AwaitingReply { server }) if *server == tid => {
-            kernel.make_runnable(caller, &[0, 0, words[0], words[1], words[2], words[3], 0]);
+            kernel.make_runnable_next(caller, &[0, 0, words[0], words[1], words[2], words[3], 0]);
             values(&[])
         }
         _ => Err(Error::PeerGone),
