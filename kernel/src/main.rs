@@ -17,6 +17,7 @@ mod cap;
 mod object;
 mod platform;
 mod process;
+mod sched;
 mod syscall;
 mod table;
 mod tests;

@@ -13,7 +13,8 @@ use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
 use crate::object::{Endpoint, IrqLine, MemoryObject, Message, Notification, Object, Quota, QuotaAccount};
 use crate::table::Table;
-use alloc::collections::{BTreeMap, VecDeque};
+use crate::sched::{RunQueue, DEFAULT_PRIORITY, PRIORITY_LEVELS};
+use alloc::collections::BTreeMap;
 use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -50,6 +51,8 @@ pub enum ThreadState {
 
 pub struct Thread {
     pub pid: Pid,
+    /// 0 (lowest) ..= PRIORITY_LEVELS - 1.
+    pub priority: u8,
     pub context: UserContext,
     pub state: ThreadState,
     /// The caller this thread received from last and has not replied to.
@@ -92,7 +95,7 @@ pub enum Continuation {
 pub struct Kernel {
     pub processes: Table<Process>,
     pub threads: Table<Thread>,
-    run_queue: VecDeque<Tid>,
+    run_queue: RunQueue,
     exited: BTreeMap<Pid, ExitReason>,
     pub tree: DerivationTree,
     pub irqs: BTreeMap<u32, Weak<RefCell<IrqLine>>>,
@@ -104,7 +107,7 @@ impl Kernel {
         Kernel {
             processes: Table::new(),
             threads: Table::new(),
-            run_queue: VecDeque::new(),
+            run_queue: RunQueue::new(),
             exited: BTreeMap::new(),
             tree: DerivationTree::new(),
             irqs: BTreeMap::new(),
@@ -164,17 +167,21 @@ impl Kernel {
         }
         process.started = true;
         let (entry, arg) = (process.entry, process.arg);
-        self.add_thread(pid, UserContext::new(entry, USER_STACK_TOP, arg)).map(|_| ())
+        self.add_thread(pid, UserContext::new(entry, USER_STACK_TOP, arg), DEFAULT_PRIORITY).map(|_| ())
     }
 
-    pub fn add_thread(&mut self, pid: Pid, context: UserContext) -> Result<Tid, Error> {
+    pub fn add_thread(&mut self, pid: Pid, context: UserContext, priority: u8) -> Result<Tid, Error> {
+        if priority as usize >= PRIORITY_LEVELS {
+            return Err(Error::InvalidArgument);
+        }
         let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
         if process.threads.len() >= MAX_THREADS {
             return Err(Error::OutOfMemory);
         }
-        let tid = self.threads.insert(Thread { pid, context, state: ThreadState::Runnable, reply_to: None }).ok_or(Error::OutOfMemory)?;
+        let thread = Thread { pid, priority, context, state: ThreadState::Runnable, reply_to: None };
+        let tid = self.threads.insert(thread).ok_or(Error::OutOfMemory)?;
         self.processes.get_mut(&pid).expect("checked above").threads.push(tid);
-        self.run_queue.push_back(tid);
+        self.run_queue.push_back(tid, priority);
         Ok(tid)
     }
 
@@ -244,7 +251,7 @@ impl Kernel {
         if let Some(t) = self.threads.get_mut(&tid) {
             t.context.set_syscall_result(results);
             t.state = ThreadState::Runnable;
-            self.run_queue.push_back(tid);
+            self.run_queue.push_back(tid, t.priority);
         }
     }
 
@@ -254,7 +261,7 @@ impl Kernel {
         if let Some(t) = self.threads.get_mut(&tid) {
             t.context.set_syscall_result(results);
             t.state = ThreadState::Runnable;
-            self.run_queue.push_front(tid);
+            self.run_queue.push_front(tid, t.priority);
         }
     }
 
@@ -279,7 +286,8 @@ impl Kernel {
         receiver.context.set_syscall_result(&[0, message.badge, w[0], w[1], w[2], w[3], cap_received]);
         receiver.state = ThreadState::Runnable;
         receiver.reply_to = Some(from);
-        self.run_queue.push_front(to);
+        let priority = receiver.priority;
+        self.run_queue.push_front(to, priority);
         self.threads.get_mut(&from).expect("sender exists").state = ThreadState::AwaitingReply { server: to };
     }
 
@@ -325,7 +333,7 @@ impl Kernel {
 
     fn remove_thread(&mut self, tid: Tid) {
         let Some(thread) = self.threads.remove(&tid) else { return };
-        self.run_queue.retain(|&t| t != tid);
+        self.run_queue.remove(tid);
         match thread.state {
             ThreadState::Sending { ep, cap, .. } => {
                 ep.borrow_mut().senders.retain(|&t| t != tid);
@@ -370,27 +378,38 @@ impl Kernel {
 
     /// Runs one time slice of the next runnable thread (or idles until an interrupt).
     pub fn run_once(&mut self) {
-        let Some(mut tid) = self.run_queue.pop_front() else {
+        let Some(mut tid) = self.run_queue.pop() else {
             let trap = arch::wait_for_interrupt();
             if let Trap::DeviceIrq(line) = trap {
                 self.device_interrupt(line);
             }
             return;
         };
-        let mut pid = self.threads[&tid].pid;
+        let thread = &self.threads[&tid];
+        let (mut pid, mut priority) = (thread.pid, thread.priority);
         self.processes[&pid].space.activate();
         loop {
             let trap = arch::run_user(&mut self.threads.get_mut(&tid).expect("running thread").context);
             match trap {
                 Trap::Syscall => match crate::syscall::handle(self, tid) {
-                    Continuation::Resume => continue,
-                    Continuation::Yield => self.run_queue.push_back(tid),
+                    Continuation::Resume => {
+                        // A call that woke a higher-priority thread gives way to it at once.
+                        if self.run_queue.highest().is_some_and(|p| p > priority) {
+                            self.run_queue.push_front(tid, priority);
+                            return;
+                        }
+                        continue;
+                    }
+                    Continuation::Yield => self.run_queue.push_back(tid, priority),
                     Continuation::Block => {
-                        // Direct switch: an IPC partner this call woke is at the front of the
-                        // queue; run it in this slice instead of going round the scheduler.
-                        if let Some(next) = self.run_queue.pop_front() {
+                        // Direct switch: an IPC partner this call woke is at the front of its
+                        // level; run the next thread in this slice instead of going round the
+                        // scheduler.
+                        if let Some(next) = self.run_queue.pop() {
                             tid = next;
-                            let next_pid = self.threads[&tid].pid;
+                            let thread = &self.threads[&tid];
+                            let next_pid = thread.pid;
+                            priority = thread.priority;
                             if next_pid != pid {
                                 pid = next_pid;
                                 self.processes[&pid].space.activate();
@@ -400,10 +419,10 @@ impl Kernel {
                     }
                     Continuation::Exit(code) => self.kill(pid, ExitReason::Exited(code)),
                 },
-                Trap::Timer => self.run_queue.push_back(tid),
+                Trap::Timer => self.run_queue.push_back(tid, priority),
                 Trap::DeviceIrq(line) => {
                     self.device_interrupt(line);
-                    self.run_queue.push_back(tid);
+                    self.run_queue.push_back(tid, priority);
                 }
                 Trap::PageFault { .. } | Trap::IllegalInstruction { .. } => self.kill(pid, ExitReason::Faulted(trap)),
             }

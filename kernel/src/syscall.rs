@@ -177,11 +177,15 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             _ => unreachable!("type checked"),
         },
         Syscall::ThreadCreate => {
-            let (entry, stack, arg) = (a[0], a[1], a[2]);
+            let (entry, stack, arg, priority) = (a[0], a[1], a[2], a[3]);
             if entry == 0 || entry >= USER_TOP || stack > USER_TOP {
                 return Err(Error::BadAddress);
             }
-            let t = kernel.add_thread(pid, UserContext::new(entry, stack, arg))?;
+            // A thread can create threads up to its own priority, never above.
+            if priority > kernel.threads[&tid].priority as u64 {
+                return Err(Error::InvalidArgument);
+            }
+            let t = kernel.add_thread(pid, UserContext::new(entry, stack, arg), priority as u8)?;
             values(&[t as u64])
         }
         Syscall::EndpointCreate => create(kernel, pid, a[0], Object::Endpoint(Rc::new(RefCell::new(Endpoint::default())))),

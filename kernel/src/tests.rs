@@ -196,6 +196,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::bad_pointers_refused", run: || user_exits_with(scenario::BAD_POINTERS, 0) },
     Test { name: "user::hostile_syscalls_survived", run: || user_exits_with(scenario::HOSTILE_SYSCALLS, 0) },
     Test { name: "user::preemption_of_spinner", run: user_preemption_of_spinner },
+    Test { name: "sched::strict_priorities_and_thread_creation", run: || user_exits_with(scenario::PRIORITIES, 0) },
     Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
     Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },

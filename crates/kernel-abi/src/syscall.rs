@@ -76,7 +76,9 @@ syscalls! {
     IrqBind = 19,
     /// `irq_ack(irq)`: re-enables the line after the driver serviced the device.
     IrqAck = 20,
-    /// `thread_create(entry, stack_top, arg) -> tid`: a new thread in the caller's process.
+    /// `thread_create(entry, stack_top, arg, priority) -> tid`: a new thread in the caller's
+    /// process, with a priority (0 lowest .. 7) no higher than the caller's. Scheduling is
+    /// strict priority, round robin within a level; the kernel starts threads at priority 4.
     ThreadCreate = 21,
     /// `endpoint_create(dst)`.
     EndpointCreate = 22,

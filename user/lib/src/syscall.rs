@@ -236,6 +236,13 @@ pub fn irq_ack(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
 }
 
+/// Starts a thread in this process at `entry(arg)` on `stack_top`, with `priority` (at most the
+/// caller's); returns its id.
+pub fn thread_create(entry: extern "C" fn(u64) -> !, stack_top: u64, arg: u64, priority: u64) -> Result<u64, Error> {
+    let (status, tid) = raw(Syscall::ThreadCreate as u64, [entry as usize as u64, stack_top, arg, priority, 0, 0]);
+    check(status).map(|_| tid)
+}
+
 /// Guest instructions so far under `-icount shift=0` (TSC / CNTVCT_EL0).
 #[inline(always)]
 pub fn instruction_counter() -> u64 {

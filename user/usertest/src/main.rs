@@ -71,6 +71,7 @@ fn main(arg: u64) -> u64 {
         scenario::BENCH_CLIENT => bench_client(),
         scenario::EDU_IRQ => edu_irq(),
         scenario::MEM_QUERIES => mem_queries(),
+        scenario::PRIORITIES => priorities(),
         _ => 2,
     }
 }
@@ -426,4 +427,48 @@ fn mem_queries() -> u64 {
         return 131;
     }
     0
+}
+
+static LOW_PRIORITY_RAN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+const PRIORITY_NOTIFICATION: u64 = 20;
+const PRIORITY_STACK: u64 = 21;
+const LOW_STACK_WINDOW: u64 = 0x4000_0000;
+
+/// The low-priority thread: records that it ran, wakes the main thread, then waits forever.
+extern "C" fn low_priority_thread(_arg: u64) -> ! {
+    LOW_PRIORITY_RAN.store(1, core::sync::atomic::Ordering::SeqCst);
+    let _ = syscall::notify_signal(PRIORITY_NOTIFICATION, 1);
+    loop {
+        let _ = syscall::notify_wait(PRIORITY_NOTIFICATION);
+    }
+}
+
+/// Strict priorities: a runnable thread of priority 4 (the start priority) keeps a priority-1
+/// thread off the CPU, even across yields; once it blocks, the low thread runs, and its signal
+/// hands the CPU straight back. A thread cannot be created above its creator's priority.
+fn priorities() -> u64 {
+    use core::sync::atomic::Ordering::SeqCst;
+    if syscall::notification_create(PRIORITY_NOTIFICATION).is_err()
+        || syscall::mem_alloc(4, PRIORITY_STACK, 0).is_err()
+        || syscall::mem_map(PRIORITY_STACK, LOW_STACK_WINDOW, 0, 4, kernel_abi::map_flags::WRITE).is_err()
+    {
+        return 140;
+    }
+    let stack_top = LOW_STACK_WINDOW + 4 * 4096;
+    if syscall::thread_create(low_priority_thread, stack_top, 0, 5) != Err(Error::InvalidArgument) {
+        return 141;
+    }
+    if syscall::thread_create(low_priority_thread, stack_top, 0, 1).is_err() {
+        return 142;
+    }
+    for _ in 0..100 {
+        syscall::yield_now();
+    }
+    if LOW_PRIORITY_RAN.load(SeqCst) != 0 {
+        return 143;
+    }
+    match syscall::notify_wait(PRIORITY_NOTIFICATION) {
+        Ok(bits) if bits & 1 != 0 && LOW_PRIORITY_RAN.load(SeqCst) == 1 => 0,
+        _ => 144,
+    }
 }

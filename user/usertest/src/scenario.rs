@@ -15,6 +15,7 @@ pub const REVOKER: u64 = 9;
 pub const BENCH_CLIENT: u64 = 10;
 pub const EDU_IRQ: u64 = 11;
 pub const MEM_QUERIES: u64 = 12;
+pub const PRIORITIES: u64 = 13;
 
 /// MEM_QUERIES: the DMA authority.
 pub const AUTHORITY_SLOT: u64 = 5;
