@@ -7,14 +7,22 @@ without `TESTS DONE`, disagrees with its own summary, or exits with a failure st
 failure. Before the matrix, the runner checks itself: a deliberately failing test and a
 deliberately hanging test must both be reported as failures.
 
+After each architecture's matrix, the runner checks fwdump against QEMU's own tables: it boots
+with `dump-acpi=<SIG>` (the DMAR of q35 + intel-iommu, the IORT of virt + SMMUv3), rebuilds the
+table from the hex the kernel prints, runs `fwdump --check-iasl` on it (every decoded field must
+equal what `iasl -d` shows) and checks what fwdump's JSON says the table contains. Without an
+iasl these checks fail: they are the only test of fwdump against real tables.
+
 Usage: qemu-tests.py [--arch x86_64|aarch64|all] [--timeout SECONDS]
 Prints one line per test and ends with `N passed, N failed`.
 """
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,6 +104,119 @@ def boot(config, arch, options, test_filter, timeout):
     return Boot(config, results, errors, log, seconds)
 
 
+DUMP_HEADER = re.compile(r"^ACPI-DUMP (\S+) (\d+)$")
+DUMP_END = "ACPI-DUMP END"
+# Where q35 puts the VT-d unit and virt the SMMUv3 (kernel/src/platform.rs uses the same).
+Q35_VTD_BASE = 0xFED9_0000
+VIRT_SMMUV3_BASE = 0x0905_0000
+
+
+def dmar_content_problems(table):
+    """What the DMAR fwdump decoded lacks: a DRHD for q35's VT-d unit."""
+    bases = [int(s["register_base"], 16) for s in table["structures"] if s["kind"] == "DRHD"]
+    if Q35_VTD_BASE not in bases:
+        return [f"no DRHD at {Q35_VTD_BASE:#x} (DRHD register bases: {[hex(b) for b in bases]})"]
+    return []
+
+
+def iort_content_problems(table):
+    """What the IORT fwdump decoded lacks: virt's SMMUv3, and a root complex mapping to it."""
+    nodes = table["nodes"]
+    smmus = [n["index"] for n in nodes if n["kind"] == "SMMUv3" and int(n["base_address"], 16) == VIRT_SMMUV3_BASE]
+    if not smmus:
+        return [f"no SMMUv3 node at {VIRT_SMMUV3_BASE:#x}"]
+    if not any(m["output_node_index"] in smmus for n in nodes if n["kind"] == "root complex" for m in n["id_mappings"]):
+        return ["no root complex ID mapping leads to the SMMUv3 node"]
+    return []
+
+
+# (arch, qemu-run.sh options, table signature, content check on fwdump's JSON)
+ACPI_DUMPS = [
+    ("x86_64", ["--iommu", "vtd"], "DMAR", dmar_content_problems),
+    ("aarch64", ["--iommu", "smmuv3"], "IORT", iort_content_problems),
+]
+
+
+def extract_dump(log, signature):
+    """The table bytes between `ACPI-DUMP <SIG> <len>` and `ACPI-DUMP END`, or an error."""
+    lines = [raw.strip("\r") for raw in log.splitlines()]
+    for start, line in enumerate(lines):
+        m = DUMP_HEADER.match(line)
+        if not m or m.group(1) != signature:
+            continue
+        if DUMP_END not in lines[start + 1:]:
+            return None, "no ACPI-DUMP END line"
+        end = lines.index(DUMP_END, start + 1)
+        try:
+            data = bytes.fromhex(" ".join(lines[start + 1:end]))
+        except ValueError as e:
+            return None, f"malformed hex in the dump: {e}"
+        if len(data) != int(m.group(2)):
+            return None, f"dump holds {len(data)} bytes, its header says {m.group(2)}"
+        return data, None
+    return None, f"no ACPI-DUMP {signature} line"
+
+
+class Fwdump:
+    """fwdump built for the host once, with the iasl it compares against."""
+
+    def __init__(self):
+        self.binary = os.path.join(ROOT, "target", "host", "debug", "fwdump")
+        self.build_problem = self.iasl_problem = None
+        build = subprocess.run(["bash", os.path.join(ROOT, "scripts", "host-test.sh"), "build", "--quiet", "-p", "fwdump"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if build.returncode != 0:
+            self.build_problem = "building fwdump failed: " + build.stdout.decode("utf-8", "replace")[-2000:]
+        self.iasl = os.environ.get("IASL")
+        if not self.iasl:
+            got = subprocess.run(["bash", os.path.join(ROOT, "scripts", "get-iasl.sh")], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            self.iasl = got.stdout.decode().strip() if got.returncode == 0 else None
+        if not self.iasl:
+            self.iasl_problem = "no iasl: IASL is unset and scripts/get-iasl.sh failed"
+
+    def run(self, args):
+        env = dict(os.environ, IASL=self.iasl or "")
+        proc = subprocess.run([self.binary] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, env=env, timeout=120)
+        return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
+def acpi_dump_checks(arch, options, signature, content_check, fwdump, timeout):
+    """Dumps QEMU's `signature` table; returns [(test name, passed, detail)] for the comparison
+    with iasl and for the expected content."""
+    prefix = f"acpi-dump::{arch}::{signature}"
+    names = (f"{prefix}::fwdump_matches_iasl", f"{prefix}::expected_content")
+    cmd = ["bash", os.path.join(ROOT, "qemu-run.sh"), "--arch", arch, "--kernel", kernel_path(arch),
+           "--append", f"dump-acpi={signature}"] + options
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [(name, False, f"boot timed out after {timeout} s") for name in names]
+    log = proc.stdout.decode("utf-8", "replace")
+    data, problem = extract_dump(log, signature)
+    if problem is None and proc.returncode != 0:
+        problem = f"QEMU exited with status {proc.returncode}"
+    if problem is not None:
+        return [(name, False, f"{problem}\n{log[-2000:]}") for name in names]
+    if fwdump.build_problem:
+        return [(name, False, fwdump.build_problem) for name in names]
+    with tempfile.NamedTemporaryFile(prefix=f"qemu-{signature.lower()}-", suffix=".dat") as table:
+        table.write(data)
+        table.flush()
+        if fwdump.iasl_problem:
+            iasl_result = (names[0], False, fwdump.iasl_problem)
+        else:
+            status, out, err = fwdump.run(["--check-iasl", table.name])
+            iasl_result = (names[0], status == 0, (out + err).strip())
+        status, out, err = fwdump.run([table.name])
+    if status != 0:
+        return [iasl_result, (names[1], False, f"fwdump failed: {err.strip()}")]
+    problems = content_check(json.loads(out))
+    return [iasl_result, (names[1], not problems, "; ".join(problems))]
+
+
 def self_test(arch, timeout):
     """The runner must see the intentional failure and the intentional hang."""
     outcomes = []
@@ -116,6 +237,7 @@ def main():
     args = parser.parse_args()
     arches = ["x86_64", "aarch64"] if args.arch == "all" else [args.arch]
     passed = failed = 0
+    fwdump = None
 
     def record(name, ok, detail=""):
         nonlocal passed, failed
@@ -143,6 +265,14 @@ def main():
                 print(f"--- {config} serial log (tail) ---")
                 print(b.log[-4000:])
             print(f"time {config}: {b.seconds:.1f} s")
+            sys.stdout.flush()
+        for dump_arch, options, signature, check in ACPI_DUMPS:
+            if dump_arch != arch:
+                continue
+            if fwdump is None:
+                fwdump = Fwdump()
+            for name, ok, detail in acpi_dump_checks(arch, options, signature, check, fwdump, args.timeout):
+                record(name, ok, detail)
             sys.stdout.flush()
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1

@@ -406,7 +406,9 @@ pub fn start_event_thread() -> Result<(), kernel_abi::Error> {
     syscall::mem_map(slots::EVENT_STACK, layout::EVENT_STACK, 0, layout::EVENT_STACK_PAGES, kernel_abi::map_flags::WRITE)?;
     let top = layout::EVENT_STACK + layout::EVENT_STACK_PAGES * PAGE;
     let entry = event_thread as extern "C" fn(u64) -> ! as usize as u64;
-    match syscall::raw_call(Syscall::ThreadCreate as u64, [entry, top, 0, 0, 0, 0]) {
+    // The fault thread runs at the start priority (the highest it may have): faults must not
+    // wait behind a busy client.
+    match syscall::raw_call(Syscall::ThreadCreate as u64, [entry, top, 0, kernel_abi::START_PRIORITY, 0, 0]) {
         0 => Ok(()),
         status => Err(kernel_abi::Error::from_status(status).unwrap_or(kernel_abi::Error::InvalidArgument)),
     }

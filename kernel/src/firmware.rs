@@ -3,6 +3,7 @@
 //! tells the person booting the system what the firmware describes.
 
 use boot::{BootInfo, Firmware, EARLY_DIRECT_MAP_SIZE};
+use fwtables::sdt::Signature;
 
 /// Copies physical memory below 4 GiB through the direct map.
 fn read_physical(address: u64, buf: &mut [u8]) -> bool {
@@ -21,7 +22,7 @@ fn read_physical(address: u64, buf: &mut [u8]) -> bool {
 /// Kind and register base of every IOMMU the firmware describes.
 pub fn iommus(info: &BootInfo) -> alloc::vec::Vec<(&'static str, u64)> {
     match info.firmware {
-        Firmware::Acpi { rsdp } => match find_dmar(rsdp).ok().flatten().map(|b| fwtables::dmar::Dmar::parse(&b)) {
+        Firmware::Acpi { rsdp } => match find_table(rsdp, Signature::DMAR).ok().flatten().map(|b| fwtables::dmar::Dmar::parse(&b)) {
             Some(Ok(dmar)) => dmar.drhds().map(|d| ("vtd", d.register_base)).collect(),
             _ => alloc::vec::Vec::new(),
         },
@@ -44,8 +45,8 @@ pub fn report_iommus(info: &BootInfo) {
     }
 }
 
-/// The DMAR table's bytes, if the firmware has one.
-pub fn find_dmar(rsdp: u64) -> Result<Option<alloc::vec::Vec<u8>>, alloc::string::String> {
+/// The bytes of the first table with `signature` the root table lists, if there is one.
+pub(crate) fn find_table(rsdp: u64, signature: Signature) -> Result<Option<alloc::vec::Vec<u8>>, alloc::string::String> {
     let mut raw = [0u8; 36];
     if !read_physical(rsdp, &mut raw) {
         return Err("RSDP not readable".into());
@@ -53,12 +54,12 @@ pub fn find_dmar(rsdp: u64) -> Result<Option<alloc::vec::Vec<u8>>, alloc::string
     let rsdp = fwtables::sdt::Rsdp::parse(&raw).map_err(|e| alloc::format!("RSDP: {e:?}"))?;
     let mut memory = read_physical;
     let root = fwtables::sdt::RootTable::load(&rsdp, &mut memory).map_err(|e| alloc::format!("root table: {e:?}"))?;
-    let dmar = root.find(&mut memory, fwtables::sdt::Signature::DMAR).map_err(|e| alloc::format!("DMAR: {e:?}"))?;
-    Ok(dmar.map(|(_, bytes)| bytes))
+    let table = root.find(&mut memory, signature).map_err(|e| alloc::format!("{signature}: {e:?}"))?;
+    Ok(table.map(|(_, bytes)| bytes))
 }
 
 fn report_dmar(rsdp: u64) {
-    let bytes = match find_dmar(rsdp) {
+    let bytes = match find_table(rsdp, Signature::DMAR) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return crate::println!("iommu: no DMAR table (no VT-d unit)"),
         Err(e) => return crate::println!("iommu: cannot read ACPI tables: {e}"),

@@ -5,6 +5,7 @@
 
 extern crate alloc;
 
+mod acpi_dump;
 mod arch;
 #[macro_use]
 mod console;
@@ -49,6 +50,9 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     arch::paging::protect_kernel_image(&mut mm::FRAMES.lock());
     report_boot(info, main_count);
     firmware::report_iommus(info);
+    if let Some(signature) = option(info.cmdline(), "dump-acpi") {
+        arch::exit_qemu(acpi_dump::dump(info, signature));
+    }
     arch::init_interrupts();
     arch::start_timer(TIMER_HZ);
     if let Some(filter) = option(info.cmdline(), "test") {

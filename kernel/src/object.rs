@@ -158,6 +158,9 @@ pub enum Object {
     Irq(Rc<RefCell<IrqLine>>),
     Process(crate::process::Pid),
     DmaAuthority,
+    /// x86 I/O ports `[base, base + count)`.
+    #[cfg(target_arch = "x86_64")]
+    IoPorts { base: u16, count: u16 },
 }
 
 impl Object {
@@ -170,6 +173,8 @@ impl Object {
             Object::Irq(_) => ObjectType::Irq,
             Object::Process(_) => ObjectType::Process,
             Object::DmaAuthority => ObjectType::DmaAuthority,
+            #[cfg(target_arch = "x86_64")]
+            Object::IoPorts { .. } => ObjectType::IoPorts,
         }
     }
 }

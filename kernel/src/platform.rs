@@ -50,6 +50,8 @@ pub fn boot_caps(info: &BootInfo) -> Vec<BootCap> {
 fn arch_caps(caps: &mut Vec<BootCap>) {
     use crate::arch::{MSI_LINE_BASE, MSI_LINES};
     caps.push(mmio("vtd", 0xFED9_0000, 0x1000, READ_WRITE));
+    // PCI configuration mechanism #1 (CONFIG_ADDRESS 0xCF8, CONFIG_DATA 0xCFC..0xCFF).
+    caps.push(BootCap { name: "pci-config-ports", object: Object::IoPorts { base: 0xCF8, count: 8 }, rights: READ_WRITE });
     caps.push(mmio("ecam", 0xB000_0000, 0x1000_0000, READ_WRITE));
     // q35 with < 2.75 GiB RAM: SeaBIOS assigns 32-bit BARs between 0xC0000000 and the I/O APIC.
     caps.push(mmio("pci-mmio", 0xC000_0000, 0x3EC0_0000, READ_WRITE));

@@ -6,7 +6,7 @@ use alloc::collections::VecDeque;
 /// Levels 0 (lowest) to 7; `occupied` has one bit per level.
 pub const PRIORITY_LEVELS: usize = 8;
 /// Priority of threads the kernel starts (the root task's, and the tests' processes).
-pub const DEFAULT_PRIORITY: u8 = 4;
+pub const DEFAULT_PRIORITY: u8 = kernel_abi::START_PRIORITY as u8;
 
 pub struct RunQueue {
     levels: [VecDeque<Tid>; PRIORITY_LEVELS],

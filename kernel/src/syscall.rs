@@ -163,6 +163,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             Object::Irq(irq) => values(&[irq.borrow().line as u64]),
             _ => unreachable!("type checked"),
         },
+        Syscall::IoPortRead | Syscall::IoPortWrite => io_port(kernel, pid, call, a),
         Syscall::MmioMap => mmio_map(kernel, pid, a),
         Syscall::MmioInfo => match cap_of(kernel, pid, a[0], ObjectType::Mmio, Rights::READ)?.object {
             Object::Mmio(m) => values(&[m.base, m.size]),
@@ -477,6 +478,36 @@ fn mem_pin_range(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     process.next_pin += 1;
     process.pins.insert(pin, memory);
     values(&[pin])
+}
+
+/// Port I/O through an I/O-port capability: the port and its width must lie inside the range.
+#[cfg(target_arch = "x86_64")]
+fn io_port(kernel: &Kernel, pid: Pid, call: Syscall, a: [u64; 6]) -> Outcome {
+    let write = call == Syscall::IoPortWrite;
+    let rights = if write { Rights::WRITE } else { Rights::READ };
+    let Object::IoPorts { base, count } = cap_of(kernel, pid, a[0], ObjectType::IoPorts, rights)?.object else {
+        unreachable!("type checked")
+    };
+    let (port, width) = (a[1], a[2]);
+    if !matches!(width, 1 | 2 | 4) {
+        return Err(Error::InvalidArgument);
+    }
+    if port < base as u64 || port + width > base as u64 + count as u64 {
+        return Err(Error::OutOfRange);
+    }
+    if write {
+        arch::port_write(port as u16, width as u8, a[3] as u32);
+        values(&[])
+    } else {
+        values(&[arch::port_read(port as u16, width as u8) as u64])
+    }
+}
+
+/// No I/O-port capability exists on aarch64: the type check is all there is.
+#[cfg(not(target_arch = "x86_64"))]
+fn io_port(kernel: &Kernel, pid: Pid, _call: Syscall, a: [u64; 6]) -> Outcome {
+    cap_of(kernel, pid, a[0], ObjectType::IoPorts, Rights::NONE)?;
+    unreachable!("no capability has type IoPorts on aarch64")
 }
 
 fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u64) -> Outcome {

@@ -8,8 +8,9 @@ use crate::object::Object;
 use crate::{ensure, mm};
 use kernel_abi::Rights;
 
-/// Scenario numbers and slots of user/usertest.
+/// Scenario numbers and slots of user/usertest (some scenarios exist on one architecture only).
 #[path = "../../user/usertest/src/scenario.rs"]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod scenario;
 use scenario::ENDPOINT_SLOT;
 
@@ -92,6 +93,23 @@ fn edu_interrupt_reaches_user_driver() -> TestResult {
     kernel.run_until_exited(&[pid]);
     let r = kernel.take_exit(pid);
     ensure!(r == Some(ExitReason::Exited(0)), "edu driver ended with {r:?}");
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn io_ports_through_capability() -> TestResult {
+    let caps = crate::platform::boot_caps(crate::boot_info());
+    let cap = |name: &str| caps.iter().find(|c| c.name == name).ok_or(alloc::format!("no {name} capability"));
+    let mut kernel = Kernel::new(IMAGES);
+    let pid = kernel.create_process("ioports", USERTEST, scenario::IO_PORTS, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+    for (slot, name) in [(scenario::IO_PORTS_SLOT, "pci-config-ports"), (scenario::IO_PORTS_ECAM_SLOT, "ecam")] {
+        let c = cap(name)?;
+        kernel.install(pid, slot, c.object.clone(), c.rights, 0).map_err(|e| alloc::format!("{e:?}"))?;
+    }
+    kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
+    kernel.run_until_exited(&[pid]);
+    let r = kernel.take_exit(pid);
+    ensure!(r == Some(ExitReason::Exited(0)), "scenario ended with {r:?}");
     Ok(())
 }
 
@@ -202,6 +220,8 @@ pub const TESTS: &[Test] = &[
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },
+    #[cfg(target_arch = "x86_64")]
+    Test { name: "ioport::pci_config_through_port_capability", run: io_ports_through_capability },
     Test { name: "bench::ipc", run: ipc_benchmark },
     Test { name: "selftest::intentional_failure", run: intentional_failure },
     Test { name: "selftest::intentional_hang", run: intentional_hang },

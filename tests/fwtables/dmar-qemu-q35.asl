@@ -5,7 +5,10 @@
  * one DRHD at 0xfed90000 with INCLUDE_PCI_ALL clear and an explicit scope for every device on
  * bus 0 (QEMU lists each PCI device it finds; bridges as sub-hierarchy scopes), the I/O APIC
  * scope QEMU describes as APIC ID 0 at pseudo bus 0xff device 0 function 0, and an ATSR with
- * ALL_PORTS because device-iotlb is on. Compile: iasl -p dmar-qemu-q35 dmar-qemu-q35.asl
+ * ALL_PORTS because device-iotlb is on. dmar-qemu-q35.dat is the table QEMU 10.0.2 builds for
+ * that configuration (kernel boot option dump-acpi=DMAR); the compiled form of this file equals
+ * it except for the creator fields and checksum iasl writes.
+ * Compile: iasl -p dmar-qemu-q35 dmar-qemu-q35.asl
  */
 [0004]                          Signature : "DMAR"
 [0004]                       Table Length : 00000000

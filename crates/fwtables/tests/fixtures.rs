@@ -5,11 +5,15 @@ use fwtables::dmar::pci::{DrhdMatchRule, PciAddress, PciTopology};
 use fwtables::dmar::{Dmar, PathEntry, RemappingStructure, ScopeType};
 use fwtables::iort::map::MapError;
 use fwtables::iort::{Iort, NodeBody, NodeType};
+use fwtables::SdtHeader;
 
 const DMAR_FULL: &[u8] = include_bytes!("../../../tests/fwtables/dmar-full.aml");
 const DMAR_QEMU: &[u8] = include_bytes!("../../../tests/fwtables/dmar-qemu-q35.aml");
 const IORT_FULL: &[u8] = include_bytes!("../../../tests/fwtables/iort-full.aml");
 const IORT_QEMU: &[u8] = include_bytes!("../../../tests/fwtables/iort-qemu-virt.aml");
+/// The tables QEMU itself built for the configurations the two `-qemu-` sources describe.
+const DMAR_QEMU_DUMP: &[u8] = include_bytes!("../../../tests/fwtables/dmar-qemu-q35.dat");
+const IORT_QEMU_DUMP: &[u8] = include_bytes!("../../../tests/fwtables/iort-qemu-virt.dat");
 
 /// The bridges of dmar-full.asl's topology: root port 00:1c.0 -> bus 1..=2, root port 00:1c.4
 /// -> bus 3..=5, switch upstream port 03:00.0 -> bus 4..=5.
@@ -237,15 +241,40 @@ fn iort_qemu_virt_maps_rid_through_smmu_to_its() {
     assert_eq!((iort.header.revision, iort.nodes.len()), (3, 3));
     let NodeBody::SmmuV3(smmu) = &iort.nodes[1].body else { panic!() };
     assert_eq!(smmu.base_address, 0x0905_0000);
-    assert_eq!((smmu.event_gsiv, smmu.pri_gsiv, smmu.gerr_gsiv, smmu.sync_gsiv), (0x6a, 0x6b, 0x6c, 0x6d));
+    // QEMU wires GERR to the SPI after sync's.
+    assert_eq!((smmu.event_gsiv, smmu.pri_gsiv, smmu.gerr_gsiv, smmu.sync_gsiv), (0x6a, 0x6b, 0x6d, 0x6c));
     let NodeBody::RootComplex(rc) = &iort.nodes[2].body else { panic!() };
     // Node revision 3 predates the PASID capabilities field.
     assert_eq!((rc.memory_address_size_limit, rc.pasid_capabilities), (Some(0x40), None));
-    let path = iort.map_requester_id(0, 0x0208).unwrap();
-    assert_eq!(path.arrival_at(&iort, NodeType::SmmuV3), Some((0x48, 0x208)));
-    assert_eq!(path.destination(), Some((0x30, 0x208)));
+    assert_eq!(iort.nodes[2].id_mappings.len(), 2);
+    // Bus 0 (RID 00:02.0 = 0x10 here) goes through the SMMUv3 ...
+    let path = iort.map_requester_id(0, 0x0010).unwrap();
+    assert_eq!(path.arrival_at(&iort, NodeType::SmmuV3), Some((0x48, 0x10)));
+    assert_eq!(path.destination(), Some((0x30, 0x10)));
+    // ... the other buses straight to the ITS.
+    let bypass = iort.map_requester_id(0, 0x0208).unwrap();
+    assert_eq!((bypass.hops.len(), bypass.arrival_at(&iort, NodeType::SmmuV3)), (1, None));
+    assert_eq!(bypass.destination(), Some((0x30, 0x208)));
     // No single mapping: the SMMU's own interrupts are wired, not MSIs.
     assert_eq!(iort.map_own_id(0x48), Err(MapError::NoOwnIdMapping { node: 0x48 }));
+}
+
+/// The hand-written `-qemu-` sources describe QEMU's real tables byte for byte, apart from the
+/// fields iasl fills in itself: the checksum and the creator ID and revision.
+#[test]
+fn qemu_fixtures_equal_the_tables_qemu_builds() {
+    use fwtables::sdt::header_layout as h;
+    let iasl_written = [h::CHECKSUM.offset..h::CHECKSUM.end(), h::CREATOR_ID.offset..h::CREATOR_REVISION.end()];
+    for (compiled, dumped) in [(DMAR_QEMU, DMAR_QEMU_DUMP), (IORT_QEMU, IORT_QEMU_DUMP)] {
+        assert!(SdtHeader::parse(dumped).unwrap().0.checksum_valid);
+        assert_eq!(compiled.len(), dumped.len());
+        for (offset, (a, b)) in compiled.iter().zip(dumped).enumerate() {
+            if !iasl_written.iter().any(|r| r.contains(&offset)) {
+                assert_eq!(a, b, "byte {offset:#x} of {}", String::from_utf8_lossy(&dumped[..4]));
+            }
+        }
+    }
+    assert_eq!(&DMAR_QEMU_DUMP[h::CREATOR_ID.offset..h::CREATOR_ID.end()], b"BXPC");
 }
 
 #[test]

@@ -12,6 +12,10 @@
 mod syscall;
 pub use syscall::Syscall;
 
+/// Priority the kernel starts threads at (0 lowest .. 7 highest); a thread may create threads
+/// up to its own priority.
+pub const START_PRIORITY: u64 = 4;
+
 /// Slots in every process's capability space.
 pub const CSPACE_SLOTS: u64 = 256;
 /// Message words carried by `call`, `recv` and `reply`.
@@ -38,6 +42,8 @@ pub enum ObjectType {
     Process = 6,
     /// Authority to pin memory objects and learn their physical addresses (the IOMMU server's).
     DmaAuthority = 7,
+    /// A range of x86 I/O ports.
+    IoPorts = 8,
 }
 
 impl ObjectType {
@@ -50,6 +56,7 @@ impl ObjectType {
             5 => ObjectType::Irq,
             6 => ObjectType::Process,
             7 => ObjectType::DmaAuthority,
+            8 => ObjectType::IoPorts,
             _ => return None,
         })
     }
@@ -191,10 +198,10 @@ mod tests {
 
     #[test]
     fn object_types_round_trip() {
-        for v in 1..=7 {
+        for v in 1..=8 {
             assert_eq!(ObjectType::from_u64(v).map(|t| t as u64), Some(v));
         }
         assert_eq!(ObjectType::from_u64(0), None);
-        assert_eq!(ObjectType::from_u64(8), None);
+        assert_eq!(ObjectType::from_u64(9), None);
     }
 }

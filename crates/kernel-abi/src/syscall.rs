@@ -117,6 +117,11 @@ syscalls! {
     MemInfo = 33,
     /// `irq_info(irq) -> line`: the interrupt line an IRQ capability serves. Needs CONTROL.
     IrqInfo = 34,
+    /// `ioport_read(ports, port, width) -> value`: x86 `in` of 1, 2 or 4 bytes from a port the
+    /// capability covers. Needs READ.
+    IoPortRead = 35,
+    /// `ioport_write(ports, port, width, value)`: x86 `out`. Needs WRITE.
+    IoPortWrite = 36,
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fwtables").join(name)
 }
 
-const FIXTURES: [&str; 4] = ["dmar-full.aml", "dmar-qemu-q35.aml", "iort-full.aml", "iort-qemu-virt.aml"];
+/// The `.dat` files are tables QEMU built (see the matching `.asl` headers).
+const FIXTURES: [&str; 6] =
+    ["dmar-full.aml", "dmar-qemu-q35.aml", "dmar-qemu-q35.dat", "iort-full.aml", "iort-qemu-virt.aml", "iort-qemu-virt.dat"];
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fwdump")).args(args).output().expect("fwdump runs");

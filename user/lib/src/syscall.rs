@@ -243,6 +243,17 @@ pub fn thread_create(entry: extern "C" fn(u64) -> !, stack_top: u64, arg: u64, p
     check(status).map(|_| tid)
 }
 
+/// x86 `in` of `width` bytes (1, 2, 4) from `port`, through an I/O-port capability.
+pub fn ioport_read(ports: u64, port: u64, width: u64) -> Result<u64, Error> {
+    let (status, value) = raw(Syscall::IoPortRead as u64, [ports, port, width, 0, 0, 0]);
+    check(status).map(|_| value)
+}
+
+/// x86 `out` of `width` bytes (1, 2, 4) to `port`, through an I/O-port capability.
+pub fn ioport_write(ports: u64, port: u64, width: u64, value: u64) -> Result<(), Error> {
+    check(raw(Syscall::IoPortWrite as u64, [ports, port, width, value, 0, 0]).0)
+}
+
 /// Guest instructions so far under `-icount shift=0` (TSC / CNTVCT_EL0).
 #[inline(always)]
 pub fn instruction_counter() -> u64 {

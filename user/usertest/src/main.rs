@@ -72,6 +72,7 @@ fn main(arg: u64) -> u64 {
         scenario::EDU_IRQ => edu_irq(),
         scenario::MEM_QUERIES => mem_queries(),
         scenario::PRIORITIES => priorities(),
+        scenario::IO_PORTS => io_ports(),
         _ => 2,
     }
 }
@@ -471,4 +472,33 @@ fn priorities() -> u64 {
         Ok(bits) if bits & 1 != 0 && LOW_PRIORITY_RAN.load(SeqCst) == 1 => 0,
         _ => 144,
     }
+}
+
+/// Reads the host bridge's vendor/device ID through the PCI configuration ports (x86 port
+/// I/O through a capability) and checks it against ECAM; out-of-range ports and bad widths
+/// are refused.
+fn io_ports() -> u64 {
+    const PORTS: u64 = scenario::IO_PORTS_SLOT;
+    const CONFIG_ADDRESS: u64 = 0xCF8;
+    const CONFIG_DATA: u64 = 0xCFC;
+    if syscall::mmio_map(scenario::IO_PORTS_ECAM_SLOT, ECAM_WINDOW, 0, 1).is_err() {
+        return 150;
+    }
+    let ecam_id = mmio_read32(ECAM_WINDOW) as u64;
+    // Enable bit 31, bus 0, device 0, function 0, register 0.
+    if syscall::ioport_write(PORTS, CONFIG_ADDRESS, 4, 0x8000_0000).is_err() {
+        return 151;
+    }
+    match syscall::ioport_read(PORTS, CONFIG_DATA, 4) {
+        Ok(id) if id == ecam_id && id != 0xFFFF_FFFF => {}
+        _ => return 152,
+    }
+    if syscall::ioport_read(PORTS, 0xCF7, 1) != Err(Error::OutOfRange)
+        || syscall::ioport_read(PORTS, 0xCFE, 4) != Err(Error::OutOfRange)
+        || syscall::ioport_read(PORTS, CONFIG_DATA, 3) != Err(Error::InvalidArgument)
+        || syscall::ioport_read(scenario::IO_PORTS_ECAM_SLOT, CONFIG_DATA, 4) != Err(Error::WrongType)
+    {
+        return 153;
+    }
+    0
 }

@@ -16,6 +16,11 @@ pub const BENCH_CLIENT: u64 = 10;
 pub const EDU_IRQ: u64 = 11;
 pub const MEM_QUERIES: u64 = 12;
 pub const PRIORITIES: u64 = 13;
+pub const IO_PORTS: u64 = 14;
+
+/// IO_PORTS: the PCI configuration ports (0xCF8..0xCFF) and the ECAM window.
+pub const IO_PORTS_SLOT: u64 = 6;
+pub const IO_PORTS_ECAM_SLOT: u64 = 7;
 
 /// MEM_QUERIES: the DMA authority.
 pub const AUTHORITY_SLOT: u64 = 5;

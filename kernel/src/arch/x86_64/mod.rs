@@ -30,3 +30,30 @@ pub fn instruction_counter() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear, so it is allowed at any privilege.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
+
+/// `in` of `width` (1, 2 or 4) bytes; the caller checked the port against a capability.
+pub fn port_read(port: u16, width: u8) -> u32 {
+    use x86_64::instructions::port::Port;
+    // SAFETY: the port lies in an I/O-port range the platform description hands out, which
+    // contains no port the kernel itself uses.
+    unsafe {
+        match width {
+            1 => Port::<u8>::new(port).read() as u32,
+            2 => Port::<u16>::new(port).read() as u32,
+            _ => Port::<u32>::new(port).read(),
+        }
+    }
+}
+
+/// `out` of `width` (1, 2 or 4) bytes; the caller checked the port against a capability.
+pub fn port_write(port: u16, width: u8, value: u32) {
+    use x86_64::instructions::port::Port;
+    // SAFETY: as in `port_read`.
+    unsafe {
+        match width {
+            1 => Port::<u8>::new(port).write(value as u8),
+            2 => Port::<u16>::new(port).write(value as u16),
+            _ => Port::<u32>::new(port).write(value),
+        }
+    }
+}
