@@ -14,7 +14,7 @@ use crate::mm::FRAMES;
 use crate::object::{Endpoint, IrqLine, MemoryObject, Message, Notification, Object, Quota, QuotaAccount};
 use crate::table::Table;
 use crate::sched::{RunQueue, DEFAULT_PRIORITY, PRIORITY_LEVELS};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -66,13 +66,53 @@ pub struct Mapping {
     pub _object: Object,
 }
 
+/// A process's mappings, indexed by address and by the capability they were made through, so
+/// that deleting a capability finds its mappings without scanning them all.
+#[derive(Default)]
+pub struct Mappings {
+    by_address: BTreeMap<u64, Mapping>,
+    by_capability: BTreeMap<CapId, BTreeSet<u64>>,
+}
+
+impl Mappings {
+    pub fn insert(&mut self, va: u64, mapping: Mapping) {
+        self.by_capability.entry(mapping.via).or_default().insert(va);
+        self.by_address.insert(va, mapping);
+    }
+
+    pub fn remove(&mut self, va: u64) -> Option<Mapping> {
+        let mapping = self.by_address.remove(&va)?;
+        if let Some(set) = self.by_capability.get_mut(&mapping.via) {
+            set.remove(&va);
+            if set.is_empty() {
+                self.by_capability.remove(&mapping.via);
+            }
+        }
+        Some(mapping)
+    }
+
+    pub fn contains(&self, va: u64) -> bool {
+        self.by_address.contains_key(&va)
+    }
+
+    /// Addresses of the mappings made through capability `id`.
+    pub fn made_through(&self, id: CapId) -> Vec<u64> {
+        self.by_capability.get(&id).map(|set| set.iter().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn clear(&mut self) {
+        self.by_address.clear();
+        self.by_capability.clear();
+    }
+}
+
 pub struct Process {
     pub name: &'static str,
     pub space: AddressSpace,
     /// Frames of the boot image and the initial stack.
     image_frames: Vec<u64>,
     pub cspace: CSpace,
-    pub mappings: BTreeMap<u64, Mapping>,
+    pub mappings: Mappings,
     /// Pin id -> the object it keeps alive (`mem_pin`, `mem_pin_range`).
     pub pins: BTreeMap<u64, Rc<MemoryObject>>,
     pub next_pin: u64,
@@ -95,7 +135,7 @@ pub enum Continuation {
 pub struct Kernel {
     pub processes: Table<Process>,
     pub threads: Table<Thread>,
-    run_queue: RunQueue,
+    pub run_queue: RunQueue,
     exited: BTreeMap<Pid, ExitReason>,
     pub tree: DerivationTree,
     pub irqs: BTreeMap<u32, Weak<RefCell<IrqLine>>>,
@@ -143,7 +183,7 @@ impl Kernel {
                 space,
                 image_frames: owned,
                 cspace: CSpace::new(),
-                mappings: BTreeMap::new(),
+                mappings: Mappings::default(),
                 pins: BTreeMap::new(),
                 next_pin: 1,
                 quota: QuotaAccount::new(quota_pages),
@@ -213,10 +253,9 @@ impl Kernel {
     pub fn delete_cap(&mut self, pid: Pid, slot: u64) -> Result<(), Error> {
         let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
         let cap = process.cspace.take(slot)?;
-        let through: Vec<u64> = process.mappings.iter().filter(|(_, m)| m.via == cap.id).map(|(va, _)| *va).collect();
-        for va in through {
+        for va in process.mappings.made_through(cap.id) {
             process.space.unmap(va);
-            process.mappings.remove(&va);
+            process.mappings.remove(va);
         }
         self.tree.remove(cap.id);
         Ok(())
@@ -252,16 +291,6 @@ impl Kernel {
             t.context.set_syscall_result(results);
             t.state = ThreadState::Runnable;
             self.run_queue.push_back(tid, t.priority);
-        }
-    }
-
-    /// Like `make_runnable`, but the thread runs next: IPC hands the CPU to the partner that
-    /// the caller is about to wait for.
-    pub fn make_runnable_next(&mut self, tid: Tid, results: &[u64]) {
-        if let Some(t) = self.threads.get_mut(&tid) {
-            t.context.set_syscall_result(results);
-            t.state = ThreadState::Runnable;
-            self.run_queue.push_front(tid, t.priority);
         }
     }
 
@@ -394,7 +423,7 @@ impl Kernel {
                 Trap::Syscall => match crate::syscall::handle(self, tid) {
                     Continuation::Resume => {
                         // A call that woke a higher-priority thread gives way to it at once.
-                        if self.run_queue.highest().is_some_and(|p| p > priority) {
+                        if self.run_queue.has_higher_than(priority) {
                             self.run_queue.push_front(tid, priority);
                             return;
                         }

@@ -46,6 +46,11 @@ impl RunQueue {
         (self.occupied != 0).then(|| 7 - self.occupied.leading_zeros() as u8)
     }
 
+    /// Whether a thread above `priority` is runnable.
+    pub fn has_higher_than(&self, priority: u8) -> bool {
+        (self.occupied as u32) >> (priority as u32 + 1) != 0
+    }
+
     pub fn remove(&mut self, tid: Tid) {
         for (priority, level) in self.levels.iter_mut().enumerate() {
             level.retain(|&t| t != tid);

@@ -13,18 +13,19 @@ use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANG
 
 type Outcome = Result<Reply, Error>;
 
-/// Successful results: the words after the zero status, and what the thread does next.
+/// Successful results: the result registers (status 0 first) and how many are set, or what
+/// the thread does next.
 enum Reply {
-    Values([u64; 6], usize),
+    Values([u64; 7], usize),
     Block,
     Yield,
     Exit(u64),
 }
 
 fn values(v: &[u64]) -> Outcome {
-    let mut out = [0; 6];
-    out[..v.len()].copy_from_slice(v);
-    Ok(Reply::Values(out, v.len()))
+    let mut out = [0; 7];
+    out[1..=v.len()].copy_from_slice(v);
+    Ok(Reply::Values(out, v.len() + 1))
 }
 
 pub fn handle(kernel: &mut Kernel, tid: Tid) -> Continuation {
@@ -38,11 +39,9 @@ pub fn handle(kernel: &mut Kernel, tid: Tid) -> Continuation {
         k.threads.get_mut(&tid).map(|t| &mut t.context)
     }
     match outcome {
-        Ok(Reply::Values(v, n)) => {
-            let mut results = [0u64; 7];
-            results[1..=n].copy_from_slice(&v[..n]);
+        Ok(Reply::Values(results, n)) => {
             if let Some(c) = context(kernel, tid) {
-                c.set_syscall_result(&results[..=n]);
+                c.set_syscall_result(&results[..n]);
             }
             Continuation::Resume
         }
@@ -103,7 +102,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             let ep = receive_endpoint(kernel, pid, a[0], a[1])?;
             recv(kernel, tid, ep, a[1])
         }
-        Syscall::Reply => reply(kernel, tid, [a[0], a[1], a[2], a[3]]),
+        Syscall::Reply => reply(kernel, tid, [a[0], a[1], a[2], a[3]]).and_then(|_| values(&[])),
         Syscall::ReplyRecv => {
             // Validate the receive half first: a failed call must change nothing.
             let ep = receive_endpoint(kernel, pid, a[0], a[1])?;
@@ -288,9 +287,19 @@ fn cap_derive(kernel: &mut Kernel, pid: Pid, src: u64, dst: u64, rights: u64, ba
     values(&[])
 }
 
+/// The endpoint in `slot` and the capability's badge, if it carries `rights` (the IPC paths'
+/// variant of `cap_of`, which borrows the capability instead of cloning it).
+fn endpoint(kernel: &Kernel, pid: Pid, slot: u64, rights: Rights) -> Result<(Rc<RefCell<Endpoint>>, u64), Error> {
+    let c = kernel.processes[&pid].cspace.get(slot)?;
+    match &c.object {
+        Object::Endpoint(ep) if c.rights.contains(rights) => Ok((ep.clone(), c.badge)),
+        Object::Endpoint(_) => Err(Error::MissingRights),
+        _ => Err(Error::WrongType),
+    }
+}
+
 fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcome {
-    let ep_cap = cap_of(kernel, pid, a[0], ObjectType::Endpoint, Rights::WRITE)?;
-    let Object::Endpoint(ep) = ep_cap.object else { unreachable!("type checked") };
+    let (ep, badge) = endpoint(kernel, pid, a[0], Rights::WRITE)?;
     let transfer = match a[1] {
         NO_CAP => None,
         slot => {
@@ -300,7 +309,7 @@ fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcom
             Some(kernel.processes.get_mut(&pid).expect("caller").cspace.take(slot)?)
         }
     };
-    let message = Message { badge: ep_cap.badge, words: message_words(&a) };
+    let message = Message { badge, words: message_words(&a) };
     let receiver = ep.borrow_mut().receivers.pop_front();
     match receiver {
         Some(receiver) => {
@@ -319,9 +328,7 @@ fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcom
 
 /// The endpoint `recv` and `reply_recv` wait on, with the receive slot checked.
 fn receive_endpoint(kernel: &Kernel, pid: Pid, ep_slot: u64, recv_slot: u64) -> Result<Rc<RefCell<Endpoint>>, Error> {
-    let Object::Endpoint(ep) = cap_of(kernel, pid, ep_slot, ObjectType::Endpoint, Rights::READ)?.object else {
-        unreachable!("type checked")
-    };
+    let (ep, _) = endpoint(kernel, pid, ep_slot, Rights::READ)?;
     if recv_slot != NO_CAP {
         kernel.processes[&pid].cspace.check_empty(recv_slot)?;
     }
@@ -349,15 +356,18 @@ fn recv(kernel: &mut Kernel, tid: Tid, ep: Rc<RefCell<Endpoint>>, recv_slot: u64
     Ok(Reply::Block)
 }
 
-fn reply(kernel: &mut Kernel, tid: Tid, words: [u64; 4]) -> Outcome {
+/// Answers the caller `tid` last received from; it runs next.
+fn reply(kernel: &mut Kernel, tid: Tid, words: [u64; 4]) -> Result<(), Error> {
     let caller = kernel.threads.get_mut(&tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
-    match kernel.threads.get(&caller).map(|t| &t.state) {
-        Some(ThreadState::AwaitingReply { server }) if *server == tid => {
-            kernel.make_runnable_next(caller, &[0, 0, words[0], words[1], words[2], words[3], 0]);
-            values(&[])
-        }
-        _ => Err(Error::PeerGone),
+    let thread = kernel.threads.get_mut(&caller).ok_or(Error::PeerGone)?;
+    if !matches!(thread.state, ThreadState::AwaitingReply { server } if server == tid) {
+        return Err(Error::PeerGone);
     }
+    thread.context.set_syscall_result(&[0, 0, words[0], words[1], words[2], words[3], 0]);
+    thread.state = ThreadState::Runnable;
+    let priority = thread.priority;
+    kernel.run_queue.push_front(caller, priority);
+    Ok(())
 }
 
 /// Validates a user range of `pages` pages at `va`: aligned, non-empty, no wrap, below USER_TOP.
@@ -382,7 +392,7 @@ fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, phys_pages: &[u64], flags: 
         if process.space.map(page_va, pa, flags, &mut frames).is_err() {
             for undo in 0..i as u64 {
                 process.space.unmap(va + undo * PAGE_SIZE);
-                process.mappings.remove(&(va + undo * PAGE_SIZE));
+                process.mappings.remove(va + undo * PAGE_SIZE);
             }
             return Err(Error::OutOfMemory);
         }
@@ -429,12 +439,12 @@ fn mmio_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
 fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {
     user_range(va, pages)?;
     let process = kernel.processes.get_mut(&pid).expect("caller");
-    if (0..pages).any(|i| !process.mappings.contains_key(&(va + i * PAGE_SIZE))) {
+    if (0..pages).any(|i| !process.mappings.contains(va + i * PAGE_SIZE)) {
         return Err(Error::NotMapped);
     }
     for i in 0..pages {
         process.space.unmap(va + i * PAGE_SIZE);
-        process.mappings.remove(&(va + i * PAGE_SIZE));
+        process.mappings.remove(va + i * PAGE_SIZE);
     }
     values(&[])
 }
