@@ -4,7 +4,7 @@
 
 use crate::arch::{self, MapFlags, UserContext, PAGE_SIZE, USER_TOP};
 use crate::cap::Capability;
-use crate::object::{Endpoint, IrqLine, MemoryObject, Message, Notification, Object};
+use crate::object::{Endpoint, IrqLine, MemoryObject, Message, MmioRegion, Notification, Object};
 use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, Pid, ThreadState, Tid};
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
@@ -163,6 +163,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             _ => unreachable!("type checked"),
         },
         Syscall::IoPortRead | Syscall::IoPortWrite => io_port(kernel, pid, call, a),
+        Syscall::MmioCarve => mmio_carve(kernel, pid, a),
         Syscall::MmioMap => mmio_map(kernel, pid, a),
         Syscall::MmioInfo => match cap_of(kernel, pid, a[0], ObjectType::Mmio, Rights::READ)?.object {
             Object::Mmio(m) => values(&[m.base, m.size]),
@@ -434,6 +435,24 @@ fn mmio_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     let frames: alloc::vec::Vec<u64> = (first..end).map(|p| region.base + p * PAGE_SIZE).collect();
     let map = MapFlags { writable: c.rights.contains(Rights::WRITE), executable: false, device: true };
     map_pages(kernel, pid, va, &frames, map, &c)
+}
+
+fn mmio_carve(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
+    let (slot, first, pages, dst, rights) = (a[0], a[1], a[2], a[3], a[4]);
+    let parent = cap_of(kernel, pid, slot, ObjectType::Mmio, Rights::DERIVE)?;
+    let Object::Mmio(region) = &parent.object else { unreachable!("type checked") };
+    let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
+    if pages == 0 || end > region.size / PAGE_SIZE {
+        return Err(if pages == 0 { Error::InvalidArgument } else { Error::OutOfRange });
+    }
+    let rights = requested_rights(rights)?.intersect(parent.rights);
+    kernel.processes[&pid].cspace.check_empty(dst)?;
+    let carved = Capability {
+        object: Object::Mmio(Rc::new(MmioRegion { base: region.base + first * PAGE_SIZE, size: pages * PAGE_SIZE })),
+        ..parent.clone()
+    };
+    kernel.install_derived(pid, dst, &carved, rights, 0)?;
+    values(&[])
 }
 
 fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {

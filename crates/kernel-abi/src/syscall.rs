@@ -122,6 +122,10 @@ syscalls! {
     IoPortRead = 35,
     /// `ioport_write(ports, port, width, value)`: x86 `out`. Needs WRITE.
     IoPortWrite = 36,
+    /// `mmio_carve(mmio, first_page, pages, dst, rights)`: a capability to a page range of an
+    /// MMIO region (e.g. one device's BAR out of the PCI window), derived from `mmio` (so
+    /// revoking `mmio` revokes it) with `rights` ∩ its rights. Needs DERIVE.
+    MmioCarve = 37,
 }
 
 #[cfg(test)]

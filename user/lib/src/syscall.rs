@@ -205,6 +205,12 @@ pub fn mmio_map(mmio: u64, vaddr: u64, first_page: u64, pages: u64) -> Result<()
     check(raw(Syscall::MmioMap as u64, [mmio, vaddr, first_page, pages, 0, 0]).0)
 }
 
+/// A capability in `dst` to `pages` pages of the MMIO region in `mmio` from `first_page` on,
+/// with `rights` ∩ the source's rights.
+pub fn mmio_carve(mmio: u64, first_page: u64, pages: u64, dst: u64, rights: kernel_abi::Rights) -> Result<(), Error> {
+    check(raw(Syscall::MmioCarve as u64, [mmio, first_page, pages, dst, rights.0, 0]).0)
+}
+
 /// `(phys_base, size)` of a device region.
 pub fn mmio_info(mmio: u64) -> Result<(u64, u64), Error> {
     let r = raw7(Syscall::MmioInfo as u64, [mmio, 0, 0, 0, 0, 0]);

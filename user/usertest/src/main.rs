@@ -277,6 +277,8 @@ mod edu_slot {
     pub const PCI_MMIO: u64 = 2;
     pub const NOTIFICATION: u64 = 3;
     pub const IRQ_LINES: u64 = 4;
+    /// Where the driver carves its BAR's capability (the lines take 4..8).
+    pub const BAR: u64 = 10;
 }
 
 const ECAM_WINDOW: u64 = 0x3000_0000;
@@ -323,7 +325,18 @@ fn edu_irq() -> u64 {
     // this device here (nobody enabled it), and interrupt remapping is off.
     let msi_bits = if use_msi { BUS_MASTER | INTX_DISABLE } else { 0 };
     mmio_write32(config + 0x04, command | MEMORY_SPACE | msi_bits);
-    if syscall::mmio_map(edu_slot::PCI_MMIO, EDU_WINDOW, (bar - window_base) / 4096, 1).is_err() {
+    // The driver keeps a capability to its BAR only, carved out of the PCI window.
+    const BAR_PAGES: u64 = 256;
+    let first_page = (bar - window_base) / 4096;
+    let rw = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::WRITE.0);
+    if syscall::mmio_carve(edu_slot::PCI_MMIO, first_page, BAR_PAGES, edu_slot::BAR, rw).is_err()
+        || syscall::mmio_info(edu_slot::BAR) != Ok((bar, BAR_PAGES * 4096))
+        || syscall::mmio_carve(edu_slot::PCI_MMIO, window_size / 4096, 1, edu_slot::BAR + 1, rw) != Err(Error::OutOfRange)
+        || syscall::mmio_carve(edu_slot::BAR, 0, 1, edu_slot::BAR + 1, rw) != Err(Error::MissingRights)
+    {
+        return 113;
+    }
+    if syscall::mmio_map(edu_slot::BAR, EDU_WINDOW, 0, 1).is_err() {
         return 104;
     }
     if mmio_read32(EDU_WINDOW) != 0x0100_00ed {
