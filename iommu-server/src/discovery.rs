@@ -1,11 +1,17 @@
-//! Discovery: the ACPI tables (RSDP → RSDT/XSDT → DMAR, MCFG) read through the firmware
-//! capabilities, and PCI enumeration over ECAM, walking bridges.
+//! Discovery: firmware memory read through the firmware capabilities (on x86 the ACPI tables,
+//! RSDP → RSDT/XSDT → DMAR, MCFG; on arm the device tree, `arm/devicetree.rs`), and PCI
+//! enumeration over ECAM, walking bridges, with BAR assignment where no firmware did it (arm).
 
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
-use fwtables::dmar::pci::{PciAddress, PciTopology};
+use fwtables::dmar::pci::PciAddress;
+#[cfg(target_arch = "x86_64")]
+use fwtables::dmar::pci::PciTopology;
+#[cfg(target_arch = "x86_64")]
 use fwtables::dmar::{Dmar, RemappingStructure};
+#[cfg(target_arch = "x86_64")]
 use fwtables::mcfg::Mcfg;
+#[cfg(target_arch = "x86_64")]
 use fwtables::sdt::{Rsdp, RootTable, Signature};
 use userlib::{println, syscall};
 
@@ -42,8 +48,14 @@ impl FirmwareMemory {
         self.regions.len()
     }
 
+    /// (physical base, size) of every region.
+    #[cfg(target_arch = "aarch64")]
+    pub fn regions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.regions.iter().map(|r| (r.base, r.size))
+    }
+
     /// Copies `buf.len()` bytes at physical `address`; false if no one region holds them all.
-    fn read_bytes(&self, address: u64, buf: &mut [u8]) -> bool {
+    pub fn read(&self, address: u64, buf: &mut [u8]) -> bool {
         let Some(end) = address.checked_add(buf.len() as u64) else { return false };
         let Some(region) = self.regions.iter().find(|r| r.base <= address && end <= r.base + r.size) else {
             return false;
@@ -70,15 +82,16 @@ impl FirmwareMemory {
     }
 
     /// Finds the RSDP in the BIOS area (16-byte aligned "RSD PTR " below 1 MiB, ACPI 5.2.5.1).
+    #[cfg(target_arch = "x86_64")]
     pub fn find_rsdp(&self) -> Option<(u64, Rsdp)> {
         let bios = self.regions.iter().find(|r| r.base >= 0xE_0000 && r.base + r.size <= 0x10_0000)?;
         let mut candidate = [0u8; 36];
         let mut at = bios.base;
         while at + 20 <= bios.base + bios.size {
             let mut signature = [0u8; 8];
-            if self.read_bytes(at, &mut signature) && &signature == b"RSD PTR " {
+            if self.read(at, &mut signature) && &signature == b"RSD PTR " {
                 let len = if at + 36 <= bios.base + bios.size { 36 } else { 20 };
-                if self.read_bytes(at, &mut candidate[..len]) {
+                if self.read(at, &mut candidate[..len]) {
                     if let Ok(rsdp) = Rsdp::parse(&candidate[..len]) {
                         if rsdp.checksum_valid {
                             return Some((at, rsdp));
@@ -92,18 +105,21 @@ impl FirmwareMemory {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl fwtables::sdt::PhysicalMemory for &FirmwareMemory {
     fn read(&mut self, address: u64, buf: &mut [u8]) -> bool {
-        self.read_bytes(address, buf)
+        FirmwareMemory::read(self, address, buf)
     }
 }
 
 /// The firmware's description of the machine.
+#[cfg(target_arch = "x86_64")]
 pub struct Firmware {
     pub dmar: Option<Dmar>,
     pub mcfg: Option<Mcfg>,
 }
 
+#[cfg(target_arch = "x86_64")]
 pub fn read_firmware(memory: &FirmwareMemory) -> Result<Firmware, &'static str> {
     let (at, rsdp) = memory.find_rsdp().ok_or("no RSDP in the BIOS area")?;
     let root = RootTable::load(&rsdp, &mut &*memory).map_err(|_| "root table unreadable")?;
@@ -119,12 +135,22 @@ pub fn read_firmware(memory: &FirmwareMemory) -> Result<Firmware, &'static str> 
     Ok(Firmware { dmar, mcfg })
 }
 
-/// A memory BAR of a function.
+/// A memory BAR of a function. `base` 0: not assigned (no firmware gave it an address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bar {
     pub index: u8,
     pub base: u64,
     pub size: u64,
+    /// A 64-bit BAR (it also occupies the next BAR register).
+    pub is_64: bool,
+}
+
+/// Physical addresses `[start, end)` the server may give BARs.
+#[cfg(target_arch = "aarch64")]
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryWindow {
+    pub start: u64,
+    pub end: u64,
 }
 
 /// One PCI function found by enumeration.
@@ -162,10 +188,17 @@ unsafe impl Send for Ecam {}
 
 impl Ecam {
     /// The ECAM window MCFG describes for segment 0, if the ECAM capability covers it.
+    #[cfg(target_arch = "x86_64")]
     pub fn new(mcfg: &Mcfg) -> Result<Ecam, &'static str> {
         let segment = mcfg.segment_for(0, 0).ok_or("MCFG has no window for segment 0 bus 0")?;
+        Self::for_window(segment.base_address, segment.start_bus, segment.end_bus)
+    }
+
+    /// The ECAM window at `base` (bus 0's configuration space) for buses `start_bus..=end_bus`;
+    /// buses outside the ECAM capability are never mapped.
+    pub fn for_window(base: u64, start_bus: u8, end_bus: u8) -> Result<Ecam, &'static str> {
         let (cap_base, cap_size) = syscall::mmio_info(slots::ECAM).map_err(|_| "no ECAM capability")?;
-        Ok(Ecam { base: segment.base_address, start_bus: segment.start_bus, end_bus: segment.end_bus, cap_base, cap_size, mapped: BTreeSet::new() })
+        Ok(Ecam { base, start_bus, end_bus, cap_base, cap_size, mapped: BTreeSet::new() })
     }
 
     fn bus_virt(&mut self, bus: u8) -> Option<u64> {
@@ -280,8 +313,8 @@ impl Ecam {
                 (u64::from(low & !0xf), 0xffff_ffff_0000_0000 | u64::from(size_low))
             };
             let size = (!mask).wrapping_add(1);
-            if size_low != 0 && base != 0 {
-                bars.push(Bar { index, base, size });
+            if size_low != 0 {
+                bars.push(Bar { index, base, size, is_64 });
             }
             index += if is_64 { 2 } else { 1 };
         }
@@ -290,11 +323,58 @@ impl Ecam {
     }
 }
 
+impl Ecam {
+    /// Gives every memory BAR of the functions on the window's first bus an address in
+    /// `window`, aligned to its size (a BAR decodes naturally aligned), in enumeration order,
+    /// and lets those functions decode memory (command register bit 1). Where no firmware
+    /// assigns BARs the server is the only one that does, so it starts from scratch: whatever
+    /// an earlier owner programmed could overlap what it hands out. Functions behind bridges
+    /// are left alone: their bridge's memory window would have to be programmed first.
+    #[cfg(target_arch = "aarch64")]
+    pub fn assign_bars(&mut self, functions: &mut [PciFunction], window: MemoryWindow) {
+        const COMMAND: u16 = 0x04;
+        const MEMORY_SPACE: u32 = 1 << 1;
+        let mut next = window.start;
+        let root_bus = self.start_bus;
+        for function in functions.iter_mut().filter(|f| f.address.bus == root_bus && !f.bars.is_empty()) {
+            // The status half is write-one-to-clear: write zeros there.
+            let command = self.read32(function.address, COMMAND) & 0xffff & !MEMORY_SPACE;
+            self.write32(function.address, COMMAND, command);
+            let mut all_placed = true;
+            for bar in function.bars.iter_mut() {
+                let base = next.next_multiple_of(bar.size);
+                let fits_register = bar.is_64 || base + bar.size <= 1 << 32;
+                let offset = 0x10 + 4 * u16::from(bar.index);
+                if base + bar.size > window.end || !fits_register {
+                    println!("iommu-server: pci {}: BAR{} of {:#x} bytes does not fit the window", function.address, bar.index, bar.size);
+                    bar.base = 0;
+                    all_placed = false;
+                    continue;
+                }
+                // The low four bits (type, prefetchable) are read-only: writing zeros there is fine.
+                self.write32(function.address, offset, base as u32);
+                if bar.is_64 {
+                    self.write32(function.address, offset + 4, (base >> 32) as u32);
+                }
+                bar.base = base;
+                next = base + bar.size;
+            }
+            if all_placed {
+                self.write32(function.address, COMMAND, command | MEMORY_SPACE);
+            } else {
+                function.bars.retain(|bar| bar.base != 0);
+            }
+        }
+    }
+}
+
 /// Bridge bus numbers for matching DMAR device scopes.
+#[cfg(target_arch = "x86_64")]
 pub struct EcamTopology<'a> {
     pub ecam: core::cell::RefCell<&'a mut Ecam>,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl PciTopology for EcamTopology<'_> {
     fn secondary_bus(&self, segment: u16, bus: u8, device: u8, function: u8) -> Option<u8> {
         let address = PciAddress { segment, bus, device, function };
@@ -311,6 +391,7 @@ impl PciTopology for EcamTopology<'_> {
 }
 
 /// Reserved memory regions (RMRR) that name `address`, as inclusive ranges.
+#[cfg(target_arch = "x86_64")]
 pub fn rmrrs_for(dmar: &Dmar, address: PciAddress, topology: &impl PciTopology) -> Vec<(u64, u64)> {
     dmar.structures
         .iter()

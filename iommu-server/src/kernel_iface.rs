@@ -2,23 +2,30 @@
 //! device grants (`CapabilityVerifier`, over `mmio_info` and the enumerated BARs).
 
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use iommu_abi::Error;
 use iommu_core::{AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, MemoryObjectId, MemoryObjectInfo, MemorySource, PinnedPages, RequesterId, UnitId};
-use kernel_abi::{ObjectType, Rights};
+use kernel_abi::{ObjectType, Rights, MAX_PIN_RANGE};
 use userlib::{println, syscall};
 
 use crate::discovery::{Ecam, PciFunction};
 use crate::layout::PAGE;
 
-/// The kernel has no size query for memory objects; `mem_pin` refuses pages past the end
-/// (`OutOfRange`, reported as `OutOfObjectRange`), so the object model's size check is left to
-/// the pin, which happens before anything is mapped.
-const SIZE_CHECKED_BY_PIN: u64 = u64::MAX & !(PAGE - 1);
+/// One kernel pin: `pages` pages of an object from the page it is keyed by, of which `in_use`
+/// are still pinned in the object model's eyes. The object model unpins page ranges that need
+/// not match the ranges it pinned, so a kernel pin is released when its last page is.
+struct KernelPin {
+    pin: u64,
+    pages: u64,
+    in_use: u64,
+}
 
-/// Client memory pinned through the kernel, one kernel pin per (object, page).
+/// Client memory pinned through the kernel: one `mem_pin_range` (one kernel pin) per run of up
+/// to `MAX_PIN_RANGE` pages the object model asks for.
 pub struct KernelMemory {
     authority: u64,
-    pins: BTreeMap<(MemoryObjectId, u64), u64>,
+    /// Keyed by (object, first page).
+    pins: BTreeMap<(MemoryObjectId, u64), KernelPin>,
     /// The capability slot `identify` looked at last and what it designates: `pin` is always
     /// called with the capability `identify` just vouched for.
     identified: Option<(u64, MemoryObjectId)>,
@@ -34,12 +41,10 @@ impl KernelMemory {
         self.pins.len()
     }
 
-    fn unpin_pages(&mut self, object: MemoryObjectId, pages: core::ops::Range<u64>) {
-        for page in pages {
-            if let Some(pin) = self.pins.remove(&(object, page)) {
-                if let Err(error) = syscall::mem_unpin(pin) {
-                    println!("iommu-server: unpin {pin} failed: {error:?}");
-                }
+    fn release(&mut self, key: (MemoryObjectId, u64)) {
+        if let Some(held) = self.pins.remove(&key) {
+            if let Err(error) = syscall::mem_unpin(held.pin) {
+                println!("iommu-server: unpin {} failed: {error:?}", held.pin);
             }
         }
     }
@@ -53,14 +58,12 @@ impl MemorySource for KernelMemory {
         if ObjectType::from_u64(kind) != Some(ObjectType::Memory) || !rights.contains(Rights::READ) {
             return Err(Error::BadCapability);
         }
-        // The physical address of page 0 names the object: frames are not reused while the
-        // object lives, and it lives as long as any of its pages is pinned, which is as long
-        // as the pin table remembers the identity.
-        let (pin, phys) = syscall::mem_pin(self.authority, memory, 0).map_err(|_| Error::BadCapability)?;
-        let _ = syscall::mem_unpin(pin);
-        let id = MemoryObjectId(phys);
+        // The kernel's serial names the object whatever capability designates it, and is never
+        // reused, so pins recorded under it cannot be confused with a later object's.
+        let (serial, pages) = syscall::mem_info(memory).map_err(|_| Error::BadCapability)?;
+        let id = MemoryObjectId(serial);
         self.identified = Some((memory, id));
-        Ok(MemoryObjectInfo { id, size: SIZE_CHECKED_BY_PIN, writable: rights.contains(Rights::WRITE) })
+        Ok(MemoryObjectInfo { id, size: pages * PAGE, writable: rights.contains(Rights::WRITE) })
     }
 
     fn pin(&mut self, _client: ClientId, memory: u64, offset: u64, length: u64) -> Result<PinnedPages, Error> {
@@ -69,15 +72,21 @@ impl MemorySource for KernelMemory {
         };
         let first = offset / PAGE;
         let pages = length / PAGE;
-        let mut frames = alloc::vec::Vec::with_capacity(pages as usize);
-        for page in first..first + pages {
-            match syscall::mem_pin(self.authority, slot, page) {
-                Ok((pin, phys)) => {
-                    self.pins.insert((object, page), pin);
-                    frames.push(phys);
+        let mut frames = alloc::vec![0u64; pages as usize];
+        let mut taken: Vec<(MemoryObjectId, u64)> = Vec::new();
+        let mut done = 0;
+        while done < pages {
+            let run = (pages - done).min(MAX_PIN_RANGE);
+            let out = &mut frames[done as usize..(done + run) as usize];
+            match syscall::mem_pin_range(self.authority, slot, first + done, out) {
+                Ok(pin) => {
+                    self.pins.insert((object, first + done), KernelPin { pin, pages: run, in_use: run });
+                    taken.push((object, first + done));
                 }
                 Err(error) => {
-                    self.unpin_pages(object, first..page);
+                    for key in taken {
+                        self.release(key);
+                    }
                     return Err(match error {
                         kernel_abi::Error::OutOfRange => Error::OutOfObjectRange,
                         kernel_abi::Error::OutOfMemory => Error::NoResources,
@@ -85,12 +94,24 @@ impl MemorySource for KernelMemory {
                     });
                 }
             }
+            done += run;
         }
         Ok(PinnedPages { frames })
     }
 
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64) {
-        self.unpin_pages(object, offset / PAGE..(offset + length) / PAGE);
+        let (first, end) = (offset / PAGE, (offset + length) / PAGE);
+        let mut emptied: Vec<(MemoryObjectId, u64)> = Vec::new();
+        for (&key, held) in self.pins.range_mut((object, 0)..(object, end)) {
+            let overlap = (key.1 + held.pages).min(end).saturating_sub(key.1.max(first));
+            held.in_use -= overlap;
+            if overlap > 0 && held.in_use == 0 {
+                emptied.push(key);
+            }
+        }
+        for key in emptied {
+            self.release(key);
+        }
     }
 }
 

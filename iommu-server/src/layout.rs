@@ -6,8 +6,11 @@ pub const HEAP_PAGES: u64 = 1024;
 /// Scratch window for reading firmware memory one piece at a time.
 pub const FIRMWARE_WINDOW: u64 = 0x2000_0000;
 pub const FIRMWARE_WINDOW_PAGES: u64 = 64;
-/// The VT-d register pages.
-pub const VTD_REGISTERS: u64 = 0x2100_0000;
+/// The IOMMU registers (VT-d register pages, or the SMMUv3's 128 KiB register frame).
+pub const IOMMU_REGISTERS: u64 = 0x2100_0000;
+/// QEMU's fw_cfg registers (arm).
+#[cfg(target_arch = "aarch64")]
+pub const FW_CFG: u64 = 0x2200_0000;
 /// PCI configuration space: bus `b` of the ECAM window at `ECAM + b MiB`.
 pub const ECAM: u64 = 0x3000_0000;
 /// DMA memory for IOMMU tables, handed out upwards.

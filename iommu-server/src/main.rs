@@ -1,17 +1,23 @@
 //! The user-level IOMMU server.
 //!
-//! Start-up: discover the machine from firmware (ACPI DMAR and MCFG through the firmware
-//! capabilities), enumerate PCI over ECAM, bring every remapping unit up with all DMA blocked,
-//! route the units' fault interrupt to an event thread, watch the client processes. Then serve
-//! the iommufd-like protocol (`iommu-abi`, carried as `iommu_abi::kernel_ipc` describes) with
-//! the object model of `iommu-core` on the VT-d backend. Architecture: docs/iommu-server.md.
+//! Start-up: discover the machine from firmware (x86: ACPI DMAR and MCFG; arm: the device
+//! tree) through the firmware capabilities, enumerate PCI over ECAM (on arm also giving BARs
+//! their addresses), bring every IOMMU up with all DMA blocked, route the units' fault
+//! interrupts to an event thread, watch the client processes. Then serve the iommufd-like
+//! protocol (`iommu-abi`, carried as `iommu_abi::kernel_ipc` describes) with the object model
+//! of `iommu-core` on the VT-d backend (x86) or the SMMUv3 backend (arm). Architecture:
+//! docs/iommu-server.md.
 //!
-//! Start argument bit 0: run the in-server benchmark after bring-up.
+//! Start argument bit 0: run the in-server benchmark after bring-up. Bit 1 (arm): SMMU
+//! domains use stage-2 tables instead of stage-1.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+#[cfg(target_arch = "aarch64")]
+mod arm;
+#[cfg(target_arch = "x86_64")]
 mod bench;
 mod discovery;
 mod heap;
@@ -21,6 +27,7 @@ mod layout;
 mod slots;
 mod state;
 mod status;
+#[cfg(target_arch = "x86_64")]
 mod vtd_backend;
 
 use userlib::println;
@@ -29,6 +36,10 @@ userlib::entry!(main);
 
 /// Start-argument bit: run the in-server benchmark after bring-up.
 const ARG_BENCH: u64 = 1 << 0;
+/// Start-argument bit (arm): SMMU domains are stage-2 tables (VMID, VTTBR in the STE) rather
+/// than stage-1 (ASID, TTB0 in a context descriptor).
+#[cfg(target_arch = "aarch64")]
+const ARG_STAGE2: u64 = 1 << 1;
 
 fn main(arg: u64) -> u64 {
     if let Err(error) = heap::init() {
@@ -36,7 +47,14 @@ fn main(arg: u64) -> u64 {
         return 1;
     }
     let status = state::map_status_page();
-    let state = match state::bring_up(status) {
+    #[cfg(target_arch = "x86_64")]
+    let platform = state::vtd_platform::bring_up;
+    #[cfg(target_arch = "aarch64")]
+    let platform = |status: &status::StatusPage| {
+        let stage = if arg & ARG_STAGE2 != 0 { arm::smmu_backend::DomainStage::Stage2 } else { arm::smmu_backend::DomainStage::Stage1 };
+        arm::bring_up(status, stage)
+    };
+    let state = match state::bring_up(status, platform) {
         Ok(state) => state,
         Err(why) => {
             println!("iommu-server: bring-up failed: {why}");
@@ -51,7 +69,10 @@ fn main(arg: u64) -> u64 {
         return 3;
     }
     if arg & ARG_BENCH != 0 {
+        #[cfg(target_arch = "x86_64")]
         state::with(bench::in_server);
+        #[cfg(target_arch = "aarch64")]
+        state::with(arm::bench::in_server);
     }
     state::with(|state| state.mark_ready());
     state::serve()

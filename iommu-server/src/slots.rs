@@ -6,23 +6,33 @@
 pub const REQUESTS: u64 = 1;
 /// DmaAuthority (CONTROL): lets the server pin memory and learn physical addresses.
 pub const DMA_AUTHORITY: u64 = 2;
-/// MMIO (READ, WRITE) of the VT-d register page(s).
-pub const VTD_REGISTERS: u64 = 3;
+/// MMIO (READ, WRITE) of the IOMMU registers: the VT-d register page(s) on x86, the SMMUv3
+/// register frame (both 64 KiB pages) on arm.
+pub const IOMMU_REGISTERS: u64 = 3;
 /// MMIO (READ, WRITE) of the PCI ECAM window.
 pub const ECAM: u64 = 4;
 /// MMIO of the PCI memory window; device capabilities must lie inside it.
 pub const PCI_MMIO: u64 = 5;
-/// IRQ (CONTROL) of the MSI line the VT-d fault event is programmed to raise.
+/// IRQ (CONTROL) of the fault interrupt: the MSI line the VT-d fault event is programmed to
+/// raise (x86), the SMMU's event-queue SPI (arm; the server checks the line against the
+/// device tree with `irq_info`).
 pub const FAULT_IRQ: u64 = 6;
 /// Memory object (READ, WRITE) of one page: the status page the root task reads
 /// (layout in `status`). Optional.
 pub const STATUS_PAGE: u64 = 7;
+/// IRQ (CONTROL) of the SMMU's global-error SPI (arm).
+#[cfg(target_arch = "aarch64")]
+pub const GERROR_IRQ: u64 = 8;
+/// MMIO (READ, WRITE) of QEMU's fw_cfg device (arm): the ACPI tables, for the IORT.
+#[cfg(target_arch = "aarch64")]
+pub const FW_CFG: u64 = 9;
 /// MSI line number of the capability in `FAULT_IRQ`: the server cannot ask the kernel which
 /// line an IRQ capability serves, so the root task states it by filling the slot matching the
 /// line: slot `FAULT_IRQ` serves line `MSI_LINE_BASE + FAULT_MSI_INDEX`.
+#[cfg(target_arch = "x86_64")]
 pub const FAULT_MSI_INDEX: u32 = 0;
-/// First of up to `FIRMWARE_COUNT` read-only MMIO capabilities of firmware memory (the BIOS
-/// area holding the RSDP and the ranges holding ACPI tables).
+/// First of up to `FIRMWARE_COUNT` read-only MMIO capabilities of firmware memory (x86: the
+/// BIOS area holding the RSDP and the ranges holding ACPI tables; arm: the device tree's pages).
 pub const FIRMWARE_FIRST: u64 = 16;
 pub const FIRMWARE_COUNT: u64 = 16;
 /// Slot `CLIENT_PROCESS_BASE + badge` holds a READ-only process capability of the client
@@ -49,9 +59,13 @@ pub const HEAP: u64 = 171;
 pub const EVENT_STACK: u64 = 172;
 
 /// Bits of the `EVENTS` notification: bit 0 is the fault IRQ, bit `badge` the end of client
-/// `badge`'s process.
+/// `badge`'s process, and on arm the bit after the last badge the SMMU's global-error IRQ.
 pub const FAULT_EVENT_BIT: u64 = 0;
+#[cfg(target_arch = "aarch64")]
+pub const GERROR_EVENT_BIT: u64 = MAX_CLIENTS + 1;
 
 /// Kept in step with the kernel's MSI numbering (`0xFEE00000`, data = vector `0x50 + n`).
+#[cfg(target_arch = "x86_64")]
 pub const MSI_VECTOR_BASE: u32 = 0x50;
+#[cfg(target_arch = "x86_64")]
 pub const MSI_ADDRESS: u64 = 0xFEE0_0000;

@@ -1,32 +1,46 @@
 //! The server's state, shared by its two threads, and what each thread does with it.
 //!
 //! * The main thread receives requests and dispatches them (`serve`).
-//! * The event thread waits on the `EVENTS` notification: the VT-d fault interrupt (drain the
-//!   fault records, route each to `Server::deliver_fault`) and the end of a client process
-//!   (tear the client down).
+//! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (drain
+//!   the fault records or event queue, route each to `Server::deliver_fault`), on arm the
+//!   SMMU's global-error interrupt, and the end of a client process (tear the client down).
 //!
-//! Both hold the one lock while they touch the state and never while they block in the
-//! kernel. The lock yields instead of spinning: with one CPU, a spinning waiter would only
+//! The platform part of bring-up (firmware, PCI, units) is `vtd_platform` below on x86 and
+//! `crate::arm` on aarch64; both hand back a [`Platform`], the rest is common.
+//!
+//! Both threads hold the one lock while they touch the state and never while they block in
+//! the kernel. The lock yields instead of spinning: with one CPU, a spinning waiter would only
 //! burn the time slice the holder needs to finish.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
-use iommu_abi::{Access, FaultReason};
-use iommu_core::{ClientId, FaultDelivery, FaultEvent, RequesterId, Server, ServerConfig, UnitId};
+use iommu_abi::Access;
+use iommu_core::{ClientId, Server, ServerConfig};
 use kernel_abi::{ObjectType, Rights, Syscall};
 use userlib::{println, syscall};
-use vtd::{AccessKind, FaultKind};
 
-use crate::discovery::{self, Ecam, FirmwareMemory};
-use crate::hw::{DmaPool, MmioRegisters};
+use crate::discovery::PciFunction;
 use crate::kernel_iface::{DeviceRegistry, KernelMemory};
 use crate::layout::{self, PAGE};
 use crate::slots;
 use crate::status::{self, StatusPage};
-use crate::vtd_backend::{Unit, VtdBackend};
 
-pub type IommuServer = Server<VtdBackend, KernelMemory>;
+#[cfg(target_arch = "x86_64")]
+pub type Backend = crate::vtd_backend::VtdBackend;
+#[cfg(target_arch = "aarch64")]
+pub use crate::arm::Backend;
+
+pub type IommuServer = Server<Backend, KernelMemory>;
+
+/// What the platform's bring-up hands the common part: the backend with its units up (every
+/// device blocked, fault interrupts bound to `EVENTS`), and the enumerated PCI functions.
+pub struct Platform {
+    pub backend: Backend,
+    pub devices: DeviceRegistry,
+    /// The firmware describes an IOMMU (a DMAR table; an SMMUv3 node).
+    pub iommu_described: bool,
+}
 
 /// A connected client's message window.
 struct Window {
@@ -42,7 +56,7 @@ pub struct State {
     /// Empty slots to receive the next capability into (a window keeps the slot it came in).
     free_receive_slots: Vec<u64>,
     receive_slot: u64,
-    dmar_present: bool,
+    iommu_described: bool,
 }
 
 // SAFETY: the state holds raw pointers only into mappings (registers, DMA tables, windows, the
@@ -86,84 +100,39 @@ pub fn report_failure() {
     map_status_page().set(status::STATE, status::STATE_FAILED);
 }
 
-/// Discovery and bring-up (module documentation of `main`).
-pub fn bring_up(status: StatusPage) -> Result<State, &'static str> {
-    let firmware_memory = FirmwareMemory::from_slots();
-    println!("iommu-server: {} firmware regions", firmware_memory.region_count());
-    let firmware = discovery::read_firmware(&firmware_memory)?;
-    let mut ecam = match firmware.mcfg.as_ref() {
-        Some(mcfg) => Some(Ecam::new(mcfg)?),
-        None => None,
-    };
-    let mut functions = ecam.as_mut().map(|e| e.enumerate()).unwrap_or_default();
-    status.set(status::PCI_FUNCTIONS, functions.len() as u64);
-
-    let mut dma = DmaPool::new(slots::DMA_AUTHORITY, layout::DMA);
-    let mut units: Vec<Unit> = Vec::new();
-    match firmware.dmar.as_ref() {
-        None => println!("iommu-server: no DMAR table: this machine has no VT-d unit, DMA is not remapped"),
-        Some(dmar) => {
-            status.set(status::DMAR_PRESENT, 1);
-            let (vtd_base, vtd_size) = syscall::mmio_info(slots::VTD_REGISTERS).map_err(|_| "no VT-d register capability")?;
-            let output_bits = dmar.dma_address_width().min(52) as u8;
-            // DRHD index → unit index, for matching devices.
-            let mut unit_of_drhd: Vec<Option<usize>> = Vec::new();
-            for (index, drhd) in dmar.drhds().enumerate() {
-                println!(
-                    "iommu-server: DRHD {index}: registers {:#x}, segment {}, {}, {} scopes",
-                    drhd.register_base,
-                    drhd.segment,
-                    if drhd.include_pci_all() { "INCLUDE_PCI_ALL" } else { "explicit scope" },
-                    drhd.scopes.len()
-                );
-                let inside = drhd.register_base >= vtd_base && drhd.register_base + PAGE <= vtd_base + vtd_size;
-                if !inside || !units.is_empty() {
-                    // One register capability, one mapping window: a second unit would need its own.
-                    println!("iommu-server: DRHD {index}: no register capability for it; its devices stay as firmware left them");
-                    unit_of_drhd.push(None);
-                    continue;
-                }
-                let first_page = (drhd.register_base - vtd_base) / PAGE;
-                syscall::mmio_map(slots::VTD_REGISTERS, layout::VTD_REGISTERS, first_page, 1).map_err(|_| "cannot map VT-d registers")?;
-                // SAFETY: the page was just mapped and stays mapped for the server's life.
-                let regs = unsafe { MmioRegisters::new(layout::VTD_REGISTERS, PAGE as usize) };
-                let unit = Unit::bring_up(regs, output_bits, &mut dma).map_err(|e| {
-                    println!("iommu-server: DRHD {index}: bring-up failed: {e:?}");
-                    "VT-d bring-up failed"
-                })?;
-                let (cap, ecap) = (unit.hw.capability().0, unit.hw.extended_capability().0);
-                let (major, minor) = unit.hw.version();
-                println!(
-                    "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA blocked",
-                    units.len(),
-                    unit.kind.name(),
-                    unit.hw.caching_mode()
-                );
-                if units.is_empty() {
-                    status.set(status::UNIT0_CAP, cap);
-                    status.set(status::UNIT0_ECAP, ecap);
-                    status.set(status::UNIT0_MODE, unit.kind.code());
-                }
-                unit_of_drhd.push(Some(units.len()));
-                units.push(unit);
-            }
-            if let Some(ecam) = ecam.as_mut() {
-                let topology = discovery::EcamTopology { ecam: core::cell::RefCell::new(ecam) };
-                for function in functions.iter_mut() {
-                    let matched = dmar.drhd_for_requester(function.address, &topology);
-                    let drhd_index = matched.and_then(|m| dmar.drhds().position(|d| core::ptr::eq(d, m.drhd)));
-                    function.unit = drhd_index.and_then(|i| unit_of_drhd.get(i).copied().flatten());
-                    if let Some(unit) = function.unit {
-                        let rmrrs = discovery::rmrrs_for(dmar, function.address, &topology);
-                        if !rmrrs.is_empty() {
-                            units[unit].rmrrs.insert(function.requester_id(), rmrrs);
-                        }
-                    }
-                }
+/// Discovery and bring-up (module documentation of `main`): `platform` brings the firmware's
+/// IOMMUs and PCI functions up, the rest is the same on every platform.
+pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result<Platform, &'static str>) -> Result<State, &'static str> {
+    // First: the platform binds the fault interrupts to it.
+    syscall::notification_create(slots::EVENTS).map_err(|_| "no notification")?;
+    let Platform { backend, devices, iommu_described } = platform(&status)?;
+    for badge in 1..=slots::MAX_CLIENTS {
+        let slot = slots::CLIENT_PROCESS_BASE + badge;
+        if syscall::cap_info(slot).is_ok() {
+            let watched = syscall::raw_call(Syscall::ProcessWatch as u64, [slot, slots::EVENTS, badge, 0, 0, 0]);
+            if watched != 0 {
+                println!("iommu-server: cannot watch the process of client {badge} (status {watched})");
             }
         }
     }
-    for function in &functions {
+    let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig::default());
+    let receive_slots: Vec<u64> = (slots::WINDOW_BASE..slots::WINDOW_BASE + slots::MAX_CLIENTS + 2).rev().collect();
+    let mut state = State {
+        server,
+        devices,
+        status,
+        windows: BTreeMap::new(),
+        free_receive_slots: receive_slots,
+        receive_slot: 0,
+        iommu_described,
+    };
+    state.receive_slot = state.free_receive_slots.pop().expect("receive slots");
+    Ok(state)
+}
+
+/// Prints the enumerated functions, their unit and BARs.
+pub fn print_functions(functions: &[PciFunction]) {
+    for function in functions {
         let unit = function.unit.map_or(alloc::string::String::from("untranslated"), |u| alloc::format!("unit {u}"));
         println!(
             "iommu-server: pci {} {:04x}:{:04x} class {:06x} rid {:#06x} {unit}, {} memory BARs",
@@ -178,54 +147,201 @@ pub fn bring_up(status: StatusPage) -> Result<State, &'static str> {
             println!("iommu-server:   BAR{} {:#x} size {:#x}", bar.index, bar.base, bar.size);
         }
     }
-    status.set(status::UNITS, units.len() as u64);
+}
 
-    let unit_count = units.len();
-    let mut backend = VtdBackend::new(dma);
-    backend.units = units;
-    if unit_count > 0 {
-        let vector = slots::MSI_VECTOR_BASE + slots::FAULT_MSI_INDEX;
-        for unit in backend.units.iter_mut() {
-            unit.hw.enable_fault_interrupts(slots::MSI_ADDRESS, vector);
+/// The x86 platform: ACPI (DMAR, MCFG), PCI as the firmware assigned it, VT-d units.
+#[cfg(target_arch = "x86_64")]
+pub mod vtd_platform {
+    use alloc::vec::Vec;
+    use iommu_abi::{Access, FaultReason};
+    use iommu_core::{FaultDelivery, FaultEvent, RequesterId, UnitId};
+    use userlib::{println, syscall};
+    use vtd::{AccessKind, FaultKind};
+
+    use super::{Platform, State};
+    use crate::discovery::{self, Ecam, FirmwareMemory};
+    use crate::hw::{DmaPool, MmioRegisters};
+    use crate::kernel_iface::DeviceRegistry;
+    use crate::layout::{self, PAGE};
+    use crate::slots;
+    use crate::status::{self, StatusPage};
+    use crate::vtd_backend::{Unit, VtdBackend};
+
+    pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
+        let firmware_memory = FirmwareMemory::from_slots();
+        println!("iommu-server: {} firmware regions", firmware_memory.region_count());
+        let firmware = discovery::read_firmware(&firmware_memory)?;
+        let mut ecam = match firmware.mcfg.as_ref() {
+            Some(mcfg) => Some(Ecam::new(mcfg)?),
+            None => None,
+        };
+        let mut functions = ecam.as_mut().map(|e| e.enumerate()).unwrap_or_default();
+        // The firmware assigns BARs on x86; one it left without an address cannot be used.
+        for function in functions.iter_mut() {
+            function.bars.retain(|bar| bar.base != 0);
         }
-        syscall::notification_create(slots::EVENTS).map_err(|_| "no notification")?;
-        syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
-    } else {
-        syscall::notification_create(slots::EVENTS).map_err(|_| "no notification")?;
+        status.set(status::PCI_FUNCTIONS, functions.len() as u64);
+        let mut dma = DmaPool::new(slots::DMA_AUTHORITY, layout::DMA);
+        let mut units: Vec<Unit> = Vec::new();
+        match firmware.dmar.as_ref() {
+            None => println!("iommu-server: no DMAR table: this machine has no VT-d unit, DMA is not remapped"),
+            Some(dmar) => {
+                status.set(status::IOMMU_DESCRIBED, 1);
+                let (vtd_base, vtd_size) = syscall::mmio_info(slots::IOMMU_REGISTERS).map_err(|_| "no VT-d register capability")?;
+                let output_bits = dmar.dma_address_width().min(52) as u8;
+                // DRHD index → unit index, for matching devices.
+                let mut unit_of_drhd: Vec<Option<usize>> = Vec::new();
+                for (index, drhd) in dmar.drhds().enumerate() {
+                    println!(
+                        "iommu-server: DRHD {index}: registers {:#x}, segment {}, {}, {} scopes",
+                        drhd.register_base,
+                        drhd.segment,
+                        if drhd.include_pci_all() { "INCLUDE_PCI_ALL" } else { "explicit scope" },
+                        drhd.scopes.len()
+                    );
+                    let inside = drhd.register_base >= vtd_base && drhd.register_base + PAGE <= vtd_base + vtd_size;
+                    if !inside || !units.is_empty() {
+                        // One register capability, one mapping window: a second unit would need its own.
+                        println!("iommu-server: DRHD {index}: no register capability for it; its devices stay as firmware left them");
+                        unit_of_drhd.push(None);
+                        continue;
+                    }
+                    let first_page = (drhd.register_base - vtd_base) / PAGE;
+                    syscall::mmio_map(slots::IOMMU_REGISTERS, layout::IOMMU_REGISTERS, first_page, 1).map_err(|_| "cannot map VT-d registers")?;
+                    // SAFETY: the page was just mapped and stays mapped for the server's life.
+                    let regs = unsafe { MmioRegisters::new(layout::IOMMU_REGISTERS, PAGE as usize) };
+                    let unit = Unit::bring_up(regs, output_bits, &mut dma).map_err(|e| {
+                        println!("iommu-server: DRHD {index}: bring-up failed: {e:?}");
+                        "VT-d bring-up failed"
+                    })?;
+                    let (cap, ecap) = (unit.hw.capability().0, unit.hw.extended_capability().0);
+                    let (major, minor) = unit.hw.version();
+                    println!(
+                        "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA blocked",
+                        units.len(),
+                        unit.kind.name(),
+                        unit.hw.caching_mode()
+                    );
+                    if units.is_empty() {
+                        status.set(status::UNIT0_CAP, cap);
+                        status.set(status::UNIT0_ECAP, ecap);
+                        status.set(status::UNIT0_MODE, unit.kind.code());
+                    }
+                    unit_of_drhd.push(Some(units.len()));
+                    units.push(unit);
+                }
+                if let Some(ecam) = ecam.as_mut() {
+                    let topology = discovery::EcamTopology { ecam: core::cell::RefCell::new(ecam) };
+                    for function in functions.iter_mut() {
+                        let matched = dmar.drhd_for_requester(function.address, &topology);
+                        let drhd_index = matched.and_then(|m| dmar.drhds().position(|d| core::ptr::eq(d, m.drhd)));
+                        function.unit = drhd_index.and_then(|i| unit_of_drhd.get(i).copied().flatten());
+                        if let Some(unit) = function.unit {
+                            let rmrrs = discovery::rmrrs_for(dmar, function.address, &topology);
+                            if !rmrrs.is_empty() {
+                                units[unit].rmrrs.insert(function.requester_id(), rmrrs);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        super::print_functions(&functions);
+        status.set(status::UNITS, units.len() as u64);
+
+        let mut backend = VtdBackend::new(dma);
+        backend.units = units;
+        if !backend.units.is_empty() {
+            let vector = slots::MSI_VECTOR_BASE + slots::FAULT_MSI_INDEX;
+            for unit in backend.units.iter_mut() {
+                unit.hw.enable_fault_interrupts(slots::MSI_ADDRESS, vector);
+            }
+            syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
+        }
+        let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok() };
+        Ok(Platform { backend, devices, iommu_described: firmware.dmar.is_some() })
     }
-    for badge in 1..=slots::MAX_CLIENTS {
-        let slot = slots::CLIENT_PROCESS_BASE + badge;
-        if syscall::cap_info(slot).is_ok() {
-            let watched = syscall::raw_call(Syscall::ProcessWatch as u64, [slot, slots::EVENTS, badge, 0, 0, 0]);
-            if watched != 0 {
-                println!("iommu-server: cannot watch the process of client {badge} (status {watched})");
+
+    impl State {
+        /// Drains every unit's fault records into the object model.
+        pub fn drain_faults(&mut self) {
+            for unit_index in 0..self.server.backend().units.len() {
+                let report = self.server.backend_mut().units[unit_index].hw.drain_faults();
+                if report.overflowed {
+                    println!("iommu-server: unit {unit_index}: fault records overflowed, faults were lost");
+                }
+                for fault in report.faults {
+                    let FaultKind::Dma = fault.kind else {
+                        println!("iommu-server: unit {unit_index}: interrupt-remapping fault {:#x} from {:#06x}", fault.reason, fault.requester.0);
+                        continue;
+                    };
+                    let access = match fault.access {
+                        AccessKind::Read => Access::READ,
+                        AccessKind::Write => Access::WRITE,
+                    };
+                    let event = FaultEvent {
+                        unit: UnitId(unit_index as u32),
+                        rid: RequesterId(u32::from(fault.requester.0)),
+                        // Scalable mode tags DMA without PASID with RID_PASID in the record; to
+                        // the object model that is the requester's own (PASID-less) slot.
+                        pasid: fault.pasid.filter(|&pasid| pasid != vtd::unit::RID_PASID),
+                        iova: fault.address,
+                        access,
+                        reason: fault_reason(fault.reason),
+                        group: 0,
+                    };
+                    let delivery = self.server.deliver_fault(event);
+                    self.record_fault(u64::from(fault.requester.0), fault.address, access, u64::from(fault.reason));
+                    println!(
+                        "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
+                        fault.requester.0,
+                        fault.access,
+                        fault.address,
+                        fault.reason,
+                        fault.reason_name(),
+                        match delivery {
+                            FaultDelivery::Queued => "queued to its owner",
+                            FaultDelivery::Overflowed => "owner's queue full",
+                            FaultDelivery::Unrouted => "no owner (blocked device)",
+                        }
+                    );
+                }
             }
         }
     }
-    let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig::default());
-    let receive_slots: Vec<u64> = (slots::WINDOW_BASE..slots::WINDOW_BASE + slots::MAX_CLIENTS + 2).rev().collect();
-    let mut state = State {
-        server,
-        devices: DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok() },
-        status,
-        windows: BTreeMap::new(),
-        free_receive_slots: receive_slots,
-        receive_slot: 0,
-        dmar_present: firmware.dmar.is_some(),
-    };
-    state.receive_slot = state.free_receive_slots.pop().expect("receive slots");
-    Ok(state)
+
+    /// The object-model reason of a VT-d fault reason code. A missing leaf is reported with the
+    /// read/write permission codes (5h, 6h; and the first-level equivalents), since no present
+    /// entry grants the access: to a driver that is a translation fault (it unmapped, or never
+    /// mapped, the address); missing root/context entries only occur for unbound devices, whose
+    /// faults are unrouted anyway. Invalid table pointers and reserved bits (7h-Dh) are
+    /// table-walk faults.
+    fn fault_reason(code: u8) -> FaultReason {
+        match code {
+            0x07..=0x0d => FaultReason::TableWalk,
+            _ => FaultReason::Translation,
+        }
+    }
 }
 
 impl State {
     pub fn mark_ready(&mut self) {
         println!(
-            "iommu-server: ready: {} units, {} PCI functions, DMAR {}",
+            "iommu-server: ready: {} units, {} PCI functions, {}",
             self.server.backend().units.len(),
             self.devices.functions.len(),
-            if self.dmar_present { "present" } else { "absent" }
+            if self.iommu_described { "firmware describes an IOMMU" } else { "firmware describes no IOMMU" }
         );
         self.status.set(status::STATE, status::STATE_READY);
+    }
+
+    /// Counts a DMA fault the hardware reported and remembers it as the last one.
+    pub fn record_fault(&self, rid: u64, address: u64, access: Access, reason: u64) {
+        self.status.add(status::FAULTS, 1);
+        self.status.set(status::LAST_FAULT_RID, rid);
+        self.status.set(status::LAST_FAULT_ADDRESS, address);
+        self.status.set(status::LAST_FAULT_ACCESS, u64::from(access.bits()));
+        self.status.set(status::LAST_FAULT_REASON, reason);
     }
 
     fn publish_counters(&self) {
@@ -311,69 +427,6 @@ impl State {
             self.server.pinned_pages()
         );
     }
-
-    /// Drains every unit's fault records into the object model.
-    fn drain_faults(&mut self) {
-        for unit_index in 0..self.server.backend().units.len() {
-            let report = self.server.backend_mut().units[unit_index].hw.drain_faults();
-            if report.overflowed {
-                println!("iommu-server: unit {unit_index}: fault records overflowed, faults were lost");
-            }
-            for fault in report.faults {
-                let FaultKind::Dma = fault.kind else {
-                    println!("iommu-server: unit {unit_index}: interrupt-remapping fault {:#x} from {:#06x}", fault.reason, fault.requester.0);
-                    continue;
-                };
-                let access = match fault.access {
-                    AccessKind::Read => Access::READ,
-                    AccessKind::Write => Access::WRITE,
-                };
-                let event = FaultEvent {
-                    unit: UnitId(unit_index as u32),
-                    rid: RequesterId(u32::from(fault.requester.0)),
-                    // Scalable mode tags DMA without PASID with RID_PASID in the record; to
-                    // the object model that is the requester's own (PASID-less) slot.
-                    pasid: fault.pasid.filter(|&pasid| pasid != vtd::unit::RID_PASID),
-                    iova: fault.address,
-                    access,
-                    reason: fault_reason(fault.reason),
-                    group: 0,
-                };
-                let delivery = self.server.deliver_fault(event);
-                self.status.add(status::FAULTS, 1);
-                self.status.set(status::LAST_FAULT_RID, u64::from(fault.requester.0));
-                self.status.set(status::LAST_FAULT_ADDRESS, fault.address);
-                self.status.set(status::LAST_FAULT_ACCESS, u64::from(access.bits()));
-                self.status.set(status::LAST_FAULT_REASON, u64::from(fault.reason));
-                println!(
-                    "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
-                    fault.requester.0,
-                    fault.access,
-                    fault.address,
-                    fault.reason,
-                    fault.reason_name(),
-                    match delivery {
-                        FaultDelivery::Queued => "queued to its owner",
-                        FaultDelivery::Overflowed => "owner's queue full",
-                        FaultDelivery::Unrouted => "no owner (blocked device)",
-                    }
-                );
-            }
-        }
-    }
-}
-
-/// The object-model reason of a VT-d fault reason code. A missing leaf is reported with the
-/// read/write permission codes (5h, 6h; and the first-level equivalents), since no present
-/// entry grants the access: to a driver that is a translation fault (it unmapped, or never
-/// mapped, the address); missing root/context entries only occur for unbound devices, whose
-/// faults are unrouted anyway. Invalid table pointers and reserved bits (7h-Dh) are
-/// table-walk faults.
-fn fault_reason(code: u8) -> FaultReason {
-    match code {
-        0x07..=0x0d => FaultReason::TableWalk,
-        _ => FaultReason::Translation,
-    }
 }
 
 /// The event thread's body: `arg` is unused.
@@ -390,6 +443,11 @@ extern "C" fn event_thread(_arg: u64) -> ! {
             if bits & 1 << slots::FAULT_EVENT_BIT != 0 {
                 state.drain_faults();
                 let _ = syscall::irq_ack(slots::FAULT_IRQ);
+            }
+            #[cfg(target_arch = "aarch64")]
+            if bits & 1 << slots::GERROR_EVENT_BIT != 0 {
+                state.check_global_errors();
+                let _ = syscall::irq_ack(slots::GERROR_IRQ);
             }
             for badge in 1..=slots::MAX_CLIENTS {
                 if bits & 1 << badge != 0 {

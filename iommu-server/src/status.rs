@@ -6,17 +6,18 @@
 pub const STATE: usize = 0;
 pub const STATE_READY: u64 = 1;
 pub const STATE_FAILED: u64 = 2;
-/// 1 if the firmware has a DMAR table.
-pub const DMAR_PRESENT: usize = 1;
+/// 1 if the firmware describes an IOMMU: a DMAR table (x86), an SMMUv3 node (arm).
+pub const IOMMU_DESCRIBED: usize = 1;
 /// IOMMU units brought up.
 pub const UNITS: usize = 2;
 /// PCI functions found.
 pub const PCI_FUNCTIONS: usize = 3;
-/// CAP and ECAP of unit 0.
+/// The identification registers of unit 0: CAP and ECAP of a VT-d unit, IDR0 and IDR1 of an
+/// SMMUv3.
 pub const UNIT0_CAP: usize = 4;
 pub const UNIT0_ECAP: usize = 5;
 /// Translation used on unit 0: 1 legacy second-level, 2 scalable second-level, 3 scalable
-/// first-level.
+/// first-level (VT-d); 4 stage 1, 5 stage 2 (SMMUv3).
 pub const UNIT0_MODE: usize = 6;
 /// Distinct client pages the object model holds pinned.
 pub const PINNED_PAGES: usize = 7;
@@ -28,7 +29,8 @@ pub const CLIENTS_REAPED: usize = 9;
 pub const FAULTS: usize = 10;
 /// Faults with no fault queue to go to (e.g. devices no client bound).
 pub const UNROUTED_FAULTS: usize = 11;
-/// The last DMA fault: requester ID, page address, access (1 read, 2 write), reason code.
+/// The last DMA fault: requester ID, address, access (1 read, 2 write), reason code (VT-d
+/// fault reason, or SMMUv3 event number).
 pub const LAST_FAULT_RID: usize = 12;
 pub const LAST_FAULT_ADDRESS: usize = 13;
 pub const LAST_FAULT_ACCESS: usize = 14;
@@ -38,8 +40,19 @@ pub const REQUESTS: usize = 16;
 /// Pins the server's memory source holds in the kernel for client memory.
 pub const KERNEL_PINS: usize = 17;
 
+/// Whether the ACPI IORT (read through fw_cfg) describes the same SMMUs and StreamIDs as the
+/// device tree (arm): 0 not read, 1 agrees (no IORT agrees with a tree without SMMUs), 2 not.
+#[cfg(target_arch = "aarch64")]
+pub const IORT_CHECK: usize = 18;
+#[cfg(target_arch = "aarch64")]
+pub const IORT_UNREAD: u64 = 0;
+#[cfg(target_arch = "aarch64")]
+pub const IORT_AGREES: u64 = 1;
+#[cfg(target_arch = "aarch64")]
+pub const IORT_DISAGREES: u64 = 2;
+
 /// Words the page holds.
-pub const WORDS: usize = 18;
+pub const WORDS: usize = 19;
 
 /// The mapped status page, or nothing when the root task gave none.
 pub struct StatusPage {

@@ -309,7 +309,13 @@ impl IommuBackend for VtdBackend {
                 self.fail_closed(domain, error);
             }
         }
-        unmapped.freed_tables.release(&mut self.dma);
+        // The invalidation completed: no walker holds the unlinked tables any more, and the
+        // table tree keeps the emptied ones for its next map.
+        let d = self.domains.get_mut(&domain.0).expect("looked up above");
+        match &mut d.table {
+            Table::SecondLevel(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
+            Table::FirstLevel(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
+        }
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {

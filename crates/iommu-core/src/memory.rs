@@ -5,8 +5,9 @@
 //! pin pages of it; the kernel vouches that the client really holds the object and returns
 //! the physical frames. The same page may then be mapped many times: into several HWPTs of
 //! one IOAS, into several IOASes through `ioas_copy`, or by two `ioas_map` calls of the
-//! same object. [`PinTable`] counts those uses per page and pins a page only on its first
-//! use and unpins it on its last, so the kernel sees exactly one pin per page in use.
+//! same object. [`PinTable`] counts those uses per page (in runs of pages sharing a count) and
+//! pins a page only on its first use and unpins it on its last, so every page in use is pinned
+//! exactly once.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -51,16 +52,20 @@ pub trait MemorySource {
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64);
 }
 
-#[derive(Clone, Copy, Debug)]
-struct PinnedPage {
-    phys: u64,
+/// Pages `[first, first + frames.len())` of one object, all with the same use count.
+#[derive(Clone, Debug)]
+struct PinnedRun {
+    frames: Vec<u64>,
     uses: u32,
 }
 
-/// Use counts of pinned pages, keyed by (memory object, page index).
+/// Use counts of pinned pages, kept as disjoint runs of pages with one count each, keyed by
+/// (memory object, first page): a mapping of N pages costs a few map operations and one copy of
+/// its frames rather than N of each. Runs are split where a range starts or ends inside one.
 #[derive(Default)]
 pub struct PinTable {
-    pages: BTreeMap<(MemoryObjectId, u64), PinnedPage>,
+    runs: BTreeMap<(MemoryObjectId, u64), PinnedRun>,
+    pages: usize,
 }
 
 fn page_indices(offset: u64, length: u64) -> core::ops::Range<u64> {
@@ -70,7 +75,30 @@ fn page_indices(offset: u64, length: u64) -> core::ops::Range<u64> {
 impl PinTable {
     /// Number of distinct pages currently pinned.
     pub fn pinned_pages(&self) -> usize {
-        self.pages.len()
+        self.pages
+    }
+
+    /// Makes `page` the first page of its run, if a run covers it (splitting changes no count).
+    fn split_at(&mut self, object: MemoryObjectId, page: u64) {
+        let Some((&(_, first), run)) = self.runs.range_mut((object, 0)..(object, page)).next_back() else {
+            return;
+        };
+        if first + run.frames.len() as u64 <= page {
+            return;
+        }
+        let tail = PinnedRun { frames: run.frames.split_off((page - first) as usize), uses: run.uses };
+        self.runs.insert((object, page), tail);
+    }
+
+    /// Adds one use to every run inside `pages` (already split at its ends) and returns their
+    /// frames in order.
+    fn take_uses(&mut self, object: MemoryObjectId, pages: core::ops::Range<u64>) -> Vec<u64> {
+        let mut frames = Vec::with_capacity((pages.end - pages.start) as usize);
+        for (_, run) in self.runs.range_mut((object, pages.start)..(object, pages.end)) {
+            run.uses += 1;
+            frames.extend_from_slice(&run.frames);
+        }
+        frames
     }
 
     /// Take one use of every page of `[offset, offset + length)` of `object`, pinning the
@@ -85,90 +113,103 @@ impl PinTable {
         offset: u64,
         length: u64,
     ) -> Result<Vec<u64>, Error> {
-        let mut newly_pinned: Vec<(u64, u64)> = Vec::new();
-        let mut run_start: Option<u64> = None;
         let pages = page_indices(offset, length);
-        let end = pages.end;
-        for index in pages.clone().chain(core::iter::once(end)) {
-            let pinned = index < end && self.pages.contains_key(&(object, index));
-            let wants_pin = index < end && !pinned;
-            match (run_start, wants_pin) {
-                (None, true) => run_start = Some(index),
-                (Some(start), false) => {
-                    run_start = None;
-                    let run_offset = start * PAGE_SIZE;
-                    let run_length = (index - start) * PAGE_SIZE;
-                    match source.pin(client, memory, run_offset, run_length) {
-                        Ok(pinned) if pinned.frames.len() as u64 == index - start => {
-                            for (page, phys) in (start..index).zip(pinned.frames) {
-                                self.pages.insert((object, page), PinnedPage { phys, uses: 0 });
-                            }
-                            newly_pinned.push((run_offset, run_length));
-                        }
-                        result => {
-                            if result.is_ok() {
-                                // A source returning the wrong number of frames is broken;
-                                // treat it as a failed pin and give the pin back.
-                                source.unpin(object, run_offset, run_length);
-                            }
-                            for (run_offset, run_length) in newly_pinned {
-                                for page in page_indices(run_offset, run_length) {
-                                    self.pages.remove(&(object, page));
-                                }
-                                source.unpin(object, run_offset, run_length);
-                            }
-                            return Err(result.err().unwrap_or(Error::HardwareFailure));
-                        }
+        self.split_at(object, pages.start);
+        self.split_at(object, pages.end);
+        let mut gaps: Vec<(u64, u64)> = Vec::new();
+        let mut cursor = pages.start;
+        for (&(_, first), run) in self.runs.range((object, pages.start)..(object, pages.end)) {
+            if first > cursor {
+                gaps.push((cursor, first));
+            }
+            cursor = first + run.frames.len() as u64;
+        }
+        if cursor < pages.end {
+            gaps.push((cursor, pages.end));
+        }
+        let mut newly_pinned: Vec<(u64, Vec<u64>)> = Vec::with_capacity(gaps.len());
+        for (start, end) in gaps {
+            let (run_offset, run_length) = (start * PAGE_SIZE, (end - start) * PAGE_SIZE);
+            match source.pin(client, memory, run_offset, run_length) {
+                Ok(pinned) if pinned.frames.len() as u64 == end - start => newly_pinned.push((start, pinned.frames)),
+                result => {
+                    if result.is_ok() {
+                        // A source returning the wrong number of frames is broken; treat it as
+                        // a failed pin and give the pin back.
+                        source.unpin(object, run_offset, run_length);
                     }
+                    for (start, frames) in newly_pinned {
+                        source.unpin(object, start * PAGE_SIZE, frames.len() as u64 * PAGE_SIZE);
+                    }
+                    return Err(result.err().unwrap_or(Error::HardwareFailure));
                 }
-                _ => {}
             }
         }
-        let mut frames = Vec::with_capacity((end - offset / PAGE_SIZE) as usize);
-        for index in page_indices(offset, length) {
-            let page = self.pages.get_mut(&(object, index)).expect("every page was pinned above");
-            page.uses += 1;
-            frames.push(page.phys);
+        for (start, frames) in newly_pinned {
+            self.pages += frames.len();
+            self.runs.insert((object, start), PinnedRun { frames, uses: 0 });
         }
-        Ok(frames)
+        Ok(self.take_uses(object, pages))
     }
 
     /// Take one more use of pages that are already pinned (for `ioas_copy`), returning
     /// their frames. The caller guarantees the pages are pinned (they are mapped).
     pub fn share(&mut self, object: MemoryObjectId, offset: u64, length: u64) -> Vec<u64> {
-        page_indices(offset, length)
-            .map(|index| {
-                let page = self.pages.get_mut(&(object, index)).expect("a mapped page is pinned");
-                page.uses += 1;
-                page.phys
-            })
-            .collect()
+        let pages = page_indices(offset, length);
+        self.split_at(object, pages.start);
+        self.split_at(object, pages.end);
+        let frames = self.take_uses(object, pages.clone());
+        assert_eq!(frames.len() as u64, pages.end - pages.start, "a mapped page is pinned");
+        frames
     }
 
     /// The frames of pinned pages, without taking a use.
     pub fn frames(&self, object: MemoryObjectId, offset: u64, length: u64) -> Vec<u64> {
-        page_indices(offset, length)
-            .map(|index| self.pages.get(&(object, index)).expect("a mapped page is pinned").phys)
-            .collect()
+        let pages = page_indices(offset, length);
+        let before = self.runs.range((object, 0)..(object, pages.start)).next_back();
+        let inside = self.runs.range((object, pages.start)..(object, pages.end));
+        let mut frames = Vec::with_capacity((pages.end - pages.start) as usize);
+        for (&(_, first), run) in before.into_iter().chain(inside) {
+            let run_end = first + run.frames.len() as u64;
+            let (from, to) = (first.max(pages.start), run_end.min(pages.end));
+            if from < to {
+                frames.extend_from_slice(&run.frames[(from - first) as usize..(to - first) as usize]);
+            }
+        }
+        assert_eq!(frames.len() as u64, pages.end - pages.start, "a mapped page is pinned");
+        frames
     }
 
     /// Drop one use of every page of the range, unpinning (in contiguous runs) the pages
     /// whose last use this was.
     pub fn release<M: MemorySource>(&mut self, source: &mut M, object: MemoryObjectId, offset: u64, length: u64) {
-        let mut run_start: Option<u64> = None;
-        let end = (offset + length) / PAGE_SIZE;
-        for index in page_indices(offset, length).chain(core::iter::once(end)) {
-            let last_use = index < end && {
-                let page = self.pages.get_mut(&(object, index)).expect("a released page is pinned");
-                page.uses -= 1;
-                page.uses == 0
-            };
-            if last_use {
-                self.pages.remove(&(object, index));
-                run_start.get_or_insert(index);
-            } else if let Some(start) = run_start.take() {
-                source.unpin(object, start * PAGE_SIZE, (index - start) * PAGE_SIZE);
+        let pages = page_indices(offset, length);
+        self.split_at(object, pages.start);
+        self.split_at(object, pages.end);
+        let mut unused: Vec<u64> = Vec::new();
+        for (&(_, first), run) in self.runs.range_mut((object, pages.start)..(object, pages.end)) {
+            run.uses = run.uses.checked_sub(1).expect("a released page is in use");
+            if run.uses == 0 {
+                unused.push(first);
             }
+        }
+        // Unpin in contiguous stretches, as few calls as the runs allow.
+        let mut stretch: Option<(u64, u64)> = None;
+        for first in unused {
+            let run = self.runs.remove(&(object, first)).expect("listed above");
+            let end = first + run.frames.len() as u64;
+            self.pages -= run.frames.len();
+            stretch = match stretch {
+                Some((start, last_end)) if last_end == first => Some((start, end)),
+                Some((start, last_end)) => {
+                    source.unpin(object, start * PAGE_SIZE, (last_end - start) * PAGE_SIZE);
+                    Some((first, end))
+                }
+                None => Some((first, end)),
+            };
+        }
+        if let Some((start, end)) = stretch {
+            source.unpin(object, start * PAGE_SIZE, (end - start) * PAGE_SIZE);
         }
     }
 }

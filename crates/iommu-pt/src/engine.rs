@@ -12,7 +12,10 @@
 //!   allow.
 //! - `unmap` first splits the at most two large leaves cut by the range ends (or refuses, by
 //!   policy), then clears every leaf in the range, unlinks tables that became empty and hands them
-//!   back in a [`DeferredFree`] list rather than freeing them.
+//!   back in a [`DeferredFree`] list rather than freeing them. Once the caller's invalidation
+//!   completed, [`PageTable::recycle`] keeps a few of the emptied (hence zero) tables for the next
+//!   map instead of returning them to the allocator: mapping and unmapping a page in an otherwise
+//!   empty region then costs no table allocation, zeroing and flushing.
 //! - `try_merge` is explicit: it replaces full tables of uniform, physically contiguous leaves by
 //!   one large leaf where the format enables that size. Merging on every map would cost a
 //!   512-entry scan per filled table on the hot path for a case (contiguous memory mapped in 4 KiB
@@ -104,7 +107,13 @@ pub struct PageTable<F: Format> {
     format: F,
     geometry: Geometry,
     root: TablePage,
+    /// Zeroed tables no walker can reach, kept for the next `map` (see `recycle`).
+    spare: TableList,
 }
+
+/// Tables `recycle` keeps at most: one 4 KiB mapping in an empty region of a 5-level tree needs
+/// four, so eight cover a map/unmap cycle twice over while bounding memory held idle (64 KiB).
+const SPARE_TABLES: usize = 8;
 
 // SAFETY: every table page reached through the raw pointers inside is owned exclusively by this
 // `PageTable` (allocated for it, linked only into its tree or its own lists, freed only through
@@ -237,7 +246,7 @@ impl<F: Format> PageTable<F> {
             return Err(Error::InvalidConfig);
         }
         let root = TablePage::allocate(geometry.root_entries(), alloc)?;
-        Ok(Self { format, geometry, root })
+        Ok(Self { format, geometry, root, spare: TableList::new() })
     }
 
     /// The format and its configuration.
@@ -286,12 +295,29 @@ impl<F: Format> PageTable<F> {
 
         let mut plan = MapPass { reserved: None, tables_needed: 0 };
         self.map_level(Some(self.root), top, iova, end, phys, attributes, &mut plan, alloc)?;
-        let mut reserved = TableList::reserve(plan.tables_needed, alloc)?;
+        let mut reserved = TableList::new();
+        while reserved.len() < plan.tables_needed {
+            match self.spare.pop() {
+                Some(table) => reserved.push(table),
+                None => break,
+            }
+        }
+        match TableList::reserve(plan.tables_needed - reserved.len(), alloc) {
+            Ok(mut allocated) => {
+                while let Some(table) = allocated.pop() {
+                    reserved.push(table);
+                }
+            }
+            Err(error) => {
+                self.spare.append(&mut reserved);
+                return Err(error);
+            }
+        }
         let mut apply = MapPass { reserved: Some(&mut reserved), tables_needed: 0 };
         let result = self.map_level(Some(self.root), top, iova, end, phys, attributes, &mut apply, alloc);
         // The plan counted exactly what the apply pass links; anything left was never visible to
-        // a walker and goes straight back.
-        reserved.free_all(alloc);
+        // a walker and stays zero.
+        self.spare.append(&mut reserved);
         result
     }
 
@@ -422,7 +448,7 @@ impl<F: Format> PageTable<F> {
         Ok(())
     }
 
-    /// One level of `unmap`. Returns whether `table` is empty afterwards.
+    /// One level of `unmap`.
     #[allow(clippy::too_many_arguments)]
     fn unmap_level<A: DmaAllocator + ?Sized>(
         &self,
@@ -433,7 +459,7 @@ impl<F: Format> PageTable<F> {
         extent: &mut Extent,
         freed: &mut DeferredFree,
         alloc: &A,
-    ) -> bool {
+    ) {
         let mut written = WrittenEntries::default();
         for slot in Slots::new(start, end, height, table.entries()) {
             match self.format.decode(table.load(slot.index), height) {
@@ -453,11 +479,14 @@ impl<F: Format> PageTable<F> {
                         // entries one by one.
                         self.retire_subtree(child, height - 1, slot.base, extent, freed);
                         true
-                    } else if self.unmap_level(child, height - 1, slot.start, slot.end, extent, freed, alloc) {
-                        freed.push(child);
-                        true
                     } else {
-                        false
+                        self.unmap_level(child, height - 1, slot.start, slot.end, extent, freed, alloc);
+                        if child.is_empty() {
+                            freed.push(child);
+                            true
+                        } else {
+                            false
+                        }
                     };
                     if emptied {
                         table.store(slot.index, 0);
@@ -468,7 +497,6 @@ impl<F: Format> PageTable<F> {
             }
         }
         written.flush(table, alloc);
-        table.is_empty()
     }
 
     /// Accounts every leaf below `table` (whose first entry maps `base`) and queues `table` and
@@ -666,9 +694,25 @@ impl<F: Format> PageTable<F> {
         written.flush(table, alloc);
     }
 
+    /// Takes back the tables an `unmap` or `try_merge` unlinked, once the invalidation covering
+    /// them completed (the same condition as [`DeferredFree::release`]): tables `unmap` emptied
+    /// entry by entry are all zero and are kept (up to a few) for later maps; the rest go back to
+    /// the allocator.
+    pub fn recycle<A: DmaAllocator + ?Sized>(&mut self, freed: DeferredFree, alloc: &mut A) {
+        let mut tables = freed.into_list();
+        while let Some(table) = tables.pop() {
+            if self.spare.len() < SPARE_TABLES && table.is_empty() {
+                self.spare.push(table);
+            } else {
+                table.free(alloc);
+            }
+        }
+    }
+
     /// Frees every table page, root included. Call only once no IOMMU can walk the tree any more
     /// (the context / PASID entry or STE / CD pointing at it was cleared and invalidated).
-    pub fn destroy<A: DmaAllocator + ?Sized>(self, alloc: &mut A) {
+    pub fn destroy<A: DmaAllocator + ?Sized>(mut self, alloc: &mut A) {
+        self.spare.free_all(alloc);
         self.free_tree(self.root, self.geometry.top_height(), alloc);
     }
 

@@ -715,6 +715,77 @@ fn deferred_lists_append() {
 }
 
 #[test]
+fn recycled_tables_serve_the_next_map_without_allocating() {
+    let mut dma = FakeDma::new();
+    let mut table = sl_table(&mut dma);
+    table.map(0x4000_0000, 0x8000, K4, Perm::READ, &mut dma).unwrap();
+    assert_eq!(dma.live_count(), 4);
+    let unmapped = table.unmap(0x4000_0000, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert_eq!(unmapped.freed_tables.len(), 3);
+    table.recycle(unmapped.freed_tables, &mut dma);
+    // Kept, not freed: the next map in an empty region links them again.
+    assert_eq!(dma.live_count(), 4);
+    table.map(0x80_0000_0000, 0x9000, K4, Perm::READ_WRITE, &mut dma).unwrap();
+    assert_eq!(dma.live_count(), 4, "the map used the recycled tables");
+    // They come back zero, in the device view too: only the new path is present.
+    assert_maps(&table, &dma, 0x80_0000_0000, Some((0x9000, K4)));
+    assert_maps(&table, &dma, 0x80_0000_1000, None);
+    assert_maps(&table, &dma, 0x4000_0000, None);
+    let unmapped = table.unmap(0x80_0000_0000, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    table.recycle(unmapped.freed_tables, &mut dma);
+    table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0, "destroy frees the kept tables too");
+}
+
+#[test]
+fn recycle_returns_tables_that_still_hold_entries() {
+    let mut dma = FakeDma::new();
+    let mut small = sl_table(&mut dma);
+    let base = dma.live_count();
+    // 4 KiB pages filling two leaf tables; the unmap covers both whole, so they are unlinked with
+    // their entries in place (not cleared one by one) and must not be reused as empty tables.
+    for page in 0..1024 {
+        small.map(G1 + page * K4, page * K4, K4, Perm::READ, &mut dma).unwrap();
+    }
+    assert_eq!(dma.live_count(), base + 4, "three levels of path plus a second leaf table");
+    let unmapped = small.unmap(G1, 2 * M2, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert_eq!(unmapped.freed_tables.len(), 4);
+    small.recycle(unmapped.freed_tables, &mut dma);
+    // The two full leaf tables went back to the allocator; the emptied upper ones were kept.
+    assert_eq!(dma.live_count(), base + 2);
+    small.map(G1, 0, K4, Perm::READ, &mut dma).unwrap();
+    assert_maps(&small, &dma, G1, Some((0, K4)));
+    assert_maps(&small, &dma, G1 + K4, None);
+    assert_eq!(dma.live_count(), base + 3, "one leaf table allocated fresh");
+    small.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
+}
+
+#[test]
+fn emptiness_follows_every_entry_change() {
+    let mut dma = FakeDma::new();
+    let mut table = sl_table(&mut dma);
+    // Fill a leaf table except its last entry, then empty it from both ends: the table is
+    // reclaimed exactly when its last entry goes, not before.
+    table.map(0, 0, M2 - K4, Perm::READ, &mut dma).unwrap();
+    table.map(M2 - K4, 0, K4, Perm::READ, &mut dma).unwrap();
+    let first = table.unmap(0, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert!(first.freed_tables.is_empty());
+    table.recycle(first.freed_tables, &mut dma);
+    let middle = table.unmap(K4, M2 - 3 * K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert!(middle.freed_tables.is_empty(), "entry {} still maps", M2 - 2 * K4);
+    table.recycle(middle.freed_tables, &mut dma);
+    let before_last = table.unmap(M2 - 2 * K4, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert!(before_last.freed_tables.is_empty());
+    table.recycle(before_last.freed_tables, &mut dma);
+    let last = table.unmap(M2 - K4, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert_eq!(last.freed_tables.len(), 3, "leaf, directory and directory-pointer tables");
+    table.recycle(last.freed_tables, &mut dma);
+    table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
+}
+
+#[test]
 fn a_misbehaving_allocator_is_refused() {
     struct ShortAllocator(FakeDma);
     impl hwio::DmaAllocator for ShortAllocator {

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use hwio::{DmaAllocator, DmaBuffer};
 
 struct Allocation {
-    /// What the CPU reads and writes through `virt`: a leaked `Box<[u64]>`, accessed only through
-    /// raw pointers because the engine holds pointers into it as well.
+    /// What the CPU reads and writes through `virt`: page-aligned heap memory (as a real DMA
+    /// allocator hands out), accessed only through raw pointers because the engine holds
+    /// pointers into it as well.
     cpu: *mut u64,
     /// What a non-snooping walker reads at `phys`.
     device: Vec<u64>,
@@ -30,8 +31,8 @@ impl Allocation {
 
     fn read_cpu(&self, word: usize) -> u64 {
         assert!(word < self.words());
-        // SAFETY: `cpu` points at `words()` live u64s (leaked in `alloc_zeroed`, reclaimed only in
-        // `free`), `word` is in bounds, and the tests are single-threaded.
+        // SAFETY: `cpu` points at `words()` live u64s (allocated in `alloc_zeroed`, released only
+        // in `free`), `word` is in bounds, and the tests are single-threaded.
         unsafe { self.cpu.add(word).read() }
     }
 
@@ -92,6 +93,13 @@ impl FakeDma {
     }
 }
 
+impl FakeDma {
+    /// Host memory behind a buffer of `size` bytes: page aligned, like the server's DMA pool.
+    fn layout(size: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(size, 4096).expect("buffer layout")
+    }
+}
+
 impl DmaAllocator for FakeDma {
     fn alloc_zeroed(&mut self, size: usize, align: usize) -> Option<DmaBuffer> {
         assert!(align.is_power_of_two() && align >= 4096, "alignment {align}");
@@ -105,7 +113,9 @@ impl DmaAllocator for FakeDma {
         let phys = self.next_phys.next_multiple_of(align as u64);
         // A gap after each buffer, so an overrun does not land in a neighbour.
         self.next_phys = phys + size as u64 + 4096;
-        let cpu = Box::into_raw(vec![0u64; size / 8].into_boxed_slice()).cast::<u64>();
+        // SAFETY: the layout has a non-zero size (asserted above).
+        let cpu = unsafe { std::alloc::alloc_zeroed(Self::layout(size)) }.cast::<u64>();
+        assert!(!cpu.is_null(), "host out of memory");
         self.live.borrow_mut().insert(phys, Allocation { cpu, device: vec![0u64; size / 8] });
         Some(DmaBuffer { phys, virt: cpu.cast::<u8>(), size })
     }
@@ -114,10 +124,9 @@ impl DmaAllocator for FakeDma {
         let allocation = self.live.borrow_mut().remove(&buffer.phys).expect("free of a buffer not allocated");
         assert_eq!(allocation.words() * 8, buffer.size, "free with a different size");
         assert_eq!(allocation.cpu.cast::<u8>(), buffer.virt, "free with a different virt");
-        let words = allocation.words();
-        // SAFETY: `cpu` came from `Box::into_raw` of a `[u64]` of `words` elements in
-        // `alloc_zeroed` and is reclaimed exactly once, here, after its entry left `live`.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(allocation.cpu, words)) });
+        // SAFETY: `cpu` came from `std::alloc::alloc_zeroed` with this same layout in
+        // `alloc_zeroed` and is released exactly once, here, after its entry left `live`.
+        unsafe { std::alloc::dealloc(allocation.cpu.cast::<u8>(), Self::layout(buffer.size)) };
     }
 
     fn flush_for_device(&self, virt: *const u8, len: usize) {

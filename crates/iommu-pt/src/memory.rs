@@ -14,6 +14,11 @@
 //! extra page of memory per table page (0.2% of the memory a fully populated leaf table maps);
 //! the gain is an engine with no heap, no lookup structure and O(1) descent per level.
 //!
+//! Tables of at most 512 entries also keep a count of their non-zero entries in the low bits of
+//! their last shadow word (child tables are at least 4 KiB aligned, so a child address never
+//! uses those bits): whether a table became empty after an unmap is then one read rather than a
+//! scan of 512 entries.
+//!
 //! The shadow also threads intrusive lists through tables that are waiting to be linked
 //! ([`TableList`] as a reservation pool) or waiting for the IOTLB invalidation before they may be
 //! reused ([`DeferredFree`]): a table on such a list is linked from no live entry, so its first two
@@ -31,6 +36,10 @@ const ENTRY_BYTES: usize = 8;
 const _: () = assert!(ENTRIES_PER_TABLE * ENTRY_BYTES == TABLE_BYTES);
 const _: () = assert!(core::mem::size_of::<usize>() <= ENTRY_BYTES);
 const _: () = assert!(core::mem::size_of::<AtomicU64>() == ENTRY_BYTES);
+/// Low bits of a shadow word that hold the live-entry count (see the module documentation):
+/// below the 4 KiB alignment of every table, and wide enough for 512.
+const LIVE_MASK: usize = TABLE_BYTES - 1;
+const _: () = assert!(ENTRIES_PER_TABLE <= LIVE_MASK);
 
 /// One table allocation (hardware entries + shadow). `Copy` because it is a handle: ownership of
 /// the memory is tracked by the tree and the lists, not by this value.
@@ -59,10 +68,11 @@ impl TablePage {
         // The allocator is outside this crate: check what the memory accessors below rely on.
         // The exact size matters because child tables are later freed through a `DmaBuffer`
         // rebuilt from (phys, virt, size) rather than the one returned here.
+        // Page-aligned CPU addresses leave the low bits of a child pointer free for the count.
         let usable = buffer.size == 2 * hardware
             && buffer.phys.is_multiple_of(hardware as u64)
             && !buffer.virt.is_null()
-            && (buffer.virt as usize).is_multiple_of(ENTRY_BYTES);
+            && (buffer.virt as usize).is_multiple_of(TABLE_BYTES);
         if !usable {
             alloc.free(buffer);
             return Err(Error::BadAllocation);
@@ -96,7 +106,7 @@ impl TablePage {
     /// sees half an entry.
     fn entry(&self, index: usize) -> &AtomicU64 {
         assert!(index < self.entries, "entry index {index} outside a table of {}", self.entries);
-        // SAFETY: `virt` is non-null, 8-byte aligned and valid for `hardware_bytes(entries)` bytes
+        // SAFETY: `virt` is non-null, page aligned and valid for `hardware_bytes(entries)` bytes
         // (checked in `allocate`; child handles come from those same allocations), and `index` is
         // in bounds (asserted above). The memory stays allocated while this table is part of the
         // tree, and the returned reference does not outlive `&self`, which the engine only holds
@@ -111,22 +121,57 @@ impl TablePage {
 
     /// Writes an entry. The caller flushes it with [`TablePage::flush_entries`].
     pub(crate) fn store(&self, index: usize, raw: u64) {
-        self.entry(index).store(raw, Ordering::Release);
+        let old = self.entry(index).swap(raw, Ordering::AcqRel);
+        self.count_change(old, raw);
     }
 
     /// Atomically clears `bits`, returning the previous value (dirty-bit cleaning).
     pub(crate) fn fetch_clear(&self, index: usize, bits: u64) -> u64 {
-        self.entry(index).fetch_and(!bits, Ordering::AcqRel)
+        let old = self.entry(index).fetch_and(!bits, Ordering::AcqRel);
+        self.count_change(old, old & !bits);
+        old
     }
 
     /// Atomically sets `bits`, returning the previous value (DBM cleaning sets AP[2]).
     pub(crate) fn fetch_set(&self, index: usize, bits: u64) -> u64 {
-        self.entry(index).fetch_or(bits, Ordering::AcqRel)
+        let old = self.entry(index).fetch_or(bits, Ordering::AcqRel);
+        self.count_change(old, old | bits);
+        old
+    }
+
+    /// Whether this table keeps a live-entry count (roots of more than 512 entries do not:
+    /// the count would not fit below the alignment, and a root is never reclaimed anyway).
+    fn counts_live(&self) -> bool {
+        self.entries <= ENTRIES_PER_TABLE
+    }
+
+    /// The shadow word that carries the live-entry count in its low bits.
+    fn count_word(&self) -> usize {
+        self.entries - 1
+    }
+
+    /// Non-zero hardware entries, for tables that count them.
+    pub(crate) fn live_entries(&self) -> usize {
+        self.read_shadow(self.count_word()) & LIVE_MASK
+    }
+
+    /// Keeps the live-entry count right when an entry changes from `old` to `new`.
+    fn count_change(&self, old: u64, new: u64) {
+        if !self.counts_live() || (old == 0) == (new == 0) {
+            return;
+        }
+        let word = self.read_shadow(self.count_word());
+        let updated = if new == 0 { word - 1 } else { word + 1 };
+        self.write_shadow(self.count_word(), updated);
     }
 
     /// Whether every hardware entry is zero.
     pub(crate) fn is_empty(&self) -> bool {
-        (0..self.entries).all(|index| self.load(index) == 0)
+        if self.counts_live() {
+            self.live_entries() == 0
+        } else {
+            (0..self.entries).all(|index| self.load(index) == 0)
+        }
     }
 
     /// Pushes entries `[first, last]` out to a non-snooping walker.
@@ -158,13 +203,19 @@ impl TablePage {
 
     /// The child table that entry `index` links to; `phys` is the address decoded from it.
     pub(crate) fn child(&self, index: usize, phys: u64) -> TablePage {
-        Self::child_handle(phys, self.read_shadow(index) as *mut u8)
+        Self::child_handle(phys, (self.read_shadow(index) & !LIVE_MASK) as *mut u8)
+    }
+
+    /// Sets the child pointer of entry `index`, keeping the count bits the word may carry.
+    fn set_child_pointer(&self, index: usize, virt: usize) {
+        let count = self.read_shadow(index) & LIVE_MASK;
+        self.write_shadow(index, virt | count);
     }
 
     /// Links entry `index` to `child` (writes the entry after the shadow) and flushes the entry.
     /// `child` must already be complete and flushed.
     pub(crate) fn link_child<A: DmaAllocator + ?Sized>(&self, index: usize, child: TablePage, raw: u64, alloc: &A) {
-        self.write_shadow(index, child.buffer.virt as usize);
+        self.set_child_pointer(index, child.buffer.virt as usize);
         order_table_writes_before_link();
         self.store(index, raw);
         self.flush_entries(index, index, alloc);
@@ -172,7 +223,7 @@ impl TablePage {
 
     /// Forgets the child pointer of entry `index` (after the entry was cleared or replaced).
     pub(crate) fn forget_child(&self, index: usize) {
-        self.write_shadow(index, 0);
+        self.set_child_pointer(index, 0);
     }
 }
 
@@ -249,6 +300,13 @@ impl TableList {
         self.len
     }
 
+    /// Moves every table of `other` onto this list.
+    pub(crate) fn append(&mut self, other: &mut TableList) {
+        while let Some(table) = other.pop() {
+            self.push(table);
+        }
+    }
+
     pub(crate) fn free_all<A: DmaAllocator + ?Sized>(&mut self, alloc: &mut A) {
         while let Some(table) = self.pop() {
             table.free(alloc);
@@ -303,5 +361,10 @@ impl DeferredFree {
 
     pub(crate) fn push(&mut self, table: TablePage) {
         self.tables.push(table);
+    }
+
+    /// The listed pages, for the table tree that takes them back.
+    pub(crate) fn into_list(mut self) -> TableList {
+        core::mem::take(&mut self.tables)
     }
 }

@@ -1,0 +1,78 @@
+//! The second description of the machine: the ACPI IORT QEMU builds for `virt`, read through
+//! fw_cfg (without UEFI nobody installs the tables in memory; the `fwcfg` crate plays the
+//! firmware's table loader on private copies). The server translates with the device tree's
+//! description and checks the IORT says the same: the same SMMUs with the same interrupts, and
+//! for every enumerated function the same SMMU and StreamID.
+
+use alloc::vec::Vec;
+use fwtables::iort::{Iort, NodeBody, NodeType};
+use fwtables::sdt::Signature;
+use userlib::{println, syscall};
+
+use crate::layout;
+use crate::slots;
+
+/// GSIVs in the IORT are GIC INTIDs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IortSmmu {
+    pub base: u64,
+    pub event_intid: u32,
+    pub gerror_intid: u32,
+}
+
+pub struct IortDescription {
+    iort: Iort,
+    pub smmus: Vec<IortSmmu>,
+}
+
+/// The fw_cfg registers, mapped at `layout::FW_CFG`.
+struct FwCfgRegisters;
+
+impl fwcfg::Mmio for FwCfgRegisters {
+    fn read64(&self, offset: usize) -> u64 {
+        assert!(offset % 8 == 0 && offset + 8 <= layout::PAGE as usize);
+        // SAFETY: an aligned 8-byte register inside the fw_cfg page mapped by `read`, which
+        // stays mapped for the server's life; one 8-byte load, as the device requires.
+        unsafe { core::ptr::read_volatile((layout::FW_CFG as usize + offset) as *const u64) }
+    }
+    fn write16(&self, offset: usize, value: u16) {
+        assert!(offset % 2 == 0 && offset + 2 <= layout::PAGE as usize);
+        // SAFETY: as in `read64`; one 2-byte store (QEMU ignores the selector written wider).
+        unsafe { core::ptr::write_volatile((layout::FW_CFG as usize + offset) as *mut u16, value) }
+    }
+}
+
+/// Reads QEMU's ACPI tables through the fw_cfg capability; `Ok(None)` when they have no IORT.
+pub fn read() -> Result<Option<IortDescription>, &'static str> {
+    syscall::mmio_map(slots::FW_CFG, layout::FW_CFG, 0, 1).map_err(|_| "no fw_cfg capability")?;
+    let device = fwcfg::FwCfg::probe(FwCfgRegisters).map_err(|_| "fw_cfg signature missing")?;
+    let loaded = device.load_acpi().map_err(|error| {
+        println!("iommu-server: fw_cfg ACPI tables: {error:?}");
+        "fw_cfg ACPI tables unreadable"
+    })?;
+    let Some(bytes) = loaded.find_table(Signature::IORT).map_err(|_| "ACPI root table unreadable")? else {
+        return Ok(None);
+    };
+    let iort = Iort::parse(&bytes).map_err(|_| "IORT malformed")?;
+    let smmus = iort
+        .nodes
+        .iter()
+        .filter_map(|node| match &node.body {
+            NodeBody::SmmuV3(smmu) => Some(IortSmmu { base: smmu.base_address, event_intid: smmu.event_gsiv, gerror_intid: smmu.gerr_gsiv }),
+            _ => None,
+        })
+        .collect();
+    Ok(Some(IortDescription { iort, smmus }))
+}
+
+impl IortDescription {
+    /// The SMMU (register base) and StreamID requester `rid` of PCI segment 0 arrives at.
+    pub fn stream_of(&self, rid: u16) -> Option<(u64, u32)> {
+        let path = self.iort.map_requester_id(0, rid).ok()?;
+        let (node, sid) = path.arrival_at(&self.iort, NodeType::SmmuV3)?;
+        match &self.iort.node_at(node)?.body {
+            NodeBody::SmmuV3(smmu) => Some((smmu.base_address, sid)),
+            _ => None,
+        }
+    }
+}

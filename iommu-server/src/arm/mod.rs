@@ -1,0 +1,286 @@
+//! The aarch64 platform: discovery from the device tree, PCI enumeration with BAR assignment,
+//! SMMUv3 bring-up, and the SMMU's event and global-error interrupts.
+//!
+//! Bring-up order: every SMMU is brought up (all streams denied) and every known stream is
+//! attached to the blocking domain *before* any BAR is given an address or any function is
+//! let decode memory, and bus mastering is only enabled when a client binds the device.
+
+pub mod bench;
+mod devicetree;
+mod iort;
+pub mod smmu_backend;
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use iommu_abi::{Access, FaultReason};
+use iommu_core::{FaultDelivery, FaultEvent, RequesterId, UnitId};
+use smmuv3::{DecodedEvent, EventType};
+use userlib::{println, syscall};
+
+use crate::discovery::{Ecam, FirmwareMemory, MemoryWindow, PciFunction};
+use crate::hw::{DmaPool, MmioRegisters};
+use crate::kernel_iface::DeviceRegistry;
+use crate::layout::{self, PAGE};
+use crate::slots;
+use crate::state::{Platform, State};
+use crate::status::{self, StatusPage};
+use smmu_backend::{DomainStage, SmmuBackend};
+
+pub type Backend = SmmuBackend;
+
+/// Checks that the IRQ capability in `slot` serves `intid` and binds it to `bit` of the
+/// events notification.
+fn bind_interrupt(slot: u64, intid: Option<u32>, bit: u64, what: &str) -> Result<(), &'static str> {
+    let intid = intid.ok_or("the device tree names no SMMU interrupt the server needs")?;
+    let line = syscall::irq_info(slot).map_err(|_| "no IRQ capability for an SMMU interrupt")?;
+    if line != u64::from(intid) {
+        println!("iommu-server: the {what} IRQ capability serves line {line}, the device tree says {intid}");
+        return Err("SMMU IRQ capability does not match the device tree");
+    }
+    syscall::irq_bind(slot, slots::EVENTS, bit).map_err(|_| "cannot bind an SMMU interrupt")
+}
+
+pub fn bring_up(status: &StatusPage, stage: DomainStage) -> Result<Platform, &'static str> {
+    let firmware = FirmwareMemory::from_slots();
+    println!("iommu-server: {} firmware regions", firmware.region_count());
+    let tree = devicetree::read(&firmware)?;
+    for smmu in &tree.smmus {
+        println!(
+            "iommu-server: device tree: SMMUv3 at {:#x} size {:#x}, eventq INTID {:?}, gerror INTID {:?}, {}",
+            smmu.base,
+            smmu.size,
+            smmu.eventq_intid,
+            smmu.gerror_intid,
+            if smmu.coherent { "dma-coherent" } else { "not coherent" }
+        );
+    }
+    let host = tree.pci.as_ref().ok_or("no PCIe host bridge (pci-host-ecam-generic) in the device tree")?;
+    println!(
+        "iommu-server: device tree: PCIe ECAM {:#x} size {:#x}, buses {}..={}, 32-bit window {:x?}, iommu-map {:x?}",
+        host.ecam_base, host.ecam_size, host.first_bus, host.last_bus, host.memory_32, host.iommu_map
+    );
+    if !tree.smmus.is_empty() {
+        status.set(status::IOMMU_DESCRIBED, 1);
+    }
+
+    let mut ecam = Ecam::for_window(host.ecam_base, host.first_bus, host.last_bus)?;
+    let mut functions = ecam.enumerate();
+    status.set(status::PCI_FUNCTIONS, functions.len() as u64);
+
+    let iort_check = match iort::read() {
+        Err(why) => {
+            println!("iommu-server: IORT not read: {why}");
+            status::IORT_UNREAD
+        }
+        Ok(description) => match cross_check(&tree, &functions, description.as_ref()) {
+            true => status::IORT_AGREES,
+            false => status::IORT_DISAGREES,
+        },
+    };
+    status.set(status::IORT_CHECK, iort_check);
+
+    let mut backend = SmmuBackend::new(DmaPool::new(slots::DMA_AUTHORITY, layout::DMA));
+    let (register_base, register_size) = syscall::mmio_info(slots::IOMMU_REGISTERS).unwrap_or((0, 0));
+    for (index, node) in tree.smmus.iter().enumerate() {
+        let inside = node.base >= register_base && node.base + node.size <= register_base + register_size;
+        if !inside || !backend.units.is_empty() {
+            // One register capability, one mapping window: a second SMMU would need its own.
+            println!("iommu-server: SMMUv3 {index} at {:#x}: no register capability for it; its devices stay untranslated", node.base);
+            continue;
+        }
+        let Some(phandle) = node.phandle else {
+            println!("iommu-server: SMMUv3 {index} has no phandle: no device can name it");
+            continue;
+        };
+        // Requester ID → StreamID of every enumerated function this SMMU translates.
+        let mut streams = BTreeMap::new();
+        for function in functions.iter_mut() {
+            let rid = u32::from(function.requester_id());
+            let mapped = host.iommu_map.iter().filter(|e| e.iommu == phandle).find_map(|e| e.stream_of(rid));
+            if let Some(sid) = mapped {
+                streams.insert(rid, sid);
+                function.unit = Some(backend.units.len());
+            }
+        }
+        let pages = node.size.div_ceil(PAGE);
+        syscall::mmio_map(slots::IOMMU_REGISTERS, layout::IOMMU_REGISTERS, (node.base - register_base) / PAGE, pages).map_err(|_| "cannot map SMMU registers")?;
+        // SAFETY: the register frame was just mapped and stays mapped for the server's life.
+        let regs = unsafe { MmioRegisters::new(layout::IOMMU_REGISTERS, node.size as usize) };
+        let stream_count = streams.len();
+        let unit = backend.add_unit(regs, node.base, stage, streams)?;
+        let smmu = &backend.units[unit];
+        let id = smmu.hw.id_registers();
+        println!(
+            "iommu-server: unit {unit}: SMMUv3 at {:#x} IDR0 {:#010x} IDR1 {:#010x} IDR5 {:#010x}, {}-bit output, {} stream table, {} domains; {stream_count} streams attached to the blocking domain, all DMA blocked",
+            smmu.base,
+            id.idr[0],
+            id.idr[1],
+            id.idr[5],
+            id.oas_bits(),
+            match smmu.hw.stream_table_format() {
+                smmuv3::regs::StreamTableFormat::Linear => "linear",
+                smmuv3::regs::StreamTableFormat::TwoLevel => "2-level",
+            },
+            smmu.stage.name()
+        );
+        if id.coherent() != node.coherent {
+            println!("iommu-server: unit {unit}: IDR0.COHACC and the device tree's dma-coherent disagree");
+        }
+        status.set(status::UNIT0_CAP, u64::from(id.idr[0]));
+        status.set(status::UNIT0_ECAP, u64::from(id.idr[1]));
+        status.set(status::UNIT0_MODE, smmu.stage.code());
+        bind_interrupt(slots::FAULT_IRQ, node.eventq_intid, slots::FAULT_EVENT_BIT, "event queue")?;
+        bind_interrupt(slots::GERROR_IRQ, node.gerror_intid, slots::GERROR_EVENT_BIT, "global error")?;
+    }
+    status.set(status::UNITS, backend.units.len() as u64);
+
+    // Only now, with every translated stream blocked, do devices get addresses to decode.
+    let pci_window = syscall::mmio_info(slots::PCI_MMIO).ok();
+    let window = match (host.memory_32, pci_window) {
+        (Some((cpu, pci, size)), Some((cap_base, cap_size))) if cpu == pci => {
+            let start = cpu.max(cap_base);
+            let end = (cpu + size).min(cap_base + cap_size);
+            (start < end).then_some(MemoryWindow { start, end })
+        }
+        _ => None,
+    };
+    match window {
+        Some(window) => ecam.assign_bars(&mut functions, window),
+        None => println!("iommu-server: no identity-mapped 32-bit PCI window inside the pci-mmio capability: BARs stay unassigned"),
+    }
+    crate::state::print_functions(&functions);
+    Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window }, iommu_described: !tree.smmus.is_empty() })
+}
+
+/// Prints what the IORT says next to what the device tree says (SMMUs with their interrupts,
+/// and each function's SMMU and StreamID) and whether they agree. No IORT describes no SMMU.
+fn cross_check(tree: &devicetree::DeviceTree, functions: &[PciFunction], iort: Option<&iort::IortDescription>) -> bool {
+    let mut agree = true;
+    let dt_smmus: Vec<iort::IortSmmu> = tree
+        .smmus
+        .iter()
+        .map(|n| iort::IortSmmu { base: n.base, event_intid: n.eventq_intid.unwrap_or(0), gerror_intid: n.gerror_intid.unwrap_or(0) })
+        .collect();
+    let iort_smmus = iort.map(|d| d.smmus.clone()).unwrap_or_default();
+    println!("iommu-server: SMMUs: device tree {dt_smmus:x?}, IORT {iort_smmus:x?}{}", if iort.is_none() { " (no IORT)" } else { "" });
+    agree &= dt_smmus.len() == iort_smmus.len() && dt_smmus.iter().all(|s| iort_smmus.contains(s));
+    let host = tree.pci.as_ref();
+    for function in functions {
+        let rid = function.requester_id();
+        let from_tree = host.and_then(|h| {
+            h.iommu_map.iter().find_map(|e| {
+                let sid = e.stream_of(u32::from(rid))?;
+                let smmu = tree.smmus.iter().find(|n| n.phandle == Some(e.iommu))?;
+                Some((smmu.base, sid))
+            })
+        });
+        let from_iort = iort.and_then(|d| d.stream_of(rid));
+        if from_tree != from_iort {
+            println!("iommu-server: rid {rid:#06x}: device tree says (SMMU, StreamID) {from_tree:x?}, IORT says {from_iort:x?}");
+            agree = false;
+        }
+    }
+    println!(
+        "iommu-server: IORT (through fw_cfg) and device tree {} on {} SMMUs and the StreamIDs of {} functions",
+        if agree { "agree" } else { "DISAGREE" },
+        dt_smmus.len(),
+        functions.len()
+    );
+    agree
+}
+
+/// The object-model reason of an SMMU fault event.
+fn fault_reason(kind: EventType) -> FaultReason {
+    match kind {
+        EventType::Permission => FaultReason::Permission,
+        EventType::WalkExternalAbort | EventType::CdFetch | EventType::BadCd => FaultReason::TableWalk,
+        _ => FaultReason::Translation,
+    }
+}
+
+fn access_of(event: &DecodedEvent) -> Access {
+    match (event.read, event.instruction) {
+        (_, Some(true)) => Access::EXEC,
+        (Some(false), _) => Access::WRITE,
+        _ => Access::READ,
+    }
+}
+
+impl State {
+    /// Drains every unit's event queue into the object model. A burst of events of one stream
+    /// with the same kind and direction in the same page (QEMU reports a blocked transfer once
+    /// per access) is one fault to the object model, with the burst's first address.
+    pub fn drain_faults(&mut self) {
+        for unit_index in 0..self.server.backend().units.len() {
+            let drain = self.server.backend_mut().units[unit_index].hw.drain_events();
+            if drain.overflowed {
+                println!("iommu-server: unit {unit_index}: event queue overflowed, events were lost");
+            }
+            let mut bursts: Vec<(DecodedEvent, u32)> = Vec::new();
+            for event in drain.events {
+                let page = |e: &DecodedEvent| e.input_addr.map(|a| a & !(PAGE - 1));
+                match bursts.last_mut() {
+                    Some((first, count)) if first.stream_id == event.stream_id && first.kind == event.kind && first.read == event.read && page(first) == page(&event) => *count += 1,
+                    _ => bursts.push((event, 1)),
+                }
+            }
+            for (event, count) in bursts {
+                let rid = self.server.backend().units[unit_index].requester_of(event.stream_id);
+                let (Some(address), Some(rid)) = (event.input_addr, rid) else {
+                    // Configuration errors (C_BAD_STREAMID, C_BAD_STE, ...) carry no address,
+                    // or the stream belongs to no enumerated function: nothing to route.
+                    println!("iommu-server: unit {unit_index}: {count} x {} from stream {:#x} (no client to tell)", event.kind.name(), event.stream_id);
+                    self.status.add(status::FAULTS, 1);
+                    continue;
+                };
+                let access = access_of(&event);
+                let delivery = self.server.deliver_fault(FaultEvent {
+                    unit: UnitId(unit_index as u32),
+                    rid: RequesterId(rid),
+                    pasid: event.substream_id,
+                    iova: address,
+                    access,
+                    reason: fault_reason(event.kind),
+                    group: 0,
+                });
+                // The status page keeps page addresses, as VT-d fault records do.
+                self.record_fault(u64::from(rid), address & !(PAGE - 1), access, u64::from(event.kind.id()));
+                println!(
+                    "iommu-server: DMA fault: unit {unit_index} stream {:#x} (rid {rid:#06x}) {} at {address:#x} ({count} events in the page), {}{} -> {}",
+                    event.stream_id,
+                    if access == Access::WRITE { "write" } else { "read" },
+                    event.kind.name(),
+                    if event.stage2 { " (stage 2)" } else { "" },
+                    match delivery {
+                        FaultDelivery::Queued => "queued to its owner",
+                        FaultDelivery::Overflowed => "owner's queue full",
+                        FaultDelivery::Unrouted => "no owner (blocked device)",
+                    }
+                );
+            }
+        }
+    }
+
+    /// Reports and acknowledges the SMMUs' global errors (GERROR interrupt).
+    pub fn check_global_errors(&mut self) {
+        let backend = self.server.backend_mut();
+        for unit_index in 0..backend.units.len() {
+            let clock = crate::hw::TscClock;
+            let (hw, dma) = (&mut backend.units[unit_index].hw, &mut backend.dma);
+            match hw.check_gerror(&mut smmuv3::Env { dma, clock: &clock }) {
+                Ok(report) => {
+                    for name in report.active.names() {
+                        println!("iommu-server: unit {unit_index}: global error {name}");
+                    }
+                    if let Some(rejected) = report.rejected_command {
+                        println!("iommu-server: unit {unit_index}: command dropped: {rejected:?}");
+                    }
+                }
+                Err(error) => {
+                    println!("iommu-server: FATAL: unit {unit_index}: {error:?}");
+                    panic!("SMMU in service failure mode");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! `IommuBackend` for Arm SMMUv3: domains are `iommu-pt` VMSAv8-64 tables, either stage 1
+//! (a context descriptor per stream carrying the domain's ASID and TTB0) or stage 2 (the STE
+//! carries the domain's VMID and VTTBR); attachments are STEs written by `smmuv3::Smmu`, and every
+//! unmap is followed by a TLB invalidation that ends with CMD_SYNC and is waited for.
+//!
+//! Streams the server knows (every enumerated PCI function behind a unit) are never left
+//! without a configuration: from takeover, and whenever their owner detaches or goes, they are
+//! attached to the unit's *blocking domain*, a table with nothing mapped and fault recording
+//! on (CD.R / STE.S2R). Every DMA of a blocked stream therefore aborts *and* is reported with
+//! its address and direction, which an abort STE (no event at all) would not do. StreamIDs no
+//! function uses stay without a level-2 stream table: their traffic is aborted with
+//! C_BAD_STREAMID.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_core::{
+    DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
+    UnitInfo,
+};
+use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
+use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
+use iommu_pt::{LargePages, PageTable, SplitPolicy};
+use smmuv3::{Env, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
+use userlib::println;
+
+use crate::hw::{DmaPool, MmioRegisters, TscClock};
+
+/// Which translation stage a unit's domains use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainStage {
+    /// Stage 1: one context descriptor per stream (ASID, TTB0), STE.Config = S1 translate.
+    Stage1,
+    /// Stage 2: the STE itself holds the table (VMID, VTTBR), STE.Config = S2 translate.
+    Stage2,
+}
+
+impl DomainStage {
+    pub fn name(self) -> &'static str {
+        match self {
+            DomainStage::Stage1 => "stage-1",
+            DomainStage::Stage2 => "stage-2",
+        }
+    }
+    /// The status-page code (see `status::UNIT0_MODE`).
+    pub fn code(self) -> u64 {
+        match self {
+            DomainStage::Stage1 => 4,
+            DomainStage::Stage2 => 5,
+        }
+    }
+}
+
+/// The IOVA window kept free in every SMMU domain for mapping interrupt doorbells (the
+/// GICv2m frame or an ITS): MSI writes are translated like any DMA on SMMUv3, so the server
+/// must be able to map the doorbell there without colliding with a client's buffers. The same
+/// window Linux reserves for this purpose (`MSI_IOVA_BASE`, 1 MiB).
+pub const MSI_IOVA_WINDOW: (u64, u64) = (0x0800_0000, 0x080F_FFFF);
+
+/// The largest input size of a stage-1 table with 4 KiB granules (T0SZ = 16, walk from level 0).
+const STAGE1_INPUT_BITS: u8 = 48;
+/// Largest output address the `iommu-pt` formats and the SMMU driver program (IPS / S2PS 48 bits).
+const MAX_OUTPUT_BITS: u8 = 48;
+/// MAIR index of normal write-back memory in `smmuv3::config::DEFAULT_MAIR` (Attr0 = 0xFF).
+const NORMAL_MEMORY_MAIR_INDEX: u8 = 0;
+/// The event queue holds 2^11 records (64 KiB): QEMU records a blocked DMA once per 4-byte
+/// access, so one blocked 4 KiB transfer produces 1024 events, and a queue that overflows
+/// loses the later ones.
+const EVENT_QUEUE_LOG2: u32 = 11;
+/// Page sizes of a 4 KiB-granule VMSAv8-64 table: 4 KiB pages, 2 MiB and 1 GiB blocks.
+const PAGE_SIZES: u64 = (1 << 12) | (1 << 21) | (1 << 30);
+
+enum Table {
+    Stage1(PageTable<SmmuStage1>),
+    Stage2(PageTable<SmmuStage2>),
+}
+
+struct Domain {
+    unit: usize,
+    /// ASID (stage 1) or VMID (stage 2) tagging the domain's TLB entries.
+    tag: u16,
+    table: Table,
+}
+
+/// One SMMUv3 under the server's control.
+pub struct SmmuUnit {
+    pub hw: Smmu<MmioRegisters>,
+    /// Physical base of its register frame (for logs and reports).
+    pub base: u64,
+    pub stage: DomainStage,
+    /// Output address bits (min of IDR5.OAS and what the table formats support).
+    output_bits: u8,
+    /// StreamID of each PCI requester ID behind this unit (from the firmware's ID mapping).
+    streams: BTreeMap<u32, u32>,
+    /// The domain every known, unattached stream is attached to (see the module documentation).
+    blocking: HwDomainId,
+}
+
+impl SmmuUnit {
+    /// The requester ID whose DMA carries `sid`, if the firmware maps one to it.
+    pub fn requester_of(&self, sid: u32) -> Option<u32> {
+        self.streams.iter().find_map(|(&rid, &stream)| (stream == sid).then_some(rid))
+    }
+}
+
+/// The SMMUv3 backend: every unit, every domain, and the DMA memory their tables live in.
+pub struct SmmuBackend {
+    pub units: Vec<SmmuUnit>,
+    domains: BTreeMap<u64, Domain>,
+    next_domain: u64,
+    pub dma: DmaPool,
+}
+
+fn hardware(error: SmmuError) -> Error {
+    println!("iommu-server: SMMUv3 operation failed: {error:?}");
+    match error {
+        SmmuError::OutOfMemory => Error::NoResources,
+        SmmuError::Unsupported(_) => Error::NotSupported,
+        _ => Error::HardwareFailure,
+    }
+}
+
+fn table_error(error: iommu_pt::Error) -> Error {
+    match error {
+        iommu_pt::Error::OutOfMemory | iommu_pt::Error::BadAllocation => Error::NoResources,
+        iommu_pt::Error::OutOfRange => Error::OutsideAperture,
+        iommu_pt::Error::AlreadyMapped { .. } => Error::Overlap,
+        iommu_pt::Error::UnsupportedPermission => Error::BadPermissions,
+        _ => Error::HardwareFailure,
+    }
+}
+
+fn table_perm(perm: Perm) -> iommu_pt::Perm {
+    let mut bits = iommu_pt::Perm::NONE;
+    if perm.read {
+        bits = bits | iommu_pt::Perm::READ;
+    }
+    if perm.write {
+        bits = bits | iommu_pt::Perm::WRITE;
+    }
+    bits
+}
+
+/// The VMSAv8-64 lookup level a 4 KiB-granule stage-2 walk of `input_bits` starts at, so that
+/// the root is a single table (level 0 resolves bits 47..39, level 1 bits 38..30).
+fn stage2_start_level(input_bits: u8) -> u8 {
+    match input_bits {
+        40.. => 0,
+        31..=39 => 1,
+        _ => 2,
+    }
+}
+
+impl SmmuBackend {
+    pub fn new(dma: DmaPool) -> Self {
+        SmmuBackend { units: Vec::new(), domains: BTreeMap::new(), next_domain: 1, dma }
+    }
+
+    /// Brings an SMMU up (every stream denied), creates its blocking domain and attaches every
+    /// stream of `streams` (requester ID → StreamID) to it. Returns the unit's index.
+    pub fn add_unit(&mut self, regs: MmioRegisters, base: u64, wanted: DomainStage, streams: BTreeMap<u32, u32>) -> Result<usize, &'static str> {
+        let clock = TscClock;
+        let mut env = Env { dma: &mut self.dma, clock: &clock };
+        let options = SmmuOptions { eventq_log2_cap: EVENT_QUEUE_LOG2, ..SmmuOptions::default() };
+        let hw = Smmu::init(regs, &mut env, options).map_err(|error| {
+            println!("iommu-server: SMMUv3 at {base:#x}: bring-up failed: {error:?}");
+            "SMMUv3 bring-up failed"
+        })?;
+        let id = hw.id_registers();
+        let stage = match wanted {
+            DomainStage::Stage2 if id.stage2() => DomainStage::Stage2,
+            DomainStage::Stage1 if id.stage1() => DomainStage::Stage1,
+            _ if id.stage1() => DomainStage::Stage1,
+            _ => DomainStage::Stage2,
+        };
+        if stage != wanted {
+            println!("iommu-server: SMMUv3 at {base:#x} has no {} translation; using {}", wanted.name(), stage.name());
+        }
+        let output_bits = (id.oas_bits() as u8).min(MAX_OUTPUT_BITS);
+        let index = self.units.len();
+        // Placeholder until the blocking domain exists: it is allocated on this very unit.
+        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, blocking: HwDomainId(0) });
+        let blocking = self.allocate(index).map_err(|_| "no memory for the blocking domain")?;
+        self.units[index].blocking = blocking.id;
+        let sids: Vec<u32> = self.units[index].streams.values().copied().collect();
+        for sid in sids {
+            self.install(index, sid, blocking.id).map_err(|_| "cannot block a stream at takeover")?;
+        }
+        Ok(index)
+    }
+
+    fn env_parts(&mut self, unit: usize) -> (&mut Smmu<MmioRegisters>, &mut DmaPool) {
+        (&mut self.units[unit].hw, &mut self.dma)
+    }
+
+    /// A fresh, empty domain on `unit` in the unit's stage.
+    fn allocate(&mut self, unit_index: usize) -> Result<HwDomain, Error> {
+        let unit = &mut self.units[unit_index];
+        let large_pages = LargePages::ALL;
+        let (tag, table, input_bits) = match unit.stage {
+            DomainStage::Stage1 => {
+                let asid = unit.hw.alloc_asid().ok_or(Error::NoResources)?;
+                let format = SmmuStage1::new(Stage1Tables {
+                    input_bits: STAGE1_INPUT_BITS,
+                    output_bits: unit.output_bits,
+                    mair_index: NORMAL_MEMORY_MAIR_INDEX,
+                    not_global: true,
+                    large_pages,
+                    dirty_tracking: false,
+                })
+                .map_err(table_error);
+                let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
+                match table {
+                    Ok(table) => (asid, Table::Stage1(table), STAGE1_INPUT_BITS),
+                    Err(error) => {
+                        let clock = TscClock;
+                        let _ = unit.hw.free_asid(&mut Env { dma: &mut self.dma, clock: &clock }, asid);
+                        return Err(error);
+                    }
+                }
+            }
+            DomainStage::Stage2 => {
+                let vmid = unit.hw.alloc_vmid().ok_or(Error::NoResources)?;
+                // The IPA space cannot be wider than what the SMMU outputs (STE.S2T0SZ >= 64 - OAS).
+                let input_bits = unit.output_bits;
+                let format = SmmuStage2::new(Stage2Tables {
+                    input_bits,
+                    start_level: stage2_start_level(input_bits),
+                    output_bits: unit.output_bits,
+                    large_pages,
+                })
+                .map_err(table_error);
+                let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
+                match table {
+                    Ok(table) => (vmid, Table::Stage2(table), input_bits),
+                    Err(error) => {
+                        let clock = TscClock;
+                        let _ = unit.hw.free_vmid(&mut Env { dma: &mut self.dma, clock: &clock }, vmid);
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let id = HwDomainId(self.next_domain);
+        self.next_domain += 1;
+        self.domains.insert(id.0, Domain { unit: unit_index, tag, table });
+        Ok(HwDomain { id, aperture: IovaRange { start: 0, last: (1u64 << input_bits) - 1 }, page_sizes: PAGE_SIZES })
+    }
+
+    /// Points stream `sid` of `unit` at `domain` (STE and, for stage 1, CD), with the `smmuv3`
+    /// crate's never-torn update sequence.
+    fn install(&mut self, unit: usize, sid: u32, domain: HwDomainId) -> Result<(), SmmuError> {
+        let d = &self.domains[&domain.0];
+        let clock = TscClock;
+        let (hw, dma) = (&mut self.units[unit].hw, &mut self.dma);
+        let mut env = Env { dma, clock: &clock };
+        match &d.table {
+            Table::Stage1(table) => {
+                let format = table.format();
+                let config = Stage1Config::new(d.tag, table.root_phys(), format.t0sz(), Granule::Size4K);
+                hw.attach_stage1(&mut env, sid, &config)
+            }
+            Table::Stage2(table) => {
+                let format = table.format();
+                let config = Stage2Config::new(d.tag, table.root_phys(), format.t0sz(), format.config().start_level, Granule::Size4K);
+                hw.attach_stage2(&mut env, sid, &config)
+            }
+        }
+    }
+
+    /// Invalidates the TLB entries of a domain for `[iova, iova + length)` and waits.
+    fn invalidate(&mut self, domain: HwDomainId, iova: u64, length: u64, leaf_only: bool) -> Result<(), SmmuError> {
+        let d = &self.domains[&domain.0];
+        let scope = match d.table {
+            Table::Stage1(_) => TlbScope::Stage1 { asid: d.tag },
+            Table::Stage2(_) => TlbScope::Stage2 { vmid: d.tag },
+        };
+        let unit = d.unit;
+        let clock = TscClock;
+        let (hw, dma) = self.env_parts(unit);
+        hw.tlbi_range(&mut Env { dma, clock: &clock }, scope, iova, length, Granule::Size4K, leaf_only)
+    }
+
+    /// Invalidates every TLB entry of a domain (for the benchmark of one invalidation).
+    pub fn invalidate_all(&mut self, domain: HwDomainId) -> Result<(), SmmuError> {
+        let d = &self.domains[&domain.0];
+        let (unit, tag, stage1) = (d.unit, d.tag, matches!(d.table, Table::Stage1(_)));
+        let clock = TscClock;
+        let (hw, dma) = self.env_parts(unit);
+        let mut env = Env { dma, clock: &clock };
+        if stage1 {
+            hw.tlbi_asid(&mut env, tag)
+        } else {
+            hw.tlbi_vmid(&mut env, tag)
+        }
+    }
+
+    /// A failed invalidation leaves translations the object model is about to unpin: stop
+    /// rather than hand the pages back (as the VT-d backend does).
+    fn fail_closed(&self, what: &str, error: SmmuError) -> ! {
+        println!("iommu-server: FATAL: {what} failed: {error:?}");
+        panic!("SMMU invalidation failed; refusing to release memory a device may still reach");
+    }
+
+    fn stream(&self, unit: UnitId, rid: RequesterId) -> Option<(usize, u32)> {
+        let index = unit.0 as usize;
+        let sid = *self.units.get(index)?.streams.get(&rid.0)?;
+        Some((index, sid))
+    }
+}
+
+impl IommuBackend for SmmuBackend {
+    fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
+        self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::from_bits(0).expect("no bits") })
+    }
+
+    fn reserved_regions(&self, _unit: UnitId, _rid: RequesterId) -> Vec<ReservedRegion> {
+        // IORT RMR nodes (firmware-required identity maps) would go here; QEMU describes none.
+        Vec::from([ReservedRegion { range: IovaRange { start: MSI_IOVA_WINDOW.0, last: MSI_IOVA_WINDOW.1 }, kind: ReservedKind::Msi }])
+    }
+
+    fn domain_alloc(&mut self, unit: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
+        let DomainConfig::Paging { nest_parent: false, dirty_tracking: false } = config else {
+            return Err(Error::NotSupported);
+        };
+        let index = unit.0 as usize;
+        if index >= self.units.len() {
+            return Err(Error::NoResources);
+        }
+        self.allocate(index)
+    }
+
+    fn domain_free(&mut self, domain: HwDomainId) {
+        let Some(d) = self.domains.remove(&domain.0) else { return };
+        // Nothing is mapped or attached (the contract), but the tag may still label cached walks:
+        // freeing the ASID/VMID invalidates it before it or the tables are reused.
+        let clock = TscClock;
+        let (hw, dma) = (&mut self.units[d.unit].hw, &mut self.dma);
+        let mut env = Env { dma, clock: &clock };
+        let freed = match d.table {
+            Table::Stage1(_) => hw.free_asid(&mut env, d.tag),
+            Table::Stage2(_) => hw.free_vmid(&mut env, d.tag),
+        };
+        if let Err(error) = freed {
+            self.fail_closed("invalidation of a freed domain", error);
+        }
+        match d.table {
+            Table::Stage1(table) => table.destroy(&mut self.dma),
+            Table::Stage2(table) => table.destroy(&mut self.dma),
+        }
+    }
+
+    fn map(&mut self, domain: HwDomainId, iova: u64, phys: u64, length: u64, perm: Perm) -> Result<(), Error> {
+        let d = self.domains.get_mut(&domain.0).ok_or(Error::HardwareFailure)?;
+        // SMMU TLBs hold no invalid entries, so a new translation needs no invalidation.
+        match &mut d.table {
+            Table::Stage1(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
+            Table::Stage2(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
+        }
+        .map_err(table_error)
+    }
+
+    fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64) {
+        let Some(d) = self.domains.get_mut(&domain.0) else { return };
+        let result = match &mut d.table {
+            Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
+            Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
+        };
+        let unmapped = match result {
+            Ok(unmapped) => unmapped,
+            Err(error) => {
+                // The object model unmaps only whole areas it mapped, so no split (the only
+                // fallible step) happens; if one did, translations would outlive the pages.
+                println!("iommu-server: FATAL: unmap {iova:#x}+{length:#x} failed: {error:?}");
+                panic!("page-table unmap failed");
+            }
+        };
+        if let Some(range) = unmapped.range.clone() {
+            // Freed tables may sit in walk caches: then the invalidation must not be leaf-only.
+            let leaf_only = unmapped.freed_tables.is_empty();
+            if let Err(error) = self.invalidate(domain, range.start, range.end - range.start, leaf_only) {
+                self.fail_closed("TLB invalidation after unmap", error);
+            }
+        }
+        unmapped.freed_tables.release(&mut self.dma);
+    }
+
+    fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
+        self.replace(unit, rid, pasid, translation)
+    }
+
+    fn replace(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
+        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
+        if pasid.is_some() {
+            return Err(Error::NotSupported);
+        }
+        let d = self.domains.get(&domain.0).ok_or(Error::HardwareFailure)?;
+        if d.unit != unit.0 as usize {
+            return Err(Error::IncompatibleUnit);
+        }
+        let (index, sid) = self.stream(unit, rid).ok_or(Error::IncompatibleUnit)?;
+        self.install(index, sid, domain).map_err(hardware)
+    }
+
+    fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
+        if pasid.is_some() {
+            return;
+        }
+        let Some((index, sid)) = self.stream(unit, rid) else { return };
+        let blocking = self.units[index].blocking;
+        if let Err(error) = self.install(index, sid, blocking) {
+            println!("iommu-server: FATAL: blocking stream {sid:#x} failed: {error:?}");
+            panic!("block failed; the device may still reach released memory");
+        }
+    }
+
+    fn set_dirty_tracking(&mut self, _domain: HwDomainId, _enable: bool) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
+
+    fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _bitmap: &mut [u64]) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
+
+    fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {
+        // No unit is given page-request support (no PRI, stalls unused), so there is nothing to
+        // answer.
+    }
+}
