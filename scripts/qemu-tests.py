@@ -259,6 +259,12 @@ def main():
             if config_arch != arch:
                 continue
             b = boot(config, arch, options, args.filter, args.timeout)
+            if not b.results and any("hang" in e for e in b.errors):
+                # Known intermittent early-boot hang (seen on aarch64 under heavy host load, before
+                # the first test starts; see README "Known problems"). Said out loud, booted once
+                # more; a second hang fails.
+                print(f"RETRY {config}: hung before its first test; booting once more")
+                b = boot(config, arch, options, args.filter, args.timeout)
             for test, ok, detail in b.results:
                 record(f"{config}::{test}", ok, detail)
             for e in b.errors:
