@@ -91,9 +91,17 @@ esac
 [ "$icount" = 1 ] && args+=(-accel tcg -icount shift=0,sleep=off)
 [ "$gdb" = 1 ] && args+=(-s -S) && echo "qemu-run.sh: GDB stub on :1234, CPU halted; gdb $kernel -ex 'target remote :1234'" >&2
 
+# QEMU runs as a child that this script waits for, and that goes with it: `timeout` or
+# Ctrl-C on the script must not leave a guest running.
 set +e
-"$qemu" "${args[@]}" "${extra[@]}"
+"$qemu" "${args[@]}" "${extra[@]}" <&0 &
+qemu_pid=$!
+trap 'kill "$qemu_pid" 2>/dev/null' TERM INT HUP
+wait "$qemu_pid"
 status=$?
+# A signal interrupts `wait`; wait again for QEMU's own exit status.
+while kill -0 "$qemu_pid" 2>/dev/null; do wait "$qemu_pid"; status=$?; done
+trap - TERM INT HUP
 set -e
 # x86 isa-debug-exit reports (v << 1) | 1: the kernel writes 0 for success, 1 for failure.
 if [ "$arch" = x86_64 ]; then

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,12 +72,17 @@ def boot(config, arch, options, test_filter, timeout):
            "--append", f"test={test_filter} expect-iommu={expected_iommu(options)}"] + options
     start = time.monotonic()
     errors = []
+    # A session of its own, so that a hang kills QEMU too and not only the script around it
+    # (a hung guest left running holds its 1 GiB of RAM for good).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
-        output, status = proc.stdout, proc.returncode
-    except subprocess.TimeoutExpired as e:
-        output, status = e.stdout or b"", None
+        output, _ = proc.communicate(timeout=timeout)
+        status = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        status = None
         errors.append(f"timed out after {timeout} s (hang)")
     seconds = time.monotonic() - start
     log = output.decode("utf-8", "replace")
