@@ -78,6 +78,8 @@ fn cap_of(kernel: &Kernel, pid: Pid, slot: u64, kind: ObjectType, rights: Rights
     Ok(c)
 }
 
+/// The large, rarely used handlers are `#[inline(never)]`: inlined, their buffers would grow
+/// this function's frame (and stack probing), which every system call pays for.
 fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6]) -> Outcome {
     match call {
         Syscall::Null => values(&[]),
@@ -262,6 +264,7 @@ fn create(kernel: &mut Kernel, pid: Pid, dst: u64, object: Object) -> Outcome {
     values(&[])
 }
 
+#[inline(never)]
 fn debug_write(kernel: &Kernel, pid: Pid, ptr: u64, len: u64) -> Outcome {
     if len > MAX_DEBUG_WRITE as u64 {
         return Err(Error::InvalidArgument);
@@ -273,6 +276,7 @@ fn debug_write(kernel: &Kernel, pid: Pid, ptr: u64, len: u64) -> Outcome {
     values(&[])
 }
 
+#[inline(never)]
 fn cap_derive(kernel: &mut Kernel, pid: Pid, src: u64, dst: u64, rights: u64, badge: u64) -> Outcome {
     let parent = cap(kernel, pid, src)?;
     if !parent.rights.contains(Rights::DERIVE) {
@@ -402,6 +406,7 @@ fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, phys_pages: &[u64], flags: 
     values(&[])
 }
 
+#[inline(never)]
 fn mem_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     let (slot, va, first, pages, flags) = (a[0], a[1], a[2], a[3], a[4]);
     if flags & !map_flags::ALL != 0 {
@@ -423,6 +428,7 @@ fn mem_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     map_pages(kernel, pid, va, &frames, map, &c)
 }
 
+#[inline(never)]
 fn mmio_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     let (slot, va, first, pages) = (a[0], a[1], a[2], a[3]);
     let c = cap_of(kernel, pid, slot, ObjectType::Mmio, Rights::READ)?;
@@ -437,6 +443,7 @@ fn mmio_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     map_pages(kernel, pid, va, &frames, map, &c)
 }
 
+#[inline(never)]
 fn mmio_carve(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     let (slot, first, pages, dst, rights) = (a[0], a[1], a[2], a[3], a[4]);
     let parent = cap_of(kernel, pid, slot, ObjectType::Mmio, Rights::DERIVE)?;
@@ -455,6 +462,7 @@ fn mmio_carve(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     values(&[])
 }
 
+#[inline(never)]
 fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {
     user_range(va, pages)?;
     let process = kernel.processes.get_mut(&pid).expect("caller");
@@ -483,6 +491,7 @@ fn mem_pin(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, page: u64) 
     values(&[pin, phys])
 }
 
+#[inline(never)]
 fn mem_pin_range(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     let (authority, slot, first, pages, out) = (a[0], a[1], a[2], a[3], a[4]);
     cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
@@ -539,6 +548,7 @@ fn io_port(kernel: &Kernel, pid: Pid, _call: Syscall, a: [u64; 6]) -> Outcome {
     unreachable!("no capability has type IoPorts on aarch64")
 }
 
+#[inline(never)]
 fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u64) -> Outcome {
     let Object::Irq(irq) = cap_of(kernel, pid, irq_slot, ObjectType::Irq, Rights::CONTROL)?.object else {
         unreachable!("type checked")
@@ -558,6 +568,7 @@ fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u
     values(&[])
 }
 
+#[inline(never)]
 fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64, quota: u64) -> Outcome {
     let &(name, bytes) = kernel.images.get(image as usize).ok_or(Error::OutOfRange)?;
     kernel.processes[&pid].cspace.check_empty(dst)?;
