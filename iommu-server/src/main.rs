@@ -24,6 +24,7 @@ mod heap;
 mod hw;
 mod kernel_iface;
 mod layout;
+mod page_tables;
 mod slots;
 mod state;
 mod status;

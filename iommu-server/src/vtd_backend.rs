@@ -2,6 +2,7 @@
 //! first-level on units that only translate first-stage), attachments are `vtd` context or
 //! PASID entries, and every unmap is followed by an IOTLB invalidation that is waited for.
 
+use crate::page_tables::{table_error, table_perm};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
@@ -92,26 +93,6 @@ fn hardware(error: VtdError) -> Error {
     }
 }
 
-fn table_error(error: iommu_pt::Error) -> Error {
-    match error {
-        iommu_pt::Error::OutOfMemory | iommu_pt::Error::BadAllocation => Error::NoResources,
-        iommu_pt::Error::OutOfRange => Error::OutsideAperture,
-        iommu_pt::Error::AlreadyMapped { .. } => Error::Overlap,
-        iommu_pt::Error::UnsupportedPermission => Error::BadPermissions,
-        _ => Error::HardwareFailure,
-    }
-}
-
-fn pt_perm(perm: Perm) -> iommu_pt::Perm {
-    let mut bits = iommu_pt::Perm::NONE;
-    if perm.read {
-        bits = bits | iommu_pt::Perm::READ;
-    }
-    if perm.write {
-        bits = bits | iommu_pt::Perm::WRITE;
-    }
-    bits
-}
 
 impl Unit {
     /// Brings a unit up in the mode its ECAP calls for, every requester blocked.
@@ -275,8 +256,8 @@ impl IommuBackend for VtdBackend {
     fn map(&mut self, domain: HwDomainId, iova: u64, phys: u64, length: u64, perm: Perm) -> Result<(), Error> {
         let d = self.domains.get_mut(&domain.0).ok_or(Error::HardwareFailure)?;
         let result = match &mut d.table {
-            Table::SecondLevel(table) => table.map(iova, phys, length, pt_perm(perm), &mut self.dma),
-            Table::FirstLevel(table) => table.map(iova, phys, length, pt_perm(perm), &mut self.dma),
+            Table::SecondLevel(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
+            Table::FirstLevel(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
         };
         result.map_err(table_error)?;
         // Caching mode: the unit may have cached the old not-present entries.

@@ -11,6 +11,12 @@
 
 pub use iommu_tests::TESTS;
 
+/// The server's capability slots: its own definition (the tests, acting as root task, use a
+/// subset).
+#[path = "../../iommu-server/src/slots.rs"]
+#[allow(dead_code)]
+mod server_slot;
+
 mod iommu_tests {
     use crate::ktest::{Test, TestResult};
     use crate::mm;
@@ -26,23 +32,7 @@ mod iommu_tests {
     use kernel_abi::Rights;
     use platform::ConfigSpace;
 
-    /// The server's slots; keep in sync with iommu-server/src/slots.rs.
-    mod server_slot {
-        pub const REQUESTS: u64 = 1;
-        pub const DMA_AUTHORITY: u64 = 2;
-        pub const IOMMU_REGISTERS: u64 = 3;
-        pub const ECAM: u64 = 4;
-        pub const PCI_MMIO: u64 = 5;
-        pub const FAULT_IRQ: u64 = 6;
-        pub const STATUS_PAGE: u64 = 7;
-        #[cfg(target_arch = "aarch64")]
-        pub const GERROR_IRQ: u64 = 8;
-        #[cfg(target_arch = "aarch64")]
-        pub const FW_CFG: u64 = 9;
-        pub const FIRMWARE_FIRST: u64 = 16;
-        pub const FIRMWARE_COUNT: u64 = 16;
-        pub const CLIENT_PROCESS_BASE: u64 = 32;
-    }
+    use super::server_slot;
 
     /// Status-page words; keep in sync with iommu-server/src/status.rs.
     mod status {

@@ -11,6 +11,7 @@
 //! function uses stay without a level-2 stream table: their traffic is aborted with
 //! C_BAD_STREAMID.
 
+use crate::page_tables::{table_error, table_perm};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
@@ -120,26 +121,6 @@ fn hardware(error: SmmuError) -> Error {
     }
 }
 
-fn table_error(error: iommu_pt::Error) -> Error {
-    match error {
-        iommu_pt::Error::OutOfMemory | iommu_pt::Error::BadAllocation => Error::NoResources,
-        iommu_pt::Error::OutOfRange => Error::OutsideAperture,
-        iommu_pt::Error::AlreadyMapped { .. } => Error::Overlap,
-        iommu_pt::Error::UnsupportedPermission => Error::BadPermissions,
-        _ => Error::HardwareFailure,
-    }
-}
-
-fn table_perm(perm: Perm) -> iommu_pt::Perm {
-    let mut bits = iommu_pt::Perm::NONE;
-    if perm.read {
-        bits = bits | iommu_pt::Perm::READ;
-    }
-    if perm.write {
-        bits = bits | iommu_pt::Perm::WRITE;
-    }
-    bits
-}
 
 /// The VMSAv8-64 lookup level a 4 KiB-granule stage-2 walk of `input_bits` starts at, so that
 /// the root is a single table (level 0 resolves bits 47..39, level 1 bits 38..30).
