@@ -1,29 +1,57 @@
 //! The in-server benchmark: the backend's cost of map + unmap (with the IOTLB invalidation
-//! unmap waits for) and of one invalidation, without IPC or the object model. Lines are
-//! `bench: <what> <N> guest instructions` (meaningful under `-icount shift=0`).
+//! unmap waits for) and of one whole-domain invalidation, without IPC or the object model.
+//! Both backends run the same cases through [`Measured`], so the figures compare. Lines are
+//! `bench: server <backend> (<mode>) <what> <N> guest instructions` (meaningful under
+//! `-icount shift=0`).
 
-use hwio::DmaAllocator;
 use iommu_abi::Perm;
-use iommu_core::{DomainConfig, IommuBackend, UnitId};
+use iommu_core::{DomainConfig, HwDomainId, IommuBackend, UnitId};
 use kernel_abi::mem_flags;
 use userlib::{println, syscall};
 
 use crate::layout::PAGE;
 use crate::slots;
-use crate::state::State;
+use crate::state::{Backend, State};
 
 const TWO_MIB: u64 = 2 << 20;
+/// IOVA of the measured mappings: 1 GiB, inside every aperture and clear of the MSI windows.
+const BENCH_IOVA: u64 = 0x4000_0000;
+
+/// What the benchmark needs of a backend beyond the object model's interface.
+pub trait Measured: IommuBackend {
+    /// The backend and the mode of unit 0 (e.g. "vtd (legacy second-level)"), `None` if the
+    /// machine has no unit.
+    fn describe(&self) -> Option<(&'static str, &'static str)>;
+    /// Invalidates every cached translation of `domain` and waits for it; `false` if it failed.
+    fn invalidate_domain(&mut self, domain: HwDomainId) -> bool;
+}
+
+/// Maps `length` bytes at `BENCH_IOVA` in `pieces` equal calls, unmaps them the same way, and
+/// prints the cost.
+fn measure(backend: &mut Backend, domain: HwDomainId, phys: u64, name: (&str, &str), label: &str, length: u64, pieces: u64) {
+    let piece = length / pieces;
+    let start = syscall::instruction_counter();
+    for i in 0..pieces {
+        if let Err(error) = backend.map(domain, BENCH_IOVA + i * piece, phys + i * piece, piece, Perm::READ_WRITE) {
+            println!("bench: {label}: map failed: {error:?}");
+            return;
+        }
+    }
+    for i in 0..pieces {
+        backend.unmap(domain, BENCH_IOVA + i * piece, piece);
+    }
+    let spent = syscall::instruction_counter() - start;
+    println!("bench: server {} ({}) map+unmap {label} {spent} guest instructions", name.0, name.1);
+}
 
 pub fn in_server(state: &mut State) {
-    if state.server.backend().units.is_empty() {
+    let Some(name) = state.server.backend().describe() else {
         println!("bench: in-server benchmark skipped: no IOMMU unit");
         return;
-    }
-    let kind = state.server.backend().units[0].kind.name();
+    };
     // 2 MiB of contiguous memory, 2 MiB aligned (contiguous objects are size-aligned), so the
     // 2 MiB case can use one large leaf.
-    let pages = TWO_MIB / PAGE;
-    if syscall::mem_alloc(pages, slots::BENCH_MEMORY, mem_flags::CONTIGUOUS).is_err() {
+    if syscall::mem_alloc(TWO_MIB / PAGE, slots::BENCH_MEMORY, mem_flags::CONTIGUOUS).is_err() {
         println!("bench: in-server benchmark skipped: no 2 MiB contiguous memory");
         return;
     }
@@ -33,53 +61,26 @@ pub fn in_server(state: &mut State) {
         return;
     };
     let backend = state.server.backend_mut();
-    let domain = match backend.domain_alloc(UnitId(0), &DomainConfig::Paging { nest_parent: false, dirty_tracking: false }) {
-        Ok(domain) => domain.id,
-        Err(error) => {
-            println!("bench: in-server benchmark skipped: domain_alloc {error:?}");
-            let _ = syscall::mem_unpin(pin);
-            let _ = syscall::cap_delete(slots::BENCH_MEMORY);
-            return;
-        }
-    };
-    let base = 0x4000_0000u64;
-    let measure = |label: &str, iova: u64, length: u64, pieces: u64, backend: &mut crate::vtd_backend::VtdBackend| {
-        let piece = length / pieces;
-        let start = syscall::instruction_counter();
-        for i in 0..pieces {
-            if let Err(error) = backend.map(domain, iova + i * piece, phys + i * piece, piece, Perm::READ_WRITE) {
-                println!("bench: {label}: map failed: {error:?}");
-                return;
+    match backend.domain_alloc(UnitId(0), &DomainConfig::Paging { nest_parent: false, dirty_tracking: false }) {
+        Ok(domain) => {
+            let domain = domain.id;
+            // The first round also pays for allocating the page tables (the driver's IPC
+            // benchmark does the same); the domain keeps them for reuse, so measure the second.
+            measure(backend, domain, phys, name, "4KiB (cold)", PAGE, 1);
+            measure(backend, domain, phys, name, "4KiB", PAGE, 1);
+            measure(backend, domain, phys, name, "2MiB", TWO_MIB, 1);
+            // 1 MiB in one call cannot use a 2 MiB leaf: 256 4 KiB entries, one invalidation.
+            measure(backend, domain, phys, name, "256x4KiB", 256 * PAGE, 1);
+            let start = syscall::instruction_counter();
+            let invalidated = backend.invalidate_domain(domain);
+            let spent = syscall::instruction_counter() - start;
+            if invalidated {
+                println!("bench: server {} ({}) one IOTLB invalidation with wait {spent} guest instructions", name.0, name.1);
             }
+            backend.domain_free(domain);
         }
-        for i in 0..pieces {
-            backend.unmap(domain, iova + i * piece, piece);
-        }
-        let spent = syscall::instruction_counter() - start;
-        println!("bench: server vtd ({kind}) map+unmap {label} {spent} guest instructions");
-    };
-    // The first round also pays for allocating the page tables (the driver's IPC benchmark
-    // does the same); the domain keeps them for reuse afterwards, so measure the second.
-    measure("4KiB (cold)", base, PAGE, 1, backend);
-    measure("4KiB", base, PAGE, 1, backend);
-    measure("2MiB", base, TWO_MIB, 1, backend);
-    // 256 pages in one map call: 1 MiB cannot use a 2 MiB leaf, so these are 256 4 KiB entries.
-    measure("256x4KiB", base, 256 * PAGE, 1, backend);
-    let start = syscall::instruction_counter();
-    let flushed = backend.flush_all(domain);
-    let spent = syscall::instruction_counter() - start;
-    match flushed {
-        Ok(()) => println!("bench: server vtd ({kind}) one IOTLB invalidation with wait {spent} guest instructions"),
-        Err(error) => println!("bench: IOTLB invalidation failed: {error:?}"),
+        Err(error) => println!("bench: in-server benchmark skipped: domain_alloc {error:?}"),
     }
-    let start = syscall::instruction_counter();
-    let table = backend.dma.alloc_zeroed(8192, 4096);
-    let spent = syscall::instruction_counter() - start;
-    if let Some(table) = table {
-        backend.dma.free(table);
-        println!("bench: server table allocation (8 KiB, zeroed, flushed) {spent} guest instructions");
-    }
-    backend.domain_free(domain);
     let _ = syscall::mem_unpin(pin);
     let _ = syscall::cap_delete(slots::BENCH_MEMORY);
 }

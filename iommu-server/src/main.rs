@@ -17,7 +17,6 @@ extern crate alloc;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
-#[cfg(target_arch = "x86_64")]
 mod bench;
 mod discovery;
 mod heap;
@@ -70,10 +69,7 @@ fn main(arg: u64) -> u64 {
         return 3;
     }
     if arg & ARG_BENCH != 0 {
-        #[cfg(target_arch = "x86_64")]
         state::with(bench::in_server);
-        #[cfg(target_arch = "aarch64")]
-        state::with(arm::bench::in_server);
     }
     state::with(|state| state.mark_ready());
     state::serve()

@@ -474,9 +474,16 @@ pub fn start_event_thread() -> Result<(), kernel_abi::Error> {
 
 /// The main thread's request loop.
 pub fn serve() -> ! {
+    // Each answer goes out with the wait for the next request (reply_recv): a client calling
+    // again finds the server waiting, and the kernel switches to it directly.
+    let mut answer: Option<u64> = None;
     loop {
         let slot = with(|state| state.receive_slot);
-        let message = match syscall::recv(slots::REQUESTS, slot) {
+        let received = match answer {
+            Some(status) => syscall::reply_recv(slots::REQUESTS, slot, [status, 0, 0, 0]),
+            None => syscall::recv(slots::REQUESTS, slot),
+        };
+        let message = match received {
             Ok(message) => message,
             Err(error) => {
                 println!("iommu-server: recv failed: {error:?}");
@@ -484,7 +491,7 @@ pub fn serve() -> ! {
             }
         };
         let cap = message.cap_received.then_some(slot);
-        let status = with(|state| {
+        answer = Some(with(|state| {
             let status = state.handle(message.badge, message.words, cap);
             // A capability that did not become a window is not kept: pins hold what they need.
             if cap.is_some() && state.receive_slot == slot {
@@ -493,8 +500,6 @@ pub fn serve() -> ! {
             state.status.add(status::REQUESTS, 1);
             state.publish_counters();
             status
-        });
-        // A caller that died meanwhile cannot be answered; nothing else to do.
-        let _ = syscall::reply([status, 0, 0, 0]);
+        }));
     }
 }

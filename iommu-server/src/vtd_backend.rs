@@ -150,16 +150,6 @@ impl VtdBackend {
         }
     }
 
-    /// Invalidates every translation of a domain (for the benchmark of one invalidation).
-    pub fn flush_all(&mut self, domain: HwDomainId) -> Result<(), VtdError> {
-        let d = &self.domains[&domain.0];
-        let unit = &mut self.units[d.unit];
-        match d.table {
-            Table::SecondLevel(_) => unit.hw.flush_domain(d.did, &self.dma),
-            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, None, &self.dma),
-        }
-    }
-
     /// A failed invalidation leaves translations in the IOTLB that the object model is about
     /// to unpin: nothing safe can follow, so the server stops rather than hand the pages back.
     /// (Its exit releases its pins in the kernel too; the root task must then reset the unit,
@@ -347,5 +337,21 @@ impl IommuBackend for VtdBackend {
     fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {
         // No unit is given page-request support (UnitCaps without PAGE_REQUESTS), so no page
         // request is ever delivered and there is nothing to answer.
+    }
+}
+
+impl crate::bench::Measured for VtdBackend {
+    fn describe(&self) -> Option<(&'static str, &'static str)> {
+        self.units.first().map(|unit| ("vtd", unit.kind.name()))
+    }
+
+    fn invalidate_domain(&mut self, domain: HwDomainId) -> bool {
+        let Some(d) = self.domains.get(&domain.0) else { return false };
+        let unit = &mut self.units[d.unit];
+        let result = match d.table {
+            Table::SecondLevel(_) => unit.hw.flush_domain(d.did, &self.dma),
+            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, None, &self.dma),
+        };
+        result.is_ok()
     }
 }

@@ -24,9 +24,9 @@
 use core::ops::Range;
 use hwio::DmaAllocator;
 
-use crate::format::{page_shift, page_size, Decoded, DirtyScheme, Format, Geometry};
+use crate::format::{page_shift, page_size, Decoded, DirtyScheme, Format, Geometry, MAX_TOP_HEIGHT};
 use crate::memory::{DeferredFree, TableList, TablePage};
-use crate::{Error, Perm, ENTRIES_PER_TABLE, PAGE_SIZE};
+use crate::{Error, Perm, ENTRIES_PER_TABLE, PAGE_SHIFT, PAGE_SIZE};
 
 /// Where an IOVA leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,8 @@ pub struct PageTable<F: Format> {
     format: F,
     geometry: Geometry,
     root: TablePage,
+    /// Height of the largest leaf the format enables (0: only 4 KiB pages).
+    largest_leaf_height: u8,
     /// Zeroed tables no walker can reach, kept for the next `map` (see `recycle`).
     spare: TableList,
 }
@@ -214,6 +216,17 @@ impl Extent {
         self.leaves += 1;
         self.largest_page_size = self.largest_page_size.max(size);
     }
+
+    /// Records `count` 4 KiB leaves removed between `start` and `end`.
+    fn record_pages(&mut self, start: u64, end: u64, count: usize) {
+        self.range = Some(match self.range.take() {
+            Some(range) => range.start.min(start)..range.end.max(end),
+            None => start..end,
+        });
+        self.bytes += count as u64 * PAGE_SIZE;
+        self.leaves += count;
+        self.largest_page_size = self.largest_page_size.max(PAGE_SIZE);
+    }
 }
 
 /// A leaf found by a walk.
@@ -224,6 +237,43 @@ struct FoundLeaf {
     height: u8,
     phys: u64,
     attributes: u64,
+}
+
+/// The (parent, entry, child) steps of one descent: tables `map` created on the way down, to
+/// link once they are complete, or the path `unmap` took, to unlink what it emptied. At most
+/// one step per level below the root.
+#[derive(Default)]
+struct PendingLinks {
+    steps: [Option<(TablePage, usize, TablePage)>; MAX_TOP_HEIGHT as usize],
+    len: usize,
+}
+
+impl PendingLinks {
+    fn push(&mut self, parent: TablePage, index: usize, child: TablePage) {
+        self.steps[self.len] = Some((parent, index, child));
+        self.len += 1;
+    }
+
+    /// Deepest first, so every table is complete (and flushed) before a walker can reach it.
+    fn link_all<F: Format, A: DmaAllocator + ?Sized>(self, format: &F, alloc: &A) {
+        for &(parent, index, child) in self.steps[..self.len].iter().rev().flatten() {
+            parent.link_child(index, child, format.encode_table(child.phys()), alloc);
+        }
+    }
+
+    /// Deepest first: unlinks each child that became empty and queues it for release after
+    /// the invalidation; stops at the first that still maps something (its parents do too).
+    fn unlink_emptied<A: DmaAllocator + ?Sized>(self, freed: &mut DeferredFree, alloc: &A) {
+        for &(parent, index, child) in self.steps[..self.len].iter().rev().flatten() {
+            if !child.is_empty() {
+                break;
+            }
+            freed.push(child);
+            parent.store(index, 0);
+            parent.forget_child(index);
+            parent.flush_entries(index, index, alloc);
+        }
+    }
 }
 
 /// State of one of the two passes of `map` (see the module documentation).
@@ -245,8 +295,9 @@ impl<F: Format> PageTable<F> {
         if !format.leaf_allowed(0) || !leaves_can_split || !(32..=52).contains(&output_bits) {
             return Err(Error::InvalidConfig);
         }
+        let largest_leaf_height = (0..=top).rev().find(|&h| format.leaf_allowed(h)).unwrap_or(0);
         let root = TablePage::allocate(geometry.root_entries(), alloc)?;
-        Ok(Self { format, geometry, root, spare: TableList::new() })
+        Ok(Self { format, geometry, root, largest_leaf_height, spare: TableList::new() })
     }
 
     /// The format and its configuration.
@@ -295,29 +346,15 @@ impl<F: Format> PageTable<F> {
 
         let mut plan = MapPass { reserved: None, tables_needed: 0 };
         self.map_level(Some(self.root), top, iova, end, phys, attributes, &mut plan, alloc)?;
-        let mut reserved = TableList::new();
-        while reserved.len() < plan.tables_needed {
-            match self.spare.pop() {
-                Some(table) => reserved.push(table),
-                None => break,
-            }
-        }
-        match TableList::reserve(plan.tables_needed - reserved.len(), alloc) {
-            Ok(mut allocated) => {
-                while let Some(table) = allocated.pop() {
-                    reserved.push(table);
-                }
-            }
-            Err(error) => {
-                self.spare.append(&mut reserved);
-                return Err(error);
-            }
-        }
+        // The spare tables are the reservation; allocate only what they lack.
+        let mut allocated = TableList::reserve(plan.tables_needed.saturating_sub(self.spare.len()), alloc)?;
+        let mut reserved = core::mem::take(&mut self.spare);
+        reserved.append(&mut allocated);
         let mut apply = MapPass { reserved: Some(&mut reserved), tables_needed: 0 };
         let result = self.map_level(Some(self.root), top, iova, end, phys, attributes, &mut apply, alloc);
         // The plan counted exactly what the apply pass links; anything left was never visible to
         // a walker and stays zero.
-        self.spare.append(&mut reserved);
+        self.spare = reserved;
         result
     }
 
@@ -329,8 +366,69 @@ impl<F: Format> PageTable<F> {
     /// One level of `map`. `table` is `None` in the plan pass below a table that does not exist
     /// yet (everything there is absent); in the apply pass it is always a table. `phys` is the
     /// output address of `start`.
+    ///
+    /// While the range lies inside one entry that is not a leaf for it (the path of a small map
+    /// down to its leaf table), this descends in a loop; tables it creates on the way are linked
+    /// once everything below them is written, deepest first. Ranges that span entries go
+    /// through [`PageTable::map_slots`].
     #[allow(clippy::too_many_arguments)]
     fn map_level<A: DmaAllocator + ?Sized>(
+        &self,
+        table: Option<TablePage>,
+        height: u8,
+        start: u64,
+        end: u64,
+        phys: u64,
+        attributes: u64,
+        pass: &mut MapPass<'_>,
+        alloc: &A,
+    ) -> Result<(), Error> {
+        let (mut table, mut height) = (table, height);
+        let mut links = PendingLinks::default();
+        loop {
+            if height == 0 {
+                self.map_pages(table, start, end, phys, attributes, pass.reserved.is_some(), alloc)?;
+                break;
+            }
+            let size = page_size(height);
+            let base = start & !(size - 1);
+            let one_leaf = start == base && end - base == size && self.format.leaf_allowed(height) && phys.is_multiple_of(size);
+            if end - base > size || one_leaf {
+                self.map_slots(table, height, start, end, phys, attributes, pass, alloc)?;
+                break;
+            }
+            if let Some(parent) = table {
+                let index = (start >> page_shift(height)) as usize & (parent.entries() - 1);
+                table = match self.format.decode(parent.load(index), height) {
+                    Decoded::Leaf { .. } => return Err(Error::AlreadyMapped { iova: base }),
+                    Decoded::Table { phys: child_phys } => Some(parent.child(index, child_phys)),
+                    Decoded::Absent => match pass.reserved.as_deref_mut() {
+                        None => {
+                            pass.tables_needed += 1;
+                            None
+                        }
+                        Some(reserved) => {
+                            // The plan counted this table (see `map_slots`).
+                            let child = reserved.pop().ok_or(Error::OutOfMemory)?;
+                            links.push(parent, index, child);
+                            Some(child)
+                        }
+                    },
+                };
+            } else {
+                // Plan pass below a missing table: one more table per level.
+                pass.tables_needed += 1;
+            }
+            height -= 1;
+        }
+        links.link_all(&self.format, alloc);
+        Ok(())
+    }
+
+    /// The per-entry loop of `map` for a range that spans several entries of `table` (or is one
+    /// whole leaf).
+    #[allow(clippy::too_many_arguments)]
+    fn map_slots<A: DmaAllocator + ?Sized>(
         &self,
         table: Option<TablePage>,
         height: u8,
@@ -389,6 +487,35 @@ impl<F: Format> PageTable<F> {
         Ok(())
     }
 
+    /// The bottom level of `map`: 4 KiB leaves for `[start, end)`, all in `table`. The plan pass
+    /// checks that every slot is free; the apply pass fills them in one sweep. This is the loop
+    /// most pages of a large map go through, so it avoids the per-slot work of `map_level`.
+    #[allow(clippy::too_many_arguments)]
+    fn map_pages<A: DmaAllocator + ?Sized>(
+        &self,
+        table: Option<TablePage>,
+        start: u64,
+        end: u64,
+        phys: u64,
+        attributes: u64,
+        apply: bool,
+        alloc: &A,
+    ) -> Result<(), Error> {
+        // Below a table the plan pass found missing, every slot is free.
+        let Some(table) = table else { return Ok(()) };
+        let first = (start >> PAGE_SHIFT) as usize & (table.entries() - 1);
+        let count = ((end - start) >> PAGE_SHIFT) as usize;
+        if !apply {
+            return match table.first_live(first, count) {
+                Some(index) => Err(Error::AlreadyMapped { iova: start + ((index - first) as u64) * PAGE_SIZE }),
+                None => Ok(()),
+            };
+        }
+        table.fill_zero_entries(first, count, |i| self.format.encode_leaf(attributes, phys + i as u64 * PAGE_SIZE, 0));
+        table.flush_entries(first, first + count - 1, alloc);
+        Ok(())
+    }
+
     /// Removes every mapping in `[iova, iova + len)`; holes are skipped.
     ///
     /// A large leaf cut by either end of the range is split first (allocating one table per
@@ -431,6 +558,11 @@ impl<F: Format> PageTable<F> {
 
     /// The leaf containing `boundary` if `boundary` lies strictly inside it.
     fn leaf_cut_at(&self, boundary: u64) -> Option<FoundLeaf> {
+        // No leaf is larger than the largest size the format enables: a boundary aligned to it
+        // cuts nothing, and needs no walk.
+        if boundary.is_multiple_of(page_size(self.largest_leaf_height)) {
+            return None;
+        }
         self.find_leaf(boundary).filter(|leaf| !boundary.is_multiple_of(page_size(leaf.height)))
     }
 
@@ -451,6 +583,58 @@ impl<F: Format> PageTable<F> {
     /// One level of `unmap`.
     #[allow(clippy::too_many_arguments)]
     fn unmap_level<A: DmaAllocator + ?Sized>(
+        &self,
+        table: TablePage,
+        height: u8,
+        start: u64,
+        end: u64,
+        extent: &mut Extent,
+        freed: &mut DeferredFree,
+        alloc: &A,
+    ) {
+        // Descend in a loop while the range lies inside one table entry (the path of a small
+        // unmap), remembering the path to unlink the tables it empties on the way back.
+        let (mut table, mut height) = (table, height);
+        let mut path = PendingLinks::default();
+        loop {
+            if height == 0 {
+                self.unmap_pages(table, start, end, extent, alloc);
+                break;
+            }
+            let size = page_size(height);
+            let base = start & !(size - 1);
+            if end - base > size || (start == base && end - base == size) {
+                self.unmap_slots(table, height, start, end, extent, freed, alloc);
+                break;
+            }
+            let index = (start >> page_shift(height)) as usize & (table.entries() - 1);
+            // An absent entry maps nothing; a leaf only partly in the range cannot be here
+            // (`unmap` split those first).
+            let Decoded::Table { phys } = self.format.decode(table.load(index), height) else { break };
+            let child = table.child(index, phys);
+            path.push(table, index, child);
+            table = child;
+            height -= 1;
+        }
+        path.unlink_emptied(freed, alloc);
+    }
+
+    /// The bottom level of `unmap`: clears the 4 KiB leaves of `[start, end)` in one sweep.
+    fn unmap_pages<A: DmaAllocator + ?Sized>(&self, table: TablePage, start: u64, end: u64, extent: &mut Extent, alloc: &A) {
+        let first = (start >> PAGE_SHIFT) as usize & (table.entries() - 1);
+        let count = ((end - start) >> PAGE_SHIFT) as usize;
+        let is_leaf = |raw| matches!(self.format.decode(raw, 0), Decoded::Leaf { .. });
+        if let Some((cleared, low, high)) = table.clear_entries(first, count, is_leaf) {
+            let iova_of = |index: usize| start + ((index - first) as u64) * PAGE_SIZE;
+            extent.record_pages(iova_of(low), iova_of(high) + PAGE_SIZE, cleared);
+            table.flush_entries(low, high, alloc);
+        }
+    }
+
+    /// The per-entry loop of `unmap` for a range that spans several entries of `table` (or
+    /// covers one whole).
+    #[allow(clippy::too_many_arguments)]
+    fn unmap_slots<A: DmaAllocator + ?Sized>(
         &self,
         table: TablePage,
         height: u8,

@@ -125,6 +125,51 @@ impl TablePage {
         self.count_change(old, raw);
     }
 
+    /// Writes `count` entries from `first` on, entry `first + i` getting `raw(i)`. Every one of
+    /// them must be zero before (the map's plan pass checked), so the live count simply grows.
+    /// The caller flushes them with [`TablePage::flush_entries`].
+    pub(crate) fn fill_zero_entries(&self, first: usize, count: usize, raw: impl Fn(usize) -> u64) {
+        assert!(first + count <= self.entries, "fill of {count} entries at {first} in a table of {}", self.entries);
+        for i in 0..count {
+            let entry = self.entry(first + i);
+            debug_assert_eq!(entry.load(Ordering::Relaxed), 0, "fill over a live entry");
+            entry.store(raw(i), Ordering::Release);
+        }
+        if self.counts_live() && count != 0 {
+            let word = self.read_shadow(self.count_word());
+            self.write_shadow(self.count_word(), word + count);
+        }
+    }
+
+    /// Zeroes every entry of `[first, first + count)` that `clear` selects; returns how many it
+    /// cleared and the first and last index cleared.
+    pub(crate) fn clear_entries(&self, first: usize, count: usize, clear: impl Fn(u64) -> bool) -> Option<(usize, usize, usize)> {
+        assert!(first + count <= self.entries, "clear of {count} entries at {first} in a table of {}", self.entries);
+        let mut cleared: Option<(usize, usize, usize)> = None;
+        for index in first..first + count {
+            let entry = self.entry(index);
+            let raw = entry.load(Ordering::Acquire);
+            if raw != 0 && clear(raw) {
+                entry.store(0, Ordering::Release);
+                cleared = Some(match cleared {
+                    Some((n, low, _)) => (n + 1, low, index),
+                    None => (1, index, index),
+                });
+            }
+        }
+        if let (Some((n, _, _)), true) = (cleared, self.counts_live()) {
+            let word = self.read_shadow(self.count_word());
+            self.write_shadow(self.count_word(), word - n);
+        }
+        cleared
+    }
+
+    /// Index of the first entry of `[first, first + count)` that is not zero.
+    pub(crate) fn first_live(&self, first: usize, count: usize) -> Option<usize> {
+        assert!(first + count <= self.entries, "scan of {count} entries at {first} in a table of {}", self.entries);
+        (first..first + count).find(|&index| self.entry(index).load(Ordering::Acquire) != 0)
+    }
+
     /// Atomically clears `bits`, returning the previous value (dirty-bit cleaning).
     pub(crate) fn fetch_clear(&self, index: usize, bits: u64) -> u64 {
         let old = self.entry(index).fetch_and(!bits, Ordering::AcqRel);

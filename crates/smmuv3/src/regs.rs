@@ -285,6 +285,15 @@ impl Granule {
             Granule::Size16K => 0b10,
         }
     }
+    /// Encoding in the TG field of range TLBI commands (spec 4.4.1.1): 0b01 4K, 0b10 16K,
+    /// 0b11 64K (0b00 means "not a range").
+    pub const fn tlbi_tg(self) -> u64 {
+        match self {
+            Granule::Size4K => 0b01,
+            Granule::Size16K => 0b10,
+            Granule::Size64K => 0b11,
+        }
+    }
     /// Decodes CD.TG0 / STE.S2TG; 0b11 is reserved.
     pub const fn from_tg_encoding(tg: u64) -> Option<Granule> {
         match tg {

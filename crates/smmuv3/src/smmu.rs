@@ -501,8 +501,9 @@ impl<R: Registers> Smmu<R> {
 
     /// Invalidates the TLB entries of `scope` for `[iova, iova + size)`, mapped with `granule`
     /// pages, then CMD_SYNC. `leaf_only`: only last-level entries changed (intermediate walk
-    /// caches may be kept). Ranges above [`RANGE_INVALIDATION_PAGE_LIMIT`] pages invalidate the
-    /// whole ASID (stage 1) or VMID (stage 2).
+    /// caches may be kept). With range invalidation (IDR3.RIL) a few range commands cover any
+    /// range; without it, one command per page up to [`RANGE_INVALIDATION_PAGE_LIMIT`] pages,
+    /// and above that the whole ASID (stage 1) or VMID (stage 2).
     pub fn tlbi_range(
         &mut self,
         env: &mut Env<'_>,
@@ -518,24 +519,30 @@ impl<R: Registers> Smmu<R> {
         let first = iova & !(granule.size() - 1);
         let end = iova.saturating_add(size);
         let pages = (end - first).div_ceil(granule.size());
+        let by_address = move |addr: u64| match scope {
+            TlbScope::Stage1 { asid } => Command::tlbi_nh_va(STAGE1_ONLY_VMID, asid, addr, leaf_only),
+            TlbScope::NestedStage1 { vmid, asid } => Command::tlbi_nh_va(vmid, asid, addr, leaf_only),
+            TlbScope::Stage2 { vmid } => Command::tlbi_s2_ipa(vmid, addr, leaf_only),
+        };
+        // TLBI_S2_IPA leaves combined stage-1+2 entries (spec 4.4.8); nested streams of this
+        // VMID may hold some for the changed IPAs.
+        let combined = match scope {
+            TlbScope::Stage2 { vmid } => Some(Command::tlbi_nh_all(vmid)),
+            _ => None,
+        };
+        if self.id.range_invalidation() && pages <= MAX_RANGE_PAGES {
+            let ranges = range_pieces(first, pages, granule.shift()).map(|piece| {
+                let mut cmd = by_address(piece.address);
+                cmd.set_tg(granule.tlbi_tg()).set_num(piece.num_minus_one).set_scale(piece.scale);
+                cmd
+            });
+            return self.execute_all(env, ranges.chain(combined));
+        }
         if pages > RANGE_INVALIDATION_PAGE_LIMIT {
             return self.execute(env, &[whole_scope_invalidation(scope)]);
         }
-        let mut commands = Vec::with_capacity(pages as usize + 1);
-        for page in 0..pages {
-            let addr = first + page * granule.size();
-            commands.push(match scope {
-                TlbScope::Stage1 { asid } => Command::tlbi_nh_va(STAGE1_ONLY_VMID, asid, addr, leaf_only),
-                TlbScope::NestedStage1 { vmid, asid } => Command::tlbi_nh_va(vmid, asid, addr, leaf_only),
-                TlbScope::Stage2 { vmid } => Command::tlbi_s2_ipa(vmid, addr, leaf_only),
-            });
-        }
-        if let TlbScope::Stage2 { vmid } = scope {
-            // TLBI_S2_IPA leaves combined stage-1+2 entries (spec 4.4.8); nested streams of this
-            // VMID may hold some for the changed IPAs.
-            commands.push(Command::tlbi_nh_all(vmid));
-        }
-        self.execute(env, &commands)
+        let per_page = (0..pages).map(|page| by_address(first + page * granule.size()));
+        self.execute_all(env, per_page.chain(combined))
     }
 
     /// Invalidates every entry of a stage-1-only ASID.
@@ -589,12 +596,19 @@ impl<R: Registers> Smmu<R> {
     /// rejects a command, that command is dropped (replaced by CMD_SYNC), the queue is restarted,
     /// the wait continues, and the first rejection is returned.
     pub fn execute(&mut self, env: &mut Env<'_>, commands: &[Command]) -> Result<(), SmmuError> {
+        self.execute_all(env, commands.iter().copied())
+    }
+
+    /// [`Smmu::execute`] over commands made on the fly (no buffer for them).
+    fn execute_all(&mut self, env: &mut Env<'_>, commands: impl Iterator<Item = Command>) -> Result<(), SmmuError> {
         let mut rejected = None;
-        for cmd in commands.iter().chain(core::iter::once(&Command::sync(SyncSignal::None))) {
-            self.push_command(env, cmd, &mut rejected)?;
+        for cmd in commands.chain(core::iter::once(Command::sync(SyncSignal::None))) {
+            self.push_command(env, &cmd, &mut rejected)?;
         }
         self.publish_prod();
-        let start = env.clock.now_ns();
+        // The clock is read only once the SMMU was not done at the first look (QEMU always
+        // is): a clock read may cost a system call.
+        let mut start = None;
         loop {
             let cons_reg = self.regs.read32(offset::CMDQ_CONS);
             if self.command_error_active() {
@@ -606,7 +620,8 @@ impl<R: Registers> Smmu<R> {
             if self.cmdq.prod.is_empty_with(cons) {
                 return rejected.map_or(Ok(()), Err);
             }
-            if env.clock.now_ns().saturating_sub(start) > self.timeout_ns {
+            let now = env.clock.now_ns();
+            if now.saturating_sub(*start.get_or_insert(now)) > self.timeout_ns {
                 return Err(SmmuError::Timeout(WaitTarget::CommandSync));
             }
             core::hint::spin_loop();
@@ -787,6 +802,38 @@ impl<R: Registers> QuiescedRegs<'_, R> {
         self.regs.write32(offset::GBPA, value | gbpa::UPDATE);
         self.wait(clock, WaitTarget::GbpaUpdate, |r| r.read32(offset::GBPA) & gbpa::UPDATE == 0)
     }
+}
+
+/// Range invalidations cover at most this many granules here: it keeps SCALE within its five
+/// bits (the pieces of a count below 2^32 need SCALE <= 31).
+const MAX_RANGE_PAGES: u64 = (1 << 32) - 1;
+
+/// One range TLBI (spec 4.4.1.1, "Range-based invalidation"): `(NUM + 1) << SCALE` granules from
+/// `address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RangePiece {
+    address: u64,
+    num_minus_one: u64,
+    scale: u64,
+}
+
+/// Splits `pages` granules (of `1 << shift` bytes) from `address` into range TLBIs. Each takes
+/// SCALE at the lowest set bit of the remaining count and NUM from the five bits above it, so a
+/// count needs at most one command per five bits.
+fn range_pieces(address: u64, pages: u64, shift: u32) -> impl Iterator<Item = RangePiece> {
+    let (mut address, mut remaining) = (address, pages);
+    core::iter::from_fn(move || {
+        if remaining == 0 {
+            return None;
+        }
+        let scale = u64::from(remaining.trailing_zeros());
+        let num = (remaining >> scale) & 0x1F;
+        let piece = RangePiece { address, num_minus_one: num - 1, scale };
+        let covered = num << scale;
+        remaining -= covered;
+        address += covered << shift;
+        Some(piece)
+    })
 }
 
 fn whole_scope_invalidation(scope: TlbScope) -> Command {

@@ -115,6 +115,11 @@ pub(crate) fn wait_for<C: Clock>(
     target: WaitTarget,
     mut done: impl FnMut() -> bool,
 ) -> Result<(), VtdError> {
+    // Look before reading the clock: hardware is often done by the first look (QEMU always
+    // is), and a clock read may cost a system call.
+    if done() {
+        return Ok(());
+    }
     let start = clock.now_ns();
     loop {
         if done() {

@@ -785,25 +785,38 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         }
         let (base, mask) = covering_page_block(iova, size);
         let cap = self.hw.cap;
-        let mut batch = Vec::from([if cap.page_selective_invalidation() && mask <= cap.max_address_mask() {
+        let request = if cap.page_selective_invalidation() && mask <= cap.max_address_mask() {
             Invalidation::IotlbPages { did, address: base, address_mask: mask, leaf_only: false }
         } else {
             Invalidation::IotlbDomain { did }
-        }]);
-        let range = DeviceTlbRange { base, pages_log2: mask };
-        for requester in self.device_tlb_users(did, RID_PASID) {
-            batch.push(device_tlb_request(requester, RID_PASID, range));
+        };
+        self.invalidate_with_device_tlbs(request, did, RID_PASID, DeviceTlbRange { base, pages_log2: mask }, alloc)
+    }
+
+    /// Issues `request` together with the matching device-TLB invalidations of the ATS devices
+    /// that use (`did`, `pasid`), and waits for all of them.
+    fn invalidate_with_device_tlbs<A: DmaAllocator>(
+        &mut self,
+        request: Invalidation,
+        did: u16,
+        pasid: u32,
+        range: DeviceTlbRange,
+        alloc: &A,
+    ) -> Result<(), VtdError> {
+        let users = self.device_tlb_users(did, pasid);
+        if users.is_empty() {
+            // The common case (no ATS device in the domain) needs no batch on the heap.
+            return self.hw.invalidate(alloc, &[request]);
         }
+        let mut batch = Vec::with_capacity(users.len() + 1);
+        batch.push(request);
+        batch.extend(users.into_iter().map(|requester| device_tlb_request(requester, pasid, range)));
         self.hw.invalidate(alloc, &batch)
     }
 
     /// Invalidates every IOTLB entry of `did` (and the device-TLBs of its ATS devices).
     pub fn flush_domain<A: DmaAllocator>(&mut self, did: u16, alloc: &A) -> Result<(), VtdError> {
-        let mut batch = Vec::from([Invalidation::IotlbDomain { did }]);
-        for requester in self.device_tlb_users(did, RID_PASID) {
-            batch.push(device_tlb_request(requester, RID_PASID, DEVICE_TLB_ALL));
-        }
-        self.hw.invalidate(alloc, &batch)
+        self.invalidate_with_device_tlbs(Invalidation::IotlbDomain { did }, did, RID_PASID, DEVICE_TLB_ALL, alloc)
     }
 
     /// Invalidates first-level (PASID-tagged) mappings of (`did`, `pasid`): the block covering
@@ -827,11 +840,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             ),
             _ => (Invalidation::PasidIotlbAll { did, pasid }, DEVICE_TLB_ALL),
         };
-        let mut batch = Vec::from([request]);
-        for requester in self.device_tlb_users(did, pasid) {
-            batch.push(device_tlb_request(requester, pasid, device_range));
-        }
-        self.hw.invalidate(alloc, &batch)
+        self.invalidate_with_device_tlbs(request, did, pasid, device_range, alloc)
     }
 
     /// Performs arbitrary invalidation requests (e.g. after dirty-bit harvesting).

@@ -5,7 +5,6 @@
 //! attached to the blocking domain *before* any BAR is given an address or any function is
 //! let decode memory, and bus mastering is only enabled when a client binds the device.
 
-pub mod bench;
 mod devicetree;
 mod iort;
 pub mod smmu_backend;

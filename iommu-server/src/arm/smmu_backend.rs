@@ -262,20 +262,6 @@ impl SmmuBackend {
         hw.tlbi_range(&mut Env { dma, clock: &clock }, scope, iova, length, Granule::Size4K, leaf_only)
     }
 
-    /// Invalidates every TLB entry of a domain (for the benchmark of one invalidation).
-    pub fn invalidate_all(&mut self, domain: HwDomainId) -> Result<(), SmmuError> {
-        let d = &self.domains[&domain.0];
-        let (unit, tag, stage1) = (d.unit, d.tag, matches!(d.table, Table::Stage1(_)));
-        let clock = TscClock;
-        let (hw, dma) = self.env_parts(unit);
-        let mut env = Env { dma, clock: &clock };
-        if stage1 {
-            hw.tlbi_asid(&mut env, tag)
-        } else {
-            hw.tlbi_vmid(&mut env, tag)
-        }
-    }
-
     /// A failed invalidation leaves translations the object model is about to unpin: stop
     /// rather than hand the pages back (as the VT-d backend does).
     fn fail_closed(&self, what: &str, error: SmmuError) -> ! {
@@ -363,7 +349,13 @@ impl IommuBackend for SmmuBackend {
                 self.fail_closed("TLB invalidation after unmap", error);
             }
         }
-        unmapped.freed_tables.release(&mut self.dma);
+        // The invalidation completed: no walker holds the unlinked tables any more, and the
+        // table tree keeps the emptied ones for its next map.
+        let d = self.domains.get_mut(&domain.0).expect("looked up above");
+        match &mut d.table {
+            Table::Stage1(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
+            Table::Stage2(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
+        }
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
@@ -406,5 +398,21 @@ impl IommuBackend for SmmuBackend {
     fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {
         // No unit is given page-request support (no PRI, stalls unused), so there is nothing to
         // answer.
+    }
+}
+
+impl crate::bench::Measured for SmmuBackend {
+    fn describe(&self) -> Option<(&'static str, &'static str)> {
+        self.units.first().map(|unit| ("smmuv3", unit.stage.name()))
+    }
+
+    fn invalidate_domain(&mut self, domain: HwDomainId) -> bool {
+        let Some(d) = self.domains.get(&domain.0) else { return false };
+        let (unit, tag, stage1) = (d.unit, d.tag, matches!(d.table, Table::Stage1(_)));
+        let clock = TscClock;
+        let (hw, dma) = self.env_parts(unit);
+        let mut env = Env { dma, clock: &clock };
+        let result = if stage1 { hw.tlbi_asid(&mut env, tag) } else { hw.tlbi_vmid(&mut env, tag) };
+        result.is_ok()
     }
 }

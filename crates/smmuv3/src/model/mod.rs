@@ -447,7 +447,17 @@ impl SmmuModel {
         let s2 = id.stage2();
         // With IDR0.S2P = 0 the VMID fields are ignored (QEMU: VMID -1 = any).
         let vmid_matches = |e: &TlbEntry| !s2 || e.vmid == cmd.vmid() as u16;
-        let contains = |e: &TlbEntry, addr: u64| addr >= e.input_base && addr - e.input_base < e.size;
+        // TLBI by address: one address, or with TG != 0 (IDR3.RIL) the range of
+        // (NUM + 1) << SCALE granules from it (spec 4.4.1.1).
+        let range_tg = cmd.tg();
+        let contains = |e: &TlbEntry, addr: u64| {
+            let granules = (cmd.num() + 1) << cmd.scale();
+            let length = match range_tg {
+                0 => 1,
+                tg => granules << (10 + 2 * tg),
+            };
+            addr < e.input_base + e.size && e.input_base < addr.saturating_add(length)
+        };
         match cmd.op() {
             opcode::SYNC => {
                 if cmd.sync_cs() == SyncSignal::Irq as u64 {

@@ -55,7 +55,8 @@ fn rejected_command_is_skipped_and_the_queue_restarts() {
 #[test]
 fn a_full_queue_on_a_hung_smmu_times_out() {
     let options = SmmuOptions { cmdq_log2_cap: 2, timeout_ns: 1_000_000, ..SmmuOptions::default() };
-    let mut rig = Rig::with(ModelConfig::qemu(), options).unwrap();
+    // Per-page invalidations (no RIL): eight commands for a four-entry queue.
+    let mut rig = Rig::without_range_invalidation(options);
     rig.model().set_command_consumption(CommandConsumption::Never);
     let (smmu, mut env) = rig.parts();
     let result = smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid: 1 }, 0, 8 * 4096, Granule::Size4K, true);

@@ -39,6 +39,13 @@ impl Rig {
         Rig::with(ModelConfig::qemu(), SmmuOptions::default()).expect("bring-up on the QEMU model")
     }
 
+    /// The QEMU model without range invalidation (IDR3.RIL, bit 10, clear).
+    pub fn without_range_invalidation(options: SmmuOptions) -> Rig {
+        let mut config = ModelConfig::qemu();
+        config.idr[3] &= !(1 << 10);
+        Rig::with(config, options).expect("bring-up on the model without RIL")
+    }
+
     pub fn with(config: ModelConfig, options: SmmuOptions) -> Result<Rig, SmmuError> {
         let memory = FakeMemory::new(MEM_BASE, MEM_SIZE);
         let mut dma = ModelDma::in_range(memory.clone(), MEM_BASE, DRIVER_END);

@@ -6,7 +6,7 @@ use crate::cmd::opcode;
 use crate::event::{EventType, FaultClass};
 use crate::model::Access;
 use crate::regs::{Granule, WalkAttributes};
-use crate::smmu::TlbScope;
+use crate::smmu::{SmmuOptions, TlbScope};
 use crate::{NestedStage1, Stage1Config, Stage2Config, StreamConfig};
 
 const SID: u32 = 0x0008; // bus 0, device 1, function 0
@@ -104,20 +104,58 @@ fn unmapping_needs_the_range_invalidation_the_driver_issues() {
     smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid }, 0x8000_0000, 0x2000, Granule::Size4K, true).unwrap();
     let err = rig.model().translate(SID, None, 0x8000_0000, Access::Read).unwrap_err();
     assert_eq!(err.event.unwrap().event_type(), EventType::Translation);
-    // Two per-page TLBI_NH_VA then CMD_SYNC.
-    let ops: Vec<u8> = rig.model().executed_commands().iter().rev().take(3).map(|c| c.op()).collect();
-    assert_eq!(ops, [opcode::SYNC, opcode::TLBI_NH_VA, opcode::TLBI_NH_VA]);
+    // QEMU's SMMU has range invalidation: one TLBI_NH_VA for both pages ((NUM + 1) << SCALE
+    // = 1 << 1, TG 4K), then CMD_SYNC.
+    let cmds = rig.model().executed_commands();
+    let last = &cmds[cmds.len() - 2..];
+    assert_eq!((last[0].op(), last[0].va(), last[0].tg(), last[0].num(), last[0].scale()), (opcode::TLBI_NH_VA, 0x8000_0000, 1, 0, 1));
+    assert_eq!(last[1].op(), opcode::SYNC);
 }
 
 #[test]
-fn large_ranges_invalidate_the_whole_asid() {
-    let mut rig = Rig::new();
+fn without_range_invalidation_small_ranges_go_page_by_page() {
+    let mut rig = Rig::without_range_invalidation(SmmuOptions::default());
+    let (tables, root) = stage1_tables(&rig);
+    let (smmu, mut env) = rig.parts();
+    let asid = smmu.alloc_asid().unwrap();
+    smmu.attach_stage1(&mut env, SID, &Stage1Config::new(asid, root, 25, Granule::Size4K)).unwrap();
+    assert_eq!(rig.model().translate(SID, None, 0x8000_1000, Access::Read), Ok(DATA + 0x1000));
+    tables.unmap(root, 1, 39, 0x8000_1000);
+    let (smmu, mut env) = rig.parts();
+    smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid }, 0x8000_0000, 0x2000, Granule::Size4K, true).unwrap();
+    assert!(rig.model().translate(SID, None, 0x8000_1000, Access::Read).is_err());
+    let ops: Vec<(u8, u64)> = rig.model().executed_commands().iter().rev().take(3).map(|c| (c.op(), c.tg())).collect();
+    assert_eq!(ops, [(opcode::SYNC, 0), (opcode::TLBI_NH_VA, 0), (opcode::TLBI_NH_VA, 0)]);
+}
+
+#[test]
+fn without_range_invalidation_large_ranges_invalidate_the_whole_asid() {
+    let mut rig = Rig::without_range_invalidation(SmmuOptions::default());
     let (smmu, mut env) = rig.parts();
     smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid: 9 }, 0, 65 * 4096, Granule::Size4K, false).unwrap();
     let cmds = rig.model().executed_commands();
     let last = &cmds[cmds.len() - 2..];
     assert_eq!((last[0].op(), last[0].asid(), last[0].vmid()), (opcode::TLBI_NH_ASID, 9, 0));
     assert_eq!(last[1].op(), opcode::SYNC);
+}
+
+#[test]
+fn range_invalidation_covers_any_page_count_in_few_commands() {
+    let mut rig = Rig::new();
+    // 65 pages = 1 page at SCALE 0, then 64 pages as NUM 1 at SCALE 6; 0x3FF pages: 31 + 31 * 32.
+    for (pages, expected) in [(65u64, vec![(0x10_0000u64, 0u64, 0u64), (0x10_1000, 0, 6)]), (0x3FF, vec![(0x10_0000, 30, 0), (0x11_F000, 30, 5)])] {
+        let before = rig.model().executed_commands().len();
+        let (smmu, mut env) = rig.parts();
+        smmu.tlbi_range(&mut env, TlbScope::Stage2 { vmid: 3 }, 0x10_0000, pages * 4096, Granule::Size4K, false).unwrap();
+        let cmds = rig.model().executed_commands()[before..].to_vec();
+        let ranges: Vec<(u64, u64, u64)> = cmds.iter().filter(|c| c.op() == opcode::TLBI_S2_IPA).map(|c| (c.ipa(), c.num(), c.scale())).collect();
+        assert_eq!(ranges, expected);
+        let covered: u64 = ranges.iter().map(|&(_, num, scale)| (num + 1) << scale).sum();
+        assert_eq!(covered, pages);
+        // The combined entries of nested streams, then the sync.
+        let tail: Vec<u8> = cmds.iter().rev().take(2).map(|c| c.op()).collect();
+        assert_eq!(tail, [opcode::SYNC, opcode::TLBI_NH_ALL]);
+    }
 }
 
 #[test]
