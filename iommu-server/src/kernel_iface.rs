@@ -53,14 +53,11 @@ impl KernelMemory {
 impl MemorySource for KernelMemory {
     fn identify(&mut self, _client: ClientId, memory: u64) -> Result<MemoryObjectInfo, Error> {
         self.identified = None;
-        let (kind, rights, _badge) = syscall::cap_info(memory).map_err(|_| Error::BadCapability)?;
-        let rights = Rights(rights);
-        if ObjectType::from_u64(kind) != Some(ObjectType::Memory) || !rights.contains(Rights::READ) {
-            return Err(Error::BadCapability);
-        }
-        // The kernel's serial names the object whatever capability designates it, and is never
-        // reused, so pins recorded under it cannot be confused with a later object's.
-        let (serial, pages) = syscall::mem_info(memory).map_err(|_| Error::BadCapability)?;
+        // One question to the kernel: it refuses anything but a memory object the client may
+        // read, and tells the capability's rights. The serial names the object whatever
+        // capability designates it, and is never reused, so pins recorded under it cannot be
+        // confused with a later object's.
+        let (serial, pages, rights) = syscall::mem_info(memory).map_err(|_| Error::BadCapability)?;
         let id = MemoryObjectId(serial);
         self.identified = Some((memory, id));
         Ok(MemoryObjectInfo { id, size: pages * PAGE, writable: rights.contains(Rights::WRITE) })

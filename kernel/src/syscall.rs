@@ -156,10 +156,13 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             removed.ok_or(Error::InvalidArgument).and_then(|_| values(&[]))
         }
         Syscall::MemPinRange => mem_pin_range(kernel, pid, a),
-        Syscall::MemInfo => match cap_of(kernel, pid, a[0], ObjectType::Memory, Rights::READ)?.object {
-            Object::Memory(m) => values(&[m.serial, m.frames.len() as u64]),
-            _ => unreachable!("type checked"),
-        },
+        Syscall::MemInfo => {
+            let cap = cap_of(kernel, pid, a[0], ObjectType::Memory, Rights::READ)?;
+            match cap.object {
+                Object::Memory(m) => values(&[m.serial, m.frames.len() as u64, cap.rights.0]),
+                _ => unreachable!("type checked"),
+            }
+        }
         Syscall::IrqInfo => match cap_of(kernel, pid, a[0], ObjectType::Irq, Rights::CONTROL)?.object {
             Object::Irq(irq) => values(&[irq.borrow().line as u64]),
             _ => unreachable!("type checked"),

@@ -111,9 +111,10 @@ syscalls! {
     /// (at most MAX_PIN_RANGE) under one pin and writes their physical addresses, one u64 each,
     /// to the caller's writable buffer at `out`. Same rights as `mem_pin`.
     MemPinRange = 32,
-    /// `mem_info(mem) -> (serial, pages)`: a memory object's kernel-wide serial number (stable
-    /// for its lifetime, never reused; tells whether two capabilities name one object) and size.
-    /// Needs READ.
+    /// `mem_info(mem) -> (serial, pages, rights)`: a memory object's kernel-wide serial number
+    /// (stable for its lifetime, never reused; tells whether two capabilities name one object),
+    /// its size, and the rights of this capability to it (so one call tells a server whether a
+    /// client may let devices write the memory). Needs READ.
     MemInfo = 33,
     /// `irq_info(irq) -> line`: the interrupt line an IRQ capability serves. Needs CONTROL.
     IrqInfo = 34,

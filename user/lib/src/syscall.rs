@@ -186,9 +186,9 @@ pub fn mem_pin_range(authority: u64, mem: u64, first_page: u64, phys: &mut [u64]
 }
 
 /// `(serial, pages)` of a memory object.
-pub fn mem_info(mem: u64) -> Result<(u64, u64), Error> {
+pub fn mem_info(mem: u64) -> Result<(u64, u64, kernel_abi::Rights), Error> {
     let r = raw7(Syscall::MemInfo as u64, [mem, 0, 0, 0, 0, 0]);
-    check(r[0]).map(|_| (r[1], r[2]))
+    check(r[0]).map(|_| (r[1], r[2], kernel_abi::Rights(r[3])))
 }
 
 /// The interrupt line an IRQ capability serves.

@@ -404,13 +404,13 @@ fn mem_queries() -> u64 {
     if syscall::mem_alloc(3, slot::MEMORY, 0).is_err() {
         return 120;
     }
-    let Ok((serial, pages)) = syscall::mem_info(slot::MEMORY) else { return 121 };
-    if pages != 3 || serial == 0 {
+    let Ok((serial, pages, rights)) = syscall::mem_info(slot::MEMORY) else { return 121 };
+    if pages != 3 || serial == 0 || !rights.contains(kernel_abi::Rights::WRITE) {
         return 122;
     }
     let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
     if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err()
-        || syscall::mem_info(slot::MEMORY_COPY) != Ok((serial, 3))
+        || syscall::mem_info(slot::MEMORY_COPY) != Ok((serial, 3, read_only))
     {
         return 123;
     }
