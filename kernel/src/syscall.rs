@@ -506,15 +506,11 @@ fn mem_pin_range(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
     let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
     let frames = memory.frames.get(first as usize..end as usize).ok_or(Error::OutOfRange)?;
     let buffer = UserSlice::new(out, pages * 8)?;
-    let mut bytes = [0u8; MAX_PIN_RANGE as usize * 8];
-    for (chunk, frame) in bytes.chunks_exact_mut(8).zip(frames) {
-        chunk.copy_from_slice(&frame.to_le_bytes());
-    }
     let process = kernel.processes.get_mut(&pid).expect("caller");
     if process.pins.len() >= MAX_PINS {
         return Err(Error::OutOfMemory);
     }
-    buffer.copy_from(&process.space, &bytes[..pages as usize * 8])?;
+    buffer.write_words(&process.space, frames)?;
     let pin = process.next_pin;
     process.next_pin += 1;
     process.pins.insert(pin, memory);

@@ -42,12 +42,9 @@ impl UserSlice {
 }
 
 impl UserSlice {
-    /// Copies `data` (exactly `len` bytes) into the slice. Fails with BadAddress, writing
-    /// nothing, unless every page is mapped writable.
-    pub fn copy_from(&self, space: &AddressSpace, data: &[u8]) -> Result<(), Error> {
-        assert_eq!(data.len() as u64, self.len);
-        let first = self.addr & !(PAGE_SIZE - 1);
-        let mut page = first;
+    /// Whether every page of the slice is writable user RAM.
+    fn check_writable(&self, space: &AddressSpace) -> Result<(), Error> {
+        let mut page = self.addr & !(PAGE_SIZE - 1);
         while page < self.addr + self.len {
             match space.translate(page) {
                 Some((_, flags)) if flags.writable && !flags.device => {}
@@ -55,15 +52,32 @@ impl UserSlice {
             }
             page += PAGE_SIZE;
         }
-        let mut done = 0u64;
-        while done < self.len {
-            let va = self.addr + done;
-            let in_page = (PAGE_SIZE - va % PAGE_SIZE).min(self.len - done);
+        Ok(())
+    }
+
+    /// Writes `values` (exactly `len / 8` of them) as little-endian words into the slice,
+    /// which must be 8-byte aligned. Fails with BadAddress, writing nothing, unless every page
+    /// is mapped writable.
+    pub fn write_words(&self, space: &AddressSpace, values: &[u64]) -> Result<(), Error> {
+        const _: () = assert!(cfg!(target_endian = "little"), "write_words copies native words");
+        assert_eq!(values.len() as u64 * 8, self.len);
+        if self.addr % 8 != 0 {
+            return Err(Error::BadAddress);
+        }
+        self.check_writable(space)?;
+        let mut done = 0usize;
+        while done < values.len() {
+            let va = self.addr + done as u64 * 8;
+            // Aligned words never straddle a page: copy the words of one page at a time.
+            let in_page = (((PAGE_SIZE - va % PAGE_SIZE) / 8) as usize).min(values.len() - done);
             let (pa, _) = space.translate(va).ok_or(Error::BadAddress)?;
-            // SAFETY: `pa..pa + in_page` lies within one writable RAM page of the user's, in the
-            // direct map; the kernel holds no other reference to it.
-            let dst = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(pa), in_page as usize) };
-            dst.copy_from_slice(&data[done as usize..(done + in_page) as usize]);
+            // SAFETY: `pa..pa + 8 * in_page` lies within one writable RAM page of the user's
+            // (checked above), in the direct map, 8-byte aligned; the kernel holds no other
+            // reference to it. Both architectures are little-endian, so the words' memory
+            // representation is the little-endian encoding the ABI promises.
+            unsafe {
+                core::ptr::copy_nonoverlapping(values[done..].as_ptr(), phys_to_virt(pa).cast::<u64>(), in_page);
+            }
             done += in_page;
         }
         Ok(())

@@ -109,7 +109,7 @@ syscalls! {
     ReplyRecv = 31,
     /// `mem_pin_range(authority, mem, first_page, pages, out) -> pin`: pins `pages` pages
     /// (at most MAX_PIN_RANGE) under one pin and writes their physical addresses, one u64 each,
-    /// to the caller's writable buffer at `out`. Same rights as `mem_pin`.
+    /// to the caller's writable, 8-byte aligned buffer at `out`. Same rights as `mem_pin`.
     MemPinRange = 32,
     /// `mem_info(mem) -> (serial, pages, rights)`: a memory object's kernel-wide serial number
     /// (stable for its lifetime, never reused; tells whether two capabilities name one object),
