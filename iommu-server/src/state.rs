@@ -349,6 +349,7 @@ impl State {
         self.status.set(status::OPEN_CLIENTS, self.windows.len() as u64);
         self.status.set(status::UNROUTED_FAULTS, self.server.unrouted_faults());
         self.status.set(status::KERNEL_PINS, self.server.memory().kernel_pins() as u64);
+        self.status.set(status::OBJECTS, self.server.object_count() as u64);
     }
 
     /// Handles one transport message; returns the IPC reply status.

@@ -51,8 +51,11 @@ pub const IORT_AGREES: u64 = 1;
 #[cfg(target_arch = "aarch64")]
 pub const IORT_DISAGREES: u64 = 2;
 
+/// Objects (IOAS, HWPT, device, fault queue) of all clients in the object model.
+pub const OBJECTS: usize = 19;
+
 /// Words the page holds.
-pub const WORDS: usize = 19;
+pub const WORDS: usize = 20;
 
 /// The mapped status page, or nothing when the root task gave none.
 pub struct StatusPage {

@@ -17,6 +17,10 @@ pub use iommu_tests::TESTS;
 #[allow(dead_code)]
 mod server_slot;
 
+/// The edu driver's scenarios and slots: its own definition.
+#[path = "../../drivers/edu/src/contract.rs"]
+mod driver;
+
 mod iommu_tests {
     use crate::ktest::{Test, TestResult};
     use crate::mm;
@@ -32,6 +36,7 @@ mod iommu_tests {
     use kernel_abi::Rights;
     use platform::ConfigSpace;
 
+    use super::driver::{report, scenario, slot as driver_slot};
     use super::server_slot;
 
     /// Status-page words; keep in sync with iommu-server/src/status.rs.
@@ -54,21 +59,11 @@ mod iommu_tests {
         pub const LAST_FAULT_ADDRESS: usize = 13;
         pub const LAST_FAULT_ACCESS: usize = 14;
         pub const KERNEL_PINS: usize = 17;
+        pub const OBJECTS: usize = 19;
         #[cfg(target_arch = "aarch64")]
         pub const IORT_CHECK: usize = 18;
         #[cfg(target_arch = "aarch64")]
         pub const IORT_AGREES: u64 = 1;
-    }
-
-    /// The driver's slots and scenarios; keep in sync with drivers/edu/src/main.rs.
-    mod driver {
-        pub const SERVER: u64 = 1;
-        pub const DEVICE: u64 = 2;
-        pub const SECOND_SERVER: u64 = 3;
-        pub const DMA: u64 = 1;
-        pub const HOSTILE: u64 = 2;
-        pub const HOLD: u64 = 3;
-        pub const BENCH: u64 = 4;
     }
 
     /// Server start arguments: run the in-server benchmark; (arm) use stage-2 SMMU domains.
@@ -389,9 +384,15 @@ mod iommu_tests {
 
     impl ServerUnderTest {
         fn word(&self, index: usize) -> u64 {
-            // SAFETY: frame 0 of the status page object, alive while `self.status` is.
-            unsafe { core::ptr::read_volatile(direct::<u64>(self.status.frames[0]).add(index)) }
+            page_word(&self.status, index)
         }
+    }
+
+    /// Word `index` of the first page of `page`, as its user process last wrote it.
+    fn page_word(page: &MemoryObject, index: usize) -> u64 {
+        assert!(index < 512, "word {index} is beyond the page");
+        // SAFETY: frame 0 of the memory object, alive while `page` is; `index` is inside it.
+        unsafe { core::ptr::read_volatile(direct::<u64>(page.frames[0]).add(index)) }
     }
 
     fn new_endpoint() -> Object {
@@ -486,7 +487,7 @@ mod iommu_tests {
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
-    fn with_kernel(body: impl FnOnce(&mut Kernel) -> TestResult) -> TestResult {
+    fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
         let result = {
             let mut kernel = Kernel::new(IMAGES);
             body(&mut kernel)
@@ -528,30 +529,40 @@ mod iommu_tests {
     /// and gives the driver the first edu device once the server is up (on arm the server
     /// gives BARs their addresses).
     fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64]) -> Result<(ServerUnderTest, Pid, EduDevice), String> {
+        let (server, driver_pid, devices) = server_and_driver_with_devices(kernel, server_arg, scenario, badges, 1)?;
+        Ok((server, driver_pid, devices[0]))
+    }
+
+    /// `server_and_driver`, giving the driver the first `count` edu devices (a test driver that
+    /// uses two; the edu driver proper is only ever given its own).
+    fn server_and_driver_with_devices(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64], count: usize) -> Result<(ServerUnderTest, Pid, Vec<EduDevice>), String> {
         // The driver exists first so the server can be given its process capability.
         let driver_pid = kernel.create_process("edu-driver", EDU_DRIVER, scenario, DRIVER_QUOTA).map_err(err("create driver"))?;
         let clients: Vec<(Pid, u64)> = badges.iter().map(|&b| (driver_pid, b)).collect();
         let server = create_server(kernel, server_arg, &clients)?;
         let client = Rights::WRITE.union(Rights::GRANT);
-        for (&badge, slot) in badges.iter().zip([driver::SERVER, driver::SECOND_SERVER]) {
+        let endpoint_slots = [driver_slot::SERVER, driver_slot::SECOND_SERVER, driver_slot::THIRD_SERVER];
+        let device_slots = [driver_slot::DEVICE, driver_slot::SECOND_DEVICE];
+        ensure!(badges.len() <= endpoint_slots.len(), "the driver has endpoint slots for {} clients, not {}", endpoint_slots.len(), badges.len());
+        ensure!(count <= device_slots.len(), "the driver has slots for {} devices, not {count}", device_slots.len());
+        for (&badge, slot) in badges.iter().zip(endpoint_slots) {
             kernel.install(driver_pid, slot, server.endpoint.clone(), client, badge).map_err(err("driver endpoint"))?;
         }
         kernel.start_process(server.pid).map_err(err("start server"))?;
         wait_ready(kernel, &server)?;
-        let device = first_edu()?;
-        let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
+        let devices: Vec<EduDevice> = edu_devices(&ConfigSpace::open()?).into_iter().take(count).collect();
+        ensure!(devices.len() == count, "found {} edu devices, the driver needs {count} (qemu-run.sh adds two)", devices.len());
         let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
-        kernel.install(driver_pid, driver::DEVICE, bar, rights, 0).map_err(err("device capability"))?;
-        Ok((server, driver_pid, device))
-    }
-
-    fn first_edu() -> Result<EduDevice, String> {
-        edu_devices(&ConfigSpace::open()?).first().copied().ok_or_else(|| String::from("no edu device (qemu-run.sh adds them)"))
+        for (device, slot) in devices.iter().zip(device_slots) {
+            let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
+            kernel.install(driver_pid, slot, bar, rights, 0).map_err(err("device capability"))?;
+        }
+        Ok((server, driver_pid, devices))
     }
 
     fn edu_dma_with(server_arg: u64, test: &str) -> TestResult {
         with_kernel(|kernel| {
-            let (server, driver_pid, device) = server_and_driver(kernel, server_arg, driver::DMA, &[1])?;
+            let (server, driver_pid, device) = server_and_driver(kernel, server_arg, scenario::DMA, &[1])?;
             if !discovery_agrees(&server)? {
                 skip_without_iommu(test);
                 return Ok(());
@@ -615,7 +626,7 @@ mod iommu_tests {
 
     fn hostile_driver() -> TestResult {
         with_kernel(|kernel| {
-            let (server, driver_pid, _device) = server_and_driver(kernel, 0, driver::HOSTILE, &[1, 2])?;
+            let (server, driver_pid, _device) = server_and_driver(kernel, 0, scenario::HOSTILE, &[1, 2])?;
             if !discovery_agrees(&server)? {
                 skip_without_iommu("iommu::hostile_driver");
                 return Ok(());
@@ -634,7 +645,7 @@ mod iommu_tests {
 
     fn killed_driver() -> TestResult {
         with_kernel(|kernel| {
-            let (server, driver_pid, device) = server_and_driver(kernel, 0, driver::HOLD, &[1])?;
+            let (server, driver_pid, device) = server_and_driver(kernel, 0, scenario::HOLD, &[1])?;
             if !discovery_agrees(&server)? {
                 skip_without_iommu("iommu::killed_driver");
                 return Ok(());
@@ -657,9 +668,115 @@ mod iommu_tests {
         })
     }
 
+    /// Server start arguments the scenarios with DMA run under: on arm both SMMU domain
+    /// formats, stage 1 (with a context descriptor) and stage 2.
+    const DOMAIN_FORMATS: &[u64] = &[
+        0,
+        #[cfg(target_arch = "aarch64")]
+        SERVER_STAGE2,
+    ];
+
+    /// Checks that the server holds no object, no client page and no kernel pin beyond
+    /// `baseline` (its own tables and queues).
+    fn server_holds_nothing(kernel: &Kernel, server: &ServerUnderTest, baseline: usize) -> TestResult {
+        ensure!(server.word(status::OBJECTS) == 0, "{} objects left in the server", server.word(status::OBJECTS));
+        ensure!(server.word(status::PINNED_PAGES) == 0, "{} client pages still pinned in the object model", server.word(status::PINNED_PAGES));
+        ensure!(server.word(status::KERNEL_PINS) == 0, "{} kernel pins still held for client memory", server.word(status::KERNEL_PINS));
+        let pins = server_kernel_pins(kernel, server);
+        ensure!(pins == baseline, "the server holds {pins} kernel pins, {baseline} before the driver ran");
+        Ok(())
+    }
+
+    /// Runs driver `scenario` (which ends by itself) with the first `devices` edu devices under
+    /// each domain format: it must pass its own checks, the server must have counted a number
+    /// of DMA faults in `faults`, all of them routed to a fault queue, and once the driver is
+    /// reaped the server must hold nothing of it.
+    fn scenario_with_devices(test: &str, scenario: u64, devices: usize, faults: core::ops::RangeInclusive<u64>) -> TestResult {
+        for &server_arg in DOMAIN_FORMATS {
+            let translated = with_kernel(|kernel| {
+                let (server, driver_pid, _) = server_and_driver_with_devices(kernel, server_arg, scenario, &[1], devices)?;
+                if !discovery_agrees(&server)? {
+                    skip_without_iommu(test);
+                    return Ok(false);
+                }
+                let baseline = server_kernel_pins(kernel, &server);
+                kernel.start_process(driver_pid).map_err(err("start driver"))?;
+                run_until(kernel, "the driver", |k| k.has_exited(driver_pid))?;
+                let exit = exit_of(kernel, driver_pid);
+                ensure!(exit == Some(ExitReason::Exited(0)), "driver ended with {exit:?} (server argument {server_arg})");
+                run_until(kernel, "the server to reap the driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
+                ensure!(!kernel.has_exited(server.pid), "server died");
+                ensure!(faults.contains(&server.word(status::FAULTS)), "the server counted {} DMA faults, expected {faults:?}", server.word(status::FAULTS));
+                ensure!(server.word(status::UNROUTED_FAULTS) == 0, "{} faults reached no fault queue", server.word(status::UNROUTED_FAULTS));
+                server_holds_nothing(kernel, &server, baseline)?;
+                Ok(true)
+            })?;
+            if !translated {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Both edu devices of one driver in one IOAS (one shared HWPT, then one HWPT each): one
+    /// map serves both devices' DMA; after the unmap each device's write faults (four in all).
+    fn two_devices_one_ioas() -> TestResult {
+        scenario_with_devices("iommu::two_devices_one_ioas_dma_and_faults", scenario::TWO_DEVICES_ONE_IOAS, 2, 4..=u64::MAX)
+    }
+
+    /// Each device in its own IOAS, the same IOVAs mapped to different memory; the second
+    /// device's write to an IOVA only the first IOAS maps faults (once).
+    fn two_devices_two_ioases() -> TestResult {
+        scenario_with_devices("iommu::two_devices_two_ioases_isolated", scenario::TWO_DEVICES_TWO_IOAS, 2, 1..=u64::MAX)
+    }
+
+    /// A device moved between HWPTs of two IOASes with `device_replace`; no DMA of the
+    /// scenario may fault.
+    fn replace_moves_device() -> TestResult {
+        scenario_with_devices("iommu::replace_moves_device_between_ioases", scenario::REPLACE, 1, 0..=0)
+    }
+
+    /// A driver's thread maps and unmaps while another destroys the IOAS and HWPT under it
+    /// (the driver checks every reply); afterwards the server holds exactly what the driver
+    /// kept (its device and fault queue, nothing pinned), and nothing once it is killed.
+    fn destroy_races_map() -> TestResult {
+        for &server_arg in DOMAIN_FORMATS {
+            let translated = with_kernel(|kernel| {
+                let badges = [1, 2, 3];
+                let (server, driver_pid, _) = server_and_driver_with_devices(kernel, server_arg, scenario::DESTROY_RACES_MAP, &badges, 1)?;
+                let report_page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no report page")?;
+                kernel
+                    .install(driver_pid, driver_slot::REPORT, Object::Memory(report_page.clone()), Rights::READ.union(Rights::WRITE), 0)
+                    .map_err(err("report page"))?;
+                if !discovery_agrees(&server)? {
+                    skip_without_iommu("iommu::destroy_races_map_nothing_leaks");
+                    return Ok(false);
+                }
+                let baseline = server_kernel_pins(kernel, &server);
+                kernel.start_process(driver_pid).map_err(err("start driver"))?;
+                run_until(kernel, "the race to end", |k| page_word(&report_page, report::PHASE) == report::RACE_DONE || k.has_exited(driver_pid))?;
+                ensure!(!kernel.has_exited(driver_pid), "driver ended with {:?} (server argument {server_arg})", kernel.take_exit(driver_pid));
+                ensure!(!kernel.has_exited(server.pid), "server died");
+                ensure!(server.word(status::OPEN_CLIENTS) == 1, "{} clients open; only the driver's main connection should be", server.word(status::OPEN_CLIENTS));
+                ensure!(server.word(status::OBJECTS) == report::OBJECTS_KEPT, "the server holds {} objects, the driver kept {}", server.word(status::OBJECTS), report::OBJECTS_KEPT);
+                ensure!(server.word(status::PINNED_PAGES) == 0 && server.word(status::KERNEL_PINS) == 0, "pins left after the race: {} pages, {} kernel pins", server.word(status::PINNED_PAGES), server.word(status::KERNEL_PINS));
+                ensure!(server_kernel_pins(kernel, &server) == baseline, "the server holds {} kernel pins, {baseline} before the race", server_kernel_pins(kernel, &server));
+                kernel.kill(driver_pid, ExitReason::Killed);
+                run_until(kernel, "the server to reap the driver's connections", |_| server.word(status::CLIENTS_REAPED) == badges.len() as u64)?;
+                ensure!(server.word(status::OPEN_CLIENTS) == 0, "client still open");
+                server_holds_nothing(kernel, &server, baseline)?;
+                Ok(true)
+            })?;
+            if !translated {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn bench_with(server_arg: u64) -> TestResult {
         with_kernel(|kernel| {
-            let (server, driver_pid, _device) = server_and_driver(kernel, server_arg, driver::BENCH, &[1])?;
+            let (server, driver_pid, _device) = server_and_driver(kernel, server_arg, scenario::BENCH, &[1])?;
             if !discovery_agrees(&server)? {
                 skip_without_iommu("bench::iommu");
                 return Ok(());
@@ -688,6 +805,10 @@ mod iommu_tests {
         Test { name: "iommu::unbound_device_cannot_dma", run: unbound_device_blocked },
         Test { name: "iommu::hostile_driver_refused_server_carries_on", run: hostile_driver },
         Test { name: "iommu::killed_driver_torn_down_device_blocked", run: killed_driver },
+        Test { name: "iommu::two_devices_one_ioas_dma_and_faults", run: two_devices_one_ioas },
+        Test { name: "iommu::two_devices_two_ioases_isolated", run: two_devices_two_ioases },
+        Test { name: "iommu::replace_moves_device_between_ioases", run: replace_moves_device },
+        Test { name: "iommu::destroy_races_map_nothing_leaks", run: destroy_races_map },
         Test { name: "bench::iommu", run: bench },
     ];
 }

@@ -258,9 +258,13 @@ impl PasidEntry {
         entry
     }
     /// PGTT=001: DMA walks the IA-32e-format first-level table at `root` (FLPM 0 = 4-level,
-    /// 1 = 5-level).
+    /// 1 = 5-level). AW names the same width as the paging mode (48 or 57 bits), as Linux
+    /// sets it: QEMU bounds first-level input addresses by AW as well, and with AW = 0 would
+    /// fault every IOVA from 2^29 up as non-canonical.
     pub fn first_level(did: u16, root: u64, five_level: bool) -> Self {
         let mut entry = Self::with_type(PasidTranslationType::FirstLevel, did);
+        let levels = if five_level { 5 } else { 4 };
+        entry.words[0] |= address_width_code(levels) << pasid_entry::AW_SHIFT;
         entry.words[2] = root & ADDRESS_MASK | (five_level as u64) << pasid_entry::FLPM_SHIFT;
         entry
     }
@@ -373,7 +377,9 @@ mod tests {
     #[test]
     fn pasid_entry_first_level_and_nested() {
         let fl = PasidEntry::first_level(3, 0x8000, true);
-        assert_eq!(fl.words[0], 1 | 1 << 6);
+        // P, AW=3 (57-bit, the 5-level width) at 4:2, PGTT=001 at 8:6.
+        assert_eq!(fl.words[0], 1 | 3 << 2 | 1 << 6);
+        assert_eq!(PasidEntry::first_level(3, 0x8000, false).address_width(), 2);
         // FLPM=01 (5-level) at bits 131:130, FLPTPTR at 191:140.
         assert_eq!(fl.words[2], 0x8000 | 1 << 2);
         let nested = PasidEntry::nested(9, 0x8000, false, 0x9000, 3);

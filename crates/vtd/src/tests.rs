@@ -386,6 +386,12 @@ fn first_level_translation_and_user_bit() {
     assert_eq!(rig.model().translate(DEVICE, None, 0x6000, false), Err(0x71));
     // Non-canonical input address.
     assert_eq!(rig.model().translate(DEVICE, None, 0x0001_0000_0000_0000, false), Err(0x80));
+    // The whole 48-bit lower half translates: the entry's AW names 48 bits (with AW = 0 the
+    // model, like QEMU, would take everything from 2^29 up as non-canonical).
+    let (high, high_page) = rig.first_level_mapping(0x7fff_ffff_f000);
+    rig.unit.attach(DEVICE, 1, Translation::FirstLevel { root: high.root(), five_level: false }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x7fff_ffff_f008, false), Ok(high_page + 8));
+    assert_eq!(rig.model().translate(DEVICE, None, 0x2000_0000, false), Err(0x71));
 
     let mut supervisor = TestPageTable::new(&mut rig.dma, TableFormat::FirstLevel, 4).supervisor_only();
     let page = rig.page();

@@ -5,56 +5,51 @@
 #![no_std]
 #![no_main]
 
+mod contract;
 mod edu;
+mod race;
+mod sharing;
 mod transport;
 
+use contract::scenario;
 use edu::Edu;
 use iommu_abi::wire::{Message, Opcode};
-use iommu_abi::{Access, Error, FaultReason, HwptOptions, Iommu, IovaChoice, Perm, PAGE_SIZE};
+use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, HwptOptions, Iommu, IovaChoice, Perm, PAGE_SIZE};
 use kernel_abi::{map_flags, mem_flags, Rights};
 use transport::{WindowPlace, WindowTransport};
 use userlib::{println, syscall};
 
 userlib::entry!(main);
 
-/// Scenarios; keep in sync with kernel/src/tests_iommu.rs.
-mod scenario {
-    /// Bind, attach, map, DMA RAM → device → RAM, unmap, DMA again and see the fault.
-    pub const DMA: u64 = 1;
-    /// Requests a hostile driver could make, over two client connections.
-    pub const HOSTILE: u64 = 2;
-    /// Bind, attach, map 16 pages, then spin until killed.
-    pub const HOLD: u64 = 3;
-    /// Map/unmap costs through IPC.
-    pub const BENCH: u64 = 4;
-}
-
-/// Capability slots the root task fills; keep in sync with kernel/src/tests_iommu.rs.
+/// Slots the root task fills (`contract::slot`) and slots the driver allocates.
 mod slot {
-    /// Endpoint to the IOMMU server (WRITE, GRANT; badged).
-    pub const SERVER: u64 = 1;
-    /// MMIO of the edu device's BAR0 (READ, WRITE, GRANT, DERIVE).
-    pub const DEVICE: u64 = 2;
-    /// A second endpoint to the server with another badge (HOSTILE only).
-    pub const SECOND_SERVER: u64 = 3;
-    // Slots the driver allocates.
+    pub use crate::contract::slot::*;
     pub const WINDOW: u64 = 10;
     pub const WINDOW_COPY: u64 = 11;
     pub const OUTGOING: u64 = 12;
     pub const SECOND_WINDOW: u64 = 13;
     pub const SECOND_WINDOW_COPY: u64 = 14;
     pub const SECOND_OUTGOING: u64 = 15;
+    pub const THIRD_WINDOW: u64 = 16;
+    pub const THIRD_WINDOW_COPY: u64 = 17;
+    pub const THIRD_OUTGOING: u64 = 18;
     pub const BUFFER: u64 = 20;
     pub const READ_ONLY_BUFFER: u64 = 21;
     pub const LARGE_BUFFER: u64 = 22;
+    pub const MAPPER_STACK: u64 = 23;
+    pub const MAPPER_IDLE: u64 = 24;
 }
 
 /// The driver's address space.
 mod va {
     pub const DEVICE: u64 = 0x1000_0000;
+    pub const SECOND_DEVICE: u64 = 0x1001_0000;
     pub const WINDOW: u64 = 0x1100_0000;
     pub const SECOND_WINDOW: u64 = 0x1101_0000;
+    pub const THIRD_WINDOW: u64 = 0x1102_0000;
+    pub const REPORT: u64 = 0x1103_0000;
     pub const BUFFER: u64 = 0x2000_0000;
+    pub const MAPPER_STACK: u64 = 0x3000_0000;
 }
 
 /// IOVA of the DMA destination page (inside every aperture QEMU offers: 39 bits and up).
@@ -77,6 +72,10 @@ fn main(arg: u64) -> u64 {
         scenario::HOSTILE => hostile_requests(),
         scenario::HOLD => hold_until_killed(),
         scenario::BENCH => bench_ipc(),
+        scenario::TWO_DEVICES_ONE_IOAS => sharing::two_devices_one_ioas(),
+        scenario::TWO_DEVICES_TWO_IOAS => sharing::two_devices_two_ioas(),
+        scenario::REPLACE => sharing::replace_moves_device(),
+        scenario::DESTROY_RACES_MAP => race::destroy_races_map(),
         _ => Err((99, "unknown scenario")),
     };
     match outcome {
@@ -119,11 +118,17 @@ fn connect_first() -> Result<Client, (u64, &'static str)> {
     })
 }
 
-/// Maps BAR0's first page and checks the device is an edu that answers.
+/// Maps BAR0's first page of the first edu device and checks it is an edu that answers.
 fn open_device() -> Result<Edu, (u64, &'static str)> {
-    syscall::mmio_map(slot::DEVICE, va::DEVICE, 0, 1).map_err(|_| (2, "map BAR0"))?;
-    // SAFETY: BAR0's first page was just mapped and stays mapped.
-    let edu = unsafe { Edu::new(va::DEVICE) };
+    open_device_at(slot::DEVICE, va::DEVICE)
+}
+
+/// Maps BAR0's first page of the device in `device_slot` at `virt` and checks it is an edu
+/// that answers.
+fn open_device_at(device_slot: u64, virt: u64) -> Result<Edu, (u64, &'static str)> {
+    syscall::mmio_map(device_slot, virt, 0, 1).map_err(|_| (2, "map BAR0"))?;
+    // SAFETY: BAR0's first page was just mapped at `virt` and stays mapped.
+    let edu = unsafe { Edu::new(virt) };
     check(edu.identification() == edu::IDENTIFICATION, 3, "edu identification register")?;
     check(edu.is_alive(), 4, "edu liveness register")?;
     Ok(edu)
@@ -136,6 +141,90 @@ fn buffer(slot: u64, pages: u64, flags: u64) -> Result<&'static mut [u8], (u64, 
     // SAFETY: the pages were just mapped writable at va::BUFFER, for this process only, and
     // stay mapped while the program runs.
     Ok(unsafe { core::slice::from_raw_parts_mut(va::BUFFER as *mut u8, (pages * PAGE_SIZE) as usize) })
+}
+
+/// Fills `page` with a pattern that differs, at every byte, from the pattern of another seed.
+fn fill_pattern(page: &mut [u8], seed: u8) {
+    for (i, byte) in page.iter_mut().enumerate() {
+        *byte = (i as u8).wrapping_mul(7).wrapping_add(seed);
+    }
+}
+
+/// Whether `actual` equals `expected` byte by byte; prints the first difference.
+fn same_bytes(what: &str, expected: &[u8], actual: &[u8]) -> bool {
+    match expected.iter().zip(actual).position(|(e, a)| e != a) {
+        None if expected.len() == actual.len() => true,
+        None => {
+            println!("edu-driver: {what}: {} bytes expected, {} compared", expected.len(), actual.len());
+            false
+        }
+        Some(at) => {
+            println!("edu-driver: {what}: byte {at} is {:#x}, expected {:#x}", actual[at], expected[at]);
+            false
+        }
+    }
+}
+
+/// Has `edu` copy one page, from IOVA `source` into its buffer and from there to IOVA
+/// `destination`.
+fn copy_page(edu: &Edu, source: u64, destination: u64, code: u64) -> Outcome {
+    edu.dma(source, edu::BUFFER, PAGE_SIZE, false).map_err(|why| (code, why))?;
+    edu.dma(edu::BUFFER, destination, PAGE_SIZE, true).map_err(|why| (code, why))
+}
+
+/// A DMA write the IOMMU must refuse: the device's handle and the IOVA of the page written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RefusedWrite {
+    device: DeviceId,
+    iova: u64,
+}
+
+impl RefusedWrite {
+    /// Whether `record` reports this write (`exact`: at its first address).
+    fn reported_by(&self, record: &iommu_abi::FaultRecord, exact: bool) -> bool {
+        let at = if exact { record.iova == self.iova } else { record.iova & !(PAGE_SIZE - 1) == self.iova };
+        record.device == self.device.handle() && at && record.access == Access::WRITE && record.reason == FaultReason::Translation
+    }
+}
+
+/// Waits for the record of `expected` in `faults`: its device, its IOVA, a write, a translation
+/// fault. Records of the same page, or of a write awaited before (`earlier`), may come too:
+/// QEMU's SMMU reports a refused transfer once per access, and the server folds such a burst
+/// into one record, or two if it drained the queue in the middle. Any other record, or none in
+/// time, fails check `code`.
+fn await_write_fault(iommu: &mut Client, faults: FaultId, expected: RefusedWrite, earlier: &[RefusedWrite], code: u64) -> Outcome {
+    let start = syscall::instruction_counter();
+    loop {
+        let batch = iommu.fault_read(faults).map_err(|_| (code, "fault_read"))?;
+        let mut found = false;
+        for record in batch.records() {
+            println!(
+                "edu-driver: fault record: device {} iova {:#x} access {:#x} reason {:?}",
+                record.device.0, record.iova, record.access.bits(), record.reason
+            );
+            if expected.reported_by(record, true) {
+                found = true;
+            } else if !expected.reported_by(record, false) && !earlier.iter().any(|e| e.reported_by(record, false)) {
+                return Err((code, "fault record names another device, address, direction or reason"));
+            }
+        }
+        if found {
+            return Ok(());
+        }
+        if syscall::instruction_counter() - start > FAULT_TIMEOUT {
+            return Err((code, "no fault record after DMA to an unmapped IOVA"));
+        }
+        syscall::yield_now();
+    }
+}
+
+/// Checks that `faults` holds no record (and lost none).
+fn expect_no_fault(iommu: &mut Client, faults: FaultId, code: u64) -> Outcome {
+    let batch = iommu.fault_read(faults).map_err(|_| (code, "fault_read"))?;
+    if let Some(record) = batch.records().next() {
+        println!("edu-driver: unexpected fault record: device {} iova {:#x} access {:#x}", record.device.0, record.iova, record.access.bits());
+    }
+    check(batch.is_empty() && batch.overflow == 0, code, "fault reported for DMA through mapped IOVAs")
 }
 
 fn dma_through_iommu() -> Outcome {
@@ -180,25 +269,7 @@ fn dma_through_iommu() -> Outcome {
     check(unmapped == PAGE_SIZE, 24, "unmap length")?;
     destination.fill(0x5a);
     edu.dma(edu::BUFFER, destination_iova, PAGE_SIZE, true).map_err(|why| (25, why))?;
-    let start = syscall::instruction_counter();
-    let record = loop {
-        let batch = iommu.fault_read(faults).map_err(|_| (26, "fault_read"))?;
-        if let Some(record) = batch.records().next() {
-            break *record;
-        }
-        if syscall::instruction_counter() - start > FAULT_TIMEOUT {
-            return Err((27, "no fault record after DMA to an unmapped IOVA"));
-        }
-        syscall::yield_now();
-    };
-    println!(
-        "edu-driver: fault record: device {} iova {:#x} access {:#x} reason {:?}",
-        record.device.0, record.iova, record.access.bits(), record.reason
-    );
-    check(record.device == device.handle(), 28, "fault names another device")?;
-    check(record.iova == destination_iova, 29, "fault address is not the unmapped IOVA")?;
-    check(record.access == Access::WRITE, 30, "fault direction is not a write")?;
-    check(record.reason == FaultReason::Translation, 31, "fault reason is not a translation fault")?;
+    await_write_fault(&mut iommu, faults, RefusedWrite { device, iova: destination_iova }, &[], 26)?;
     check(destination.iter().all(|&b| b == 0x5a), 32, "DMA after unmap changed memory")?;
     println!("edu-driver: DMA after unmap faulted with the right device, address and direction; memory untouched");
     Ok(())

@@ -91,6 +91,8 @@ struct CachedPasidEntry {
     second_level_levels: u8,
     first_level_root: u64,
     five_level: bool,
+    /// The width the AW field names (30 + 9 × AW bits).
+    address_width_bits: u32,
     fault_processing_disabled: bool,
 }
 
@@ -845,6 +847,7 @@ impl ModelState {
             second_level_levels,
             first_level_root: words[2] & ADDRESS_MASK,
             five_level,
+            address_width_bits: 30 + 9 * (words[0] >> 2 & 7) as u32,
             fault_processing_disabled,
         };
         self.pasid_cache.insert((requester.0, pasid), cached);
@@ -891,11 +894,21 @@ impl ModelState {
                 )?;
                 let fpd = entry.fault_processing_disabled;
                 let walk = match entry.pgtt {
-                    0b001 => Walk::FirstLevel { root: entry.first_level_root, five_level: entry.five_level, nested: None, fpd },
+                    // As QEMU does, a first-level-only entry's AW field bounds the input
+                    // address too: the canonical check is made at the narrower of the AW width
+                    // and the paging width (an AW of 0 leaves 30 bits).
+                    0b001 => Walk::FirstLevel {
+                        root: entry.first_level_root,
+                        five_level: entry.five_level,
+                        input_bits: first_level_width(entry.five_level).min(entry.address_width_bits),
+                        nested: None,
+                        fpd,
+                    },
                     0b010 => Walk::SecondLevel { root: entry.second_level_root, levels: entry.second_level_levels, fpd },
                     0b011 => Walk::FirstLevel {
                         root: entry.first_level_root,
                         five_level: entry.five_level,
+                        input_bits: first_level_width(entry.five_level),
                         nested: Some((entry.second_level_root, entry.second_level_levels)),
                         fpd,
                     },
@@ -911,8 +924,8 @@ impl ModelState {
         self.page_walks += 1;
         let (result, fpd) = match walk {
             Walk::SecondLevel { root, levels, fpd } => (walk_second_level(memory, self.cap, root, levels, iova, write), fpd),
-            Walk::FirstLevel { root, five_level, nested, fpd } => {
-                (walk_first_level(memory, self.cap, root, five_level, nested, iova, write), fpd)
+            Walk::FirstLevel { root, five_level, input_bits, nested, fpd } => {
+                (walk_first_level(memory, self.cap, root, five_level, input_bits, nested, iova, write), fpd)
             }
         };
         let address = result.map_err(|reason| (reason, fpd))?;
@@ -923,7 +936,7 @@ impl ModelState {
 
 enum Walk {
     SecondLevel { root: u64, levels: u8, fpd: bool },
-    FirstLevel { root: u64, five_level: bool, nested: Option<(u64, u8)>, fpd: bool },
+    FirstLevel { root: u64, five_level: bool, input_bits: u32, nested: Option<(u64, u8)>, fpd: bool },
 }
 
 fn decode_device_tlb_range(address: u64, sized: bool) -> crate::descriptors::DeviceTlbRange {
@@ -972,21 +985,32 @@ fn walk_second_level(memory: &PhysMemory, cap: Capability, root: u64, levels: u8
     unreachable!("the loop returns at level 1")
 }
 
-/// First-level walk (spec 3.6) in IA-32e format; with `nested`, every table pointer and the
-/// output are guest-physical and go through the second-level table first (spec 3.8).
+/// Input address bits of 4- or 5-level first-level paging.
+fn first_level_width(five_level: bool) -> u32 {
+    if five_level {
+        57
+    } else {
+        48
+    }
+}
+
+/// First-level walk (spec 3.6) in IA-32e format of input addresses canonical at `input_bits`;
+/// with `nested`, every table pointer and the output are guest-physical and go through the
+/// second-level table first (spec 3.8).
+#[allow(clippy::too_many_arguments)]
 fn walk_first_level(
     memory: &PhysMemory,
     cap: Capability,
     root: u64,
     five_level: bool,
+    input_bits: u32,
     nested: Option<(u64, u8)>,
     iova: u64,
     write: bool,
 ) -> Result<u64, u8> {
     let levels: u8 = if five_level { 5 } else { 4 };
-    let width = 12 + 9 * levels as u32;
-    // Canonical: bits above width-1 must copy bit width-1.
-    let upper = (iova as i64) >> (width - 1);
+    // Canonical: bits above input_bits-1 must copy bit input_bits-1.
+    let upper = (iova as i64) >> (input_bits - 1);
     if upper != 0 && upper != -1 {
         return Err(0x80);
     }

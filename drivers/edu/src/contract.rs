@@ -1,0 +1,53 @@
+//! The contract between the edu driver and the root task that starts it (the kernel tests in
+//! `kernel/src/tests_iommu.rs` include this file): scenario numbers (the start argument's low
+//! byte) and the capability slots the root task fills.
+
+/// Scenarios.
+pub mod scenario {
+    /// Bind, attach, map, DMA RAM → device → RAM, unmap, DMA again and see the fault.
+    pub const DMA: u64 = 1;
+    /// Requests a hostile driver could make, over two client connections.
+    pub const HOSTILE: u64 = 2;
+    /// Bind, attach, map 16 pages, then spin until killed.
+    pub const HOLD: u64 = 3;
+    /// Map/unmap costs through IPC.
+    pub const BENCH: u64 = 4;
+    /// Both edu devices in one IOAS (one shared HWPT, then one HWPT each): one map serves the
+    /// DMA of both; after the unmap both fault.
+    pub const TWO_DEVICES_ONE_IOAS: u64 = 5;
+    /// Each edu device in its own IOAS, the same IOVAs mapped to different memory in each.
+    pub const TWO_DEVICES_TWO_IOAS: u64 = 6;
+    /// A device moved with `device_replace` from an HWPT of one IOAS to one of another.
+    pub const REPLACE: u64 = 7;
+    /// One thread maps and unmaps in a loop while the other destroys the IOAS and its HWPT;
+    /// then waits, holding its device and fault queue, to be killed.
+    pub const DESTROY_RACES_MAP: u64 = 8;
+}
+
+/// Capability slots the root task fills.
+pub mod slot {
+    /// Endpoint to the IOMMU server (WRITE, GRANT; badged).
+    pub const SERVER: u64 = 1;
+    /// MMIO of the first edu device's BAR0 (READ, WRITE, GRANT, DERIVE).
+    pub const DEVICE: u64 = 2;
+    /// A second endpoint to the server with another badge (HOSTILE, DESTROY_RACES_MAP).
+    pub const SECOND_SERVER: u64 = 3;
+    /// MMIO of the second edu device's BAR0 (TWO_DEVICES_ONE_IOAS, TWO_DEVICES_TWO_IOAS).
+    pub const SECOND_DEVICE: u64 = 4;
+    /// A third endpoint to the server with a third badge (DESTROY_RACES_MAP).
+    pub const THIRD_SERVER: u64 = 5;
+    /// Memory object of one page (READ, WRITE) through which the driver tells the root task
+    /// how far it got (DESTROY_RACES_MAP; words in `report`).
+    pub const REPORT: u64 = 6;
+}
+
+/// Words of the report page.
+pub mod report {
+    /// The scenario's phase (below).
+    pub const PHASE: usize = 0;
+    /// DESTROY_RACES_MAP: every check held; the driver now holds exactly its device and its
+    /// fault queue (`OBJECTS_KEPT` objects) and no mapping, and waits to be killed.
+    pub const RACE_DONE: u64 = 1;
+    /// Objects the driver keeps in the server once the race is over.
+    pub const OBJECTS_KEPT: u64 = 2;
+}
