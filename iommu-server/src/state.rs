@@ -16,7 +16,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
 use iommu_abi::Access;
-use iommu_core::{ClientId, Server, ServerConfig};
+use iommu_core::{ClientId, FaultDelivery, Server, ServerConfig};
 use kernel_abi::{ObjectType, Rights, Syscall};
 use userlib::{println, syscall};
 
@@ -46,6 +46,8 @@ pub struct Platform {
 struct Window {
     slot: u64,
     virt: u64,
+    /// The slot of the notification the client subscribed for its faults, if any.
+    fault_notification: Option<u64>,
 }
 
 pub struct State {
@@ -116,7 +118,7 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
         }
     }
     let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig::default());
-    let receive_slots: Vec<u64> = (slots::WINDOW_BASE..slots::WINDOW_BASE + slots::MAX_CLIENTS + 2).rev().collect();
+    let receive_slots: Vec<u64> = (slots::WINDOW_BASE..slots::WINDOW_BASE + slots::RECEIVE_SLOTS).rev().collect();
     let mut state = State {
         server,
         devices,
@@ -291,6 +293,7 @@ pub mod vtd_platform {
                         group: 0,
                     };
                     let delivery = self.server.deliver_fault(event);
+                    self.notify_fault_owner(delivery);
                     self.record_fault(u64::from(fault.requester.0), fault.address, access, u64::from(fault.reason));
                     println!(
                         "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
@@ -300,7 +303,7 @@ pub mod vtd_platform {
                         fault.reason,
                         fault.reason_name(),
                         match delivery {
-                            FaultDelivery::Queued => "queued to its owner",
+                            FaultDelivery::Queued { .. } => "queued to its owner",
                             FaultDelivery::Overflowed => "owner's queue full",
                             FaultDelivery::Unrouted => "no owner (blocked device)",
                         }
@@ -369,6 +372,7 @@ impl State {
                 unsafe { kernel_ipc::write_window(window, &reply) };
                 reply[0]
             }
+            kernel_ipc::SUBSCRIBE_FAULTS => self.subscribe_faults(badge, cap),
             kernel_ipc::DISCONNECT => match self.windows.contains_key(&badge) {
                 true => {
                     self.close(badge);
@@ -397,18 +401,51 @@ impl State {
             return kernel_ipc::STATUS_TOO_MANY_CLIENTS;
         };
         self.receive_slot = next;
-        self.windows.insert(badge, Window { slot, virt });
+        self.windows.insert(badge, Window { slot, virt, fault_notification: None });
         self.server.open_client(ClientId(badge));
         0
     }
 
-    /// Tears a client down: every object it owns, then its window.
+    /// Keeps the notification capability `cap` to signal when a fault is queued for the
+    /// client (replacing an earlier one).
+    fn subscribe_faults(&mut self, badge: u64, cap: Option<u64>) -> u64 {
+        let Some(slot) = cap else { return kernel_ipc::STATUS_BAD_NOTIFICATION };
+        let Some(window) = self.windows.get_mut(&badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
+        let is_notification = syscall::cap_info(slot).is_ok_and(|(kind, rights, _)| {
+            ObjectType::from_u64(kind) == Some(ObjectType::Notification) && Rights(rights).contains(Rights::WRITE)
+        });
+        if !is_notification {
+            return kernel_ipc::STATUS_BAD_NOTIFICATION;
+        }
+        // The receive slot now holds the subscription: receive into another from here on.
+        let Some(next) = self.free_receive_slots.pop() else { return kernel_ipc::STATUS_TOO_MANY_CLIENTS };
+        self.receive_slot = next;
+        if let Some(old) = window.fault_notification.replace(slot) {
+            let _ = syscall::cap_delete(old);
+            self.free_receive_slots.push(old);
+        }
+        0
+    }
+
+    /// Signals the owner of the queue a fault just went to, if it subscribed.
+    pub(crate) fn notify_fault_owner(&self, delivery: FaultDelivery) {
+        let FaultDelivery::Queued { owner } = delivery else { return };
+        if let Some(slot) = self.windows.get(&owner.0).and_then(|window| window.fault_notification) {
+            // A notification whose other holders are gone still takes the signal; nothing to
+            // do if the kernel refuses.
+            let _ = syscall::notify_signal(slot, kernel_ipc::FAULT_SIGNAL);
+        }
+    }
+
+    /// Tears a client down: every object it owns, then its window and subscription.
     fn close(&mut self, badge: u64) {
         let _ = self.server.close_client(ClientId(badge));
         if let Some(window) = self.windows.remove(&badge) {
             let _ = syscall::unmap(window.virt, 1);
-            let _ = syscall::cap_delete(window.slot);
-            self.free_receive_slots.push(window.slot);
+            for slot in core::iter::once(window.slot).chain(window.fault_notification) {
+                let _ = syscall::cap_delete(slot);
+                self.free_receive_slots.push(slot);
+            }
         }
     }
 

@@ -147,6 +147,9 @@ pub struct IrqLine {
     /// Edge-triggered (else level); fixed by the platform description.
     pub edge: bool,
     pub bound: Option<(Rc<RefCell<Notification>>, u64)>,
+    /// The instruction counter when the line last fired (0: never): where measurements of
+    /// interrupt-to-user latency start.
+    pub last_fired_at: u64,
 }
 
 #[derive(Debug, Clone)]

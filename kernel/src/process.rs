@@ -460,7 +460,12 @@ impl Kernel {
     }
 
     fn device_interrupt(&mut self, line: u32) {
-        let bound = self.irqs.get(&line).and_then(|w| w.upgrade()).and_then(|irq| irq.borrow().bound.clone());
+        let Some(irq) = self.irqs.get(&line).and_then(|w| w.upgrade()) else { return };
+        let bound = {
+            let mut irq = irq.borrow_mut();
+            irq.last_fired_at = arch::instruction_counter();
+            irq.bound.clone()
+        };
         if let Some((notification, bit)) = bound {
             self.signal(&notification, 1 << bit);
         }

@@ -591,5 +591,5 @@ fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64,
 
 /// An IRQ object for `line`, for the boot code that creates them.
 pub fn irq_object(line: u32, edge: bool) -> Object {
-    Object::Irq(Rc::new(RefCell::new(IrqLine { line, edge, bound: None })))
+    Object::Irq(Rc::new(RefCell::new(IrqLine { line, edge, bound: None, last_fired_at: 0 })))
 }

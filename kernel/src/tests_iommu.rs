@@ -777,6 +777,10 @@ mod iommu_tests {
     fn bench_with(server_arg: u64) -> TestResult {
         with_kernel(|kernel| {
             let (server, driver_pid, _device) = server_and_driver(kernel, server_arg, scenario::BENCH, &[1])?;
+            let report_page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no report page")?;
+            kernel
+                .install(driver_pid, driver_slot::REPORT, Object::Memory(report_page.clone()), Rights::READ.union(Rights::WRITE), 0)
+                .map_err(err("report page"))?;
             if !discovery_agrees(&server)? {
                 skip_without_iommu("bench::iommu");
                 return Ok(());
@@ -785,8 +789,32 @@ mod iommu_tests {
             run_until(kernel, "the benchmark driver", |k| k.has_exited(driver_pid))?;
             let exit = exit_of(kernel, driver_pid);
             ensure!(exit == Some(ExitReason::Exited(0)), "benchmark driver ended with {exit:?}");
+            let held_at = page_word(&report_page, report::FAULT_HELD_AT);
+            let fired_at = iommu_interrupt_before(kernel, &server, held_at)?;
+            crate::println!("bench: fault delivery (IOMMU interrupt in the kernel to the driver holding the record) {} guest instructions", held_at - fired_at);
             Ok(())
         })
+    }
+
+    /// When the last interrupt bound to the server's event notification (the IOMMU's fault
+    /// interrupt) reached the kernel before `moment`.
+    fn iommu_interrupt_before(kernel: &Kernel, server: &ServerUnderTest, moment: u64) -> Result<u64, String> {
+        let events = match kernel.processes.get(&server.pid).and_then(|p| p.cspace.get(server_slot::EVENTS).ok()) {
+            Some(cap) => match &cap.object {
+                Object::Notification(notification) => notification.clone(),
+                _ => return Err("the server's event slot holds no notification".into()),
+            },
+            None => return Err("the server has no event notification".into()),
+        };
+        let fired = kernel
+            .irqs
+            .values()
+            .filter_map(|line| line.upgrade())
+            .filter(|irq| irq.borrow().bound.as_ref().is_some_and(|(notification, _)| Rc::ptr_eq(notification, &events)))
+            .map(|irq| irq.borrow().last_fired_at)
+            .filter(|&at| at != 0 && at <= moment)
+            .max();
+        fired.ok_or_else(|| "no IOMMU interrupt reached the kernel before the driver held the fault".into())
     }
 
     fn bench() -> TestResult {

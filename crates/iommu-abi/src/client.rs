@@ -185,7 +185,8 @@ impl<T: Transport> Iommu<T> {
         self.call_empty(Request::DeviceAttach { device: device.handle(), hwpt: hwpt.handle(), pasid }, None)
     }
 
-    /// Move an attached `device` (or its `pasid`) to `hwpt` without a blocked window.
+    /// Move an attached `device` (or its `pasid`) to `hwpt`: never a window of access to memory
+    /// neither maps, though DMA may fault while the switch is under way (docs/ipc-api.md).
     pub fn device_replace(&mut self, device: DeviceId, hwpt: HwptId, pasid: Option<u32>) -> Result<(), Error> {
         self.call_empty(Request::DeviceReplace { device: device.handle(), hwpt: hwpt.handle(), pasid }, None)
     }

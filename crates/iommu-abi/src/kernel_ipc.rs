@@ -30,6 +30,14 @@ pub const REQUEST: u64 = 2;
 /// Transport word 0: the client is done; the server tears down what it owns and unmaps the
 /// window. Reply: status only.
 pub const DISCONNECT: u64 = 3;
+/// Transport word 0: the capability sent is a notification (WRITE right) the server signals
+/// with [`FAULT_SIGNAL`] whenever it queues a fault record in one of the client's fault
+/// queues, so a driver can wait for faults instead of polling `fault_read`. Replaces an
+/// earlier subscription. Reply: status only.
+pub const SUBSCRIBE_FAULTS: u64 = 4;
+
+/// The notification bit the server signals for [`SUBSCRIBE_FAULTS`].
+pub const FAULT_SIGNAL: u64 = 1 << 0;
 
 /// Transport status: the client has no window yet (send [`CONNECT`] first).
 pub const STATUS_NOT_CONNECTED: u64 = 0x1_0000;
@@ -40,6 +48,8 @@ pub const STATUS_BAD_WINDOW: u64 = 0x1_0001;
 pub const STATUS_BAD_TRANSPORT: u64 = 0x1_0002;
 /// Transport status: the server serves no more clients.
 pub const STATUS_TOO_MANY_CLIENTS: u64 = 0x1_0003;
+/// Transport status: [`SUBSCRIBE_FAULTS`] came without a notification capability with WRITE.
+pub const STATUS_BAD_NOTIFICATION: u64 = 0x1_0004;
 
 /// Bytes of the window the protocol uses: one message.
 pub const WINDOW_BYTES: usize = MESSAGE_WORDS * 8;

@@ -82,8 +82,8 @@ pub struct FaultEvent {
 /// Where a fault went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultDelivery {
-    /// Queued in a fault queue.
-    Queued,
+    /// Queued in a fault queue of `owner` (whom the server then notifies).
+    Queued { owner: ClientId },
     /// The queue was full; counted in its overflow count (a page request was answered
     /// `Invalid` so the device does not wait forever).
     Overflowed,
@@ -1131,6 +1131,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return FaultDelivery::Unrouted;
         };
         let label = self.device(device).label;
+        let owner = self.objects[&fault].owner;
         let depth = self.config.fault_queue_depth;
         let queue = self.fault_mut(fault);
         if queue.queued.len() >= depth {
@@ -1150,7 +1151,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         });
         let record = FaultRecord { device: label, pasid: event.pasid, iova: event.iova, access: event.access, reason: event.reason, cookie };
         queue.queued.push_back(QueuedFault { record, request });
-        FaultDelivery::Queued
+        FaultDelivery::Queued { owner }
     }
 
     /// Take up to `max` records, oldest first, and the overflow count (which restarts at

@@ -10,7 +10,8 @@ pub mod scenario {
     pub const HOSTILE: u64 = 2;
     /// Bind, attach, map 16 pages, then spin until killed.
     pub const HOLD: u64 = 3;
-    /// Map/unmap costs through IPC.
+    /// Map/unmap costs through IPC, then one fault delivered through a fault subscription
+    /// (the instruction counter when the driver held the record goes to the report page).
     pub const BENCH: u64 = 4;
     /// Both edu devices in one IOAS (one shared HWPT, then one HWPT each): one map serves the
     /// DMA of both; after the unmap both fault.
@@ -37,7 +38,7 @@ pub mod slot {
     /// A third endpoint to the server with a third badge (DESTROY_RACES_MAP).
     pub const THIRD_SERVER: u64 = 5;
     /// Memory object of one page (READ, WRITE) through which the driver tells the root task
-    /// how far it got (DESTROY_RACES_MAP; words in `report`).
+    /// how far it got (DESTROY_RACES_MAP, BENCH; words in `report`).
     pub const REPORT: u64 = 6;
 }
 
@@ -50,4 +51,7 @@ pub mod report {
     pub const RACE_DONE: u64 = 1;
     /// Objects the driver keeps in the server once the race is over.
     pub const OBJECTS_KEPT: u64 = 2;
+    /// BENCH: the instruction counter right after `fault_read` returned the record of the
+    /// benchmark's refused DMA.
+    pub const FAULT_HELD_AT: usize = 1;
 }

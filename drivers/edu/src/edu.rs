@@ -67,10 +67,20 @@ impl Edu {
     /// Runs one DMA of `count` bytes and waits until the device reports it finished (which it
     /// also does when the IOMMU refused the transfer: edu does not report DMA errors).
     pub fn dma(&self, source: u64, destination: u64, count: u64, to_ram: bool) -> Result<(), &'static str> {
+        self.start_dma(source, destination, count, to_ram);
+        self.wait_dma()
+    }
+
+    /// Starts one DMA of `count` bytes and returns at once.
+    pub fn start_dma(&self, source: u64, destination: u64, count: u64, to_ram: bool) {
         self.write64(reg::DMA_SOURCE, source);
         self.write64(reg::DMA_DESTINATION, destination);
         self.write64(reg::DMA_COUNT, count);
         self.write64(reg::DMA_COMMAND, cmd::RUN | if to_ram { cmd::TO_RAM } else { 0 });
+    }
+
+    /// Waits until the device reports the DMA it runs finished.
+    pub fn wait_dma(&self) -> Result<(), &'static str> {
         let start = syscall::instruction_counter();
         while self.read64(reg::DMA_COMMAND) & cmd::RUN != 0 {
             if syscall::instruction_counter() - start > DMA_TIMEOUT {

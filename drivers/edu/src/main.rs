@@ -14,6 +14,7 @@ mod transport;
 use contract::scenario;
 use edu::Edu;
 use iommu_abi::wire::{Message, Opcode};
+use iommu_abi::kernel_ipc;
 use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, HwptOptions, Iommu, IovaChoice, Perm, PAGE_SIZE};
 use kernel_abi::{map_flags, mem_flags, Rights};
 use transport::{WindowPlace, WindowTransport};
@@ -38,6 +39,7 @@ mod slot {
     pub const LARGE_BUFFER: u64 = 22;
     pub const MAPPER_STACK: u64 = 23;
     pub const MAPPER_IDLE: u64 = 24;
+    pub const FAULT_NOTIFICATION: u64 = 25;
 }
 
 /// The driver's address space.
@@ -294,6 +296,11 @@ fn hostile_requests() -> Outcome {
     let hwpt = first.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (44, "hwpt_alloc"))?;
     first.device_attach(device, hwpt, None).map_err(|_| (45, "device_attach"))?;
     let _memory = buffer(slot::BUFFER, 2, 0)?;
+    // A fault subscription must name a notification: memory is refused, and so is nothing.
+    let refused = first.transport_mut().subscribe_faults(slot::BUFFER);
+    check(refused == kernel_ipc::STATUS_BAD_NOTIFICATION, 200, "memory accepted as a fault notification")?;
+    let refused = first.transport_mut().raw([kernel_ipc::SUBSCRIBE_FAULTS, 0, 0, 0]);
+    check(refused == kernel_ipc::STATUS_BAD_NOTIFICATION, 201, "fault subscription without a capability accepted")?;
 
     // Another client's objects: handle numbers are per client, the second client has none.
     expect_error(second.ioas_map(ioas, slot::BUFFER, 0, PAGE_SIZE, IovaChoice::Auto, Perm::READ), Error::NoSuchObject, 46, "map into another client's IOAS")?;
@@ -353,7 +360,7 @@ fn hold_until_killed() -> Outcome {
 fn bench_ipc() -> Outcome {
     const TWO_MIB: u64 = 2 << 20;
     let mut iommu = connect_first()?;
-    let _edu = open_device()?;
+    let edu = open_device()?;
     let device = iommu.device_bind(slot::DEVICE).map_err(|_| (80, "device_bind"))?;
     let ioas = iommu.ioas_alloc().map_err(|_| (81, "ioas_alloc"))?;
     let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (82, "hwpt_alloc"))?;
@@ -387,5 +394,31 @@ fn bench_ipc() -> Outcome {
     let _ = iommu.get_info(device).map_err(|_| (86, "get_info"))?;
     let spent = syscall::instruction_counter() - start;
     println!("bench: ipc get_info round trip {spent} guest instructions");
-    Ok(())
+    bench_fault_delivery(&mut iommu, device, &edu)
+}
+
+/// One fault delivered the way a driver waits for it: the device is moved to an empty IOAS
+/// whose HWPT has a fault queue, the driver subscribes a notification to its faults, starts a
+/// DMA write and waits on the notification, then reads the record. The instruction counter
+/// when it holds the record goes to the report page; the root task compares it with the
+/// moment the IOMMU's interrupt reached the kernel.
+fn bench_fault_delivery(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
+    syscall::notification_create(slot::FAULT_NOTIFICATION).map_err(|_| (87, "notification_create"))?;
+    check(iommu.transport_mut().subscribe_faults(slot::FAULT_NOTIFICATION) == 0, 88, "subscribe_faults")?;
+    let faults = iommu.fault_alloc().map_err(|_| (89, "fault_alloc"))?;
+    let ioas = iommu.ioas_alloc().map_err(|_| (90, "ioas_alloc"))?;
+    let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions { fault: Some(faults), ..Default::default() }).map_err(|_| (91, "hwpt_alloc"))?;
+    iommu.device_replace(device, hwpt, None).map_err(|_| (92, "device_replace"))?;
+    syscall::mem_map(slot::REPORT, va::REPORT, 0, 1, map_flags::WRITE).map_err(|_| (93, "map the report page"))?;
+    // Nothing is mapped in the new IOAS: the write to RAM is refused.
+    edu.start_dma(edu::BUFFER, DESTINATION_IOVA, 8, true);
+    let bits = syscall::notify_wait(slot::FAULT_NOTIFICATION).map_err(|_| (94, "notify_wait"))?;
+    let batch = iommu.fault_read(faults).map_err(|_| (95, "fault_read"))?;
+    let held_at = syscall::instruction_counter();
+    check(bits & kernel_ipc::FAULT_SIGNAL != 0, 96, "woken without the fault signal")?;
+    let refused = RefusedWrite { device, iova: DESTINATION_IOVA };
+    check(batch.records().next().is_some_and(|record| refused.reported_by(record, true)), 97, "the first record is not the refused write")?;
+    // SAFETY: the report page is mapped writable at va::REPORT (above), one page of words.
+    unsafe { core::ptr::write_volatile((va::REPORT as *mut u64).add(contract::report::FAULT_HELD_AT), held_at) };
+    edu.wait_dma().map_err(|why| (98, why))
 }

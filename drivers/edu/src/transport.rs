@@ -49,6 +49,23 @@ impl WindowTransport {
         }
     }
 
+    /// Asks the server to signal the notification in `notification` (bit
+    /// `kernel_ipc::FAULT_SIGNAL`) whenever it queues a fault for this client. The server gets
+    /// a copy that can signal and nothing else (GRANT only because sending needs it). Returns
+    /// the transport status (0 on success).
+    pub fn subscribe_faults(&mut self, notification: u64) -> u64 {
+        if let Err(error) = syscall::cap_derive(notification, self.outgoing, Rights::WRITE.union(Rights::GRANT), 0) {
+            return error as u64;
+        }
+        match syscall::call(self.endpoint, self.outgoing, [kernel_ipc::SUBSCRIBE_FAULTS, 0, 0, 0]) {
+            Ok(reply) => reply.words[0],
+            Err(error) => {
+                let _ = syscall::cap_delete(self.outgoing);
+                error as u64
+            }
+        }
+    }
+
     /// Tells the server this client is done.
     pub fn disconnect(&mut self) -> u64 {
         self.raw([kernel_ipc::DISCONNECT, 0, 0, 0])

@@ -242,6 +242,7 @@ impl State {
                     reason: fault_reason(event.kind),
                     group: 0,
                 });
+                self.notify_fault_owner(delivery);
                 // The status page keeps page addresses, as VT-d fault records do.
                 self.record_fault(u64::from(rid), address & !(PAGE - 1), access, u64::from(event.kind.id()));
                 println!(
@@ -251,7 +252,7 @@ impl State {
                     event.kind.name(),
                     if event.stage2 { " (stage 2)" } else { "" },
                     match delivery {
-                        FaultDelivery::Queued => "queued to its owner",
+                        FaultDelivery::Queued { .. } => "queued to its owner",
                         FaultDelivery::Overflowed => "owner's queue full",
                         FaultDelivery::Unrouted => "no owner (blocked device)",
                     }

@@ -69,9 +69,9 @@ fn map_fault_and_unmap_through_the_protocol() {
     // The device faults; the driver reads the record and answers the page request.
     let server = &mut iommu.transport_mut().server;
     let fault_at = |reason, group| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x9000, access: Access::READ, reason, group };
-    assert_eq!(server.deliver_fault(fault_at(FaultReason::Translation, 0)), FaultDelivery::Queued);
-    assert_eq!(server.deliver_fault(fault_at(FaultReason::PageRequest, 6)), FaultDelivery::Queued);
-    assert_eq!(server.deliver_fault(fault_at(FaultReason::Permission, 0)), FaultDelivery::Queued);
+    assert_eq!(server.deliver_fault(fault_at(FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
+    assert_eq!(server.deliver_fault(fault_at(FaultReason::PageRequest, 6)), FaultDelivery::Queued { owner: A });
+    assert_eq!(server.deliver_fault(fault_at(FaultReason::Permission, 0)), FaultDelivery::Queued { owner: A });
     let batch = iommu.fault_read(fault).unwrap();
     let records: Vec<_> = batch.records().copied().collect();
     assert_eq!(records.len(), 2, "two records per message");

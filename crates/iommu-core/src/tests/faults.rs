@@ -23,7 +23,7 @@ fn with_fault_queue(h: &mut Harness) -> (Handle, Handle, Handle) {
 fn faults_go_to_the_queue_of_the_attached_hwpt() {
     let mut h = harness();
     let (device, fault, _) = with_fault_queue(&mut h);
-    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued);
+    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
     let readout = h.server.fault_read(A, fault, 8).unwrap();
     assert_eq!(
         readout.records,
@@ -60,8 +60,8 @@ fn faults_without_a_queue_are_counted_as_unrouted() {
 fn a_full_queue_counts_overflow_and_reports_it_once() {
     let mut h = harness_with(ServerConfig { fault_queue_depth: 2, ..ServerConfig::default() });
     let (_, fault, _) = with_fault_queue(&mut h);
-    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued);
-    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued);
+    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
+    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
     h.clear_log();
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Overflowed);
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::PageRequest, 8)), FaultDelivery::Overflowed);
@@ -70,7 +70,7 @@ fn a_full_queue_counts_overflow_and_reports_it_once() {
     assert_eq!((first.records.len(), first.overflow), (1, 2));
     let second = h.server.fault_read(A, fault, 8).unwrap();
     assert_eq!((second.records.len(), second.overflow), (1, 0), "overflow is reported once");
-    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued, "room again");
+    assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A }, "room again");
     assert_eq!(h.server.unrouted_faults(), 0);
 }
 
@@ -124,7 +124,7 @@ fn sva_faults_route_by_pasid() {
     let pasid = h.server.pasid_alloc(A).unwrap();
     h.server.sva_bind(A, device, pasid, AddressSpace { id: 1, root: 0x1000, tag: 2 }, Some(fault)).unwrap();
     assert_eq!(h.server.destroy(A, fault), Err(Error::Busy));
-    assert_eq!(h.server.deliver_fault(event(DEV, Some(pasid), FaultReason::PageRequest, 3)), FaultDelivery::Queued);
+    assert_eq!(h.server.deliver_fault(event(DEV, Some(pasid), FaultReason::PageRequest, 3)), FaultDelivery::Queued { owner: A });
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Unrouted, "RID not attached");
     let record = h.server.fault_read(A, fault, 8).unwrap().records[0];
     assert_eq!((record.device, record.pasid, record.reason), (device, Some(pasid), FaultReason::PageRequest));
@@ -139,9 +139,21 @@ fn units_without_page_requests_still_queue_unrecoverable_faults() {
     let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { fault: Some(fault), ..Default::default() }).unwrap();
     h.server.device_attach(A, device, hwpt, None).unwrap();
     let translation = FaultEvent { unit: SMMU, rid: SMMU_DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0 };
-    assert_eq!(h.server.deliver_fault(translation), FaultDelivery::Queued);
+    assert_eq!(h.server.deliver_fault(translation), FaultDelivery::Queued { owner: A });
     let records = h.server.fault_read(A, fault, 8).unwrap().records;
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].device, records[0].iova, records[0].access), (device, 0x5000, Access::READ));
     h.assert_clean();
+}
+
+#[test]
+fn a_fault_names_the_owner_of_the_queue_it_lands_in() {
+    let mut h = harness();
+    let (_, fault, hwpt) = with_fault_queue(&mut h);
+    // B attaches its own device to A's HWPT: its faults land in A's queue, so A is notified.
+    let shared = h.server.handle_derive(A, hwpt, Rights::ATTACH, B).unwrap();
+    let device_b = h.bind(B, VTD, DEV2);
+    h.server.device_attach(B, device_b, shared, None).unwrap();
+    assert_eq!(h.server.deliver_fault(event(DEV2, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
+    assert_eq!(h.server.fault_read(A, fault, 8).unwrap().records.len(), 1);
 }

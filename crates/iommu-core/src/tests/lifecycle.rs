@@ -149,7 +149,7 @@ fn closing_a_client_releases_everything_in_dependency_order() {
     h.server.device_attach(B, device_b, shared_parent, None).unwrap();
     // A page request is waiting for an answer.
     let request = FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x1000, access: iommu_abi::Access::READ, reason: FaultReason::PageRequest, group: 5 };
-    assert_eq!(h.server.deliver_fault(request), FaultDelivery::Queued);
+    assert_eq!(h.server.deliver_fault(request), FaultDelivery::Queued { owner: A });
 
     let attached_slots = h.server.backend().attached_slots();
     assert_eq!(attached_slots, 4);
