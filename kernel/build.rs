@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const USER_PROGRAMS: &[&str] = &["usertest", "iommu-server", "edu-driver"];
+const USER_PROGRAMS: &[&str] = &["usertest", "iommu-server", "edu-driver", "root"];
 
 fn main() {
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap();

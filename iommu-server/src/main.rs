@@ -27,6 +27,7 @@ mod page_tables;
 mod slots;
 mod state;
 mod status;
+mod status_words;
 #[cfg(target_arch = "x86_64")]
 mod vtd_backend;
 

@@ -18,6 +18,7 @@ mod cap;
 mod object;
 mod platform;
 mod process;
+mod root;
 mod sched;
 mod syscall;
 mod table;
@@ -60,6 +61,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
             tests::TESTS.iter().chain(tests_iommu::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
         ktest::run(filter, &all);
     }
+    run_system();
     let mut ticks = 0;
     while ticks < 5 {
         if arch::wait_for_interrupt() == arch::Trap::Timer {
@@ -68,6 +70,32 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     }
     println!("timer: {} ticks at {} Hz", ticks, TIMER_HZ);
     arch::exit_qemu(true);
+}
+
+/// Starts the root task and runs the system it starts until the root task ends (it stays
+/// only as long as its drivers run) or a generous budget is spent.
+fn run_system() {
+    const BUDGET: u64 = 60_000_000_000;
+    let mut kernel = process::Kernel::new(user_images::IMAGES);
+    let root = match root::create(&mut kernel) {
+        Ok(root) => root,
+        Err(why) => {
+            println!("root task: not started: {why}");
+            return;
+        }
+    };
+    if let Err(error) = kernel.start_process(root) {
+        println!("root task: not started: {error:?}");
+        return;
+    }
+    let start = arch::instruction_counter();
+    while !kernel.has_exited(root) && arch::instruction_counter().wrapping_sub(start) < BUDGET {
+        kernel.run_once();
+    }
+    match kernel.take_exit(root) {
+        Some(reason) => println!("root task: ended: {reason:?}"),
+        None => println!("root task: still running after its budget; stopping the system"),
+    }
 }
 
 /// The value of `key=value` on the kernel command line.

@@ -17,6 +17,11 @@ pub use iommu_tests::TESTS;
 #[allow(dead_code)]
 mod server_slot;
 
+/// The server's status-page words: its own definition.
+#[path = "../../iommu-server/src/status_words.rs"]
+#[allow(dead_code)]
+mod status;
+
 /// The edu driver's scenarios and slots: its own definition.
 #[path = "../../drivers/edu/src/contract.rs"]
 mod driver;
@@ -37,34 +42,7 @@ mod iommu_tests {
     use platform::ConfigSpace;
 
     use super::driver::{report, scenario, slot as driver_slot};
-    use super::server_slot;
-
-    /// Status-page words; keep in sync with iommu-server/src/status.rs.
-    mod status {
-        pub const STATE: usize = 0;
-        pub const STATE_READY: u64 = 1;
-        pub const STATE_FAILED: u64 = 2;
-        pub const IOMMU_DESCRIBED: usize = 1;
-        pub const UNITS: usize = 2;
-        pub const PCI_FUNCTIONS: usize = 3;
-        pub const UNIT0_CAP: usize = 4;
-        pub const UNIT0_ECAP: usize = 5;
-        pub const UNIT0_MODE: usize = 6;
-        pub const PINNED_PAGES: usize = 7;
-        pub const OPEN_CLIENTS: usize = 8;
-        pub const CLIENTS_REAPED: usize = 9;
-        pub const FAULTS: usize = 10;
-        pub const UNROUTED_FAULTS: usize = 11;
-        pub const LAST_FAULT_RID: usize = 12;
-        pub const LAST_FAULT_ADDRESS: usize = 13;
-        pub const LAST_FAULT_ACCESS: usize = 14;
-        pub const KERNEL_PINS: usize = 17;
-        pub const OBJECTS: usize = 19;
-        #[cfg(target_arch = "aarch64")]
-        pub const IORT_CHECK: usize = 18;
-        #[cfg(target_arch = "aarch64")]
-        pub const IORT_AGREES: u64 = 1;
-    }
+    use super::{server_slot, status};
 
     /// Server start arguments: run the in-server benchmark; (arm) use stage-2 SMMU domains.
     const SERVER_BENCH: u64 = 1;
@@ -825,6 +803,21 @@ mod iommu_tests {
         Ok(())
     }
 
+    /// The root task carries out the system description (user/root/src/system.rs): the server
+    /// comes up, each edu driver gets its own device only, DMAs through the IOMMU and sees its
+    /// refused DMA in its fault queue; the root task checks that the server saw every fault and
+    /// tore every client down, and ends with status 0 only if all of that held.
+    fn root_task_runs_the_system() -> TestResult {
+        with_kernel(|kernel| {
+            let root = crate::root::create(kernel)?;
+            kernel.start_process(root).map_err(err("start the root task"))?;
+            run_until(kernel, "the root task", |k| k.has_exited(root))?;
+            let exit = exit_of(kernel, root);
+            ensure!(exit == Some(ExitReason::Exited(0)), "root task ended with {exit:?}");
+            Ok(())
+        })
+    }
+
     pub const TESTS: &[Test] = &[
         Test { name: "iommu::discovery_finds_units_and_devices", run: discovery },
         Test { name: "iommu::edu_dma_maps_unmaps_and_faults", run: edu_dma },
@@ -837,6 +830,7 @@ mod iommu_tests {
         Test { name: "iommu::two_devices_two_ioases_isolated", run: two_devices_two_ioases },
         Test { name: "iommu::replace_moves_device_between_ioases", run: replace_moves_device },
         Test { name: "iommu::destroy_races_map_nothing_leaks", run: destroy_races_map },
+        Test { name: "root::system_description_runs", run: root_task_runs_the_system },
         Test { name: "bench::iommu", run: bench },
     ];
 }

@@ -205,3 +205,28 @@ mod tests {
         assert_eq!(ObjectType::from_u64(9), None);
     }
 }
+
+/// What the root task finds at start: every boot capability, and a *directory* page that says
+/// which slot holds which. The root task is the one process the kernel starts by itself; it
+/// starts everything else from its static system description.
+pub mod boot_directory {
+    /// The directory: a one-page memory object (READ).
+    pub const DIRECTORY_SLOT: u64 = 1;
+    /// Boot capabilities occupy slots from here, in directory order.
+    pub const FIRST_CAP_SLOT: u64 = 16;
+    /// Words of one entry: slot, object type, value (MMIO base, IRQ line, first I/O port, 0),
+    /// size (MMIO bytes, I/O ports, 0), and the name in two words (UTF-8, zero padded).
+    pub const ENTRY_WORDS: usize = 6;
+    /// Word 0 of the page holds the number of entries; entry `i` starts at word
+    /// `ENTRY_WORDS * (i + 1)`.
+    pub const MAX_ENTRIES: usize = 4096 / (ENTRY_WORDS * 8) - 1;
+    /// Longest name.
+    pub const NAME_BYTES: usize = 16;
+    /// Boot image numbers for `process_create`.
+    pub mod image {
+        pub const USERTEST: u64 = 0;
+        pub const IOMMU_SERVER: u64 = 1;
+        pub const EDU_DRIVER: u64 = 2;
+        pub const ROOT: u64 = 3;
+    }
+}

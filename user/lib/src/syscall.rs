@@ -276,3 +276,27 @@ pub fn instruction_counter() -> u64 {
         v
     }
 }
+
+/// A process from boot image number `image` (`kernel_abi::boot_directory::image`), not yet
+/// running, with `quota_pages` of the caller's memory quota; its capability goes to `dst`.
+pub fn process_create(image: u64, arg: u64, dst: u64, quota_pages: u64) -> Result<(), Error> {
+    check(raw(Syscall::ProcessCreate as u64, [image, arg, dst, quota_pages, 0, 0]).0)
+}
+
+/// Copies the capability in `src` into slot `dst` of `process` with `rights` ∩ its rights.
+pub fn cap_grant(process: u64, src: u64, dst: u64, rights: kernel_abi::Rights) -> Result<(), Error> {
+    check(raw(Syscall::CapGrant as u64, [process, src, dst, rights.0, 0, 0]).0)
+}
+
+pub fn process_start(process: u64) -> Result<(), Error> {
+    check(raw(Syscall::ProcessStart as u64, [process, 0, 0, 0, 0, 0]).0)
+}
+
+/// Signals `1 << bit` on `ntfn` when `process` ends.
+pub fn process_watch(process: u64, ntfn: u64, bit: u64) -> Result<(), Error> {
+    check(raw(Syscall::ProcessWatch as u64, [process, ntfn, bit, 0, 0, 0]).0)
+}
+
+pub fn process_kill(process: u64) -> Result<(), Error> {
+    check(raw(Syscall::ProcessKill as u64, [process, 0, 0, 0, 0, 0]).0)
+}

@@ -1,0 +1,227 @@
+//! The system: which process runs which image and gets which capabilities. The root task
+//! carries this out at boot; `check` runs at build time (a `const` item), so a description
+//! that grants a slot twice, a device to two processes, a badge twice on one endpoint or a
+//! capability of a process that does not exist does not compile.
+
+use kernel_abi::boot_directory::image;
+use kernel_abi::Rights;
+
+use crate::driver::{scenario, slot as driver_slot};
+use crate::server_slot;
+
+/// Where a granted capability comes from.
+#[derive(Clone, Copy)]
+pub enum Source {
+    /// The boot capability of this name (`kernel_abi::boot_directory`); with `line`, the IRQ
+    /// capability of that line among those of the name.
+    Boot { name: &'static str, line: Option<u64> },
+    /// Every boot capability of this name, into consecutive slots from the grant's (at most
+    /// `max`).
+    BootAll { name: &'static str, max: u64 },
+    /// The endpoint the root task creates under this name, badged.
+    Endpoint { name: &'static str, badge: u64 },
+    /// A page the IOMMU server reports its state and counters in (`status_words.rs`); the root
+    /// task maps it too, to see the server come up.
+    StatusPage,
+    /// The process capability of another process of the description.
+    Process { name: &'static str },
+    /// A memory BAR of the `instance`-th PCI function with these IDs, carved out of the PCI
+    /// window after the IOMMU server enumerated (on arm: assigned) the bus. `size` is the BAR's
+    /// size, which the IOMMU server checks against what it enumerated when the driver binds.
+    PciBar { vendor: u16, device: u16, instance: u8, bar: u8, size: u64 },
+}
+
+/// One capability for one slot of a process.
+#[derive(Clone, Copy)]
+pub struct Grant {
+    pub slot: u64,
+    pub source: Source,
+    pub rights: Rights,
+}
+
+/// What a process is to the root task: the IOMMU server starts first and must report ready;
+/// drivers start after it and the root task waits for them to end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    IommuServer,
+    Driver,
+}
+
+#[derive(Clone, Copy)]
+pub struct Process {
+    pub name: &'static str,
+    pub image: u64,
+    pub arg: u64,
+    pub quota_pages: u64,
+    pub role: Role,
+    pub grants: &'static [Grant],
+}
+
+const fn grant(slot: u64, source: Source, rights: Rights) -> Grant {
+    Grant { slot, source, rights }
+}
+
+const fn boot(name: &'static str) -> Source {
+    Source::Boot { name, line: None }
+}
+
+const READ: Rights = Rights::READ;
+const READ_WRITE: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
+/// A client's endpoint: call (WRITE) and send capabilities with requests (GRANT).
+const CLIENT: Rights = Rights(Rights::WRITE.0 | Rights::GRANT.0);
+/// A device BAR: the driver maps it and hands a copy to the IOMMU server to bind the device.
+const DEVICE: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::GRANT.0 | Rights::DERIVE.0);
+
+const EDU: (u16, u16) = (0x1234, 0x11e8);
+const EDU_BAR0_SIZE: u64 = 1 << 20;
+
+/// The IOMMU server's capabilities common to both architectures.
+macro_rules! iommu_server_grants {
+    ($($arch:expr),* $(,)?) => {
+        &[
+            grant(server_slot::REQUESTS, Source::Endpoint { name: "iommu", badge: 0 }, READ),
+            grant(server_slot::DMA_AUTHORITY, boot("dma-authority"), Rights::ALL),
+            grant(server_slot::ECAM, boot("ecam"), READ_WRITE),
+            grant(server_slot::PCI_MMIO, boot("pci-mmio"), READ_WRITE),
+            grant(server_slot::STATUS_PAGE, Source::StatusPage, READ_WRITE),
+            grant(server_slot::FIRMWARE_FIRST, Source::BootAll { name: "firmware", max: server_slot::FIRMWARE_COUNT }, READ),
+            grant(server_slot::CLIENT_PROCESS_BASE + 1, Source::Process { name: "edu-driver-0" }, READ),
+            grant(server_slot::CLIENT_PROCESS_BASE + 2, Source::Process { name: "edu-driver-1" }, READ),
+            $($arch,)*
+        ]
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![
+    grant(server_slot::IOMMU_REGISTERS, boot("vtd"), READ_WRITE),
+    // The first MSI line: the one the server programs for the VT-d fault event.
+    grant(server_slot::FAULT_IRQ, Source::Boot { name: "msi", line: Some(1000 + server_slot::FAULT_MSI_INDEX as u64) }, Rights::ALL),
+];
+
+#[cfg(target_arch = "aarch64")]
+const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![
+    grant(server_slot::IOMMU_REGISTERS, boot("smmuv3"), READ_WRITE),
+    grant(server_slot::FW_CFG, boot("fw-cfg"), READ_WRITE),
+    // virt's SMMU event-queue and global-error SPIs (74 and 77).
+    grant(server_slot::FAULT_IRQ, Source::Boot { name: "smmu", line: Some(106) }, Rights::ALL),
+    grant(server_slot::GERROR_IRQ, Source::Boot { name: "smmu", line: Some(109) }, Rights::ALL),
+];
+
+/// An edu driver running its DMA scenario (bind, map, DMA, unmap, DMA again and see the fault
+/// arrive in its fault queue) on the device and connection its grants name.
+const fn edu_driver(name: &'static str, grants: &'static [Grant]) -> Process {
+    Process { name, image: image::EDU_DRIVER, arg: scenario::DMA, quota_pages: 1024, role: Role::Driver, grants }
+}
+
+pub const SYSTEM: &[Process] = &[
+    Process {
+        name: "iommu-server",
+        image: image::IOMMU_SERVER,
+        arg: 0,
+        quota_pages: 4096,
+        role: Role::IommuServer,
+        grants: IOMMU_SERVER_GRANTS,
+    },
+    edu_driver("edu-driver-0", &[
+        grant(driver_slot::SERVER, Source::Endpoint { name: "iommu", badge: 1 }, CLIENT),
+        grant(driver_slot::DEVICE, Source::PciBar { vendor: EDU.0, device: EDU.1, instance: 0, bar: 0, size: EDU_BAR0_SIZE }, DEVICE),
+    ]),
+    edu_driver("edu-driver-1", &[
+        grant(driver_slot::SERVER, Source::Endpoint { name: "iommu", badge: 2 }, CLIENT),
+        grant(driver_slot::DEVICE, Source::PciBar { vendor: EDU.0, device: EDU.1, instance: 1, bar: 0, size: EDU_BAR0_SIZE }, DEVICE),
+    ]),
+];
+
+const _: () = check(SYSTEM);
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn has_process(system: &[Process], name: &str) -> bool {
+    let mut i = 0;
+    while i < system.len() {
+        if same(system[i].name, name) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The rules a description must keep; a violation stops the build with its message.
+pub const fn check(system: &[Process]) {
+    let mut servers = 0;
+    let mut p = 0;
+    while p < system.len() {
+        let process = &system[p];
+        if matches!(process.role, Role::IommuServer) {
+            servers += 1;
+        }
+        let mut q = p + 1;
+        while q < system.len() {
+            assert!(!same(process.name, system[q].name), "two processes share a name");
+            q += 1;
+        }
+        let mut g = 0;
+        while g < process.grants.len() {
+            let grant = &process.grants[g];
+            assert!(grant.slot < kernel_abi::CSPACE_SLOTS, "a grant names a slot beyond the capability space");
+            let mut h = g + 1;
+            while h < process.grants.len() {
+                assert!(grant.slot != process.grants[h].slot, "a process gets two capabilities in one slot");
+                h += 1;
+            }
+            match grant.source {
+                Source::Process { name } => assert!(has_process(system, name), "a grant names a process the system does not have"),
+                Source::PciBar { vendor, device, instance, .. } => {
+                    assert!(matches!(process.role, Role::Driver), "only drivers get devices");
+                    // No device goes to two processes (nor twice to one).
+                    let mut other = 0;
+                    while other < system.len() {
+                        let mut k = 0;
+                        while k < system[other].grants.len() {
+                            if let Source::PciBar { vendor: v, device: d, instance: i, .. } = system[other].grants[k].source {
+                                let itself = other == p && k == g;
+                                assert!(itself || !(v == vendor && d == device && i == instance), "a PCI device is granted twice");
+                            }
+                            k += 1;
+                        }
+                        other += 1;
+                    }
+                }
+                Source::Endpoint { name, badge } => {
+                    // The server tells its clients apart by badge: one badge, one client.
+                    let mut other = 0;
+                    while other < system.len() {
+                        let mut k = 0;
+                        while k < system[other].grants.len() {
+                            if let Source::Endpoint { name: n, badge: b } = system[other].grants[k].source {
+                                let itself = other == p && k == g;
+                                assert!(itself || !(same(n, name) && b == badge), "two grants of one endpoint carry the same badge");
+                            }
+                            k += 1;
+                        }
+                        other += 1;
+                    }
+                }
+                _ => {}
+            }
+            g += 1;
+        }
+        p += 1;
+    }
+    assert!(servers == 1, "the system needs exactly one IOMMU server");
+}
