@@ -69,14 +69,19 @@ impl MemorySource for KernelMemory {
         };
         let first = offset / PAGE;
         let pages = length / PAGE;
-        let mut frames = alloc::vec![0u64; pages as usize];
+        let mut frames: Vec<u64> = Vec::with_capacity(pages as usize);
         let mut taken: Vec<(MemoryObjectId, u64)> = Vec::new();
         let mut done = 0;
         while done < pages {
             let run = (pages - done).min(MAX_PIN_RANGE);
-            let out = &mut frames[done as usize..(done + run) as usize];
-            match syscall::mem_pin_range(self.authority, slot, first + done, out) {
+            // The kernel writes the frames straight into the vector's spare capacity (no
+            // zeroing first: every word is written before it counts as part of the vector).
+            let out = &mut frames.spare_capacity_mut()[..run as usize];
+            match syscall::mem_pin_range_uninit(self.authority, slot, first + done, out) {
                 Ok(pin) => {
+                    // SAFETY: `mem_pin_range` succeeded, so the kernel wrote all `run` words
+                    // after the `done` initialized ones; capacity is `pages` >= done + run.
+                    unsafe { frames.set_len((done + run) as usize) };
                     self.pins.insert((object, first + done), KernelPin { pin, pages: run, in_use: run });
                     taken.push((object, first + done));
                 }

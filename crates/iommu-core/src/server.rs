@@ -12,7 +12,7 @@
 //! blocked before their domain is freed, translations are unmapped (with IOTLB
 //! invalidation, inside `IommuBackend::unmap`) before pages are unpinned.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
 use alloc::vec::Vec;
 use iommu_abi::wire::PASID_MAX;
@@ -125,6 +125,8 @@ pub struct Server<B: IommuBackend, M: MemorySource> {
     config: ServerConfig,
     clients: BTreeMap<ClientId, Client>,
     objects: BTreeMap<ObjectId, Object>,
+    /// Every HWPT by what it translates through (see `objects`).
+    hwpts_by_parent: BTreeSet<(HwptParent, ObjectId)>,
     next_object: u64,
     pins: PinTable,
     bound_devices: BTreeMap<(UnitId, RequesterId), ObjectId>,
@@ -145,10 +147,7 @@ struct Segment {
 fn map_frames<B: IommuBackend>(backend: &mut B, domain: HwDomainId, segment: &Segment) -> Result<(), Error> {
     let mut done = 0usize;
     while done < segment.frames.len() {
-        let mut run = 1;
-        while done + run < segment.frames.len() && segment.frames[done + run] == segment.frames[done] + run as u64 * PAGE_SIZE {
-            run += 1;
-        }
+        let run = contiguous_run(&segment.frames[done..]);
         let iova = segment.iova + done as u64 * PAGE_SIZE;
         if let Err(error) = backend.map(domain, iova, segment.frames[done], run as u64 * PAGE_SIZE, segment.perm) {
             if done > 0 {
@@ -159,6 +158,26 @@ fn map_frames<B: IommuBackend>(backend: &mut B, domain: HwDomainId, segment: &Se
         done += run;
     }
     Ok(())
+}
+
+/// How many frames from the first on are physically consecutive pages (at least 1 for a
+/// non-empty slice). Client memory is often one contiguous object, so whole chunks are checked
+/// with a branch-free fold the compiler vectorizes, and only a chunk with a break is searched
+/// frame by frame.
+fn contiguous_run(frames: &[u64]) -> usize {
+    const CHUNK: usize = 64;
+    let Some(&first) = frames.first() else { return 0 };
+    let expected = |index: usize| first.wrapping_add(index as u64 * PAGE_SIZE);
+    let mut checked = 0;
+    for chunk in frames.chunks(CHUNK) {
+        let differs = chunk.iter().enumerate().fold(0u64, |acc, (i, &frame)| acc | (frame ^ expected(checked + i)));
+        if differs != 0 {
+            let broken = chunk.iter().enumerate().position(|(i, &frame)| frame != expected(checked + i)).expect("a frame differs");
+            return checked + broken;
+        }
+        checked += chunk.len();
+    }
+    checked
 }
 
 /// Map every segment into every domain; on error unmap everything this call mapped.
@@ -220,6 +239,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             config,
             clients: BTreeMap::new(),
             objects: BTreeMap::new(),
+            hwpts_by_parent: BTreeSet::new(),
             next_object: 1,
             pins: PinTable::default(),
             bound_devices: BTreeMap::new(),
@@ -330,6 +350,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     fn create(&mut self, client: ClientId, body: Body) -> Handle {
         let id = ObjectId(self.next_object);
         self.next_object += 1;
+        if let Body::Hwpt(hwpt) = &body {
+            self.hwpts_by_parent.insert((hwpt.parent, id));
+        }
         self.objects.insert(id, Object { owner: client, body });
         self.install_handle(client, id, Rights::ALL, None)
     }
@@ -380,7 +403,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Remove an object and every handle to it in every client.
     fn remove_object(&mut self, id: ObjectId) {
-        self.objects.remove(&id);
+        if let Some(Object { body: Body::Hwpt(hwpt), .. }) = self.objects.remove(&id) {
+            self.hwpts_by_parent.remove(&(hwpt.parent, id));
+        }
         for client in self.clients.values_mut() {
             client.handles.retain(|_, entry| entry.object != id);
         }
@@ -441,11 +466,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     // ----- the dependency graph, derived from the objects -----
 
     fn hwpts_over(&self, parent: HwptParent) -> Vec<ObjectId> {
-        self.objects
-            .iter()
-            .filter(|(_, object)| matches!(&object.body, Body::Hwpt(hwpt) if hwpt.parent == parent))
-            .map(|(id, _)| *id)
-            .collect()
+        self.hwpts_by_parent.range((parent, ObjectId(0))..=(parent, ObjectId(u64::MAX))).map(|&(_, id)| id).collect()
     }
 
     fn attachments_to(&self, hwpt: ObjectId) -> Vec<(ObjectId, Option<u32>)> {
@@ -634,7 +655,10 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::Unaligned);
         }
         let range = IovaRange::from_start_len(iova_start, length)?;
-        let hit: Vec<Area> = self.ioas(ioas).areas.values().filter(|area| area.range.intersects(&range)).copied().collect();
+        // Areas do not overlap, so their ends ascend with their starts: walking back from the
+        // last area starting inside the range, the first that ends before it ends the search.
+        let mut hit: Vec<Area> = self.ioas(ioas).areas.range(..=range.last).rev().map(|(_, area)| *area).take_while(|area| area.range.intersects(&range)).collect();
+        hit.reverse();
         if hit.is_empty() {
             return Err(Error::NotMapped);
         }
@@ -1348,5 +1372,23 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
         self.clients.remove(&client);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::{contiguous_run, PAGE_SIZE};
+
+    #[test]
+    fn contiguous_runs_end_at_the_first_break_in_any_chunk() {
+        let consecutive: alloc::vec::Vec<u64> = (0..200).map(|i| 0x10_0000 + i * PAGE_SIZE).collect();
+        assert_eq!(contiguous_run(&consecutive), 200);
+        assert_eq!(contiguous_run(&[]), 0);
+        assert_eq!(contiguous_run(&consecutive[..1]), 1);
+        for broken_at in [1, 63, 64, 70, 199] {
+            let mut frames = consecutive.clone();
+            frames[broken_at] += PAGE_SIZE;
+            assert_eq!(contiguous_run(&frames), broken_at, "break at {broken_at}");
+        }
     }
 }

@@ -178,6 +178,15 @@ pub fn mem_pin(authority: u64, mem: u64, page: u64) -> Result<(u64, u64), Error>
 /// Pins `phys.len()` pages starting at `first_page` under one pin, filling `phys` with their
 /// physical addresses; returns the pin.
 pub fn mem_pin_range(authority: u64, mem: u64, first_page: u64, phys: &mut [u64]) -> Result<u64, Error> {
+    // SAFETY: an initialized slice viewed as possibly-uninitialized words: the kernel only
+    // writes whole u64 values into it, so it stays initialized.
+    let out = unsafe { &mut *(core::ptr::from_mut(phys) as *mut [core::mem::MaybeUninit<u64>]) };
+    mem_pin_range_uninit(authority, mem, first_page, out)
+}
+
+/// `mem_pin_range` into memory not yet initialized (a vector's spare capacity): on success
+/// every word of `phys` is written.
+pub fn mem_pin_range_uninit(authority: u64, mem: u64, first_page: u64, phys: &mut [core::mem::MaybeUninit<u64>]) -> Result<u64, Error> {
     let (status, pin) = raw(
         Syscall::MemPinRange as u64,
         [authority, mem, first_page, phys.len() as u64, phys.as_mut_ptr() as u64, 0],
@@ -185,7 +194,7 @@ pub fn mem_pin_range(authority: u64, mem: u64, first_page: u64, phys: &mut [u64]
     check(status).map(|_| pin)
 }
 
-/// `(serial, pages)` of a memory object.
+/// `(serial, pages, rights)` of a memory object and this capability to it.
 pub fn mem_info(mem: u64) -> Result<(u64, u64, kernel_abi::Rights), Error> {
     let r = raw7(Syscall::MemInfo as u64, [mem, 0, 0, 0, 0, 0]);
     check(r[0]).map(|_| (r[1], r[2], kernel_abi::Rights(r[3])))

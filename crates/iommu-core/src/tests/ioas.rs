@@ -268,3 +268,20 @@ fn handles_must_name_an_ioas_with_the_right() {
     assert_eq!(h.map(A, unmap_only, MEM, 0, PAGE_SIZE, IovaChoice::Auto), Err(Error::MissingRight));
     assert_eq!(h.server.ioas_unmap_all(A, unmap_only), Ok(0));
 }
+
+#[test]
+fn unmap_finds_exactly_the_areas_inside_its_range() {
+    let mut h = harness();
+    let ioas = h.server.ioas_alloc(A).unwrap();
+    h.map(A, ioas, MEM, 0, 0x1000, IovaChoice::Fixed(0x1000)).unwrap();
+    h.map(A, ioas, MEM, 0x1000, 0x2000, IovaChoice::Fixed(0x3000)).unwrap();
+    h.map(A, ioas, MEM, 0x3000, 0x1000, IovaChoice::Fixed(0x8000)).unwrap();
+    // Only the middle area lies in [0x2000, 0x8000): the one before ends first, the one after
+    // starts at the range's end.
+    assert_eq!(h.server.ioas_unmap(A, ioas, 0x2000, 0x6000), Ok(0x2000));
+    assert_eq!(h.server.pinned_pages(), 2);
+    assert_eq!(h.server.ioas_unmap(A, ioas, 0x3000, 0x2000), Err(Error::NotMapped), "already gone");
+    assert_eq!(h.server.ioas_unmap(A, ioas, 0x8000, 0x1000), Ok(0x1000));
+    assert_eq!(h.server.ioas_unmap(A, ioas, 0x1000, 0x1000), Ok(0x1000));
+    assert_eq!(h.server.pinned_pages(), 0);
+}
