@@ -42,6 +42,32 @@ impl QuotaAccount {
     }
 }
 
+/// Quota pages each endpoint or notification costs the process that creates it. Such a record
+/// is far smaller than a page, but the page is the quota's unit, and the charge bounds how much
+/// kernel memory a process can make the kernel hold (memory objects are charged by size,
+/// threads are bounded per process, capabilities by the capability space).
+pub const KERNEL_OBJECT_PAGES: u64 = 1;
+
+/// Pages charged to a quota, given back when the charge is dropped (with the object holding it).
+#[derive(Debug)]
+pub struct Charge {
+    quota: Quota,
+    pages: u64,
+}
+
+impl Charge {
+    /// Charges `pages` to `quota`, or nothing if that would exceed its limit.
+    pub fn take(quota: &Quota, pages: u64) -> Option<Charge> {
+        quota.charge(pages).then(|| Charge { quota: quota.clone(), pages })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.quota.release(self.pages);
+    }
+}
+
 static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 fn next_serial() -> u64 {
@@ -133,12 +159,18 @@ pub struct Endpoint {
     pub senders: VecDeque<Tid>,
     /// Receivers blocked until a caller arrives.
     pub receivers: VecDeque<Tid>,
+    /// What its creator pays for it (none for objects the kernel makes itself).
+    #[allow(dead_code, reason = "held for its Drop, which gives the quota back")]
+    pub charge: Option<Charge>,
 }
 
 #[derive(Debug, Default)]
 pub struct Notification {
     pub bits: u64,
     pub waiters: VecDeque<Tid>,
+    /// What its creator pays for it (none for objects the kernel makes itself).
+    #[allow(dead_code, reason = "held for its Drop, which gives the quota back")]
+    pub charge: Option<Charge>,
 }
 
 #[derive(Debug)]

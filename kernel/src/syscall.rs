@@ -4,7 +4,7 @@
 
 use crate::arch::{self, MapFlags, UserContext, PAGE_SIZE, USER_TOP};
 use crate::cap::Capability;
-use crate::object::{Endpoint, IrqLine, MemoryObject, Message, MmioRegion, Notification, Object};
+use crate::object::{Charge, Endpoint, IrqLine, MemoryObject, Message, MmioRegion, Notification, Object, KERNEL_OBJECT_PAGES};
 use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, Pid, ThreadState, Tid};
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
@@ -194,9 +194,13 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             let t = kernel.add_thread(pid, UserContext::new(entry, stack, arg), priority as u8)?;
             values(&[t as u64])
         }
-        Syscall::EndpointCreate => create(kernel, pid, a[0], Object::Endpoint(Rc::new(RefCell::new(Endpoint::default())))),
+        Syscall::EndpointCreate => {
+            let charge = Some(object_charge(kernel, pid)?);
+            create(kernel, pid, a[0], Object::Endpoint(Rc::new(RefCell::new(Endpoint { charge, ..Endpoint::default() }))))
+        }
         Syscall::NotificationCreate => {
-            create(kernel, pid, a[0], Object::Notification(Rc::new(RefCell::new(Notification::default()))))
+            let charge = Some(object_charge(kernel, pid)?);
+            create(kernel, pid, a[0], Object::Notification(Rc::new(RefCell::new(Notification { charge, ..Notification::default() }))))
         }
         Syscall::ProcessKill => {
             let target = process(kernel, pid, a[0], Rights::CONTROL)?;
@@ -259,6 +263,11 @@ fn process(kernel: &Kernel, pid: Pid, slot: u64, rights: Rights) -> Result<Pid, 
         Object::Process(p) => Ok(p),
         _ => unreachable!("type checked"),
     }
+}
+
+/// The creator's payment for a new endpoint or notification (`KERNEL_OBJECT_PAGES`).
+fn object_charge(kernel: &Kernel, pid: Pid) -> Result<Charge, Error> {
+    Charge::take(&kernel.processes[&pid].quota, KERNEL_OBJECT_PAGES).ok_or(Error::OutOfMemory)
 }
 
 fn create(kernel: &mut Kernel, pid: Pid, dst: u64, object: Object) -> Outcome {

@@ -129,6 +129,29 @@ fn mem_pins_and_queries() -> TestResult {
     Ok(())
 }
 
+/// Endpoints and notifications cost their creator quota: a process can make exactly as many
+/// as its remaining quota pays for, and the pages come back when they go.
+fn kernel_objects_charged_to_quota() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        const QUOTA: u64 = 64;
+        let pid = kernel.create_process("quota", USERTEST, scenario::KERNEL_OBJECT_QUOTA, QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+        let quota = kernel.processes[&pid].quota.clone();
+        let affordable = (quota.limit.get() - quota.used.get()) / crate::object::KERNEL_OBJECT_PAGES;
+        ensure!(affordable > 0, "the image and stack left no quota");
+        kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.run_until_exited(&[pid]);
+        let r = kernel.take_exit(pid);
+        let expected = ExitReason::Exited(scenario::KERNEL_OBJECTS_MADE + affordable);
+        ensure!(r == Some(expected), "scenario ended with {r:?}, expected {expected:?} (the quota paid for {affordable} objects)");
+        ensure!(quota.used.get() == 0, "{} quota pages still charged after the process ended", quota.used.get());
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
 /// Prints the null-syscall and IPC round-trip costs (meaningful under `-icount shift=0`).
 fn ipc_benchmark() -> TestResult {
     let mut kernel = Kernel::new(IMAGES);
@@ -220,6 +243,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },
+    Test { name: "mem::kernel_objects_charged_to_quota", run: kernel_objects_charged_to_quota },
     #[cfg(target_arch = "x86_64")]
     Test { name: "ioport::pci_config_through_port_capability", run: io_ports_through_capability },
     Test { name: "bench::ipc", run: ipc_benchmark },

@@ -73,6 +73,7 @@ fn main(arg: u64) -> u64 {
         scenario::MEM_QUERIES => mem_queries(),
         scenario::PRIORITIES => priorities(),
         scenario::IO_PORTS => io_ports(),
+        scenario::KERNEL_OBJECT_QUOTA => kernel_object_quota(),
         _ => 2,
     }
 }
@@ -514,4 +515,40 @@ fn io_ports() -> u64 {
         return 153;
     }
     0
+}
+
+/// Endpoints and notifications are paid from the creator's quota: they can be made until the
+/// quota refuses with OutOfMemory, and deleting one pays for another. The exit status tells the
+/// kernel test how many were made, to compare with what the quota had left.
+fn kernel_object_quota() -> u64 {
+    const FIRST: u64 = 100;
+    let create = |slot: u64| {
+        if slot % 2 == 0 {
+            syscall::endpoint_create(slot)
+        } else {
+            syscall::notification_create(slot)
+        }
+    };
+    let mut made = 0;
+    let refusal = loop {
+        let slot = FIRST + made;
+        if slot >= kernel_abi::CSPACE_SLOTS {
+            return 150;
+        }
+        match create(slot) {
+            Ok(()) => made += 1,
+            Err(error) => break error,
+        }
+    };
+    if refusal != Error::OutOfMemory {
+        println!("usertest: {made} kernel objects made, then {refusal:?}");
+        return 151;
+    }
+    if syscall::cap_delete(FIRST).is_err() || create(FIRST).is_err() {
+        return 152;
+    }
+    if create(FIRST + made).is_ok() {
+        return 153;
+    }
+    scenario::KERNEL_OBJECTS_MADE + made
 }

@@ -17,6 +17,10 @@ pub const EDU_IRQ: u64 = 11;
 pub const MEM_QUERIES: u64 = 12;
 pub const PRIORITIES: u64 = 13;
 pub const IO_PORTS: u64 = 14;
+/// Creates endpoints and notifications until the quota refuses; exits with
+/// `KERNEL_OBJECTS_MADE + how many it made`.
+pub const KERNEL_OBJECT_QUOTA: u64 = 15;
+pub const KERNEL_OBJECTS_MADE: u64 = 1000;
 
 /// IO_PORTS: the PCI configuration ports (0xCF8..0xCFF) and the ECAM window.
 pub const IO_PORTS_SLOT: u64 = 6;
