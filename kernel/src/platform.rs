@@ -63,6 +63,10 @@ fn arch_caps(caps: &mut Vec<BootCap>) {
     }
 }
 
+/// MSI lines handed out on arm (the GICv2m frame of `virt` serves 64).
+#[cfg(target_arch = "aarch64")]
+const MSI_CAPS: u32 = 8;
+
 #[cfg(target_arch = "aarch64")]
 fn arch_caps(caps: &mut Vec<BootCap>) {
     caps.push(mmio("smmuv3", 0x0905_0000, 0x2_0000, READ_WRITE));
@@ -78,5 +82,11 @@ fn arch_caps(caps: &mut Vec<BootCap>) {
     }
     for line in 106..110 {
         caps.push(irq("smmu", line, true));
+    }
+    // MSIs: the first SPIs of the GICv2m frame (edge-triggered: an MSI is a single write).
+    if let Some((first, count)) = crate::arch::msi_spis() {
+        for line in first..first + count.min(MSI_CAPS) {
+            caps.push(irq("msi", line, true));
+        }
     }
 }

@@ -296,10 +296,18 @@ fn mmio_write32(va: u64, value: u32) {
     unsafe { core::ptr::write_volatile(va as *mut u32, value) }
 }
 
+/// Where a device writes an MSI: x86's interrupt range (to the boot CPU, fixed destination);
+/// on arm `virt`'s GICv2m frame, register MSI_SETSPI_NS.
+#[cfg(target_arch = "x86_64")]
+const MSI_ADDRESS: u32 = 0xFEE0_0000;
+#[cfg(target_arch = "aarch64")]
+const MSI_ADDRESS: u32 = 0x0802_0040;
+
 /// A user-level driver that takes the edu device's interrupt through an IRQ capability and a
 /// notification: finds the device on bus 0, assigns its BAR where no firmware did (aarch64),
-/// routes its interrupt (x86: MSI to vector 0x50 = line 1000; aarch64: INTx swizzled onto
-/// SPIs 3..6), raises it twice through register 0x60 and acknowledges each.
+/// routes its interrupt (an MSI where the root task gave MSI lines: x86 vector 0x50 = line 1000,
+/// arm a GICv2m SPI; else arm's INTx swizzled onto SPIs 3..6), raises it twice through register
+/// 0x60 and acknowledges each.
 fn edu_irq() -> u64 {
     // Bus 0: 32 devices x 8 functions x 4 KiB of configuration space.
     if syscall::mmio_map(edu_slot::ECAM, ECAM_WINDOW, 0, 256).is_err() {
@@ -321,7 +329,10 @@ fn edu_irq() -> u64 {
     const BUS_MASTER: u32 = 1 << 2;
     const INTX_DISABLE: u32 = 1 << 10;
     let command = mmio_read32(config + 0x04) & 0xFFFF;
-    let use_msi = cfg!(target_arch = "x86_64");
+    // The root task gives MSI lines where the machine has them (x86; arm with virt's GICv2m),
+    // else virt's PCI INTx lines (SPIs 3..6, INTIDs 35..38).
+    let Ok(first_line) = syscall::irq_info(edu_slot::IRQ_LINES) else { return 112 };
+    let use_msi = cfg!(target_arch = "x86_64") || !(35..39).contains(&first_line);
     // An MSI is a memory write by the device: it needs bus mastering. No IOMMU translates for
     // this device here (nobody enabled it), and interrupt remapping is off.
     let msi_bits = if use_msi { BUS_MASTER | INTX_DISABLE } else { 0 };
@@ -344,7 +355,7 @@ fn edu_irq() -> u64 {
         return 105;
     }
     let irq_slot = if use_msi {
-        // PCI 3.0 §6.8.1: find the MSI capability (ID 5) and aim it at vector 0x50.
+        // PCI 3.0 §6.8.1: find the MSI capability (ID 5) and aim it at the MSI address and data below.
         let mut cap = mmio_read32(config + 0x34) as u64 & 0xFC;
         while cap != 0 && mmio_read32(config + cap) & 0xFF != 0x05 {
             cap = (mmio_read32(config + cap) >> 8) as u64 & 0xFC;
@@ -354,14 +365,16 @@ fn edu_irq() -> u64 {
         }
         let control = mmio_read32(config + cap) >> 16;
         let is_64bit = control & (1 << 7) != 0;
-        mmio_write32(config + cap + 4, 0xFEE0_0000);
+        mmio_write32(config + cap + 4, MSI_ADDRESS);
         let data_offset = if is_64bit {
             mmio_write32(config + cap + 8, 0);
             12
         } else {
             8
         };
-        mmio_write32(config + cap + data_offset, 0x50);
+        // x86: the vector (line 1000 is vector 0x50); GICv2m: the SPI's INTID.
+        let data = if cfg!(target_arch = "x86_64") { 0x50 } else { first_line as u32 };
+        mmio_write32(config + cap + data_offset, data);
         mmio_write32(config + cap, (control | 1) << 16 | (mmio_read32(config + cap) & 0xFFFF));
         edu_slot::IRQ_LINES
     } else {
@@ -372,8 +385,14 @@ fn edu_irq() -> u64 {
         }
         edu_slot::IRQ_LINES + (dev + pin - 1) % 4
     };
-    let expected_lines = if use_msi { 1000..1001 } else { 35..39 };
-    if !syscall::irq_info(irq_slot).is_ok_and(|line| expected_lines.contains(&line)) {
+    // x86: MSI line 1000 (vector 0x50); arm: virt's GICv2m SPIs (INTIDs 80..143) or INTx.
+    let expected_lines = match (use_msi, cfg!(target_arch = "x86_64")) {
+        (true, true) => 1000..1001,
+        (true, false) => 80..144,
+        (false, _) => 35..39,
+    };
+    let Ok(line) = syscall::irq_info(irq_slot) else { return 112 };
+    if !expected_lines.contains(&line) {
         return 112;
     }
     if syscall::irq_bind(irq_slot, edu_slot::NOTIFICATION, 0).is_err() {
@@ -394,7 +413,7 @@ fn edu_irq() -> u64 {
             return 111;
         }
     }
-    println!("edu driver: interrupt received and acknowledged twice");
+    println!("edu driver: interrupt ({} on line {line}) received and acknowledged twice", if use_msi { "MSI" } else { "INTx" });
     0
 }
 

@@ -266,6 +266,24 @@ fn frame_for(intid: u32) -> u64 {
 }
 
 /// Whether `intid` is an interrupt the distributor implements.
+/// `virt`'s GICv2m MSI frame (hw/arm/virt.c, VIRT_GIC_V2M), present with a GICv2: a device
+/// raises SPI n by writing n to MSI_SETSPI_NS (frame + 0x040).
+const V2M_PHYS: u64 = 0x0802_0000;
+/// MSI_TYPER (GICv2m, in Arm's Server Base System Architecture): bits [25:16] the first SPI's
+/// INTID, bits [9:0] how many SPIs the frame serves.
+const V2M_MSI_TYPER: u64 = 0x008;
+
+/// The SPIs (first INTID, count) devices can raise with MSIs through the GICv2m frame, if the
+/// GIC is a GICv2 with one.
+pub fn msi_spis() -> Option<(u32, u32)> {
+    if VERSION.load(Ordering::Relaxed) != VERSION_2 {
+        return None;
+    }
+    let typer = read32(V2M_PHYS + V2M_MSI_TYPER);
+    let (first, count) = ((typer >> 16) & 0x3FF, typer & 0x3FF);
+    (count != 0 && first >= FIRST_SPI && is_valid(first + count - 1)).then_some((first, count))
+}
+
 pub fn is_valid(intid: u32) -> bool {
     (intid as u64) < LINES.load(Ordering::Relaxed)
 }

@@ -15,6 +15,7 @@ mod user;
 
 pub use console::console_write;
 pub use exceptions::init_cpu;
+pub use gic::msi_spis;
 pub use interrupts::{init_interrupts, irq_configure, irq_set_enabled, start_timer, wait_for_interrupt};
 pub use user::{run_user, UserContext};
 
