@@ -43,8 +43,8 @@ mod slot {
     pub const PROCESSES: u64 = 160;
     /// Endpoints the root task creates, in order of first mention.
     pub const ENDPOINTS: u64 = 180;
-    /// Status pages (one per IOMMU server).
-    pub const STATUS_PAGES: u64 = 190;
+    /// The IOMMU server's status page.
+    pub const STATUS_PAGE: u64 = 190;
     /// Scratch: a badged endpoint or a carved BAR on its way to a process.
     pub const SCRATCH: u64 = 200;
     /// Signalled when the running driver ends.
@@ -157,12 +157,11 @@ fn run() -> Result<(), &'static str> {
             }
         }
     }
-    let mut status_pages = 0;
     for (index, process) in SYSTEM.iter().enumerate() {
         let target = slot::PROCESSES + index as u64;
         for grant in process.grants {
             if !matches!(grant.source, Source::PciBar { .. }) {
-                give(&directory, target, grant, &mut status_pages).map_err(|why| {
+                give(&directory, target, grant).map_err(|why| {
                     println!("root: {}: slot {}: {why}", process.name, grant.slot);
                     "a grant of the description failed"
                 })?;
@@ -225,7 +224,7 @@ fn run() -> Result<(), &'static str> {
 }
 
 /// Puts the capability `grant` describes into its slot of the process in `target`.
-fn give(directory: &Directory, target: u64, grant: &Grant, status_pages: &mut u64) -> Result<(), &'static str> {
+fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'static str> {
     let grant_one = |source: u64, slot: u64| syscall::cap_grant(target, source, slot, grant.rights).map_err(|_| "cap_grant refused");
     match grant.source {
         Source::Boot { name, line } => grant_one(directory.find(name, line).ok_or("no such boot capability")?.slot, grant.slot),
@@ -244,15 +243,11 @@ fn give(directory: &Directory, target: u64, grant: &Grant, status_pages: &mut u6
             let _ = syscall::cap_delete(slot::SCRATCH);
             result
         }
+        // One in the description (checked at build time).
         Source::StatusPage => {
-            if *status_pages > 0 {
-                return Err("one status page (one IOMMU server) only");
-            }
-            let page = slot::STATUS_PAGES;
-            syscall::mem_alloc(1, page, 0).map_err(|_| "no memory for the status page")?;
-            syscall::mem_map(page, va::STATUS, 0, 1, 0).map_err(|_| "cannot map the status page")?;
-            *status_pages += 1;
-            grant_one(page, grant.slot)
+            syscall::mem_alloc(1, slot::STATUS_PAGE, 0).map_err(|_| "no memory for the status page")?;
+            syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, 0).map_err(|_| "cannot map the status page")?;
+            grant_one(slot::STATUS_PAGE, grant.slot)
         }
         Source::Process { name } => grant_one(process_slot(name).ok_or("no such process")?, grant.slot),
         Source::PciBar { .. } => Err("devices are granted once the server is up"),

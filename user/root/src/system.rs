@@ -1,7 +1,8 @@
 //! The system: which process runs which image and gets which capabilities. The root task
 //! carries this out at boot; `check` runs at build time (a `const` item), so a description
 //! that grants a slot twice, a device to two processes, a badge twice on one endpoint or a
-//! capability of a process that does not exist does not compile.
+//! capability of a process that does not exist, or that has no IOMMU server with a status
+//! page, does not compile.
 
 use kernel_abi::boot_directory::image;
 use kernel_abi::Rights;
@@ -164,6 +165,7 @@ const fn has_process(system: &[Process], name: &str) -> bool {
 /// The rules a description must keep; a violation stops the build with its message.
 pub const fn check(system: &[Process]) {
     let mut servers = 0;
+    let mut status_pages = 0;
     let mut p = 0;
     while p < system.len() {
         let process = &system[p];
@@ -185,6 +187,10 @@ pub const fn check(system: &[Process]) {
                 h += 1;
             }
             match grant.source {
+                Source::StatusPage => {
+                    assert!(matches!(process.role, Role::IommuServer), "only the IOMMU server gets a status page");
+                    status_pages += 1;
+                }
                 Source::Process { name } => assert!(has_process(system, name), "a grant names a process the system does not have"),
                 Source::PciBar { vendor, device, instance, .. } => {
                     assert!(matches!(process.role, Role::Driver), "only drivers get devices");
@@ -224,4 +230,5 @@ pub const fn check(system: &[Process]) {
         p += 1;
     }
     assert!(servers == 1, "the system needs exactly one IOMMU server");
+    assert!(status_pages == 1, "the IOMMU server needs one status page: the root task watches it come up");
 }
