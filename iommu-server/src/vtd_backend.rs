@@ -143,10 +143,16 @@ impl VtdBackend {
     /// Invalidates the IOTLB for `[iova, iova + length)` of a domain and waits for it.
     fn flush(&mut self, domain: HwDomainId, iova: u64, length: u64) -> Result<(), VtdError> {
         let d = &self.domains[&domain.0];
-        let unit = &mut self.units[d.unit];
-        match d.table {
-            Table::SecondLevel(_) => unit.hw.flush_iotlb_range(d.did, iova, length, &self.dma),
-            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, Some((iova, length)), &self.dma),
+        Self::invalidate(&mut self.units[d.unit], d, Some((iova, length)), &self.dma)
+    }
+
+    /// Invalidates what `d` may have cached, for `range` (iova, length) or all of it, with
+    /// the invalidation its table format calls for, and waits for it.
+    fn invalidate(unit: &mut Unit, d: &Domain, range: Option<(u64, u64)>, dma: &DmaPool) -> Result<(), VtdError> {
+        match (&d.table, range) {
+            (Table::SecondLevel(_), Some((iova, length))) => unit.hw.flush_iotlb_range(d.did, iova, length, dma),
+            (Table::SecondLevel(_), None) => unit.hw.flush_domain(d.did, dma),
+            (Table::FirstLevel(_), _) => unit.hw.flush_pasid(d.did, RID_PASID, range, dma),
         }
     }
 
@@ -228,11 +234,7 @@ impl IommuBackend for VtdBackend {
         // Nothing is mapped or attached (the contract), but the domain-id may still tag
         // cached paging-structure entries: forget them before the id or the tables are reused.
         let unit = &mut self.units[d.unit];
-        let flushed = match d.table {
-            Table::SecondLevel(_) => unit.hw.flush_domain(d.did, &self.dma),
-            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, None, &self.dma),
-        };
-        if let Err(error) = flushed {
+        if let Err(error) = Self::invalidate(unit, &d, None, &self.dma) {
             println!("iommu-server: FATAL: flush of freed domain {} failed: {error:?}", domain.0);
             panic!("IOTLB invalidation failed; refusing to reuse table memory");
         }
@@ -325,19 +327,6 @@ impl IommuBackend for VtdBackend {
             }
         }
     }
-
-    fn set_dirty_tracking(&mut self, _domain: HwDomainId, _enable: bool) -> Result<(), Error> {
-        Err(Error::NotSupported)
-    }
-
-    fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _bitmap: &mut [u64]) -> Result<(), Error> {
-        Err(Error::NotSupported)
-    }
-
-    fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {
-        // No unit is given page-request support (UnitCaps without PAGE_REQUESTS), so no page
-        // request is ever delivered and there is nothing to answer.
-    }
 }
 
 impl crate::bench::Measured for VtdBackend {
@@ -347,11 +336,6 @@ impl crate::bench::Measured for VtdBackend {
 
     fn invalidate_domain(&mut self, domain: HwDomainId) -> bool {
         let Some(d) = self.domains.get(&domain.0) else { return false };
-        let unit = &mut self.units[d.unit];
-        let result = match d.table {
-            Table::SecondLevel(_) => unit.hw.flush_domain(d.did, &self.dma),
-            Table::FirstLevel(_) => unit.hw.flush_pasid(d.did, RID_PASID, None, &self.dma),
-        };
-        result.is_ok()
+        Self::invalidate(&mut self.units[d.unit], d, None, &self.dma).is_ok()
     }
 }

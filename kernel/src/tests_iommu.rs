@@ -367,6 +367,15 @@ mod iommu_tests {
     }
 
     /// Word `index` of the first page of `page`, as its user process last wrote it.
+    /// A page the driver reports through (`driver::report`), installed in its REPORT slot.
+    fn give_report_page(kernel: &mut Kernel, driver_pid: Pid) -> Result<Rc<MemoryObject>, String> {
+        let page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no report page")?;
+        kernel
+            .install(driver_pid, driver_slot::REPORT, Object::Memory(page.clone()), Rights::READ.union(Rights::WRITE), 0)
+            .map_err(err("report page"))?;
+        Ok(page)
+    }
+
     fn page_word(page: &MemoryObject, index: usize) -> u64 {
         assert!(index < 512, "word {index} is beyond the page");
         // SAFETY: frame 0 of the memory object, alive while `page` is; `index` is inside it.
@@ -722,10 +731,7 @@ mod iommu_tests {
             let translated = with_kernel(|kernel| {
                 let badges = [1, 2, 3];
                 let (server, driver_pid, _) = server_and_driver_with_devices(kernel, server_arg, scenario::DESTROY_RACES_MAP, &badges, 1)?;
-                let report_page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no report page")?;
-                kernel
-                    .install(driver_pid, driver_slot::REPORT, Object::Memory(report_page.clone()), Rights::READ.union(Rights::WRITE), 0)
-                    .map_err(err("report page"))?;
+                let report_page = give_report_page(kernel, driver_pid)?;
                 if !discovery_agrees(&server)? {
                     skip_without_iommu("iommu::destroy_races_map_nothing_leaks");
                     return Ok(false);
@@ -755,10 +761,7 @@ mod iommu_tests {
     fn bench_with(server_arg: u64) -> TestResult {
         with_kernel(|kernel| {
             let (server, driver_pid, _device) = server_and_driver(kernel, server_arg, scenario::BENCH, &[1])?;
-            let report_page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no report page")?;
-            kernel
-                .install(driver_pid, driver_slot::REPORT, Object::Memory(report_page.clone()), Rights::READ.union(Rights::WRITE), 0)
-                .map_err(err("report page"))?;
+            let report_page = give_report_page(kernel, driver_pid)?;
             if !discovery_agrees(&server)? {
                 skip_without_iommu("bench::iommu");
                 return Ok(());

@@ -146,14 +146,21 @@ pub trait IommuBackend {
     /// Make the device (or PASID) fault every DMA, with caches invalidated.
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>);
 
-    /// Switch dirty-bit tracking of a paging domain.
-    fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error>;
+    /// Switch dirty-bit tracking of a paging domain. A backend whose units advertise no
+    /// `DIRTY_TRACKING` keeps this default.
+    fn set_dirty_tracking(&mut self, _domain: HwDomainId, _enable: bool) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
 
     /// OR into `bitmap` one bit per `page_size` page of `range` that was written since the
-    /// last read, and clear those dirty bits (with the invalidation that requires).
-    fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, bitmap: &mut [u64]) -> Result<(), Error>;
+    /// last read, and clear those dirty bits (with the invalidation that requires). Default:
+    /// as `set_dirty_tracking`.
+    fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _bitmap: &mut [u64]) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
 
     /// Answer the page request group `group` of the device (PCIe PRG response / SMMU
-    /// CMD_RESUME).
-    fn page_response(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode);
+    /// CMD_RESUME). A backend whose units advertise no `PAGE_REQUESTS` delivers no page
+    /// request, so by default there is nothing to answer.
+    fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {}
 }

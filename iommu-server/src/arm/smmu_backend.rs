@@ -386,19 +386,6 @@ impl IommuBackend for SmmuBackend {
             panic!("block failed; the device may still reach released memory");
         }
     }
-
-    fn set_dirty_tracking(&mut self, _domain: HwDomainId, _enable: bool) -> Result<(), Error> {
-        Err(Error::NotSupported)
-    }
-
-    fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _bitmap: &mut [u64]) -> Result<(), Error> {
-        Err(Error::NotSupported)
-    }
-
-    fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {
-        // No unit is given page-request support (no PRI, stalls unused), so there is nothing to
-        // answer.
-    }
 }
 
 impl crate::bench::Measured for SmmuBackend {
