@@ -19,6 +19,7 @@ extern crate alloc;
 mod arm;
 mod bench;
 mod discovery;
+mod domains;
 mod heap;
 mod hw;
 mod kernel_iface;

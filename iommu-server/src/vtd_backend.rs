@@ -5,18 +5,19 @@
 use crate::page_tables::{table_error, table_perm};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
     UnitInfo,
 };
 use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
 use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
-use iommu_pt::{LargePages, PageTable, SplitPolicy};
+use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use userlib::println;
 use vtd::unit::RID_PASID;
 use vtd::{DomainIdAllocator, Mode, VtdError, VtdUnit};
 
+use crate::domains::DomainSlots;
 use crate::hw::{DmaPool, MmioRegisters, TscClock};
 
 /// Which table format a unit's domains use.
@@ -76,8 +77,7 @@ struct Domain {
 /// The VT-d backend: every unit and every domain, and the DMA memory their tables live in.
 pub struct VtdBackend {
     pub units: Vec<Unit>,
-    domains: BTreeMap<u64, Domain>,
-    next_domain: u64,
+    domains: DomainSlots<Domain>,
     pub dma: DmaPool,
 }
 
@@ -125,7 +125,7 @@ impl Unit {
 
 impl VtdBackend {
     pub fn new(dma: DmaPool) -> Self {
-        VtdBackend { units: Vec::new(), domains: BTreeMap::new(), next_domain: 1, dma }
+        VtdBackend { units: Vec::new(), domains: DomainSlots::new(), dma }
     }
 
     fn unit(&self, unit: UnitId) -> Option<&Unit> {
@@ -140,12 +140,6 @@ impl VtdBackend {
         }
     }
 
-    /// Invalidates the IOTLB for `[iova, iova + length)` of a domain and waits for it.
-    fn flush(&mut self, domain: HwDomainId, iova: u64, length: u64) -> Result<(), VtdError> {
-        let d = &self.domains[&domain.0];
-        Self::invalidate(&mut self.units[d.unit], d, Some((iova, length)), &self.dma)
-    }
-
     /// Invalidates what `d` may have cached, for `range` (iova, length) or all of it, with
     /// the invalidation its table format calls for, and waits for it.
     fn invalidate(unit: &mut Unit, d: &Domain, range: Option<(u64, u64)>, dma: &DmaPool) -> Result<(), VtdError> {
@@ -156,11 +150,25 @@ impl VtdBackend {
         }
     }
 
+    /// Invalidates what an unmap changed and hands the unlinked tables back to the domain's
+    /// table tree once no walker can hold them any more.
+    fn complete_unmap(unit: &mut Unit, d: &mut Domain, id: HwDomainId, unmapped: Unmapped, dma: &mut DmaPool) {
+        if let Some(range) = unmapped.range.clone() {
+            if let Err(error) = Self::invalidate(unit, d, Some((range.start, range.end - range.start)), dma) {
+                Self::fail_closed(id, error);
+            }
+        }
+        match &mut d.table {
+            Table::SecondLevel(table) => table.recycle(unmapped.freed_tables, dma),
+            Table::FirstLevel(table) => table.recycle(unmapped.freed_tables, dma),
+        }
+    }
+
     /// A failed invalidation leaves translations in the IOTLB that the object model is about
     /// to unpin: nothing safe can follow, so the server stops rather than hand the pages back.
     /// (Its exit releases its pins in the kernel too; the root task must then reset the unit,
     /// as the kernel tests do. docs/iommu-server.md lists this as an open problem.)
-    fn fail_closed(&mut self, domain: HwDomainId, error: VtdError) -> ! {
+    fn fail_closed(domain: HwDomainId, error: VtdError) -> ! {
         println!("iommu-server: FATAL: IOTLB invalidation for domain {} failed: {error:?}", domain.0);
         panic!("IOTLB invalidation failed; refusing to release memory a device may still reach");
     }
@@ -222,15 +230,13 @@ impl IommuBackend for VtdBackend {
                 return Err(error);
             }
         };
-        let id = HwDomainId(self.next_domain);
-        self.next_domain += 1;
-        self.domains.insert(id.0, Domain { unit: unit_index, did, table });
+        let id = self.domains.insert(Domain { unit: unit_index, did, table });
         let aperture = IovaRange { start: 0, last: (1u64 << aperture_bits) - 1 };
         Ok(HwDomain { id, aperture, page_sizes })
     }
 
     fn domain_free(&mut self, domain: HwDomainId) {
-        let Some(d) = self.domains.remove(&domain.0) else { return };
+        let Some(d) = self.domains.remove(domain) else { return };
         // Nothing is mapped or attached (the contract), but the domain-id may still tag
         // cached paging-structure entries: forget them before the id or the tables are reused.
         let unit = &mut self.units[d.unit];
@@ -246,26 +252,36 @@ impl IommuBackend for VtdBackend {
     }
 
     fn map(&mut self, domain: HwDomainId, iova: u64, phys: u64, length: u64, perm: Perm) -> Result<(), Error> {
-        let d = self.domains.get_mut(&domain.0).ok_or(Error::HardwareFailure)?;
+        let VtdBackend { units, domains, dma, .. } = self;
+        let d = domains.get_mut(domain).ok_or(Error::HardwareFailure)?;
+        let unit = &mut units[d.unit];
+        let in_the_way = match &mut d.table {
+            Table::SecondLevel(table) => table.prepare_map(iova, phys, length, dma),
+            Table::FirstLevel(table) => table.prepare_map(iova, phys, length, dma),
+        };
+        if let Some(unlinked) = in_the_way {
+            Self::complete_unmap(unit, d, domain, unlinked, dma);
+        }
         let result = match &mut d.table {
-            Table::SecondLevel(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
-            Table::FirstLevel(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
+            Table::SecondLevel(table) => table.map(iova, phys, length, table_perm(perm), dma),
+            Table::FirstLevel(table) => table.map(iova, phys, length, table_perm(perm), dma),
         };
         result.map_err(table_error)?;
         // Caching mode: the unit may have cached the old not-present entries.
-        if self.units[d.unit].hw.caching_mode() {
-            if let Err(error) = self.flush(domain, iova, length) {
-                self.fail_closed(domain, error);
+        if unit.hw.caching_mode() {
+            if let Err(error) = Self::invalidate(unit, d, Some((iova, length)), dma) {
+                Self::fail_closed(domain, error);
             }
         }
         Ok(())
     }
 
     fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64) {
-        let Some(d) = self.domains.get_mut(&domain.0) else { return };
+        let VtdBackend { units, domains, dma, .. } = self;
+        let Some(d) = domains.get_mut(domain) else { return };
         let result = match &mut d.table {
-            Table::SecondLevel(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
-            Table::FirstLevel(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
+            Table::SecondLevel(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
+            Table::FirstLevel(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
         };
         let unmapped = match result {
             Ok(unmapped) => unmapped,
@@ -277,18 +293,7 @@ impl IommuBackend for VtdBackend {
                 panic!("page-table unmap failed");
             }
         };
-        if let Some(range) = unmapped.range.clone() {
-            if let Err(error) = self.flush(domain, range.start, range.end - range.start) {
-                self.fail_closed(domain, error);
-            }
-        }
-        // The invalidation completed: no walker holds the unlinked tables any more, and the
-        // table tree keeps the emptied ones for its next map.
-        let d = self.domains.get_mut(&domain.0).expect("looked up above");
-        match &mut d.table {
-            Table::SecondLevel(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
-            Table::FirstLevel(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
-        }
+        Self::complete_unmap(&mut units[d.unit], d, domain, unmapped, dma);
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
@@ -300,7 +305,7 @@ impl IommuBackend for VtdBackend {
         if pasid.is_some() {
             return Err(Error::NotSupported);
         }
-        let d = self.domains.get(&domain.0).ok_or(Error::HardwareFailure)?;
+        let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
         if d.unit != unit_id.0 as usize {
             return Err(Error::IncompatibleUnit);
         }
@@ -335,7 +340,7 @@ impl crate::bench::Measured for VtdBackend {
     }
 
     fn invalidate_domain(&mut self, domain: HwDomainId) -> bool {
-        let Some(d) = self.domains.get(&domain.0) else { return false };
+        let Some(d) = self.domains.get(domain) else { return false };
         Self::invalidate(&mut self.units[d.unit], d, None, &self.dma).is_ok()
     }
 }

@@ -14,13 +14,21 @@
 //!   policy), then clears every leaf in the range, unlinks tables that became empty and hands them
 //!   back in a [`DeferredFree`] list rather than freeing them. Once the caller's invalidation
 //!   completed, [`PageTable::recycle`] keeps a few of the emptied (hence zero) tables for the next
-//!   map instead of returning them to the allocator: mapping and unmapping a page in an otherwise
-//!   empty region then costs no table allocation, zeroing and flushing.
+//!   map instead of returning them to the allocator.
+//! - One exception keeps the common map/unmap cycle of a buffer cheap: an unmap that empties the
+//!   tables along one path (the range lies inside one entry of each table above the lowest one)
+//!   leaves them linked (they map nothing, so the invalidation covers leaves only), and the next
+//!   map there finds its tables in place. At most
+//!   one such *retained path* exists: an unmap that empties another one unlinks the previous one
+//!   (its range joins that unmap's invalidation), and [`PageTable::prepare_map`] unlinks it where
+//!   a map wants a large leaf in its place. Memory held beyond what the mappings need is thus one
+//!   path plus the spare tables.
 //! - `try_merge` is explicit: it replaces full tables of uniform, physically contiguous leaves by
 //!   one large leaf where the format enables that size. Merging on every map would cost a
 //!   512-entry scan per filled table on the hot path for a case (contiguous memory mapped in 4 KiB
 //!   pieces) the caller can usually avoid by mapping larger ranges.
 
+use core::mem::MaybeUninit;
 use core::ops::Range;
 use hwio::DmaAllocator;
 
@@ -62,7 +70,8 @@ pub enum DirtyReadMode {
 #[must_use = "freed_tables must be released after the IOTLB invalidation"]
 #[derive(Debug)]
 pub struct Unmapped {
-    /// Smallest IOVA range covering every leaf removed, `None` if the range mapped nothing.
+    /// Smallest IOVA range covering every leaf removed and every table unlinked, `None` if
+    /// nothing changed.
     pub range: Option<Range<u64>>,
     /// Bytes of leaves removed.
     pub bytes: u64,
@@ -111,6 +120,9 @@ pub struct PageTable<F: Format> {
     largest_leaf_height: u8,
     /// Zeroed tables no walker can reach, kept for the next `map` (see `recycle`).
     spare: TableList,
+    /// An IOVA whose path may hold tables that an unmap emptied and left linked (see the module
+    /// documentation); they hang below the highest table of the path that maps nothing.
+    retained: Option<u64>,
 }
 
 /// Tables `recycle` keeps at most: one 4 KiB mapping in an empty region of a 5-level tree needs
@@ -217,6 +229,14 @@ impl Extent {
         self.largest_page_size = self.largest_page_size.max(size);
     }
 
+    /// Widens the range over `[start, end)` (tables unlinked there) without counting leaves.
+    fn cover(&mut self, start: u64, end: u64) {
+        self.range = Some(match self.range.take() {
+            Some(range) => range.start.min(start)..range.end.max(end),
+            None => start..end,
+        });
+    }
+
     /// Records `count` 4 KiB leaves removed between `start` and `end`.
     fn record_pages(&mut self, start: u64, end: u64, count: usize) {
         self.range = Some(match self.range.take() {
@@ -239,32 +259,37 @@ struct FoundLeaf {
     attributes: u64,
 }
 
-/// The (parent, entry, child) steps of one descent: tables `map` created on the way down, to
-/// link once they are complete, or the path `unmap` took, to unlink what it emptied. At most
-/// one step per level below the root.
-#[derive(Default)]
-struct PendingLinks {
-    steps: [Option<(TablePage, usize, TablePage)>; MAX_TOP_HEIGHT as usize],
+/// The (parent, entry, child) steps of one descent: the path `unmap` took, to unlink what it
+/// emptied. At most one step per level below the root. Left uninitialized beyond `len`: this
+/// sits on the path of every small unmap, where zeroing it cost more than the walk.
+struct PathSteps {
+    steps: [MaybeUninit<(TablePage, usize, TablePage)>; MAX_TOP_HEIGHT as usize],
     len: usize,
 }
 
-impl PendingLinks {
+impl PathSteps {
+    fn new() -> Self {
+        Self { steps: [MaybeUninit::uninit(); MAX_TOP_HEIGHT as usize], len: 0 }
+    }
+
     fn push(&mut self, parent: TablePage, index: usize, child: TablePage) {
-        self.steps[self.len] = Some((parent, index, child));
+        self.steps[self.len].write((parent, index, child));
         self.len += 1;
     }
 
-    /// Deepest first, so every table is complete (and flushed) before a walker can reach it.
-    fn link_all<F: Format, A: DmaAllocator + ?Sized>(self, format: &F, alloc: &A) {
-        for &(parent, index, child) in self.steps[..self.len].iter().rev().flatten() {
-            parent.link_child(index, child, format.encode_table(child.phys()), alloc);
-        }
+    /// Step `depth` (0: the one from the root).
+    fn step(&self, depth: usize) -> (TablePage, usize, TablePage) {
+        assert!(depth < self.len, "step {depth} of a path of {}", self.len);
+        // SAFETY: steps below `len` were written by `push` (checked above), and the element type
+        // is `Copy`, so reading it leaves the array as it was.
+        unsafe { self.steps[depth].assume_init() }
     }
 
     /// Deepest first: unlinks each child that became empty and queues it for release after
     /// the invalidation; stops at the first that still maps something (its parents do too).
-    fn unlink_emptied<A: DmaAllocator + ?Sized>(self, freed: &mut DeferredFree, alloc: &A) {
-        for &(parent, index, child) in self.steps[..self.len].iter().rev().flatten() {
+    fn unlink_emptied<A: DmaAllocator + ?Sized>(&self, freed: &mut DeferredFree, alloc: &A) {
+        for depth in (0..self.len).rev() {
+            let (parent, index, child) = self.step(depth);
             if !child.is_empty() {
                 break;
             }
@@ -274,6 +299,18 @@ impl PendingLinks {
             parent.flush_entries(index, index, alloc);
         }
     }
+}
+
+/// Where a call of `unmap_level` stands in an unmap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// The first walk of an unmap, before any split: gives up (`None`) rather than change
+    /// anything if the range needs a split or the per-entry loop.
+    FirstTry,
+    /// The top of the full unmap, after the splits.
+    Top,
+    /// Below the per-entry loop of a larger unmap: never keeps an emptied path.
+    Nested,
 }
 
 /// State of one of the two passes of `map` (see the module documentation).
@@ -297,7 +334,7 @@ impl<F: Format> PageTable<F> {
         }
         let largest_leaf_height = (0..=top).rev().find(|&h| format.leaf_allowed(h)).unwrap_or(0);
         let root = TablePage::allocate(geometry.root_entries(), alloc)?;
-        Ok(Self { format, geometry, root, largest_leaf_height, spare: TableList::new() })
+        Ok(Self { format, geometry, root, largest_leaf_height, spare: TableList::new(), retained: None })
     }
 
     /// The format and its configuration.
@@ -342,6 +379,9 @@ impl<F: Format> PageTable<F> {
             return Err(Error::OutputOutOfRange);
         }
         let attributes = self.format.leaf_attributes(perm)?;
+        if let Some(result) = self.map_on_existing_path(iova, end, phys, attributes, alloc) {
+            return result;
+        }
         let top = self.geometry.top_height();
 
         let mut plan = MapPass { reserved: None, tables_needed: 0 };
@@ -358,6 +398,47 @@ impl<F: Format> PageTable<F> {
         result
     }
 
+    /// The common small map in one walk: the range lies inside one entry of every table down to
+    /// an existing table that takes it whole, as 4 KiB leaves or as one large leaf. `None` if a
+    /// table on the way is missing or the range spans entries above the lowest table: then the
+    /// two passes of `map` decide (they agree with this on every outcome, only slower).
+    fn map_on_existing_path<A: DmaAllocator + ?Sized>(
+        &self,
+        start: u64,
+        end: u64,
+        phys: u64,
+        attributes: u64,
+        alloc: &A,
+    ) -> Option<Result<(), Error>> {
+        let (mut table, mut height) = (self.root, self.geometry.top_height());
+        while height > 0 {
+            let size = page_size(height);
+            let base = start & !(size - 1);
+            if end - base > size {
+                return None;
+            }
+            let index = (start >> page_shift(height)) as usize & (table.entries() - 1);
+            let decoded = self.format.decode(table.load(index), height);
+            let one_leaf = start == base && end - base == size && self.format.leaf_allowed(height) && phys.is_multiple_of(size);
+            match decoded {
+                Decoded::Leaf { .. } => return Some(Err(Error::AlreadyMapped { iova: base })),
+                Decoded::Absent if one_leaf => {
+                    table.store(index, self.format.encode_leaf(attributes, phys, height));
+                    table.flush_entries(index, index, alloc);
+                    return Some(Ok(()));
+                }
+                Decoded::Absent => return None,
+                // Below a large leaf's slot, a table is the retained path (see `map_slots`).
+                Decoded::Table { .. } if one_leaf => return None,
+                Decoded::Table { phys: child } => table = table.child(index, child),
+            }
+            height -= 1;
+        }
+        Some(self.map_pages(Some(table), start, end, phys, attributes, false, alloc).and_then(|()| {
+            self.map_pages(Some(table), start, end, phys, attributes, true, alloc)
+        }))
+    }
+
     /// Whether a leaf at `height` can map the chunk `slot` of the range at `phys`.
     fn leaf_fits(&self, height: u8, slot: &Slot, phys: u64) -> bool {
         self.format.leaf_allowed(height) && slot.whole(height) && phys.is_multiple_of(page_size(height))
@@ -368,9 +449,10 @@ impl<F: Format> PageTable<F> {
     /// output address of `start`.
     ///
     /// While the range lies inside one entry that is not a leaf for it (the path of a small map
-    /// down to its leaf table), this descends in a loop; tables it creates on the way are linked
-    /// once everything below them is written, deepest first. Ranges that span entries go
-    /// through [`PageTable::map_slots`].
+    /// down to its leaf table), this descends in a loop. Tables it creates on the way are linked
+    /// to each other at once (no walker reaches them yet), and the highest of them into the live
+    /// tree last, once everything below it is written. Ranges that span entries go through
+    /// [`PageTable::map_slots`].
     #[allow(clippy::too_many_arguments)]
     fn map_level<A: DmaAllocator + ?Sized>(
         &self,
@@ -384,7 +466,7 @@ impl<F: Format> PageTable<F> {
         alloc: &A,
     ) -> Result<(), Error> {
         let (mut table, mut height) = (table, height);
-        let mut links = PendingLinks::default();
+        let mut first_new: Option<(TablePage, usize, TablePage)> = None;
         loop {
             if height == 0 {
                 self.map_pages(table, start, end, phys, attributes, pass.reserved.is_some(), alloc)?;
@@ -410,7 +492,11 @@ impl<F: Format> PageTable<F> {
                         Some(reserved) => {
                             // The plan counted this table (see `map_slots`).
                             let child = reserved.pop().ok_or(Error::OutOfMemory)?;
-                            links.push(parent, index, child);
+                            if first_new.is_none() {
+                                first_new = Some((parent, index, child));
+                            } else {
+                                parent.link_child(index, child, self.format.encode_table(child.phys()), alloc);
+                            }
                             Some(child)
                         }
                     },
@@ -421,7 +507,9 @@ impl<F: Format> PageTable<F> {
             }
             height -= 1;
         }
-        links.link_all(&self.format, alloc);
+        if let Some((parent, index, child)) = first_new {
+            parent.link_child(index, child, self.format.encode_table(child.phys()), alloc);
+        }
         Ok(())
     }
 
@@ -445,9 +533,9 @@ impl<F: Format> PageTable<F> {
             let slot_phys = phys + (slot.start - start);
             let existing = table.map(|table| (table, table.load(slot.index)));
             let decoded = existing.map_or(Decoded::Absent, |(_, raw)| self.format.decode(raw, height));
-            if self.leaf_fits(height, &slot, slot_phys) {
-                // The slot is covered whole, so anything in it overlaps (non-root tables are never
-                // empty: unmap reclaims them).
+            // A table where a leaf would fit may be part of the retained path and map nothing:
+            // descending into it maps the slot with smaller leaves and finds any real overlap.
+            if self.leaf_fits(height, &slot, slot_phys) && !matches!(decoded, Decoded::Table { .. }) {
                 if decoded != Decoded::Absent {
                     return Err(Error::AlreadyMapped { iova: slot.base });
                 }
@@ -530,24 +618,43 @@ impl<F: Format> PageTable<F> {
         alloc: &mut A,
     ) -> Result<Unmapped, Error> {
         let end = self.check_input_range(iova, len)?;
-        let range_ends = [iova, end];
-        if policy == SplitPolicy::Refuse {
-            for boundary in range_ends {
-                if let Some(leaf) = self.leaf_cut_at(boundary) {
-                    let size = page_size(leaf.height);
-                    return Err(Error::WouldSplit { iova: boundary & !(size - 1), page_size: size });
+        let (root, top) = (self.root, self.geometry.top_height());
+        let mut extent = Extent::default();
+        let mut freed_tables = DeferredFree::new();
+        // The common case takes one walk: a range inside one table that cuts no large leaf.
+        let fast = self.unmap_level(root, top, iova, end, Walk::FirstTry, &mut extent, &mut freed_tables, alloc);
+        let emptied_path_kept = match fast {
+            Some(kept) => kept,
+            None => {
+                // Nothing changed yet. A large leaf may be cut by an end of the range.
+                let range_ends = [iova, end];
+                if policy == SplitPolicy::Refuse {
+                    for boundary in range_ends {
+                        if let Some(leaf) = self.leaf_cut_at(boundary) {
+                            let size = page_size(leaf.height);
+                            return Err(Error::WouldSplit { iova: boundary & !(size - 1), page_size: size });
+                        }
+                    }
+                }
+                for boundary in range_ends {
+                    while let Some(leaf) = self.leaf_cut_at(boundary) {
+                        self.split(leaf, alloc)?;
+                        extent.largest_page_size = extent.largest_page_size.max(page_size(leaf.height));
+                    }
+                }
+                self.unmap_level(root, top, iova, end, Walk::Top, &mut extent, &mut freed_tables, alloc) == Some(true)
+            }
+        };
+        if emptied_path_kept {
+            // One retained path at most: the previous one goes unless it runs along this one
+            // (an IOVA in the same leaf-table span has the same tables above it).
+            let leaf_table_span = page_size(1);
+            if let Some(previous) = self.retained.replace(iova) {
+                if previous / leaf_table_span != iova / leaf_table_span {
+                    self.unlink_empty_path(previous, &mut extent, &mut freed_tables, alloc);
                 }
             }
         }
-        let mut extent = Extent::default();
-        for boundary in range_ends {
-            while let Some(leaf) = self.leaf_cut_at(boundary) {
-                self.split(leaf, alloc)?;
-                extent.largest_page_size = extent.largest_page_size.max(page_size(leaf.height));
-            }
-        }
-        let mut freed_tables = DeferredFree::new();
-        self.unmap_level(self.root, self.geometry.top_height(), iova, end, &mut extent, &mut freed_tables, alloc);
         Ok(Unmapped {
             range: extent.range,
             bytes: extent.bytes,
@@ -580,7 +687,12 @@ impl<F: Format> PageTable<F> {
         Ok(())
     }
 
-    /// One level of `unmap`.
+    /// One level of `unmap`. At the top (`Walk::FirstTry`, `Walk::Top`), a range inside one
+    /// entry of the root that empties the lowest table of its path leaves that path linked and
+    /// returns `Some(true)` (the caller records it as the retained path); otherwise emptied tables
+    /// are unlinked and queued on `freed`. `Walk::FirstTry` handles only a range that cuts no
+    /// large leaf and needs no per-entry loop, and returns `None` having changed nothing
+    /// otherwise.
     #[allow(clippy::too_many_arguments)]
     fn unmap_level<A: DmaAllocator + ?Sized>(
         &self,
@@ -588,14 +700,15 @@ impl<F: Format> PageTable<F> {
         height: u8,
         start: u64,
         end: u64,
+        walk: Walk,
         extent: &mut Extent,
         freed: &mut DeferredFree,
         alloc: &A,
-    ) {
+    ) -> Option<bool> {
         // Descend in a loop while the range lies inside one table entry (the path of a small
         // unmap), remembering the path to unlink the tables it empties on the way back.
         let (mut table, mut height) = (table, height);
-        let mut path = PendingLinks::default();
+        let mut path = PathSteps::new();
         loop {
             if height == 0 {
                 self.unmap_pages(table, start, end, extent, alloc);
@@ -603,20 +716,121 @@ impl<F: Format> PageTable<F> {
             }
             let size = page_size(height);
             let base = start & !(size - 1);
-            if end - base > size || (start == base && end - base == size) {
+            let whole = start == base && end - base == size;
+            let index = (start >> page_shift(height)) as usize & (table.entries() - 1);
+            let decoded = self.format.decode(table.load(index), height);
+            if whole && matches!(decoded, Decoded::Leaf { .. }) {
+                // Exactly one leaf: no other entry to visit.
+                table.store(index, 0);
+                table.flush_entries(index, index, alloc);
+                extent.record(base, size);
+                break;
+            }
+            if end - base > size || whole {
+                if walk == Walk::FirstTry {
+                    return None;
+                }
                 self.unmap_slots(table, height, start, end, extent, freed, alloc);
                 break;
             }
-            let index = (start >> page_shift(height)) as usize & (table.entries() - 1);
-            // An absent entry maps nothing; a leaf only partly in the range cannot be here
-            // (`unmap` split those first).
+            match decoded {
+                Decoded::Table { phys } => {
+                    let child = table.child(index, phys);
+                    path.push(table, index, child);
+                    table = child;
+                    height -= 1;
+                }
+                // A leaf only partly in the range: split it first (after a first try, `unmap`
+                // split every such leaf, so none is here).
+                Decoded::Leaf { .. } if walk == Walk::FirstTry => return None,
+                // Nothing is mapped below.
+                Decoded::Leaf { .. } | Decoded::Absent => break,
+            }
+        }
+        // `table` is now the lowest table of the path, and never the root when the path is not
+        // empty.
+        if walk != Walk::Nested && path.len != 0 && table.is_empty() {
+            return Some(true);
+        }
+        path.unlink_emptied(freed, alloc);
+        Some(false)
+    }
+
+    /// Unlinks the highest table on `iova`'s path that maps nothing (a retained path), queuing
+    /// it and the tables below it on `freed`, cleared so that `recycle` can keep them, and widens
+    /// `extent` over its span. Does nothing if every table on the path maps something.
+    fn unlink_empty_path<A: DmaAllocator + ?Sized>(&self, iova: u64, extent: &mut Extent, freed: &mut DeferredFree, alloc: &A) {
+        let (mut table, mut height) = (self.root, self.geometry.top_height());
+        let mut path = PathSteps::new();
+        while height > 0 {
+            let index = (iova >> page_shift(height)) as usize & (table.entries() - 1);
             let Decoded::Table { phys } = self.format.decode(table.load(index), height) else { break };
             let child = table.child(index, phys);
             path.push(table, index, child);
             table = child;
             height -= 1;
         }
-        path.unlink_emptied(freed, alloc);
+        // From the deepest table up: it must be empty; each table above belongs to the empty
+        // subtree while its only entry is the link to the table below.
+        let mut highest_empty = None;
+        for depth in (0..path.len).rev() {
+            let (_, _, child) = path.step(depth);
+            let maps_nothing = if depth + 1 == path.len { child.is_empty() } else { child.live_entries() == 1 };
+            if !maps_nothing {
+                break;
+            }
+            highest_empty = Some(depth);
+        }
+        let Some(highest) = highest_empty else { return };
+        for depth in highest..path.len {
+            let (parent, index, _) = path.step(depth);
+            parent.store(index, 0);
+            parent.forget_child(index);
+            parent.flush_entries(index, index, alloc);
+        }
+        // Queued only now: the list link reuses shadow words that `forget_child` may write.
+        for depth in highest..path.len {
+            freed.push(path.step(depth).2);
+        }
+        let span = page_size(self.geometry.top_height() - highest as u8);
+        let base = iova & !(span - 1);
+        extent.cover(base, base + span);
+    }
+
+    /// Prepares a map of `[iova, iova + len)` at `phys`: if it would put a large leaf where the
+    /// retained path (see the module documentation) hangs, unlinks that path and returns what
+    /// the caller must invalidate, non-leaf entries included, and then `recycle`, before calling
+    /// [`PageTable::map`] (a walker may hold the unlinked tables in its paging-structure caches,
+    /// which would hide the new leaf). Without this call `map` is still correct but maps that
+    /// part with smaller leaves through the emptied tables.
+    pub fn prepare_map<A: DmaAllocator + ?Sized>(&mut self, iova: u64, phys: u64, len: u64, alloc: &A) -> Option<Unmapped> {
+        let retained = self.retained?;
+        let end = iova.checked_add(len)?;
+        // The leaf the map would put over the retained IOVA: the largest that fits there.
+        let leaf_height = (1..=self.largest_leaf_height).rev().find(|&height| {
+            let size = page_size(height);
+            let block = retained & !(size - 1);
+            self.format.leaf_allowed(height)
+                && iova <= block
+                && block.checked_add(size).is_some_and(|block_end| block_end <= end)
+                && (phys.wrapping_add(block - iova)).is_multiple_of(size)
+        })?;
+        // In the way only if the entry that leaf would take links a table.
+        let (mut table, mut height) = (self.root, self.geometry.top_height());
+        loop {
+            let index = (retained >> page_shift(height)) as usize & (table.entries() - 1);
+            let Decoded::Table { phys: child } = self.format.decode(table.load(index), height) else { return None };
+            if height == leaf_height {
+                break;
+            }
+            table = table.child(index, child);
+            height -= 1;
+        }
+        self.retained = None;
+        let mut extent = Extent::default();
+        let mut freed_tables = DeferredFree::new();
+        self.unlink_empty_path(retained, &mut extent, &mut freed_tables, alloc);
+        (!freed_tables.is_empty()).then_some(Unmapped { range: extent.range, bytes: 0, largest_page_size: 0, freed_tables })
     }
 
     /// The bottom level of `unmap`: clears the 4 KiB leaves of `[start, end)` in one sweep.
@@ -664,7 +878,7 @@ impl<F: Format> PageTable<F> {
                         self.retire_subtree(child, height - 1, slot.base, extent, freed);
                         true
                     } else {
-                        self.unmap_level(child, height - 1, slot.start, slot.end, extent, freed, alloc);
+                        self.unmap_level(child, height - 1, slot.start, slot.end, Walk::Nested, extent, freed, alloc);
                         if child.is_empty() {
                             freed.push(child);
                             true

@@ -255,9 +255,10 @@ fn many_4k_pages_as_one_range() {
     let unmapped = table.unmap(iova, 256 * K4, SplitPolicy::Refuse, &mut dma).unwrap();
     assert_eq!(unmapped.bytes, 256 * K4);
     assert_eq!(unmapped.range, Some(iova..iova + 256 * K4));
-    unmapped.freed_tables.release(&mut dma);
-    assert_eq!(dma.live_count(), 1);
+    assert!(unmapped.freed_tables.is_empty(), "the emptied path stays linked");
+    assert_eq!(dma.live_count(), 4);
     table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
 }
 
 #[test]
@@ -412,8 +413,9 @@ fn unmap_skips_holes_and_reports_what_it_removed() {
     let nothing = table.unmap(0, M2, SplitPolicy::Refuse, &mut dma).unwrap();
     assert_eq!((nothing.bytes, nothing.range.clone(), nothing.largest_page_size), (0, None, 0));
     nothing.freed_tables.release(&mut dma);
-    assert_eq!(dma.live_count(), 1);
+    assert_eq!(dma.live_count(), 3, "the root and the emptied path above the unlinked leaf table");
     table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
 }
 
 #[test]
@@ -455,9 +457,11 @@ fn partial_unmap_splits_a_1g_leaf_down_to_4k() {
     // Unmapping the rest reclaims every table the split created.
     let rest = table.unmap(G1, G1, SplitPolicy::Refuse, &mut dma).unwrap();
     assert_eq!(rest.bytes, G1 - K4);
+    assert_eq!(rest.freed_tables.len(), 2);
     rest.freed_tables.release(&mut dma);
-    assert_eq!(dma.live_count(), live - 1, "root only");
+    assert_eq!(dma.live_count(), live, "the root and the emptied table that held the 1 GiB leaf");
     table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
 }
 
 #[test]
@@ -704,10 +708,15 @@ fn deferred_lists_append() {
     let mut table = sl_table(&mut dma);
     table.map(0, 0, K4, Perm::READ, &mut dma).unwrap();
     table.map(G1, 0, K4, Perm::READ, &mut dma).unwrap();
-    let mut first = table.unmap(0, K4, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables;
-    let second = table.unmap(G1, K4, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables;
-    assert_eq!((first.len(), second.len()), (2, 3));
+    // The first unmap keeps its emptied path; the second keeps its own and unlinks the first
+    // (leaf table and directory: the directory-pointer table above is shared); unmapping
+    // everything then unlinks the second path whole.
+    let kept = table.unmap(0, K4, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables;
+    let mut first = table.unmap(G1, K4, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables;
+    let second = table.unmap(0, 1 << 48, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables;
+    assert_eq!((kept.len(), first.len(), second.len()), (0, 2, 3));
     first.append(second);
+    first.append(kept);
     assert_eq!(first.len(), 5);
     first.release(&mut dma);
     assert_eq!(dma.live_count(), 1);
@@ -721,20 +730,118 @@ fn recycled_tables_serve_the_next_map_without_allocating() {
     table.map(0x4000_0000, 0x8000, K4, Perm::READ, &mut dma).unwrap();
     assert_eq!(dma.live_count(), 4);
     let unmapped = table.unmap(0x4000_0000, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert!(unmapped.freed_tables.is_empty(), "the emptied path stays linked");
+    table.recycle(unmapped.freed_tables, &mut dma);
+    // A path under another root entry: three new tables; its unmap keeps it and unlinks the
+    // first path whole.
+    table.map(0x80_0000_0000, 0x9000, K4, Perm::READ_WRITE, &mut dma).unwrap();
+    assert_eq!(dma.live_count(), 7);
+    let unmapped = table.unmap(0x80_0000_0000, K4, SplitPolicy::Refuse, &mut dma).unwrap();
     assert_eq!(unmapped.freed_tables.len(), 3);
+    assert_eq!(unmapped.range, Some(0..0x80_0000_1000), "the invalidation covers the first path's tables too");
     table.recycle(unmapped.freed_tables, &mut dma);
     // Kept, not freed: the next map in an empty region links them again.
-    assert_eq!(dma.live_count(), 4);
-    table.map(0x80_0000_0000, 0x9000, K4, Perm::READ_WRITE, &mut dma).unwrap();
-    assert_eq!(dma.live_count(), 4, "the map used the recycled tables");
+    assert_eq!(dma.live_count(), 7);
+    table.map(0x100_0000_0000, 0xa000, K4, Perm::READ_WRITE, &mut dma).unwrap();
+    assert_eq!(dma.live_count(), 7, "the map used the recycled tables");
     // They come back zero, in the device view too: only the new path is present.
-    assert_maps(&table, &dma, 0x80_0000_0000, Some((0x9000, K4)));
-    assert_maps(&table, &dma, 0x80_0000_1000, None);
+    assert_maps(&table, &dma, 0x100_0000_0000, Some((0xa000, K4)));
+    assert_maps(&table, &dma, 0x100_0000_1000, None);
     assert_maps(&table, &dma, 0x4000_0000, None);
-    let unmapped = table.unmap(0x80_0000_0000, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert_maps(&table, &dma, 0x80_0000_0000, None);
+    let unmapped = table.unmap(0x100_0000_0000, K4, SplitPolicy::Refuse, &mut dma).unwrap();
     table.recycle(unmapped.freed_tables, &mut dma);
     table.destroy(&mut dma);
-    assert_eq!(dma.live_count(), 0, "destroy frees the kept tables too");
+    assert_eq!(dma.live_count(), 0, "destroy frees the kept and the retained tables too");
+}
+
+#[test]
+fn a_retained_path_serves_the_next_map_there() {
+    let mut dma = FakeDma::new();
+    let mut table = sl_table(&mut dma);
+    table.map(G1, 0x8000, K4, Perm::READ, &mut dma).unwrap();
+    table.unmap(G1, K4, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables.release(&mut dma);
+    assert_maps(&table, &dma, G1, None);
+    let live = dma.live_count();
+    // Another page of the same leaf table: no table work, and the unmap invalidates the leaf only.
+    table.map(G1 + K4, 0x9000, K4, Perm::READ_WRITE, &mut dma).unwrap();
+    assert_eq!(dma.live_count(), live);
+    assert_maps(&table, &dma, G1 + K4, Some((0x9000, K4)));
+    let unmapped = table.unmap(G1 + K4, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert_eq!(unmapped.range, Some(G1 + K4..G1 + 2 * K4));
+    assert!(unmapped.freed_tables.is_empty());
+    table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
+}
+
+#[test]
+fn prepare_map_unlinks_a_retained_path_in_the_way_of_a_large_leaf() {
+    let mut dma = FakeDma::new();
+    let mut table = sl_table(&mut dma);
+    table.map(G1 + K4, 0x8000, K4, Perm::READ, &mut dma).unwrap();
+    table.unmap(G1 + K4, K4, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables.release(&mut dma);
+    // Not in the way: a range that cannot hold a large leaf over the path, or misaligned memory.
+    assert!(table.prepare_map(G1, 0, M2 - K4, &dma).is_none());
+    assert!(table.prepare_map(G1, K4, M2, &dma).is_none());
+    assert!(table.prepare_map(G1 + M2, 0, M2, &dma).is_none());
+    // In the way of a 2 MiB leaf: the whole path (it maps nothing up to below the root) goes.
+    let released = table.prepare_map(G1, 0x20_0000, M2, &dma).expect("path in the way");
+    assert_eq!(released.freed_tables.len(), 3);
+    assert_eq!(released.range, Some(0..0x80_0000_0000));
+    table.recycle(released.freed_tables, &mut dma);
+    assert!(table.prepare_map(G1, 0x20_0000, M2, &dma).is_none(), "nothing is retained any more");
+    table.map(G1, 0x20_0000, M2, Perm::READ, &mut dma).unwrap();
+    assert_eq!(table.translate(G1 + K4).map(|t| (t.phys, t.page_size)), Some((0x20_1000, M2)));
+    assert_maps(&table, &dma, G1 + M2 - K4, Some((0x20_0000 + M2 - K4, M2)));
+    // The 2 MiB unmap retains the path down to the table that held the leaf: the next 2 MiB
+    // leaf goes into it, nothing is in the way.
+    let unmapped = table.unmap(G1, M2, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert!(unmapped.freed_tables.is_empty());
+    assert!(table.prepare_map(G1, 0x40_0000, M2, &dma).is_none());
+    let live = dma.live_count();
+    table.map(G1, 0x40_0000, M2, Perm::READ, &mut dma).unwrap();
+    assert_eq!(dma.live_count(), live);
+    assert_maps(&table, &dma, G1, Some((0x40_0000, M2)));
+    table.unmap(G1, M2, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables.release(&mut dma);
+    table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
+}
+
+#[test]
+fn a_map_over_a_retained_path_without_prepare_is_still_right() {
+    let mut dma = FakeDma::new();
+    let mut table = sl_table(&mut dma);
+    table.map(G1 + K4, 0x8000, K4, Perm::READ, &mut dma).unwrap();
+    table.unmap(G1 + K4, K4, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables.release(&mut dma);
+    table.map(G1, 0x20_0000, M2, Perm::READ, &mut dma).unwrap();
+    // Mapped through the emptied leaf table, 4 KiB at a time, every page where it belongs.
+    for page in [0, 1, 255, 511] {
+        assert_maps(&table, &dma, G1 + page * K4, Some((0x20_0000 + page * K4, K4)));
+    }
+    assert_eq!(table.map(G1 + K4, 0, K4, Perm::READ, &mut dma), Err(Error::AlreadyMapped { iova: G1 + K4 }));
+    table.unmap(G1, M2, SplitPolicy::Refuse, &mut dma).unwrap().freed_tables.release(&mut dma);
+    assert_maps(&table, &dma, G1, None);
+    table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
+}
+
+#[test]
+fn small_unmaps_everywhere_hold_at_most_one_path_beyond_the_spares() {
+    let mut dma = FakeDma::new();
+    let mut table = sl_table(&mut dma);
+    // Root, one retained path of three tables, at most eight spares.
+    let bound = 1 + 3 + 8;
+    for step in 0..64u64 {
+        // Spread over leaf tables, directories and root entries.
+        let iova = (step % 7) * 0x80_0000_0000 + (step % 5) * G1 + step * M2;
+        table.map(iova, 0x8000, K4, Perm::READ, &mut dma).unwrap();
+        let unmapped = table.unmap(iova, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+        table.recycle(unmapped.freed_tables, &mut dma);
+        assert!(dma.live_count() <= bound, "step {step}: {} tables held", dma.live_count());
+        assert_maps(&table, &dma, iova, None);
+    }
+    table.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
 }
 
 #[test]
@@ -749,9 +856,9 @@ fn recycle_returns_tables_that_still_hold_entries() {
     }
     assert_eq!(dma.live_count(), base + 4, "three levels of path plus a second leaf table");
     let unmapped = small.unmap(G1, 2 * M2, SplitPolicy::Refuse, &mut dma).unwrap();
-    assert_eq!(unmapped.freed_tables.len(), 4);
+    assert_eq!(unmapped.freed_tables.len(), 2, "the emptied upper tables stay linked");
     small.recycle(unmapped.freed_tables, &mut dma);
-    // The two full leaf tables went back to the allocator; the emptied upper ones were kept.
+    // The two full leaf tables went back to the allocator.
     assert_eq!(dma.live_count(), base + 2);
     small.map(G1, 0, K4, Perm::READ, &mut dma).unwrap();
     assert_maps(&small, &dma, G1, Some((0, K4)));
@@ -779,8 +886,14 @@ fn emptiness_follows_every_entry_change() {
     assert!(before_last.freed_tables.is_empty());
     table.recycle(before_last.freed_tables, &mut dma);
     let last = table.unmap(M2 - K4, K4, SplitPolicy::Refuse, &mut dma).unwrap();
-    assert_eq!(last.freed_tables.len(), 3, "leaf, directory and directory-pointer tables");
+    assert!(last.freed_tables.is_empty(), "the emptied path is retained");
     table.recycle(last.freed_tables, &mut dma);
+    // Emptied a second path elsewhere: the first one is reclaimed now, and it is empty all the
+    // way up.
+    table.map(0x80_0000_0000, 0, K4, Perm::READ, &mut dma).unwrap();
+    let elsewhere = table.unmap(0x80_0000_0000, K4, SplitPolicy::Refuse, &mut dma).unwrap();
+    assert_eq!(elsewhere.freed_tables.len(), 3, "leaf, directory and directory-pointer tables");
+    table.recycle(elsewhere.freed_tables, &mut dma);
     table.destroy(&mut dma);
     assert_eq!(dma.live_count(), 0);
 }

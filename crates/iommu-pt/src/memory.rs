@@ -41,13 +41,20 @@ const _: () = assert!(core::mem::size_of::<AtomicU64>() == ENTRY_BYTES);
 const LIVE_MASK: usize = TABLE_BYTES - 1;
 const _: () = assert!(ENTRIES_PER_TABLE <= LIVE_MASK);
 
+/// Bits of a table's physical address that carry log2 of its entry count instead (tables are
+/// at least 4 KiB aligned, and no table has more than 2^63 entries).
+const ENTRIES_SHIFT_MASK: u64 = 0x3f;
+
 /// One table allocation (hardware entries + shadow). `Copy` because it is a handle: ownership of
-/// the memory is tracked by the tree and the lists, not by this value.
+/// the memory is tracked by the tree and the lists, not by this value. Two words, so the engine
+/// passes it in registers: the CPU address, and the physical address with log2 of the entry
+/// count in its low bits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TablePage {
-    buffer: DmaBuffer,
-    entries: usize,
+    virt: *mut u8,
+    phys_and_entries_shift: u64,
 }
+const _: () = assert!(core::mem::size_of::<TablePage>() == 16);
 
 impl TablePage {
     /// Bytes of the hardware half for a table of `entries` entries: a whole page at least, and
@@ -77,49 +84,53 @@ impl TablePage {
             alloc.free(buffer);
             return Err(Error::BadAllocation);
         }
-        Ok(Self { buffer, entries })
+        Ok(Self { virt: buffer.virt, phys_and_entries_shift: buffer.phys | entries.trailing_zeros() as u64 })
     }
 
     /// Rebuilds the handle of a 512-entry child table from the parent's entry and shadow.
+    #[inline]
     fn child_handle(phys: u64, virt: *mut u8) -> Self {
-        Self {
-            buffer: DmaBuffer { phys, virt, size: 2 * TABLE_BYTES },
-            entries: ENTRIES_PER_TABLE,
-        }
+        Self { virt, phys_and_entries_shift: phys | ENTRIES_PER_TABLE.trailing_zeros() as u64 }
     }
 
+    #[inline]
     pub(crate) fn phys(&self) -> u64 {
-        self.buffer.phys
+        self.phys_and_entries_shift & !ENTRIES_SHIFT_MASK
     }
 
+    #[inline]
     pub(crate) fn entries(&self) -> usize {
-        self.entries
+        1 << (self.phys_and_entries_shift & ENTRIES_SHIFT_MASK)
     }
 
     /// Returns the memory to the allocator. Only for tables no walker can reach any more.
     pub(crate) fn free<A: DmaAllocator + ?Sized>(self, alloc: &mut A) {
-        alloc.free(self.buffer);
+        let size = 2 * Self::hardware_bytes(self.entries());
+        alloc.free(DmaBuffer { phys: self.phys(), virt: self.virt, size });
     }
 
     /// The hardware entry `index`, accessed atomically: a walker may concurrently set A/D bits
     /// (VT-d first-level, HTTU), and every store must be a single 64-bit write so a walker never
     /// sees half an entry.
+    #[inline]
     fn entry(&self, index: usize) -> &AtomicU64 {
-        assert!(index < self.entries, "entry index {index} outside a table of {}", self.entries);
+        assert!(index < self.entries(), "entry index {index} outside a table of {}", self.entries());
         // SAFETY: `virt` is non-null, page aligned and valid for `hardware_bytes(entries)` bytes
         // (checked in `allocate`; child handles come from those same allocations), and `index` is
         // in bounds (asserted above). The memory stays allocated while this table is part of the
         // tree, and the returned reference does not outlive `&self`, which the engine only holds
         // while the table is part of the tree. The only other accessor is the IOMMU walker, which
         // uses atomic read-modify-write (VT-d) or single-copy-atomic 64-bit accesses (SMMU).
-        unsafe { AtomicU64::from_ptr(self.buffer.virt.cast::<u64>().add(index)) }
+        unsafe { AtomicU64::from_ptr(self.virt.cast::<u64>().add(index)) }
     }
 
+    #[inline]
     pub(crate) fn load(&self, index: usize) -> u64 {
         self.entry(index).load(Ordering::Acquire)
     }
 
     /// Writes an entry. The caller flushes it with [`TablePage::flush_entries`].
+    #[inline]
     pub(crate) fn store(&self, index: usize, raw: u64) {
         let old = self.entry(index).swap(raw, Ordering::AcqRel);
         self.count_change(old, raw);
@@ -129,7 +140,7 @@ impl TablePage {
     /// them must be zero before (the map's plan pass checked), so the live count simply grows.
     /// The caller flushes them with [`TablePage::flush_entries`].
     pub(crate) fn fill_zero_entries(&self, first: usize, count: usize, raw: impl Fn(usize) -> u64) {
-        assert!(first + count <= self.entries, "fill of {count} entries at {first} in a table of {}", self.entries);
+        assert!(first + count <= self.entries(), "fill of {count} entries at {first} in a table of {}", self.entries());
         for i in 0..count {
             let entry = self.entry(first + i);
             debug_assert_eq!(entry.load(Ordering::Relaxed), 0, "fill over a live entry");
@@ -144,7 +155,7 @@ impl TablePage {
     /// Zeroes every entry of `[first, first + count)` that `clear` selects; returns how many it
     /// cleared and the first and last index cleared.
     pub(crate) fn clear_entries(&self, first: usize, count: usize, clear: impl Fn(u64) -> bool) -> Option<(usize, usize, usize)> {
-        assert!(first + count <= self.entries, "clear of {count} entries at {first} in a table of {}", self.entries);
+        assert!(first + count <= self.entries(), "clear of {count} entries at {first} in a table of {}", self.entries());
         let mut cleared: Option<(usize, usize, usize)> = None;
         for index in first..first + count {
             let entry = self.entry(index);
@@ -166,7 +177,7 @@ impl TablePage {
 
     /// Index of the first entry of `[first, first + count)` that is not zero.
     pub(crate) fn first_live(&self, first: usize, count: usize) -> Option<usize> {
-        assert!(first + count <= self.entries, "scan of {count} entries at {first} in a table of {}", self.entries);
+        assert!(first + count <= self.entries(), "scan of {count} entries at {first} in a table of {}", self.entries());
         (first..first + count).find(|&index| self.entry(index).load(Ordering::Acquire) != 0)
     }
 
@@ -186,21 +197,25 @@ impl TablePage {
 
     /// Whether this table keeps a live-entry count (roots of more than 512 entries do not:
     /// the count would not fit below the alignment, and a root is never reclaimed anyway).
+    #[inline]
     fn counts_live(&self) -> bool {
-        self.entries <= ENTRIES_PER_TABLE
+        self.entries() <= ENTRIES_PER_TABLE
     }
 
     /// The shadow word that carries the live-entry count in its low bits.
+    #[inline]
     fn count_word(&self) -> usize {
-        self.entries - 1
+        self.entries() - 1
     }
 
     /// Non-zero hardware entries, for tables that count them.
+    #[inline]
     pub(crate) fn live_entries(&self) -> usize {
         self.read_shadow(self.count_word()) & LIVE_MASK
     }
 
     /// Keeps the live-entry count right when an entry changes from `old` to `new`.
+    #[inline]
     fn count_change(&self, old: u64, new: u64) {
         if !self.counts_live() || (old == 0) == (new == 0) {
             return;
@@ -211,42 +226,47 @@ impl TablePage {
     }
 
     /// Whether every hardware entry is zero.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         if self.counts_live() {
             self.live_entries() == 0
         } else {
-            (0..self.entries).all(|index| self.load(index) == 0)
+            (0..self.entries()).all(|index| self.load(index) == 0)
         }
     }
 
     /// Pushes entries `[first, last]` out to a non-snooping walker.
     pub(crate) fn flush_entries<A: DmaAllocator + ?Sized>(&self, first: usize, last: usize, alloc: &A) {
-        assert!(first <= last && last < self.entries, "flush of entries {first}..={last}");
+        assert!(first <= last && last < self.entries(), "flush of entries {first}..={last}");
         // SAFETY: in bounds of the hardware half (asserted above); only the address is computed.
-        let start = unsafe { self.buffer.virt.add(first * ENTRY_BYTES) };
+        let start = unsafe { self.virt.add(first * ENTRY_BYTES) };
         alloc.flush_for_device(start, (last - first + 1) * ENTRY_BYTES);
     }
 
     /// Pointer to shadow word `index`.
+    #[inline]
     fn shadow_word(&self, index: usize) -> *mut usize {
-        assert!(index < self.entries, "shadow index {index} outside a table of {}", self.entries);
+        assert!(index < self.entries(), "shadow index {index} outside a table of {}", self.entries());
         // SAFETY: the shadow half starts `hardware_bytes` into the allocation and holds one word
         // per entry; `index` is in bounds (asserted above) and the allocation is 8-byte aligned.
-        unsafe { self.buffer.virt.add(Self::hardware_bytes(self.entries)).cast::<usize>().add(index) }
+        unsafe { self.virt.add(Self::hardware_bytes(self.entries())).cast::<usize>().add(index) }
     }
 
+    #[inline]
     fn read_shadow(&self, index: usize) -> usize {
         // SAFETY: `shadow_word` is in bounds and aligned; the shadow is plain CPU memory that only
         // this engine touches, and the engine holds `&mut` on the tree for every write.
         unsafe { self.shadow_word(index).read() }
     }
 
+    #[inline]
     fn write_shadow(&self, index: usize, value: usize) {
         // SAFETY: as in `read_shadow`.
         unsafe { self.shadow_word(index).write(value) }
     }
 
     /// The child table that entry `index` links to; `phys` is the address decoded from it.
+    #[inline]
     pub(crate) fn child(&self, index: usize, phys: u64) -> TablePage {
         Self::child_handle(phys, (self.read_shadow(index) & !LIVE_MASK) as *mut u8)
     }
@@ -260,7 +280,7 @@ impl TablePage {
     /// Links entry `index` to `child` (writes the entry after the shadow) and flushes the entry.
     /// `child` must already be complete and flushed.
     pub(crate) fn link_child<A: DmaAllocator + ?Sized>(&self, index: usize, child: TablePage, raw: u64, alloc: &A) {
-        self.set_child_pointer(index, child.buffer.virt as usize);
+        self.set_child_pointer(index, child.virt as usize);
         order_table_writes_before_link();
         self.store(index, raw);
         self.flush_entries(index, index, alloc);
@@ -319,7 +339,7 @@ impl TableList {
 
     pub(crate) fn push(&mut self, table: TablePage) {
         let (next_phys, next_virt) = match self.head {
-            Some(next) => (next.buffer.phys as usize, next.buffer.virt as usize),
+            Some(next) => (next.phys() as usize, next.virt as usize),
             None => (0, 0),
         };
         table.write_shadow(0, next_phys);

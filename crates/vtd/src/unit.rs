@@ -213,6 +213,9 @@ pub struct VtdUnit<R: Registers, C: Clock> {
     /// devfn 0-127 and 128-255 over two tables.
     context_tables: BTreeMap<(u8, u8), DmaTable>,
     devices: BTreeMap<u16, DeviceState>,
+    /// Whether any device was marked as using a device-TLB: until then, no flush needs to look
+    /// for device-TLBs to invalidate.
+    device_tlbs_enabled: bool,
     interrupts: Option<InterruptTable>,
 }
 
@@ -227,6 +230,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             root: None,
             context_tables: BTreeMap::new(),
             devices: BTreeMap::new(),
+            device_tlbs_enabled: false,
             interrupts: None,
         }
     }
@@ -364,6 +368,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             return Err(VtdError::Unsupported("device-TLBs need ECAP.DT"));
         }
         self.devices.entry(requester.0).or_default().device_tlb = true;
+        self.device_tlbs_enabled = true;
         Ok(())
     }
 
@@ -765,6 +770,9 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
     /// Requesters using device-TLBs whose DMA with `pasid` (RID_PASID: without PASID) is in
     /// domain `did`.
     fn device_tlb_users(&self, did: u16, pasid: u32) -> Vec<RequesterId> {
+        if !self.device_tlbs_enabled {
+            return Vec::new();
+        }
         self.devices
             .iter()
             .filter(|(_, device)| {

@@ -14,17 +14,18 @@
 use crate::page_tables::{table_error, table_perm};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
     UnitInfo,
 };
 use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
 use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
-use iommu_pt::{LargePages, PageTable, SplitPolicy};
+use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use smmuv3::{Env, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 use userlib::println;
 
+use crate::domains::DomainSlots;
 use crate::hw::{DmaPool, MmioRegisters, TscClock};
 
 /// Which translation stage a unit's domains use.
@@ -107,8 +108,7 @@ impl SmmuUnit {
 /// The SMMUv3 backend: every unit, every domain, and the DMA memory their tables live in.
 pub struct SmmuBackend {
     pub units: Vec<SmmuUnit>,
-    domains: BTreeMap<u64, Domain>,
-    next_domain: u64,
+    domains: DomainSlots<Domain>,
     pub dma: DmaPool,
 }
 
@@ -134,7 +134,7 @@ fn stage2_start_level(input_bits: u8) -> u8 {
 
 impl SmmuBackend {
     pub fn new(dma: DmaPool) -> Self {
-        SmmuBackend { units: Vec::new(), domains: BTreeMap::new(), next_domain: 1, dma }
+        SmmuBackend { units: Vec::new(), domains: DomainSlots::new(), dma }
     }
 
     /// Brings an SMMU up (every stream denied), creates its blocking domain and attaches every
@@ -222,16 +222,14 @@ impl SmmuBackend {
                 }
             }
         };
-        let id = HwDomainId(self.next_domain);
-        self.next_domain += 1;
-        self.domains.insert(id.0, Domain { unit: unit_index, tag, table });
+        let id = self.domains.insert(Domain { unit: unit_index, tag, table });
         Ok(HwDomain { id, aperture: IovaRange { start: 0, last: (1u64 << input_bits) - 1 }, page_sizes: PAGE_SIZES })
     }
 
     /// Points stream `sid` of `unit` at `domain` (STE and, for stage 1, CD), with the `smmuv3`
     /// crate's never-torn update sequence.
     fn install(&mut self, unit: usize, sid: u32, domain: HwDomainId) -> Result<(), SmmuError> {
-        let d = &self.domains[&domain.0];
+        let d = self.domains.get(domain).expect("callers looked the domain up");
         let clock = TscClock;
         let (hw, dma) = (&mut self.units[unit].hw, &mut self.dma);
         let mut env = Env { dma, clock: &clock };
@@ -249,22 +247,30 @@ impl SmmuBackend {
         }
     }
 
-    /// Invalidates the TLB entries of a domain for `[iova, iova + length)` and waits.
-    fn invalidate(&mut self, domain: HwDomainId, iova: u64, length: u64, leaf_only: bool) -> Result<(), SmmuError> {
-        let d = &self.domains[&domain.0];
-        let scope = match d.table {
-            Table::Stage1(_) => TlbScope::Stage1 { asid: d.tag },
-            Table::Stage2(_) => TlbScope::Stage2 { vmid: d.tag },
-        };
-        let unit = d.unit;
-        let clock = TscClock;
-        let (hw, dma) = self.env_parts(unit);
-        hw.tlbi_range(&mut Env { dma, clock: &clock }, scope, iova, length, Granule::Size4K, leaf_only)
+    /// Invalidates what an unmap changed and hands the unlinked tables back to the domain's
+    /// table tree once no walker can hold them any more.
+    fn complete_unmap(unit: &mut SmmuUnit, d: &mut Domain, unmapped: Unmapped, dma: &mut DmaPool) {
+        if let Some(range) = unmapped.range.clone() {
+            let scope = match d.table {
+                Table::Stage1(_) => TlbScope::Stage1 { asid: d.tag },
+                Table::Stage2(_) => TlbScope::Stage2 { vmid: d.tag },
+            };
+            // Unlinked tables may sit in walk caches: then the invalidation must not be leaf-only.
+            let leaf_only = unmapped.freed_tables.is_empty();
+            let mut env = Env { dma, clock: &TscClock };
+            if let Err(error) = unit.hw.tlbi_range(&mut env, scope, range.start, range.end - range.start, Granule::Size4K, leaf_only) {
+                Self::fail_closed("TLB invalidation after unmap", error);
+            }
+        }
+        match &mut d.table {
+            Table::Stage1(table) => table.recycle(unmapped.freed_tables, dma),
+            Table::Stage2(table) => table.recycle(unmapped.freed_tables, dma),
+        }
     }
 
     /// A failed invalidation leaves translations the object model is about to unpin: stop
     /// rather than hand the pages back (as the VT-d backend does).
-    fn fail_closed(&self, what: &str, error: SmmuError) -> ! {
+    fn fail_closed(what: &str, error: SmmuError) -> ! {
         println!("iommu-server: FATAL: {what} failed: {error:?}");
         panic!("SMMU invalidation failed; refusing to release memory a device may still reach");
     }
@@ -298,7 +304,7 @@ impl IommuBackend for SmmuBackend {
     }
 
     fn domain_free(&mut self, domain: HwDomainId) {
-        let Some(d) = self.domains.remove(&domain.0) else { return };
+        let Some(d) = self.domains.remove(domain) else { return };
         // Nothing is mapped or attached (the contract), but the tag may still label cached walks:
         // freeing the ASID/VMID invalidates it before it or the tables are reused.
         let clock = TscClock;
@@ -309,7 +315,7 @@ impl IommuBackend for SmmuBackend {
             Table::Stage2(_) => hw.free_vmid(&mut env, d.tag),
         };
         if let Err(error) = freed {
-            self.fail_closed("invalidation of a freed domain", error);
+            Self::fail_closed("invalidation of a freed domain", error);
         }
         match d.table {
             Table::Stage1(table) => table.destroy(&mut self.dma),
@@ -318,20 +324,29 @@ impl IommuBackend for SmmuBackend {
     }
 
     fn map(&mut self, domain: HwDomainId, iova: u64, phys: u64, length: u64, perm: Perm) -> Result<(), Error> {
-        let d = self.domains.get_mut(&domain.0).ok_or(Error::HardwareFailure)?;
+        let SmmuBackend { units, domains, dma, .. } = self;
+        let d = domains.get_mut(domain).ok_or(Error::HardwareFailure)?;
+        let in_the_way = match &mut d.table {
+            Table::Stage1(table) => table.prepare_map(iova, phys, length, dma),
+            Table::Stage2(table) => table.prepare_map(iova, phys, length, dma),
+        };
+        if let Some(unlinked) = in_the_way {
+            Self::complete_unmap(&mut units[d.unit], d, unlinked, dma);
+        }
         // SMMU TLBs hold no invalid entries, so a new translation needs no invalidation.
         match &mut d.table {
-            Table::Stage1(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
-            Table::Stage2(table) => table.map(iova, phys, length, table_perm(perm), &mut self.dma),
+            Table::Stage1(table) => table.map(iova, phys, length, table_perm(perm), dma),
+            Table::Stage2(table) => table.map(iova, phys, length, table_perm(perm), dma),
         }
         .map_err(table_error)
     }
 
     fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64) {
-        let Some(d) = self.domains.get_mut(&domain.0) else { return };
+        let SmmuBackend { units, domains, dma, .. } = self;
+        let Some(d) = domains.get_mut(domain) else { return };
         let result = match &mut d.table {
-            Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
-            Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, &mut self.dma),
+            Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
+            Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
         };
         let unmapped = match result {
             Ok(unmapped) => unmapped,
@@ -342,20 +357,7 @@ impl IommuBackend for SmmuBackend {
                 panic!("page-table unmap failed");
             }
         };
-        if let Some(range) = unmapped.range.clone() {
-            // Freed tables may sit in walk caches: then the invalidation must not be leaf-only.
-            let leaf_only = unmapped.freed_tables.is_empty();
-            if let Err(error) = self.invalidate(domain, range.start, range.end - range.start, leaf_only) {
-                self.fail_closed("TLB invalidation after unmap", error);
-            }
-        }
-        // The invalidation completed: no walker holds the unlinked tables any more, and the
-        // table tree keeps the emptied ones for its next map.
-        let d = self.domains.get_mut(&domain.0).expect("looked up above");
-        match &mut d.table {
-            Table::Stage1(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
-            Table::Stage2(table) => table.recycle(unmapped.freed_tables, &mut self.dma),
-        }
+        Self::complete_unmap(&mut units[d.unit], d, unmapped, dma);
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
@@ -367,7 +369,7 @@ impl IommuBackend for SmmuBackend {
         if pasid.is_some() {
             return Err(Error::NotSupported);
         }
-        let d = self.domains.get(&domain.0).ok_or(Error::HardwareFailure)?;
+        let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
         if d.unit != unit.0 as usize {
             return Err(Error::IncompatibleUnit);
         }
@@ -394,7 +396,7 @@ impl crate::bench::Measured for SmmuBackend {
     }
 
     fn invalidate_domain(&mut self, domain: HwDomainId) -> bool {
-        let Some(d) = self.domains.get(&domain.0) else { return false };
+        let Some(d) = self.domains.get(domain) else { return false };
         let (unit, tag, stage1) = (d.unit, d.tag, matches!(d.table, Table::Stage1(_)));
         let clock = TscClock;
         let (hw, dma) = self.env_parts(unit);
