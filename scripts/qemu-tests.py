@@ -34,6 +34,7 @@ MATRIX = [
     ("x86_64/vtd-aw39", "x86_64", ["--iommu", "vtd", "--aw-bits", "39"]),
     ("x86_64/vtd-cm", "x86_64", ["--iommu", "vtd", "--caching-mode"]),
     ("x86_64/vtd-sm", "x86_64", ["--iommu", "vtd-sm"]),
+    ("x86_64/vtd-sm-aw39", "x86_64", ["--iommu", "vtd-sm", "--aw-bits", "39"]),
     ("x86_64/vtd-flts", "x86_64", ["--iommu", "vtd-flts"]),
     ("x86_64/none", "x86_64", ["--iommu", "none"]),
     ("aarch64/smmuv3", "aarch64", ["--iommu", "smmuv3"]),

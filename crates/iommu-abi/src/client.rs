@@ -8,7 +8,7 @@
 
 use crate::error::Error;
 use crate::types::{
-    DeviceId, DeviceInfo, FaultId, Handle, HwptId, IoasId, IovaRange, PageResponseCode, Perm, Rights,
+    DeviceId, DeviceInfo, FaultId, Handle, HwptId, IoasId, IovaRange, MemoryId, PageResponseCode, Perm, Rights,
     Stage1Config,
 };
 use crate::wire::{FaultBatch, IovaChoice, Message, RangeList, Reply, Request, DIRTY_BITMAP_WORDS};
@@ -106,6 +106,27 @@ impl<T: Transport> Iommu<T> {
             Reply::Iova(iova) => Ok(iova),
             _ => Err(Error::MalformedReply),
         }
+    }
+
+    /// Register the memory object `memory` (a capability the kernel transfers with the call):
+    /// the server verifies it and pins it whole once, and `ioas_map_registered` then maps from
+    /// it with no transfer and no kernel call. The pages stay pinned until the registration is
+    /// destroyed and the last mapping from it is gone.
+    pub fn memory_register(&mut self, memory: u64) -> Result<MemoryId, Error> {
+        self.call_handle(Request::MemoryRegister, Some(memory)).map(MemoryId)
+    }
+
+    /// Map `length` bytes at `offset` of registered memory into `ioas`; returns the IOVA.
+    pub fn ioas_map_registered(
+        &mut self,
+        ioas: IoasId,
+        memory: MemoryId,
+        offset: u64,
+        length: u64,
+        iova: IovaChoice,
+        perm: Perm,
+    ) -> Result<u64, Error> {
+        self.call_u64(Request::IoasMapRegistered { ioas: ioas.handle(), memory: memory.handle(), iova, perm, offset, length })
     }
 
     /// Unmap every mapping inside `[iova, iova + length)`; returns the bytes unmapped.

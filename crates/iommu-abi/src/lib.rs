@@ -29,7 +29,7 @@ mod tests;
 pub use client::{HwptOptions, Iommu, IovaRangesPage, Transport};
 pub use error::Error;
 pub use types::{
-    Access, DeviceId, DeviceInfo, FaultId, FaultReason, FaultRecord, Handle, HwptId, IoasId, IovaRange,
+    Access, DeviceId, DeviceInfo, FaultId, FaultReason, FaultRecord, Handle, HwptId, IoasId, IovaRange, MemoryId,
     PageResponseCode, Perm, Rights, Stage1Config, Stage1Format, UnitCaps, UnitKind, PAGE_SIZE,
 };
 pub use wire::{FaultBatch, IovaChoice, Message, Opcode, RangeList, Reply, ReplyShape, Request};

@@ -57,6 +57,9 @@ fn sample_requests() -> Vec<Request> {
         Request::HandleRevoke { handle: h(11) },
         Request::Destroy { handle: h(12) },
         Request::GetInfo { device: h(1) },
+        Request::MemoryRegister,
+        Request::IoasMapRegistered { ioas: h(3), memory: h(13), iova: IovaChoice::Fixed(0x20_0000), perm: Perm::WRITE, offset: 0x3000, length: 0x5000 },
+        Request::IoasMapRegistered { ioas: h(3), memory: h(13), iova: IovaChoice::Auto, perm: Perm::READ, offset: 0, length: 0x1000 },
     ]
 }
 
@@ -79,6 +82,9 @@ fn capability_presence_is_checked_both_ways() {
     let map = Request::IoasMap { ioas: h(1), iova: IovaChoice::Auto, perm: Perm::READ, offset: 0, length: 0x1000 };
     assert_eq!(Request::decode(&map.encode(), false), Err(Error::MissingCapability));
     assert_eq!(Request::decode(&Request::DeviceBind.encode(), false), Err(Error::MissingCapability));
+    assert_eq!(Request::decode(&Request::MemoryRegister.encode(), false), Err(Error::MissingCapability));
+    let registered = Request::IoasMapRegistered { ioas: h(1), memory: h(2), iova: IovaChoice::Auto, perm: Perm::READ, offset: 0, length: 0x1000 };
+    assert_eq!(Request::decode(&registered.encode(), true), Err(Error::UnexpectedCapability));
     assert_eq!(Request::decode(&Request::IoasAlloc.encode(), true), Err(Error::UnexpectedCapability));
     let unmap = Request::IoasUnmapAll { ioas: h(1) };
     assert_eq!(Request::decode(&unmap.encode(), true), Err(Error::UnexpectedCapability));
@@ -86,7 +92,7 @@ fn capability_presence_is_checked_both_ways() {
 
 #[test]
 fn unknown_opcodes_are_refused() {
-    for opcode in [0u64, 27, 0xffff] {
+    for opcode in [0u64, 29, 0xffff] {
         let mut msg = [0u64; 8];
         msg[0] = opcode;
         assert_eq!(Request::decode(&msg, false), Err(Error::UnknownOpcode), "opcode {opcode}");

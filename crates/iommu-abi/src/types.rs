@@ -45,6 +45,10 @@ typed_handle!(
     /// Handle of a fault queue.
     FaultId
 );
+typed_handle!(
+    /// Handle of a registered memory object.
+    MemoryId
+);
 
 /// What a handle allows. Rights only ever shrink: `handle_derive` copies a subset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

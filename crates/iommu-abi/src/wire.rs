@@ -99,11 +99,15 @@ pub enum Opcode {
     Destroy = 25,
     /// Describe a device's IOMMU unit.
     GetInfo = 26,
+    /// Register a memory object (capability) for mapping without a transfer each time.
+    MemoryRegister = 27,
+    /// Map registered memory into an IOAS.
+    IoasMapRegistered = 28,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 26] = [
+    pub const ALL: [Opcode; 28] = [
         Opcode::IoasAlloc,
         Opcode::IoasMap,
         Opcode::IoasUnmap,
@@ -130,6 +134,8 @@ impl Opcode {
         Opcode::HandleRevoke,
         Opcode::Destroy,
         Opcode::GetInfo,
+        Opcode::MemoryRegister,
+        Opcode::IoasMapRegistered,
     ];
 
     /// Decode, or [`Error::UnknownOpcode`].
@@ -140,7 +146,7 @@ impl Opcode {
 
     /// Whether the operation carries a capability transfer.
     pub const fn takes_capability(self) -> bool {
-        matches!(self, Opcode::IoasMap | Opcode::DeviceBind | Opcode::SvaBind)
+        matches!(self, Opcode::IoasMap | Opcode::DeviceBind | Opcode::SvaBind | Opcode::MemoryRegister)
     }
 
     /// The layout of the success reply.
@@ -151,8 +157,9 @@ impl Opcode {
             | Opcode::HwptAllocNested
             | Opcode::DeviceBind
             | Opcode::FaultAlloc
-            | Opcode::HandleDerive => ReplyShape::Handle,
-            Opcode::IoasMap | Opcode::IoasCopy => ReplyShape::Iova,
+            | Opcode::HandleDerive
+            | Opcode::MemoryRegister => ReplyShape::Handle,
+            Opcode::IoasMap | Opcode::IoasCopy | Opcode::IoasMapRegistered => ReplyShape::Iova,
             Opcode::IoasUnmap | Opcode::IoasUnmapAll => ReplyShape::Length,
             Opcode::IoasIovaRanges => ReplyShape::IovaRanges,
             Opcode::PasidAlloc => ReplyShape::Pasid,
@@ -287,6 +294,11 @@ pub enum Request {
     /// `ioas_map`: w1 IOAS, w2 IOVA (0 unless FIXED_IOVA), w3 offset in the memory object,
     /// w4 length; flags [`map_flags`]; memory-object capability transferred.
     IoasMap { ioas: Handle, iova: IovaChoice, perm: Perm, offset: u64, length: u64 },
+    /// `ioas_map_registered`: w1 IOAS, w2 IOVA (0 unless FIXED_IOVA), w3 offset in the
+    /// registered memory, w4 length, w5 the MEMORY handle; flags [`map_flags`].
+    IoasMapRegistered { ioas: Handle, memory: Handle, iova: IovaChoice, perm: Perm, offset: u64, length: u64 },
+    /// `memory_register`: words 1..8 zero; memory-object capability transferred.
+    MemoryRegister,
     /// `ioas_unmap`: w1 IOAS, w2 IOVA, w3 length.
     IoasUnmap { ioas: Handle, iova: u64, length: u64 },
     /// `ioas_unmap_all`: w1 IOAS.
@@ -489,6 +501,8 @@ impl Request {
         match self {
             Request::IoasAlloc => Opcode::IoasAlloc,
             Request::IoasMap { .. } => Opcode::IoasMap,
+            Request::IoasMapRegistered { .. } => Opcode::IoasMapRegistered,
+            Request::MemoryRegister => Opcode::MemoryRegister,
             Request::IoasUnmap { .. } => Opcode::IoasUnmap,
             Request::IoasUnmapAll { .. } => Opcode::IoasUnmapAll,
             Request::IoasCopy { .. } => Opcode::IoasCopy,
@@ -522,7 +536,16 @@ impl Request {
     pub fn encode(&self) -> Message {
         let mut msg = [0u64; MESSAGE_WORDS];
         let flags: u16 = match *self {
-            Request::IoasAlloc | Request::DeviceBind | Request::PasidAlloc | Request::FaultAlloc => 0,
+            Request::IoasAlloc | Request::DeviceBind | Request::PasidAlloc | Request::FaultAlloc | Request::MemoryRegister => 0,
+            Request::IoasMapRegistered { ioas, memory, iova, perm, offset, length } => {
+                let (fixed, iova_word) = iova_choice_words(iova);
+                msg[1] = u64::from(ioas.0);
+                msg[2] = iova_word;
+                msg[3] = offset;
+                msg[4] = length;
+                msg[5] = u64::from(memory.0);
+                fixed | perm_flags(perm)
+            }
             Request::IoasMap { ioas, iova, perm, offset, length } => {
                 let (fixed, iova_word) = iova_choice_words(iova);
                 msg[1] = u64::from(ioas.0);
@@ -661,14 +684,27 @@ impl Request {
             _ => {}
         }
         let request = match opcode {
-            Opcode::IoasAlloc | Opcode::DeviceBind | Opcode::PasidAlloc | Opcode::FaultAlloc => {
+            Opcode::IoasAlloc | Opcode::DeviceBind | Opcode::PasidAlloc | Opcode::FaultAlloc | Opcode::MemoryRegister => {
                 check_flags(flags, 0)?;
                 check_unused(msg, 1)?;
                 match opcode {
                     Opcode::IoasAlloc => Request::IoasAlloc,
                     Opcode::DeviceBind => Request::DeviceBind,
                     Opcode::PasidAlloc => Request::PasidAlloc,
+                    Opcode::MemoryRegister => Request::MemoryRegister,
                     _ => Request::FaultAlloc,
+                }
+            }
+            Opcode::IoasMapRegistered => {
+                check_flags(flags, map_flags::ALL)?;
+                check_unused(msg, 6)?;
+                Request::IoasMapRegistered {
+                    ioas: handle_word(msg[1])?,
+                    memory: handle_word(msg[5])?,
+                    iova: iova_choice(flags, msg[2])?,
+                    perm: map_perm(flags),
+                    offset: msg[3],
+                    length: msg[4],
                 }
             }
             Opcode::IoasMap => {

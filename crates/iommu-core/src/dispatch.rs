@@ -55,6 +55,10 @@ fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
         Request::IoasMap { ioas, iova, perm, offset, length } => {
             Reply::Iova(server.ioas_map(client, ioas, cap, offset, length, iova, perm)?)
         }
+        Request::MemoryRegister => Reply::Handle(server.memory_register(client, cap)?),
+        Request::IoasMapRegistered { ioas, memory, iova, perm, offset, length } => {
+            Reply::Iova(server.ioas_map_registered(client, ioas, memory, offset, length, iova, perm)?)
+        }
         Request::IoasUnmap { ioas, iova, length } => Reply::Length(server.ioas_unmap(client, ioas, iova, length)?),
         Request::IoasUnmapAll { ioas } => Reply::Length(server.ioas_unmap_all(client, ioas)?),
         Request::IoasCopy { dst, dst_iova, src, src_iova, length, perm } => {

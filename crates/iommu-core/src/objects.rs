@@ -15,10 +15,11 @@
 //! not slow down every other client's requests.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 use iommu_abi::{FaultRecord, Handle, IovaRange, Perm, Rights};
 
-use crate::backend::{AddressSpace, HwDomain, RequesterId, ReservedRegion, UnitId};
+use crate::backend::{AddressSpace, HwDomain, HwDomainId, RequesterId, ReservedRegion, UnitId};
 use crate::memory::MemoryObjectId;
 use crate::ClientId;
 
@@ -37,6 +38,8 @@ pub enum ObjectKind {
     Device,
     /// A fault queue.
     Fault,
+    /// A registered memory object.
+    Memory,
 }
 
 /// One mapping of an IOAS: a page-aligned IOVA range backed by a range of one memory
@@ -61,6 +64,21 @@ impl Area {
 pub(crate) struct Ioas {
     pub areas: BTreeMap<u64, Area>,
     pub allowed: Vec<IovaRange>,
+    /// What every map consults, derived from the HWPTs over this IOAS, the devices attached to
+    /// them and `allowed`; valid while the server's topology epoch is the one recorded.
+    pub summary: Option<(u64, Rc<IoasSummary>)>,
+}
+
+/// The translation context of an IOAS as maps see it.
+pub(crate) struct IoasSummary {
+    /// The domains of the HWPTs over it: every mapping goes into each.
+    pub domains: Vec<HwDomainId>,
+    /// Aperture of every domain, intersected with the allowed ranges.
+    pub permitted: Vec<IovaRange>,
+    /// Reserved regions of the devices attached through it (sorted, merged).
+    pub reserved: Vec<IovaRange>,
+    /// Page sizes every domain supports.
+    pub page_sizes: u64,
 }
 
 /// What an HWPT translates through.
@@ -138,11 +156,21 @@ impl FaultQueue {
     }
 }
 
+/// A memory object the client registered: verified with the kernel and pinned whole once, so
+/// mapping from it needs no capability transfer and no kernel call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Registration {
+    pub object: MemoryObjectId,
+    pub size: u64,
+    pub writable: bool,
+}
+
 pub(crate) enum Body {
     Ioas(Ioas),
     Hwpt(Hwpt),
     Device(Device),
     Fault(FaultQueue),
+    Memory(Registration),
 }
 
 pub(crate) struct Object {
@@ -157,6 +185,7 @@ impl Object {
             Body::Hwpt(_) => ObjectKind::Hwpt,
             Body::Device(_) => ObjectKind::Device,
             Body::Fault(_) => ObjectKind::Fault,
+            Body::Memory(_) => ObjectKind::Memory,
         }
     }
 }

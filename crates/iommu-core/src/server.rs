@@ -13,6 +13,7 @@
 //! invalidation, inside `IommuBackend::unmap`) before pages are unpinned.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 use iommu_abi::wire::PASID_MAX;
@@ -28,7 +29,7 @@ use crate::iova;
 use crate::memory::{MemorySource, PinTable};
 use crate::objects::{
     Area, Attachment, Body, Client, Device, FaultQueue, HandleEntry, HandleRef, Hwpt, HwptParent, Ioas, Object,
-    ObjectId, ObjectKind, PendingRequest, QueuedFault,
+    IoasSummary, ObjectId, ObjectKind, PendingRequest, QueuedFault, Registration,
 };
 use crate::ClientId;
 
@@ -127,6 +128,9 @@ pub struct Server<B: IommuBackend, M: MemorySource> {
     objects: BTreeMap<ObjectId, Object>,
     /// Every HWPT by what it translates through (see `objects`).
     hwpts_by_parent: BTreeSet<(HwptParent, ObjectId)>,
+    /// Advanced by every change that can alter an IOAS summary (HWPTs created or destroyed,
+    /// attachments, allowed ranges): cached summaries of older epochs are recomputed.
+    topology_epoch: u64,
     next_object: u64,
     pins: PinTable,
     bound_devices: BTreeMap<(UnitId, RequesterId), ObjectId>,
@@ -240,6 +244,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             clients: BTreeMap::new(),
             objects: BTreeMap::new(),
             hwpts_by_parent: BTreeSet::new(),
+            topology_epoch: 0,
             next_object: 1,
             pins: PinTable::default(),
             bound_devices: BTreeMap::new(),
@@ -352,6 +357,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         self.next_object += 1;
         if let Body::Hwpt(hwpt) = &body {
             self.hwpts_by_parent.insert((hwpt.parent, id));
+            self.topology_epoch += 1;
         }
         self.objects.insert(id, Object { owner: client, body });
         self.install_handle(client, id, Rights::ALL, None)
@@ -403,6 +409,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Remove an object and every handle to it in every client.
     fn remove_object(&mut self, id: ObjectId) {
+        self.topology_epoch += 1;
         if let Some(Object { body: Body::Hwpt(hwpt), .. }) = self.objects.remove(&id) {
             self.hwpts_by_parent.remove(&(hwpt.parent, id));
         }
@@ -561,18 +568,37 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         self.ioas(ioas).areas.range(..=range.last).next_back().is_some_and(|(_, area)| area.range.last >= range.start)
     }
 
+    /// The summary of `ioas` (domains, permitted and reserved ranges), recomputed only after
+    /// the topology changed.
+    fn ioas_summary(&mut self, ioas: ObjectId) -> Rc<IoasSummary> {
+        let epoch = self.topology_epoch;
+        if let Some((cached_at, summary)) = &self.ioas(ioas).summary {
+            if *cached_at == epoch {
+                return summary.clone();
+            }
+        }
+        let summary = Rc::new(IoasSummary {
+            domains: self.ioas_domains(ioas),
+            permitted: self.ioas_permitted(ioas),
+            reserved: self.ioas_reserved(ioas),
+            page_sizes: self.ioas_page_sizes(ioas),
+        });
+        self.ioas_mut(ioas).summary = Some((epoch, summary.clone()));
+        summary
+    }
+
     /// Choose (auto) or check (fixed) the IOVA range of a new mapping of `length` bytes.
-    fn place(&self, ioas: ObjectId, choice: IovaChoice, length: u64) -> Result<IovaRange, Error> {
+    fn place(&self, ioas: ObjectId, summary: &IoasSummary, choice: IovaChoice, length: u64) -> Result<IovaRange, Error> {
         match choice {
             IovaChoice::Fixed(start) => {
                 if start % PAGE_SIZE != 0 {
                     return Err(Error::Unaligned);
                 }
                 let range = IovaRange::from_start_len(start, length)?;
-                if !iova::covered_by(&self.ioas_permitted(ioas), &range) {
+                if !iova::covered_by(&summary.permitted, &range) {
                     return Err(Error::OutsideAperture);
                 }
-                if self.ioas_reserved(ioas).iter().any(|reserved| reserved.intersects(&range)) {
+                if summary.reserved.iter().any(|reserved| reserved.intersects(&range)) {
                     return Err(Error::ReservedRegion);
                 }
                 if self.overlaps_area(ioas, &range) {
@@ -581,9 +607,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 Ok(range)
             }
             IovaChoice::Auto => {
-                let usable = iova::subtract(&self.ioas_permitted(ioas), &self.ioas_reserved(ioas));
+                let usable = iova::subtract(&summary.permitted, &summary.reserved);
                 let free = iova::subtract(&usable, &self.area_ranges(ioas));
-                let align = alignment_for(length, self.ioas_page_sizes(ioas));
+                let align = alignment_for(length, summary.page_sizes);
                 let start = iova::find_free(&free, length, align).ok_or(Error::NoIovaSpace)?;
                 IovaRange::from_start_len(start, length)
             }
@@ -617,7 +643,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::Unaligned);
         }
         let object_end = offset.checked_add(length).ok_or(Error::Overflow)?;
-        let range = self.place(ioas, choice, length)?;
+        let summary = self.ioas_summary(ioas);
+        let range = self.place(ioas, &summary, choice, length)?;
         let info = self.memory.identify(client, memory)?;
         if object_end > info.size {
             return Err(Error::OutOfObjectRange);
@@ -626,9 +653,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::PermissionDenied);
         }
         let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length)?;
-        let domains = self.ioas_domains(ioas);
         let segment = Segment { iova: range.start, frames, perm };
-        if let Err(error) = map_segments(&mut self.backend, &domains, core::slice::from_ref(&segment)) {
+        if let Err(error) = map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment)) {
             self.pins.release(&mut self.memory, info.id, offset, length);
             return Err(error);
         }
@@ -636,10 +662,66 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         Ok(range.start)
     }
 
+    /// Register the memory object `memory` (a capability received from `client`) for
+    /// `ioas_map_registered`: the kernel vouches for it once, and its pages stay pinned until
+    /// the registration and the last mapping from it are gone.
+    pub fn memory_register(&mut self, client: ClientId, memory: u64) -> Result<Handle, Error> {
+        self.check_handle_space(client)?;
+        let info = self.memory.identify(client, memory)?;
+        if info.size == 0 {
+            return Err(Error::ZeroLength);
+        }
+        self.pins.acquire(&mut self.memory, client, memory, info.id, 0, info.size)?;
+        Ok(self.create(client, Body::Memory(Registration { object: info.id, size: info.size, writable: info.writable })))
+    }
+
+    /// `ioas_map` from registered memory: the same checks and placement, the pages are already
+    /// pinned. Needs MAP on both handles.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ioas_map_registered(
+        &mut self,
+        client: ClientId,
+        ioas: Handle,
+        memory: Handle,
+        offset: u64,
+        length: u64,
+        choice: IovaChoice,
+        perm: Perm,
+    ) -> Result<u64, Error> {
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
+        let registration = match &self.objects[&self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?].body {
+            Body::Memory(registration) => *registration,
+            _ => unreachable!("resolve checked the kind"),
+        };
+        check_perm(perm)?;
+        check_aligned_length(length)?;
+        if offset % PAGE_SIZE != 0 {
+            return Err(Error::Unaligned);
+        }
+        let object_end = offset.checked_add(length).ok_or(Error::Overflow)?;
+        if object_end > registration.size {
+            return Err(Error::OutOfObjectRange);
+        }
+        if perm.write && !registration.writable {
+            return Err(Error::PermissionDenied);
+        }
+        let summary = self.ioas_summary(ioas);
+        let range = self.place(ioas, &summary, choice, length)?;
+        let frames = self.pins.share(registration.object, offset, length);
+        let segment = Segment { iova: range.start, frames, perm };
+        if let Err(error) = map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment)) {
+            self.pins.release(&mut self.memory, registration.object, offset, length);
+            return Err(error);
+        }
+        self.ioas_mut(ioas).areas.insert(range.start, Area { range, object: registration.object, offset, perm });
+        Ok(range.start)
+    }
+
     /// Remove an area: unmap it from every domain (the backend invalidates), then unpin.
     fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
+        let summary = self.ioas_summary(ioas);
         let area = self.ioas_mut(ioas).areas.remove(&start).expect("area exists");
-        for domain in self.ioas_domains(ioas) {
+        for &domain in &summary.domains {
             self.backend.unmap(domain, area.range.start, area.length());
         }
         self.pins.release(&mut self.memory, area.object, area.offset, area.length());
@@ -722,7 +804,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if pieces.iter().any(|piece| !perm.within(piece.perm)) {
             return Err(Error::PermissionDenied);
         }
-        let dst_range = self.place(dst, dst_choice, length)?;
+        let summary = self.ioas_summary(dst);
+        let dst_range = self.place(dst, &summary, dst_choice, length)?;
         let shift = |iova: u64| iova - src_range.start + dst_range.start;
         let segments: Vec<Segment> = pieces
             .iter()
@@ -732,8 +815,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 perm,
             })
             .collect();
-        let domains = self.ioas_domains(dst);
-        if let Err(error) = map_segments(&mut self.backend, &domains, &segments) {
+        if let Err(error) = map_segments(&mut self.backend, &summary.domains, &segments) {
             for piece in &pieces {
                 self.pins.release(&mut self.memory, piece.object, piece.offset, piece.length());
             }
@@ -771,6 +853,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::AreasOutsideAllowed);
         }
         self.ioas_mut(ioas).allowed = allowed;
+        self.topology_epoch += 1;
         Ok(())
     }
 
@@ -1000,6 +1083,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let (unit, rid) = (self.device(device).unit, self.device(device).rid);
         self.backend.attach(unit, rid, pasid, Translation::Domain(self.hwpt(hwpt).domain.id))?;
         self.device_mut(device).attachments.insert(pasid, Attachment::Hwpt(hwpt));
+        self.topology_epoch += 1;
         Ok(())
     }
 
@@ -1016,6 +1100,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let (unit, rid) = (self.device(device).unit, self.device(device).rid);
         self.backend.replace(unit, rid, pasid, Translation::Domain(self.hwpt(hwpt).domain.id))?;
         self.device_mut(device).attachments.insert(pasid, Attachment::Hwpt(hwpt));
+        self.topology_epoch += 1;
         let old_fault = self.attachment_fault(&old);
         if old_fault.is_some() && old_fault != self.hwpt(hwpt).fault {
             self.abort_page_requests(old_fault, Some(device), Some(pasid));
@@ -1048,6 +1133,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let (unit, rid) = (self.device(device).unit, self.device(device).rid);
         self.backend.block(unit, rid, pasid);
         let attachment = self.device_mut(device).attachments.remove(&pasid).expect("attachment exists");
+        self.topology_epoch += 1;
         let fault = self.attachment_fault(&attachment);
         self.abort_page_requests(fault, Some(device), Some(pasid));
     }
@@ -1068,6 +1154,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
         self.backend.attach(unit, rid, Some(pasid), Translation::ProcessAddressSpace(address_space))?;
         self.device_mut(device).attachments.insert(Some(pasid), Attachment::Sva { address_space, fault });
+        self.topology_epoch += 1;
         Ok(())
     }
 
@@ -1242,6 +1329,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 let (hwpts, binds) = self.fault_users(id);
                 !hwpts.is_empty() || !binds.is_empty()
             }
+            // Mappings from it hold pins of their own.
+            Body::Memory(_) => false,
         }
     }
 
@@ -1281,6 +1370,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 self.bound_devices.remove(&(device.unit, device.rid));
             }
             ObjectKind::Fault => self.abort_page_requests(Some(id), None, None),
+            ObjectKind::Memory => {
+                if let Body::Memory(registration) = self.objects[&id].body {
+                    self.pins.release(&mut self.memory, registration.object, 0, registration.size);
+                }
+            }
         }
         self.remove_object(id);
     }
@@ -1356,6 +1450,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
         for fault in self.owned(client, ObjectKind::Fault) {
             self.teardown_fault(fault);
+        }
+        for memory in self.owned(client, ObjectKind::Memory) {
+            self.free_unused(memory);
         }
         let pasids: Vec<u32> = self.clients[&client].pasids.iter().copied().collect();
         for pasid in pasids {
