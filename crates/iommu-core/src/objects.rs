@@ -50,6 +50,9 @@ pub(crate) struct Area {
     pub object: MemoryObjectId,
     pub offset: u64,
     pub perm: Perm,
+    /// The registration whose pins the area uses; `None`: the area holds uses of its pages
+    /// in the pin table itself.
+    pub registration: Option<ObjectId>,
 }
 
 impl Area {
@@ -157,12 +160,16 @@ impl FaultQueue {
 }
 
 /// A memory object the client registered: verified with the kernel and pinned whole once, so
-/// mapping from it needs no capability transfer and no kernel call.
-#[derive(Clone, Copy, Debug)]
+/// mapping from it needs no capability transfer, no kernel call and no pin accounting.
+#[derive(Debug)]
 pub(crate) struct Registration {
     pub object: MemoryObjectId,
     pub size: u64,
     pub writable: bool,
+    /// Physical address of every page of the object.
+    pub frames: Vec<u64>,
+    /// Areas mapped from it (in any client's IOAS); it cannot be destroyed while any remains.
+    pub mappings: u64,
 }
 
 pub(crate) enum Body {

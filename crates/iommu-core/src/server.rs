@@ -140,9 +140,9 @@ pub struct Server<B: IommuBackend, M: MemorySource> {
 }
 
 /// One contiguous piece of a mapping: its IOVA, frames and permission.
-struct Segment {
+struct Segment<'a> {
     iova: u64,
-    frames: Vec<u64>,
+    frames: &'a [u64],
     perm: Perm,
 }
 
@@ -653,12 +653,12 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::PermissionDenied);
         }
         let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length)?;
-        let segment = Segment { iova: range.start, frames, perm };
+        let segment = Segment { iova: range.start, frames: &frames, perm };
         if let Err(error) = map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment)) {
             self.pins.release(&mut self.memory, info.id, offset, length);
             return Err(error);
         }
-        self.ioas_mut(ioas).areas.insert(range.start, Area { range, object: info.id, offset, perm });
+        self.ioas_mut(ioas).areas.insert(range.start, Area { range, object: info.id, offset, perm, registration: None });
         Ok(range.start)
     }
 
@@ -671,8 +671,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if info.size == 0 {
             return Err(Error::ZeroLength);
         }
-        self.pins.acquire(&mut self.memory, client, memory, info.id, 0, info.size)?;
-        Ok(self.create(client, Body::Memory(Registration { object: info.id, size: info.size, writable: info.writable })))
+        let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, 0, info.size)?;
+        let registration = Registration { object: info.id, size: info.size, writable: info.writable, frames, mappings: 0 };
+        Ok(self.create(client, Body::Memory(registration)))
     }
 
     /// `ioas_map` from registered memory: the same checks and placement, the pages are already
@@ -689,8 +690,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         perm: Perm,
     ) -> Result<u64, Error> {
         let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
-        let registration = match &self.objects[&self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?].body {
-            Body::Memory(registration) => *registration,
+        let memory = self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?;
+        let (object, size, writable) = match &self.objects[&memory].body {
+            Body::Memory(registration) => (registration.object, registration.size, registration.writable),
             _ => unreachable!("resolve checked the kind"),
         };
         check_perm(perm)?;
@@ -699,21 +701,22 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::Unaligned);
         }
         let object_end = offset.checked_add(length).ok_or(Error::Overflow)?;
-        if object_end > registration.size {
+        if object_end > size {
             return Err(Error::OutOfObjectRange);
         }
-        if perm.write && !registration.writable {
+        if perm.write && !writable {
             return Err(Error::PermissionDenied);
         }
         let summary = self.ioas_summary(ioas);
         let range = self.place(ioas, &summary, choice, length)?;
-        let frames = self.pins.share(registration.object, offset, length);
-        let segment = Segment { iova: range.start, frames, perm };
-        if let Err(error) = map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment)) {
-            self.pins.release(&mut self.memory, registration.object, offset, length);
-            return Err(error);
+        let Body::Memory(registration) = &self.objects[&memory].body else { unreachable!("resolved above") };
+        let pages = (offset / PAGE_SIZE) as usize..(object_end / PAGE_SIZE) as usize;
+        let segment = Segment { iova: range.start, frames: &registration.frames[pages], perm };
+        map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment))?;
+        if let Body::Memory(registration) = &mut self.objects.get_mut(&memory).expect("resolved above").body {
+            registration.mappings += 1;
         }
-        self.ioas_mut(ioas).areas.insert(range.start, Area { range, object: registration.object, offset, perm });
+        self.ioas_mut(ioas).areas.insert(range.start, Area { range, object, offset, perm, registration: Some(memory) });
         Ok(range.start)
     }
 
@@ -724,7 +727,14 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         for &domain in &summary.domains {
             self.backend.unmap(domain, area.range.start, area.length());
         }
-        self.pins.release(&mut self.memory, area.object, area.offset, area.length());
+        match area.registration {
+            Some(memory) => {
+                if let Some(Object { body: Body::Memory(registration), .. }) = self.objects.get_mut(&memory) {
+                    registration.mappings -= 1;
+                }
+            }
+            None => self.pins.release(&mut self.memory, area.object, area.offset, area.length()),
+        }
         area.length()
     }
 
@@ -795,6 +805,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 object: area.object,
                 offset: area.offset + (cursor - area.range.start),
                 perm: area.perm,
+                // A copy takes uses of the pages itself (they are pinned, by the source area
+                // or its registration), so it outlives either.
+                registration: None,
             });
             if last == src_range.last {
                 break;
@@ -807,13 +820,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let summary = self.ioas_summary(dst);
         let dst_range = self.place(dst, &summary, dst_choice, length)?;
         let shift = |iova: u64| iova - src_range.start + dst_range.start;
+        let frame_lists: Vec<Vec<u64>> = pieces.iter().map(|piece| self.pins.share(piece.object, piece.offset, piece.length())).collect();
         let segments: Vec<Segment> = pieces
             .iter()
-            .map(|piece| Segment {
-                iova: shift(piece.range.start),
-                frames: self.pins.share(piece.object, piece.offset, piece.length()),
-                perm,
-            })
+            .zip(&frame_lists)
+            .map(|(piece, frames)| Segment { iova: shift(piece.range.start), frames, perm })
             .collect();
         if let Err(error) = map_segments(&mut self.backend, &summary.domains, &segments) {
             for piece in &pieces {
@@ -824,7 +835,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let areas = &mut self.ioas_mut(dst).areas;
         for piece in pieces {
             let range = IovaRange { start: shift(piece.range.start), last: shift(piece.range.last) };
-            areas.insert(range.start, Area { range, object: piece.object, offset: piece.offset, perm });
+            areas.insert(range.start, Area { range, object: piece.object, offset: piece.offset, perm, registration: None });
         }
         Ok(dst_range.start)
     }
@@ -887,13 +898,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             self.backend.domain_free(domain.id);
             return Err(Error::ReservedConflict);
         }
+        let frame_lists: Vec<Vec<u64>> = areas.iter().map(|area| self.pins.frames(area.object, area.offset, area.length())).collect();
         let segments: Vec<Segment> = areas
             .iter()
-            .map(|area| Segment {
-                iova: area.range.start,
-                frames: self.pins.frames(area.object, area.offset, area.length()),
-                perm: area.perm,
-            })
+            .zip(&frame_lists)
+            .map(|(area, frames)| Segment { iova: area.range.start, frames, perm: area.perm })
             .collect();
         if let Err(error) = map_segments(&mut self.backend, &[domain.id], &segments) {
             self.backend.domain_free(domain.id);
@@ -1329,8 +1338,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 let (hwpts, binds) = self.fault_users(id);
                 !hwpts.is_empty() || !binds.is_empty()
             }
-            // Mappings from it hold pins of their own.
-            Body::Memory(_) => false,
+            Body::Memory(registration) => registration.mappings != 0,
         }
     }
 
@@ -1371,8 +1379,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             }
             ObjectKind::Fault => self.abort_page_requests(Some(id), None, None),
             ObjectKind::Memory => {
-                if let Body::Memory(registration) = self.objects[&id].body {
-                    self.pins.release(&mut self.memory, registration.object, 0, registration.size);
+                if let Body::Memory(registration) = &self.objects[&id].body {
+                    let (object, size) = (registration.object, registration.size);
+                    self.pins.release(&mut self.memory, object, 0, size);
                 }
             }
         }
@@ -1421,6 +1430,24 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         self.free_unused(fault);
     }
 
+    /// Destroy a registration even if mapped: the areas mapped from it (in other clients'
+    /// IOASes, when it was shared) are unmapped first.
+    fn teardown_registration(&mut self, memory: ObjectId) {
+        let users: Vec<(ObjectId, u64)> = self
+            .objects
+            .iter()
+            .filter_map(|(id, object)| match &object.body {
+                Body::Ioas(ioas) => Some(ioas.areas.values().filter(|area| area.registration == Some(memory)).map(|area| (*id, area.range.start)).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for (ioas, start) in users {
+            self.remove_area(ioas, start);
+        }
+        self.free_unused(memory);
+    }
+
     fn owned(&self, client: ClientId, kind: ObjectKind) -> Vec<ObjectId> {
         self.objects.iter().filter(|(_, object)| object.owner == client && object.kind() == kind).map(|(id, _)| *id).collect()
     }
@@ -1452,7 +1479,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             self.teardown_fault(fault);
         }
         for memory in self.owned(client, ObjectKind::Memory) {
-            self.free_unused(memory);
+            self.teardown_registration(memory);
         }
         let pasids: Vec<u32> = self.clients[&client].pasids.iter().copied().collect();
         for pasid in pasids {

@@ -44,15 +44,35 @@ fn maps_from_registered_memory_need_no_kernel_call() {
 }
 
 #[test]
-fn destroying_a_registration_keeps_what_is_mapped_pinned() {
+fn a_mapped_registration_is_busy_and_copies_outlive_it() {
     let mut h = harness();
     let ioas = h.server.ioas_alloc(A).unwrap();
+    let other = h.server.ioas_alloc(A).unwrap();
     let memory = h.server.memory_register(A, MEM).unwrap();
-    h.server.ioas_map_registered(A, ioas, memory, 0, 4 * PAGE_SIZE, IovaChoice::Auto, Perm::READ).unwrap();
-    assert_eq!(h.server.destroy(A, memory), Ok(()), "mappings hold pins of their own");
-    assert_eq!(h.server.memory().pinned_pages(), 4);
+    let iova = h.server.ioas_map_registered(A, ioas, memory, 0, 4 * PAGE_SIZE, IovaChoice::Auto, Perm::READ).unwrap();
+    assert_eq!(h.server.destroy(A, memory), Err(Error::Busy));
+    // A copy takes uses of the pages itself.
+    let copy = h.server.ioas_copy(A, other, IovaChoice::Auto, ioas, iova, 4 * PAGE_SIZE, Perm::READ).unwrap();
+    assert_eq!(h.server.ioas_unmap(A, ioas, iova, 4 * PAGE_SIZE), Ok(4 * PAGE_SIZE));
+    assert_eq!(h.server.destroy(A, memory), Ok(()));
+    assert_eq!(h.server.memory().pinned_pages(), 4, "the copy keeps its pages pinned");
     assert_eq!(h.server.ioas_map_registered(A, ioas, memory, 0, PAGE_SIZE, IovaChoice::Auto, Perm::READ), Err(Error::NoSuchObject));
-    assert_eq!(h.server.ioas_unmap_all(A, ioas), Ok(4 * PAGE_SIZE));
+    assert_eq!(h.server.ioas_unmap(A, other, copy, 4 * PAGE_SIZE), Ok(4 * PAGE_SIZE));
+    assert_eq!(h.server.memory().pinned_pages(), 0);
+    h.assert_clean();
+}
+
+#[test]
+fn a_shared_registration_goes_with_its_owner() {
+    let mut h = harness();
+    let memory = h.server.memory_register(A, MEM).unwrap();
+    let lent = h.server.handle_derive(A, memory, Rights::MAP, B).unwrap();
+    let ioas_of_b = h.server.ioas_alloc(B).unwrap();
+    let iova = h.server.ioas_map_registered(B, ioas_of_b, lent, 0, 2 * PAGE_SIZE, IovaChoice::Auto, Perm::READ_WRITE).unwrap();
+    assert_eq!(h.server.destroy(B, lent), Err(Error::MissingRight), "lent without DESTROY");
+    h.server.close_client(A).unwrap();
+    // B's mapping of A's memory went with A (unmapped, hence invalidated, before unpinning).
+    assert_eq!(h.server.ioas_unmap(B, ioas_of_b, iova, 2 * PAGE_SIZE), Err(Error::NotMapped));
     assert_eq!(h.server.memory().pinned_pages(), 0);
     h.assert_clean();
 }
