@@ -655,6 +655,115 @@ mod iommu_tests {
         })
     }
 
+    /// Where the edu's MSI goes: x86's interrupt range (APIC 0), or `virt`'s GICv2m frame,
+    /// register MSI_SETSPI_NS. On arm the write is translated by the SMMU like any DMA.
+    #[cfg(target_arch = "x86_64")]
+    const MSI_ADDRESS: u32 = 0xFEE0_0000;
+    #[cfg(target_arch = "aarch64")]
+    const MSI_ADDRESS: u32 = 0x0802_0040;
+
+    /// Aims the edu's MSI capability at `line` (x86: vector 0x50 + n for line 1000 + n; arm:
+    /// the SPI's INTID) and enables it, or disables it.
+    fn program_msi(config: &ConfigSpace, device: &EduDevice, line: u32, enable: bool) -> TestResult {
+        let register = |offset: u64| config.register(u64::from(device.rid), offset);
+        // SAFETY: the edu's configuration space (mapped by `config`); PCI 3.0 §6.8.1 MSI
+        // capability layout.
+        unsafe {
+            let mut cap = u64::from(core::ptr::read_volatile(register(0x34)) & 0xFC);
+            while cap != 0 && core::ptr::read_volatile(register(cap)) & 0xFF != 0x05 {
+                cap = u64::from((core::ptr::read_volatile(register(cap)) >> 8) & 0xFC);
+            }
+            ensure!(cap != 0, "the edu has no MSI capability");
+            let header = core::ptr::read_volatile(register(cap));
+            let control = header >> 16;
+            if enable {
+                core::ptr::write_volatile(register(cap + 4), MSI_ADDRESS);
+                let data_offset = if control & (1 << 7) != 0 {
+                    core::ptr::write_volatile(register(cap + 8), 0);
+                    12
+                } else {
+                    8
+                };
+                let data = if cfg!(target_arch = "x86_64") { 0x50 + (line - 1000) } else { line };
+                core::ptr::write_volatile(register(cap + data_offset), data);
+            }
+            let enabled = if enable { control | 1 } else { control & !1 };
+            core::ptr::write_volatile(register(cap), enabled << 16 | (header & 0xFFFF));
+        }
+        Ok(())
+    }
+
+    /// A device attached to a driver's HWPT raises its MSI and the CPU takes it: on arm the
+    /// server maps the GICv2m doorbell into every paging domain (SMMUv3 translates MSI writes).
+    /// Once the driver is gone and the device blocked, its MSI on arm faults at the doorbell
+    /// and never reaches the GIC. (x86 delivers MSIs around DMA remapping; without interrupt
+    /// remapping a blocked device could still raise one, so that half is arm only.)
+    fn attached_device_msi() -> TestResult {
+        DOMAIN_FORMATS.iter().try_for_each(|&format| attached_device_msi_with(format))
+    }
+
+    fn attached_device_msi_with(server_arg: u64) -> TestResult {
+        with_kernel(|kernel| {
+            let Some(msi) = boot_caps(crate::boot_info()).into_iter().find(|cap| cap.name == "msi") else {
+                crate::println!("iommu: no MSI lines on this machine (no GICv2m frame): test not applicable");
+                return Ok(());
+            };
+            let Object::Irq(irq) = msi.object else { return Err("the msi capability is no IRQ line".into()) };
+            let (server, driver_pid, device) = server_and_driver(kernel, server_arg, scenario::HOLD, &[1])?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu("iommu::attached_device_msi_reaches_the_cpu");
+                return Ok(());
+            }
+            kernel.start_process(driver_pid).map_err(err("start driver"))?;
+            run_until(kernel, "the driver's mapping", |k| server.word(status::PINNED_PAGES) == HOLD_PAGES || k.has_exited(driver_pid))?;
+            ensure!(!kernel.has_exited(driver_pid), "driver ended early: {:?}", kernel.take_exit(driver_pid));
+            // The line as a driver's irq_bind would set it up.
+            let notification = Rc::new(core::cell::RefCell::new(Default::default()));
+            let (line, edge) = (irq.borrow().line, irq.borrow().edge);
+            irq.borrow_mut().bound = Some((notification, 0));
+            kernel.irqs.insert(line, Rc::downgrade(&irq));
+            arch::irq_configure(line, edge);
+            arch::irq_set_enabled(line, true);
+            let config = ConfigSpace::open()?;
+            program_msi(&config, &device, line, true)?;
+            let raise = |status: u32| {
+                // SAFETY: the edu's interrupt-raise register in BAR0 (direct map).
+                unsafe { core::ptr::write_volatile(direct::<u32>(device.bar0 + 0x60), status) }
+            };
+            let acknowledge = || {
+                // SAFETY: the edu's interrupt status and acknowledge registers.
+                unsafe {
+                    let status = core::ptr::read_volatile(direct::<u32>(device.bar0 + 0x24));
+                    core::ptr::write_volatile(direct::<u32>(device.bar0 + 0x64), status);
+                }
+            };
+            let faults_before = server.word(status::UNROUTED_FAULTS);
+            raise(1);
+            run_until(kernel, "the attached device's MSI", |_| irq.borrow().last_fired_at != 0)?;
+            acknowledge();
+            ensure!(server.word(status::UNROUTED_FAULTS) == faults_before, "the MSI write faulted in the IOMMU");
+            crate::println!("iommu: MSI of the attached edu (line {line}) reached the CPU through the IOMMU");
+
+            kernel.kill(driver_pid, ExitReason::Killed);
+            run_until(kernel, "the server to reap the killed driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
+            if cfg!(target_arch = "aarch64") {
+                let fired = irq.borrow().last_fired_at;
+                let faults_before = server.word(status::UNROUTED_FAULTS);
+                raise(2);
+                run_until(kernel, "the blocked MSI to be reported", |_| server.word(status::UNROUTED_FAULTS) > faults_before)?;
+                acknowledge();
+                let doorbell_page = u64::from(MSI_ADDRESS) & !0xFFF;
+                ensure!(server.word(status::LAST_FAULT_ADDRESS) & !0xFFF == doorbell_page, "fault at {:#x}, expected the doorbell page {doorbell_page:#x}", server.word(status::LAST_FAULT_ADDRESS));
+                ensure!(irq.borrow().last_fired_at == fired, "the blocked device's MSI reached the GIC");
+                crate::println!("iommu: MSI of the blocked edu faulted at the doorbell and never reached the GIC");
+            }
+            program_msi(&config, &device, line, false)?;
+            arch::irq_set_enabled(line, false);
+            kernel.irqs.remove(&line);
+            Ok(())
+        })
+    }
+
     /// Server start arguments the scenarios with DMA run under: on arm both SMMU domain
     /// formats, stage 1 (with a context descriptor) and stage 2.
     const DOMAIN_FORMATS: &[u64] = &[
@@ -829,6 +938,7 @@ mod iommu_tests {
         Test { name: "iommu::unbound_device_cannot_dma", run: unbound_device_blocked },
         Test { name: "iommu::hostile_driver_refused_server_carries_on", run: hostile_driver },
         Test { name: "iommu::killed_driver_torn_down_device_blocked", run: killed_driver },
+        Test { name: "iommu::attached_device_msi_reaches_the_cpu", run: attached_device_msi },
         Test { name: "iommu::two_devices_one_ioas_dma_and_faults", run: two_devices_one_ioas },
         Test { name: "iommu::two_devices_two_ioases_isolated", run: two_devices_two_ioases },
         Test { name: "iommu::replace_moves_device_between_ioases", run: replace_moves_device },

@@ -33,6 +33,7 @@ fn stage1(input_bits: u8, dirty_tracking: bool) -> SmmuStage1 {
         input_bits,
         output_bits: 48,
         mair_index: 1,
+        device_mair_index: 2,
         not_global: true,
         large_pages: LargePages::ALL,
         dirty_tracking,
@@ -917,4 +918,35 @@ fn a_misbehaving_allocator_is_refused() {
     let result = PageTable::new(&mut short, stage1(48, false));
     assert_eq!(result.map(|_| ()).unwrap_err(), Error::BadAllocation);
     assert_eq!(short.0.live_count(), 0, "the bad buffer was given back");
+}
+
+#[test]
+fn device_memory_gets_device_attributes_on_arm_and_is_refused_on_vtd() {
+    let mut dma = FakeDma::new();
+    let doorbell = 0x0802_0000;
+    let device_rw = Perm::READ_WRITE | Perm::DEVICE;
+    let mut s1 = PageTable::new(&mut dma, stage1(48, false)).unwrap();
+    s1.map(doorbell, doorbell, K4, device_rw, &mut dma).unwrap();
+    s1.map(G1, 0x4000_0000, K4, Perm::READ_WRITE, &mut dma).unwrap();
+    let leaf = *device_walk(&s1, &dma, doorbell).last().unwrap();
+    assert_eq!(Stage1Entry(leaf).attr_index(), 2, "the Device-nGnRE MAIR index");
+    assert_eq!(Stage1Entry(*device_walk(&s1, &dma, G1).last().unwrap()).attr_index(), 1, "normal memory keeps its index");
+    assert_eq!(s1.translate(doorbell).map(|t| t.perm), Some(device_rw));
+    assert_eq!(s1.translate(G1).map(|t| t.perm), Some(Perm::READ_WRITE));
+    s1.destroy(&mut dma);
+
+    let mut s2 = PageTable::new(&mut dma, stage2(40, 1)).unwrap();
+    s2.map(doorbell, doorbell, K4, device_rw, &mut dma).unwrap();
+    let leaf = *device_walk(&s2, &dma, doorbell).last().unwrap();
+    assert_eq!(leaf >> 2 & 0b1111, 0b0001, "MemAttr Device-nGnRE");
+    assert_eq!(s2.translate(doorbell).map(|t| t.perm), Some(device_rw));
+    s2.destroy(&mut dma);
+
+    let mut second = sl_table(&mut dma);
+    assert_eq!(second.map(doorbell, doorbell, K4, device_rw, &mut dma), Err(Error::UnsupportedPermission));
+    second.destroy(&mut dma);
+    let mut first = PageTable::new(&mut dma, first_level(false)).unwrap();
+    assert_eq!(first.map(doorbell, doorbell, K4, device_rw, &mut dma), Err(Error::UnsupportedPermission));
+    first.destroy(&mut dma);
+    assert_eq!(dma.live_count(), 0);
 }

@@ -80,6 +80,10 @@ impl Perm {
     pub const WRITE: Perm = Perm(1 << 1);
     /// Instruction fetch / execute requests (VT-d Execute-Requested, SMMU instruction accesses).
     pub const EXECUTE: Perm = Perm(1 << 2);
+    /// Device memory (registers, such as an interrupt doorbell): Arm Device-nGnRE, so writes
+    /// reach the device in order and are never merged or cached. Formats without memory types
+    /// (VT-d) refuse it.
+    pub const DEVICE: Perm = Perm(1 << 3);
     /// Read and write, the common DMA mapping.
     pub const READ_WRITE: Perm = Perm(Self::READ.0 | Self::WRITE.0);
 

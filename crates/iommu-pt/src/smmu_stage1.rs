@@ -127,6 +127,8 @@ pub struct Stage1Config {
     pub output_bits: u8,
     /// MAIR index (0-7) of normal write-back memory in the CD's MAIR.
     pub mair_index: u8,
+    /// MAIR index (0-7) of Device-nGnRE memory, for [`Perm::DEVICE`] mappings.
+    pub device_mair_index: u8,
     /// Set nG on leaves (ASID-tagged TLB entries).
     pub not_global: bool,
     /// Block sizes to use.
@@ -147,6 +149,8 @@ impl SmmuStage1 {
         let supported = (25..=48).contains(&config.input_bits)
             && config.output_bits <= 48
             && config.mair_index < 8
+            && config.device_mair_index < 8
+            && config.device_mair_index != config.mair_index
             && config.large_pages.is_consistent();
         if !supported {
             return Err(Error::InvalidConfig);
@@ -190,8 +194,9 @@ impl Format for SmmuStage1 {
         if !perm.contains(Perm::READ) {
             return Err(Error::UnsupportedPermission);
         }
+        let attr_index = if perm.contains(Perm::DEVICE) { self.config.device_mair_index } else { self.config.mair_index };
         let mut bits = Stage1Entry::VALID
-            | (u64::from(self.config.mair_index) << Stage1Entry::ATTR_INDEX_SHIFT)
+            | (u64::from(attr_index) << Stage1Entry::ATTR_INDEX_SHIFT)
             | Stage1Entry::AP_UNPRIVILEGED
             | Stage1Entry::INNER_SHAREABLE
             | Stage1Entry::ACCESS_FLAG;
@@ -231,6 +236,9 @@ impl Format for SmmuStage1 {
         if !entry.unprivileged_execute_never() {
             perm = perm | Perm::EXECUTE;
         }
+        if entry.attr_index() == self.config.device_mair_index {
+            perm = perm | Perm::DEVICE;
+        }
         perm
     }
 
@@ -251,6 +259,7 @@ mod tests {
             input_bits,
             output_bits: 48,
             mair_index: 1,
+            device_mair_index: 2,
             not_global: true,
             large_pages: LargePages::ALL,
             dirty_tracking: false,

@@ -34,6 +34,8 @@ impl Stage2Entry {
     pub const MEM_ATTR: u64 = 0b1111 << Self::MEM_ATTR_SHIFT;
     /// MemAttr = 0b1111: normal memory, outer and inner write-back cacheable.
     pub const NORMAL_WRITE_BACK: u64 = 0b1111 << Self::MEM_ATTR_SHIFT;
+    /// MemAttr = 0b0001: Device-nGnRE (Arm ARM D8.6.5, stage 2 with FWB = 0).
+    pub const DEVICE_NGNRE: u64 = 0b0001 << Self::MEM_ATTR_SHIFT;
     /// S2AP[0], bit 6: reads allowed.
     pub const S2AP_READ: u64 = 1 << 6;
     /// S2AP[1], bit 7: writes allowed.
@@ -145,8 +147,8 @@ impl Format for SmmuStage2 {
         if !perm.contains(Perm::READ) && !perm.contains(Perm::WRITE) {
             return Err(Error::UnsupportedPermission);
         }
-        let mut bits =
-            Stage2Entry::VALID | Stage2Entry::NORMAL_WRITE_BACK | Stage2Entry::INNER_SHAREABLE | Stage2Entry::ACCESS_FLAG;
+        let memory_type = if perm.contains(Perm::DEVICE) { Stage2Entry::DEVICE_NGNRE } else { Stage2Entry::NORMAL_WRITE_BACK };
+        let mut bits = Stage2Entry::VALID | memory_type | Stage2Entry::INNER_SHAREABLE | Stage2Entry::ACCESS_FLAG;
         if perm.contains(Perm::READ) {
             bits |= Stage2Entry::S2AP_READ;
         }
@@ -182,6 +184,9 @@ impl Format for SmmuStage2 {
         }
         if entry.executable() {
             perm = perm | Perm::EXECUTE;
+        }
+        if attributes & Stage2Entry::MEM_ATTR == Stage2Entry::DEVICE_NGNRE {
+            perm = perm | Perm::DEVICE;
         }
         perm
     }

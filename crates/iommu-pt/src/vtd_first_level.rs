@@ -123,7 +123,8 @@ impl Format for VtdFirstLevel {
 
     fn leaf_attributes(&self, perm: Perm) -> Result<u64, Error> {
         // Present implies readable: write-only and execute-only cannot be expressed.
-        if !perm.contains(Perm::READ) || (perm.contains(Perm::EXECUTE) && !self.config.execute_requests) {
+        // No device memory type either (first-level PAT is left at write-back).
+        if !perm.contains(Perm::READ) || perm.contains(Perm::DEVICE) || (perm.contains(Perm::EXECUTE) && !self.config.execute_requests) {
             return Err(Error::UnsupportedPermission);
         }
         let mut bits = FirstLevelEntry::PRESENT | FirstLevelEntry::USER | FirstLevelEntry::ACCESSED;

@@ -150,7 +150,8 @@ impl Format for VtdSecondLevel {
 
     fn leaf_attributes(&self, perm: Perm) -> Result<u64, Error> {
         let readable_or_writable = perm.contains(Perm::READ) || perm.contains(Perm::WRITE);
-        if !readable_or_writable || (perm.contains(Perm::EXECUTE) && !self.config.execute_requests) {
+        // No memory types in VT-d tables: device memory cannot be asked for.
+        if !readable_or_writable || perm.contains(Perm::DEVICE) || (perm.contains(Perm::EXECUTE) && !self.config.execute_requests) {
             return Err(Error::UnsupportedPermission);
         }
         let mut bits = 0;

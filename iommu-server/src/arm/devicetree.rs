@@ -1,5 +1,5 @@
 //! The machine as the device tree describes it: the SMMUv3 nodes (`arm,smmu-v3`: registers,
-//! wired interrupts) and the PCIe host bridge (`pci-host-ecam-generic`: ECAM, bus range, memory
+//! wired interrupts), the GICv2m MSI frames (`arm,gic-v2m-frame`) and the PCIe host bridge (`pci-host-ecam-generic`: ECAM, bus range, memory
 //! windows, and `iommu-map`, which says which SMMU translates which requester IDs and as which
 //! StreamIDs). Bindings: Linux `Documentation/devicetree/bindings/iommu/arm,smmu-v3.yaml`,
 //! `.../pci/host-generic-pci.yaml` and `.../pci/pci-iommu.txt`.
@@ -75,6 +75,9 @@ pub struct PciHost {
 pub struct DeviceTree {
     pub smmus: Vec<SmmuNode>,
     pub pci: Option<PciHost>,
+    /// Register frames of the GICv2m MSI controllers (`arm,gic-v2m-frame`): the doorbells
+    /// devices write their MSIs to.
+    pub msi_frames: Vec<u64>,
 }
 
 /// Big-endian 32-bit cells of a property value.
@@ -137,7 +140,12 @@ pub fn read(memory: &FirmwareMemory) -> Result<DeviceTree, &'static str> {
         .filter_map(|node| smmu_node(node, interrupt_cells))
         .collect();
     let pci = fdt.all_nodes().find(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "pci-host-ecam-generic"))).and_then(|node| pci_host(node, root));
-    Ok(DeviceTree { smmus, pci })
+    let msi_frames = fdt
+        .all_nodes()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "arm,gic-v2m-frame")))
+        .filter_map(|node| Some(node.reg()?.next()?.starting_address as u64))
+        .collect();
+    Ok(DeviceTree { smmus, pci, msi_frames })
 }
 
 fn smmu_node(node: FdtNode<'_, '_>, interrupt_cells: usize) -> Option<SmmuNode> {

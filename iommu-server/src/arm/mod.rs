@@ -79,6 +79,11 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage) -> Result<Platform, &'s
     status.set(status::IORT_CHECK, iort_check);
 
     let mut backend = SmmuBackend::new(DmaPool::new(slots::DMA_AUTHORITY, layout::DMA));
+    for &frame in &tree.msi_frames {
+        if !backend.add_msi_doorbell(frame) {
+            println!("iommu-server: GICv2m frame {frame:#x} lies outside the IOVA window kept for doorbells: MSIs of attached devices stay blocked");
+        }
+    }
     let (register_base, register_size) = syscall::mmio_info(slots::IOMMU_REGISTERS).unwrap_or((0, 0));
     for (index, node) in tree.smmus.iter().enumerate() {
         let inside = node.base >= register_base && node.base + node.size <= register_base + register_size;

@@ -65,6 +65,10 @@ const STAGE1_INPUT_BITS: u8 = 48;
 const MAX_OUTPUT_BITS: u8 = 48;
 /// MAIR index of normal write-back memory in `smmuv3::config::DEFAULT_MAIR` (Attr0 = 0xFF).
 const NORMAL_MEMORY_MAIR_INDEX: u8 = 0;
+/// MAIR index of Device-nGnRE memory in `DEFAULT_MAIR` (Attr1 = 0x04), for doorbells.
+const DEVICE_MEMORY_MAIR_INDEX: u8 = 1;
+/// Bytes of a page.
+const PAGE: u64 = 4096;
 /// The event queue holds 2^11 records (64 KiB): QEMU records a blocked DMA once per 4-byte
 /// access, so one blocked 4 KiB transfer produces 1024 events, and a queue that overflows
 /// loses the later ones.
@@ -110,6 +114,9 @@ pub struct SmmuBackend {
     pub units: Vec<SmmuUnit>,
     domains: DomainSlots<Domain>,
     pub dma: DmaPool,
+    /// Pages of the MSI doorbells (GICv2m frames) every paging domain maps, at their own
+    /// address, inside `MSI_IOVA_WINDOW`.
+    msi_doorbells: Vec<u64>,
 }
 
 fn hardware(error: SmmuError) -> Error {
@@ -134,7 +141,19 @@ fn stage2_start_level(input_bits: u8) -> u8 {
 
 impl SmmuBackend {
     pub fn new(dma: DmaPool) -> Self {
-        SmmuBackend { units: Vec::new(), domains: DomainSlots::new(), dma }
+        SmmuBackend { units: Vec::new(), domains: DomainSlots::new(), dma, msi_doorbells: Vec::new() }
+    }
+
+    /// Adds an MSI doorbell page that every paging domain created from now on maps at its own
+    /// address (devices then program the same MSI address with or without the IOMMU); `false`
+    /// if the page is outside `MSI_IOVA_WINDOW`, where a client's buffer could be.
+    pub fn add_msi_doorbell(&mut self, frame: u64) -> bool {
+        let page = frame & !(PAGE - 1);
+        let inside = (MSI_IOVA_WINDOW.0..=MSI_IOVA_WINDOW.1 - (PAGE - 1)).contains(&page);
+        if inside {
+            self.msi_doorbells.push(page);
+        }
+        inside
     }
 
     /// Brings an SMMU up (every stream denied), creates its blocking domain and attaches every
@@ -185,6 +204,7 @@ impl SmmuBackend {
                     input_bits: STAGE1_INPUT_BITS,
                     output_bits: unit.output_bits,
                     mair_index: NORMAL_MEMORY_MAIR_INDEX,
+                    device_mair_index: DEVICE_MEMORY_MAIR_INDEX,
                     not_global: true,
                     large_pages,
                     dirty_tracking: false,
@@ -300,7 +320,28 @@ impl IommuBackend for SmmuBackend {
         if index >= self.units.len() {
             return Err(Error::NoResources);
         }
-        self.allocate(index)
+        let domain = self.allocate(index)?;
+        // MSI writes are DMA writes to the SMMU: without the doorbell an attached device's
+        // interrupts would fault. The blocking domain maps nothing, so blocked devices cannot
+        // raise interrupts at all. The window is reserved, so no client mapping collides.
+        let device_write = iommu_pt::Perm::READ_WRITE | iommu_pt::Perm::DEVICE;
+        let mut mapped = Ok(());
+        for &page in &self.msi_doorbells {
+            let d = self.domains.get_mut(domain.id).expect("just allocated");
+            mapped = match &mut d.table {
+                Table::Stage1(table) => table.map(page, page, PAGE, device_write, &mut self.dma),
+                Table::Stage2(table) => table.map(page, page, PAGE, device_write, &mut self.dma),
+            };
+            if mapped.is_err() {
+                break;
+            }
+        }
+        if let Err(error) = mapped {
+            // Nothing was attached yet: freeing unmaps with the domain.
+            self.domain_free(domain.id);
+            return Err(table_error(error));
+        }
+        Ok(domain)
     }
 
     fn domain_free(&mut self, domain: HwDomainId) {
