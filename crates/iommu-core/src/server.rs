@@ -214,6 +214,28 @@ fn check_aligned_length(length: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// The checks every map makes of the memory range it names: some access, a non-empty,
+/// page-aligned length at a page-aligned offset, no wrap. Returns the end of the range.
+fn check_map_range(perm: Perm, offset: u64, length: u64) -> Result<u64, Error> {
+    check_perm(perm)?;
+    check_aligned_length(length)?;
+    if offset % PAGE_SIZE != 0 {
+        return Err(Error::Unaligned);
+    }
+    offset.checked_add(length).ok_or(Error::Overflow)
+}
+
+/// Whether a range ending at `object_end` lies in an object of `size` bytes that allows `perm`.
+fn check_within_object(object_end: u64, size: u64, writable: bool, perm: Perm) -> Result<(), Error> {
+    if object_end > size {
+        return Err(Error::OutOfObjectRange);
+    }
+    if perm.write && !writable {
+        return Err(Error::PermissionDenied);
+    }
+    Ok(())
+}
+
 fn check_perm(perm: Perm) -> Result<(), Error> {
     if perm.read || perm.write {
         Ok(())
@@ -637,21 +659,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         perm: Perm,
     ) -> Result<u64, Error> {
         let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
-        check_perm(perm)?;
-        check_aligned_length(length)?;
-        if offset % PAGE_SIZE != 0 {
-            return Err(Error::Unaligned);
-        }
-        let object_end = offset.checked_add(length).ok_or(Error::Overflow)?;
+        let object_end = check_map_range(perm, offset, length)?;
         let summary = self.ioas_summary(ioas);
         let range = self.place(ioas, &summary, choice, length)?;
         let info = self.memory.identify(client, memory)?;
-        if object_end > info.size {
-            return Err(Error::OutOfObjectRange);
-        }
-        if perm.write && !info.writable {
-            return Err(Error::PermissionDenied);
-        }
+        check_within_object(object_end, info.size, info.writable, perm)?;
         let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length)?;
         let segment = Segment { iova: range.start, frames: &frames, perm };
         if let Err(error) = map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment)) {
@@ -695,18 +707,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             Body::Memory(registration) => (registration.object, registration.size, registration.writable),
             _ => unreachable!("resolve checked the kind"),
         };
-        check_perm(perm)?;
-        check_aligned_length(length)?;
-        if offset % PAGE_SIZE != 0 {
-            return Err(Error::Unaligned);
-        }
-        let object_end = offset.checked_add(length).ok_or(Error::Overflow)?;
-        if object_end > size {
-            return Err(Error::OutOfObjectRange);
-        }
-        if perm.write && !writable {
-            return Err(Error::PermissionDenied);
-        }
+        let object_end = check_map_range(perm, offset, length)?;
+        check_within_object(object_end, size, writable, perm)?;
         let summary = self.ioas_summary(ioas);
         let range = self.place(ioas, &summary, choice, length)?;
         let Body::Memory(registration) = &self.objects[&memory].body else { unreachable!("resolved above") };
