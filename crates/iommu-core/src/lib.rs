@@ -13,6 +13,8 @@
 //!   per PASID slot (or the requester ID itself) an HWPT or an SVA binding of a process
 //!   address space.
 //! * **FAULT** — a bounded queue of fault records; HWPTs and SVA bindings name one.
+//! * **MEMORY** — a memory object registered once (verified with the kernel, pinned whole),
+//!   mapped from by handle with no further kernel work; busy while mapped.
 //!
 //! Ownership and sharing: objects live in one server-global table and are owned by the
 //! client that created it; clients hold per-client handle tables whose entries point at
