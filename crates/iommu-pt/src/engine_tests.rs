@@ -950,3 +950,52 @@ fn device_memory_gets_device_attributes_on_arm_and_is_refused_on_vtd() {
     first.destroy(&mut dma);
     assert_eq!(dma.live_count(), 0);
 }
+
+#[test]
+fn every_format_holds_at_most_one_emptied_path() {
+    fn check<F: Format>(format: F) {
+        let mut dma = FakeDma::new();
+        let mut table = PageTable::new(&mut dma, format).unwrap();
+        let limit = table.geometry().input_limit();
+        // The root, one retained path below it, and the spare tables.
+        let bound = 1 + (table.levels() as usize - 1) + 8;
+        let phys = 0x4000_0000;
+        let mut previous = 0;
+        let mut replaced = 0;
+        for step in 0..60u64 {
+            // Addresses spread over the whole input range; every third map a 2 MiB leaf where
+            // the step before left its emptied path, which must make way for it (as the
+            // backends do with `prepare_map`).
+            let spread = (step.wrapping_mul(0x9E37_79B9_7F4A_7C15) % limit) & !(K4 - 1);
+            let (iova, length) = if step % 3 == 2 { (previous & !(M2 - 1), M2) } else { (spread, K4) };
+            previous = iova;
+            if let Some(unlinked) = table.prepare_map(iova, phys, length, &dma) {
+                replaced += 1;
+                table.recycle(unlinked.freed_tables, &mut dma);
+            }
+            table.map(iova, phys, length, Perm::READ, &mut dma).unwrap();
+            for offset in [0, length - K4] {
+                assert_eq!(table.translate(iova + offset).map(|t| t.phys), Some(phys + offset), "step {step}");
+                assert_eq!(device_translate(&table, &dma, iova + offset), Some(phys + offset), "step {step}");
+            }
+            if length == M2 {
+                assert_eq!(table.translate(iova).map(|t| t.page_size), Some(M2), "step {step}: a 2 MiB leaf");
+            }
+            let unmapped = table.unmap(iova, length, SplitPolicy::Refuse, &mut dma).unwrap();
+            assert_eq!(unmapped.bytes, length);
+            table.recycle(unmapped.freed_tables, &mut dma);
+            assert_eq!(device_translate(&table, &dma, iova), None, "step {step}");
+            assert!(dma.live_count() <= bound, "step {step}: {} tables held, at most {bound}", dma.live_count());
+        }
+        assert_eq!(replaced, 20, "every 2 MiB map found a retained path in its way");
+        table.destroy(&mut dma);
+        assert_eq!(dma.live_count(), 0);
+    }
+    check(second_level(4, LargePages::ALL, false));
+    check(second_level(3, LargePages::ALL, false));
+    check(first_level(false));
+    check(stage1(48, false));
+    check(stage1(39, false));
+    check(stage2(48, 0));
+    check(stage2(40, 1));
+}
