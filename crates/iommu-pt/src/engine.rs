@@ -428,7 +428,8 @@ impl<F: Format> PageTable<F> {
                     return Some(Ok(()));
                 }
                 Decoded::Absent => return None,
-                // Below a large leaf's slot, a table is the retained path (see `map_slots`).
+                // A table where the large leaf would go (the retained path, or live smaller
+                // leaves): the two passes tell which (see `map_slots`).
                 Decoded::Table { .. } if one_leaf => return None,
                 Decoded::Table { phys: child } => table = table.child(index, child),
             }
