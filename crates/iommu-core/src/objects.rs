@@ -166,7 +166,9 @@ pub(crate) struct Registration {
     pub object: MemoryObjectId,
     pub size: u64,
     pub writable: bool,
-    /// Physical address of every page of the object.
+    /// Physical address of every page of the object: a copy of what the pin table holds,
+    /// kept so that a map slices it instead of searching the pin table (the search was most of
+    /// a registered map's cost).
     pub frames: Vec<u64>,
     /// Areas mapped from it (in any client's IOAS); it cannot be destroyed while any remains.
     pub mappings: u64,

@@ -214,8 +214,9 @@ fn check_aligned_length(length: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// The checks every map makes of the memory range it names: some access, a non-empty,
-/// page-aligned length at a page-aligned offset, no wrap. Returns the end of the range.
+/// The checks every map makes of the range it takes pages from (an offset in a memory object,
+/// or the source IOVA of a copy): some access, a non-empty, page-aligned length at a
+/// page-aligned start, no wrap. Returns the end of the range.
 fn check_map_range(perm: Perm, offset: u64, length: u64) -> Result<u64, Error> {
     check_perm(perm)?;
     check_aligned_length(length)?;
@@ -789,11 +790,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     ) -> Result<u64, Error> {
         let src = self.resolve(client, src, ObjectKind::Ioas, Rights::COPY_FROM)?;
         let dst = self.resolve(client, dst, ObjectKind::Ioas, Rights::MAP)?;
-        check_perm(perm)?;
-        check_aligned_length(length)?;
-        if src_iova % PAGE_SIZE != 0 {
-            return Err(Error::Unaligned);
-        }
+        check_map_range(perm, src_iova, length)?;
         let src_range = IovaRange::from_start_len(src_iova, length)?;
         // Split the source range into pieces of the areas covering it, without holes.
         let mut pieces: Vec<Area> = Vec::new();

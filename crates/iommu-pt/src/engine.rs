@@ -287,7 +287,9 @@ impl PathSteps {
 
     /// Deepest first: unlinks each child that became empty and queues it for release after
     /// the invalidation; stops at the first that still maps something (its parents do too).
-    fn unlink_emptied<A: DmaAllocator + ?Sized>(&self, freed: &mut DeferredFree, alloc: &A) {
+    /// Returns the depth of the highest step unlinked.
+    fn unlink_emptied<A: DmaAllocator + ?Sized>(&self, freed: &mut DeferredFree, alloc: &A) -> Option<usize> {
+        let mut highest = None;
         for depth in (0..self.len).rev() {
             let (parent, index, child) = self.step(depth);
             if !child.is_empty() {
@@ -297,7 +299,9 @@ impl PathSteps {
             parent.store(index, 0);
             parent.forget_child(index);
             parent.flush_entries(index, index, alloc);
+            highest = Some(depth);
         }
+        highest
     }
 }
 
@@ -753,13 +757,13 @@ impl<F: Format> PageTable<F> {
         if walk != Walk::Nested && path.len != 0 && table.is_empty() {
             return Some(true);
         }
-        path.unlink_emptied(freed, alloc);
+        let _ = path.unlink_emptied(freed, alloc);
         Some(false)
     }
 
-    /// Unlinks the highest table on `iova`'s path that maps nothing (a retained path), queuing
-    /// it and the tables below it on `freed`, cleared so that `recycle` can keep them, and widens
-    /// `extent` over its span. Does nothing if every table on the path maps something.
+    /// Unlinks the tables on `iova`'s path that map nothing (a retained path), queuing them on
+    /// `freed`, cleared so that `recycle` can keep them, and widens `extent` over the span of
+    /// the highest. Does nothing if every table on the path maps something.
     fn unlink_empty_path<A: DmaAllocator + ?Sized>(&self, iova: u64, extent: &mut Extent, freed: &mut DeferredFree, alloc: &A) {
         let (mut table, mut height) = (self.root, self.geometry.top_height());
         let mut path = PathSteps::new();
@@ -771,28 +775,8 @@ impl<F: Format> PageTable<F> {
             table = child;
             height -= 1;
         }
-        // From the deepest table up: it must be empty; each table above belongs to the empty
-        // subtree while its only entry is the link to the table below.
-        let mut highest_empty = None;
-        for depth in (0..path.len).rev() {
-            let (_, _, child) = path.step(depth);
-            let maps_nothing = if depth + 1 == path.len { child.is_empty() } else { child.live_entries() == 1 };
-            if !maps_nothing {
-                break;
-            }
-            highest_empty = Some(depth);
-        }
-        let Some(highest) = highest_empty else { return };
-        for depth in highest..path.len {
-            let (parent, index, _) = path.step(depth);
-            parent.store(index, 0);
-            parent.forget_child(index);
-            parent.flush_entries(index, index, alloc);
-        }
-        // Queued only now: the list link reuses shadow words that `forget_child` may write.
-        for depth in highest..path.len {
-            freed.push(path.step(depth).2);
-        }
+        // Unlinking the emptied table empties its parent if that was its only entry, and so on.
+        let Some(highest) = path.unlink_emptied(freed, alloc) else { return };
         let span = page_size(self.geometry.top_height() - highest as u8);
         let base = iova & !(span - 1);
         extent.cover(base, base + span);
