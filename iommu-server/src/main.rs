@@ -19,7 +19,6 @@ extern crate alloc;
 mod arm;
 mod bench;
 mod discovery;
-mod domains;
 mod heap;
 mod hw;
 mod kernel_iface;

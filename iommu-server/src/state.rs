@@ -12,7 +12,6 @@
 //! the kernel. The lock yields instead of spinning: with one CPU, a spinning waiter would only
 //! burn the time slice the holder needs to finish.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
 use iommu_abi::Access;
@@ -50,11 +49,48 @@ struct Window {
     fault_notification: Option<u64>,
 }
 
+/// The connected clients' windows, indexed by badge (1..=MAX_CLIENTS): every request looks its
+/// window up.
+struct Windows {
+    by_badge: [Option<Window>; slots::MAX_CLIENTS as usize + 1],
+    open: u64,
+}
+
+impl Windows {
+    const fn new() -> Self {
+        Windows { by_badge: [const { None }; slots::MAX_CLIENTS as usize + 1], open: 0 }
+    }
+
+    fn get(&self, badge: u64) -> Option<&Window> {
+        self.by_badge.get(usize::try_from(badge).ok()?)?.as_ref()
+    }
+
+    fn get_mut(&mut self, badge: u64) -> Option<&mut Window> {
+        self.by_badge.get_mut(usize::try_from(badge).ok()?)?.as_mut()
+    }
+
+    fn contains(&self, badge: u64) -> bool {
+        self.get(badge).is_some()
+    }
+
+    /// Opens `badge`'s window (the caller checked 1..=MAX_CLIENTS and that none is open).
+    fn insert(&mut self, badge: u64, window: Window) {
+        self.by_badge[badge as usize] = Some(window);
+        self.open += 1;
+    }
+
+    fn remove(&mut self, badge: u64) -> Option<Window> {
+        let window = self.by_badge.get_mut(usize::try_from(badge).ok()?)?.take()?;
+        self.open -= 1;
+        Some(window)
+    }
+}
+
 pub struct State {
     pub server: IommuServer,
     pub devices: DeviceRegistry,
     pub status: StatusPage,
-    windows: BTreeMap<u64, Window>,
+    windows: Windows,
     /// Empty slots to receive the next capability into (a window keeps the slot it came in).
     free_receive_slots: Vec<u64>,
     receive_slot: u64,
@@ -117,13 +153,13 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
             }
         }
     }
-    let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig::default());
+    let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, ..ServerConfig::default() });
     let receive_slots: Vec<u64> = (slots::WINDOW_BASE..slots::WINDOW_BASE + slots::RECEIVE_SLOTS).rev().collect();
     let mut state = State {
         server,
         devices,
         status,
-        windows: BTreeMap::new(),
+        windows: Windows::new(),
         free_receive_slots: receive_slots,
         receive_slot: 0,
         iommu_described,
@@ -349,7 +385,7 @@ impl State {
 
     fn publish_counters(&self) {
         self.status.set(status::PINNED_PAGES, self.server.pinned_pages() as u64);
-        self.status.set(status::OPEN_CLIENTS, self.windows.len() as u64);
+        self.status.set(status::OPEN_CLIENTS, self.windows.open);
         self.status.set(status::UNROUTED_FAULTS, self.server.unrouted_faults());
         self.status.set(status::KERNEL_PINS, self.server.memory().kernel_pins() as u64);
         self.status.set(status::OBJECTS, self.server.object_count() as u64);
@@ -363,7 +399,7 @@ impl State {
         match words[0] {
             kernel_ipc::CONNECT => self.connect(badge, cap),
             kernel_ipc::REQUEST => {
-                let Some(window) = self.windows.get(&badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
+                let Some(window) = self.windows.get(badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
                 let window = window.virt as *mut u64;
                 // SAFETY: the window page is mapped writable while the client is connected.
                 let request = unsafe { kernel_ipc::read_window(window) };
@@ -373,7 +409,7 @@ impl State {
                 reply[0]
             }
             kernel_ipc::SUBSCRIBE_FAULTS => self.subscribe_faults(badge, cap),
-            kernel_ipc::DISCONNECT => match self.windows.contains_key(&badge) {
+            kernel_ipc::DISCONNECT => match self.windows.contains(badge) {
                 true => {
                     self.close(badge);
                     0
@@ -389,7 +425,7 @@ impl State {
         if !(1..=slots::MAX_CLIENTS).contains(&badge) {
             return kernel_ipc::STATUS_TOO_MANY_CLIENTS;
         }
-        if self.windows.contains_key(&badge) {
+        if self.windows.contains(badge) {
             return kernel_ipc::STATUS_BAD_WINDOW;
         }
         let virt = layout::WINDOWS + badge * PAGE;
@@ -410,7 +446,7 @@ impl State {
     /// client (replacing an earlier one).
     fn subscribe_faults(&mut self, badge: u64, cap: Option<u64>) -> u64 {
         let Some(slot) = cap else { return kernel_ipc::STATUS_BAD_NOTIFICATION };
-        let Some(window) = self.windows.get_mut(&badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
+        let Some(window) = self.windows.get_mut(badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
         let is_notification = syscall::cap_info(slot).is_ok_and(|(kind, rights, _)| {
             ObjectType::from_u64(kind) == Some(ObjectType::Notification) && Rights(rights).contains(Rights::WRITE)
         });
@@ -430,7 +466,7 @@ impl State {
     /// Signals the owner of the queue a fault just went to, if it subscribed.
     pub(crate) fn notify_fault_owner(&self, delivery: FaultDelivery) {
         let FaultDelivery::Queued { owner } = delivery else { return };
-        if let Some(slot) = self.windows.get(&owner.0).and_then(|window| window.fault_notification) {
+        if let Some(slot) = self.windows.get(owner.0).and_then(|window| window.fault_notification) {
             // A notification whose other holders are gone still takes the signal; nothing to
             // do if the kernel refuses.
             let _ = syscall::notify_signal(slot, kernel_ipc::FAULT_SIGNAL);
@@ -440,7 +476,7 @@ impl State {
     /// Tears a client down: every object it owns, then its window and subscription.
     fn close(&mut self, badge: u64) {
         let _ = self.server.close_client(ClientId(badge));
-        if let Some(window) = self.windows.remove(&badge) {
+        if let Some(window) = self.windows.remove(badge) {
             let _ = syscall::unmap(window.virt, 1);
             for slot in core::iter::once(window.slot).chain(window.fault_notification) {
                 let _ = syscall::cap_delete(slot);
@@ -451,7 +487,7 @@ impl State {
 
     /// The client's process ended: tear down whatever it left.
     fn reap(&mut self, badge: u64) {
-        let connected = self.windows.contains_key(&badge);
+        let connected = self.windows.contains(badge);
         if connected {
             self.close(badge);
         }
@@ -515,8 +551,8 @@ pub fn serve() -> ! {
     // Each answer goes out with the wait for the next request (reply_recv): a client calling
     // again finds the server waiting, and the kernel switches to it directly.
     let mut answer: Option<u64> = None;
+    let mut slot = with(|state| state.receive_slot);
     loop {
-        let slot = with(|state| state.receive_slot);
         let received = match answer {
             Some(status) => syscall::reply_recv(slots::REQUESTS, slot, [status, 0, 0, 0]),
             None => syscall::recv(slots::REQUESTS, slot),
@@ -529,7 +565,7 @@ pub fn serve() -> ! {
             }
         };
         let cap = message.cap_received.then_some(slot);
-        answer = Some(with(|state| {
+        let (status, next_slot) = with(|state| {
             let status = state.handle(message.badge, message.words, cap);
             // A capability that did not become a window is not kept: pins hold what they need.
             if cap.is_some() && state.receive_slot == slot {
@@ -537,7 +573,9 @@ pub fn serve() -> ! {
             }
             state.status.add(status::REQUESTS, 1);
             state.publish_counters();
-            status
-        }));
+            (status, state.receive_slot)
+        });
+        answer = Some(status);
+        slot = next_slot;
     }
 }

@@ -6,6 +6,7 @@ use crate::page_tables::{table_error, table_perm};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
+use slot_table::SlotTable;
 use iommu_core::{
     DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
     UnitInfo,
@@ -17,7 +18,6 @@ use userlib::println;
 use vtd::unit::RID_PASID;
 use vtd::{DomainIdAllocator, Mode, VtdError, VtdUnit};
 
-use crate::domains::DomainSlots;
 use crate::hw::{DmaPool, MmioRegisters, TscClock};
 
 /// Which table format a unit's domains use.
@@ -77,7 +77,7 @@ struct Domain {
 /// The VT-d backend: every unit and every domain, and the DMA memory their tables live in.
 pub struct VtdBackend {
     pub units: Vec<Unit>,
-    domains: DomainSlots<Domain>,
+    domains: SlotTable<HwDomainId, Domain>,
     pub dma: DmaPool,
 }
 
@@ -125,7 +125,7 @@ impl Unit {
 
 impl VtdBackend {
     pub fn new(dma: DmaPool) -> Self {
-        VtdBackend { units: Vec::new(), domains: DomainSlots::new(), dma }
+        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma }
     }
 
     fn unit(&self, unit: UnitId) -> Option<&Unit> {
@@ -198,6 +198,9 @@ impl IommuBackend for VtdBackend {
         };
         let unit_index = unit_id.0 as usize;
         let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
+        if self.domains.next_key().is_none() {
+            return Err(Error::NoResources);
+        }
         let did = unit.domain_ids.allocate().map_err(hardware)?;
         let (table, aperture_bits, page_sizes) = match unit.kind {
             TableKind::LegacySecondLevel | TableKind::ScalableSecondLevel => {
@@ -230,7 +233,7 @@ impl IommuBackend for VtdBackend {
                 return Err(error);
             }
         };
-        let id = self.domains.insert(Domain { unit: unit_index, did, table });
+        let id = self.domains.insert(Domain { unit: unit_index, did, table }).expect("a slot was free");
         let aperture = IovaRange { start: 0, last: (1u64 << aperture_bits) - 1 };
         Ok(HwDomain { id, aperture, page_sizes })
     }

@@ -11,7 +11,7 @@ use crate::types::{
     DeviceId, DeviceInfo, FaultId, Handle, HwptId, IoasId, IovaRange, MemoryId, PageResponseCode, Perm, Rights,
     Stage1Config,
 };
-use crate::wire::{FaultBatch, IovaChoice, Message, RangeList, Reply, Request, DIRTY_BITMAP_WORDS};
+use crate::wire::{FaultBatch, IovaChoice, Message, RangeList, Reply, ReplyShape, Request, DIRTY_BITMAP_WORDS};
 
 /// One synchronous IPC round trip: send eight words and an optional capability, receive
 /// eight words and an optional capability.
@@ -64,25 +64,29 @@ impl<T: Transport> Iommu<T> {
         Reply::decode(request.opcode(), &reply)
     }
 
-    fn call_handle(&mut self, request: Request, cap: Option<u64>) -> Result<Handle, Error> {
-        match self.call(request, cap)? {
-            Reply::Handle(handle) => Ok(handle),
-            _ => Err(Error::MalformedReply),
+    /// `call` for the opcodes whose reply is at most one word (see `Reply::decode_word`).
+    fn call_word(&mut self, request: Request, cap: Option<u64>) -> Result<u64, Error> {
+        let (reply, reply_cap) = self.transport.call(&request.encode(), cap);
+        if reply_cap.is_some() {
+            return Err(Error::MalformedReply);
         }
+        Reply::decode_word(request.opcode(), &reply)
+    }
+
+    fn call_handle(&mut self, request: Request, cap: Option<u64>) -> Result<Handle, Error> {
+        debug_assert_eq!(request.opcode().reply_shape(), ReplyShape::Handle);
+        // `decode_word` checked the handle is a non-zero u32.
+        self.call_word(request, cap).map(|word| Handle(word as u32))
     }
 
     fn call_u64(&mut self, request: Request) -> Result<u64, Error> {
-        match self.call(request, None)? {
-            Reply::Iova(value) | Reply::Length(value) => Ok(value),
-            _ => Err(Error::MalformedReply),
-        }
+        debug_assert!(matches!(request.opcode().reply_shape(), ReplyShape::Iova | ReplyShape::Length));
+        self.call_word(request, None)
     }
 
     fn call_empty(&mut self, request: Request, cap: Option<u64>) -> Result<(), Error> {
-        match self.call(request, cap)? {
-            Reply::Empty => Ok(()),
-            _ => Err(Error::MalformedReply),
-        }
+        debug_assert_eq!(request.opcode().reply_shape(), ReplyShape::Empty);
+        self.call_word(request, cap).map(|_| ())
     }
 
     /// Allocate an empty IOAS.

@@ -255,6 +255,14 @@ fn every_reply_shape_round_trips() {
     for (opcode, reply) in samples {
         assert_eq!(opcode.reply_shape(), reply.shape());
         assert_eq!(Reply::decode(opcode, &reply.encode()), Ok(reply));
+        let word = match reply {
+            Reply::Empty => Ok(0),
+            Reply::Handle(handle) => Ok(u64::from(handle.0)),
+            Reply::Iova(value) | Reply::Length(value) => Ok(value),
+            Reply::Pasid(pasid) => Ok(u64::from(pasid)),
+            _ => Err(Error::MalformedReply),
+        };
+        assert_eq!(Reply::decode_word(opcode, &reply.encode()), word, "{reply:?} as one word");
     }
 }
 
@@ -262,6 +270,7 @@ fn every_reply_shape_round_trips() {
 fn error_replies_carry_their_code() {
     for error in Error::ALL {
         assert_eq!(Reply::decode(Opcode::IoasMap, &Reply::encode_error(error)), Err(error));
+        assert_eq!(Reply::decode_word(Opcode::IoasUnmap, &Reply::encode_error(error)), Err(error));
     }
 }
 
@@ -274,9 +283,20 @@ fn malformed_replies_are_detected() {
     msg[0] = 999;
     assert_eq!(Reply::decode(Opcode::Destroy, &msg), Err(Error::MalformedReply), "unknown status");
     assert_eq!(Reply::decode(Opcode::IoasAlloc, &[0u64; 8]), Err(Error::MalformedReply), "handle 0");
+    assert_eq!(Reply::decode_word(Opcode::IoasAlloc, &[0u64; 8]), Err(Error::MalformedReply), "handle 0, one word");
+    let mut msg = Reply::Handle(h(1)).encode();
+    msg[1] = 1 << 32;
+    assert_eq!(Reply::decode_word(Opcode::IoasAlloc, &msg), Err(Error::MalformedReply), "handle wider than 32 bits");
+    let mut msg = Reply::Pasid(1).encode();
+    msg[1] = u64::from(PASID_MAX) + 1;
+    assert_eq!(Reply::decode_word(Opcode::PasidAlloc, &msg), Err(Error::MalformedReply), "PASID out of range");
     let mut msg = Reply::Empty.encode();
     msg[3] = 1;
     assert_eq!(Reply::decode(Opcode::Destroy, &msg), Err(Error::MalformedReply), "payload on empty");
+    assert_eq!(Reply::decode_word(Opcode::Destroy, &msg), Err(Error::MalformedReply), "payload on empty, one word");
+    let mut msg = Reply::Length(8).encode();
+    msg[2] = 1;
+    assert_eq!(Reply::decode_word(Opcode::IoasUnmap, &msg), Err(Error::MalformedReply), "a second word on a length");
     let mut msg = Reply::Faults(FaultBatch::new(0, &[]).unwrap()).encode();
     msg[1] = 3;
     assert_eq!(Reply::decode(Opcode::FaultRead, &msg), Err(Error::MalformedReply), "three records");

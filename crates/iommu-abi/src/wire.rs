@@ -914,6 +914,43 @@ fn decode_fault(words: &[u64]) -> Result<FaultRecord, Error> {
     })
 }
 
+/// `Ok` for a success status; the error an error reply carries (with every other word 0);
+/// `MalformedReply` otherwise.
+fn check_reply_status(msg: &Message) -> Result<(), Error> {
+    match msg[0] {
+        0 => Ok(()),
+        code => {
+            let error = u32::try_from(code).ok().and_then(Error::from_code).ok_or(Error::MalformedReply)?;
+            if msg[1..].iter().all(|&word| word == 0) {
+                Err(error)
+            } else {
+                Err(Error::MalformedReply)
+            }
+        }
+    }
+}
+
+/// The word of a success reply of a one-word `shape` (0 for `Empty`), checked for that shape.
+fn word_of_reply(shape: ReplyShape, msg: &Message) -> Result<u64, Error> {
+    let used = match shape {
+        ReplyShape::Empty => 1,
+        ReplyShape::Handle | ReplyShape::Iova | ReplyShape::Length | ReplyShape::Pasid => 2,
+        _ => return Err(Error::MalformedReply),
+    };
+    check_unused(msg, used).map_err(|_| Error::MalformedReply)?;
+    let word = if used == 2 { msg[1] } else { 0 };
+    let valid = match shape {
+        ReplyShape::Handle => word != 0 && word <= u64::from(u32::MAX),
+        ReplyShape::Pasid => word != 0 && word <= u64::from(PASID_MAX),
+        _ => true,
+    };
+    if valid {
+        Ok(word)
+    } else {
+        Err(Error::MalformedReply)
+    }
+}
+
 impl Reply {
     /// The shape this reply has.
     pub const fn shape(&self) -> ReplyShape {
@@ -962,6 +999,14 @@ impl Reply {
         msg
     }
 
+    /// [`decode`](Self::decode) for the opcodes whose reply is at most one word (a handle, an
+    /// IOVA, a length, a PASID; nothing: 0), returning that word without building a `Reply`:
+    /// the stubs of the frequent operations take this path.
+    pub fn decode_word(opcode: Opcode, msg: &Message) -> Result<u64, Error> {
+        check_reply_status(msg)?;
+        word_of_reply(opcode.reply_shape(), msg)
+    }
+
     /// The message of an error reply.
     pub fn encode_error(error: Error) -> Message {
         let mut msg = [0u64; MESSAGE_WORDS];
@@ -972,36 +1017,19 @@ impl Reply {
     /// Decode a reply to a request with `opcode`: `Err(e)` for an error status `e`, or
     /// [`Error::MalformedReply`] if the message is not a well-formed reply of that shape.
     pub fn decode(opcode: Opcode, msg: &Message) -> Result<Reply, Error> {
-        if msg[0] > u64::from(u32::MAX) {
-            return Err(Error::MalformedReply);
-        }
-        if msg[0] != 0 {
-            let error = Error::from_code(msg[0] as u32).ok_or(Error::MalformedReply)?;
-            return if msg[1..].iter().all(|&word| word == 0) { Err(error) } else { Err(Error::MalformedReply) };
-        }
+        check_reply_status(msg)?;
         let unused_from = |from: usize| -> Result<(), Error> {
             check_unused(msg, from).map_err(|_| Error::MalformedReply)
         };
-        let reply = match opcode.reply_shape() {
+        let shape = opcode.reply_shape();
+        let reply = match shape {
             ReplyShape::Empty => {
-                unused_from(1)?;
+                word_of_reply(shape, msg)?;
                 Reply::Empty
             }
-            ReplyShape::Handle => {
-                unused_from(2)?;
-                match u32::try_from(msg[1]) {
-                    Ok(handle) if handle != 0 => Reply::Handle(Handle(handle)),
-                    _ => return Err(Error::MalformedReply),
-                }
-            }
-            ReplyShape::Iova => {
-                unused_from(2)?;
-                Reply::Iova(msg[1])
-            }
-            ReplyShape::Length => {
-                unused_from(2)?;
-                Reply::Length(msg[1])
-            }
+            ReplyShape::Handle => Reply::Handle(Handle(word_of_reply(shape, msg)? as u32)),
+            ReplyShape::Iova => Reply::Iova(word_of_reply(shape, msg)?),
+            ReplyShape::Length => Reply::Length(word_of_reply(shape, msg)?),
             ReplyShape::IovaRanges => {
                 let total = u32::try_from(msg[1]).map_err(|_| Error::MalformedReply)?;
                 // The reply carries as many ranges as are non-empty pairs; a pair (0, 0) is
@@ -1020,13 +1048,7 @@ impl Reply {
                 }
                 Reply::IovaRanges { total, ranges: RangeList::new(&ranges[..count])? }
             }
-            ReplyShape::Pasid => {
-                unused_from(2)?;
-                match u32::try_from(msg[1]) {
-                    Ok(pasid) if pasid != 0 && pasid <= PASID_MAX => Reply::Pasid(pasid),
-                    _ => return Err(Error::MalformedReply),
-                }
-            }
+            ReplyShape::Pasid => Reply::Pasid(word_of_reply(shape, msg)? as u32),
             ReplyShape::Faults => {
                 let count = (msg[1] & 0xff) as usize;
                 if count > FAULTS_PER_MESSAGE || msg[1] & 0xffff_ff00 != 0 {

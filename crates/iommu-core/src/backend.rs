@@ -30,8 +30,21 @@ pub struct UnitId(pub u32);
 pub struct RequesterId(pub u32);
 
 /// The backend's name for a domain (a set of I/O page tables plus a domain/ASID/VMID tag).
+/// Backends keep their domains in a [`slot_table::SlotTable`] under it (every map and unmap
+/// starts with this lookup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HwDomainId(pub u64);
+
+impl slot_table::SlotKey for HwDomainId {
+    const INDEX_BITS: u32 = 32;
+    const GENERATION_BITS: u32 = 32;
+    fn from_raw(raw: u64) -> Self {
+        HwDomainId(raw)
+    }
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
 
 /// A domain the backend allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

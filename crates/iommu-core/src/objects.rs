@@ -1,9 +1,11 @@
 //! The objects of the model and the per-client handle tables.
 //!
-//! Objects live in one server-global table keyed by [`ObjectId`] (monotonic, never 0,
-//! never reused). Each object has an owner: the client that created it. Clients never see
-//! object IDs; they hold *handles*, small per-client numbers (monotonic per client, never
-//! 0, never reused) in their own table, each pointing at an object with a set of rights.
+//! Objects live in one server-global [`SlotTable`] keyed by [`ObjectId`] (generation-tagged,
+//! never 0, never issued twice). Each object has an owner: the client that created it. Clients
+//! never see object IDs; they hold *handles*, small per-client numbers (also slot keys: never 0,
+//! never issued twice to the client) in their own table, each pointing at an object with a set
+//! of rights. Both tables are slot tables because every request resolves a handle and then its
+//! object: two index operations instead of two tree searches.
 //!
 //! Dependencies between objects ("users", as in iommufd) are not counted but derived from
 //! the objects themselves when needed: an HWPT names its IOAS or parent HWPT and its fault
@@ -18,6 +20,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use iommu_abi::{FaultRecord, Handle, IovaRange, Perm, Rights};
+use slot_table::{SlotKey, SlotTable};
 
 use crate::backend::{AddressSpace, HwDomain, HwDomainId, RequesterId, ReservedRegion, UnitId};
 use crate::memory::MemoryObjectId;
@@ -26,6 +29,17 @@ use crate::ClientId;
 /// Server-global identity of an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId(pub(crate) u64);
+
+impl SlotKey for ObjectId {
+    const INDEX_BITS: u32 = 32;
+    const GENERATION_BITS: u32 = 32;
+    fn from_raw(raw: u64) -> Self {
+        ObjectId(raw)
+    }
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
 
 /// The type of an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -216,18 +230,52 @@ pub(crate) struct HandleEntry {
 
 /// One connected client (one driver process): its handle table and its PASIDs.
 pub(crate) struct Client {
-    pub handles: BTreeMap<u32, HandleEntry>,
-    /// The next handle number; a `u64` so that running out is a comparison, not a wrap.
-    pub next_handle: u64,
+    /// Handle numbers are the keys: at most 65,535 live handles, and 2^32 over the client's
+    /// life (a slot retires after 65,536 uses).
+    pub handles: SlotTable<u32, HandleEntry>,
     pub pasids: BTreeSet<u32>,
 }
 
 impl Client {
     pub fn new() -> Client {
-        Client { handles: BTreeMap::new(), next_handle: 1, pasids: BTreeSet::new() }
+        Client { handles: SlotTable::new(), pasids: BTreeSet::new() }
     }
 
     pub fn has_handle_space(&self) -> bool {
-        self.next_handle <= u64::from(u32::MAX)
+        self.handles.next_key().is_some()
+    }
+}
+
+/// The connected clients, indexed by id: ids are the transport's small numbers (endpoint
+/// badges), below `ServerConfig::max_clients`, and every request starts by finding its client.
+#[derive(Default)]
+pub(crate) struct ClientTable {
+    slots: Vec<Option<Client>>,
+}
+
+impl ClientTable {
+    pub fn get(&self, id: ClientId) -> Option<&Client> {
+        self.slots.get(usize::try_from(id.0).ok()?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, id: ClientId) -> Option<&mut Client> {
+        self.slots.get_mut(usize::try_from(id.0).ok()?)?.as_mut()
+    }
+
+    /// Opens `id` (which the caller bounded) with an empty handle table.
+    pub fn open(&mut self, id: ClientId) {
+        let index = id.0 as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        self.slots[index] = Some(Client::new());
+    }
+
+    pub fn remove(&mut self, id: ClientId) -> Option<Client> {
+        self.slots.get_mut(usize::try_from(id.0).ok()?)?.take()
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Client> {
+        self.slots.iter_mut().filter_map(Option::as_mut)
     }
 }

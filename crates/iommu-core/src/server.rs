@@ -26,9 +26,10 @@ use crate::backend::{
     AddressSpace, DomainConfig, HwDomainId, IommuBackend, RequesterId, Translation, UnitId,
 };
 use crate::iova;
+use slot_table::SlotTable;
 use crate::memory::{MemorySource, PinTable};
 use crate::objects::{
-    Area, Attachment, Body, Client, Device, FaultQueue, HandleEntry, HandleRef, Hwpt, HwptParent, Ioas, Object,
+    Area, Attachment, Body, Client, ClientTable, Device, FaultQueue, HandleEntry, HandleRef, Hwpt, HwptParent, Ioas, Object,
     IoasSummary, ObjectId, ObjectKind, PendingRequest, QueuedFault, Registration,
 };
 use crate::ClientId;
@@ -110,11 +111,13 @@ pub struct ServerConfig {
     /// Highest PASID the server hands out (PASID 0 is never handed out: it is the
     /// "no PASID" requester-ID entry on both VT-d and SMMUv3).
     pub max_pasid: u32,
+    /// Client ids are below this (they index the client table).
+    pub max_clients: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { fault_queue_depth: 64, max_pasid: PASID_MAX }
+        ServerConfig { fault_queue_depth: 64, max_pasid: PASID_MAX, max_clients: 64 }
     }
 }
 
@@ -124,14 +127,13 @@ pub struct Server<B: IommuBackend, M: MemorySource> {
     backend: B,
     memory: M,
     config: ServerConfig,
-    clients: BTreeMap<ClientId, Client>,
-    objects: BTreeMap<ObjectId, Object>,
+    clients: ClientTable,
+    objects: SlotTable<ObjectId, Object>,
     /// Every HWPT by what it translates through (see `objects`).
     hwpts_by_parent: BTreeSet<(HwptParent, ObjectId)>,
     /// Advanced by every change that can alter an IOAS summary (HWPTs created or destroyed,
     /// attachments, allowed ranges): cached summaries of older epochs are recomputed.
     topology_epoch: u64,
-    next_object: u64,
     pins: PinTable,
     bound_devices: BTreeMap<(UnitId, RequesterId), ObjectId>,
     pasid_owners: BTreeMap<u32, ClientId>,
@@ -264,11 +266,10 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             backend,
             memory,
             config,
-            clients: BTreeMap::new(),
-            objects: BTreeMap::new(),
+            clients: ClientTable::default(),
+            objects: SlotTable::new(),
             hwpts_by_parent: BTreeSet::new(),
             topology_epoch: 0,
-            next_object: 1,
             pins: PinTable::default(),
             bound_devices: BTreeMap::new(),
             pasid_owners: BTreeMap::new(),
@@ -309,7 +310,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Number of handles in `client`'s table (0 for an unknown client).
     pub fn handle_count(&self, client: ClientId) -> usize {
-        self.clients.get(&client).map_or(0, |c| c.handles.len())
+        self.clients.get(client).map_or(0, |c| c.handles.len())
     }
 
     /// Number of allocated PASIDs.
@@ -324,27 +325,28 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     // ----- clients and handles -----
 
-    /// Register a client (a driver connection). Returns false if it was already open.
+    /// Register a client (a driver connection). Returns false if it was already open or its
+    /// id is not below `ServerConfig::max_clients`.
     pub fn open_client(&mut self, client: ClientId) -> bool {
-        if self.clients.contains_key(&client) {
+        if client.0 >= self.config.max_clients || self.clients.get(client).is_some() {
             return false;
         }
-        self.clients.insert(client, Client::new());
+        self.clients.open(client);
         true
     }
 
     fn client(&self, client: ClientId) -> Result<&Client, Error> {
-        self.clients.get(&client).ok_or(Error::NoSuchClient)
+        self.clients.get(client).ok_or(Error::NoSuchClient)
     }
 
     fn lookup(&self, client: ClientId, handle: Handle) -> Result<(ObjectId, Rights), Error> {
-        let entry = self.client(client)?.handles.get(&handle.0).ok_or(Error::NoSuchObject)?;
+        let entry = self.client(client)?.handles.get(handle.0).ok_or(Error::NoSuchObject)?;
         Ok((entry.object, entry.rights))
     }
 
     fn resolve(&self, client: ClientId, handle: Handle, kind: ObjectKind, needed: Rights) -> Result<ObjectId, Error> {
         let (id, rights) = self.lookup(client, handle)?;
-        if self.objects[&id].kind() != kind {
+        if self.objects[id].kind() != kind {
             return Err(Error::WrongType);
         }
         if !rights.contains(needed) {
@@ -357,9 +359,10 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         handle.map(|handle| self.resolve(client, handle, kind, needed)).transpose()
     }
 
-    /// Fail early, before any external step, if `client` could not receive a new handle.
+    /// Fail early, before any external step, if `client` could not receive a new handle (to a
+    /// new object).
     fn check_handle_space(&self, client: ClientId) -> Result<(), Error> {
-        if self.client(client)?.has_handle_space() {
+        if self.client(client)?.has_handle_space() && self.objects.next_key().is_some() {
             Ok(())
         } else {
             Err(Error::NoResources)
@@ -367,22 +370,22 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     fn install_handle(&mut self, client: ClientId, object: ObjectId, rights: Rights, parent: Option<HandleRef>) -> Handle {
-        let table = self.clients.get_mut(&client).expect("handle space was checked for a live client");
-        let number = u32::try_from(table.next_handle).expect("handle space was checked");
-        table.next_handle += 1;
-        table.handles.insert(number, HandleEntry { object, rights, parent, derived: Vec::new() });
-        Handle(number)
+        let table = self.clients.get_mut(client).expect("handle space was checked for a live client");
+        let number = table.handles.insert(HandleEntry { object, rights, parent, derived: Vec::new() });
+        Handle(number.expect("handle space was checked"))
     }
 
     /// Insert an object owned by `client` and give the client a handle with every right.
     fn create(&mut self, client: ClientId, body: Body) -> Handle {
-        let id = ObjectId(self.next_object);
-        self.next_object += 1;
-        if let Body::Hwpt(hwpt) = &body {
-            self.hwpts_by_parent.insert((hwpt.parent, id));
+        let hwpt_parent = match &body {
+            Body::Hwpt(hwpt) => Some(hwpt.parent),
+            _ => None,
+        };
+        let id = self.objects.insert(Object { owner: client, body }).expect("object space was checked");
+        if let Some(parent) = hwpt_parent {
+            self.hwpts_by_parent.insert((parent, id));
             self.topology_epoch += 1;
         }
-        self.objects.insert(id, Object { owner: client, body });
         self.install_handle(client, id, Rights::ALL, None)
     }
 
@@ -400,8 +403,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let parent = HandleRef { client, handle: handle.0 };
         let derived = self.install_handle(recipient, object, rights, Some(parent));
         self.clients
-            .get_mut(&client)
-            .and_then(|c| c.handles.get_mut(&handle.0))
+            .get_mut(client)
+            .and_then(|c| c.handles.get_mut(handle.0))
             .expect("looked up above")
             .derived
             .push(HandleRef { client: recipient, handle: derived.0 });
@@ -417,11 +420,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     fn revoke(&mut self, target: HandleRef) {
-        let Some(entry) = self.clients.get_mut(&target.client).and_then(|c| c.handles.remove(&target.handle)) else {
+        let Some(entry) = self.clients.get_mut(target.client).and_then(|c| c.handles.remove(target.handle)) else {
             return;
         };
         if let Some(parent) = entry.parent {
-            if let Some(parent_entry) = self.clients.get_mut(&parent.client).and_then(|c| c.handles.get_mut(&parent.handle)) {
+            if let Some(parent_entry) = self.clients.get_mut(parent.client).and_then(|c| c.handles.get_mut(parent.handle)) {
                 parent_entry.derived.retain(|child| *child != target);
             }
         }
@@ -433,7 +436,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// Remove an object and every handle to it in every client.
     fn remove_object(&mut self, id: ObjectId) {
         self.topology_epoch += 1;
-        if let Some(Object { body: Body::Hwpt(hwpt), .. }) = self.objects.remove(&id) {
+        if let Some(Object { body: Body::Hwpt(hwpt), .. }) = self.objects.remove(id) {
             self.hwpts_by_parent.remove(&(hwpt.parent, id));
         }
         for client in self.clients.values_mut() {
@@ -445,49 +448,49 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     // object exists and has the type; a mismatch is a bug in this module) -----
 
     fn ioas(&self, id: ObjectId) -> &Ioas {
-        match &self.objects[&id].body {
+        match &self.objects[id].body {
             Body::Ioas(ioas) => ioas,
             _ => panic!("object {id:?} is not an IOAS"),
         }
     }
 
     fn ioas_mut(&mut self, id: ObjectId) -> &mut Ioas {
-        match &mut self.objects.get_mut(&id).expect("live object").body {
+        match &mut self.objects.get_mut(id).expect("live object").body {
             Body::Ioas(ioas) => ioas,
             _ => panic!("object {id:?} is not an IOAS"),
         }
     }
 
     fn hwpt(&self, id: ObjectId) -> &Hwpt {
-        match &self.objects[&id].body {
+        match &self.objects[id].body {
             Body::Hwpt(hwpt) => hwpt,
             _ => panic!("object {id:?} is not an HWPT"),
         }
     }
 
     fn hwpt_mut(&mut self, id: ObjectId) -> &mut Hwpt {
-        match &mut self.objects.get_mut(&id).expect("live object").body {
+        match &mut self.objects.get_mut(id).expect("live object").body {
             Body::Hwpt(hwpt) => hwpt,
             _ => panic!("object {id:?} is not an HWPT"),
         }
     }
 
     fn device(&self, id: ObjectId) -> &Device {
-        match &self.objects[&id].body {
+        match &self.objects[id].body {
             Body::Device(device) => device,
             _ => panic!("object {id:?} is not a device"),
         }
     }
 
     fn device_mut(&mut self, id: ObjectId) -> &mut Device {
-        match &mut self.objects.get_mut(&id).expect("live object").body {
+        match &mut self.objects.get_mut(id).expect("live object").body {
             Body::Device(device) => device,
             _ => panic!("object {id:?} is not a device"),
         }
     }
 
     fn fault_mut(&mut self, id: ObjectId) -> &mut FaultQueue {
-        match &mut self.objects.get_mut(&id).expect("live object").body {
+        match &mut self.objects.get_mut(id).expect("live object").body {
             Body::Fault(queue) => queue,
             _ => panic!("object {id:?} is not a fault queue"),
         }
@@ -501,11 +504,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     fn attachments_to(&self, hwpt: ObjectId) -> Vec<(ObjectId, Option<u32>)> {
         let mut found = Vec::new();
-        for (id, object) in &self.objects {
+        for (id, object) in self.objects.iter() {
             if let Body::Device(device) = &object.body {
                 for (pasid, attachment) in &device.attachments {
                     if *attachment == Attachment::Hwpt(hwpt) {
-                        found.push((*id, *pasid));
+                        found.push((id, *pasid));
                     }
                 }
             }
@@ -516,13 +519,13 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     fn fault_users(&self, fault: ObjectId) -> (Vec<ObjectId>, Vec<(ObjectId, Option<u32>)>) {
         let mut hwpts = Vec::new();
         let mut binds = Vec::new();
-        for (id, object) in &self.objects {
+        for (id, object) in self.objects.iter() {
             match &object.body {
-                Body::Hwpt(hwpt) if hwpt.fault == Some(fault) => hwpts.push(*id),
+                Body::Hwpt(hwpt) if hwpt.fault == Some(fault) => hwpts.push(id),
                 Body::Device(device) => {
                     for (pasid, attachment) in &device.attachments {
                         if matches!(attachment, Attachment::Sva { fault: Some(f), .. } if *f == fault) {
-                            binds.push((*id, *pasid));
+                            binds.push((id, *pasid));
                         }
                     }
                 }
@@ -547,7 +550,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// Reserved regions of every device attached to any HWPT translating through `ioas`.
     fn ioas_reserved(&self, ioas: ObjectId) -> Vec<IovaRange> {
         let mut reserved = Vec::new();
-        for (_, object) in &self.objects {
+        for object in self.objects.values() {
             if let Body::Device(device) = &object.body {
                 let through_ioas = device
                     .attachments
@@ -704,7 +707,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     ) -> Result<u64, Error> {
         let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
         let memory = self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?;
-        let (object, size, writable) = match &self.objects[&memory].body {
+        let (object, size, writable) = match &self.objects[memory].body {
             Body::Memory(registration) => (registration.object, registration.size, registration.writable),
             _ => unreachable!("resolve checked the kind"),
         };
@@ -712,11 +715,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         check_within_object(object_end, size, writable, perm)?;
         let summary = self.ioas_summary(ioas);
         let range = self.place(ioas, &summary, choice, length)?;
-        let Body::Memory(registration) = &self.objects[&memory].body else { unreachable!("resolved above") };
+        let Body::Memory(registration) = &self.objects[memory].body else { unreachable!("resolved above") };
         let pages = (offset / PAGE_SIZE) as usize..(object_end / PAGE_SIZE) as usize;
         let segment = Segment { iova: range.start, frames: &registration.frames[pages], perm };
         map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment))?;
-        if let Body::Memory(registration) = &mut self.objects.get_mut(&memory).expect("resolved above").body {
+        if let Body::Memory(registration) = &mut self.objects.get_mut(memory).expect("resolved above").body {
             registration.mappings += 1;
         }
         self.ioas_mut(ioas).areas.insert(range.start, Area { range, object, offset, perm, registration: Some(memory) });
@@ -732,7 +735,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
         match area.registration {
             Some(memory) => {
-                if let Some(Object { body: Body::Memory(registration), .. }) = self.objects.get_mut(&memory) {
+                if let Some(Object { body: Body::Memory(registration), .. }) = self.objects.get_mut(memory) {
                     registration.mappings -= 1;
                 }
             }
@@ -750,9 +753,14 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::Unaligned);
         }
         let range = IovaRange::from_start_len(iova_start, length)?;
+        let areas = &self.ioas(ioas).areas;
+        // The usual request names exactly one area, which is then the only one it touches.
+        if areas.get(&range.start).is_some_and(|area| area.range == range) {
+            return Ok(self.remove_area(ioas, range.start));
+        }
         // Areas do not overlap, so their ends ascend with their starts: walking back from the
         // last area starting inside the range, the first that ends before it ends the search.
-        let mut hit: Vec<Area> = self.ioas(ioas).areas.range(..=range.last).rev().map(|(_, area)| *area).take_while(|area| area.range.intersects(&range)).collect();
+        let mut hit: Vec<Area> = areas.range(..=range.last).rev().map(|(_, area)| *area).take_while(|area| area.range.intersects(&range)).collect();
         hit.reverse();
         if hit.is_empty() {
             return Err(Error::NotMapped);
@@ -977,7 +985,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// involved must have tracking on. Needs DIRTY.
     pub fn get_dirty_bitmap(&mut self, client: ClientId, target: Handle, iova_start: u64, length: u64, page_size: u64) -> Result<Vec<u64>, Error> {
         let (id, rights) = self.lookup(client, target)?;
-        let kind = self.objects[&id].kind();
+        let kind = self.objects[id].kind();
         if kind != ObjectKind::Hwpt && kind != ObjectKind::Ioas {
             return Err(Error::WrongType);
         }
@@ -1040,7 +1048,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             attachments: BTreeMap::new(),
         };
         let handle = self.create(client, Body::Device(device));
-        let id = self.clients[&client].handles[&handle.0].object;
+        let id = self.client(client).expect("the client just created it").handles[handle.0].object;
         self.device_mut(id).label = handle;
         self.bound_devices.insert((grant.unit, grant.rid), id);
         Ok(handle)
@@ -1204,7 +1212,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let candidate = found.ok_or(Error::PasidExhausted)?;
         self.last_pasid = candidate;
         self.pasid_owners.insert(candidate, client);
-        self.clients.get_mut(&client).expect("checked").pasids.insert(candidate);
+        self.clients.get_mut(client).expect("checked").pasids.insert(candidate);
         Ok(candidate)
     }
 
@@ -1222,7 +1230,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::Busy);
         }
         self.pasid_owners.remove(&pasid);
-        self.clients.get_mut(&client).expect("checked").pasids.remove(&pasid);
+        self.clients.get_mut(client).expect("checked").pasids.remove(&pasid);
         Ok(())
     }
 
@@ -1250,7 +1258,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return FaultDelivery::Unrouted;
         };
         let label = self.device(device).label;
-        let owner = self.objects[&fault].owner;
+        let owner = self.objects[fault].owner;
         let depth = self.config.fault_queue_depth;
         let queue = self.fault_mut(fault);
         if queue.queued.len() >= depth {
@@ -1329,7 +1337,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     // ----- destruction -----
 
     fn is_busy(&self, id: ObjectId) -> bool {
-        match &self.objects[&id].body {
+        match &self.objects[id].body {
             Body::Ioas(_) => !self.hwpts_over(HwptParent::Ioas(id)).is_empty(),
             Body::Hwpt(_) => !self.hwpts_over(HwptParent::Hwpt(id)).is_empty() || !self.attachments_to(id).is_empty(),
             Body::Device(device) => !device.attachments.is_empty(),
@@ -1357,7 +1365,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Free an object that has no users.
     fn free_unused(&mut self, id: ObjectId) {
-        match self.objects[&id].kind() {
+        match self.objects[id].kind() {
             ObjectKind::Ioas => {
                 self.unmap_everything(id);
             }
@@ -1378,7 +1386,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             }
             ObjectKind::Fault => self.abort_page_requests(Some(id), None, None),
             ObjectKind::Memory => {
-                if let Body::Memory(registration) = &self.objects[&id].body {
+                if let Body::Memory(registration) = &self.objects[id].body {
                     let (object, size) = (registration.object, registration.size);
                     self.pins.release(&mut self.memory, object, 0, size);
                 }
@@ -1436,7 +1444,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             .objects
             .iter()
             .filter_map(|(id, object)| match &object.body {
-                Body::Ioas(ioas) => Some(ioas.areas.values().filter(|area| area.registration == Some(memory)).map(|area| (*id, area.range.start)).collect::<Vec<_>>()),
+                Body::Ioas(ioas) => Some(ioas.areas.values().filter(|area| area.registration == Some(memory)).map(|area| (id, area.range.start)).collect::<Vec<_>>()),
                 _ => None,
             })
             .flatten()
@@ -1448,7 +1456,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     fn owned(&self, client: ClientId, kind: ObjectKind) -> Vec<ObjectId> {
-        self.objects.iter().filter(|(_, object)| object.owner == client && object.kind() == kind).map(|(id, _)| *id).collect()
+        self.objects.iter().filter(|(_, object)| object.owner == client && object.kind() == kind).map(|(id, _)| id).collect()
     }
 
     /// Tear down everything a client owns, in dependency order: its handles (and handles
@@ -1457,7 +1465,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// attached to them; its IOASes are unmapped (invalidating) and unpinned; its fault
     /// queues are destroyed, answering pending page requests; its PASIDs are released.
     pub fn close_client(&mut self, client: ClientId) -> Result<(), Error> {
-        let handles: Vec<u32> = self.client(client)?.handles.keys().copied().collect();
+        let handles: Vec<u32> = self.client(client)?.handles.keys().collect();
         for handle in handles {
             self.revoke(HandleRef { client, handle });
         }
@@ -1467,7 +1475,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let mut hwpts = self.owned(client, ObjectKind::Hwpt);
         hwpts.sort_by_key(|&hwpt| matches!(self.hwpt(hwpt).parent, HwptParent::Ioas(_)));
         for hwpt in hwpts {
-            if self.objects.contains_key(&hwpt) {
+            if self.objects.contains(hwpt) {
                 self.teardown_hwpt(hwpt);
             }
         }
@@ -1480,20 +1488,20 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         for memory in self.owned(client, ObjectKind::Memory) {
             self.teardown_registration(memory);
         }
-        let pasids: Vec<u32> = self.clients[&client].pasids.iter().copied().collect();
+        let pasids: Vec<u32> = self.clients.get(client).expect("checked").pasids.iter().copied().collect();
         for pasid in pasids {
             let users: Vec<ObjectId> = self
                 .objects
                 .iter()
                 .filter(|(_, object)| matches!(&object.body, Body::Device(device) if device.attachments.contains_key(&Some(pasid))))
-                .map(|(id, _)| *id)
+                .map(|(id, _)| id)
                 .collect();
             for device in users {
                 self.release_attachment(device, Some(pasid));
             }
             self.pasid_owners.remove(&pasid);
         }
-        self.clients.remove(&client);
+        self.clients.remove(client);
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use crate::page_tables::{table_error, table_perm};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
+use slot_table::SlotTable;
 use iommu_core::{
     DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
     UnitInfo,
@@ -25,7 +26,6 @@ use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use smmuv3::{Env, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 use userlib::println;
 
-use crate::domains::DomainSlots;
 use crate::hw::{DmaPool, MmioRegisters, TscClock};
 
 /// Which translation stage a unit's domains use.
@@ -112,7 +112,7 @@ impl SmmuUnit {
 /// The SMMUv3 backend: every unit, every domain, and the DMA memory their tables live in.
 pub struct SmmuBackend {
     pub units: Vec<SmmuUnit>,
-    domains: DomainSlots<Domain>,
+    domains: SlotTable<HwDomainId, Domain>,
     pub dma: DmaPool,
     /// Pages of the MSI doorbells (GICv2m frames) every paging domain maps, at their own
     /// address, inside `MSI_IOVA_WINDOW`.
@@ -141,7 +141,7 @@ fn stage2_start_level(input_bits: u8) -> u8 {
 
 impl SmmuBackend {
     pub fn new(dma: DmaPool) -> Self {
-        SmmuBackend { units: Vec::new(), domains: DomainSlots::new(), dma, msi_doorbells: Vec::new() }
+        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_doorbells: Vec::new() }
     }
 
     /// Adds an MSI doorbell page that every paging domain created from now on maps at its own
@@ -195,6 +195,9 @@ impl SmmuBackend {
 
     /// A fresh, empty domain on `unit` in the unit's stage.
     fn allocate(&mut self, unit_index: usize) -> Result<HwDomain, Error> {
+        if self.domains.next_key().is_none() {
+            return Err(Error::NoResources);
+        }
         let unit = &mut self.units[unit_index];
         let large_pages = LargePages::ALL;
         let (tag, table, input_bits) = match unit.stage {
@@ -242,7 +245,7 @@ impl SmmuBackend {
                 }
             }
         };
-        let id = self.domains.insert(Domain { unit: unit_index, tag, table });
+        let id = self.domains.insert(Domain { unit: unit_index, tag, table }).expect("a slot was free");
         Ok(HwDomain { id, aperture: IovaRange { start: 0, last: (1u64 << input_bits) - 1 }, page_sizes: PAGE_SIZES })
     }
 

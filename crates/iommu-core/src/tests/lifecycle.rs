@@ -12,11 +12,32 @@ fn handles_are_never_zero_and_not_reused() {
     let first = h.server.ioas_alloc(A).unwrap();
     assert_eq!(first, Handle(1));
     h.server.destroy(A, first).unwrap();
-    let second = h.server.ioas_alloc(A).unwrap();
-    assert_eq!(second, Handle(2));
-    assert_eq!(h.server.ioas_unmap_all(A, first), Err(Error::NoSuchObject), "the old handle stays dead");
+    let mut seen = alloc::collections::BTreeSet::from([first]);
+    for _ in 0..100 {
+        let next = h.server.ioas_alloc(A).unwrap();
+        assert!(next.0 != 0 && seen.insert(next), "{next:?} issued twice");
+        assert_eq!(h.server.ioas_unmap_all(A, first), Err(Error::NoSuchObject), "the old handle stays dead");
+        h.server.destroy(A, next).unwrap();
+    }
     assert_eq!(h.server.ioas_alloc(ClientId(99)), Err(Error::NoSuchClient));
     assert!(!h.server.open_client(A), "already open");
+    let beyond = ClientId(ServerConfig::default().max_clients);
+    assert!(!h.server.open_client(beyond), "client ids index the client table");
+    assert_eq!(h.server.ioas_alloc(beyond), Err(Error::NoSuchClient));
+}
+
+#[test]
+fn a_full_handle_table_refuses_new_objects_and_creates_nothing() {
+    let mut h = harness();
+    let live: alloc::vec::Vec<Handle> = (0..u16::MAX).map(|_| h.server.ioas_alloc(A).unwrap()).collect();
+    let objects = h.server.object_count();
+    assert_eq!(h.server.ioas_alloc(A), Err(Error::NoResources));
+    assert_eq!(h.server.fault_alloc(A), Err(Error::NoResources));
+    assert_eq!(h.server.object_count(), objects, "nothing half-created");
+    h.server.destroy(A, live[7]).unwrap();
+    let again = h.server.ioas_alloc(A).unwrap();
+    assert!(!live.contains(&again));
+    assert_eq!(h.server.ioas_alloc(B), Ok(Handle(1)), "other clients' tables are their own");
 }
 
 #[test]
