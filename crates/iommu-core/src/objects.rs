@@ -17,7 +17,6 @@
 //! not slow down every other client's requests.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use alloc::rc::Rc;
 use alloc::vec::Vec;
 use iommu_abi::{FaultRecord, Handle, IovaRange, Perm, Rights};
 use slot_table::{SlotKey, SlotTable};
@@ -83,7 +82,24 @@ pub(crate) struct Ioas {
     pub allowed: Vec<IovaRange>,
     /// What every map consults, derived from the HWPTs over this IOAS, the devices attached to
     /// them and `allowed`; valid while the server's topology epoch is the one recorded.
-    pub summary: Option<(u64, Rc<IoasSummary>)>,
+    pub summary: Option<(u64, IoasSummary)>,
+}
+
+impl Ioas {
+    /// The cached summary; the server refreshes it before any map or unmap reads it.
+    pub fn summary(&self) -> &IoasSummary {
+        &self.summary.as_ref().expect("summary refreshed before use").1
+    }
+
+    pub fn area_ranges(&self) -> Vec<IovaRange> {
+        self.areas.values().map(|area| area.range).collect()
+    }
+
+    pub fn overlaps_area(&self, range: &IovaRange) -> bool {
+        // Areas are disjoint, so only the last area starting at or before `range.last`
+        // can reach into `range`.
+        self.areas.range(..=range.last).next_back().is_some_and(|(_, area)| area.range.last >= range.start)
+    }
 }
 
 /// The translation context of an IOAS as maps see it.
@@ -222,6 +238,9 @@ pub(crate) struct HandleRef {
 
 pub(crate) struct HandleEntry {
     pub object: ObjectId,
+    /// The object's kind (which never changes), so that resolving a handle needs no object
+    /// lookup.
+    pub kind: ObjectKind,
     pub rights: Rights,
     /// The handle this one was derived from; revoking it revokes this one.
     pub parent: Option<HandleRef>,

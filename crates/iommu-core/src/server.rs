@@ -13,7 +13,6 @@
 //! invalidation, inside `IommuBackend::unmap`) before pages are unpinned.
 
 use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 use iommu_abi::wire::PASID_MAX;
@@ -259,6 +258,58 @@ fn alignment_for(length: u64, page_sizes: u64) -> u64 {
     }
 }
 
+/// Choose (auto) or check (fixed) the IOVA range of a new mapping of `length` bytes in `ioas`,
+/// whose summary is current.
+fn place(ioas: &Ioas, choice: IovaChoice, length: u64) -> Result<IovaRange, Error> {
+    let summary = ioas.summary();
+    match choice {
+        IovaChoice::Fixed(start) => {
+            if start % PAGE_SIZE != 0 {
+                return Err(Error::Unaligned);
+            }
+            let range = IovaRange::from_start_len(start, length)?;
+            if !iova::covered_by(&summary.permitted, &range) {
+                return Err(Error::OutsideAperture);
+            }
+            if summary.reserved.iter().any(|reserved| reserved.intersects(&range)) {
+                return Err(Error::ReservedRegion);
+            }
+            if ioas.overlaps_area(&range) {
+                return Err(Error::Overlap);
+            }
+            Ok(range)
+        }
+        IovaChoice::Auto => {
+            let usable = iova::subtract(&summary.permitted, &summary.reserved);
+            let free = iova::subtract(&usable, &ioas.area_ranges());
+            let align = alignment_for(length, summary.page_sizes);
+            let start = iova::find_free(&free, length, align).ok_or(Error::NoIovaSpace)?;
+            IovaRange::from_start_len(start, length)
+        }
+    }
+}
+
+fn ioas_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Ioas {
+    match &objects[id].body {
+        Body::Ioas(ioas) => ioas,
+        _ => panic!("object {id:?} is not an IOAS"),
+    }
+}
+
+fn ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectId) -> &mut Ioas {
+    match &mut objects.get_mut(id).expect("live object").body {
+        Body::Ioas(ioas) => ioas,
+        _ => panic!("object {id:?} is not an IOAS"),
+    }
+}
+
+fn registration_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Registration {
+    match &objects[id].body {
+        Body::Memory(registration) => registration,
+        _ => panic!("object {id:?} is not registered memory"),
+    }
+}
+
 impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// A server with no clients.
     pub fn new(backend: B, memory: M, config: ServerConfig) -> Self {
@@ -345,14 +396,14 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     fn resolve(&self, client: ClientId, handle: Handle, kind: ObjectKind, needed: Rights) -> Result<ObjectId, Error> {
-        let (id, rights) = self.lookup(client, handle)?;
-        if self.objects[id].kind() != kind {
+        let entry = self.client(client)?.handles.get(handle.0).ok_or(Error::NoSuchObject)?;
+        if entry.kind != kind {
             return Err(Error::WrongType);
         }
-        if !rights.contains(needed) {
+        if !entry.rights.contains(needed) {
             return Err(Error::MissingRight);
         }
-        Ok(id)
+        Ok(entry.object)
     }
 
     fn resolve_optional(&self, client: ClientId, handle: Option<Handle>, kind: ObjectKind, needed: Rights) -> Result<Option<ObjectId>, Error> {
@@ -370,8 +421,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     fn install_handle(&mut self, client: ClientId, object: ObjectId, rights: Rights, parent: Option<HandleRef>) -> Handle {
+        let kind = self.objects[object].kind();
         let table = self.clients.get_mut(client).expect("handle space was checked for a live client");
-        let number = table.handles.insert(HandleEntry { object, rights, parent, derived: Vec::new() });
+        let number = table.handles.insert(HandleEntry { object, kind, rights, parent, derived: Vec::new() });
         Handle(number.expect("handle space was checked"))
     }
 
@@ -448,17 +500,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     // object exists and has the type; a mismatch is a bug in this module) -----
 
     fn ioas(&self, id: ObjectId) -> &Ioas {
-        match &self.objects[id].body {
-            Body::Ioas(ioas) => ioas,
-            _ => panic!("object {id:?} is not an IOAS"),
-        }
+        ioas_in(&self.objects, id)
     }
 
     fn ioas_mut(&mut self, id: ObjectId) -> &mut Ioas {
-        match &mut self.objects.get_mut(id).expect("live object").body {
-            Body::Ioas(ioas) => ioas,
-            _ => panic!("object {id:?} is not an IOAS"),
-        }
+        ioas_in_mut(&mut self.objects, id)
     }
 
     fn hwpt(&self, id: ObjectId) -> &Hwpt {
@@ -584,62 +630,21 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             .fold(DEFAULT_PAGE_SIZES, |sizes, hwpt| sizes & self.hwpt(hwpt).domain.page_sizes)
     }
 
-    fn area_ranges(&self, ioas: ObjectId) -> Vec<IovaRange> {
-        self.ioas(ioas).areas.values().map(|area| area.range).collect()
-    }
-
-    fn overlaps_area(&self, ioas: ObjectId, range: &IovaRange) -> bool {
-        // Areas are disjoint, so only the last area starting at or before `range.last`
-        // can reach into `range`.
-        self.ioas(ioas).areas.range(..=range.last).next_back().is_some_and(|(_, area)| area.range.last >= range.start)
-    }
-
-    /// The summary of `ioas` (domains, permitted and reserved ranges), recomputed only after
-    /// the topology changed.
-    fn ioas_summary(&mut self, ioas: ObjectId) -> Rc<IoasSummary> {
+    /// Brings the summary of `ioas` (domains, permitted and reserved ranges) up to date: it is
+    /// recomputed only after the topology changed. Maps and unmaps then read it in place
+    /// ([`Ioas::summary`]) while they drive the backend.
+    fn refresh_summary(&mut self, ioas: ObjectId) {
         let epoch = self.topology_epoch;
-        if let Some((cached_at, summary)) = &self.ioas(ioas).summary {
-            if *cached_at == epoch {
-                return summary.clone();
-            }
+        if self.ioas(ioas).summary.as_ref().is_some_and(|(cached_at, _)| *cached_at == epoch) {
+            return;
         }
-        let summary = Rc::new(IoasSummary {
+        let summary = IoasSummary {
             domains: self.ioas_domains(ioas),
             permitted: self.ioas_permitted(ioas),
             reserved: self.ioas_reserved(ioas),
             page_sizes: self.ioas_page_sizes(ioas),
-        });
-        self.ioas_mut(ioas).summary = Some((epoch, summary.clone()));
-        summary
-    }
-
-    /// Choose (auto) or check (fixed) the IOVA range of a new mapping of `length` bytes.
-    fn place(&self, ioas: ObjectId, summary: &IoasSummary, choice: IovaChoice, length: u64) -> Result<IovaRange, Error> {
-        match choice {
-            IovaChoice::Fixed(start) => {
-                if start % PAGE_SIZE != 0 {
-                    return Err(Error::Unaligned);
-                }
-                let range = IovaRange::from_start_len(start, length)?;
-                if !iova::covered_by(&summary.permitted, &range) {
-                    return Err(Error::OutsideAperture);
-                }
-                if summary.reserved.iter().any(|reserved| reserved.intersects(&range)) {
-                    return Err(Error::ReservedRegion);
-                }
-                if self.overlaps_area(ioas, &range) {
-                    return Err(Error::Overlap);
-                }
-                Ok(range)
-            }
-            IovaChoice::Auto => {
-                let usable = iova::subtract(&summary.permitted, &summary.reserved);
-                let free = iova::subtract(&usable, &self.area_ranges(ioas));
-                let align = alignment_for(length, summary.page_sizes);
-                let start = iova::find_free(&free, length, align).ok_or(Error::NoIovaSpace)?;
-                IovaRange::from_start_len(start, length)
-            }
-        }
+        };
+        self.ioas_mut(ioas).summary = Some((epoch, summary));
     }
 
     // ----- IOAS -----
@@ -664,13 +669,14 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     ) -> Result<u64, Error> {
         let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
         let object_end = check_map_range(perm, offset, length)?;
-        let summary = self.ioas_summary(ioas);
-        let range = self.place(ioas, &summary, choice, length)?;
+        self.refresh_summary(ioas);
+        let range = place(self.ioas(ioas), choice, length)?;
         let info = self.memory.identify(client, memory)?;
         check_within_object(object_end, info.size, info.writable, perm)?;
         let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length)?;
         let segment = Segment { iova: range.start, frames: &frames, perm };
-        if let Err(error) = map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment)) {
+        let domains = &ioas_in(&self.objects, ioas).summary().domains;
+        if let Err(error) = map_segments(&mut self.backend, domains, core::slice::from_ref(&segment)) {
             self.pins.release(&mut self.memory, info.id, offset, length);
             return Err(error);
         }
@@ -707,39 +713,40 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     ) -> Result<u64, Error> {
         let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::MAP)?;
         let memory = self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?;
-        let (object, size, writable) = match &self.objects[memory].body {
-            Body::Memory(registration) => (registration.object, registration.size, registration.writable),
-            _ => unreachable!("resolve checked the kind"),
-        };
         let object_end = check_map_range(perm, offset, length)?;
-        check_within_object(object_end, size, writable, perm)?;
-        let summary = self.ioas_summary(ioas);
-        let range = self.place(ioas, &summary, choice, length)?;
-        let Body::Memory(registration) = &self.objects[memory].body else { unreachable!("resolved above") };
+        self.refresh_summary(ioas);
+        let Server { objects, backend, .. } = self;
+        let registration = registration_in(objects, memory);
+        check_within_object(object_end, registration.size, registration.writable, perm)?;
+        let target = ioas_in(objects, ioas);
+        let range = place(target, choice, length)?;
         let pages = (offset / PAGE_SIZE) as usize..(object_end / PAGE_SIZE) as usize;
         let segment = Segment { iova: range.start, frames: &registration.frames[pages], perm };
-        map_segments(&mut self.backend, &summary.domains, core::slice::from_ref(&segment))?;
-        if let Body::Memory(registration) = &mut self.objects.get_mut(memory).expect("resolved above").body {
+        map_segments(backend, &target.summary().domains, core::slice::from_ref(&segment))?;
+        let object = registration.object;
+        if let Body::Memory(registration) = &mut objects.get_mut(memory).expect("resolved above").body {
             registration.mappings += 1;
         }
-        self.ioas_mut(ioas).areas.insert(range.start, Area { range, object, offset, perm, registration: Some(memory) });
+        ioas_in_mut(objects, ioas).areas.insert(range.start, Area { range, object, offset, perm, registration: Some(memory) });
         Ok(range.start)
     }
 
     /// Remove an area: unmap it from every domain (the backend invalidates), then unpin.
     fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
-        let summary = self.ioas_summary(ioas);
-        let area = self.ioas_mut(ioas).areas.remove(&start).expect("area exists");
-        for &domain in &summary.domains {
-            self.backend.unmap(domain, area.range.start, area.length());
+        self.refresh_summary(ioas);
+        let Server { objects, backend, pins, memory, .. } = self;
+        let target = ioas_in_mut(objects, ioas);
+        let area = target.areas.remove(&start).expect("area exists");
+        for &domain in &target.summary().domains {
+            backend.unmap(domain, area.range.start, area.length());
         }
         match area.registration {
-            Some(memory) => {
-                if let Some(Object { body: Body::Memory(registration), .. }) = self.objects.get_mut(memory) {
+            Some(registered) => {
+                if let Some(Object { body: Body::Memory(registration), .. }) = objects.get_mut(registered) {
                     registration.mappings -= 1;
                 }
             }
-            None => self.pins.release(&mut self.memory, area.object, area.offset, area.length()),
+            None => pins.release(memory, area.object, area.offset, area.length()),
         }
         area.length()
     }
@@ -824,8 +831,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if pieces.iter().any(|piece| !perm.within(piece.perm)) {
             return Err(Error::PermissionDenied);
         }
-        let summary = self.ioas_summary(dst);
-        let dst_range = self.place(dst, &summary, dst_choice, length)?;
+        self.refresh_summary(dst);
+        let dst_range = place(self.ioas(dst), dst_choice, length)?;
         let shift = |iova: u64| iova - src_range.start + dst_range.start;
         let frame_lists: Vec<Vec<u64>> = pieces.iter().map(|piece| self.pins.share(piece.object, piece.offset, piece.length())).collect();
         let segments: Vec<Segment> = pieces
@@ -833,7 +840,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             .zip(&frame_lists)
             .map(|(piece, frames)| Segment { iova: shift(piece.range.start), frames, perm })
             .collect();
-        if let Err(error) = map_segments(&mut self.backend, &summary.domains, &segments) {
+        if let Err(error) = map_segments(&mut self.backend, &ioas_in(&self.objects, dst).summary().domains, &segments) {
             for piece in &pieces {
                 self.pins.release(&mut self.memory, piece.object, piece.offset, piece.length());
             }
@@ -1081,7 +1088,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             .device(device)
             .reserved
             .iter()
-            .any(|region| self.overlaps_area(ioas, &region.range));
+            .any(|region| self.ioas(ioas).overlaps_area(&region.range));
         if collides {
             return Err(Error::ReservedConflict);
         }
