@@ -7,7 +7,7 @@
 //! A process that faults is killed, and everything it held is returned: capabilities (and the
 //! mappings made through them), pins, threads, page tables and frames.
 
-use crate::arch::{self, paging::AddressSpace, MapFlags, Trap, UserContext, PAGE_SIZE};
+use crate::arch::{self, paging::{AddressSpace, Root}, MapFlags, Trap, UserContext, PAGE_SIZE};
 use crate::cap::{CSpace, CapId, Capability, DerivationTree};
 use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
@@ -58,6 +58,8 @@ pub struct Thread {
     pub state: ThreadState,
     /// The caller this thread received from last and has not replied to.
     pub reply_to: Option<Tid>,
+    /// Its process's address space (`run_once` switches to it without a process lookup).
+    pub space: Root,
 }
 
 impl Thread {
@@ -234,7 +236,7 @@ impl Kernel {
         if process.threads.len() >= MAX_THREADS {
             return Err(Error::OutOfMemory);
         }
-        let thread = Thread { pid, priority, context, state: ThreadState::Runnable, reply_to: None };
+        let thread = Thread { pid, priority, context, state: ThreadState::Runnable, reply_to: None, space: process.space.root() };
         let tid = self.threads.insert(thread).ok_or(Error::OutOfMemory)?;
         self.processes.get_mut(&pid).expect("checked above").threads.push(tid);
         self.run_queue.push_back(tid, priority);
@@ -381,6 +383,8 @@ impl Kernel {
             let pc = process.threads.first().and_then(|t| self.threads.get(t)).map(|t| t.context.pc()).unwrap_or(0);
             crate::println!("[kernel] killed {} (pid {}) at pc {:#x}: {:?}", process.name, pid, pc, trap);
         }
+        // Threads go before the address space: `run_once` switches to a thread's tables by the
+        // root the thread keeps (`Thread::space`).
         for tid in process.threads.clone() {
             self.remove_thread(tid);
         }
@@ -457,14 +461,17 @@ impl Kernel {
             }
             return;
         };
-        let mut active = None;
+        let mut active = Root::current();
         loop {
             let thread = self.threads.get_mut(&tid).expect("running thread");
             let (pid, priority) = (thread.pid, thread.priority);
             // Threads of one process share its address space: switch only between processes.
-            if active != Some(pid) {
-                self.processes[&pid].space.activate();
-                active = Some(pid);
+            if thread.space != active {
+                // SAFETY: the thread is in the table, so its process and the process's address
+                // space are alive: `kill` removes a process's threads before it destroys the
+                // address space.
+                unsafe { thread.space.activate() };
+                active = thread.space;
             }
             let trap = arch::run_user(&mut thread.context);
             match trap {
