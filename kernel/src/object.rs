@@ -4,6 +4,7 @@
 //! reference, and an object's resources (frames) return to the pool when the last goes. The
 //! kernel is single-threaded with interrupts masked, so `RefCell` is enough for interior state.
 
+use crate::cap::Capability;
 use crate::mm::{CONTIGUOUS, FRAMES};
 use crate::process::Tid;
 use alloc::collections::VecDeque;
@@ -153,10 +154,19 @@ pub struct Message {
     pub words: [u64; MSG_WORDS],
 }
 
+/// A call waiting in an endpoint for a receiver.
+#[derive(Debug)]
+pub struct PendingCall {
+    pub caller: Tid,
+    pub message: Message,
+    /// The capability the call moves, out of the caller's capability space meanwhile.
+    pub cap: Option<Capability>,
+}
+
 #[derive(Debug, Default)]
 pub struct Endpoint {
-    /// Callers blocked until a receiver arrives, in arrival order.
-    pub senders: VecDeque<Tid>,
+    /// Calls whose callers are blocked until a receiver arrives, in arrival order.
+    pub senders: VecDeque<PendingCall>,
     /// Receivers blocked until a caller arrives.
     pub receivers: VecDeque<Tid>,
     /// What its creator pays for it (none for objects the kernel makes itself).

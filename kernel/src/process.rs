@@ -7,7 +7,7 @@
 //! A process that faults is killed, and everything it held is returned: capabilities (and the
 //! mappings made through them), pins, threads, page tables and frames.
 
-use crate::arch::{self, paging::AddressSpace, MapFlags, Trap, UserContext, PAGE_SIZE};
+use crate::arch::{self, paging::{AddressSpace, Root}, MapFlags, Trap, UserContext, PAGE_SIZE};
 use crate::cap::{CSpace, CapId, Capability, DerivationTree};
 use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
@@ -40,8 +40,9 @@ pub enum ExitReason {
 
 pub enum ThreadState {
     Runnable,
-    /// In `call`, queued on an endpoint until a receiver takes the message.
-    Sending { ep: Rc<RefCell<Endpoint>>, message: Message, cap: Option<Capability> },
+    /// In `call`, its message queued on an endpoint (`Endpoint::senders`) until a receiver
+    /// takes it. Messages wait there, not here: the state stays small enough to move cheaply.
+    Sending { ep: Rc<RefCell<Endpoint>> },
     /// In `recv`, queued on an endpoint.
     Receiving { ep: Rc<RefCell<Endpoint>>, recv_slot: u64 },
     /// In `call`, message delivered, waiting for `server` to reply.
@@ -57,6 +58,20 @@ pub struct Thread {
     pub state: ThreadState,
     /// The caller this thread received from last and has not replied to.
     pub reply_to: Option<Tid>,
+    /// Its process's address space (`run_once` switches to it without a process lookup).
+    pub space: Root,
+}
+
+impl Thread {
+    /// Moves the thread from a state that holds nothing (`Runnable`, `AwaitingReply`) to
+    /// `state`. The old state is forgotten rather than dropped: it owns nothing, and a drop
+    /// would run the whole enum's drop glue, an out-of-line call, on the IPC path.
+    pub fn leave_plain_state(&mut self, state: ThreadState) {
+        match core::mem::replace(&mut self.state, state) {
+            plain @ (ThreadState::Runnable | ThreadState::AwaitingReply { .. }) => core::mem::forget(plain),
+            _ => unreachable!("the thread was blocked on an object"),
+        }
+    }
 }
 
 /// One user mapping and the capability it was made through.
@@ -126,6 +141,9 @@ pub struct Process {
 
 /// What a system call asks the scheduler to do with the calling thread.
 pub enum Continuation {
+    /// The caller blocked and woke this thread (runnable, not queued), which runs next in the
+    /// same slice (see `Kernel::switch_to`). First, so that the IPC path tests for it first.
+    Switch(Tid),
     Resume,
     Yield,
     Block,
@@ -218,7 +236,7 @@ impl Kernel {
         if process.threads.len() >= MAX_THREADS {
             return Err(Error::OutOfMemory);
         }
-        let thread = Thread { pid, priority, context, state: ThreadState::Runnable, reply_to: None };
+        let thread = Thread { pid, priority, context, state: ThreadState::Runnable, reply_to: None, space: process.space.root() };
         let tid = self.threads.insert(thread).ok_or(Error::OutOfMemory)?;
         self.processes.get_mut(&pid).expect("checked above").threads.push(tid);
         self.run_queue.push_back(tid, priority);
@@ -268,7 +286,7 @@ impl Kernel {
             let found = self.processes.get(&owner).and_then(|p| p.cspace.find(descendant));
             match found {
                 Some(s) => self.delete_cap(owner, s)?,
-                // In flight in a blocked sender's message: drop it there.
+                // In flight with a queued call: drop it there.
                 None => self.drop_in_flight(descendant),
             }
         }
@@ -277,9 +295,11 @@ impl Kernel {
 
     fn drop_in_flight(&mut self, id: CapId) {
         for thread in self.threads.values_mut() {
-            if let ThreadState::Sending { cap, .. } = &mut thread.state {
-                if cap.as_ref().is_some_and(|c| c.id == id) {
-                    *cap = None;
+            if let ThreadState::Sending { ep } = &thread.state {
+                for call in ep.borrow_mut().senders.iter_mut() {
+                    if call.cap.as_ref().is_some_and(|c| c.id == id) {
+                        call.cap = None;
+                    }
                 }
             }
         }
@@ -294,30 +314,54 @@ impl Kernel {
         }
     }
 
-    /// Hands `message` (and `cap`) from thread `from` to the blocked receiver `to`.
-    pub fn deliver(&mut self, from: Tid, to: Tid, recv_slot: u64, message: &Message, cap: Option<Capability>) {
-        let mut cap_received = 0;
-        if let Some(cap) = cap {
-            let receiver_pid = self.threads[&to].pid;
-            let process = self.processes.get_mut(&receiver_pid).expect("thread's process exists");
-            if process.cspace.check_empty(recv_slot).is_ok() {
-                self.tree.set_owner(cap.id, receiver_pid);
-                process.cspace.put(recv_slot, cap);
-                cap_received = 1;
-            } else {
-                // The receiver's slot was filled (by a grant) while it waited: the transfer
-                // fails safe by dropping the capability.
-                self.tree.remove(cap.id);
-            }
-        }
-        let w = &message.words;
+    /// Hands `message` (and `cap`) from thread `from` to the receiver `to`, which is
+    /// `Receiving`. The receiver becomes runnable but is not queued: whoever calls this decides
+    /// when it runs. `from` now awaits its reply. Returns the receiver's priority. Always
+    /// inlined: on the IPC path, a call's register saving and argument passing cost about as
+    /// much as the body.
+    #[inline(always)]
+    pub fn deliver(&mut self, from: Tid, to: Tid, message: &Message, cap: Option<Capability>) -> u8 {
         let receiver = self.threads.get_mut(&to).expect("receiver exists");
+        // Every field is bound, so only the endpoint reference is dropped, not the whole state.
+        let ThreadState::Receiving { ep, recv_slot } = core::mem::replace(&mut receiver.state, ThreadState::Runnable) else {
+            unreachable!("a message goes only to a receiving thread")
+        };
+        drop(ep);
+        let cap_received = match cap {
+            Some(cap) => transfer(&mut self.processes, &mut self.tree, cap, receiver.pid, recv_slot) as u64,
+            None => 0,
+        };
+        let w = &message.words;
         receiver.context.set_syscall_result(&[0, message.badge, w[0], w[1], w[2], w[3], cap_received]);
-        receiver.state = ThreadState::Runnable;
         receiver.reply_to = Some(from);
         let priority = receiver.priority;
-        self.run_queue.push_front(to, priority);
-        self.threads.get_mut(&from).expect("sender exists").state = ThreadState::AwaitingReply { server: to };
+        // The sender is the running thread, or was taken off the endpoint and made runnable.
+        self.threads.get_mut(&from).expect("sender exists").leave_plain_state(ThreadState::AwaitingReply { server: to });
+        priority
+    }
+
+    /// Answers `caller` with `results` if it still awaits the answer of `server`: it becomes
+    /// runnable but is not queued. Returns its priority.
+    pub fn answer(&mut self, server: Tid, caller: Tid, results: &[u64]) -> Option<u8> {
+        let thread = self.threads.get_mut(&caller)?;
+        if !matches!(thread.state, ThreadState::AwaitingReply { server: s } if s == server) {
+            return None;
+        }
+        thread.context.set_syscall_result(results);
+        thread.leave_plain_state(ThreadState::Runnable);
+        Some(thread.priority)
+    }
+
+    /// What a thread that blocks after waking `next` (runnable, not queued, of `priority`)
+    /// continues with: `next` runs at once, without a trip through the run queue, unless a
+    /// thread of higher priority is ready; then `next` waits at the front of its level.
+    pub fn switch_to(&mut self, next: Tid, priority: u8) -> Continuation {
+        if self.run_queue.has_higher_than(priority) {
+            self.run_queue.push_front(next, priority);
+            Continuation::Block
+        } else {
+            Continuation::Switch(next)
+        }
     }
 
     pub fn signal(&mut self, notification: &Rc<RefCell<Notification>>, bits: u64) {
@@ -339,6 +383,8 @@ impl Kernel {
             let pc = process.threads.first().and_then(|t| self.threads.get(t)).map(|t| t.context.pc()).unwrap_or(0);
             crate::println!("[kernel] killed {} (pid {}) at pc {:#x}: {:?}", process.name, pid, pc, trap);
         }
+        // Threads go before the address space: `run_once` switches to a thread's tables by the
+        // root the thread keeps (`Thread::space`).
         for tid in process.threads.clone() {
             self.remove_thread(tid);
         }
@@ -364,9 +410,10 @@ impl Kernel {
         let Some(thread) = self.threads.remove(&tid) else { return };
         self.run_queue.remove(tid);
         match thread.state {
-            ThreadState::Sending { ep, cap, .. } => {
-                ep.borrow_mut().senders.retain(|&t| t != tid);
-                if let Some(cap) = cap {
+            ThreadState::Sending { ep } => {
+                let mut ep = ep.borrow_mut();
+                let call = ep.senders.iter().position(|c| c.caller == tid).and_then(|i| ep.senders.remove(i));
+                if let Some(cap) = call.and_then(|c| c.cap) {
                     self.tree.remove(cap.id);
                 }
             }
@@ -383,8 +430,8 @@ impl Kernel {
         }
         // A caller waiting for this thread's reply learns that its server is gone.
         if let Some(caller) = thread.reply_to {
-            if matches!(self.threads.get(&caller).map(|t| &t.state), Some(ThreadState::AwaitingReply { server }) if *server == tid) {
-                self.make_runnable(caller, &[Error::PeerGone as u64]);
+            if let Some(priority) = self.answer(tid, caller, &[Error::PeerGone as u64]) {
+                self.run_queue.push_back(caller, priority);
             }
         }
     }
@@ -414,40 +461,46 @@ impl Kernel {
             }
             return;
         };
-        let thread = &self.threads[&tid];
-        let (mut pid, mut priority) = (thread.pid, thread.priority);
-        self.processes[&pid].space.activate();
+        let mut active = Root::current();
         loop {
-            let trap = arch::run_user(&mut self.threads.get_mut(&tid).expect("running thread").context);
+            let thread = self.threads.get_mut(&tid).expect("running thread");
+            let (pid, priority) = (thread.pid, thread.priority);
+            // Threads of one process share its address space: switch only between processes.
+            if thread.space != active {
+                // SAFETY: the thread is in the table, so its process and the process's address
+                // space are alive: `kill` removes a process's threads before it destroys the
+                // address space.
+                unsafe { thread.space.activate() };
+                active = thread.space;
+            }
+            let trap = arch::run_user(&mut thread.context);
             match trap {
-                Trap::Syscall => match crate::syscall::handle(self, tid) {
-                    Continuation::Resume => {
-                        // A call that woke a higher-priority thread gives way to it at once.
-                        if self.run_queue.has_higher_than(priority) {
-                            self.run_queue.push_front(tid, priority);
-                            return;
-                        }
-                        continue;
-                    }
-                    Continuation::Yield => self.run_queue.push_back(tid, priority),
-                    Continuation::Block => {
-                        // Direct switch: an IPC partner this call woke is at the front of its
-                        // level; run the next thread in this slice instead of going round the
-                        // scheduler.
-                        if let Some(next) = self.run_queue.pop() {
-                            tid = next;
-                            let thread = &self.threads[&tid];
-                            let next_pid = thread.pid;
-                            priority = thread.priority;
-                            if next_pid != pid {
-                                pid = next_pid;
-                                self.processes[&pid].space.activate();
+                Trap::Syscall => {
+                    let (number, args) = (thread.context.syscall_number(), thread.context.syscall_args());
+                    match crate::syscall::handle(self, pid, tid, number, args) {
+                        Continuation::Resume => {
+                            // A call that woke a higher-priority thread gives way to it at once.
+                            if self.run_queue.has_higher_than(priority) {
+                                self.run_queue.push_front(tid, priority);
+                                return;
                             }
                             continue;
                         }
+                        Continuation::Switch(next) => {
+                            tid = next;
+                            continue;
+                        }
+                        Continuation::Yield => self.run_queue.push_back(tid, priority),
+                        Continuation::Block => {
+                            // Run the next thread in this slice instead of going round the scheduler.
+                            if let Some(next) = self.run_queue.pop() {
+                                tid = next;
+                                continue;
+                            }
+                        }
+                        Continuation::Exit(code) => self.kill(pid, ExitReason::Exited(code)),
                     }
-                    Continuation::Exit(code) => self.kill(pid, ExitReason::Exited(code)),
-                },
+                }
                 Trap::Timer => self.run_queue.push_back(tid, priority),
                 Trap::DeviceIrq(line) => {
                     self.device_interrupt(line);
@@ -480,6 +533,22 @@ impl Drop for Kernel {
             self.kill(pid, ExitReason::Killed);
         }
     }
+}
+
+/// Moves `cap`, in transit by IPC, into `recv_slot` of process `pid`; whether it arrived. Kept
+/// out of `Kernel::deliver`, which the IPC path inlines, since most messages carry none.
+#[inline(never)]
+fn transfer(processes: &mut Table<Process>, tree: &mut DerivationTree, cap: Capability, pid: Pid, recv_slot: u64) -> bool {
+    let process = processes.get_mut(&pid).expect("thread's process exists");
+    if process.cspace.check_empty(recv_slot).is_err() {
+        // The receiver's slot was filled (by a grant) while it waited: the transfer fails safe
+        // by dropping the capability.
+        tree.remove(cap.id);
+        return false;
+    }
+    tree.set_owner(cap.id, pid);
+    process.cspace.put(recv_slot, cap);
+    true
 }
 
 fn process_has(kernel: &Kernel, pid: Pid, slot: u64) -> bool {

@@ -4,33 +4,32 @@
 
 use crate::arch::{self, MapFlags, UserContext, PAGE_SIZE, USER_TOP};
 use crate::cap::Capability;
-use crate::object::{Charge, Endpoint, IrqLine, MemoryObject, Message, MmioRegion, Notification, Object, KERNEL_OBJECT_PAGES};
-use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, Pid, ThreadState, Tid};
+use crate::object::{Charge, Endpoint, IrqLine, MemoryObject, Message, MmioRegion, Notification, Object, PendingCall, KERNEL_OBJECT_PAGES};
+use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, Pid, Process, ThreadState, Tid};
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
+use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, MSG_WORDS, NO_CAP};
 
 type Outcome = Result<Reply, Error>;
 
-/// Successful results: the result registers (status 0 first) and how many are set, or what
-/// the thread does next.
+/// Successful results, or what the thread does next.
 enum Reply {
-    Values([u64; 7], usize),
-    Block,
-    Yield,
-    Exit(u64),
+    /// Status 0 and up to three values (zero where the call has fewer) for the first four result
+    /// registers: a fixed count is written without a loop or a variable-length copy.
+    Values([u64; 4]),
+    /// What the thread does next; whatever results it has are in its context already.
+    Then(Continuation),
 }
 
 fn values(v: &[u64]) -> Outcome {
-    let mut out = [0; 7];
+    let mut out = [0; 4];
     out[1..=v.len()].copy_from_slice(v);
-    Ok(Reply::Values(out, v.len() + 1))
+    Ok(Reply::Values(out))
 }
 
-pub fn handle(kernel: &mut Kernel, tid: Tid) -> Continuation {
-    let thread = &kernel.threads[&tid];
-    let (pid, number, args) = (thread.pid, thread.context.syscall_number(), thread.context.syscall_args());
+/// Carries out system call `number` with `args`, which thread `tid` of process `pid` issued.
+pub fn handle(kernel: &mut Kernel, pid: Pid, tid: Tid, number: u64, args: [u64; 6]) -> Continuation {
     let outcome = match Syscall::from_number(number) {
         None => Err(Error::UnknownSyscall),
         Some(call) => dispatch(kernel, pid, tid, call, args),
@@ -39,20 +38,13 @@ pub fn handle(kernel: &mut Kernel, tid: Tid) -> Continuation {
         k.threads.get_mut(&tid).map(|t| &mut t.context)
     }
     match outcome {
-        Ok(Reply::Values(results, n)) => {
+        Ok(Reply::Values(results)) => {
             if let Some(c) = context(kernel, tid) {
-                c.set_syscall_result(&results[..n]);
+                c.set_syscall_result(&results);
             }
             Continuation::Resume
         }
-        Ok(Reply::Block) => Continuation::Block,
-        Ok(Reply::Yield) => {
-            if let Some(c) = context(kernel, tid) {
-                c.set_syscall_result(&[0]);
-            }
-            Continuation::Yield
-        }
-        Ok(Reply::Exit(code)) => Continuation::Exit(code),
+        Ok(Reply::Then(next)) => next,
         Err(e) => {
             if let Some(c) = context(kernel, tid) {
                 c.set_syscall_result(&[e as u64]);
@@ -84,8 +76,11 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
     match call {
         Syscall::Null => values(&[]),
         Syscall::DebugWrite => debug_write(kernel, pid, a[0], a[1]),
-        Syscall::Exit => Ok(Reply::Exit(a[0])),
-        Syscall::Yield => Ok(Reply::Yield),
+        Syscall::Exit => Ok(Reply::Then(Continuation::Exit(a[0]))),
+        Syscall::Yield => {
+            kernel.threads.get_mut(&tid).expect("caller").context.set_syscall_result(&[0]);
+            Ok(Reply::Then(Continuation::Yield))
+        }
         Syscall::CapDerive => cap_derive(kernel, pid, a[0], a[1], a[2], a[3]),
         Syscall::CapDelete => kernel.delete_cap(pid, a[0]).and_then(|_| values(&[])),
         Syscall::CapRevoke => {
@@ -100,21 +95,16 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             values(&[c.object.kind() as u64, c.rights.0, c.badge])
         }
         Syscall::Call => call_endpoint(kernel, pid, tid, a),
-        Syscall::Recv => {
-            let ep = receive_endpoint(kernel, pid, a[0], a[1])?;
-            recv(kernel, tid, ep, a[1])
+        Syscall::Recv => receive(kernel, pid, tid, a[0], a[1], None),
+        Syscall::Reply => {
+            let caller = kernel.threads.get_mut(&tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
+            let priority = kernel.answer(tid, caller, &[0, 0, a[0], a[1], a[2], a[3], 0]).ok_or(Error::PeerGone)?;
+            // The answered caller runs next in its level (at once if it outranks this thread).
+            kernel.run_queue.push_front(caller, priority);
+            values(&[])
         }
-        Syscall::Reply => reply(kernel, tid, [a[0], a[1], a[2], a[3]]).and_then(|_| values(&[])),
-        Syscall::ReplyRecv => {
-            // Validate the receive half first: a failed call must change nothing.
-            let ep = receive_endpoint(kernel, pid, a[0], a[1])?;
-            // A caller that died meanwhile needs no answer; the receive goes ahead.
-            match reply(kernel, tid, [a[2], a[3], a[4], a[5]]) {
-                Ok(_) | Err(Error::InvalidState) | Err(Error::PeerGone) => {}
-                Err(e) => return Err(e),
-            }
-            recv(kernel, tid, ep, a[1])
-        }
+        // The answer is the call's last four words.
+        Syscall::ReplyRecv => receive(kernel, pid, tid, a[0], a[1], a.last_chunk()),
         Syscall::NotifySignal => {
             let n = notification(kernel, pid, a[0], Rights::WRITE)?;
             kernel.signal(&n, a[1]);
@@ -127,8 +117,8 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
                 return values(&[bits]);
             }
             n.borrow_mut().waiters.push_back(tid);
-            kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Waiting { notification: n };
-            Ok(Reply::Block)
+            block(kernel, tid, ThreadState::Waiting { notification: n });
+            Ok(Reply::Then(Continuation::Block))
         }
         Syscall::MemAlloc => {
             let (pages, dst, flags) = (a[0], a[1], a[2]);
@@ -205,7 +195,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         Syscall::ProcessKill => {
             let target = process(kernel, pid, a[0], Rights::CONTROL)?;
             if target == pid {
-                return Ok(Reply::Exit(0));
+                return Ok(Reply::Then(Continuation::Exit(0)));
             }
             kernel.kill(target, ExitReason::Killed);
             values(&[])
@@ -306,21 +296,23 @@ fn cap_derive(kernel: &mut Kernel, pid: Pid, src: u64, dst: u64, rights: u64, ba
 
 /// The endpoint in `slot` and the capability's badge, if it carries `rights` (the IPC paths'
 /// variant of `cap_of`, which borrows the capability instead of cloning it).
-fn endpoint(kernel: &Kernel, pid: Pid, slot: u64, rights: Rights) -> Result<(Rc<RefCell<Endpoint>>, u64), Error> {
-    let c = kernel.processes[&pid].cspace.get(slot)?;
+fn endpoint(process: &Process, slot: u64, rights: Rights) -> Result<(&Rc<RefCell<Endpoint>>, u64), Error> {
+    let c = process.cspace.get(slot)?;
     match &c.object {
-        Object::Endpoint(ep) if c.rights.contains(rights) => Ok((ep.clone(), c.badge)),
+        Object::Endpoint(ep) if c.rights.contains(rights) => Ok((ep, c.badge)),
         Object::Endpoint(_) => Err(Error::MissingRights),
         _ => Err(Error::WrongType),
     }
 }
 
 fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcome {
-    let (ep, badge) = endpoint(kernel, pid, a[0], Rights::WRITE)?;
+    let process = &kernel.processes[&pid];
+    let (ep, badge) = endpoint(process, a[0], Rights::WRITE)?;
+    let ep = ep.clone();
     let transfer = match a[1] {
         NO_CAP => None,
         slot => {
-            if !cap(kernel, pid, slot)?.rights.contains(Rights::GRANT) {
+            if !process.cspace.get(slot)?.rights.contains(Rights::GRANT) {
                 return Err(Error::MissingRights);
             }
             Some(kernel.processes.get_mut(&pid).expect("caller").cspace.take(slot)?)
@@ -328,63 +320,70 @@ fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcom
     };
     let message = Message { badge, words: message_words(&a) };
     let receiver = ep.borrow_mut().receivers.pop_front();
-    match receiver {
-        Some(receiver) => {
-            let ThreadState::Receiving { recv_slot, .. } = kernel.threads[&receiver].state else {
-                unreachable!("queued receivers are receiving")
-            };
-            kernel.deliver(tid, receiver, recv_slot, &message, transfer);
-        }
-        None => {
-            ep.borrow_mut().senders.push_back(tid);
-            kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Sending { ep, message, cap: transfer };
-        }
-    }
-    Ok(Reply::Block)
+    let Some(receiver) = receiver else {
+        ep.borrow_mut().senders.push_back(PendingCall { caller: tid, message, cap: transfer });
+        block(kernel, tid, ThreadState::Sending { ep });
+        return Ok(Reply::Then(Continuation::Block));
+    };
+    let priority = kernel.deliver(tid, receiver, &message, transfer);
+    Ok(Reply::Then(kernel.switch_to(receiver, priority)))
 }
 
-/// The endpoint `recv` and `reply_recv` wait on, with the receive slot checked.
-fn receive_endpoint(kernel: &Kernel, pid: Pid, ep_slot: u64, recv_slot: u64) -> Result<Rc<RefCell<Endpoint>>, Error> {
-    let (ep, _) = endpoint(kernel, pid, ep_slot, Rights::READ)?;
+/// Puts the calling thread, which is running and so `Runnable`, into a blocked `state`.
+fn block(kernel: &mut Kernel, tid: Tid, state: ThreadState) {
+    kernel.threads.get_mut(&tid).expect("caller").leave_plain_state(state);
+}
+
+/// `recv` and `reply_recv`: waits on the endpoint in `ep_slot` for a message; a capability
+/// that comes with it goes to `recv_slot`. The caller this thread received from last, if it
+/// still awaits the answer, gets `answer` (`reply_recv`) and runs next, or, left unanswered by
+/// `recv`, learns that it will not be answered.
+fn receive(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64, answer: Option<&[u64; MSG_WORDS]>) -> Outcome {
+    // Validate first: a failed call changes nothing.
+    let process = &kernel.processes[&pid];
+    let (ep, _) = endpoint(process, ep_slot, Rights::READ)?;
     if recv_slot != NO_CAP {
-        kernel.processes[&pid].cspace.check_empty(recv_slot)?;
+        process.cspace.check_empty(recv_slot)?;
     }
-    Ok(ep)
-}
-
-fn recv(kernel: &mut Kernel, tid: Tid, ep: Rc<RefCell<Endpoint>>, recv_slot: u64) -> Outcome {
-    // A caller this thread never answered learns that it will not be answered.
-    if let Some(old) = kernel.threads.get_mut(&tid).expect("caller").reply_to.take() {
-        if matches!(kernel.threads.get(&old).map(|t| &t.state), Some(ThreadState::AwaitingReply { server }) if *server == tid) {
-            kernel.make_runnable(old, &[Error::PeerGone as u64]);
+    let ep = ep.clone();
+    let pending = {
+        let mut endpoint = ep.borrow_mut();
+        let pending = endpoint.senders.pop_front();
+        if pending.is_none() {
+            endpoint.receivers.push_back(tid);
         }
-    }
-    let sender = ep.borrow_mut().senders.pop_front();
-    let Some(sender) = sender else {
-        ep.borrow_mut().receivers.push_back(tid);
-        kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Receiving { ep, recv_slot };
-        return Ok(Reply::Block);
+        pending
+    };
+    let me = kernel.threads.get_mut(&tid).expect("caller");
+    let caller = me.reply_to.take();
+    // Receiving even with a sender queued: `deliver` hands its message over from that state.
+    me.leave_plain_state(ThreadState::Receiving { ep, recv_slot });
+    let answered = match (caller, answer) {
+        (Some(caller), Some(w)) => kernel.answer(tid, caller, &[0, 0, w[0], w[1], w[2], w[3], 0]).map(|priority| (caller, priority)),
+        (Some(caller), None) => {
+            if let Some(priority) = kernel.answer(tid, caller, &[Error::PeerGone as u64]) {
+                kernel.run_queue.push_back(caller, priority);
+            }
+            None
+        }
+        (None, _) => None,
+    };
+    let Some(PendingCall { caller: sender, message, cap }) = pending else {
+        return Ok(match answered {
+            Some((caller, priority)) => Reply::Then(kernel.switch_to(caller, priority)),
+            None => Reply::Then(Continuation::Block),
+        });
     };
     let state = core::mem::replace(&mut kernel.threads.get_mut(&sender).expect("queued").state, ThreadState::Runnable);
-    let ThreadState::Sending { message, cap, .. } = state else { unreachable!("queued senders are sending") };
-    // Deliver to ourselves: `deliver` queues the receiver, so mark us receiving first and let it.
-    kernel.threads.get_mut(&tid).expect("caller").state = ThreadState::Receiving { ep, recv_slot };
-    kernel.deliver(sender, tid, recv_slot, &message, cap);
-    Ok(Reply::Block)
-}
-
-/// Answers the caller `tid` last received from; it runs next.
-fn reply(kernel: &mut Kernel, tid: Tid, words: [u64; 4]) -> Result<(), Error> {
-    let caller = kernel.threads.get_mut(&tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
-    let thread = kernel.threads.get_mut(&caller).ok_or(Error::PeerGone)?;
-    if !matches!(thread.state, ThreadState::AwaitingReply { server } if server == tid) {
-        return Err(Error::PeerGone);
+    let ThreadState::Sending { .. } = state else { unreachable!("queued callers are sending") };
+    // A message was waiting: this thread takes it and runs on, the answered caller waits at
+    // the front of its level.
+    kernel.deliver(sender, tid, &message, cap);
+    if let Some((caller, priority)) = answered {
+        kernel.run_queue.push_front(caller, priority);
     }
-    thread.context.set_syscall_result(&[0, 0, words[0], words[1], words[2], words[3], 0]);
-    thread.state = ThreadState::Runnable;
-    let priority = thread.priority;
-    kernel.run_queue.push_front(caller, priority);
-    Ok(())
+    // The message is in this thread's result registers.
+    Ok(Reply::Then(Continuation::Resume))
 }
 
 /// Validates a user range of `pages` pages at `va`: aligned, non-empty, no wrap, below USER_TOP.

@@ -10,7 +10,9 @@ const INDEX_BITS: u32 = 16;
 const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
 
 pub struct Table<T> {
-    slots: Vec<(u16, Option<T>)>,
+    /// Each slot's id (its record's, or while empty the one its next record gets) and record.
+    /// Whole ids are kept so that a lookup compares one word.
+    slots: Vec<(Id, Option<T>)>,
     free: Vec<u16>,
 }
 
@@ -19,14 +21,14 @@ impl<T> Table<T> {
         Table { slots: Vec::new(), free: Vec::new() }
     }
 
-    fn split(id: Id) -> (usize, u16) {
-        ((id & INDEX_MASK) as usize, (id >> INDEX_BITS) as u16)
+    fn index(id: Id) -> usize {
+        (id & INDEX_MASK) as usize
     }
 
     /// The id the next `insert` will return (ids are never 0: generations start at 1).
     pub fn next_id(&self) -> Option<Id> {
         match self.free.last() {
-            Some(&index) => Some(((self.slots[index as usize].0 as u32) << INDEX_BITS) | index as u32),
+            Some(&index) => Some(self.slots[index as usize].0),
             None if self.slots.len() <= INDEX_MASK as usize => Some((1 << INDEX_BITS) | self.slots.len() as u32),
             None => None,
         }
@@ -35,28 +37,26 @@ impl<T> Table<T> {
     /// Stores `value` under `next_id()`; `None` when all 65,536 slots are in use.
     pub fn insert(&mut self, value: T) -> Option<Id> {
         let id = self.next_id()?;
-        let (index, generation) = Self::split(id);
+        let index = Self::index(id);
         if index == self.slots.len() {
-            self.slots.push((generation, Some(value)));
+            self.slots.push((id, Some(value)));
         } else {
             self.free.pop();
-            self.slots[index] = (generation, Some(value));
+            self.slots[index].1 = Some(value);
         }
         Some(id)
     }
 
     pub fn get(&self, id: &Id) -> Option<&T> {
-        let (index, generation) = Self::split(*id);
-        match self.slots.get(index) {
-            Some((g, Some(value))) if *g == generation => Some(value),
+        match self.slots.get(Self::index(*id)) {
+            Some((slot_id, Some(value))) if slot_id == id => Some(value),
             _ => None,
         }
     }
 
     pub fn get_mut(&mut self, id: &Id) -> Option<&mut T> {
-        let (index, generation) = Self::split(*id);
-        match self.slots.get_mut(index) {
-            Some((g, Some(value))) if *g == generation => Some(value),
+        match self.slots.get_mut(Self::index(*id)) {
+            Some((slot_id, Some(value))) if slot_id == id => Some(value),
             _ => None,
         }
     }
@@ -66,24 +66,22 @@ impl<T> Table<T> {
     }
 
     pub fn remove(&mut self, id: &Id) -> Option<T> {
-        let (index, generation) = Self::split(*id);
+        let index = Self::index(*id);
         let slot = self.slots.get_mut(index)?;
-        if slot.0 != generation || slot.1.is_none() {
+        if slot.0 != *id {
             return None;
         }
-        let value = slot.1.take();
-        // Generation 0 is never issued, so ids are never 0.
-        slot.0 = slot.0.checked_add(1).unwrap_or(1);
+        let value = slot.1.take()?;
+        // The slot's next record gets the next generation; generation 0 is never issued, so ids
+        // are never 0.
+        let generation = ((*id >> INDEX_BITS) as u16).checked_add(1).unwrap_or(1);
+        slot.0 = ((generation as u32) << INDEX_BITS) | index as u32;
         self.free.push(index as u16);
-        value
+        Some(value)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = Id> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, v))| v.is_some())
-            .map(|(i, (g, _))| ((*g as u32) << INDEX_BITS) | i as u32)
+        self.slots.iter().filter(|(_, v)| v.is_some()).map(|(id, _)| *id)
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {

@@ -53,6 +53,25 @@ fn ipc_server_serves_clients() -> TestResult {
     Ok(())
 }
 
+/// Threads of one process calling each other at different priorities (see the scenario): the
+/// thread a call or a reply wakes runs at once unless a higher-priority thread is ready; calls
+/// queue with their capabilities before the server waits. The process ends with a call and its
+/// capability still queued: nothing may remain of either.
+fn ipc_switches_by_priority_and_queues_calls() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        let pid = kernel.spawn("ipc-scheduling", USERTEST, scenario::IPC_SCHEDULING, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.run_until_exited(&[pid]);
+        let r = kernel.take_exit(pid);
+        ensure!(r == Some(ExitReason::Exited(0)), "scenario ended with {r:?}");
+        ensure!(kernel.tree.len() == 0, "derivation tree still holds {} capabilities after the process ended", kernel.tree.len());
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
 fn revoke_removes_derived_caps_and_mappings() -> TestResult {
     let mut kernel = Kernel::new(IMAGES);
     let ep = new_endpoint();
@@ -241,6 +260,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "sched::strict_priorities_and_thread_creation", run: || user_exits_with(scenario::PRIORITIES, 0) },
     Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
     Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
+    Test { name: "ipc::switch_by_priority_and_queued_calls", run: ipc_switches_by_priority_and_queues_calls },
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },

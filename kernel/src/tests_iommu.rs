@@ -152,7 +152,7 @@ mod iommu_tests {
     #[cfg(target_arch = "aarch64")]
     mod platform {
         use super::{direct, err, server_slot};
-        use crate::arch::paging::AddressSpace;
+        use crate::arch::paging::{AddressSpace, Root};
         use crate::arch::MapFlags;
         use crate::mm;
         use crate::object::Object;
@@ -267,8 +267,9 @@ mod iommu_tests {
             }
 
             pub fn register(&self, devfn: u64, offset: u64) -> *mut u32 {
-                if let Some(space) = &self.space {
-                    space.activate();
+                if let Some(space) = self.space.as_ref().filter(|space| space.root() != Root::current()) {
+                    // SAFETY: `self` owns the address space; it is destroyed only on drop.
+                    unsafe { space.root().activate() };
                 }
                 (CONFIG_WINDOW + (devfn << 12) + offset) as *mut u32
             }

@@ -25,9 +25,11 @@
 //! Address spaces (`paging` module)
 //! - `AddressSpace::new(frames) -> Option<AddressSpace>`: a user address space sharing the kernel
 //!   half. `map(va, pa, MapFlags, frames) -> Result<(), MapError>`, `unmap(va) -> Option<u64>`,
-//!   `translate(va) -> Option<(u64, MapFlags)>`, `activate()`, `destroy(frames)` (frees every
+//!   `translate(va) -> Option<(u64, MapFlags)>`, `root() -> Root`, `destroy(frames)` (frees every
 //!   table page it allocated, not the mapped frames). 4 KiB pages. User VAs are below
 //!   `USER_TOP`.
+//! - `Root`: where an address space's tables start. `Root::current()`, and
+//!   `unsafe activate()`, which makes them current (the address space must not be destroyed).
 //! - `fn protect_kernel_image()`: rebuilds the kernel mappings W^X (text RX, rodata R,
 //!   data/bss RW NX, direct map RW NX).
 //!

@@ -74,6 +74,7 @@ fn main(arg: u64) -> u64 {
         scenario::PRIORITIES => priorities(),
         scenario::IO_PORTS => io_ports(),
         scenario::KERNEL_OBJECT_QUOTA => kernel_object_quota(),
+        scenario::IPC_SCHEDULING => ipc_scheduling::run(),
         _ => 2,
     }
 }
@@ -570,4 +571,198 @@ fn kernel_object_quota() -> u64 {
         return 153;
     }
     scenario::KERNEL_OBJECTS_MADE + made
+}
+
+/// IPC_SCHEDULING: the main thread (priority 4) calls a server thread (priority 2) of its own
+/// process; other threads show who ran first by what they record.
+mod ipc_scheduling {
+    use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use kernel_abi::{Error, ObjectType, Rights, NO_CAP};
+    use userlib::syscall;
+
+    /// Slots (clear of the other scenarios': each scenario runs in a process of its own anyway).
+    const ENDPOINT: u64 = 30;
+    const PARK: u64 = 31;
+    const DONE: u64 = 32;
+    const STACKS: u64 = 33;
+    const MEMORY: u64 = 34;
+    const COPY: u64 = 35;
+    const SERVER_RECEIVED: u64 = 36;
+    const SECOND_ENDPOINT: u64 = 37;
+    const MAIN_RECEIVED: u64 = 38;
+
+    const STACK_WINDOW: u64 = 0x5000_0000;
+    const STACK_PAGES: u64 = 4;
+    const THREADS: u64 = 5;
+
+    const SERVER_PRIORITY: u64 = 2;
+
+    /// Requests (word 0) and the server's answers.
+    const PING: u64 = 1;
+    const PONG: u64 = 2;
+    const REPORT: u64 = 3;
+    const DROP: u64 = 4;
+    const HOLD: u64 = 5;
+
+    /// Set by the priority-4 thread and by the thread the server makes, when they first run.
+    static READY_THREAD_RAN: AtomicU64 = AtomicU64::new(0);
+    static SERVER_THREAD_RAN: AtomicU64 = AtomicU64::new(0);
+
+    fn stack(index: u64) -> u64 {
+        STACK_WINDOW + (index + 1) * STACK_PAGES * 4096
+    }
+
+    fn read_only() -> Rights {
+        Rights(Rights::READ.0 | Rights::GRANT.0)
+    }
+
+    /// Whether `slot` holds a memory capability.
+    fn holds_memory(slot: u64) -> bool {
+        matches!(syscall::cap_info(slot), Ok((kind, _, _)) if kind == ObjectType::Memory as u64)
+    }
+
+    /// Yields until the second caller has taken the capability in COPY into its call, as it
+    /// does when it runs (a timer tick may also send it to the back of the queue first).
+    fn second_caller_took_copy() -> bool {
+        (0..100).any(|_| {
+            syscall::yield_now();
+            syscall::cap_info(COPY) == Err(Error::InvalidCapability)
+        })
+    }
+
+    /// Waits forever on a notification nobody signals.
+    fn park() -> ! {
+        loop {
+            let _ = syscall::notify_wait(PARK);
+        }
+    }
+
+    /// Serves PING (answers PONG if a memory capability came with it), REPORT (whether the
+    /// priority-4 thread had run when the message arrived, whether a memory capability came), DROP (leaves the caller
+    /// unanswered), HOLD (makes a thread of its own priority, then answers). A received
+    /// capability is deleted again. An unexpected message ends the process with code 190.
+    extern "C" fn server(_arg: u64) -> ! {
+        let mut answer = None;
+        loop {
+            let received = match answer {
+                Some(words) => syscall::reply_recv(ENDPOINT, SERVER_RECEIVED, words),
+                None => syscall::recv(ENDPOINT, SERVER_RECEIVED),
+            };
+            // Read before any other system call: one would let a ready higher-priority thread run.
+            let ready_thread_ran = READY_THREAD_RAN.load(SeqCst);
+            let Ok(m) = received else { syscall::exit(190) };
+            let memory = m.cap_received && holds_memory(SERVER_RECEIVED);
+            if m.cap_received && syscall::cap_delete(SERVER_RECEIVED).is_err() {
+                syscall::exit(191);
+            }
+            answer = match m.words[0] {
+                PING if memory => Some([PONG, 0, 0, 0]),
+                REPORT => Some([ready_thread_ran, memory as u64, 0, 0]),
+                DROP => None,
+                HOLD => {
+                    if syscall::thread_create(server_thread, stack(3), 0, SERVER_PRIORITY).is_err() {
+                        syscall::exit(192);
+                    }
+                    Some([0; 4])
+                }
+                _ => syscall::exit(193),
+            };
+        }
+    }
+
+    extern "C" fn ready_thread(_arg: u64) -> ! {
+        READY_THREAD_RAN.store(1, SeqCst);
+        park()
+    }
+
+    extern "C" fn server_thread(_arg: u64) -> ! {
+        SERVER_THREAD_RAN.store(1, SeqCst);
+        park()
+    }
+
+    /// Priority 1: calls the server, which makes a thread of priority 2 before it answers;
+    /// that thread must run before this one gets the answer. Signals DONE bit 0 if so, bit 1
+    /// if not.
+    extern "C" fn low_client(_arg: u64) -> ! {
+        let answered = syscall::call(ENDPOINT, NO_CAP, [HOLD, 0, 0, 0]).is_ok();
+        let bit = if answered && SERVER_THREAD_RAN.load(SeqCst) == 1 { 0 } else { 1 };
+        let _ = syscall::notify_signal(DONE, 1 << bit);
+        park()
+    }
+
+    /// Priority 4, on the second endpoint: its first call carries a capability that is revoked
+    /// while it waits; the second carries one and is never answered.
+    extern "C" fn second_caller(_arg: u64) -> ! {
+        if syscall::call(SECOND_ENDPOINT, COPY, [1, 0, 0, 0]).is_err() {
+            syscall::exit(194);
+        }
+        let _ = syscall::call(SECOND_ENDPOINT, COPY, [2, 0, 0, 0]);
+        syscall::exit(195)
+    }
+
+    pub fn run() -> u64 {
+        if syscall::endpoint_create(ENDPOINT).is_err()
+            || syscall::endpoint_create(SECOND_ENDPOINT).is_err()
+            || syscall::notification_create(PARK).is_err()
+            || syscall::notification_create(DONE).is_err()
+            || syscall::mem_alloc(STACK_PAGES * THREADS, STACKS, 0).is_err()
+            || syscall::mem_map(STACKS, STACK_WINDOW, 0, STACK_PAGES * THREADS, kernel_abi::map_flags::WRITE).is_err()
+            || syscall::mem_alloc(1, MEMORY, 0).is_err()
+        {
+            return 170;
+        }
+        let copy = || syscall::cap_derive(MEMORY, COPY, read_only(), 0);
+        // The server is ready to run but does not wait yet: the call queues with its capability
+        // and the server takes both from the queue.
+        if syscall::thread_create(server, stack(0), 0, SERVER_PRIORITY).is_err() || copy().is_err() {
+            return 171;
+        }
+        match syscall::call(ENDPOINT, COPY, [PING, 0, 0, 0]) {
+            Ok(r) if r.words[0] == PONG => {}
+            _ => return 172,
+        }
+        if syscall::cap_info(COPY) != Err(Error::InvalidCapability) {
+            return 173;
+        }
+        // The server waits now. A thread of this priority is ready: the call wakes the server,
+        // but the ready thread runs first.
+        if syscall::thread_create(ready_thread, stack(1), 0, kernel_abi::START_PRIORITY).is_err() || copy().is_err() {
+            return 174;
+        }
+        match syscall::call(ENDPOINT, COPY, [REPORT, 0, 0, 0]) {
+            Ok(r) if r.words[..2] == [1, 1] => {}
+            _ => return 175,
+        }
+        // A server that receives again without answering leaves its caller with PeerGone.
+        if syscall::call(ENDPOINT, NO_CAP, [DROP, 0, 0, 0]) != Err(Error::PeerGone) {
+            return 176;
+        }
+        // The answer to a priority-1 caller waits behind a ready priority-2 thread.
+        if syscall::thread_create(low_client, stack(2), 0, 1).is_err() {
+            return 177;
+        }
+        match syscall::notify_wait(DONE) {
+            Ok(1) => {}
+            _ => return 178,
+        }
+        // A capability revoked while its call waits in the queue does not arrive.
+        if copy().is_err() || syscall::thread_create(second_caller, stack(4), 0, kernel_abi::START_PRIORITY).is_err() {
+            return 179;
+        }
+        if !second_caller_took_copy() || syscall::cap_revoke(MEMORY).is_err() {
+            return 180;
+        }
+        match syscall::recv(SECOND_ENDPOINT, MAIN_RECEIVED) {
+            Ok(m) if m.words[0] == 1 && !m.cap_received => {}
+            _ => return 181,
+        }
+        if syscall::cap_info(MAIN_RECEIVED) != Err(Error::InvalidCapability) || copy().is_err() || syscall::reply([0; 4]).is_err() {
+            return 182;
+        }
+        // The second call takes its capability into the queue; the process ends with it there.
+        if !second_caller_took_copy() {
+            return 183;
+        }
+        0
+    }
 }

@@ -21,6 +21,11 @@ pub const IO_PORTS: u64 = 14;
 /// `KERNEL_OBJECTS_MADE + how many it made`.
 pub const KERNEL_OBJECT_QUOTA: u64 = 15;
 pub const KERNEL_OBJECTS_MADE: u64 = 1000;
+/// IPC between threads of one process at different priorities: calls queued before the server
+/// waits and calls to a waiting server, with and without capabilities; the thread a call or a
+/// reply wakes runs at once only if no thread of higher priority is ready; a capability revoked
+/// in flight; the process ends with a call and its capability in flight.
+pub const IPC_SCHEDULING: u64 = 16;
 
 /// IO_PORTS: the PCI configuration ports (0xCF8..0xCFF) and the ECAM window.
 pub const IO_PORTS_SLOT: u64 = 6;

@@ -122,6 +122,28 @@ unsafe fn set_user_root(root: u64) {
     };
 }
 
+/// Where an address space's tables start. The scheduler keeps one per thread, to switch
+/// address spaces without looking up the thread's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Root(u64);
+
+impl Root {
+    /// The tables user addresses translate through now.
+    pub fn current() -> Root {
+        Root(TTBR0_EL1.get_baddr())
+    }
+
+    /// Makes these the current user tables.
+    ///
+    /// # Safety
+    /// The address space whose root this is must not have been destroyed.
+    pub unsafe fn activate(self) {
+        // SAFETY: per the caller, the tables of a live address space: they map only EL0 pages,
+        // all PXN, and live until `destroy`, which switches away from them first.
+        unsafe { set_user_root(self.0) };
+    }
+}
+
 /// A user address space: the tables behind TTBR0_EL1.
 pub struct AddressSpace {
     root: u64,
@@ -208,12 +230,8 @@ impl AddressSpace {
         Some(((entry & ADDRESS_MASK) + (va & (PAGE_SIZE - 1)), flags))
     }
 
-    pub fn activate(&self) {
-        if TTBR0_EL1.get_baddr() != self.root {
-            // SAFETY: user tables map only EL0 pages, all PXN, and live until `destroy`, which
-            // switches away from them first.
-            unsafe { set_user_root(self.root) };
-        }
+    pub fn root(&self) -> Root {
+        Root(self.root)
     }
 
     /// Frees every translation table of this address space (not the mapped frames, which belong

@@ -113,6 +113,28 @@ fn read_cr3() -> u64 {
     value & ADDRESS_MASK
 }
 
+/// Where an address space's tables start. The scheduler keeps one per thread, to switch
+/// address spaces without looking up the thread's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Root(u64);
+
+impl Root {
+    /// The tables addresses translate through now.
+    pub fn current() -> Root {
+        Root(read_cr3())
+    }
+
+    /// Makes these the current tables.
+    ///
+    /// # Safety
+    /// The address space whose root this is must not have been destroyed.
+    pub unsafe fn activate(self) {
+        // SAFETY: per the caller, the PML4 of a live address space, whose kernel half is the
+        // kernel's own.
+        unsafe { write_cr3(self.0) };
+    }
+}
+
 /// A user address space: its own PML4 over the shared kernel half.
 pub struct AddressSpace {
     pml4: u64,
@@ -189,11 +211,8 @@ impl AddressSpace {
         Some(((entry & ADDRESS_MASK) + (va & (PAGE_SIZE - 1)), flags))
     }
 
-    pub fn activate(&self) {
-        if read_cr3() != self.pml4 {
-            // SAFETY: the kernel half of every user PML4 is the kernel's own.
-            unsafe { write_cr3(self.pml4) };
-        }
+    pub fn root(&self) -> Root {
+        Root(self.pml4)
     }
 
     /// Frees every page-table page of the user half and the PML4 (not the mapped frames, which

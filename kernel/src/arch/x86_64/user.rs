@@ -178,7 +178,7 @@ syscall_entry:
     mov PERCPU+16(%rip), %rax
     mov %rax, CTX_RSP(%rsp)
     movq ${syscall_marker}, CTX_VECTOR(%rsp)
-    jmp return_to_kernel
+    /* Falls through to return_to_kernel. */
 
 return_to_kernel:
     mov PERCPU(%rip), %rsp
