@@ -2,7 +2,7 @@
 //! first-level on units that only translate first-stage), attachments are `vtd` context or
 //! PASID entries, and every unmap is followed by an IOTLB invalidation that is waited for.
 
-use crate::page_tables::{table_error, table_perm};
+use crate::page_tables::{table_error, table_perm, unmap_failed};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
@@ -168,6 +168,8 @@ impl VtdBackend {
     /// to unpin: nothing safe can follow, so the server stops rather than hand the pages back.
     /// (Its exit releases its pins in the kernel too; the root task must then reset the unit,
     /// as the kernel tests do. docs/iommu-server.md lists this as an open problem.)
+    #[cold]
+    #[inline(never)]
     fn fail_closed(domain: HwDomainId, error: VtdError) -> ! {
         println!("iommu-server: FATAL: IOTLB invalidation for domain {} failed: {error:?}", domain.0);
         panic!("IOTLB invalidation failed; refusing to release memory a device may still reach");
@@ -286,16 +288,7 @@ impl IommuBackend for VtdBackend {
             Table::SecondLevel(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
             Table::FirstLevel(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
         };
-        let unmapped = match result {
-            Ok(unmapped) => unmapped,
-            Err(error) => {
-                // The object model only unmaps whole areas it mapped, so a split (the only
-                // fallible step) never happens; if it did, the translations would outlive the
-                // pages.
-                println!("iommu-server: FATAL: unmap {iova:#x}+{length:#x} failed: {error:?}");
-                panic!("page-table unmap failed");
-            }
-        };
+        let unmapped = result.unwrap_or_else(|error| unmap_failed(iova, length, error));
         Self::complete_unmap(&mut units[d.unit], d, domain, unmapped, dma);
     }
 

@@ -190,19 +190,27 @@ fn map_segments<B: IommuBackend>(backend: &mut B, domains: &[HwDomainId], segmen
     for (domain_index, &domain) in domains.iter().enumerate() {
         for (segment_index, segment) in segments.iter().enumerate() {
             if let Err(error) = map_frames(backend, domain, segment) {
-                for done in &segments[..segment_index] {
-                    backend.unmap(domain, done.iova, done.frames.len() as u64 * PAGE_SIZE);
-                }
-                for &earlier in &domains[..domain_index] {
-                    for done in segments {
-                        backend.unmap(earlier, done.iova, done.frames.len() as u64 * PAGE_SIZE);
-                    }
-                }
+                unmap_segments_mapped(backend, domains, segments, domain_index, segment_index);
                 return Err(error);
             }
         }
     }
     Ok(())
+}
+
+/// The rollback of `map_segments` when segment `segment_index` failed in domain `domain_index`
+/// (out of line, so that the successful map does not pay for its frame).
+#[cold]
+#[inline(never)]
+fn unmap_segments_mapped<B: IommuBackend>(backend: &mut B, domains: &[HwDomainId], segments: &[Segment], domain_index: usize, segment_index: usize) {
+    for done in &segments[..segment_index] {
+        backend.unmap(domains[domain_index], done.iova, done.frames.len() as u64 * PAGE_SIZE);
+    }
+    for &earlier in &domains[..domain_index] {
+        for done in segments {
+            backend.unmap(earlier, done.iova, done.frames.len() as u64 * PAGE_SIZE);
+        }
+    }
 }
 
 fn check_aligned_length(length: u64) -> Result<(), Error> {
@@ -260,6 +268,7 @@ fn alignment_for(length: u64, page_sizes: u64) -> u64 {
 
 /// Choose (auto) or check (fixed) the IOVA range of a new mapping of `length` bytes in `ioas`,
 /// whose summary is current.
+#[inline]
 fn place(ioas: &Ioas, choice: IovaChoice, length: u64) -> Result<IovaRange, Error> {
     let summary = ioas.summary();
     match choice {
@@ -279,16 +288,23 @@ fn place(ioas: &Ioas, choice: IovaChoice, length: u64) -> Result<IovaRange, Erro
             }
             Ok(range)
         }
-        IovaChoice::Auto => {
-            let usable = iova::subtract(&summary.permitted, &summary.reserved);
-            let free = iova::subtract(&usable, &ioas.area_ranges());
-            let align = alignment_for(length, summary.page_sizes);
-            let start = iova::find_free(&free, length, align).ok_or(Error::NoIovaSpace)?;
-            IovaRange::from_start_len(start, length)
-        }
+        IovaChoice::Auto => place_anywhere(ioas, length),
     }
 }
 
+/// `place` for [`IovaChoice::Auto`]: the lowest free range, aligned to the largest page size
+/// that fits the length (out of line: it builds range lists, which the fixed case never does).
+#[inline(never)]
+fn place_anywhere(ioas: &Ioas, length: u64) -> Result<IovaRange, Error> {
+    let summary = ioas.summary();
+    let usable = iova::subtract(&summary.permitted, &summary.reserved);
+    let free = iova::subtract(&usable, &ioas.area_ranges());
+    let align = alignment_for(length, summary.page_sizes);
+    let start = iova::find_free(&free, length, align).ok_or(Error::NoIovaSpace)?;
+    IovaRange::from_start_len(start, length)
+}
+
+#[inline]
 fn ioas_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Ioas {
     match &objects[id].body {
         Body::Ioas(ioas) => ioas,
@@ -296,6 +312,7 @@ fn ioas_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Ioas {
     }
 }
 
+#[inline]
 fn ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectId) -> &mut Ioas {
     match &mut objects.get_mut(id).expect("live object").body {
         Body::Ioas(ioas) => ioas,
@@ -303,6 +320,7 @@ fn ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectId) -> &mut 
     }
 }
 
+#[inline]
 fn registration_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Registration {
     match &objects[id].body {
         Body::Memory(registration) => registration,
@@ -633,11 +651,19 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// Brings the summary of `ioas` (domains, permitted and reserved ranges) up to date: it is
     /// recomputed only after the topology changed. Maps and unmaps then read it in place
     /// ([`Ioas::summary`]) while they drive the backend.
+    #[inline]
     fn refresh_summary(&mut self, ioas: ObjectId) {
         let epoch = self.topology_epoch;
         if self.ioas(ioas).summary.as_ref().is_some_and(|(cached_at, _)| *cached_at == epoch) {
             return;
         }
+        self.recompute_summary(ioas);
+    }
+
+    /// Out of line: the cache hit above is what every map and unmap runs.
+    #[inline(never)]
+    fn recompute_summary(&mut self, ioas: ObjectId) {
+        let epoch = self.topology_epoch;
         let summary = IoasSummary {
             domains: self.ioas_domains(ioas),
             permitted: self.ioas_permitted(ioas),

@@ -11,7 +11,7 @@
 //! function uses stay without a level-2 stream table: their traffic is aborted with
 //! C_BAD_STREAMID.
 
-use crate::page_tables::{table_error, table_perm};
+use crate::page_tables::{table_error, table_perm, unmap_failed};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
@@ -293,6 +293,8 @@ impl SmmuBackend {
 
     /// A failed invalidation leaves translations the object model is about to unpin: stop
     /// rather than hand the pages back (as the VT-d backend does).
+    #[cold]
+    #[inline(never)]
     fn fail_closed(what: &str, error: SmmuError) -> ! {
         println!("iommu-server: FATAL: {what} failed: {error:?}");
         panic!("SMMU invalidation failed; refusing to release memory a device may still reach");
@@ -392,15 +394,7 @@ impl IommuBackend for SmmuBackend {
             Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
             Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
         };
-        let unmapped = match result {
-            Ok(unmapped) => unmapped,
-            Err(error) => {
-                // The object model unmaps only whole areas it mapped, so no split (the only
-                // fallible step) happens; if one did, translations would outlive the pages.
-                println!("iommu-server: FATAL: unmap {iova:#x}+{length:#x} failed: {error:?}");
-                panic!("page-table unmap failed");
-            }
-        };
+        let unmapped = result.unwrap_or_else(|error| unmap_failed(iova, length, error));
         Self::complete_unmap(&mut units[d.unit], d, unmapped, dma);
     }
 
