@@ -43,7 +43,9 @@ impl SlotKey for u32 {
 }
 
 struct Slot<T> {
-    generation: u32,
+    /// The raw key of the slot's record, or while it is vacant the key its next record gets:
+    /// a lookup compares one word.
+    key: u64,
     value: Option<T>,
 }
 
@@ -64,31 +66,30 @@ impl<K: SlotKey, T> Default for SlotTable<K, T> {
 
 impl<K: SlotKey, T> SlotTable<K, T> {
     const INDEX_MASK: u64 = (1 << K::INDEX_BITS) - 1;
-    const MAX_GENERATION: u32 = ((1u64 << K::GENERATION_BITS) - 1) as u32;
+    const MAX_GENERATION: u64 = (1 << K::GENERATION_BITS) - 1;
 
     /// An empty table.
     pub const fn new() -> Self {
         SlotTable { slots: Vec::new(), free: Vec::new(), live: 0, _key: PhantomData }
     }
 
-    fn key(index: usize, generation: u32) -> K {
-        K::from_raw(u64::from(generation) << K::INDEX_BITS | index as u64)
+    fn raw_key(index: usize, generation: u64) -> u64 {
+        generation << K::INDEX_BITS | index as u64
     }
 
-    fn split(key: K) -> (usize, u32) {
-        let raw = key.raw();
-        ((raw & Self::INDEX_MASK) as usize, (raw >> K::INDEX_BITS) as u32)
+    fn index(raw: u64) -> usize {
+        (raw & Self::INDEX_MASK) as usize
     }
 
     /// The key the next [`insert`](Self::insert) will return; `None` when every slot is live or
     /// retired.
     pub fn next_key(&self) -> Option<K> {
         match self.free.last() {
-            Some(&index) => Some(Self::key(index as usize, self.slots[index as usize].generation)),
+            Some(&index) => Some(K::from_raw(self.slots[index as usize].key)),
             // Slot 0 is never used: a fresh table starts at index 1.
             None => {
                 let index = self.slots.len().max(1);
-                (index as u64 <= Self::INDEX_MASK).then(|| Self::key(index, 0))
+                (index as u64 <= Self::INDEX_MASK).then(|| K::from_raw(Self::raw_key(index, 0)))
             }
         }
     }
@@ -97,35 +98,31 @@ impl<K: SlotKey, T> SlotTable<K, T> {
     /// the table is full.
     pub fn insert(&mut self, value: T) -> Option<K> {
         let key = self.next_key()?;
-        let (index, _) = Self::split(key);
+        let index = Self::index(key.raw());
         if self.free.pop().is_none() {
             if self.slots.is_empty() {
-                // Slot 0, retired from the start.
-                self.slots.push(Slot { generation: Self::MAX_GENERATION, value: None });
+                // Slot 0, retired from the start: it never holds a record, so key 0 finds none.
+                self.slots.push(Slot { key: 0, value: None });
             }
-            self.slots.push(Slot { generation: 0, value: None });
+            self.slots.push(Slot { key: key.raw(), value: None });
         }
         self.slots[index].value = Some(value);
         self.live += 1;
         Some(key)
     }
 
-    fn slot_of(&self, key: K) -> Option<&Slot<T>> {
-        let (index, generation) = Self::split(key);
-        self.slots.get(index).filter(|slot| slot.generation == generation)
-    }
-
     /// The record under `key`, if it is live.
     #[inline]
     pub fn get(&self, key: K) -> Option<&T> {
-        self.slot_of(key)?.value.as_ref()
+        let raw = key.raw();
+        self.slots.get(Self::index(raw)).filter(|slot| slot.key == raw)?.value.as_ref()
     }
 
     /// The record under `key`, mutably, if it is live.
     #[inline]
     pub fn get_mut(&mut self, key: K) -> Option<&mut T> {
-        let (index, generation) = Self::split(key);
-        self.slots.get_mut(index).filter(|slot| slot.generation == generation)?.value.as_mut()
+        let raw = key.raw();
+        self.slots.get_mut(Self::index(raw)).filter(|slot| slot.key == raw)?.value.as_mut()
     }
 
     /// Whether `key` names a live record.
@@ -135,12 +132,14 @@ impl<K: SlotKey, T> SlotTable<K, T> {
 
     /// Removes and returns the record under `key`; its key is dead from now on.
     pub fn remove(&mut self, key: K) -> Option<T> {
-        let (index, generation) = Self::split(key);
-        let slot = self.slots.get_mut(index).filter(|slot| slot.generation == generation)?;
+        let raw = key.raw();
+        let index = Self::index(raw);
+        let slot = self.slots.get_mut(index).filter(|slot| slot.key == raw)?;
         let value = slot.value.take()?;
         self.live -= 1;
-        if slot.generation < Self::MAX_GENERATION {
-            slot.generation += 1;
+        let generation = raw >> K::INDEX_BITS;
+        if generation < Self::MAX_GENERATION {
+            slot.key = Self::raw_key(index, generation + 1);
             self.free.push(index as u32);
         }
         Some(value)
@@ -160,16 +159,14 @@ impl<K: SlotKey, T> SlotTable<K, T> {
     pub fn iter(&self) -> impl Iterator<Item = (K, &T)> + '_ {
         self.slots
             .iter()
-            .enumerate()
-            .filter_map(|(index, slot)| slot.value.as_ref().map(|value| (Self::key(index, slot.generation), value)))
+            .filter_map(|slot| slot.value.as_ref().map(|value| (K::from_raw(slot.key), value)))
     }
 
     /// Live records, mutably, with their keys, in slot order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> + '_ {
         self.slots
             .iter_mut()
-            .enumerate()
-            .filter_map(|(index, slot)| slot.value.as_mut().map(|value| (Self::key(index, slot.generation), value)))
+            .filter_map(|slot| slot.value.as_mut().map(|value| (K::from_raw(slot.key), value)))
     }
 
     /// Keys of the live records, in slot order.
