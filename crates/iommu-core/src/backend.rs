@@ -35,16 +35,7 @@ pub struct RequesterId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HwDomainId(pub u64);
 
-impl slot_table::SlotKey for HwDomainId {
-    const INDEX_BITS: u32 = 32;
-    const GENERATION_BITS: u32 = 32;
-    fn from_raw(raw: u64) -> Self {
-        HwDomainId(raw)
-    }
-    fn raw(self) -> u64 {
-        self.0
-    }
-}
+slot_table::slot_key!(HwDomainId, 32, 32);
 
 /// A domain the backend allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use iommu_abi::{FaultRecord, Handle, IovaRange, Perm, Rights};
-use slot_table::{SlotKey, SlotTable};
+use slot_table::SlotTable;
 
 use crate::backend::{AddressSpace, HwDomain, HwDomainId, RequesterId, ReservedRegion, UnitId};
 use crate::memory::MemoryObjectId;
@@ -29,16 +29,7 @@ use crate::ClientId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId(pub(crate) u64);
 
-impl SlotKey for ObjectId {
-    const INDEX_BITS: u32 = 32;
-    const GENERATION_BITS: u32 = 32;
-    fn from_raw(raw: u64) -> Self {
-        ObjectId(raw)
-    }
-    fn raw(self) -> u64 {
-        self.0
-    }
-}
+slot_table::slot_key!(ObjectId, 32, 32);
 
 /// The type of an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -30,6 +30,24 @@ pub trait SlotKey: Copy {
     fn raw(self) -> u64;
 }
 
+/// Implements [`SlotKey`] for a tuple struct over `u64`: `slot_key!(ObjectId, 32, 32)` gives it
+/// 32 index bits and 32 generation bits.
+#[macro_export]
+macro_rules! slot_key {
+    ($key:ty, $index_bits:expr, $generation_bits:expr) => {
+        impl $crate::SlotKey for $key {
+            const INDEX_BITS: u32 = $index_bits;
+            const GENERATION_BITS: u32 = $generation_bits;
+            fn from_raw(raw: u64) -> Self {
+                Self(raw)
+            }
+            fn raw(self) -> u64 {
+                self.0
+            }
+        }
+    };
+}
+
 /// 16 index bits, 16 generation bits: 65,535 live records, each slot used 65,536 times.
 impl SlotKey for u32 {
     const INDEX_BITS: u32 = 16;

@@ -1,6 +1,6 @@
 extern crate std;
 
-use super::{SlotKey, SlotTable};
+use super::SlotTable;
 use std::collections::BTreeSet;
 use std::vec::Vec;
 
@@ -9,16 +9,7 @@ use std::vec::Vec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Tiny(u64);
 
-impl SlotKey for Tiny {
-    const INDEX_BITS: u32 = 2;
-    const GENERATION_BITS: u32 = 2;
-    fn from_raw(raw: u64) -> Self {
-        Tiny(raw)
-    }
-    fn raw(self) -> u64 {
-        self.0
-    }
-}
+crate::slot_key!(Tiny, 2, 2);
 
 #[test]
 fn keys_start_small_and_are_never_zero() {
