@@ -269,7 +269,7 @@ struct PathSteps {
 
 impl PathSteps {
     fn new() -> Self {
-        Self { steps: [MaybeUninit::uninit(); MAX_TOP_HEIGHT as usize], len: 0 }
+        Self { steps: [const { MaybeUninit::uninit() }; MAX_TOP_HEIGHT as usize], len: 0 }
     }
 
     fn push(&mut self, parent: TablePage, index: usize, child: TablePage) {
