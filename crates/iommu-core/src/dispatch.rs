@@ -34,10 +34,7 @@ pub fn dispatch<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
     msg: &Message,
     cap: Option<u64>,
 ) -> Message {
-    match execute(server, verifier, client, msg, cap) {
-        Ok(reply) => reply.encode(),
-        Err(error) => Reply::encode_error(error),
-    }
+    execute(server, verifier, client, msg, cap).unwrap_or_else(Reply::encode_error)
 }
 
 fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
@@ -46,7 +43,7 @@ fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
     client: ClientId,
     msg: &Message,
     cap: Option<u64>,
-) -> Result<Reply, Error> {
+) -> Result<Message, Error> {
     let request = Request::decode(msg, cap.is_some())?;
     // `decode` guarantees a capability is present exactly for the opcodes that take one.
     let cap = cap.unwrap_or(0);
@@ -147,5 +144,6 @@ fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
         }
         Request::GetInfo { device } => Reply::Info(server.get_info(client, device)?),
     };
-    Ok(reply)
+    // Encoded here, where the reply's variant is known, rather than moved out as a `Reply`.
+    Ok(reply.encode())
 }
