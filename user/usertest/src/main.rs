@@ -235,6 +235,20 @@ fn bad_pointers() -> u64 {
 /// unknown ones). Exit is excluded (it would end the test) except with its real semantics at
 /// the end. The kernel must answer each with an error or a success, never crash or hang.
 fn hostile_syscalls() -> u64 {
+    // User code may set RFLAGS.NT at will; the kernel must not take it in with a system call
+    // (an IRETQ with NT set faults) nor hand it back.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let flags: u64;
+        // SAFETY: sets the nested-task flag, which only IRET consults, and this program has none.
+        unsafe { core::arch::asm!("pushfq", "orq $0x4000, (%rsp)", "popfq", options(att_syntax)) };
+        let status = syscall::null();
+        // SAFETY: reads RFLAGS.
+        unsafe { core::arch::asm!("pushfq", "popq {}", out(reg) flags, options(att_syntax)) };
+        if status.is_err() || flags & 0x4000 != 0 {
+            return 31;
+        }
+    }
     const BOUNDARY: [u64; 8] = [0, 1, 0xFFF, 0x1000, 0x7FFF_FFFF_FFFF, 0xFFFF_8000_0000_0000, u64::MAX - 1, u64::MAX];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
