@@ -72,6 +72,26 @@ fn ipc_switches_by_priority_and_queues_calls() -> TestResult {
     Ok(())
 }
 
+/// Two servers wait on one endpoint; the one that waited last, which takes the next call, is
+/// killed while it waits. The call goes to the other: nothing of the killed one stays queued.
+fn ipc_waiting_receiver_leaves_with_its_process() -> TestResult {
+    let mut kernel = Kernel::new(IMAGES);
+    let ep = new_endpoint();
+    let first = start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
+    let last = start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
+    // Both run, in start order, until they wait.
+    while kernel.run_queue.highest().is_some() {
+        kernel.run_once();
+    }
+    kernel.kill(last, ExitReason::Killed);
+    let client = start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 1 << 8, &ep, client_rights(), 1)?;
+    kernel.run_until_exited(&[client]);
+    let r = kernel.take_exit(client);
+    ensure!(r == Some(ExitReason::Exited(0)), "client ended with {r:?}");
+    ensure!(!kernel.has_exited(first), "the remaining server died");
+    Ok(())
+}
+
 fn revoke_removes_derived_caps_and_mappings() -> TestResult {
     let mut kernel = Kernel::new(IMAGES);
     let ep = new_endpoint();
@@ -261,6 +281,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
     Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
     Test { name: "ipc::switch_by_priority_and_queued_calls", run: ipc_switches_by_priority_and_queues_calls },
+    Test { name: "ipc::waiting_receiver_leaves_with_its_process", run: ipc_waiting_receiver_leaves_with_its_process },
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },
