@@ -230,6 +230,9 @@ fn user_killed(arg: u64) -> TestResult {
     let expected = match arg {
         scenario::ILLEGAL_INSTRUCTION => matches!(reason, ExitReason::Faulted(Trap::IllegalInstruction { .. })),
         scenario::NULL_WRITE => matches!(reason, ExitReason::Faulted(Trap::PageFault { addr: 0, write: true, .. })),
+        // The write just below the bad stack pointer (x86 `push`, arm `str` with pre-index).
+        scenario::BAD_STACK => matches!(reason, ExitReason::Faulted(Trap::PageFault { addr, write: true, .. })
+            if (scenario::BAD_STACK_POINTER - 16..scenario::BAD_STACK_POINTER).contains(&addr)),
         _ => matches!(reason, ExitReason::Faulted(Trap::PageFault { write: false, .. })),
     };
     ensure!(expected, "scenario {arg} ended with {reason:?}");
@@ -274,6 +277,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::null_write_killed", run: || user_killed(scenario::NULL_WRITE) },
     Test { name: "user::illegal_instruction_killed", run: || user_killed(scenario::ILLEGAL_INSTRUCTION) },
     Test { name: "user::kernel_read_killed", run: || user_killed(scenario::KERNEL_READ) },
+    Test { name: "user::bad_stack_pointer_killed", run: || user_killed(scenario::BAD_STACK) },
     Test { name: "user::bad_pointers_refused", run: || user_exits_with(scenario::BAD_POINTERS, 0) },
     Test { name: "user::hostile_syscalls_survived", run: || user_exits_with(scenario::HOSTILE_SYSCALLS, 0) },
     Test { name: "user::preemption_of_spinner", run: user_preemption_of_spinner },

@@ -65,6 +65,7 @@ fn main(arg: u64) -> u64 {
             // SAFETY: deliberately reads kernel memory: the kernel must kill this process.
             unsafe { core::ptr::read_volatile(0xFFFF_FFFF_8020_0000 as *const u64) }
         }
+        scenario::BAD_STACK => bad_stack(),
         scenario::IPC_SERVER => ipc_server(),
         scenario::IPC_CLIENT => ipc_client(param),
         scenario::REVOKER => revoker(),
@@ -208,6 +209,39 @@ fn bench_client() -> u64 {
     println!("bench: null system call {} guest instructions", null_cost);
     println!("bench: IPC call+reply (4 words) {} guest instructions", ipc_cost);
     0
+}
+
+/// A null system call on a stack pointer user code may not use (see `scenario::BAD_STACK`).
+fn bad_stack() -> u64 {
+    // SAFETY: deliberately leaves the stack pointer unusable: the process never returns from
+    // this block, the kernel kills it.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!(
+            "mov rsp, {bad}",
+            "syscall",
+            "test rax, rax",
+            "jz 2f",
+            "ud2",
+            "2:",
+            "push rax",
+            bad = in(reg) scenario::BAD_STACK_POINTER,
+            in("rax") Syscall::Null as u64,
+            options(noreturn),
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "mov sp, {bad}",
+            "svc #0",
+            "cbz x0, 2f",
+            "udf #0",
+            "2:",
+            "str x0, [sp, #-16]!",
+            bad = in(reg) scenario::BAD_STACK_POINTER,
+            in("x8") Syscall::Null as u64,
+            options(noreturn),
+        );
+    }
 }
 
 /// Every pointer the kernel must refuse with BadAddress, not crash on.
