@@ -11,7 +11,7 @@ use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
-use kernel_abi::{ObjectType, MSG_WORDS};
+use kernel_abi::ObjectType;
 
 /// Pages of memory a process may own through memory objects; shared with the objects it
 /// allocated so that freeing returns the pages even after the process has ended.
@@ -147,18 +147,13 @@ pub struct MmioRegion {
     pub size: u64,
 }
 
-/// A message waiting in an endpoint or being delivered.
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub badge: u64,
-    pub words: [u64; MSG_WORDS],
-}
-
-/// A call waiting in an endpoint for a receiver.
+/// A call waiting in an endpoint for a receiver. Its message words wait where the caller put
+/// them, in its argument registers (see `Kernel::deliver`).
 #[derive(Debug)]
 pub struct PendingCall {
     pub caller: Tid,
-    pub message: Message,
+    /// The badge of the capability it was made through.
+    pub badge: u64,
     /// The capability the call moves, out of the caller's capability space meanwhile.
     pub cap: Option<Capability>,
 }
@@ -167,8 +162,9 @@ pub struct PendingCall {
 pub struct Endpoint {
     /// Calls whose callers are blocked until a receiver arrives, in arrival order.
     pub senders: VecDeque<PendingCall>,
-    /// Receivers blocked until a caller arrives.
-    pub receivers: VecDeque<Tid>,
+    /// Receivers blocked until a caller arrives. The last to wait takes the next call: any
+    /// receiver of an endpoint serves it, and a stack takes and gives one in a few instructions.
+    pub receivers: Vec<Tid>,
     /// What its creator pays for it (none for objects the kernel makes itself).
     #[allow(dead_code, reason = "held for its Drop, which gives the quota back")]
     pub charge: Option<Charge>,

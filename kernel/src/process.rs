@@ -11,14 +11,15 @@ use crate::arch::{self, paging::{AddressSpace, Root}, MapFlags, Trap, UserContex
 use crate::cap::{CSpace, CapId, Capability, DerivationTree};
 use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
-use crate::object::{Endpoint, IrqLine, MemoryObject, Message, Notification, Object, Quota, QuotaAccount};
+use crate::object::{Endpoint, IrqLine, MemoryObject, Notification, Object, Quota, QuotaAccount};
 use crate::table::Table;
 use crate::sched::{RunQueue, DEFAULT_PRIORITY, PRIORITY_LEVELS};
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use kernel_abi::{Error, Rights, MSG_WORDS};
+use kernel_abi::{Error, Rights};
 
 pub type Pid = crate::table::Id;
 pub type Tid = crate::table::Id;
@@ -40,8 +41,9 @@ pub enum ExitReason {
 
 pub enum ThreadState {
     Runnable,
-    /// In `call`, its message queued on an endpoint (`Endpoint::senders`) until a receiver
-    /// takes it. Messages wait there, not here: the state stays small enough to move cheaply.
+    /// In `call`, queued on an endpoint (`Endpoint::senders`, with the call's badge and
+    /// capability) until a receiver takes the call; its message words stay in its saved
+    /// argument registers. The state stays small enough to move cheaply.
     Sending { ep: Rc<RefCell<Endpoint>> },
     /// In `recv`, queued on an endpoint.
     Receiving { ep: Rc<RefCell<Endpoint>>, recv_slot: u64 },
@@ -139,19 +141,26 @@ pub struct Process {
     pub watchers: Vec<(Rc<RefCell<Notification>>, u64)>,
 }
 
-/// What a system call asks the scheduler to do with the calling thread.
+/// What a system call other than IPC asks the scheduler to do with the calling thread (IPC
+/// picks the next thread itself: see `Kernel::deliver`).
 pub enum Continuation {
-    /// The caller blocked and woke this thread (runnable, not queued), which runs next in the
-    /// same slice (see `Kernel::switch_to`). First, so that the IPC path tests for it first.
-    Switch(Tid),
-    Resume,
+    /// The caller runs on with these first four results (status and up to three values).
+    Return([u64; 4]),
+    /// The caller, its results written, goes to the back of its level.
     Yield,
+    /// The caller waits; the next thread in the run queue runs.
     Block,
     Exit(u64),
 }
 
+/// The thread that runs next in the current time slice, with its id, or `None` when the slice
+/// ends. Whoever decides finds the thread once, and the scheduler runs it from that reference.
+pub type Next<'k> = Option<(Tid, &'k mut Thread)>;
+
 pub struct Kernel {
-    pub processes: Table<Process>,
+    /// Boxed: a slot is then two words, and a lookup tests a pointer rather than a niche deep
+    /// in the record.
+    pub processes: Table<Box<Process>>,
     pub threads: Table<Thread>,
     pub run_queue: RunQueue,
     exited: BTreeMap<Pid, ExitReason>,
@@ -211,7 +220,7 @@ impl Kernel {
                 started: false,
                 watchers: Vec::new(),
             };
-        match self.processes.insert(process) {
+        match self.processes.insert(Box::new(process)) {
             Some(pid) => Ok(pid),
             None => Err(ElfError::OutOfMemory),
         }
@@ -314,53 +323,63 @@ impl Kernel {
         }
     }
 
-    /// Hands `message` (and `cap`) from thread `from` to the receiver `to`, which is
-    /// `Receiving`. The receiver becomes runnable but is not queued: whoever calls this decides
-    /// when it runs. `from` now awaits its reply. Returns the receiver's priority. Always
-    /// inlined: on the IPC path, a call's register saving and argument passing cost about as
-    /// much as the body.
+    /// Hands the message of thread `from`, in `call` through a capability with `badge`, (and
+    /// `cap`) to the receiver `to`, which is `Receiving`; `from` now awaits its reply. The
+    /// receiver runs next (see `switch_to`). Always inlined: on the IPC path, a call's register
+    /// saving and argument passing cost about as much as the body.
     #[inline(always)]
-    pub fn deliver(&mut self, from: Tid, to: Tid, message: &Message, cap: Option<Capability>) -> u8 {
+    pub fn deliver(&mut self, from: Tid, to: Tid, badge: u64, cap: Option<Capability>) -> Next<'_> {
+        // The sender is the running thread, or was taken off the endpoint and made runnable.
+        let sender = self.threads.get_mut(&from).expect("sender exists");
+        sender.leave_plain_state(ThreadState::AwaitingReply { server: to });
+        // The message words are the call's last four arguments, which stay in the sender's
+        // saved registers until it is answered.
+        let [.., w0, w1, w2, w3] = sender.context.syscall_args();
         let receiver = self.threads.get_mut(&to).expect("receiver exists");
-        // Every field is bound, so only the endpoint reference is dropped, not the whole state.
-        let ThreadState::Receiving { ep, recv_slot } = core::mem::replace(&mut receiver.state, ThreadState::Runnable) else {
+        let ThreadState::Receiving { recv_slot, .. } = receiver.state else {
             unreachable!("a message goes only to a receiving thread")
         };
-        drop(ep);
+        // The state is known: only its endpoint reference is dropped with it.
+        receiver.state = ThreadState::Runnable;
         let cap_received = match cap {
             Some(cap) => transfer(&mut self.processes, &mut self.tree, cap, receiver.pid, recv_slot) as u64,
             None => 0,
         };
-        let w = &message.words;
-        receiver.context.set_syscall_result(&[0, message.badge, w[0], w[1], w[2], w[3], cap_received]);
+        receiver.context.set_syscall_result(&[0, badge, w0, w1, w2, w3, cap_received]);
         receiver.reply_to = Some(from);
-        let priority = receiver.priority;
-        // The sender is the running thread, or was taken off the endpoint and made runnable.
-        self.threads.get_mut(&from).expect("sender exists").leave_plain_state(ThreadState::AwaitingReply { server: to });
-        priority
+        switch_to(&mut self.run_queue, to, receiver)
     }
 
-    /// Answers `caller` with `results` if it still awaits the answer of `server`: it becomes
-    /// runnable but is not queued. Returns its priority.
-    pub fn answer(&mut self, server: Tid, caller: Tid, results: &[u64]) -> Option<u8> {
-        let thread = self.threads.get_mut(&caller)?;
-        if !matches!(thread.state, ThreadState::AwaitingReply { server: s } if s == server) {
-            return None;
-        }
+    /// The caller `tid` runs on with `results` (see `switch_to`: a call that made a thread of
+    /// higher priority ready gives way to it at once). Always inlined: it is most of what a
+    /// null system call costs beyond entry and exit.
+    #[inline(always)]
+    pub fn resume(&mut self, tid: Tid, results: &[u64; 4]) -> Next<'_> {
+        let thread = self.threads.get_mut(&tid).expect("caller");
         thread.context.set_syscall_result(results);
-        thread.leave_plain_state(ThreadState::Runnable);
-        Some(thread.priority)
+        switch_to(&mut self.run_queue, tid, thread)
     }
 
-    /// What a thread that blocks after waking `next` (runnable, not queued, of `priority`)
-    /// continues with: `next` runs at once, without a trip through the run queue, unless a
-    /// thread of higher priority is ready; then `next` waits at the front of its level.
-    pub fn switch_to(&mut self, next: Tid, priority: u8) -> Continuation {
-        if self.run_queue.has_higher_than(priority) {
-            self.run_queue.push_front(next, priority);
-            Continuation::Block
-        } else {
-            Continuation::Switch(next)
+    /// The first thread in the run queue, which runs next.
+    pub fn run_next(&mut self) -> Next<'_> {
+        let tid = self.run_queue.pop()?;
+        Some((tid, self.threads.get_mut(&tid).expect("queued thread")))
+    }
+
+    /// The thread that runs after thread `tid` of process `pid` made a system call that asked
+    /// for `continuation`.
+    pub fn proceed(&mut self, pid: Pid, tid: Tid, priority: u8, continuation: Continuation) -> Next<'_> {
+        match continuation {
+            Continuation::Return(results) => self.resume(tid, &results),
+            Continuation::Block => self.run_next(),
+            Continuation::Yield => {
+                self.run_queue.push_back(tid, priority);
+                None
+            }
+            Continuation::Exit(code) => {
+                self.kill(pid, ExitReason::Exited(code));
+                None
+            }
         }
     }
 
@@ -430,8 +449,8 @@ impl Kernel {
         }
         // A caller waiting for this thread's reply learns that its server is gone.
         if let Some(caller) = thread.reply_to {
-            if let Some(priority) = self.answer(tid, caller, &[Error::PeerGone as u64]) {
-                self.run_queue.push_back(caller, priority);
+            if let Some(t) = answer(&mut self.threads, tid, caller, &[Error::PeerGone as u64]) {
+                self.run_queue.push_back(caller, t.priority);
             }
         }
     }
@@ -454,7 +473,7 @@ impl Kernel {
 
     /// Runs one time slice of the next runnable thread (or idles until an interrupt).
     pub fn run_once(&mut self) {
-        let Some(mut tid) = self.run_queue.pop() else {
+        let Some(mut running) = self.run_next() else {
             let trap = arch::wait_for_interrupt();
             if let Trap::DeviceIrq(line) = trap {
                 self.device_interrupt(line);
@@ -463,7 +482,7 @@ impl Kernel {
         };
         let mut active = Root::current();
         loop {
-            let thread = self.threads.get_mut(&tid).expect("running thread");
+            let (tid, thread) = running;
             let (pid, priority) = (thread.pid, thread.priority);
             // Threads of one process share its address space: switch only between processes.
             if thread.space != active {
@@ -477,38 +496,18 @@ impl Kernel {
             match trap {
                 Trap::Syscall => {
                     let (number, args) = (thread.context.syscall_number(), thread.context.syscall_args());
-                    match crate::syscall::handle(self, pid, tid, number, args) {
-                        Continuation::Resume => {
-                            // A call that woke a higher-priority thread gives way to it at once.
-                            if self.run_queue.has_higher_than(priority) {
-                                self.run_queue.push_front(tid, priority);
-                                return;
-                            }
-                            continue;
-                        }
-                        Continuation::Switch(next) => {
-                            tid = next;
-                            continue;
-                        }
-                        Continuation::Yield => self.run_queue.push_back(tid, priority),
-                        Continuation::Block => {
-                            // Run the next thread in this slice instead of going round the scheduler.
-                            if let Some(next) = self.run_queue.pop() {
-                                tid = next;
-                                continue;
-                            }
-                        }
-                        Continuation::Exit(code) => self.kill(pid, ExitReason::Exited(code)),
+                    match crate::syscall::handle(self, pid, tid, priority, number, args) {
+                        Some(next) => running = next,
+                        None => return,
                     }
                 }
-                Trap::Timer => self.run_queue.push_back(tid, priority),
+                Trap::Timer => return self.run_queue.push_back(tid, priority),
                 Trap::DeviceIrq(line) => {
                     self.device_interrupt(line);
-                    self.run_queue.push_back(tid, priority);
+                    return self.run_queue.push_back(tid, priority);
                 }
-                Trap::PageFault { .. } | Trap::IllegalInstruction { .. } => self.kill(pid, ExitReason::Faulted(trap)),
+                Trap::PageFault { .. } | Trap::IllegalInstruction { .. } => return self.kill(pid, ExitReason::Faulted(trap)),
             }
-            return;
         }
     }
 
@@ -535,10 +534,35 @@ impl Drop for Kernel {
     }
 }
 
+/// Answers `caller` with `results` if it still awaits the answer of `server`: it becomes
+/// runnable but is not queued, and is returned. A function of the thread table alone, so that
+/// the run queue stays free for the caller; always inlined, as `deliver` is, for `reply_recv`.
+#[inline(always)]
+pub fn answer<'t>(threads: &'t mut Table<Thread>, server: Tid, caller: Tid, results: &[u64]) -> Option<&'t mut Thread> {
+    let thread = threads.get_mut(&caller)?;
+    if !matches!(thread.state, ThreadState::AwaitingReply { server: s } if s == server) {
+        return None;
+    }
+    thread.context.set_syscall_result(results);
+    thread.leave_plain_state(ThreadState::Runnable);
+    Some(thread)
+}
+
+/// `next` (runnable, not queued) runs at once, without a trip through the run queue, unless a
+/// thread of higher priority is ready; then `next` waits at the front of its level and the
+/// slice ends, so that the scheduler picks the higher one.
+pub fn switch_to<'t>(run_queue: &mut RunQueue, next: Tid, thread: &'t mut Thread) -> Next<'t> {
+    if run_queue.has_higher_than(thread.priority) {
+        run_queue.push_front(next, thread.priority);
+        return None;
+    }
+    Some((next, thread))
+}
+
 /// Moves `cap`, in transit by IPC, into `recv_slot` of process `pid`; whether it arrived. Kept
 /// out of `Kernel::deliver`, which the IPC path inlines, since most messages carry none.
 #[inline(never)]
-fn transfer(processes: &mut Table<Process>, tree: &mut DerivationTree, cap: Capability, pid: Pid, recv_slot: u64) -> bool {
+fn transfer(processes: &mut Table<Box<Process>>, tree: &mut DerivationTree, cap: Capability, pid: Pid, recv_slot: u64) -> bool {
     let process = processes.get_mut(&pid).expect("thread's process exists");
     if process.cspace.check_empty(recv_slot).is_err() {
         // The receiver's slot was filled (by a grant) while it waited: the transfer fails safe
@@ -553,9 +577,4 @@ fn transfer(processes: &mut Table<Process>, tree: &mut DerivationTree, cap: Capa
 
 fn process_has(kernel: &Kernel, pid: Pid, slot: u64) -> bool {
     kernel.processes.get(&pid).is_some_and(|p| p.cspace.get(slot).is_ok())
-}
-
-/// The message words of a syscall's arguments 2..6.
-pub fn message_words(args: &[u64; 6]) -> [u64; MSG_WORDS] {
-    [args[2], args[3], args[4], args[5]]
 }

@@ -4,54 +4,51 @@
 
 use crate::arch::{self, MapFlags, UserContext, PAGE_SIZE, USER_TOP};
 use crate::cap::Capability;
-use crate::object::{Charge, Endpoint, IrqLine, MemoryObject, Message, MmioRegion, Notification, Object, PendingCall, KERNEL_OBJECT_PAGES};
-use crate::process::{message_words, Continuation, ExitReason, Kernel, Mapping, Pid, Process, ThreadState, Tid};
+use crate::object::{Charge, Endpoint, IrqLine, MemoryObject, MmioRegion, Notification, Object, PendingCall, KERNEL_OBJECT_PAGES};
+use crate::process::{self, Continuation, ExitReason, Kernel, Mapping, Next, Pid, Process, ThreadState, Tid};
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, MSG_WORDS, NO_CAP};
+use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
 
-type Outcome = Result<Reply, Error>;
+/// What the calling thread does next, or the error it gets.
+type Outcome = Result<Continuation, Error>;
 
-/// Successful results, or what the thread does next.
-enum Reply {
-    /// Status 0 and up to three values (zero where the call has fewer) for the first four result
-    /// registers: a fixed count is written without a loop or a variable-length copy.
-    Values([u64; 4]),
-    /// What the thread does next; whatever results it has are in its context already.
-    Then(Continuation),
-}
-
+/// Status 0 and up to three values (zero where the call has fewer) for the first four result
+/// registers: a fixed count is written without a loop or a variable-length copy.
 fn values(v: &[u64]) -> Outcome {
     let mut out = [0; 4];
     out[1..=v.len()].copy_from_slice(v);
-    Ok(Reply::Values(out))
+    Ok(Continuation::Return(out))
 }
 
-/// Carries out system call `number` with `args`, which thread `tid` of process `pid` issued.
-pub fn handle(kernel: &mut Kernel, pid: Pid, tid: Tid, number: u64, args: [u64; 6]) -> Continuation {
-    let outcome = match Syscall::from_number(number) {
-        None => Err(Error::UnknownSyscall),
-        Some(call) => dispatch(kernel, pid, tid, call, args),
+/// Carries out system call `number` with `args`, which thread `tid` of process `pid`, at
+/// `priority`, issued; returns the thread that runs next. Inlined into the scheduler loop, its
+/// one caller.
+#[inline(always)]
+pub fn handle(kernel: &mut Kernel, pid: Pid, tid: Tid, priority: u8, number: u64, a: [u64; 6]) -> Next<'_> {
+    const CALL: u64 = Syscall::Call as u64;
+    const RECV: u64 = Syscall::Recv as u64;
+    const REPLY_RECV: u64 = Syscall::ReplyRecv as u64;
+    // IPC is matched on the raw number, ahead of the decoding the other calls need, and picks
+    // the thread that runs next itself: as a rule the partner it woke.
+    let outcome = match number {
+        CALL => return call_endpoint(kernel, pid, tid, a[0], a[1]),
+        RECV | REPLY_RECV => return receive(kernel, pid, tid, a[0], a[1], number == REPLY_RECV),
+        _ => match Syscall::from_number(number) {
+            Some(call) => dispatch(kernel, pid, tid, call, a),
+            None => Err(Error::UnknownSyscall),
+        },
     };
-    fn context(k: &mut Kernel, tid: Tid) -> Option<&mut UserContext> {
-        k.threads.get_mut(&tid).map(|t| &mut t.context)
-    }
     match outcome {
-        Ok(Reply::Values(results)) => {
-            if let Some(c) = context(kernel, tid) {
-                c.set_syscall_result(&results);
-            }
-            Continuation::Resume
-        }
-        Ok(Reply::Then(next)) => next,
-        Err(e) => {
-            if let Some(c) = context(kernel, tid) {
-                c.set_syscall_result(&[e as u64]);
-            }
-            Continuation::Resume
-        }
+        Ok(continuation) => kernel.proceed(pid, tid, priority, continuation),
+        Err(e) => kernel.resume(tid, &failure(e)),
     }
+}
+
+/// The results of a call that failed with `e`.
+fn failure(e: Error) -> [u64; 4] {
+    [e as u64, 0, 0, 0]
 }
 
 fn cap(kernel: &Kernel, pid: Pid, slot: u64) -> Result<Capability, Error> {
@@ -76,10 +73,10 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
     match call {
         Syscall::Null => values(&[]),
         Syscall::DebugWrite => debug_write(kernel, pid, a[0], a[1]),
-        Syscall::Exit => Ok(Reply::Then(Continuation::Exit(a[0]))),
+        Syscall::Exit => Ok(Continuation::Exit(a[0])),
         Syscall::Yield => {
             kernel.threads.get_mut(&tid).expect("caller").context.set_syscall_result(&[0]);
-            Ok(Reply::Then(Continuation::Yield))
+            Ok(Continuation::Yield)
         }
         Syscall::CapDerive => cap_derive(kernel, pid, a[0], a[1], a[2], a[3]),
         Syscall::CapDelete => kernel.delete_cap(pid, a[0]).and_then(|_| values(&[])),
@@ -94,17 +91,14 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             let c = cap(kernel, pid, a[0])?;
             values(&[c.object.kind() as u64, c.rights.0, c.badge])
         }
-        Syscall::Call => call_endpoint(kernel, pid, tid, a),
-        Syscall::Recv => receive(kernel, pid, tid, a[0], a[1], None),
+        Syscall::Call | Syscall::Recv | Syscall::ReplyRecv => unreachable!("`handle` carries out IPC"),
         Syscall::Reply => {
             let caller = kernel.threads.get_mut(&tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
-            let priority = kernel.answer(tid, caller, &[0, 0, a[0], a[1], a[2], a[3], 0]).ok_or(Error::PeerGone)?;
+            let answered = process::answer(&mut kernel.threads, tid, caller, &[0, 0, a[0], a[1], a[2], a[3], 0]).ok_or(Error::PeerGone)?;
             // The answered caller runs next in its level (at once if it outranks this thread).
-            kernel.run_queue.push_front(caller, priority);
+            kernel.run_queue.push_front(caller, answered.priority);
             values(&[])
         }
-        // The answer is the call's last four words.
-        Syscall::ReplyRecv => receive(kernel, pid, tid, a[0], a[1], a.last_chunk()),
         Syscall::NotifySignal => {
             let n = notification(kernel, pid, a[0], Rights::WRITE)?;
             kernel.signal(&n, a[1]);
@@ -118,7 +112,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             }
             n.borrow_mut().waiters.push_back(tid);
             block(kernel, tid, ThreadState::Waiting { notification: n });
-            Ok(Reply::Then(Continuation::Block))
+            Ok(Continuation::Block)
         }
         Syscall::MemAlloc => {
             let (pages, dst, flags) = (a[0], a[1], a[2]);
@@ -138,14 +132,14 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             kernel.install(pid, dst, Object::Memory(memory), Rights::ALL.intersect(mem_rights()), 0)?;
             values(&[])
         }
-        Syscall::MemMap => mem_map(kernel, pid, a),
+        Syscall::MemMap => mem_map(kernel, pid, a[0], a[1], a[2], a[3], a[4]),
         Syscall::Unmap => unmap(kernel, pid, a[0], a[1]),
         Syscall::MemPin => mem_pin(kernel, pid, a[0], a[1], a[2]),
         Syscall::MemUnpin => {
             let removed = kernel.processes.get_mut(&pid).expect("caller").pins.remove(&a[0]);
             removed.ok_or(Error::InvalidArgument).and_then(|_| values(&[]))
         }
-        Syscall::MemPinRange => mem_pin_range(kernel, pid, a),
+        Syscall::MemPinRange => mem_pin_range(kernel, pid, a[0], a[1], a[2], a[3], a[4]),
         Syscall::MemInfo => {
             let cap = cap_of(kernel, pid, a[0], ObjectType::Memory, Rights::READ)?;
             match cap.object {
@@ -157,9 +151,9 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             Object::Irq(irq) => values(&[irq.borrow().line as u64]),
             _ => unreachable!("type checked"),
         },
-        Syscall::IoPortRead | Syscall::IoPortWrite => io_port(kernel, pid, call, a),
-        Syscall::MmioCarve => mmio_carve(kernel, pid, a),
-        Syscall::MmioMap => mmio_map(kernel, pid, a),
+        Syscall::IoPortRead | Syscall::IoPortWrite => io_port(kernel, pid, call, a[0], a[1], a[2], a[3]),
+        Syscall::MmioCarve => mmio_carve(kernel, pid, a[0], a[1], a[2], a[3], a[4]),
+        Syscall::MmioMap => mmio_map(kernel, pid, a[0], a[1], a[2], a[3]),
         Syscall::MmioInfo => match cap_of(kernel, pid, a[0], ObjectType::Mmio, Rights::READ)?.object {
             Object::Mmio(m) => values(&[m.base, m.size]),
             _ => unreachable!("type checked"),
@@ -195,7 +189,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         Syscall::ProcessKill => {
             let target = process(kernel, pid, a[0], Rights::CONTROL)?;
             if target == pid {
-                return Ok(Reply::Then(Continuation::Exit(0)));
+                return Ok(Continuation::Exit(0));
             }
             kernel.kill(target, ExitReason::Killed);
             values(&[])
@@ -305,28 +299,45 @@ fn endpoint(process: &Process, slot: u64, rights: Rights) -> Result<(&Rc<RefCell
     }
 }
 
-fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcome {
-    let process = &kernel.processes[&pid];
-    let (ep, badge) = endpoint(process, a[0], Rights::WRITE)?;
-    let ep = ep.clone();
-    let transfer = match a[1] {
-        NO_CAP => None,
-        slot => {
-            if !process.cspace.get(slot)?.rights.contains(Rights::GRANT) {
-                return Err(Error::MissingRights);
-            }
-            Some(kernel.processes.get_mut(&pid).expect("caller").cspace.take(slot)?)
-        }
+/// `call`: sends the message words (and moves the capability in `cap_slot`) through the
+/// endpoint in `ep_slot`. A waiting receiver takes the message and runs next; without one, the
+/// call waits in the endpoint's queue.
+fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, cap_slot: u64) -> Next<'_> {
+    let moves_cap = cap_slot != NO_CAP;
+    let (ep, badge) = match call_target(&kernel.processes[&pid], ep_slot, moves_cap.then_some(cap_slot)) {
+        Ok(target) => target,
+        Err(e) => return kernel.resume(tid, &failure(e)),
     };
-    let message = Message { badge, words: message_words(&a) };
-    let receiver = ep.borrow_mut().receivers.pop_front();
+    let receiver = ep.borrow_mut().receivers.pop();
+    // Validated: from here on the call succeeds. The endpoint is borrowed from the caller's
+    // capability space, which taking the capability changes (it may even move the endpoint's
+    // own capability): a waiting call keeps its own reference.
     let Some(receiver) = receiver else {
-        ep.borrow_mut().senders.push_back(PendingCall { caller: tid, message, cap: transfer });
+        let ep = ep.clone();
+        let cap = moves_cap.then(|| take_checked(kernel, pid, cap_slot));
+        ep.borrow_mut().senders.push_back(PendingCall { caller: tid, badge, cap });
         block(kernel, tid, ThreadState::Sending { ep });
-        return Ok(Reply::Then(Continuation::Block));
+        return kernel.run_next();
     };
-    let priority = kernel.deliver(tid, receiver, &message, transfer);
-    Ok(Reply::Then(kernel.switch_to(receiver, priority)))
+    let cap = moves_cap.then(|| take_checked(kernel, pid, cap_slot));
+    kernel.deliver(tid, receiver, badge, cap)
+}
+
+/// The endpoint a call goes to and the capability's badge: WRITE on the endpoint, and GRANT on
+/// the capability in `cap_slot` if the call moves one.
+fn call_target(process: &Process, ep_slot: u64, cap_slot: Option<u64>) -> Result<(&Rc<RefCell<Endpoint>>, u64), Error> {
+    let target = endpoint(process, ep_slot, Rights::WRITE)?;
+    if let Some(slot) = cap_slot {
+        if !process.cspace.get(slot)?.rights.contains(Rights::GRANT) {
+            return Err(Error::MissingRights);
+        }
+    }
+    Ok(target)
+}
+
+/// Takes the capability in `slot` of the caller `pid`, which the call has found there.
+fn take_checked(kernel: &mut Kernel, pid: Pid, slot: u64) -> Capability {
+    kernel.processes.get_mut(&pid).expect("caller").cspace.take(slot).expect("checked by the call")
 }
 
 /// Puts the calling thread, which is running and so `Runnable`, into a blocked `state`.
@@ -336,21 +347,19 @@ fn block(kernel: &mut Kernel, tid: Tid, state: ThreadState) {
 
 /// `recv` and `reply_recv`: waits on the endpoint in `ep_slot` for a message; a capability
 /// that comes with it goes to `recv_slot`. The caller this thread received from last, if it
-/// still awaits the answer, gets `answer` (`reply_recv`) and runs next, or, left unanswered by
-/// `recv`, learns that it will not be answered.
-fn receive(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64, answer: Option<&[u64; MSG_WORDS]>) -> Outcome {
+/// still awaits the answer, gets the answer (`reply_recv`: the call's last four arguments) and
+/// runs next, or, left unanswered by `recv`, learns that it will not be answered.
+fn receive(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64, replies: bool) -> Next<'_> {
     // Validate first: a failed call changes nothing.
-    let process = &kernel.processes[&pid];
-    let (ep, _) = endpoint(process, ep_slot, Rights::READ)?;
-    if recv_slot != NO_CAP {
-        process.cspace.check_empty(recv_slot)?;
-    }
-    let ep = ep.clone();
+    let ep = match receive_endpoint(&kernel.processes[&pid], ep_slot, recv_slot) {
+        Ok(ep) => ep.clone(),
+        Err(e) => return kernel.resume(tid, &failure(e)),
+    };
     let pending = {
         let mut endpoint = ep.borrow_mut();
         let pending = endpoint.senders.pop_front();
         if pending.is_none() {
-            endpoint.receivers.push_back(tid);
+            endpoint.receivers.push(tid);
         }
         pending
     };
@@ -358,32 +367,42 @@ fn receive(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64
     let caller = me.reply_to.take();
     // Receiving even with a sender queued: `deliver` hands its message over from that state.
     me.leave_plain_state(ThreadState::Receiving { ep, recv_slot });
-    let answered = match (caller, answer) {
-        (Some(caller), Some(w)) => kernel.answer(tid, caller, &[0, 0, w[0], w[1], w[2], w[3], 0]).map(|priority| (caller, priority)),
-        (Some(caller), None) => {
-            if let Some(priority) = kernel.answer(tid, caller, &[Error::PeerGone as u64]) {
-                kernel.run_queue.push_back(caller, priority);
+    // `reply_recv`'s answer, read where it is needed rather than carried through the call.
+    let [.., w0, w1, w2, w3] = me.context.syscall_args();
+    match (caller, replies) {
+        (Some(caller), true) => {
+            let reply = [0, 0, w0, w1, w2, w3, 0];
+            if pending.is_none() {
+                // Nothing waits: the answered caller runs next.
+                return process::answer(&mut kernel.threads, tid, caller, &reply)
+                    .and_then(|answered| process::switch_to(&mut kernel.run_queue, caller, answered));
             }
-            None
+            // A message waits: this thread takes it and runs on, the answered caller waits at
+            // the front of its level.
+            if let Some(answered) = process::answer(&mut kernel.threads, tid, caller, &reply) {
+                kernel.run_queue.push_front(caller, answered.priority);
+            }
         }
-        (None, _) => None,
-    };
-    let Some(PendingCall { caller: sender, message, cap }) = pending else {
-        return Ok(match answered {
-            Some((caller, priority)) => Reply::Then(kernel.switch_to(caller, priority)),
-            None => Reply::Then(Continuation::Block),
-        });
-    };
+        (Some(caller), false) => {
+            if let Some(unanswered) = process::answer(&mut kernel.threads, tid, caller, &[Error::PeerGone as u64]) {
+                kernel.run_queue.push_back(caller, unanswered.priority);
+            }
+        }
+        (None, _) => {}
+    }
+    let Some(PendingCall { caller: sender, badge, cap }) = pending else { return kernel.run_next() };
     let state = core::mem::replace(&mut kernel.threads.get_mut(&sender).expect("queued").state, ThreadState::Runnable);
     let ThreadState::Sending { .. } = state else { unreachable!("queued callers are sending") };
-    // A message was waiting: this thread takes it and runs on, the answered caller waits at
-    // the front of its level.
-    kernel.deliver(sender, tid, &message, cap);
-    if let Some((caller, priority)) = answered {
-        kernel.run_queue.push_front(caller, priority);
+    kernel.deliver(sender, tid, badge, cap)
+}
+
+/// The endpoint a receive waits on (READ), if `recv_slot` can take a capability.
+fn receive_endpoint(process: &Process, ep_slot: u64, recv_slot: u64) -> Result<&Rc<RefCell<Endpoint>>, Error> {
+    let (ep, _) = endpoint(process, ep_slot, Rights::READ)?;
+    if recv_slot != NO_CAP {
+        process.cspace.check_empty(recv_slot)?;
     }
-    // The message is in this thread's result registers.
-    Ok(Reply::Then(Continuation::Resume))
+    Ok(ep)
 }
 
 /// Validates a user range of `pages` pages at `va`: aligned, non-empty, no wrap, below USER_TOP.
@@ -418,8 +437,7 @@ fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, phys_pages: &[u64], flags: 
 }
 
 #[inline(never)]
-fn mem_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
-    let (slot, va, first, pages, flags) = (a[0], a[1], a[2], a[3], a[4]);
+fn mem_map(kernel: &mut Kernel, pid: Pid, slot: u64, va: u64, first: u64, pages: u64, flags: u64) -> Outcome {
     if flags & !map_flags::ALL != 0 {
         return Err(Error::InvalidArgument);
     }
@@ -440,8 +458,7 @@ fn mem_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
 }
 
 #[inline(never)]
-fn mmio_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
-    let (slot, va, first, pages) = (a[0], a[1], a[2], a[3]);
+fn mmio_map(kernel: &mut Kernel, pid: Pid, slot: u64, va: u64, first: u64, pages: u64) -> Outcome {
     let c = cap_of(kernel, pid, slot, ObjectType::Mmio, Rights::READ)?;
     let Object::Mmio(region) = &c.object else { unreachable!("type checked") };
     user_range(va, pages)?;
@@ -455,8 +472,7 @@ fn mmio_map(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
 }
 
 #[inline(never)]
-fn mmio_carve(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
-    let (slot, first, pages, dst, rights) = (a[0], a[1], a[2], a[3], a[4]);
+fn mmio_carve(kernel: &mut Kernel, pid: Pid, slot: u64, first: u64, pages: u64, dst: u64, rights: u64) -> Outcome {
     let parent = cap_of(kernel, pid, slot, ObjectType::Mmio, Rights::DERIVE)?;
     let Object::Mmio(region) = &parent.object else { unreachable!("type checked") };
     let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
@@ -503,8 +519,7 @@ fn mem_pin(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, page: u64) 
 }
 
 #[inline(never)]
-fn mem_pin_range(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
-    let (authority, slot, first, pages, out) = (a[0], a[1], a[2], a[3], a[4]);
+fn mem_pin_range(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, first: u64, pages: u64, out: u64) -> Outcome {
     cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
     let c = cap_of(kernel, pid, slot, ObjectType::Memory, Rights::READ)?;
     let Object::Memory(memory) = c.object else { unreachable!("type checked") };
@@ -527,13 +542,12 @@ fn mem_pin_range(kernel: &mut Kernel, pid: Pid, a: [u64; 6]) -> Outcome {
 
 /// Port I/O through an I/O-port capability: the port and its width must lie inside the range.
 #[cfg(target_arch = "x86_64")]
-fn io_port(kernel: &Kernel, pid: Pid, call: Syscall, a: [u64; 6]) -> Outcome {
+fn io_port(kernel: &Kernel, pid: Pid, call: Syscall, slot: u64, port: u64, width: u64, value: u64) -> Outcome {
     let write = call == Syscall::IoPortWrite;
     let rights = if write { Rights::WRITE } else { Rights::READ };
-    let Object::IoPorts { base, count } = cap_of(kernel, pid, a[0], ObjectType::IoPorts, rights)?.object else {
+    let Object::IoPorts { base, count } = cap_of(kernel, pid, slot, ObjectType::IoPorts, rights)?.object else {
         unreachable!("type checked")
     };
-    let (port, width) = (a[1], a[2]);
     if !matches!(width, 1 | 2 | 4) {
         return Err(Error::InvalidArgument);
     }
@@ -541,7 +555,7 @@ fn io_port(kernel: &Kernel, pid: Pid, call: Syscall, a: [u64; 6]) -> Outcome {
         return Err(Error::OutOfRange);
     }
     if write {
-        arch::port_write(port as u16, width as u8, a[3] as u32);
+        arch::port_write(port as u16, width as u8, value as u32);
         values(&[])
     } else {
         values(&[arch::port_read(port as u16, width as u8) as u64])
@@ -550,8 +564,8 @@ fn io_port(kernel: &Kernel, pid: Pid, call: Syscall, a: [u64; 6]) -> Outcome {
 
 /// No I/O-port capability exists on aarch64: the type check is all there is.
 #[cfg(not(target_arch = "x86_64"))]
-fn io_port(kernel: &Kernel, pid: Pid, _call: Syscall, a: [u64; 6]) -> Outcome {
-    cap_of(kernel, pid, a[0], ObjectType::IoPorts, Rights::NONE)?;
+fn io_port(kernel: &Kernel, pid: Pid, _call: Syscall, slot: u64, _port: u64, _width: u64, _value: u64) -> Outcome {
+    cap_of(kernel, pid, slot, ObjectType::IoPorts, Rights::NONE)?;
     unreachable!("no capability has type IoPorts on aarch64")
 }
 

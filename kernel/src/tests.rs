@@ -72,6 +72,26 @@ fn ipc_switches_by_priority_and_queues_calls() -> TestResult {
     Ok(())
 }
 
+/// Two servers wait on one endpoint; the one that waited last, which takes the next call, is
+/// killed while it waits. The call goes to the other: nothing of the killed one stays queued.
+fn ipc_waiting_receiver_leaves_with_its_process() -> TestResult {
+    let mut kernel = Kernel::new(IMAGES);
+    let ep = new_endpoint();
+    let first = start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
+    let last = start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
+    // Both run, in start order, until they wait.
+    while kernel.run_queue.highest().is_some() {
+        kernel.run_once();
+    }
+    kernel.kill(last, ExitReason::Killed);
+    let client = start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 1 << 8, &ep, client_rights(), 1)?;
+    kernel.run_until_exited(&[client]);
+    let r = kernel.take_exit(client);
+    ensure!(r == Some(ExitReason::Exited(0)), "client ended with {r:?}");
+    ensure!(!kernel.has_exited(first), "the remaining server died");
+    Ok(())
+}
+
 fn revoke_removes_derived_caps_and_mappings() -> TestResult {
     let mut kernel = Kernel::new(IMAGES);
     let ep = new_endpoint();
@@ -210,6 +230,9 @@ fn user_killed(arg: u64) -> TestResult {
     let expected = match arg {
         scenario::ILLEGAL_INSTRUCTION => matches!(reason, ExitReason::Faulted(Trap::IllegalInstruction { .. })),
         scenario::NULL_WRITE => matches!(reason, ExitReason::Faulted(Trap::PageFault { addr: 0, write: true, .. })),
+        // The write just below the bad stack pointer (x86 `push`, arm `str` with pre-index).
+        scenario::BAD_STACK => matches!(reason, ExitReason::Faulted(Trap::PageFault { addr, write: true, .. })
+            if (scenario::BAD_STACK_POINTER - 16..scenario::BAD_STACK_POINTER).contains(&addr)),
         _ => matches!(reason, ExitReason::Faulted(Trap::PageFault { write: false, .. })),
     };
     ensure!(expected, "scenario {arg} ended with {reason:?}");
@@ -254,6 +277,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::null_write_killed", run: || user_killed(scenario::NULL_WRITE) },
     Test { name: "user::illegal_instruction_killed", run: || user_killed(scenario::ILLEGAL_INSTRUCTION) },
     Test { name: "user::kernel_read_killed", run: || user_killed(scenario::KERNEL_READ) },
+    Test { name: "user::bad_stack_pointer_killed", run: || user_killed(scenario::BAD_STACK) },
     Test { name: "user::bad_pointers_refused", run: || user_exits_with(scenario::BAD_POINTERS, 0) },
     Test { name: "user::hostile_syscalls_survived", run: || user_exits_with(scenario::HOSTILE_SYSCALLS, 0) },
     Test { name: "user::preemption_of_spinner", run: user_preemption_of_spinner },
@@ -261,6 +285,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
     Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
     Test { name: "ipc::switch_by_priority_and_queued_calls", run: ipc_switches_by_priority_and_queues_calls },
+    Test { name: "ipc::waiting_receiver_leaves_with_its_process", run: ipc_waiting_receiver_leaves_with_its_process },
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },

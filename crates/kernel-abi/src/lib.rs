@@ -3,7 +3,10 @@
 //! Calling convention. x86_64: `syscall` with the number in rax and arguments in rdi, rsi, rdx,
 //! r10, r8, r9; results in rax (status), rdi, rsi, rdx, r10, r8, r9. aarch64: `svc #0` with the
 //! number in x8, arguments in x0..x5; results in x0 (status), x1..x6. A status of 0 is success;
-//! anything else is an [`Error`].
+//! anything else is an [`Error`]. Like a function call of the platform's C ABI, a system call
+//! may change the caller-saved registers (x86_64: rax, rcx, rdx, rsi, rdi, r8..r11; aarch64:
+//! x0..x18) and preserves the others; the kernel need not save what it may change. Those that
+//! carry no result hold values the calling thread had or received before, never the kernel's.
 //!
 //! Capabilities are named by slot numbers in the caller's capability space (`CSPACE_SLOTS`
 //! slots). Each capability names one kernel object and carries [`Rights`].

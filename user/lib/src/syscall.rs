@@ -10,9 +10,9 @@ fn raw(number: u64, args: [u64; 6]) -> (u64, u64) {
     let status: u64;
     let value: u64;
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: SYSCALL transfers to the kernel, which preserves every register except the result
-    // registers and rcx/r11 (clobbered by the instruction itself); memory is only read or
-    // written as the call's contract says.
+    // SAFETY: SYSCALL transfers to the kernel, which preserves every register but the
+    // caller-saved ones, all named here (rcx and r11 are the instruction's own); memory is only
+    // read or written as the call's contract says.
     unsafe {
         core::arch::asm!(
             "syscall",
@@ -29,19 +29,21 @@ fn raw(number: u64, args: [u64; 6]) -> (u64, u64) {
         );
     }
     #[cfg(target_arch = "aarch64")]
-    // SAFETY: SVC transfers to the kernel, which preserves every register except x0..x6 (the
-    // result registers); memory is only read or written as the call's contract says.
+    // SAFETY: SVC transfers to the kernel, which preserves every register but the caller-saved
+    // x0..x18, all named here; memory is only read or written as the call's contract says.
     unsafe {
         core::arch::asm!(
             "svc #0",
-            in("x8") number,
+            inlateout("x8") number => _,
             inlateout("x0") args[0] => status,
             inlateout("x1") args[1] => value,
             inlateout("x2") args[2] => _,
             inlateout("x3") args[3] => _,
             inlateout("x4") args[4] => _,
             inlateout("x5") args[5] => _,
-            lateout("x6") _,
+            lateout("x6") _, lateout("x7") _, lateout("x9") _, lateout("x10") _, lateout("x11") _,
+            lateout("x12") _, lateout("x13") _, lateout("x14") _, lateout("x15") _, lateout("x16") _,
+            lateout("x17") _, lateout("x18") _,
             options(nostack),
         );
     }
@@ -102,10 +104,12 @@ fn raw7(number: u64, args: [u64; 6]) -> [u64; 7] {
     #[cfg(target_arch = "aarch64")]
     // SAFETY: as in `raw`.
     unsafe {
-        core::arch::asm!("svc #0", in("x8") number,
+        core::arch::asm!("svc #0", inlateout("x8") number => _,
             inlateout("x0") args[0] => r[0], inlateout("x1") args[1] => r[1], inlateout("x2") args[2] => r[2],
             inlateout("x3") args[3] => r[3], inlateout("x4") args[4] => r[4], inlateout("x5") args[5] => r[5],
-            lateout("x6") r[6], options(nostack));
+            lateout("x6") r[6], lateout("x7") _, lateout("x9") _, lateout("x10") _, lateout("x11") _,
+            lateout("x12") _, lateout("x13") _, lateout("x14") _, lateout("x15") _, lateout("x16") _,
+            lateout("x17") _, lateout("x18") _, options(nostack));
     }
     r
 }

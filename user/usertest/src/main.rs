@@ -65,6 +65,7 @@ fn main(arg: u64) -> u64 {
             // SAFETY: deliberately reads kernel memory: the kernel must kill this process.
             unsafe { core::ptr::read_volatile(0xFFFF_FFFF_8020_0000 as *const u64) }
         }
+        scenario::BAD_STACK => bad_stack(),
         scenario::IPC_SERVER => ipc_server(),
         scenario::IPC_CLIENT => ipc_client(param),
         scenario::REVOKER => revoker(),
@@ -210,6 +211,39 @@ fn bench_client() -> u64 {
     0
 }
 
+/// A null system call on a stack pointer user code may not use (see `scenario::BAD_STACK`).
+fn bad_stack() -> u64 {
+    // SAFETY: deliberately leaves the stack pointer unusable: the process never returns from
+    // this block, the kernel kills it.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!(
+            "mov rsp, {bad}",
+            "syscall",
+            "test rax, rax",
+            "jz 2f",
+            "ud2",
+            "2:",
+            "push rax",
+            bad = in(reg) scenario::BAD_STACK_POINTER,
+            in("rax") Syscall::Null as u64,
+            options(noreturn),
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "mov sp, {bad}",
+            "svc #0",
+            "cbz x0, 2f",
+            "udf #0",
+            "2:",
+            "str x0, [sp, #-16]!",
+            bad = in(reg) scenario::BAD_STACK_POINTER,
+            in("x8") Syscall::Null as u64,
+            options(noreturn),
+        );
+    }
+}
+
 /// Every pointer the kernel must refuse with BadAddress, not crash on.
 fn bad_pointers() -> u64 {
     let cases: [(u64, u64); 6] = [
@@ -235,6 +269,20 @@ fn bad_pointers() -> u64 {
 /// unknown ones). Exit is excluded (it would end the test) except with its real semantics at
 /// the end. The kernel must answer each with an error or a success, never crash or hang.
 fn hostile_syscalls() -> u64 {
+    // User code may set RFLAGS.NT at will; the kernel must not take it in with a system call
+    // (an IRETQ with NT set faults) nor hand it back.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let flags: u64;
+        // SAFETY: sets the nested-task flag, which only IRET consults, and this program has none.
+        unsafe { core::arch::asm!("pushfq", "orq $0x4000, (%rsp)", "popfq", options(att_syntax)) };
+        let status = syscall::null();
+        // SAFETY: reads RFLAGS.
+        unsafe { core::arch::asm!("pushfq", "popq {}", out(reg) flags, options(att_syntax)) };
+        if status.is_err() || flags & 0x4000 != 0 {
+            return 31;
+        }
+    }
     const BOUNDARY: [u64; 8] = [0, 1, 0xFFF, 0x1000, 0x7FFF_FFFF_FFFF, 0xFFFF_8000_0000_0000, u64::MAX - 1, u64::MAX];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {

@@ -26,6 +26,13 @@ pub const KERNEL_OBJECTS_MADE: u64 = 1000;
 /// reply wakes runs at once only if no thread of higher priority is ready; a capability revoked
 /// in flight; the process ends with a call and its capability in flight.
 pub const IPC_SCHEDULING: u64 = 16;
+/// Makes a system call with `BAD_STACK_POINTER` as its stack pointer, then writes below it:
+/// the kernel must return to it (an error status executes an undefined instruction instead),
+/// and the write, to the unmapped top of the lower half, must kill the process.
+pub const BAD_STACK: u64 = 17;
+/// The first address above the lower half: non-canonical on x86_64, above anything user code
+/// can map on aarch64.
+pub const BAD_STACK_POINTER: u64 = 0x0000_8000_0000_0000;
 
 /// IO_PORTS: the PCI configuration ports (0xCF8..0xCFF) and the ECAM window.
 pub const IO_PORTS_SLOT: u64 = 6;

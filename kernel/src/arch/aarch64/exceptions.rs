@@ -5,7 +5,7 @@
 //! decoded ESR_EL1 (Arm ARM D19.2), ELR_EL1, FAR_EL1 and registers, then QEMU stops with a
 //! failure status. Exceptions from EL0 are `run_user`'s business (see user.rs and vectors.S).
 
-use super::user::{CTX_ELR, CTX_SP, TRAP_KIND_IRQ, TRAP_KIND_SYNC};
+use super::user::{CTX_ELR, CTX_SP, SPSR_EL0T_FIQ_MASKED, SPSR_NZCV, TRAP_KIND_IRQ, TRAP_KIND_SYNC};
 use aarch64_cpu::registers::{Writeable, CNTKCTL_EL1, VBAR_EL1};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -41,6 +41,8 @@ core::arch::global_asm!(
     run_user_frame_ctx = const RUN_USER_FRAME_CTX,
     ctx_sp = const CTX_SP,
     ctx_elr = const CTX_ELR,
+    spsr_el0t = const SPSR_EL0T_FIQ_MASKED,
+    spsr_nzcv = const SPSR_NZCV,
 );
 
 extern "C" {

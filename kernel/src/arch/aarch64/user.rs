@@ -4,29 +4,32 @@
 //! (SVC, abort, any other synchronous exception, or an IRQ). `run_user_asm` (vectors.S) keeps
 //! the kernel's callee-saved registers and the context pointer in a frame on the kernel stack;
 //! since ERET to EL0 leaves SP_EL1 unchanged and exceptions from EL0 run on SP_EL1, the EL0
-//! vectors find that frame at SP, store the user registers into the context and return from
-//! `run_user_asm` as if it had been an ordinary call. The kernel thus has no per-thread kernel
+//! vectors find that frame at SP, store the user registers into the context (a system call only
+//! those it reads or preserves) and return from `run_user_asm` as if it had been an ordinary
+//! call. The kernel thus has no per-thread kernel
 //! stacks, no kernel threads, and no per-CPU save area to keep consistent.
 //!
-//! System-call convention (as Linux on arm64): `SVC #0`, number in x8, arguments in x0..x5,
-//! results in x0..x7.
+//! System-call convention: `SVC #0`, number in x8, arguments in x0..x5, results in x0..x6; a
+//! system call may change x0..x18, the registers AAPCS64 lets a call change (see `kernel_abi`),
+//! so its entry path saves only the others.
 
 use super::interrupts;
 use crate::arch::Trap;
 use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
 
-/// The user-visible registers of one thread; vectors.S depends on the layout.
+/// The user-visible registers of one thread; vectors.S depends on the layout. Private: only
+/// `new` and the assembly write them, which keeps SPSR an EL0 state.
 #[repr(C)]
 #[derive(Debug, Clone, Default)]
 pub struct UserContext {
     /// x0..x30 (x30 is the link register).
-    pub x: [u64; 31],
+    x: [u64; 31],
     /// SP_EL0.
-    pub sp: u64,
+    sp: u64,
     /// ELR_EL1: where EL0 resumes.
-    pub elr: u64,
-    /// SPSR_EL1: EL0's PSTATE; only NZCV is kept from user code (see `run_user`).
-    pub spsr: u64,
+    elr: u64,
+    /// SPSR_EL1: EL0's PSTATE; only NZCV is kept from user code (see `SPSR_NZCV`).
+    spsr: u64,
 }
 
 pub(super) const CTX_SP: usize = core::mem::offset_of!(UserContext, sp);
@@ -42,11 +45,12 @@ pub(super) const TRAP_KIND_IRQ: u64 = 1;
 
 /// SPSR_EL1 (Arm ARM C5.2.18) for EL0: M[4:0] = 0b00000 (AArch64 EL0t); D, A, I = 0 (debug,
 /// SError and IRQ taken from user mode); F (bit 6) = 1: nothing is routed as FIQ. User code
-/// keeps only its condition flags N, Z, C, V (bits 31:28).
-const SPSR_EL0T_FIQ_MASKED: u64 = 1 << 6;
-const SPSR_NZCV: u64 = 0xF << 28;
+/// keeps only its condition flags N, Z, C, V (bits 31:28); vectors.S applies this as it saves
+/// SPSR_EL1.
+pub(super) const SPSR_EL0T_FIQ_MASKED: u64 = 1 << 6;
+pub(super) const SPSR_NZCV: u64 = 0xF << 28;
 
-const SYSCALL_RESULT_REGISTERS: usize = 8;
+const SYSCALL_RESULT_REGISTERS: usize = 7;
 
 // ESR_EL1 exception classes (Arm ARM D19.2, ESR_EL1.EC, bits [31:26]) that `run_user` tells
 // apart.
@@ -73,7 +77,7 @@ impl UserContext {
         [self.x[0], self.x[1], self.x[2], self.x[3], self.x[4], self.x[5]]
     }
 
-    /// Results in x0..x7 (values beyond eight are dropped).
+    /// Results in x0..x6 (values beyond seven are dropped).
     pub fn set_syscall_result(&mut self, values: &[u64]) {
         for (slot, value) in self.x[..SYSCALL_RESULT_REGISTERS].iter_mut().zip(values) {
             *slot = *value;
@@ -93,12 +97,12 @@ extern "C" {
 pub fn run_user(ctx: &mut UserContext) -> Trap {
     // A PC or SP outside the user range needs no check: EL0 access to kernel addresses faults
     // (the kernel's pages are EL1-only and UXN) and comes back as a page fault.
-    ctx.spsr = (ctx.spsr & SPSR_NZCV) | SPSR_EL0T_FIQ_MASKED;
     loop {
         // SAFETY: `ctx` is a valid, exclusively borrowed context for the duration of the call.
         // The assembly returns here on the next exception from EL0 with the kernel's
-        // callee-saved registers and SP restored; SPSR sanitised above makes the ERET go to
-        // AArch64 EL0, where nothing can touch kernel memory.
+        // callee-saved registers and SP restored; SPSR, set by `new` or sanitised by the
+        // assembly as it saved it, makes the ERET go to AArch64 EL0, where nothing can touch
+        // kernel memory.
         let kind = unsafe { run_user_asm(ctx) };
         match kind {
             TRAP_KIND_SYNC => return decode_synchronous(),
@@ -107,7 +111,7 @@ pub fn run_user(ctx: &mut UserContext) -> Trap {
                     return trap;
                 }
             }
-            _ => unreachable!("vectors.S returned trap kind {kind}"),
+            _ => unreachable!("vectors.S returns one of the trap kinds"),
         }
     }
 }

@@ -6,10 +6,15 @@
 // hence the 2 KiB alignment.
 //
 // - Lower EL AArch64 synchronous and IRQ: the thread in `run_user` trapped; store its registers
-//   into its UserContext and return from `run_user_asm` (see below).
+//   into its UserContext and return from `run_user_asm` (see below). A synchronous exception
+//   is a system call or one that kills the thread, and a system call may change x0-x18 (what
+//   AAPCS64 lets a call change; see kernel_abi): that path stores only what a system call reads
+//   (its arguments x0-x5 and number x8) or preserves (x19-x30, SP, ELR, SPSR), in the vector
+//   entry itself. An IRQ stores everything.
 // - Everything else is a kernel bug or an unexpected event (the kernel itself runs with all of
-//   DAIF masked; EL0 never runs AArch32 because `run_user` always sets SPSR.M = EL0t AArch64;
-//   no interrupt is configured as FIQ): `kernel_fault_entry` reports it and stops QEMU.
+//   DAIF masked; EL0 never runs AArch32 because SPSR.M is always EL0t AArch64, as
+//   `UserContext::new` sets it and `sanitise_spsr` keeps it; no interrupt is configured as
+//   FIQ): `kernel_fault_entry` reports it and stops QEMU.
 //
 // The operands in braces are constants from exceptions.rs and user.rs.
 
@@ -21,13 +26,47 @@
     b       kernel_fault_entry
 .endm
 
-.macro user_trap_vector kind
+// Sanitises the user's SPSR_EL1 in `reg` as it is saved: only the condition flags are user
+// code's, the rest is AArch64 EL0t with FIQ masked (see user.rs).
+.macro sanitise_spsr reg
+    and     \reg, \reg, #{spsr_nzcv}
+    orr     \reg, \reg, #{spsr_el0t}
+.endm
+
+// SP is SP_EL1, which still points at `run_user_asm`'s frame: ERET to EL0 does not change it.
+// x9-x11 are free: a system call may change them.
+.macro user_sync_vector
     .balign 128
-    // SP is SP_EL1, which still points at `run_user_asm`'s frame: ERET to EL0 does not change
-    // it. Free two registers by pushing the user's x0 and x1 below that frame.
+0:
+    ldr     x9, [sp, #{run_user_frame_ctx}]
+    stp     x0, x1, [x9, #0]
+    stp     x2, x3, [x9, #16]
+    stp     x4, x5, [x9, #32]
+    str     x8, [x9, #64]
+    stp     x19, x20, [x9, #152]
+    stp     x21, x22, [x9, #168]
+    stp     x23, x24, [x9, #184]
+    stp     x25, x26, [x9, #200]
+    stp     x27, x28, [x9, #216]
+    stp     x29, x30, [x9, #232]
+    mrs     x10, sp_el0
+    str     x10, [x9, #{ctx_sp}]
+    mrs     x10, elr_el1
+    mrs     x11, spsr_el1
+    sanitise_spsr x11
+    stp     x10, x11, [x9, #{ctx_elr}]
+    mov     x0, #{kind_sync}
+    b       return_to_kernel
+    .if . - 0b > 128
+    .error "the synchronous EL0 vector outgrew its entry"
+    .endif
+.endm
+
+.macro user_irq_vector
+    .balign 128
+    // Free two registers by pushing the user's x0 and x1 below `run_user_asm`'s frame.
     stp     x0, x1, [sp, #-16]!
-    mov     x1, #\kind
-    b       user_trap_entry
+    b       user_irq_entry
 .endm
 
 .section .text.exception_vectors, "ax"
@@ -42,8 +81,8 @@ exception_vectors:
     kernel_fault_vector 5               //                     IRQ
     kernel_fault_vector 6               //                     FIQ
     kernel_fault_vector 7               //                     SError
-    user_trap_vector {kind_sync}        // lower EL, AArch64:  synchronous
-    user_trap_vector {kind_irq}         //                     IRQ
+    user_sync_vector                    // lower EL, AArch64:  synchronous
+    user_irq_vector                     //                     IRQ
     kernel_fault_vector 10              //                     FIQ
     kernel_fault_vector 11              //                     SError
     kernel_fault_vector 12              // lower EL, AArch32:  synchronous
@@ -135,8 +174,8 @@ run_user_asm:
     dsb     nsh
     isb
 
-// x1 = trap kind; [sp] = user x0, x1; [sp + 16] = run_user_asm's frame.
-user_trap_entry:
+// [sp] = user x0, x1; [sp + 16] = run_user_asm's frame.
+user_irq_entry:
     ldr     x0, [sp, #16 + {run_user_frame_ctx}]
     stp     x2, x3, [x0, #16]
     stp     x4, x5, [x0, #32]
@@ -159,8 +198,13 @@ user_trap_entry:
     str     x2, [x0, #{ctx_sp}]
     mrs     x2, elr_el1
     mrs     x3, spsr_el1
+    sanitise_spsr x3
     stp     x2, x3, [x0, #{ctx_elr}]
-    mov     x0, x1
+    mov     x0, #{kind_irq}
+    // Falls through.
+
+// Returns from `run_user_asm` with the trap kind in x0.
+return_to_kernel:
     ldp     x19, x20, [sp, #0]
     ldp     x21, x22, [sp, #16]
     ldp     x23, x24, [sp, #32]

@@ -83,7 +83,9 @@ pub fn init_cpu() {
         let pointer = IdtPointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: addr_of!(IDT) as u64 };
         core::arch::asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags));
 
-        // SYSCALL: CS/SS from STAR[47:32], SYSRET from STAR[63:48]; IF, TF, DF, AC cleared on entry.
+        // SYSCALL: CS/SS from STAR[47:32], SYSRET from STAR[63:48]; IF, TF, DF, AC and NT
+        // cleared on entry. User code may set NT at will; left set in the kernel, it would make
+        // the IRETQ back to user mode fault.
         Star::write(
             SegmentSelector(USER_CODE),
             SegmentSelector(USER_DATA),
@@ -92,7 +94,13 @@ pub fn init_cpu() {
         )
         .expect("GDT order matches SYSRET");
         LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
-        SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
+        SFMask::write(
+            RFlags::INTERRUPT_FLAG
+                | RFlags::TRAP_FLAG
+                | RFlags::DIRECTION_FLAG
+                | RFlags::ALIGNMENT_CHECK
+                | RFlags::NESTED_TASK,
+        );
         Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS | EferFlags::NO_EXECUTE_ENABLE));
     }
 }

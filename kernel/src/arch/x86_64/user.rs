@@ -6,51 +6,69 @@
 //! `run_user` had returned. The kernel therefore never runs on behalf of a thread on a
 //! separate stack, and has no kernel threads.
 
+use super::cpu::{USER_CODE, USER_DATA};
 use super::interrupts;
-use crate::arch::{Trap, USER_TOP};
+use crate::arch::Trap;
 
-/// User registers; the assembly below depends on the field offsets (see `OFFSETS_CHECK`).
+/// User registers; the assembly below depends on the field offsets (see the assertions
+/// below). Private: only `new` and the assembly write them, which keeps RIP canonical.
 #[repr(C)]
 #[derive(Debug, Clone, Default)]
 pub struct UserContext {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-    pub rsp: u64,
-    pub rip: u64,
-    pub rflags: u64,
+    rax: u64,
+    rbx: u64,
+    rcx: u64,
+    rdx: u64,
+    rsi: u64,
+    rdi: u64,
+    rbp: u64,
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+    // The frame IRETQ takes, in its order: the exit path returns through it in place.
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
     /// Set by the exit path: the vector taken, or `SYSCALL_MARKER`.
     vector: u64,
     error_code: u64,
     fault_address: u64,
 }
 
-const _: () = assert!(core::mem::offset_of!(UserContext, rsp) == 120);
-const _: () = assert!(core::mem::offset_of!(UserContext, vector) == 144);
-const _: () = assert!(core::mem::offset_of!(UserContext, fault_address) == 160);
+// The general registers in the order of the assembly's offsets, then the IRETQ frame.
+const _: () = assert!(core::mem::offset_of!(UserContext, r15) == 112);
+const _: () = assert!(core::mem::offset_of!(UserContext, rip) == 120);
+const _: () = assert!(core::mem::offset_of!(UserContext, ss) == core::mem::offset_of!(UserContext, rip) + 32);
 
 const SYSCALL_MARKER: u64 = 0x100;
-/// RFLAGS bits user code may control: CF PF AF ZF SF DF OF. IF is always set; IOPL, TF, AC
-/// and the rest stay clear.
+/// RFLAGS bits user code keeps across a trap: CF PF AF ZF SF DF OF. IF is always set; IOPL,
+/// TF, AC, NT and the rest stay clear. The assembly applies this where it saves RFLAGS.
 const USER_RFLAGS_MASK: u64 = 0xCD5;
 const RFLAGS_IF: u64 = 0x200;
 const RFLAGS_RESERVED_ONE: u64 = 0x2;
+/// Addresses below 2^47 are canonical (the lower half; the upper half is the kernel's).
+const CANONICAL_LOWER_HALF_BITS: u32 = 47;
 
 impl UserContext {
     pub fn new(entry: u64, stack_top: u64, arg0: u64) -> Self {
-        UserContext { rip: entry, rsp: stack_top, rdi: arg0, rflags: RFLAGS_IF | RFLAGS_RESERVED_ONE, ..Default::default() }
+        // `run_user` relies on it: IRETQ to a non-canonical RIP faults in ring 0.
+        assert!(entry >> CANONICAL_LOWER_HALF_BITS == 0, "user entry point {entry:#x} outside the lower half");
+        UserContext {
+            rip: entry,
+            cs: USER_CODE.into(),
+            rflags: RFLAGS_IF | RFLAGS_RESERVED_ONE,
+            rsp: stack_top,
+            ss: USER_DATA.into(),
+            rdi: arg0,
+            ..Default::default()
+        }
     }
 
     /// System call number (rax).
@@ -92,14 +110,12 @@ extern "C" {
 }
 
 pub fn run_user(ctx: &mut UserContext) -> Trap {
-    // IRETQ to a non-canonical RIP would fault in ring 0; user-supplied entry points are
-    // checked where they are set, and this keeps the invariant local.
-    if ctx.rip >= USER_TOP || ctx.rsp > USER_TOP {
-        return Trap::PageFault { addr: ctx.rip, write: false, exec: true };
-    }
-    ctx.rflags = (ctx.rflags & USER_RFLAGS_MASK) | RFLAGS_IF | RFLAGS_RESERVED_ONE;
     // SAFETY: `ctx` is a valid, exclusively borrowed context for the duration of the call; the
     // assembly returns here on the next trap from ring 3 with the kernel registers restored.
+    // Of what IRETQ loads, only a non-canonical RIP would fault in ring 0, and RIP is always
+    // canonical: an entry point `UserContext::new` checked, or where user code trapped. RSP and
+    // RFLAGS are what user code left (the assembly sanitises RFLAGS as it saves it): a stack
+    // pointer user code may not use faults in user mode.
     unsafe { run_user_asm(ctx) };
     match ctx.vector {
         SYSCALL_MARKER => Trap::Syscall,
@@ -115,12 +131,12 @@ pub fn run_user(ctx: &mut UserContext) -> Trap {
 
 core::arch::global_asm!(
     r#"
-.set CTX_RSP, 120
-.set CTX_RIP, 128
-.set CTX_RFLAGS, 136
-.set CTX_VECTOR, 144
-.set CTX_ERROR, 152
-.set CTX_FAULT, 160
+.set CTX_RIP, {ctx_rip}
+.set CTX_RFLAGS, {ctx_rflags}
+.set CTX_RSP, {ctx_rsp}
+.set CTX_VECTOR, {ctx_vector}
+.set CTX_ERROR, {ctx_error}
+.set CTX_FAULT, {ctx_fault}
 
 .section .text.user_entry, "ax"
 .global run_user_asm
@@ -133,11 +149,8 @@ run_user_asm:
     push %r15
     mov %rsp, PERCPU(%rip)
     mov %rdi, PERCPU+8(%rip)
-    pushq ${user_data}
-    pushq CTX_RSP(%rdi)
-    pushq CTX_RFLAGS(%rdi)
-    pushq ${user_code}
-    pushq CTX_RIP(%rdi)
+    /* IRETQ pops its frame from the context itself: interrupts stay masked until it has. */
+    lea CTX_RIP(%rdi), %rsp
     mov 0(%rdi), %rax
     mov 8(%rdi), %rbx
     mov 16(%rdi), %rcx
@@ -174,6 +187,8 @@ syscall_entry:
     mov %r14, 104(%rsp)
     mov %r15, 112(%rsp)
     mov %rcx, CTX_RIP(%rsp)
+    and ${user_rflags}, %r11
+    or ${rflags_set}, %r11
     mov %r11, CTX_RFLAGS(%rsp)
     mov PERCPU+16(%rip), %rax
     mov %rax, CTX_RSP(%rsp)
@@ -235,8 +250,10 @@ trap_common:
     mov %rbx, CTX_ERROR(%rax)
     pop %rbx
     mov %rbx, CTX_RIP(%rax)
+    pop %rbx /* CS and, below, SS: always the user selectors the context holds from `new` */
     pop %rbx
-    pop %rbx
+    and ${user_rflags}, %rbx
+    or ${rflags_set}, %rbx
     mov %rbx, CTX_RFLAGS(%rax)
     pop %rbx
     mov %rbx, CTX_RSP(%rax)
@@ -281,9 +298,15 @@ kernel_trap:
     add $16, %rsp
     iretq
 "#,
-    user_data = const super::cpu::USER_DATA,
-    user_code = const super::cpu::USER_CODE,
+    ctx_rip = const core::mem::offset_of!(UserContext, rip),
+    ctx_rflags = const core::mem::offset_of!(UserContext, rflags),
+    ctx_rsp = const core::mem::offset_of!(UserContext, rsp),
+    ctx_vector = const core::mem::offset_of!(UserContext, vector),
+    ctx_error = const core::mem::offset_of!(UserContext, error_code),
+    ctx_fault = const core::mem::offset_of!(UserContext, fault_address),
     syscall_marker = const SYSCALL_MARKER,
+    user_rflags = const USER_RFLAGS_MASK,
+    rflags_set = const RFLAGS_IF | RFLAGS_RESERVED_ONE,
     kernel_trap_handler = sym interrupts::kernel_trap,
     options(att_syntax)
 );
