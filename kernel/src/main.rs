@@ -21,7 +21,6 @@ mod process;
 mod root;
 mod sched;
 mod syscall;
-mod table;
 mod tests;
 mod tests_iommu;
 mod user_images;

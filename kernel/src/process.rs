@@ -12,7 +12,7 @@ use crate::cap::{CSpace, CapId, Capability, DerivationTree};
 use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
 use crate::object::{Endpoint, IrqLine, MemoryObject, Notification, Object, Quota, QuotaAccount};
-use crate::table::Table;
+use slot_table::SlotTable;
 use crate::sched::{RunQueue, DEFAULT_PRIORITY, PRIORITY_LEVELS};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -21,8 +21,10 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use kernel_abi::{Error, Rights};
 
-pub type Pid = crate::table::Id;
-pub type Tid = crate::table::Id;
+/// A process id: a `slot-table` key (16 index bits, 16 generation bits; never 0).
+pub type Pid = u32;
+/// A thread id, like [`Pid`].
+pub type Tid = u32;
 
 /// Top of every process's initial stack (the page above it stays unmapped as a guard).
 pub const USER_STACK_TOP: u64 = 0x0000_7FFF_FFF0_0000;
@@ -160,8 +162,8 @@ pub type Next<'k> = Option<(Tid, &'k mut Thread)>;
 pub struct Kernel {
     /// Boxed: a slot is then two words, and a lookup tests a pointer rather than a niche deep
     /// in the record.
-    pub processes: Table<Box<Process>>,
-    pub threads: Table<Thread>,
+    pub processes: SlotTable<Pid, Box<Process>>,
+    pub threads: SlotTable<Tid, Thread>,
     pub run_queue: RunQueue,
     exited: BTreeMap<Pid, ExitReason>,
     pub tree: DerivationTree,
@@ -172,8 +174,8 @@ pub struct Kernel {
 impl Kernel {
     pub fn new(images: &'static [(&'static str, &'static [u8])]) -> Self {
         Kernel {
-            processes: Table::new(),
-            threads: Table::new(),
+            processes: SlotTable::new(),
+            threads: SlotTable::new(),
             run_queue: RunQueue::new(),
             exited: BTreeMap::new(),
             tree: DerivationTree::new(),
@@ -228,7 +230,7 @@ impl Kernel {
 
     /// Starts the first thread of a created process.
     pub fn start_process(&mut self, pid: Pid) -> Result<(), Error> {
-        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         if process.started {
             return Err(Error::InvalidState);
         }
@@ -241,13 +243,13 @@ impl Kernel {
         if priority as usize >= PRIORITY_LEVELS {
             return Err(Error::InvalidArgument);
         }
-        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         if process.threads.len() >= MAX_THREADS {
             return Err(Error::OutOfMemory);
         }
         let thread = Thread { pid, priority, context, state: ThreadState::Runnable, reply_to: None, space: process.space.root() };
         let tid = self.threads.insert(thread).ok_or(Error::OutOfMemory)?;
-        self.processes.get_mut(&pid).expect("checked above").threads.push(tid);
+        self.processes.get_mut(pid).expect("checked above").threads.push(tid);
         self.run_queue.push_back(tid, priority);
         Ok(tid)
     }
@@ -260,7 +262,7 @@ impl Kernel {
 
     /// Puts a new original capability (no parent) into `slot` of `pid`.
     pub fn install(&mut self, pid: Pid, slot: u64, object: Object, rights: Rights, badge: u64) -> Result<CapId, Error> {
-        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         process.cspace.check_empty(slot)?;
         let id = self.tree.insert(pid, None);
         process.cspace.put(slot, Capability { id, object, rights, badge });
@@ -269,7 +271,7 @@ impl Kernel {
 
     /// Puts a capability derived from `parent` into `slot` of `pid`.
     pub fn install_derived(&mut self, pid: Pid, slot: u64, parent: &Capability, rights: Rights, badge: u64) -> Result<CapId, Error> {
-        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         process.cspace.check_empty(slot)?;
         let id = self.tree.insert(pid, Some(parent.id));
         process.cspace.put(slot, Capability { id, object: parent.object.clone(), rights, badge });
@@ -278,7 +280,7 @@ impl Kernel {
 
     /// Deletes the capability in `slot` of `pid` and every mapping made through it.
     pub fn delete_cap(&mut self, pid: Pid, slot: u64) -> Result<(), Error> {
-        let process = self.processes.get_mut(&pid).ok_or(Error::PeerGone)?;
+        let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         let cap = process.cspace.take(slot)?;
         for va in process.mappings.made_through(cap.id) {
             process.space.unmap(va);
@@ -290,9 +292,9 @@ impl Kernel {
 
     /// Deletes every capability derived from the one in `slot` of `pid`.
     pub fn revoke(&mut self, pid: Pid, slot: u64) -> Result<(), Error> {
-        let id = self.processes.get(&pid).ok_or(Error::PeerGone)?.cspace.get(slot)?.id;
+        let id = self.processes.get(pid).ok_or(Error::PeerGone)?.cspace.get(slot)?.id;
         for (descendant, owner) in self.tree.descendants(id) {
-            let found = self.processes.get(&owner).and_then(|p| p.cspace.find(descendant));
+            let found = self.processes.get(owner).and_then(|p| p.cspace.find(descendant));
             match found {
                 Some(s) => self.delete_cap(owner, s)?,
                 // In flight with a queued call: drop it there.
@@ -316,7 +318,7 @@ impl Kernel {
     }
 
     pub fn make_runnable(&mut self, tid: Tid, results: &[u64]) {
-        if let Some(t) = self.threads.get_mut(&tid) {
+        if let Some(t) = self.threads.get_mut(tid) {
             t.context.set_syscall_result(results);
             t.state = ThreadState::Runnable;
             self.run_queue.push_back(tid, t.priority);
@@ -330,12 +332,12 @@ impl Kernel {
     #[inline(always)]
     pub fn deliver(&mut self, from: Tid, to: Tid, badge: u64, cap: Option<Capability>) -> Next<'_> {
         // The sender is the running thread, or was taken off the endpoint and made runnable.
-        let sender = self.threads.get_mut(&from).expect("sender exists");
+        let sender = self.threads.get_mut(from).expect("sender exists");
         sender.leave_plain_state(ThreadState::AwaitingReply { server: to });
         // The message words are the call's last four arguments, which stay in the sender's
         // saved registers until it is answered.
         let [.., w0, w1, w2, w3] = sender.context.syscall_args();
-        let receiver = self.threads.get_mut(&to).expect("receiver exists");
+        let receiver = self.threads.get_mut(to).expect("receiver exists");
         let ThreadState::Receiving { recv_slot, .. } = receiver.state else {
             unreachable!("a message goes only to a receiving thread")
         };
@@ -355,7 +357,7 @@ impl Kernel {
     /// null system call costs beyond entry and exit.
     #[inline(always)]
     pub fn resume(&mut self, tid: Tid, results: &[u64; 4]) -> Next<'_> {
-        let thread = self.threads.get_mut(&tid).expect("caller");
+        let thread = self.threads.get_mut(tid).expect("caller");
         thread.context.set_syscall_result(results);
         switch_to(&mut self.run_queue, tid, thread)
     }
@@ -363,7 +365,7 @@ impl Kernel {
     /// The first thread in the run queue, which runs next.
     pub fn run_next(&mut self) -> Next<'_> {
         let tid = self.run_queue.pop()?;
-        Some((tid, self.threads.get_mut(&tid).expect("queued thread")))
+        Some((tid, self.threads.get_mut(tid).expect("queued thread")))
     }
 
     /// The thread that runs after thread `tid` of process `pid` made a system call that asked
@@ -397,9 +399,9 @@ impl Kernel {
 
     /// Ends a process: wakes whoever waits on it, returns everything it held.
     pub fn kill(&mut self, pid: Pid, reason: ExitReason) {
-        let Some(process) = self.processes.get(&pid) else { return };
+        let Some(process) = self.processes.get(pid) else { return };
         if let ExitReason::Faulted(trap) = reason {
-            let pc = process.threads.first().and_then(|t| self.threads.get(t)).map(|t| t.context.pc()).unwrap_or(0);
+            let pc = process.threads.first().and_then(|t| self.threads.get(*t)).map(|t| t.context.pc()).unwrap_or(0);
             crate::println!("[kernel] killed {} (pid {}) at pc {:#x}: {:?}", process.name, pid, pc, trap);
         }
         // Threads go before the address space: `run_once` switches to a thread's tables by the
@@ -411,7 +413,7 @@ impl Kernel {
         for slot in slots {
             let _ = self.delete_cap(pid, slot);
         }
-        let mut process = self.processes.remove(&pid).expect("checked above");
+        let mut process = self.processes.remove(pid).expect("checked above");
         process.pins.clear();
         process.mappings.clear();
         {
@@ -426,7 +428,7 @@ impl Kernel {
     }
 
     fn remove_thread(&mut self, tid: Tid) {
-        let Some(thread) = self.threads.remove(&tid) else { return };
+        let Some(thread) = self.threads.remove(tid) else { return };
         self.run_queue.remove(tid);
         match thread.state {
             ThreadState::Sending { ep } => {
@@ -439,7 +441,7 @@ impl Kernel {
             ThreadState::Receiving { ep, .. } => ep.borrow_mut().receivers.retain(|&t| t != tid),
             ThreadState::Waiting { notification } => notification.borrow_mut().waiters.retain(|&t| t != tid),
             ThreadState::AwaitingReply { server } => {
-                if let Some(s) = self.threads.get_mut(&server) {
+                if let Some(s) = self.threads.get_mut(server) {
                     if s.reply_to == Some(tid) {
                         s.reply_to = None;
                     }
@@ -456,7 +458,7 @@ impl Kernel {
     }
 
     pub fn has_exited(&self, pid: Pid) -> bool {
-        !self.processes.contains_key(&pid)
+        !self.processes.contains(pid)
     }
 
     /// Takes the exit reason of a process that has ended.
@@ -466,7 +468,7 @@ impl Kernel {
 
     /// Runs threads until every process in `pids` has ended.
     pub fn run_until_exited(&mut self, pids: &[Pid]) {
-        while pids.iter().any(|p| self.processes.contains_key(p)) {
+        while pids.iter().any(|p| self.processes.contains(*p)) {
             self.run_once();
         }
     }
@@ -538,8 +540,8 @@ impl Drop for Kernel {
 /// runnable but is not queued, and is returned. A function of the thread table alone, so that
 /// the run queue stays free for the caller; always inlined, as `deliver` is, for `reply_recv`.
 #[inline(always)]
-pub fn answer<'t>(threads: &'t mut Table<Thread>, server: Tid, caller: Tid, results: &[u64]) -> Option<&'t mut Thread> {
-    let thread = threads.get_mut(&caller)?;
+pub fn answer<'t>(threads: &'t mut SlotTable<Tid, Thread>, server: Tid, caller: Tid, results: &[u64]) -> Option<&'t mut Thread> {
+    let thread = threads.get_mut(caller)?;
     if !matches!(thread.state, ThreadState::AwaitingReply { server: s } if s == server) {
         return None;
     }
@@ -562,8 +564,8 @@ pub fn switch_to<'t>(run_queue: &mut RunQueue, next: Tid, thread: &'t mut Thread
 /// Moves `cap`, in transit by IPC, into `recv_slot` of process `pid`; whether it arrived. Kept
 /// out of `Kernel::deliver`, which the IPC path inlines, since most messages carry none.
 #[inline(never)]
-fn transfer(processes: &mut Table<Box<Process>>, tree: &mut DerivationTree, cap: Capability, pid: Pid, recv_slot: u64) -> bool {
-    let process = processes.get_mut(&pid).expect("thread's process exists");
+fn transfer(processes: &mut SlotTable<Pid, Box<Process>>, tree: &mut DerivationTree, cap: Capability, pid: Pid, recv_slot: u64) -> bool {
+    let process = processes.get_mut(pid).expect("thread's process exists");
     if process.cspace.check_empty(recv_slot).is_err() {
         // The receiver's slot was filled (by a grant) while it waited: the transfer fails safe
         // by dropping the capability.
@@ -576,5 +578,5 @@ fn transfer(processes: &mut Table<Box<Process>>, tree: &mut DerivationTree, cap:
 }
 
 fn process_has(kernel: &Kernel, pid: Pid, slot: u64) -> bool {
-    kernel.processes.get(&pid).is_some_and(|p| p.cspace.get(slot).is_ok())
+    kernel.processes.get(pid).is_some_and(|p| p.cspace.get(slot).is_ok())
 }

@@ -52,7 +52,7 @@ fn failure(e: Error) -> [u64; 4] {
 }
 
 fn cap(kernel: &Kernel, pid: Pid, slot: u64) -> Result<Capability, Error> {
-    kernel.processes[&pid].cspace.get(slot).cloned()
+    kernel.processes[pid].cspace.get(slot).cloned()
 }
 
 /// The capability in `slot`, which must name an object of `kind` with `rights`.
@@ -75,7 +75,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         Syscall::DebugWrite => debug_write(kernel, pid, a[0], a[1]),
         Syscall::Exit => Ok(Continuation::Exit(a[0])),
         Syscall::Yield => {
-            kernel.threads.get_mut(&tid).expect("caller").context.set_syscall_result(&[0]);
+            kernel.threads.get_mut(tid).expect("caller").context.set_syscall_result(&[0]);
             Ok(Continuation::Yield)
         }
         Syscall::CapDerive => cap_derive(kernel, pid, a[0], a[1], a[2], a[3]),
@@ -93,7 +93,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         }
         Syscall::Call | Syscall::Recv | Syscall::ReplyRecv => unreachable!("`handle` carries out IPC"),
         Syscall::Reply => {
-            let caller = kernel.threads.get_mut(&tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
+            let caller = kernel.threads.get_mut(tid).expect("caller").reply_to.take().ok_or(Error::InvalidState)?;
             let answered = process::answer(&mut kernel.threads, tid, caller, &[0, 0, a[0], a[1], a[2], a[3], 0]).ok_or(Error::PeerGone)?;
             // The answered caller runs next in its level (at once if it outranks this thread).
             kernel.run_queue.push_front(caller, answered.priority);
@@ -121,8 +121,8 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             if pages == 0 || pages > limit || flags & !mem_flags::ALL != 0 {
                 return Err(Error::InvalidArgument);
             }
-            kernel.processes[&pid].cspace.check_empty(dst)?;
-            let quota = kernel.processes[&pid].quota.clone();
+            kernel.processes[pid].cspace.check_empty(dst)?;
+            let quota = kernel.processes[pid].quota.clone();
             let memory = if contiguous {
                 MemoryObject::allocate_contiguous(pages, &quota)
             } else {
@@ -136,7 +136,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         Syscall::Unmap => unmap(kernel, pid, a[0], a[1]),
         Syscall::MemPin => mem_pin(kernel, pid, a[0], a[1], a[2]),
         Syscall::MemUnpin => {
-            let removed = kernel.processes.get_mut(&pid).expect("caller").pins.remove(&a[0]);
+            let removed = kernel.processes.get_mut(pid).expect("caller").pins.remove(&a[0]);
             removed.ok_or(Error::InvalidArgument).and_then(|_| values(&[]))
         }
         Syscall::MemPinRange => mem_pin_range(kernel, pid, a[0], a[1], a[2], a[3], a[4]),
@@ -172,7 +172,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
                 return Err(Error::BadAddress);
             }
             // A thread can create threads up to its own priority, never above.
-            if priority > kernel.threads[&tid].priority as u64 {
+            if priority > kernel.threads[tid].priority as u64 {
                 return Err(Error::InvalidArgument);
             }
             let t = kernel.add_thread(pid, UserContext::new(entry, stack, arg), priority as u8)?;
@@ -200,7 +200,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             if a[2] >= 64 {
                 return Err(Error::InvalidArgument);
             }
-            match kernel.processes.get_mut(&target) {
+            match kernel.processes.get_mut(target) {
                 Some(p) => p.watchers.push((n, a[2])),
                 None => kernel.signal(&n, 1 << a[2]),
             }
@@ -213,7 +213,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
                 return Err(Error::MissingRights);
             }
             let rights = requested_rights(a[3])?.intersect(src.rights);
-            kernel.processes.get(&target).ok_or(Error::PeerGone)?;
+            kernel.processes.get(target).ok_or(Error::PeerGone)?;
             kernel.install_derived(target, a[2], &src, rights, src.badge)?;
             values(&[])
         }
@@ -251,7 +251,7 @@ fn process(kernel: &Kernel, pid: Pid, slot: u64, rights: Rights) -> Result<Pid, 
 
 /// The creator's payment for a new endpoint or notification (`KERNEL_OBJECT_PAGES`).
 fn object_charge(kernel: &Kernel, pid: Pid) -> Result<Charge, Error> {
-    Charge::take(&kernel.processes[&pid].quota, KERNEL_OBJECT_PAGES).ok_or(Error::OutOfMemory)
+    Charge::take(&kernel.processes[pid].quota, KERNEL_OBJECT_PAGES).ok_or(Error::OutOfMemory)
 }
 
 fn create(kernel: &mut Kernel, pid: Pid, dst: u64, object: Object) -> Outcome {
@@ -267,7 +267,7 @@ fn debug_write(kernel: &Kernel, pid: Pid, ptr: u64, len: u64) -> Outcome {
     }
     let slice = UserSlice::new(ptr, len)?;
     let mut buf = [0u8; MAX_DEBUG_WRITE];
-    slice.copy_into(&kernel.processes[&pid].space, &mut buf[..len as usize])?;
+    slice.copy_into(&kernel.processes[pid].space, &mut buf[..len as usize])?;
     arch::console_write(&buf[..len as usize]);
     values(&[])
 }
@@ -304,7 +304,7 @@ fn endpoint(process: &Process, slot: u64, rights: Rights) -> Result<(&Rc<RefCell
 /// call waits in the endpoint's queue.
 fn call_endpoint(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, cap_slot: u64) -> Next<'_> {
     let moves_cap = cap_slot != NO_CAP;
-    let (ep, badge) = match call_target(&kernel.processes[&pid], ep_slot, moves_cap.then_some(cap_slot)) {
+    let (ep, badge) = match call_target(&kernel.processes[pid], ep_slot, moves_cap.then_some(cap_slot)) {
         Ok(target) => target,
         Err(e) => return kernel.resume(tid, &failure(e)),
     };
@@ -337,12 +337,12 @@ fn call_target(process: &Process, ep_slot: u64, cap_slot: Option<u64>) -> Result
 
 /// Takes the capability in `slot` of the caller `pid`, which the call has found there.
 fn take_checked(kernel: &mut Kernel, pid: Pid, slot: u64) -> Capability {
-    kernel.processes.get_mut(&pid).expect("caller").cspace.take(slot).expect("checked by the call")
+    kernel.processes.get_mut(pid).expect("caller").cspace.take(slot).expect("checked by the call")
 }
 
 /// Puts the calling thread, which is running and so `Runnable`, into a blocked `state`.
 fn block(kernel: &mut Kernel, tid: Tid, state: ThreadState) {
-    kernel.threads.get_mut(&tid).expect("caller").leave_plain_state(state);
+    kernel.threads.get_mut(tid).expect("caller").leave_plain_state(state);
 }
 
 /// `recv` and `reply_recv`: waits on the endpoint in `ep_slot` for a message; a capability
@@ -351,7 +351,7 @@ fn block(kernel: &mut Kernel, tid: Tid, state: ThreadState) {
 /// runs next, or, left unanswered by `recv`, learns that it will not be answered.
 fn receive(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64, replies: bool) -> Next<'_> {
     // Validate first: a failed call changes nothing.
-    let ep = match receive_endpoint(&kernel.processes[&pid], ep_slot, recv_slot) {
+    let ep = match receive_endpoint(&kernel.processes[pid], ep_slot, recv_slot) {
         Ok(ep) => ep.clone(),
         Err(e) => return kernel.resume(tid, &failure(e)),
     };
@@ -363,7 +363,7 @@ fn receive(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64
         }
         pending
     };
-    let me = kernel.threads.get_mut(&tid).expect("caller");
+    let me = kernel.threads.get_mut(tid).expect("caller");
     let caller = me.reply_to.take();
     // Receiving even with a sender queued: `deliver` hands its message over from that state.
     me.leave_plain_state(ThreadState::Receiving { ep, recv_slot });
@@ -391,7 +391,7 @@ fn receive(kernel: &mut Kernel, pid: Pid, tid: Tid, ep_slot: u64, recv_slot: u64
         (None, _) => {}
     }
     let Some(PendingCall { caller: sender, badge, cap }) = pending else { return kernel.run_next() };
-    let state = core::mem::replace(&mut kernel.threads.get_mut(&sender).expect("queued").state, ThreadState::Runnable);
+    let state = core::mem::replace(&mut kernel.threads.get_mut(sender).expect("queued").state, ThreadState::Runnable);
     let ThreadState::Sending { .. } = state else { unreachable!("queued callers are sending") };
     kernel.deliver(sender, tid, badge, cap)
 }
@@ -417,7 +417,7 @@ fn user_range(va: u64, pages: u64) -> Result<u64, Error> {
 
 /// Maps `phys_pages` at `va` in `pid` through capability `via`; all or nothing.
 fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, phys_pages: &[u64], flags: MapFlags, via: &Capability) -> Outcome {
-    let process = kernel.processes.get_mut(&pid).expect("caller");
+    let process = kernel.processes.get_mut(pid).expect("caller");
     if (0..phys_pages.len() as u64).any(|i| process.space.translate(va + i * PAGE_SIZE).is_some()) {
         return Err(Error::AlreadyMapped);
     }
@@ -480,7 +480,7 @@ fn mmio_carve(kernel: &mut Kernel, pid: Pid, slot: u64, first: u64, pages: u64, 
         return Err(if pages == 0 { Error::InvalidArgument } else { Error::OutOfRange });
     }
     let rights = requested_rights(rights)?.intersect(parent.rights);
-    kernel.processes[&pid].cspace.check_empty(dst)?;
+    kernel.processes[pid].cspace.check_empty(dst)?;
     let carved = Capability {
         object: Object::Mmio(Rc::new(MmioRegion { base: region.base + first * PAGE_SIZE, size: pages * PAGE_SIZE })),
         ..parent.clone()
@@ -492,7 +492,7 @@ fn mmio_carve(kernel: &mut Kernel, pid: Pid, slot: u64, first: u64, pages: u64, 
 #[inline(never)]
 fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {
     user_range(va, pages)?;
-    let process = kernel.processes.get_mut(&pid).expect("caller");
+    let process = kernel.processes.get_mut(pid).expect("caller");
     if (0..pages).any(|i| !process.mappings.contains(va + i * PAGE_SIZE)) {
         return Err(Error::NotMapped);
     }
@@ -508,7 +508,7 @@ fn mem_pin(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, page: u64) 
     let c = cap_of(kernel, pid, slot, ObjectType::Memory, Rights::READ)?;
     let Object::Memory(memory) = c.object else { unreachable!("type checked") };
     let phys = *memory.frames.get(page as usize).ok_or(Error::OutOfRange)?;
-    let process = kernel.processes.get_mut(&pid).expect("caller");
+    let process = kernel.processes.get_mut(pid).expect("caller");
     if process.pins.len() >= MAX_PINS {
         return Err(Error::OutOfMemory);
     }
@@ -529,7 +529,7 @@ fn mem_pin_range(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, first
     let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
     let frames = memory.frames.get(first as usize..end as usize).ok_or(Error::OutOfRange)?;
     let buffer = UserSlice::new(out, pages * 8)?;
-    let process = kernel.processes.get_mut(&pid).expect("caller");
+    let process = kernel.processes.get_mut(pid).expect("caller");
     if process.pins.len() >= MAX_PINS {
         return Err(Error::OutOfMemory);
     }
@@ -592,8 +592,8 @@ fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u
 #[inline(never)]
 fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64, quota: u64) -> Outcome {
     let &(name, bytes) = kernel.images.get(image as usize).ok_or(Error::OutOfRange)?;
-    kernel.processes[&pid].cspace.check_empty(dst)?;
-    let parent_quota = kernel.processes[&pid].quota.clone();
+    kernel.processes[pid].cspace.check_empty(dst)?;
+    let parent_quota = kernel.processes[pid].quota.clone();
     if !parent_quota.charge(quota) {
         return Err(Error::OutOfMemory);
     }

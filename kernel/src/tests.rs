@@ -177,7 +177,7 @@ fn kernel_objects_charged_to_quota() -> TestResult {
         let mut kernel = Kernel::new(IMAGES);
         const QUOTA: u64 = 64;
         let pid = kernel.create_process("quota", USERTEST, scenario::KERNEL_OBJECT_QUOTA, QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
-        let quota = kernel.processes[&pid].quota.clone();
+        let quota = kernel.processes[pid].quota.clone();
         let affordable = (quota.limit.get() - quota.used.get()) / crate::object::KERNEL_OBJECT_PAGES;
         ensure!(affordable > 0, "the image and stack left no quota");
         kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;

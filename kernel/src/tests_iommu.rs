@@ -471,7 +471,7 @@ mod iommu_tests {
     }
 
     fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
-        kernel.processes.get(&server.pid).map_or(0, |p| p.pins.len())
+        kernel.processes.get(server.pid).map_or(0, |p| p.pins.len())
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
@@ -890,7 +890,7 @@ mod iommu_tests {
     /// When the last interrupt bound to the server's event notification (the IOMMU's fault
     /// interrupt) reached the kernel before `moment`.
     fn iommu_interrupt_before(kernel: &Kernel, server: &ServerUnderTest, moment: u64) -> Result<u64, String> {
-        let events = match kernel.processes.get(&server.pid).and_then(|p| p.cspace.get(server_slot::EVENTS).ok()) {
+        let events = match kernel.processes.get(server.pid).and_then(|p| p.cspace.get(server_slot::EVENTS).ok()) {
             Some(cap) => match &cap.object {
                 Object::Notification(notification) => notification.clone(),
                 _ => return Err("the server's event slot holds no notification".into()),
