@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Boots every configuration of the QEMU test matrix and collects per-test results.
 
-Each boot runs the kernel with `test=<filter>`; the kernel prints `TEST <name> ... ok|FAILED`,
-then `TESTS DONE passed=N failed=M`, and exits QEMU with a status. A boot that times out, exits
-without `TESTS DONE`, disagrees with its own summary, or exits with a failure status counts as a
-failure. Before the matrix, the runner checks itself: a deliberately failing test and a
-deliberately hanging test must both be reported as failures.
+Each boot runs the kernel with `test=<filter>`; the kernel prints `TEST <name> ... ok|skipped: why|
+FAILED: why`, then `TESTS DONE passed=N failed=M skipped=K`, and exits QEMU with a status. A boot
+that times out (hangs), exits without `TESTS DONE`, disagrees with its own summary, or exits with a
+failure status counts as a failure. Every boot is held to the declared list of the tests its
+configuration runs (`scripts/qemu-tests.expected`): a missing, unexpected or duplicated test
+fails, and so does a test skipped where it must run or run where it must be skipped. Before the
+matrix, the runner checks itself: a deliberately failing test, a hang, a kernel that ends QEMU
+before its summary, and a missing, extra or duplicated test must each be reported as failures.
 
 After each architecture's matrix, the runner checks fwdump against QEMU's own tables: it boots
 with `dump-acpi=<SIG>` (the DMAR of q35 + intel-iommu, the IORT of virt + SMMUv3), rebuilds the
@@ -13,10 +16,11 @@ table from the hex the kernel prints, runs `fwdump --check-iasl` on it (every de
 equal what `iasl -d` shows) and checks what fwdump's JSON says the table contains. Without an
 iasl these checks fail: they are the only test of fwdump against real tables.
 
-Usage: qemu-tests.py [--arch x86_64|aarch64|all] [--timeout SECONDS]
-Prints one line per test and ends with `N passed, N failed`.
+Usage: qemu-tests.py [--arch x86_64|aarch64|all] [--timeout SECONDS] [--filter PREFIX]
+Prints one line per test (PASS, FAIL or SKIP) and ends with `N passed, N failed, N skipped`.
 """
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -44,8 +48,11 @@ MATRIX = [
 
 # Searched, not matched at the line start: a user process may leave a partial line on the
 # shared serial console just before the kernel reports a test.
-TEST_LINE = re.compile(r"TEST (\S+) \.\.\. (ok|FAILED.*)$")
-DONE_LINE = re.compile(r"TESTS DONE passed=(\d+) failed=(\d+)$")
+TEST_LINE = re.compile(r"TEST (\S+) \.\.\. (ok|skipped: .*|FAILED.*)$")
+DONE_LINE = re.compile(r"TESTS DONE passed=(\d+) failed=(\d+) skipped=(\d+)$")
+EXPECTED_FILE = os.path.join(ROOT, "scripts", "qemu-tests.expected")
+
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
 
 class Boot:
@@ -53,7 +60,7 @@ class Boot:
 
     def __init__(self, config, results, errors, log, seconds):
         self.config = config
-        self.results = results  # list of (test name, passed: bool, detail)
+        self.results = results  # list of (test name, outcome: OK | SKIPPED | FAILED, detail)
         self.errors = errors  # boot-level failures (timeout, crash, missing summary)
         self.log = log
         self.seconds = seconds
@@ -93,17 +100,19 @@ def boot(config, arch, options, test_filter, timeout):
         line = raw.strip("\r")
         m = TEST_LINE.search(line)
         if m:
-            results.append((m.group(1), m.group(2) == "ok", m.group(2)))
+            word = m.group(2)
+            outcome = OK if word == "ok" else SKIPPED if word.startswith("skipped") else FAILED
+            results.append((m.group(1), outcome, word.removeprefix("skipped: ")))
         m = DONE_LINE.search(line)
         if m:
-            summary = (int(m.group(1)), int(m.group(2)))
-    passed = sum(1 for r in results if r[1])
-    failed = len(results) - passed
+            summary = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    counts = tuple(sum(1 for r in results if r[1] == kind) for kind in (OK, FAILED, SKIPPED))
+    failed = counts[1]
     if status is not None:
         if summary is None:
             errors.append(f"QEMU exited with status {status} before TESTS DONE (crash?)")
-        elif summary != (passed, failed):
-            errors.append(f"kernel summary {summary} disagrees with the reported tests ({passed}, {failed})")
+        elif summary != counts:
+            errors.append(f"kernel summary (passed, failed, skipped) {summary} disagrees with the reported tests {counts}")
         elif status != 0 and failed == 0:
             errors.append(f"QEMU exit status {status} although every test passed")
         elif status == 0 and failed > 0:
@@ -111,6 +120,59 @@ def boot(config, arch, options, test_filter, timeout):
     if summary is None and not errors:
         errors.append("no TESTS DONE line")
     return Boot(config, results, errors, log, seconds)
+
+
+def load_expected(path=EXPECTED_FILE):
+    """The declared tests: [(test name, patterns of configurations that run it, patterns of those
+    where it must report itself skipped)]."""
+    entries = []
+    with open(path) as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.split()
+            if len(fields) != 3:
+                raise SystemExit(f"{path}:{number}: expected `test runs-in skipped-in`, got {raw.strip()!r}")
+            name, runs, skips = fields
+            entries.append((name, runs.split(","), [] if skips == "-" else skips.split(",")))
+    return entries
+
+
+def matches(config, patterns):
+    return any(fnmatch.fnmatchcase(config, p) for p in patterns)
+
+
+def selected(test_filter, name):
+    """The kernel's own selection rule (kernel/src/ktest.rs)."""
+    if name.startswith("selftest::"):
+        return name.startswith(test_filter) and test_filter.startswith("selftest::")
+    return test_filter == "all" or name.startswith(test_filter)
+
+
+def expectation_problems(config, test_filter, results, expected):
+    """How a boot's reported tests differ from what its configuration declares."""
+    want = {name: matches(config, skips) for name, runs, skips in expected
+            if matches(config, runs) and selected(test_filter, name)}
+    problems = []
+    seen = {}
+    for name, outcome, _ in results:
+        seen[name] = seen.get(name, 0) + 1
+    for name, count in seen.items():
+        if name not in want:
+            problems.append(f"{name}: ran but is not declared for {config} in scripts/qemu-tests.expected")
+        elif count > 1:
+            problems.append(f"{name}: reported {count} times")
+    for name, must_skip in want.items():
+        if name not in seen:
+            problems.append(f"{name}: declared for {config} but never reported")
+            continue
+        outcomes = {outcome for n, outcome, _ in results if n == name}
+        if must_skip and outcomes != {SKIPPED}:
+            problems.append(f"{name}: must report itself skipped on {config}, reported {sorted(outcomes)}")
+        elif not must_skip and SKIPPED in outcomes:
+            problems.append(f"{name}: skipped on {config}, where it must run")
+    return problems
 
 
 DUMP_HEADER = re.compile(r"^ACPI-DUMP (\S+) (\d+)$")
@@ -226,15 +288,35 @@ def acpi_dump_checks(arch, options, signature, content_check, fwdump, timeout):
     return [iasl_result, (names[1], not problems, "; ".join(problems))]
 
 
-def self_test(arch, timeout):
-    """The runner must see the intentional failure and the intentional hang."""
+def self_test(arch, timeout, expected):
+    """The runner must see each way a run can go wrong: [(check name, detected, boot)]."""
     outcomes = []
     fail = boot(f"{arch}/selftest-fail", arch, [], "selftest::intentional_failure", timeout)
-    detected = any(name == "selftest::intentional_failure" and not ok for name, ok, _ in fail.results) and not fail.errors
+    detected = any(name == "selftest::intentional_failure" and outcome == FAILED
+                   for name, outcome, _ in fail.results) and not fail.errors
     outcomes.append((f"runner::{arch}::detects_failing_test", detected, fail))
     hang = boot(f"{arch}/selftest-hang", arch, [], "selftest::intentional_hang", min(timeout, 20))
-    detected = any("hang" in e for e in hang.errors)
-    outcomes.append((f"runner::{arch}::detects_hang", detected, hang))
+    outcomes.append((f"runner::{arch}::detects_hang", any("hang" in e for e in hang.errors), hang))
+    crash = boot(f"{arch}/selftest-crash", arch, [], "selftest::intentional_crash", timeout)
+    outcomes.append((f"runner::{arch}::detects_exit_before_summary",
+                     any("before TESTS DONE" in e for e in crash.errors), crash))
+    # The declared list, checked on the failing boot's real report: the test it ran is declared
+    # for the self-test configuration; a second declared test is missing; dropping the
+    # declaration makes the test unexpected; reporting it twice is a duplicate.
+    config = f"{arch}/selftest-fail"
+    declared = [("selftest::intentional_failure", [config], [])]
+    missing = declared + [("selftest::declared_but_absent", [config], [])]
+    checks = [
+        ("declared_test_matches", expectation_problems(config, "selftest::", fail.results, declared) == []),
+        ("detects_missing_test", any("never reported" in p for p in expectation_problems(config, "selftest::", fail.results, missing))),
+        ("detects_unexpected_test", any("not declared" in p for p in expectation_problems(config, "selftest::", fail.results, []))),
+        ("detects_duplicated_test", any("2 times" in p for p in expectation_problems(config, "selftest::", fail.results * 2, declared))),
+        ("detects_wrong_skip", any("must report itself skipped" in p for p in expectation_problems(
+            config, "selftest::", fail.results, [("selftest::intentional_failure", [config], [config])]))),
+        ("matrix_tests_declared", all(any(matches(c, runs) for c, _, _ in MATRIX) for _, runs, _ in expected)),
+    ]
+    for check, ok in checks:
+        outcomes.append((f"runner::{arch}::{check}", ok, fail))
     return outcomes
 
 
@@ -245,21 +327,25 @@ def main():
     parser.add_argument("--filter", default="all")
     args = parser.parse_args()
     arches = ["x86_64", "aarch64"] if args.arch == "all" else [args.arch]
-    passed = failed = 0
+    expected = load_expected()
+    passed = failed = skipped = 0
     fwdump = None
 
-    def record(name, ok, detail=""):
-        nonlocal passed, failed
-        if ok:
+    def record(name, outcome, detail=""):
+        nonlocal passed, failed, skipped
+        if outcome == OK:
             passed += 1
             print(f"PASS {name}")
+        elif outcome == SKIPPED:
+            skipped += 1
+            print(f"SKIP {name}: {detail}")
         else:
             failed += 1
             print(f"FAIL {name} {detail}")
 
     for arch in arches:
-        for name, ok, b in self_test(arch, args.timeout):
-            record(name, ok, "" if ok else f"(runner did not detect it; errors={b.errors})")
+        for name, ok, b in self_test(arch, args.timeout, expected):
+            record(name, OK if ok else FAILED, "" if ok else f"(runner did not detect it; errors={b.errors})")
             if not ok:
                 print(b.log[-3000:])
         for config, config_arch, options in MATRIX:
@@ -267,29 +353,36 @@ def main():
                 continue
             b = boot(config, arch, options, args.filter, args.timeout)
             if not b.results and any("hang" in e for e in b.errors):
-                # Known intermittent early-boot hang (seen on aarch64 under heavy host load, before
-                # the first test starts; see README "Known problems"). Said out loud, booted once
-                # more; a second hang fails.
-                print(f"RETRY {config}: hung before its first test; booting once more")
+                # A configuration that hangs before its first test fails; it is booted once more
+                # only to show in the log whether the hang repeats (see README "Known problems").
+                record(f"{config}::boot", FAILED, "; ".join(b.errors))
+                print(f"--- {config} serial log (tail) ---")
+                print(b.log[-4000:])
+                print(f"RETRY {config}: hung before its first test; booting once more to see whether it repeats")
                 b = boot(config, arch, options, args.filter, args.timeout)
-            for test, ok, detail in b.results:
-                record(f"{config}::{test}", ok, detail)
+            for test, outcome, detail in b.results:
+                record(f"{config}::{test}", outcome, detail)
             for e in b.errors:
-                record(f"{config}::boot", False, e)
-            if b.errors or any(not ok for _, ok, _ in b.results):
+                record(f"{config}::boot", FAILED, e)
+            problems = expectation_problems(config, args.filter, b.results, expected)
+            for p in problems:
+                record(f"{config}::expected", FAILED, p)
+            if b.errors or problems or any(outcome == FAILED for _, outcome, _ in b.results):
                 print(f"--- {config} serial log (tail) ---")
                 print(b.log[-4000:])
             print(f"time {config}: {b.seconds:.1f} s")
             sys.stdout.flush()
+        if args.filter != "all":
+            continue
         for dump_arch, options, signature, check in ACPI_DUMPS:
             if dump_arch != arch:
                 continue
             if fwdump is None:
                 fwdump = Fwdump()
             for name, ok, detail in acpi_dump_checks(arch, options, signature, check, fwdump, args.timeout):
-                record(name, ok, detail)
+                record(name, OK if ok else FAILED, detail)
             sys.stdout.flush()
-    print(f"{passed} passed, {failed} failed")
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 0 if failed == 0 else 1
 
 

@@ -1,28 +1,77 @@
 #!/usr/bin/env bash
 # The project's test command: installs what is missing, runs the host unit tests, builds the
 # kernel for both architectures and runs the QEMU test matrix. Prints the wall time of each
-# part and ends with `N passed, N failed`.
+# part and ends with `N passed, N failed, N skipped`; exits non-zero when anything failed.
+#
+# Every suite runs through `run_suite`, which keeps the suite's own exit status (read from
+# PIPESTATUS on the line of the pipeline itself) and its summary: a suite that exits non-zero,
+# or that prints no summary, counts as failed whatever it printed before. `run_suite` checks
+# itself first against a suite that crashes before its summary.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+total_passed=0 total_failed=0 total_skipped=0
+
+# run_suite NAME PARSER COMMAND...: runs COMMAND with its output shown and logged, then adds
+# its counts to the totals. PARSER is `cargo` (sums libtest's `test result:` lines) or `plain`
+# (reads the last `N passed, N failed[, N skipped]` line).
+run_suite() {
+    local name="$1" parser="$2"; shift 2
+    local log status p f s
+    log=$(mktemp)
+    "$@" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    case "$parser" in
+        cargo) read -r p f s < <(awk '/^test result:/ { seen = 1; for (i = 1; i <= NF; i++) {
+                   if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+                   END { if (!seen) { print "x x x" } else { print p + 0, f + 0, s + 0 } }' "$log") ;;
+        plain) read -r p f s < <(awk '/^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$/ { p = $1; f = $3; s = ($5 == "" ? 0 : $5); seen = 1 }
+                   END { if (!seen) { print "x x x" } else { print p + 0, f + 0, s + 0 } }' "$log") ;;
+    esac
+    rm -f "$log"
+    if [ "$p" = x ]; then
+        echo "$name: no summary (exit status $status): counted as failed"
+        p=0 f=1 s=0
+    elif [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "$name: exited with status $status although it reported no failure: counted as failed"
+        f=1
+    fi
+    echo "$name: $p passed, $f failed, $s skipped"
+    suite_passed=$p suite_failed=$f suite_skipped=$s
+    total_passed=$((total_passed + p)); total_failed=$((total_failed + f)); total_skipped=$((total_skipped + s))
+}
+
+# The instrument first: a suite that prints passes and then dies before its summary, and one
+# that prints a clean summary but exits non-zero, must both count as failed.
+check_run_suite() {
+    local saved_p=$total_passed saved_f=$total_failed saved_s=$total_skipped ok=1
+    run_suite "selftest-crash" plain bash -c 'echo "PASS a"; echo "PASS b"; kill -SEGV $$' >/dev/null
+    [ "$suite_failed" -ge 1 ] || ok=0
+    run_suite "selftest-status" plain bash -c 'echo "3 passed, 0 failed"; exit 3' >/dev/null
+    [ "$suite_failed" -ge 1 ] || ok=0
+    run_suite "selftest-cargo" cargo bash -c 'echo "test result: ok. 2 passed; 0 failed; 0 ignored"; exit 101' >/dev/null
+    [ "$suite_failed" -ge 1 ] || ok=0
+    total_passed=$saved_p total_failed=$saved_f total_skipped=$saved_s
+    if [ $ok -eq 1 ]; then
+        echo "PASS test.sh::run_suite_detects_crashes"; total_passed=$((total_passed + 1))
+    else
+        echo "FAIL test.sh::run_suite_detects_crashes"; total_failed=$((total_failed + 1))
+    fi
+}
 
 t0=$(date +%s)
 bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 echo "time setup: $(( $(date +%s) - t0 )) s"
 
-total_passed=0 total_failed=0
+check_run_suite
 
 t0=$(date +%s)
 # fwdump's comparison with `iasl -d` needs a current iasl (Debian unstable's); without it that
 # one test reports itself skipped.
 if IASL="$(bash scripts/get-iasl.sh 2>/dev/null)"; then export IASL; else echo "iasl unavailable"; fi
-host_log=$(mktemp)
-scripts/host-test.sh test --workspace --exclude kernel --exclude boot --exclude userlib --exclude usertest --exclude root --exclude iommu-server --exclude edu-driver 2>&1 | tee "$host_log"
-host_status=${PIPESTATUS[0]}
-read -r hp hf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$host_log")
-if [ "$host_status" -ne 0 ] && [ "$hf" -eq 0 ]; then hf=1; echo "host tests: cargo exited with $host_status"; fi
-total_passed=$((total_passed + hp)); total_failed=$((total_failed + hf))
-echo "host tests: $hp passed, $hf failed"
+run_suite "host tests" cargo scripts/host-test.sh test --workspace --exclude kernel --exclude boot --exclude userlib \
+    --exclude usertest --exclude root --exclude iommu-server --exclude edu-driver
 echo "time host tests: $(( $(date +%s) - t0 )) s"
 
 for arch in x86_64 aarch64; do
@@ -30,7 +79,7 @@ for arch in x86_64 aarch64; do
     if RUSTC_BOOTSTRAP=1 cargo build --release --quiet --target "$arch-target.json" -p kernel; then
         echo "time build $arch: $(( $(date +%s) - t0 )) s"
     else
-        echo "build $arch failed"
+        echo "FAIL build::$arch"
         total_failed=$((total_failed + 1))
     fi
 done
@@ -48,15 +97,12 @@ for arch in x86_64 aarch64; do
         echo "FAIL cargo-run::$arch"; tail -20 "$run_log"
         total_failed=$((total_failed + 1))
     fi
+    rm -f "$run_log"
 done
 
 t0=$(date +%s)
-qemu_log=$(mktemp)
-python3 scripts/qemu-tests.py --arch all 2>&1 | tee "$qemu_log"
-read -r qp qf < <(awk '/^[0-9]+ passed, [0-9]+ failed$/ { p = $1; f = $3 } END { print p + 0, f + 0 }' "$qemu_log")
-[ "${PIPESTATUS[0]}" -ne 0 ] && [ "$qf" -eq 0 ] && qf=1
-total_passed=$((total_passed + qp)); total_failed=$((total_failed + qf))
+run_suite "QEMU suites" plain python3 scripts/qemu-tests.py --arch all
 echo "time QEMU suites: $(( $(date +%s) - t0 )) s"
 
-echo "${total_passed} passed, ${total_failed} failed"
+echo "${total_passed} passed, ${total_failed} failed, ${total_skipped} skipped"
 [ "$total_failed" -eq 0 ]

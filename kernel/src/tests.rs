@@ -295,6 +295,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "bench::ipc", run: ipc_benchmark },
     Test { name: "selftest::intentional_failure", run: intentional_failure },
     Test { name: "selftest::intentional_hang", run: intentional_hang },
+    Test { name: "selftest::intentional_crash", run: intentional_crash },
 ];
 
 fn frames_alloc_free_roundtrip() -> TestResult {
@@ -411,6 +412,12 @@ fn timer_ticks() -> TestResult {
 fn intentional_failure() -> TestResult {
     ensure!(1 + 1 == 3, "this test fails on purpose");
     Ok(())
+}
+
+/// Used by the runner's self-test: ends QEMU with a success status in the middle of the run,
+/// as a kernel that dies on its way out would, with no summary; must be reported as a failure.
+fn intentional_crash() -> TestResult {
+    arch::exit_qemu(true);
 }
 
 /// Used by the runner's self-test: must be detected as a hang by the runner's timeout.

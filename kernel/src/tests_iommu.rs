@@ -462,8 +462,8 @@ mod iommu_tests {
         }
     }
 
-    fn skip_without_iommu(test: &str) {
-        crate::println!("{test}: no IOMMU on this machine (firmware describes none, server agrees): nothing to translate, DMA isolation not checkable");
+    fn skip_without_iommu() {
+        crate::ktest::skip(String::from("no IOMMU on this machine (firmware describes none, server agrees): nothing to translate, DMA isolation not checkable"));
     }
 
     fn exit_of(kernel: &mut Kernel, pid: Pid) -> Option<ExitReason> {
@@ -548,11 +548,11 @@ mod iommu_tests {
         Ok((server, driver_pid, devices))
     }
 
-    fn edu_dma_with(server_arg: u64, test: &str) -> TestResult {
+    fn edu_dma_with(server_arg: u64) -> TestResult {
         with_kernel(|kernel| {
             let (server, driver_pid, device) = server_and_driver(kernel, server_arg, scenario::DMA, &[1])?;
             if !discovery_agrees(&server)? {
-                skip_without_iommu(test);
+                skip_without_iommu();
                 return Ok(());
             }
             kernel.start_process(driver_pid).map_err(err("start driver"))?;
@@ -569,13 +569,13 @@ mod iommu_tests {
     }
 
     fn edu_dma() -> TestResult {
-        edu_dma_with(0, "iommu::edu_dma")
+        edu_dma_with(0)
     }
 
     /// The same through stage-2 SMMU domains (VMID and VTTBR in the STE, no context descriptor).
     #[cfg(target_arch = "aarch64")]
     fn edu_dma_stage2() -> TestResult {
-        edu_dma_with(SERVER_STAGE2, "iommu::edu_dma_stage2")
+        edu_dma_with(SERVER_STAGE2)
     }
 
     fn unbound_device_blocked() -> TestResult {
@@ -584,7 +584,7 @@ mod iommu_tests {
             kernel.start_process(server.pid).map_err(err("start"))?;
             wait_ready(kernel, &server)?;
             if !discovery_agrees(&server)? {
-                skip_without_iommu("iommu::unbound_device_cannot_dma");
+                skip_without_iommu();
                 return Ok(());
             }
             let edus = edu_devices(&ConfigSpace::open()?);
@@ -616,7 +616,7 @@ mod iommu_tests {
         with_kernel(|kernel| {
             let (server, driver_pid, _device) = server_and_driver(kernel, 0, scenario::HOSTILE, &[1, 2])?;
             if !discovery_agrees(&server)? {
-                skip_without_iommu("iommu::hostile_driver");
+                skip_without_iommu();
                 return Ok(());
             }
             let baseline = server_kernel_pins(kernel, &server);
@@ -635,7 +635,7 @@ mod iommu_tests {
         with_kernel(|kernel| {
             let (server, driver_pid, device) = server_and_driver(kernel, 0, scenario::HOLD, &[1])?;
             if !discovery_agrees(&server)? {
-                skip_without_iommu("iommu::killed_driver");
+                skip_without_iommu();
                 return Ok(());
             }
             let baseline = server_kernel_pins(kernel, &server);
@@ -712,7 +712,7 @@ mod iommu_tests {
             let Object::Irq(irq) = msi.object else { return Err("the msi capability is no IRQ line".into()) };
             let (server, driver_pid, device) = server_and_driver(kernel, server_arg, scenario::HOLD, &[1])?;
             if !discovery_agrees(&server)? {
-                skip_without_iommu("iommu::attached_device_msi_reaches_the_cpu");
+                skip_without_iommu();
                 return Ok(());
             }
             kernel.start_process(driver_pid).map_err(err("start driver"))?;
@@ -788,12 +788,12 @@ mod iommu_tests {
     /// each domain format: it must pass its own checks, the server must have counted a number
     /// of DMA faults in `faults`, all of them routed to a fault queue, and once the driver is
     /// reaped the server must hold nothing of it.
-    fn scenario_with_devices(test: &str, scenario: u64, devices: usize, faults: core::ops::RangeInclusive<u64>) -> TestResult {
+    fn scenario_with_devices(scenario: u64, devices: usize, faults: core::ops::RangeInclusive<u64>) -> TestResult {
         for &server_arg in DOMAIN_FORMATS {
             let translated = with_kernel(|kernel| {
                 let (server, driver_pid, _) = server_and_driver_with_devices(kernel, server_arg, scenario, &[1], devices)?;
                 if !discovery_agrees(&server)? {
-                    skip_without_iommu(test);
+                    skip_without_iommu();
                     return Ok(false);
                 }
                 let baseline = server_kernel_pins(kernel, &server);
@@ -818,19 +818,19 @@ mod iommu_tests {
     /// Both edu devices of one driver in one IOAS (one shared HWPT, then one HWPT each): one
     /// map serves both devices' DMA; after the unmap each device's write faults (four in all).
     fn two_devices_one_ioas() -> TestResult {
-        scenario_with_devices("iommu::two_devices_one_ioas_dma_and_faults", scenario::TWO_DEVICES_ONE_IOAS, 2, 4..=u64::MAX)
+        scenario_with_devices(scenario::TWO_DEVICES_ONE_IOAS, 2, 4..=u64::MAX)
     }
 
     /// Each device in its own IOAS, the same IOVAs mapped to different memory; the second
     /// device's write to an IOVA only the first IOAS maps faults (once).
     fn two_devices_two_ioases() -> TestResult {
-        scenario_with_devices("iommu::two_devices_two_ioases_isolated", scenario::TWO_DEVICES_TWO_IOAS, 2, 1..=u64::MAX)
+        scenario_with_devices(scenario::TWO_DEVICES_TWO_IOAS, 2, 1..=u64::MAX)
     }
 
     /// A device moved between HWPTs of two IOASes with `device_replace`; no DMA of the
     /// scenario may fault.
     fn replace_moves_device() -> TestResult {
-        scenario_with_devices("iommu::replace_moves_device_between_ioases", scenario::REPLACE, 1, 0..=0)
+        scenario_with_devices(scenario::REPLACE, 1, 0..=0)
     }
 
     /// A driver's thread maps and unmaps while another destroys the IOAS and HWPT under it
@@ -843,7 +843,7 @@ mod iommu_tests {
                 let (server, driver_pid, _) = server_and_driver_with_devices(kernel, server_arg, scenario::DESTROY_RACES_MAP, &badges, 1)?;
                 let report_page = give_report_page(kernel, driver_pid)?;
                 if !discovery_agrees(&server)? {
-                    skip_without_iommu("iommu::destroy_races_map_nothing_leaks");
+                    skip_without_iommu();
                     return Ok(false);
                 }
                 let baseline = server_kernel_pins(kernel, &server);
@@ -873,7 +873,7 @@ mod iommu_tests {
             let (server, driver_pid, _device) = server_and_driver(kernel, server_arg, scenario::BENCH, &[1])?;
             let report_page = give_report_page(kernel, driver_pid)?;
             if !discovery_agrees(&server)? {
-                skip_without_iommu("bench::iommu");
+                skip_without_iommu();
                 return Ok(());
             }
             kernel.start_process(driver_pid).map_err(err("start driver"))?;
