@@ -39,11 +39,17 @@ import re, sys
 mode, figures_path, baseline_path = sys.argv[1:]
 # `bench: <label> <N> guest instructions[ (mean of R)]`: the label names the figure.
 FIGURE = re.compile(r"^(\S+) bench: (.*?) (\d+) guest instructions")
+# A label printed more than once in a boot (aarch64 runs the IPC figures for stage 1, then for
+# stage 2) is told apart by its occurrence: "<label> #2".
 current = {}
 for line in open(figures_path):
     m = FIGURE.match(line.strip())
     if m:
-        current[f"{m.group(1)} {m.group(2)}"] = int(m.group(3))
+        key = f"{m.group(1)} {m.group(2)}"
+        occurrence = 1
+        while (f"{key} #{occurrence}" if occurrence > 1 else key) in current:
+            occurrence += 1
+        current[f"{key} #{occurrence}" if occurrence > 1 else key] = int(m.group(3))
 if mode == "--baseline":
     with open(baseline_path, "w") as out:
         out.write("# Benchmark baseline in guest instructions (scripts/bench.sh --baseline wrote it).\n")

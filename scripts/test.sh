@@ -104,5 +104,11 @@ t0=$(date +%s)
 run_suite "QEMU suites" plain python3 scripts/qemu-tests.py --arch all
 echo "time QEMU suites: $(( $(date +%s) - t0 )) s"
 
+# The benchmarks are deterministic (guest instructions under icount): a figure more than 10 %
+# above scripts/bench-baseline.txt fails.
+t0=$(date +%s)
+run_suite "benchmarks" plain bash scripts/bench.sh --check
+echo "time benchmarks: $(( $(date +%s) - t0 )) s"
+
 echo "${total_passed} passed, ${total_failed} failed, ${total_skipped} skipped"
 [ "$total_failed" -eq 0 ]
