@@ -1290,6 +1290,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             }
             return FaultDelivery::Unrouted;
         };
+        let reason = self.fault_reason_in_ioas(device, &event);
         let label = self.device(device).label;
         let owner = self.objects[fault].owner;
         let depth = self.config.fault_queue_depth;
@@ -1309,9 +1310,30 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             pasid: event.pasid,
             group: event.group,
         });
-        let record = FaultRecord { device: label, pasid: event.pasid, iova: event.iova, access: event.access, reason: event.reason, cookie };
+        let record = FaultRecord { device: label, pasid: event.pasid, iova: event.iova, access: event.access, reason, cookie };
         queue.queued.push_back(QueuedFault { record, request });
         FaultDelivery::Queued { owner }
+    }
+
+    /// A translation fault at an IOVA that the device's IOAS maps, but without the access that
+    /// faulted, is a permission fault. Some units cannot tell the two apart: VT-d reports a
+    /// missing second-level leaf and a read-only one with the same reason (5h "lack of write
+    /// permission", VT-d spec 7.1.3), so the backend reports both as translation faults and
+    /// the IOAS, which knows what was mapped, decides.
+    fn fault_reason_in_ioas(&self, device: ObjectId, event: &FaultEvent) -> FaultReason {
+        if event.reason != FaultReason::Translation {
+            return event.reason;
+        }
+        let Some(&Attachment::Hwpt(hwpt)) = self.device(device).attachments.get(&event.pasid) else { return event.reason };
+        let HwptParent::Ioas(ioas) = self.hwpt(hwpt).parent else { return event.reason };
+        let Some((_, area)) = self.ioas(ioas).areas.range(..=event.iova).next_back() else { return event.reason };
+        let wants = |access: Access| event.access.bits() & access.bits() != 0;
+        let inside = area.range.start <= event.iova && event.iova <= area.range.last;
+        if inside && ((wants(Access::READ) && !area.perm.read) || (wants(Access::WRITE) && !area.perm.write)) {
+            FaultReason::Permission
+        } else {
+            event.reason
+        }
     }
 
     /// Take up to `max` records, oldest first, and the overflow count (which restarts at

@@ -56,6 +56,8 @@ mod va {
 
 /// IOVA of the DMA destination page (inside every aperture QEMU offers: 39 bits and up).
 const DESTINATION_IOVA: u64 = 0x1000_0000;
+/// IOVA of a second, read-only mapping of the destination page.
+const READ_ONLY_IOVA: u64 = 0x2000_0000;
 /// An IOVA inside the interrupt window the server reserves in every domain: the x86 MSI
 /// range (writes there are interrupts, never memory), the window an SMMU server keeps for
 /// mapping interrupt doorbells on arm.
@@ -174,23 +176,30 @@ fn copy_page(edu: &Edu, source: u64, destination: u64, code: u64) -> Outcome {
     edu.dma(edu::BUFFER, destination, PAGE_SIZE, true).map_err(|why| (code, why))
 }
 
-/// A DMA write the IOMMU must refuse: the device's handle and the IOVA of the page written.
+/// A DMA write the IOMMU must refuse: the device's handle, the IOVA of the page written and
+/// why it is refused (nothing mapped there: a translation fault; mapped read-only: a
+/// permission fault).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct RefusedWrite {
     device: DeviceId,
     iova: u64,
+    reason: FaultReason,
 }
 
 impl RefusedWrite {
+    /// A write to an IOVA that nothing maps.
+    fn unmapped(device: DeviceId, iova: u64) -> RefusedWrite {
+        RefusedWrite { device, iova, reason: FaultReason::Translation }
+    }
+
     /// Whether `record` reports this write (`exact`: at its first address).
     fn reported_by(&self, record: &iommu_abi::FaultRecord, exact: bool) -> bool {
         let at = if exact { record.iova == self.iova } else { record.iova & !(PAGE_SIZE - 1) == self.iova };
-        record.device == self.device.handle() && at && record.access == Access::WRITE && record.reason == FaultReason::Translation
+        record.device == self.device.handle() && at && record.access == Access::WRITE && record.reason == self.reason
     }
 }
 
-/// Waits for the record of `expected` in `faults`: its device, its IOVA, a write, a translation
-/// fault. Records of the same page, or of a write awaited before (`earlier`), may come too:
+/// Waits for the record of `expected` in `faults`: its device, its IOVA, a write, its reason. Records of the same page, or of a write awaited before (`earlier`), may come too:
 /// QEMU's SMMU reports a refused transfer once per access, and the server folds such a burst
 /// into one record, or two if it drained the queue in the middle. Any other record, or none in
 /// time, fails check `code`.
@@ -214,7 +223,7 @@ fn await_write_fault(iommu: &mut Client, faults: FaultId, expected: RefusedWrite
             return Ok(());
         }
         if syscall::instruction_counter() - start > FAULT_TIMEOUT {
-            return Err((code, "no fault record after DMA to an unmapped IOVA"));
+            return Err((code, "no fault record after a DMA write the IOMMU must refuse"));
         }
         syscall::yield_now();
     }
@@ -267,11 +276,26 @@ fn dma_through_iommu() -> Outcome {
     let quiet = iommu.fault_read(faults).map_err(|_| (21, "fault_read"))?;
     check(quiet.records().count() == 0, 22, "fault reported for a mapped DMA")?;
 
+    // The destination page mapped a second time, read-only: the device writing its buffer
+    // through that mapping must fault as a permission fault and leave the page as the CPU last
+    // wrote it. The IOVA is new to the device: QEMU's VT-d refuses a write that hits a read-only
+    // IOTLB entry without recording a fault, and records one only when it walks the tables.
+    let read_only_iova = iommu
+        .ioas_map(ioas, slot::BUFFER, PAGE_SIZE, PAGE_SIZE, IovaChoice::Fixed(READ_ONLY_IOVA), Perm::READ)
+        .map_err(|_| (27, "map the destination page read-only"))?;
+    destination.fill(0xc3);
+    edu.dma(edu::BUFFER, read_only_iova, PAGE_SIZE, true).map_err(|why| (28, why))?;
+    let read_only_write = RefusedWrite { device, iova: read_only_iova, reason: FaultReason::Permission };
+    await_write_fault(&mut iommu, faults, read_only_write, &[], 29)?;
+    check(destination.iter().all(|&b| b == 0xc3), 30, "DMA write through a read-only mapping changed memory")?;
+    check(iommu.ioas_unmap(ioas, read_only_iova, PAGE_SIZE) == Ok(PAGE_SIZE), 31, "unmap the read-only mapping")?;
+    println!("edu-driver: DMA write through a read-only mapping faulted as a permission fault; memory untouched");
+
     let unmapped = iommu.ioas_unmap(ioas, destination_iova, PAGE_SIZE).map_err(|_| (23, "ioas_unmap"))?;
     check(unmapped == PAGE_SIZE, 24, "unmap length")?;
     destination.fill(0x5a);
     edu.dma(edu::BUFFER, destination_iova, PAGE_SIZE, true).map_err(|why| (25, why))?;
-    await_write_fault(&mut iommu, faults, RefusedWrite { device, iova: destination_iova }, &[], 26)?;
+    await_write_fault(&mut iommu, faults, RefusedWrite::unmapped(device, destination_iova), &[read_only_write], 26)?;
     check(destination.iter().all(|&b| b == 0x5a), 32, "DMA after unmap changed memory")?;
     println!("edu-driver: DMA after unmap faulted with the right device, address and direction; memory untouched");
 
@@ -470,7 +494,7 @@ fn bench_fault_delivery(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outc
     let batch = iommu.fault_read(faults).map_err(|_| (95, "fault_read"))?;
     let held_at = syscall::instruction_counter();
     check(bits & kernel_ipc::FAULT_SIGNAL != 0, 96, "woken without the fault signal")?;
-    let refused = RefusedWrite { device, iova: DESTINATION_IOVA };
+    let refused = RefusedWrite::unmapped(device, DESTINATION_IOVA);
     check(batch.records().next().is_some_and(|record| refused.reported_by(record, true)), 97, "the first record is not the refused write")?;
     // SAFETY: the report page is mapped writable at va::REPORT (above), one page of words.
     unsafe { core::ptr::write_volatile((va::REPORT as *mut u64).add(contract::report::FAULT_HELD_AT), held_at) };

@@ -88,7 +88,7 @@ fn both_copy_through_one_map(iommu: &mut Client, ioas: IoasId, edus: &[Edu; 2], 
     check(iommu.ioas_unmap(ioas, iova, length) == Ok(length), code + 4, "unmap the four pages")?;
     page_mut(memory, 2).fill(UNTOUCHED);
     page_mut(memory, 3).fill(UNTOUCHED);
-    let refused = [RefusedWrite { device: devices[0], iova: iova + 2 * PAGE_SIZE }, RefusedWrite { device: devices[1], iova: iova + 3 * PAGE_SIZE }];
+    let refused = [RefusedWrite::unmapped(devices[0], iova + 2 * PAGE_SIZE), RefusedWrite::unmapped(devices[1], iova + 3 * PAGE_SIZE)];
     for (i, edu) in edus.iter().enumerate() {
         edu.dma(edu::BUFFER, refused[i].iova, PAGE_SIZE, true).map_err(|why| (code + 5, why))?;
         // One after the other: QEMU's SMMU reports one event per 4-byte access, and two pages
@@ -171,7 +171,7 @@ pub fn two_devices_two_ioas() -> Outcome {
     iommu
         .ioas_map(ioases[0], slot::BUFFER, 4 * PAGE_SIZE, PAGE_SIZE, IovaChoice::Fixed(only_first), Perm::READ_WRITE)
         .map_err(|_| (151, "map a page in the first IOAS only"))?;
-    let refused = RefusedWrite { device: devices[1], iova: only_first };
+    let refused = RefusedWrite::unmapped(devices[1], only_first);
     edus[1].dma(edu::BUFFER, only_first, PAGE_SIZE, true).map_err(|why| (152, why))?;
     await_write_fault(&mut iommu, queues[1], refused, &[], 153)?;
     check(untouched(memory, 4), 154, "the second device wrote a page mapped only in the first IOAS")?;

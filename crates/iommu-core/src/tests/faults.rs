@@ -157,3 +157,24 @@ fn a_fault_names_the_owner_of_the_queue_it_lands_in() {
     assert_eq!(h.server.deliver_fault(event(DEV2, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
     assert_eq!(h.server.fault_read(A, fault, 8).unwrap().records.len(), 1);
 }
+
+/// VT-d reports a write to a read-only second-level leaf with the reason it uses for a missing
+/// leaf; the IOAS tells them apart: a write inside a read-only area is a permission fault, a
+/// read there is not (the read was refused for another reason), and a write outside every area
+/// stays a translation fault.
+#[test]
+fn a_write_to_a_read_only_area_is_a_permission_fault() {
+    let mut h = harness();
+    let ioas = h.server.ioas_alloc(A).unwrap();
+    let device = h.bind(A, VTD, DEV);
+    let fault = h.server.fault_alloc(A).unwrap();
+    let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { fault: Some(fault), ..Default::default() }).unwrap();
+    h.server.device_attach(A, device, hwpt, None).unwrap();
+    let iova = h.server.ioas_map(A, ioas, MEM, 0, 0x2000, IovaChoice::Fixed(0x4000_0000), Perm::READ).unwrap();
+    let at = |iova: u64, access: Access| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova, access, reason: FaultReason::Translation, group: 0 };
+    for event in [at(iova + 0x1ff8, Access::WRITE), at(iova + 0x10, Access::READ), at(iova + 0x2000, Access::WRITE)] {
+        assert_eq!(h.server.deliver_fault(event), FaultDelivery::Queued { owner: A });
+    }
+    let reasons: Vec<FaultReason> = h.server.fault_read(A, fault, 8).unwrap().records.iter().map(|r| r.reason).collect();
+    assert_eq!(reasons, vec![FaultReason::Permission, FaultReason::Translation, FaultReason::Translation]);
+}
