@@ -20,12 +20,22 @@ struct KernelPin {
     in_use: u64,
 }
 
+/// A kernel pin's key: its object, its first page, and its place in the order pins were taken
+/// (a page pinned again while an older pin of it lives on for its other pages gets a second
+/// pin starting at the same page).
+type PinKey = (MemoryObjectId, u64, u64);
+
 /// Client memory pinned through the kernel: one `mem_pin_range` (one kernel pin) per run of up
 /// to `MAX_PIN_RANGE` pages the object model asks for.
+///
+/// The object model pins a page only while it holds it unpinned, so each page it holds is
+/// held by exactly one kernel pin: the newest one covering it (older pins covering the page
+/// released it before it was pinned again).
 pub struct KernelMemory {
     authority: u64,
-    /// Keyed by (object, first page).
-    pins: BTreeMap<(MemoryObjectId, u64), KernelPin>,
+    pins: BTreeMap<PinKey, KernelPin>,
+    /// Pins taken so far: the third part of the next key.
+    taken: u64,
     /// The capability slot `identify` looked at last and what it designates: `pin` is always
     /// called with the capability `identify` just vouched for.
     identified: Option<(u64, MemoryObjectId)>,
@@ -33,7 +43,7 @@ pub struct KernelMemory {
 
 impl KernelMemory {
     pub fn new(authority: u64) -> Self {
-        KernelMemory { authority, pins: BTreeMap::new(), identified: None }
+        KernelMemory { authority, pins: BTreeMap::new(), taken: 0, identified: None }
     }
 
     /// Kernel pins held for client memory.
@@ -41,11 +51,36 @@ impl KernelMemory {
         self.pins.len()
     }
 
-    fn release(&mut self, key: (MemoryObjectId, u64)) {
+    fn release(&mut self, key: PinKey) {
         if let Some(held) = self.pins.remove(&key) {
             if let Err(error) = syscall::mem_unpin(held.pin) {
                 println!("iommu-server: unpin {} failed: {error:?}", held.pin);
             }
+        }
+    }
+}
+
+impl KernelMemory {
+    /// `unpin` of pages `[first, end)` where more than one pin covers the range: each page is
+    /// released from the newest pin covering it.
+    fn unpin_overlapping(&mut self, object: MemoryObjectId, first: u64, end: u64) {
+        let mut emptied: Vec<PinKey> = Vec::new();
+        for page in first..end {
+            let holder = self
+                .pins
+                .range((object, 0, 0)..=(object, page, u64::MAX))
+                .filter(|(key, held)| key.1 + held.pages > page)
+                .max_by_key(|(key, _)| key.2)
+                .map(|(&key, _)| key);
+            let Some(key) = holder else { continue };
+            let held = self.pins.get_mut(&key).expect("found above");
+            held.in_use -= 1;
+            if held.in_use == 0 {
+                emptied.push(key);
+            }
+        }
+        for key in emptied {
+            self.release(key);
         }
     }
 }
@@ -70,7 +105,7 @@ impl MemorySource for KernelMemory {
         let first = offset / PAGE;
         let pages = length / PAGE;
         let mut frames: Vec<u64> = Vec::with_capacity(pages as usize);
-        let mut taken: Vec<(MemoryObjectId, u64)> = Vec::new();
+        let mut taken: Vec<PinKey> = Vec::new();
         let mut done = 0;
         while done < pages {
             let run = (pages - done).min(MAX_PIN_RANGE);
@@ -82,8 +117,10 @@ impl MemorySource for KernelMemory {
                     // SAFETY: `mem_pin_range` succeeded, so the kernel wrote all `run` words
                     // after the `done` initialized ones; capacity is `pages` >= done + run.
                     unsafe { frames.set_len((done + run) as usize) };
-                    self.pins.insert((object, first + done), KernelPin { pin, pages: run, in_use: run });
-                    taken.push((object, first + done));
+                    let key = (object, first + done, self.taken);
+                    self.taken += 1;
+                    self.pins.insert(key, KernelPin { pin, pages: run, in_use: run });
+                    taken.push(key);
                 }
                 Err(error) => {
                     for key in taken {
@@ -103,8 +140,13 @@ impl MemorySource for KernelMemory {
 
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64) {
         let (first, end) = (offset / PAGE, (offset + length) / PAGE);
-        let mut emptied: Vec<(MemoryObjectId, u64)> = Vec::new();
-        for (&key, held) in self.pins.range_mut((object, 0)..(object, end)) {
+        let candidates = (object, 0, 0)..(object, end, 0);
+        let covers = |key: &PinKey, held: &KernelPin| key.1 + held.pages > first;
+        if self.pins.range(candidates.clone()).filter(|(key, held)| covers(key, held)).count() > 1 {
+            return self.unpin_overlapping(object, first, end);
+        }
+        let mut emptied: Vec<PinKey> = Vec::new();
+        for (&key, held) in self.pins.range_mut(candidates) {
             let overlap = (key.1 + held.pages).min(end).saturating_sub(key.1.max(first));
             held.in_use -= overlap;
             if overlap > 0 && held.in_use == 0 {

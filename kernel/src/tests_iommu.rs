@@ -815,6 +815,58 @@ mod iommu_tests {
         Ok(())
     }
 
+    /// Seeds of the hostile request streams (one boot of the server each).
+    const STREAM_SEEDS: [u64; 2] = [0x5eed_0001, 0x5eed_0002];
+
+    /// A hostile driver throws a seeded random request stream at the server (its own device
+    /// DMAing at random IOVAs meanwhile) while a good driver, a separate process, copies pages
+    /// through its device and checks every byte: the good driver sees no wrong byte and no
+    /// fault, the hostile one gets only success or defined errors, the server carries on, and
+    /// once both are reaped it holds nothing of either.
+    fn hostile_stream_beside_good_driver() -> TestResult {
+        for seed in STREAM_SEEDS {
+            let translated = with_kernel(|kernel| {
+                let good = kernel.create_process("edu-driver", EDU_DRIVER, scenario::DMA_ROUNDS, DRIVER_QUOTA).map_err(err("create the good driver"))?;
+                let hostile = kernel
+                    .create_process("edu-driver", EDU_DRIVER, scenario::HOSTILE_STREAM | seed << 8, DRIVER_QUOTA)
+                    .map_err(err("create the hostile driver"))?;
+                let drivers = [(good, 1), (hostile, 2)];
+                let server = create_server(kernel, 0, &drivers)?;
+                for (pid, badge) in drivers {
+                    kernel.install(pid, driver_slot::SERVER, server.endpoint.clone(), Rights::WRITE.union(Rights::GRANT), badge).map_err(err("driver endpoint"))?;
+                }
+                kernel.start_process(server.pid).map_err(err("start server"))?;
+                wait_ready(kernel, &server)?;
+                if !discovery_agrees(&server)? {
+                    skip_without_iommu();
+                    return Ok(false);
+                }
+                let devices = edu_devices(&ConfigSpace::open()?);
+                ensure!(devices.len() >= 2, "found {} edu devices, the test needs two (qemu-run.sh adds two)", devices.len());
+                let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
+                for ((pid, _), device) in drivers.iter().zip(&devices) {
+                    let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
+                    kernel.install(*pid, driver_slot::DEVICE, bar, rights, 0).map_err(err("device capability"))?;
+                }
+                let baseline = server_kernel_pins(kernel, &server);
+                kernel.start_process(good).map_err(err("start the good driver"))?;
+                kernel.start_process(hostile).map_err(err("start the hostile driver"))?;
+                run_until(kernel, "both drivers", |k| k.has_exited(good) && k.has_exited(hostile))?;
+                let (good_exit, hostile_exit) = (exit_of(kernel, good), exit_of(kernel, hostile));
+                ensure!(good_exit == Some(ExitReason::Exited(0)), "the good driver ended with {good_exit:?} beside stream {seed:#x}");
+                ensure!(hostile_exit == Some(ExitReason::Exited(0)), "the hostile driver ended with {hostile_exit:?} (stream {seed:#x})");
+                ensure!(!kernel.has_exited(server.pid), "server died under stream {seed:#x}");
+                run_until(kernel, "the server to reap both drivers", |_| server.word(status::CLIENTS_REAPED) == 2)?;
+                server_holds_nothing(kernel, &server, baseline)?;
+                Ok(true)
+            })?;
+            if !translated {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Both edu devices of one driver in one IOAS (one shared HWPT, then one HWPT each): one
     /// map serves both devices' DMA; after the unmap each device's write faults (four in all).
     fn two_devices_one_ioas() -> TestResult {
@@ -944,6 +996,7 @@ mod iommu_tests {
         Test { name: "iommu::two_devices_two_ioases_isolated", run: two_devices_two_ioases },
         Test { name: "iommu::replace_moves_device_between_ioases", run: replace_moves_device },
         Test { name: "iommu::destroy_races_map_nothing_leaks", run: destroy_races_map },
+        Test { name: "iommu::hostile_stream_beside_good_driver", run: hostile_stream_beside_good_driver },
         Test { name: "root::system_description_runs", run: root_task_runs_the_system },
         Test { name: "bench::iommu", run: bench },
     ];

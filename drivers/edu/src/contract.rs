@@ -23,6 +23,11 @@ pub mod scenario {
     /// One thread maps and unmaps in a loop while the other destroys the IOAS and its HWPT;
     /// then waits, holding its device and fault queue, to be killed.
     pub const DESTROY_RACES_MAP: u64 = 8;
+    /// A bounded stream of random requests (seed in the start argument's bits 8..64) while
+    /// the device DMAs at random IOVAs; every reply must be success or a defined error.
+    pub const HOSTILE_STREAM: u64 = 9;
+    /// Rounds of map, copy through the device, check every byte, unmap; no fault allowed.
+    pub const DMA_ROUNDS: u64 = 10;
 }
 
 /// Capability slots the root task fills.

@@ -9,6 +9,7 @@ mod contract;
 mod edu;
 mod race;
 mod sharing;
+mod stream;
 mod transport;
 
 use contract::scenario;
@@ -80,6 +81,8 @@ fn main(arg: u64) -> u64 {
         scenario::TWO_DEVICES_TWO_IOAS => sharing::two_devices_two_ioas(),
         scenario::REPLACE => sharing::replace_moves_device(),
         scenario::DESTROY_RACES_MAP => race::destroy_races_map(),
+        scenario::HOSTILE_STREAM => stream::hostile_stream(arg >> 8),
+        scenario::DMA_ROUNDS => stream::dma_rounds(),
         _ => Err((99, "unknown scenario")),
     };
     match outcome {
