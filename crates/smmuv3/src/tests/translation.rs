@@ -131,12 +131,23 @@ fn without_range_invalidation_small_ranges_go_page_by_page() {
 #[test]
 fn without_range_invalidation_large_ranges_invalidate_the_whole_asid() {
     let mut rig = Rig::without_range_invalidation(SmmuOptions::default());
+    let (tables, root) = stage1_tables(&rig);
     let (smmu, mut env) = rig.parts();
-    smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid: 9 }, 0, 65 * 4096, Granule::Size4K, false).unwrap();
+    let asid = smmu.alloc_asid().unwrap();
+    smmu.attach_stage1(&mut env, SID, &Stage1Config::new(asid, root, 25, Granule::Size4K)).unwrap();
+    // The device caches the translation of the range's last page, which is then unmapped.
+    assert_eq!(rig.model().dma_write(SID, None, 0x8000_0000, &[7; 8]), Ok(()));
+    assert_eq!(rig.memory.read_bytes(DATA, 8), Some(vec![7; 8]));
+    tables.unmap(root, 1, 39, 0x8000_0000);
+    let (smmu, mut env) = rig.parts();
+    smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid }, 0x8000_0000 - 64 * 4096, 65 * 4096, Granule::Size4K, false).unwrap();
     let cmds = rig.model().executed_commands();
     let last = &cmds[cmds.len() - 2..];
-    assert_eq!((last[0].op(), last[0].asid(), last[0].vmid()), (opcode::TLBI_NH_ASID, 9, 0));
+    assert_eq!((last[0].op(), last[0].asid(), last[0].vmid()), (opcode::TLBI_NH_ASID, asid as u64, 0));
     assert_eq!(last[1].op(), opcode::SYNC);
+    let aborted = rig.model().dma_write(SID, None, 0x8000_0000, &[9; 8]).unwrap_err();
+    assert_eq!(aborted.event.map(|event| event.event_type()), Some(EventType::Translation));
+    assert_eq!(rig.memory.read_bytes(DATA, 8), Some(vec![7; 8]));
 }
 
 #[test]
