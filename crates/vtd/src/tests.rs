@@ -1086,3 +1086,30 @@ fn present_bit_flushed_before_the_rest_of_the_entry_is_seen_torn() {
     context_table.flush(&dma, 8, 8);
     assert_eq!(*seen.borrow(), [Err(0x03), Ok(page)]);
 }
+
+#[test]
+fn caching_mode_scalable_attach_drops_cached_not_present_context_and_pasid_entries() {
+    let mut rig = Rig::initialized(qemu::CAP | qemu::CAP_CM, qemu::ECAP_SCALABLE | qemu::ECAP_PASID, Mode::Scalable);
+    // Touched before attach: the root half and then the PASID entry are cached not present.
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x7000, &[1]), Err(0x01));
+    let (table, page) = rig.second_level_mapping(0x7000, true);
+    rig.unit.attach(DEVICE, 3, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x7000, page), Ok(vec![0x5a; 16]));
+    assert_eq!(rig.model().dma_write(DEVICE, Some(5), 0x7000, &[1]), Err(0x59));
+    let (tagged, tagged_page) = rig.second_level_mapping(0x7000, true);
+    rig.unit.attach_pasid(DEVICE, 5, 4, Translation::SecondLevel { root: tagged.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), Some(5), 0x7000, tagged_page), Ok(vec![0x5a; 16]));
+    // Wrong: a PASID entry published without the caching-mode invalidation keeps faulting.
+    assert_eq!(rig.model().dma_write(DEVICE, Some(6), 0x7000, &[1]), Err(0x59));
+    let memory = rig.dma.memory().clone();
+    let root = rig.model().read64(regs::RTADDR) & !0xfff;
+    let context = (memory.read_u64(root).unwrap() & !0xfff) + DEVICE.devfn() as u64 * 32;
+    let pasid_table = memory.read_u64(memory.read_u64(context).unwrap() & !0xfff).unwrap() & !0xfff;
+    let entry = crate::tables::PasidEntry::second_level(4, tagged.root(), 4);
+    for (index, word) in entry.words.iter().enumerate().rev() {
+        memory.write_u64(pasid_table + 6 * 64 + index as u64 * 8, *word).unwrap();
+    }
+    assert_eq!(rig.model().dma_write(DEVICE, Some(6), 0x7000, &[1]), Err(0x59));
+    rig.unit.invalidate(&[Invalidation::PasidCachePasid { did: 4, pasid: 6 }], &rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), Some(6), 0x7000, tagged_page), Ok(vec![0x5a; 16]));
+}
