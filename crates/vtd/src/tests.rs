@@ -169,8 +169,11 @@ fn register_based_invalidation_without_qi() {
     let (table, page) = rig.second_level_mapping(0x4000, true);
     rig.unit.attach(DEVICE, 3, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
     assert_eq!(rig.model().translate(DEVICE, None, 0x4010, true), Ok(page + 0x10));
+    table.unmap_4k(&rig.dma, 0x4000);
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4010, true), Ok(page + 0x10), "cached until flushed");
     let start = rig.model().invalidations().len();
     rig.unit.flush_iotlb_range(3, 0x4000, 0x2000, &rig.dma).unwrap();
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x4010, &[1]), Err(0x05));
     // IVA carries address and mask, IOTLB_REG the DID; drain bits follow CAP.DRD/DWD.
     assert_eq!(
         rig.invalidations_since(start),
@@ -598,8 +601,10 @@ fn device_tlb_users_get_device_tlb_invalidations() {
     rig.unit.enable_device_tlb(DEVICE).unwrap();
     rig.unit.attach(DEVICE, 7, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
     assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(page));
+    table.unmap_4k(&rig.dma, 0x4000);
     let start = rig.model().invalidations().len();
     rig.unit.flush_iotlb_range(7, 0x4000, 0x4000, &rig.dma).unwrap();
+    assert_eq!(rig.model().dma_read(DEVICE, None, 0x4000, 8), Err(0x06));
     assert_eq!(
         rig.invalidations_since(start),
         [

@@ -347,3 +347,22 @@ fn invalid_configurations_never_reach_the_ste() {
     assert!(smmu.attach_stage1(&mut env, SID, &bad).is_err());
     assert_eq!(rig.smmu.ste(SID).unwrap().config(), Some(StreamConfig::Bypass));
 }
+
+#[test]
+fn range_invalidation_reaches_the_last_page_of_the_range() {
+    let mut rig = Rig::new();
+    let (tables, root) = stage2_tables(&rig, TABLES_BASE);
+    let last = 0x10_0000 + 0x3FE * 4096;
+    tables.map(root, 1, 40, last, DATA, S2_RW);
+    let (smmu, mut env) = rig.parts();
+    let vmid = smmu.alloc_vmid().unwrap();
+    smmu.attach_stage2(&mut env, SID, &Stage2Config::new(vmid, root, 24, 1, Granule::Size4K)).unwrap();
+    assert_eq!(rig.model().dma_write(SID, None, last, &[3; 4]), Ok(()));
+    tables.unmap(root, 1, 40, last);
+    // 0x3FF pages in two range commands (SCALE 0 and 5): the cached page is in the second.
+    let (smmu, mut env) = rig.parts();
+    smmu.tlbi_range(&mut env, TlbScope::Stage2 { vmid }, 0x10_0000, 0x3FF * 4096, Granule::Size4K, true).unwrap();
+    let aborted = rig.model().dma_write(SID, None, last, &[4; 4]).unwrap_err();
+    assert_eq!(aborted.event.map(|event| event.event_type()), Some(EventType::Translation));
+    assert_eq!(rig.memory.read_bytes(DATA, 4), Some(vec![3; 4]));
+}
