@@ -612,12 +612,11 @@ impl<R: Registers> Smmu<R> {
         loop {
             let cons_reg = self.regs.read32(offset::CMDQ_CONS);
             if self.command_error_active() {
+                // Recovered, and waited for like any other progress: an SMMU that rejects
+                // every command (one reading unflushed queue memory) must not hang the caller.
                 let error = self.recover_command_error(env);
                 rejected.get_or_insert(error);
-                continue;
-            }
-            let cons = QueuePointer::from_register(self.cmdq_log2(), cons_reg);
-            if self.cmdq.prod.is_empty_with(cons) {
+            } else if self.cmdq.prod.is_empty_with(QueuePointer::from_register(self.cmdq_log2(), cons_reg)) {
                 return rejected.map_or(Ok(()), Err);
             }
             let now = env.clock.now_ns();
@@ -644,7 +643,6 @@ impl<R: Registers> Smmu<R> {
                 if self.command_error_active() {
                     let error = self.recover_command_error(env);
                     rejected.get_or_insert(error);
-                    continue;
                 }
                 if env.clock.now_ns().saturating_sub(start) > self.timeout_ns {
                     return Err(SmmuError::Timeout(WaitTarget::CommandQueueSpace));

@@ -169,8 +169,11 @@ fn register_based_invalidation_without_qi() {
     let (table, page) = rig.second_level_mapping(0x4000, true);
     rig.unit.attach(DEVICE, 3, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
     assert_eq!(rig.model().translate(DEVICE, None, 0x4010, true), Ok(page + 0x10));
+    table.unmap_4k(&rig.dma, 0x4000);
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4010, true), Ok(page + 0x10), "cached until flushed");
     let start = rig.model().invalidations().len();
     rig.unit.flush_iotlb_range(3, 0x4000, 0x2000, &rig.dma).unwrap();
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x4010, &[1]), Err(0x05));
     // IVA carries address and mask, IOTLB_REG the DID; drain bits follow CAP.DRD/DWD.
     assert_eq!(
         rig.invalidations_since(start),
@@ -314,6 +317,8 @@ fn caching_mode_reserves_did_zero_and_invalidates_on_present() {
         rig.invalidations_since(start),
         [Invalidation::ContextDevice { did: 0, source: DEVICE.0, function_mask: 0 }, Invalidation::IotlbDomain { did: 6 }]
     );
+    let page = rig.page();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, page, page), Ok(vec![0x5a; 16]));
     assert_eq!(
         rig.unit.attach(DEVICE, 1 << 15, Translation::PassThrough, &mut rig.dma),
         Ok(())
@@ -596,8 +601,10 @@ fn device_tlb_users_get_device_tlb_invalidations() {
     rig.unit.enable_device_tlb(DEVICE).unwrap();
     rig.unit.attach(DEVICE, 7, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
     assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(page));
+    table.unmap_4k(&rig.dma, 0x4000);
     let start = rig.model().invalidations().len();
     rig.unit.flush_iotlb_range(7, 0x4000, 0x4000, &rig.dma).unwrap();
+    assert_eq!(rig.model().dma_read(DEVICE, None, 0x4000, 8), Err(0x06));
     assert_eq!(
         rig.invalidations_since(start),
         [
@@ -660,9 +667,16 @@ fn queue_error_is_reported_and_the_queue_recovers() {
 fn long_batches_wrap_the_ring() {
     for (ecap, mode) in [(qemu::ECAP_LEGACY, Mode::Legacy), (qemu::ECAP_SCALABLE, Mode::Scalable)] {
         let mut rig = Rig::initialized(qemu::CAP, ecap, mode);
+        // A translation of domain 599 is cached, then unmapped: only the batch's last
+        // chunk (past the ring's wrap) drops it.
+        let (table, page) = rig.second_level_mapping(0x4000, true);
+        rig.unit.attach(DEVICE, 599, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+        assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x4000, page), Ok(vec![0x5a; 16]));
+        table.unmap_4k(&rig.dma, 0x4000);
         let batch: Vec<Invalidation> = (0..600).map(|did| Invalidation::IotlbDomain { did }).collect();
         let waits_before = rig.model().waits().len();
         rig.unit.invalidate(&batch, &rig.dma).unwrap();
+        assert_eq!(rig.model().dma_write(DEVICE, None, 0x4000, &[1]), Err(0x05));
         assert_eq!(rig.invalidations_since(rig.model().invalidations().len() - 600), batch);
         // One status-write wait per chunk, each with a fresh status value.
         let waits = rig.model().waits()[waits_before..].to_vec();
@@ -711,4 +725,396 @@ fn x2apic_interrupt_remapping() {
     assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Ok((0x50, 0x1_0002)));
     assert!(rig.unit.program_irte(2, 0x50, 0, DEVICE, &mut rig.dma).is_err(), "table holds 2 entries");
     assert_eq!(rig.unit.version(), (1, 0));
+}
+
+// ----- The model holds the driver to the spec: each test below runs a deliberately wrong
+// ----- driver step next to the right one and asserts what the device then observes.
+
+/// The unit as a driver that misreads its capabilities sees it: `cap_clear` bits read as 0 in
+/// CAP, `ecap_set` bits read as 1 in ECAP. The model itself behaves by its real CAP/ECAP.
+struct MisreadCapabilities<'a> {
+    model: &'a VtdModel,
+    cap_clear: u64,
+    ecap_set: u64,
+}
+
+impl Registers for MisreadCapabilities<'_> {
+    fn read32(&self, offset: usize) -> u32 {
+        self.model.read32(offset)
+    }
+    fn write32(&self, offset: usize, value: u32) {
+        self.model.write32(offset, value)
+    }
+    fn read64(&self, offset: usize) -> u64 {
+        match offset {
+            regs::CAP => self.model.read64(offset) & !self.cap_clear,
+            regs::ECAP => self.model.read64(offset) | self.ecap_set,
+            _ => self.model.read64(offset),
+        }
+    }
+    fn write64(&self, offset: usize, value: u64) {
+        self.model.write64(offset, value)
+    }
+}
+
+/// Device DMA: writes `pattern` at `iova` and returns the bytes at `page` afterwards, or the
+/// fault the write took.
+fn dma_lands(model: &VtdModel, memory: &PhysMemory, pasid: Option<u32>, iova: u64, page: u64) -> Result<Vec<u8>, u8> {
+    model.dma_write(DEVICE, pasid, iova, &[0x5a; 16])?;
+    Ok(memory.read_bytes(page + (iova & 0xfff), 16).unwrap())
+}
+
+#[test]
+fn plain_iotlb_invalidation_leaves_first_level_translations_cached() {
+    let mut rig = Rig::initialized(qemu::CAP_FLTS, qemu::ECAP_FLTS | qemu::ECAP_PASID, Mode::Scalable);
+    let (table, page) = rig.first_level_mapping(0x5000);
+    rig.unit.attach(DEVICE, 2, Translation::FirstLevel { root: table.root(), five_level: false }, &mut rig.dma).unwrap();
+    rig.dma.memory().write_bytes(page, b"first-level data").unwrap();
+    assert_eq!(rig.model().dma_read(DEVICE, None, 0x5000, 16), Ok(b"first-level data".to_vec()));
+    table.unmap_4k(&rig.dma, 0x5000);
+
+    // Wrong: the second-level flushes (page-selective, then domain-selective, then global)
+    // leave PASID-granular first-level entries alone (spec 6.5.2.4): the device still reads
+    // the unmapped page.
+    rig.unit.flush_iotlb_range(2, 0x5000, 0x1000, &rig.dma).unwrap();
+    rig.unit.flush_domain(2, &rig.dma).unwrap();
+    rig.unit.invalidate(&[Invalidation::IotlbGlobal], &rig.dma).unwrap();
+    assert_eq!(rig.model().dma_read(DEVICE, None, 0x5000, 16), Ok(b"first-level data".to_vec()));
+    assert!(rig.unit.drain_faults().faults.is_empty());
+
+    // Right: PASID-based invalidation (6.5.2.6) of RID_PASID drops it.
+    rig.unit.flush_pasid(2, crate::unit::RID_PASID, Some((0x5000, 0x1000)), &rig.dma).unwrap();
+    assert_eq!(rig.model().dma_read(DEVICE, None, 0x5000, 16), Err(0x71));
+    let faults = rig.unit.drain_faults().faults;
+    assert_eq!((faults[0].address, faults[0].reason), (0x5000, 0x71));
+}
+
+#[test]
+fn pasid_invalidation_leaves_second_level_translations_cached() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_SCALABLE, Mode::Scalable);
+    let (table, page) = rig.second_level_mapping(0x7000, true);
+    rig.unit.attach(DEVICE, 3, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x7000, page), Ok(vec![0x5a; 16]));
+    table.unmap_4k(&rig.dma, 0x7000);
+    // Wrong: a PASID-based flush for a second-level domain.
+    rig.unit.flush_pasid(3, crate::unit::RID_PASID, None, &rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x7000, true), Ok(page));
+    // Right: the domain's IOTLB invalidation.
+    rig.unit.flush_iotlb_range(3, 0x7000, 0x1000, &rig.dma).unwrap();
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x7000, &[1]), Err(0x05));
+}
+
+#[test]
+fn caching_mode_keeps_not_present_entries_until_invalidated() {
+    let mut rig = Rig::initialized(qemu::CAP | qemu::CAP_CM, qemu::ECAP_LEGACY, Mode::Legacy);
+    let mut table = rig.table(TableFormat::SecondLevel, 4);
+    rig.unit.attach(DEVICE, 6, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    // The device touches the page before it is mapped: CM caches the not-present leaf.
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x4000, &[1]), Err(0x05));
+    let page = rig.page();
+    table.map_4k(&mut rig.dma, 0x4000, page, true);
+    // Wrong: no flush after the map. The cached fault stands (and is reported again).
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x4000, &[1]), Err(0x05));
+    assert_eq!(rig.unit.drain_faults().faults.len(), 1, "one record; the second fault overflowed");
+    // Right: the flush caching mode asks for after creating mappings.
+    rig.unit.flush_iotlb_range(6, 0x4000, 0x1000, &rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x4000, page), Ok(vec![0x5a; 16]));
+
+    // Without CM nothing not-present is cached: the same map works without a flush.
+    let mut plain = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let mut table = plain.table(TableFormat::SecondLevel, 4);
+    plain.unit.attach(DEVICE, 6, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut plain.dma).unwrap();
+    assert_eq!(plain.model().dma_write(DEVICE, None, 0x4000, &[1]), Err(0x05));
+    let page = plain.page();
+    table.map_4k(&mut plain.dma, 0x4000, page, true);
+    assert_eq!(dma_lands(plain.model(), plain.dma.memory(), None, 0x4000, page), Ok(vec![0x5a; 16]));
+}
+
+#[test]
+fn caching_mode_context_entries_need_the_invalidation_on_present() {
+    // Right: the driver sees CAP.CM and invalidates the cached not-present context entry.
+    let mut rig = Rig::initialized(qemu::CAP | qemu::CAP_CM, qemu::ECAP_LEGACY, Mode::Legacy);
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x3000, &[7]), Err(0x01));
+    rig.unit.attach(DEVICE, 6, Translation::PassThrough, &mut rig.dma).unwrap();
+    let page = rig.page();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, page, page & !0xfff), Ok(vec![0x5a; 16]));
+
+    // Wrong: a driver that ignores CAP.CM skips that invalidation; the device stays blocked
+    // by the cached "root entry not present".
+    let memory = PhysMemory::new(MEMORY_BASE, 1 << 20);
+    let mut dma = FakeDma::new(memory.clone());
+    let model = VtdModel::new(memory.clone(), qemu::CAP | qemu::CAP_CM, qemu::ECAP_LEGACY);
+    let misread = MisreadCapabilities { model: &model, cap_clear: qemu::CAP_CM, ecap_set: 0 };
+    let mut unit = VtdUnit::new(misread, StepClock::new(1_000));
+    unit.init(Mode::Legacy, &mut dma).unwrap();
+    assert_eq!(model.dma_write(DEVICE, None, 0x3000, &[7]), Err(0x01));
+    unit.attach(DEVICE, 6, Translation::PassThrough, &mut dma).unwrap();
+    let page = dma.alloc_zeroed(4096, 4096).unwrap().phys;
+    assert_eq!(dma_lands(&model, &memory, None, page, page), Err(0x01));
+}
+
+#[test]
+fn interrupt_entry_cache_holds_irtes_until_invalidated() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    rig.unit.enable_interrupt_remapping(8, ApicMode::XApic, &mut rig.dma).unwrap();
+    let msi = rig.unit.program_irte(3, 0x41, 2, DEVICE, &mut rig.dma).unwrap();
+    let other = rig.unit.program_irte(5, 0x45, 2, DEVICE, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Ok((0x41, 2 << 8)));
+    assert_eq!(rig.model().remap_interrupt(DEVICE, other.address, other.data), Ok((0x45, 2 << 8)));
+    let irta = rig.model().read64(regs::IRTA) & !0xfff;
+    let memory = rig.dma.memory().clone();
+
+    // Wrong: the IRTEs are cleared (Present is bit 0 of the low word) without the interrupt
+    // entry cache invalidation: the cached entries still deliver.
+    memory.write_u64(irta + 3 * 16, 0).unwrap();
+    memory.write_u64(irta + 5 * 16, 0).unwrap();
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Ok((0x41, 2 << 8)));
+    // An index-selective invalidation drops its block only: index 2 with mask 1 is 2-3.
+    rig.unit.invalidate(&[Invalidation::InterruptEntries { index: 2, index_mask: 1 }], &rig.dma).unwrap();
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Err(0x22));
+    assert_eq!(rig.model().remap_interrupt(DEVICE, other.address, other.data), Ok((0x45, 2 << 8)));
+    // The global one drops everything.
+    rig.unit.invalidate(&[Invalidation::InterruptEntryGlobal], &rig.dma).unwrap();
+    assert_eq!(rig.model().remap_interrupt(DEVICE, other.address, other.data), Err(0x22));
+    // QEMU's unit has one fault record: the first fault is kept, the second overflows.
+    let report = rig.unit.drain_faults();
+    assert_eq!(report.faults.iter().map(|fault| fault.kind).collect::<Vec<_>>(), [FaultKind::InterruptRemap { index: 3 }]);
+    assert!(report.overflowed);
+}
+
+#[test]
+fn context_invalidation_must_name_the_cached_domain() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let (first, first_page) = rig.second_level_mapping(0x4000, true);
+    let (second, second_page) = rig.second_level_mapping(0x4000, true);
+    let (other, other_page) = rig.second_level_mapping(0x4000, true);
+    rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: first.root(), levels: 4 }, &mut rig.dma).unwrap();
+    rig.unit.attach(OTHER_DEVICE, 4, Translation::SecondLevel { root: other.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x4000, first_page), Ok(vec![0x5a; 16]));
+    assert_eq!(rig.model().translate(OTHER_DEVICE, None, 0x4000, false), Ok(other_page));
+
+    // A hand-made move of DEVICE to domain 2: clear, publish the new entry, then invalidate.
+    let root = rig.model().read64(regs::RTADDR) & !0xfff;
+    let memory = rig.dma.memory().clone();
+    let context_table = memory.read_u64(root).unwrap() & !0xfff;
+    let slot = context_table + DEVICE.devfn() as u64 * 16;
+    let entry = crate::tables::ContextEntry::new(crate::tables::LegacyTranslationType::Untranslated, second.root(), 4, 2);
+    memory.write_u64(slot + 8, entry.words[1]).unwrap();
+    memory.write_u64(slot, entry.words[0]).unwrap();
+    // Wrong: domain-selective context invalidation of the new domain-id (and of the other
+    // device's) leaves the entry cached under the old one; so does a device-selective one for
+    // another function (00:03.1 with no function mask).
+    let sibling = RequesterId::new(0, 3, 1);
+    rig.unit
+        .invalidate(
+            &[
+                Invalidation::ContextDomain { did: 2 },
+                Invalidation::ContextDevice { did: 1, source: sibling.0, function_mask: 0 },
+                Invalidation::IotlbDomain { did: 1 },
+            ],
+            &rig.dma,
+        )
+        .unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x4000, first_page), Ok(vec![0x5a; 16]));
+    assert_eq!(rig.dma.memory().read_bytes(second_page, 16).unwrap(), [0; 16]);
+    // Right: the old domain-id. The other device keeps its cached entry.
+    rig.unit.invalidate(&[Invalidation::ContextDomain { did: 1 }], &rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x4000, second_page), Ok(vec![0x5a; 16]));
+    let other_slot = context_table + OTHER_DEVICE.devfn() as u64 * 16;
+    memory.write_u64(other_slot, 0).unwrap();
+    assert_eq!(rig.model().translate(OTHER_DEVICE, None, 0x4000, false), Ok(other_page));
+    // A device-selective invalidation with the function mask covering 00:04.0 drops it.
+    let masked = RequesterId::new(0, 4, 5);
+    rig.unit.invalidate(&[Invalidation::ContextDevice { did: 4, source: masked.0, function_mask: 3 }], &rig.dma).unwrap();
+    assert_eq!(rig.model().translate(OTHER_DEVICE, None, 0x4000, false), Err(0x02));
+}
+
+#[test]
+fn pasid_cache_invalidation_must_name_the_cached_domain() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_SCALABLE, Mode::Scalable);
+    let (first, first_page) = rig.second_level_mapping(0x7000, true);
+    let (second, second_page) = rig.second_level_mapping(0x7000, true);
+    rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: first.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x7000, first_page), Ok(vec![0x5a; 16]));
+
+    // Find RID_PASID's entry: root → context (scalable, 32-byte entries) → directory → table.
+    let memory = rig.dma.memory().clone();
+    let root = rig.model().read64(regs::RTADDR) & !0xfff;
+    let context = (memory.read_u64(root).unwrap() & !0xfff) + DEVICE.devfn() as u64 * 32;
+    let directory = memory.read_u64(context).unwrap() & !0xfff;
+    let pasid_table = memory.read_u64(directory).unwrap() & !0xfff;
+    let entry = crate::tables::PasidEntry::second_level(2, second.root(), 4);
+    for (index, word) in entry.words.iter().enumerate().rev() {
+        memory.write_u64(pasid_table + index as u64 * 8, *word).unwrap();
+    }
+    // Wrong: PASID-selective invalidation with the new domain-id, and a domain-selective one
+    // of another domain: the PASID cache keeps the entry tagged with domain-id 1.
+    rig.unit
+        .invalidate(
+            &[
+                Invalidation::PasidCachePasid { did: 2, pasid: 0 },
+                Invalidation::PasidCacheDomain { did: 3 },
+                Invalidation::IotlbDomain { did: 1 },
+            ],
+            &rig.dma,
+        )
+        .unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x7000, first_page), Ok(vec![0x5a; 16]));
+    // Right: the old domain-id.
+    rig.unit.invalidate(&[Invalidation::PasidCacheDomain { did: 1 }], &rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x7000, second_page), Ok(vec![0x5a; 16]));
+}
+
+#[test]
+fn invalidation_hint_keeps_paging_structure_caches() {
+    for leaf_only in [true, false] {
+        let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+        let (mut table, old_page) = rig.second_level_mapping(0x4000, true);
+        rig.unit.attach(DEVICE, 5, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+        assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x4000, old_page), Ok(vec![0x5a; 16]));
+        // The level-2 entry now links a new leaf table mapping 0x4000 elsewhere: a non-leaf
+        // entry changed, as when an unmap frees a table and a map builds another.
+        table.relink(&mut rig.dma, 0x4000, 2);
+        let new_page = rig.page();
+        table.map_4k(&mut rig.dma, 0x4000, new_page, true);
+        let flush = Invalidation::IotlbPages { did: 5, address: 0x4000, address_mask: 0, leaf_only };
+        rig.unit.invalidate(&[flush], &rig.dma).unwrap();
+        let landed = rig.model().dma_read(DEVICE, None, 0x4000, 16).unwrap();
+        if leaf_only {
+            // Wrong: IH = 1 after a non-leaf change. The cached level-2 entry still leads to
+            // the old leaf table: the device reads the old page.
+            assert_eq!(landed, [0x5a; 16]);
+        } else {
+            // Right (what `flush_iotlb_range` issues): IH = 0 drops the non-leaf entries too.
+            assert_eq!(landed, [0; 16]);
+            assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x4000, new_page), Ok(vec![0x5a; 16]));
+        }
+    }
+}
+
+#[test]
+fn non_coherent_walker_sees_only_flushed_table_writes() {
+    // Wrong: a driver that takes the unit for coherent (ECAP.C = 1) skips every flush.
+    let misread_coherence = |ecap: u64| {
+        let memory = PhysMemory::new(MEMORY_BASE, 1 << 20);
+        let dma = FakeDma::new(memory.clone());
+        (memory.clone(), dma, VtdModel::new(memory, qemu::CAP, ecap))
+    };
+    // With queued invalidation, bring-up already fails: the walker reads the unflushed (zero)
+    // invalidation descriptors and stops the queue.
+    let (_, mut dma, model) = misread_coherence(qemu::ECAP_LEGACY);
+    let mut unit = VtdUnit::new(MisreadCapabilities { model: &model, cap_clear: 0, ecap_set: ECAP_COHERENT }, StepClock::new(1_000));
+    assert!(matches!(unit.init(Mode::Legacy, &mut dma), Err(VtdError::InvalidationQueueError { .. })));
+    assert_eq!(dma.flush_count(), 0);
+
+    // With register-based invalidation bring-up works, but the root and context entries of an
+    // attach never reach the walker: the device's DMA faults "root entry not present".
+    let (memory, mut dma, model) = misread_coherence(qemu::ECAP_LEGACY & !ECAP_QI);
+    let mut unit = VtdUnit::new(MisreadCapabilities { model: &model, cap_clear: 0, ecap_set: ECAP_COHERENT }, StepClock::new(1_000));
+    unit.init(Mode::Legacy, &mut dma).unwrap();
+    let mut table = TestPageTable::new(&mut dma, TableFormat::SecondLevel, 4);
+    let page = dma.alloc_zeroed(4096, 4096).unwrap().phys;
+    table.map_4k(&mut dma, 0x4000, page, true);
+    unit.attach(DEVICE, 1, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut dma).unwrap();
+    assert_eq!(dma_lands(&model, &memory, None, 0x4000, page), Err(0x01));
+    // The CPU's view has the entries: only the device's is stale.
+    let root = model.read64(regs::RTADDR) & !0xfff;
+    assert_eq!(memory.read_u64(root).unwrap() & 1, 1);
+    assert_eq!(memory.device_read_u64(root).unwrap() & 1, 0);
+
+    // Right: the same driver reading ECAP.C = 0 flushes, and the DMA lands.
+    let (memory, mut dma, model) = misread_coherence(qemu::ECAP_LEGACY & !ECAP_QI);
+    let mut unit = VtdUnit::new(&model, StepClock::new(1_000));
+    unit.init(Mode::Legacy, &mut dma).unwrap();
+    let mut table = TestPageTable::new(&mut dma, TableFormat::SecondLevel, 4);
+    let page = dma.alloc_zeroed(4096, 4096).unwrap().phys;
+    table.map_4k(&mut dma, 0x4000, page, true);
+    unit.attach(DEVICE, 1, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut dma).unwrap();
+    assert_eq!(dma_lands(&model, &memory, None, 0x4000, page), Ok(vec![0x5a; 16]));
+}
+
+/// Runs `update` with the device attempting DMA to 0x4000 after every flush; returns what each
+/// attempt observed.
+fn observe_during(
+    model: &Rc<VtdModel>,
+    dma: &mut FakeDma,
+    update: impl FnOnce(&mut FakeDma),
+) -> Vec<Result<u64, u8>> {
+    let seen = Rc::new(core::cell::RefCell::new(Vec::new()));
+    let (probe_model, probe_seen) = (model.clone(), seen.clone());
+    dma.observe_flushes(alloc::boxed::Box::new(move || {
+        probe_seen.borrow_mut().push(probe_model.translate(DEVICE, None, 0x4000, false));
+    }));
+    update(dma);
+    let observed = seen.borrow().clone();
+    observed
+}
+
+#[test]
+fn present_bit_flushed_before_the_rest_of_the_entry_is_seen_torn() {
+    let memory = PhysMemory::new(MEMORY_BASE, 1 << 20);
+    let mut dma = FakeDma::new(memory.clone());
+    let model = Rc::new(VtdModel::new(memory.clone(), qemu::CAP, qemu::ECAP_LEGACY));
+    let mut unit = VtdUnit::new(&*model, StepClock::new(1_000));
+    unit.init(Mode::Legacy, &mut dma).unwrap();
+    let mut table = TestPageTable::new(&mut dma, TableFormat::SecondLevel, 4);
+    let page = dma.alloc_zeroed(4096, 4096).unwrap().phys;
+    table.map_4k(&mut dma, 0x4000, page, true);
+    let translation = Translation::SecondLevel { root: table.root(), levels: 4 };
+
+    // Right: the driver's attach. At every point the walker sees either no entry (root 01h,
+    // context 02h) or the whole entry.
+    let seen = observe_during(&model, &mut dma, |dma| unit.attach(DEVICE, 1, translation, dma).unwrap());
+    assert!(seen.len() >= 3);
+    assert!(seen.iter().all(|result| matches!(result, Err(0x01 | 0x02) | Ok(_))), "{seen:x?}");
+    assert_eq!(seen.last(), Some(&Ok(page)));
+
+    // Wrong: a context entry for a device on another bus written Present-first (word 0
+    // flushed before word 1, which holds AW and the domain-id). In between, the walker reads
+    // a present entry with AW = 0 (30 bits, not in SAGAW): "invalid context entry", 03h.
+    let model_for_probe = model.clone();
+    let device = RequesterId::new(1, 0, 0);
+    let seen = Rc::new(core::cell::RefCell::new(Vec::new()));
+    let probe_seen = seen.clone();
+    dma.observe_flushes(alloc::boxed::Box::new(move || {
+        probe_seen.borrow_mut().push(model_for_probe.translate(device, None, 0x4000, false));
+    }));
+    let context_table = crate::dma::DmaTable::allocate(&mut dma, 4096, false).unwrap();
+    let root = model.read64(regs::RTADDR) & !0xfff;
+    let root_table_entry = crate::tables::RootEntry::new(context_table.phys());
+    memory.write_u64(root + 16 + 8, root_table_entry.words[1]).unwrap();
+    memory.write_u64(root + 16, root_table_entry.words[0]).unwrap();
+    let entry = crate::tables::ContextEntry::new(crate::tables::LegacyTranslationType::Untranslated, table.root(), 4, 7);
+    context_table.write_word(0, entry.words[0]);
+    context_table.flush(&dma, 0, 8);
+    context_table.write_word(8, entry.words[1]);
+    context_table.flush(&dma, 8, 8);
+    assert_eq!(*seen.borrow(), [Err(0x03), Ok(page)]);
+}
+
+#[test]
+fn caching_mode_scalable_attach_drops_cached_not_present_context_and_pasid_entries() {
+    let mut rig = Rig::initialized(qemu::CAP | qemu::CAP_CM, qemu::ECAP_SCALABLE | qemu::ECAP_PASID, Mode::Scalable);
+    // Touched before attach: the root half and then the PASID entry are cached not present.
+    assert_eq!(rig.model().dma_write(DEVICE, None, 0x7000, &[1]), Err(0x01));
+    let (table, page) = rig.second_level_mapping(0x7000, true);
+    rig.unit.attach(DEVICE, 3, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), None, 0x7000, page), Ok(vec![0x5a; 16]));
+    assert_eq!(rig.model().dma_write(DEVICE, Some(5), 0x7000, &[1]), Err(0x59));
+    let (tagged, tagged_page) = rig.second_level_mapping(0x7000, true);
+    rig.unit.attach_pasid(DEVICE, 5, 4, Translation::SecondLevel { root: tagged.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), Some(5), 0x7000, tagged_page), Ok(vec![0x5a; 16]));
+    // Wrong: a PASID entry published without the caching-mode invalidation keeps faulting.
+    assert_eq!(rig.model().dma_write(DEVICE, Some(6), 0x7000, &[1]), Err(0x59));
+    let memory = rig.dma.memory().clone();
+    let root = rig.model().read64(regs::RTADDR) & !0xfff;
+    let context = (memory.read_u64(root).unwrap() & !0xfff) + DEVICE.devfn() as u64 * 32;
+    let pasid_table = memory.read_u64(memory.read_u64(context).unwrap() & !0xfff).unwrap() & !0xfff;
+    let entry = crate::tables::PasidEntry::second_level(4, tagged.root(), 4);
+    for (index, word) in entry.words.iter().enumerate().rev() {
+        memory.write_u64(pasid_table + 6 * 64 + index as u64 * 8, *word).unwrap();
+    }
+    assert_eq!(rig.model().dma_write(DEVICE, Some(6), 0x7000, &[1]), Err(0x59));
+    rig.unit.invalidate(&[Invalidation::PasidCachePasid { did: 4, pasid: 6 }], &rig.dma).unwrap();
+    assert_eq!(dma_lands(rig.model(), rig.dma.memory(), Some(6), 0x7000, tagged_page), Ok(vec![0x5a; 16]));
 }

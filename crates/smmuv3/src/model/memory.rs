@@ -2,7 +2,9 @@
 //! clock that advances on every reading.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::boxed::Box;
 use alloc::rc::Rc;
+use alloc::vec::Vec;
 use core::cell::Cell;
 
 use hwio::{Clock, DmaAllocator, DmaBuffer};
@@ -11,12 +13,22 @@ use hwio::{Clock, DmaAllocator, DmaBuffer};
 ///
 /// Accessed only through raw pointers (never Rust references) because the driver writes the same
 /// bytes through `DmaBuffer::virt` while the model reads them by physical address.
+///
+/// Two views: the CPU's (`ptr`, where the driver's stores land) and that of an SMMU whose table
+/// and queue accesses do not snoop CPU caches (`device`, IDR0.COHACC = 0). Only the driver's
+/// `flush_for_device` ([`FakeMemory::flush`]) copies CPU stores to the device view, a cache line
+/// at a time; coherent agents (the SMMU's event writes, device DMA, the tests' hand-built tables)
+/// write both. A non-coherent walker therefore sees exactly what was flushed, in flush order.
 pub struct FakeMemory {
     base: u64,
     size: usize,
     ptr: *mut u8,
+    device: *mut u8,
     layout: Layout,
 }
+
+/// Bytes one flush writes back at least: a cache line (DC CVAC works on lines).
+const CACHE_LINE: u64 = 64;
 
 impl FakeMemory {
     /// Page-aligned host memory, zeroed, so that physical alignment carries over to `virt`.
@@ -25,8 +37,10 @@ impl FakeMemory {
         let layout = Layout::from_size_align(size, 4096).expect("fake memory layout");
         // SAFETY: `layout` has a non-zero size (asserted above).
         let ptr = unsafe { alloc_zeroed(layout) };
-        assert!(!ptr.is_null(), "host out of memory for fake physical memory");
-        Rc::new(FakeMemory { base, size, ptr, layout })
+        // SAFETY: as above.
+        let device = unsafe { alloc_zeroed(layout) };
+        assert!(!ptr.is_null() && !device.is_null(), "host out of memory for fake physical memory");
+        Rc::new(FakeMemory { base, size, ptr, device, layout })
     }
 
     pub fn base(&self) -> u64 {
@@ -48,6 +62,12 @@ impl FakeMemory {
         self.ptr.wrapping_add((pa - self.base) as usize)
     }
 
+    /// The physical address of host pointer `virt`, if it points into this memory.
+    pub fn phys_of(&self, virt: *const u8) -> Option<u64> {
+        let offset = (virt as usize).checked_sub(self.ptr as usize)?;
+        (offset < self.size).then_some(self.base + offset as u64)
+    }
+
     /// The 64-bit little-endian word at `pa`, `None` outside memory or when misaligned.
     pub fn read_u64(&self, pa: u64) -> Option<u64> {
         if !pa.is_multiple_of(8) || !self.contains(pa, 8) {
@@ -58,21 +78,76 @@ impl FakeMemory {
         Some(u64::from_le(unsafe { core::ptr::read_volatile(self.host_ptr(pa) as *const u64) }))
     }
 
-    /// Writes the 64-bit word at `pa`; false outside memory or when misaligned.
+    /// A coherent agent's write of the 64-bit word at `pa` (both views); false outside memory or
+    /// when misaligned.
     pub fn write_u64(&self, pa: u64, value: u64) -> bool {
         if !pa.is_multiple_of(8) || !self.contains(pa, 8) {
             return false;
         }
-        // SAFETY: as in `read_u64`.
-        unsafe { core::ptr::write_volatile(self.host_ptr(pa) as *mut u64, value.to_le()) };
+        // SAFETY: as in `read_u64`, for both equally sized views.
+        unsafe {
+            core::ptr::write_volatile(self.host_ptr(pa) as *mut u64, value.to_le());
+            core::ptr::write_volatile(self.device_ptr(pa) as *mut u64, value.to_le());
+        }
         true
+    }
+
+    /// The device view's byte for `pa` (which must be backed).
+    fn device_ptr(&self, pa: u64) -> *mut u8 {
+        assert!(self.contains(pa, 1), "physical address {pa:#x} not backed by fake memory");
+        self.device.wrapping_add((pa - self.base) as usize)
+    }
+
+    /// What a non-snooping SMMU reads at `pa`: the word as last flushed or written coherently.
+    pub fn device_read_u64(&self, pa: u64) -> Option<u64> {
+        if !pa.is_multiple_of(8) || !self.contains(pa, 8) {
+            return None;
+        }
+        // SAFETY: in bounds and aligned, as in `read_u64`, in the equally sized device view.
+        Some(u64::from_le(unsafe { core::ptr::read_volatile(self.device_ptr(pa) as *const u64) }))
+    }
+
+    /// Writes every cache line touching `[pa, pa + len)` back from the CPU view to the device view.
+    pub fn flush(&self, pa: u64, len: usize) {
+        let start = pa & !(CACHE_LINE - 1);
+        let end = (pa + len as u64).next_multiple_of(CACHE_LINE).min(self.base + self.size as u64);
+        assert!(self.contains(start, (end - start) as usize), "flush outside fake memory");
+        // SAFETY: the range lies inside both equally sized allocations (checked above), which do
+        // not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(self.host_ptr(start), self.device_ptr(start), (end - start) as usize) };
+    }
+
+    /// `len` bytes at `pa` as a device's DMA read returns them; `None` outside memory.
+    pub fn read_bytes(&self, pa: u64, len: usize) -> Option<Vec<u8>> {
+        if !self.contains(pa, len) {
+            return None;
+        }
+        // SAFETY: the range lies inside the allocation (checked above).
+        Some(unsafe { core::slice::from_raw_parts(self.host_ptr(pa), len) }.to_vec())
+    }
+
+    /// A device's DMA write (coherent: both views); `None` outside memory.
+    pub fn write_bytes(&self, pa: u64, data: &[u8]) -> Option<()> {
+        if !self.contains(pa, data.len()) {
+            return None;
+        }
+        // SAFETY: the range lies inside both equally sized, non-overlapping allocations.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), self.host_ptr(pa), data.len());
+            core::ptr::copy_nonoverlapping(data.as_ptr(), self.device_ptr(pa), data.len());
+        }
+        Some(())
     }
 }
 
 impl Drop for FakeMemory {
     fn drop(&mut self) {
-        // SAFETY: `ptr` was allocated in `new` with exactly this layout and is freed once.
-        unsafe { dealloc(self.ptr, self.layout) }
+        // SAFETY: `ptr` and `device` were allocated in `new` with exactly this layout and are
+        // freed once.
+        unsafe {
+            dealloc(self.ptr, self.layout);
+            dealloc(self.device, self.layout);
+        }
     }
 }
 
@@ -85,6 +160,7 @@ pub struct ModelDma {
     end: u64,
     live: usize,
     flushes: Cell<usize>,
+    observer: Option<Box<dyn Fn()>>,
 }
 
 impl ModelDma {
@@ -98,7 +174,13 @@ impl ModelDma {
     /// page tables, data pages, or addresses nothing is allowed to touch).
     pub fn in_range(memory: Rc<FakeMemory>, start: u64, end: u64) -> ModelDma {
         assert!(memory.contains(start, (end - start) as usize));
-        ModelDma { memory, next: start, end, live: 0, flushes: Cell::new(0) }
+        ModelDma { memory, next: start, end, live: 0, flushes: Cell::new(0), observer: None }
+    }
+
+    /// Runs `observer` after every flush from now on: a test lets a device do DMA at each point
+    /// where the SMMU's view of memory changes, so it sees every intermediate state of an update.
+    pub fn observe_flushes(&mut self, observer: Box<dyn Fn()>) {
+        self.observer = Some(observer);
     }
 
     /// Buffers allocated and not yet freed.
@@ -124,6 +206,8 @@ impl DmaAllocator for ModelDma {
         // SAFETY: `[virt, virt + size)` lies inside the fake memory (checked by `contains`), and
         // the bump pointer never hands the same bytes out twice.
         unsafe { core::ptr::write_bytes(virt, 0, size) };
+        // Freshly zeroed memory holds no stale lines: the device sees the zeros too.
+        self.memory.flush(phys, size);
         self.live += 1;
         Some(DmaBuffer { phys, virt, size })
     }
@@ -133,8 +217,13 @@ impl DmaAllocator for ModelDma {
         self.live -= 1;
     }
 
-    fn flush_for_device(&self, _virt: *const u8, _len: usize) {
+    fn flush_for_device(&self, virt: *const u8, len: usize) {
+        let pa = self.memory.phys_of(virt).expect("flush outside fake memory");
+        self.memory.flush(pa, len);
         self.flushes.set(self.flushes.get() + 1);
+        if let Some(observer) = &self.observer {
+            observer();
+        }
     }
 }
 

@@ -7,9 +7,18 @@
 //! address and every stage-1 table address go through stage 2), and either yields a physical
 //! address or aborts, recording the spec's event in the event queue in memory.
 //!
-//! Like the hardware, the model caches: STEs/CDs in a configuration cache dropped only by
-//! CMD_CFGI_*, translations in a TLB dropped only by CMD_TLBI_*. A driver that forgets an
-//! invalidation therefore fails tests the way it would fail on hardware.
+//! Like the hardware, the model caches, and each cache is dropped only by the commands the spec
+//! names for it (4.3, 4.4): STEs by CMD_CFGI_STE, CMD_CFGI_STE_RANGE and CMD_CFGI_ALL; CDs by
+//! CMD_CFGI_CD(_ALL) and, as in QEMU, by the STE invalidations of their stream (never the other
+//! way round: CMD_CFGI_CD leaves the STE cached); translations in a TLB, and the non-leaf table
+//! descriptors of each walk in a walk cache, by the CMD_TLBI_* whose tag (ASID, VMID) and address
+//! match, where a TLBI by address with Leaf = 1 keeps the walk cache. A driver that forgets an
+//! invalidation, or names the wrong one, therefore fails tests the way it would fail on hardware.
+//!
+//! An SMMU without IDR0.COHACC reads its tables and queues from the device view of
+//! [`FakeMemory`], which only the driver's `flush_for_device` updates: a missing flush, or a
+//! valid bit made visible before the rest of its entry, shows in the walk. Devices move bytes
+//! through [`SmmuModel::dma_write`] and [`SmmuModel::dma_read`].
 //!
 //! Fidelity notes: register widths are enforced (a 64-bit read of an ID register panics: QEMU
 //! returns 0); configurations that make QEMU abort (an STE with stage 2 and S2AA64 = 0, a CD with
@@ -39,7 +48,7 @@ use crate::regs::{
 use crate::ste::{L1Descriptor, Ste, StreamConfig};
 
 pub use memory::{FakeMemory, ModelDma, StepClock};
-use walk::{walk, Fault, Stage, WalkConfig};
+use walk::{walk, Fault, Stage, View, WalkConfig, WalkCursor, WalkEntry};
 
 /// When the model consumes commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +97,6 @@ pub struct Aborted {
     pub event: Option<EventRecord>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct CachedConfig {
-    ste: Ste,
-    /// The CD when stage 1 is enabled.
-    cd: Option<ContextDescriptor>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TlbEntry {
     vmid: u16,
@@ -124,8 +126,11 @@ struct State {
     eventq_base: u64,
     eventq_prod: u32,
     eventq_cons: u32,
-    configs: BTreeMap<u32, CachedConfig>,
+    /// Configuration cache: STEs and (SubstreamID 0) CDs by StreamID.
+    stes: BTreeMap<u32, Ste>,
+    cds: BTreeMap<u32, ContextDescriptor>,
     tlb: Vec<TlbEntry>,
+    walk_cache: Vec<WalkEntry>,
     executed: Vec<Command>,
     sync_interrupts: u64,
     lost_events: u64,
@@ -185,9 +190,60 @@ impl SmmuModel {
         self.state.borrow().tlb.len()
     }
 
-    /// Whether the configuration of `sid` is cached.
+    /// Whether the STE of `sid` is cached.
     pub fn config_cached(&self, sid: u32) -> bool {
-        self.state.borrow().configs.contains_key(&sid)
+        self.state.borrow().stes.contains_key(&sid)
+    }
+
+    /// Whether the CD of `sid` (SubstreamID 0) is cached.
+    pub fn cd_cached(&self, sid: u32) -> bool {
+        self.state.borrow().cds.contains_key(&sid)
+    }
+
+    /// Drops every cached STE, CD, translation and table descriptor, as an SMMU may at any
+    /// moment (caches are finite): a test then sees what the next fetch from memory would.
+    pub fn evict_caches(&self) {
+        let mut state = self.state.borrow_mut();
+        state.stes.clear();
+        state.cds.clear();
+        state.tlb.clear();
+        state.walk_cache.clear();
+    }
+
+    /// Number of cached non-leaf table descriptors.
+    pub fn walk_cache_entries(&self) -> usize {
+        self.state.borrow().walk_cache.len()
+    }
+
+    /// Memory as the SMMU's table and queue accesses see it (IDR0.COHACC).
+    fn view(&self) -> View<'_> {
+        View { memory: &self.memory, coherent: self.id().coherent() }
+    }
+
+    /// A device's DMA write of `data` at `iova`, page by page through [`SmmuModel::translate`];
+    /// stops at the first page that aborts (earlier pages were written).
+    pub fn dma_write(&self, sid: u32, ssid: Option<u32>, iova: u64, data: &[u8]) -> Result<(), Aborted> {
+        let mut done = 0;
+        while done < data.len() {
+            let address = iova + done as u64;
+            let chunk = (0x1000 - (address & 0xfff) as usize).min(data.len() - done);
+            let pa = self.translate(sid, ssid, address, Access::Write)?;
+            self.memory.write_bytes(pa, &data[done..done + chunk]).ok_or(Aborted { event: None })?;
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// A device's DMA read of `len` bytes at `iova` through [`SmmuModel::translate`].
+    pub fn dma_read(&self, sid: u32, ssid: Option<u32>, iova: u64, len: usize) -> Result<Vec<u8>, Aborted> {
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let address = iova + bytes.len() as u64;
+            let chunk = (0x1000 - (address & 0xfff) as usize).min(len - bytes.len());
+            let pa = self.translate(sid, ssid, address, Access::Read)?;
+            bytes.extend(self.memory.read_bytes(pa, chunk).ok_or(Aborted { event: None })?);
+        }
+        Ok(bytes)
     }
 
     /// Raw value of SMMU_CR0 (for tests checking what the driver enabled).
@@ -232,15 +288,14 @@ impl SmmuModel {
     }
 
     fn translate_locked(&self, state: &mut State, sid: u32, ssid: Option<u32>, iova: u64, write: bool) -> Result<u64, Outcome> {
-        let config = match state.configs.get(&sid) {
+        let ste = match state.stes.get(&sid) {
             Some(cached) => *cached,
             None => {
-                let config = self.fetch_config(state, sid)?;
-                state.configs.insert(sid, config);
-                config
+                let ste = self.fetch_ste(state, sid)?;
+                state.stes.insert(sid, ste);
+                ste
             }
         };
-        let ste = config.ste;
         let stream = ste.config().expect("only decodable STEs are cached");
         match stream {
             StreamConfig::Abort => return Err(Outcome::SilentAbort),
@@ -251,10 +306,22 @@ impl SmmuModel {
         if ssid.is_some() {
             return Err(config_fault(EventType::BadSubstreamId));
         }
+        let cd = if stream.stage1() {
+            Some(match state.cds.get(&sid) {
+                Some(cached) => *cached,
+                None => {
+                    let cd = self.fetch_cd(&ste, stream)?;
+                    state.cds.insert(sid, cd);
+                    cd
+                }
+            })
+        } else {
+            None
+        };
         let vmid = ste.s2vmid() as u16;
         let s2 = stream.stage2().then(|| stage2_walk_config(&ste));
         let s2_record = ste.s2_record();
-        let asid = config.cd.map(|cd| cd.asid() as u16);
+        let asid = cd.map(|cd| cd.asid() as u16);
         if let Some(hit) = state.tlb.iter().find(|e| {
             e.vmid == vmid && e.asid == asid && iova >= e.input_base && iova - e.input_base < e.size
         }) {
@@ -264,9 +331,14 @@ impl SmmuModel {
             }
         }
 
-        let memory = &*self.memory;
+        let memory = self.view();
+        // Walks of one stage go through the walk cache; nested walks do not use it (a cached
+        // stage-1 descriptor holds an IPA whose stage-2 translation would need caching too).
+        let nested = cd.is_some() && s2.is_some();
+        let mut cursor = WalkCursor { cache: &mut state.walk_cache, vmid, asid };
+        let mut cache = (!nested).then_some(&mut cursor);
         let stage2_fault = |fault: Fault| Outcome::Fault { fault, record_allowed: !fault.kind.is_translation_class() || s2_record };
-        let (output, size, writable) = if let Some(cd) = config.cd {
+        let (output, size, writable) = if let Some(cd) = cd {
             let s1 = stage1_walk_config(&cd);
             let cd_record = cd.record_faults();
             let input_ok = !cd.epd0() && iova >> s1.input_bits == 0;
@@ -278,21 +350,25 @@ impl SmmuModel {
                 return Err(s1_fault(Fault::new(EventType::Translation, false, FaultClass::Input, iova)));
             }
             let mut table_address = |table_ipa: u64| match &s2 {
-                Some(s2cfg) => walk(memory, s2cfg, table_ipa, false, FaultClass::TranslationTable, &mut Ok).map(|l| l.output),
+                Some(s2cfg) => {
+                    walk(memory, s2cfg, table_ipa, false, FaultClass::TranslationTable, &mut Ok, None).map(|l| l.output)
+                }
                 None => Ok(table_ipa),
             };
-            let leaf = walk(memory, &s1, iova, write, FaultClass::Input, &mut table_address).map_err(s1_fault)?;
+            let leaf = walk(memory, &s1, iova, write, FaultClass::Input, &mut table_address, cache.as_deref_mut())
+                .map_err(s1_fault)?;
             match &s2 {
                 Some(s2cfg) => {
                     let ipa = leaf.output;
-                    let leaf2 = walk(memory, s2cfg, ipa, write, FaultClass::Input, &mut Ok).map_err(stage2_fault)?;
+                    let leaf2 =
+                        walk(memory, s2cfg, ipa, write, FaultClass::Input, &mut Ok, None).map_err(stage2_fault)?;
                     (leaf2.output, leaf.size.min(leaf2.size), leaf.writable && leaf2.writable)
                 }
                 None => (leaf.output, leaf.size, leaf.writable),
             }
         } else {
             let s2cfg = s2.expect("stage-2-only STE");
-            let leaf = walk(memory, &s2cfg, iova, write, FaultClass::Input, &mut Ok).map_err(stage2_fault)?;
+            let leaf = walk(memory, &s2cfg, iova, write, FaultClass::Input, &mut Ok, cache).map_err(stage2_fault)?;
             (leaf.output, leaf.size, leaf.writable)
         };
         let input_base = iova & !(size - 1);
@@ -300,8 +376,9 @@ impl SmmuModel {
         Ok(output)
     }
 
-    /// Reads and validates the STE (and CD) of `sid`, with QEMU's checks.
-    fn fetch_config(&self, state: &State, sid: u32) -> Result<CachedConfig, Outcome> {
+    /// Reads and validates the STE of `sid`, with QEMU's checks.
+    fn fetch_ste(&self, state: &State, sid: u32) -> Result<Ste, Outcome> {
+        let memory = self.view();
         let id = self.id();
         let cfg = StrtabBaseCfg::decode(state.strtab_base_cfg);
         let log2size = cfg.log2size.min(id.sid_bits());
@@ -318,7 +395,7 @@ impl SmmuModel {
                 // Like QEMU, the L1 base is aligned down to the L1 table size.
                 let l1_size_log2 = (log2size.saturating_sub(cfg.split) + 3).max(6);
                 let l1_addr = (base & !crate::bits::low_mask(l1_size_log2)) + (sid >> cfg.split) as u64 * 8;
-                let Some(word) = self.memory.read_u64(l1_addr) else {
+                let Some(word) = memory.read_u64(l1_addr) else {
                     return Err(fetch_fault(EventType::SteFetch, l1_addr));
                 };
                 let desc = L1Descriptor { words: [word] };
@@ -334,14 +411,14 @@ impl SmmuModel {
         };
         let mut ste = Ste::default();
         for (i, word) in ste.words.iter_mut().enumerate() {
-            *word = self.memory.read_u64(ste_addr + 8 * i as u64).ok_or(fetch_fault(EventType::SteFetch, ste_addr))?;
+            *word = memory.read_u64(ste_addr + 8 * i as u64).ok_or(fetch_fault(EventType::SteFetch, ste_addr))?;
         }
         let stream = match ste.config() {
             Some(config) if ste.valid() => config,
             _ => return Err(config_fault(EventType::BadSte)),
         };
         if matches!(stream, StreamConfig::Abort | StreamConfig::Bypass) {
-            return Ok(CachedConfig { ste, cd: None });
+            return Ok(ste);
         }
         if (stream.stage1() && !id.stage1()) || (stream.stage2() && !id.stage2()) {
             return Err(config_fault(EventType::BadSte));
@@ -352,29 +429,33 @@ impl SmmuModel {
                 return Err(config_fault(EventType::BadSte));
             }
         }
-        if !stream.stage1() {
-            return Ok(CachedConfig { ste, cd: None });
-        }
-        if ste.s1_cd_max() != 0 || ste.s1_stall_disable() {
+        if stream.stage1() && (ste.s1_cd_max() != 0 || ste.s1_stall_disable()) {
             return Err(config_fault(EventType::BadSte)); // QEMU: no substreams, no stall model
         }
+        Ok(ste)
+    }
+
+    /// Reads and validates the CD (SubstreamID 0) a stage-1 STE points to, with QEMU's checks.
+    fn fetch_cd(&self, ste: &Ste, stream: StreamConfig) -> Result<ContextDescriptor, Outcome> {
+        let id = self.id();
+        let memory = self.view();
         let mut cd_addr = ste.s1_context_ptr();
         if stream.stage2() {
             // Nested: the CD pointer is an IPA; a stage-2 fault here has CLASS = CD.
-            let s2 = stage2_walk_config(&ste);
-            cd_addr = walk(&self.memory, &s2, cd_addr, false, FaultClass::ContextDescriptor, &mut Ok)
+            let s2 = stage2_walk_config(ste);
+            cd_addr = walk(memory, &s2, cd_addr, false, FaultClass::ContextDescriptor, &mut Ok, None)
                 .map_err(|fault| Outcome::Fault { fault, record_allowed: !fault.kind.is_translation_class() || ste.s2_record() })?
                 .output;
         }
         let mut cd = ContextDescriptor::default();
         for (i, word) in cd.words.iter_mut().enumerate() {
-            *word = self.memory.read_u64(cd_addr + 8 * i as u64).ok_or(fetch_fault(EventType::CdFetch, cd_addr))?;
+            *word = memory.read_u64(cd_addr + 8 * i as u64).ok_or(fetch_fault(EventType::CdFetch, cd_addr))?;
         }
         assert!(cd.ips() <= 5 || !cd.valid(), "QEMU 10.0.2 aborts on a CD with IPS = 6 (52-bit)");
         if !cd_valid(&cd, &id) {
             return Err(config_fault(EventType::BadCd));
         }
-        Ok(CachedConfig { ste, cd: Some(cd) })
+        Ok(cd)
     }
 
     /// Appends `record` to the event queue; false if it could not be written.
@@ -421,7 +502,8 @@ impl SmmuModel {
                 return;
             }
             let addr = queue_base_addr(state.cmdq_base) + cons.index() as u64 * Command::SIZE as u64;
-            let fetched = self.memory.read_u64(addr).zip(self.memory.read_u64(addr + 8));
+            let view = self.view();
+            let fetched = view.read_u64(addr).zip(view.read_u64(addr + 8));
             let result = match fetched {
                 Some((w0, w1)) => self.execute(state, Command { words: [w0, w1] }),
                 None => Err(CommandErrorCode::Abort),
@@ -446,18 +528,23 @@ impl SmmuModel {
         let s1 = id.stage1();
         let s2 = id.stage2();
         // With IDR0.S2P = 0 the VMID fields are ignored (QEMU: VMID -1 = any).
-        let vmid_matches = |e: &TlbEntry| !s2 || e.vmid == cmd.vmid() as u16;
+        let vmid_matches = |vmid: u16| !s2 || vmid == cmd.vmid() as u16;
         // TLBI by address: one address, or with TG != 0 (IDR3.RIL) the range of
         // (NUM + 1) << SCALE granules from it (spec 4.4.1.1).
         let range_tg = cmd.tg();
-        let contains = |e: &TlbEntry, addr: u64| {
+        let overlaps = |base: u64, size: u64, addr: u64| {
             let granules = (cmd.num() + 1) << cmd.scale();
             let length = match range_tg {
                 0 => 1,
                 tg => granules << (10 + 2 * tg),
             };
-            addr < e.input_base + e.size && e.input_base < addr.saturating_add(length)
+            addr < base + size && base < addr.saturating_add(length)
         };
+        let contains = |e: &TlbEntry, addr: u64| overlaps(e.input_base, e.size, addr);
+        // Non-leaf walk-cache entries an address invalidation reaches: none with Leaf = 1
+        // (spec 4.4.1: only last-level entries are invalidated), else those on the address's path.
+        let walk_reached = |e: &WalkEntry, addr: u64| !cmd.leaf() && overlaps(e.input_base, e.size, addr);
+        let asid = cmd.asid() as u16;
         match cmd.op() {
             opcode::SYNC => {
                 if cmd.sync_cs() == SyncSignal::Irq as u64 {
@@ -465,11 +552,20 @@ impl SmmuModel {
                 }
             }
             opcode::PREFETCH_CONFIG | opcode::PREFETCH_ADDR => {}
-            opcode::CFGI_STE | opcode::CFGI_CD | opcode::CFGI_CD_ALL => {
+            // The STE and the CDs cached through it (QEMU drops them together as well).
+            opcode::CFGI_STE => {
                 if cmd.ssec() {
                     return Err(CommandErrorCode::Illegal);
                 }
-                state.configs.remove(&(cmd.stream_id() as u32));
+                state.stes.remove(&(cmd.stream_id() as u32));
+                state.cds.remove(&(cmd.stream_id() as u32));
+            }
+            // CDs only: the STE that points to them stays cached (spec 4.3.4, 4.3.5).
+            opcode::CFGI_CD | opcode::CFGI_CD_ALL => {
+                if cmd.ssec() {
+                    return Err(CommandErrorCode::Illegal);
+                }
+                state.cds.remove(&(cmd.stream_id() as u32));
             }
             opcode::CFGI_STE_RANGE => {
                 if cmd.ssec() {
@@ -477,24 +573,39 @@ impl SmmuModel {
                 }
                 let mask = crate::bits::low_mask(cmd.range() as u32 + 1);
                 let first = cmd.stream_id() & !mask;
-                state.configs.retain(|sid, _| (*sid as u64) < first || (*sid as u64) > first + mask);
+                let outside = |sid: &u32| (*sid as u64) < first || (*sid as u64) > first + mask;
+                state.stes.retain(|sid, _| outside(sid));
+                state.cds.retain(|sid, _| outside(sid));
             }
-            opcode::TLBI_NH_ALL if s1 => state.tlb.retain(|e| !(e.asid.is_some() && vmid_matches(e))),
+            opcode::TLBI_NH_ALL if s1 => {
+                state.tlb.retain(|e| !(e.asid.is_some() && vmid_matches(e.vmid)));
+                state.walk_cache.retain(|e| !(e.asid.is_some() && vmid_matches(e.vmid)));
+            }
             opcode::TLBI_NH_ASID if s1 => {
-                state.tlb.retain(|e| !(e.asid == Some(cmd.asid() as u16) && vmid_matches(e)))
+                state.tlb.retain(|e| !(e.asid == Some(asid) && vmid_matches(e.vmid)));
+                state.walk_cache.retain(|e| !(e.asid == Some(asid) && vmid_matches(e.vmid)));
             }
-            opcode::TLBI_NH_VA if s1 => state
-                .tlb
-                .retain(|e| !(e.asid == Some(cmd.asid() as u16) && vmid_matches(e) && contains(e, cmd.va()))),
+            opcode::TLBI_NH_VA if s1 => {
+                state.tlb.retain(|e| !(e.asid == Some(asid) && vmid_matches(e.vmid) && contains(e, cmd.va())));
+                state.walk_cache.retain(|e| !(e.asid == Some(asid) && vmid_matches(e.vmid) && walk_reached(e, cmd.va())));
+            }
             opcode::TLBI_NH_VAA if s1 => {
-                state.tlb.retain(|e| !(e.asid.is_some() && vmid_matches(e) && contains(e, cmd.va())))
+                state.tlb.retain(|e| !(e.asid.is_some() && vmid_matches(e.vmid) && contains(e, cmd.va())));
+                state.walk_cache.retain(|e| !(e.asid.is_some() && vmid_matches(e.vmid) && walk_reached(e, cmd.va())));
             }
-            opcode::TLBI_S12_VMALL if s2 => state.tlb.retain(|e| !vmid_matches(e)),
+            opcode::TLBI_S12_VMALL if s2 => {
+                state.tlb.retain(|e| !vmid_matches(e.vmid));
+                state.walk_cache.retain(|e| !vmid_matches(e.vmid));
+            }
             // Only stage-2-only entries: combined entries of nested streams stay (spec 4.4.8).
             opcode::TLBI_S2_IPA if s2 => {
-                state.tlb.retain(|e| !(e.asid.is_none() && vmid_matches(e) && contains(e, cmd.ipa())))
+                state.tlb.retain(|e| !(e.asid.is_none() && vmid_matches(e.vmid) && contains(e, cmd.ipa())));
+                state.walk_cache.retain(|e| !(e.asid.is_none() && vmid_matches(e.vmid) && walk_reached(e, cmd.ipa())));
             }
-            opcode::TLBI_NSNH_ALL => state.tlb.clear(),
+            opcode::TLBI_NSNH_ALL => {
+                state.tlb.clear();
+                state.walk_cache.clear();
+            }
             _ => return Err(CommandErrorCode::Illegal),
         }
         state.executed.push(cmd);
@@ -676,5 +787,25 @@ impl Registers for SmmuModel {
             offset::EVENTQ_BASE => s.eventq_base = value,
             other => panic!("model: 64-bit write at {other:#x}"),
         }
+    }
+}
+
+/// Lets a test keep its own handle on the model the driver runs on (to act as a device while
+/// the driver is in the middle of an operation).
+impl Registers for &SmmuModel {
+    fn read32(&self, offset: usize) -> u32 {
+        (*self).read32(offset)
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        (*self).write32(offset, value)
+    }
+
+    fn read64(&self, offset: usize) -> u64 {
+        (*self).read64(offset)
+    }
+
+    fn write64(&self, offset: usize, value: u64) {
+        (*self).write64(offset, value)
     }
 }

@@ -7,6 +7,8 @@
 
 use crate::event::{EventType, FaultClass};
 
+use alloc::vec::Vec;
+
 use super::memory::FakeMemory;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,16 +66,74 @@ pub(crate) struct Leaf {
     pub writable: bool,
 }
 
+/// Memory as the SMMU's walker reads it: the CPU view when its accesses are coherent
+/// (IDR0.COHACC), the flushed device view otherwise.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub memory: &'a FakeMemory,
+    pub coherent: bool,
+}
+
+impl View<'_> {
+    pub fn read_u64(&self, pa: u64) -> Option<u64> {
+        if self.coherent {
+            self.memory.read_u64(pa)
+        } else {
+            self.memory.device_read_u64(pa)
+        }
+    }
+}
+
+/// A cached table descriptor (spec 16.2 "walk cache"): the descriptor at `level` on the path of
+/// every input address in `[input_base, input_base + size)`, tagged like TLB entries (`asid`
+/// `None` for stage-2-only walks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalkEntry {
+    pub vmid: u16,
+    pub asid: Option<u16>,
+    pub level: u32,
+    pub granule_shift: u32,
+    pub input_base: u64,
+    pub size: u64,
+    pub desc: u64,
+}
+
+/// The walk cache as one walk sees it: its tags.
+pub(crate) struct WalkCursor<'a> {
+    pub cache: &'a mut Vec<WalkEntry>,
+    pub vmid: u16,
+    pub asid: Option<u16>,
+}
+
+impl WalkCursor<'_> {
+    fn get(&self, level: u32, granule_shift: u32, input_base: u64) -> Option<u64> {
+        self.cache
+            .iter()
+            .find(|e| {
+                (e.vmid, e.asid, e.level, e.granule_shift, e.input_base)
+                    == (self.vmid, self.asid, level, granule_shift, input_base)
+            })
+            .map(|e| e.desc)
+    }
+
+    fn put(&mut self, level: u32, granule_shift: u32, input_base: u64, size: u64, desc: u64) {
+        let entry = WalkEntry { vmid: self.vmid, asid: self.asid, level, granule_shift, input_base, size, desc };
+        self.cache.push(entry);
+    }
+}
+
 /// Walks `cfg` for `addr`. `table_address` maps each table address to the physical address to
 /// fetch from (identity, or a stage-2 translation for nested stage-1 walks; its faults are passed
-/// through). `class` is reported for faults of this walk.
+/// through). `class` is reported for faults of this walk. Table descriptors come from and go to
+/// `cache` when one is given.
 pub(crate) fn walk(
-    memory: &FakeMemory,
+    memory: View,
     cfg: &WalkConfig,
     addr: u64,
     write: bool,
     class: FaultClass,
     table_address: &mut dyn FnMut(u64) -> Result<u64, Fault>,
+    mut cache: Option<&mut WalkCursor>,
 ) -> Result<Leaf, Fault> {
     let stage2 = cfg.stage == Stage::Two;
     let fault = |kind| Fault::new(kind, stage2, class, addr);
@@ -88,10 +148,19 @@ pub(crate) fn walk(
         // The root level may resolve more than `stride` bits: concatenated stage-2 tables.
         let bits = if level == cfg.start_level { cfg.input_bits - shift } else { stride };
         let index = (addr >> shift) & crate::bits::low_mask(bits);
-        let table_pa = table_address(table)?;
-        let desc_addr = table_pa + index * 8;
-        let Some(desc) = memory.read_u64(desc_addr) else {
-            return Err(Fault { fetch_addr: desc_addr, ..fault(EventType::WalkExternalAbort) });
+        let region = 1u64 << shift;
+        let input_base = addr & !(region - 1);
+        let cached = cache.as_ref().and_then(|cache| cache.get(level, g, input_base));
+        let desc = match cached {
+            Some(desc) => desc,
+            None => {
+                let table_pa = table_address(table)?;
+                let desc_addr = table_pa + index * 8;
+                let Some(desc) = memory.read_u64(desc_addr) else {
+                    return Err(Fault { fetch_addr: desc_addr, ..fault(EventType::WalkExternalAbort) });
+                };
+                desc
+            }
         };
         if desc & 1 == 0 || (level == 3 && desc & 2 == 0) {
             return Err(fault(EventType::Translation));
@@ -101,6 +170,9 @@ pub(crate) fn walk(
             return Err(fault(EventType::AddressSize));
         }
         if level < 3 && desc & 2 != 0 {
+            if let (Some(cache), None) = (cache.as_deref_mut(), cached) {
+                cache.put(level, g, input_base, region, desc);
+            }
             table = next_or_output;
             continue;
         }

@@ -4,4 +4,5 @@
 mod bring_up;
 mod queues;
 mod support;
+mod strict_model;
 mod translation;

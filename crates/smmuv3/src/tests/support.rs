@@ -104,6 +104,26 @@ impl PageTables {
         assert!(self.memory.write_u64(slot, 0));
     }
 
+    /// Points the level-`level` table descriptor on `va`'s path at a new, empty table (the old
+    /// one stays intact), as an unmap that freed a table and a later map that built another
+    /// would: a non-leaf entry changed.
+    pub fn relink(&self, root: u64, start_level: u32, input_bits: u32, va: u64, level: u32) {
+        let mut table = root;
+        for current in start_level..=level {
+            let shift = 12 + (3 - current) * 9;
+            let bits = if current == start_level { input_bits - shift } else { 9 };
+            let slot = table + ((va >> shift) & ((1 << bits) - 1)) * 8;
+            let desc = self.memory.read_u64(slot).unwrap();
+            assert!(desc & 0b11 == 0b11, "relinking below a missing table");
+            if current == level {
+                let next = self.alloc(4096);
+                assert!(self.memory.write_u64(slot, self.walker_address(next) | 0b11));
+                return;
+            }
+            table = (desc & 0x0000_FFFF_FFFF_F000).wrapping_add(self.delta);
+        }
+    }
+
     fn leaf_slot(&self, root: u64, start_level: u32, input_bits: u32, va: u64) -> u64 {
         let mut table = root;
         for level in start_level..3 {

@@ -131,12 +131,23 @@ fn without_range_invalidation_small_ranges_go_page_by_page() {
 #[test]
 fn without_range_invalidation_large_ranges_invalidate_the_whole_asid() {
     let mut rig = Rig::without_range_invalidation(SmmuOptions::default());
+    let (tables, root) = stage1_tables(&rig);
     let (smmu, mut env) = rig.parts();
-    smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid: 9 }, 0, 65 * 4096, Granule::Size4K, false).unwrap();
+    let asid = smmu.alloc_asid().unwrap();
+    smmu.attach_stage1(&mut env, SID, &Stage1Config::new(asid, root, 25, Granule::Size4K)).unwrap();
+    // The device caches the translation of the range's last page, which is then unmapped.
+    assert_eq!(rig.model().dma_write(SID, None, 0x8000_0000, &[7; 8]), Ok(()));
+    assert_eq!(rig.memory.read_bytes(DATA, 8), Some(vec![7; 8]));
+    tables.unmap(root, 1, 39, 0x8000_0000);
+    let (smmu, mut env) = rig.parts();
+    smmu.tlbi_range(&mut env, TlbScope::Stage1 { asid }, 0x8000_0000 - 64 * 4096, 65 * 4096, Granule::Size4K, false).unwrap();
     let cmds = rig.model().executed_commands();
     let last = &cmds[cmds.len() - 2..];
-    assert_eq!((last[0].op(), last[0].asid(), last[0].vmid()), (opcode::TLBI_NH_ASID, 9, 0));
+    assert_eq!((last[0].op(), last[0].asid(), last[0].vmid()), (opcode::TLBI_NH_ASID, asid as u64, 0));
     assert_eq!(last[1].op(), opcode::SYNC);
+    let aborted = rig.model().dma_write(SID, None, 0x8000_0000, &[9; 8]).unwrap_err();
+    assert_eq!(aborted.event.map(|event| event.event_type()), Some(EventType::Translation));
+    assert_eq!(rig.memory.read_bytes(DATA, 8), Some(vec![7; 8]));
 }
 
 #[test]
@@ -335,4 +346,23 @@ fn invalid_configurations_never_reach_the_ste() {
     let bad = Stage1Config::new(1, 0x4000_0000, 12, Granule::Size4K);
     assert!(smmu.attach_stage1(&mut env, SID, &bad).is_err());
     assert_eq!(rig.smmu.ste(SID).unwrap().config(), Some(StreamConfig::Bypass));
+}
+
+#[test]
+fn range_invalidation_reaches_the_last_page_of_the_range() {
+    let mut rig = Rig::new();
+    let (tables, root) = stage2_tables(&rig, TABLES_BASE);
+    let last = 0x10_0000 + 0x3FE * 4096;
+    tables.map(root, 1, 40, last, DATA, S2_RW);
+    let (smmu, mut env) = rig.parts();
+    let vmid = smmu.alloc_vmid().unwrap();
+    smmu.attach_stage2(&mut env, SID, &Stage2Config::new(vmid, root, 24, 1, Granule::Size4K)).unwrap();
+    assert_eq!(rig.model().dma_write(SID, None, last, &[3; 4]), Ok(()));
+    tables.unmap(root, 1, 40, last);
+    // 0x3FF pages in two range commands (SCALE 0 and 5): the cached page is in the second.
+    let (smmu, mut env) = rig.parts();
+    smmu.tlbi_range(&mut env, TlbScope::Stage2 { vmid }, 0x10_0000, 0x3FF * 4096, Granule::Size4K, true).unwrap();
+    let aborted = rig.model().dma_write(SID, None, last, &[4; 4]).unwrap_err();
+    assert_eq!(aborted.event.map(|event| event.event_type()), Some(EventType::Translation));
+    assert_eq!(rig.memory.read_bytes(DATA, 4), Some(vec![3; 4]));
 }

@@ -11,11 +11,25 @@
 //!   invalidation processed synchronously on IQT writes, like QEMU; a wait descriptor with
 //!   both SW and IF panics as QEMU aborts; unknown descriptors, and PASID-granular ones while
 //!   the root table is in legacy mode, set FSTS.IQE and stop the queue;
-//! * caches that only invalidation empties: a context cache (by requester id), a PASID cache
-//!   (by requester id and PASID, tagged with the entry's domain-id) and an IOTLB (by
-//!   domain-id, PASID tag, page and access). A driver that forgets an invalidation keeps
-//!   translating through stale entries here, as on hardware. Faults are never cached;
-//! * DMA translation ([`VtdModel::translate`]) walking root, context, PASID directory/table and
+//! * caches that only invalidation empties, each dropped only by the requests the spec says
+//!   drop it (6.5.2): a context cache (by requester id; domain-selective invalidation drops
+//!   legacy entries of that domain-id, device-selective those of the source-id and function
+//!   mask), a PASID cache (by requester id and PASID, tagged with the entry's domain-id), an
+//!   IOTLB (by domain-id, PASID tag, page and access), paging-structure caches (the non-leaf
+//!   entries of each walk) and an interrupt entry cache (IRTEs by index). IOTLB and
+//!   paging-structure entries remember whether they came from first-level (PGTT 001) or nested
+//!   translation: those are PASID-granular, so only PASID-based IOTLB invalidation (6.5.2.6)
+//!   drops them, and plain IOTLB invalidation (6.5.2.4) only the second-level and pass-through
+//!   ones. Paging-structure entries survive a page-selective invalidation with IH = 1. A
+//!   driver that forgets an invalidation keeps translating through stale entries here, as on
+//!   hardware. Faults are cached only under CAP.CM, which lets hardware cache not-present
+//!   entries (6.1): context, PASID and leaf entries, so a map without the flush CM requires
+//!   keeps faulting;
+//! * walks that do not snoop (ECAP.C = 0): every structure the unit reads (root, context,
+//!   PASID, page tables, IRTEs, queue descriptors) is read from the device view of
+//!   [`PhysMemory`], which only the driver's `flush_for_device` updates;
+//! * DMA translation ([`VtdModel::translate`]; [`VtdModel::dma_write`] and
+//!   [`VtdModel::dma_read`] move bytes through it) walking root, context, PASID directory/table and
 //!   first-level, second-level, nested or pass-through tables in [`PhysMemory`];
 //! * fault recording in CAP.NFR records with F/PPF/PFO/FRI semantics and a fault event MSI
 //!   (recorded in [`VtdModel::fault_interrupts`]) unless FECTL.IM;
@@ -39,7 +53,7 @@ use core::cell::RefCell;
 
 use hwio::Registers;
 
-pub use memory::{FakeDma, PhysMemory, StepClock, POISON};
+pub use memory::{FakeDma, FlushObserver, PhysMemory, StepClock, POISON};
 pub use page_tables::{TableFormat, TestPageTable};
 
 use crate::descriptors::Invalidation;
@@ -80,6 +94,82 @@ pub struct RegisterWrite {
 enum CachedContext {
     Legacy { did: u16, translation_type: u64, table: u64, levels: u8, fault_processing_disabled: bool },
     Scalable { pasid_directory: u64, directory_entries: u64, rid_pasid: u32, pasid_enabled: bool, fault_processing_disabled: bool },
+    /// CAP.CM only: a root or context entry found not present (reason 01h/02h). Hardware tags
+    /// these with domain-id 0 (spec 6.1), which is why CM reserves that domain-id.
+    NotPresent { reason: u8 },
+}
+
+/// A PASID-cache entry: a present PASID entry, or (CAP.CM only) one found not present.
+#[derive(Debug, Clone, Copy)]
+enum PasidCacheEntry {
+    Present(CachedPasidEntry),
+    NotPresent { reason: u8, fault_processing_disabled: bool },
+}
+
+/// An IOTLB entry: the page frame (or, under CAP.CM, the fault) a walk produced.
+#[derive(Debug, Clone, Copy)]
+struct IotlbEntry {
+    result: Result<u64, u8>,
+    /// From first-level or nested translation: dropped only by PASID-based invalidation.
+    first_level: bool,
+}
+
+/// Key of a paging-structure-cache entry: (domain-id, PASID tag, level of the non-leaf entry,
+/// input address bits above what that entry maps).
+type PagingKey = (u16, u32, u8, u64);
+
+/// A cached non-leaf entry, used instead of reading it from memory.
+#[derive(Debug, Clone, Copy)]
+struct PagingEntry {
+    raw: u64,
+    first_level: bool,
+}
+
+/// The paging-structure cache as one walk sees it: its tags and the input address.
+struct PagingCursor<'a> {
+    cache: &'a mut BTreeMap<PagingKey, PagingEntry>,
+    did: u16,
+    tag: u32,
+    first_level: bool,
+    iova: u64,
+}
+
+impl PagingCursor<'_> {
+    fn key(&self, level: u8) -> PagingKey {
+        (self.did, self.tag, level, self.iova >> level_shift(level))
+    }
+
+    fn get(&self, level: u8) -> Option<u64> {
+        self.cache.get(&self.key(level)).filter(|entry| entry.first_level == self.first_level).map(|entry| entry.raw)
+    }
+
+    fn put(&mut self, level: u8, raw: u64) {
+        let key = self.key(level);
+        self.cache.insert(key, PagingEntry { raw, first_level: self.first_level });
+    }
+}
+
+/// Input address bits below those a level-`level` entry selects by.
+fn level_shift(level: u8) -> u32 {
+    12 + 9 * (level as u32 - 1)
+}
+
+/// Memory as the unit's walker sees it: the CPU view when walks snoop (ECAP.C = 1), the
+/// flushed device view otherwise.
+#[derive(Clone, Copy)]
+struct Walker<'a> {
+    memory: &'a PhysMemory,
+    coherent: bool,
+}
+
+impl Walker<'_> {
+    fn read_u64(&self, phys: u64) -> Option<u64> {
+        if self.coherent {
+            self.memory.read_u64(phys)
+        } else {
+            self.memory.device_read_u64(phys)
+        }
+    }
 }
 
 /// A cached scalable-mode PASID entry (the fields translation needs).
@@ -126,8 +216,11 @@ struct ModelState {
     records: Vec<[u64; 2]>,
     next_record: usize,
     context_cache: BTreeMap<u16, CachedContext>,
-    pasid_cache: BTreeMap<(u16, u32), CachedPasidEntry>,
-    iotlb: BTreeMap<(u16, u32, u64, bool), u64>,
+    pasid_cache: BTreeMap<(u16, u32), PasidCacheEntry>,
+    iotlb: BTreeMap<(u16, u32, u64, bool), IotlbEntry>,
+    paging_cache: BTreeMap<PagingKey, PagingEntry>,
+    /// Interrupt entry cache: IRTE words by index.
+    interrupt_cache: BTreeMap<u16, (u64, u64)>,
     writes: Vec<RegisterWrite>,
     processed: Vec<Invalidation>,
     waits: Vec<(u64, u32)>,
@@ -179,6 +272,8 @@ impl VtdModel {
             context_cache: BTreeMap::new(),
             pasid_cache: BTreeMap::new(),
             iotlb: BTreeMap::new(),
+            paging_cache: BTreeMap::new(),
+            interrupt_cache: BTreeMap::new(),
             writes: Vec::new(),
             processed: Vec::new(),
             waits: Vec::new(),
@@ -254,7 +349,8 @@ impl VtdModel {
         if state.gsts & regs::gcmd::TE == 0 {
             return Ok(iova);
         }
-        match state.translate(&self.memory, requester, pasid, iova, write) {
+        let walker = state.walker(&self.memory);
+        match state.translate(walker, requester, pasid, iova, write) {
             Ok(address) => Ok(address),
             Err((reason, fault_processing_disabled)) => {
                 if reason != 0 && !fault_processing_disabled {
@@ -263,6 +359,33 @@ impl VtdModel {
                 Err(reason)
             }
         }
+    }
+
+    /// A device's DMA write of `data` to `iova`, page by page through [`VtdModel::translate`]:
+    /// `Err(fault reason)` at the first page that does not translate (earlier pages were
+    /// written, as a real device's posted writes would be).
+    pub fn dma_write(&self, requester: RequesterId, pasid: Option<u32>, iova: u64, data: &[u8]) -> Result<(), u8> {
+        let mut done = 0;
+        while done < data.len() {
+            let address = iova + done as u64;
+            let chunk = (0x1000 - (address & 0xfff) as usize).min(data.len() - done);
+            let phys = self.translate(requester, pasid, address, true)?;
+            self.memory.write_bytes(phys, &data[done..done + chunk]).ok_or(0x07u8)?;
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// A device's DMA read of `len` bytes at `iova` through [`VtdModel::translate`].
+    pub fn dma_read(&self, requester: RequesterId, pasid: Option<u32>, iova: u64, len: usize) -> Result<Vec<u8>, u8> {
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let address = iova + bytes.len() as u64;
+            let chunk = (0x1000 - (address & 0xfff) as usize).min(len - bytes.len());
+            let phys = self.translate(requester, pasid, address, false)?;
+            bytes.extend(self.memory.read_bytes(phys, chunk).ok_or(0x07u8)?);
+        }
+        Ok(bytes)
     }
 
     /// Delivers a remappable-format MSI write from `requester`: `Ok((vector, destination
@@ -285,12 +408,21 @@ impl VtdModel {
             if handle >= entries {
                 return Err(0x21);
             }
-            let base = state.active_irta & !0xfff;
-            let low = self.memory.read_u64(base + handle * 16).ok_or(0x23u8)?;
-            let high = self.memory.read_u64(base + handle * 16 + 8).ok_or(0x23u8)?;
-            if low & 1 == 0 {
-                return Err(0x22);
-            }
+            let (low, high) = match state.interrupt_cache.get(&(handle as u16)) {
+                Some(&cached) => cached,
+                None => {
+                    let walker = state.walker(&self.memory);
+                    let base = state.active_irta & !0xfff;
+                    let low = walker.read_u64(base + handle * 16).ok_or(0x23u8)?;
+                    let high = walker.read_u64(base + handle * 16 + 8).ok_or(0x23u8)?;
+                    if low & 1 == 0 {
+                        return Err(0x22);
+                    }
+                    // Only present entries are cached: a not-present IRTE is looked up again.
+                    state.interrupt_cache.insert(handle as u16, (low, high));
+                    (low, high)
+                }
+            };
             // SVT=01: requester id must match SID, ignoring the function bits SQ names.
             if high >> 18 & 3 == 1 {
                 let ignored = match high >> 16 & 3 {
@@ -313,6 +445,10 @@ impl VtdModel {
 }
 
 impl ModelState {
+    fn walker<'a>(&self, memory: &'a PhysMemory) -> Walker<'a> {
+        Walker { memory, coherent: self.ecap.coherent() }
+    }
+
     fn iotlb_offset(&self) -> usize {
         self.ecap.iotlb_register_offset()
     }
@@ -369,10 +505,13 @@ impl ModelState {
         }
     }
 
+    /// What enabling translation or a new root table drops. The interrupt entry cache is not
+    /// among them: SIRTP leaves it to software's global IEC invalidation (spec 6.5.2.5).
     fn flush_all_caches(&mut self) {
         self.context_cache.clear();
         self.pasid_cache.clear();
         self.iotlb.clear();
+        self.paging_cache.clear();
     }
 
     fn global_command(&mut self, value: u32) {
@@ -542,9 +681,10 @@ impl ModelState {
         let descriptor_bytes = if wide { 32 } else { 16 };
         let queue_bytes = 4096u64 << (self.iqa & regs::iqa::QS_MASK);
         let base = self.iqa & !0xfff;
+        let walker = self.walker(memory);
         while self.iqh != self.iqt && self.fsts & regs::fsts::IQE == 0 {
             let address = base + self.iqh;
-            let (Some(low), Some(high)) = (memory.read_u64(address), memory.read_u64(address + 8)) else {
+            let (Some(low), Some(high)) = (walker.read_u64(address), walker.read_u64(address + 8)) else {
                 self.fsts |= regs::fsts::IQE;
                 return;
             };
@@ -644,11 +784,19 @@ impl ModelState {
 
     /// Drops cached state as `request` says and logs it.
     fn apply(&mut self, request: Invalidation) {
+        // Whether a page (or a paging-structure entry at `level`) lies in the 2^mask-page block
+        // at `address`: compared at the coarser of the two granularities.
         let in_block = |page: u64, address: u64, mask: u8| page >> mask == (address >> 12) >> mask;
+        let overlaps = |key: &PagingKey, address: u64, mask: u8| {
+            let shift = level_shift(key.2).max(12 + mask as u32);
+            (key.3 << level_shift(key.2)) >> shift == address >> shift
+        };
         match request {
             Invalidation::ContextGlobal => self.context_cache.clear(),
-            Invalidation::ContextDomain { did: target } => self.context_cache.retain(|_, cached| {
-                !matches!(cached, CachedContext::Legacy { did, .. } if *did == target)
+            Invalidation::ContextDomain { did: target } => self.context_cache.retain(|_, cached| match cached {
+                CachedContext::Legacy { did, .. } => *did != target,
+                CachedContext::NotPresent { .. } => target != 0,
+                CachedContext::Scalable { .. } => true,
             }),
             Invalidation::ContextDevice { source, function_mask, .. } => {
                 let ignored: u16 = match function_mask {
@@ -659,25 +807,60 @@ impl ModelState {
                 };
                 self.context_cache.retain(|requester, _| (requester ^ source) & !ignored != 0);
             }
-            Invalidation::IotlbGlobal => self.iotlb.clear(),
-            Invalidation::IotlbDomain { did } => self.iotlb.retain(|key, _| key.0 != did),
-            Invalidation::IotlbPages { did, address, address_mask, .. } => {
-                self.iotlb.retain(|key, _| !(key.0 == did && in_block(key.2, address, address_mask)))
+            // Plain IOTLB invalidation (6.5.2.4) covers second-level and pass-through
+            // translations only; first-level and nested ones are PASID-granular.
+            Invalidation::IotlbGlobal => {
+                self.iotlb.retain(|_, entry| entry.first_level);
+                self.paging_cache.retain(|_, entry| entry.first_level);
             }
-            Invalidation::PasidCacheDomain { did } => self.pasid_cache.retain(|_, entry| entry.did != did),
-            Invalidation::PasidCachePasid { did, pasid } => {
-                self.pasid_cache.retain(|key, entry| !(entry.did == did && key.1 == pasid))
+            Invalidation::IotlbDomain { did } => {
+                self.iotlb.retain(|key, entry| entry.first_level || key.0 != did);
+                self.paging_cache.retain(|key, entry| entry.first_level || key.0 != did);
             }
+            Invalidation::IotlbPages { did, address, address_mask, leaf_only } => {
+                self.iotlb
+                    .retain(|key, entry| entry.first_level || !(key.0 == did && in_block(key.2, address, address_mask)));
+                // IH = 1: only leaf entries changed, the paging-structure caches may stay.
+                if !leaf_only {
+                    self.paging_cache.retain(|key, entry| {
+                        entry.first_level || !(key.0 == did && overlaps(key, address, address_mask))
+                    });
+                }
+            }
+            Invalidation::PasidCacheDomain { did } => self.pasid_cache.retain(|_, entry| match entry {
+                PasidCacheEntry::Present(entry) => entry.did != did,
+                PasidCacheEntry::NotPresent { .. } => true,
+            }),
+            // A not-present entry has no domain-id of its own: any PASID-selective request for
+            // its PASID drops it.
+            Invalidation::PasidCachePasid { did, pasid } => self.pasid_cache.retain(|key, entry| match entry {
+                PasidCacheEntry::Present(entry) => !(entry.did == did && key.1 == pasid),
+                PasidCacheEntry::NotPresent { .. } => key.1 != pasid,
+            }),
             Invalidation::PasidCacheGlobal => self.pasid_cache.clear(),
-            Invalidation::PasidIotlbAll { did, pasid } => self.iotlb.retain(|key, _| !(key.0 == did && key.1 == pasid)),
-            Invalidation::PasidIotlbPages { did, pasid, address, address_mask, .. } => self
-                .iotlb
-                .retain(|key, _| !(key.0 == did && key.1 == pasid && in_block(key.2, address, address_mask))),
-            // Device-TLBs live in devices, and the model caches no IRTEs: nothing to drop.
-            Invalidation::DeviceTlb { .. }
-            | Invalidation::PasidDeviceTlb { .. }
-            | Invalidation::InterruptEntryGlobal
-            | Invalidation::InterruptEntries { .. } => {}
+            // PASID-based IOTLB invalidation (6.5.2.6) covers first-level and nested
+            // translations only.
+            Invalidation::PasidIotlbAll { did, pasid } => {
+                self.iotlb.retain(|key, entry| !(entry.first_level && key.0 == did && key.1 == pasid));
+                self.paging_cache.retain(|key, entry| !(entry.first_level && key.0 == did && key.1 == pasid));
+            }
+            Invalidation::PasidIotlbPages { did, pasid, address, address_mask, leaf_only } => {
+                self.iotlb.retain(|key, entry| {
+                    !(entry.first_level && key.0 == did && key.1 == pasid && in_block(key.2, address, address_mask))
+                });
+                if !leaf_only {
+                    self.paging_cache.retain(|key, entry| {
+                        !(entry.first_level && key.0 == did && key.1 == pasid && overlaps(key, address, address_mask))
+                    });
+                }
+            }
+            Invalidation::InterruptEntryGlobal => self.interrupt_cache.clear(),
+            Invalidation::InterruptEntries { index, index_mask } => {
+                let mask = index_mask.min(16) as u32;
+                self.interrupt_cache.retain(|&cached, _| cached as u32 >> mask != index as u32 >> mask)
+            }
+            // Device-TLBs live in devices: nothing to drop here.
+            Invalidation::DeviceTlb { .. } | Invalidation::PasidDeviceTlb { .. } => {}
         }
         self.processed.push(request);
     }
@@ -731,10 +914,26 @@ impl ModelState {
     }
 
     /// Root and context lookup (through the context cache). Errors carry (reason, FPD).
-    fn context(&mut self, memory: &PhysMemory, requester: RequesterId) -> Result<CachedContext, (u8, bool)> {
-        if let Some(cached) = self.context_cache.get(&requester.0) {
-            return Ok(*cached);
+    fn context(&mut self, memory: Walker, requester: RequesterId) -> Result<CachedContext, (u8, bool)> {
+        match self.context_cache.get(&requester.0) {
+            Some(CachedContext::NotPresent { reason }) => return Err((*reason, false)),
+            Some(cached) => return Ok(*cached),
+            None => {}
         }
+        let result = self.fetch_context(memory, requester);
+        match result {
+            Ok(cached) => {
+                self.context_cache.insert(requester.0, cached);
+            }
+            Err((reason @ (0x01 | 0x02), _)) if self.cap.caching_mode() => {
+                self.context_cache.insert(requester.0, CachedContext::NotPresent { reason });
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn fetch_context(&self, memory: Walker, requester: RequesterId) -> Result<CachedContext, (u8, bool)> {
         let scalable = self.active_root >> 10 & 3 == 1;
         let root = self.active_root & !0xfff;
         let bus = requester.bus() as u64;
@@ -788,23 +987,47 @@ impl ModelState {
                 fault_processing_disabled,
             }
         };
-        self.context_cache.insert(requester.0, cached);
         Ok(cached)
     }
 
     /// PASID directory and table lookup (through the PASID cache).
     fn pasid_entry(
         &mut self,
-        memory: &PhysMemory,
+        memory: Walker,
         requester: RequesterId,
         directory: u64,
         directory_entries: u64,
         pasid: u32,
         context_fpd: bool,
     ) -> Result<CachedPasidEntry, (u8, bool)> {
-        if let Some(cached) = self.pasid_cache.get(&(requester.0, pasid)) {
-            return Ok(*cached);
+        match self.pasid_cache.get(&(requester.0, pasid)) {
+            Some(PasidCacheEntry::Present(cached)) => return Ok(*cached),
+            Some(PasidCacheEntry::NotPresent { reason, fault_processing_disabled }) => {
+                return Err((*reason, *fault_processing_disabled))
+            }
+            None => {}
         }
+        let result = self.fetch_pasid_entry(memory, directory, directory_entries, pasid, context_fpd);
+        match result {
+            Ok(cached) => {
+                self.pasid_cache.insert((requester.0, pasid), PasidCacheEntry::Present(cached));
+            }
+            Err((reason @ (0x51 | 0x59), fault_processing_disabled)) if self.cap.caching_mode() => {
+                self.pasid_cache.insert((requester.0, pasid), PasidCacheEntry::NotPresent { reason, fault_processing_disabled });
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn fetch_pasid_entry(
+        &self,
+        memory: Walker,
+        directory: u64,
+        directory_entries: u64,
+        pasid: u32,
+        context_fpd: bool,
+    ) -> Result<CachedPasidEntry, (u8, bool)> {
         let directory_index = (pasid >> 6) as u64;
         if directory_index >= directory_entries {
             return Err((0x5b, context_fpd));
@@ -850,13 +1073,12 @@ impl ModelState {
             address_width_bits: 30 + 9 * (words[0] >> 2 & 7) as u32,
             fault_processing_disabled,
         };
-        self.pasid_cache.insert((requester.0, pasid), cached);
         Ok(cached)
     }
 
     fn translate(
         &mut self,
-        memory: &PhysMemory,
+        memory: Walker,
         requester: RequesterId,
         pasid: Option<u32>,
         iova: u64,
@@ -916,21 +1138,38 @@ impl ModelState {
                 };
                 (entry.did, effective, walk)
             }
+            CachedContext::NotPresent { .. } => unreachable!("`context` turns cached not-present entries into faults"),
         };
         let page = iova >> 12;
-        if let Some(frame) = self.iotlb.get(&(did, tag, page, write)) {
-            return Ok(frame | iova & 0xfff);
+        let (first_level, fpd) = match walk {
+            Walk::SecondLevel { fpd, .. } => (false, fpd),
+            Walk::FirstLevel { fpd, .. } => (true, fpd),
+        };
+        // A cached entry of the other kind is not used: plain and PASID-based invalidation
+        // would each leave it alone, so a hit on it could never be undone.
+        if let Some(entry) = self.iotlb.get(&(did, tag, page, write)).filter(|entry| entry.first_level == first_level) {
+            return entry.result.map(|frame| frame | iova & 0xfff).map_err(|reason| (reason, fpd));
         }
         self.page_walks += 1;
-        let (result, fpd) = match walk {
-            Walk::SecondLevel { root, levels, fpd } => (walk_second_level(memory, self.cap, root, levels, iova, write), fpd),
-            Walk::FirstLevel { root, five_level, input_bits, nested, fpd } => {
-                (walk_first_level(memory, self.cap, root, five_level, input_bits, nested, iova, write), fpd)
+        let mut paging = PagingCursor { cache: &mut self.paging_cache, did, tag, first_level, iova };
+        let result = match walk {
+            Walk::SecondLevel { root, levels, .. } => {
+                walk_second_level(memory, self.cap, root, levels, iova, write, Some(&mut paging))
+            }
+            Walk::FirstLevel { root, five_level, input_bits, nested, .. } => {
+                walk_first_level(memory, self.cap, root, five_level, input_bits, nested, iova, write, &mut paging)
             }
         };
-        let address = result.map_err(|reason| (reason, fpd))?;
-        self.iotlb.insert((did, tag, page, write), address & !0xfff);
-        Ok(address)
+        match result {
+            Ok(address) => {
+                self.iotlb.insert((did, tag, page, write), IotlbEntry { result: Ok(address & !0xfff), first_level });
+            }
+            Err(reason) if self.cap.caching_mode() => {
+                self.iotlb.insert((did, tag, page, write), IotlbEntry { result: Err(reason), first_level });
+            }
+            Err(_) => {}
+        }
+        result.map_err(|reason| (reason, fpd))
     }
 }
 
@@ -949,9 +1188,28 @@ fn decode_device_tlb_range(address: u64, sized: bool) -> crate::descriptors::Dev
     crate::descriptors::DeviceTlbRange { base, pages_log2 }
 }
 
+/// One entry of a walk: from the paging-structure cache for a non-leaf level when it holds
+/// one, else from memory (`None`: memory cannot be read).
+fn read_entry(memory: Walker, paging: &Option<&mut PagingCursor>, level: u8, slot: u64) -> Option<u64> {
+    match paging.as_ref().and_then(|paging| if level > 1 { paging.get(level) } else { None }) {
+        Some(raw) => Some(raw),
+        None => memory.read_u64(slot),
+    }
+}
+
 /// Second-level walk (spec 3.7): permission is checked at every level, as QEMU does;
-/// reason 05h/06h for a missing write/read permission, 04h beyond the table's width.
-fn walk_second_level(memory: &PhysMemory, cap: Capability, root: u64, levels: u8, iova: u64, write: bool) -> Result<u64, u8> {
+/// reason 05h/06h for a missing write/read permission, 04h beyond the table's width. Non-leaf
+/// entries go through `paging` (the paging-structure cache) when given; the second-level walks
+/// of nested translation run without it.
+fn walk_second_level(
+    memory: Walker,
+    cap: Capability,
+    root: u64,
+    levels: u8,
+    iova: u64,
+    write: bool,
+    mut paging: Option<&mut PagingCursor>,
+) -> Result<u64, u8> {
     if iova >> (12 + 9 * levels as u32) != 0 {
         return Err(0x04);
     }
@@ -959,13 +1217,18 @@ fn walk_second_level(memory: &PhysMemory, cap: Capability, root: u64, levels: u8
     let denied = if write { 0x05 } else { 0x06 };
     let mut table = root;
     for level in (1..=levels).rev() {
-        let shift = 12 + 9 * (level as u32 - 1);
-        let entry = memory.read_u64(table + (iova >> shift & 0x1ff) * 8).ok_or(0x07u8)?;
+        let shift = level_shift(level);
+        let entry = read_entry(memory, &paging, level, table + (iova >> shift & 0x1ff) * 8).ok_or(0x07u8)?;
         if entry & needed == 0 {
             return Err(denied);
         }
         let address = entry & ADDRESS_MASK;
         let large = level > 1 && entry >> 7 & 1 != 0;
+        if level > 1 && !large {
+            if let Some(paging) = paging.as_mut() {
+                paging.put(level, entry);
+            }
+        }
         if large {
             let allowed = match level {
                 2 => cap.second_level_2m(),
@@ -999,7 +1262,7 @@ fn first_level_width(five_level: bool) -> u32 {
 /// second-level table first (spec 3.8).
 #[allow(clippy::too_many_arguments)]
 fn walk_first_level(
-    memory: &PhysMemory,
+    memory: Walker,
     cap: Capability,
     root: u64,
     five_level: bool,
@@ -1007,6 +1270,7 @@ fn walk_first_level(
     nested: Option<(u64, u8)>,
     iova: u64,
     write: bool,
+    paging: &mut PagingCursor,
 ) -> Result<u64, u8> {
     let levels: u8 = if five_level { 5 } else { 4 };
     // Canonical: bits above input_bits-1 must copy bit input_bits-1.
@@ -1015,13 +1279,18 @@ fn walk_first_level(
         return Err(0x80);
     }
     let to_host = |guest: u64, write: bool| match nested {
-        Some((second_root, second_levels)) => walk_second_level(memory, cap, second_root, second_levels, guest, write),
+        Some((second_root, second_levels)) => {
+            walk_second_level(memory, cap, second_root, second_levels, guest, write, None)
+        }
         None => Ok(guest),
     };
+    // Nested walks keep no paging-structure cache here: a cached first-level entry holds a
+    // guest-physical pointer whose second-level translation would need caching too.
+    let mut paging = if nested.is_none() { Some(paging) } else { None };
     let mut table = to_host(root, false)?;
     for level in (1..=levels).rev() {
-        let shift = 12 + 9 * (level as u32 - 1);
-        let entry = memory.read_u64(table + (iova >> shift & 0x1ff) * 8).ok_or(0x70u8)?;
+        let shift = level_shift(level);
+        let entry = read_entry(memory, &paging, level, table + (iova >> shift & 0x1ff) * 8).ok_or(0x70u8)?;
         if entry & 1 == 0 {
             return Err(0x71);
         }
@@ -1035,6 +1304,11 @@ fn walk_first_level(
         let large = level > 1 && entry >> 7 & 1 != 0;
         if large && !(level == 2 || level == 3 && cap.first_level_1g()) {
             return Err(0x72);
+        }
+        if level > 1 && !large {
+            if let Some(paging) = paging.as_mut() {
+                paging.put(level, entry);
+            }
         }
         if level == 1 || large {
             let page_mask = (1u64 << shift) - 1;

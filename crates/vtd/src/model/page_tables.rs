@@ -99,6 +99,24 @@ impl TestPageTable {
         memory.write_u64(leaf, output & ADDRESS_MASK | self.flags(true, writable));
     }
 
+    /// Points the level-`level` entry covering `iova` at a new, empty table (the old one stays
+    /// intact in memory), as an unmap that freed a table and a later map that built another
+    /// would. Returns the new table's physical address.
+    pub fn relink(&mut self, dma: &mut FakeDma, iova: u64, level: u8) -> u64 {
+        assert!((2..=self.levels).contains(&level), "only non-leaf levels link tables");
+        let memory = dma.memory().clone();
+        let mut table = self.root;
+        for upper in (level + 1..=self.levels).rev() {
+            let entry = memory.read_u64(table + Self::index(iova, upper) * 8).expect("table inside memory");
+            assert!(entry & 1 != 0, "relinking below a missing table");
+            table = (entry & ADDRESS_MASK) - self.pointer_bias;
+        }
+        let next = dma.alloc_zeroed(4096, 4096).expect("page-table memory").phys;
+        self.tables.push(next);
+        memory.write_u64(table + Self::index(iova, level) * 8, (next + self.pointer_bias) | self.flags(false, true));
+        next
+    }
+
     /// Removes the 4 KiB mapping at `iova` (leaves intermediate tables in place).
     pub fn unmap_4k(&self, dma: &FakeDma, iova: u64) {
         let memory = dma.memory();
