@@ -32,6 +32,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod budget;
 pub mod dispatch;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -47,10 +48,11 @@ pub use backend::{
     AddressSpace, DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion,
     Translation, UnitId, UnitInfo,
 };
+pub use budget::{ClientLimits, Usage};
 pub use dispatch::{dispatch, CapabilityVerifier};
 pub use memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinTable, PinnedPages};
 pub use objects::{ObjectId, ObjectKind};
-pub use server::{DeviceGrant, FaultDelivery, FaultEvent, FaultReadout, HwptAllocOptions, Server, ServerConfig};
+pub use server::{Counters, DeviceGrant, FaultDelivery, FaultEvent, FaultReadout, HwptAllocOptions, Server, ServerConfig};
 
 /// A connected client, identified by the badge the kernel attaches to its IPC endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -28,7 +28,7 @@ fn handles_are_never_zero_and_not_reused() {
 
 #[test]
 fn a_full_handle_table_refuses_new_objects_and_creates_nothing() {
-    let mut h = harness();
+    let mut h = harness_with(ServerConfig { limits: ClientLimits::UNLIMITED, ..ServerConfig::default() });
     let live: alloc::vec::Vec<Handle> = (0..u16::MAX).map(|_| h.server.ioas_alloc(A).unwrap()).collect();
     let objects = h.server.object_count();
     assert_eq!(h.server.ioas_alloc(A), Err(Error::NoResources));

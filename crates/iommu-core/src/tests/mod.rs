@@ -5,6 +5,7 @@ mod faults;
 mod hwpt;
 mod ioas;
 mod lifecycle;
+mod limits;
 mod registered;
 
 use alloc::collections::BTreeMap;
