@@ -196,6 +196,9 @@ pub(crate) const HANDLE: Usage = Usage { handles: 1, ..bytes(slot_entry::<Handle
 /// A PASID: its entries in the server's owner map and the client's set.
 pub(crate) const PASID: Usage = Usage { pasids: 1, ..bytes(tree_entry::<u32, crate::ClientId>() + tree_entry::<u32, ()>()) };
 
+/// A client named in another's `handle_accept`.
+pub(crate) const ACCEPTANCE: Usage = bytes(tree_entry::<crate::ClientId, ()>());
+
 /// A (device, PASID) attachment entry.
 pub(crate) const ATTACHMENT: Usage = bytes(tree_entry::<Option<u32>, Attachment>());
 

@@ -19,7 +19,8 @@
 //! Ownership and sharing: objects live in one server-global table and are owned by the
 //! client that created it; clients hold per-client handle tables whose entries point at
 //! objects with [`Rights`](iommu_abi::Rights). A handle with GRANT can be *derived* into
-//! any client's table with a subset of its rights; revoking a handle revokes everything
+//! the holder's own table, or another client's that accepted handles from the holder, with a
+//! subset of its rights; revoking a handle revokes everything
 //! derived from it, transitively. Destroying an object removes every handle to it.
 //! Closing a client tears down what it owns, including other clients' attachments to it.
 //!

@@ -247,11 +247,13 @@ pub(crate) struct Client {
     pub handles: SlotTable<u32, HandleEntry>,
     pub pasids: BTreeSet<u32>,
     pub account: Account,
+    /// Clients whose `handle_derive` may put handles into this table.
+    pub accepts_from: BTreeSet<ClientId>,
 }
 
 impl Client {
     pub fn new() -> Client {
-        Client { handles: SlotTable::new(), pasids: BTreeSet::new(), account: Account { used: Usage::default() } }
+        Client { handles: SlotTable::new(), pasids: BTreeSet::new(), account: Account { used: Usage::default() }, accepts_from: BTreeSet::new() }
     }
 
     pub fn has_handle_space(&self) -> bool {

@@ -532,6 +532,10 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if !held.contains(rights) {
             return Err(Error::RightsEscalation);
         }
+        let consented = recipient == client || self.client(recipient)?.accepts_from.contains(&client);
+        if !consented {
+            return Err(Error::NotAccepted);
+        }
         self.check_handle_space(recipient)?;
         self.charge(recipient, budget::HANDLE)?;
         let parent = HandleRef { client, handle: handle.0 };
@@ -543,6 +547,25 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             .derived
             .push(HandleRef { client: recipient, handle: derived.0 });
         Ok(derived)
+    }
+
+    /// Let `from` derive handles into `client`'s table (`accept`), or withdraw that. Until a
+    /// client accepts, no other client can put anything into its table. Consent given twice
+    /// or withdrawn when not given is no error.
+    pub fn handle_accept(&mut self, client: ClientId, from: ClientId, accept: bool) -> Result<(), Error> {
+        self.client(client)?;
+        if from.0 >= self.config.max_clients {
+            return Err(Error::NoSuchClient);
+        }
+        let known = self.client(client)?.accepts_from.contains(&from);
+        if accept && !known {
+            self.charge(client, budget::ACCEPTANCE)?;
+            self.clients.get_mut(client).expect("checked").accepts_from.insert(from);
+        } else if !accept && known {
+            self.clients.get_mut(client).expect("checked").accepts_from.remove(&from);
+            self.refund(client, budget::ACCEPTANCE);
+        }
+        Ok(())
     }
 
     /// Remove `handle` from `client`'s table, and every handle derived from it (in any
@@ -1682,6 +1705,15 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             }
             self.pasid_owners.remove(&pasid);
             self.refund(client, budget::PASID);
+        }
+        let accepted = self.clients.get(client).expect("checked").accepts_from.len() as u64;
+        self.refund(client, budget::ACCEPTANCE.times(accepted));
+        // A later client with the same id (the transport reuses them) starts with nobody's
+        // consent.
+        for other in self.clients.values_mut() {
+            if other.accepts_from.remove(&client) {
+                other.account.refund(budget::ACCEPTANCE);
+            }
         }
         let left = self.clients.remove(client).expect("checked").account.used;
         debug_assert_eq!(left, Usage::default(), "everything {client:?} was charged is returned");

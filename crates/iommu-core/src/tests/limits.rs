@@ -133,6 +133,7 @@ fn everything_charged_comes_back_when_the_client_leaves() {
     let mut h = harness();
     let c = ClientId(3);
     assert!(h.server.open_client(c));
+    h.server.handle_accept(c, A, true).unwrap();
     let (ioas, _, hwpt) = h.attached_setup();
     h.server.pasid_alloc(A).unwrap();
     h.map(A, ioas, MEM, 0, 0x4000, IovaChoice::Auto).unwrap();

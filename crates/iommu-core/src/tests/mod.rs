@@ -104,6 +104,8 @@ pub fn harness_with(config: ServerConfig) -> Harness {
     let mut server = Server::new(backend, memory, config);
     assert!(server.open_client(A));
     assert!(server.open_client(B));
+    // B takes handles from A (the tests share A's objects with B); A takes none from B.
+    server.handle_accept(B, A, true).unwrap();
     Harness { server, log }
 }
 
