@@ -3,6 +3,7 @@
 mod e2e;
 mod faults;
 mod hwpt;
+mod inject;
 mod ioas;
 mod lifecycle;
 mod limits;
