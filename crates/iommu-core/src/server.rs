@@ -432,6 +432,40 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
     }
 
+    /// Everything the model holds, one line per object, handle table, PASID and consent, in
+    /// a stable order: tests compare it before and after a request that must change nothing.
+    #[cfg(test)]
+    pub(crate) fn state_digest(&self) -> Vec<alloc::string::String> {
+        use alloc::format;
+        let mut lines = Vec::new();
+        for (id, object) in self.objects.iter() {
+            let body = match &object.body {
+                Body::Ioas(ioas) => format!("IOAS areas {:?} allowed {:?}", ioas.areas.values().collect::<Vec<_>>(), ioas.allowed),
+                Body::Hwpt(hwpt) => format!(
+                    "HWPT {:?} over {:?} fault {:?} dirty {}/{}",
+                    hwpt.domain, hwpt.parent, hwpt.fault, hwpt.dirty_capable, hwpt.dirty_enabled
+                ),
+                Body::Device(device) => format!("device {:?}/{:?} label {:?} attachments {:?}", device.unit, device.rid, device.label, device.attachments),
+                Body::Fault(queue) => format!(
+                    "fault queue {:?} awaiting {:?} overflow {}",
+                    queue.queued.iter().map(|fault| (fault.record, fault.request)).collect::<Vec<_>>(),
+                    queue.awaiting,
+                    queue.overflow
+                ),
+                Body::Memory(registration) => format!("registration {:?} {} bytes, {} mappings", registration.object, registration.size, registration.mappings),
+            };
+            lines.push(format!("{id:?} of {:?}: {body}", object.owner));
+        }
+        for (id, client) in self.clients.iter() {
+            for (number, entry) in client.handles.iter() {
+                lines.push(format!("{id:?} handle {number}: {:?} {:?} parent {:?} derived {:?}", entry.object, entry.rights, entry.parent, entry.derived));
+            }
+            lines.push(format!("{id:?} PASIDs {:?} accepts {:?} uses {:?}", client.pasids, client.accepts_from, client.account.used));
+        }
+        lines.push(format!("PASID owners {:?}, bound devices {:?}", self.pasid_owners, self.bound_devices));
+        lines
+    }
+
     // ----- clients and handles -----
 
     /// Register a client (a driver connection). Returns false if it was already open or its

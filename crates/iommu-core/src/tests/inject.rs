@@ -170,6 +170,8 @@ struct Snapshot {
     domains: Vec<HwDomainId>,
     /// Pinned pages as runs (object, first page, last page), so a difference reads well.
     pinned: Vec<(MemoryObjectId, u64, u64)>,
+    /// The object model's own state, in full.
+    model: Vec<String>,
 }
 
 fn pinned_runs(pages: &[(MemoryObjectId, u64)]) -> Vec<(MemoryObjectId, u64, u64)> {
@@ -192,6 +194,7 @@ fn snapshot(server: &Server<FakeBackend, FakeMemory>) -> Snapshot {
         attachments: server.backend().attachments(),
         domains: server.backend().domain_ids(),
         pinned: pinned_runs(&server.memory().pinned()),
+        model: server.state_digest(),
     }
 }
 
@@ -242,6 +245,7 @@ fn assert_all_released(mut h: Harness, context: &str) {
     }
     let after = snapshot(&h.server);
     let unrouted = after.counters.unrouted_faults;
+    assert_eq!(after.model.len(), 1, "{context}: only the empty PASID and device tables remain");
     let empty = Snapshot {
         counters: Counters { unrouted_faults: unrouted, ..Counters::default() },
         usage: vec![None; 3],
@@ -250,6 +254,7 @@ fn assert_all_released(mut h: Harness, context: &str) {
         attachments: Vec::new(),
         domains: Vec::new(),
         pinned: Vec::new(),
+        model: after.model.clone(),
     };
     assert_eq!(after, empty, "{context}: left behind after every client left");
     h.assert_clean();
