@@ -169,6 +169,14 @@ impl Account {
         Ok(())
     }
 
+    /// Return what `charge_areas` took (the unmap path's refund).
+    #[inline]
+    pub fn refund_areas(&mut self, areas: u64, bytes: u64) {
+        debug_assert!(self.used.areas >= areas && self.used.bytes >= bytes, "a refund returns no more than was charged");
+        self.used.areas -= areas;
+        self.used.bytes -= bytes;
+    }
+
     /// Return what a `charge` took.
     pub fn refund(&mut self, charge: Usage) {
         self.used = self.used.minus(charge);

@@ -437,6 +437,11 @@ impl FakeMemory {
         self.pinned.iter().copied().collect()
     }
 
+    /// The physical address of page `page` of `object`, if some capability designates it.
+    pub fn frame_of(&self, object: MemoryObjectId, page: u64) -> Option<u64> {
+        self.objects.values().find(|candidate| candidate.id == object).map(|found| found.frame(page))
+    }
+
     /// Pages currently pinned, as the kernel sees them.
     pub fn pinned_pages(&self) -> usize {
         self.pinned.len()

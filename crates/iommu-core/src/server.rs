@@ -466,6 +466,48 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         lines
     }
 
+    /// `client`'s handle table: number, object and rights of each handle.
+    #[cfg(test)]
+    pub(crate) fn handle_table(&self, client: ClientId) -> Vec<(u32, ObjectId, Rights)> {
+        self.clients.get(client).map_or_else(Vec::new, |c| c.handles.iter().map(|(number, entry)| (number, entry.object, entry.rights)).collect())
+    }
+
+    /// Every area of every IOAS, with the IOAS and its owner.
+    #[cfg(test)]
+    pub(crate) fn all_areas(&self) -> Vec<(ObjectId, ClientId, Area)> {
+        let mut areas = Vec::new();
+        for (id, object) in self.objects.iter() {
+            if let Body::Ioas(ioas) = &object.body {
+                areas.extend(ioas.areas.values().map(|area| (id, object.owner, *area)));
+            }
+        }
+        areas
+    }
+
+    /// Every registration: the memory object and its size.
+    #[cfg(test)]
+    pub(crate) fn registrations(&self) -> Vec<(crate::memory::MemoryObjectId, u64)> {
+        self.objects
+            .values()
+            .filter_map(|object| match &object.body {
+                Body::Memory(registration) => Some((registration.object, registration.size)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The domain of every paging HWPT and the IOAS it mirrors.
+    #[cfg(test)]
+    pub(crate) fn paging_domains(&self) -> Vec<(HwDomainId, ObjectId)> {
+        self.objects
+            .values()
+            .filter_map(|object| match &object.body {
+                Body::Hwpt(Hwpt { domain, parent: HwptParent::Ioas(ioas), .. }) => Some((domain.id, *ioas)),
+                _ => None,
+            })
+            .collect()
+    }
+
     // ----- clients and handles -----
 
     /// Register a client (a driver connection). Returns false if it was already open or its
@@ -895,7 +937,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let area_bytes = budget::area_bytes(length, true);
         account.charge_areas(1, area_bytes, &config.limits)?;
         if let Err(error) = map_segments(backend, &target.summary().domains, core::slice::from_ref(&segment)) {
-            account.refund(Usage { areas: 1, bytes: area_bytes, ..Usage::default() });
+            account.refund_areas(1, area_bytes);
             return Err(error);
         }
         let object = registration.object;
@@ -924,7 +966,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             }
             None => pins.release(memory, area.object, area.offset, area.length()),
         }
-        clients.get_mut(owner).expect("owners are live").account.refund(budget::area(&area));
+        let charged = budget::area(&area);
+        clients.get_mut(owner).expect("owners are live").account.refund_areas(charged.areas, charged.bytes);
         area.length()
     }
 
@@ -1740,8 +1783,10 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             self.pasid_owners.remove(&pasid);
             self.refund(client, budget::PASID);
         }
-        let accepted = self.clients.get(client).expect("checked").accepts_from.len() as u64;
-        self.refund(client, budget::ACCEPTANCE.times(accepted));
+        // Emptied first, so that a client that accepted itself is refunded once.
+        let closing = self.clients.get_mut(client).expect("checked");
+        let accepted = core::mem::take(&mut closing.accepts_from).len() as u64;
+        closing.account.refund(budget::ACCEPTANCE.times(accepted));
         // A later client with the same id (the transport reuses them) starts with nobody's
         // consent.
         for other in self.clients.values_mut() {
