@@ -57,8 +57,9 @@ impl ClientLimits {
 }
 
 impl Default for ClientLimits {
-    /// Sized for the server's 4 MiB heap and 16 clients: a client may map about 8,000 areas
-    /// or register about 256 MiB (a registration keeps 8 bytes per page), not both.
+    /// A client may use up to half of the server's 4 MiB heap (clients rarely all peak at
+    /// once): about 15,000 one-page areas (an area is estimated at 128 bytes plus 8 per page),
+    /// or registrations of about 1 GiB (8 bytes per page).
     fn default() -> Self {
         ClientLimits { handles: 4096, areas: 16384, pasids: 256, fault_queues: 64, domains: 64, memory_bytes: 2 << 20 }
     }

@@ -163,3 +163,13 @@ fn everything_charged_comes_back_when_the_client_leaves() {
     assert_eq!(h.server.counters(), Counters { unrouted_faults: 1, ..Counters::default() });
     h.assert_clean();
 }
+
+#[test]
+fn the_default_budget_matches_its_documentation() {
+    let limits = ClientLimits::default();
+    let one_page_area = crate::budget::area_bytes(iommu_abi::PAGE_SIZE, false);
+    assert_eq!(one_page_area, 128 + 8, "an area's estimate as the documentation states it");
+    let areas = limits.memory_bytes / one_page_area;
+    assert!((14_000..16_000).contains(&areas), "{areas} one-page areas fit");
+    assert!(limits.memory_bytes * 2 == 4 << 20, "half of the server's heap");
+}
