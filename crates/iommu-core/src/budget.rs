@@ -170,6 +170,28 @@ impl Account {
         Ok(())
     }
 
+    /// The fault path's charge (a record): a compare and an add.
+    #[inline]
+    pub fn charge_bytes(&mut self, bytes: u64, limits: &ClientLimits) -> Result<(), iommu_abi::Error> {
+        #[cfg(test)]
+        if injection::next_charge_fails() {
+            return Err(iommu_abi::Error::NoResources);
+        }
+        let bytes = self.used.bytes + bytes;
+        if bytes > limits.memory_bytes {
+            return Err(iommu_abi::Error::NoResources);
+        }
+        self.used.bytes = bytes;
+        Ok(())
+    }
+
+    /// Return what `charge_bytes` took.
+    #[inline]
+    pub fn refund_bytes(&mut self, bytes: u64) {
+        debug_assert!(self.used.bytes >= bytes, "a refund returns no more than was charged");
+        self.used.bytes -= bytes;
+    }
+
     /// Return what `charge_areas` took (the unmap path's refund).
     #[inline]
     pub fn refund_areas(&mut self, areas: u64, bytes: u64) {

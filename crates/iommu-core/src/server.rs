@@ -334,6 +334,24 @@ fn ioas_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Ioas {
     }
 }
 
+/// The IOAS `id` and its owner (who is charged for its areas), from one lookup.
+#[inline]
+fn owned_ioas_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> (ClientId, &Ioas) {
+    match &objects[id] {
+        Object { owner, body: Body::Ioas(ioas) } => (*owner, ioas),
+        _ => panic!("object {id:?} is not an IOAS"),
+    }
+}
+
+/// `owned_ioas_in`, mutably.
+#[inline]
+fn owned_ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectId) -> (ClientId, &mut Ioas) {
+    match objects.get_mut(id).expect("live object") {
+        Object { owner, body: Body::Ioas(ioas) } => (*owner, ioas),
+        _ => panic!("object {id:?} is not an IOAS"),
+    }
+}
+
 #[inline]
 fn ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectId) -> &mut Ioas {
     match &mut objects.get_mut(id).expect("live object").body {
@@ -929,11 +947,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let Server { objects, backend, clients, config, .. } = self;
         let registration = registration_in(objects, memory);
         check_within_object(object_end, registration.size, registration.writable, perm)?;
-        let target = ioas_in(objects, ioas);
+        let (owner, target) = owned_ioas_in(objects, ioas);
         let range = place(target, choice, length)?;
         let pages = (offset / PAGE_SIZE) as usize..(object_end / PAGE_SIZE) as usize;
         let segment = Segment { iova: range.start, frames: &registration.frames[pages], perm };
-        let account = &mut clients.get_mut(objects[ioas].owner).expect("owners are live").account;
+        let account = &mut clients.get_mut(owner).expect("owners are live").account;
         let area_bytes = budget::area_bytes(length, true);
         account.charge_areas(1, area_bytes, &config.limits)?;
         if let Err(error) = map_segments(backend, &target.summary().domains, core::slice::from_ref(&segment)) {
@@ -952,8 +970,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
         self.refresh_summary(ioas);
         let Server { objects, backend, pins, memory, clients, .. } = self;
-        let owner = objects[ioas].owner;
-        let target = ioas_in_mut(objects, ioas);
+        let (owner, target) = owned_ioas_in_mut(objects, ioas);
         let area = target.areas.remove(&start).expect("area exists");
         for &domain in &target.summary().domains {
             backend.unmap(domain, area.range.start, area.length());
@@ -1527,7 +1544,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let owner = self.objects[fault].owner;
         let depth = self.config.fault_queue_depth;
         // A queue is full at its depth or when its owner's budget cannot take the record.
-        let full = self.fault_mut(fault).queued.len() >= depth || self.charge(owner, budget::FAULT_RECORD).is_err();
+        let limits = self.config.limits;
+        let full = self.fault_mut(fault).queued.len() >= depth
+            || self.clients.get_mut(owner).expect("owners are live").account.charge_bytes(budget::FAULT_RECORD.bytes, &limits).is_err();
         let queue = self.fault_mut(fault);
         if full {
             queue.overflow += 1;
@@ -1569,7 +1588,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             records.push(queued.record);
         }
         let overflow = core::mem::take(&mut queue.overflow);
-        self.refund(owner, budget::FAULT_RECORD.times(finished));
+        self.clients.get_mut(owner).expect("owners are live").account.refund_bytes(budget::FAULT_RECORD.bytes * finished);
         Ok(FaultReadout { records, overflow })
     }
 
