@@ -295,6 +295,12 @@ impl<T: Transport> Iommu<T> {
         self.call_handle(Request::HandleDerive { handle, rights, recipient }, None)
     }
 
+    /// Let client `from` derive handles into this client's table (`accept`), or no longer.
+    /// Deriving into another client fails with `NotAccepted` without it.
+    pub fn handle_accept(&mut self, from: u64, accept: bool) -> Result<(), Error> {
+        self.call_empty(Request::HandleAccept { from, accept }, None)
+    }
+
     /// Revoke `handle` and every handle derived from it.
     pub fn handle_revoke(&mut self, handle: Handle) -> Result<(), Error> {
         self.call_empty(Request::HandleRevoke { handle }, None)

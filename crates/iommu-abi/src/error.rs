@@ -112,11 +112,14 @@ pub enum Error {
     /// Client side only: the reply was malformed (unknown status, reserved bits set,
     /// out-of-range fields). Never sent by a correct server.
     MalformedReply = 44,
+    /// `handle_derive` named a recipient that has not accepted handles from the caller
+    /// (`handle_accept`); the recipient's table is unchanged.
+    NotAccepted = 45,
 }
 
 impl Error {
     /// Every error, in numeric order (for exhaustive tests and documentation tables).
-    pub const ALL: [Error; 44] = [
+    pub const ALL: [Error; 45] = [
         Error::UnknownOpcode,
         Error::ReservedBitsSet,
         Error::BadEnumValue,
@@ -161,6 +164,7 @@ impl Error {
         Error::NoResources,
         Error::HardwareFailure,
         Error::MalformedReply,
+        Error::NotAccepted,
     ];
 
     /// The wire value.

@@ -54,6 +54,8 @@ fn sample_requests() -> Vec<Request> {
         Request::HwptSetDirtyTracking { hwpt: h(8), enable: false },
         Request::HwptGetDirtyBitmap { target: h(8), iova: 0x20_0000, length: 0x10_0000, page_size: 0x1000 },
         Request::HandleDerive { handle: h(2), rights: Rights::MAP.union(Rights::UNMAP), recipient: 77 },
+        Request::HandleAccept { from: 78, accept: true },
+        Request::HandleAccept { from: 79, accept: false },
         Request::HandleRevoke { handle: h(11) },
         Request::Destroy { handle: h(12) },
         Request::GetInfo { device: h(1) },
@@ -92,7 +94,7 @@ fn capability_presence_is_checked_both_ways() {
 
 #[test]
 fn unknown_opcodes_are_refused() {
-    for opcode in [0u64, 29, 0xffff] {
+    for opcode in [0u64, 30, 0xffff] {
         let mut msg = [0u64; 8];
         msg[0] = opcode;
         assert_eq!(Request::decode(&msg, false), Err(Error::UnknownOpcode), "opcode {opcode}");
@@ -147,6 +149,11 @@ fn reserved_header_flag_and_word_bits_are_refused() {
     let mut msg = derive.encode();
     msg[2] = 1 << 8;
     assert_eq!(Request::decode(&msg, false), Err(Error::ReservedBitsSet), "undefined right");
+
+    let accept = Request::HandleAccept { from: 3, accept: true };
+    let mut msg = accept.encode();
+    msg[0] |= 1 << 17;
+    assert_eq!(Request::decode(&msg, false), Err(Error::ReservedBitsSet), "undefined accept flag");
 
     let respond = Request::FaultRespond { fault: h(1), cookie: 1, code: PageResponseCode::Success };
     let mut msg = respond.encode();

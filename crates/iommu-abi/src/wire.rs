@@ -103,11 +103,13 @@ pub enum Opcode {
     MemoryRegister = 27,
     /// Map registered memory into an IOAS.
     IoasMapRegistered = 28,
+    /// Consent to (or withdraw consent from) handles another client derives into this one.
+    HandleAccept = 29,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 28] = [
+    pub const ALL: [Opcode; 29] = [
         Opcode::IoasAlloc,
         Opcode::IoasMap,
         Opcode::IoasUnmap,
@@ -136,6 +138,7 @@ impl Opcode {
         Opcode::GetInfo,
         Opcode::MemoryRegister,
         Opcode::IoasMapRegistered,
+        Opcode::HandleAccept,
     ];
 
     /// Decode, or [`Error::UnknownOpcode`].
@@ -176,6 +179,7 @@ impl Opcode {
             | Opcode::FaultRespond
             | Opcode::HwptSetDirtyTracking
             | Opcode::HandleRevoke
+            | Opcode::HandleAccept
             | Opcode::Destroy => ReplyShape::Empty,
         }
     }
@@ -211,6 +215,8 @@ pub const PASID_VALID: u16 = 1 << 0;
 pub const FAULT_VALID: u16 = 1 << 0;
 /// Flag bit of `hwpt_set_dirty_tracking`: switch on (clear: switch off).
 pub const DIRTY_ENABLE: u16 = 1 << 0;
+/// Flag bit of `handle_accept`: withdraw the consent instead of giving it.
+pub const ACCEPT_WITHDRAW: u16 = 1 << 0;
 
 /// Where `ioas_map` / `ioas_copy` place the mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -347,6 +353,9 @@ pub enum Request {
     HwptGetDirtyBitmap { target: Handle, iova: u64, length: u64, page_size: u64 },
     /// `handle_derive`: w1 handle, w2 rights, w3 recipient client ID.
     HandleDerive { handle: Handle, rights: Rights, recipient: u64 },
+    /// `handle_accept`: w1 the client ID whose derived handles this client accepts; flags
+    /// [`ACCEPT_WITHDRAW`] (set: accept no longer).
+    HandleAccept { from: u64, accept: bool },
     /// `handle_revoke`: w1 handle.
     HandleRevoke { handle: Handle },
     /// `destroy`: w1 handle.
@@ -527,6 +536,7 @@ impl Request {
             Request::HandleRevoke { .. } => Opcode::HandleRevoke,
             Request::Destroy { .. } => Opcode::Destroy,
             Request::GetInfo { .. } => Opcode::GetInfo,
+            Request::HandleAccept { .. } => Opcode::HandleAccept,
         }
     }
 
@@ -655,6 +665,10 @@ impl Request {
                 msg[2] = u64::from(rights.bits());
                 msg[3] = recipient;
                 0
+            }
+            Request::HandleAccept { from, accept } => {
+                msg[1] = from;
+                if accept { 0 } else { ACCEPT_WITHDRAW }
             }
             Request::HandleRevoke { handle } | Request::Destroy { handle } => {
                 msg[1] = u64::from(handle.0);
@@ -859,6 +873,11 @@ impl Request {
                 check_unused(msg, 4)?;
                 let rights = u32::try_from(msg[2]).map_err(|_| Error::ReservedBitsSet)?;
                 Request::HandleDerive { handle: handle_word(msg[1])?, rights: Rights::from_bits(rights)?, recipient: msg[3] }
+            }
+            Opcode::HandleAccept => {
+                check_flags(flags, ACCEPT_WITHDRAW)?;
+                check_unused(msg, 2)?;
+                Request::HandleAccept { from: msg[1], accept: flags & ACCEPT_WITHDRAW == 0 }
             }
             Opcode::HandleRevoke | Opcode::Destroy | Opcode::GetInfo => {
                 check_flags(flags, 0)?;

@@ -134,6 +134,10 @@ fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
         Request::HandleDerive { handle, rights, recipient } => {
             Reply::Handle(server.handle_derive(client, handle, rights, ClientId(recipient))?)
         }
+        Request::HandleAccept { from, accept } => {
+            server.handle_accept(client, ClientId(from), accept)?;
+            Reply::Empty
+        }
         Request::HandleRevoke { handle } => {
             server.handle_revoke(client, handle)?;
             Reply::Empty

@@ -70,6 +70,11 @@ impl FailurePlan {
         self.calls += 1;
         self.fail_at == Some(self.calls)
     }
+
+    /// Whether the chosen call is still ahead.
+    fn pending(&self) -> bool {
+        self.fail_at.is_some_and(|at| at > self.calls)
+    }
 }
 
 /// A fake IOMMU unit.
@@ -131,6 +136,27 @@ impl FakeBackend {
     /// Unsafe or invalid requests seen so far.
     pub fn violations(&self) -> &[String] {
         &self.violations
+    }
+
+    /// Whether a failure `fail_nth_call` chose is still ahead (no call reached it).
+    pub fn failure_pending(&self) -> bool {
+        self.failures.pending()
+    }
+
+    /// Every live translation: (domain, IOVA, physical address, permission) per 4 KiB page,
+    /// in order.
+    pub fn entries(&self) -> Vec<(HwDomainId, u64, u64, Perm)> {
+        self.domains.iter().flat_map(|(&id, domain)| domain.pages.iter().map(move |(&iova, &(phys, perm))| (id, iova, phys, perm))).collect()
+    }
+
+    /// Every attached (device, PASID) slot and its translation, in order.
+    pub fn attachments(&self) -> Vec<((UnitId, RequesterId, Option<u32>), Translation)> {
+        self.attached.iter().map(|(&slot, &translation)| (slot, translation)).collect()
+    }
+
+    /// Live domains, in order.
+    pub fn domain_ids(&self) -> Vec<HwDomainId> {
+        self.domains.keys().copied().collect()
     }
 
     /// Number of live domains.
@@ -369,13 +395,21 @@ pub struct FakeMemory {
     objects: BTreeMap<u64, FakeObject>,
     pinned: BTreeSet<(MemoryObjectId, u64)>,
     failures: FailurePlan,
+    identify_failures: FailurePlan,
     violations: Vec<String>,
 }
 
 impl FakeMemory {
     /// No memory objects, logging to `log`.
     pub fn new(log: CallLog) -> Self {
-        FakeMemory { log, objects: BTreeMap::new(), pinned: BTreeSet::new(), failures: FailurePlan::default(), violations: Vec::new() }
+        FakeMemory {
+            log,
+            objects: BTreeMap::new(),
+            pinned: BTreeSet::new(),
+            failures: FailurePlan::default(),
+            identify_failures: FailurePlan::default(),
+            violations: Vec::new(),
+        }
     }
 
     /// Make capability `cap` designate `object`.
@@ -386,6 +420,26 @@ impl FakeMemory {
     /// Make the `n`th `pin` from now fail with `NoResources`.
     pub fn fail_nth_pin(&mut self, n: usize) {
         self.failures.fail_at = Some(self.failures.calls + n);
+    }
+
+    /// Make the `n`th `identify` from now fail with `NoResources` (the kernel could not answer).
+    pub fn fail_nth_identify(&mut self, n: usize) {
+        self.identify_failures.fail_at = Some(self.identify_failures.calls + n);
+    }
+
+    /// Whether a failure `fail_nth_pin` or `fail_nth_identify` chose is still ahead.
+    pub fn failure_pending(&self) -> bool {
+        self.failures.pending() || self.identify_failures.pending()
+    }
+
+    /// Every pinned page, as (object, page index), in order.
+    pub fn pinned(&self) -> Vec<(MemoryObjectId, u64)> {
+        self.pinned.iter().copied().collect()
+    }
+
+    /// The physical address of page `page` of `object`, if some capability designates it.
+    pub fn frame_of(&self, object: MemoryObjectId, page: u64) -> Option<u64> {
+        self.objects.values().find(|candidate| candidate.id == object).map(|found| found.frame(page))
     }
 
     /// Pages currently pinned, as the kernel sees them.
@@ -405,6 +459,10 @@ impl FakeMemory {
 
 impl MemorySource for FakeMemory {
     fn identify(&mut self, client: ClientId, memory: u64) -> Result<MemoryObjectInfo, Error> {
+        if self.identify_failures.next_fails() {
+            self.log.borrow_mut().push(Call::InjectedFailure);
+            return Err(Error::NoResources);
+        }
         let object = self.object(client, memory)?;
         Ok(MemoryObjectInfo { id: object.id, size: object.size, writable: object.writable })
     }

@@ -19,7 +19,8 @@
 //! Ownership and sharing: objects live in one server-global table and are owned by the
 //! client that created it; clients hold per-client handle tables whose entries point at
 //! objects with [`Rights`](iommu_abi::Rights). A handle with GRANT can be *derived* into
-//! any client's table with a subset of its rights; revoking a handle revokes everything
+//! the holder's own table, or another client's that accepted handles from the holder, with a
+//! subset of its rights; revoking a handle revokes everything
 //! derived from it, transitively. Destroying an object removes every handle to it.
 //! Closing a client tears down what it owns, including other clients' attachments to it.
 //!
@@ -32,6 +33,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod budget;
 pub mod dispatch;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -47,10 +49,11 @@ pub use backend::{
     AddressSpace, DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion,
     Translation, UnitId, UnitInfo,
 };
+pub use budget::{ClientLimits, Usage};
 pub use dispatch::{dispatch, CapabilityVerifier};
 pub use memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinTable, PinnedPages};
 pub use objects::{ObjectId, ObjectKind};
-pub use server::{DeviceGrant, FaultDelivery, FaultEvent, FaultReadout, HwptAllocOptions, Server, ServerConfig};
+pub use server::{Counters, DeviceGrant, FaultDelivery, FaultEvent, FaultReadout, HwptAllocOptions, Server, ServerConfig};
 
 /// A connected client, identified by the badge the kernel attaches to its IPC endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -21,6 +21,7 @@ use alloc::vec::Vec;
 use iommu_abi::{FaultRecord, Handle, IovaRange, Perm, Rights};
 use slot_table::SlotTable;
 
+use crate::budget::{Account, Usage};
 use crate::backend::{AddressSpace, HwDomain, HwDomainId, RequesterId, ReservedRegion, UnitId};
 use crate::memory::MemoryObjectId;
 use crate::ClientId;
@@ -238,17 +239,21 @@ pub(crate) struct HandleEntry {
     pub derived: Vec<HandleRef>,
 }
 
-/// One connected client (one driver process): its handle table and its PASIDs.
+/// One connected client (one driver process): its handle table, its PASIDs and what it has
+/// charged against its limits.
 pub(crate) struct Client {
     /// Handle numbers are the keys: at most 65,535 live handles, and 2^32 over the client's
     /// life (a slot retires after 65,536 uses).
     pub handles: SlotTable<u32, HandleEntry>,
     pub pasids: BTreeSet<u32>,
+    pub account: Account,
+    /// Clients whose `handle_derive` may put handles into this table.
+    pub accepts_from: BTreeSet<ClientId>,
 }
 
 impl Client {
     pub fn new() -> Client {
-        Client { handles: SlotTable::new(), pasids: BTreeSet::new() }
+        Client { handles: SlotTable::new(), pasids: BTreeSet::new(), account: Account { used: Usage::default() }, accepts_from: BTreeSet::new() }
     }
 
     pub fn has_handle_space(&self) -> bool {
@@ -287,5 +292,9 @@ impl ClientTable {
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Client> {
         self.slots.iter_mut().filter_map(Option::as_mut)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ClientId, &Client)> {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| Some((ClientId(index as u64), slot.as_ref()?)))
     }
 }

@@ -21,6 +21,7 @@ use iommu_abi::{
     Stage1Config, UnitCaps, PAGE_SIZE,
 };
 
+use crate::budget::{self, ClientLimits, Usage};
 use crate::backend::{
     AddressSpace, DomainConfig, HwDomainId, IommuBackend, RequesterId, Translation, UnitId,
 };
@@ -112,12 +113,33 @@ pub struct ServerConfig {
     pub max_pasid: u32,
     /// Client ids are below this (they index the client table).
     pub max_clients: u64,
+    /// What each client may hold (see [`budget`]).
+    pub limits: ClientLimits,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { fault_queue_depth: 64, max_pasid: PASID_MAX, max_clients: 64 }
+        ServerConfig { fault_queue_depth: 64, max_pasid: PASID_MAX, max_clients: 64, limits: ClientLimits::default() }
     }
+}
+
+/// Server-wide counters ([`Server::counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The sum of every client's [`Usage`].
+    pub charged: Usage,
+    /// Live objects.
+    pub objects: u64,
+    /// Handles in all tables.
+    pub handles: u64,
+    /// Distinct pinned pages.
+    pub pinned_pages: u64,
+    /// Allocated PASIDs.
+    pub pasids: u64,
+    /// Bound devices.
+    pub bound_devices: u64,
+    /// Faults that had no queue to go to.
+    pub unrouted_faults: u64,
 }
 
 /// The IOMMU server's object model: every client's objects and handles, the pin table,
@@ -312,6 +334,24 @@ fn ioas_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Ioas {
     }
 }
 
+/// The IOAS `id` and its owner (who is charged for its areas), from one lookup.
+#[inline]
+fn owned_ioas_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> (ClientId, &Ioas) {
+    match &objects[id] {
+        Object { owner, body: Body::Ioas(ioas) } => (*owner, ioas),
+        _ => panic!("object {id:?} is not an IOAS"),
+    }
+}
+
+/// `owned_ioas_in`, mutably.
+#[inline]
+fn owned_ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectId) -> (ClientId, &mut Ioas) {
+    match objects.get_mut(id).expect("live object") {
+        Object { owner, body: Body::Ioas(ioas) } => (*owner, ioas),
+        _ => panic!("object {id:?} is not an IOAS"),
+    }
+}
+
 #[inline]
 fn ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectId) -> &mut Ioas {
     match &mut objects.get_mut(id).expect("live object").body {
@@ -392,6 +432,100 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         self.unrouted_faults
     }
 
+    /// What `client` holds against its limits (`None` for an unknown client).
+    pub fn usage(&self, client: ClientId) -> Option<Usage> {
+        Some(self.clients.get(client)?.account.used)
+    }
+
+    /// The server-wide counters: what every client holds, summed, and the shared tables.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            charged: self.clients.iter().fold(Usage::default(), |sum, (_, client)| sum.plus(client.account.used)),
+            objects: self.objects.len() as u64,
+            handles: self.clients.iter().map(|(_, client)| client.handles.len() as u64).sum(),
+            pinned_pages: self.pins.pinned_pages() as u64,
+            pasids: self.pasid_owners.len() as u64,
+            bound_devices: self.bound_devices.len() as u64,
+            unrouted_faults: self.unrouted_faults,
+        }
+    }
+
+    /// Everything the model holds, one line per object, handle table, PASID and consent, in
+    /// a stable order: tests compare it before and after a request that must change nothing.
+    #[cfg(test)]
+    pub(crate) fn state_digest(&self) -> Vec<alloc::string::String> {
+        use alloc::format;
+        let mut lines = Vec::new();
+        for (id, object) in self.objects.iter() {
+            let body = match &object.body {
+                Body::Ioas(ioas) => format!("IOAS areas {:?} allowed {:?}", ioas.areas.values().collect::<Vec<_>>(), ioas.allowed),
+                Body::Hwpt(hwpt) => format!(
+                    "HWPT {:?} over {:?} fault {:?} dirty {}/{}",
+                    hwpt.domain, hwpt.parent, hwpt.fault, hwpt.dirty_capable, hwpt.dirty_enabled
+                ),
+                Body::Device(device) => format!("device {:?}/{:?} label {:?} attachments {:?}", device.unit, device.rid, device.label, device.attachments),
+                Body::Fault(queue) => format!(
+                    "fault queue {:?} awaiting {:?} overflow {}",
+                    queue.queued.iter().map(|fault| (fault.record, fault.request)).collect::<Vec<_>>(),
+                    queue.awaiting,
+                    queue.overflow
+                ),
+                Body::Memory(registration) => format!("registration {:?} {} bytes, {} mappings", registration.object, registration.size, registration.mappings),
+            };
+            lines.push(format!("{id:?} of {:?}: {body}", object.owner));
+        }
+        for (id, client) in self.clients.iter() {
+            for (number, entry) in client.handles.iter() {
+                lines.push(format!("{id:?} handle {number}: {:?} {:?} parent {:?} derived {:?}", entry.object, entry.rights, entry.parent, entry.derived));
+            }
+            lines.push(format!("{id:?} PASIDs {:?} accepts {:?} uses {:?}", client.pasids, client.accepts_from, client.account.used));
+        }
+        lines.push(format!("PASID owners {:?}, bound devices {:?}", self.pasid_owners, self.bound_devices));
+        lines
+    }
+
+    /// `client`'s handle table: number, object and rights of each handle.
+    #[cfg(test)]
+    pub(crate) fn handle_table(&self, client: ClientId) -> Vec<(u32, ObjectId, Rights)> {
+        self.clients.get(client).map_or_else(Vec::new, |c| c.handles.iter().map(|(number, entry)| (number, entry.object, entry.rights)).collect())
+    }
+
+    /// Every area of every IOAS, with the IOAS and its owner.
+    #[cfg(test)]
+    pub(crate) fn all_areas(&self) -> Vec<(ObjectId, ClientId, Area)> {
+        let mut areas = Vec::new();
+        for (id, object) in self.objects.iter() {
+            if let Body::Ioas(ioas) = &object.body {
+                areas.extend(ioas.areas.values().map(|area| (id, object.owner, *area)));
+            }
+        }
+        areas
+    }
+
+    /// Every registration: the memory object and its size.
+    #[cfg(test)]
+    pub(crate) fn registrations(&self) -> Vec<(crate::memory::MemoryObjectId, u64)> {
+        self.objects
+            .values()
+            .filter_map(|object| match &object.body {
+                Body::Memory(registration) => Some((registration.object, registration.size)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The domain of every paging HWPT and the IOAS it mirrors.
+    #[cfg(test)]
+    pub(crate) fn paging_domains(&self) -> Vec<(HwDomainId, ObjectId)> {
+        self.objects
+            .values()
+            .filter_map(|object| match &object.body {
+                Body::Hwpt(Hwpt { domain, parent: HwptParent::Ioas(ioas), .. }) => Some((domain.id, *ioas)),
+                _ => None,
+            })
+            .collect()
+    }
+
     // ----- clients and handles -----
 
     /// Register a client (a driver connection). Returns false if it was already open or its
@@ -438,6 +572,29 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
     }
 
+    /// Take `charge` from `client`'s budget, or `NoResources` with nothing taken.
+    fn charge(&mut self, client: ClientId, charge: Usage) -> Result<(), Error> {
+        let limits = self.config.limits;
+        self.clients.get_mut(client).ok_or(Error::NoSuchClient)?.account.charge(charge, &limits)
+    }
+
+    /// Give back what `charge` took.
+    fn refund(&mut self, client: ClientId, charge: Usage) {
+        self.clients.get_mut(client).expect("charges belong to live clients").account.refund(charge);
+    }
+
+    /// Checks that `client` can receive a new object's handle and charges it the handle and
+    /// `object` (the object's own charge): the first step of every creation.
+    fn charge_new_object(&mut self, client: ClientId, object: Usage) -> Result<(), Error> {
+        self.check_handle_space(client)?;
+        self.charge(client, budget::HANDLE.plus(object))
+    }
+
+    /// Undo `charge_new_object` (a later step failed).
+    fn refund_new_object(&mut self, client: ClientId, object: Usage) {
+        self.refund(client, budget::HANDLE.plus(object));
+    }
+
     fn install_handle(&mut self, client: ClientId, object: ObjectId, rights: Rights, parent: Option<HandleRef>) -> Handle {
         let kind = self.objects[object].kind();
         let table = self.clients.get_mut(client).expect("handle space was checked for a live client");
@@ -469,7 +626,12 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if !held.contains(rights) {
             return Err(Error::RightsEscalation);
         }
+        let consented = recipient == client || self.client(recipient)?.accepts_from.contains(&client);
+        if !consented {
+            return Err(Error::NotAccepted);
+        }
         self.check_handle_space(recipient)?;
+        self.charge(recipient, budget::HANDLE)?;
         let parent = HandleRef { client, handle: handle.0 };
         let derived = self.install_handle(recipient, object, rights, Some(parent));
         self.clients
@@ -481,6 +643,25 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         Ok(derived)
     }
 
+    /// Let `from` derive handles into `client`'s table (`accept`), or withdraw that. Until a
+    /// client accepts, no other client can put anything into its table. Consent given twice
+    /// or withdrawn when not given is no error.
+    pub fn handle_accept(&mut self, client: ClientId, from: ClientId, accept: bool) -> Result<(), Error> {
+        self.client(client)?;
+        if from.0 >= self.config.max_clients {
+            return Err(Error::NoSuchClient);
+        }
+        let known = self.client(client)?.accepts_from.contains(&from);
+        if accept && !known {
+            self.charge(client, budget::ACCEPTANCE)?;
+            self.clients.get_mut(client).expect("checked").accepts_from.insert(from);
+        } else if !accept && known {
+            self.clients.get_mut(client).expect("checked").accepts_from.remove(&from);
+            self.refund(client, budget::ACCEPTANCE);
+        }
+        Ok(())
+    }
+
     /// Remove `handle` from `client`'s table, and every handle derived from it (in any
     /// client). The object itself stays (its owner can still destroy it).
     pub fn handle_revoke(&mut self, client: ClientId, handle: Handle) -> Result<(), Error> {
@@ -490,9 +671,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     fn revoke(&mut self, target: HandleRef) {
-        let Some(entry) = self.clients.get_mut(target.client).and_then(|c| c.handles.remove(target.handle)) else {
-            return;
-        };
+        let Some(client) = self.clients.get_mut(target.client) else { return };
+        let Some(entry) = client.handles.remove(target.handle) else { return };
+        client.account.refund(budget::HANDLE);
         if let Some(parent) = entry.parent {
             if let Some(parent_entry) = self.clients.get_mut(parent.client).and_then(|c| c.handles.get_mut(parent.handle)) {
                 parent_entry.derived.retain(|child| *child != target);
@@ -506,11 +687,15 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// Remove an object and every handle to it in every client.
     fn remove_object(&mut self, id: ObjectId) {
         self.topology_epoch += 1;
-        if let Some(Object { body: Body::Hwpt(hwpt), .. }) = self.objects.remove(id) {
+        let object = self.objects.remove(id).expect("live object");
+        self.refund(object.owner, budget::object(&object.body));
+        if let Body::Hwpt(hwpt) = object.body {
             self.hwpts_by_parent.remove(&(hwpt.parent, id));
         }
         for client in self.clients.values_mut() {
+            let before = client.handles.len();
             client.handles.retain(|_, entry| entry.object != id);
+            client.account.refund(budget::HANDLE.times((before - client.handles.len()) as u64));
         }
     }
 
@@ -677,7 +862,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Allocate an empty IOAS.
     pub fn ioas_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
-        self.check_handle_space(client)?;
+        self.charge_new_object(client, budget::IOAS)?;
         Ok(self.create(client, Body::Ioas(Ioas::default())))
     }
 
@@ -699,11 +884,21 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let range = place(self.ioas(ioas), choice, length)?;
         let info = self.memory.identify(client, memory)?;
         check_within_object(object_end, info.size, info.writable, perm)?;
-        let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length)?;
+        let owner = self.objects[ioas].owner;
+        let charge = Usage { areas: 1, bytes: budget::area_bytes(length, false), ..Usage::default() };
+        self.clients.get_mut(owner).expect("owners are live").account.charge_areas(charge.areas, charge.bytes, &self.config.limits)?;
+        let frames = match self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length) {
+            Ok(frames) => frames,
+            Err(error) => {
+                self.refund(owner, charge);
+                return Err(error);
+            }
+        };
         let segment = Segment { iova: range.start, frames: &frames, perm };
         let domains = &ioas_in(&self.objects, ioas).summary().domains;
         if let Err(error) = map_segments(&mut self.backend, domains, core::slice::from_ref(&segment)) {
             self.pins.release(&mut self.memory, info.id, offset, length);
+            self.refund(owner, charge);
             return Err(error);
         }
         self.ioas_mut(ioas).areas.insert(range.start, Area { range, object: info.id, offset, perm, registration: None });
@@ -719,7 +914,15 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if info.size == 0 {
             return Err(Error::ZeroLength);
         }
-        let frames = self.pins.acquire(&mut self.memory, client, memory, info.id, 0, info.size)?;
+        let charge = budget::registration(info.size / PAGE_SIZE);
+        self.charge_new_object(client, charge)?;
+        let frames = match self.pins.acquire(&mut self.memory, client, memory, info.id, 0, info.size) {
+            Ok(frames) => frames,
+            Err(error) => {
+                self.refund_new_object(client, charge);
+                return Err(error);
+            }
+        };
         let registration = Registration { object: info.id, size: info.size, writable: info.writable, frames, mappings: 0 };
         Ok(self.create(client, Body::Memory(registration)))
     }
@@ -741,14 +944,20 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let memory = self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?;
         let object_end = check_map_range(perm, offset, length)?;
         self.refresh_summary(ioas);
-        let Server { objects, backend, .. } = self;
+        let Server { objects, backend, clients, config, .. } = self;
         let registration = registration_in(objects, memory);
         check_within_object(object_end, registration.size, registration.writable, perm)?;
-        let target = ioas_in(objects, ioas);
+        let (owner, target) = owned_ioas_in(objects, ioas);
         let range = place(target, choice, length)?;
         let pages = (offset / PAGE_SIZE) as usize..(object_end / PAGE_SIZE) as usize;
         let segment = Segment { iova: range.start, frames: &registration.frames[pages], perm };
-        map_segments(backend, &target.summary().domains, core::slice::from_ref(&segment))?;
+        let account = &mut clients.get_mut(owner).expect("owners are live").account;
+        let area_bytes = budget::area_bytes(length, true);
+        account.charge_areas(1, area_bytes, &config.limits)?;
+        if let Err(error) = map_segments(backend, &target.summary().domains, core::slice::from_ref(&segment)) {
+            account.refund_areas(1, area_bytes);
+            return Err(error);
+        }
         let object = registration.object;
         if let Body::Memory(registration) = &mut objects.get_mut(memory).expect("resolved above").body {
             registration.mappings += 1;
@@ -760,8 +969,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// Remove an area: unmap it from every domain (the backend invalidates), then unpin.
     fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
         self.refresh_summary(ioas);
-        let Server { objects, backend, pins, memory, .. } = self;
-        let target = ioas_in_mut(objects, ioas);
+        let Server { objects, backend, pins, memory, clients, .. } = self;
+        let (owner, target) = owned_ioas_in_mut(objects, ioas);
         let area = target.areas.remove(&start).expect("area exists");
         for &domain in &target.summary().domains {
             backend.unmap(domain, area.range.start, area.length());
@@ -774,6 +983,8 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             }
             None => pins.release(memory, area.object, area.offset, area.length()),
         }
+        let charged = budget::area(&area);
+        clients.get_mut(owner).expect("owners are live").account.refund_areas(charged.areas, charged.bytes);
         area.length()
     }
 
@@ -860,6 +1071,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         self.refresh_summary(dst);
         let dst_range = place(self.ioas(dst), dst_choice, length)?;
         let shift = |iova: u64| iova - src_range.start + dst_range.start;
+        let owner = self.objects[dst].owner;
+        let charge = pieces.iter().fold(Usage::default(), |sum, piece| sum.plus(budget::area(piece)));
+        self.clients.get_mut(owner).expect("owners are live").account.charge_areas(charge.areas, charge.bytes, &self.config.limits)?;
         let frame_lists: Vec<Vec<u64>> = pieces.iter().map(|piece| self.pins.share(piece.object, piece.offset, piece.length())).collect();
         let segments: Vec<Segment> = pieces
             .iter()
@@ -870,6 +1084,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             for piece in &pieces {
                 self.pins.release(&mut self.memory, piece.object, piece.offset, piece.length());
             }
+            self.refund(owner, charge);
             return Err(error);
         }
         let areas = &mut self.ioas_mut(dst).areas;
@@ -903,6 +1118,13 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if !allowed.is_empty() && self.ioas(ioas).areas.values().any(|area| !iova::covered_by(&allowed, &area.range)) {
             return Err(Error::AreasOutsideAllowed);
         }
+        let owner = self.objects[ioas].owner;
+        let (now, then) = (allowed.len(), self.ioas(ioas).allowed.len());
+        if now > then {
+            self.charge(owner, budget::allowed_ranges(now - then))?;
+        } else {
+            self.refund(owner, budget::allowed_ranges(then - now));
+        }
         self.ioas_mut(ioas).allowed = allowed;
         self.topology_epoch += 1;
         Ok(())
@@ -930,12 +1152,19 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         {
             return Err(Error::NotSupported);
         }
-        self.check_handle_space(client)?;
+        self.charge_new_object(client, budget::HWPT)?;
         let config = DomainConfig::Paging { nest_parent: options.nest_parent, dirty_tracking: options.dirty_tracking };
-        let domain = self.backend.domain_alloc(unit, &config)?;
+        let domain = match self.backend.domain_alloc(unit, &config) {
+            Ok(domain) => domain,
+            Err(error) => {
+                self.refund_new_object(client, budget::HWPT);
+                return Err(error);
+            }
+        };
         let areas: Vec<Area> = self.ioas(ioas).areas.values().copied().collect();
         if areas.iter().any(|area| !domain.aperture.contains_range(&area.range)) {
             self.backend.domain_free(domain.id);
+            self.refund_new_object(client, budget::HWPT);
             return Err(Error::ReservedConflict);
         }
         let frame_lists: Vec<Vec<u64>> = areas.iter().map(|area| self.pins.frames(area.object, area.offset, area.length())).collect();
@@ -946,6 +1175,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             .collect();
         if let Err(error) = map_segments(&mut self.backend, &[domain.id], &segments) {
             self.backend.domain_free(domain.id);
+            self.refund_new_object(client, budget::HWPT);
             return Err(error);
         }
         let hwpt = Hwpt {
@@ -987,9 +1217,15 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if !info.caps.contains(UnitCaps::NESTING) || stage1.format.unit_kind() != info.kind {
             return Err(Error::NotSupported);
         }
-        self.check_handle_space(client)?;
         let config = DomainConfig::Nested { parent: parent_hwpt.domain.id, stage1 };
-        let domain = self.backend.domain_alloc(unit, &config)?;
+        self.charge_new_object(client, budget::HWPT)?;
+        let domain = match self.backend.domain_alloc(unit, &config) {
+            Ok(domain) => domain,
+            Err(error) => {
+                self.refund_new_object(client, budget::HWPT);
+                return Err(error);
+            }
+        };
         let hwpt = Hwpt {
             unit,
             domain,
@@ -1071,6 +1307,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::DeviceAlreadyBound);
         }
         let reserved = self.backend.reserved_regions(grant.unit, grant.rid);
+        self.charge_new_object(client, budget::device(reserved.len()))?;
         self.backend.block(grant.unit, grant.rid, None);
         let device = Device {
             unit: grant.unit,
@@ -1130,7 +1367,12 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             return Err(Error::AlreadyAttached);
         }
         let (unit, rid) = (self.device(device).unit, self.device(device).rid);
-        self.backend.attach(unit, rid, pasid, Translation::Domain(self.hwpt(hwpt).domain.id))?;
+        let owner = self.objects[device].owner;
+        self.charge(owner, budget::ATTACHMENT)?;
+        if let Err(error) = self.backend.attach(unit, rid, pasid, Translation::Domain(self.hwpt(hwpt).domain.id)) {
+            self.refund(owner, budget::ATTACHMENT);
+            return Err(error);
+        }
         self.device_mut(device).attachments.insert(pasid, Attachment::Hwpt(hwpt));
         self.topology_epoch += 1;
         Ok(())
@@ -1182,6 +1424,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let (unit, rid) = (self.device(device).unit, self.device(device).rid);
         self.backend.block(unit, rid, pasid);
         let attachment = self.device_mut(device).attachments.remove(&pasid).expect("attachment exists");
+        self.refund(self.objects[device].owner, budget::ATTACHMENT);
         self.topology_epoch += 1;
         let fault = self.attachment_fault(&attachment);
         self.abort_page_requests(fault, Some(device), Some(pasid));
@@ -1201,7 +1444,12 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         if self.device(device).attachments.contains_key(&Some(pasid)) {
             return Err(Error::AlreadyAttached);
         }
-        self.backend.attach(unit, rid, Some(pasid), Translation::ProcessAddressSpace(address_space))?;
+        let owner = self.objects[device].owner;
+        self.charge(owner, budget::ATTACHMENT)?;
+        if let Err(error) = self.backend.attach(unit, rid, Some(pasid), Translation::ProcessAddressSpace(address_space)) {
+            self.refund(owner, budget::ATTACHMENT);
+            return Err(error);
+        }
         self.device_mut(device).attachments.insert(Some(pasid), Attachment::Sva { address_space, fault });
         self.topology_epoch += 1;
         Ok(())
@@ -1243,6 +1491,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             }
         }
         let candidate = found.ok_or(Error::PasidExhausted)?;
+        self.charge(client, budget::PASID)?;
         self.last_pasid = candidate;
         self.pasid_owners.insert(candidate, client);
         self.clients.get_mut(client).expect("checked").pasids.insert(candidate);
@@ -1264,6 +1513,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         }
         self.pasid_owners.remove(&pasid);
         self.clients.get_mut(client).expect("checked").pasids.remove(&pasid);
+        self.refund(client, budget::PASID);
         Ok(())
     }
 
@@ -1271,7 +1521,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Allocate a fault queue.
     pub fn fault_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
-        self.check_handle_space(client)?;
+        self.charge_new_object(client, budget::FAULT_QUEUE)?;
         Ok(self.create(client, Body::Fault(FaultQueue::default())))
     }
 
@@ -1294,8 +1544,12 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let label = self.device(device).label;
         let owner = self.objects[fault].owner;
         let depth = self.config.fault_queue_depth;
+        // A queue is full at its depth or when its owner's budget cannot take the record.
+        let limits = self.config.limits;
+        let full = self.fault_mut(fault).queued.len() >= depth
+            || self.clients.get_mut(owner).expect("owners are live").account.charge_bytes(budget::FAULT_RECORD.bytes, &limits).is_err();
         let queue = self.fault_mut(fault);
-        if queue.queued.len() >= depth {
+        if full {
             queue.overflow += 1;
             if is_request {
                 self.backend.page_response(event.unit, event.rid, event.pasid, event.group, PageResponseCode::Invalid);
@@ -1340,16 +1594,23 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// 0). Page requests read here await `fault_respond`. Needs READ_FAULTS.
     pub fn fault_read(&mut self, client: ClientId, fault: Handle, max: usize) -> Result<FaultReadout, Error> {
         let fault = self.resolve(client, fault, ObjectKind::Fault, Rights::READ_FAULTS)?;
+        let owner = self.objects[fault].owner;
         let queue = self.fault_mut(fault);
         let mut records = Vec::new();
+        // A page request keeps its record's charge while it awaits the answer.
+        let mut finished = 0;
         while records.len() < max {
             let Some(queued) = queue.queued.pop_front() else { break };
-            if let Some(request) = queued.request {
-                queue.awaiting.insert(queued.record.cookie, request);
+            match queued.request {
+                Some(request) => {
+                    queue.awaiting.insert(queued.record.cookie, request);
+                }
+                None => finished += 1,
             }
             records.push(queued.record);
         }
         let overflow = core::mem::take(&mut queue.overflow);
+        self.clients.get_mut(owner).expect("owners are live").account.refund_bytes(budget::FAULT_RECORD.bytes * finished);
         Ok(FaultReadout { records, overflow })
     }
 
@@ -1357,6 +1618,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     pub fn fault_respond(&mut self, client: ClientId, fault: Handle, cookie: u32, code: PageResponseCode) -> Result<(), Error> {
         let fault = self.resolve(client, fault, ObjectKind::Fault, Rights::READ_FAULTS)?;
         let request = self.fault_mut(fault).awaiting.remove(&cookie).ok_or(Error::NoSuchFault)?;
+        self.refund(self.objects[fault].owner, budget::FAULT_RECORD);
         self.backend.page_response(request.unit, request.rid, request.pasid, request.group, code);
         Ok(())
     }
@@ -1384,6 +1646,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 true
             }
         });
+        self.refund(self.objects[fault].owner, budget::FAULT_RECORD.times(aborted.len() as u64));
         for request in aborted {
             self.backend.page_response(request.unit, request.rid, request.pasid, request.group, PageResponseCode::Invalid);
         }
@@ -1439,7 +1702,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 let device = self.device(id);
                 self.bound_devices.remove(&(device.unit, device.rid));
             }
-            ObjectKind::Fault => self.abort_page_requests(Some(id), None, None),
+            ObjectKind::Fault => {
+                self.abort_page_requests(Some(id), None, None);
+                let records = self.fault_mut(id).queued.len() as u64;
+                self.refund(self.objects[id].owner, budget::FAULT_RECORD.times(records));
+            }
             ObjectKind::Memory => {
                 if let Body::Memory(registration) = &self.objects[id].body {
                     let (object, size) = (registration.object, registration.size);
@@ -1555,8 +1822,21 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 self.release_attachment(device, Some(pasid));
             }
             self.pasid_owners.remove(&pasid);
+            self.refund(client, budget::PASID);
         }
-        self.clients.remove(client);
+        // Emptied first, so that a client that accepted itself is refunded once.
+        let closing = self.clients.get_mut(client).expect("checked");
+        let accepted = core::mem::take(&mut closing.accepts_from).len() as u64;
+        closing.account.refund(budget::ACCEPTANCE.times(accepted));
+        // A later client with the same id (the transport reuses them) starts with nobody's
+        // consent.
+        for other in self.clients.values_mut() {
+            if other.accepts_from.remove(&client) {
+                other.account.refund(budget::ACCEPTANCE);
+            }
+        }
+        let left = self.clients.remove(client).expect("checked").account.used;
+        debug_assert_eq!(left, Usage::default(), "everything {client:?} was charged is returned");
         Ok(())
     }
 }

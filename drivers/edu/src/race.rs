@@ -81,6 +81,14 @@ extern "C" fn mapper(_arg: u64) -> ! {
             idle()
         }
     };
+    // The main thread shares each round's IOAS by deriving a handle into this client, which
+    // needs this client's consent; the main client's ID is the badge of its endpoint.
+    let accepted = syscall::cap_info(slot::SERVER).ok().map(|(_, _, main_client)| iommu.handle_accept(main_client, true));
+    if !matches!(accepted, Some(Ok(()))) {
+        println!("edu-driver: mapper: could not accept handles from the main client");
+        MAPPER_STATE.store(mapper_state::CONNECT_FAILED, SeqCst);
+        idle()
+    }
     MAPPER_STATE.store(mapper_state::CONNECTED, SeqCst);
     loop {
         let ioas = ROUND_IOAS.load(SeqCst);

@@ -28,7 +28,7 @@ fn handles_are_never_zero_and_not_reused() {
 
 #[test]
 fn a_full_handle_table_refuses_new_objects_and_creates_nothing() {
-    let mut h = harness();
+    let mut h = harness_with(ServerConfig { limits: ClientLimits::UNLIMITED, ..ServerConfig::default() });
     let live: alloc::vec::Vec<Handle> = (0..u16::MAX).map(|_| h.server.ioas_alloc(A).unwrap()).collect();
     let objects = h.server.object_count();
     assert_eq!(h.server.ioas_alloc(A), Err(Error::NoResources));
@@ -99,6 +99,7 @@ fn revoking_a_handle_revokes_everything_derived_from_it() {
     let mut h = harness();
     let c = ClientId(3);
     assert!(h.server.open_client(c));
+    h.server.handle_accept(c, B, true).unwrap();
     let ioas = h.server.ioas_alloc(A).unwrap();
     let shared = h.server.handle_derive(A, ioas, Rights::ALL, A).unwrap();
     let for_b = h.server.handle_derive(A, shared, Rights::MAP.union(Rights::GRANT), B).unwrap();
@@ -229,4 +230,38 @@ fn closing_after_revoking_own_handles_still_releases_everything() {
     assert_eq!(h.server.object_count(), 0);
     assert_eq!(h.server.pinned_pages(), 0);
     h.assert_clean();
+}
+
+#[test]
+fn deriving_into_another_client_needs_its_consent() {
+    let mut h = harness();
+    let c = ClientId(3);
+    assert!(h.server.open_client(c));
+    let ioas = h.server.ioas_alloc(A).unwrap();
+    let ioas_b = h.server.ioas_alloc(B).unwrap();
+    let before = (h.server.handle_count(c), h.server.usage(c));
+    assert_eq!(h.server.handle_derive(A, ioas, Rights::MAP, c), Err(Error::NotAccepted));
+    assert_eq!((h.server.handle_count(c), h.server.usage(c)), before, "the recipient's table is untouched");
+    assert_eq!(h.server.handle_derive(B, ioas_b, Rights::MAP, A), Err(Error::NotAccepted), "B accepting A is not A accepting B");
+    assert!(h.server.handle_derive(A, ioas, Rights::MAP, A).is_ok(), "into one's own table needs no consent");
+
+    h.server.handle_accept(c, A, true).unwrap();
+    h.server.handle_accept(c, A, true).unwrap();
+    let lent = h.server.handle_derive(A, ioas, Rights::MAP, c).unwrap();
+    assert!(h.server.ioas_iova_ranges(c, lent).is_ok());
+    assert_eq!(h.server.handle_derive(B, ioas_b, Rights::MAP, c), Err(Error::NotAccepted), "consent names one sender");
+    // Withdrawing stops new handles; the ones already given stay until revoked.
+    h.server.handle_accept(c, A, false).unwrap();
+    assert_eq!(h.server.handle_derive(A, ioas, Rights::MAP, c), Err(Error::NotAccepted));
+    assert!(h.server.ioas_iova_ranges(c, lent).is_ok());
+    assert_eq!(h.server.handle_accept(c, ClientId(ServerConfig::default().max_clients), true), Err(Error::NoSuchClient));
+
+    // A client that leaves takes the consent given to it along: a new client with its id
+    // starts with none.
+    h.server.handle_accept(c, A, true).unwrap();
+    h.server.close_client(A).unwrap();
+    assert!(h.server.open_client(A));
+    let fresh = h.server.ioas_alloc(A).unwrap();
+    assert_eq!(h.server.handle_derive(A, fresh, Rights::MAP, c), Err(Error::NotAccepted));
+    assert_eq!(h.server.usage(c).unwrap().bytes, 0, "the consent entry was refunded");
 }

@@ -3,8 +3,11 @@
 mod e2e;
 mod faults;
 mod hwpt;
+mod inject;
 mod ioas;
 mod lifecycle;
+mod random;
+mod limits;
 mod registered;
 
 use alloc::collections::BTreeMap;
@@ -103,6 +106,8 @@ pub fn harness_with(config: ServerConfig) -> Harness {
     let mut server = Server::new(backend, memory, config);
     assert!(server.open_client(A));
     assert!(server.open_client(B));
+    // B takes handles from A (the tests share A's objects with B); A takes none from B.
+    server.handle_accept(B, A, true).unwrap();
     Harness { server, log }
 }
 
