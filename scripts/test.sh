@@ -71,7 +71,11 @@ t0=$(date +%s)
 # one test reports itself skipped.
 if IASL="$(bash scripts/get-iasl.sh 2>/dev/null)"; then export IASL; else echo "iasl unavailable"; fi
 run_suite "host tests" cargo scripts/host-test.sh test --workspace --exclude kernel --exclude boot --exclude userlib \
-    --exclude usertest --exclude root --exclude iommu-server --exclude edu-driver
+    --exclude usertest --exclude root --exclude iommu-server --exclude edu-driver -- --skip random_clients_keep_every_invariant
+# The randomized multi-client test of the object model on its own, so its seeds and step
+# counts show in the log.
+run_suite "randomized object-model test" cargo scripts/host-test.sh test -p iommu-core --lib random_clients_keep_every_invariant \
+    -- --exact tests::random::random_clients_keep_every_invariant --show-output
 echo "time host tests: $(( $(date +%s) - t0 )) s"
 
 for arch in x86_64 aarch64; do
