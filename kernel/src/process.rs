@@ -504,6 +504,8 @@ impl Kernel {
                     }
                 }
                 Trap::Timer => return self.run_queue.push_back(tid, priority),
+                // The thread keeps its place: it runs again first.
+                Trap::Spurious => return self.run_queue.push_front(tid, priority),
                 Trap::DeviceIrq(line) => {
                     self.device_interrupt(line);
                     return self.run_queue.push_back(tid, priority);

@@ -34,6 +34,13 @@ pub const BAD_STACK: u64 = 17;
 /// can map on aarch64.
 pub const BAD_STACK_POINTER: u64 = 0x0000_8000_0000_0000;
 
+/// x86: the edu driver's setup, then the device's MSI aimed at exception vectors 14, 13 and 8
+/// in turn (each raised once and acknowledged at the device); then a read of address 0, which
+/// must kill the process as a page fault.
+pub const EDU_EXCEPTION_VECTORS: u64 = 19;
+/// The vectors EDU_EXCEPTION_VECTORS aims the MSI at.
+pub const EXCEPTION_VECTORS_RAISED: [u8; 3] = [14, 13, 8];
+
 /// IO_PORTS: the PCI configuration ports (0xCF8..0xCFF) and the ECAM window.
 pub const IO_PORTS_SLOT: u64 = 6;
 pub const IO_PORTS_ECAM_SLOT: u64 = 7;
