@@ -226,6 +226,70 @@ fn kernel_objects_charged_to_quota() -> TestResult {
     Ok(())
 }
 
+/// Page tables and mapping records cost the mapping process quota: mapping one page at address
+/// after address ends in OutOfMemory for that process alone (another allocates and maps), and
+/// every charge comes back on unmap and at exit, as do the frames.
+fn mappings_charged_to_quota() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        const QUOTA: u64 = 256;
+        let pid = kernel.create_process("map-many", USERTEST, scenario::MAP_MANY, QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+        let go_on = alloc::rc::Rc::new(core::cell::RefCell::new(crate::object::Notification::default()));
+        kernel
+            .install(pid, scenario::MAP_MANY_NOTIFICATION_SLOT, Object::Notification(go_on.clone()), Rights::ALL, 0)
+            .map_err(|e| alloc::format!("{e:?}"))?;
+        let quota = kernel.processes[pid].quota.clone();
+        kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
+        // It runs until it waits, its quota spent.
+        while kernel.run_queue.highest().is_some() {
+            kernel.run_once();
+        }
+        ensure!(!kernel.has_exited(pid), "the mapper ended with {:?} before it waited", kernel.take_exit(pid));
+        // A mapping 1 GiB from the last needs two new tables and a record: less than three pages.
+        ensure!(quota.available() < 3, "the mapper was refused with {} quota pages left", quota.available());
+        let bystander = kernel.spawn("bystander", USERTEST, scenario::MAP_MANY | 1 << 8, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.run_until_exited(&[bystander]);
+        let r = kernel.take_exit(bystander);
+        ensure!(r == Some(ExitReason::Exited(0)), "the bystander ended with {r:?}");
+        kernel.signal(&go_on, 1);
+        kernel.run_until_exited(&[pid]);
+        let r = kernel.take_exit(pid);
+        let Some(ExitReason::Exited(code)) = r else { return Err(alloc::format!("the mapper ended with {r:?}")) };
+        let made = code.checked_sub(scenario::MAPPINGS_MADE).ok_or(alloc::format!("the mapper exited with {code}"))?;
+        // Each mapping costs at least its two tables: unpaid, far more would fit.
+        ensure!((QUOTA / 4..=QUOTA / 2).contains(&made), "{made} mappings fit in a quota of {QUOTA} pages");
+        ensure!(quota.used.get() == 0, "{} quota pages still charged after the mapper ended", quota.used.get());
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
+/// HOSTILE_SYSCALLS with the capabilities its fixed cases need: on x86 the PCI configuration
+/// ports, and an MMIO page above 4 GiB.
+fn user_hostile_syscalls() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        let pid = kernel.create_process("hostile", USERTEST, scenario::HOSTILE_SYSCALLS, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
+        #[cfg(target_arch = "x86_64")]
+        kernel
+            .install(pid, scenario::IO_PORTS_SLOT, Object::IoPorts { base: 0xCF8, count: 8 }, Rights::READ.union(Rights::WRITE), 0)
+            .map_err(|e| alloc::format!("{e:?}"))?;
+        let high = crate::object::MmioRegion { base: scenario::HIGH_MMIO_BASE, size: arch::PAGE_SIZE };
+        let rights = Rights::READ.union(Rights::WRITE).union(Rights::DERIVE);
+        kernel.install(pid, scenario::HIGH_MMIO_SLOT, Object::Mmio(alloc::rc::Rc::new(high)), rights, 0).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.run_until_exited(&[pid]);
+        let r = kernel.take_exit(pid);
+        ensure!(r == Some(ExitReason::Exited(0)), "scenario ended with {r:?}");
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
 /// Prints the null-syscall and IPC round-trip costs (meaningful under `-icount shift=0`).
 fn ipc_benchmark() -> TestResult {
     let mut kernel = Kernel::new(IMAGES);
@@ -313,7 +377,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "user::kernel_read_killed", run: || user_killed(scenario::KERNEL_READ) },
     Test { name: "user::bad_stack_pointer_killed", run: || user_killed(scenario::BAD_STACK) },
     Test { name: "user::bad_pointers_refused", run: || user_exits_with(scenario::BAD_POINTERS, 0) },
-    Test { name: "user::hostile_syscalls_survived", run: || user_exits_with(scenario::HOSTILE_SYSCALLS, 0) },
+    Test { name: "user::hostile_syscalls_survived", run: user_hostile_syscalls },
     Test { name: "user::preemption_of_spinner", run: user_preemption_of_spinner },
     Test { name: "sched::strict_priorities_and_thread_creation", run: || user_exits_with(scenario::PRIORITIES, 0) },
     Test { name: "user::create_destroy_cycles_no_leak", run: user_create_destroy_cycles_no_leak },
@@ -324,6 +388,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },
     Test { name: "mem::kernel_objects_charged_to_quota", run: kernel_objects_charged_to_quota },
+    Test { name: "mem::mappings_charged_to_quota", run: mappings_charged_to_quota },
     #[cfg(target_arch = "x86_64")]
     Test { name: "irq::exception_vectors_from_devices_are_spurious", run: exception_vectors_from_devices_are_spurious },
     #[cfg(target_arch = "x86_64")]
@@ -387,8 +452,14 @@ fn user_map_translate_unmap() -> TestResult {
     ensure!(space.map(arch::USER_TOP, page, flags, &mut frames) == Err(arch::MapError::BadAddress), "kernel-half map accepted");
     ensure!(space.map(va + 1, page, flags, &mut frames) == Err(arch::MapError::BadAddress), "unaligned map accepted");
     ensure!(space.translate(va + 0x123) == Some((page + 0x123, flags)), "translate wrong");
-    ensure!(space.unmap(va) == Some(page), "unmap returned wrong frame");
+    ensure!(space.table_frames() == 3, "{} tables below the root for one page", space.table_frames());
+    let free_mapped = frames.free_frames();
+    ensure!(space.unmap(va, &mut frames) == Some(page), "unmap returned wrong frame");
     ensure!(space.translate(va).is_none(), "still mapped after unmap");
+    // The three tables the page needed were emptied, and freed.
+    ensure!(space.table_frames() == 0, "{} tables left after the only page went", space.table_frames());
+    ensure!(frames.free_frames() == free_mapped + 3, "unmap freed {} frames, not the 3 tables", frames.free_frames() - free_mapped);
+    ensure!(space.unmap(va, &mut frames).is_none(), "unmapped twice");
     space.destroy(&mut frames);
     frames.free(page);
     Ok(())
