@@ -4,7 +4,7 @@
 //! the process's page tables into the direct map, never by dereferencing the user pointer.
 //! Only user RAM is accessed: a page that is unmapped, not a user page, device memory (whose
 //! reads have side effects, and which may lie above the direct map) or outside the direct map
-//! fails the access with BadAddress, before anything is copied.
+//! fails the access with BadAddress (a write before anything is written).
 
 use crate::arch::{paging::AddressSpace, PAGE_SIZE, USER_TOP};
 use crate::mm::direct_map_range;
@@ -25,11 +25,10 @@ impl UserSlice {
         Ok(UserSlice { addr, len })
     }
 
-    /// Copies the slice into `out` (which must be exactly `len` bytes). Fails with BadAddress,
-    /// reading nothing, unless every page is user RAM.
+    /// Copies the slice into `out` (which must be exactly `len` bytes). Fails with BadAddress
+    /// at the first page that is not user RAM (having copied what came before it).
     pub fn copy_into(&self, space: &AddressSpace, out: &mut [u8]) -> Result<(), Error> {
         assert_eq!(out.len() as u64, self.len);
-        self.check_ram(space, false)?;
         let mut done = 0u64;
         while done < self.len {
             let va = self.addr + done;
@@ -44,11 +43,11 @@ impl UserSlice {
         Ok(())
     }
 
-    /// Whether every page of the slice is user RAM (and writable, if `write`).
-    fn check_ram(&self, space: &AddressSpace, write: bool) -> Result<(), Error> {
+    /// Whether every page of the slice is writable user RAM.
+    fn check_writable(&self, space: &AddressSpace) -> Result<(), Error> {
         let mut page = self.addr & !(PAGE_SIZE - 1);
         while page < self.addr + self.len {
-            kernel_address(space, page, PAGE_SIZE, write)?;
+            kernel_address(space, page, PAGE_SIZE, true)?;
             page += PAGE_SIZE;
         }
         Ok(())
@@ -63,7 +62,7 @@ impl UserSlice {
         if self.addr % 8 != 0 {
             return Err(Error::BadAddress);
         }
-        self.check_ram(space, true)?;
+        self.check_writable(space)?;
         let mut done = 0usize;
         while done < values.len() {
             let va = self.addr + done as u64 * 8;
