@@ -1,6 +1,6 @@
 //! Physical memory: the frame allocator and the direct map.
 
-use boot::{BootInfo, PhysRange, DIRECT_MAP_BASE};
+use boot::{BootInfo, PhysRange, DIRECT_MAP_BASE, EARLY_DIRECT_MAP_SIZE};
 use spin::Mutex;
 
 pub const FRAME_SIZE: u64 = 4096;
@@ -8,6 +8,14 @@ pub const FRAME_SIZE: u64 = 4096;
 /// Kernel virtual address of physical address `phys` through the direct map.
 pub fn phys_to_virt(phys: u64) -> *mut u8 {
     (DIRECT_MAP_BASE + phys) as *mut u8
+}
+
+/// Kernel virtual address of the `len` bytes at physical `phys` through the direct map, if the
+/// direct map covers them all (it ends at 4 GiB: device memory above, such as a 64-bit BAR a
+/// user mapped, has no kernel address).
+pub fn direct_map_range(phys: u64, len: u64) -> Option<*mut u8> {
+    let end = phys.checked_add(len)?;
+    (end <= EARLY_DIRECT_MAP_SIZE).then(|| phys_to_virt(phys))
 }
 
 /// Free 4 KiB frames, kept as an intrusive singly linked list threaded through the free frames

@@ -38,6 +38,11 @@ impl QuotaAccount {
         }
     }
 
+    /// Pages still free under the limit.
+    pub fn available(&self) -> u64 {
+        self.limit.get() - self.used.get()
+    }
+
     pub fn release(&self, pages: u64) {
         self.used.set(self.used.get() - pages);
     }

@@ -7,7 +7,7 @@
 //! A process that faults is killed, and everything it held is returned: capabilities (and the
 //! mappings made through them), pins, threads, page tables and frames.
 
-use crate::arch::{self, paging::{AddressSpace, Root}, MapFlags, Trap, UserContext, PAGE_SIZE};
+use crate::arch::{self, paging::{AddressSpace, Root}, MapError, MapFlags, Trap, UserContext, PAGE_SIZE};
 use crate::cap::{CSpace, CapId, Capability, DerivationTree};
 use crate::elf::{self, ElfError};
 use crate::mm::FRAMES;
@@ -114,6 +114,10 @@ impl Mappings {
         self.by_address.contains_key(&va)
     }
 
+    pub fn len(&self) -> u64 {
+        self.by_address.len() as u64
+    }
+
     /// Addresses of the mappings made through capability `id`.
     pub fn made_through(&self, id: CapId) -> Vec<u64> {
         self.by_capability.get(&id).map(|set| set.iter().copied().collect()).unwrap_or_default()
@@ -125,9 +129,23 @@ impl Mappings {
     }
 }
 
+/// Mapping records one quota page pays for. A record (its entry in each index and its share of
+/// their tree nodes) takes about 100 bytes of kernel heap.
+pub const MAPPING_RECORDS_PER_PAGE: u64 = 32;
+
+/// Quota pages `records` mapping records cost.
+pub fn mapping_record_pages(records: u64) -> u64 {
+    records.div_ceil(MAPPING_RECORDS_PER_PAGE)
+}
+
 pub struct Process {
     pub name: &'static str,
+    /// Its user mappings go through `map_page` and `unmap_page`, which charge the page-table
+    /// frames and records they add to the quota.
     pub space: AddressSpace,
+    /// Page-table frames that mappings made after the image was loaded added, and that the
+    /// quota pays for (the image's own tables are the kernel's cost of creating the process).
+    charged_tables: u64,
     /// Frames of the boot image and the initial stack.
     image_frames: Vec<u64>,
     pub cspace: CSpace,
@@ -141,6 +159,51 @@ pub struct Process {
     arg: u64,
     pub started: bool,
     pub watchers: Vec<(Rc<RefCell<Notification>>, u64)>,
+}
+
+impl Process {
+    /// Maps `pa` at `va` through capability `via`, charging the page-table frames this adds and
+    /// the record's share of a page to the quota; on any refusal nothing is left behind.
+    pub fn map_page(&mut self, va: u64, pa: u64, flags: MapFlags, via: &Capability) -> Result<(), Error> {
+        let records = mapping_record_pages(self.mappings.len() + 1) - mapping_record_pages(self.mappings.len());
+        let tables_before = self.space.table_frames();
+        {
+            let mut frames = FRAMES.lock();
+            let mapped = self.space.map(va, pa, flags, &mut frames);
+            let added = self.space.table_frames() - tables_before;
+            if mapped.is_err() || !self.quota.charge(added + records) {
+                // Frees the tables this attempt added (empty but for this page, if it mapped).
+                if mapped.is_ok() {
+                    self.space.unmap(va, &mut frames);
+                } else {
+                    self.space.free_empty_tables(va, &mut frames);
+                }
+                return Err(match mapped {
+                    Err(MapError::AlreadyMapped) => Error::AlreadyMapped,
+                    Err(MapError::BadAddress) => Error::BadAddress,
+                    _ => Error::OutOfMemory,
+                });
+            }
+            self.charged_tables += added;
+        }
+        self.mappings.insert(va, Mapping { via: via.id, _object: via.object.clone() });
+        Ok(())
+    }
+
+    /// Removes the mapping at `va`, frees the page tables it leaves empty and returns their
+    /// charge and the record's to the quota.
+    pub fn unmap_page(&mut self, va: u64) {
+        let tables_before = self.space.table_frames();
+        self.space.unmap(va, &mut FRAMES.lock());
+        let freed = tables_before - self.space.table_frames();
+        let records_before = mapping_record_pages(self.mappings.len());
+        // Dropped after the frame lock is released: it may hold the last reference to a memory
+        // object, whose frames then go back to the pool.
+        let removed = self.mappings.remove(va);
+        self.charged_tables -= freed;
+        self.quota.release(freed + records_before - mapping_record_pages(self.mappings.len()));
+        drop(removed);
+    }
 }
 
 /// What a system call other than IPC asks the scheduler to do with the calling thread (IPC
@@ -210,6 +273,7 @@ impl Kernel {
         let process = Process {
                 name,
                 space,
+                charged_tables: 0,
                 image_frames: owned,
                 cspace: CSpace::new(),
                 mappings: Mappings::default(),
@@ -283,8 +347,7 @@ impl Kernel {
         let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         let cap = process.cspace.take(slot)?;
         for va in process.mappings.made_through(cap.id) {
-            process.space.unmap(va);
-            process.mappings.remove(va);
+            process.unmap_page(va);
         }
         self.tree.remove(cap.id);
         Ok(())
@@ -415,6 +478,9 @@ impl Kernel {
         }
         let mut process = self.processes.remove(pid).expect("checked above");
         process.pins.clear();
+        // Mappings made through capabilities the process gave away are left: their charges
+        // go back with them (the tables are freed with the address space below).
+        process.quota.release(process.charged_tables + mapping_record_pages(process.mappings.len()));
         process.mappings.clear();
         {
             let mut frames = FRAMES.lock();
@@ -504,6 +570,8 @@ impl Kernel {
                     }
                 }
                 Trap::Timer => return self.run_queue.push_back(tid, priority),
+                // The thread keeps its place: it runs again first.
+                Trap::Spurious => return self.run_queue.push_front(tid, priority),
                 Trap::DeviceIrq(line) => {
                     self.device_interrupt(line);
                     return self.run_queue.push_back(tid, priority);

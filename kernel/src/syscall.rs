@@ -5,7 +5,7 @@
 use crate::arch::{self, MapFlags, UserContext, PAGE_SIZE, USER_TOP};
 use crate::cap::Capability;
 use crate::object::{Charge, Endpoint, IrqLine, MemoryObject, MmioRegion, Notification, Object, PendingCall, KERNEL_OBJECT_PAGES};
-use crate::process::{self, Continuation, ExitReason, Kernel, Mapping, Next, Pid, Process, ThreadState, Tid};
+use crate::process::{self, Continuation, ExitReason, Kernel, Next, Pid, Process, ThreadState, Tid};
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
@@ -415,23 +415,26 @@ fn user_range(va: u64, pages: u64) -> Result<u64, Error> {
     Ok(end)
 }
 
-/// Maps `phys_pages` at `va` in `pid` through capability `via`; all or nothing.
-fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, phys_pages: &[u64], flags: MapFlags, via: &Capability) -> Outcome {
+/// Maps `pages` pages at `va` in `pid` through capability `via`, page `i` to physical page
+/// `frame(i)`; all or nothing. A count the quota could not pay records for is refused before
+/// anything is looked at: the quota bounds the work a call makes the kernel do.
+fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64, frame: impl Fn(u64) -> u64, flags: MapFlags, via: &Capability) -> Outcome {
     let process = kernel.processes.get_mut(pid).expect("caller");
-    if (0..phys_pages.len() as u64).any(|i| process.space.translate(va + i * PAGE_SIZE).is_some()) {
+    let records = process.mappings.len();
+    let record_pages = process::mapping_record_pages(records + pages) - process::mapping_record_pages(records);
+    if record_pages > process.quota.available() {
+        return Err(Error::OutOfMemory);
+    }
+    if (0..pages).any(|i| process.space.translate(va + i * PAGE_SIZE).is_some()) {
         return Err(Error::AlreadyMapped);
     }
-    let mut frames = crate::mm::FRAMES.lock();
-    for (i, &pa) in phys_pages.iter().enumerate() {
-        let page_va = va + i as u64 * PAGE_SIZE;
-        if process.space.map(page_va, pa, flags, &mut frames).is_err() {
-            for undo in 0..i as u64 {
-                process.space.unmap(va + undo * PAGE_SIZE);
-                process.mappings.remove(va + undo * PAGE_SIZE);
+    for i in 0..pages {
+        if let Err(e) = process.map_page(va + i * PAGE_SIZE, frame(i), flags, via) {
+            for undo in 0..i {
+                process.unmap_page(va + undo * PAGE_SIZE);
             }
-            return Err(Error::OutOfMemory);
+            return Err(e);
         }
-        process.mappings.insert(page_va, Mapping { via: via.id, _object: via.object.clone() });
     }
     values(&[])
 }
@@ -452,9 +455,9 @@ fn mem_map(kernel: &mut Kernel, pid: Pid, slot: u64, va: u64, first: u64, pages:
     let Object::Memory(memory) = &c.object else { unreachable!("type checked") };
     user_range(va, pages)?;
     let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
-    let frames = memory.frames.get(first as usize..end as usize).ok_or(Error::OutOfRange)?.to_vec();
+    let frames = memory.frames.get(first as usize..end as usize).ok_or(Error::OutOfRange)?;
     let map = MapFlags { writable: flags & map_flags::WRITE != 0, executable: flags & map_flags::EXECUTE != 0, device: false };
-    map_pages(kernel, pid, va, &frames, map, &c)
+    map_pages(kernel, pid, va, pages, |i| frames[i as usize], map, &c)
 }
 
 #[inline(never)]
@@ -466,9 +469,8 @@ fn mmio_map(kernel: &mut Kernel, pid: Pid, slot: u64, va: u64, first: u64, pages
     if end > region.size / PAGE_SIZE {
         return Err(Error::OutOfRange);
     }
-    let frames: alloc::vec::Vec<u64> = (first..end).map(|p| region.base + p * PAGE_SIZE).collect();
     let map = MapFlags { writable: c.rights.contains(Rights::WRITE), executable: false, device: true };
-    map_pages(kernel, pid, va, &frames, map, &c)
+    map_pages(kernel, pid, va, pages, |i| region.base + (first + i) * PAGE_SIZE, map, &c)
 }
 
 #[inline(never)]
@@ -497,8 +499,7 @@ fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {
         return Err(Error::NotMapped);
     }
     for i in 0..pages {
-        process.space.unmap(va + i * PAGE_SIZE);
-        process.mappings.remove(va + i * PAGE_SIZE);
+        process.unmap_page(va + i * PAGE_SIZE);
     }
     values(&[])
 }
@@ -551,7 +552,9 @@ fn io_port(kernel: &Kernel, pid: Pid, call: Syscall, slot: u64, port: u64, width
     if !matches!(width, 1 | 2 | 4) {
         return Err(Error::InvalidArgument);
     }
-    if port < base as u64 || port + width > base as u64 + count as u64 {
+    // Checked: a port near 2^64 would wrap past the range's end into it.
+    let end = port.checked_add(width).ok_or(Error::OutOfRange)?;
+    if port < base as u64 || end > base as u64 + count as u64 {
         return Err(Error::OutOfRange);
     }
     if write {

@@ -23,7 +23,8 @@ macro_rules! syscalls {
 }
 
 syscalls! {
-    /// `debug_write(ptr, len)`: bytes to the kernel console; `len` <= MAX_DEBUG_WRITE.
+    /// `debug_write(ptr, len)`: bytes to the kernel console; `len` <= MAX_DEBUG_WRITE. The
+    /// bytes must be in user RAM: device memory is refused (BadAddress).
     DebugWrite = 0,
     /// `exit(code)`: ends the calling process.
     Exit = 1,
@@ -59,9 +60,11 @@ syscalls! {
     /// quota; `flags` from `mem_flags`.
     MemAlloc = 13,
     /// `mem_map(mem, vaddr, first_page, pages, flags)`: maps pages of a memory object.
-    /// READ needed; WRITE/EXECUTE rights for those flags.
+    /// READ needed; WRITE/EXECUTE rights for those flags. The page tables it adds and its
+    /// records are charged to the caller's quota (OutOfMemory when it is spent).
     MemMap = 14,
-    /// `unmap(vaddr, pages)`: removes the caller's mappings (memory or MMIO).
+    /// `unmap(vaddr, pages)`: removes the caller's mappings (memory or MMIO) and returns their
+    /// charges.
     Unmap = 15,
     /// `mem_pin(authority, mem, page) -> (pin, phys)`: keeps one page of `mem` alive until
     /// `mem_unpin` and returns its physical address, so that a device may be given it.
@@ -69,7 +72,8 @@ syscalls! {
     MemPin = 16,
     /// `mem_unpin(pin)`.
     MemUnpin = 17,
-    /// `mmio_map(mmio, vaddr, first_page, pages)`: maps device registers uncached.
+    /// `mmio_map(mmio, vaddr, first_page, pages)`: maps device registers uncached; charged as
+    /// `mem_map` is.
     MmioMap = 18,
     /// `irq_bind(irq, ntfn, bit)`: interrupts on the line signal `1 << bit` on `ntfn`.
     /// Needs CONTROL on the IRQ and WRITE on the notification.

@@ -63,6 +63,10 @@ pub enum Trap {
     IllegalInstruction { code: u64 },
     Timer,
     DeviceIrq(u32),
+    /// An interrupt nobody raises on purpose (x86: a device's MSI naming an exception vector):
+    /// acknowledged and counted; the interrupted thread runs on.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Spurious,
 }
 
 /// Permissions of one user mapping.

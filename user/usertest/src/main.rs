@@ -76,6 +76,9 @@ fn main(arg: u64) -> u64 {
         scenario::IO_PORTS => io_ports(),
         scenario::KERNEL_OBJECT_QUOTA => kernel_object_quota(),
         scenario::IPC_SCHEDULING => ipc_scheduling::run(),
+        scenario::MAP_MANY if param == 1 => map_one(),
+        scenario::MAP_MANY => map_many(),
+        scenario::EDU_EXCEPTION_VECTORS => edu_exception_vectors(),
         _ => 2,
     }
 }
@@ -283,6 +286,9 @@ fn hostile_syscalls() -> u64 {
             return 31;
         }
     }
+    if let Err(code) = hostile_arithmetic() {
+        return code;
+    }
     const BOUNDARY: [u64; 8] = [0, 1, 0xFFF, 0x1000, 0x7FFF_FFFF_FFFF, 0xFFFF_8000_0000_0000, u64::MAX - 1, u64::MAX];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
@@ -315,6 +321,136 @@ fn hostile_syscalls() -> u64 {
         if status != 0 && Error::from_status(status).is_none() {
             return 30;
         }
+    }
+    0
+}
+
+/// The cases the kernel once got wrong or could: ranges that wrap, user memory that is not user
+/// RAM, counts no quota pays for. Each is refused with its error code; the capabilities the
+/// kernel test gave (I/O ports on x86, an MMIO page above 4 GiB) are deleted afterwards, out of
+/// the random stream's reach.
+fn hostile_arithmetic() -> Result<(), u64> {
+    const HIGH_WINDOW: u64 = 0x6000_0000;
+    let expect = |code: u64, got: Result<(), Error>, wanted: Error| {
+        if got == Err(wanted) {
+            Ok(())
+        } else {
+            println!("usertest: hostile case {code}: {got:?}, expected {wanted:?}");
+            Err(code)
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        // port + width wraps past 2^64 to a port below the range's end.
+        let ports = scenario::IO_PORTS_SLOT;
+        expect(200, syscall::ioport_read(ports, u64::MAX - 1, 4).map(|_| ()), Error::OutOfRange)?;
+        expect(201, syscall::ioport_write(ports, u64::MAX - 3, 4, 0), Error::OutOfRange)?;
+        expect(202, syscall::ioport_read(ports, u64::MAX, 1).map(|_| ()), Error::OutOfRange)?;
+        // The range's last port, one byte wide, is inside (a check that is too strict fails here).
+        expect(203, syscall::ioport_read(ports, 0xCFF, 2).map(|_| ()), Error::OutOfRange)?;
+        if syscall::ioport_read(ports, 0xCFF, 1).is_err() {
+            return Err(204);
+        }
+        if syscall::cap_delete(ports).is_err() {
+            return Err(205);
+        }
+    }
+    // Device memory above 4 GiB: mappable, but the kernel never reads it for a system call.
+    let high = scenario::HIGH_MMIO_SLOT;
+    if syscall::mmio_map(high, HIGH_WINDOW, 0, 1).is_err() {
+        return Err(210);
+    }
+    expect(211, syscall::debug_write_raw(HIGH_WINDOW, 16), Error::BadAddress)?;
+    expect(212, syscall::debug_write_raw(HIGH_WINDOW + 4090, 16), Error::BadAddress)?;
+    expect(213, syscall::mmio_map(high, HIGH_WINDOW + 0x1000, u64::MAX, 2), Error::OutOfRange)?;
+    expect(214, syscall::mmio_map(high, HIGH_WINDOW + 0x1000, 1, u64::MAX), Error::InvalidArgument)?;
+    expect(215, syscall::mmio_carve(high, u64::MAX, 2, 40, kernel_abi::Rights::READ), Error::OutOfRange)?;
+    if syscall::unmap(HIGH_WINDOW, 1).is_err() || syscall::cap_delete(high).is_err() {
+        return Err(216);
+    }
+    // Unmapped, kernel, wrapping and huge.
+    expect(220, syscall::debug_write_raw(HIGH_WINDOW, 16), Error::BadAddress)?;
+    expect(221, syscall::debug_write_raw(0xFFFF_8000_0000_0000, 16), Error::BadAddress)?;
+    expect(222, syscall::debug_write_raw(0xFFFF_FFFF_8020_0000, 16), Error::BadAddress)?;
+    expect(223, syscall::debug_write_raw(0x0000_7FFF_FFFF_FFF8, 16), Error::BadAddress)?;
+    expect(224, syscall::debug_write_raw(0x1000, u64::MAX), Error::InvalidArgument)?;
+    expect(225, syscall::unmap(0x1000, u64::MAX), Error::InvalidArgument)?;
+    expect(226, syscall::unmap(0x1000, 1 << 40), Error::BadAddress)?;
+    expect(227, syscall::unmap(u64::MAX - 0xFFF, 1), Error::BadAddress)?;
+    if syscall::mem_alloc(1, slot::MEMORY, 0).is_err() {
+        return Err(230);
+    }
+    expect(231, syscall::mem_map(slot::MEMORY, 0x1000, u64::MAX, 2, 0), Error::OutOfRange)?;
+    expect(232, syscall::mem_map(slot::MEMORY, u64::MAX - 0xFFF, 0, 1, 0), Error::BadAddress)?;
+    // One page mapped again and again: the page tables and records run the quota out.
+    let made = map_until_refused(slot::MEMORY)?;
+    if made < 16 {
+        return Err(233);
+    }
+    unmap_all(made)?;
+    // Every charge came back: exactly as many fit again.
+    if map_until_refused(slot::MEMORY)? != made {
+        return Err(234);
+    }
+    unmap_all(made)?;
+    if syscall::cap_delete(slot::MEMORY).is_err() {
+        return Err(235);
+    }
+    Ok(())
+}
+
+/// MAP_MANY's addresses: 1 GiB apart, so that each mapping needs tables of its own.
+const MAP_MANY_BASE: u64 = 0x100_0000_0000;
+const MAP_MANY_STRIDE: u64 = 1 << 30;
+const MAP_MANY_LIMIT: u64 = 16_384;
+
+/// Maps page 0 of `memory` read-only at MAP_MANY_BASE + i * MAP_MANY_STRIDE, i = 0, 1, ...
+/// until the kernel refuses; how many it made, if the refusal was OutOfMemory.
+fn map_until_refused(memory: u64) -> Result<u64, u64> {
+    for made in 0..MAP_MANY_LIMIT {
+        match syscall::mem_map(memory, MAP_MANY_BASE + made * MAP_MANY_STRIDE, 0, 1, 0) {
+            Ok(()) => {}
+            Err(Error::OutOfMemory) => return Ok(made),
+            Err(e) => {
+                println!("usertest: mapping {made} refused with {e:?}");
+                return Err(240);
+            }
+        }
+    }
+    Err(241)
+}
+
+fn unmap_all(made: u64) -> Result<(), u64> {
+    (0..made).try_for_each(|i| syscall::unmap(MAP_MANY_BASE + i * MAP_MANY_STRIDE, 1)).map_err(|_| 242)
+}
+
+fn map_many() -> u64 {
+    if syscall::mem_alloc(1, slot::MEMORY, 0).is_err() {
+        return 243;
+    }
+    let made = match map_until_refused(slot::MEMORY) {
+        Ok(made) => made,
+        Err(code) => return code,
+    };
+    // The kernel test runs another process now.
+    if syscall::notify_wait(scenario::MAP_MANY_NOTIFICATION_SLOT).is_err() {
+        return 244;
+    }
+    if let Err(code) = unmap_all(made) {
+        return code;
+    }
+    // Left mapped: the exit returns these charges.
+    match map_until_refused(slot::MEMORY) {
+        Ok(again) if again == made => scenario::MAPPINGS_MADE + made,
+        Ok(_) => 245,
+        Err(code) => code,
+    }
+}
+
+/// MAP_MANY's bystander: its own quota is untouched by the other's exhaustion.
+fn map_one() -> u64 {
+    if make_pattern_page(3).is_err() {
+        return 246;
     }
     0
 }
@@ -358,13 +494,32 @@ const MSI_ADDRESS: u32 = 0x0802_0040;
 /// arm a GICv2m SPI; else arm's INTx swizzled onto SPIs 3..6), raises it twice through register
 /// 0x60 and acknowledges each.
 fn edu_irq() -> u64 {
+    match edu_irq_rounds() {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+/// The edu device, found and set up by `edu_open`.
+struct Edu {
+    /// Where its configuration space is mapped.
+    config: u64,
+    /// Its slot on bus 0.
+    dev: u64,
+    /// Whether it signals by MSI (bus mastering on, INTx off) rather than INTx.
+    use_msi: bool,
+}
+
+/// Finds the edu device on bus 0, assigns its BAR where no firmware did (aarch64), carves a
+/// capability to the BAR and maps it at EDU_WINDOW; enables bus mastering if it will use MSI.
+fn edu_open() -> Result<Edu, u64> {
     // Bus 0: 32 devices x 8 functions x 4 KiB of configuration space.
     if syscall::mmio_map(edu_slot::ECAM, ECAM_WINDOW, 0, 256).is_err() {
-        return 100;
+        return Err(100);
     }
-    let Some(dev) = (0..32u64).find(|d| mmio_read32(ECAM_WINDOW + (d << 15)) == EDU_ID) else { return 101 };
+    let Some(dev) = (0..32u64).find(|d| mmio_read32(ECAM_WINDOW + (d << 15)) == EDU_ID) else { return Err(101) };
     let config = ECAM_WINDOW + (dev << 15);
-    let Ok((window_base, window_size)) = syscall::mmio_info(edu_slot::PCI_MMIO) else { return 102 };
+    let Ok((window_base, window_size)) = syscall::mmio_info(edu_slot::PCI_MMIO) else { return Err(102) };
     let mut bar = (mmio_read32(config + 0x10) & !0xF) as u64;
     if bar == 0 {
         // No firmware assigned BARs (aarch64 virt): BAR0 is 1 MiB, put it at the window's base.
@@ -372,7 +527,7 @@ fn edu_irq() -> u64 {
         mmio_write32(config + 0x10, bar as u32);
     }
     if bar < window_base || bar >= window_base + window_size {
-        return 103;
+        return Err(103);
     }
     const MEMORY_SPACE: u32 = 1 << 1;
     const BUS_MASTER: u32 = 1 << 2;
@@ -380,7 +535,7 @@ fn edu_irq() -> u64 {
     let command = mmio_read32(config + 0x04) & 0xFFFF;
     // The root task gives MSI lines where the machine has them (x86; arm with virt's GICv2m),
     // else virt's PCI INTx lines (SPIs 3..6, INTIDs 35..38).
-    let Ok(first_line) = syscall::irq_info(edu_slot::IRQ_LINES) else { return 112 };
+    let Ok(first_line) = syscall::irq_info(edu_slot::IRQ_LINES) else { return Err(112) };
     let use_msi = cfg!(target_arch = "x86_64") || !(35..39).contains(&first_line);
     // An MSI is a memory write by the device: it needs bus mastering. No IOMMU translates for
     // this device here (nobody enabled it), and interrupt remapping is off.
@@ -395,42 +550,55 @@ fn edu_irq() -> u64 {
         || syscall::mmio_carve(edu_slot::PCI_MMIO, window_size / 4096, 1, edu_slot::BAR + 1, rw) != Err(Error::OutOfRange)
         || syscall::mmio_carve(edu_slot::BAR, 0, 1, edu_slot::BAR + 1, rw) != Err(Error::MissingRights)
     {
-        return 113;
+        return Err(113);
     }
     if syscall::mmio_map(edu_slot::BAR, EDU_WINDOW, 0, 1).is_err() {
-        return 104;
+        return Err(104);
     }
     if mmio_read32(EDU_WINDOW) != 0x0100_00ed {
-        return 105;
+        return Err(105);
     }
+    Ok(Edu { config, dev, use_msi })
+}
+
+/// Finds the device's MSI capability (ID 5, PCI 3.0 §6.8.1), aims it at MSI_ADDRESS with
+/// `data` and enables it; returns where the data register is, for `data` to be changed.
+fn edu_enable_msi(config: u64, data: u32) -> Result<u64, u64> {
+    let mut cap = mmio_read32(config + 0x34) as u64 & 0xFC;
+    while cap != 0 && mmio_read32(config + cap) & 0xFF != 0x05 {
+        cap = (mmio_read32(config + cap) >> 8) as u64 & 0xFC;
+    }
+    if cap == 0 {
+        return Err(106);
+    }
+    let control = mmio_read32(config + cap) >> 16;
+    let is_64bit = control & (1 << 7) != 0;
+    mmio_write32(config + cap + 4, MSI_ADDRESS);
+    let data_offset = if is_64bit {
+        mmio_write32(config + cap + 8, 0);
+        12
+    } else {
+        8
+    };
+    mmio_write32(config + cap + data_offset, data);
+    mmio_write32(config + cap, (control | 1) << 16 | (mmio_read32(config + cap) & 0xFFFF));
+    Ok(config + cap + data_offset)
+}
+
+/// The driver part of EDU_IRQ: the device's interrupt, raised twice, reaches the notification.
+fn edu_irq_rounds() -> Result<(), u64> {
+    let Edu { config, dev, use_msi } = edu_open()?;
+    let Ok(first_line) = syscall::irq_info(edu_slot::IRQ_LINES) else { return Err(112) };
     let irq_slot = if use_msi {
-        // PCI 3.0 §6.8.1: find the MSI capability (ID 5) and aim it at the MSI address and data below.
-        let mut cap = mmio_read32(config + 0x34) as u64 & 0xFC;
-        while cap != 0 && mmio_read32(config + cap) & 0xFF != 0x05 {
-            cap = (mmio_read32(config + cap) >> 8) as u64 & 0xFC;
-        }
-        if cap == 0 {
-            return 106;
-        }
-        let control = mmio_read32(config + cap) >> 16;
-        let is_64bit = control & (1 << 7) != 0;
-        mmio_write32(config + cap + 4, MSI_ADDRESS);
-        let data_offset = if is_64bit {
-            mmio_write32(config + cap + 8, 0);
-            12
-        } else {
-            8
-        };
         // x86: the vector (line 1000 is vector 0x50); GICv2m: the SPI's INTID.
         let data = if cfg!(target_arch = "x86_64") { 0x50 } else { first_line as u32 };
-        mmio_write32(config + cap + data_offset, data);
-        mmio_write32(config + cap, (control | 1) << 16 | (mmio_read32(config + cap) & 0xFFFF));
+        edu_enable_msi(config, data)?;
         edu_slot::IRQ_LINES
     } else {
         // virt's interrupt-map: slot d, pin p (1 = INTA) -> SPI 3 + (d + p - 1) % 4.
         let pin = (mmio_read32(config + 0x3C) >> 8) as u64 & 0xFF;
         if pin == 0 {
-            return 107;
+            return Err(107);
         }
         edu_slot::IRQ_LINES + (dev + pin - 1) % 4
     };
@@ -440,30 +608,51 @@ fn edu_irq() -> u64 {
         (true, false) => 80..144,
         (false, _) => 35..39,
     };
-    let Ok(line) = syscall::irq_info(irq_slot) else { return 112 };
+    let Ok(line) = syscall::irq_info(irq_slot) else { return Err(112) };
     if !expected_lines.contains(&line) {
-        return 112;
+        return Err(112);
     }
     if syscall::irq_bind(irq_slot, edu_slot::NOTIFICATION, 0).is_err() {
-        return 108;
+        return Err(108);
     }
     for round in 1..=2u32 {
         mmio_write32(EDU_WINDOW + 0x60, round);
         match syscall::notify_wait(edu_slot::NOTIFICATION) {
             Ok(bits) if bits & 1 != 0 => {}
-            _ => return 109,
+            _ => return Err(109),
         }
         let status = mmio_read32(EDU_WINDOW + 0x24);
         if status != round {
-            return 110;
+            return Err(110);
         }
         mmio_write32(EDU_WINDOW + 0x64, status);
         if syscall::irq_ack(irq_slot).is_err() {
-            return 111;
+            return Err(111);
         }
     }
     println!("edu driver: interrupt ({} on line {line}) received and acknowledged twice", if use_msi { "MSI" } else { "INTx" });
-    0
+    Ok(())
+}
+
+/// EDU_EXCEPTION_VECTORS: the device's MSI names exception vectors, which the kernel must take
+/// as spurious interrupts (this process runs on); then a real page fault ends the process.
+fn edu_exception_vectors() -> u64 {
+    let setup = edu_open().and_then(|edu| edu_enable_msi(edu.config, 0x50));
+    let data_register = match setup {
+        Ok(register) => register,
+        Err(code) => return code,
+    };
+    for vector in scenario::EXCEPTION_VECTORS_RAISED {
+        mmio_write32(data_register, vector as u32);
+        mmio_write32(EDU_WINDOW + 0x60, 1);
+        // The MSI arrives while this thread runs user code (or a later system call).
+        for _ in 0..10 {
+            syscall::yield_now();
+        }
+        mmio_write32(EDU_WINDOW + 0x64, mmio_read32(EDU_WINDOW + 0x24));
+    }
+    // SAFETY: deliberately reads address 0: the kernel must kill this process.
+    unsafe { core::ptr::read_volatile(core::ptr::null::<u64>()) }
 }
 
 /// Memory-object queries the IOMMU server relies on: identity and size, range pins with their

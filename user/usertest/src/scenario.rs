@@ -34,6 +34,27 @@ pub const BAD_STACK: u64 = 17;
 /// can map on aarch64.
 pub const BAD_STACK_POINTER: u64 = 0x0000_8000_0000_0000;
 
+/// Maps one page at addresses 1 GiB apart until the quota refuses (OutOfMemory), which the
+/// page tables and mapping records it pays for must bring about; then waits on the
+/// notification in `MAP_MANY_NOTIFICATION_SLOT`, unmaps everything, checks that the charges
+/// came back by mapping as many again, and exits with `MAPPINGS_MADE + how many it made`.
+/// With parameter (bits 8 and up) 1 it is the bystander instead: allocates, maps and uses one
+/// page, and exits with 0.
+pub const MAP_MANY: u64 = 18;
+pub const MAPPINGS_MADE: u64 = 10_000;
+pub const MAP_MANY_NOTIFICATION_SLOT: u64 = 8;
+/// x86: the edu driver's setup, then the device's MSI aimed at exception vectors 14, 13 and 8
+/// in turn (each raised once and acknowledged at the device); then a read of address 0, which
+/// must kill the process as a page fault.
+pub const EDU_EXCEPTION_VECTORS: u64 = 19;
+/// The vectors EDU_EXCEPTION_VECTORS aims the MSI at.
+pub const EXCEPTION_VECTORS_RAISED: [u8; 3] = [14, 13, 8];
+
+/// HOSTILE_SYSCALLS: on x86 the PCI configuration ports (slot `IO_PORTS_SLOT`); on both, a
+/// one-page MMIO region above 4 GiB, which no direct map covers.
+pub const HIGH_MMIO_SLOT: u64 = 9;
+pub const HIGH_MMIO_BASE: u64 = 0x80_0000_0000;
+
 /// IO_PORTS: the PCI configuration ports (0xCF8..0xCFF) and the ECAM window.
 pub const IO_PORTS_SLOT: u64 = 6;
 pub const IO_PORTS_ECAM_SLOT: u64 = 7;

@@ -147,11 +147,19 @@ impl Root {
 /// A user address space: the tables behind TTBR0_EL1.
 pub struct AddressSpace {
     root: u64,
+    /// Table frames below the root (`table_frames`).
+    tables: u64,
 }
 
 impl AddressSpace {
     pub fn new(frames: &mut Frames) -> Option<AddressSpace> {
-        Some(AddressSpace { root: frames.alloc()? })
+        Some(AddressSpace { root: frames.alloc()?, tables: 0 })
+    }
+
+    /// How many table frames the address space holds besides the root. Every one of them maps
+    /// something: `unmap` frees the tables it leaves empty.
+    pub fn table_frames(&self) -> u64 {
+        self.tables
     }
 
     /// Maps the 4 KiB page at `va` to `pa`. User pages are always PXN (the kernel never runs
@@ -162,7 +170,10 @@ impl AddressSpace {
         }
         let mut t = self.root;
         for level in 0..LEVELS - 1 {
-            t = next_table(&mut table(t)[index(va, level)], PXN_TABLE, frames)?;
+            let entry = &mut table(t)[index(va, level)];
+            let present = *entry & VALID != 0;
+            t = next_table(entry, PXN_TABLE, frames)?;
+            self.tables += u64::from(!present);
         }
         let leaf = &mut table(t)[index(va, LEVELS - 1)];
         if *leaf & VALID != 0 {
@@ -192,31 +203,70 @@ impl AddressSpace {
             t = entry & ADDRESS_MASK;
         }
         let leaf = &mut table(t)[index(va, LEVELS - 1)];
-        (*leaf & VALID != 0).then_some(leaf)
+        // Every leaf of these tables is an EL0 page; the check keeps a privileged-only one from
+        // ever being read or written on a user's behalf.
+        (*leaf & (VALID | AP_EL0) == VALID | AP_EL0).then_some(leaf)
     }
 
-    /// Removes the mapping at `va` and returns the physical page it mapped.
-    pub fn unmap(&mut self, va: u64) -> Option<u64> {
-        let leaf = self.leaf(va & !(PAGE_SIZE - 1))?;
-        let pa = *leaf & ADDRESS_MASK;
-        *leaf = 0;
-        // TLBI VAE1IS takes VA[55:12] in bits [43:0] and the ASID (0) in bits [63:48].
-        let operand = (va >> 12) & 0xFFF_FFFF_FFFF;
-        // SAFETY: break-before-make for a removed page (Arm ARM D8.16.1): the descriptor store is
-        // made visible, then the TLB entry for this VA invalidated and completed. For an
-        // inactive address space the invalidation only drops an entry of the active one, which
-        // is refetched.
-        unsafe {
-            core::arch::asm!(
-                "dsb ishst",
-                "tlbi vae1is, {operand}",
-                "dsb ish",
-                "isb",
-                operand = in(reg) operand,
-                options(nostack, preserves_flags),
-            )
-        };
-        Some(pa)
+    /// Removes the mapping at `va` (if any), frees the translation tables that leaves empty,
+    /// and returns the physical page it mapped.
+    pub fn unmap(&mut self, va: u64, frames: &mut Frames) -> Option<u64> {
+        let va = va & !(PAGE_SIZE - 1);
+        let pa = self.leaf(va).map(|leaf| {
+            let pa = *leaf & ADDRESS_MASK;
+            *leaf = 0;
+            pa
+        });
+        let freed = self.unlink_empty_tables(va);
+        if pa.is_some() || freed.iter().any(|&t| t != 0) {
+            invalidate(va);
+        }
+        self.free_tables(freed, frames);
+        pa
+    }
+
+    /// Frees the translation tables on `va`'s path that map nothing (after a map that failed
+    /// part way).
+    pub fn free_empty_tables(&mut self, va: u64, frames: &mut Frames) {
+        let freed = self.unlink_empty_tables(va);
+        if freed.iter().any(|&t| t != 0) {
+            invalidate(va);
+        }
+        self.free_tables(freed, frames);
+    }
+
+    /// Unlinks the tables on `va`'s path that have no valid entry left, bottom-up (never the
+    /// root), and returns them (0 where none), to be freed once the TLB forgot them.
+    fn unlink_empty_tables(&mut self, va: u64) -> [u64; 3] {
+        let mut freed = [0; 3];
+        if va >= USER_TOP {
+            return freed;
+        }
+        // path[level]: the table of `level` on the walk to `va` (0: root ... 3: last), as far
+        // as it goes.
+        let mut path = [self.root; LEVELS as usize];
+        let mut level = 0;
+        while level < LEVELS as usize - 1 {
+            let entry = table(path[level])[index(va, level as u32)];
+            if entry & VALID == 0 {
+                break;
+            }
+            level += 1;
+            path[level] = entry & ADDRESS_MASK;
+        }
+        while level > 0 && table(path[level]).iter().all(|&entry| entry == 0) {
+            table(path[level - 1])[index(va, level as u32 - 1)] = 0;
+            freed[level - 1] = path[level];
+            level -= 1;
+        }
+        freed
+    }
+
+    fn free_tables(&mut self, tables: [u64; 3], frames: &mut Frames) {
+        for t in tables.into_iter().filter(|&t| t != 0) {
+            frames.free(t);
+            self.tables -= 1;
+        }
     }
 
     /// The physical address `va` maps to and the mapping's permissions.
@@ -251,6 +301,27 @@ impl AddressSpace {
         }
         free_level(self.root, 0, frames);
     }
+}
+
+/// Invalidates the TLB entries of user page `va`, and the walk-cache entries of every level
+/// on its path (TLBI VAE1IS, not VALE1IS: unlinked tables must be forgotten too).
+fn invalidate(va: u64) {
+    // TLBI VAE1IS takes VA[55:12] in bits [43:0] and the ASID (0) in bits [63:48].
+    let operand = (va >> 12) & 0xFFF_FFFF_FFFF;
+    // SAFETY: break-before-make for removed descriptors (Arm ARM D8.16.1): the descriptor
+    // stores are made visible, then the entries cached for this VA invalidated and completed.
+    // For an inactive address space the invalidation only drops an entry of the active one,
+    // which is refetched.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vae1is, {operand}",
+            "dsb ish",
+            "isb",
+            operand = in(reg) operand,
+            options(nostack, preserves_flags),
+        )
+    };
 }
 
 extern "C" {

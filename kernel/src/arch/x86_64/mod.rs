@@ -8,7 +8,10 @@ mod serial;
 mod user;
 
 pub use cpu::init_cpu;
-pub use interrupts::{init_interrupts, irq_configure, irq_set_enabled, start_timer, wait_for_interrupt, MSI_LINES, MSI_LINE_BASE};
+pub use interrupts::{
+    init_interrupts, interrupts_on_exception_vectors, irq_configure, irq_set_enabled, send_self_interrupt, start_timer,
+    wait_for_interrupt, MSI_LINES, MSI_LINE_BASE,
+};
 pub use serial::console_write;
 pub use user::{run_user, UserContext};
 

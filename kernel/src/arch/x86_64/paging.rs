@@ -138,6 +138,8 @@ impl Root {
 /// A user address space: its own PML4 over the shared kernel half.
 pub struct AddressSpace {
     pml4: u64,
+    /// Table frames below the PML4 (`table_frames`).
+    tables: u64,
 }
 
 impl AddressSpace {
@@ -145,7 +147,13 @@ impl AddressSpace {
         let pml4 = frames.alloc()?;
         let kernel = KERNEL_PML4.load(Ordering::Relaxed);
         table(pml4)[256..].copy_from_slice(&table(kernel)[256..]);
-        Some(AddressSpace { pml4 })
+        Some(AddressSpace { pml4, tables: 0 })
+    }
+
+    /// How many table frames the user half holds besides the root. Every one of them maps
+    /// something: `unmap` frees the tables it leaves empty.
+    pub fn table_frames(&self) -> u64 {
+        self.tables
     }
 
     pub fn map(&mut self, va: u64, pa: u64, flags: MapFlags, frames: &mut Frames) -> Result<(), MapError> {
@@ -154,7 +162,10 @@ impl AddressSpace {
         }
         let mut t = self.pml4;
         for level in (1..=3).rev() {
-            t = next_table(&mut table(t)[index(va, level)], WRITABLE | USER, frames)?;
+            let entry = &mut table(t)[index(va, level)];
+            let present = *entry & PRESENT != 0;
+            t = next_table(entry, WRITABLE | USER, frames)?;
+            self.tables += u64::from(!present);
         }
         let leaf = &mut table(t)[index(va, 0)];
         if *leaf & PRESENT != 0 {
@@ -187,18 +198,73 @@ impl AddressSpace {
             t = entry & ADDRESS_MASK;
         }
         let leaf = &mut table(t)[index(va, 0)];
-        (*leaf & PRESENT != 0).then_some(leaf)
+        // Every user-half leaf is a user page; the check keeps a kernel-only one from ever
+        // being read or written on a user's behalf.
+        (*leaf & (PRESENT | USER) == PRESENT | USER).then_some(leaf)
     }
 
-    /// Removes the mapping at `va` and returns the physical page it mapped.
-    pub fn unmap(&mut self, va: u64) -> Option<u64> {
-        let leaf = self.leaf(va)?;
-        let pa = *leaf & ADDRESS_MASK;
-        *leaf = 0;
-        // SAFETY: INVLPG only drops a TLB entry; for an inactive address space it is harmless
-        // (its entries were flushed by the CR3 switch away from it).
-        unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
-        Some(pa)
+    /// Removes the mapping at `va` (if any), frees the page tables that leaves empty, and
+    /// returns the physical page it mapped.
+    pub fn unmap(&mut self, va: u64, frames: &mut Frames) -> Option<u64> {
+        let va = va & !(PAGE_SIZE - 1);
+        let pa = self.leaf(va).map(|leaf| {
+            let pa = *leaf & ADDRESS_MASK;
+            *leaf = 0;
+            pa
+        });
+        let freed = self.unlink_empty_tables(va);
+        if pa.is_some() || freed.iter().any(|&t| t != 0) {
+            // SAFETY: INVLPG drops the TLB entry of `va` and every paging-structure cache entry
+            // (SDM Vol. 3 §4.10.4.1), so no walk uses an unlinked table after this. For an
+            // inactive address space it is harmless: the CR3 switch away from it flushed both.
+            unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+        }
+        self.free_tables(freed, frames);
+        pa
+    }
+
+    /// Frees the page tables on `va`'s path that map nothing (after a map that failed part way).
+    pub fn free_empty_tables(&mut self, va: u64, frames: &mut Frames) {
+        let freed = self.unlink_empty_tables(va);
+        if freed.iter().any(|&t| t != 0) {
+            // SAFETY: as in `unmap`.
+            unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+        }
+        self.free_tables(freed, frames);
+    }
+
+    /// Unlinks the tables on `va`'s path that have no entry left, bottom-up (never the PML4),
+    /// and returns them (0 where none), to be freed once the TLB forgot them.
+    fn unlink_empty_tables(&mut self, va: u64) -> [u64; 3] {
+        let mut freed = [0; 3];
+        if va >= USER_TOP {
+            return freed;
+        }
+        // path[d]: the table at depth d on the walk to `va` (0: PML4 ... 3: page table), as far
+        // as it goes.
+        let mut path = [self.pml4; 4];
+        let mut depth = 0;
+        while depth < 3 {
+            let entry = table(path[depth])[index(va, 3 - depth as u32)];
+            if entry & PRESENT == 0 {
+                break;
+            }
+            depth += 1;
+            path[depth] = entry & ADDRESS_MASK;
+        }
+        while depth > 0 && table(path[depth]).iter().all(|&entry| entry == 0) {
+            table(path[depth - 1])[index(va, 4 - depth as u32)] = 0;
+            freed[depth - 1] = path[depth];
+            depth -= 1;
+        }
+        freed
+    }
+
+    fn free_tables(&mut self, tables: [u64; 3], frames: &mut Frames) {
+        for t in tables.into_iter().filter(|&t| t != 0) {
+            frames.free(t);
+            self.tables -= 1;
+        }
     }
 
     pub fn translate(&self, va: u64) -> Option<(u64, MapFlags)> {

@@ -124,6 +124,7 @@ pub fn run_user(ctx: &mut UserContext) -> Trap {
             write: ctx.error_code & 2 != 0,
             exec: ctx.error_code & 0x10 != 0,
         },
+        vector if vector & interrupts::INTERRUPT_ON_EXCEPTION_VECTOR != 0 => interrupts::interrupt_on_exception_vector(vector as u8),
         vector if vector < 32 => Trap::IllegalInstruction { code: vector },
         vector => interrupts::acknowledge(vector as u8),
     }
@@ -206,7 +207,8 @@ return_to_kernel:
     ret
 
 /* 256 entry stubs, 16 bytes apart. Vectors whose exceptions push an error code (8, 10-14, 17,
- * 21, 29, 30) do not push the dummy one. */
+ * 21, 29, 30) do not push the dummy one. Vectors 0-31 first find out whether an exception or
+ * an interrupt brought them here. */
 .p2align 4
 .global trap_stubs
 trap_stubs:
@@ -214,13 +216,52 @@ trap_stubs:
 .rept 256
     .p2align 4
     .if (vector == 8) || ((vector >= 10) && (vector <= 14)) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
+    pushq $vector
+    jmp exception_vector_with_error_code
     .else
     pushq $0
-    .endif
     pushq $vector
+    .if vector < 32
+    jmp exception_vector
+    .else
     jmp trap_common
+    .endif
+    .endif
     .set vector, vector + 1
 .endr
+
+/* A device can deliver any vector, 0-31 included: an MSI is a memory write to 0xFEExxxxx whose
+ * data names the vector, and without interrupt remapping nothing filters it. The local APIC
+ * sets the vector's bit in its in-service register (ISR bits 31:0 at offset 0x100, SDM Vol. 3
+ * §11.8.4) when it delivers an interrupt, never for an exception. An interrupt pushes no error
+ * code: where an exception of this vector would have, a zero is inserted below the vector, so
+ * that trap_common sees one frame layout. The vector is then marked, and the interrupt is
+ * treated as spurious. */
+exception_vector_with_error_code:
+    call vector_in_service
+    jnc trap_common
+    pushq (%rsp)
+    movq $0, 8(%rsp)
+    orq ${interrupt_marker}, (%rsp)
+    jmp trap_common
+
+exception_vector:
+    call vector_in_service
+    jnc trap_common
+    orq ${interrupt_marker}, (%rsp)
+    jmp trap_common
+
+/* Stack: return address, vector. CF = the vector's in-service bit; every register kept. */
+vector_in_service:
+    push %rax
+    push %rcx
+    mov 24(%rsp), %ecx
+    movabs ${lapic_isr_low}, %rax
+    mov (%rax), %eax
+    bt %ecx, %eax
+    pop %rcx
+    pop %rax
+    ret
 
 /* Stack: vector, error, RIP, CS, RFLAGS, RSP, SS. */
 trap_common:
@@ -308,5 +349,7 @@ kernel_trap:
     user_rflags = const USER_RFLAGS_MASK,
     rflags_set = const RFLAGS_IF | RFLAGS_RESERVED_ONE,
     kernel_trap_handler = sym interrupts::kernel_trap,
+    interrupt_marker = const interrupts::INTERRUPT_ON_EXCEPTION_VECTOR,
+    lapic_isr_low = const interrupts::LAPIC_ISR_LOW_VIRT,
     options(att_syntax)
 );
