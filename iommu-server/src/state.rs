@@ -404,8 +404,8 @@ impl State {
     /// was answered already (a connect answers with the window it lends).
     fn handle(&mut self, badge: u64, words: [u64; 4], cap: Option<u64>) -> Option<u64> {
         // Word 1 of a connect names the client's slot for the window; every other word is 0.
-        let used = if words[0] == kernel_ipc::CONNECT { 2 } else { 1 };
-        if words[used..].iter().any(|&w| w != 0) {
+        let stray = words[2] | words[3] | if words[0] == kernel_ipc::CONNECT { 0 } else { words[1] };
+        if stray != 0 {
             return Some(kernel_ipc::STATUS_BAD_TRANSPORT);
         }
         let status = match words[0] {

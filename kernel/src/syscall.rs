@@ -99,7 +99,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             kernel.run_queue.push_front(caller, answered.priority);
             values(&[])
         }
-        Syscall::ReplyLend => reply_lend(kernel, pid, tid, a),
+        Syscall::ReplyLend => reply_lend(kernel, pid, tid, a[0], a[1], a[2], a[3], a[4], a[5]),
         Syscall::NotifySignal => {
             let n = notification(kernel, pid, a[0], Rights::WRITE)?;
             kernel.signal(&n, a[1]);
@@ -292,8 +292,8 @@ fn cap_derive(kernel: &mut Kernel, pid: Pid, src: u64, dst: u64, rights: u64, ba
 /// `reply_lend(src, dst, rights, w0, w1, w2)`: see `Syscall::ReplyLend`. Everything is checked
 /// before anything changes, so that a refused lend leaves the caller awaiting a reply.
 #[inline(never)]
-fn reply_lend(kernel: &mut Kernel, pid: Pid, tid: Tid, a: [u64; 6]) -> Outcome {
-    let [src, dst, rights, w0, w1, w2] = a;
+#[allow(clippy::too_many_arguments, reason = "the system call's words, passed as the other handlers take theirs")]
+fn reply_lend(kernel: &mut Kernel, pid: Pid, tid: Tid, src: u64, dst: u64, rights: u64, w0: u64, w1: u64, w2: u64) -> Outcome {
     let lent = cap(kernel, pid, src)?;
     if !lent.rights.contains(Rights::GRANT) {
         return Err(Error::MissingRights);
