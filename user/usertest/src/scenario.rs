@@ -33,6 +33,13 @@ pub const BAD_STACK: u64 = 17;
 /// The first address above the lower half: non-canonical on x86_64, above anything user code
 /// can map on aarch64.
 pub const BAD_STACK_POINTER: u64 = 0x0000_8000_0000_0000;
+/// A server that lends a copy of a page of its own to each client that asks (`reply_lend`),
+/// after checking that with no caller to answer nothing is lent.
+pub const LENDER: u64 = 18;
+/// A client of LENDER (badge in the start argument's second byte): lends into an occupied
+/// slot and of a capability without GRANT are refused and answered; a lent copy has the rights
+/// the server chose and shows its page, and the server serves on after the copy is deleted.
+pub const BORROWER: u64 = 19;
 
 /// IO_PORTS: the PCI configuration ports (0xCF8..0xCFF) and the ECAM window.
 pub const IO_PORTS_SLOT: u64 = 6;
