@@ -44,15 +44,18 @@ pub const MAX_CLIENTS: u64 = 16;
 
 /// The notification the fault IRQ and the client-process watches signal.
 pub const EVENTS: u64 = 61;
-/// Capabilities sent with requests are received into slots from `WINDOW_BASE` up to
-/// `WINDOW_BASE + RECEIVE_SLOTS - 1`: a message window and a fault subscription keep the slot
-/// they arrived in until their client goes, any other capability is deleted after its request.
-pub const WINDOW_BASE: u64 = 64;
-/// Two kept per client, and one to receive the next capability into.
-pub const RECEIVE_SLOTS: u64 = 2 * MAX_CLIENTS + 1;
+/// Capabilities sent with requests are received into slots from `RECEIVE_BASE` up to
+/// `RECEIVE_BASE + RECEIVE_SLOTS - 1`: a fault subscription keeps the slot it arrived in until
+/// its client goes, any other capability is deleted after its request.
+pub const RECEIVE_BASE: u64 = 64;
+/// One subscription kept per client, and one to receive the next capability into.
+pub const RECEIVE_SLOTS: u64 = MAX_CLIENTS + 1;
+/// Slot `WINDOW_BASE + badge - 1` holds client `badge`'s message window: a page the server
+/// allocates at connect, maps, and lends the client a copy of.
+pub const WINDOW_BASE: u64 = RECEIVE_BASE + RECEIVE_SLOTS;
 /// Slots the DMA allocator takes its memory objects into, upwards.
 pub const DMA_FIRST: u64 = 100;
-const _: () = assert!(WINDOW_BASE + RECEIVE_SLOTS <= DMA_FIRST);
+const _: () = assert!(WINDOW_BASE + MAX_CLIENTS <= DMA_FIRST);
 pub const DMA_COUNT: u64 = 64;
 /// Scratch slot of the in-server benchmark's memory.
 pub const BENCH_MEMORY: u64 = 170;

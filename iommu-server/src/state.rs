@@ -41,12 +41,21 @@ pub struct Platform {
     pub iommu_described: bool,
 }
 
-/// A connected client's message window.
+/// A connected client's message window: a page of the server's own, in slot
+/// `window_slot(badge)`, mapped at `virt`; the client holds a copy lent at connect.
 struct Window {
-    slot: u64,
     virt: u64,
     /// The slot of the notification the client subscribed for its faults, if any.
     fault_notification: Option<u64>,
+}
+
+/// Rights of the window copy a client is lent: it may map the page and copy the capability,
+/// but not send it on (no GRANT), so the page is shared with this client and no one else.
+const WINDOW_RIGHTS: Rights = Rights::READ.union(Rights::WRITE).union(Rights::DERIVE);
+
+/// The slot of client `badge`'s window (`badge` in 1..=MAX_CLIENTS).
+fn window_slot(badge: u64) -> u64 {
+    slots::WINDOW_BASE + badge - 1
 }
 
 /// The connected clients' windows, indexed by badge (1..=MAX_CLIENTS): every request looks its
@@ -91,7 +100,7 @@ pub struct State {
     pub devices: DeviceRegistry,
     pub status: StatusPage,
     windows: Windows,
-    /// Empty slots to receive the next capability into (a window keeps the slot it came in).
+    /// Empty slots to receive the next capability into (a subscription keeps the slot it came in).
     free_receive_slots: Vec<u64>,
     receive_slot: u64,
     iommu_described: bool,
@@ -154,7 +163,7 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
         }
     }
     let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, ..ServerConfig::default() });
-    let receive_slots: Vec<u64> = (slots::WINDOW_BASE..slots::WINDOW_BASE + slots::RECEIVE_SLOTS).rev().collect();
+    let receive_slots: Vec<u64> = (slots::RECEIVE_BASE..slots::RECEIVE_BASE + slots::RECEIVE_SLOTS).rev().collect();
     let mut state = State {
         server,
         devices,
@@ -391,17 +400,22 @@ impl State {
         self.status.set(status::OBJECTS, self.server.object_count() as u64);
     }
 
-    /// Handles one transport message; returns the IPC reply status.
-    fn handle(&mut self, badge: u64, words: [u64; 4], cap: Option<u64>) -> u64 {
-        if words[1..].iter().any(|&w| w != 0) {
-            return kernel_ipc::STATUS_BAD_TRANSPORT;
+    /// Handles one transport message; returns the IPC reply status, or `None` if the message
+    /// was answered already (a connect answers with the window it lends).
+    fn handle(&mut self, badge: u64, words: [u64; 4], cap: Option<u64>) -> Option<u64> {
+        // Word 1 of a connect names the client's slot for the window; every other word is 0.
+        let stray = words[2] | words[3] | if words[0] == kernel_ipc::CONNECT { 0 } else { words[1] };
+        if stray != 0 {
+            return Some(kernel_ipc::STATUS_BAD_TRANSPORT);
         }
-        match words[0] {
-            kernel_ipc::CONNECT => self.connect(badge, cap),
+        let status = match words[0] {
+            kernel_ipc::CONNECT => return self.connect(badge, words[1]),
             kernel_ipc::REQUEST => {
-                let Some(window) = self.windows.get(badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
+                let Some(window) = self.windows.get(badge) else { return Some(kernel_ipc::STATUS_NOT_CONNECTED) };
                 let window = window.virt as *mut u64;
-                // SAFETY: the window page is mapped writable while the client is connected.
+                // SAFETY: the window is the server's own page, mapped writable through the
+                // server's capability while the client is connected; nothing the client does
+                // with its lent copy reaches that mapping.
                 let request = unsafe { kernel_ipc::read_window(window) };
                 let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
                 // SAFETY: as above.
@@ -417,29 +431,38 @@ impl State {
                 false => kernel_ipc::STATUS_NOT_CONNECTED,
             },
             _ => kernel_ipc::STATUS_BAD_TRANSPORT,
-        }
+        };
+        Some(status)
     }
 
-    fn connect(&mut self, badge: u64, cap: Option<u64>) -> u64 {
-        let Some(slot) = cap else { return kernel_ipc::STATUS_BAD_WINDOW };
+    /// Allocates the client's window page, maps it, and lends the client a copy into
+    /// `client_slot` with the answer (`None`); `Some(status)` if that cannot be done, with
+    /// nothing kept. The server maps the page through its own capability, from which the
+    /// client's copy is derived: whatever the client does with its copy (delete, revoke, unmap)
+    /// cannot take the page from the server.
+    fn connect(&mut self, badge: u64, client_slot: u64) -> Option<u64> {
         if !(1..=slots::MAX_CLIENTS).contains(&badge) {
-            return kernel_ipc::STATUS_TOO_MANY_CLIENTS;
+            return Some(kernel_ipc::STATUS_TOO_MANY_CLIENTS);
         }
         if self.windows.contains(badge) {
-            return kernel_ipc::STATUS_BAD_WINDOW;
+            return Some(kernel_ipc::STATUS_BAD_WINDOW);
         }
-        let virt = layout::WINDOWS + badge * PAGE;
-        if syscall::mem_map(slot, virt, 0, 1, kernel_abi::map_flags::WRITE).is_err() {
-            return kernel_ipc::STATUS_BAD_WINDOW;
+        let (slot, virt) = (window_slot(badge), layout::WINDOWS + badge * PAGE);
+        if syscall::mem_alloc(1, slot, 0).is_err() {
+            return Some(kernel_ipc::STATUS_BAD_WINDOW);
         }
-        let Some(next) = self.free_receive_slots.pop() else {
-            let _ = syscall::unmap(virt, 1);
-            return kernel_ipc::STATUS_TOO_MANY_CLIENTS;
-        };
-        self.receive_slot = next;
-        self.windows.insert(badge, Window { slot, virt, fault_notification: None });
+        let lent = syscall::mem_map(slot, virt, 0, 1, kernel_abi::map_flags::WRITE)
+            .and_then(|()| syscall::reply_lend(slot, client_slot, WINDOW_RIGHTS, [0, 0, 0]));
+        if lent.is_err() {
+            // The slot was no empty slot of the client, or the client is gone: it still awaits
+            // (or no longer needs) the answer, and gets no window. Deleting the capability also
+            // removes the mapping made through it.
+            let _ = syscall::cap_delete(slot);
+            return Some(kernel_ipc::STATUS_BAD_WINDOW);
+        }
+        self.windows.insert(badge, Window { virt, fault_notification: None });
         self.server.open_client(ClientId(badge));
-        0
+        None
     }
 
     /// Keeps the notification capability `cap` to signal when a fault is queued for the
@@ -473,14 +496,20 @@ impl State {
         }
     }
 
-    /// Tears a client down: every object it owns, then its window and subscription.
+    /// Tears a client down: every object it owns, then its window and subscription. The lent
+    /// window copy is revoked first (with any copies the client made and their mappings), so
+    /// the page is freed with the server's capability and no client keeps it, or the server's
+    /// quota, for later.
     fn close(&mut self, badge: u64) {
         let _ = self.server.close_client(ClientId(badge));
         if let Some(window) = self.windows.remove(badge) {
-            let _ = syscall::unmap(window.virt, 1);
-            for slot in core::iter::once(window.slot).chain(window.fault_notification) {
-                let _ = syscall::cap_delete(slot);
-                self.free_receive_slots.push(slot);
+            let slot = window_slot(badge);
+            let _ = syscall::cap_revoke(slot);
+            // Deleting the capability removes the server's mapping made through it.
+            let _ = syscall::cap_delete(slot);
+            if let Some(subscription) = window.fault_notification {
+                let _ = syscall::cap_delete(subscription);
+                self.free_receive_slots.push(subscription);
             }
         }
     }
@@ -550,6 +579,7 @@ pub fn start_event_thread() -> Result<(), kernel_abi::Error> {
 pub fn serve() -> ! {
     // Each answer goes out with the wait for the next request (reply_recv): a client calling
     // again finds the server waiting, and the kernel switches to it directly.
+    // `None`: nothing to answer (first receive, or the request was answered already).
     let mut answer: Option<u64> = None;
     let mut slot = with(|state| state.receive_slot);
     loop {
@@ -567,7 +597,8 @@ pub fn serve() -> ! {
         let cap = message.cap_received.then_some(slot);
         let (status, next_slot) = with(|state| {
             let status = state.handle(message.badge, message.words, cap);
-            // A capability that did not become a window is not kept: pins hold what they need.
+            // A capability that did not become a subscription is not kept: pins hold what they
+            // need.
             if cap.is_some() && state.receive_slot == slot {
                 let _ = syscall::cap_delete(slot);
             }
@@ -575,7 +606,7 @@ pub fn serve() -> ! {
             state.publish_counters();
             (status, state.receive_slot)
         });
-        answer = Some(status);
+        answer = status;
         slot = next_slot;
     }
 }

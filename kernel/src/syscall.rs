@@ -99,6 +99,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             kernel.run_queue.push_front(caller, answered.priority);
             values(&[])
         }
+        Syscall::ReplyLend => reply_lend(kernel, pid, tid, a[0], a[1], a[2], a[3], a[4], a[5]),
         Syscall::NotifySignal => {
             let n = notification(kernel, pid, a[0], Rights::WRITE)?;
             kernel.signal(&n, a[1]);
@@ -285,6 +286,29 @@ fn cap_derive(kernel: &mut Kernel, pid: Pid, src: u64, dst: u64, rights: u64, ba
         _ => return Err(Error::InvalidArgument),
     };
     kernel.install_derived(pid, dst, &parent, rights, badge)?;
+    values(&[])
+}
+
+/// `reply_lend(src, dst, rights, w0, w1, w2)`: see `Syscall::ReplyLend`. Everything is checked
+/// before anything changes, so that a refused lend leaves the caller awaiting a reply.
+#[inline(never)]
+#[allow(clippy::too_many_arguments, reason = "the system call's words, passed as the other handlers take theirs")]
+fn reply_lend(kernel: &mut Kernel, pid: Pid, tid: Tid, src: u64, dst: u64, rights: u64, w0: u64, w1: u64, w2: u64) -> Outcome {
+    let lent = cap(kernel, pid, src)?;
+    if !lent.rights.contains(Rights::GRANT) {
+        return Err(Error::MissingRights);
+    }
+    let rights = requested_rights(rights)?.intersect(lent.rights);
+    let caller = kernel.threads.get(tid).expect("caller").reply_to.ok_or(Error::InvalidState)?;
+    let caller_pid = match kernel.threads.get(caller) {
+        Some(thread) if matches!(thread.state, ThreadState::AwaitingReply { server } if server == tid) => thread.pid,
+        _ => return Err(Error::PeerGone),
+    };
+    kernel.install_derived(caller_pid, dst, &lent, rights, lent.badge)?;
+    kernel.threads.get_mut(tid).expect("caller").reply_to = None;
+    let answered = process::answer(&mut kernel.threads, tid, caller, &[0, 0, w0, w1, w2, 0, 1]).expect("checked to await this reply");
+    // As with `reply`: the answered caller runs next in its level.
+    kernel.run_queue.push_front(caller, answered.priority);
     values(&[])
 }
 

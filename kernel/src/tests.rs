@@ -53,6 +53,31 @@ fn ipc_server_serves_clients() -> TestResult {
     Ok(())
 }
 
+/// `reply_lend` between processes (scenarios LENDER, BORROWER): refused with no caller, into
+/// an occupied slot and without GRANT, each refusal answered; lent copies work and go with
+/// their holders' deletes; the server serves throughout, and nothing leaks.
+fn ipc_reply_lends_capability() -> TestResult {
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        let ep = new_endpoint();
+        let server = start_with_endpoint(&mut kernel, scenario::LENDER, &ep, Rights::READ, 0)?;
+        let clients = [
+            start_with_endpoint(&mut kernel, scenario::BORROWER | 1 << 8, &ep, client_rights(), 1)?,
+            start_with_endpoint(&mut kernel, scenario::BORROWER | 2 << 8, &ep, client_rights(), 2)?,
+        ];
+        kernel.run_until_exited(&clients);
+        for c in clients {
+            let reason = kernel.take_exit(c);
+            ensure!(reason == Some(ExitReason::Exited(0)), "client {c} ended with {reason:?}");
+        }
+        ensure!(!kernel.has_exited(server), "server ended with {:?}", kernel.take_exit(server));
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
 /// Threads of one process calling each other at different priorities (see the scenario): the
 /// thread a call or a reply wakes runs at once unless a higher-priority thread is ready; calls
 /// queue with their capabilities before the server waits. The process ends with a call and its
@@ -384,6 +409,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "ipc::server_serves_clients_with_badges_and_caps", run: ipc_server_serves_clients },
     Test { name: "ipc::switch_by_priority_and_queued_calls", run: ipc_switches_by_priority_and_queues_calls },
     Test { name: "ipc::waiting_receiver_leaves_with_its_process", run: ipc_waiting_receiver_leaves_with_its_process },
+    Test { name: "ipc::reply_lends_a_derived_capability", run: ipc_reply_lends_capability },
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },

@@ -17,6 +17,11 @@ pub use iommu_tests::TESTS;
 #[allow(dead_code)]
 mod server_slot;
 
+/// The server's address space: its own definition (where it maps client windows).
+#[path = "../../iommu-server/src/layout.rs"]
+#[allow(dead_code)]
+mod server_layout;
+
 /// The server's status-page words: its own definition.
 #[path = "../../iommu-server/src/status_words.rs"]
 #[allow(dead_code)]
@@ -42,7 +47,7 @@ mod iommu_tests {
     use platform::ConfigSpace;
 
     use super::driver::{report, scenario, slot as driver_slot};
-    use super::{server_slot, status};
+    use super::{server_layout, server_slot, status};
 
     /// Server start arguments: run the in-server benchmark; (arm) use stage-2 SMMU domains.
     const SERVER_BENCH: u64 = 1;
@@ -983,6 +988,59 @@ mod iommu_tests {
         })
     }
 
+    /// A driver that revokes and deletes the message windows the server lent it, before,
+    /// during (from a second thread) and after its requests (WINDOW_TAKEN, three connections),
+    /// runs beside one doing edu DMA with every byte checked (DMA). The server maps each window
+    /// through its own capability, so it never faults: it serves both to the end, and once both
+    /// are reaped it holds no window, mapping or pin.
+    fn window_taken() -> TestResult {
+        with_kernel(|kernel| {
+            let good = kernel.create_process("edu-driver", EDU_DRIVER, scenario::DMA, DRIVER_QUOTA).map_err(err("create the good driver"))?;
+            let hostile = kernel.create_process("edu-driver", EDU_DRIVER, scenario::WINDOW_TAKEN, DRIVER_QUOTA).map_err(err("create the hostile driver"))?;
+            let hostile_connections = [(2, driver_slot::SERVER), (3, driver_slot::SECOND_SERVER), (4, driver_slot::THIRD_SERVER)];
+            let mut clients: Vec<(Pid, u64)> = Vec::from([(good, 1)]);
+            clients.extend(hostile_connections.iter().map(|&(badge, _)| (hostile, badge)));
+            let server = create_server(kernel, 0, &clients)?;
+            let client = Rights::WRITE.union(Rights::GRANT);
+            kernel.install(good, driver_slot::SERVER, server.endpoint.clone(), client, 1).map_err(err("good driver's endpoint"))?;
+            for (badge, slot) in hostile_connections {
+                kernel.install(hostile, slot, server.endpoint.clone(), client, badge).map_err(err("hostile driver's endpoint"))?;
+            }
+            kernel.start_process(server.pid).map_err(err("start server"))?;
+            wait_ready(kernel, &server)?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu();
+                return Ok(());
+            }
+            let device = *edu_devices(&ConfigSpace::open()?).first().ok_or("no edu device")?;
+            let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
+            let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
+            kernel.install(good, driver_slot::DEVICE, bar, rights, 0).map_err(err("device capability"))?;
+            let baseline = server_kernel_pins(kernel, &server);
+            kernel.start_process(hostile).map_err(err("start the hostile driver"))?;
+            kernel.start_process(good).map_err(err("start the good driver"))?;
+            run_until(kernel, "both drivers", |k| (k.has_exited(good) && k.has_exited(hostile)) || k.has_exited(server.pid))?;
+            ensure!(!kernel.has_exited(server.pid), "server died: {:?}", kernel.take_exit(server.pid));
+            let (hostile_exit, good_exit) = (exit_of(kernel, hostile), exit_of(kernel, good));
+            ensure!(hostile_exit == Some(ExitReason::Exited(0)), "hostile driver ended with {hostile_exit:?}");
+            ensure!(good_exit == Some(ExitReason::Exited(0)), "good driver ended with {good_exit:?}");
+            let connections = 1 + hostile_connections.len() as u64;
+            run_until(kernel, "the server to reap both drivers", |_| server.word(status::CLIENTS_REAPED) == connections)?;
+            ensure!(!kernel.has_exited(server.pid), "server died while reaping");
+            ensure!(server.word(status::OPEN_CLIENTS) == 0, "{} clients still open", server.word(status::OPEN_CLIENTS));
+            ensure!(server.word(status::PINNED_PAGES) == 0 && server.word(status::KERNEL_PINS) == 0, "pins left: {} pages, {} kernel pins", server.word(status::PINNED_PAGES), server.word(status::KERNEL_PINS));
+            ensure!(server_kernel_pins(kernel, &server) == baseline, "the server holds {} kernel pins, {baseline} before", server_kernel_pins(kernel, &server));
+            // Every window is gone from the server: its capability and its mapping.
+            let process = kernel.processes.get(server.pid).ok_or("server process")?;
+            for badge in 1..=server_slot::MAX_CLIENTS {
+                ensure!(process.cspace.get(server_slot::WINDOW_BASE + badge - 1).is_err(), "the server still holds client {badge}'s window");
+                ensure!(!process.mappings.contains(server_layout::WINDOWS + badge * server_layout::PAGE), "the server still maps client {badge}'s window");
+            }
+            crate::println!("iommu: a driver took its windows away before, during and after its requests; the server served it and a DMA driver to the end and kept nothing");
+            Ok(())
+        })
+    }
+
     pub const TESTS: &[Test] = &[
         Test { name: "iommu::discovery_finds_units_and_devices", run: discovery },
         Test { name: "iommu::edu_dma_maps_unmaps_and_faults", run: edu_dma },
@@ -997,6 +1055,7 @@ mod iommu_tests {
         Test { name: "iommu::replace_moves_device_between_ioases", run: replace_moves_device },
         Test { name: "iommu::destroy_races_map_nothing_leaks", run: destroy_races_map },
         Test { name: "iommu::hostile_stream_beside_good_driver", run: hostile_stream_beside_good_driver },
+        Test { name: "iommu::window_taken_server_carries_on", run: window_taken },
         Test { name: "root::system_description_runs", run: root_task_runs_the_system },
         Test { name: "bench::iommu", run: bench },
     ];

@@ -1,8 +1,11 @@
 //! How the eight-word messages of [`crate::wire`] travel over the kernel's IPC, whose `call`
 //! carries only four words and one capability each way.
 //!
-//! Every client owns a *message window*: one page of a memory object it allocated and shares
-//! with the server once, with [`CONNECT`]. Afterwards each operation is one kernel `call`:
+//! Every client has a *message window*: one page of a memory object the **server** allocates
+//! at [`CONNECT`] and lends the client: a capability derived from the server's own, with the
+//! kernel's READ, WRITE and DERIVE rights but not GRANT (the client can map the page and copy
+//! the capability, never send it on), put into the empty slot the client names. Afterwards
+//! each operation is one kernel `call`:
 //!
 //! ```text
 //! client: writes the 8 request words to window[0..8]
@@ -16,19 +19,23 @@
 //! IPC reply only, with the window untouched. The client is the endpoint *badge* the kernel
 //! attaches to its messages: the root task gives each client its own badged copy.
 //!
-//! The window page must be mapped writable by the client and sent as a capability with READ
-//! and WRITE (a derived copy: the client keeps its own mapping). The server maps it until the
+//! The window is the server's memory, mapped by the server through its original capability,
+//! so nothing the client does with its lent copy (delete, revoke, unmap) can take the page
+//! from the server: the request path never touches memory a client can take away. A client
+//! that gives up its copy only loses its own view; its requests are still read from, and
+//! answered into, the server's page. The server takes the lent copy back (revokes it) when the
 //! client disconnects or its process ends.
 
 use crate::wire::{Message, MESSAGE_WORDS};
 
-/// Transport word 0: the capability sent is the client's message window; the client is
-/// registered with the server. Reply: status only.
+/// Transport word 0: registers the client; word 1 is an empty slot of the client's capability
+/// space, into which the server lends the window (a memory object of one page: READ, WRITE,
+/// DERIVE). Reply: status, and the window in that slot if the status is 0.
 pub const CONNECT: u64 = 1;
 /// Transport word 0: an operation's request is in the window; its reply will be too.
 pub const REQUEST: u64 = 2;
-/// Transport word 0: the client is done; the server tears down what it owns and unmaps the
-/// window. Reply: status only.
+/// Transport word 0: the client is done; the server tears down what it owns, takes the lent
+/// window back (the client's copies and mappings of it go) and frees it. Reply: status only.
 pub const DISCONNECT: u64 = 3;
 /// Transport word 0: the capability sent is a notification (WRITE right) the server signals
 /// with [`FAULT_SIGNAL`] whenever it queues a fault record in one of the client's fault
@@ -41,8 +48,8 @@ pub const FAULT_SIGNAL: u64 = 1 << 0;
 
 /// Transport status: the client has no window yet (send [`CONNECT`] first).
 pub const STATUS_NOT_CONNECTED: u64 = 0x1_0000;
-/// Transport status: the window capability is not a writable memory object of one page or
-/// more, or the client is already connected.
+/// Transport status: the client is already connected, the slot [`CONNECT`] names is no empty
+/// slot of the client, or the server could not allocate the window.
 pub const STATUS_BAD_WINDOW: u64 = 0x1_0001;
 /// Transport status: unknown transport word 0, or non-zero words 1..4.
 pub const STATUS_BAD_TRANSPORT: u64 = 0x1_0002;

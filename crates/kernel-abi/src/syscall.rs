@@ -131,6 +131,14 @@ syscalls! {
     /// MMIO region (e.g. one device's BAR out of the PCI window), derived from `mmio` (so
     /// revoking `mmio` revokes it) with `rights` ∩ its rights. Needs DERIVE.
     MmioCarve = 37,
+    /// `reply_lend(src, dst, rights, w0, w1, w2) -> ()`: answers the caller this thread last
+    /// received from with `(w0, w1, w2, 0)` and `cap_received` set, after putting a copy of
+    /// `src` with `rights` ∩ src's rights into the caller's empty slot `dst` (which the caller
+    /// names in its message). The copy is derived from `src`: a revoke of `src` takes it back,
+    /// and nothing the caller does with it (delete, revoke) reaches `src` or the mappings made
+    /// through it. Needs GRANT on `src`. A failure answers nobody: the caller still awaits a
+    /// reply.
+    ReplyLend = 38,
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub mod scenario {
     pub const HOSTILE_STREAM: u64 = 9;
     /// Rounds of map, copy through the device, check every byte, unmap; no fault allowed.
     pub const DMA_ROUNDS: u64 = 10;
+    /// Revokes and deletes the message window the server lent, before, during (from a second
+    /// thread) and after requests, over three connections; the server must answer throughout.
+    pub const WINDOW_TAKEN: u64 = 11;
 }
 
 /// Capability slots the root task fills.
@@ -36,11 +39,12 @@ pub mod slot {
     pub const SERVER: u64 = 1;
     /// MMIO of the first edu device's BAR0 (READ, WRITE, GRANT, DERIVE).
     pub const DEVICE: u64 = 2;
-    /// A second endpoint to the server with another badge (HOSTILE, DESTROY_RACES_MAP).
+    /// A second endpoint to the server with another badge (HOSTILE, DESTROY_RACES_MAP,
+    /// WINDOW_TAKEN).
     pub const SECOND_SERVER: u64 = 3;
     /// MMIO of the second edu device's BAR0 (TWO_DEVICES_ONE_IOAS, TWO_DEVICES_TWO_IOAS).
     pub const SECOND_DEVICE: u64 = 4;
-    /// A third endpoint to the server with a third badge (DESTROY_RACES_MAP).
+    /// A third endpoint to the server with a third badge (DESTROY_RACES_MAP, WINDOW_TAKEN).
     pub const THIRD_SERVER: u64 = 5;
     /// Memory object of one page (READ, WRITE) through which the driver tells the root task
     /// how far it got (DESTROY_RACES_MAP, BENCH; words in `report`).

@@ -11,6 +11,7 @@ mod race;
 mod sharing;
 mod stream;
 mod transport;
+mod window;
 
 use contract::scenario;
 use edu::Edu;
@@ -27,13 +28,10 @@ userlib::entry!(main);
 mod slot {
     pub use crate::contract::slot::*;
     pub const WINDOW: u64 = 10;
-    pub const WINDOW_COPY: u64 = 11;
     pub const OUTGOING: u64 = 12;
     pub const SECOND_WINDOW: u64 = 13;
-    pub const SECOND_WINDOW_COPY: u64 = 14;
     pub const SECOND_OUTGOING: u64 = 15;
     pub const THIRD_WINDOW: u64 = 16;
-    pub const THIRD_WINDOW_COPY: u64 = 17;
     pub const THIRD_OUTGOING: u64 = 18;
     pub const BUFFER: u64 = 20;
     pub const READ_ONLY_BUFFER: u64 = 21;
@@ -41,6 +39,8 @@ mod slot {
     pub const MAPPER_STACK: u64 = 23;
     pub const MAPPER_IDLE: u64 = 24;
     pub const FAULT_NOTIFICATION: u64 = 25;
+    pub const WINDOW_VIEW: u64 = 26;
+    pub const WINDOW_CHILD: u64 = 27;
 }
 
 /// The driver's address space.
@@ -51,6 +51,7 @@ mod va {
     pub const SECOND_WINDOW: u64 = 0x1101_0000;
     pub const THIRD_WINDOW: u64 = 0x1102_0000;
     pub const REPORT: u64 = 0x1103_0000;
+    pub const WINDOW_CHILD: u64 = 0x1104_0000;
     pub const BUFFER: u64 = 0x2000_0000;
     pub const MAPPER_STACK: u64 = 0x3000_0000;
 }
@@ -83,6 +84,7 @@ fn main(arg: u64) -> u64 {
         scenario::DESTROY_RACES_MAP => race::destroy_races_map(),
         scenario::HOSTILE_STREAM => stream::hostile_stream(arg >> 8),
         scenario::DMA_ROUNDS => stream::dma_rounds(),
+        scenario::WINDOW_TAKEN => window::window_taken(),
         _ => Err((99, "unknown scenario")),
     };
     match outcome {
@@ -118,7 +120,7 @@ fn expect_error<T: core::fmt::Debug>(result: Result<T, Error>, expected: Error, 
 }
 
 fn connect_first() -> Result<Client, (u64, &'static str)> {
-    let place = WindowPlace { window_slot: slot::WINDOW, window_copy_slot: slot::WINDOW_COPY, outgoing_slot: slot::OUTGOING, virt: va::WINDOW };
+    let place = WindowPlace { window_slot: slot::WINDOW, outgoing_slot: slot::OUTGOING, virt: va::WINDOW };
     WindowTransport::connect(slot::SERVER, &place).map_err(|status| {
         println!("edu-driver: connect failed with status {status:#x}");
         (1, "connect to the IOMMU server")
@@ -323,7 +325,6 @@ fn hostile_requests() -> Outcome {
     let _edu = open_device()?;
     let second_place = WindowPlace {
         window_slot: slot::SECOND_WINDOW,
-        window_copy_slot: slot::SECOND_WINDOW_COPY,
         outgoing_slot: slot::SECOND_OUTGOING,
         virt: va::SECOND_WINDOW,
     };

@@ -69,7 +69,6 @@ fn idle() -> ! {
 extern "C" fn mapper(_arg: u64) -> ! {
     let place = WindowPlace {
         window_slot: slot::SECOND_WINDOW,
-        window_copy_slot: slot::SECOND_WINDOW_COPY,
         outgoing_slot: slot::SECOND_OUTGOING,
         virt: va::SECOND_WINDOW,
     };
@@ -215,7 +214,6 @@ pub fn destroy_races_map() -> Outcome {
     // ... and a client that took no part in the race is served.
     let place = WindowPlace {
         window_slot: slot::THIRD_WINDOW,
-        window_copy_slot: slot::THIRD_WINDOW_COPY,
         outgoing_slot: slot::THIRD_OUTGOING,
         virt: va::THIRD_WINDOW,
     };

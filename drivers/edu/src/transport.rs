@@ -1,5 +1,5 @@
-//! The client side of `iommu_abi::kernel_ipc`: a message window shared with the server, and
-//! an `iommu_abi::Transport` that sends each request through it.
+//! The client side of `iommu_abi::kernel_ipc`: a message window the server lends at connect,
+//! and an `iommu_abi::Transport` that sends each request through it.
 
 use iommu_abi::kernel_ipc;
 use iommu_abi::wire::Message;
@@ -19,25 +19,23 @@ pub struct WindowTransport {
 
 /// Where the window lives in the driver, and the slots it needs.
 pub struct WindowPlace {
+    /// Empty slot for the window capability the server lends at connect.
     pub window_slot: u64,
-    pub window_copy_slot: u64,
     pub outgoing_slot: u64,
     pub virt: u64,
 }
 
 impl WindowTransport {
-    /// Allocates and maps a window page and registers it with the server behind `endpoint`.
+    /// Registers with the server behind `endpoint`, which lends its window page into
+    /// `place.window_slot`, and maps the window at `place.virt`. Err: the transport status, or
+    /// the kernel's error code.
     pub fn connect(endpoint: u64, place: &WindowPlace) -> Result<Iommu<WindowTransport>, u64> {
         let kernel = |e: kernel_abi::Error| e as u64;
-        syscall::mem_alloc(1, place.window_slot, 0).map_err(kernel)?;
-        syscall::mem_map(place.window_slot, place.virt, 0, 1, map_flags::WRITE).map_err(kernel)?;
-        // The server gets a copy: sending the original would take this process's right to it.
-        let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT);
-        syscall::cap_derive(place.window_slot, place.window_copy_slot, rights, 0).map_err(kernel)?;
-        let reply = syscall::call(endpoint, place.window_copy_slot, [kernel_ipc::CONNECT, 0, 0, 0]).map_err(kernel)?;
+        let reply = syscall::call(endpoint, NO_CAP, [kernel_ipc::CONNECT, place.window_slot, 0, 0]).map_err(kernel)?;
         if reply.words[0] != 0 {
             return Err(reply.words[0]);
         }
+        syscall::mem_map(place.window_slot, place.virt, 0, 1, map_flags::WRITE).map_err(kernel)?;
         Ok(Iommu::new(WindowTransport { endpoint, window: place.virt as *mut u64, outgoing: place.outgoing_slot, last_ipc_status: 0 }))
     }
 
@@ -89,7 +87,8 @@ impl Transport for WindowTransport {
             }
             None => NO_CAP,
         };
-        // SAFETY: the window page is mapped writable for the life of the connection.
+        // SAFETY: the window page is mapped writable for the life of the connection (a
+        // scenario that deletes its window capability makes no more calls through here).
         unsafe { kernel_ipc::write_window(self.window, msg) };
         let reply = syscall::call(self.endpoint, sent, [kernel_ipc::REQUEST, 0, 0, 0]);
         if sent != NO_CAP {

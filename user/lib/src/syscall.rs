@@ -133,6 +133,13 @@ pub fn reply(words: [u64; 4]) -> Result<(), Error> {
     check(raw(Syscall::Reply as u64, [words[0], words[1], words[2], words[3], 0, 0]).0)
 }
 
+/// Answers the pending caller with `words` after lending it a copy of the capability in `src`
+/// with `rights`, into the empty slot `dst` of the caller's process (see
+/// `kernel_abi::Syscall::ReplyLend`). On an error the caller still awaits a reply.
+pub fn reply_lend(src: u64, dst: u64, rights: kernel_abi::Rights, words: [u64; 3]) -> Result<(), Error> {
+    check(raw(Syscall::ReplyLend as u64, [src, dst, rights.0, words[0], words[1], words[2]]).0)
+}
+
 /// Replies to the pending caller (if any) and waits for the next message.
 pub fn reply_recv(ep: u64, recv_slot: u64, words: [u64; 4]) -> Result<Received, Error> {
     received(raw7(Syscall::ReplyRecv as u64, [ep, recv_slot, words[0], words[1], words[2], words[3]]))

@@ -17,8 +17,13 @@ mod slot {
     pub const MEMORY: u64 = 2;
     /// Where a client derives the copy it sends.
     pub const MEMORY_COPY: u64 = 3;
+    /// Where a client receives the page the server lends it.
+    pub const LENT: u64 = 4;
     /// Where the server receives capabilities.
     pub const RECEIVED: u64 = 10;
+    /// The server's page it lends to clients, and a copy of it without GRANT.
+    pub const SERVER_PAGE: u64 = 11;
+    pub const SERVER_PAGE_NO_GRANT: u64 = 12;
 }
 
 /// Server operations (message word 0).
@@ -29,10 +34,16 @@ mod op {
     pub const TOUCH_RECEIVED: u64 = 4;
     pub const SUM_AND_KEEP: u64 = 6;
     pub const NOTHING: u64 = 7;
+    /// Lend the client a copy of the server's page (READ, WRITE) into the slot in word 1; word
+    /// 2 non-zero: lend the copy without GRANT (refused). The answer carries the page's sum and
+    /// the badge, or the kernel's refusal.
+    pub const LEND: u64 = 8;
 }
 
 const SERVER_WINDOW: u64 = 0x1000_0000;
 const CLIENT_WINDOW: u64 = 0x2000_0000;
+const LENT_WINDOW: u64 = 0x3000_0000;
+const SERVER_PAGE_VA: u64 = 0x1010_0000;
 
 fn main(arg: u64) -> u64 {
     let (scenario, param) = (arg & 0xFF, arg >> 8);
@@ -79,6 +90,8 @@ fn main(arg: u64) -> u64 {
         scenario::MAP_MANY if param == 1 => map_one(),
         scenario::MAP_MANY => map_many(),
         scenario::EDU_EXCEPTION_VECTORS => edu_exception_vectors(),
+        scenario::LENDER => lender(),
+        scenario::BORROWER => borrow_server_page(param),
         _ => 2,
     }
 }
@@ -86,6 +99,17 @@ fn main(arg: u64) -> u64 {
 fn sum_window(va: u64) -> u64 {
     // SAFETY: the caller mapped one readable page at `va`.
     (0..64).map(|i| unsafe { core::ptr::read_volatile((va + i * 8) as *const u64) }).fold(0, u64::wrapping_add)
+}
+
+/// Answers the caller by lending it a copy of the server's page (see `op::LEND`), or, if the
+/// kernel refuses, the answer to send instead.
+fn lend(dst: u64, without_grant: bool, sum: u64, badge: u64) -> Option<[u64; 4]> {
+    let source = if without_grant { slot::SERVER_PAGE_NO_GRANT } else { slot::SERVER_PAGE };
+    match syscall::reply_lend(source, dst, kernel_abi::Rights::READ.union(kernel_abi::Rights::WRITE), [sum, badge, 0]) {
+        Ok(()) => None,
+        // A refused lend answers nobody: the caller learns why in the ordinary answer.
+        Err(error) => Some([error as u64, 0, 0, 0]),
+    }
 }
 
 /// Serves requests forever: the kernel test kills it when done.
@@ -124,6 +148,40 @@ fn ipc_server() -> u64 {
     }
 }
 
+/// Lends a copy of its page to whoever asks (`op::LEND`), doubles (`op::DOUBLE`); forever.
+fn lender() -> u64 {
+    // The page it lends, filled with a pattern, and a copy of it that may not be lent.
+    if syscall::mem_alloc(1, slot::SERVER_PAGE, 0).is_err() || syscall::mem_map(slot::SERVER_PAGE, SERVER_PAGE_VA, 0, 1, kernel_abi::map_flags::WRITE).is_err() {
+        return 53;
+    }
+    for i in 0..64 {
+        // SAFETY: the page was just mapped writable there.
+        unsafe { core::ptr::write_volatile((SERVER_PAGE_VA + i * 8) as *mut u64, 4200 + i) };
+    }
+    let lent_sum = sum_window(SERVER_PAGE_VA);
+    let no_grant = kernel_abi::Rights::READ.union(kernel_abi::Rights::WRITE).union(kernel_abi::Rights::DERIVE);
+    if syscall::cap_derive(slot::SERVER_PAGE, slot::SERVER_PAGE_NO_GRANT, no_grant, 0).is_err() {
+        return 53;
+    }
+    // With no caller to answer there is nothing to lend to.
+    if syscall::reply_lend(slot::SERVER_PAGE, slot::LENT, kernel_abi::Rights::READ, [0; 3]) != Err(Error::InvalidState) {
+        return 54;
+    }
+    let mut answer: Option<[u64; 4]> = None;
+    loop {
+        let received = match answer {
+            Some(words) => syscall::reply_recv(slot::ENDPOINT, kernel_abi::NO_CAP, words),
+            None => syscall::recv(slot::ENDPOINT, kernel_abi::NO_CAP),
+        };
+        let Ok(m) = received else { return 50 };
+        answer = match m.words[0] {
+            op::LEND => lend(m.words[1], m.words[2] != 0, lent_sum, m.badge),
+            op::DOUBLE => Some([m.words[1] * 2, m.badge, 0, 0]),
+            _ => Some([u64::MAX, 0, 0, 0]),
+        };
+    }
+}
+
 /// Fills a fresh page with a pattern and returns its checksum.
 fn make_pattern_page(seed: u64) -> Result<u64, u64> {
     syscall::mem_alloc(1, slot::MEMORY, 0).map_err(|_| 60u64)?;
@@ -159,6 +217,47 @@ fn ipc_client(badge: u64) -> u64 {
         return 73;
     }
     0
+}
+
+/// Has the server lend a copy of its page (`op::LEND`): refused into an occupied slot and for
+/// a capability without GRANT, answered either way; lent, the copy has the rights the server
+/// chose, shows the server's page, and goes with a delete without disturbing the server.
+fn borrow_server_page(badge: u64) -> u64 {
+    let ask_lend = |dst: u64, without_grant: u64| syscall::call(slot::ENDPOINT, kernel_abi::NO_CAP, [op::LEND, dst, without_grant, 0]);
+    match ask_lend(slot::ENDPOINT, 0) {
+        Ok(r) if r.words[0] == Error::SlotOccupied as u64 && !r.cap_received => {}
+        _ => return 74,
+    }
+    match ask_lend(slot::LENT, 1) {
+        Ok(r) if r.words[0] == Error::MissingRights as u64 && !r.cap_received => {}
+        _ => return 75,
+    }
+    if syscall::cap_info(slot::LENT) != Err(Error::InvalidCapability) {
+        return 75;
+    }
+    let Ok(lent) = ask_lend(slot::LENT, 0) else { return 76 };
+    if !lent.cap_received || lent.words[1] != badge {
+        return 76;
+    }
+    let read_write = kernel_abi::Rights::READ.union(kernel_abi::Rights::WRITE);
+    if syscall::cap_info(slot::LENT) != Ok((kernel_abi::ObjectType::Memory as u64, read_write.0, 0)) {
+        return 77;
+    }
+    if syscall::mem_map(slot::LENT, LENT_WINDOW, 0, 1, 0).is_err() || sum_window(LENT_WINDOW) != lent.words[0] {
+        return 78;
+    }
+    // Without DERIVE the copy cannot be revoked by its holder; deleted, it takes only the
+    // holder's mapping with it, and the server serves on.
+    if syscall::cap_revoke(slot::LENT) != Err(Error::MissingRights) || syscall::cap_delete(slot::LENT).is_err() {
+        return 79;
+    }
+    if syscall::unmap(LENT_WINDOW, 1) != Err(Error::NotMapped) {
+        return 79;
+    }
+    match syscall::call(slot::ENDPOINT, kernel_abi::NO_CAP, [op::DOUBLE, 4, 0, 0]) {
+        Ok(r) if r.words[0] == 8 => 0,
+        _ => 79,
+    }
 }
 
 /// Gives the server a read-only copy of a page, revokes it, and checks that the server lost

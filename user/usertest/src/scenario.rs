@@ -33,6 +33,13 @@ pub const BAD_STACK: u64 = 17;
 /// The first address above the lower half: non-canonical on x86_64, above anything user code
 /// can map on aarch64.
 pub const BAD_STACK_POINTER: u64 = 0x0000_8000_0000_0000;
+/// A server that lends a copy of a page of its own to each client that asks (`reply_lend`),
+/// after checking that with no caller to answer nothing is lent.
+pub const LENDER: u64 = 18;
+/// A client of LENDER (badge in the start argument's second byte): lends into an occupied
+/// slot and of a capability without GRANT are refused and answered; a lent copy has the rights
+/// the server chose and shows its page, and the server serves on after the copy is deleted.
+pub const BORROWER: u64 = 19;
 
 /// Maps one page at addresses 1 GiB apart until the quota refuses (OutOfMemory), which the
 /// page tables and mapping records it pays for must bring about; then waits on the
@@ -40,13 +47,13 @@ pub const BAD_STACK_POINTER: u64 = 0x0000_8000_0000_0000;
 /// came back by mapping as many again, and exits with `MAPPINGS_MADE + how many it made`.
 /// With parameter (bits 8 and up) 1 it is the bystander instead: allocates, maps and uses one
 /// page, and exits with 0.
-pub const MAP_MANY: u64 = 18;
+pub const MAP_MANY: u64 = 20;
 pub const MAPPINGS_MADE: u64 = 10_000;
 pub const MAP_MANY_NOTIFICATION_SLOT: u64 = 8;
 /// x86: the edu driver's setup, then the device's MSI aimed at exception vectors 14, 13 and 8
 /// in turn (each raised once and acknowledged at the device); then a read of address 0, which
 /// must kill the process as a page fault.
-pub const EDU_EXCEPTION_VECTORS: u64 = 19;
+pub const EDU_EXCEPTION_VECTORS: u64 = 21;
 /// The vectors EDU_EXCEPTION_VECTORS aims the MSI at.
 pub const EXCEPTION_VECTORS_RAISED: [u8; 3] = [14, 13, 8];
 
