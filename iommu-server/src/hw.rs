@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 use hwio::{Clock, DmaAllocator, DmaBuffer, Registers};
-use kernel_abi::mem_flags;
+use kernel_abi::MemFlags;
 use userlib::syscall;
 
 use crate::layout::PAGE;
@@ -147,9 +147,9 @@ impl DmaPool {
             return None;
         }
         let slot = self.next_slot;
-        syscall::mem_alloc(pages, slot, mem_flags::CONTIGUOUS).ok()?;
+        syscall::mem_alloc(pages, slot, MemFlags::CONTIGUOUS).ok()?;
         let virt = self.next_virt;
-        if syscall::mem_map(slot, virt, 0, pages, kernel_abi::map_flags::WRITE).is_err() {
+        if syscall::mem_map(slot, virt, 0, pages, kernel_abi::MapFlags::WRITE).is_err() {
             let _ = syscall::cap_delete(slot);
             return None;
         }

@@ -125,8 +125,8 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 
 pub fn map_status_page() -> StatusPage {
     let writable = syscall::cap_info(slots::STATUS_PAGE)
-        .is_ok_and(|(kind, rights, _)| ObjectType::from_u64(kind) == Some(ObjectType::Memory) && Rights(rights).contains(Rights::READ.union(Rights::WRITE)));
-    if writable && syscall::mem_map(slots::STATUS_PAGE, layout::STATUS, 0, 1, kernel_abi::map_flags::WRITE).is_ok() {
+        .is_ok_and(|(kind, rights, _)| ObjectType::from_u64(kind) == Some(ObjectType::Memory) && Rights::from_bits_retain(rights).contains(Rights::READ.union(Rights::WRITE)));
+    if writable && syscall::mem_map(slots::STATUS_PAGE, layout::STATUS, 0, 1, kernel_abi::MapFlags::WRITE).is_ok() {
         // SAFETY: just mapped writable, never unmapped.
         unsafe { StatusPage::at(layout::STATUS as *mut u64) }
     } else {
@@ -429,7 +429,7 @@ impl State {
             return kernel_ipc::STATUS_BAD_WINDOW;
         }
         let virt = layout::WINDOWS + badge * PAGE;
-        if syscall::mem_map(slot, virt, 0, 1, kernel_abi::map_flags::WRITE).is_err() {
+        if syscall::mem_map(slot, virt, 0, 1, kernel_abi::MapFlags::WRITE).is_err() {
             return kernel_ipc::STATUS_BAD_WINDOW;
         }
         let Some(next) = self.free_receive_slots.pop() else {
@@ -448,7 +448,7 @@ impl State {
         let Some(slot) = cap else { return kernel_ipc::STATUS_BAD_NOTIFICATION };
         let Some(window) = self.windows.get_mut(badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
         let is_notification = syscall::cap_info(slot).is_ok_and(|(kind, rights, _)| {
-            ObjectType::from_u64(kind) == Some(ObjectType::Notification) && Rights(rights).contains(Rights::WRITE)
+            ObjectType::from_u64(kind) == Some(ObjectType::Notification) && Rights::from_bits_retain(rights).contains(Rights::WRITE)
         });
         if !is_notification {
             return kernel_ipc::STATUS_BAD_NOTIFICATION;
@@ -534,8 +534,8 @@ extern "C" fn event_thread(_arg: u64) -> ! {
 }
 
 pub fn start_event_thread() -> Result<(), kernel_abi::Error> {
-    syscall::mem_alloc(layout::EVENT_STACK_PAGES, slots::EVENT_STACK, 0)?;
-    syscall::mem_map(slots::EVENT_STACK, layout::EVENT_STACK, 0, layout::EVENT_STACK_PAGES, kernel_abi::map_flags::WRITE)?;
+    syscall::mem_alloc(layout::EVENT_STACK_PAGES, slots::EVENT_STACK, kernel_abi::MemFlags::empty())?;
+    syscall::mem_map(slots::EVENT_STACK, layout::EVENT_STACK, 0, layout::EVENT_STACK_PAGES, kernel_abi::MapFlags::WRITE)?;
     let top = layout::EVENT_STACK + layout::EVENT_STACK_PAGES * PAGE;
     let entry = event_thread as extern "C" fn(u64) -> ! as usize as u64;
     // The fault thread runs at the start priority (the highest it may have): faults must not

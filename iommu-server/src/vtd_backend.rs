@@ -178,7 +178,7 @@ impl VtdBackend {
 
 impl IommuBackend for VtdBackend {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::from_bits(0).expect("no bits") })
+        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::empty() })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {

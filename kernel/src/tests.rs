@@ -123,7 +123,7 @@ fn edu_interrupt_reaches_user_driver() -> TestResult {
     install(&mut kernel, 1, find("ecam").next().ok_or("no ECAM capability")?)?;
     install(&mut kernel, 2, find("pci-mmio").next().ok_or("no PCI MMIO capability")?)?;
     let notification = Object::Notification(alloc::rc::Rc::new(core::cell::RefCell::new(Default::default())));
-    kernel.install(pid, 3, notification, Rights::ALL, 0).map_err(|e| alloc::format!("{e:?}"))?;
+    kernel.install(pid, 3, notification, Rights::all(), 0).map_err(|e| alloc::format!("{e:?}"))?;
     // MSIs where the machine has them (x86 always; arm with virt's GICv2m frame).
     let lines = if find("msi").next().is_some() { "msi" } else { "pci-intx" };
     for (i, cap) in find(lines).take(4).enumerate() {
@@ -158,7 +158,7 @@ fn mem_pins_and_queries() -> TestResult {
     {
         let mut kernel = Kernel::new(IMAGES);
         let pid = kernel.create_process("mem", USERTEST, scenario::MEM_QUERIES, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
-        kernel.install(pid, scenario::AUTHORITY_SLOT, Object::DmaAuthority, Rights::ALL, 0).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.install(pid, scenario::AUTHORITY_SLOT, Object::DmaAuthority, Rights::all(), 0).map_err(|e| alloc::format!("{e:?}"))?;
         kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
         kernel.run_until_exited(&[pid]);
         let r = kernel.take_exit(pid);

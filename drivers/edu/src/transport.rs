@@ -4,7 +4,7 @@
 use iommu_abi::kernel_ipc;
 use iommu_abi::wire::Message;
 use iommu_abi::{Error, Iommu, Transport};
-use kernel_abi::{map_flags, Rights, NO_CAP};
+use kernel_abi::{MapFlags, Rights, NO_CAP};
 use userlib::syscall;
 
 /// A connection to the IOMMU server.
@@ -29,8 +29,8 @@ impl WindowTransport {
     /// Allocates and maps a window page and registers it with the server behind `endpoint`.
     pub fn connect(endpoint: u64, place: &WindowPlace) -> Result<Iommu<WindowTransport>, u64> {
         let kernel = |e: kernel_abi::Error| e as u64;
-        syscall::mem_alloc(1, place.window_slot, 0).map_err(kernel)?;
-        syscall::mem_map(place.window_slot, place.virt, 0, 1, map_flags::WRITE).map_err(kernel)?;
+        syscall::mem_alloc(1, place.window_slot, kernel_abi::MemFlags::empty()).map_err(kernel)?;
+        syscall::mem_map(place.window_slot, place.virt, 0, 1, MapFlags::WRITE).map_err(kernel)?;
         // The server gets a copy: sending the original would take this process's right to it.
         let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT);
         syscall::cap_derive(place.window_slot, place.window_copy_slot, rights, 0).map_err(kernel)?;
@@ -82,7 +82,7 @@ impl Transport for WindowTransport {
         let sent = match cap {
             Some(slot) => {
                 // A copy with the same rights as the original (derivation never adds rights).
-                if syscall::cap_derive(slot, self.outgoing, Rights::ALL, 0).is_err() {
+                if syscall::cap_derive(slot, self.outgoing, Rights::all(), 0).is_err() {
                     return failed(Error::BadCapability);
                 }
                 self.outgoing

@@ -309,7 +309,7 @@ impl SmmuBackend {
 
 impl IommuBackend for SmmuBackend {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::from_bits(0).expect("no bits") })
+        self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::empty() })
     }
 
     fn reserved_regions(&self, _unit: UnitId, _rid: RequesterId) -> Vec<ReservedRegion> {

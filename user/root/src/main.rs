@@ -85,7 +85,7 @@ struct Directory {
 
 impl Directory {
     fn read() -> Result<Directory, &'static str> {
-        syscall::mem_map(DIRECTORY_SLOT, va::DIRECTORY, 0, 1, 0).map_err(|_| "cannot map the boot directory")?;
+        syscall::mem_map(DIRECTORY_SLOT, va::DIRECTORY, 0, 1, kernel_abi::MapFlags::empty()).map_err(|_| "cannot map the boot directory")?;
         // SAFETY: the directory page was just mapped readable at va::DIRECTORY and stays mapped.
         let words = unsafe { core::slice::from_raw_parts(va::DIRECTORY as *const u64, 512) };
         let count = (words[0] as usize).min(MAX_ENTRIES);
@@ -238,15 +238,15 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
             if badge == 0 {
                 return grant_one(endpoint_slot(name), grant.slot);
             }
-            syscall::cap_derive(endpoint_slot(name), slot::SCRATCH, Rights::ALL, badge).map_err(|_| "cannot badge the endpoint")?;
+            syscall::cap_derive(endpoint_slot(name), slot::SCRATCH, Rights::all(), badge).map_err(|_| "cannot badge the endpoint")?;
             let result = grant_one(slot::SCRATCH, grant.slot);
             let _ = syscall::cap_delete(slot::SCRATCH);
             result
         }
         // One in the description (checked at build time).
         Source::StatusPage => {
-            syscall::mem_alloc(1, slot::STATUS_PAGE, 0).map_err(|_| "no memory for the status page")?;
-            syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, 0).map_err(|_| "cannot map the status page")?;
+            syscall::mem_alloc(1, slot::STATUS_PAGE, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the status page")?;
+            syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, kernel_abi::MapFlags::empty()).map_err(|_| "cannot map the status page")?;
             grant_one(slot::STATUS_PAGE, grant.slot)
         }
         Source::Process { name } => grant_one(process_slot(name).ok_or("no such process")?, grant.slot),

@@ -100,7 +100,7 @@ fn ipc_server() -> u64 {
         answer = Some(match m.words[0] {
             op::DOUBLE => [m.words[1] * 2, m.badge, 0, 0],
             op::SUM_AND_DROP | op::SUM_AND_KEEP if m.cap_received => {
-                if syscall::mem_map(slot::RECEIVED, SERVER_WINDOW, 0, 1, 0).is_err() {
+                if syscall::mem_map(slot::RECEIVED, SERVER_WINDOW, 0, 1, kernel_abi::MapFlags::empty()).is_err() {
                     return 51;
                 }
                 let sum = sum_window(SERVER_WINDOW);
@@ -123,8 +123,8 @@ fn ipc_server() -> u64 {
 
 /// Fills a fresh page with a pattern and returns its checksum.
 fn make_pattern_page(seed: u64) -> Result<u64, u64> {
-    syscall::mem_alloc(1, slot::MEMORY, 0).map_err(|_| 60u64)?;
-    syscall::mem_map(slot::MEMORY, CLIENT_WINDOW, 0, 1, kernel_abi::map_flags::WRITE).map_err(|_| 61u64)?;
+    syscall::mem_alloc(1, slot::MEMORY, kernel_abi::MemFlags::empty()).map_err(|_| 60u64)?;
+    syscall::mem_map(slot::MEMORY, CLIENT_WINDOW, 0, 1, kernel_abi::MapFlags::WRITE).map_err(|_| 61u64)?;
     for i in 0..64 {
         // SAFETY: one writable page is mapped at CLIENT_WINDOW.
         unsafe { core::ptr::write_volatile((CLIENT_WINDOW + i * 8) as *mut u64, seed * 1000 + i) };
@@ -143,7 +143,7 @@ fn ipc_client(badge: u64) -> u64 {
         Ok(sum) => sum,
         Err(code) => return code,
     };
-    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    let read_only = kernel_abi::Rights::READ.union(kernel_abi::Rights::GRANT);
     if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err() {
         return 71;
     }
@@ -165,7 +165,7 @@ fn revoker() -> u64 {
         Ok(sum) => sum,
         Err(code) => return code,
     };
-    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    let read_only = kernel_abi::Rights::READ.union(kernel_abi::Rights::GRANT);
     if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err() {
         return 80;
     }
@@ -389,7 +389,7 @@ fn edu_irq() -> u64 {
     // The driver keeps a capability to its BAR only, carved out of the PCI window.
     const BAR_PAGES: u64 = 256;
     let first_page = (bar - window_base) / 4096;
-    let rw = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::WRITE.0);
+    let rw = kernel_abi::Rights::READ.union(kernel_abi::Rights::WRITE);
     if syscall::mmio_carve(edu_slot::PCI_MMIO, first_page, BAR_PAGES, edu_slot::BAR, rw).is_err()
         || syscall::mmio_info(edu_slot::BAR) != Ok((bar, BAR_PAGES * 4096))
         || syscall::mmio_carve(edu_slot::PCI_MMIO, window_size / 4096, 1, edu_slot::BAR + 1, rw) != Err(Error::OutOfRange)
@@ -470,14 +470,14 @@ fn edu_irq() -> u64 {
 /// physical addresses, and the refusals.
 fn mem_queries() -> u64 {
     const AUTHORITY: u64 = scenario::AUTHORITY_SLOT;
-    if syscall::mem_alloc(3, slot::MEMORY, 0).is_err() {
+    if syscall::mem_alloc(3, slot::MEMORY, kernel_abi::MemFlags::empty()).is_err() {
         return 120;
     }
     let Ok((serial, pages, rights)) = syscall::mem_info(slot::MEMORY) else { return 121 };
     if pages != 3 || serial == 0 || !rights.contains(kernel_abi::Rights::WRITE) {
         return 122;
     }
-    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    let read_only = kernel_abi::Rights::READ.union(kernel_abi::Rights::GRANT);
     if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err()
         || syscall::mem_info(slot::MEMORY_COPY) != Ok((serial, 3, read_only))
     {
@@ -532,8 +532,8 @@ extern "C" fn low_priority_thread(_arg: u64) -> ! {
 fn priorities() -> u64 {
     use core::sync::atomic::Ordering::SeqCst;
     if syscall::notification_create(PRIORITY_NOTIFICATION).is_err()
-        || syscall::mem_alloc(4, PRIORITY_STACK, 0).is_err()
-        || syscall::mem_map(PRIORITY_STACK, LOW_STACK_WINDOW, 0, 4, kernel_abi::map_flags::WRITE).is_err()
+        || syscall::mem_alloc(4, PRIORITY_STACK, kernel_abi::MemFlags::empty()).is_err()
+        || syscall::mem_map(PRIORITY_STACK, LOW_STACK_WINDOW, 0, 4, kernel_abi::MapFlags::WRITE).is_err()
     {
         return 140;
     }
@@ -661,7 +661,7 @@ mod ipc_scheduling {
     }
 
     fn read_only() -> Rights {
-        Rights(Rights::READ.0 | Rights::GRANT.0)
+        Rights::READ.union(Rights::GRANT)
     }
 
     /// Whether `slot` holds a memory capability.
@@ -753,9 +753,9 @@ mod ipc_scheduling {
             || syscall::endpoint_create(SECOND_ENDPOINT).is_err()
             || syscall::notification_create(PARK).is_err()
             || syscall::notification_create(DONE).is_err()
-            || syscall::mem_alloc(STACK_PAGES * THREADS, STACKS, 0).is_err()
-            || syscall::mem_map(STACKS, STACK_WINDOW, 0, STACK_PAGES * THREADS, kernel_abi::map_flags::WRITE).is_err()
-            || syscall::mem_alloc(1, MEMORY, 0).is_err()
+            || syscall::mem_alloc(STACK_PAGES * THREADS, STACKS, kernel_abi::MemFlags::empty()).is_err()
+            || syscall::mem_map(STACKS, STACK_WINDOW, 0, STACK_PAGES * THREADS, kernel_abi::MapFlags::WRITE).is_err()
+            || syscall::mem_alloc(1, MEMORY, kernel_abi::MemFlags::empty()).is_err()
         {
             return 170;
         }
