@@ -198,7 +198,8 @@ pub mod vtd_platform {
 
     use super::{Platform, State};
     use crate::discovery::{self, Ecam, FirmwareMemory};
-    use crate::hw::{DmaPool, MmioRegisters};
+    use crate::hw::DmaPool;
+    use hwio::VolatileRegion;
     use crate::kernel_iface::DeviceRegistry;
     use crate::layout::{self, PAGE};
     use crate::slots;
@@ -246,8 +247,8 @@ pub mod vtd_platform {
                     }
                     let first_page = (drhd.register_base - vtd_base) / PAGE;
                     syscall::mmio_map(slots::IOMMU_REGISTERS, layout::IOMMU_REGISTERS, first_page, 1).map_err(|_| "cannot map VT-d registers")?;
-                    // SAFETY: the page was just mapped and stays mapped for the server's life.
-                    let regs = unsafe { MmioRegisters::new(layout::IOMMU_REGISTERS, PAGE as usize) };
+                    // SAFETY: the page (page-aligned, not 0) was just mapped and stays mapped for the server's life.
+                    let regs = unsafe { VolatileRegion::at_address(layout::IOMMU_REGISTERS as usize, PAGE as usize) };
                     let unit = Unit::bring_up(regs, output_bits, &mut dma).map_err(|e| {
                         println!("iommu-server: DRHD {index}: bring-up failed: {e:?}");
                         "VT-d bring-up failed"

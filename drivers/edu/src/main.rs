@@ -472,7 +472,8 @@ fn bench_fault_delivery(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outc
     check(bits & kernel_ipc::FAULT_SIGNAL != 0, 96, "woken without the fault signal")?;
     let refused = RefusedWrite { device, iova: DESTINATION_IOVA };
     check(batch.records().next().is_some_and(|record| refused.reported_by(record, true)), 97, "the first record is not the refused write")?;
-    // SAFETY: the report page is mapped writable at va::REPORT (above), one page of words.
-    unsafe { core::ptr::write_volatile((va::REPORT as *mut u64).add(contract::report::FAULT_HELD_AT), held_at) };
+    // SAFETY: the report page is mapped writable at va::REPORT (above) and stays mapped.
+    let report_page = unsafe { hwio::VolatileRegion::at_address(va::REPORT as usize, 4096) };
+    report_page.word(contract::report::FAULT_HELD_AT).write(held_at);
     edu.wait_dma().map_err(|why| (98, why))
 }

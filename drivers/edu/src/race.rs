@@ -15,6 +15,7 @@ use crate::{
 };
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use iommu_abi::{Error, Handle, HwptOptions, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
+use hwio::VolatileRegion;
 use kernel_abi::MapFlags;
 use userlib::{println, syscall};
 
@@ -222,10 +223,10 @@ pub fn destroy_races_map() -> Outcome {
     check(MAPPER_STATE.load(SeqCst) == mapper_state::DISCONNECTED, 236, "the mapper's disconnect failed")?;
 
     // Left in the server: the device and the fault queue, nothing mapped.
-    let phase = (va::REPORT as *mut u64).wrapping_add(report::PHASE);
     // SAFETY: the report page was mapped writable at va::REPORT above and stays mapped; the
     // root task only reads it.
-    unsafe { core::ptr::write_volatile(phase, report::RACE_DONE) };
+    let report_page = unsafe { VolatileRegion::at_address(va::REPORT as usize, 4096) };
+    report_page.word(report::PHASE).write(report::RACE_DONE);
     println!("edu-driver: holding the device and its fault queue ({} objects); waiting to be killed", report::OBJECTS_KEPT);
     loop {
         syscall::yield_now();
