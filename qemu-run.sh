@@ -9,11 +9,17 @@
 # smmuv3, none. Defaults: x86_64 with vtd; aarch64 with smmuv3.
 # It is also cargo's runner: `cargo run --target x86_64-target.json` passes `--kernel ELF`.
 # QEMU's exit status is mapped back: 0 when the kernel reported success, 1 on failure.
+#
+# `cargo test --target <arch>-target.json [-- PREFIX]` passes a test build of the kernel
+# (target/<arch>-target/<profile>/deps/kernel-<hash>). For one, this script runs the in-kernel
+# tests whose names start with PREFIX (default: all), stops a guest that has not finished after
+# KERNEL_TEST_TIMEOUT seconds (default 900), and succeeds only when the kernel's summary line
+# says that tests ran and none failed: a crash or a hang before the summary is a failure.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 arch=x86_64 iommu="" aw_bits="" caching=0 append="" gdb=0 icount=0 el2=0 kernel="" profile=release
-extra=()
+extra=() words=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch) arch="$2"; shift 2 ;;
@@ -28,11 +34,21 @@ while [ $# -gt 0 ]; do
         --release) profile=release; shift ;;
         --debug) profile=debug; shift ;;
         --) shift; extra+=("$@"); break ;;
-        *) if [ -n "$kernel" ] && [ -f "$1" ]; then extra+=("$1"); shift
-           elif [ -z "$kernel" ] && [ -f "$1" ]; then kernel="$1"; shift
-           else echo "qemu-run.sh: unknown option $1" >&2; exit 2; fi ;;
+        -*) echo "qemu-run.sh: unknown option $1" >&2; exit 2 ;;
+        *) if [ -n "$kernel" ] && [ -f "$1" ]; then extra+=("$1")
+           elif [ -z "$kernel" ] && [ -f "$1" ]; then kernel="$1"
+           else words+=("$1"); fi
+           shift ;;
     esac
 done
+
+# cargo test puts its test executables in deps/, named after the target with a hash.
+test_build=0
+case "$kernel" in */deps/kernel-*) test_build=1 ;; esac
+if [ ${#words[@]} -gt 0 ] && { [ "$test_build" = 0 ] || [ ${#words[@]} -gt 1 ]; }; then
+    echo "qemu-run.sh: unexpected argument(s): ${words[*]} (a test build of the kernel takes one test-name prefix)" >&2
+    exit 2
+fi
 
 case "$arch" in
     x86_64) : "${iommu:=vtd}" ;;
@@ -42,9 +58,17 @@ esac
 
 bash "$ROOT/scripts/setup.sh"
 
+if [ "$test_build" = 1 ]; then
+    # The IOMMU the kernel's tests must find is the one this script configures.
+    case "$iommu" in vtd*) expect=vtd ;; *) expect="$iommu" ;; esac
+    append="test=${words[0]:-all} expect-iommu=$expect${append:+ $append}"
+fi
+
 if [ -z "$kernel" ]; then
     flags=(--target "$ROOT/$arch-target.json" -p kernel)
     [ "$profile" = release ] && flags+=(--release)
+    [ -f "$ROOT/target/$arch-target/$profile/kernel" ] \
+        || echo "qemu-run.sh: building the kernel and its user programs for $arch (the first build takes a few minutes)"
     (cd "$ROOT" && RUSTC_BOOTSTRAP=1 cargo build --quiet "${flags[@]}")
     kernel="$ROOT/target/$arch-target/$profile/kernel"
 fi
@@ -93,8 +117,19 @@ esac
 
 # QEMU runs as a child that this script waits for, and that goes with it: `timeout` or
 # Ctrl-C on the script must not leave a guest running.
+launch=("$qemu")
+if [ "$test_build" = 1 ]; then
+    limit="${KERNEL_TEST_TIMEOUT:-900}"
+    launch=(timeout "$limit" "$qemu")
+    # The console also goes to a log, read for the summary when QEMU has ended.
+    log="$(mktemp)" fifo="$(mktemp -u)"
+    mkfifo "$fifo"
+    tee "$log" <"$fifo" &
+    tee_pid=$!
+    exec 3>&1 >"$fifo"
+fi
 set +e
-"$qemu" "${args[@]}" "${extra[@]}" <&0 &
+"${launch[@]}" "${args[@]}" "${extra[@]}" <&0 &
 qemu_pid=$!
 trap 'kill "$qemu_pid" 2>/dev/null' TERM INT HUP
 wait "$qemu_pid"
@@ -106,8 +141,28 @@ set -e
 # x86 isa-debug-exit reports (v << 1) | 1: the kernel writes 0 for success, 1 for failure.
 if [ "$arch" = x86_64 ]; then
     case $status in
-        1) exit 0 ;;
-        3) exit 1 ;;
+        1) status=0 ;;
+        3) status=1 ;;
     esac
+fi
+if [ "$test_build" = 1 ]; then
+    exec 1>&3 3>&-
+    wait "$tee_pid"
+    rm -f "$fifo"
+    summary="$(tr -d '\r' <"$log" | grep -a 'TESTS DONE' | tail -n 1 || true)"
+    rm -f "$log"
+    passed="$(sed -n 's/.*passed=\([0-9]*\).*/\1/p' <<<"$summary")"
+    failed="$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$summary")"
+    if [ "$status" = 124 ]; then
+        echo "qemu-run.sh: the kernel had not finished its tests after $limit s (KERNEL_TEST_TIMEOUT): stopped it" >&2
+    elif [ -z "$summary" ]; then
+        echo "qemu-run.sh: the kernel ended (QEMU status $status) without its test summary: it crashed" >&2
+    fi
+    [ -n "$summary" ] || { passed=0; failed=1; }
+    echo "kernel tests ($arch, $iommu): $passed passed, $failed failed"
+    if [ "$status" = 0 ] && [ "$failed" = 0 ] && [ "${passed:-0}" -gt 0 ]; then
+        exit 0
+    fi
+    exit 1
 fi
 exit $status

@@ -2,7 +2,13 @@
 # Installs what building and testing need on a fresh Debian 12 machine:
 # Debian's rustc-web 1.96 with its library source (for -Zbuild-std), lld-19,
 # and QEMU 10.0.2 from bookworm-backports. Does nothing slow when all is present.
+#
+# Prints one line per step it takes (what, why, how long) and nothing when everything is
+# already installed. The whole output of the steps goes to target/setup.log; when a step fails,
+# the script shows the end of that log and the command to retry.
 set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG="$ROOT/target/setup.log"
 
 need_pkgs=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -27,23 +33,50 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+mkdir -p "$(dirname "$LOG")"
+: >"$LOG"
 
-if [ $qemu_ok -eq 0 ] && [ ! -f /etc/apt/sources.list.d/backports.sources ]; then
+# step WHAT WHY COMMAND...: runs COMMAND with its output in the log, on one line of its own.
+step() {
+    local what="$1" why="$2" start=$SECONDS status=0
+    shift 2
+    printf 'setup: %s, %s ... ' "$what" "$why"
+    printf '\n== %s: %s\n' "$what" "$*" >>"$LOG"
+    "$@" >>"$LOG" 2>&1 || status=$?
+    if [ $status -eq 0 ]; then
+        echo "done in $((SECONDS - start)) s"
+        return
+    fi
+    echo "FAILED after $((SECONDS - start)) s"
+    echo "setup: the last lines of $LOG:" >&2
+    tail -n 15 "$LOG" | sed 's/^/  | /' >&2
+    echo "setup: after fixing the cause, retry with: bash scripts/setup.sh" >&2
+    exit $status
+}
+
+add_backports() {
     # Reuse the mirror this machine is already configured with; no host is hard-coded here.
+    local uri
     uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-    $SUDO tee /etc/apt/sources.list.d/backports.sources >/dev/null <<SRC
+    [ -n "$uri" ] || { echo "no URIs: line in /etc/apt/sources.list.d/debian.sources"; return 1; }
+    $SUDO tee /etc/apt/sources.list.d/backports.sources <<SRC
 Types: deb
 URIs: $uri
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-fi
+}
 
-$SUDO apt-get update -qq
+if [ $qemu_ok -eq 0 ] && [ ! -f /etc/apt/sources.list.d/backports.sources ]; then
+    step "add the bookworm-backports suite" "the only Debian 12 source of QEMU 10" add_backports
+fi
+step "refresh the package lists" "to install what is missing" $SUDO apt-get update
 if [ ${#need_pkgs[@]} -gt 0 ]; then
-    $SUDO apt-get install -y -qq "${need_pkgs[@]}"
+    step "install ${need_pkgs[*]}" "Rust 1.96 with its library source builds the bare-metal targets, lld-19 links them" \
+        $SUDO apt-get install -y "${need_pkgs[@]}"
 fi
 if [ $qemu_ok -eq 0 ]; then
-    $SUDO apt-get install -y -qq -t bookworm-backports qemu-system-x86 qemu-system-arm
+    step "install QEMU 10 from bookworm-backports" "Debian 12's QEMU 7.2 lacks VT-d scalable mode and SMMUv3 stage 2" \
+        $SUDO apt-get install -y -t bookworm-backports qemu-system-x86 qemu-system-arm
 fi

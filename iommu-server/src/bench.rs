@@ -6,7 +6,7 @@
 
 use iommu_abi::Perm;
 use iommu_core::{DomainConfig, HwDomainId, IommuBackend, UnitId};
-use kernel_abi::mem_flags;
+use kernel_abi::MemFlags;
 use userlib::{println, syscall};
 
 use crate::layout::PAGE;
@@ -62,7 +62,7 @@ pub fn in_server(state: &mut State) {
     };
     // 2 MiB of contiguous memory, 2 MiB aligned (contiguous objects are size-aligned), so the
     // 2 MiB case can use one large leaf.
-    if syscall::mem_alloc(TWO_MIB / PAGE, slots::BENCH_MEMORY, mem_flags::CONTIGUOUS).is_err() {
+    if syscall::mem_alloc(TWO_MIB / PAGE, slots::BENCH_MEMORY, MemFlags::CONTIGUOUS).is_err() {
         println!("bench: in-server benchmark skipped: no 2 MiB contiguous memory");
         return;
     }

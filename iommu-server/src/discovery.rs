@@ -13,6 +13,7 @@ use fwtables::dmar::{Dmar, RemappingStructure};
 use fwtables::mcfg::Mcfg;
 #[cfg(target_arch = "x86_64")]
 use fwtables::sdt::{Rsdp, RootTable, Signature};
+use hwio::{Registers, VolatileRegion};
 use userlib::{println, syscall};
 
 use crate::layout::{self, PAGE};
@@ -71,9 +72,11 @@ impl FirmwareMemory {
                 return false;
             }
             let chunk = remaining.min(pages as usize * PAGE as usize - in_page);
+            // SAFETY: the window (page-aligned) maps `pages` pages of the region until the
+            // unmap below.
+            let window = unsafe { VolatileRegion::at_address(layout::FIRMWARE_WINDOW as usize, pages as usize * PAGE as usize) };
             for (i, byte) in buf[done..done + chunk].iter_mut().enumerate() {
-                // SAFETY: the window maps `pages` pages of the region; `in_page + i` is inside.
-                *byte = unsafe { core::ptr::read_volatile((layout::FIRMWARE_WINDOW as *const u8).add(in_page + i)) };
+                *byte = window.at::<u8>(in_page + i).read();
             }
             let _ = syscall::unmap(layout::FIRMWARE_WINDOW, pages);
             done += chunk;
@@ -217,26 +220,26 @@ impl Ecam {
         Some(virt)
     }
 
-    fn register(&mut self, address: PciAddress, offset: u16) -> Option<*mut u32> {
+    /// The 4 KiB configuration space of the function at `address`, and the register offset in
+    /// it; `None` for a function or offset that does not exist.
+    fn function_space(&mut self, address: PciAddress, offset: u16) -> Option<(VolatileRegion, usize)> {
         if address.device > 31 || address.function > 7 || offset >= 4096 || offset % 4 != 0 {
             return None;
         }
         let virt = self.bus_virt(address.bus)?;
-        Some((virt + (u64::from(address.devfn()) << 12) + u64::from(offset)) as *mut u32)
+        let function = virt + (u64::from(address.devfn()) << 12);
+        // SAFETY: `bus_virt` mapped the bus's whole configuration space (page-aligned) for the
+        // server's life; the function's page lies inside it.
+        Some((unsafe { VolatileRegion::at_address(function as usize, 4096) }, usize::from(offset)))
     }
 
     pub fn read32(&mut self, address: PciAddress, offset: u16) -> u32 {
-        match self.register(address, offset) {
-            // SAFETY: an aligned register inside the mapped configuration space of the bus.
-            Some(register) => unsafe { core::ptr::read_volatile(register) },
-            None => u32::MAX,
-        }
+        self.function_space(address, offset).map_or(u32::MAX, |(space, offset)| space.read32(offset))
     }
 
     pub fn write32(&mut self, address: PciAddress, offset: u16, value: u32) {
-        if let Some(register) = self.register(address, offset) {
-            // SAFETY: as in `read32`.
-            unsafe { core::ptr::write_volatile(register, value) }
+        if let Some((space, offset)) = self.function_space(address, offset) {
+            space.write32(offset, value);
         }
     }
 

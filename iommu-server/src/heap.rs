@@ -12,8 +12,8 @@ use crate::slots;
 static HEAP: ClassHeap = ClassHeap::empty();
 
 pub fn init() -> Result<(), kernel_abi::Error> {
-    syscall::mem_alloc(layout::HEAP_PAGES, slots::HEAP, 0)?;
-    syscall::mem_map(slots::HEAP, layout::HEAP, 0, layout::HEAP_PAGES, kernel_abi::map_flags::WRITE)?;
+    syscall::mem_alloc(layout::HEAP_PAGES, slots::HEAP, kernel_abi::MemFlags::empty())?;
+    syscall::mem_map(slots::HEAP, layout::HEAP, 0, layout::HEAP_PAGES, kernel_abi::MapFlags::WRITE)?;
     // SAFETY: the range was just mapped writable, belongs to nothing else, and stays mapped
     // for the life of the process; `init` runs once, before any allocation.
     unsafe { HEAP.init(layout::HEAP as *mut u8, (layout::HEAP_PAGES * layout::PAGE) as usize) };

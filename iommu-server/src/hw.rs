@@ -1,58 +1,15 @@
-//! The `hwio` traits over the kernel: registers through mapped MMIO capabilities, DMA memory
+//! The `hwio` traits over the kernel: registers through mapped MMIO capabilities (as
+//! `hwio::VolatileRegion`s), DMA memory
 //! from physically contiguous memory objects pinned for their physical address, and a clock
 //! from the time-stamp counter.
 
 use alloc::vec::Vec;
-use hwio::{Clock, DmaAllocator, DmaBuffer, Registers};
-use kernel_abi::mem_flags;
+use hwio::{Clock, DmaAllocator, DmaBuffer};
+use kernel_abi::MemFlags;
 use userlib::syscall;
 
 use crate::layout::PAGE;
 use crate::slots;
-
-/// A block of device registers mapped uncached at `base`.
-#[derive(Clone, Copy)]
-pub struct MmioRegisters {
-    base: *mut u8,
-    size: usize,
-}
-
-// SAFETY: the mapping is process-wide and lives as long as the server; register accesses are
-// single volatile loads and stores, which are as safe from one thread as from another.
-unsafe impl Send for MmioRegisters {}
-
-impl MmioRegisters {
-    /// # Safety
-    /// `[base, base + size)` must be device registers mapped for the rest of the process's life.
-    pub unsafe fn new(base: u64, size: usize) -> Self {
-        MmioRegisters { base: base as *mut u8, size }
-    }
-
-    fn at<T>(&self, offset: usize) -> *mut T {
-        assert!(offset % core::mem::size_of::<T>() == 0 && offset + core::mem::size_of::<T>() <= self.size, "register offset {offset:#x} outside the block or unaligned");
-        // SAFETY: inside the mapped block (checked above).
-        unsafe { self.base.add(offset) as *mut T }
-    }
-}
-
-impl Registers for MmioRegisters {
-    fn read32(&self, offset: usize) -> u32 {
-        // SAFETY: an aligned register inside the mapped block; one 4-byte load.
-        unsafe { core::ptr::read_volatile(self.at::<u32>(offset)) }
-    }
-    fn write32(&self, offset: usize, value: u32) {
-        // SAFETY: as in `read32`; one 4-byte store.
-        unsafe { core::ptr::write_volatile(self.at::<u32>(offset), value) }
-    }
-    fn read64(&self, offset: usize) -> u64 {
-        // SAFETY: as in `read32`; one 8-byte load.
-        unsafe { core::ptr::read_volatile(self.at::<u64>(offset)) }
-    }
-    fn write64(&self, offset: usize, value: u64) {
-        // SAFETY: as in `read32`; one 8-byte store.
-        unsafe { core::ptr::write_volatile(self.at::<u64>(offset), value) }
-    }
-}
 
 /// Nanoseconds from the time-stamp counter, taken as 1 GHz: exact under `-icount shift=0`
 /// (one instruction per nanosecond, and QEMU derives the TSC from that clock), and within a
@@ -147,9 +104,9 @@ impl DmaPool {
             return None;
         }
         let slot = self.next_slot;
-        syscall::mem_alloc(pages, slot, mem_flags::CONTIGUOUS).ok()?;
+        syscall::mem_alloc(pages, slot, MemFlags::CONTIGUOUS).ok()?;
         let virt = self.next_virt;
-        if syscall::mem_map(slot, virt, 0, pages, kernel_abi::map_flags::WRITE).is_err() {
+        if syscall::mem_map(slot, virt, 0, pages, kernel_abi::MapFlags::WRITE).is_err() {
             let _ = syscall::cap_delete(slot);
             return None;
         }

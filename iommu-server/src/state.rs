@@ -134,8 +134,8 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 
 pub fn map_status_page() -> StatusPage {
     let writable = syscall::cap_info(slots::STATUS_PAGE)
-        .is_ok_and(|(kind, rights, _)| ObjectType::from_u64(kind) == Some(ObjectType::Memory) && Rights(rights).contains(Rights::READ.union(Rights::WRITE)));
-    if writable && syscall::mem_map(slots::STATUS_PAGE, layout::STATUS, 0, 1, kernel_abi::map_flags::WRITE).is_ok() {
+        .is_ok_and(|(kind, rights, _)| ObjectType::from_u64(kind) == Some(ObjectType::Memory) && Rights::from_bits_retain(rights).contains(Rights::READ.union(Rights::WRITE)));
+    if writable && syscall::mem_map(slots::STATUS_PAGE, layout::STATUS, 0, 1, kernel_abi::MapFlags::WRITE).is_ok() {
         // SAFETY: just mapped writable, never unmapped.
         unsafe { StatusPage::at(layout::STATUS as *mut u64) }
     } else {
@@ -207,7 +207,8 @@ pub mod vtd_platform {
 
     use super::{Platform, State};
     use crate::discovery::{self, Ecam, FirmwareMemory};
-    use crate::hw::{DmaPool, MmioRegisters};
+    use crate::hw::DmaPool;
+    use hwio::VolatileRegion;
     use crate::kernel_iface::DeviceRegistry;
     use crate::layout::{self, PAGE};
     use crate::slots;
@@ -255,8 +256,8 @@ pub mod vtd_platform {
                     }
                     let first_page = (drhd.register_base - vtd_base) / PAGE;
                     syscall::mmio_map(slots::IOMMU_REGISTERS, layout::IOMMU_REGISTERS, first_page, 1).map_err(|_| "cannot map VT-d registers")?;
-                    // SAFETY: the page was just mapped and stays mapped for the server's life.
-                    let regs = unsafe { MmioRegisters::new(layout::IOMMU_REGISTERS, PAGE as usize) };
+                    // SAFETY: the page (page-aligned, not 0) was just mapped and stays mapped for the server's life.
+                    let regs = unsafe { VolatileRegion::at_address(layout::IOMMU_REGISTERS as usize, PAGE as usize) };
                     let unit = Unit::bring_up(regs, output_bits, &mut dma).map_err(|e| {
                         println!("iommu-server: DRHD {index}: bring-up failed: {e:?}");
                         "VT-d bring-up failed"
@@ -448,10 +449,10 @@ impl State {
             return Some(kernel_ipc::STATUS_BAD_WINDOW);
         }
         let (slot, virt) = (window_slot(badge), layout::WINDOWS + badge * PAGE);
-        if syscall::mem_alloc(1, slot, 0).is_err() {
+        if syscall::mem_alloc(1, slot, kernel_abi::MemFlags::empty()).is_err() {
             return Some(kernel_ipc::STATUS_BAD_WINDOW);
         }
-        let lent = syscall::mem_map(slot, virt, 0, 1, kernel_abi::map_flags::WRITE)
+        let lent = syscall::mem_map(slot, virt, 0, 1, kernel_abi::MapFlags::WRITE)
             .and_then(|()| syscall::reply_lend(slot, client_slot, WINDOW_RIGHTS, [0, 0, 0]));
         if lent.is_err() {
             // The slot was no empty slot of the client, or the client is gone: it still awaits
@@ -471,7 +472,7 @@ impl State {
         let Some(slot) = cap else { return kernel_ipc::STATUS_BAD_NOTIFICATION };
         let Some(window) = self.windows.get_mut(badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
         let is_notification = syscall::cap_info(slot).is_ok_and(|(kind, rights, _)| {
-            ObjectType::from_u64(kind) == Some(ObjectType::Notification) && Rights(rights).contains(Rights::WRITE)
+            ObjectType::from_u64(kind) == Some(ObjectType::Notification) && Rights::from_bits_retain(rights).contains(Rights::WRITE)
         });
         if !is_notification {
             return kernel_ipc::STATUS_BAD_NOTIFICATION;
@@ -563,8 +564,8 @@ extern "C" fn event_thread(_arg: u64) -> ! {
 }
 
 pub fn start_event_thread() -> Result<(), kernel_abi::Error> {
-    syscall::mem_alloc(layout::EVENT_STACK_PAGES, slots::EVENT_STACK, 0)?;
-    syscall::mem_map(slots::EVENT_STACK, layout::EVENT_STACK, 0, layout::EVENT_STACK_PAGES, kernel_abi::map_flags::WRITE)?;
+    syscall::mem_alloc(layout::EVENT_STACK_PAGES, slots::EVENT_STACK, kernel_abi::MemFlags::empty())?;
+    syscall::mem_map(slots::EVENT_STACK, layout::EVENT_STACK, 0, layout::EVENT_STACK_PAGES, kernel_abi::MapFlags::WRITE)?;
     let top = layout::EVENT_STACK + layout::EVENT_STACK_PAGES * PAGE;
     let entry = event_thread as extern "C" fn(u64) -> ! as usize as u64;
     // The fault thread runs at the start priority (the highest it may have): faults must not

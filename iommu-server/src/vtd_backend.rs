@@ -18,7 +18,8 @@ use userlib::println;
 use vtd::unit::RID_PASID;
 use vtd::{DomainIdAllocator, Mode, VtdError, VtdUnit};
 
-use crate::hw::{DmaPool, MmioRegisters, TscClock};
+use crate::hw::{DmaPool, TscClock};
+use hwio::VolatileRegion;
 
 /// Which table format a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +53,7 @@ impl TableKind {
 
 /// One remapping unit under the server's control.
 pub struct Unit {
-    pub hw: VtdUnit<MmioRegisters, TscClock>,
+    pub hw: VtdUnit<VolatileRegion, TscClock>,
     pub kind: TableKind,
     domain_ids: DomainIdAllocator,
     /// Second-level configuration (levels and widths) chosen from CAP.
@@ -96,7 +97,7 @@ fn hardware(error: VtdError) -> Error {
 
 impl Unit {
     /// Brings a unit up in the mode its ECAP calls for, every requester blocked.
-    pub fn bring_up(regs: MmioRegisters, output_bits: u8, dma: &mut DmaPool) -> Result<Unit, VtdError> {
+    pub fn bring_up(regs: VolatileRegion, output_bits: u8, dma: &mut DmaPool) -> Result<Unit, VtdError> {
         let mut hw = VtdUnit::new(regs, TscClock);
         let (cap, ecap) = (hw.capability(), hw.extended_capability());
         let mode = hw.preferred_mode();
@@ -178,7 +179,7 @@ impl VtdBackend {
 
 impl IommuBackend for VtdBackend {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::from_bits(0).expect("no bits") })
+        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::empty() })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {

@@ -75,8 +75,9 @@ struct VirtFwCfg;
 
 #[cfg(target_arch = "aarch64")]
 impl VirtFwCfg {
-    fn register(offset: usize) -> *mut u8 {
-        crate::mm::phys_to_virt(fwcfg::device::VIRT_MMIO_BASE + offset as u64)
+    /// Physical address of the register at `offset`.
+    fn register(offset: usize) -> u64 {
+        fwcfg::device::VIRT_MMIO_BASE + offset as u64
     }
 }
 
@@ -86,12 +87,12 @@ impl fwcfg::Mmio for VirtFwCfg {
         // SAFETY: fwcfg passes register offsets inside the device's 0x18-byte window, which lies
         // in the direct map; the data register is 8-byte aligned and reading it has no effect
         // beyond advancing the selected item's stream.
-        unsafe { (Self::register(offset) as *const u64).read_volatile() }
+        unsafe { crate::mm::device_register::<u64>(Self::register(offset)) }.read()
     }
 
     fn write16(&self, offset: usize, value: u16) {
         // SAFETY: as for `read64`; the selector register is 2-byte aligned and only selects
         // which item the data register streams.
-        unsafe { (Self::register(offset) as *mut u16).write_volatile(value) }
+        unsafe { crate::mm::device_register::<u16>(Self::register(offset)) }.write(value)
     }
 }

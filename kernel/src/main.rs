@@ -55,7 +55,8 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     }
     arch::init_interrupts();
     arch::start_timer(TIMER_HZ);
-    if let Some(filter) = option(info.cmdline(), "test") {
+    // A kernel built by `cargo test` runs every test unless the command line picks some.
+    if let Some(filter) = option(info.cmdline(), "test").or(cfg!(test).then_some("all")) {
         let all: alloc::vec::Vec<ktest::Test> =
             tests::TESTS.iter().chain(tests_iommu::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
         ktest::run(filter, &all);

@@ -2,6 +2,7 @@
 
 use boot::{BootInfo, PhysRange, DIRECT_MAP_BASE, EARLY_DIRECT_MAP_SIZE};
 use spin::Mutex;
+use volatile::VolatilePtr;
 
 pub const FRAME_SIZE: u64 = 4096;
 
@@ -16,6 +17,18 @@ pub fn phys_to_virt(phys: u64) -> *mut u8 {
 pub fn direct_map_range(phys: u64, len: u64) -> Option<*mut u8> {
     let end = phys.checked_add(len)?;
     (end <= EARLY_DIRECT_MAP_SIZE).then(|| phys_to_virt(phys))
+}
+
+/// The device register of type `T` at physical address `phys`, through the direct map: each
+/// access is one volatile load or store of `T`'s width.
+///
+/// # Safety
+/// The direct map must cover `phys` (device memory where it is a device's), `phys` must be
+/// aligned for `T`, and accessing it must not change memory the kernel relies on.
+pub unsafe fn device_register<T: Copy>(phys: u64) -> VolatilePtr<'static, T> {
+    // SAFETY: the direct map's base is not 0, so neither is the address; the rest is the
+    // caller's contract, and the direct map lasts as long as the kernel.
+    unsafe { VolatilePtr::new(core::ptr::NonNull::new_unchecked(phys_to_virt(phys).cast::<T>())) }
 }
 
 /// Free 4 KiB frames, kept as an intrusive singly linked list threaded through the free frames

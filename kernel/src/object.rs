@@ -92,7 +92,7 @@ pub struct MemoryObject {
 }
 
 impl MemoryObject {
-    /// `pages` physically contiguous frames, size-aligned (see `mem_flags::CONTIGUOUS`).
+    /// `pages` physically contiguous frames, size-aligned (see `MemFlags::CONTIGUOUS`).
     pub fn allocate_contiguous(pages: u64, quota: &Quota) -> Option<Rc<MemoryObject>> {
         if !quota.charge(pages) {
             return None;

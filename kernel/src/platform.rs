@@ -25,11 +25,11 @@ fn mmio(name: &'static str, base: u64, size: u64, rights: Rights) -> BootCap {
 }
 
 fn irq(name: &'static str, line: u32, edge: bool) -> BootCap {
-    BootCap { name, object: irq_object(line, edge), rights: Rights::ALL }
+    BootCap { name, object: irq_object(line, edge), rights: Rights::all() }
 }
 
-const READ_ONLY: Rights = Rights(Rights::READ.0 | Rights::GRANT.0 | Rights::DERIVE.0);
-const READ_WRITE: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::GRANT.0 | Rights::DERIVE.0);
+const READ_ONLY: Rights = Rights::READ.union(Rights::GRANT).union(Rights::DERIVE);
+const READ_WRITE: Rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
 
 pub fn boot_caps(info: &BootInfo) -> Vec<BootCap> {
     let mut caps = Vec::new();
@@ -41,7 +41,7 @@ pub fn boot_caps(info: &BootInfo) -> Vec<BootCap> {
         let end = (dtb + size + 0xFFF) & !0xFFF;
         caps.push(mmio("firmware", start, end - start, READ_ONLY));
     }
-    caps.push(BootCap { name: "dma-authority", object: Object::DmaAuthority, rights: Rights::ALL });
+    caps.push(BootCap { name: "dma-authority", object: Object::DmaAuthority, rights: Rights::all() });
     arch_caps(&mut caps);
     caps
 }

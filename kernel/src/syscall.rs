@@ -9,7 +9,7 @@ use crate::process::{self, Continuation, ExitReason, Kernel, Next, Pid, Process,
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use kernel_abi::{map_flags, mem_flags, Error, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
+use kernel_abi::{Error, MemFlags, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
 
 /// What the calling thread does next, or the error it gets.
 type Outcome = Result<Continuation, Error>;
@@ -89,7 +89,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         }
         Syscall::CapInfo => {
             let c = cap(kernel, pid, a[0])?;
-            values(&[c.object.kind() as u64, c.rights.0, c.badge])
+            values(&[c.object.kind() as u64, c.rights.bits(), c.badge])
         }
         Syscall::Call | Syscall::Recv | Syscall::ReplyRecv => unreachable!("`handle` carries out IPC"),
         Syscall::Reply => {
@@ -116,10 +116,11 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             Ok(Continuation::Block)
         }
         Syscall::MemAlloc => {
-            let (pages, dst, flags) = (a[0], a[1], a[2]);
-            let contiguous = flags & mem_flags::CONTIGUOUS != 0;
+            let (pages, dst) = (a[0], a[1]);
+            let flags = MemFlags::from_bits(a[2]).ok_or(Error::InvalidArgument)?;
+            let contiguous = flags.contains(MemFlags::CONTIGUOUS);
             let limit = if contiguous { MAX_CONTIGUOUS_PAGES } else { MAX_MEMORY_OBJECT_PAGES };
-            if pages == 0 || pages > limit || flags & !mem_flags::ALL != 0 {
+            if pages == 0 || pages > limit {
                 return Err(Error::InvalidArgument);
             }
             kernel.processes[pid].cspace.check_empty(dst)?;
@@ -130,7 +131,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
                 MemoryObject::allocate(pages, &quota)
             };
             let memory = memory.ok_or(Error::OutOfMemory)?;
-            kernel.install(pid, dst, Object::Memory(memory), Rights::ALL.intersect(mem_rights()), 0)?;
+            kernel.install(pid, dst, Object::Memory(memory), Rights::all().intersection(mem_rights()), 0)?;
             values(&[])
         }
         Syscall::MemMap => mem_map(kernel, pid, a[0], a[1], a[2], a[3], a[4]),
@@ -144,7 +145,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         Syscall::MemInfo => {
             let cap = cap_of(kernel, pid, a[0], ObjectType::Memory, Rights::READ)?;
             match cap.object {
-                Object::Memory(m) => values(&[m.serial, m.frames.len() as u64, cap.rights.0]),
+                Object::Memory(m) => values(&[m.serial, m.frames.len() as u64, cap.rights.bits()]),
                 _ => unreachable!("type checked"),
             }
         }
@@ -213,7 +214,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             if !src.rights.contains(Rights::GRANT) {
                 return Err(Error::MissingRights);
             }
-            let rights = requested_rights(a[3])?.intersect(src.rights);
+            let rights = requested_rights(a[3])?.intersection(src.rights);
             kernel.processes.get(target).ok_or(Error::PeerGone)?;
             kernel.install_derived(target, a[2], &src, rights, src.badge)?;
             values(&[])
@@ -228,12 +229,11 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
 
 /// Rights a fresh memory object's capability gets.
 const fn mem_rights() -> Rights {
-    Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0 | Rights::GRANT.0 | Rights::DERIVE.0)
+    Rights::READ.union(Rights::WRITE).union(Rights::EXECUTE).union(Rights::GRANT).union(Rights::DERIVE)
 }
 
 fn requested_rights(bits: u64) -> Result<Rights, Error> {
-    let r = Rights(bits);
-    if r.is_valid() { Ok(r) } else { Err(Error::InvalidArgument) }
+    Rights::from_bits(bits).ok_or(Error::InvalidArgument)
 }
 
 fn notification(kernel: &Kernel, pid: Pid, slot: u64, rights: Rights) -> Result<Rc<RefCell<Notification>>, Error> {
@@ -256,7 +256,7 @@ fn object_charge(kernel: &Kernel, pid: Pid) -> Result<Charge, Error> {
 }
 
 fn create(kernel: &mut Kernel, pid: Pid, dst: u64, object: Object) -> Outcome {
-    let rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::GRANT.0 | Rights::DERIVE.0);
+    let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
     kernel.install(pid, dst, object, rights, 0)?;
     values(&[])
 }
@@ -279,7 +279,7 @@ fn cap_derive(kernel: &mut Kernel, pid: Pid, src: u64, dst: u64, rights: u64, ba
     if !parent.rights.contains(Rights::DERIVE) {
         return Err(Error::MissingRights);
     }
-    let rights = requested_rights(rights)?.intersect(parent.rights);
+    let rights = requested_rights(rights)?.intersection(parent.rights);
     let badge = match badge {
         0 => parent.badge,
         b if parent.object.kind() == ObjectType::Endpoint && parent.badge == 0 => b,
@@ -298,7 +298,7 @@ fn reply_lend(kernel: &mut Kernel, pid: Pid, tid: Tid, src: u64, dst: u64, right
     if !lent.rights.contains(Rights::GRANT) {
         return Err(Error::MissingRights);
     }
-    let rights = requested_rights(rights)?.intersect(lent.rights);
+    let rights = requested_rights(rights)?.intersection(lent.rights);
     let caller = kernel.threads.get(tid).expect("caller").reply_to.ok_or(Error::InvalidState)?;
     let caller_pid = match kernel.threads.get(caller) {
         Some(thread) if matches!(thread.state, ThreadState::AwaitingReply { server } if server == tid) => thread.pid,
@@ -465,14 +465,12 @@ fn map_pages(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64, frame: impl Fn(
 
 #[inline(never)]
 fn mem_map(kernel: &mut Kernel, pid: Pid, slot: u64, va: u64, first: u64, pages: u64, flags: u64) -> Outcome {
-    if flags & !map_flags::ALL != 0 {
-        return Err(Error::InvalidArgument);
-    }
+    let flags = kernel_abi::MapFlags::from_bits(flags).ok_or(Error::InvalidArgument)?;
     let mut needed = Rights::READ;
-    if flags & map_flags::WRITE != 0 {
+    if flags.contains(kernel_abi::MapFlags::WRITE) {
         needed = needed.union(Rights::WRITE);
     }
-    if flags & map_flags::EXECUTE != 0 {
+    if flags.contains(kernel_abi::MapFlags::EXECUTE) {
         needed = needed.union(Rights::EXECUTE);
     }
     let c = cap_of(kernel, pid, slot, ObjectType::Memory, needed)?;
@@ -480,7 +478,11 @@ fn mem_map(kernel: &mut Kernel, pid: Pid, slot: u64, va: u64, first: u64, pages:
     user_range(va, pages)?;
     let end = first.checked_add(pages).ok_or(Error::OutOfRange)?;
     let frames = memory.frames.get(first as usize..end as usize).ok_or(Error::OutOfRange)?;
-    let map = MapFlags { writable: flags & map_flags::WRITE != 0, executable: flags & map_flags::EXECUTE != 0, device: false };
+    let map = MapFlags {
+        writable: flags.contains(kernel_abi::MapFlags::WRITE),
+        executable: flags.contains(kernel_abi::MapFlags::EXECUTE),
+        device: false,
+    };
     map_pages(kernel, pid, va, pages, |i| frames[i as usize], map, &c)
 }
 
@@ -505,7 +507,7 @@ fn mmio_carve(kernel: &mut Kernel, pid: Pid, slot: u64, first: u64, pages: u64, 
     if pages == 0 || end > region.size / PAGE_SIZE {
         return Err(if pages == 0 { Error::InvalidArgument } else { Error::OutOfRange });
     }
-    let rights = requested_rights(rights)?.intersect(parent.rights);
+    let rights = requested_rights(rights)?.intersection(parent.rights);
     kernel.processes[pid].cspace.check_empty(dst)?;
     let carved = Capability {
         object: Object::Mmio(Rc::new(MmioRegion { base: region.base + first * PAGE_SIZE, size: pages * PAGE_SIZE })),
@@ -592,7 +594,7 @@ fn io_port(kernel: &Kernel, pid: Pid, call: Syscall, slot: u64, port: u64, width
 /// No I/O-port capability exists on aarch64: the type check is all there is.
 #[cfg(not(target_arch = "x86_64"))]
 fn io_port(kernel: &Kernel, pid: Pid, _call: Syscall, slot: u64, _port: u64, _width: u64, _value: u64) -> Outcome {
-    cap_of(kernel, pid, slot, ObjectType::IoPorts, Rights::NONE)?;
+    cap_of(kernel, pid, slot, ObjectType::IoPorts, Rights::empty())?;
     unreachable!("no capability has type IoPorts on aarch64")
 }
 
@@ -634,7 +636,7 @@ fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64,
             return Err(Error::OutOfMemory);
         }
     };
-    kernel.install(pid, dst, Object::Process(child), Rights::ALL, 0)?;
+    kernel.install(pid, dst, Object::Process(child), Rights::all(), 0)?;
     values(&[child as u64])
 }
 

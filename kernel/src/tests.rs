@@ -155,7 +155,7 @@ fn run_edu_scenario(scenario: u64) -> Result<ExitReason, alloc::string::String> 
     install(&mut kernel, 1, find("ecam").next().ok_or("no ECAM capability")?)?;
     install(&mut kernel, 2, find("pci-mmio").next().ok_or("no PCI MMIO capability")?)?;
     let notification = Object::Notification(alloc::rc::Rc::new(core::cell::RefCell::new(Default::default())));
-    kernel.install(pid, 3, notification, Rights::ALL, 0).map_err(|e| alloc::format!("{e:?}"))?;
+    kernel.install(pid, 3, notification, Rights::all(), 0).map_err(|e| alloc::format!("{e:?}"))?;
     // MSIs where the machine has them (x86 always; arm with virt's GICv2m frame).
     let lines = if find("msi").next().is_some() { "msi" } else { "pci-intx" };
     for (i, cap) in find(lines).take(4).enumerate() {
@@ -217,7 +217,7 @@ fn mem_pins_and_queries() -> TestResult {
     {
         let mut kernel = Kernel::new(IMAGES);
         let pid = kernel.create_process("mem", USERTEST, scenario::MEM_QUERIES, TEST_QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
-        kernel.install(pid, scenario::AUTHORITY_SLOT, Object::DmaAuthority, Rights::ALL, 0).map_err(|e| alloc::format!("{e:?}"))?;
+        kernel.install(pid, scenario::AUTHORITY_SLOT, Object::DmaAuthority, Rights::all(), 0).map_err(|e| alloc::format!("{e:?}"))?;
         kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;
         kernel.run_until_exited(&[pid]);
         let r = kernel.take_exit(pid);
@@ -262,7 +262,7 @@ fn mappings_charged_to_quota() -> TestResult {
         let pid = kernel.create_process("map-many", USERTEST, scenario::MAP_MANY, QUOTA).map_err(|e| alloc::format!("{e:?}"))?;
         let go_on = alloc::rc::Rc::new(core::cell::RefCell::new(crate::object::Notification::default()));
         kernel
-            .install(pid, scenario::MAP_MANY_NOTIFICATION_SLOT, Object::Notification(go_on.clone()), Rights::ALL, 0)
+            .install(pid, scenario::MAP_MANY_NOTIFICATION_SLOT, Object::Notification(go_on.clone()), Rights::all(), 0)
             .map_err(|e| alloc::format!("{e:?}"))?;
         let quota = kernel.processes[pid].quota.clone();
         kernel.start_process(pid).map_err(|e| alloc::format!("{e:?}"))?;

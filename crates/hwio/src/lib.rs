@@ -5,6 +5,9 @@
 //! host unit tests they run on software models of the hardware. These traits are the seam.
 #![cfg_attr(not(test), no_std)]
 
+mod io;
+pub use io::VolatileRegion;
+
 /// A block of device registers. Offsets are in bytes from the block's base.
 ///
 /// Implementations perform exactly the access width named: QEMU's VT-d model aborts on an 8-byte
@@ -23,6 +26,19 @@ pub struct DmaBuffer {
     pub phys: u64,
     pub virt: *mut u8,
     pub size: usize,
+}
+
+impl DmaBuffer {
+    /// The buffer's memory as a [`VolatileRegion`]: the device reads and writes it behind the
+    /// compiler's back.
+    ///
+    /// # Safety
+    /// The buffer must come from a [`DmaAllocator`] (whose `virt` maps `size` bytes, 8-byte
+    /// aligned) and must not be freed while the region is used.
+    pub unsafe fn volatile(&self) -> VolatileRegion {
+        // SAFETY: `virt` is a live, aligned mapping of `size` bytes by the caller's contract.
+        unsafe { VolatileRegion::at_address(self.virt as usize, self.size) }
+    }
 }
 
 /// Source of memory for IOMMU tables (root/context/PASID tables, stream tables, queues, page

@@ -26,6 +26,8 @@
 //! answered into, the server's page. The server takes the lent copy back (revokes it) when the
 //! client disconnects or its process ends.
 
+use hwio::VolatileRegion;
+
 use crate::wire::{Message, MESSAGE_WORDS};
 
 /// Transport word 0: registers the client; word 1 is an empty slot of the client's capability
@@ -67,12 +69,9 @@ pub const WINDOW_BYTES: usize = MESSAGE_WORDS * 8;
 /// # Safety
 /// `window` must point to at least [`WINDOW_BYTES`] readable, 8-byte aligned bytes.
 pub unsafe fn read_window(window: *const u64) -> Message {
-    let mut message = [0u64; MESSAGE_WORDS];
-    for (index, word) in message.iter_mut().enumerate() {
-        // SAFETY: in bounds and aligned by the caller's contract.
-        *word = unsafe { core::ptr::read_volatile(window.add(index)) };
-    }
-    message
+    // SAFETY: mapped, aligned and long enough by the caller's contract.
+    let window = unsafe { VolatileRegion::at_address(window as usize, WINDOW_BYTES) };
+    core::array::from_fn(|index| window.word(index).read())
 }
 
 /// Writes a message into a window with volatile stores.
@@ -80,9 +79,10 @@ pub unsafe fn read_window(window: *const u64) -> Message {
 /// # Safety
 /// `window` must point to at least [`WINDOW_BYTES`] writable, 8-byte aligned bytes.
 pub unsafe fn write_window(window: *mut u64, message: &Message) {
-    for (index, word) in message.iter().enumerate() {
-        // SAFETY: in bounds and aligned by the caller's contract.
-        unsafe { core::ptr::write_volatile(window.add(index), *word) };
+    // SAFETY: mapped, aligned and long enough by the caller's contract.
+    let window = unsafe { VolatileRegion::at_address(window as usize, WINDOW_BYTES) };
+    for (index, &word) in message.iter().enumerate() {
+        window.word(index).write(word);
     }
 }
 

@@ -185,30 +185,31 @@ impl Opcode {
     }
 }
 
-/// Flag bits of `ioas_map` and `ioas_copy`.
-pub mod map_flags {
-    /// Map at the IOVA given; otherwise the server chooses and the IOVA word must be 0.
-    pub const FIXED_IOVA: u16 = 1 << 0;
-    /// Devices may read.
-    pub const READ: u16 = 1 << 1;
-    /// Devices may write.
-    pub const WRITE: u16 = 1 << 2;
-    /// Every defined bit.
-    pub const ALL: u16 = FIXED_IOVA | READ | WRITE;
+bitflags::bitflags! {
+    /// Flag bits of `ioas_map`, `ioas_map_registered` and `ioas_copy`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct MapFlags: u16 {
+        /// Map at the IOVA given; otherwise the server chooses and the IOVA word must be 0.
+        const FIXED_IOVA = 1 << 0;
+        /// Devices may read.
+        const READ = 1 << 1;
+        /// Devices may write.
+        const WRITE = 1 << 2;
+    }
+
+    /// Flag bits of `hwpt_alloc`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct HwptFlags: u16 {
+        /// The HWPT may be the parent (stage 2) of nested HWPTs.
+        const NEST_PARENT = 1 << 0;
+        /// The HWPT supports dirty tracking (still off until switched on).
+        const DIRTY_TRACKING = 1 << 1;
+        /// Word 3 names a fault queue for faults of devices attached to this HWPT.
+        const FAULT_VALID = 1 << 2;
+    }
 }
 
-/// Flag bits of `hwpt_alloc`.
-pub mod hwpt_flags {
-    /// The HWPT may be the parent (stage 2) of nested HWPTs.
-    pub const NEST_PARENT: u16 = 1 << 0;
-    /// The HWPT supports dirty tracking (still off until switched on).
-    pub const DIRTY_TRACKING: u16 = 1 << 1;
-    /// Word 3 names a fault queue for faults of devices attached to this HWPT.
-    pub const FAULT_VALID: u16 = 1 << 2;
-    /// Every defined bit.
-    pub const ALL: u16 = NEST_PARENT | DIRTY_TRACKING | FAULT_VALID;
-}
-
+// The other opcodes with flags define one bit each, so they stay plain constants.
 /// Flag bit of `device_attach`, `device_replace` and `device_detach`: word 3 holds a PASID.
 pub const PASID_VALID: u16 = 1 << 0;
 /// Flag bit of `hwpt_alloc_nested` and `sva_bind`: word 3 names a fault queue.
@@ -298,10 +299,10 @@ pub enum Request {
     /// `ioas_alloc()`: words 1..8 zero.
     IoasAlloc,
     /// `ioas_map`: w1 IOAS, w2 IOVA (0 unless FIXED_IOVA), w3 offset in the memory object,
-    /// w4 length; flags [`map_flags`]; memory-object capability transferred.
+    /// w4 length; flags [`MapFlags`]; memory-object capability transferred.
     IoasMap { ioas: Handle, iova: IovaChoice, perm: Perm, offset: u64, length: u64 },
     /// `ioas_map_registered`: w1 IOAS, w2 IOVA (0 unless FIXED_IOVA), w3 offset in the
-    /// registered memory, w4 length, w5 the MEMORY handle; flags [`map_flags`].
+    /// registered memory, w4 length, w5 the MEMORY handle; flags [`MapFlags`].
     IoasMapRegistered { ioas: Handle, memory: Handle, iova: IovaChoice, perm: Perm, offset: u64, length: u64 },
     /// `memory_register`: words 1..8 zero; memory-object capability transferred.
     MemoryRegister,
@@ -310,7 +311,7 @@ pub enum Request {
     /// `ioas_unmap_all`: w1 IOAS.
     IoasUnmapAll { ioas: Handle },
     /// `ioas_copy`: w1 destination IOAS, w2 source IOAS, w3 destination IOVA (0 unless
-    /// FIXED_IOVA), w4 source IOVA, w5 length; flags [`map_flags`].
+    /// FIXED_IOVA), w4 source IOVA, w5 length; flags [`MapFlags`].
     IoasCopy { dst: Handle, dst_iova: IovaChoice, src: Handle, src_iova: u64, length: u64, perm: Perm },
     /// `ioas_iova_ranges`: w1 IOAS, w2 index of the first range wanted.
     IoasIovaRanges { ioas: Handle, first: u32 },
@@ -318,7 +319,7 @@ pub enum Request {
     /// restriction); w2..w8 pairs (start, last).
     IoasAllowIovas { ioas: Handle, ranges: RangeList },
     /// `hwpt_alloc`: w1 device, w2 IOAS, w3 fault queue (with FAULT_VALID); flags
-    /// [`hwpt_flags`].
+    /// [`HwptFlags`].
     HwptAlloc { device: Handle, ioas: Handle, fault: Option<Handle>, nest_parent: bool, dirty_tracking: bool },
     /// `hwpt_alloc_nested`: w1 device, w2 parent HWPT, w3 fault queue (with FAULT_VALID),
     /// w4 stage-1 format, w5 stage-1 table root, w6 bits 0..8 address width, 8..16 log2
@@ -466,16 +467,24 @@ fn optional_pasid(valid: bool, word: u64) -> Result<Option<u32>, Error> {
     }
 }
 
-fn map_perm(flags: u16) -> Perm {
-    Perm { read: flags & map_flags::READ != 0, write: flags & map_flags::WRITE != 0 }
+/// The flags of a map or copy, or [`Error::ReservedBitsSet`] for an undefined bit.
+fn map_flags(flags: u16) -> Result<MapFlags, Error> {
+    MapFlags::from_bits(flags).ok_or(Error::ReservedBitsSet)
+}
+
+fn map_perm(flags: MapFlags) -> Perm {
+    Perm { read: flags.contains(MapFlags::READ), write: flags.contains(MapFlags::WRITE) }
 }
 
 fn perm_flags(perm: Perm) -> u16 {
-    (if perm.read { map_flags::READ } else { 0 }) | (if perm.write { map_flags::WRITE } else { 0 })
+    let mut flags = MapFlags::empty();
+    flags.set(MapFlags::READ, perm.read);
+    flags.set(MapFlags::WRITE, perm.write);
+    flags.bits()
 }
 
-fn iova_choice(flags: u16, word: u64) -> Result<IovaChoice, Error> {
-    if flags & map_flags::FIXED_IOVA != 0 {
+fn iova_choice(flags: MapFlags, word: u64) -> Result<IovaChoice, Error> {
+    if flags.contains(MapFlags::FIXED_IOVA) {
         Ok(IovaChoice::Fixed(word))
     } else if word != 0 {
         Err(Error::ReservedBitsSet)
@@ -486,7 +495,7 @@ fn iova_choice(flags: u16, word: u64) -> Result<IovaChoice, Error> {
 
 fn iova_choice_words(choice: IovaChoice) -> (u16, u64) {
     match choice {
-        IovaChoice::Fixed(iova) => (map_flags::FIXED_IOVA, iova),
+        IovaChoice::Fixed(iova) => (MapFlags::FIXED_IOVA.bits(), iova),
         IovaChoice::Auto => (0, 0),
     }
 }
@@ -600,9 +609,11 @@ impl Request {
                 msg[1] = u64::from(device.0);
                 msg[2] = u64::from(ioas.0);
                 msg[3] = fault.map_or(0, |f| u64::from(f.0));
-                (if nest_parent { hwpt_flags::NEST_PARENT } else { 0 })
-                    | (if dirty_tracking { hwpt_flags::DIRTY_TRACKING } else { 0 })
-                    | (if fault.is_some() { hwpt_flags::FAULT_VALID } else { 0 })
+                let mut flags = HwptFlags::empty();
+                flags.set(HwptFlags::NEST_PARENT, nest_parent);
+                flags.set(HwptFlags::DIRTY_TRACKING, dirty_tracking);
+                flags.set(HwptFlags::FAULT_VALID, fault.is_some());
+                flags.bits()
             }
             Request::HwptAllocNested { device, parent, fault, stage1 } => {
                 msg[1] = u64::from(device.0);
@@ -710,7 +721,7 @@ impl Request {
                 }
             }
             Opcode::IoasMapRegistered => {
-                check_flags(flags, map_flags::ALL)?;
+                let flags = map_flags(flags)?;
                 check_unused(msg, 6)?;
                 Request::IoasMapRegistered {
                     ioas: handle_word(msg[1])?,
@@ -722,7 +733,7 @@ impl Request {
                 }
             }
             Opcode::IoasMap => {
-                check_flags(flags, map_flags::ALL)?;
+                let flags = map_flags(flags)?;
                 check_unused(msg, 5)?;
                 Request::IoasMap {
                     ioas: handle_word(msg[1])?,
@@ -743,7 +754,7 @@ impl Request {
                 Request::IoasUnmapAll { ioas: handle_word(msg[1])? }
             }
             Opcode::IoasCopy => {
-                check_flags(flags, map_flags::ALL)?;
+                let flags = map_flags(flags)?;
                 check_unused(msg, 6)?;
                 Request::IoasCopy {
                     dst: handle_word(msg[1])?,
@@ -773,14 +784,14 @@ impl Request {
                 Request::IoasAllowIovas { ioas: handle_word(msg[1])?, ranges: RangeList::new(&ranges[..count])? }
             }
             Opcode::HwptAlloc => {
-                check_flags(flags, hwpt_flags::ALL)?;
+                let flags = HwptFlags::from_bits(flags).ok_or(Error::ReservedBitsSet)?;
                 check_unused(msg, 4)?;
                 Request::HwptAlloc {
                     device: handle_word(msg[1])?,
                     ioas: handle_word(msg[2])?,
-                    fault: optional_handle(flags & hwpt_flags::FAULT_VALID != 0, msg[3])?,
-                    nest_parent: flags & hwpt_flags::NEST_PARENT != 0,
-                    dirty_tracking: flags & hwpt_flags::DIRTY_TRACKING != 0,
+                    fault: optional_handle(flags.contains(HwptFlags::FAULT_VALID), msg[3])?,
+                    nest_parent: flags.contains(HwptFlags::NEST_PARENT),
+                    dirty_tracking: flags.contains(HwptFlags::DIRTY_TRACKING),
                 }
             }
             Opcode::HwptAllocNested => {
@@ -872,7 +883,7 @@ impl Request {
                 check_flags(flags, 0)?;
                 check_unused(msg, 4)?;
                 let rights = u32::try_from(msg[2]).map_err(|_| Error::ReservedBitsSet)?;
-                Request::HandleDerive { handle: handle_word(msg[1])?, rights: Rights::from_bits(rights)?, recipient: msg[3] }
+                Request::HandleDerive { handle: handle_word(msg[1])?, rights: Rights::from_bits(rights).ok_or(Error::ReservedBitsSet)?, recipient: msg[3] }
             }
             Opcode::HandleAccept => {
                 check_flags(flags, ACCEPT_WITHDRAW)?;
@@ -927,7 +938,7 @@ fn decode_fault(words: &[u64]) -> Result<FaultRecord, Error> {
         device: Handle(first as u32),
         pasid,
         iova: words[1],
-        access: Access::from_bits(((first >> FAULT_ACCESS_SHIFT) & 0xf) as u8).map_err(|_| Error::MalformedReply)?,
+        access: Access::from_bits(((first >> FAULT_ACCESS_SHIFT) & 0xf) as u8).ok_or(Error::MalformedReply)?,
         reason: FaultReason::from_u8(((first >> FAULT_REASON_SHIFT) & 0x7) as u8).map_err(|_| Error::MalformedReply)?,
         cookie: words[2] as u32,
     })
@@ -1093,7 +1104,7 @@ impl Reply {
                 Reply::Info(DeviceInfo {
                     unit: u32::try_from(msg[1]).map_err(|_| Error::MalformedReply)?,
                     kind: UnitKind::from_u64(msg[2]).map_err(malformed)?,
-                    caps: UnitCaps::from_bits(caps).map_err(malformed)?,
+                    caps: UnitCaps::from_bits(caps).ok_or(Error::MalformedReply)?,
                     pasid_bits: u8::try_from(msg[4]).ok().filter(|&bits| bits <= 20).ok_or(Error::MalformedReply)?,
                 })
             }

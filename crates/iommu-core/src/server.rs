@@ -613,7 +613,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
             self.hwpts_by_parent.insert((parent, id));
             self.topology_epoch += 1;
         }
-        self.install_handle(client, id, Rights::ALL, None)
+        self.install_handle(client, id, Rights::all(), None)
     }
 
     /// Put a handle to the object `handle` names, with `rights` (a subset of its rights),
@@ -1098,7 +1098,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// The usable IOVA ranges: every domain's aperture ∩ allowed ranges − reserved regions
     /// of attached devices. Needs no right.
     pub fn ioas_iova_ranges(&self, client: ClientId, ioas: Handle) -> Result<Vec<IovaRange>, Error> {
-        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::NONE)?;
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::empty())?;
         Ok(iova::subtract(&self.ioas_permitted(ioas), &self.ioas_reserved(ioas)))
     }
 
@@ -1469,7 +1469,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Describe the device's unit. Needs no right.
     pub fn get_info(&self, client: ClientId, device: Handle) -> Result<DeviceInfo, Error> {
-        let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::NONE)?);
+        let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::empty())?);
         let info = self.backend.unit_info(device.unit).ok_or(Error::NotSupported)?;
         Ok(DeviceInfo { unit: device.unit.0, kind: info.kind, caps: info.caps, pasid_bits: device.pasid_bits })
     }

@@ -65,37 +65,22 @@ impl ObjectType {
     }
 }
 
-/// Rights a capability carries. A derived capability has a subset of its parent's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rights(pub u64);
-
-impl Rights {
-    /// Read the object: map memory/MMIO readable, receive on an endpoint, wait on a notification.
-    pub const READ: Rights = Rights(1 << 0);
-    /// Write: map writable, send/call on an endpoint, signal a notification, ack an IRQ.
-    pub const WRITE: Rights = Rights(1 << 1);
-    /// Map memory executable.
-    pub const EXECUTE: Rights = Rights(1 << 2);
-    /// Transfer this capability to another process (IPC or grant).
-    pub const GRANT: Rights = Rights(1 << 3);
-    /// Derive copies (with fewer rights) and revoke them.
-    pub const DERIVE: Rights = Rights(1 << 4);
-    /// Control the object: bind an IRQ, kill a process, pin memory (with DmaAuthority).
-    pub const CONTROL: Rights = Rights(1 << 5);
-    pub const ALL: Rights = Rights(0x3F);
-    pub const NONE: Rights = Rights(0);
-
-    pub const fn contains(self, other: Rights) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn intersect(self, other: Rights) -> Rights {
-        Rights(self.0 & other.0)
-    }
-    pub const fn union(self, other: Rights) -> Rights {
-        Rights(self.0 | other.0)
-    }
-    pub const fn is_valid(self) -> bool {
-        self.0 & !Rights::ALL.0 == 0
+bitflags::bitflags! {
+    /// Rights a capability carries. A derived capability has a subset of its parent's.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Rights: u64 {
+        /// Read the object: map memory/MMIO readable, receive on an endpoint, wait on a notification.
+        const READ = 1 << 0;
+        /// Write: map writable, send/call on an endpoint, signal a notification, ack an IRQ.
+        const WRITE = 1 << 1;
+        /// Map memory executable.
+        const EXECUTE = 1 << 2;
+        /// Transfer this capability to another process (IPC or grant).
+        const GRANT = 1 << 3;
+        /// Derive copies (with fewer rights) and revoke them.
+        const DERIVE = 1 << 4;
+        /// Control the object: bind an IRQ, kill a process, pin memory (with DmaAuthority).
+        const CONTROL = 1 << 5;
     }
 }
 
@@ -157,22 +142,26 @@ impl Error {
     }
 }
 
-/// Flags of `mem_alloc`.
-pub mod mem_flags {
-    /// Physically contiguous pages, the base aligned to the size rounded up to a power of two
-    /// (at most `MAX_CONTIGUOUS_PAGES` pages): for IOMMU tables and queues.
-    pub const CONTIGUOUS: u64 = 1 << 0;
-    pub const ALL: u64 = CONTIGUOUS;
+bitflags::bitflags! {
+    /// Flags of `mem_alloc`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct MemFlags: u64 {
+        /// Physically contiguous pages, the base aligned to the size rounded up to a power of
+        /// two (at most `MAX_CONTIGUOUS_PAGES` pages): for IOMMU tables and queues.
+        const CONTIGUOUS = 1 << 0;
+    }
 }
 
 /// Largest contiguous memory object, in pages (4 MiB).
 pub const MAX_CONTIGUOUS_PAGES: u64 = 1024;
 
-/// Flags of `mem_map`.
-pub mod map_flags {
-    pub const WRITE: u64 = 1 << 0;
-    pub const EXECUTE: u64 = 1 << 1;
-    pub const ALL: u64 = WRITE | EXECUTE;
+bitflags::bitflags! {
+    /// Flags of `mem_map` (readable is implied).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct MapFlags: u64 {
+        const WRITE = 1 << 0;
+        const EXECUTE = 1 << 1;
+    }
 }
 
 #[cfg(test)]
@@ -194,9 +183,17 @@ mod tests {
         let rw = Rights::READ.union(Rights::WRITE);
         assert!(rw.contains(Rights::READ));
         assert!(!Rights::READ.contains(rw));
-        assert_eq!(rw.intersect(Rights::WRITE.union(Rights::GRANT)), Rights::WRITE);
-        assert!(Rights::ALL.is_valid());
-        assert!(!Rights(1 << 6).is_valid());
+        assert_eq!(rw.intersection(Rights::WRITE.union(Rights::GRANT)), Rights::WRITE);
+        assert_eq!(Rights::all().bits(), 0x3f, "bit 5 (CONTROL) is the highest right");
+        assert_eq!(Rights::from_bits(1 << 6), None, "an undefined right is refused");
+    }
+
+    #[test]
+    fn flag_words_refuse_undefined_bits() {
+        assert_eq!(MemFlags::from_bits(1), Some(MemFlags::CONTIGUOUS));
+        assert_eq!(MemFlags::from_bits(2), None);
+        assert_eq!(MapFlags::from_bits(3), Some(MapFlags::WRITE | MapFlags::EXECUTE));
+        assert_eq!(MapFlags::from_bits(4), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! a word must never be written in halves) and flushes them for non-coherent walkers through
 //! [`DmaAllocator::flush_for_device`].
 
-use hwio::{DmaAllocator, DmaBuffer};
+use hwio::{DmaAllocator, DmaBuffer, VolatileRegion};
 
 use crate::error::SmmuError;
 
@@ -24,19 +24,20 @@ pub(crate) fn alloc_aligned(dma: &mut dyn DmaAllocator, size: usize) -> Result<D
 
 /// Writes one 64-bit word at byte `offset` of `buf`.
 pub(crate) fn write_word(buf: &DmaBuffer, offset: usize, value: u64) {
-    assert!(offset.is_multiple_of(8) && offset + 8 <= buf.size, "DMA write outside its buffer");
-    // SAFETY: `buf` came from a DmaAllocator, which hands out `size` bytes mapped at `virt` for as
-    // long as the buffer is not freed; the assertion keeps the access inside them, and `virt` is
-    // 8-byte aligned (checked in `alloc_aligned`). Volatile because the SMMU reads this memory
-    // behind the compiler's back.
-    unsafe { core::ptr::write_volatile(buf.virt.add(offset) as *mut u64, value) }
+    memory(buf).at::<u64>(offset).write(value)
 }
 
 /// Reads one 64-bit word at byte `offset` of `buf`.
 pub(crate) fn read_word(buf: &DmaBuffer, offset: usize) -> u64 {
-    assert!(offset.is_multiple_of(8) && offset + 8 <= buf.size, "DMA read outside its buffer");
-    // SAFETY: as in `write_word`; volatile because the SMMU writes event records to this memory.
-    unsafe { core::ptr::read_volatile(buf.virt.add(offset) as *const u64) }
+    memory(buf).at::<u64>(offset).read()
+}
+
+/// `buf` as volatile memory (the SMMU reads tables and commands and writes event records
+/// behind the compiler's back); every access is checked to be aligned and inside the buffer.
+fn memory(buf: &DmaBuffer) -> VolatileRegion {
+    // SAFETY: every buffer the driver holds came from a DmaAllocator (8-byte alignment checked
+    // in `alloc_aligned`) and stays allocated while the driver uses it.
+    unsafe { buf.volatile() }
 }
 
 /// Writes `words` starting at byte `offset` and makes them visible to a non-coherent SMMU.

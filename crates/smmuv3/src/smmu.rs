@@ -627,6 +627,10 @@ impl<R: Registers> Smmu<R> {
         }
     }
 
+    // Inlined into each caller's command loop: left to itself the compiler stopped inlining it
+    // once the register and DMA accesses went through `VolatileRegion`, and a whole-ASID
+    // invalidation then cost 299 guest instructions instead of 282 (200 inlined).
+    #[inline(always)]
     fn push_command(
         &mut self,
         env: &mut Env<'_>,

@@ -14,7 +14,7 @@
 
 use core::sync::atomic::{fence, Ordering};
 
-use hwio::{DmaAllocator, DmaBuffer};
+use hwio::{DmaAllocator, DmaBuffer, VolatileRegion};
 
 use crate::tables::HardwareEntry;
 use crate::VtdError;
@@ -42,18 +42,17 @@ impl DmaTable {
         self.buffer.phys
     }
 
-    fn word_pointer(&self, byte_offset: usize) -> *mut u64 {
-        assert!(byte_offset.is_multiple_of(8) && byte_offset + 8 <= self.buffer.size, "table access out of bounds");
-        // SAFETY: the offset is 8-aligned and inside the buffer (checked above); `virt` maps the
-        // whole allocation for as long as this table owns it.
-        unsafe { self.buffer.virt.add(byte_offset) as *mut u64 }
+    /// The buffer's words; volatile because hardware may write them (status dwords,
+    /// accessed/dirty bits) and reads them behind the compiler's back. Every access is checked
+    /// to be aligned and inside the buffer.
+    fn memory(&self) -> VolatileRegion {
+        // SAFETY: the buffer came from a DmaAllocator and this table owns it until it is freed.
+        unsafe { self.buffer.volatile() }
     }
 
     /// Reads the 64-bit word at `byte_offset`.
     pub fn read_word(&self, byte_offset: usize) -> u64 {
-        // SAFETY: `word_pointer` returns an aligned pointer inside the live buffer. Volatile
-        // because hardware may write these words (status dwords, accessed/dirty bits).
-        unsafe { core::ptr::read_volatile(self.word_pointer(byte_offset)) }
+        self.memory().at::<u64>(byte_offset).read()
     }
 
     /// Reads the 32-bit word at `byte_offset` (wait-descriptor status dwords).
@@ -64,8 +63,7 @@ impl DmaTable {
 
     /// Writes the 64-bit word at `byte_offset` without any flush.
     pub fn write_word(&self, byte_offset: usize, value: u64) {
-        // SAFETY: as in `read_word`; the unit is the only CPU-side writer of its tables.
-        unsafe { core::ptr::write_volatile(self.word_pointer(byte_offset), value) }
+        self.memory().at::<u64>(byte_offset).write(value)
     }
 
     /// Makes `[byte_offset, byte_offset + len)` visible to a non-snooping walker.

@@ -1,5 +1,6 @@
 //! QEMU's `edu` device (PCI 1234:11e8): identification, liveness and its DMA engine.
 
+use hwio::{Registers, VolatileRegion};
 use userlib::syscall;
 
 /// Register offsets (those below 0x80 take 4-byte accesses only).
@@ -27,31 +28,30 @@ pub const BUFFER: u64 = 0x40000;
 const DMA_TIMEOUT: u64 = 20_000_000_000;
 
 pub struct Edu {
-    base: *mut u8,
+    /// The first page of BAR0; the DMA registers take 8-byte accesses, the others 4-byte.
+    registers: VolatileRegion,
 }
 
 impl Edu {
     /// # Safety
-    /// `base` must map the device's BAR0 (at least its first page) for the life of the value.
+    /// `base` must map the device's BAR0 (at least its first page, page-aligned) for the life
+    /// of the value.
     pub unsafe fn new(base: u64) -> Edu {
-        Edu { base: base as *mut u8 }
+        // SAFETY: the caller's contract.
+        Edu { registers: unsafe { VolatileRegion::at_address(base as usize, 4096) } }
     }
 
     fn read32(&self, offset: usize) -> u32 {
-        // SAFETY: an aligned register in the mapped first page of BAR0.
-        unsafe { core::ptr::read_volatile(self.base.add(offset) as *const u32) }
+        self.registers.read32(offset)
     }
     fn write32(&self, offset: usize, value: u32) {
-        // SAFETY: as in `read32`.
-        unsafe { core::ptr::write_volatile(self.base.add(offset) as *mut u32, value) }
+        self.registers.write32(offset, value)
     }
     fn read64(&self, offset: usize) -> u64 {
-        // SAFETY: as in `read32`; the DMA registers take 8-byte accesses.
-        unsafe { core::ptr::read_volatile(self.base.add(offset) as *const u64) }
+        self.registers.read64(offset)
     }
     fn write64(&self, offset: usize, value: u64) {
-        // SAFETY: as in `read64`.
-        unsafe { core::ptr::write_volatile(self.base.add(offset) as *mut u64, value) }
+        self.registers.write64(offset, value)
     }
 
     pub fn identification(&self) -> u32 {

@@ -18,7 +18,7 @@ use edu::Edu;
 use iommu_abi::wire::{Message, Opcode};
 use iommu_abi::kernel_ipc;
 use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, HwptOptions, Iommu, IovaChoice, MemoryId, Perm, PAGE_SIZE};
-use kernel_abi::{map_flags, mem_flags, Rights};
+use kernel_abi::{MapFlags, MemFlags, Rights};
 use transport::{WindowPlace, WindowTransport};
 use userlib::{println, syscall};
 
@@ -144,9 +144,9 @@ fn open_device_at(device_slot: u64, virt: u64) -> Result<Edu, (u64, &'static str
 }
 
 /// Allocates and maps `pages` pages of memory in `slot` at `va::BUFFER`.
-fn buffer(slot: u64, pages: u64, flags: u64) -> Result<&'static mut [u8], (u64, &'static str)> {
+fn buffer(slot: u64, pages: u64, flags: MemFlags) -> Result<&'static mut [u8], (u64, &'static str)> {
     syscall::mem_alloc(pages, slot, flags).map_err(|_| (5, "allocate the buffer"))?;
-    syscall::mem_map(slot, va::BUFFER, 0, pages, map_flags::WRITE).map_err(|_| (6, "map the buffer"))?;
+    syscall::mem_map(slot, va::BUFFER, 0, pages, MapFlags::WRITE).map_err(|_| (6, "map the buffer"))?;
     // SAFETY: the pages were just mapped writable at va::BUFFER, for this process only, and
     // stay mapped while the program runs.
     Ok(unsafe { core::slice::from_raw_parts_mut(va::BUFFER as *mut u8, (pages * PAGE_SIZE) as usize) })
@@ -254,7 +254,7 @@ fn dma_through_iommu() -> Outcome {
     let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions { fault: Some(faults), ..Default::default() }).map_err(|_| (14, "hwpt_alloc"))?;
     iommu.device_attach(device, hwpt, None).map_err(|_| (15, "device_attach"))?;
 
-    let memory = buffer(slot::BUFFER, 2, 0)?;
+    let memory = buffer(slot::BUFFER, 2, MemFlags::empty())?;
     let (source, destination) = memory.split_at_mut(PAGE_SIZE as usize);
     for (i, byte) in source.iter_mut().enumerate() {
         *byte = (i * 7 + 3) as u8;
@@ -337,7 +337,7 @@ fn hostile_requests() -> Outcome {
     let ioas = first.ioas_alloc().map_err(|_| (43, "ioas_alloc"))?;
     let hwpt = first.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (44, "hwpt_alloc"))?;
     first.device_attach(device, hwpt, None).map_err(|_| (45, "device_attach"))?;
-    let _memory = buffer(slot::BUFFER, 2, 0)?;
+    let _memory = buffer(slot::BUFFER, 2, MemFlags::empty())?;
     // A fault subscription must name a notification: memory is refused, and so is nothing.
     let refused = first.transport_mut().subscribe_faults(slot::BUFFER);
     check(refused == kernel_ipc::STATUS_BAD_NOTIFICATION, 200, "memory accepted as a fault notification")?;
@@ -399,7 +399,7 @@ fn hold_until_killed() -> Outcome {
     let ioas = iommu.ioas_alloc().map_err(|_| (71, "ioas_alloc"))?;
     let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (72, "hwpt_alloc"))?;
     iommu.device_attach(device, hwpt, None).map_err(|_| (73, "device_attach"))?;
-    let _memory = buffer(slot::BUFFER, PAGES, 0)?;
+    let _memory = buffer(slot::BUFFER, PAGES, MemFlags::empty())?;
     let iova = iommu.ioas_map(ioas, slot::BUFFER, 0, PAGES * PAGE_SIZE, IovaChoice::Auto, Perm::READ_WRITE).map_err(|_| (74, "map"))?;
     println!("edu-driver: {PAGES} pages mapped at IOVA {iova:#x}; waiting to be killed");
     loop {
@@ -416,7 +416,7 @@ fn bench_ipc() -> Outcome {
     let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions::default()).map_err(|_| (82, "hwpt_alloc"))?;
     iommu.device_attach(device, hwpt, None).map_err(|_| (83, "device_attach"))?;
     // Contiguous and (being size-aligned) 2 MiB aligned: the 2 MiB map can be one large page.
-    let _memory = buffer(slot::LARGE_BUFFER, TWO_MIB / PAGE_SIZE, mem_flags::CONTIGUOUS)?;
+    let _memory = buffer(slot::LARGE_BUFFER, TWO_MIB / PAGE_SIZE, MemFlags::CONTIGUOUS)?;
     let base = 0x4000_0000u64;
 
     // Steady-state figures are the mean of several cycles (as the kernel's benchmarks do), so
@@ -491,7 +491,7 @@ fn bench_fault_delivery(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outc
     let ioas = iommu.ioas_alloc().map_err(|_| (90, "ioas_alloc"))?;
     let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions { fault: Some(faults), ..Default::default() }).map_err(|_| (91, "hwpt_alloc"))?;
     iommu.device_replace(device, hwpt, None).map_err(|_| (92, "device_replace"))?;
-    syscall::mem_map(slot::REPORT, va::REPORT, 0, 1, map_flags::WRITE).map_err(|_| (93, "map the report page"))?;
+    syscall::mem_map(slot::REPORT, va::REPORT, 0, 1, MapFlags::WRITE).map_err(|_| (93, "map the report page"))?;
     // Nothing is mapped in the new IOAS: the write to RAM is refused.
     edu.start_dma(edu::BUFFER, DESTINATION_IOVA, 8, true);
     let bits = syscall::notify_wait(slot::FAULT_NOTIFICATION).map_err(|_| (94, "notify_wait"))?;
@@ -500,7 +500,8 @@ fn bench_fault_delivery(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outc
     check(bits & kernel_ipc::FAULT_SIGNAL != 0, 96, "woken without the fault signal")?;
     let refused = RefusedWrite::unmapped(device, DESTINATION_IOVA);
     check(batch.records().next().is_some_and(|record| refused.reported_by(record, true)), 97, "the first record is not the refused write")?;
-    // SAFETY: the report page is mapped writable at va::REPORT (above), one page of words.
-    unsafe { core::ptr::write_volatile((va::REPORT as *mut u64).add(contract::report::FAULT_HELD_AT), held_at) };
+    // SAFETY: the report page is mapped writable at va::REPORT (above) and stays mapped.
+    let report_page = unsafe { hwio::VolatileRegion::at_address(va::REPORT as usize, 4096) };
+    report_page.word(contract::report::FAULT_HELD_AT).write(held_at);
     edu.wait_dma().map_err(|why| (98, why))
 }

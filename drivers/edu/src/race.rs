@@ -15,7 +15,8 @@ use crate::{
 };
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use iommu_abi::{Error, Handle, HwptOptions, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
-use kernel_abi::map_flags;
+use hwio::VolatileRegion;
+use kernel_abi::MapFlags;
 use userlib::{println, syscall};
 
 /// Rounds of the race, each on a new IOAS, and how many map/unmap pairs the mapper completes
@@ -146,8 +147,8 @@ fn wait_until(done: impl Fn() -> bool, code: u64, what: &'static str) -> Outcome
 
 fn start_mapper() -> Outcome {
     syscall::notification_create(slot::MAPPER_IDLE).map_err(|_| (203, "create the mapper's idle notification"))?;
-    syscall::mem_alloc(MAPPER_STACK_PAGES, slot::MAPPER_STACK, 0).map_err(|_| (204, "allocate the mapper's stack"))?;
-    syscall::mem_map(slot::MAPPER_STACK, va::MAPPER_STACK, 0, MAPPER_STACK_PAGES, map_flags::WRITE).map_err(|_| (204, "map the mapper's stack"))?;
+    syscall::mem_alloc(MAPPER_STACK_PAGES, slot::MAPPER_STACK, kernel_abi::MemFlags::empty()).map_err(|_| (204, "allocate the mapper's stack"))?;
+    syscall::mem_map(slot::MAPPER_STACK, va::MAPPER_STACK, 0, MAPPER_STACK_PAGES, MapFlags::WRITE).map_err(|_| (204, "map the mapper's stack"))?;
     let stack_top = va::MAPPER_STACK + MAPPER_STACK_PAGES * PAGE_SIZE;
     syscall::thread_create(mapper, stack_top, 0, kernel_abi::START_PRIORITY).map_err(|_| (204, "create the mapper thread"))?;
     wait_until(|| MAPPER_STATE.load(SeqCst) != mapper_state::CONNECTING, 205, "the mapper did not connect in time")?;
@@ -159,8 +160,8 @@ pub fn destroy_races_map() -> Outcome {
     let edu = open_device()?;
     let device = iommu.device_bind(slot::DEVICE).map_err(|_| (200, "device_bind"))?;
     let faults = iommu.fault_alloc().map_err(|_| (201, "fault_alloc"))?;
-    let memory = buffer(slot::BUFFER, RACE_PAGES, 0)?;
-    syscall::mem_map(slot::REPORT, va::REPORT, 0, 1, map_flags::WRITE).map_err(|_| (202, "map the report page"))?;
+    let memory = buffer(slot::BUFFER, RACE_PAGES, kernel_abi::MemFlags::empty())?;
+    syscall::mem_map(slot::REPORT, va::REPORT, 0, 1, MapFlags::WRITE).map_err(|_| (202, "map the report page"))?;
     start_mapper()?;
     // The mapper's client ID is the badge of its endpoint.
     let (_, _, mapper_client) = syscall::cap_info(slot::SECOND_SERVER).map_err(|_| (219, "cap_info of the second endpoint"))?;
@@ -228,10 +229,10 @@ pub fn destroy_races_map() -> Outcome {
     check(MAPPER_STATE.load(SeqCst) == mapper_state::DISCONNECTED, 236, "the mapper's disconnect failed")?;
 
     // Left in the server: the device and the fault queue, nothing mapped.
-    let phase = (va::REPORT as *mut u64).wrapping_add(report::PHASE);
     // SAFETY: the report page was mapped writable at va::REPORT above and stays mapped; the
     // root task only reads it.
-    unsafe { core::ptr::write_volatile(phase, report::RACE_DONE) };
+    let report_page = unsafe { VolatileRegion::at_address(va::REPORT as usize, 4096) };
+    report_page.word(report::PHASE).write(report::RACE_DONE);
     println!("edu-driver: holding the device and its fault queue ({} objects); waiting to be killed", report::OBJECTS_KEPT);
     loop {
         syscall::yield_now();

@@ -111,7 +111,7 @@ pub fn two_devices_one_ioas() -> Outcome {
     let mut iommu = connect_first()?;
     let (edus, devices) = bind_both(&mut iommu, 110)?;
     let ioas = iommu.ioas_alloc().map_err(|_| (111, "ioas_alloc"))?;
-    let memory = buffer(slot::BUFFER, 4, 0)?;
+    let memory = buffer(slot::BUFFER, 4, kernel_abi::MemFlags::empty())?;
 
     let shared_queue = iommu.fault_alloc().map_err(|_| (112, "fault_alloc"))?;
     let shared = iommu.hwpt_alloc(devices[0], ioas, faults_of(shared_queue)).map_err(|_| (113, "hwpt_alloc"))?;
@@ -141,7 +141,7 @@ pub fn two_devices_two_ioas() -> Outcome {
     let (edus, devices) = bind_both(&mut iommu, 140)?;
     // Pages: source and destination of the first device (0, 1), of the second (2, 3), and a
     // page only the first IOAS maps (4).
-    let memory = buffer(slot::BUFFER, 5, 0)?;
+    let memory = buffer(slot::BUFFER, 5, kernel_abi::MemFlags::empty())?;
     let mut ioases = [IoasId(iommu_abi::Handle(0)); 2];
     let mut queues = [FaultId(iommu_abi::Handle(0)); 2];
     for i in 0..2 {
@@ -194,7 +194,7 @@ pub fn replace_moves_device() -> Outcome {
     let device = iommu.device_bind(slot::DEVICE).map_err(|_| (170, "device_bind"))?;
     let queue = iommu.fault_alloc().map_err(|_| (171, "fault_alloc"))?;
     // Pages: source and destination in IOAS A (0, 1), in IOAS B (2, 3).
-    let memory = buffer(slot::BUFFER, 4, 0)?;
+    let memory = buffer(slot::BUFFER, 4, kernel_abi::MemFlags::empty())?;
     let mut ioases = [IoasId(iommu_abi::Handle(0)); 2];
     let mut hwpts = [HwptId(iommu_abi::Handle(0)); 2];
     for i in 0..2 {

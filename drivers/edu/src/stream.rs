@@ -8,6 +8,7 @@
 
 use crate::{buffer, check, connect_first, copy_page, expect_no_fault, fill_pattern, open_device, same_bytes, slot, Outcome, MSI_WINDOW_IOVA};
 use iommu_abi::wire::{Message, MESSAGE_WORDS};
+use kernel_abi::MemFlags;
 use iommu_abi::{Error, Handle, HwptOptions, IoasId, IovaChoice, Perm, Transport, PAGE_SIZE};
 use userlib::{println, syscall};
 
@@ -65,7 +66,7 @@ fn defined_status(reply: &Message) -> bool {
 pub fn hostile_stream(seed: u64) -> Outcome {
     let mut iommu = connect_first()?;
     let edu = open_device()?;
-    let memory = buffer(slot::BUFFER, 4, 0)?;
+    let memory = buffer(slot::BUFFER, 4, MemFlags::empty())?;
     memory.fill(0x77);
     let mut random = Random::new(seed);
     // Real objects for the random words to hit: the device bound, an IOAS with an HWPT the
@@ -156,7 +157,7 @@ pub fn dma_rounds() -> Outcome {
     let faults = iommu.fault_alloc().map_err(|_| (12, "fault_alloc"))?;
     let hwpt = iommu.hwpt_alloc(device, ioas, HwptOptions { fault: Some(faults), ..Default::default() }).map_err(|_| (13, "hwpt_alloc"))?;
     iommu.device_attach(device, hwpt, None).map_err(|_| (14, "device_attach"))?;
-    let memory = buffer(slot::BUFFER, 2, 0)?;
+    let memory = buffer(slot::BUFFER, 2, MemFlags::empty())?;
     let (source, destination) = memory.split_at_mut(PAGE_SIZE as usize);
     for round in 0..DMA_ROUNDS {
         fill_pattern(source, round);

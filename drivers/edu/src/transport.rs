@@ -4,7 +4,7 @@
 use iommu_abi::kernel_ipc;
 use iommu_abi::wire::Message;
 use iommu_abi::{Error, Iommu, Transport};
-use kernel_abi::{map_flags, Rights, NO_CAP};
+use kernel_abi::{MapFlags, Rights, NO_CAP};
 use userlib::syscall;
 
 /// A connection to the IOMMU server.
@@ -35,7 +35,7 @@ impl WindowTransport {
         if reply.words[0] != 0 {
             return Err(reply.words[0]);
         }
-        syscall::mem_map(place.window_slot, place.virt, 0, 1, map_flags::WRITE).map_err(kernel)?;
+        syscall::mem_map(place.window_slot, place.virt, 0, 1, MapFlags::WRITE).map_err(kernel)?;
         Ok(Iommu::new(WindowTransport { endpoint, window: place.virt as *mut u64, outgoing: place.outgoing_slot, last_ipc_status: 0 }))
     }
 
@@ -80,7 +80,7 @@ impl Transport for WindowTransport {
         let sent = match cap {
             Some(slot) => {
                 // A copy with the same rights as the original (derivation never adds rights).
-                if syscall::cap_derive(slot, self.outgoing, Rights::ALL, 0).is_err() {
+                if syscall::cap_derive(slot, self.outgoing, Rights::all(), 0).is_err() {
                     return failed(Error::BadCapability);
                 }
                 self.outgoing

@@ -9,7 +9,7 @@ use crate::transport::{WindowPlace, WindowTransport};
 use crate::{check, slot, va, Client, Outcome};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use iommu_abi::{kernel_ipc, Error, IoasId, IovaRangesPage, PAGE_SIZE};
-use kernel_abi::{map_flags, ObjectType, Rights, NO_CAP};
+use kernel_abi::{MapFlags, ObjectType, Rights, NO_CAP};
 use userlib::{println, syscall};
 
 /// Requests the main thread makes while the racer takes the window away, and how many of them
@@ -85,7 +85,7 @@ pub fn window_taken() -> Outcome {
     // What the server lends: its page, READ, WRITE and DERIVE, never GRANT.
     let (kind, rights, _) = syscall::cap_info(slot::WINDOW).map_err(|_| (301, "cap_info of the lent window"))?;
     let expected = Rights::READ.union(Rights::WRITE).union(Rights::DERIVE);
-    check(ObjectType::from_u64(kind) == Some(ObjectType::Memory) && Rights(rights) == expected, 301, "the lent window is not memory with READ, WRITE and DERIVE only")?;
+    check(ObjectType::from_u64(kind) == Some(ObjectType::Memory) && Rights::from_bits(rights) == Some(expected), 301, "the lent window is not memory with READ, WRITE and DERIVE only")?;
     let sent = syscall::call(slot::SERVER, slot::WINDOW, [kernel_ipc::REQUEST, 0, 0, 0]);
     check(sent.err() == Some(kernel_abi::Error::MissingRights), 302, "the lent window could be sent on")?;
     check(raw(slot::SERVER, [kernel_ipc::CONNECT, slot::WINDOW_CHILD, 0, 0]) == Ok(kernel_ipc::STATUS_BAD_WINDOW), 303, "a second connect on one connection accepted")?;
@@ -111,7 +111,7 @@ fn before_requests() -> Outcome {
     // A copy of the driver's own, mapped too; a revoke takes it and its mapping, a delete the
     // lent capability and the driver's mapping. Neither reaches the server's mapping.
     syscall::cap_derive(place.window_slot, slot::WINDOW_CHILD, Rights::READ.union(Rights::WRITE), 0).map_err(|_| (315, "derive a copy of the window"))?;
-    syscall::mem_map(slot::WINDOW_CHILD, va::WINDOW_CHILD, 0, 1, map_flags::WRITE).map_err(|_| (315, "map the copy"))?;
+    syscall::mem_map(slot::WINDOW_CHILD, va::WINDOW_CHILD, 0, 1, MapFlags::WRITE).map_err(|_| (315, "map the copy"))?;
     syscall::cap_revoke(place.window_slot).map_err(|_| (316, "revoke the lent window"))?;
     check(empty(slot::WINDOW_CHILD) && unmapped(va::WINDOW_CHILD), 316, "the revoke left the copy or its mapping")?;
     syscall::cap_delete(place.window_slot).map_err(|_| (317, "delete the lent window"))?;
@@ -142,7 +142,7 @@ extern "C" fn racer(_arg: u64) -> ! {
         // A copy of the racer's own, mapped, derived from the view.
         &|| {
             syscall::cap_derive(slot::WINDOW_VIEW, slot::WINDOW_CHILD, Rights::READ.union(Rights::WRITE), 0).is_ok()
-                && syscall::mem_map(slot::WINDOW_CHILD, va::WINDOW_CHILD, 0, 1, map_flags::WRITE).is_ok()
+                && syscall::mem_map(slot::WINDOW_CHILD, va::WINDOW_CHILD, 0, 1, MapFlags::WRITE).is_ok()
         },
         &|| syscall::cap_delete(slot::WINDOW).is_ok() && empty(slot::WINDOW),
         &|| syscall::cap_revoke(slot::WINDOW_VIEW).is_ok() && empty(slot::WINDOW_CHILD) && unmapped(va::WINDOW_CHILD),
@@ -167,8 +167,8 @@ fn idle() -> ! {
 
 fn start_racer() -> Outcome {
     syscall::notification_create(slot::MAPPER_IDLE).map_err(|_| (330, "create the racer's idle notification"))?;
-    syscall::mem_alloc(RACER_STACK_PAGES, slot::MAPPER_STACK, 0).map_err(|_| (330, "allocate the racer's stack"))?;
-    syscall::mem_map(slot::MAPPER_STACK, va::MAPPER_STACK, 0, RACER_STACK_PAGES, map_flags::WRITE).map_err(|_| (330, "map the racer's stack"))?;
+    syscall::mem_alloc(RACER_STACK_PAGES, slot::MAPPER_STACK, kernel_abi::MemFlags::empty()).map_err(|_| (330, "allocate the racer's stack"))?;
+    syscall::mem_map(slot::MAPPER_STACK, va::MAPPER_STACK, 0, RACER_STACK_PAGES, MapFlags::WRITE).map_err(|_| (330, "map the racer's stack"))?;
     let stack_top = va::MAPPER_STACK + RACER_STACK_PAGES * PAGE_SIZE;
     syscall::thread_create(racer, stack_top, 0, kernel_abi::START_PRIORITY).map_err(|_| (330, "create the racer thread"))?;
     Ok(())
@@ -179,7 +179,7 @@ fn during_requests(first: &mut Client) -> Outcome {
     // The main thread's view: the lent window mapped again through a copy.
     syscall::cap_derive(slot::WINDOW, slot::WINDOW_VIEW, Rights::READ.union(Rights::WRITE).union(Rights::DERIVE), 0).map_err(|_| (331, "derive the view"))?;
     syscall::unmap(va::WINDOW, 1).map_err(|_| (331, "unmap the lent window"))?;
-    syscall::mem_map(slot::WINDOW_VIEW, va::WINDOW, 0, 1, map_flags::WRITE).map_err(|_| (331, "map the view"))?;
+    syscall::mem_map(slot::WINDOW_VIEW, va::WINDOW, 0, 1, MapFlags::WRITE).map_err(|_| (331, "map the view"))?;
     let ioas: IoasId = first.ioas_alloc().map_err(|_| (332, "ioas_alloc"))?;
     let expected: IovaRangesPage = first.ioas_iova_ranges(ioas, 0).map_err(|_| (333, "ioas_iova_ranges"))?;
     check(expected.total >= 1, 333, "an IOAS without usable IOVA ranges")?;

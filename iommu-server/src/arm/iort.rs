@@ -7,6 +7,7 @@
 use alloc::vec::Vec;
 use fwtables::iort::{Iort, NodeBody, NodeType};
 use fwtables::sdt::Signature;
+use hwio::VolatileRegion;
 use userlib::{println, syscall};
 
 use crate::layout;
@@ -25,27 +26,27 @@ pub struct IortDescription {
     pub smmus: Vec<IortSmmu>,
 }
 
-/// The fw_cfg registers, mapped at `layout::FW_CFG`.
-struct FwCfgRegisters;
+/// The fw_cfg registers: the page at `layout::FW_CFG`, once `read` has mapped it.
+struct FwCfgRegisters(VolatileRegion);
 
 impl fwcfg::Mmio for FwCfgRegisters {
     fn read64(&self, offset: usize) -> u64 {
-        assert!(offset % 8 == 0 && offset + 8 <= layout::PAGE as usize);
-        // SAFETY: an aligned 8-byte register inside the fw_cfg page mapped by `read`, which
-        // stays mapped for the server's life; one 8-byte load, as the device requires.
-        unsafe { core::ptr::read_volatile((layout::FW_CFG as usize + offset) as *const u64) }
+        // One 8-byte load, as the device requires.
+        self.0.at::<u64>(offset).read()
     }
     fn write16(&self, offset: usize, value: u16) {
-        assert!(offset % 2 == 0 && offset + 2 <= layout::PAGE as usize);
-        // SAFETY: as in `read64`; one 2-byte store (QEMU ignores the selector written wider).
-        unsafe { core::ptr::write_volatile((layout::FW_CFG as usize + offset) as *mut u16, value) }
+        // One 2-byte store (QEMU ignores the selector written wider).
+        self.0.at::<u16>(offset).write(value)
     }
 }
 
 /// Reads QEMU's ACPI tables through the fw_cfg capability; `Ok(None)` when they have no IORT.
 pub fn read() -> Result<Option<IortDescription>, &'static str> {
     syscall::mmio_map(slots::FW_CFG, layout::FW_CFG, 0, 1).map_err(|_| "no fw_cfg capability")?;
-    let device = fwcfg::FwCfg::probe(FwCfgRegisters).map_err(|_| "fw_cfg signature missing")?;
+    // SAFETY: the page (page-aligned, not 0) was just mapped and stays mapped for the server's
+    // life.
+    let registers = unsafe { VolatileRegion::at_address(layout::FW_CFG as usize, layout::PAGE as usize) };
+    let device = fwcfg::FwCfg::probe(FwCfgRegisters(registers)).map_err(|_| "fw_cfg signature missing")?;
     let loaded = device.load_acpi().map_err(|error| {
         println!("iommu-server: fw_cfg ACPI tables: {error:?}");
         "fw_cfg ACPI tables unreadable"

@@ -17,7 +17,8 @@ use smmuv3::{DecodedEvent, EventType};
 use userlib::{println, syscall};
 
 use crate::discovery::{Ecam, FirmwareMemory, MemoryWindow, PciFunction};
-use crate::hw::{DmaPool, MmioRegisters};
+use crate::hw::DmaPool;
+use hwio::VolatileRegion;
 use crate::kernel_iface::DeviceRegistry;
 use crate::layout::{self, PAGE};
 use crate::slots;
@@ -108,8 +109,9 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage) -> Result<Platform, &'s
         }
         let pages = node.size.div_ceil(PAGE);
         syscall::mmio_map(slots::IOMMU_REGISTERS, layout::IOMMU_REGISTERS, (node.base - register_base) / PAGE, pages).map_err(|_| "cannot map SMMU registers")?;
-        // SAFETY: the register frame was just mapped and stays mapped for the server's life.
-        let regs = unsafe { MmioRegisters::new(layout::IOMMU_REGISTERS, node.size as usize) };
+        // SAFETY: the register frame (page-aligned, not 0) was just mapped and stays mapped for the
+        // server's life.
+        let regs = unsafe { VolatileRegion::at_address(layout::IOMMU_REGISTERS as usize, node.size as usize) };
         let stream_count = streams.len();
         let unit = backend.add_unit(regs, node.base, stage, streams)?;
         let smmu = &backend.units[unit];

@@ -26,7 +26,8 @@ use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use smmuv3::{Env, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 use userlib::println;
 
-use crate::hw::{DmaPool, MmioRegisters, TscClock};
+use crate::hw::{DmaPool, TscClock};
+use hwio::VolatileRegion;
 
 /// Which translation stage a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +91,7 @@ struct Domain {
 
 /// One SMMUv3 under the server's control.
 pub struct SmmuUnit {
-    pub hw: Smmu<MmioRegisters>,
+    pub hw: Smmu<VolatileRegion>,
     /// Physical base of its register frame (for logs and reports).
     pub base: u64,
     pub stage: DomainStage,
@@ -158,7 +159,7 @@ impl SmmuBackend {
 
     /// Brings an SMMU up (every stream denied), creates its blocking domain and attaches every
     /// stream of `streams` (requester ID → StreamID) to it. Returns the unit's index.
-    pub fn add_unit(&mut self, regs: MmioRegisters, base: u64, wanted: DomainStage, streams: BTreeMap<u32, u32>) -> Result<usize, &'static str> {
+    pub fn add_unit(&mut self, regs: VolatileRegion, base: u64, wanted: DomainStage, streams: BTreeMap<u32, u32>) -> Result<usize, &'static str> {
         let clock = TscClock;
         let mut env = Env { dma: &mut self.dma, clock: &clock };
         let options = SmmuOptions { eventq_log2_cap: EVENT_QUEUE_LOG2, ..SmmuOptions::default() };
@@ -189,7 +190,7 @@ impl SmmuBackend {
         Ok(index)
     }
 
-    fn env_parts(&mut self, unit: usize) -> (&mut Smmu<MmioRegisters>, &mut DmaPool) {
+    fn env_parts(&mut self, unit: usize) -> (&mut Smmu<VolatileRegion>, &mut DmaPool) {
         (&mut self.units[unit].hw, &mut self.dma)
     }
 
@@ -309,7 +310,7 @@ impl SmmuBackend {
 
 impl IommuBackend for SmmuBackend {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::from_bits(0).expect("no bits") })
+        self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::empty() })
     }
 
     fn reserved_regions(&self, _unit: UnitId, _rid: RequesterId) -> Vec<ReservedRegion> {

@@ -137,7 +137,7 @@ pub fn reply(words: [u64; 4]) -> Result<(), Error> {
 /// with `rights`, into the empty slot `dst` of the caller's process (see
 /// `kernel_abi::Syscall::ReplyLend`). On an error the caller still awaits a reply.
 pub fn reply_lend(src: u64, dst: u64, rights: kernel_abi::Rights, words: [u64; 3]) -> Result<(), Error> {
-    check(raw(Syscall::ReplyLend as u64, [src, dst, rights.0, words[0], words[1], words[2]]).0)
+    check(raw(Syscall::ReplyLend as u64, [src, dst, rights.bits(), words[0], words[1], words[2]]).0)
 }
 
 /// Replies to the pending caller (if any) and waits for the next message.
@@ -150,7 +150,7 @@ pub fn null() -> Result<(), Error> {
 }
 
 pub fn cap_derive(src: u64, dst: u64, rights: kernel_abi::Rights, badge: u64) -> Result<(), Error> {
-    check(raw(Syscall::CapDerive as u64, [src, dst, rights.0, badge, 0, 0]).0)
+    check(raw(Syscall::CapDerive as u64, [src, dst, rights.bits(), badge, 0, 0]).0)
 }
 
 pub fn cap_delete(slot: u64) -> Result<(), Error> {
@@ -167,13 +167,13 @@ pub fn cap_info(slot: u64) -> Result<(u64, u64, u64), Error> {
     check(r[0]).map(|_| (r[1], r[2], r[3]))
 }
 
-/// `flags` from `kernel_abi::mem_flags` (0 for ordinary memory).
-pub fn mem_alloc(pages: u64, dst: u64, flags: u64) -> Result<(), Error> {
-    check(raw(Syscall::MemAlloc as u64, [pages, dst, flags, 0, 0, 0]).0)
+/// `flags` empty for ordinary memory.
+pub fn mem_alloc(pages: u64, dst: u64, flags: kernel_abi::MemFlags) -> Result<(), Error> {
+    check(raw(Syscall::MemAlloc as u64, [pages, dst, flags.bits(), 0, 0, 0]).0)
 }
 
-pub fn mem_map(mem: u64, vaddr: u64, first_page: u64, pages: u64, flags: u64) -> Result<(), Error> {
-    check(raw(Syscall::MemMap as u64, [mem, vaddr, first_page, pages, flags, 0]).0)
+pub fn mem_map(mem: u64, vaddr: u64, first_page: u64, pages: u64, flags: kernel_abi::MapFlags) -> Result<(), Error> {
+    check(raw(Syscall::MemMap as u64, [mem, vaddr, first_page, pages, flags.bits(), 0]).0)
 }
 
 pub fn unmap(vaddr: u64, pages: u64) -> Result<(), Error> {
@@ -208,7 +208,7 @@ pub fn mem_pin_range_uninit(authority: u64, mem: u64, first_page: u64, phys: &mu
 /// `(serial, pages, rights)` of a memory object and this capability to it.
 pub fn mem_info(mem: u64) -> Result<(u64, u64, kernel_abi::Rights), Error> {
     let r = raw7(Syscall::MemInfo as u64, [mem, 0, 0, 0, 0, 0]);
-    check(r[0]).map(|_| (r[1], r[2], kernel_abi::Rights(r[3])))
+    check(r[0]).map(|_| (r[1], r[2], kernel_abi::Rights::from_bits_retain(r[3])))
 }
 
 /// The interrupt line an IRQ capability serves.
@@ -228,7 +228,7 @@ pub fn mmio_map(mmio: u64, vaddr: u64, first_page: u64, pages: u64) -> Result<()
 /// A capability in `dst` to `pages` pages of the MMIO region in `mmio` from `first_page` on,
 /// with `rights` ∩ the source's rights.
 pub fn mmio_carve(mmio: u64, first_page: u64, pages: u64, dst: u64, rights: kernel_abi::Rights) -> Result<(), Error> {
-    check(raw(Syscall::MmioCarve as u64, [mmio, first_page, pages, dst, rights.0, 0]).0)
+    check(raw(Syscall::MmioCarve as u64, [mmio, first_page, pages, dst, rights.bits(), 0]).0)
 }
 
 /// `(phys_base, size)` of a device region.
@@ -305,7 +305,7 @@ pub fn process_create(image: u64, arg: u64, dst: u64, quota_pages: u64) -> Resul
 
 /// Copies the capability in `src` into slot `dst` of `process` with `rights` ∩ its rights.
 pub fn cap_grant(process: u64, src: u64, dst: u64, rights: kernel_abi::Rights) -> Result<(), Error> {
-    check(raw(Syscall::CapGrant as u64, [process, src, dst, rights.0, 0, 0]).0)
+    check(raw(Syscall::CapGrant as u64, [process, src, dst, rights.bits(), 0, 0]).0)
 }
 
 pub fn process_start(process: u64) -> Result<(), Error> {

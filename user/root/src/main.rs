@@ -30,6 +30,7 @@ mod status;
 #[allow(dead_code)]
 mod driver;
 
+use hwio::{Registers, VolatileRegion};
 use kernel_abi::boot_directory::{DIRECTORY_SLOT, ENTRY_WORDS, MAX_ENTRIES, NAME_BYTES};
 use kernel_abi::{ObjectType, Rights};
 use system::{Grant, Role, Source, SYSTEM};
@@ -85,7 +86,7 @@ struct Directory {
 
 impl Directory {
     fn read() -> Result<Directory, &'static str> {
-        syscall::mem_map(DIRECTORY_SLOT, va::DIRECTORY, 0, 1, 0).map_err(|_| "cannot map the boot directory")?;
+        syscall::mem_map(DIRECTORY_SLOT, va::DIRECTORY, 0, 1, kernel_abi::MapFlags::empty()).map_err(|_| "cannot map the boot directory")?;
         // SAFETY: the directory page was just mapped readable at va::DIRECTORY and stays mapped.
         let words = unsafe { core::slice::from_raw_parts(va::DIRECTORY as *const u64, 512) };
         let count = (words[0] as usize).min(MAX_ENTRIES);
@@ -238,15 +239,15 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
             if badge == 0 {
                 return grant_one(endpoint_slot(name), grant.slot);
             }
-            syscall::cap_derive(endpoint_slot(name), slot::SCRATCH, Rights::ALL, badge).map_err(|_| "cannot badge the endpoint")?;
+            syscall::cap_derive(endpoint_slot(name), slot::SCRATCH, Rights::all(), badge).map_err(|_| "cannot badge the endpoint")?;
             let result = grant_one(slot::SCRATCH, grant.slot);
             let _ = syscall::cap_delete(slot::SCRATCH);
             result
         }
         // One in the description (checked at build time).
         Source::StatusPage => {
-            syscall::mem_alloc(1, slot::STATUS_PAGE, 0).map_err(|_| "no memory for the status page")?;
-            syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, 0).map_err(|_| "cannot map the status page")?;
+            syscall::mem_alloc(1, slot::STATUS_PAGE, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the status page")?;
+            syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, kernel_abi::MapFlags::empty()).map_err(|_| "cannot map the status page")?;
             grant_one(slot::STATUS_PAGE, grant.slot)
         }
         Source::Process { name } => grant_one(process_slot(name).ok_or("no such process")?, grant.slot),
@@ -256,8 +257,9 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
 
 fn status_word(index: usize) -> u64 {
     // SAFETY: the status page is mapped readable at va::STATUS (before the server starts) and
-    // stays mapped; `index` is one of the page's word numbers.
-    unsafe { core::ptr::read_volatile((va::STATUS as *const u64).add(index)) }
+    // stays mapped.
+    let page = unsafe { VolatileRegion::at_address(va::STATUS as usize, 4096) };
+    page.word(index).read()
 }
 
 fn wait_for(mut done: impl FnMut() -> bool, what: &'static str) -> Result<(), &'static str> {
@@ -277,9 +279,9 @@ struct ConfigSpace;
 
 impl ConfigSpace {
     fn read32(&self, devfn: u64, offset: u64) -> u32 {
-        // SAFETY: bus 0 (256 functions x 4 KiB) is mapped at va::CONFIG; `devfn` < 256 and
-        // `offset` is a 4-byte aligned register inside the function's 4 KiB.
-        unsafe { core::ptr::read_volatile((va::CONFIG + (devfn << 12) + offset) as *const u32) }
+        // SAFETY: bus 0 (256 functions x 4 KiB) is mapped at va::CONFIG and stays mapped.
+        let bus = unsafe { VolatileRegion::at_address(va::CONFIG as usize, 256 << 12) };
+        bus.read32(((devfn << 12) + offset) as usize)
     }
 
     /// The address of memory BAR `bar` of the `instance`-th function with these IDs.

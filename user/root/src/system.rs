@@ -67,11 +67,11 @@ const fn boot(name: &'static str) -> Source {
 }
 
 const READ: Rights = Rights::READ;
-const READ_WRITE: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
+const READ_WRITE: Rights = Rights::READ.union(Rights::WRITE);
 /// A client's endpoint: call (WRITE) and send capabilities with requests (GRANT).
-const CLIENT: Rights = Rights(Rights::WRITE.0 | Rights::GRANT.0);
+const CLIENT: Rights = Rights::WRITE.union(Rights::GRANT);
 /// A device BAR: the driver maps it and hands a copy to the IOMMU server to bind the device.
-const DEVICE: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::GRANT.0 | Rights::DERIVE.0);
+const DEVICE: Rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
 
 const EDU: (u16, u16) = (0x1234, 0x11e8);
 const EDU_BAR0_SIZE: u64 = 1 << 20;
@@ -81,7 +81,7 @@ macro_rules! iommu_server_grants {
     ($($arch:expr),* $(,)?) => {
         &[
             grant(server_slot::REQUESTS, Source::Endpoint { name: "iommu", badge: 0 }, READ),
-            grant(server_slot::DMA_AUTHORITY, boot("dma-authority"), Rights::ALL),
+            grant(server_slot::DMA_AUTHORITY, boot("dma-authority"), Rights::all()),
             grant(server_slot::ECAM, boot("ecam"), READ_WRITE),
             grant(server_slot::PCI_MMIO, boot("pci-mmio"), READ_WRITE),
             grant(server_slot::STATUS_PAGE, Source::StatusPage, READ_WRITE),
@@ -97,7 +97,7 @@ macro_rules! iommu_server_grants {
 const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![
     grant(server_slot::IOMMU_REGISTERS, boot("vtd"), READ_WRITE),
     // The first MSI line: the one the server programs for the VT-d fault event.
-    grant(server_slot::FAULT_IRQ, Source::Boot { name: "msi", line: Some(1000 + server_slot::FAULT_MSI_INDEX as u64) }, Rights::ALL),
+    grant(server_slot::FAULT_IRQ, Source::Boot { name: "msi", line: Some(1000 + server_slot::FAULT_MSI_INDEX as u64) }, Rights::all()),
 ];
 
 #[cfg(target_arch = "aarch64")]
@@ -105,8 +105,8 @@ const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![
     grant(server_slot::IOMMU_REGISTERS, boot("smmuv3"), READ_WRITE),
     grant(server_slot::FW_CFG, boot("fw-cfg"), READ_WRITE),
     // virt's SMMU event-queue and global-error SPIs (74 and 77).
-    grant(server_slot::FAULT_IRQ, Source::Boot { name: "smmu", line: Some(106) }, Rights::ALL),
-    grant(server_slot::GERROR_IRQ, Source::Boot { name: "smmu", line: Some(109) }, Rights::ALL),
+    grant(server_slot::FAULT_IRQ, Source::Boot { name: "smmu", line: Some(106) }, Rights::all()),
+    grant(server_slot::GERROR_IRQ, Source::Boot { name: "smmu", line: Some(109) }, Rights::all()),
 ];
 
 /// An edu driver running its DMA scenario (bind, map, DMA, unmap, DMA again and see the fault

@@ -127,7 +127,7 @@ fn ipc_server() -> u64 {
         answer = Some(match m.words[0] {
             op::DOUBLE => [m.words[1] * 2, m.badge, 0, 0],
             op::SUM_AND_DROP | op::SUM_AND_KEEP if m.cap_received => {
-                if syscall::mem_map(slot::RECEIVED, SERVER_WINDOW, 0, 1, 0).is_err() {
+                if syscall::mem_map(slot::RECEIVED, SERVER_WINDOW, 0, 1, kernel_abi::MapFlags::empty()).is_err() {
                     return 51;
                 }
                 let sum = sum_window(SERVER_WINDOW);
@@ -151,7 +151,7 @@ fn ipc_server() -> u64 {
 /// Lends a copy of its page to whoever asks (`op::LEND`), doubles (`op::DOUBLE`); forever.
 fn lender() -> u64 {
     // The page it lends, filled with a pattern, and a copy of it that may not be lent.
-    if syscall::mem_alloc(1, slot::SERVER_PAGE, 0).is_err() || syscall::mem_map(slot::SERVER_PAGE, SERVER_PAGE_VA, 0, 1, kernel_abi::map_flags::WRITE).is_err() {
+    if syscall::mem_alloc(1, slot::SERVER_PAGE, kernel_abi::MemFlags::empty()).is_err() || syscall::mem_map(slot::SERVER_PAGE, SERVER_PAGE_VA, 0, 1, kernel_abi::MapFlags::WRITE).is_err() {
         return 53;
     }
     for i in 0..64 {
@@ -184,8 +184,8 @@ fn lender() -> u64 {
 
 /// Fills a fresh page with a pattern and returns its checksum.
 fn make_pattern_page(seed: u64) -> Result<u64, u64> {
-    syscall::mem_alloc(1, slot::MEMORY, 0).map_err(|_| 60u64)?;
-    syscall::mem_map(slot::MEMORY, CLIENT_WINDOW, 0, 1, kernel_abi::map_flags::WRITE).map_err(|_| 61u64)?;
+    syscall::mem_alloc(1, slot::MEMORY, kernel_abi::MemFlags::empty()).map_err(|_| 60u64)?;
+    syscall::mem_map(slot::MEMORY, CLIENT_WINDOW, 0, 1, kernel_abi::MapFlags::WRITE).map_err(|_| 61u64)?;
     for i in 0..64 {
         // SAFETY: one writable page is mapped at CLIENT_WINDOW.
         unsafe { core::ptr::write_volatile((CLIENT_WINDOW + i * 8) as *mut u64, seed * 1000 + i) };
@@ -204,7 +204,7 @@ fn ipc_client(badge: u64) -> u64 {
         Ok(sum) => sum,
         Err(code) => return code,
     };
-    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    let read_only = kernel_abi::Rights::READ.union(kernel_abi::Rights::GRANT);
     if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err() {
         return 71;
     }
@@ -240,10 +240,10 @@ fn borrow_server_page(badge: u64) -> u64 {
         return 76;
     }
     let read_write = kernel_abi::Rights::READ.union(kernel_abi::Rights::WRITE);
-    if syscall::cap_info(slot::LENT) != Ok((kernel_abi::ObjectType::Memory as u64, read_write.0, 0)) {
+    if syscall::cap_info(slot::LENT) != Ok((kernel_abi::ObjectType::Memory as u64, read_write.bits(), 0)) {
         return 77;
     }
-    if syscall::mem_map(slot::LENT, LENT_WINDOW, 0, 1, 0).is_err() || sum_window(LENT_WINDOW) != lent.words[0] {
+    if syscall::mem_map(slot::LENT, LENT_WINDOW, 0, 1, kernel_abi::MapFlags::empty()).is_err() || sum_window(LENT_WINDOW) != lent.words[0] {
         return 78;
     }
     // Without DERIVE the copy cannot be revoked by its holder; deleted, it takes only the
@@ -267,7 +267,7 @@ fn revoker() -> u64 {
         Ok(sum) => sum,
         Err(code) => return code,
     };
-    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    let read_only = kernel_abi::Rights::READ.union(kernel_abi::Rights::GRANT);
     if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err() {
         return 80;
     }
@@ -476,11 +476,11 @@ fn hostile_arithmetic() -> Result<(), u64> {
     expect(225, syscall::unmap(0x1000, u64::MAX), Error::InvalidArgument)?;
     expect(226, syscall::unmap(0x1000, 1 << 40), Error::BadAddress)?;
     expect(227, syscall::unmap(u64::MAX - 0xFFF, 1), Error::BadAddress)?;
-    if syscall::mem_alloc(1, slot::MEMORY, 0).is_err() {
+    if syscall::mem_alloc(1, slot::MEMORY, kernel_abi::MemFlags::empty()).is_err() {
         return Err(230);
     }
-    expect(231, syscall::mem_map(slot::MEMORY, 0x1000, u64::MAX, 2, 0), Error::OutOfRange)?;
-    expect(232, syscall::mem_map(slot::MEMORY, u64::MAX - 0xFFF, 0, 1, 0), Error::BadAddress)?;
+    expect(231, syscall::mem_map(slot::MEMORY, 0x1000, u64::MAX, 2, kernel_abi::MapFlags::empty()), Error::OutOfRange)?;
+    expect(232, syscall::mem_map(slot::MEMORY, u64::MAX - 0xFFF, 0, 1, kernel_abi::MapFlags::empty()), Error::BadAddress)?;
     // One page mapped again and again: the page tables and records run the quota out.
     let made = map_until_refused(slot::MEMORY)?;
     if made < 16 {
@@ -507,7 +507,7 @@ const MAP_MANY_LIMIT: u64 = 16_384;
 /// until the kernel refuses; how many it made, if the refusal was OutOfMemory.
 fn map_until_refused(memory: u64) -> Result<u64, u64> {
     for made in 0..MAP_MANY_LIMIT {
-        match syscall::mem_map(memory, MAP_MANY_BASE + made * MAP_MANY_STRIDE, 0, 1, 0) {
+        match syscall::mem_map(memory, MAP_MANY_BASE + made * MAP_MANY_STRIDE, 0, 1, kernel_abi::MapFlags::empty()) {
             Ok(()) => {}
             Err(Error::OutOfMemory) => return Ok(made),
             Err(e) => {
@@ -524,7 +524,7 @@ fn unmap_all(made: u64) -> Result<(), u64> {
 }
 
 fn map_many() -> u64 {
-    if syscall::mem_alloc(1, slot::MEMORY, 0).is_err() {
+    if syscall::mem_alloc(1, slot::MEMORY, kernel_abi::MemFlags::empty()).is_err() {
         return 243;
     }
     let made = match map_until_refused(slot::MEMORY) {
@@ -643,7 +643,7 @@ fn edu_open() -> Result<Edu, u64> {
     // The driver keeps a capability to its BAR only, carved out of the PCI window.
     const BAR_PAGES: u64 = 256;
     let first_page = (bar - window_base) / 4096;
-    let rw = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::WRITE.0);
+    let rw = kernel_abi::Rights::READ.union(kernel_abi::Rights::WRITE);
     if syscall::mmio_carve(edu_slot::PCI_MMIO, first_page, BAR_PAGES, edu_slot::BAR, rw).is_err()
         || syscall::mmio_info(edu_slot::BAR) != Ok((bar, BAR_PAGES * 4096))
         || syscall::mmio_carve(edu_slot::PCI_MMIO, window_size / 4096, 1, edu_slot::BAR + 1, rw) != Err(Error::OutOfRange)
@@ -758,14 +758,14 @@ fn edu_exception_vectors() -> u64 {
 /// physical addresses, and the refusals.
 fn mem_queries() -> u64 {
     const AUTHORITY: u64 = scenario::AUTHORITY_SLOT;
-    if syscall::mem_alloc(3, slot::MEMORY, 0).is_err() {
+    if syscall::mem_alloc(3, slot::MEMORY, kernel_abi::MemFlags::empty()).is_err() {
         return 120;
     }
     let Ok((serial, pages, rights)) = syscall::mem_info(slot::MEMORY) else { return 121 };
     if pages != 3 || serial == 0 || !rights.contains(kernel_abi::Rights::WRITE) {
         return 122;
     }
-    let read_only = kernel_abi::Rights(kernel_abi::Rights::READ.0 | kernel_abi::Rights::GRANT.0);
+    let read_only = kernel_abi::Rights::READ.union(kernel_abi::Rights::GRANT);
     if syscall::cap_derive(slot::MEMORY, slot::MEMORY_COPY, read_only, 0).is_err()
         || syscall::mem_info(slot::MEMORY_COPY) != Ok((serial, 3, read_only))
     {
@@ -820,8 +820,8 @@ extern "C" fn low_priority_thread(_arg: u64) -> ! {
 fn priorities() -> u64 {
     use core::sync::atomic::Ordering::SeqCst;
     if syscall::notification_create(PRIORITY_NOTIFICATION).is_err()
-        || syscall::mem_alloc(4, PRIORITY_STACK, 0).is_err()
-        || syscall::mem_map(PRIORITY_STACK, LOW_STACK_WINDOW, 0, 4, kernel_abi::map_flags::WRITE).is_err()
+        || syscall::mem_alloc(4, PRIORITY_STACK, kernel_abi::MemFlags::empty()).is_err()
+        || syscall::mem_map(PRIORITY_STACK, LOW_STACK_WINDOW, 0, 4, kernel_abi::MapFlags::WRITE).is_err()
     {
         return 140;
     }
@@ -949,7 +949,7 @@ mod ipc_scheduling {
     }
 
     fn read_only() -> Rights {
-        Rights(Rights::READ.0 | Rights::GRANT.0)
+        Rights::READ.union(Rights::GRANT)
     }
 
     /// Whether `slot` holds a memory capability.
@@ -1041,9 +1041,9 @@ mod ipc_scheduling {
             || syscall::endpoint_create(SECOND_ENDPOINT).is_err()
             || syscall::notification_create(PARK).is_err()
             || syscall::notification_create(DONE).is_err()
-            || syscall::mem_alloc(STACK_PAGES * THREADS, STACKS, 0).is_err()
-            || syscall::mem_map(STACKS, STACK_WINDOW, 0, STACK_PAGES * THREADS, kernel_abi::map_flags::WRITE).is_err()
-            || syscall::mem_alloc(1, MEMORY, 0).is_err()
+            || syscall::mem_alloc(STACK_PAGES * THREADS, STACKS, kernel_abi::MemFlags::empty()).is_err()
+            || syscall::mem_map(STACKS, STACK_WINDOW, 0, STACK_PAGES * THREADS, kernel_abi::MapFlags::WRITE).is_err()
+            || syscall::mem_alloc(1, MEMORY, kernel_abi::MemFlags::empty()).is_err()
         {
             return 170;
         }

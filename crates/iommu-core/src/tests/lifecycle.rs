@@ -51,7 +51,7 @@ fn destroy_rules() {
     assert_eq!(h.server.destroy(A, hwpt), Err(Error::Busy), "HWPT with a device");
     assert_eq!(h.server.destroy(A, device), Err(Error::Busy), "attached device");
     assert_eq!(h.server.destroy(A, fault), Err(Error::Busy), "fault queue used by an HWPT");
-    let no_destroy = h.server.handle_derive(A, with_fault, Rights::ALL.without(Rights::DESTROY), A).unwrap();
+    let no_destroy = h.server.handle_derive(A, with_fault, Rights::all().difference(Rights::DESTROY), A).unwrap();
     assert_eq!(h.server.destroy(A, no_destroy), Err(Error::MissingRight));
     h.server.destroy(A, with_fault).unwrap();
     assert_eq!(h.server.destroy(A, no_destroy), Err(Error::NoSuchObject), "destroy removed every handle to it");
@@ -101,7 +101,7 @@ fn revoking_a_handle_revokes_everything_derived_from_it() {
     assert!(h.server.open_client(c));
     h.server.handle_accept(c, B, true).unwrap();
     let ioas = h.server.ioas_alloc(A).unwrap();
-    let shared = h.server.handle_derive(A, ioas, Rights::ALL, A).unwrap();
+    let shared = h.server.handle_derive(A, ioas, Rights::all(), A).unwrap();
     let for_b = h.server.handle_derive(A, shared, Rights::MAP.union(Rights::GRANT), B).unwrap();
     let for_c = h.server.handle_derive(B, for_b, Rights::MAP, c).unwrap();
     let sibling = h.server.handle_derive(A, ioas, Rights::MAP, B).unwrap();

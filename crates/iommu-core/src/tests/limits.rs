@@ -140,7 +140,7 @@ fn everything_charged_comes_back_when_the_client_leaves() {
     let memory = h.server.memory_register(A, MEM_4M).unwrap();
     h.server.ioas_map_registered(A, ioas, memory, 0, 0x2000, IovaChoice::Auto, iommu_abi::Perm::READ).unwrap();
     h.server.handle_derive(A, ioas, Rights::MAP, A).unwrap();
-    let shared = h.server.handle_derive(A, ioas, Rights::ALL, B).unwrap();
+    let shared = h.server.handle_derive(A, ioas, Rights::all(), B).unwrap();
     h.server.handle_derive(A, hwpt, Rights::ATTACH, c).unwrap();
     let ioas_b = h.server.ioas_alloc(B).unwrap();
     h.map(B, ioas_b, MEM_OF_B, 0, 0x1000, IovaChoice::Auto).unwrap();

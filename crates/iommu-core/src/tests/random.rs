@@ -293,7 +293,7 @@ impl Run {
             15 => Request::DeviceDetach { device: self.handle_for(client, ObjectKind::Device), pasid: None },
             16 => Request::Destroy { handle: self.handle_of_any_kind(client) },
             17 | 18 => {
-                let rights = Rights::from_bits(self.rng.next() as u32 & Rights::ALL.bits()).expect("defined bits");
+                let rights = Rights::from_bits(self.rng.next() as u32 & Rights::all().bits()).expect("defined bits");
                 let recipient = self.rng.pick(&CLIENTS).expect("clients").0;
                 Request::HandleDerive { handle: self.handle_of_any_kind(client), rights, recipient }
             }
@@ -385,7 +385,7 @@ impl Run {
             Request::IoasAlloc | Request::MemoryRegister | Request::HwptAlloc { .. } | Request::DeviceBind | Request::FaultAlloc => {
                 let number = reply[1] as u32;
                 let (object, rights) = Self::object_of(&self.h.server, client, number);
-                assert_eq!(rights, Rights::ALL, "the creator gets every right");
+                assert_eq!(rights, Rights::all(), "the creator gets every right");
                 assert!(self.model.owners.insert(object, client).is_none(), "a new object");
                 let kind = match request {
                     Request::IoasAlloc => ObjectKind::Ioas,
@@ -394,7 +394,7 @@ impl Run {
                     Request::DeviceBind => ObjectKind::Device,
                     _ => ObjectKind::Fault,
                 };
-                self.model.add(client, number, object, kind, Rights::ALL, None);
+                self.model.add(client, number, object, kind, Rights::all(), None);
                 if let Request::HwptAlloc { ioas, .. } = *request {
                     let over = self.model.holds(client, ioas).expect("resolved by the server").object;
                     self.model.hwpt_over.insert(object, over);
@@ -532,7 +532,7 @@ fn the_isolation_check_sees_a_handle_the_model_did_not_grant() {
     let ioas = run.h.server.ioas_alloc(A).unwrap();
     let (object, _) = Run::object_of(&run.h.server, A, ioas.0);
     run.model.owners.insert(object, A);
-    run.model.add(A, ioas.0, object, ObjectKind::Ioas, Rights::ALL, None);
+    run.model.add(A, ioas.0, object, ObjectKind::Ioas, Rights::all(), None);
     run.check("consistent");
     // Consent given to the server only, then a derive the model never saw.
     run.h.server.handle_accept(B, A, true).unwrap();

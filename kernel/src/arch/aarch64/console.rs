@@ -4,7 +4,8 @@
 //! UART and the transmitter, then waits on the "transmit FIFO full" flag before each byte so
 //! that the code is also correct for a real PL011.
 
-use crate::mm::phys_to_virt;
+use crate::mm::device_register;
+use volatile::VolatilePtr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// `virt`'s UART0 (hw/arm/virt.c memory map, also `/pl011@9000000` in the device tree).
@@ -20,18 +21,17 @@ const UARTCR_UARTEN_TXE_RXE: u32 = (1 << 0) | (1 << 8) | (1 << 9);
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-fn register(offset: usize) -> *mut u32 {
-    // The early direct map covers the first GiB with Device-nGnRE attributes, so the UART's
-    // registers are reachable at their direct-map address from `kernel_main` on.
-    phys_to_virt(PL011_PHYS + offset as u64) as *mut u32
+fn register(offset: usize) -> VolatilePtr<'static, u32> {
+    // SAFETY: the early direct map covers the first GiB with Device-nGnRE attributes, so the
+    // UART's 32-bit registers are reachable at their direct-map address from `kernel_main` on;
+    // accessing them only drives the UART.
+    unsafe { device_register::<u32>(PL011_PHYS + offset as u64) }
 }
 
 /// Writes `bytes` to UART0, turning `\n` into `\r\n`.
 pub fn console_write(bytes: &[u8]) {
     if !ENABLED.swap(true, Ordering::Relaxed) {
-        // SAFETY: UARTCR of the PL011 in the direct map; enabling UART, TX and RX has no effect on
-        // memory.
-        unsafe { register(UARTCR).write_volatile(UARTCR_UARTEN_TXE_RXE) };
+        register(UARTCR).write(UARTCR_UARTEN_TXE_RXE);
     }
     for &byte in bytes {
         if byte == b'\n' {
@@ -42,12 +42,8 @@ pub fn console_write(bytes: &[u8]) {
 }
 
 fn write_byte(byte: u8) {
-    // SAFETY: UARTFR and UARTDR of the PL011 in the direct map; reading the flags and writing a
-    // byte to the data register only transmit it.
-    unsafe {
-        while register(UARTFR).read_volatile() & UARTFR_TXFF != 0 {
-            core::hint::spin_loop();
-        }
-        register(UARTDR).write_volatile(byte as u32);
+    while register(UARTFR).read() & UARTFR_TXFF != 0 {
+        core::hint::spin_loop();
     }
+    register(UARTDR).write(byte as u32);
 }

@@ -16,7 +16,7 @@
 //! than from the device tree, because the architecture code is handed no device tree; the
 //! register addresses are `virt`'s fixed memory map (hw/arm/virt.c), like the UART's.
 
-use crate::mm::phys_to_virt;
+use crate::mm::device_register;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 const GICD_PHYS: u64 = 0x0800_0000;
@@ -89,27 +89,27 @@ static REDISTRIBUTOR: AtomicU64 = AtomicU64::new(0);
 fn read32(phys: u64) -> u32 {
     // SAFETY: callers pass GIC registers in the first GiB of physical space, which the direct map
     // covers with Device-nGnRE attributes; register reads have no effect on memory.
-    unsafe { (phys_to_virt(phys) as *const u32).read_volatile() }
+    unsafe { device_register::<u32>(phys) }.read()
 }
 
 fn write32(phys: u64, value: u32) {
     // SAFETY: as in `read32`; GIC register writes only change interrupt state.
-    unsafe { (phys_to_virt(phys) as *mut u32).write_volatile(value) }
+    unsafe { device_register::<u32>(phys) }.write(value)
 }
 
 fn write8(phys: u64, value: u8) {
     // SAFETY: as in `write32`; GICD_IPRIORITYR and GICD_ITARGETSR are byte-accessible.
-    unsafe { phys_to_virt(phys).write_volatile(value) }
+    unsafe { device_register::<u8>(phys) }.write(value)
 }
 
 fn read64(phys: u64) -> u64 {
     // SAFETY: as in `read32`; GICR_TYPER is a 64-bit register.
-    unsafe { (phys_to_virt(phys) as *const u64).read_volatile() }
+    unsafe { device_register::<u64>(phys) }.read()
 }
 
 fn write64(phys: u64, value: u64) {
     // SAFETY: as in `write32`; GICD_IROUTER is a 64-bit register.
-    unsafe { (phys_to_virt(phys) as *mut u64).write_volatile(value) }
+    unsafe { device_register::<u64>(phys) }.write(value)
 }
 
 /// Register block and bit of interrupt `intid` in a one-bit-per-interrupt array.

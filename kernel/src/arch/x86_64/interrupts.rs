@@ -6,6 +6,7 @@
 
 use crate::arch::Trap;
 use boot::DIRECT_MAP_BASE;
+use crate::mm::device_register;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 use x86_64::instructions::port::Port;
@@ -41,19 +42,18 @@ const SPURIOUS_VECTOR: u8 = 0xFF;
 fn lapic_write(reg: usize, value: u32) {
     // SAFETY: the LAPIC register page is in the direct map (below 4 GiB); `reg` is one of the
     // architectural register offsets above.
-    unsafe { core::ptr::write_volatile((DIRECT_MAP_BASE + LAPIC_BASE + reg as u64) as *mut u32, value) }
+    unsafe { device_register::<u32>(LAPIC_BASE + reg as u64) }.write(value)
 }
 
 static IOAPIC_LOCK: Mutex<()> = Mutex::new(());
 
 fn ioapic_write(index: u32, value: u32) {
     let _guard = IOAPIC_LOCK.lock();
-    let base = (DIRECT_MAP_BASE + IOAPIC_BASE) as *mut u32;
-    // SAFETY: IOREGSEL at +0 and IOWIN at +0x10 of the I/O APIC, in the direct map; the lock
-    // keeps the select/window pair together.
+    // SAFETY: IOREGSEL at +0 and IOWIN at +0x10 of the I/O APIC, 32-bit registers in the
+    // direct map; the lock keeps the select/window pair together.
     unsafe {
-        core::ptr::write_volatile(base, index);
-        core::ptr::write_volatile(base.add(4), value);
+        device_register::<u32>(IOAPIC_BASE).write(index);
+        device_register::<u32>(IOAPIC_BASE + 0x10).write(value);
     }
 }
 
