@@ -255,7 +255,7 @@ pub mod vtd_platform {
                     let (cap, ecap) = (unit.hw.capability().0, unit.hw.extended_capability().0);
                     let (major, minor) = unit.hw.version();
                     println!(
-                        "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA blocked",
+                        "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA and interrupts blocked",
                         units.len(),
                         unit.kind.name(),
                         unit.hw.caching_mode()
@@ -309,13 +309,17 @@ pub mod vtd_platform {
                     println!("iommu-server: unit {unit_index}: fault records overflowed, faults were lost");
                 }
                 for fault in report.faults {
-                    let FaultKind::Dma = fault.kind else {
-                        println!("iommu-server: unit {unit_index}: interrupt-remapping fault {:#x} from {:#06x}", fault.reason, fault.requester.0);
-                        continue;
-                    };
-                    let access = match fault.access {
-                        AccessKind::Read => Access::READ,
-                        AccessKind::Write => Access::WRITE,
+                    // An interrupt request is a write; its record names the interrupt index it
+                    // asked for (bits 63:48) where a DMA fault names the page.
+                    let (access, address, reason, what) = match fault.kind {
+                        FaultKind::Dma => {
+                            let access = match fault.access {
+                                AccessKind::Read => Access::READ,
+                                AccessKind::Write => Access::WRITE,
+                            };
+                            (access, fault.address, fault_reason(fault.reason), "DMA fault")
+                        }
+                        FaultKind::InterruptRemap { index } => (Access::WRITE, u64::from(index), FaultReason::Interrupt, "interrupt refused"),
                     };
                     let event = FaultEvent {
                         unit: UnitId(unit_index as u32),
@@ -323,19 +327,19 @@ pub mod vtd_platform {
                         // Scalable mode tags DMA without PASID with RID_PASID in the record; to
                         // the object model that is the requester's own (PASID-less) slot.
                         pasid: fault.pasid.filter(|&pasid| pasid != vtd::unit::RID_PASID),
-                        iova: fault.address,
+                        iova: address,
                         access,
-                        reason: fault_reason(fault.reason),
+                        reason,
                         group: 0,
                     };
                     let delivery = self.server.deliver_fault(event);
                     self.notify_fault_owner(delivery);
-                    self.record_fault(u64::from(fault.requester.0), fault.address, access, u64::from(fault.reason));
+                    self.record_fault(u64::from(fault.requester.0), address, access, u64::from(fault.reason));
                     println!(
-                        "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
+                        "iommu-server: {what}: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
                         fault.requester.0,
                         fault.access,
-                        fault.address,
+                        address,
                         fault.reason,
                         fault.reason_name(),
                         match delivery {

@@ -15,6 +15,7 @@ use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
 use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
 use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use userlib::println;
+use vtd::irq::ApicMode;
 use vtd::unit::RID_PASID;
 use vtd::{DomainIdAllocator, Mode, VtdError, VtdUnit};
 
@@ -81,6 +82,9 @@ pub struct VtdBackend {
     pub dma: DmaPool,
 }
 
+/// log2 of the interrupt remapping table's entries: 256 IRTEs, one page.
+const IRTE_TABLE_LOG2: u8 = 8;
+
 /// The MSI doorbell range: DMA writes there are interrupt requests, never memory.
 const MSI_WINDOW: (u64, u64) = (0xFEE0_0000, 0xFEEF_FFFF);
 
@@ -119,6 +123,11 @@ impl Unit {
             dirty_tracking: false,
         };
         hw.init(mode, dma)?;
+        // Interrupt remapping from the start: every MSI a device writes (and any DMA write to
+        // the interrupt window) is looked up in a table of not-present entries, so no device
+        // raises an interrupt until the server writes an IRTE for it. The unit's own fault
+        // event is not a device write and is not remapped.
+        hw.enable_interrupt_remapping(IRTE_TABLE_LOG2, ApicMode::XApic, dma)?;
         Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new() })
     }
 }

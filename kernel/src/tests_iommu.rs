@@ -100,6 +100,20 @@ mod iommu_tests {
 
         pub const IOMMU_NAME: &str = "VT-d unit";
 
+        /// Checks that the server left interrupt remapping on with compatibility-format
+        /// interrupts blocked and a table in place: GSTS (0x1C) IRES bit 25 and IRTPS bit 24
+        /// set, CFIS bit 23 clear; IRTA (0xB8) with a table address (63:12) and the size
+        /// field S (3:0) the server uses, 7 (2^8 entries).
+        pub fn check_interrupt_remapping() -> Result<(), String> {
+            // SAFETY: VT-d registers through the direct map; GSTS is 32-bit (4-byte access),
+            // IRTA 64-bit.
+            let (status, table) = unsafe { (core::ptr::read_volatile(direct::<u32>(VTD_BASE + 0x1C)), core::ptr::read_volatile(direct::<u64>(VTD_BASE + 0xB8))) };
+            let (enabled, pointer_set, compatibility) = (status >> 25 & 1 == 1, status >> 24 & 1 == 1, status >> 23 & 1 == 1);
+            crate::ensure!(enabled && pointer_set && !compatibility, "GSTS {status:#x}: interrupt remapping not on with compatibility format blocked");
+            crate::ensure!(table & !0xFFF != 0 && table & 0xF == 7, "IRTA {table:#x}: no 256-entry table");
+            Ok(())
+        }
+
         /// Stops translation and masks the fault event after a test killed the server, so the
         /// next test (or nothing) does not run with a unit walking freed tables.
         pub fn reset_iommu() {
@@ -497,6 +511,10 @@ mod iommu_tests {
             let edus = edu_devices(&ConfigSpace::open()?);
             ensure!(edus.iter().all(|e| e.bar0 != 0), "an edu device has no BAR0 address after the server came up");
             ensure!(server.word(status::PCI_FUNCTIONS) as usize > edus.len(), "server found {} PCI functions, fewer than the {} edu devices plus host bridge", server.word(status::PCI_FUNCTIONS), edus.len());
+            #[cfg(target_arch = "x86_64")]
+            if present {
+                platform::check_interrupt_remapping()?;
+            }
             if present {
                 crate::println!(
                     "iommu: server found the {}: ID registers {:#x} {:#x} mode {}, {} PCI functions",
@@ -694,18 +712,23 @@ mod iommu_tests {
         Ok(())
     }
 
-    /// A device attached to a driver's HWPT raises its MSI and the CPU takes it: on arm the
+    /// On arm, a device attached to a driver's HWPT raises its MSI and the CPU takes it: the
     /// server maps the GICv2m doorbell into every paging domain (SMMUv3 translates MSI writes).
-    /// Once the driver is gone and the device blocked, its MSI on arm faults at the doorbell
-    /// and never reaches the GIC. (x86 delivers MSIs around DMA remapping; without interrupt
-    /// remapping a blocked device could still raise one, so that half is arm only.)
+    /// Once the driver is gone and the device blocked, its MSI faults at the doorbell and never
+    /// reaches the GIC. On x86 the server runs VT-d interrupt remapping with compatibility
+    /// format blocked (GSTS.CFIS clear, checked by discovery), so by spec 5.1.2.1 the
+    /// compatibility-format MSI this test aims the device at directly should fault (25h);
+    /// QEMU 10.0.2 passes it through whatever CFI says, so on x86 this test shows only that
+    /// remapping leaves such an MSI deliverable on QEMU.
     fn attached_device_msi() -> TestResult {
         DOMAIN_FORMATS.iter().try_for_each(|&format| attached_device_msi_with(format))
     }
 
     fn attached_device_msi_with(server_arg: u64) -> TestResult {
         with_kernel(|kernel| {
-            let Some(msi) = boot_caps(crate::boot_info()).into_iter().find(|cap| cap.name == "msi") else {
+            // x86: not the first line, which the server's fault event raises.
+            let skip = if cfg!(target_arch = "x86_64") { 1 } else { 0 };
+            let Some(msi) = boot_caps(crate::boot_info()).into_iter().filter(|cap| cap.name == "msi").nth(skip) else {
                 crate::println!("iommu: no MSI lines on this machine (no GICv2m frame): test not applicable");
                 return Ok(());
             };
