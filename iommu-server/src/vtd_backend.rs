@@ -62,6 +62,20 @@ pub struct Unit {
     output_bits: u8,
     /// RMRR ranges per requester ID (inclusive).
     pub rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
+    /// Interrupt remapping entries in use, one bit per IRTE.
+    irtes_in_use: [u64; IRTE_WORDS],
+}
+
+const IRTE_WORDS: usize = (1 << IRTE_TABLE_LOG2) / 64;
+
+/// Where a block of a device's MSIs is routed: IRTEs `first..first + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiRoute {
+    pub unit: usize,
+    pub first: u16,
+    pub count: u16,
+    /// What the device's MSI capability must hold (remappable format).
+    pub msi: vtd::RemappableMsi,
 }
 
 enum Table {
@@ -128,7 +142,28 @@ impl Unit {
         // raises an interrupt until the server writes an IRTE for it. The unit's own fault
         // event is not a device write and is not remapped.
         hw.enable_interrupt_remapping(IRTE_TABLE_LOG2, ApicMode::XApic, dma)?;
-        Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new() })
+        Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new(), irtes_in_use: [0; IRTE_WORDS] })
+    }
+
+    fn irte_in_use(&self, index: usize) -> bool {
+        self.irtes_in_use[index / 64] >> (index % 64) & 1 != 0
+    }
+
+    fn mark_irtes(&mut self, first: usize, count: usize, used: bool) {
+        for index in first..first + count {
+            let bit = 1u64 << (index % 64);
+            if used {
+                self.irtes_in_use[index / 64] |= bit;
+            } else {
+                self.irtes_in_use[index / 64] &= !bit;
+            }
+        }
+    }
+
+    /// A free block of `count` IRTEs aligned to its size (a multiple-message MSI adds the
+    /// message number to the first handle).
+    fn free_irte_block(&self, count: usize) -> Option<usize> {
+        (0..1 << IRTE_TABLE_LOG2).step_by(count).find(|&first| (first..first + count).all(|index| !self.irte_in_use(index)))
     }
 }
 
@@ -182,6 +217,47 @@ impl VtdBackend {
     fn fail_closed(domain: HwDomainId, error: VtdError) -> ! {
         println!("iommu-server: FATAL: IOTLB invalidation for domain {} failed: {error:?}", domain.0);
         panic!("IOTLB invalidation failed; refusing to release memory a device may still reach");
+    }
+}
+
+impl VtdBackend {
+    /// Routes a block of MSIs of device `rid` on `unit` to `vectors` on the boot CPU (APIC 0):
+    /// one IRTE per vector, each accepting the interrupt only from `rid` (SVT=01, SQ=00: all
+    /// 16 bits compared). `vectors.len()` is a power of two.
+    pub fn route_msis(&mut self, unit: UnitId, rid: RequesterId, vectors: &[u8]) -> Result<MsiRoute, Error> {
+        let unit_index = unit.0 as usize;
+        let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
+        let first = unit.free_irte_block(vectors.len()).ok_or(Error::NoResources)?;
+        let source = vtd::RequesterId(rid.0 as u16);
+        let mut msi = None;
+        for (offset, &vector) in vectors.iter().enumerate() {
+            match unit.hw.program_irte((first + offset) as u16, vector, 0, source, &mut self.dma) {
+                Ok(programmed) => msi = msi.or(Some(programmed)),
+                Err(error) => {
+                    for done in first..first + offset {
+                        let _ = unit.hw.clear_irte(done as u16, &mut self.dma);
+                    }
+                    return Err(hardware(error));
+                }
+            }
+        }
+        unit.mark_irtes(first, vectors.len(), true);
+        let msi = msi.ok_or(Error::InvalidRange)?;
+        let msi = if vectors.len() > 1 { msi.with_subhandles() } else { msi };
+        Ok(MsiRoute { unit: unit_index, first: first as u16, count: vectors.len() as u16, msi })
+    }
+
+    /// Clears the route's IRTEs, each followed by its interrupt-entry-cache invalidation:
+    /// once this returns, the device's MSIs fault (22h) instead of reaching a CPU.
+    pub fn release_msis(&mut self, route: MsiRoute) {
+        let Some(unit) = self.units.get_mut(route.unit) else { return };
+        for index in route.first..route.first + route.count {
+            if let Err(error) = unit.hw.clear_irte(index, &mut self.dma) {
+                println!("iommu-server: FATAL: clearing IRTE {index} failed: {error:?}");
+                panic!("IRTE invalidation failed; a released interrupt line could still be raised");
+            }
+        }
+        unit.mark_irtes(route.first as usize, route.count as usize, false);
     }
 }
 

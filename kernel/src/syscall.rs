@@ -159,6 +159,20 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             _ => unreachable!("type checked"),
         },
         Syscall::IrqBind => irq_bind(kernel, pid, a[0], a[1], a[2]),
+        Syscall::IrqUnbind => match cap_of(kernel, pid, a[0], ObjectType::Irq, Rights::CONTROL)?.object {
+            Object::Irq(irq) => {
+                let line = irq.borrow().line;
+                irq.borrow_mut().bound = None;
+                // Only this object's registration goes: another object of the same line may
+                // be the one bound now.
+                if kernel.irqs.get(&line).is_some_and(|bound| bound.as_ptr() == Rc::as_ptr(&irq)) {
+                    kernel.irqs.remove(&line);
+                }
+                arch::irq_set_enabled(line, false);
+                values(&[])
+            }
+            _ => unreachable!("type checked"),
+        },
         Syscall::IrqAck => match cap_of(kernel, pid, a[0], ObjectType::Irq, Rights::CONTROL)?.object {
             Object::Irq(irq) => {
                 arch::irq_set_enabled(irq.borrow().line, true);

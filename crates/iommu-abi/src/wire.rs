@@ -40,6 +40,8 @@ pub const FAULTS_PER_MESSAGE: usize = 2;
 pub const DIRTY_BITMAP_WORDS: usize = 6;
 /// Pages one `hwpt_get_dirty_bitmap` call covers at most.
 pub const DIRTY_BITMAP_MAX_PAGES: u64 = (DIRTY_BITMAP_WORDS * 64) as u64;
+/// MSIs one `msi_alloc` asks for at most (PCI multiple-message MSI: 32 vectors).
+pub const MSI_MAX: u32 = 32;
 /// Largest PASID value (PCIe PASIDs are 20 bits wide).
 pub const PASID_MAX: u32 = (1 << 20) - 1;
 
@@ -103,11 +105,13 @@ pub enum Opcode {
     MemoryRegister = 27,
     /// Map registered memory into an IOAS.
     IoasMapRegistered = 28,
+    /// Give the caller interrupt lines for a device's MSIs (x86 with interrupt remapping).
+    MsiAlloc = 29,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 28] = [
+    pub const ALL: [Opcode; 29] = [
         Opcode::IoasAlloc,
         Opcode::IoasMap,
         Opcode::IoasUnmap,
@@ -136,6 +140,7 @@ impl Opcode {
         Opcode::GetInfo,
         Opcode::MemoryRegister,
         Opcode::IoasMapRegistered,
+        Opcode::MsiAlloc,
     ];
 
     /// Decode, or [`Error::UnknownOpcode`].
@@ -176,7 +181,8 @@ impl Opcode {
             | Opcode::FaultRespond
             | Opcode::HwptSetDirtyTracking
             | Opcode::HandleRevoke
-            | Opcode::Destroy => ReplyShape::Empty,
+            | Opcode::Destroy
+            | Opcode::MsiAlloc => ReplyShape::Empty,
         }
     }
 }
@@ -353,6 +359,9 @@ pub enum Request {
     Destroy { handle: Handle },
     /// `get_info`: w1 device.
     GetInfo { device: Handle },
+    /// `msi_alloc`: w1 device, w2 count (a power of two, 1..=[`MSI_MAX`]), w3 the caller's
+    /// capability slot for the first IRQ capability (the others follow consecutively).
+    MsiAlloc { device: Handle, count: u32, first_slot: u64 },
 }
 
 /// Layout of a success reply, chosen by the opcode.
@@ -527,6 +536,7 @@ impl Request {
             Request::HandleRevoke { .. } => Opcode::HandleRevoke,
             Request::Destroy { .. } => Opcode::Destroy,
             Request::GetInfo { .. } => Opcode::GetInfo,
+            Request::MsiAlloc { .. } => Opcode::MsiAlloc,
         }
     }
 
@@ -662,6 +672,12 @@ impl Request {
             }
             Request::GetInfo { device } => {
                 msg[1] = u64::from(device.0);
+                0
+            }
+            Request::MsiAlloc { device, count, first_slot } => {
+                msg[1] = u64::from(device.0);
+                msg[2] = u64::from(count);
+                msg[3] = first_slot;
                 0
             }
         };
@@ -869,6 +885,15 @@ impl Request {
                     Opcode::Destroy => Request::Destroy { handle },
                     _ => Request::GetInfo { device: handle },
                 }
+            }
+            Opcode::MsiAlloc => {
+                check_flags(flags, 0)?;
+                check_unused(msg, 4)?;
+                let count = match u32::try_from(msg[2]) {
+                    Ok(count) if count.is_power_of_two() && count <= MSI_MAX => count,
+                    _ => return Err(Error::InvalidRange),
+                };
+                Request::MsiAlloc { device: handle_word(msg[1])?, count, first_slot: msg[3] }
             }
         };
         Ok(request)

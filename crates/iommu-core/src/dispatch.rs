@@ -143,6 +143,10 @@ fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
             Reply::Empty
         }
         Request::GetInfo { device } => Reply::Info(server.get_info(client, device)?),
+        // Interrupt lines, configuration space and interrupt remapping belong to the platform
+        // (x86: the VT-d server answers it before dispatching, with
+        // `Server::device_interrupt_source` and `Server::is_bound`); elsewhere it is refused.
+        Request::MsiAlloc { .. } => return Err(Error::NotSupported),
     };
     // Encoded here, where the reply's variant is known, rather than moved out as a `Reply`.
     Ok(reply.encode())

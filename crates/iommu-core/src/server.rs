@@ -1220,6 +1220,19 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     /// Describe the device's unit. Needs no right.
+    /// The unit and requester ID of `client`'s device `device`, for the platform to route the
+    /// device's interrupts (`msi_alloc`): interrupts go with the right to attach. Needs ATTACH.
+    pub fn device_interrupt_source(&self, client: ClientId, device: Handle) -> Result<(UnitId, RequesterId), Error> {
+        let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?);
+        Ok((device.unit, device.rid))
+    }
+
+    /// Whether some client has the device `rid` on `unit` bound: the platform releases a
+    /// device's interrupt routes once it is not.
+    pub fn is_bound(&self, unit: UnitId, rid: RequesterId) -> bool {
+        self.bound_devices.contains_key(&(unit, rid))
+    }
+
     pub fn get_info(&self, client: ClientId, device: Handle) -> Result<DeviceInfo, Error> {
         let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::NONE)?);
         let info = self.backend.unit_info(device.unit).ok_or(Error::NotSupported)?;

@@ -127,6 +127,10 @@ syscalls! {
     /// MMIO region (e.g. one device's BAR out of the PCI window), derived from `mmio` (so
     /// revoking `mmio` revokes it) with `rights` ∩ its rights. Needs DERIVE.
     MmioCarve = 37,
+    /// `irq_unbind(irq)`: the line signals no notification until bound again (by any holder
+    /// of a capability to it). Needs CONTROL. An IOMMU server takes a line back this way
+    /// before handing it to the next driver.
+    IrqUnbind = 38,
 }
 
 #[cfg(test)]

@@ -610,6 +610,18 @@ fn interrupt_remapping_blocks_compatibility_format_left_open_by_firmware() {
 }
 
 #[test]
+fn multiple_message_msi_uses_a_block_of_entries() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    rig.unit.enable_interrupt_remapping(8, ApicMode::XApic, &mut rig.dma).unwrap();
+    let msi = rig.unit.program_irte(8, 0x51, 0, DEVICE, &mut rig.dma).unwrap().with_subhandles();
+    rig.unit.program_irte(9, 0x52, 0, DEVICE, &mut rig.dma).unwrap();
+    // Message 1 of the block: the device puts 1 in the data's low bits.
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data | 1), Ok((0x52, 0)));
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Ok((0x51, 0)));
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data | 2), Err(0x22), "beyond the block");
+}
+
+#[test]
 fn interrupt_remapping_needs_queued_invalidation() {
     let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY & !ECAP_QI, Mode::Legacy);
     assert_eq!(

@@ -77,6 +77,19 @@ fn wrong_types_are_reported() {
 }
 
 #[test]
+fn interrupt_source_needs_a_device_handle_with_attach() {
+    let mut h = harness();
+    let (ioas, device, _hwpt) = h.attached_setup();
+    assert_eq!(h.server.device_interrupt_source(A, device), Ok((VTD, DEV)));
+    assert!(h.server.is_bound(VTD, DEV));
+    assert!(!h.server.is_bound(VTD, DEV2));
+    assert_eq!(h.server.device_interrupt_source(A, ioas), Err(Error::WrongType));
+    assert_eq!(h.server.device_interrupt_source(B, device), Err(Error::NoSuchObject), "another client's handle");
+    let no_attach = h.server.handle_derive(A, device, Rights::ALL.without(Rights::ATTACH), B).unwrap();
+    assert_eq!(h.server.device_interrupt_source(B, no_attach), Err(Error::MissingRight));
+}
+
+#[test]
 fn derived_handles_carry_fewer_rights_to_another_client() {
     let mut h = harness();
     let ioas = h.server.ioas_alloc(A).unwrap();
