@@ -318,15 +318,15 @@ pub mod vtd_platform {
                 for fault in report.faults {
                     // An interrupt request is a write; its record names the interrupt index it
                     // asked for (bits 63:48) where a DMA fault names the page.
-                    let (access, address, reason, what) = match fault.kind {
+                    let (access, address, reason) = match fault.kind {
                         FaultKind::Dma => {
                             let access = match fault.access {
                                 AccessKind::Read => Access::READ,
                                 AccessKind::Write => Access::WRITE,
                             };
-                            (access, fault.address, fault_reason(fault.reason), "DMA fault")
+                            (access, fault.address, fault_reason(fault.reason))
                         }
-                        FaultKind::InterruptRemap { index } => (Access::WRITE, u64::from(index), FaultReason::Interrupt, "interrupt refused"),
+                        FaultKind::InterruptRemap { index } => (Access::WRITE, u64::from(index), FaultReason::Interrupt),
                     };
                     let event = FaultEvent {
                         unit: UnitId(unit_index as u32),
@@ -342,8 +342,13 @@ pub mod vtd_platform {
                     let delivery = self.server.deliver_fault(event);
                     self.notify_fault_owner(delivery);
                     self.record_fault(u64::from(fault.requester.0), address, access, u64::from(fault.reason));
+                    if let FaultKind::InterruptRemap { index } = fault.kind {
+                        let to = if matches!(delivery, FaultDelivery::Queued { .. }) { "queued to its owner" } else { "not queued" };
+                        println!("iommu-server: interrupt refused: unit {unit_index} rid {:#06x} index {index:#x}, reason {:#x} ({}) -> {to}", fault.requester.0, fault.reason, fault.reason_name());
+                        continue;
+                    }
                     println!(
-                        "iommu-server: {what}: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
+                        "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
                         fault.requester.0,
                         fault.access,
                         address,
