@@ -4,6 +4,8 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::Error;
+#[cfg(target_arch = "x86_64")]
+use iommu_core::IommuBackend;
 use iommu_core::{AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, MemoryObjectId, MemoryObjectInfo, MemorySource, PinnedPages, RequesterId, UnitId};
 use kernel_abi::{ObjectType, Rights, MAX_PIN_RANGE};
 use userlib::{println, syscall};
@@ -123,6 +125,9 @@ pub struct DeviceRegistry {
     pub ecam: Option<Ecam>,
     /// The PCI memory window (base, size): device capabilities must lie inside it.
     pub pci_window: Option<(u64, u64)>,
+    /// x86: the MSI line pool and the lines handed out (`crate::msi`).
+    #[cfg(target_arch = "x86_64")]
+    pub msis: crate::msi::Msis,
 }
 
 impl DeviceRegistry {
@@ -237,5 +242,10 @@ impl CapabilityVerifier for DeviceRegistry {
     fn address_space(&mut self, _client: ClientId, _cap: u64) -> Result<AddressSpace, Error> {
         // No unit is offered SVA (UnitCaps without SVA).
         Err(Error::NotSupported)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn msi_alloc<B: IommuBackend>(&mut self, backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
+        self.allocate_msis(backend, client, unit, rid, count, first_slot)
     }
 }

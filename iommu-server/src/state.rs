@@ -14,8 +14,6 @@
 
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
-#[cfg(target_arch = "x86_64")]
-use iommu_abi::wire::Opcode;
 use iommu_abi::Access;
 use iommu_core::{ClientId, FaultDelivery, Server, ServerConfig};
 use kernel_abi::{ObjectType, Rights, Syscall};
@@ -97,9 +95,6 @@ pub struct State {
     free_receive_slots: Vec<u64>,
     receive_slot: u64,
     iommu_described: bool,
-    /// x86: the MSI line pool and the routes handed out (`crate::msi`).
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) msis: crate::msi::Msis,
 }
 
 // SAFETY: the state holds raw pointers only into mappings (registers, DMA tables, windows, the
@@ -168,8 +163,6 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
         free_receive_slots: receive_slots,
         receive_slot: 0,
         iommu_described,
-        #[cfg(target_arch = "x86_64")]
-        msis: crate::msi::Msis::from_slots(),
     };
     state.receive_slot = state.free_receive_slots.pop().expect("receive slots");
     Ok(state)
@@ -303,7 +296,7 @@ pub mod vtd_platform {
             }
             syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
         }
-        let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok() };
+        let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok(), msis: crate::msi::Msis::from_slots() };
         Ok(Platform { backend, devices, iommu_described: firmware.dmar.is_some() })
     }
 
@@ -388,7 +381,7 @@ impl State {
             if self.iommu_described { "firmware describes an IOMMU" } else { "firmware describes no IOMMU" }
         );
         #[cfg(target_arch = "x86_64")]
-        println!("iommu-server: {} MSI lines to give drivers", self.msis.pool_size());
+        println!("iommu-server: {} MSI lines to give drivers", self.devices.msis.pool_size());
         self.status.set(status::STATE, status::STATE_READY);
     }
 
@@ -421,21 +414,7 @@ impl State {
                 let window = window.virt as *mut u64;
                 // SAFETY: the window page is mapped writable while the client is connected.
                 let request = unsafe { kernel_ipc::read_window(window) };
-                #[cfg(target_arch = "x86_64")]
-                let opcode = request[0] & 0xffff;
-                #[cfg(target_arch = "x86_64")]
-                if opcode == Opcode::MsiAlloc as u64 {
-                    let reply = self.msi_alloc_request(badge, &request, cap);
-                    // SAFETY: as above.
-                    unsafe { kernel_ipc::write_window(window, &reply) };
-                    return reply[0];
-                }
                 let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
-                // A destroyed device takes its interrupt routes with it.
-                #[cfg(target_arch = "x86_64")]
-                if opcode == Opcode::Destroy as u64 && reply[0] == 0 && self.msis.has_routes() {
-                    self.release_unbound_msis();
-                }
                 // SAFETY: as above.
                 unsafe { kernel_ipc::write_window(window, &reply) };
                 reply[0]
@@ -509,9 +488,7 @@ impl State {
     fn close(&mut self, badge: u64) {
         let _ = self.server.close_client(ClientId(badge));
         #[cfg(target_arch = "x86_64")]
-        if self.msis.has_routes() {
-            self.release_unbound_msis();
-        }
+        self.devices.release_stale_msis(self.server.backend());
         if let Some(window) = self.windows.remove(badge) {
             let _ = syscall::unmap(window.virt, 1);
             for slot in core::iter::once(window.slot).chain(window.fault_notification) {

@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
 use slot_table::SlotTable;
 use iommu_core::{
-    DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
-    UnitInfo,
+    DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind, ReservedRegion, Translation,
+    UnitId, UnitInfo,
 };
 use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
 use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
@@ -70,12 +70,9 @@ const IRTE_WORDS: usize = (1 << IRTE_TABLE_LOG2) / 64;
 
 /// Where a block of a device's MSIs is routed: IRTEs `first..first + count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MsiRoute {
-    pub unit: usize,
-    pub first: u16,
-    pub count: u16,
-    /// What the device's MSI capability must hold (remappable format).
-    pub msi: vtd::RemappableMsi,
+struct MsiRoute {
+    first: u16,
+    count: u16,
 }
 
 enum Table {
@@ -94,6 +91,8 @@ pub struct VtdBackend {
     pub units: Vec<Unit>,
     domains: SlotTable<HwDomainId, Domain>,
     pub dma: DmaPool,
+    /// Routed MSIs by (unit, requester ID).
+    msi_routes: BTreeMap<(UnitId, RequesterId), MsiRoute>,
 }
 
 /// log2 of the interrupt remapping table's entries: 256 IRTEs, one page.
@@ -169,7 +168,7 @@ impl Unit {
 
 impl VtdBackend {
     pub fn new(dma: DmaPool) -> Self {
-        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma }
+        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new() }
     }
 
     fn unit(&self, unit: UnitId) -> Option<&Unit> {
@@ -217,47 +216,6 @@ impl VtdBackend {
     fn fail_closed(domain: HwDomainId, error: VtdError) -> ! {
         println!("iommu-server: FATAL: IOTLB invalidation for domain {} failed: {error:?}", domain.0);
         panic!("IOTLB invalidation failed; refusing to release memory a device may still reach");
-    }
-}
-
-impl VtdBackend {
-    /// Routes a block of MSIs of device `rid` on `unit` to `vectors` on the boot CPU (APIC 0):
-    /// one IRTE per vector, each accepting the interrupt only from `rid` (SVT=01, SQ=00: all
-    /// 16 bits compared). `vectors.len()` is a power of two.
-    pub fn route_msis(&mut self, unit: UnitId, rid: RequesterId, vectors: &[u8]) -> Result<MsiRoute, Error> {
-        let unit_index = unit.0 as usize;
-        let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
-        let first = unit.free_irte_block(vectors.len()).ok_or(Error::NoResources)?;
-        let source = vtd::RequesterId(rid.0 as u16);
-        let mut msi = None;
-        for (offset, &vector) in vectors.iter().enumerate() {
-            match unit.hw.program_irte((first + offset) as u16, vector, 0, source, &mut self.dma) {
-                Ok(programmed) => msi = msi.or(Some(programmed)),
-                Err(error) => {
-                    for done in first..first + offset {
-                        let _ = unit.hw.clear_irte(done as u16, &mut self.dma);
-                    }
-                    return Err(hardware(error));
-                }
-            }
-        }
-        unit.mark_irtes(first, vectors.len(), true);
-        let msi = msi.ok_or(Error::InvalidRange)?;
-        let msi = if vectors.len() > 1 { msi.with_subhandles() } else { msi };
-        Ok(MsiRoute { unit: unit_index, first: first as u16, count: vectors.len() as u16, msi })
-    }
-
-    /// Clears the route's IRTEs, each followed by its interrupt-entry-cache invalidation:
-    /// once this returns, the device's MSIs fault (22h) instead of reaching a CPU.
-    pub fn release_msis(&mut self, route: MsiRoute) {
-        let Some(unit) = self.units.get_mut(route.unit) else { return };
-        for index in route.first..route.first + route.count {
-            if let Err(error) = unit.hw.clear_irte(index, &mut self.dma) {
-                println!("iommu-server: FATAL: clearing IRTE {index} failed: {error:?}");
-                panic!("IRTE invalidation failed; a released interrupt line could still be raised");
-            }
-        }
-        unit.mark_irtes(route.first as usize, route.count as usize, false);
     }
 }
 
@@ -398,6 +356,54 @@ impl IommuBackend for VtdBackend {
         }
         let translation = Self::translation(d);
         unit.hw.attach(vtd::RequesterId(rid.0 as u16), d.did, translation, &mut self.dma).map_err(hardware)
+    }
+
+    /// One IRTE per vector on the boot CPU (APIC 0), each accepting the interrupt only from
+    /// `rid` (SVT=01, SQ=00: all 16 bits compared), in a block aligned to its size.
+    fn route_msis(&mut self, unit_id: UnitId, rid: RequesterId, vectors: &[u8]) -> Result<MsiMessage, Error> {
+        if self.msi_routes.contains_key(&(unit_id, rid)) {
+            return Err(Error::Busy);
+        }
+        let unit = self.units.get_mut(unit_id.0 as usize).ok_or(Error::NoResources)?;
+        let first = unit.free_irte_block(vectors.len()).ok_or(Error::NoResources)?;
+        let source = vtd::RequesterId(rid.0 as u16);
+        let mut msi = None;
+        for (offset, &vector) in vectors.iter().enumerate() {
+            match unit.hw.program_irte((first + offset) as u16, vector, 0, source, &mut self.dma) {
+                Ok(programmed) => msi = msi.or(Some(programmed)),
+                Err(error) => {
+                    for done in first..first + offset {
+                        let _ = unit.hw.clear_irte(done as u16, &mut self.dma);
+                    }
+                    return Err(hardware(error));
+                }
+            }
+        }
+        let msi = msi.ok_or(Error::InvalidRange)?;
+        let msi = if vectors.len() > 1 { msi.with_subhandles() } else { msi };
+        unit.mark_irtes(first, vectors.len(), true);
+        self.msi_routes.insert((unit_id, rid), MsiRoute { first: first as u16, count: vectors.len() as u16 });
+        println!("iommu-server: device {:#06x}: {} MSI(s) through IRTE {first}.. (vectors {vectors:x?}), address {:#x}", rid.0, vectors.len(), msi.address);
+        Ok(MsiMessage { address: msi.address, data: msi.data })
+    }
+
+    fn msis_routed(&self, unit: UnitId, rid: RequesterId) -> bool {
+        self.msi_routes.contains_key(&(unit, rid))
+    }
+
+    /// Clears the route's IRTEs, each followed by its interrupt-entry-cache invalidation:
+    /// once this returns, the device's MSIs fault (22h) instead of reaching a CPU.
+    fn release_msis(&mut self, unit_id: UnitId, rid: RequesterId) {
+        let Some(route) = self.msi_routes.remove(&(unit_id, rid)) else { return };
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
+        for index in route.first..route.first + route.count {
+            if let Err(error) = unit.hw.clear_irte(index, &mut self.dma) {
+                println!("iommu-server: FATAL: clearing IRTE {index} failed: {error:?}");
+                panic!("IRTE invalidation failed; a released device could still raise its interrupts");
+            }
+        }
+        unit.mark_irtes(route.first as usize, route.count as usize, false);
+        println!("iommu-server: device {:#06x} unbound: IRTE {}.. cleared", rid.0, route.first);
     }
 
     fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {

@@ -41,6 +41,8 @@ pub enum Call {
     Replace { unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation },
     /// `block`.
     Block { unit: UnitId, rid: RequesterId, pasid: Option<u32> },
+    /// `release_msis`.
+    ReleaseMsis { unit: UnitId, rid: RequesterId },
     /// `set_dirty_tracking` that succeeded.
     SetDirtyTracking { domain: HwDomainId, enable: bool },
     /// `read_and_clear_dirty` that succeeded.
@@ -300,6 +302,10 @@ impl IommuBackend for FakeBackend {
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
         self.attached.remove(&(unit, rid, pasid));
         self.record(Call::Block { unit, rid, pasid });
+    }
+
+    fn release_msis(&mut self, unit: UnitId, rid: RequesterId) {
+        self.record(Call::ReleaseMsis { unit, rid });
     }
 
     fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error> {

@@ -44,7 +44,7 @@ pub mod server;
 mod tests;
 
 pub use backend::{
-    AddressSpace, DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion,
+    AddressSpace, DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind, ReservedRegion,
     Translation, UnitId, UnitInfo,
 };
 pub use dispatch::{dispatch, CapabilityVerifier};

@@ -1227,12 +1227,6 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         Ok((device.unit, device.rid))
     }
 
-    /// Whether some client has the device `rid` on `unit` bound: the platform releases a
-    /// device's interrupt routes once it is not.
-    pub fn is_bound(&self, unit: UnitId, rid: RequesterId) -> bool {
-        self.bound_devices.contains_key(&(unit, rid))
-    }
-
     pub fn get_info(&self, client: ClientId, device: Handle) -> Result<DeviceInfo, Error> {
         let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::NONE)?);
         let info = self.backend.unit_info(device.unit).ok_or(Error::NotSupported)?;
@@ -1427,8 +1421,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 self.backend.domain_free(domain);
             }
             ObjectKind::Device => {
-                let device = self.device(id);
-                self.bound_devices.remove(&(device.unit, device.rid));
+                let (unit, rid) = (self.device(id).unit, self.device(id).rid);
+                self.bound_devices.remove(&(unit, rid));
+                self.backend.release_msis(unit, rid);
             }
             ObjectKind::Fault => self.abort_page_requests(Some(id), None, None),
             ObjectKind::Memory => {
