@@ -247,6 +247,13 @@ fn sample_replies() -> Vec<(Opcode, Reply)> {
             ),
         ),
         (Opcode::FaultRead, Reply::Faults(FaultBatch::new(0, &[]).unwrap())),
+        // A refused interrupt request: reason 5, the interrupt index where the IOVA goes.
+        (
+            Opcode::FaultRead,
+            Reply::Faults(
+                FaultBatch::new(0, &[FaultRecord { device: h(3), pasid: None, iova: 0x91a, access: Access::WRITE, reason: FaultReason::Interrupt, cookie: 0 }]).unwrap(),
+            ),
+        ),
         (Opcode::HwptGetDirtyBitmap, Reply::DirtyBitmap([1, 0, u64::MAX, 0, 0, 1 << 63])),
         (
             Opcode::GetInfo,
