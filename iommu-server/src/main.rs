@@ -23,6 +23,8 @@ mod heap;
 mod hw;
 mod kernel_iface;
 mod layout;
+#[cfg(target_arch = "x86_64")]
+mod msi;
 mod page_tables;
 mod slots;
 mod state;

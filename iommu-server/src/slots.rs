@@ -64,13 +64,29 @@ pub const HEAP: u64 = 171;
 /// The event thread's stack.
 pub const EVENT_STACK: u64 = 172;
 
+/// x86: up to `MSI_POOL_COUNT` IRQ capabilities (CONTROL, GRANT, DERIVE) of MSI lines the
+/// server hands to drivers with `msi_alloc`, in consecutive slots from `MSI_POOL_FIRST`
+/// (the server asks the kernel which line each serves). Granting them into a driver needs
+/// CONTROL on its process capability (`CLIENT_PROCESS_BASE + badge`).
+#[cfg(target_arch = "x86_64")]
+pub const MSI_POOL_FIRST: u64 = 176;
+#[cfg(target_arch = "x86_64")]
+pub const MSI_POOL_COUNT: u64 = 16;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(EVENT_STACK < MSI_POOL_FIRST && MSI_POOL_FIRST + MSI_POOL_COUNT <= 256);
+
 /// Bits of the `EVENTS` notification: bit 0 is the fault IRQ, bit `badge` the end of client
 /// `badge`'s process, and on arm the bit after the last badge the SMMU's global-error IRQ.
 pub const FAULT_EVENT_BIT: u64 = 0;
 #[cfg(target_arch = "aarch64")]
 pub const GERROR_EVENT_BIT: u64 = MAX_CLIENTS + 1;
 
-/// Kept in step with the kernel's MSI numbering (`0xFEE00000`, data = vector `0x50 + n`).
+/// Kept in step with the kernel's MSI numbering (`0xFEE00000`, data = vector `0x50 + n` for
+/// line `MSI_LINE_BASE + n`, `MSI_LINES` of them).
+#[cfg(target_arch = "x86_64")]
+pub const MSI_LINE_BASE: u64 = 1000;
+#[cfg(target_arch = "x86_64")]
+pub const MSI_LINES: u64 = 32;
 #[cfg(target_arch = "x86_64")]
 pub const MSI_VECTOR_BASE: u32 = 0x50;
 #[cfg(target_arch = "x86_64")]

@@ -265,7 +265,7 @@ pub mod vtd_platform {
                     let (cap, ecap) = (unit.hw.capability().0, unit.hw.extended_capability().0);
                     let (major, minor) = unit.hw.version();
                     println!(
-                        "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA blocked",
+                        "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA and interrupts blocked",
                         units.len(),
                         unit.kind.name(),
                         unit.hw.caching_mode()
@@ -306,7 +306,7 @@ pub mod vtd_platform {
             }
             syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
         }
-        let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok() };
+        let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok(), msis: crate::msi::Msis::from_slots() };
         Ok(Platform { backend, devices, iommu_described: firmware.dmar.is_some() })
     }
 
@@ -319,13 +319,17 @@ pub mod vtd_platform {
                     println!("iommu-server: unit {unit_index}: fault records overflowed, faults were lost");
                 }
                 for fault in report.faults {
-                    let FaultKind::Dma = fault.kind else {
-                        println!("iommu-server: unit {unit_index}: interrupt-remapping fault {:#x} from {:#06x}", fault.reason, fault.requester.0);
-                        continue;
-                    };
-                    let access = match fault.access {
-                        AccessKind::Read => Access::READ,
-                        AccessKind::Write => Access::WRITE,
+                    // An interrupt request is a write; its record names the interrupt index it
+                    // asked for (bits 63:48) where a DMA fault names the page.
+                    let (access, address, reason) = match fault.kind {
+                        FaultKind::Dma => {
+                            let access = match fault.access {
+                                AccessKind::Read => Access::READ,
+                                AccessKind::Write => Access::WRITE,
+                            };
+                            (access, fault.address, fault_reason(fault.reason))
+                        }
+                        FaultKind::InterruptRemap { index } => (Access::WRITE, u64::from(index), FaultReason::Interrupt),
                     };
                     let event = FaultEvent {
                         unit: UnitId(unit_index as u32),
@@ -333,19 +337,24 @@ pub mod vtd_platform {
                         // Scalable mode tags DMA without PASID with RID_PASID in the record; to
                         // the object model that is the requester's own (PASID-less) slot.
                         pasid: fault.pasid.filter(|&pasid| pasid != vtd::unit::RID_PASID),
-                        iova: fault.address,
+                        iova: address,
                         access,
-                        reason: fault_reason(fault.reason),
+                        reason,
                         group: 0,
                     };
                     let delivery = self.server.deliver_fault(event);
                     self.notify_fault_owner(delivery);
-                    self.record_fault(u64::from(fault.requester.0), fault.address, access, u64::from(fault.reason));
+                    self.record_fault(u64::from(fault.requester.0), address, access, u64::from(fault.reason));
+                    if let FaultKind::InterruptRemap { index } = fault.kind {
+                        let to = if matches!(delivery, FaultDelivery::Queued { .. }) { "queued to its owner" } else { "not queued" };
+                        println!("iommu-server: interrupt refused: unit {unit_index} rid {:#06x} index {index:#x}, reason {:#x} ({}) -> {to}", fault.requester.0, fault.reason, fault.reason_name());
+                        continue;
+                    }
                     println!(
                         "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
                         fault.requester.0,
                         fault.access,
-                        fault.address,
+                        address,
                         fault.reason,
                         fault.reason_name(),
                         match delivery {
@@ -381,6 +390,8 @@ impl State {
             self.devices.functions.len(),
             if self.iommu_described { "firmware describes an IOMMU" } else { "firmware describes no IOMMU" }
         );
+        #[cfg(target_arch = "x86_64")]
+        println!("iommu-server: {} MSI lines to give drivers", self.devices.msis.pool_size());
         self.status.set(status::STATE, status::STATE_READY);
     }
 
@@ -503,6 +514,8 @@ impl State {
     /// quota, for later.
     fn close(&mut self, badge: u64) {
         let _ = self.server.close_client(ClientId(badge));
+        #[cfg(target_arch = "x86_64")]
+        self.devices.release_stale_msis(self.server.backend());
         if let Some(window) = self.windows.remove(badge) {
             let slot = window_slot(badge);
             let _ = syscall::cap_revoke(slot);

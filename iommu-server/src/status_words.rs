@@ -25,11 +25,12 @@ pub const PINNED_PAGES: usize = 7;
 pub const OPEN_CLIENTS: usize = 8;
 /// Clients torn down because their process ended.
 pub const CLIENTS_REAPED: usize = 9;
-/// DMA faults the hardware reported.
+/// DMA faults and refused interrupt requests the hardware reported.
 pub const FAULTS: usize = 10;
 /// Faults with no fault queue to go to (e.g. devices no client bound).
 pub const UNROUTED_FAULTS: usize = 11;
-/// The last DMA fault: requester ID, address, access (1 read, 2 write), reason code (VT-d
+/// The last fault: requester ID, address (of a refused interrupt: the interrupt index it
+/// named), access (1 read, 2 write), reason code (VT-d
 /// fault reason, or SMMUv3 event number).
 pub const LAST_FAULT_RID: usize = 12;
 pub const LAST_FAULT_ADDRESS: usize = 13;

@@ -8,13 +8,14 @@ use alloc::vec::Vec;
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
 use slot_table::SlotTable;
 use iommu_core::{
-    DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
-    UnitInfo,
+    DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind, ReservedRegion, Translation,
+    UnitId, UnitInfo,
 };
 use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
 use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
 use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use userlib::println;
+use vtd::irq::ApicMode;
 use vtd::unit::RID_PASID;
 use vtd::{DomainIdAllocator, Mode, VtdError, VtdUnit};
 
@@ -62,6 +63,17 @@ pub struct Unit {
     output_bits: u8,
     /// RMRR ranges per requester ID (inclusive).
     pub rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
+    /// Interrupt remapping entries in use, one bit per IRTE.
+    irtes_in_use: [u64; IRTE_WORDS],
+}
+
+const IRTE_WORDS: usize = (1 << IRTE_TABLE_LOG2) / 64;
+
+/// Where a block of a device's MSIs is routed: IRTEs `first..first + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MsiRoute {
+    first: u16,
+    count: u16,
 }
 
 enum Table {
@@ -80,7 +92,12 @@ pub struct VtdBackend {
     pub units: Vec<Unit>,
     domains: SlotTable<HwDomainId, Domain>,
     pub dma: DmaPool,
+    /// Routed MSIs by (unit, requester ID).
+    msi_routes: BTreeMap<(UnitId, RequesterId), MsiRoute>,
 }
+
+/// log2 of the interrupt remapping table's entries: 256 IRTEs, one page.
+const IRTE_TABLE_LOG2: u8 = 8;
 
 /// The MSI doorbell range: DMA writes there are interrupt requests, never memory.
 const MSI_WINDOW: (u64, u64) = (0xFEE0_0000, 0xFEEF_FFFF);
@@ -120,13 +137,39 @@ impl Unit {
             dirty_tracking: false,
         };
         hw.init(mode, dma)?;
-        Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new() })
+        // Interrupt remapping from the start: every MSI a device writes (and any DMA write to
+        // the interrupt window) is looked up in a table of not-present entries, so no device
+        // raises an interrupt until the server writes an IRTE for it. The unit's own fault
+        // event is not a device write and is not remapped.
+        hw.enable_interrupt_remapping(IRTE_TABLE_LOG2, ApicMode::XApic, dma)?;
+        Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new(), irtes_in_use: [0; IRTE_WORDS] })
+    }
+
+    fn irte_in_use(&self, index: usize) -> bool {
+        self.irtes_in_use[index / 64] >> (index % 64) & 1 != 0
+    }
+
+    fn mark_irtes(&mut self, first: usize, count: usize, used: bool) {
+        for index in first..first + count {
+            let bit = 1u64 << (index % 64);
+            if used {
+                self.irtes_in_use[index / 64] |= bit;
+            } else {
+                self.irtes_in_use[index / 64] &= !bit;
+            }
+        }
+    }
+
+    /// A free block of `count` IRTEs aligned to its size (a multiple-message MSI adds the
+    /// message number to the first handle).
+    fn free_irte_block(&self, count: usize) -> Option<usize> {
+        (0..1 << IRTE_TABLE_LOG2).step_by(count).find(|&first| (first..first + count).all(|index| !self.irte_in_use(index)))
     }
 }
 
 impl VtdBackend {
     pub fn new(dma: DmaPool) -> Self {
-        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma }
+        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new() }
     }
 
     fn unit(&self, unit: UnitId) -> Option<&Unit> {
@@ -314,6 +357,54 @@ impl IommuBackend for VtdBackend {
         }
         let translation = Self::translation(d);
         unit.hw.attach(vtd::RequesterId(rid.0 as u16), d.did, translation, &mut self.dma).map_err(hardware)
+    }
+
+    /// One IRTE per vector on the boot CPU (APIC 0), each accepting the interrupt only from
+    /// `rid` (SVT=01, SQ=00: all 16 bits compared), in a block aligned to its size.
+    fn route_msis(&mut self, unit_id: UnitId, rid: RequesterId, vectors: &[u8]) -> Result<MsiMessage, Error> {
+        if self.msi_routes.contains_key(&(unit_id, rid)) {
+            return Err(Error::Busy);
+        }
+        let unit = self.units.get_mut(unit_id.0 as usize).ok_or(Error::NoResources)?;
+        let first = unit.free_irte_block(vectors.len()).ok_or(Error::NoResources)?;
+        let source = vtd::RequesterId(rid.0 as u16);
+        let mut msi = None;
+        for (offset, &vector) in vectors.iter().enumerate() {
+            match unit.hw.program_irte((first + offset) as u16, vector, 0, source, &mut self.dma) {
+                Ok(programmed) => msi = msi.or(Some(programmed)),
+                Err(error) => {
+                    for done in first..first + offset {
+                        let _ = unit.hw.clear_irte(done as u16, &mut self.dma);
+                    }
+                    return Err(hardware(error));
+                }
+            }
+        }
+        let msi = msi.ok_or(Error::InvalidRange)?;
+        let msi = if vectors.len() > 1 { msi.with_subhandles() } else { msi };
+        unit.mark_irtes(first, vectors.len(), true);
+        self.msi_routes.insert((unit_id, rid), MsiRoute { first: first as u16, count: vectors.len() as u16 });
+        println!("iommu-server: device {:#06x}: {} MSI(s) through IRTE {first}.. (vectors {vectors:x?}), address {:#x}", rid.0, vectors.len(), msi.address);
+        Ok(MsiMessage { address: msi.address, data: msi.data })
+    }
+
+    fn msis_routed(&self, unit: UnitId, rid: RequesterId) -> bool {
+        self.msi_routes.contains_key(&(unit, rid))
+    }
+
+    /// Clears the route's IRTEs, each followed by its interrupt-entry-cache invalidation:
+    /// once this returns, the device's MSIs fault (22h) instead of reaching a CPU.
+    fn release_msis(&mut self, unit_id: UnitId, rid: RequesterId) {
+        let Some(route) = self.msi_routes.remove(&(unit_id, rid)) else { return };
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
+        for index in route.first..route.first + route.count {
+            if let Err(error) = unit.hw.clear_irte(index, &mut self.dma) {
+                println!("iommu-server: FATAL: clearing IRTE {index} failed: {error:?}");
+                panic!("IRTE invalidation failed; a released device could still raise its interrupts");
+            }
+        }
+        unit.mark_irtes(route.first as usize, route.count as usize, false);
+        println!("iommu-server: device {:#06x} unbound: IRTE {}.. cleared", rid.0, route.first);
     }
 
     fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {

@@ -161,6 +161,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             _ => unreachable!("type checked"),
         },
         Syscall::IrqBind => irq_bind(kernel, pid, a[0], a[1], a[2]),
+        Syscall::IrqUnbind => irq_unbind(kernel, pid, a[0]),
         Syscall::IrqAck => match cap_of(kernel, pid, a[0], ObjectType::Irq, Rights::CONTROL)?.object {
             Object::Irq(irq) => {
                 arch::irq_set_enabled(irq.borrow().line, true);
@@ -615,6 +616,22 @@ fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u
     kernel.irqs.insert(line, Rc::downgrade(&irq));
     arch::irq_configure(line, edge);
     arch::irq_set_enabled(line, true);
+    values(&[])
+}
+
+#[inline(never)]
+fn irq_unbind(kernel: &mut Kernel, pid: Pid, irq_slot: u64) -> Outcome {
+    let Object::Irq(irq) = cap_of(kernel, pid, irq_slot, ObjectType::Irq, Rights::CONTROL)?.object else {
+        unreachable!("type checked")
+    };
+    let line = irq.borrow().line;
+    irq.borrow_mut().bound = None;
+    // Only this object's registration goes: another object of the same line may be the one
+    // bound now.
+    if kernel.irqs.get(&line).is_some_and(|bound| bound.as_ptr() == Rc::as_ptr(&irq)) {
+        kernel.irqs.remove(&line);
+    }
+    arch::irq_set_enabled(line, false);
     values(&[])
 }
 

@@ -311,6 +311,16 @@ impl<T: Transport> Iommu<T> {
         self.call_empty(Request::Destroy { handle }, None)
     }
 
+    /// Ask for `count` MSIs of `device` (a power of two the device's MSI capability
+    /// supports): the server routes them (x86: one interrupt-remapping entry each, accepted
+    /// only from the device), programs the device's MSI capability and puts one IRQ capability
+    /// per MSI (CONTROL) into the caller's empty slots `first_slot..first_slot + count`, to
+    /// be bound with `irq_bind`. They stay the caller's until the device is destroyed or
+    /// the caller disconnects. Needs ATTACH on the device.
+    pub fn msi_alloc(&mut self, device: DeviceId, count: u32, first_slot: u64) -> Result<(), Error> {
+        self.call_empty(Request::MsiAlloc { device: device.handle(), count, first_slot }, None)
+    }
+
     /// Describe `device`'s IOMMU unit.
     pub fn get_info(&mut self, device: DeviceId) -> Result<DeviceInfo, Error> {
         match self.call(Request::GetInfo { device: device.handle() }, None)? {

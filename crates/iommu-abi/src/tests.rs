@@ -59,6 +59,7 @@ fn sample_requests() -> Vec<Request> {
         Request::HandleRevoke { handle: h(11) },
         Request::Destroy { handle: h(12) },
         Request::GetInfo { device: h(1) },
+        Request::MsiAlloc { device: h(1), count: 4, first_slot: 40 },
         Request::MemoryRegister,
         Request::IoasMapRegistered { ioas: h(3), memory: h(13), iova: IovaChoice::Fixed(0x20_0000), perm: Perm::WRITE, offset: 0x3000, length: 0x5000 },
         Request::IoasMapRegistered { ioas: h(3), memory: h(13), iova: IovaChoice::Auto, perm: Perm::READ, offset: 0, length: 0x1000 },
@@ -94,11 +95,25 @@ fn capability_presence_is_checked_both_ways() {
 
 #[test]
 fn unknown_opcodes_are_refused() {
-    for opcode in [0u64, 30, 0xffff] {
+    // 0, the first number after the last operation, and the largest.
+    for opcode in [0u64, Opcode::ALL.len() as u64 + 1, 0xffff] {
         let mut msg = [0u64; 8];
         msg[0] = opcode;
         assert_eq!(Request::decode(&msg, false), Err(Error::UnknownOpcode), "opcode {opcode}");
     }
+}
+
+#[test]
+fn msi_counts_other_than_powers_of_two_up_to_32_are_refused() {
+    for count in [0u64, 3, 6, 64, 1 << 32 | 1] {
+        let mut msg = Request::MsiAlloc { device: h(1), count: 1, first_slot: 40 }.encode();
+        msg[2] = count;
+        assert_eq!(Request::decode(&msg, false), Err(Error::InvalidRange), "count {count}");
+    }
+    let mut msg = Request::MsiAlloc { device: h(1), count: 32, first_slot: 40 }.encode();
+    assert_eq!(Request::decode(&msg, false), Ok(Request::MsiAlloc { device: h(1), count: 32, first_slot: 40 }));
+    msg[4] = 1;
+    assert_eq!(Request::decode(&msg, false), Err(Error::ReservedBitsSet), "word after the slot");
 }
 
 #[test]
@@ -240,6 +255,13 @@ fn sample_replies() -> Vec<(Opcode, Reply)> {
             ),
         ),
         (Opcode::FaultRead, Reply::Faults(FaultBatch::new(0, &[]).unwrap())),
+        // A refused interrupt request: reason 5, the interrupt index where the IOVA goes.
+        (
+            Opcode::FaultRead,
+            Reply::Faults(
+                FaultBatch::new(0, &[FaultRecord { device: h(3), pasid: None, iova: 0x91a, access: Access::WRITE, reason: FaultReason::Interrupt, cookie: 0 }]).unwrap(),
+            ),
+        ),
         (Opcode::HwptGetDirtyBitmap, Reply::DirtyBitmap([1, 0, u64::MAX, 0, 0, 1 << 63])),
         (
             Opcode::GetInfo,

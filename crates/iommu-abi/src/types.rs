@@ -180,6 +180,11 @@ pub enum FaultReason {
     /// A recoverable page request (PCIe PRI / SMMU stall): the device waits until the
     /// driver answers with `fault_respond` and the record's cookie.
     PageRequest = 4,
+    /// The device wrote an interrupt request (an MSI, or a DMA write into the interrupt
+    /// window) that interrupt remapping refused: no entry it may use names it (VT-d fault
+    /// reasons 20h-26h). The record's `iova` holds the interrupt index the request named
+    /// (0 for a compatibility-format request); the interrupt reached no CPU.
+    Interrupt = 5,
 }
 
 impl FaultReason {
@@ -190,6 +195,7 @@ impl FaultReason {
             2 => Ok(FaultReason::Permission),
             3 => Ok(FaultReason::TableWalk),
             4 => Ok(FaultReason::PageRequest),
+            5 => Ok(FaultReason::Interrupt),
             _ => Err(Error::BadEnumValue),
         }
     }

@@ -40,6 +40,8 @@ pub const FAULTS_PER_MESSAGE: usize = 2;
 pub const DIRTY_BITMAP_WORDS: usize = 6;
 /// Pages one `hwpt_get_dirty_bitmap` call covers at most.
 pub const DIRTY_BITMAP_MAX_PAGES: u64 = (DIRTY_BITMAP_WORDS * 64) as u64;
+/// MSIs one `msi_alloc` asks for at most (PCI multiple-message MSI: 32 vectors).
+pub const MSI_MAX: u32 = 32;
 /// Largest PASID value (PCIe PASIDs are 20 bits wide).
 pub const PASID_MAX: u32 = (1 << 20) - 1;
 
@@ -105,11 +107,13 @@ pub enum Opcode {
     IoasMapRegistered = 28,
     /// Consent to (or withdraw consent from) handles another client derives into this one.
     HandleAccept = 29,
+    /// Give the caller interrupt lines for a device's MSIs (x86 with interrupt remapping).
+    MsiAlloc = 30,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 29] = [
+    pub const ALL: [Opcode; 30] = [
         Opcode::IoasAlloc,
         Opcode::IoasMap,
         Opcode::IoasUnmap,
@@ -139,6 +143,7 @@ impl Opcode {
         Opcode::MemoryRegister,
         Opcode::IoasMapRegistered,
         Opcode::HandleAccept,
+        Opcode::MsiAlloc,
     ];
 
     /// Decode, or [`Error::UnknownOpcode`].
@@ -180,7 +185,8 @@ impl Opcode {
             | Opcode::HwptSetDirtyTracking
             | Opcode::HandleRevoke
             | Opcode::HandleAccept
-            | Opcode::Destroy => ReplyShape::Empty,
+            | Opcode::Destroy
+            | Opcode::MsiAlloc => ReplyShape::Empty,
         }
     }
 }
@@ -363,6 +369,9 @@ pub enum Request {
     Destroy { handle: Handle },
     /// `get_info`: w1 device.
     GetInfo { device: Handle },
+    /// `msi_alloc`: w1 device, w2 count (a power of two, 1..=[`MSI_MAX`]), w3 the caller's
+    /// capability slot for the first IRQ capability (the others follow consecutively).
+    MsiAlloc { device: Handle, count: u32, first_slot: u64 },
 }
 
 /// Layout of a success reply, chosen by the opcode.
@@ -546,6 +555,7 @@ impl Request {
             Request::Destroy { .. } => Opcode::Destroy,
             Request::GetInfo { .. } => Opcode::GetInfo,
             Request::HandleAccept { .. } => Opcode::HandleAccept,
+            Request::MsiAlloc { .. } => Opcode::MsiAlloc,
         }
     }
 
@@ -687,6 +697,12 @@ impl Request {
             }
             Request::GetInfo { device } => {
                 msg[1] = u64::from(device.0);
+                0
+            }
+            Request::MsiAlloc { device, count, first_slot } => {
+                msg[1] = u64::from(device.0);
+                msg[2] = u64::from(count);
+                msg[3] = first_slot;
                 0
             }
         };
@@ -899,6 +915,15 @@ impl Request {
                     Opcode::Destroy => Request::Destroy { handle },
                     _ => Request::GetInfo { device: handle },
                 }
+            }
+            Opcode::MsiAlloc => {
+                check_flags(flags, 0)?;
+                check_unused(msg, 4)?;
+                let count = match u32::try_from(msg[2]) {
+                    Ok(count) if count.is_power_of_two() && count <= MSI_MAX => count,
+                    _ => return Err(Error::InvalidRange),
+                };
+                Request::MsiAlloc { device: handle_word(msg[1])?, count, first_slot: msg[3] }
             }
         };
         Ok(request)

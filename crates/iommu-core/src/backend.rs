@@ -106,6 +106,13 @@ pub struct ReservedRegion {
     pub kind: ReservedKind,
 }
 
+/// What a device's MSI capability is programmed with to raise routed MSIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiMessage {
+    pub address: u32,
+    pub data: u32,
+}
+
 /// Static facts about a unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnitInfo {
@@ -162,6 +169,23 @@ pub trait IommuBackend {
     fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _bitmap: &mut [u64]) -> Result<(), Error> {
         Err(Error::NotSupported)
     }
+
+    /// Route a block of the device's MSIs (x86 interrupt remapping), one per entry of
+    /// `vectors` (a power of two of them), accepting each only from `rid`; returns the MSI
+    /// address and data the device's MSI capability must hold. A backend without interrupt
+    /// remapping keeps this default.
+    fn route_msis(&mut self, _unit: UnitId, _rid: RequesterId, _vectors: &[u8]) -> Result<MsiMessage, Error> {
+        Err(Error::NotSupported)
+    }
+
+    /// Whether the device has MSIs routed (`route_msis`, not yet released).
+    fn msis_routed(&self, _unit: UnitId, _rid: RequesterId) -> bool {
+        false
+    }
+
+    /// The device is unbound: its MSI routes go, with the invalidation that makes them
+    /// unusable, before this returns.
+    fn release_msis(&mut self, _unit: UnitId, _rid: RequesterId) {}
 
     /// Answer the page request group `group` of the device (PCIe PRG response / SMMU
     /// CMD_RESUME). A backend whose units advertise no `PAGE_REQUESTS` delivers no page

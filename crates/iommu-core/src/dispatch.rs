@@ -12,7 +12,7 @@
 use iommu_abi::wire::{FaultBatch, Message, RangeList, Reply, Request, DIRTY_BITMAP_WORDS, FAULTS_PER_MESSAGE, RANGES_PER_MESSAGE};
 use iommu_abi::Error;
 
-use crate::backend::{AddressSpace, IommuBackend};
+use crate::backend::{AddressSpace, IommuBackend, RequesterId, UnitId};
 use crate::memory::MemorySource;
 use crate::server::{DeviceGrant, HwptAllocOptions, Server};
 use crate::ClientId;
@@ -23,6 +23,13 @@ pub trait CapabilityVerifier {
     fn device_grant(&mut self, client: ClientId, cap: u64) -> Result<DeviceGrant, Error>;
     /// The process address space the capability designates, or `BadCapability`.
     fn address_space(&mut self, client: ClientId, cap: u64) -> Result<AddressSpace, Error>;
+    /// Gives `client` `count` MSIs of the device `rid` on `unit` (whose handle it holds with
+    /// ATTACH): interrupt lines, routed with `backend.route_msis`, the device's MSI
+    /// capability programmed, IRQ capabilities from `first_slot` of the client's capability
+    /// space. A platform without it keeps this default.
+    fn msi_alloc<B: IommuBackend>(&mut self, _backend: &mut B, _client: ClientId, _unit: UnitId, _rid: RequesterId, _count: u32, _first_slot: u64) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
 }
 
 /// Handle one request from `client`; returns the reply message (replies never carry a
@@ -147,6 +154,11 @@ fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
             Reply::Empty
         }
         Request::GetInfo { device } => Reply::Info(server.get_info(client, device)?),
+        Request::MsiAlloc { device, count, first_slot } => {
+            let (unit, rid) = server.device_interrupt_source(client, device)?;
+            verifier.msi_alloc(server.backend_mut(), client, unit, rid, count, first_slot)?;
+            Reply::Empty
+        }
     };
     // Encoded here, where the reply's variant is known, rather than moved out as a `Reply`.
     Ok(reply.encode())

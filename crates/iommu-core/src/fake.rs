@@ -19,7 +19,7 @@ use core::cell::RefCell;
 use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, PAGE_SIZE};
 
 use crate::backend::{
-    DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedRegion, Translation, UnitId, UnitInfo,
+    DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedRegion, Translation, UnitId, UnitInfo,
 };
 use crate::memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinnedPages};
 use crate::ClientId;
@@ -41,6 +41,8 @@ pub enum Call {
     Replace { unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation },
     /// `block`.
     Block { unit: UnitId, rid: RequesterId, pasid: Option<u32> },
+    /// `release_msis`.
+    ReleaseMsis { unit: UnitId, rid: RequesterId },
     /// `set_dirty_tracking` that succeeded.
     SetDirtyTracking { domain: HwDomainId, enable: bool },
     /// `read_and_clear_dirty` that succeeded.
@@ -105,6 +107,8 @@ pub struct FakeBackend {
     next_domain: u64,
     domains: BTreeMap<HwDomainId, FakeDomain>,
     attached: BTreeMap<(UnitId, RequesterId, Option<u32>), Translation>,
+    /// Devices with MSIs routed, and how many.
+    msi_routes: BTreeMap<(UnitId, RequesterId), usize>,
     violations: Vec<String>,
 }
 
@@ -118,6 +122,7 @@ impl FakeBackend {
             next_domain: 1,
             domains: BTreeMap::new(),
             attached: BTreeMap::new(),
+            msi_routes: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -186,6 +191,11 @@ impl FakeBackend {
     }
 
     /// Number of attached (not blocked) device/PASID slots.
+    /// The devices with MSIs routed, with how many each.
+    pub fn msi_routes(&self) -> Vec<((UnitId, RequesterId), usize)> {
+        self.msi_routes.iter().map(|(&device, &count)| (device, count)).collect()
+    }
+
     pub fn attached_slots(&self) -> usize {
         self.attached.len()
     }
@@ -326,6 +336,26 @@ impl IommuBackend for FakeBackend {
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
         self.attached.remove(&(unit, rid, pasid));
         self.record(Call::Block { unit, rid, pasid });
+    }
+
+    fn route_msis(&mut self, unit: UnitId, rid: RequesterId, vectors: &[u8]) -> Result<MsiMessage, Error> {
+        if self.fail() {
+            return Err(Error::HardwareFailure);
+        }
+        if self.msi_routes.insert((unit, rid), vectors.len()).is_some() {
+            self.violations.push(format!("MSIs of {unit:?}/{rid:?} routed twice"));
+        }
+        // Remappable format (VT-d 5.1.5.2): handle 0 in address bits 19:5, bit 4 set.
+        Ok(MsiMessage { address: 0xFEE0_0010, data: 0 })
+    }
+
+    fn msis_routed(&self, unit: UnitId, rid: RequesterId) -> bool {
+        self.msi_routes.contains_key(&(unit, rid))
+    }
+
+    fn release_msis(&mut self, unit: UnitId, rid: RequesterId) {
+        self.msi_routes.remove(&(unit, rid));
+        self.record(Call::ReleaseMsis { unit, rid });
     }
 
     fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error> {

@@ -46,7 +46,7 @@ pub mod server;
 mod tests;
 
 pub use backend::{
-    AddressSpace, DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion,
+    AddressSpace, DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind, ReservedRegion,
     Translation, UnitId, UnitInfo,
 };
 pub use budget::{ClientLimits, Usage};

@@ -1468,6 +1468,13 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     /// Describe the device's unit. Needs no right.
+    /// The unit and requester ID of `client`'s device `device`, for the platform to route the
+    /// device's interrupts (`msi_alloc`): interrupts go with the right to attach. Needs ATTACH.
+    pub fn device_interrupt_source(&self, client: ClientId, device: Handle) -> Result<(UnitId, RequesterId), Error> {
+        let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?);
+        Ok((device.unit, device.rid))
+    }
+
     pub fn get_info(&self, client: ClientId, device: Handle) -> Result<DeviceInfo, Error> {
         let device = self.device(self.resolve(client, device, ObjectKind::Device, Rights::empty())?);
         let info = self.backend.unit_info(device.unit).ok_or(Error::NotSupported)?;
@@ -1699,8 +1706,9 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
                 self.backend.domain_free(domain);
             }
             ObjectKind::Device => {
-                let device = self.device(id);
-                self.bound_devices.remove(&(device.unit, device.rid));
+                let (unit, rid) = (self.device(id).unit, self.device(id).rid);
+                self.bound_devices.remove(&(unit, rid));
+                self.backend.release_msis(unit, rid);
             }
             ObjectKind::Fault => {
                 self.abort_page_requests(Some(id), None, None);

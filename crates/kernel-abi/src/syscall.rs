@@ -139,6 +139,10 @@ syscalls! {
     /// through it. Needs GRANT on `src`. A failure answers nobody: the caller still awaits a
     /// reply.
     ReplyLend = 38,
+    /// `irq_unbind(irq)`: the line signals no notification until bound again (by any holder
+    /// of a capability to it). Needs CONTROL. An IOMMU server takes a line back this way
+    /// before handing it to the next driver.
+    IrqUnbind = 39,
 }
 
 #[cfg(test)]

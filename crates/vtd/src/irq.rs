@@ -112,6 +112,13 @@ impl RemappableMsi {
         Self { address, data: 0 }
     }
 
+    /// The same with SHV (address bit 3) set: the device's data value (0, or the message
+    /// number a multiple-message MSI puts in its low bits) is added to the handle, so a block
+    /// of 2^n IRTEs from `handle` serves 2^n messages (spec 5.1.5.2).
+    pub fn with_subhandles(self) -> Self {
+        Self { address: self.address | 1 << 3, data: 0 }
+    }
+
     /// The IRTE index this MSI names (inverse of [`Self::for_handle`]).
     pub fn handle(&self) -> u16 {
         ((self.address >> 5 & 0x7fff) | (self.address >> 2 & 1) << 15) as u16
@@ -150,5 +157,6 @@ mod tests {
         let high = RemappableMsi::for_handle(0x8001);
         assert_eq!(high.address, 0xfee0_0034);
         assert_eq!(high.handle(), 0x8001);
+        assert_eq!(RemappableMsi::for_handle(5).with_subhandles(), RemappableMsi { address: 0xfee0_00b8, data: 0 });
     }
 }

@@ -586,6 +586,47 @@ fn interrupt_remapping_validates_the_source() {
 }
 
 #[test]
+fn interrupt_remapping_blocks_compatibility_format_left_open_by_firmware() {
+    let memory = PhysMemory::new(MEMORY_BASE, 1 << 20);
+    let mut dma = FakeDma::new(memory.clone());
+    let model = VtdModel::new(memory, qemu::CAP, qemu::ECAP_LEGACY);
+    // "Firmware" lets compatibility-format interrupts through (CFI, bit 23).
+    model.write32(regs::GCMD, gcmd::CFI);
+    assert_eq!(model.remap_interrupt(DEVICE, 0xfee0_0000, 0x31), Ok((0x31, 0)));
+    let mut unit = VtdUnit::new(&model, StepClock::new(1_000));
+    unit.init(Mode::Legacy, &mut dma).unwrap();
+    let before = model.register_writes().len();
+    unit.enable_interrupt_remapping(8, ApicMode::XApic, &mut dma).unwrap();
+    assert_eq!(model.global_status() & (gcmd::IRE | gcmd::CFI), gcmd::IRE);
+    // A compatibility-format MSI (address bit 4 clear) naming vector 0x31 now faults 25h.
+    assert_eq!(model.remap_interrupt(DEVICE, 0xfee0_0000, 0x31), Err(0x25));
+    // Spec 11.4.4: IRTA, then SIRTP, then the global IEC invalidation, then IRE; CFI is
+    // cleared before IRE comes on, so no compatibility interrupt slips through meanwhile.
+    let writes = model.register_writes()[before..].to_vec();
+    let commands: Vec<u64> = writes.iter().filter(|write| write.offset == regs::GCMD).map(|write| write.value).collect();
+    let irta_at = writes.iter().position(|write| write.offset == regs::IRTA).unwrap();
+    let sirtp_at = writes.iter().position(|write| write.offset == regs::GCMD && write.value & gcmd::SIRTP as u64 != 0).unwrap();
+    assert!(irta_at < sirtp_at);
+    let ire_on = commands.iter().position(|&command| command & gcmd::IRE as u64 != 0).unwrap();
+    let cfi_off = commands.iter().position(|&command| command & gcmd::CFI as u64 == 0).unwrap();
+    assert!(cfi_off < ire_on, "GCMD writes {commands:x?}");
+    assert_eq!(commands[ire_on] & gcmd::CFI as u64, 0);
+    assert!(model.invalidations().contains(&Invalidation::InterruptEntryGlobal));
+}
+
+#[test]
+fn multiple_message_msi_uses_a_block_of_entries() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    rig.unit.enable_interrupt_remapping(8, ApicMode::XApic, &mut rig.dma).unwrap();
+    let msi = rig.unit.program_irte(8, 0x51, 0, DEVICE, &mut rig.dma).unwrap().with_subhandles();
+    rig.unit.program_irte(9, 0x52, 0, DEVICE, &mut rig.dma).unwrap();
+    // Message 1 of the block: the device puts 1 in the data's low bits.
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data | 1), Ok((0x52, 0)));
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data), Ok((0x51, 0)));
+    assert_eq!(rig.model().remap_interrupt(DEVICE, msi.address, msi.data | 2), Err(0x22), "beyond the block");
+}
+
+#[test]
 fn interrupt_remapping_needs_queued_invalidation() {
     let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY & !ECAP_QI, Mode::Legacy);
     assert_eq!(

@@ -884,8 +884,12 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
     }
 
     /// Installs a table of 2^`entries_log2` IRTEs (all not present: every remapped interrupt
-    /// blocked), invalidates the interrupt entry cache and enables interrupt remapping.
-    /// Compatibility-format interrupts stay blocked (GCMD.CFI=0). QEMU needs
+    /// blocked), invalidates the interrupt entry cache and enables interrupt remapping, in the
+    /// order spec 11.4.4 (GCMD.SIRTP) demands: IRTA (11.4.11.1: address 63:12, EIME bit 11,
+    /// S 3:0 = log2(entries) - 1), SIRTP and its status IRTPS (GSTS bit 24), a global
+    /// interrupt-entry-cache invalidation through the queue (6.5.2.7), and only then IRE
+    /// (bit 25). Compatibility-format interrupts are blocked (CFI, bit 23, cleared if firmware
+    /// left it set: with CFIS=1 they would bypass the table, spec 5.1.2.1). QEMU needs
     /// `kernel-irqchip=split` for its interrupt remapping.
     pub fn enable_interrupt_remapping<A: DmaAllocator>(
         &mut self,
@@ -915,6 +919,9 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         self.interrupts = Some(InterruptTable { table, entries: 1 << entries_log2, apic_mode });
         self.hw.one_shot(gcmd::SIRTP)?;
         self.hw.invalidate(alloc, &[Invalidation::InterruptEntryGlobal])?;
+        if self.hw.regs.read32(regs::GSTS) & gcmd::CFI != 0 {
+            self.hw.set_enable(gcmd::CFI, false)?;
+        }
         self.hw.set_enable(gcmd::IRE, true)
     }
 

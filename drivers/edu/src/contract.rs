@@ -31,6 +31,13 @@ pub mod scenario {
     /// Revokes and deletes the message window the server lent, before, during (from a second
     /// thread) and after requests, over three connections; the server must answer throughout.
     pub const WINDOW_TAKEN: u64 = 11;
+    /// x86: two clients, a victim with its MSI on the first device and the owner of a hostile
+    /// second device; once both are set up (`report::FORGERY_TARGETS_READY`) the root task
+    /// makes the hostile device send forged interrupt requests (indices `FORGERY_INDICES`):
+    /// each must be refused and reported to the hostile device's fault queue; then both
+    /// devices' own MSIs still arrive.
+    #[cfg(target_arch = "x86_64")]
+    pub const FORGED_INTERRUPTS: u64 = 12;
 }
 
 /// Capability slots the root task fills.
@@ -63,4 +70,31 @@ pub mod report {
     /// BENCH: the instruction counter right after `fault_read` returned the record of the
     /// benchmark's refused DMA.
     pub const FAULT_HELD_AT: usize = 1;
+    /// BENCH (x86): the device's MSI is bound; the root task measures its latency with
+    /// `MSI_COMMAND` (after `FAULT_HELD_AT` is written).
+    #[cfg(target_arch = "x86_64")]
+    pub const MSI_READY: u64 = 4;
+    /// BENCH (x86): the root task writes `MEASURE_MSI` here to have the driver raise the
+    /// device's interrupt once and wait for it (the driver writes 0 back when woken, after
+    /// `MSI_WOKEN_AT`), or `END` to let the driver end.
+    #[cfg(target_arch = "x86_64")]
+    pub const MSI_COMMAND: usize = 2;
+    #[cfg(target_arch = "x86_64")]
+    pub const MEASURE_MSI: u64 = 1;
+    #[cfg(target_arch = "x86_64")]
+    #[allow(dead_code, reason = "the driver ends on any command but MEASURE_MSI; the root task sends this one")]
+    pub const END: u64 = 2;
+    /// BENCH (x86): the instruction counter right after the driver's wait for the MSI returned.
+    #[cfg(target_arch = "x86_64")]
+    pub const MSI_WOKEN_AT: usize = 3;
+    /// FORGED_INTERRUPTS: the victim's MSI is bound and the hostile device attached with a
+    /// fault queue; the root task may send the forged requests now.
+    #[cfg(target_arch = "x86_64")]
+    pub const FORGERY_TARGETS_READY: u64 = 3;
 }
+
+/// FORGED_INTERRUPTS: the interrupt indices the forged requests name, in the order the root
+/// task sends them: the victim's entry (the first the server hands out), an entry nobody was
+/// given, an index beyond the server's 256-entry table.
+#[cfg(target_arch = "x86_64")]
+pub const FORGERY_INDICES: [u64; 3] = [0, 200, 0x91a];

@@ -7,6 +7,8 @@
 
 mod contract;
 mod edu;
+#[cfg(target_arch = "x86_64")]
+mod forged;
 mod race;
 mod sharing;
 mod stream;
@@ -41,6 +43,12 @@ mod slot {
     pub const FAULT_NOTIFICATION: u64 = 25;
     pub const WINDOW_VIEW: u64 = 26;
     pub const WINDOW_CHILD: u64 = 27;
+    /// The IRQ capability of the device's MSI, from the server's `msi_alloc` (x86).
+    #[cfg(target_arch = "x86_64")]
+    pub const MSI: u64 = 28;
+    /// The notification the MSI is bound to.
+    #[cfg(target_arch = "x86_64")]
+    pub const IRQ_NOTIFICATION: u64 = 29;
 }
 
 /// The driver's address space.
@@ -85,6 +93,8 @@ fn main(arg: u64) -> u64 {
         scenario::HOSTILE_STREAM => stream::hostile_stream(arg >> 8),
         scenario::DMA_ROUNDS => stream::dma_rounds(),
         scenario::WINDOW_TAKEN => window::window_taken(),
+        #[cfg(target_arch = "x86_64")]
+        scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         _ => Err((99, "unknown scenario")),
     };
     match outcome {
@@ -271,6 +281,15 @@ fn dma_through_iommu() -> Outcome {
     println!("edu-driver: source page at IOVA {source_iova:#x}, destination page at IOVA {destination_iova:#x}");
 
     edu.dma(source_iova, edu::BUFFER, PAGE_SIZE, false).map_err(|why| (18, why))?;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // The device's MSI through the server (interrupt remapping): the copy back to RAM
+        // ends with the device's DMA-done interrupt instead of polling.
+        take_msi(&mut iommu, device)?;
+        let (status, _) = dma_awaiting_interrupt(&edu, edu::BUFFER, destination_iova)?;
+        println!("edu-driver: DMA-done interrupt (status {status:#x}) taken through the MSI the server routed");
+    }
+    #[cfg(target_arch = "aarch64")]
     edu.dma(edu::BUFFER, destination_iova, PAGE_SIZE, true).map_err(|why| (19, why))?;
     let mismatch = source.iter().zip(destination.iter()).position(|(a, b)| a != b);
     if let Some(at) = mismatch {
@@ -318,6 +337,40 @@ fn dma_through_iommu() -> Outcome {
     iommu.destroy(registered.handle()).map_err(|_| (39, "destroy the registration"))?;
     println!("edu-driver: DMA into registered memory: all {PAGE_SIZE} bytes match");
     Ok(())
+}
+
+/// Asks the server for the device's MSI (`slot::MSI`) and binds it to a new notification
+/// (`slot::IRQ_NOTIFICATION`, bit 0). The server checks that the capability grants only
+/// CONTROL: the driver binds and acknowledges the line, nothing more.
+#[cfg(target_arch = "x86_64")]
+fn take_msi(iommu: &mut Client, device: DeviceId) -> Outcome {
+    iommu.msi_alloc(device, 1, slot::MSI).map_err(|error| {
+        println!("edu-driver: msi_alloc failed: {error:?}");
+        (40, "msi_alloc")
+    })?;
+    let (kind, rights, _) = syscall::cap_info(slot::MSI).map_err(|_| (41, "no IRQ capability in the slot msi_alloc named"))?;
+    check(kernel_abi::ObjectType::from_u64(kind) == Some(kernel_abi::ObjectType::Irq) && Rights::from_bits(rights) == Some(Rights::CONTROL), 41, "msi_alloc left no IRQ capability with CONTROL alone")?;
+    // A second block for the same device is refused: its MSI capability holds one address.
+    expect_error(iommu.msi_alloc(device, 1, slot::MSI + 10), Error::Busy, 42, "a second msi_alloc for the device")?;
+    syscall::notification_create(slot::IRQ_NOTIFICATION).map_err(|_| (43, "notification_create"))?;
+    syscall::irq_bind(slot::MSI, slot::IRQ_NOTIFICATION, 0).map_err(|_| (44, "irq_bind the MSI"))?;
+    Ok(())
+}
+
+/// Copies one page from the device's buffer to `destination` with the completion interrupt
+/// on, waits for the interrupt on `slot::IRQ_NOTIFICATION` and acknowledges it; returns the
+/// interrupt status and the instruction counter right after the wait returned.
+#[cfg(target_arch = "x86_64")]
+fn dma_awaiting_interrupt(edu: &Edu, source: u64, destination: u64) -> Result<(u32, u64), (u64, &'static str)> {
+    edu.start_dma_interrupting(source, destination, PAGE_SIZE, true);
+    let bits = syscall::notify_wait(slot::IRQ_NOTIFICATION).map_err(|_| (45, "wait for the MSI"))?;
+    let woken_at = syscall::instruction_counter();
+    let status = edu.interrupt_status();
+    check(bits == 1 && status & edu::DMA_DONE != 0, 46, "woken without the DMA-done interrupt")?;
+    check(!edu.dma_running(), 47, "DMA-done interrupt before the DMA finished")?;
+    edu.acknowledge_interrupt(status);
+    syscall::irq_ack(slot::MSI).map_err(|_| (48, "irq_ack"))?;
+    Ok((status, woken_at))
 }
 
 fn hostile_requests() -> Outcome {
@@ -476,7 +529,50 @@ fn bench_ipc() -> Outcome {
     }
     let spent = (syscall::instruction_counter() - start) / ROUNDS;
     println!("bench: ipc get_info round trip {spent} guest instructions (mean of {ROUNDS})");
-    bench_fault_delivery(&mut iommu, device, &edu)
+    bench_fault_delivery(&mut iommu, device, &edu)?;
+    #[cfg(target_arch = "x86_64")]
+    bench_msi(&mut iommu, device, &edu)?;
+    Ok(())
+}
+
+/// MSI latency (x86): with the device's MSI from the server bound, the driver raises the
+/// device's interrupt whenever the root task asks on the report page, waits for it and writes
+/// the instruction counter right after the wait returned; the root task compares it with the
+/// moment the line fired in the kernel (it may change how the MSI is delivered in between).
+#[cfg(target_arch = "x86_64")]
+fn bench_msi(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
+    use contract::report;
+    take_msi(iommu, device)?;
+    let word = |index: usize| (va::REPORT as *mut u64).wrapping_add(index);
+    // SAFETY (all accesses below): the report page is mapped writable at va::REPORT by
+    // `bench_fault_delivery`, one page of words; the root task reads and writes it too.
+    unsafe { core::ptr::write_volatile(word(report::PHASE), report::MSI_READY) };
+    loop {
+        let start = syscall::instruction_counter();
+        let command = loop {
+            // SAFETY: as above.
+            let command = unsafe { core::ptr::read_volatile(word(report::MSI_COMMAND)) };
+            if command != 0 {
+                break command;
+            }
+            check(syscall::instruction_counter() - start < FAULT_TIMEOUT, 110, "no MSI benchmark command")?;
+            syscall::yield_now();
+        };
+        if command != report::MEASURE_MSI {
+            return Ok(());
+        }
+        edu.raise_interrupt(1);
+        let bits = syscall::notify_wait(slot::IRQ_NOTIFICATION).map_err(|_| (111, "wait for the MSI"))?;
+        let woken_at = syscall::instruction_counter();
+        check(bits == 1 && edu.interrupt_status() == 1, 112, "woken without the device's interrupt")?;
+        edu.acknowledge_interrupt(1);
+        syscall::irq_ack(slot::MSI).map_err(|_| (113, "irq_ack"))?;
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_volatile(word(report::MSI_WOKEN_AT), woken_at);
+            core::ptr::write_volatile(word(report::MSI_COMMAND), 0);
+        }
+    }
 }
 
 /// One fault delivered the way a driver waits for it: the device is moved to an empty IOAS

@@ -249,6 +249,12 @@ pub fn notify_signal(ntfn: u64, bits: u64) -> Result<(), Error> {
     check(raw(Syscall::NotifySignal as u64, [ntfn, bits, 0, 0, 0, 0]).0)
 }
 
+/// The notification's bits, cleared, or 0 at once if none is set.
+pub fn notify_poll(ntfn: u64) -> Result<u64, Error> {
+    let (status, bits) = raw(Syscall::NotifyPoll as u64, [ntfn, 0, 0, 0, 0, 0]);
+    check(status).map(|_| bits)
+}
+
 pub fn notify_wait(ntfn: u64) -> Result<u64, Error> {
     let (status, bits) = raw(Syscall::NotifyWait as u64, [ntfn, 0, 0, 0, 0, 0]);
     check(status).map(|_| bits)
@@ -256,6 +262,10 @@ pub fn notify_wait(ntfn: u64) -> Result<u64, Error> {
 
 pub fn irq_bind(irq: u64, ntfn: u64, bit: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqBind as u64, [irq, ntfn, bit, 0, 0, 0]).0)
+}
+
+pub fn irq_unbind(irq: u64) -> Result<(), Error> {
+    check(raw(Syscall::IrqUnbind as u64, [irq, 0, 0, 0, 0, 0]).0)
 }
 
 pub fn irq_ack(irq: u64) -> Result<(), Error> {

@@ -73,6 +73,13 @@ const CLIENT: Rights = Rights::WRITE.union(Rights::GRANT);
 /// A device BAR: the driver maps it and hands a copy to the IOMMU server to bind the device.
 const DEVICE: Rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
 
+/// A client's process, to the IOMMU server: watch it end (READ); on x86 also put the IRQ
+/// capabilities of its MSIs into it (CONTROL, for `cap_grant`).
+#[cfg(target_arch = "x86_64")]
+const CLIENT_PROCESS: Rights = Rights::READ.union(Rights::CONTROL);
+#[cfg(target_arch = "aarch64")]
+const CLIENT_PROCESS: Rights = READ;
+
 const EDU: (u16, u16) = (0x1234, 0x11e8);
 const EDU_BAR0_SIZE: u64 = 1 << 20;
 
@@ -86,8 +93,8 @@ macro_rules! iommu_server_grants {
             grant(server_slot::PCI_MMIO, boot("pci-mmio"), READ_WRITE),
             grant(server_slot::STATUS_PAGE, Source::StatusPage, READ_WRITE),
             grant(server_slot::FIRMWARE_FIRST, Source::BootAll { name: "firmware", max: server_slot::FIRMWARE_COUNT }, READ),
-            grant(server_slot::CLIENT_PROCESS_BASE + 1, Source::Process { name: "edu-driver-0" }, READ),
-            grant(server_slot::CLIENT_PROCESS_BASE + 2, Source::Process { name: "edu-driver-1" }, READ),
+            grant(server_slot::CLIENT_PROCESS_BASE + 1, Source::Process { name: "edu-driver-0" }, CLIENT_PROCESS),
+            grant(server_slot::CLIENT_PROCESS_BASE + 2, Source::Process { name: "edu-driver-1" }, CLIENT_PROCESS),
             $($arch,)*
         ]
     };
@@ -98,7 +105,19 @@ const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![
     grant(server_slot::IOMMU_REGISTERS, boot("vtd"), READ_WRITE),
     // The first MSI line: the one the server programs for the VT-d fault event.
     grant(server_slot::FAULT_IRQ, Source::Boot { name: "msi", line: Some(1000 + server_slot::FAULT_MSI_INDEX as u64) }, Rights::all()),
+    // The lines the server hands drivers through `msi_alloc` (it routes them with interrupt
+    // remapping; no driver gets an MSI line from here directly).
+    msi_pool_line(0),
+    msi_pool_line(1),
+    msi_pool_line(2),
+    msi_pool_line(3),
 ];
+
+/// The `index`-th line of the server's MSI pool: the lines after the fault event's.
+#[cfg(target_arch = "x86_64")]
+const fn msi_pool_line(index: u64) -> Grant {
+    grant(server_slot::MSI_POOL_FIRST + index, Source::Boot { name: "msi", line: Some(1001 + index) }, Rights::all())
+}
 
 #[cfg(target_arch = "aarch64")]
 const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![

@@ -36,6 +36,16 @@ impl CapabilityVerifier for Kernel {
             _ => Err(Error::BadCapability),
         }
     }
+
+    /// As the x86 server does, less the kernel's part: one route per MSI, refused while the
+    /// device has its MSIs.
+    fn msi_alloc<Backend: IommuBackend>(&mut self, backend: &mut Backend, _client: ClientId, unit: UnitId, rid: RequesterId, count: u32, _first_slot: u64) -> Result<(), Error> {
+        if backend.msis_routed(unit, rid) {
+            return Err(Error::Busy);
+        }
+        let vectors: Vec<u8> = (0..count as u8).map(|i| 0x60 + i).collect();
+        backend.route_msis(unit, rid, &vectors).map(|_| ())
+    }
 }
 
 /// What the world holds, named for the requests.
@@ -156,6 +166,7 @@ fn requests(w: &World) -> Vec<(&'static str, Request, Option<u64>)> {
         ("memory_register", Request::MemoryRegister, Some(MEM_RO)),
         ("ioas_map_registered", Request::IoasMapRegistered { ioas: w.ioas, memory: w.registration, iova: IovaChoice::Auto, perm: Perm::READ_WRITE, offset: 0x1000, length: 0x3000 }, None),
         ("handle_accept", Request::HandleAccept { from: B.0, accept: true }, None),
+        ("msi_alloc", Request::MsiAlloc { device: w.device, count: 2, first_slot: 40 }, None),
     ]
 }
 
@@ -168,6 +179,7 @@ struct Snapshot {
     entries: Vec<(HwDomainId, u64, u64, Perm)>,
     attachments: Vec<((UnitId, RequesterId, Option<u32>), Translation)>,
     domains: Vec<HwDomainId>,
+    msi_routes: Vec<((UnitId, RequesterId), usize)>,
     /// Pinned pages as runs (object, first page, last page), so a difference reads well.
     pinned: Vec<(MemoryObjectId, u64, u64)>,
     /// The object model's own state, in full.
@@ -193,6 +205,7 @@ fn snapshot(server: &Server<FakeBackend, FakeMemory>) -> Snapshot {
         entries: server.backend().entries(),
         attachments: server.backend().attachments(),
         domains: server.backend().domain_ids(),
+        msi_routes: server.backend().msi_routes(),
         pinned: pinned_runs(&server.memory().pinned()),
         model: server.state_digest(),
     }
@@ -253,6 +266,7 @@ fn assert_all_released(mut h: Harness, context: &str) {
         entries: Vec::new(),
         attachments: Vec::new(),
         domains: Vec::new(),
+        msi_routes: Vec::new(),
         pinned: Vec::new(),
         model: after.model.clone(),
     };

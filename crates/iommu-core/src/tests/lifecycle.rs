@@ -77,6 +77,30 @@ fn wrong_types_are_reported() {
 }
 
 #[test]
+fn interrupt_source_needs_a_device_handle_with_attach() {
+    let mut h = harness();
+    let (ioas, device, _hwpt) = h.attached_setup();
+    assert_eq!(h.server.device_interrupt_source(A, device), Ok((VTD, DEV)));
+    assert_eq!(h.server.device_interrupt_source(A, ioas), Err(Error::WrongType));
+    assert_eq!(h.server.device_interrupt_source(B, device), Err(Error::NoSuchObject), "another client's handle");
+    let no_attach = h.server.handle_derive(A, device, Rights::all().difference(Rights::ATTACH), B).unwrap();
+    assert_eq!(h.server.device_interrupt_source(B, no_attach), Err(Error::MissingRight));
+}
+
+#[test]
+fn unbinding_a_device_releases_its_msis() {
+    let mut h = harness();
+    let device = h.bind(A, VTD, DEV);
+    let _other = h.bind(B, VTD, DEV2);
+    h.clear_log();
+    h.server.destroy(A, device).unwrap();
+    assert_eq!(h.calls(), vec![Call::ReleaseMsis { unit: VTD, rid: DEV }], "destroy");
+    h.clear_log();
+    h.server.close_client(B).unwrap();
+    assert!(h.calls().contains(&Call::ReleaseMsis { unit: VTD, rid: DEV2 }), "its owner's teardown");
+}
+
+#[test]
 fn derived_handles_carry_fewer_rights_to_another_client() {
     let mut h = harness();
     let ioas = h.server.ioas_alloc(A).unwrap();

@@ -388,10 +388,16 @@ impl VtdModel {
         Ok(bytes)
     }
 
-    /// Delivers a remappable-format MSI write from `requester`: `Ok((vector, destination
-    /// field))` or `Err(fault reason)` (recorded).
+    /// Delivers an MSI write from `requester`: `Ok((vector, destination field))` or
+    /// `Err(fault reason)` (recorded). A compatibility-format MSI (address bit 4 clear) passes
+    /// unchanged while IRE is off or CFIS is set (spec 5.1.2.1; its APIC id, address bits
+    /// 19:12, reported in the xAPIC position of the destination field), else faults 25h.
     pub fn remap_interrupt(&self, requester: RequesterId, address: u32, data: u32) -> Result<(u8, u32), u8> {
         let mut state = self.state.borrow_mut();
+        let compatibility = address >> 4 & 1 == 0;
+        if compatibility && state.gsts & (regs::gcmd::IRE | regs::gcmd::CFI) != regs::gcmd::IRE {
+            return Ok((data as u8, (address >> 12 & 0xff) << 8));
+        }
         if state.gsts & regs::gcmd::IRE == 0 {
             return Err(0x25);
         }
