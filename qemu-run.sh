@@ -153,13 +153,14 @@ if [ "$test_build" = 1 ]; then
     rm -f "$log"
     passed="$(sed -n 's/.*passed=\([0-9]*\).*/\1/p' <<<"$summary")"
     failed="$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' <<<"$summary")"
+    skipped="$(sed -n 's/.*skipped=\([0-9]*\).*/\1/p' <<<"$summary")"
     if [ "$status" = 124 ]; then
         echo "qemu-run.sh: the kernel had not finished its tests after $limit s (KERNEL_TEST_TIMEOUT): stopped it" >&2
     elif [ -z "$summary" ]; then
         echo "qemu-run.sh: the kernel ended (QEMU status $status) without its test summary: it crashed" >&2
     fi
     [ -n "$summary" ] || { passed=0; failed=1; }
-    echo "kernel tests ($arch, $iommu): $passed passed, $failed failed"
+    echo "kernel tests ($arch, $iommu): $passed passed, $failed failed, ${skipped:-0} skipped"
     if [ "$status" = 0 ] && [ "$failed" = 0 ] && [ "${passed:-0}" -gt 0 ]; then
         exit 0
     fi

@@ -104,6 +104,34 @@ for arch in x86_64 aarch64; do
     rm -f "$run_log"
 done
 
+# `cargo test --target <json>` boots the kernel's test build through qemu-run.sh, as kernels
+# in the rust-osdev tradition do: it must pass on each architecture, and end non-zero on a
+# test that fails on purpose. (Its tests are the matrix's own, so they are not counted again.)
+for arch in x86_64 aarch64; do
+    t0=$(date +%s)
+    log=$(mktemp)
+    if RUSTC_BOOTSTRAP=1 cargo test --quiet --target "$arch-target.json" >"$log" 2>&1 \
+        && grep -Eq "^kernel tests \($arch, [a-z0-9-]+\): [1-9][0-9]* passed, 0 failed, [0-9]+ skipped" "$log"; then
+        echo "PASS cargo-test::$arch ($(grep -E '^kernel tests' "$log"))"
+        total_passed=$((total_passed + 1))
+    else
+        echo "FAIL cargo-test::$arch"; tail -20 "$log"
+        total_failed=$((total_failed + 1))
+    fi
+    if RUSTC_BOOTSTRAP=1 cargo test --quiet --target "$arch-target.json" -- selftest::intentional_failure >"$log" 2>&1; then
+        echo "FAIL cargo-test::$arch::fails_on_a_failing_test: cargo test ended 0"; tail -20 "$log"
+        total_failed=$((total_failed + 1))
+    elif grep -Eq "^kernel tests \($arch, [a-z0-9-]+\): 0 passed, 1 failed, 0 skipped" "$log"; then
+        echo "PASS cargo-test::$arch::fails_on_a_failing_test"
+        total_passed=$((total_passed + 1))
+    else
+        echo "FAIL cargo-test::$arch::fails_on_a_failing_test: no failure reported"; tail -20 "$log"
+        total_failed=$((total_failed + 1))
+    fi
+    rm -f "$log"
+    echo "time cargo test $arch: $(( $(date +%s) - t0 )) s"
+done
+
 t0=$(date +%s)
 run_suite "QEMU suites" plain python3 scripts/qemu-tests.py --arch all
 echo "time QEMU suites: $(( $(date +%s) - t0 )) s"
