@@ -104,6 +104,21 @@ for arch in x86_64 aarch64; do
     rm -f "$run_log"
 done
 
+# A first `./qemu-run.sh` says little before the kernel's boot report: setup prints one line
+# per step it takes and the build is quiet. Fewer than 30 lines (on a machine that has what
+# setup installs, this measures the rest of the path).
+run_log=$(mktemp)
+timeout 300 ./qemu-run.sh >"$run_log" 2>&1 </dev/null
+before=$(grep -n -m1 "iommu-os kernel booting" "$run_log" | cut -d: -f1)
+if [ -n "$before" ] && [ "$((before - 1))" -lt 30 ]; then
+    echo "PASS qemu-run::quiet_before_boot_report ($((before - 1)) lines)"
+    total_passed=$((total_passed + 1))
+else
+    echo "FAIL qemu-run::quiet_before_boot_report"; head -40 "$run_log"
+    total_failed=$((total_failed + 1))
+fi
+rm -f "$run_log"
+
 # `cargo test --target <json>` boots the kernel's test build through qemu-run.sh, as kernels
 # in the rust-osdev tradition do: it must pass on each architecture, and end non-zero on a
 # test that fails on purpose. (Its tests are the matrix's own, so they are not counted again.)
