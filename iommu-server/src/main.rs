@@ -43,6 +43,13 @@ const ARG_BENCH: u64 = 1 << 0;
 /// than stage-1 (ASID, TTB0 in a context descriptor).
 #[cfg(target_arch = "aarch64")]
 const ARG_STAGE2: u64 = 1 << 1;
+/// Start-argument bit (arm with GICv2m): map the GICv2m doorbell into every paging domain, so
+/// attached devices can raise MSIs. GICv2m cannot tell devices apart, so each of them can then
+/// raise any other device's MSI: the system description must ask for it knowingly (as Linux's
+/// `allow_unsafe_interrupts`). Without it the doorbell stays unmapped and MSIs of attached
+/// devices fault.
+#[cfg(target_arch = "aarch64")]
+const ARG_ALLOW_UNISOLATED_MSI: u64 = 1 << 2;
 
 fn main(arg: u64) -> u64 {
     if let Err(error) = heap::init() {
@@ -55,7 +62,7 @@ fn main(arg: u64) -> u64 {
     #[cfg(target_arch = "aarch64")]
     let platform = |status: &status::StatusPage| {
         let stage = if arg & ARG_STAGE2 != 0 { arm::smmu_backend::DomainStage::Stage2 } else { arm::smmu_backend::DomainStage::Stage1 };
-        arm::bring_up(status, stage)
+        arm::bring_up(status, stage, arg & ARG_ALLOW_UNISOLATED_MSI != 0)
     };
     let state = match state::bring_up(status, platform) {
         Ok(state) => state,

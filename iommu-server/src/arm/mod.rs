@@ -40,7 +40,7 @@ fn bind_interrupt(slot: u64, intid: Option<u32>, bit: u64, what: &str) -> Result
     syscall::irq_bind(slot, slots::EVENTS, bit).map_err(|_| "cannot bind an SMMU interrupt")
 }
 
-pub fn bring_up(status: &StatusPage, stage: DomainStage) -> Result<Platform, &'static str> {
+pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: bool) -> Result<Platform, &'static str> {
     let firmware = FirmwareMemory::from_slots();
     println!("iommu-server: {} firmware regions", firmware.region_count());
     let tree = devicetree::read(&firmware)?;
@@ -80,7 +80,13 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage) -> Result<Platform, &'s
     status.set(status::IORT_CHECK, iort_check);
 
     let mut backend = SmmuBackend::new(DmaPool::new(slots::DMA_AUTHORITY, layout::DMA));
-    for &frame in &tree.msi_frames {
+    // GICv2m has one doorbell for every device and cannot tell them apart: a device that can
+    // write it can raise any other device's MSI. Its doorbell goes into domains only when the
+    // system description allows unisolated MSIs.
+    if !tree.msi_frames.is_empty() && !allow_unisolated_msi {
+        println!("iommu-server: GICv2m cannot tell devices apart: its doorbell stays unmapped, MSIs of attached devices fault (start argument ALLOW_UNISOLATED_MSI maps it)");
+    }
+    for &frame in tree.msi_frames.iter().filter(|_| allow_unisolated_msi) {
         if !backend.add_msi_doorbell(frame) {
             println!("iommu-server: GICv2m frame {frame:#x} lies outside the IOVA window kept for doorbells: MSIs of attached devices stay blocked");
         }
