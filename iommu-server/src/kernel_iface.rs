@@ -60,9 +60,7 @@ impl KernelMemory {
             }
         }
     }
-}
 
-impl KernelMemory {
     /// `unpin` of pages `[first, end)` where more than one pin covers the range: each page is
     /// released from the newest pin covering it.
     fn unpin_overlapping(&mut self, object: MemoryObjectId, first: u64, end: u64) {
