@@ -396,12 +396,15 @@ impl State {
     }
 
     /// Counts a DMA fault the hardware reported and remembers it as the last one.
+    /// The record's words first, the count last: a reader that sees the count move (the kernel
+    /// tests poll it between time slices, and the server may be preempted anywhere here) then
+    /// reads this record, not the one before.
     pub fn record_fault(&self, rid: u64, address: u64, access: Access, reason: u64) {
-        self.status.add(status::FAULTS, 1);
         self.status.set(status::LAST_FAULT_RID, rid);
         self.status.set(status::LAST_FAULT_ADDRESS, address);
         self.status.set(status::LAST_FAULT_ACCESS, u64::from(access.bits()));
         self.status.set(status::LAST_FAULT_REASON, reason);
+        self.status.add(status::FAULTS, 1);
     }
 
     fn publish_counters(&self) {
