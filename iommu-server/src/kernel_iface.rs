@@ -142,7 +142,7 @@ impl MemorySource for KernelMemory {
         let (first, end) = (offset / PAGE, (offset + length) / PAGE);
         let candidates = (object, 0, 0)..(object, end, 0);
         let covers = |key: &PinKey, held: &KernelPin| key.1 + held.pages > first;
-        if self.pins.range(candidates.clone()).filter(|(key, held)| covers(key, held)).count() > 1 {
+        if self.pins.range(candidates.clone()).filter(|(key, held)| covers(key, held)).nth(1).is_some() {
             return self.unpin_overlapping(object, first, end);
         }
         let mut emptied: Vec<PinKey> = Vec::new();

@@ -31,43 +31,31 @@ fn client_rights() -> Rights {
 }
 
 fn ipc_server_serves_clients() -> TestResult {
-    let before = mm::FRAMES.lock().free_frames();
-    {
-        let mut kernel = Kernel::new(IMAGES);
-        let ep = new_endpoint();
-        let server = start_with_endpoint(&mut kernel, scenario::IPC_SERVER, &ep, Rights::READ, 0)?;
-        let clients = [
-            start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 1 << 8, &ep, client_rights(), 1)?,
-            start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 2 << 8, &ep, client_rights(), 2)?,
-            start_with_endpoint(&mut kernel, scenario::IPC_CLIENT | 3 << 8, &ep, client_rights(), 3)?,
-        ];
-        kernel.run_until_exited(&clients);
-        for c in clients {
-            let reason = kernel.take_exit(c);
-            ensure!(reason == Some(ExitReason::Exited(0)), "client {c} ended with {reason:?}");
-        }
-        ensure!(!kernel.has_exited(server), "server died");
-    }
-    let after = mm::FRAMES.lock().free_frames();
-    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
-    Ok(())
+    server_with_clients(scenario::IPC_SERVER, scenario::IPC_CLIENT, 3)
 }
 
 /// `reply_lend` between processes (scenarios LENDER, BORROWER): refused with no caller, into
 /// an occupied slot and without GRANT, each refusal answered; lent copies work and go with
 /// their holders' deletes; the server serves throughout, and nothing leaks.
 fn ipc_reply_lends_capability() -> TestResult {
+    server_with_clients(scenario::LENDER, scenario::BORROWER, 2)
+}
+
+/// Runs a server scenario and `clients` client scenarios (badges 1.., also in the start
+/// argument's second byte) on one endpoint: every client must exit with 0, the server must
+/// still run, and no frame may leak once the kernel state is gone.
+fn server_with_clients(server_scenario: u64, client_scenario: u64, clients: u64) -> TestResult {
     let before = mm::FRAMES.lock().free_frames();
     {
         let mut kernel = Kernel::new(IMAGES);
         let ep = new_endpoint();
-        let server = start_with_endpoint(&mut kernel, scenario::LENDER, &ep, Rights::READ, 0)?;
-        let clients = [
-            start_with_endpoint(&mut kernel, scenario::BORROWER | 1 << 8, &ep, client_rights(), 1)?,
-            start_with_endpoint(&mut kernel, scenario::BORROWER | 2 << 8, &ep, client_rights(), 2)?,
-        ];
-        kernel.run_until_exited(&clients);
-        for c in clients {
+        let server = start_with_endpoint(&mut kernel, server_scenario, &ep, Rights::READ, 0)?;
+        let mut pids = alloc::vec::Vec::new();
+        for badge in 1..=clients {
+            pids.push(start_with_endpoint(&mut kernel, client_scenario | badge << 8, &ep, client_rights(), badge)?);
+        }
+        kernel.run_until_exited(&pids);
+        for c in pids {
             let reason = kernel.take_exit(c);
             ensure!(reason == Some(ExitReason::Exited(0)), "client {c} ended with {reason:?}");
         }

@@ -897,6 +897,44 @@ mod iommu_tests {
         Ok(())
     }
 
+    /// One server with a good driver (`good_scenario`, badge 1, given the first edu device) and
+    /// a hostile one (`hostile_scenario`, one connection per (badge, endpoint slot), given the
+    /// second edu device if `hostile_device`), the server up; `None` without an IOMMU (the
+    /// test is then reported skipped). The drivers are created, not started.
+    fn good_and_hostile_drivers(
+        kernel: &mut Kernel,
+        good_scenario: u64,
+        hostile_scenario: u64,
+        hostile_connections: &[(u64, u64)],
+        hostile_device: bool,
+    ) -> Result<Option<(ServerUnderTest, Pid, Pid)>, String> {
+        let good = kernel.create_process("edu-driver", EDU_DRIVER, good_scenario, DRIVER_QUOTA).map_err(err("create the good driver"))?;
+        let hostile = kernel.create_process("edu-driver", EDU_DRIVER, hostile_scenario, DRIVER_QUOTA).map_err(err("create the hostile driver"))?;
+        let mut clients: Vec<(Pid, u64)> = Vec::from([(good, 1)]);
+        clients.extend(hostile_connections.iter().map(|&(badge, _)| (hostile, badge)));
+        let server = create_server(kernel, 0, &clients)?;
+        let client = Rights::WRITE.union(Rights::GRANT);
+        kernel.install(good, driver_slot::SERVER, server.endpoint.clone(), client, 1).map_err(err("good driver's endpoint"))?;
+        for &(badge, slot) in hostile_connections {
+            kernel.install(hostile, slot, server.endpoint.clone(), client, badge).map_err(err("hostile driver's endpoint"))?;
+        }
+        kernel.start_process(server.pid).map_err(err("start server"))?;
+        wait_ready(kernel, &server)?;
+        if !discovery_agrees(&server)? {
+            skip_without_iommu();
+            return Ok(None);
+        }
+        let devices = edu_devices(&ConfigSpace::open()?);
+        ensure!(devices.len() >= 2, "found {} edu devices, the test needs two (qemu-run.sh adds two)", devices.len());
+        let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
+        let owners = if hostile_device { &[good, hostile][..] } else { &[good][..] };
+        for (&pid, device) in owners.iter().zip(&devices) {
+            let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
+            kernel.install(pid, driver_slot::DEVICE, bar, rights, 0).map_err(err("device capability"))?;
+        }
+        Ok(Some((server, good, hostile)))
+    }
+
     /// Seeds of the hostile request streams (one boot of the server each).
     const STREAM_SEEDS: [u64; 2] = [0x5eed_0001, 0x5eed_0002];
 
@@ -908,28 +946,10 @@ mod iommu_tests {
     fn hostile_stream_beside_good_driver() -> TestResult {
         for seed in STREAM_SEEDS {
             let translated = with_kernel(|kernel| {
-                let good = kernel.create_process("edu-driver", EDU_DRIVER, scenario::DMA_ROUNDS, DRIVER_QUOTA).map_err(err("create the good driver"))?;
-                let hostile = kernel
-                    .create_process("edu-driver", EDU_DRIVER, scenario::HOSTILE_STREAM | seed << 8, DRIVER_QUOTA)
-                    .map_err(err("create the hostile driver"))?;
-                let drivers = [(good, 1), (hostile, 2)];
-                let server = create_server(kernel, 0, &drivers)?;
-                for (pid, badge) in drivers {
-                    kernel.install(pid, driver_slot::SERVER, server.endpoint.clone(), Rights::WRITE.union(Rights::GRANT), badge).map_err(err("driver endpoint"))?;
-                }
-                kernel.start_process(server.pid).map_err(err("start server"))?;
-                wait_ready(kernel, &server)?;
-                if !discovery_agrees(&server)? {
-                    skip_without_iommu();
+                let stream = scenario::HOSTILE_STREAM | seed << 8;
+                let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, scenario::DMA_ROUNDS, stream, &[(2, driver_slot::SERVER)], true)? else {
                     return Ok(false);
-                }
-                let devices = edu_devices(&ConfigSpace::open()?);
-                ensure!(devices.len() >= 2, "found {} edu devices, the test needs two (qemu-run.sh adds two)", devices.len());
-                let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
-                for ((pid, _), device) in drivers.iter().zip(&devices) {
-                    let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
-                    kernel.install(*pid, driver_slot::DEVICE, bar, rights, 0).map_err(err("device capability"))?;
-                }
+                };
                 let baseline = server_kernel_pins(kernel, &server);
                 kernel.start_process(good).map_err(err("start the good driver"))?;
                 kernel.start_process(hostile).map_err(err("start the hostile driver"))?;
@@ -1197,27 +1217,10 @@ mod iommu_tests {
     /// are reaped it holds no window, mapping or pin.
     fn window_taken() -> TestResult {
         with_kernel(|kernel| {
-            let good = kernel.create_process("edu-driver", EDU_DRIVER, scenario::DMA, DRIVER_QUOTA).map_err(err("create the good driver"))?;
-            let hostile = kernel.create_process("edu-driver", EDU_DRIVER, scenario::WINDOW_TAKEN, DRIVER_QUOTA).map_err(err("create the hostile driver"))?;
             let hostile_connections = [(2, driver_slot::SERVER), (3, driver_slot::SECOND_SERVER), (4, driver_slot::THIRD_SERVER)];
-            let mut clients: Vec<(Pid, u64)> = Vec::from([(good, 1)]);
-            clients.extend(hostile_connections.iter().map(|&(badge, _)| (hostile, badge)));
-            let server = create_server(kernel, 0, &clients)?;
-            let client = Rights::WRITE.union(Rights::GRANT);
-            kernel.install(good, driver_slot::SERVER, server.endpoint.clone(), client, 1).map_err(err("good driver's endpoint"))?;
-            for (badge, slot) in hostile_connections {
-                kernel.install(hostile, slot, server.endpoint.clone(), client, badge).map_err(err("hostile driver's endpoint"))?;
-            }
-            kernel.start_process(server.pid).map_err(err("start server"))?;
-            wait_ready(kernel, &server)?;
-            if !discovery_agrees(&server)? {
-                skip_without_iommu();
+            let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, scenario::DMA, scenario::WINDOW_TAKEN, &hostile_connections, false)? else {
                 return Ok(());
-            }
-            let device = *edu_devices(&ConfigSpace::open()?).first().ok_or("no edu device")?;
-            let bar = Object::Mmio(Rc::new(MmioRegion { base: device.bar0, size: 1 << 20 }));
-            let rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
-            kernel.install(good, driver_slot::DEVICE, bar, rights, 0).map_err(err("device capability"))?;
+            };
             let baseline = server_kernel_pins(kernel, &server);
             kernel.start_process(hostile).map_err(err("start the hostile driver"))?;
             kernel.start_process(good).map_err(err("start the good driver"))?;

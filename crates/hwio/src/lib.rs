@@ -19,6 +19,26 @@ pub trait Registers {
     fn write64(&self, offset: usize, value: u64);
 }
 
+/// A shared reference to registers is registers too: several drivers (or a driver and a test)
+/// can share one model or one register window.
+impl<R: Registers + ?Sized> Registers for &R {
+    fn read32(&self, offset: usize) -> u32 {
+        (**self).read32(offset)
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        (**self).write32(offset, value)
+    }
+
+    fn read64(&self, offset: usize) -> u64 {
+        (**self).read64(offset)
+    }
+
+    fn write64(&self, offset: usize, value: u64) {
+        (**self).write64(offset, value)
+    }
+}
+
 /// One physically contiguous, zero-filled allocation that devices and IOMMUs can read by physical
 /// address, and the driver through `virt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -789,23 +789,3 @@ impl Registers for SmmuModel {
         }
     }
 }
-
-/// Lets a test keep its own handle on the model the driver runs on (to act as a device while
-/// the driver is in the middle of an operation).
-impl Registers for &SmmuModel {
-    fn read32(&self, offset: usize) -> u32 {
-        (*self).read32(offset)
-    }
-
-    fn write32(&self, offset: usize, value: u32) {
-        (*self).write32(offset, value)
-    }
-
-    fn read64(&self, offset: usize) -> u64 {
-        (*self).read64(offset)
-    }
-
-    fn write64(&self, offset: usize, value: u64) {
-        (*self).write64(offset, value)
-    }
-}

@@ -1350,21 +1350,3 @@ impl Registers for VtdModel {
     }
 }
 
-/// Lets several drivers (or a driver and the test) share one model.
-impl Registers for &VtdModel {
-    fn read32(&self, offset: usize) -> u32 {
-        (*self).read32(offset)
-    }
-
-    fn write32(&self, offset: usize, value: u32) {
-        (*self).write32(offset, value)
-    }
-
-    fn read64(&self, offset: usize) -> u64 {
-        (*self).read64(offset)
-    }
-
-    fn write64(&self, offset: usize, value: u64) {
-        (*self).write64(offset, value)
-    }
-}
