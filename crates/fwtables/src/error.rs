@@ -26,6 +26,23 @@ pub enum Problem {
     Unterminated,
     /// A string field holds a byte outside printable ASCII.
     NotAscii { byte: u8 },
+    /// The table's bytes sum to `sum` modulo 256 instead of zero (ACPI §5.2.6).
+    ChecksumMismatch { sum: u8 },
+    /// An ID mapping of the IORT node at `node` references `reference`, which lies past the
+    /// table's end.
+    ReferenceOutsideTable { node: u32, reference: u32 },
+    /// An ID mapping of the node at `node` references `reference`, inside the table but in no
+    /// node (the header or a gap).
+    ReferenceNotANode { node: u32, reference: u32 },
+    /// An ID mapping of the node at `node` references `reference`, which lies inside the body
+    /// of the node at `target` instead of at a node's start.
+    ReferenceIntoNode { node: u32, reference: u32, target: u32 },
+    /// An ID mapping of the node at `node` references the node at `reference`, whose kind
+    /// (`found`) cannot receive its IDs; `expected` names the kinds that can.
+    WrongReferenceKind { node: u32, reference: u32, found: &'static str, expected: &'static str },
+    /// ID mappings form a cycle: a mapping of the node at `node` leads back to the node at
+    /// `back_to`, which leads to `node` again through `length` nodes in all.
+    MappingCycle { node: u32, back_to: u32, length: usize },
 }
 
 /// A table that could not be decoded, located precisely.
@@ -61,6 +78,29 @@ impl fmt::Display for Problem {
             }
             Problem::Unterminated => f.write_str("string has no NUL terminator"),
             Problem::NotAscii { byte } => write!(f, "string contains non-ASCII byte {byte:#04x}"),
+            Problem::ChecksumMismatch { sum } => {
+                write!(f, "table bytes sum to {sum:#04x}, not zero: the checksum is wrong")
+            }
+            Problem::ReferenceOutsideTable { node, reference } => write!(
+                f,
+                "the node at {node:#x} references {reference:#x}, past the end of the table (dangling reference)"
+            ),
+            Problem::ReferenceNotANode { node, reference } => write!(
+                f,
+                "the node at {node:#x} references {reference:#x}, where no node is (dangling reference)"
+            ),
+            Problem::ReferenceIntoNode { node, reference, target } => write!(
+                f,
+                "the node at {node:#x} references {reference:#x}, inside the node at {target:#x} rather than at its start"
+            ),
+            Problem::WrongReferenceKind { node, reference, found, expected } => write!(
+                f,
+                "the node at {node:#x} references the {found} node at {reference:#x}; expected {expected}"
+            ),
+            Problem::MappingCycle { node, back_to, length } => write!(
+                f,
+                "ID mappings form a cycle of {length} nodes: the node at {node:#x} maps back to the node at {back_to:#x}"
+            ),
         }
     }
 }

@@ -163,6 +163,24 @@ impl<'a> View<'a> {
         Ok(View { bytes, table_offset: self.table_offset + relative, table: self.table, structure })
     }
 
+    /// A window onto a nested structure at `relative` whose length `len` was read from its
+    /// own length field `length_field` (offset relative to the nested structure). When the
+    /// structure overruns this window, the error names that field at its own offset, which is
+    /// where the firmware's mistake is.
+    pub(crate) fn sub_by_length<T: LeValue>(
+        &self,
+        relative: usize,
+        len: usize,
+        structure: &'static str,
+        length_field: Field<T>,
+    ) -> Result<View<'a>, ParseError> {
+        self.sub(relative, len, structure, length_field.name).map_err(|mut error| {
+            error.structure = structure;
+            error.offset = self.table_offset.saturating_add(relative).saturating_add(length_field.offset);
+            error
+        })
+    }
+
     /// Checks that a structure-length field is at least the fixed part's size.
     pub(crate) fn require_min_len(
         &self,

@@ -9,6 +9,10 @@
 //!   [`layout::Field`] descriptors, so a malformed table yields a [`ParseError`] naming the
 //!   structure, field and table offset; no input can make the parsers panic or read out of
 //!   bounds. There is no `unsafe` in this crate.
+//! * A table is rejected only when it is structurally broken (lengths that overrun, entries on
+//!   top of headers, a wrong checksum, IORT references that dangle or loop). Wrong contents in a
+//!   sound structure (an RMRR ending below its base, a unit at address zero) decode, with a
+//!   [`Warning`] naming the entry and field; consumers skip the entries warnings mark ignored.
 //! * Parsers decode into owned values (`alloc`), because the IOMMU server keeps the topology for
 //!   its lifetime and the tables are small.
 //! * Layouts live in `layout` modules next to each parser, with the specification section of
@@ -26,6 +30,8 @@ pub mod iort;
 pub mod layout;
 pub mod mcfg;
 pub mod sdt;
+pub mod warning;
 
 pub use error::{ParseError, Problem};
 pub use sdt::{SdtHeader, Signature};
+pub use warning::{Warning, WarningKind};

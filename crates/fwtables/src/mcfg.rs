@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use crate::error::{ParseError, Problem};
 use crate::layout::{array_offset, View};
 use crate::sdt::{SdtHeader, Signature};
+use crate::warning::{self, Warning, WarningKind};
 
 /// MCFG body layout after the SDT header, PCI Firmware Spec §4.1.2 Table 4-2.
 pub mod layout {
@@ -61,6 +62,8 @@ impl EcamSegment {
 pub struct Mcfg {
     pub header: SdtHeader,
     pub segments: Vec<EcamSegment>,
+    /// Firmware bugs in the allocations, in table order.
+    pub warnings: Vec<Warning>,
 }
 
 impl Mcfg {
@@ -89,20 +92,47 @@ impl Mcfg {
                 start_bus: entry.get(a::START_BUS)?,
                 end_bus: entry.get(a::END_BUS)?,
             };
-            if segment.end_bus < segment.start_bus {
-                return Err(entry.error(
-                    a::END_BUS.name,
-                    a::END_BUS.offset,
-                    Problem::InvalidValue { value: u64::from(segment.end_bus), expected: "End Bus Number >= Start Bus Number" },
-                ));
-            }
             segments.push(segment);
         }
-        Ok(Mcfg { header, segments })
+        header.require_checksum(table)?;
+        let warnings = warnings(&segments);
+        Ok(Mcfg { header, segments, warnings })
     }
 
-    /// The ECAM window covering `bus` of `segment`, if any.
+    /// The usable ECAM window (not ignored for a firmware bug) covering `bus` of `segment`.
     pub fn segment_for(&self, segment: u16, bus: u8) -> Option<&EcamSegment> {
-        self.segments.iter().find(|s| s.segment == segment && (s.start_bus..=s.end_bus).contains(&bus))
+        self.segments.iter().find(|s| {
+            s.segment == segment && (s.start_bus..=s.end_bus).contains(&bus) && !warning::ignored(&self.warnings, s.offset)
+        })
     }
+}
+
+/// Allocations that cannot be used as they stand: an inverted bus range, or buses an earlier
+/// allocation of the segment already covers (the earlier one wins). Both are ignored.
+fn warnings(segments: &[EcamSegment]) -> Vec<Warning> {
+    use layout::allocation as a;
+    let mut found = Vec::new();
+    let mut kept: Vec<&EcamSegment> = Vec::new();
+    for s in segments {
+        let (field, kind) = if s.end_bus < s.start_bus {
+            (a::END_BUS, WarningKind::EndBusBelowStartBus { start: s.start_bus, end: s.end_bus })
+        } else if let Some(first) =
+            kept.iter().find(|k| k.segment == s.segment && k.start_bus <= s.end_bus && s.start_bus <= k.end_bus)
+        {
+            (a::START_BUS, WarningKind::OverlappingEcam { first: first.offset })
+        } else {
+            kept.push(s);
+            continue;
+        };
+        found.push(Warning {
+            table: Signature::MCFG,
+            structure: "MCFG allocation",
+            entry: s.offset,
+            field: field.name,
+            offset: s.offset + field.offset,
+            kind,
+            entry_ignored: true,
+        });
+    }
+    found
 }

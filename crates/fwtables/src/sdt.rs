@@ -5,8 +5,10 @@
 //! memory and hands them in through the [`PhysicalMemory`] trait (a closure works), so the same
 //! code runs in the server, in the kernel and in host tests over byte arrays.
 //!
-//! A bad checksum is reported ([`SdtHeader::checksum_valid`]) rather than rejected: some
-//! firmware ships tables with wrong checksums that are otherwise fine, and the caller decides.
+//! [`SdtHeader::parse`] reports a bad checksum ([`SdtHeader::checksum_valid`]) rather than
+//! rejecting it, so a walk can still look at such a table's header; the table parsers (DMAR,
+//! IORT, MCFG) then reject it with [`SdtHeader::require_checksum`], as ACPI §5.2.6 requires
+//! every table's bytes to sum to zero.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -110,13 +112,31 @@ impl SdtHeader {
         Ok((header, table))
     }
 
+    /// Errors unless `table` (this header's table, cut to its length) sums to zero; the error
+    /// names the Checksum field.
+    pub fn require_checksum(&self, table: &[u8]) -> Result<(), ParseError> {
+        if self.checksum_valid {
+            return Ok(());
+        }
+        let sum = table.iter().fold(0u8, |sum, &b| sum.wrapping_add(b));
+        Err(View::table(table, self.signature, "table header").error(
+            header_layout::CHECKSUM.name,
+            header_layout::CHECKSUM.offset,
+            Problem::ChecksumMismatch { sum },
+        ))
+    }
+
     fn parse_as(bytes: &[u8], label: Signature) -> Result<(SdtHeader, &[u8]), ParseError> {
         use header_layout as l;
         let view = View::table(bytes, label, "table header");
         let length = view.get(l::LENGTH)?;
         let declared = length as usize;
         view.require_min_len(l::LENGTH.offset, l::LENGTH.name, declared, Self::SIZE)?;
-        let table = view.range(0, declared, l::LENGTH.name)?;
+        let table = view.range(0, declared, l::LENGTH.name).map_err(|mut error| {
+            // The Length field, not the table start, is what overruns the bytes.
+            error.offset = l::LENGTH.offset;
+            error
+        })?;
         let view = View::table(table, label, "table header");
         Ok((
             SdtHeader {

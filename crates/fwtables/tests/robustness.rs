@@ -9,6 +9,8 @@ use fwtables::mcfg::Mcfg;
 use fwtables::sdt::{RootTable, Rsdp, SdtHeader};
 use fwtables::{ParseError, Problem, Signature};
 
+mod support;
+
 const FIXTURES: [&[u8]; 4] = [
     include_bytes!("../../../tests/fwtables/dmar-full.aml"),
     include_bytes!("../../../tests/fwtables/dmar-qemu-q35.aml"),
@@ -16,8 +18,17 @@ const FIXTURES: [&[u8]; 4] = [
     include_bytes!("../../../tests/fwtables/iort-qemu-virt.aml"),
 ];
 
-/// Runs every parser (and the IORT walks) over `bytes`; only panics count as failure.
+/// Runs every parser (and the IORT walks) over `bytes` as given and with its checksum made
+/// right again (a wrong checksum would otherwise stop the table parsers before the part under
+/// test); only panics count as failure.
 fn parse_everything(bytes: &[u8]) {
+    parse_as_given(bytes);
+    let mut fixed = bytes.to_vec();
+    support::fix_checksum(&mut fixed);
+    parse_as_given(&fixed);
+}
+
+fn parse_as_given(bytes: &[u8]) {
     let _ = SdtHeader::parse(bytes);
     let _ = Dmar::parse(bytes);
     let _ = Mcfg::parse(bytes);
@@ -111,7 +122,7 @@ fn a_table_length_past_the_buffer_is_reported() {
     let mut bytes = FIXTURES[1].to_vec();
     bytes.truncate(100);
     let err = Dmar::parse(&bytes).unwrap_err();
-    assert_eq!((err.field, err.offset), ("Length", 0));
+    assert_eq!((err.field, err.offset), ("Length", 4));
     assert_eq!(err.problem, Problem::Truncated { needed: FIXTURES[1].len(), available: 100 });
 }
 
@@ -121,11 +132,10 @@ fn an_unknown_dmar_structure_is_skipped_and_reported() {
     // RHSA (type 3) at 0xcc becomes reserved type 0x7f; parsing continues after it.
     assert_eq!(bytes[0xcc], 3);
     bytes[0xcc] = 0x7f;
+    support::fix_checksum(&mut bytes);
     let dmar = Dmar::parse(&bytes).unwrap();
     assert_eq!(dmar.structures[5], RemappingStructure::Unknown { offset: 0xcc, structure_type: 0x7f, length: 0x14 });
     assert!(matches!(dmar.structures[6], RemappingStructure::Andd(_)));
-    // The checksum no longer matches, and that is reported, not fatal.
-    assert!(!dmar.header.checksum_valid);
 }
 
 #[test]
@@ -145,24 +155,137 @@ fn an_iort_mapping_array_outside_its_node_is_named() {
 }
 
 #[test]
-fn iort_dangling_reference_and_loop_are_errors() {
+fn iort_dangling_reference_and_loop_are_rejected() {
     let mut dangling = FIXTURES[3].to_vec();
-    // The root complex's only mapping (at 0xa0 + 0x24) references 0x48; point it at 0x44.
+    // The root complex's first mapping (at 0xa0 + 0x24) references 0x48; point it at 0x44,
+    // inside the ITS group node at 0x30.
     dangling[0xa0 + 0x24 + 12] = 0x44;
-    let iort = Iort::parse(&dangling).unwrap();
+    support::fix_checksum(&mut dangling);
+    let err = Iort::parse(&dangling).unwrap_err();
+    assert_eq!(err.problem, Problem::ReferenceIntoNode { node: 0xa0, reference: 0x44, target: 0x30 });
+    assert_eq!(err.offset, 0xa0 + 0x24 + 12);
+
+    let mut looped = FIXTURES[3].to_vec();
+    // The SMMUv3's mapping (at 0x48 + 0x44) goes to the ITS at 0x30; sending it back to the
+    // root complex at 0xa0 would loop, and a root complex never receives IDs.
+    looped[0x48 + 0x44 + 12] = 0xa0;
+    support::fix_checksum(&mut looped);
+    let err = Iort::parse(&looped).unwrap_err();
+    assert!(matches!(err.problem, Problem::WrongReferenceKind { node: 0x48, reference: 0xa0, found: "root complex", .. }), "{err}");
+}
+
+/// A walk over a hand-assembled graph (not from `parse`, so not validated) still stops at a
+/// loop.
+#[test]
+fn walks_stop_at_loops_in_unvalidated_graphs() {
+    let mut iort = Iort::parse(FIXTURES[3]).unwrap();
+    iort.nodes[1].id_mappings[0].output_reference = 0xa0;
+    assert_eq!(iort.map_requester_id(0, 1), Err(MapError::Loop { node: 0xa0 }));
+    iort.nodes[2].id_mappings[0].output_reference = 0x44;
     assert_eq!(
         iort.map_requester_id(0, 1),
         Err(MapError::DanglingReference { node: 0xa0, mapping_index: 0, reference: 0x44 })
     );
-
-    let mut looped = FIXTURES[3].to_vec();
-    // The SMMUv3's mapping (at 0x48 + 0x44) goes to the ITS at 0x30; send it back to the root
-    // complex at 0xa0 instead, which maps back to the SMMU.
-    looped[0x48 + 0x44 + 12] = 0xa0;
-    let iort = Iort::parse(&looped).unwrap();
-    assert_eq!(iort.map_requester_id(0, 1), Err(MapError::Loop { node: 0xa0 }));
 }
 
+/// Whether node `to` can be reached from node `from` along one or more mapping edges, computed
+/// independently of the parser (plain breadth-first search over indices).
+fn reaches(edges: &[Vec<usize>], from: usize, to: usize) -> bool {
+    let mut seen = vec![false; edges.len()];
+    let mut queue: Vec<usize> = edges[from].clone();
+    while let Some(n) = queue.pop() {
+        if n == to {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[n], true) {
+            queue.extend(&edges[n]);
+        }
+    }
+    false
+}
+
+/// Many generated IORTs with random kinds and edges (valid and dangling): the parser accepts a
+/// table exactly when every reference is a node start of an admissible kind and the graph has
+/// no cycle, a reported cycle really exists, and every requester ID walk on an accepted table
+/// ends within as many hops as there are nodes.
+#[test]
+fn generated_iort_graphs_are_judged_like_an_independent_check() {
+    use support::{its_group, iort, iort_offsets, range, root_complex, smmu_v3, IortNode, Output};
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let (mut accepted, mut cycles, mut other_errors) = (0, 0, 0);
+    for _ in 0..4000 {
+        let count = 1 + (rng.next() % 6) as usize;
+        let mut nodes: Vec<IortNode> = (0..count)
+            .map(|i| match rng.next() % 3 {
+                0 => its_group(&[i as u32]),
+                1 => smmu_v3(0x1000_0000 + 0x2_0000 * i as u64),
+                _ => root_complex(i as u32),
+            })
+            .collect();
+        // The first node always starts right after the 48-byte header.
+        let first = 48;
+        for node in nodes.iter_mut() {
+            let edges = rng.next() % 3;
+            node.mappings = (0..edges)
+                .map(|_| {
+                    let output = match rng.next() % 8 {
+                        0 => Output::Offset(first + 4),
+                        1 => Output::Offset(0x10_0000),
+                        _ => Output::Node((rng.next() as usize) % count),
+                    };
+                    let base = (rng.next() % 4) as u32 * 0x40;
+                    range(base, 0x40, (rng.next() % 0x100) as u32, output)
+                })
+                .collect();
+        }
+        let bytes = iort(&nodes);
+        let offsets = iort_offsets(&nodes);
+        let kinds: Vec<u8> = nodes.iter().map(|n| n.node_type).collect();
+        let mut edges = vec![Vec::new(); count];
+        let mut references_ok = true;
+        for (i, node) in nodes.iter().enumerate() {
+            for m in &node.mappings {
+                match m.output {
+                    Output::Node(t) => {
+                        // ITS groups (type 0) and SMMUs (4) receive IDs; an SMMU's go only to an
+                        // ITS group.
+                        let admissible = kinds[t] == 0 || (kinds[t] == 4 && kinds[i] != 4);
+                        references_ok &= admissible;
+                        edges[i].push(t);
+                    }
+                    Output::Offset(_) => references_ok = false,
+                }
+            }
+        }
+        let has_cycle = (0..count).any(|n| reaches(&edges, n, n));
+        match Iort::parse(&bytes) {
+            Ok(parsed) => {
+                assert!(references_ok && !has_cycle, "accepted a bad graph: {nodes:?}");
+                accepted += 1;
+                for (i, node) in parsed.nodes.iter().enumerate() {
+                    for id in [0, 0x41, 0xbf, 0x100] {
+                        if let Ok(path) = parsed.map_id(node.offset, id) {
+                            assert!(path.hops.len() <= count, "walk from node {i} too long: {path:?}");
+                        }
+                    }
+                }
+            }
+            Err(ParseError { problem: Problem::MappingCycle { node, back_to, .. }, .. }) => {
+                assert!(references_ok, "a cycle was reported before a bad reference: {nodes:?}");
+                let index = |o: u32| offsets.iter().position(|&x| x == o).unwrap();
+                let (a, b) = (index(node), index(back_to));
+                assert!(edges[a].contains(&b) && (a == b || reaches(&edges, b, a)), "no such cycle: {nodes:?}");
+                cycles += 1;
+            }
+            Err(err) => {
+                assert!(!references_ok, "rejected a sound graph ({err}): {nodes:?}");
+                other_errors += 1;
+            }
+        }
+    }
+    // The generator must exercise every outcome, or the test proves little.
+    assert!(accepted > 100 && cycles > 20 && other_errors > 100, "{accepted} {cycles} {other_errors}");
+}
 /// Builds a table with a correct checksum from a signature and body.
 fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
     let mut t = Vec::new();

@@ -7,10 +7,16 @@
 //! so a caller can report them; a structure whose length field cannot be trusted is an error
 //! because nothing after it can be located.
 //!
+//! Contents that are wrong in a sound structure (an RMRR whose limit lies below its base, a
+//! unit at register base zero, duplicate units, an empty scope path) do not stop the parse:
+//! they become [`Warning`]s in [`Dmar::warnings`], and the query methods ([`Dmar::drhds`],
+//! [`Dmar::rmrrs`]) skip the entries those warnings mark ignored. A wrong checksum is an error.
+//!
 //! Device scopes (§8.3.1) are decoded for every structure that carries them. Turning a scope's
 //! path into a bus/device/function needs the live PCI topology; see the [`pci`] module.
 
 pub mod pci;
+mod checks;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -18,6 +24,7 @@ use alloc::vec::Vec;
 use crate::error::{ParseError, Problem};
 use crate::layout::View;
 use crate::sdt::{SdtHeader, Signature};
+use crate::warning::{self, Warning};
 
 /// Field layouts of the DMAR and its remapping structures. Offsets inside a remapping structure
 /// are relative to that structure's start.
@@ -350,6 +357,8 @@ pub struct Dmar {
     pub host_address_width: u8,
     pub flags: DmarFlags,
     pub structures: Vec<RemappingStructure>,
+    /// Firmware bugs found in the structures, in table order.
+    pub warnings: Vec<Warning>,
 }
 
 impl Dmar {
@@ -368,7 +377,15 @@ impl Dmar {
             structures.push(structure);
             at += length;
         }
-        Ok(Dmar { header, host_address_width, flags, structures })
+        header.require_checksum(table)?;
+        let warnings = checks::warnings(&structures);
+        Ok(Dmar { header, host_address_width, flags, structures, warnings })
+    }
+
+    /// Whether a warning makes consumers skip the structure or device scope at table offset
+    /// `offset`.
+    pub fn ignored(&self, offset: usize) -> bool {
+        warning::ignored(&self.warnings, offset)
     }
 
     /// DMA physical address width in bits (Host Address Width + 1).
@@ -376,10 +393,18 @@ impl Dmar {
         u32::from(self.host_address_width) + 1
     }
 
-    /// Every DRHD, in table order.
+    /// Every usable DRHD (not ignored for a firmware bug), in table order.
     pub fn drhds(&self) -> impl Iterator<Item = &Drhd> {
         self.structures.iter().filter_map(|s| match s {
-            RemappingStructure::Drhd(d) => Some(d),
+            RemappingStructure::Drhd(d) if !self.ignored(d.offset) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// Every usable RMRR (not ignored for a firmware bug), in table order.
+    pub fn rmrrs(&self) -> impl Iterator<Item = &Rmrr> {
+        self.structures.iter().filter_map(|s| match s {
+            RemappingStructure::Rmrr(r) if !self.ignored(r.offset) => Some(r),
             _ => None,
         })
     }
@@ -419,7 +444,7 @@ fn parse_structure(table: &View<'_>, at: usize, revision: u8) -> Result<(Remappi
         _ => h::SIZE,
     };
     head.require_min_len(h::LENGTH.offset, h::LENGTH.name, usize::from(length), fixed)?;
-    let s = table.sub(at, usize::from(length), name, h::LENGTH.name)?;
+    let s = table.sub_by_length(at, usize::from(length), name, h::LENGTH)?;
     let offset = s.table_offset();
     let parsed = match structure_type {
         structure_type::DRHD => {
@@ -445,13 +470,6 @@ fn parse_structure(table: &View<'_>, at: usize, revision: u8) -> Result<(Remappi
                 limit: s.get(l::LIMIT)?,
                 scopes: parse_scopes(&s, l::FIXED)?,
             };
-            if rmrr.limit < rmrr.base {
-                return Err(s.error(
-                    l::LIMIT.name,
-                    l::LIMIT.offset,
-                    Problem::InvalidValue { value: rmrr.limit, expected: "a limit at or above the base address" },
-                ));
-            }
             RemappingStructure::Rmrr(rmrr)
         }
         structure_type::ATSR => {
@@ -523,7 +541,7 @@ fn parse_scopes(structure: &View<'_>, start: usize) -> Result<Vec<DeviceScope>, 
                 Problem::InvalidValue { value: u64::from(length), expected: "6 plus an even number" },
             ));
         }
-        let entry = structure.sub(at, usize::from(length), "device scope", l::LENGTH.name)?;
+        let entry = structure.sub_by_length(at, usize::from(length), "device scope", l::LENGTH)?;
         let path = entry
             .bytes()
             .get(l::PATH..)

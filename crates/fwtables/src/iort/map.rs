@@ -17,7 +17,9 @@
 //!   does not forward MSIs has none). At the *starting* node that is an error: the device is
 //!   simply not described.
 //! * An output reference that is not the offset of a node is a dangling reference; reaching a
-//!   node twice is a loop. Both are errors.
+//!   node twice is a loop. Both are errors. [`Iort::parse`] already rejects tables with either,
+//!   so these matter only for an [`Iort`] changed after parsing; either way a walk visits each
+//!   node at most once and so ends within as many hops as the table has nodes.
 
 use alloc::vec::Vec;
 use core::fmt;

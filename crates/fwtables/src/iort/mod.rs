@@ -7,7 +7,12 @@
 //! stream IDs) at another node, named by its byte offset from the start of the table.
 //!
 //! [`Iort::parse`] decodes every node into owned values; [`map`] follows mappings from a source
-//! to the IOMMU and interrupt controller it reaches.
+//! to the IOMMU and interrupt controller it reaches. The parse validates the graph, because a
+//! broken edge would silently lose a device later: every output reference must name the start
+//! of a node of a kind that receives IDs (an SMMU or ITS group; for an SMMU's or PMCG's own
+//! mappings, an ITS group), and the mappings must not form a cycle. Such tables are rejected
+//! with an error naming the mapping's node. Wrong contents that leave the graph intact (an
+//! SMMU at address zero, an RMR range off its 64 KiB granule) become [`Warning`]s.
 //!
 //! Fields added by later node revisions (SMMUv3 proximity domain and device-ID mapping index,
 //! root-complex memory address size limit, PMCG page 1 base) sit at the end of a node's fixed
@@ -16,6 +21,7 @@
 //! alike without trusting the revision byte alone. The root complex PASID capabilities field
 //! replaced reserved bytes, so it is decoded only from node revision 4 (issue E.d) on.
 
+mod checks;
 pub mod map;
 
 use alloc::string::String;
@@ -24,6 +30,7 @@ use alloc::vec::Vec;
 use crate::error::{ParseError, Problem};
 use crate::layout::{array_offset, Field, LeValue, View};
 use crate::sdt::{SdtHeader, Signature};
+use crate::warning::{self, Warning};
 
 /// Field layouts of the IORT and its nodes. Offsets inside a node are relative to the node.
 pub mod layout {
@@ -477,6 +484,8 @@ pub struct Iort {
     /// Table offset of the first node.
     pub node_array_offset: u32,
     pub nodes: Vec<Node>,
+    /// Firmware bugs found in nodes that still decode, in table order.
+    pub warnings: Vec<Warning>,
 }
 
 impl Iort {
@@ -510,7 +519,17 @@ impl Iort {
             at += usize::from(node.length);
             nodes.push(node);
         }
-        Ok(Iort { header, node_array_offset, nodes })
+        header.require_checksum(table)?;
+        checks::references(&nodes, table.len())?;
+        checks::cycles(&nodes)?;
+        let warnings = checks::warnings(&nodes);
+        Ok(Iort { header, node_array_offset, nodes, warnings })
+    }
+
+    /// Whether a warning makes consumers skip the node, ID mapping or memory range at table
+    /// offset `offset`.
+    pub fn ignored(&self, offset: usize) -> bool {
+        warning::ignored(&self.warnings, offset)
     }
 
     /// The node starting at table offset `offset` (what output references name).
@@ -559,7 +578,7 @@ fn parse_node(table: &View<'_>, at: usize) -> Result<Node, ParseError> {
     let head = table.sub(at, h::SIZE, name, h::TYPE.name)?;
     let length = head.get(h::LENGTH)?;
     head.require_min_len(h::LENGTH.offset, h::LENGTH.name, usize::from(length), h::SIZE)?;
-    let node = table.sub(at, usize::from(length), name, h::LENGTH.name)?;
+    let node = table.sub_by_length(at, usize::from(length), name, h::LENGTH)?;
     let node_type = NodeType::from_raw(node.get(h::TYPE)?);
     let mapping_count = node.get(h::MAPPING_COUNT)?;
     let mapping_offset = node.get(h::MAPPING_OFFSET)?;
@@ -660,6 +679,19 @@ impl FixedPart<'_> {
     }
 }
 
+/// An array of `count` entries the node places at `start` must not overlap the node's fixed
+/// fields (which would make one byte mean two things).
+fn require_past_fixed(node: &View<'_>, field: Field<u32>, start: usize, count: usize, fixed: usize) -> Result<(), ParseError> {
+    if count == 0 || start >= fixed {
+        return Ok(());
+    }
+    Err(node.error(
+        field.name,
+        field.offset,
+        Problem::InvalidValue { value: start as u64, expected: "an array offset past the node's fixed fields" },
+    ))
+}
+
 fn parse_memory_access(node: &View<'_>, at: usize) -> Result<MemoryAccess, ParseError> {
     use layout::memory_access as l;
     let props = node.sub(at, l::SIZE, "memory access properties", l::CACHE_COHERENCY.name)?;
@@ -715,6 +747,7 @@ fn parse_smmu_interrupts(node: &View<'_>, count_field: Field<u32>, offset_field:
         return Ok(Vec::new());
     }
     let start = node.get(offset_field)? as usize;
+    require_past_fixed(node, offset_field, start, count, l::FIXED)?;
     let bytes = count
         .checked_mul(l::INTERRUPT_SIZE)
         .ok_or_else(|| node.error(count_field.name, count_field.offset, Problem::Overflow))?;
@@ -731,6 +764,7 @@ fn parse_smmu_v1v2(node: &View<'_>) -> Result<SmmuV1V2, ParseError> {
     use layout::smmu_v1v2 as l;
     node.require_min_len(layout::node::LENGTH.offset, layout::node::LENGTH.name, node.len(), l::FIXED)?;
     let global_at = node.get(l::GLOBAL_INTERRUPT_OFFSET)? as usize;
+    require_past_fixed(node, l::GLOBAL_INTERRUPT_OFFSET, global_at, 1, l::FIXED)?;
     let global = node.sub(global_at, l::GLOBAL_INTERRUPTS_SIZE, "SMMU global interrupt array", l::GLOBAL_INTERRUPT_OFFSET.name)?;
     Ok(SmmuV1V2 {
         base_address: node.get(l::BASE_ADDRESS)?,
@@ -782,6 +816,7 @@ fn parse_rmr(node: &View<'_>) -> Result<Rmr, ParseError> {
     node.require_min_len(layout::node::LENGTH.offset, layout::node::LENGTH.name, node.len(), l::FIXED)?;
     let count = node.get(l::DESCRIPTOR_COUNT)? as usize;
     let start = node.get(l::DESCRIPTOR_OFFSET)? as usize;
+    require_past_fixed(node, l::DESCRIPTOR_OFFSET, start, count, l::FIXED)?;
     let bytes = count
         .checked_mul(l::RANGE_SIZE)
         .ok_or_else(|| node.error(l::DESCRIPTOR_COUNT.name, l::DESCRIPTOR_COUNT.offset, Problem::Overflow))?;
