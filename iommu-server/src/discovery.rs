@@ -8,7 +8,7 @@ use fwtables::dmar::pci::PciAddress;
 #[cfg(target_arch = "x86_64")]
 use fwtables::dmar::pci::PciTopology;
 #[cfg(target_arch = "x86_64")]
-use fwtables::dmar::{Dmar, RemappingStructure};
+use fwtables::dmar::Dmar;
 #[cfg(target_arch = "x86_64")]
 use fwtables::mcfg::Mcfg;
 #[cfg(target_arch = "x86_64")]
@@ -128,14 +128,34 @@ pub fn read_firmware(memory: &FirmwareMemory) -> Result<Firmware, &'static str> 
     let root = RootTable::load(&rsdp, &mut &*memory).map_err(|_| "root table unreadable")?;
     println!("iommu-server: RSDP at {at:#x}, {} tables", root.entries.len());
     let dmar = match root.find(&mut &*memory, Signature::DMAR).map_err(|_| "DMAR unreadable")? {
-        Some((_, bytes)) => Some(Dmar::parse(&bytes).map_err(|_| "DMAR malformed")?),
+        Some((_, bytes)) => Some(parse_reporting(Dmar::parse(&bytes), |d| &d.warnings).ok_or("DMAR malformed")?),
         None => None,
     };
     let mcfg = match root.find(&mut &*memory, Signature::MCFG).map_err(|_| "MCFG unreadable")? {
-        Some((_, bytes)) => Some(Mcfg::parse(&bytes).map_err(|_| "MCFG malformed")?),
+        Some((_, bytes)) => Some(parse_reporting(Mcfg::parse(&bytes), |m| &m.warnings).ok_or("MCFG malformed")?),
         None => None,
     };
     Ok(Firmware { dmar, mcfg })
+}
+
+/// Prints why a firmware table was rejected, or each firmware bug it was accepted with (the
+/// parser has marked the bad entries, which the table's query methods skip).
+pub fn parse_reporting<T>(
+    parsed: Result<T, fwtables::ParseError>,
+    warnings: impl Fn(&T) -> &[fwtables::Warning],
+) -> Option<T> {
+    match parsed {
+        Ok(table) => {
+            for warning in warnings(&table) {
+                println!("iommu-server: firmware bug: {warning}");
+            }
+            Some(table)
+        }
+        Err(error) => {
+            println!("iommu-server: firmware table rejected: {error}");
+            None
+        }
+    }
 }
 
 /// A memory BAR of a function. `base` 0: not assigned (no firmware gave it an address).
@@ -393,15 +413,12 @@ impl PciTopology for EcamTopology<'_> {
     }
 }
 
-/// Reserved memory regions (RMRR) that name `address`, as inclusive ranges.
+/// Reserved memory regions (RMRR) that name `address`, as inclusive ranges (RMRRs the parser
+/// found broken are left out).
 #[cfg(target_arch = "x86_64")]
 pub fn rmrrs_for(dmar: &Dmar, address: PciAddress, topology: &impl PciTopology) -> Vec<(u64, u64)> {
-    dmar.structures
-        .iter()
-        .filter_map(|s| match s {
-            RemappingStructure::Rmrr(r) if r.segment == address.segment => Some(r),
-            _ => None,
-        })
+    dmar.rmrrs()
+        .filter(|r| r.segment == address.segment)
         .filter(|r| r.scopes.iter().any(|scope| scope.resolve(address.segment, topology).ok() == Some(address)))
         .map(|r| (r.base, r.limit))
         .collect()

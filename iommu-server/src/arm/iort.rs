@@ -54,10 +54,11 @@ pub fn read() -> Result<Option<IortDescription>, &'static str> {
     let Some(bytes) = loaded.find_table(Signature::IORT).map_err(|_| "ACPI root table unreadable")? else {
         return Ok(None);
     };
-    let iort = Iort::parse(&bytes).map_err(|_| "IORT malformed")?;
+    let iort = crate::discovery::parse_reporting(Iort::parse(&bytes), |t| &t.warnings).ok_or("IORT malformed")?;
     let smmus = iort
         .nodes
         .iter()
+        .filter(|node| !iort.ignored(node.offset as usize))
         .filter_map(|node| match &node.body {
             NodeBody::SmmuV3(smmu) => Some(IortSmmu { base: smmu.base_address, event_intid: smmu.event_gsiv, gerror_intid: smmu.gerr_gsiv }),
             _ => None,
@@ -71,6 +72,9 @@ impl IortDescription {
     pub fn stream_of(&self, rid: u16) -> Option<(u64, u32)> {
         let path = self.iort.map_requester_id(0, rid).ok()?;
         let (node, sid) = path.arrival_at(&self.iort, NodeType::SmmuV3)?;
+        if self.iort.ignored(node as usize) {
+            return None;
+        }
         match &self.iort.node_at(node)?.body {
             NodeBody::SmmuV3(smmu) => Some((smmu.base_address, sid)),
             _ => None,
