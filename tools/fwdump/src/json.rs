@@ -21,9 +21,11 @@ pub struct Source {
 pub enum Json {
     Null,
     Bool(bool),
-    /// A derived integer (offsets, indices, counts computed by fwdump): printed as a number.
-    Int(u64),
-    /// A value read from the table: printed as a "0x…" string.
+    /// A count, length, offset, index, revision or width: printed as a JSON number. Located
+    /// when read from the table.
+    Int(u64, Option<Source>),
+    /// An address, address-range size, ID, flag word or type code: printed as a "0x…" string.
+    /// Located when read from the table.
     Hex(u64, Option<Source>),
     /// A string; located when read from the table (OEM IDs, device names).
     Str(String, Option<Source>),
@@ -32,7 +34,22 @@ pub enum Json {
 }
 
 impl Json {
-    /// A table field at `offset` of `width` bytes holding `value`.
+    /// A derived number (computed by fwdump, not read from one field).
+    pub fn number(value: impl Into<u64>) -> Json {
+        Json::Int(value.into(), None)
+    }
+
+    /// A derived value printed as hex (a decoded multi-bit code).
+    pub fn hex(value: impl Into<u64>) -> Json {
+        Json::Hex(value.into(), None)
+    }
+
+    /// A table field at `offset` of `width` bytes holding the number `value`.
+    pub fn number_field(value: impl Into<u64>, offset: usize, width: usize) -> Json {
+        Json::Int(value.into(), Some(Source { offset, width }))
+    }
+
+    /// A table field at `offset` of `width` bytes holding `value`, printed as hex.
     pub fn field(value: impl Into<u64>, offset: usize, width: usize) -> Json {
         Json::Hex(value.into(), Some(Source { offset, width }))
     }
@@ -60,7 +77,7 @@ impl Json {
         match self {
             Json::Null => out.push_str("null"),
             Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Int(n) => {
+            Json::Int(n, _) => {
                 let _ = write!(out, "{n}");
             }
             Json::Hex(n, _) => {
@@ -102,7 +119,7 @@ impl Json {
 
     fn collect(&self, path: String, leaves: &mut Vec<(String, Source, LeafValue)>) {
         match self {
-            Json::Hex(n, Some(src)) => leaves.push((path, *src, LeafValue::Int(*n))),
+            Json::Hex(n, Some(src)) | Json::Int(n, Some(src)) => leaves.push((path, *src, LeafValue::Int(*n))),
             Json::Str(s, Some(src)) => leaves.push((path, *src, LeafValue::Text(s.clone()))),
             Json::Array(items) => {
                 for (i, item) in items.iter().enumerate() {

@@ -53,10 +53,22 @@ pub fn read_table_bytes(contents: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Decodes a DMAR or IORT (chosen by signature) into the JSON tree fwdump prints.
 pub fn decode(table: &[u8]) -> Result<Json, String> {
+    decode_with_warnings(table).map(|(json, _)| json)
+}
+
+/// Like [`decode`], and also returns the firmware bugs found (the JSON's `warnings`) as
+/// messages. A table that is structurally broken, or an IORT whose references dangle or form a
+/// cycle, is an error whose message names the field, its offset and the node.
+pub fn decode_with_warnings(table: &[u8]) -> Result<(Json, Vec<String>), String> {
     let signature = table.first_chunk::<4>().map(|s| Signature(*s));
+    let messages = |list: &[fwtables::Warning]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
     match signature {
-        Some(Signature::DMAR) => Dmar::parse(table).map(|d| decode::dmar(&d)).map_err(|e| e.to_string()),
-        Some(Signature::IORT) => Iort::parse(table).map(|t| decode::iort(&t)).map_err(|e| e.to_string()),
+        Some(Signature::DMAR) => {
+            Dmar::parse(table).map(|d| (decode::dmar(&d), messages(&d.warnings))).map_err(|e| e.to_string())
+        }
+        Some(Signature::IORT) => {
+            Iort::parse(table).map(|t| (decode::iort(&t), messages(&t.warnings))).map_err(|e| e.to_string())
+        }
         Some(other) => Err(format!("unsupported table signature \"{other}\" (fwdump decodes DMAR and IORT)")),
         None => Err(format!("{} bytes is too short to hold a table signature", table.len())),
     }

@@ -43,9 +43,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        [path] if !path.starts_with("--") => match load(path).and_then(|t| fwdump::decode(&t)) {
-            Ok(json) => {
+        [path] if !path.starts_with("--") => match load(path).and_then(|t| fwdump::decode_with_warnings(&t)) {
+            Ok((json, warnings)) => {
                 print!("{}", json.render());
+                for warning in warnings {
+                    eprintln!("fwdump: {path}: firmware bug: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
