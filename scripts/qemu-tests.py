@@ -184,21 +184,21 @@ VIRT_SMMUV3_BASE = 0x0905_0000
 
 def dmar_content_problems(table):
     """What the DMAR fwdump decoded lacks: a DRHD for q35's VT-d unit."""
-    bases = [int(s["register_base"], 16) for s in table["structures"] if s["kind"] == "DRHD"]
+    bases = [int(s["register_base"], 16) for s in table["structures"] if s["kind"] == "drhd"]
     if Q35_VTD_BASE not in bases:
         return [f"no DRHD at {Q35_VTD_BASE:#x} (DRHD register bases: {[hex(b) for b in bases]})"]
-    return []
+    return [f"firmware bug reported in QEMU's table: {w['message']}" for w in table["warnings"]]
 
 
 def iort_content_problems(table):
     """What the IORT fwdump decoded lacks: virt's SMMUv3, and a root complex mapping to it."""
     nodes = table["nodes"]
-    smmus = [n["index"] for n in nodes if n["kind"] == "SMMUv3" and int(n["base_address"], 16) == VIRT_SMMUV3_BASE]
+    smmus = [n["index"] for n in nodes if n["kind"] == "smmu_v3" and int(n["base_address"], 16) == VIRT_SMMUV3_BASE]
     if not smmus:
         return [f"no SMMUv3 node at {VIRT_SMMUV3_BASE:#x}"]
-    if not any(m["output_node_index"] in smmus for n in nodes if n["kind"] == "root complex" for m in n["id_mappings"]):
+    if not any(m["output_node_index"] in smmus for n in nodes if n["kind"] == "root_complex" for m in n["id_mappings"]):
         return ["no root complex ID mapping leads to the SMMUv3 node"]
-    return []
+    return [f"firmware bug reported in QEMU's table: {w['message']}" for w in table["warnings"]]
 
 
 # (arch, qemu-run.sh options, table signature, content check on fwdump's JSON)
