@@ -252,6 +252,29 @@ fn references_to_the_wrong_kind_of_node_are_rejected() {
 }
 
 #[test]
+fn a_pmcg_must_reference_the_node_it_counts() {
+    let with_pmcg = |reference: u32| {
+        let mut nodes = iort_nodes_ok();
+        nodes.push(pmcg(0x0906_0000, reference));
+        let offsets = iort_offsets(&nodes);
+        (Iort::parse(&iort(&nodes)), offsets)
+    };
+    let offsets = iort_offsets(&iort_nodes_ok());
+    // Counting the SMMUv3 is right ...
+    assert!(with_pmcg(offsets[1]).0.is_ok());
+    // ... an ITS group is the wrong kind, and a reference into the SMMU's body dangles.
+    let (wrong, all) = with_pmcg(offsets[0]);
+    let err = wrong.unwrap_err();
+    assert_eq!((err.structure, err.field, err.offset), ("PMCG node", "Node reference", all[3] as usize + 28));
+    assert!(matches!(err.problem, Problem::WrongReferenceKind { found: "ITS group", .. }), "{err}");
+    let (inside, all) = with_pmcg(offsets[1] + 4);
+    assert_eq!(
+        inside.unwrap_err().problem,
+        Problem::ReferenceIntoNode { node: all[3], reference: offsets[1] + 4, target: offsets[1] }
+    );
+}
+
+#[test]
 fn mapping_cycles_are_rejected_with_their_nodes() {
     // ITS group 0 (wrongly carrying a mapping) -> SMMU -> ITS group 0.
     let mut nodes = iort_nodes_ok();

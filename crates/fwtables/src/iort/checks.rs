@@ -8,7 +8,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::layout::{id_mapping, rmr, smmu_v1v2, smmu_v3};
+use super::layout::{id_mapping, pmcg as pmcg_layout, rmr, smmu_v1v2, smmu_v3};
 use super::{IdMapping, Node, NodeBody, NodeType};
 use crate::error::{ParseError, Problem};
 use crate::sdt::Signature;
@@ -38,30 +38,34 @@ fn receives_ids(kind: NodeType) -> bool {
     matches!(kind, NodeType::ItsGroup | NodeType::SmmuV1V2 | NodeType::SmmuV3 | NodeType::Other(_))
 }
 
+/// The node starting at table offset `reference`, which the node at `from` names; otherwise
+/// what is wrong with the reference.
+fn resolve(nodes: &[Node], table_len: usize, from: u32, reference: u32) -> Result<&Node, Problem> {
+    if reference as usize >= table_len {
+        return Err(Problem::ReferenceOutsideTable { node: from, reference });
+    }
+    index_of(nodes, reference).map(|index| &nodes[index]).map_err(|after| {
+        let containing = after
+            .checked_sub(1)
+            .map(|i| &nodes[i])
+            .filter(|n| u64::from(reference) < u64::from(n.offset) + u64::from(n.length));
+        match containing {
+            Some(n) => Problem::ReferenceIntoNode { node: from, reference, target: n.offset },
+            None => Problem::ReferenceNotANode { node: from, reference },
+        }
+    })
+}
+
 /// Checks that every ID mapping's output reference is the start of a node that can take its
 /// IDs. An SMMU's stream IDs and a PMCG's own ID leave only as MSI device IDs, so their
-/// mappings must reach an ITS group.
+/// mappings must reach an ITS group. A PMCG's node reference must name the SMMUv3, named
+/// component or root complex whose traffic it counts (DEN0049 "PMCG node").
 pub(super) fn references(nodes: &[Node], table_len: usize) -> Result<(), ParseError> {
     for node in nodes {
+        let from = node.offset;
         for mapping in &node.id_mappings {
             let reference = mapping.output_reference;
-            let from = node.offset;
-            if reference as usize >= table_len {
-                return Err(mapping_error(mapping, Problem::ReferenceOutsideTable { node: from, reference }));
-            }
-            let target = match index_of(nodes, reference) {
-                Ok(index) => &nodes[index],
-                Err(after) => {
-                    let containing = after.checked_sub(1).map(|i| &nodes[i]).filter(|n| {
-                        u64::from(reference) < u64::from(n.offset) + u64::from(n.length)
-                    });
-                    let problem = match containing {
-                        Some(n) => Problem::ReferenceIntoNode { node: from, reference, target: n.offset },
-                        None => Problem::ReferenceNotANode { node: from, reference },
-                    };
-                    return Err(mapping_error(mapping, problem));
-                }
-            };
+            let target = resolve(nodes, table_len, from, reference).map_err(|problem| mapping_error(mapping, problem))?;
             let from_smmu_side = matches!(node.node_type, NodeType::SmmuV1V2 | NodeType::SmmuV3 | NodeType::Pmcg);
             let expected = if !receives_ids(target.node_type) {
                 Some("an SMMU or ITS group node")
@@ -73,6 +77,25 @@ pub(super) fn references(nodes: &[Node], table_len: usize) -> Result<(), ParseEr
             if let Some(expected) = expected {
                 let found = target.node_type.name();
                 return Err(mapping_error(mapping, Problem::WrongReferenceKind { node: from, reference, found, expected }));
+            }
+        }
+        if let NodeBody::Pmcg(pmcg) = &node.body {
+            let reference = pmcg.node_reference;
+            let error = |problem| ParseError {
+                table: Signature::IORT,
+                structure: "PMCG node",
+                field: pmcg_layout::NODE_REFERENCE.name,
+                offset: from as usize + pmcg_layout::NODE_REFERENCE.offset,
+                problem,
+            };
+            let target = resolve(nodes, table_len, from, reference).map_err(error)?;
+            let counted = matches!(
+                target.node_type,
+                NodeType::SmmuV3 | NodeType::NamedComponent | NodeType::RootComplex | NodeType::Other(_)
+            );
+            if !counted {
+                let expected = "an SMMUv3, named component or root complex node";
+                return Err(error(Problem::WrongReferenceKind { node: from, reference, found: target.node_type.name(), expected }));
             }
         }
     }

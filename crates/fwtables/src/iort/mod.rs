@@ -10,7 +10,8 @@
 //! to the IOMMU and interrupt controller it reaches. The parse validates the graph, because a
 //! broken edge would silently lose a device later: every output reference must name the start
 //! of a node of a kind that receives IDs (an SMMU or ITS group; for an SMMU's or PMCG's own
-//! mappings, an ITS group), and the mappings must not form a cycle. Such tables are rejected
+//! mappings, an ITS group), a PMCG's node reference must name the node it counts, and the
+//! mappings must not form a cycle. Such tables are rejected
 //! with an error naming the mapping's node. Wrong contents that leave the graph intact (an
 //! SMMU at address zero, an RMR range off its 64 KiB granule) become [`Warning`]s.
 //!

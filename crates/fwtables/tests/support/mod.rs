@@ -158,6 +158,16 @@ pub fn root_complex(segment: u32) -> IortNode {
     IortNode { node_type: 2, revision: 3, fields, mappings: Vec::new() }
 }
 
+/// A PMCG (revision 1, page 1 base present) counting the traffic of the node at table offset
+/// `node_reference`.
+pub fn pmcg(page0_base: u64, node_reference: u32) -> IortNode {
+    let mut fields = page0_base.to_le_bytes().to_vec();
+    fields.extend_from_slice(&0x70u32.to_le_bytes()); // overflow GSIV
+    fields.extend_from_slice(&node_reference.to_le_bytes());
+    fields.extend_from_slice(&(page0_base + 0x1_0000).to_le_bytes());
+    IortNode { node_type: 5, revision: 1, fields, mappings: Vec::new() }
+}
+
 /// An RMR node (revision 3) with (base, length) ranges, placed right after its fixed fields.
 pub fn rmr(ranges: &[(u64, u64)], mappings: Vec<Mapping>) -> IortNode {
     // Flags, descriptor count, descriptor offset (set by `with_ranges`).
