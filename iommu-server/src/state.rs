@@ -1,9 +1,10 @@
 //! The server's state, shared by its two threads, and what each thread does with it.
 //!
 //! * The main thread receives requests and dispatches them (`serve`).
-//! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (drain
-//!   the fault records or event queue, route each to `Server::deliver_fault`), on arm the
-//!   SMMU's global-error interrupt, and the end of a client process (tear the client down).
+//! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (each
+//!   unit drained through the object model, `Server::drain_faults`, which says whom to wake),
+//!   on arm the SMMU's global-error interrupt, and the end of a client process (tear the
+//!   client down).
 //!
 //! The platform part of bring-up (firmware, PCI, units) is `crate::x86` or `crate::arm`; both
 //! hand back a [`Platform`], the rest is common.
