@@ -4,7 +4,6 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::marker::PhantomData;
 use iommu_abi::{Access, Error, FaultReason, IovaRange, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind,
@@ -92,7 +91,6 @@ pub struct VtdBackend<E: Environment> {
     pub dma: E::Dma,
     /// Routed MSIs by (unit, requester ID).
     msi_routes: BTreeMap<(UnitId, RequesterId), MsiRoute>,
-    environment: PhantomData<E>,
 }
 
 /// log2 of the interrupt remapping table's entries: 256 IRTEs, one page.
@@ -167,7 +165,7 @@ impl<E: Environment> Unit<E> {
 
 impl<E: Environment> VtdBackend<E> {
     pub fn new(dma: E::Dma) -> Self {
-        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new(), environment: PhantomData }
+        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new() }
     }
 
     /// How many units the backend drives (`UnitId`s `0..unit_count()`).
