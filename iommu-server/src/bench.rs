@@ -1,30 +1,22 @@
 //! The in-server benchmark: the backend's cost of map + unmap (with the IOTLB invalidation
 //! unmap waits for) and of one whole-domain invalidation, without IPC or the object model.
-//! Both backends run the same cases through [`Measured`], so the figures compare. Lines are
+//! Both backends run the same cases through `iommu_backends::Measured`, so the figures compare. Lines are
 //! `bench: server <backend> (<mode>) <what> <N> guest instructions` (meaningful under
 //! `-icount shift=0`).
 
 use iommu_abi::Perm;
+use iommu_backends::Measured;
 use iommu_core::{DomainConfig, HwDomainId, IommuBackend, UnitId};
 use kernel_abi::MemFlags;
 use userlib::{println, syscall};
 
+use crate::hw::Backend;
 use crate::layout::PAGE;
 use crate::slots;
-use crate::state::{Backend, State};
 
 const TWO_MIB: u64 = 2 << 20;
 /// IOVA of the measured mappings: 1 GiB, inside every aperture and clear of the MSI windows.
 const BENCH_IOVA: u64 = 0x4000_0000;
-
-/// What the benchmark needs of a backend beyond the object model's interface.
-pub trait Measured: IommuBackend {
-    /// The backend and the mode of unit 0 (e.g. "vtd (legacy second-level)"), `None` if the
-    /// machine has no unit.
-    fn describe(&self) -> Option<(&'static str, &'static str)>;
-    /// Invalidates every cached translation of `domain` and waits for it; `false` if it failed.
-    fn invalidate_domain(&mut self, domain: HwDomainId) -> bool;
-}
 
 /// Cycles a steady-state figure is the mean of (as the kernel's benchmarks do), so that reading
 /// the instruction counter, itself a system call, weighs little.
@@ -55,8 +47,8 @@ fn measure(backend: &mut Backend, domain: HwDomainId, phys: u64, name: (&str, &s
     }
 }
 
-pub fn in_server(state: &mut State) {
-    let Some(name) = state.server.backend().describe() else {
+pub fn in_server(backend: &mut Backend) {
+    let Some(name) = backend.describe() else {
         println!("bench: in-server benchmark skipped: no IOMMU unit");
         return;
     };
@@ -71,7 +63,6 @@ pub fn in_server(state: &mut State) {
         let _ = syscall::cap_delete(slots::BENCH_MEMORY);
         return;
     };
-    let backend = state.server.backend_mut();
     match backend.domain_alloc(UnitId(0), &DomainConfig::Paging { nest_parent: false, dirty_tracking: false }) {
         Ok(domain) => {
             let domain = domain.id;

@@ -423,3 +423,22 @@ pub fn rmrrs_for(dmar: &Dmar, address: PciAddress, topology: &impl PciTopology) 
         .map(|r| (r.base, r.limit))
         .collect()
 }
+
+/// Prints the enumerated functions, their unit and BARs.
+pub fn print_functions(functions: &[PciFunction]) {
+    for function in functions {
+        let unit = function.unit.map_or(alloc::string::String::from("untranslated"), |u| alloc::format!("unit {u}"));
+        println!(
+            "iommu-server: pci {} {:04x}:{:04x} class {:06x} rid {:#06x} {unit}, {} memory BARs",
+            function.address,
+            function.vendor,
+            function.device,
+            function.class,
+            function.requester_id(),
+            function.bars.len()
+        );
+        for bar in &function.bars {
+            println!("iommu-server:   BAR{} {:#x} size {:#x}", bar.index, bar.base, bar.size);
+        }
+    }
+}

@@ -1,15 +1,35 @@
 //! The `hwio` traits over the kernel: registers through mapped MMIO capabilities (as
 //! `hwio::VolatileRegion`s), DMA memory
 //! from physically contiguous memory objects pinned for their physical address, and a clock
-//! from the time-stamp counter.
+//! from the time-stamp counter. [`Kernel`] hands them to the backend of this architecture.
 
 use alloc::vec::Vec;
-use hwio::{Clock, DmaAllocator, DmaBuffer};
+use hwio::{Clock, DmaAllocator, DmaBuffer, VolatileRegion};
 use kernel_abi::MemFlags;
-use userlib::syscall;
+use userlib::{println, syscall};
 
 use crate::layout::PAGE;
 use crate::slots;
+
+/// The backends' environment in the server: MMIO, kernel memory objects, the instruction
+/// counter, the console.
+pub struct Kernel;
+
+impl iommu_backends::Environment for Kernel {
+    type Registers = VolatileRegion;
+    type Dma = DmaPool;
+    type Clock = TscClock;
+
+    fn log(line: core::fmt::Arguments<'_>) {
+        println!("{line}");
+    }
+}
+
+/// The backend this server drives: VT-d on x86, SMMUv3 on arm.
+#[cfg(target_arch = "x86_64")]
+pub type Backend = iommu_backends::vtd::VtdBackend<Kernel>;
+#[cfg(target_arch = "aarch64")]
+pub type Backend = iommu_backends::smmuv3::SmmuBackend<Kernel>;
 
 /// Nanoseconds from the time-stamp counter, taken as 1 GHz: exact under `-icount shift=0`
 /// (one instruction per nanosecond, and QEMU derives the TSC from that clock), and within a

@@ -5,7 +5,8 @@
 //! their addresses), bring every IOMMU up with all DMA blocked, route the units' fault
 //! interrupts to an event thread, watch the client processes. Then serve the iommufd-like
 //! protocol (`iommu-abi`, carried as `iommu_abi::kernel_ipc` describes) with the object model
-//! of `iommu-core` on the VT-d backend (x86) or the SMMUv3 backend (arm). Architecture:
+//! of `iommu-core` on the VT-d backend (x86) or the SMMUv3 backend (arm) of `iommu-backends`.
+//! Architecture:
 //! docs/iommu-server.md.
 //!
 //! Start argument bit 0: run the in-server benchmark after bring-up. Bit 1 (arm): SMMU
@@ -25,13 +26,12 @@ mod kernel_iface;
 mod layout;
 #[cfg(target_arch = "x86_64")]
 mod msi;
-mod page_tables;
 mod slots;
 mod state;
 mod status;
 mod status_words;
 #[cfg(target_arch = "x86_64")]
-mod vtd_backend;
+mod x86;
 
 use userlib::println;
 
@@ -58,10 +58,11 @@ fn main(arg: u64) -> u64 {
     }
     let status = state::map_status_page();
     #[cfg(target_arch = "x86_64")]
-    let platform = state::vtd_platform::bring_up;
+    let platform = x86::bring_up;
     #[cfg(target_arch = "aarch64")]
     let platform = |status: &status::StatusPage| {
-        let stage = if arg & ARG_STAGE2 != 0 { arm::smmu_backend::DomainStage::Stage2 } else { arm::smmu_backend::DomainStage::Stage1 };
+        use iommu_backends::smmuv3::DomainStage;
+        let stage = if arg & ARG_STAGE2 != 0 { DomainStage::Stage2 } else { DomainStage::Stage1 };
         arm::bring_up(status, stage, arg & ARG_ALLOW_UNISOLATED_MSI != 0)
     };
     let state = match state::bring_up(status, platform) {
@@ -79,7 +80,7 @@ fn main(arg: u64) -> u64 {
         return 3;
     }
     if arg & ARG_BENCH != 0 {
-        state::with(bench::in_server);
+        state::with(|state| bench::in_server(state.server.backend_mut()));
     }
     state::with(|state| state.mark_ready());
     state::serve()

@@ -1,12 +1,13 @@
 //! The server's state, shared by its two threads, and what each thread does with it.
 //!
 //! * The main thread receives requests and dispatches them (`serve`).
-//! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (drain
-//!   the fault records or event queue, route each to `Server::deliver_fault`), on arm the
-//!   SMMU's global-error interrupt, and the end of a client process (tear the client down).
+//! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (each
+//!   unit drained through the object model, `Server::drain_faults`, which says whom to wake),
+//!   on arm the SMMU's global-error interrupt, and the end of a client process (tear the
+//!   client down).
 //!
-//! The platform part of bring-up (firmware, PCI, units) is `vtd_platform` below on x86 and
-//! `crate::arm` on aarch64; both hand back a [`Platform`], the rest is common.
+//! The platform part of bring-up (firmware, PCI, units) is `crate::x86` or `crate::arm`; both
+//! hand back a [`Platform`], the rest is common.
 //!
 //! Both threads hold the one lock while they touch the state and never while they block in
 //! the kernel. The lock yields instead of spinning: with one CPU, a spinning waiter would only
@@ -14,21 +15,16 @@
 
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
-use iommu_abi::Access;
-use iommu_core::{ClientId, FaultDelivery, Server, ServerConfig};
+use iommu_abi::{Access, FaultReason};
+use iommu_core::{ClientId, DrainedFault, FaultDelivery, Server, ServerConfig, UnitId};
 use kernel_abi::{ObjectType, Rights, Syscall};
 use userlib::{println, syscall};
 
-use crate::discovery::PciFunction;
+use crate::hw::Backend;
 use crate::kernel_iface::{DeviceRegistry, KernelMemory};
 use crate::layout::{self, PAGE};
 use crate::slots;
 use crate::status::{self, StatusPage};
-
-#[cfg(target_arch = "x86_64")]
-pub type Backend = crate::vtd_backend::VtdBackend;
-#[cfg(target_arch = "aarch64")]
-pub use crate::arm::Backend;
 
 pub type IommuServer = Server<Backend, KernelMemory>;
 
@@ -86,6 +82,16 @@ impl Windows {
     fn insert(&mut self, badge: u64, window: Window) {
         self.by_badge[badge as usize] = Some(window);
         self.open += 1;
+    }
+
+    /// Signals the owner of the queue a fault just went to, if it subscribed.
+    fn notify_fault_owner(&self, delivery: FaultDelivery) {
+        let FaultDelivery::Queued { owner } = delivery else { return };
+        if let Some(slot) = self.get(owner.0).and_then(|window| window.fault_notification) {
+            // A notification whose other holders are gone still takes the signal; nothing to
+            // do if the kernel refuses.
+            let _ = syscall::notify_signal(slot, kernel_ipc::FAULT_SIGNAL);
+        }
     }
 
     fn remove(&mut self, badge: u64) -> Option<Window> {
@@ -177,216 +183,11 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
     Ok(state)
 }
 
-/// Prints the enumerated functions, their unit and BARs.
-pub fn print_functions(functions: &[PciFunction]) {
-    for function in functions {
-        let unit = function.unit.map_or(alloc::string::String::from("untranslated"), |u| alloc::format!("unit {u}"));
-        println!(
-            "iommu-server: pci {} {:04x}:{:04x} class {:06x} rid {:#06x} {unit}, {} memory BARs",
-            function.address,
-            function.vendor,
-            function.device,
-            function.class,
-            function.requester_id(),
-            function.bars.len()
-        );
-        for bar in &function.bars {
-            println!("iommu-server:   BAR{} {:#x} size {:#x}", bar.index, bar.base, bar.size);
-        }
-    }
-}
-
-/// The x86 platform: ACPI (DMAR, MCFG), PCI as the firmware assigned it, VT-d units.
-#[cfg(target_arch = "x86_64")]
-pub mod vtd_platform {
-    use alloc::vec::Vec;
-    use iommu_abi::{Access, FaultReason};
-    use iommu_core::{FaultDelivery, FaultEvent, RequesterId, UnitId};
-    use userlib::{println, syscall};
-    use vtd::{AccessKind, FaultKind};
-
-    use super::{Platform, State};
-    use crate::discovery::{self, Ecam, FirmwareMemory};
-    use crate::hw::DmaPool;
-    use hwio::VolatileRegion;
-    use crate::kernel_iface::DeviceRegistry;
-    use crate::layout::{self, PAGE};
-    use crate::slots;
-    use crate::status::{self, StatusPage};
-    use crate::vtd_backend::{Unit, VtdBackend};
-
-    pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
-        let firmware_memory = FirmwareMemory::from_slots();
-        println!("iommu-server: {} firmware regions", firmware_memory.region_count());
-        let firmware = discovery::read_firmware(&firmware_memory)?;
-        let mut ecam = match firmware.mcfg.as_ref() {
-            Some(mcfg) => Some(Ecam::new(mcfg)?),
-            None => None,
-        };
-        let mut functions = ecam.as_mut().map(|e| e.enumerate()).unwrap_or_default();
-        // The firmware assigns BARs on x86; one it left without an address cannot be used.
-        for function in functions.iter_mut() {
-            function.bars.retain(|bar| bar.base != 0);
-        }
-        status.set(status::PCI_FUNCTIONS, functions.len() as u64);
-        let mut dma = DmaPool::new(slots::DMA_AUTHORITY, layout::DMA);
-        let mut units: Vec<Unit> = Vec::new();
-        match firmware.dmar.as_ref() {
-            None => println!("iommu-server: no DMAR table: this machine has no VT-d unit, DMA is not remapped"),
-            Some(dmar) => {
-                status.set(status::IOMMU_DESCRIBED, 1);
-                let (vtd_base, vtd_size) = syscall::mmio_info(slots::IOMMU_REGISTERS).map_err(|_| "no VT-d register capability")?;
-                let output_bits = dmar.dma_address_width().min(52) as u8;
-                // DRHD index → unit index, for matching devices.
-                let mut unit_of_drhd: Vec<Option<usize>> = Vec::new();
-                for (index, drhd) in dmar.drhds().enumerate() {
-                    println!(
-                        "iommu-server: DRHD {index}: registers {:#x}, segment {}, {}, {} scopes",
-                        drhd.register_base,
-                        drhd.segment,
-                        if drhd.include_pci_all() { "INCLUDE_PCI_ALL" } else { "explicit scope" },
-                        drhd.scopes.len()
-                    );
-                    let inside = drhd.register_base >= vtd_base && drhd.register_base + PAGE <= vtd_base + vtd_size;
-                    if !inside || !units.is_empty() {
-                        // One register capability, one mapping window: a second unit would need its own.
-                        println!("iommu-server: DRHD {index}: no register capability for it; its devices stay as firmware left them");
-                        unit_of_drhd.push(None);
-                        continue;
-                    }
-                    let first_page = (drhd.register_base - vtd_base) / PAGE;
-                    syscall::mmio_map(slots::IOMMU_REGISTERS, layout::IOMMU_REGISTERS, first_page, 1).map_err(|_| "cannot map VT-d registers")?;
-                    // SAFETY: the page (page-aligned, not 0) was just mapped and stays mapped for the server's life.
-                    let regs = unsafe { VolatileRegion::at_address(layout::IOMMU_REGISTERS as usize, PAGE as usize) };
-                    let unit = Unit::bring_up(regs, output_bits, &mut dma).map_err(|e| {
-                        println!("iommu-server: DRHD {index}: bring-up failed: {e:?}");
-                        "VT-d bring-up failed"
-                    })?;
-                    let (cap, ecap) = (unit.hw.capability().0, unit.hw.extended_capability().0);
-                    let (major, minor) = unit.hw.version();
-                    println!(
-                        "iommu-server: unit {}: VT-d {major}.{minor} CAP {cap:#018x} ECAP {ecap:#018x}, {} translation, caching mode {}, all DMA and interrupts blocked",
-                        units.len(),
-                        unit.kind.name(),
-                        unit.hw.caching_mode()
-                    );
-                    if units.is_empty() {
-                        status.set(status::UNIT0_CAP, cap);
-                        status.set(status::UNIT0_ECAP, ecap);
-                        status.set(status::UNIT0_MODE, unit.kind.code());
-                    }
-                    unit_of_drhd.push(Some(units.len()));
-                    units.push(unit);
-                }
-                if let Some(ecam) = ecam.as_mut() {
-                    let topology = discovery::EcamTopology { ecam: core::cell::RefCell::new(ecam) };
-                    for function in functions.iter_mut() {
-                        let matched = dmar.drhd_for_requester(function.address, &topology);
-                        let drhd_index = matched.and_then(|m| dmar.drhds().position(|d| core::ptr::eq(d, m.drhd)));
-                        function.unit = drhd_index.and_then(|i| unit_of_drhd.get(i).copied().flatten());
-                        if let Some(unit) = function.unit {
-                            let rmrrs = discovery::rmrrs_for(dmar, function.address, &topology);
-                            if !rmrrs.is_empty() {
-                                units[unit].rmrrs.insert(function.requester_id(), rmrrs);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        super::print_functions(&functions);
-        status.set(status::UNITS, units.len() as u64);
-
-        let mut backend = VtdBackend::new(dma);
-        backend.units = units;
-        if !backend.units.is_empty() {
-            let vector = slots::MSI_VECTOR_BASE + slots::FAULT_MSI_INDEX;
-            for unit in backend.units.iter_mut() {
-                unit.hw.enable_fault_interrupts(slots::MSI_ADDRESS, vector);
-            }
-            syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
-        }
-        let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok(), msis: crate::msi::Msis::from_slots() };
-        Ok(Platform { backend, devices, iommu_described: firmware.dmar.is_some() })
-    }
-
-    impl State {
-        /// Drains every unit's fault records into the object model.
-        pub fn drain_faults(&mut self) {
-            for unit_index in 0..self.server.backend().units.len() {
-                let report = self.server.backend_mut().units[unit_index].hw.drain_faults();
-                if report.overflowed {
-                    println!("iommu-server: unit {unit_index}: fault records overflowed, faults were lost");
-                }
-                for fault in report.faults {
-                    // An interrupt request is a write; its record names the interrupt index it
-                    // asked for (bits 63:48) where a DMA fault names the page.
-                    let (access, address, reason) = match fault.kind {
-                        FaultKind::Dma => {
-                            let access = match fault.access {
-                                AccessKind::Read => Access::READ,
-                                AccessKind::Write => Access::WRITE,
-                            };
-                            (access, fault.address, fault_reason(fault.reason))
-                        }
-                        FaultKind::InterruptRemap { index } => (Access::WRITE, u64::from(index), FaultReason::Interrupt),
-                    };
-                    let event = FaultEvent {
-                        unit: UnitId(unit_index as u32),
-                        rid: RequesterId(u32::from(fault.requester.0)),
-                        // Scalable mode tags DMA without PASID with RID_PASID in the record; to
-                        // the object model that is the requester's own (PASID-less) slot.
-                        pasid: fault.pasid.filter(|&pasid| pasid != vtd::unit::RID_PASID),
-                        iova: address,
-                        access,
-                        reason,
-                        group: 0,
-                    };
-                    let delivery = self.server.deliver_fault(event);
-                    self.notify_fault_owner(delivery);
-                    self.record_fault(u64::from(fault.requester.0), address, access, u64::from(fault.reason));
-                    if let FaultKind::InterruptRemap { index } = fault.kind {
-                        let to = if matches!(delivery, FaultDelivery::Queued { .. }) { "queued to its owner" } else { "not queued" };
-                        println!("iommu-server: interrupt refused: unit {unit_index} rid {:#06x} index {index:#x}, reason {:#x} ({}) -> {to}", fault.requester.0, fault.reason, fault.reason_name());
-                        continue;
-                    }
-                    println!(
-                        "iommu-server: DMA fault: unit {unit_index} rid {:#06x} {:?} at {:#x}, reason {:#x} ({}) -> {}",
-                        fault.requester.0,
-                        fault.access,
-                        address,
-                        fault.reason,
-                        fault.reason_name(),
-                        match delivery {
-                            FaultDelivery::Queued { .. } => "queued to its owner",
-                            FaultDelivery::Overflowed => "owner's queue full",
-                            FaultDelivery::Unrouted => "no owner (blocked device)",
-                        }
-                    );
-                }
-            }
-        }
-    }
-
-    /// The object-model reason of a VT-d fault reason code. A missing leaf is reported with the
-    /// read/write permission codes (5h, 6h; and the first-level equivalents), since no present
-    /// entry grants the access: to a driver that is a translation fault (it unmapped, or never
-    /// mapped, the address); missing root/context entries only occur for unbound devices, whose
-    /// faults are unrouted anyway. Invalid table pointers and reserved bits (7h-Dh) are
-    /// table-walk faults.
-    fn fault_reason(code: u8) -> FaultReason {
-        match code {
-            0x07..=0x0d => FaultReason::TableWalk,
-            _ => FaultReason::Translation,
-        }
-    }
-}
-
 impl State {
     pub fn mark_ready(&mut self) {
         println!(
             "iommu-server: ready: {} units, {} PCI functions, {}",
-            self.server.backend().units.len(),
+            self.server.backend().unit_count(),
             self.devices.functions.len(),
             if self.iommu_described { "firmware describes an IOMMU" } else { "firmware describes no IOMMU" }
         );
@@ -395,16 +196,21 @@ impl State {
         self.status.set(status::STATE, status::STATE_READY);
     }
 
-    /// Counts a DMA fault the hardware reported and remembers it as the last one.
-    /// The record's words first, the count last: a reader that sees the count move (the kernel
-    /// tests poll it between time slices, and the server may be preempted anywhere here) then
-    /// reads this record, not the one before.
-    pub fn record_fault(&self, rid: u64, address: u64, access: Access, reason: u64) {
-        self.status.set(status::LAST_FAULT_RID, rid);
-        self.status.set(status::LAST_FAULT_ADDRESS, address);
-        self.status.set(status::LAST_FAULT_ACCESS, u64::from(access.bits()));
-        self.status.set(status::LAST_FAULT_REASON, reason);
-        self.status.add(status::FAULTS, 1);
+    /// Drains every unit's faults through the object model into their owners' fault queues,
+    /// wakes the owners, and keeps the count and the last fault on the status page.
+    fn drain_faults(&mut self) {
+        let State { server, windows, status: page, .. } = self;
+        for unit in 0..server.backend().unit_count() {
+            let mut delivered = 0;
+            let reported = server.drain_faults(UnitId(unit as u32), &mut |fault, delivery| {
+                delivered += 1;
+                windows.notify_fault_owner(delivery);
+                record_fault(page, fault);
+                log_fault(fault, delivery);
+            });
+            // Faults naming no device (which the backend only logged) count all the same.
+            page.add(status::FAULTS, (reported - delivered) as u64);
+        }
     }
 
     fn publish_counters(&self) {
@@ -501,16 +307,6 @@ impl State {
         0
     }
 
-    /// Signals the owner of the queue a fault just went to, if it subscribed.
-    pub(crate) fn notify_fault_owner(&self, delivery: FaultDelivery) {
-        let FaultDelivery::Queued { owner } = delivery else { return };
-        if let Some(slot) = self.windows.get(owner.0).and_then(|window| window.fault_notification) {
-            // A notification whose other holders are gone still takes the signal; nothing to
-            // do if the kernel refuses.
-            let _ = syscall::notify_signal(slot, kernel_ipc::FAULT_SIGNAL);
-        }
-    }
-
     /// Tears a client down: every object it owns, then its window and subscription. The lent
     /// window copy is revoked first (with any copies the client made and their mappings), so
     /// the page is freed with the server's capability and no client keeps it, or the server's
@@ -549,6 +345,43 @@ impl State {
     }
 }
 
+/// Counts a fault the hardware reported and remembers it as the last one. The record's words
+/// first, the count last: a reader that sees the count move (the kernel tests poll it between
+/// time slices, and the server may be preempted anywhere here) then reads this record, not the
+/// one before. Addresses are kept as pages, as VT-d records them; an interrupt fault's is the
+/// interrupt index it asked for.
+fn record_fault(page: &StatusPage, fault: &DrainedFault) {
+    let event = &fault.event;
+    let address = if event.reason == FaultReason::Interrupt { event.iova } else { event.iova & !(PAGE - 1) };
+    page.set(status::LAST_FAULT_RID, u64::from(event.rid.0));
+    page.set(status::LAST_FAULT_ADDRESS, address);
+    page.set(status::LAST_FAULT_ACCESS, u64::from(event.access.bits()));
+    page.set(status::LAST_FAULT_REASON, u64::from(fault.code));
+    page.add(status::FAULTS, 1);
+}
+
+fn log_fault(fault: &DrainedFault, delivery: FaultDelivery) {
+    let event = &fault.event;
+    let to = match delivery {
+        FaultDelivery::Queued { .. } => "queued to its owner",
+        FaultDelivery::Overflowed => "owner's queue full",
+        FaultDelivery::Unrouted => "no owner (blocked device)",
+    };
+    let (unit, rid, code, name) = (event.unit.0, event.rid.0, fault.code, fault.name);
+    if event.reason == FaultReason::Interrupt {
+        println!("iommu-server: interrupt refused: unit {unit} rid {rid:#06x} index {:#x}, reason {code:#x} ({name}) -> {to}", event.iova);
+        return;
+    }
+    let access = if event.access.contains(Access::EXEC) {
+        "exec"
+    } else if event.access.contains(Access::WRITE) {
+        "write"
+    } else {
+        "read"
+    };
+    println!("iommu-server: DMA fault: unit {unit} rid {rid:#06x} {access} at {:#x}, reason {code:#x} ({name}) -> {to}", event.iova);
+}
+
 /// The event thread's body: `arg` is unused.
 extern "C" fn event_thread(_arg: u64) -> ! {
     loop {
@@ -566,7 +399,7 @@ extern "C" fn event_thread(_arg: u64) -> ! {
             }
             #[cfg(target_arch = "aarch64")]
             if bits & 1 << slots::GERROR_EVENT_BIT != 0 {
-                state.check_global_errors();
+                state.server.backend_mut().check_global_errors();
                 let _ = syscall::irq_ack(slots::GERROR_IRQ);
             }
             for badge in 1..=slots::MAX_CLIENTS {

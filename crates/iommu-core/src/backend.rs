@@ -18,7 +18,7 @@
 //! returning. Fallible operations leave the hardware unchanged when they fail.
 
 use alloc::vec::Vec;
-use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, Stage1Config, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, IovaRange, PageResponseCode, Perm, Stage1Config, UnitCaps, UnitKind};
 
 /// Index of an IOMMU unit, as the server numbered them at discovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,6 +122,38 @@ pub struct UnitInfo {
     pub caps: UnitCaps,
 }
 
+/// A fault the hardware reported, decoded by the backend for the object model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultEvent {
+    /// Reporting unit.
+    pub unit: UnitId,
+    /// Faulting device.
+    pub rid: RequesterId,
+    /// PASID of the transaction, if any.
+    pub pasid: Option<u32>,
+    /// Faulting address.
+    pub iova: u64,
+    /// Kind of access.
+    pub access: Access,
+    /// Why it faulted.
+    pub reason: FaultReason,
+    /// Page request group index (for [`FaultReason::PageRequest`]; the backend delivers one
+    /// event per group, for its last request, since the response is per group).
+    pub group: u32,
+}
+
+/// One fault as a backend drains it from a unit: the object model's event, and the unit's own
+/// words for it (for the server's log and status page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainedFault {
+    /// The fault.
+    pub event: FaultEvent,
+    /// The unit's reason code: a VT-d fault reason, an SMMUv3 event type.
+    pub code: u32,
+    /// The code's name in the unit's specification.
+    pub name: &'static str,
+}
+
 /// The operations the object model needs from an IOMMU driver.
 pub trait IommuBackend {
     /// The unit's architecture and features, or `None` for an unknown unit.
@@ -191,4 +223,10 @@ pub trait IommuBackend {
     /// CMD_RESUME). A backend whose units advertise no `PAGE_REQUESTS` delivers no page
     /// request, so by default there is nothing to answer.
     fn page_response(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _group: u32, _code: PageResponseCode) {}
+
+    /// Take the fault records `unit` holds (fault recording registers, event queue), decode
+    /// them and give each to `sink`, oldest first, leaving the unit ready to record more.
+    /// Returns how many faults the unit reported: those given to `sink` plus those naming no
+    /// device or address (configuration errors), which the backend only logs.
+    fn drain_faults(&mut self, unit: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize;
 }

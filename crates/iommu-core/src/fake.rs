@@ -19,7 +19,7 @@ use core::cell::RefCell;
 use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, PAGE_SIZE};
 
 use crate::backend::{
-    DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedRegion, Translation, UnitId, UnitInfo,
+    DomainConfig, DrainedFault, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedRegion, Translation, UnitId, UnitInfo,
 };
 use crate::memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinnedPages};
 use crate::ClientId;
@@ -109,6 +109,8 @@ pub struct FakeBackend {
     attached: BTreeMap<(UnitId, RequesterId, Option<u32>), Translation>,
     /// Devices with MSIs routed, and how many.
     msi_routes: BTreeMap<(UnitId, RequesterId), usize>,
+    /// Faults the units hold until drained, oldest first.
+    pending_faults: Vec<DrainedFault>,
     violations: Vec<String>,
 }
 
@@ -123,6 +125,7 @@ impl FakeBackend {
             domains: BTreeMap::new(),
             attached: BTreeMap::new(),
             msi_routes: BTreeMap::new(),
+            pending_faults: Vec::new(),
             violations: Vec::new(),
         }
     }
@@ -207,6 +210,11 @@ impl FakeBackend {
                 d.dirty.insert(iova & !(PAGE_SIZE - 1));
             }
         }
+    }
+
+    /// Simulate a unit recording a fault: the next `drain_faults` of its unit hands it over.
+    pub fn record_fault(&mut self, fault: DrainedFault) {
+        self.pending_faults.push(fault);
     }
 
     fn record(&self, call: Call) {
@@ -388,6 +396,14 @@ impl IommuBackend for FakeBackend {
 
     fn page_response(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode) {
         self.record(Call::PageResponse { unit, rid, pasid, group, code });
+    }
+
+    fn drain_faults(&mut self, unit: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
+        let (drained, kept) = core::mem::take(&mut self.pending_faults).into_iter().partition::<Vec<_>, _>(|fault| fault.event.unit == unit);
+        self.pending_faults = kept;
+        let count = drained.len();
+        drained.into_iter().for_each(sink);
+        count
     }
 }
 

@@ -46,14 +46,14 @@ pub mod server;
 mod tests;
 
 pub use backend::{
-    AddressSpace, DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind, ReservedRegion,
+    AddressSpace, DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind, ReservedRegion,
     Translation, UnitId, UnitInfo,
 };
 pub use budget::{ClientLimits, Usage};
 pub use dispatch::{dispatch, CapabilityVerifier};
 pub use memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinTable, PinnedPages};
 pub use objects::{ObjectId, ObjectKind};
-pub use server::{Counters, DeviceGrant, FaultDelivery, FaultEvent, FaultReadout, HwptAllocOptions, Server, ServerConfig};
+pub use server::{Counters, DeviceGrant, FaultDelivery, FaultReadout, HwptAllocOptions, Server, ServerConfig};
 
 /// A connected client, identified by the badge the kernel attaches to its IPC endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

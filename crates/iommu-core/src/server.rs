@@ -23,7 +23,7 @@ use iommu_abi::{
 
 use crate::budget::{self, ClientLimits, Usage};
 use crate::backend::{
-    AddressSpace, DomainConfig, HwDomainId, IommuBackend, RequesterId, Translation, UnitId,
+    AddressSpace, DomainConfig, DrainedFault, FaultEvent, HwDomainId, IommuBackend, RequesterId, Translation, UnitId,
 };
 use crate::iova;
 use slot_table::SlotTable;
@@ -59,26 +59,6 @@ pub struct HwptAllocOptions {
     pub dirty_tracking: bool,
     /// Fault queue for faults of devices attached to it.
     pub fault: Option<Handle>,
-}
-
-/// A fault the hardware reported, as the server's interrupt loop hands it over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FaultEvent {
-    /// Reporting unit.
-    pub unit: UnitId,
-    /// Faulting device.
-    pub rid: RequesterId,
-    /// PASID of the transaction, if any.
-    pub pasid: Option<u32>,
-    /// Faulting address.
-    pub iova: u64,
-    /// Kind of access.
-    pub access: Access,
-    /// Why it faulted.
-    pub reason: FaultReason,
-    /// Page request group index (for [`FaultReason::PageRequest`]; the backend delivers one
-    /// event per group, for its last request, since the response is per group).
-    pub group: u32,
 }
 
 /// Where a fault went.
@@ -1530,6 +1510,18 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     pub fn fault_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
         self.charge_new_object(client, budget::FAULT_QUEUE)?;
         Ok(self.create(client, Body::Fault(FaultQueue::default())))
+    }
+
+    /// Drains `unit`'s fault records through the backend into the fault queues; `sink` learns
+    /// where each went (whom to wake). Returns what [`IommuBackend::drain_faults`] returns.
+    pub fn drain_faults(&mut self, unit: UnitId, sink: &mut dyn FnMut(&DrainedFault, FaultDelivery)) -> usize {
+        let mut drained = Vec::new();
+        let reported = self.backend.drain_faults(unit, &mut |fault| drained.push(fault));
+        for fault in drained {
+            let delivery = self.deliver_fault(fault.event);
+            sink(&fault, delivery);
+        }
+        reported
     }
 
     /// Route a hardware fault to the fault queue of the device's attachment.

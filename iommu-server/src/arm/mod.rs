@@ -7,26 +7,20 @@
 
 mod devicetree;
 mod iort;
-pub mod smmu_backend;
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, FaultReason};
-use iommu_core::{FaultDelivery, FaultEvent, RequesterId, UnitId};
-use smmuv3::{DecodedEvent, EventType};
+use hwio::VolatileRegion;
+use iommu_backends::smmuv3::{DomainStage, SmmuBackend};
 use userlib::{println, syscall};
 
-use crate::discovery::{Ecam, FirmwareMemory, MemoryWindow, PciFunction};
-use crate::hw::DmaPool;
-use hwio::VolatileRegion;
+use crate::discovery::{self, Ecam, FirmwareMemory, MemoryWindow, PciFunction};
+use crate::hw::{DmaPool, TscClock};
 use crate::kernel_iface::DeviceRegistry;
 use crate::layout::{self, PAGE};
 use crate::slots;
-use crate::state::{Platform, State};
+use crate::state::Platform;
 use crate::status::{self, StatusPage};
-use smmu_backend::{DomainStage, SmmuBackend};
-
-pub type Backend = SmmuBackend;
 
 /// Checks that the IRQ capability in `slot` serves `intid` and binds it to `bit` of the
 /// events notification.
@@ -79,7 +73,7 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
     };
     status.set(status::IORT_CHECK, iort_check);
 
-    let mut backend = SmmuBackend::new(DmaPool::new(slots::DMA_AUTHORITY, layout::DMA));
+    let mut backend = SmmuBackend::new(DmaPool::new(slots::DMA_AUTHORITY, layout::DMA), TscClock);
     // GICv2m has one doorbell for every device and cannot tell them apart: a device that can
     // write it can raise any other device's MSI. Its doorbell goes into domains only when the
     // system description allows unisolated MSIs.
@@ -160,7 +154,7 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         Some(window) => ecam.assign_bars(&mut functions, window),
         None => println!("iommu-server: no identity-mapped 32-bit PCI window inside the pci-mmio capability: BARs stay unassigned"),
     }
-    crate::state::print_functions(&functions);
+    discovery::print_functions(&functions);
     Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window }, iommu_described: !tree.smmus.is_empty() })
 }
 
@@ -199,101 +193,4 @@ fn cross_check(tree: &devicetree::DeviceTree, functions: &[PciFunction], iort: O
         functions.len()
     );
     agree
-}
-
-/// The object-model reason of an SMMU fault event.
-fn fault_reason(kind: EventType) -> FaultReason {
-    match kind {
-        EventType::Permission => FaultReason::Permission,
-        EventType::WalkExternalAbort | EventType::CdFetch | EventType::BadCd => FaultReason::TableWalk,
-        _ => FaultReason::Translation,
-    }
-}
-
-fn access_of(event: &DecodedEvent) -> Access {
-    match (event.read, event.instruction) {
-        (_, Some(true)) => Access::EXEC,
-        (Some(false), _) => Access::WRITE,
-        _ => Access::READ,
-    }
-}
-
-impl State {
-    /// Drains every unit's event queue into the object model. A burst of events of one stream
-    /// with the same kind and direction in the same page (QEMU reports a blocked transfer once
-    /// per access) is one fault to the object model, with the burst's first address.
-    pub fn drain_faults(&mut self) {
-        for unit_index in 0..self.server.backend().units.len() {
-            let drain = self.server.backend_mut().units[unit_index].hw.drain_events();
-            if drain.overflowed {
-                println!("iommu-server: unit {unit_index}: event queue overflowed, events were lost");
-            }
-            let mut bursts: Vec<(DecodedEvent, u32)> = Vec::new();
-            for event in drain.events {
-                let page = |e: &DecodedEvent| e.input_addr.map(|a| a & !(PAGE - 1));
-                match bursts.last_mut() {
-                    Some((first, count)) if first.stream_id == event.stream_id && first.kind == event.kind && first.read == event.read && page(first) == page(&event) => *count += 1,
-                    _ => bursts.push((event, 1)),
-                }
-            }
-            for (event, count) in bursts {
-                let rid = self.server.backend().units[unit_index].requester_of(event.stream_id);
-                let (Some(address), Some(rid)) = (event.input_addr, rid) else {
-                    // Configuration errors (C_BAD_STREAMID, C_BAD_STE, ...) carry no address,
-                    // or the stream belongs to no enumerated function: nothing to route.
-                    println!("iommu-server: unit {unit_index}: {count} x {} from stream {:#x} (no client to tell)", event.kind.name(), event.stream_id);
-                    self.status.add(status::FAULTS, 1);
-                    continue;
-                };
-                let access = access_of(&event);
-                let delivery = self.server.deliver_fault(FaultEvent {
-                    unit: UnitId(unit_index as u32),
-                    rid: RequesterId(rid),
-                    pasid: event.substream_id,
-                    iova: address,
-                    access,
-                    reason: fault_reason(event.kind),
-                    group: 0,
-                });
-                self.notify_fault_owner(delivery);
-                // The status page keeps page addresses, as VT-d fault records do.
-                self.record_fault(u64::from(rid), address & !(PAGE - 1), access, u64::from(event.kind.id()));
-                println!(
-                    "iommu-server: DMA fault: unit {unit_index} stream {:#x} (rid {rid:#06x}) {} at {address:#x} ({count} events in the page), {}{} -> {}",
-                    event.stream_id,
-                    if access == Access::WRITE { "write" } else { "read" },
-                    event.kind.name(),
-                    if event.stage2 { " (stage 2)" } else { "" },
-                    match delivery {
-                        FaultDelivery::Queued { .. } => "queued to its owner",
-                        FaultDelivery::Overflowed => "owner's queue full",
-                        FaultDelivery::Unrouted => "no owner (blocked device)",
-                    }
-                );
-            }
-        }
-    }
-
-    /// Reports and acknowledges the SMMUs' global errors (GERROR interrupt).
-    pub fn check_global_errors(&mut self) {
-        let backend = self.server.backend_mut();
-        for unit_index in 0..backend.units.len() {
-            let clock = crate::hw::TscClock;
-            let (hw, dma) = (&mut backend.units[unit_index].hw, &mut backend.dma);
-            match hw.check_gerror(&mut smmuv3::Env { dma, clock: &clock }) {
-                Ok(report) => {
-                    for name in report.active.names() {
-                        println!("iommu-server: unit {unit_index}: global error {name}");
-                    }
-                    if let Some(rejected) = report.rejected_command {
-                        println!("iommu-server: unit {unit_index}: command dropped: {rejected:?}");
-                    }
-                }
-                Err(error) => {
-                    println!("iommu-server: FATAL: unit {unit_index}: {error:?}");
-                    panic!("SMMU in service failure mode");
-                }
-            }
-        }
-    }
 }

@@ -33,6 +33,30 @@ fn faults_go_to_the_queue_of_the_attached_hwpt() {
     assert_eq!(h.server.fault_read(A, fault, 8).unwrap().records, vec![], "records are consumed");
 }
 
+/// The event thread's path: the object model drains one unit through the backend, queues
+/// what it can route and tells the caller where each fault went; other units keep theirs.
+#[test]
+fn drained_faults_reach_their_queues_and_the_caller_learns_whom_to_wake() {
+    let mut h = harness();
+    let (_, fault, _) = with_fault_queue(&mut h);
+    let drained = |rid, iova| DrainedFault { event: FaultEvent { iova, ..event(rid, None, FaultReason::Translation, 0) }, code: 5, name: "test" };
+    let other_unit = DrainedFault { event: FaultEvent { unit: SMMU, ..event(SMMU_DEV, None, FaultReason::Translation, 0) }, code: 0x10, name: "test" };
+    h.server.backend_mut().record_fault(drained(DEV, 0x1000));
+    h.server.backend_mut().record_fault(other_unit);
+    h.server.backend_mut().record_fault(drained(RequesterId(0x99), 0x2000));
+
+    let mut seen = Vec::new();
+    let reported = h.server.drain_faults(VTD, &mut |fault, delivery| seen.push((fault.event.iova, delivery)));
+
+    assert_eq!(reported, 2);
+    assert_eq!(seen, vec![(0x1000, FaultDelivery::Queued { owner: A }), (0x2000, FaultDelivery::Unrouted)]);
+    assert_eq!(h.server.fault_read(A, fault, 8).unwrap().records.iter().map(|r| r.iova).collect::<Vec<_>>(), vec![0x1000]);
+    assert_eq!(h.server.drain_faults(VTD, &mut |_, _| panic!("drained twice")), 0);
+    let mut smmu = Vec::new();
+    assert_eq!(h.server.drain_faults(SMMU, &mut |fault, _| smmu.push(fault.event.rid)), 1);
+    assert_eq!(smmu, vec![SMMU_DEV]);
+}
+
 #[test]
 fn faults_without_a_queue_are_counted_as_unrouted() {
     let mut h = harness();

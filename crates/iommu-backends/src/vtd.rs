@@ -2,25 +2,22 @@
 //! first-level on units that only translate first-stage), attachments are `vtd` context or
 //! PASID entries, and every unmap is followed by an IOTLB invalidation that is waited for.
 
-use crate::page_tables::{table_error, table_perm, unmap_failed};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
-use slot_table::SlotTable;
+use iommu_abi::{Access, Error, FaultReason, IovaRange, Perm, UnitCaps, UnitKind};
 use iommu_core::{
-    DomainConfig, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind, ReservedRegion, Translation,
-    UnitId, UnitInfo,
+    DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind,
+    ReservedRegion, Translation, UnitId, UnitInfo,
 };
 use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
 use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
 use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
-use userlib::println;
+use slot_table::SlotTable;
 use vtd::irq::ApicMode;
 use vtd::unit::RID_PASID;
-use vtd::{DomainIdAllocator, Mode, VtdError, VtdUnit};
+use vtd::{AccessKind, DomainIdAllocator, FaultKind, Mode, VtdError, VtdUnit};
 
-use crate::hw::{DmaPool, TscClock};
-use hwio::VolatileRegion;
+use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 /// Which table format a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +50,8 @@ impl TableKind {
 }
 
 /// One remapping unit under the server's control.
-pub struct Unit {
-    pub hw: VtdUnit<VolatileRegion, TscClock>,
+pub struct Unit<E: Environment> {
+    pub hw: VtdUnit<E::Registers, E::Clock>,
     pub kind: TableKind,
     domain_ids: DomainIdAllocator,
     /// Second-level configuration (levels and widths) chosen from CAP.
@@ -88,10 +85,10 @@ struct Domain {
 }
 
 /// The VT-d backend: every unit and every domain, and the DMA memory their tables live in.
-pub struct VtdBackend {
-    pub units: Vec<Unit>,
+pub struct VtdBackend<E: Environment> {
+    pub units: Vec<Unit<E>>,
     domains: SlotTable<HwDomainId, Domain>,
-    pub dma: DmaPool,
+    pub dma: E::Dma,
     /// Routed MSIs by (unit, requester ID).
     msi_routes: BTreeMap<(UnitId, RequesterId), MsiRoute>,
 }
@@ -102,8 +99,8 @@ const IRTE_TABLE_LOG2: u8 = 8;
 /// The MSI doorbell range: DMA writes there are interrupt requests, never memory.
 const MSI_WINDOW: (u64, u64) = (0xFEE0_0000, 0xFEEF_FFFF);
 
-fn hardware(error: VtdError) -> Error {
-    println!("iommu-server: VT-d operation failed: {error:?}");
+fn hardware<E: Environment>(error: VtdError) -> Error {
+    E::log(format_args!("iommu-server: VT-d operation failed: {error:?}"));
     match error {
         VtdError::OutOfMemory | VtdError::DomainIdsExhausted => Error::NoResources,
         VtdError::Unsupported(_) => Error::NotSupported,
@@ -111,11 +108,10 @@ fn hardware(error: VtdError) -> Error {
     }
 }
 
-
-impl Unit {
+impl<E: Environment> Unit<E> {
     /// Brings a unit up in the mode its ECAP calls for, every requester blocked.
-    pub fn bring_up(regs: VolatileRegion, output_bits: u8, dma: &mut DmaPool) -> Result<Unit, VtdError> {
-        let mut hw = VtdUnit::new(regs, TscClock);
+    pub fn bring_up(regs: E::Registers, clock: E::Clock, output_bits: u8, dma: &mut E::Dma) -> Result<Self, VtdError> {
+        let mut hw = VtdUnit::new(regs, clock);
         let (cap, ecap) = (hw.capability(), hw.extended_capability());
         let mode = hw.preferred_mode();
         let kind = match mode {
@@ -167,12 +163,17 @@ impl Unit {
     }
 }
 
-impl VtdBackend {
-    pub fn new(dma: DmaPool) -> Self {
+impl<E: Environment> VtdBackend<E> {
+    pub fn new(dma: E::Dma) -> Self {
         VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new() }
     }
 
-    fn unit(&self, unit: UnitId) -> Option<&Unit> {
+    /// How many units the backend drives (`UnitId`s `0..unit_count()`).
+    pub fn unit_count(&self) -> usize {
+        self.units.len()
+    }
+
+    fn unit(&self, unit: UnitId) -> Option<&Unit<E>> {
         self.units.get(unit.0 as usize)
     }
 
@@ -186,7 +187,7 @@ impl VtdBackend {
 
     /// Invalidates what `d` may have cached, for `range` (iova, length) or all of it, with
     /// the invalidation its table format calls for, and waits for it.
-    fn invalidate(unit: &mut Unit, d: &Domain, range: Option<(u64, u64)>, dma: &DmaPool) -> Result<(), VtdError> {
+    fn invalidate(unit: &mut Unit<E>, d: &Domain, range: Option<(u64, u64)>, dma: &E::Dma) -> Result<(), VtdError> {
         match (&d.table, range) {
             (Table::SecondLevel(_), Some((iova, length))) => unit.hw.flush_iotlb_range(d.did, iova, length, dma),
             (Table::SecondLevel(_), None) => unit.hw.flush_domain(d.did, dma),
@@ -196,7 +197,7 @@ impl VtdBackend {
 
     /// Invalidates what an unmap changed and hands the unlinked tables back to the domain's
     /// table tree once no walker can hold them any more.
-    fn complete_unmap(unit: &mut Unit, d: &mut Domain, id: HwDomainId, unmapped: Unmapped, dma: &mut DmaPool) {
+    fn complete_unmap(unit: &mut Unit<E>, d: &mut Domain, id: HwDomainId, unmapped: Unmapped, dma: &mut E::Dma) {
         if let Some(range) = unmapped.range.clone() {
             if let Err(error) = Self::invalidate(unit, d, Some((range.start, range.end - range.start)), dma) {
                 Self::fail_closed(id, error);
@@ -215,12 +216,11 @@ impl VtdBackend {
     #[cold]
     #[inline(never)]
     fn fail_closed(domain: HwDomainId, error: VtdError) -> ! {
-        println!("iommu-server: FATAL: IOTLB invalidation for domain {} failed: {error:?}", domain.0);
-        panic!("IOTLB invalidation failed; refusing to release memory a device may still reach");
+        panic!("FATAL: IOTLB invalidation for domain {} failed ({error:?}); refusing to release memory a device may still reach", domain.0);
     }
 }
 
-impl IommuBackend for VtdBackend {
+impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
         self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::empty() })
     }
@@ -247,7 +247,7 @@ impl IommuBackend for VtdBackend {
         if self.domains.next_key().is_none() {
             return Err(Error::NoResources);
         }
-        let did = unit.domain_ids.allocate().map_err(hardware)?;
+        let did = unit.domain_ids.allocate().map_err(hardware::<E>)?;
         let (table, aperture_bits, page_sizes) = match unit.kind {
             TableKind::LegacySecondLevel | TableKind::ScalableSecondLevel => {
                 let config = unit.second_level;
@@ -290,8 +290,7 @@ impl IommuBackend for VtdBackend {
         // cached paging-structure entries: forget them before the id or the tables are reused.
         let unit = &mut self.units[d.unit];
         if let Err(error) = Self::invalidate(unit, &d, None, &self.dma) {
-            println!("iommu-server: FATAL: flush of freed domain {} failed: {error:?}", domain.0);
-            panic!("IOTLB invalidation failed; refusing to reuse table memory");
+            panic!("FATAL: flush of freed domain {} failed ({error:?}); refusing to reuse table memory", domain.0);
         }
         let _ = unit.domain_ids.free(d.did);
         match d.table {
@@ -356,7 +355,7 @@ impl IommuBackend for VtdBackend {
             return Err(Error::NotSupported);
         }
         let translation = Self::translation(d);
-        unit.hw.attach(vtd::RequesterId(rid.0 as u16), d.did, translation, &mut self.dma).map_err(hardware)
+        unit.hw.attach(vtd::RequesterId(rid.0 as u16), d.did, translation, &mut self.dma).map_err(hardware::<E>)
     }
 
     /// One IRTE per vector on the boot CPU (APIC 0), each accepting the interrupt only from
@@ -376,7 +375,7 @@ impl IommuBackend for VtdBackend {
                     for done in first..first + offset {
                         let _ = unit.hw.clear_irte(done as u16, &mut self.dma);
                     }
-                    return Err(hardware(error));
+                    return Err(hardware::<E>(error));
                 }
             }
         }
@@ -384,7 +383,7 @@ impl IommuBackend for VtdBackend {
         let msi = if vectors.len() > 1 { msi.with_subhandles() } else { msi };
         unit.mark_irtes(first, vectors.len(), true);
         self.msi_routes.insert((unit_id, rid), MsiRoute { first: first as u16, count: vectors.len() as u16 });
-        println!("iommu-server: device {:#06x}: {} MSI(s) through IRTE {first}.. (vectors {vectors:x?}), address {:#x}", rid.0, vectors.len(), msi.address);
+        E::log(format_args!("iommu-server: device {:#06x}: {} MSI(s) through IRTE {first}.. (vectors {vectors:x?}), address {:#x}", rid.0, vectors.len(), msi.address));
         Ok(MsiMessage { address: msi.address, data: msi.data })
     }
 
@@ -399,12 +398,11 @@ impl IommuBackend for VtdBackend {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
         for index in route.first..route.first + route.count {
             if let Err(error) = unit.hw.clear_irte(index, &mut self.dma) {
-                println!("iommu-server: FATAL: clearing IRTE {index} failed: {error:?}");
-                panic!("IRTE invalidation failed; a released device could still raise its interrupts");
+                panic!("FATAL: clearing IRTE {index} failed ({error:?}); a released device could still raise its interrupts");
             }
         }
         unit.mark_irtes(route.first as usize, route.count as usize, false);
-        println!("iommu-server: device {:#06x} unbound: IRTE {}.. cleared", rid.0, route.first);
+        E::log(format_args!("iommu-server: device {:#06x} unbound: IRTE {}.. cleared", rid.0, route.first));
     }
 
     fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {
@@ -414,15 +412,61 @@ impl IommuBackend for VtdBackend {
         }
         match unit.hw.detach(vtd::RequesterId(rid.0 as u16), &mut self.dma) {
             Ok(()) | Err(VtdError::NotAttached) => {}
-            Err(error) => {
-                println!("iommu-server: FATAL: blocking {:#06x} failed: {error:?}", rid.0);
-                panic!("detach failed; the device may still reach released memory");
-            }
+            Err(error) => panic!("FATAL: blocking {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
         }
+    }
+
+    fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
+        let report = unit.hw.drain_faults();
+        if report.overflowed {
+            E::log(format_args!("iommu-server: unit {}: fault records overflowed, faults were lost", unit_id.0));
+        }
+        let reported = report.faults.len();
+        for fault in report.faults {
+            // An interrupt request is a write; its record names the interrupt index it asked
+            // for (bits 63:48) where a DMA fault names the page.
+            let (access, address, reason) = match fault.kind {
+                FaultKind::Dma => {
+                    let access = match fault.access {
+                        AccessKind::Read => Access::READ,
+                        AccessKind::Write => Access::WRITE,
+                    };
+                    (access, fault.address, fault_reason(fault.reason))
+                }
+                FaultKind::InterruptRemap { index } => (Access::WRITE, u64::from(index), FaultReason::Interrupt),
+            };
+            let event = FaultEvent {
+                unit: unit_id,
+                rid: RequesterId(u32::from(fault.requester.0)),
+                // Scalable mode tags DMA without PASID with RID_PASID in the record; to the
+                // object model that is the requester's own (PASID-less) slot.
+                pasid: fault.pasid.filter(|&pasid| pasid != RID_PASID),
+                iova: address,
+                access,
+                reason,
+                group: 0,
+            };
+            sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
+        }
+        reported
     }
 }
 
-impl crate::bench::Measured for VtdBackend {
+/// The object-model reason of a VT-d fault reason code. A missing leaf is reported with the
+/// read/write permission codes (5h, 6h; and the first-level equivalents), since no present
+/// entry grants the access: to a driver that is a translation fault (it unmapped, or never
+/// mapped, the address); missing root/context entries only occur for unbound devices, whose
+/// faults are unrouted anyway. Invalid table pointers and reserved bits (7h-Dh) are
+/// table-walk faults.
+fn fault_reason(code: u8) -> FaultReason {
+    match code {
+        0x07..=0x0d => FaultReason::TableWalk,
+        _ => FaultReason::Translation,
+    }
+}
+
+impl<E: Environment> Measured for VtdBackend<E> {
     fn describe(&self) -> Option<(&'static str, &'static str)> {
         self.units.first().map(|unit| ("vtd", unit.kind.name()))
     }

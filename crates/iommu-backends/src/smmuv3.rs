@@ -11,23 +11,20 @@
 //! function uses stay without a level-2 stream table: their traffic is aborted with
 //! C_BAD_STREAMID.
 
-use crate::page_tables::{table_error, table_perm, unmap_failed};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
-use slot_table::SlotTable;
+use iommu_abi::{Access, Error, FaultReason, IovaRange, Perm, UnitCaps, UnitKind};
 use iommu_core::{
-    DomainConfig, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion, Translation, UnitId,
-    UnitInfo,
+    DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion,
+    Translation, UnitId, UnitInfo,
 };
 use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
 use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
 use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
-use smmuv3::{Env, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
-use userlib::println;
+use slot_table::SlotTable;
+use smmuv3::{DecodedEvent, Env, EventType, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 
-use crate::hw::{DmaPool, TscClock};
-use hwio::VolatileRegion;
+use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 /// Which translation stage a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +87,8 @@ struct Domain {
 }
 
 /// One SMMUv3 under the server's control.
-pub struct SmmuUnit {
-    pub hw: Smmu<VolatileRegion>,
+pub struct SmmuUnit<R: hwio::Registers> {
+    pub hw: Smmu<R>,
     /// Physical base of its register frame (for logs and reports).
     pub base: u64,
     pub stage: DomainStage,
@@ -103,7 +100,7 @@ pub struct SmmuUnit {
     blocking: HwDomainId,
 }
 
-impl SmmuUnit {
+impl<R: hwio::Registers> SmmuUnit<R> {
     /// The requester ID whose DMA carries `sid`, if the firmware maps one to it.
     pub fn requester_of(&self, sid: u32) -> Option<u32> {
         self.streams.iter().find_map(|(&rid, &stream)| (stream == sid).then_some(rid))
@@ -111,24 +108,24 @@ impl SmmuUnit {
 }
 
 /// The SMMUv3 backend: every unit, every domain, and the DMA memory their tables live in.
-pub struct SmmuBackend {
-    pub units: Vec<SmmuUnit>,
+pub struct SmmuBackend<E: Environment> {
+    pub units: Vec<SmmuUnit<E::Registers>>,
     domains: SlotTable<HwDomainId, Domain>,
-    pub dma: DmaPool,
+    pub dma: E::Dma,
+    clock: E::Clock,
     /// Pages of the MSI doorbells (GICv2m frames) every paging domain maps, at their own
     /// address, inside `MSI_IOVA_WINDOW`.
     msi_doorbells: Vec<u64>,
 }
 
-fn hardware(error: SmmuError) -> Error {
-    println!("iommu-server: SMMUv3 operation failed: {error:?}");
+fn hardware<E: Environment>(error: SmmuError) -> Error {
+    E::log(format_args!("iommu-server: SMMUv3 operation failed: {error:?}"));
     match error {
         SmmuError::OutOfMemory => Error::NoResources,
         SmmuError::Unsupported(_) => Error::NotSupported,
         _ => Error::HardwareFailure,
     }
 }
-
 
 /// The VMSAv8-64 lookup level a 4 KiB-granule stage-2 walk of `input_bits` starts at, so that
 /// the root is a single table (level 0 resolves bits 47..39, level 1 bits 38..30).
@@ -140,9 +137,14 @@ fn stage2_start_level(input_bits: u8) -> u8 {
     }
 }
 
-impl SmmuBackend {
-    pub fn new(dma: DmaPool) -> Self {
-        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_doorbells: Vec::new() }
+impl<E: Environment> SmmuBackend<E> {
+    pub fn new(dma: E::Dma, clock: E::Clock) -> Self {
+        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, clock, msi_doorbells: Vec::new() }
+    }
+
+    /// How many units the backend drives (`UnitId`s `0..unit_count()`).
+    pub fn unit_count(&self) -> usize {
+        self.units.len()
     }
 
     /// Adds an MSI doorbell page that every paging domain created from now on maps at its own
@@ -159,12 +161,11 @@ impl SmmuBackend {
 
     /// Brings an SMMU up (every stream denied), creates its blocking domain and attaches every
     /// stream of `streams` (requester ID → StreamID) to it. Returns the unit's index.
-    pub fn add_unit(&mut self, regs: VolatileRegion, base: u64, wanted: DomainStage, streams: BTreeMap<u32, u32>) -> Result<usize, &'static str> {
-        let clock = TscClock;
-        let mut env = Env { dma: &mut self.dma, clock: &clock };
+    pub fn add_unit(&mut self, regs: E::Registers, base: u64, wanted: DomainStage, streams: BTreeMap<u32, u32>) -> Result<usize, &'static str> {
+        let mut env = Env { dma: &mut self.dma, clock: &self.clock };
         let options = SmmuOptions { eventq_log2_cap: EVENT_QUEUE_LOG2, ..SmmuOptions::default() };
         let hw = Smmu::init(regs, &mut env, options).map_err(|error| {
-            println!("iommu-server: SMMUv3 at {base:#x}: bring-up failed: {error:?}");
+            E::log(format_args!("iommu-server: SMMUv3 at {base:#x}: bring-up failed: {error:?}"));
             "SMMUv3 bring-up failed"
         })?;
         let id = hw.id_registers();
@@ -175,7 +176,7 @@ impl SmmuBackend {
             _ => DomainStage::Stage2,
         };
         if stage != wanted {
-            println!("iommu-server: SMMUv3 at {base:#x} has no {} translation; using {}", wanted.name(), stage.name());
+            E::log(format_args!("iommu-server: SMMUv3 at {base:#x} has no {} translation; using {}", wanted.name(), stage.name()));
         }
         let output_bits = (id.oas_bits() as u8).min(MAX_OUTPUT_BITS);
         let index = self.units.len();
@@ -188,10 +189,6 @@ impl SmmuBackend {
             self.install(index, sid, blocking.id).map_err(|_| "cannot block a stream at takeover")?;
         }
         Ok(index)
-    }
-
-    fn env_parts(&mut self, unit: usize) -> (&mut Smmu<VolatileRegion>, &mut DmaPool) {
-        (&mut self.units[unit].hw, &mut self.dma)
     }
 
     /// A fresh, empty domain on `unit` in the unit's stage.
@@ -218,8 +215,7 @@ impl SmmuBackend {
                 match table {
                     Ok(table) => (asid, Table::Stage1(table), STAGE1_INPUT_BITS),
                     Err(error) => {
-                        let clock = TscClock;
-                        let _ = unit.hw.free_asid(&mut Env { dma: &mut self.dma, clock: &clock }, asid);
+                        let _ = unit.hw.free_asid(&mut Env { dma: &mut self.dma, clock: &self.clock }, asid);
                         return Err(error);
                     }
                 }
@@ -239,8 +235,7 @@ impl SmmuBackend {
                 match table {
                     Ok(table) => (vmid, Table::Stage2(table), input_bits),
                     Err(error) => {
-                        let clock = TscClock;
-                        let _ = unit.hw.free_vmid(&mut Env { dma: &mut self.dma, clock: &clock }, vmid);
+                        let _ = unit.hw.free_vmid(&mut Env { dma: &mut self.dma, clock: &self.clock }, vmid);
                         return Err(error);
                     }
                 }
@@ -254,9 +249,8 @@ impl SmmuBackend {
     /// crate's never-torn update sequence.
     fn install(&mut self, unit: usize, sid: u32, domain: HwDomainId) -> Result<(), SmmuError> {
         let d = self.domains.get(domain).expect("callers looked the domain up");
-        let clock = TscClock;
         let (hw, dma) = (&mut self.units[unit].hw, &mut self.dma);
-        let mut env = Env { dma, clock: &clock };
+        let mut env = Env { dma, clock: &self.clock };
         match &d.table {
             Table::Stage1(table) => {
                 let format = table.format();
@@ -273,7 +267,7 @@ impl SmmuBackend {
 
     /// Invalidates what an unmap changed and hands the unlinked tables back to the domain's
     /// table tree once no walker can hold them any more.
-    fn complete_unmap(unit: &mut SmmuUnit, d: &mut Domain, unmapped: Unmapped, dma: &mut DmaPool) {
+    fn complete_unmap(unit: &mut SmmuUnit<E::Registers>, d: &mut Domain, unmapped: Unmapped, dma: &mut E::Dma, clock: &E::Clock) {
         if let Some(range) = unmapped.range.clone() {
             let scope = match d.table {
                 Table::Stage1(_) => TlbScope::Stage1 { asid: d.tag },
@@ -281,7 +275,7 @@ impl SmmuBackend {
             };
             // Unlinked tables may sit in walk caches: then the invalidation must not be leaf-only.
             let leaf_only = unmapped.freed_tables.is_empty();
-            let mut env = Env { dma, clock: &TscClock };
+            let mut env = Env { dma, clock };
             if let Err(error) = unit.hw.tlbi_range(&mut env, scope, range.start, range.end - range.start, Granule::Size4K, leaf_only) {
                 Self::fail_closed("TLB invalidation after unmap", error);
             }
@@ -297,8 +291,7 @@ impl SmmuBackend {
     #[cold]
     #[inline(never)]
     fn fail_closed(what: &str, error: SmmuError) -> ! {
-        println!("iommu-server: FATAL: {what} failed: {error:?}");
-        panic!("SMMU invalidation failed; refusing to release memory a device may still reach");
+        panic!("FATAL: {what} failed ({error:?}); refusing to release memory a device may still reach");
     }
 
     fn stream(&self, unit: UnitId, rid: RequesterId) -> Option<(usize, u32)> {
@@ -308,7 +301,7 @@ impl SmmuBackend {
     }
 }
 
-impl IommuBackend for SmmuBackend {
+impl<E: Environment> IommuBackend for SmmuBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
         self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::empty() })
     }
@@ -354,9 +347,8 @@ impl IommuBackend for SmmuBackend {
         let Some(d) = self.domains.remove(domain) else { return };
         // Nothing is mapped or attached (the contract), but the tag may still label cached walks:
         // freeing the ASID/VMID invalidates it before it or the tables are reused.
-        let clock = TscClock;
         let (hw, dma) = (&mut self.units[d.unit].hw, &mut self.dma);
-        let mut env = Env { dma, clock: &clock };
+        let mut env = Env { dma, clock: &self.clock };
         let freed = match d.table {
             Table::Stage1(_) => hw.free_asid(&mut env, d.tag),
             Table::Stage2(_) => hw.free_vmid(&mut env, d.tag),
@@ -371,14 +363,14 @@ impl IommuBackend for SmmuBackend {
     }
 
     fn map(&mut self, domain: HwDomainId, iova: u64, phys: u64, length: u64, perm: Perm) -> Result<(), Error> {
-        let SmmuBackend { units, domains, dma, .. } = self;
+        let SmmuBackend { units, domains, dma, clock, .. } = self;
         let d = domains.get_mut(domain).ok_or(Error::HardwareFailure)?;
         let in_the_way = match &mut d.table {
             Table::Stage1(table) => table.prepare_map(iova, phys, length, dma),
             Table::Stage2(table) => table.prepare_map(iova, phys, length, dma),
         };
         if let Some(unlinked) = in_the_way {
-            Self::complete_unmap(&mut units[d.unit], d, unlinked, dma);
+            Self::complete_unmap(&mut units[d.unit], d, unlinked, dma, clock);
         }
         // SMMU TLBs hold no invalid entries, so a new translation needs no invalidation.
         match &mut d.table {
@@ -389,14 +381,14 @@ impl IommuBackend for SmmuBackend {
     }
 
     fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64) {
-        let SmmuBackend { units, domains, dma, .. } = self;
+        let SmmuBackend { units, domains, dma, clock, .. } = self;
         let Some(d) = domains.get_mut(domain) else { return };
         let result = match &mut d.table {
             Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
             Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
         };
         let unmapped = result.unwrap_or_else(|error| unmap_failed(iova, length, error));
-        Self::complete_unmap(&mut units[d.unit], d, unmapped, dma);
+        Self::complete_unmap(&mut units[d.unit], d, unmapped, dma, clock);
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
@@ -413,7 +405,7 @@ impl IommuBackend for SmmuBackend {
             return Err(Error::IncompatibleUnit);
         }
         let (index, sid) = self.stream(unit, rid).ok_or(Error::IncompatibleUnit)?;
-        self.install(index, sid, domain).map_err(hardware)
+        self.install(index, sid, domain).map_err(hardware::<E>)
     }
 
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
@@ -423,13 +415,89 @@ impl IommuBackend for SmmuBackend {
         let Some((index, sid)) = self.stream(unit, rid) else { return };
         let blocking = self.units[index].blocking;
         if let Err(error) = self.install(index, sid, blocking) {
-            println!("iommu-server: FATAL: blocking stream {sid:#x} failed: {error:?}");
-            panic!("block failed; the device may still reach released memory");
+            panic!("FATAL: blocking stream {sid:#x} failed ({error:?}); the device may still reach released memory");
+        }
+    }
+
+    /// A burst of events of one stream with the same kind and direction in the same page (QEMU
+    /// reports a blocked transfer once per access) is one fault, with the burst's first address.
+    fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
+        let drain = unit.hw.drain_events();
+        if drain.overflowed {
+            E::log(format_args!("iommu-server: unit {}: event queue overflowed, events were lost", unit_id.0));
+        }
+        let mut bursts: Vec<(DecodedEvent, u32)> = Vec::new();
+        for event in drain.events {
+            let page = |e: &DecodedEvent| e.input_addr.map(|a| a & !(PAGE - 1));
+            match bursts.last_mut() {
+                Some((first, count)) if first.stream_id == event.stream_id && first.kind == event.kind && first.read == event.read && page(first) == page(&event) => *count += 1,
+                _ => bursts.push((event, 1)),
+            }
+        }
+        let reported = bursts.len();
+        for (event, count) in bursts {
+            let rid = unit.requester_of(event.stream_id);
+            let (Some(address), Some(rid)) = (event.input_addr, rid) else {
+                // Configuration errors (C_BAD_STREAMID, C_BAD_STE, ...) carry no address, or the
+                // stream belongs to no enumerated function: nothing to route.
+                E::log(format_args!("iommu-server: unit {}: {count} x {} from stream {:#x} (no client to tell)", unit_id.0, event.kind.name(), event.stream_id));
+                continue;
+            };
+            let event_kind = event.kind;
+            let event = FaultEvent {
+                unit: unit_id,
+                rid: RequesterId(rid),
+                pasid: event.substream_id,
+                iova: address,
+                access: access_of(&event),
+                reason: fault_reason(event.kind),
+                group: 0,
+            };
+            sink(DrainedFault { event, code: u32::from(event_kind.id()), name: event_kind.name() });
+        }
+        reported
+    }
+}
+
+/// The object-model reason of an SMMU fault event.
+fn fault_reason(kind: EventType) -> FaultReason {
+    match kind {
+        EventType::Permission => FaultReason::Permission,
+        EventType::WalkExternalAbort | EventType::CdFetch | EventType::BadCd => FaultReason::TableWalk,
+        _ => FaultReason::Translation,
+    }
+}
+
+fn access_of(event: &DecodedEvent) -> Access {
+    match (event.read, event.instruction) {
+        (_, Some(true)) => Access::EXEC,
+        (Some(false), _) => Access::WRITE,
+        _ => Access::READ,
+    }
+}
+
+impl<E: Environment> SmmuBackend<E> {
+    /// Reports and acknowledges the units' global errors (GERROR interrupt). A unit in service
+    /// failure mode cannot be trusted to have invalidated anything: the server stops.
+    pub fn check_global_errors(&mut self) {
+        for (index, unit) in self.units.iter_mut().enumerate() {
+            match unit.hw.check_gerror(&mut Env { dma: &mut self.dma, clock: &self.clock }) {
+                Ok(report) => {
+                    for name in report.active.names() {
+                        E::log(format_args!("iommu-server: unit {index}: global error {name}"));
+                    }
+                    if let Some(rejected) = report.rejected_command {
+                        E::log(format_args!("iommu-server: unit {index}: command dropped: {rejected:?}"));
+                    }
+                }
+                Err(error) => panic!("FATAL: unit {index}: {error:?}; SMMU in service failure mode"),
+            }
         }
     }
 }
 
-impl crate::bench::Measured for SmmuBackend {
+impl<E: Environment> Measured for SmmuBackend<E> {
     fn describe(&self) -> Option<(&'static str, &'static str)> {
         self.units.first().map(|unit| ("smmuv3", unit.stage.name()))
     }
@@ -437,9 +505,8 @@ impl crate::bench::Measured for SmmuBackend {
     fn invalidate_domain(&mut self, domain: HwDomainId) -> bool {
         let Some(d) = self.domains.get(domain) else { return false };
         let (unit, tag, stage1) = (d.unit, d.tag, matches!(d.table, Table::Stage1(_)));
-        let clock = TscClock;
-        let (hw, dma) = self.env_parts(unit);
-        let mut env = Env { dma, clock: &clock };
+        let (hw, dma) = (&mut self.units[unit].hw, &mut self.dma);
+        let mut env = Env { dma, clock: &self.clock };
         let result = if stage1 { hw.tlbi_asid(&mut env, tag) } else { hw.tlbi_vmid(&mut env, tag) };
         result.is_ok()
     }
