@@ -1,9 +1,9 @@
-//! The status page (word indices in `status_words.rs`, which the root task and the kernel
-//! tests share): the server's side, writing it.
+//! The status page (word indices in `iommu_server_contract::status`, which the root task and
+//! the kernel tests share): the server's side, writing it.
 
 use hwio::VolatileRegion;
 
-pub use crate::status_words::*;
+pub use iommu_server_contract::status::*;
 
 /// The mapped status page, or nothing when the root task gave none. The root task and the
 /// kernel's tests read it while the server runs: every access is one volatile word access.

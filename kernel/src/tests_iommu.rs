@@ -11,25 +11,12 @@
 
 pub use iommu_tests::TESTS;
 
-/// The server's capability slots: its own definition (the tests, acting as root task, use a
-/// subset).
-#[path = "../../iommu-server/src/slots.rs"]
-#[allow(dead_code)]
-mod server_slot;
+/// The server's capability slots (the tests, acting as root task, fill a subset), its address
+/// space (where it maps client windows) and its status-page words.
+use iommu_server_contract::{layout as server_layout, slots as server_slot, status};
 
-/// The server's address space: its own definition (where it maps client windows).
-#[path = "../../iommu-server/src/layout.rs"]
-#[allow(dead_code)]
-mod server_layout;
-
-/// The server's status-page words: its own definition.
-#[path = "../../iommu-server/src/status_words.rs"]
-#[allow(dead_code)]
-mod status;
-
-/// The edu driver's scenarios and slots: its own definition.
-#[path = "../../drivers/edu/src/contract.rs"]
-mod driver;
+/// The edu driver's scenarios, slots and report words.
+use edu_contract as driver;
 
 mod iommu_tests {
     use crate::ktest::{Test, TestResult};

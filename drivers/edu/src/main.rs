@@ -5,7 +5,6 @@
 #![no_std]
 #![no_main]
 
-mod contract;
 mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
@@ -14,6 +13,9 @@ mod sharing;
 mod stream;
 mod transport;
 mod window;
+
+/// What the driver and its starter agree on (scenarios, slots, report words).
+use edu_contract as contract;
 
 use contract::scenario;
 use edu::Edu;

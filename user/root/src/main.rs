@@ -18,17 +18,9 @@
 
 mod system;
 
-/// The IOMMU server's slots and status words, and the edu driver's contract: their own
-/// definitions.
-#[path = "../../../iommu-server/src/slots.rs"]
-#[allow(dead_code)]
-mod server_slot;
-#[path = "../../../iommu-server/src/status_words.rs"]
-#[allow(dead_code)]
-mod status;
-#[path = "../../../drivers/edu/src/contract.rs"]
-#[allow(dead_code)]
-mod driver;
+/// The IOMMU server's slots and status words, and the edu driver's contract.
+use edu_contract as driver;
+use iommu_server_contract::{slots as server_slot, status};
 
 use hwio::{Registers, VolatileRegion};
 use kernel_abi::boot_directory::{DIRECTORY_SLOT, ENTRY_WORDS, MAX_ENTRIES, NAME_BYTES};

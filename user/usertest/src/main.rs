@@ -8,7 +8,7 @@ use userlib::{println, syscall};
 
 userlib::entry!(main);
 
-mod scenario;
+use usertest_contract as scenario;
 
 /// Capability slots the kernel tests fill before starting a scenario.
 mod slot {
