@@ -8,7 +8,6 @@
 //! * [`error`]: the [`Error`] codes, shared with the server's object model.
 //! * [`types`]: handles, rights, permissions, ranges, fault records, unit information.
 //! * [`wire`]: the fixed eight-word message layout, with total, validating decoders.
-//! * [`client`]: typed stubs over a [`Transport`] (the kernel IPC call).
 //! * [`kernel_ipc`]: how those eight words travel over the kernel's four-word IPC (a shared
 //!   message window per client).
 //!
@@ -17,7 +16,6 @@
 //! is `docs/ipc-api.md`.
 #![cfg_attr(not(test), no_std)]
 
-pub mod client;
 pub mod error;
 pub mod kernel_ipc;
 pub mod types;
@@ -26,7 +24,6 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use client::{HwptOptions, Iommu, IovaRangesPage, Transport};
 pub use error::Error;
 pub use types::{
     Access, DeviceId, DeviceInfo, FaultId, FaultReason, FaultRecord, Handle, HwptId, IoasId, IovaRange, MemoryId,

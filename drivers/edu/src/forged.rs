@@ -18,7 +18,8 @@
 
 use crate::edu;
 use crate::{buffer, check, connect_first, contract, dma_awaiting_interrupt, open_device, open_device_at, slot, take_msi, va, Outcome};
-use iommu_abi::{Access, FaultReason, HwptOptions, IovaChoice, Perm, PAGE_SIZE};
+use iommu_abi::{Access, FaultReason, IovaChoice, Perm, PAGE_SIZE};
+use iommu_client::HwptOptions;
 use kernel_abi::{MapFlags, MemFlags};
 use userlib::{println, syscall};
 

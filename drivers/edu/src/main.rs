@@ -21,7 +21,8 @@ use contract::scenario;
 use edu::Edu;
 use iommu_abi::wire::{Message, Opcode};
 use iommu_abi::kernel_ipc;
-use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, HwptOptions, Iommu, IovaChoice, MemoryId, Perm, PAGE_SIZE};
+use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, IovaChoice, MemoryId, Perm, PAGE_SIZE};
+use iommu_client::{HwptOptions, Iommu};
 use kernel_abi::{MapFlags, MemFlags, Rights};
 use transport::{WindowPlace, WindowTransport};
 use userlib::{println, syscall};
@@ -427,12 +428,12 @@ fn hostile_requests() -> Outcome {
     expect_error(first.device_attach(device, iommu_abi::HwptId(ioas.handle()), None), Error::WrongType, 59, "attach to an IOAS as if it were an HWPT")?;
     let mut unknown: Message = [0; 8];
     unknown[0] = 999;
-    let (reply, _) = iommu_abi::Transport::call(first.transport_mut(), &unknown, None);
+    let (reply, _) = iommu_client::Transport::call(first.transport_mut(), &unknown, None);
     check(reply[0] == u64::from(Error::UnknownOpcode.code()), 60, "unknown opcode accepted")?;
     let mut reserved: Message = [0; 8];
     reserved[0] = Opcode::IoasAlloc as u64;
     reserved[5] = 1;
-    let (reply, _) = iommu_abi::Transport::call(first.transport_mut(), &reserved, None);
+    let (reply, _) = iommu_client::Transport::call(first.transport_mut(), &reserved, None);
     check(reply[0] == u64::from(Error::ReservedBitsSet.code()), 61, "reserved argument word accepted")?;
     check(first.transport_mut().raw([77, 0, 0, 0]) == iommu_abi::kernel_ipc::STATUS_BAD_TRANSPORT, 62, "unknown transport word accepted")?;
 

@@ -14,7 +14,8 @@ use crate::{
     Client, Outcome,
 };
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use iommu_abi::{Error, Handle, HwptOptions, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
+use iommu_abi::{Error, Handle, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
+use iommu_client::HwptOptions;
 use hwio::VolatileRegion;
 use kernel_abi::MapFlags;
 use userlib::{println, syscall};

@@ -3,7 +3,8 @@
 
 use iommu_abi::kernel_ipc;
 use iommu_abi::wire::Message;
-use iommu_abi::{Error, Iommu, Transport};
+use iommu_abi::Error;
+use iommu_client::{Iommu, Transport};
 use kernel_abi::{MapFlags, Rights, NO_CAP};
 use userlib::syscall;
 

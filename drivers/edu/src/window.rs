@@ -8,7 +8,8 @@
 use crate::transport::{WindowPlace, WindowTransport};
 use crate::{check, slot, va, Client, Outcome};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use iommu_abi::{kernel_ipc, Error, IoasId, IovaRangesPage, PAGE_SIZE};
+use iommu_abi::{kernel_ipc, Error, IoasId, PAGE_SIZE};
+use iommu_client::IovaRangesPage;
 use kernel_abi::{MapFlags, ObjectType, Rights, NO_CAP};
 use userlib::{println, syscall};
 

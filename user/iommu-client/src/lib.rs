@@ -1,0 +1,15 @@
+//! The client library of the IOMMU server: what a driver uses to talk to it.
+//!
+//! * [`client`]: [`Iommu`], one typed method per operation of the protocol (`iommu_abi`), over
+//!   any [`Transport`].
+#![cfg_attr(not(test), no_std)]
+
+pub mod client;
+
+#[cfg(test)]
+mod tests;
+
+// `client` names the protocol's modules from the crate root, as it did inside `iommu-abi`.
+use iommu_abi::{error, types, wire};
+
+pub use client::{HwptOptions, Iommu, IovaRangesPage, Transport};
