@@ -9,7 +9,4 @@ pub mod client;
 #[cfg(test)]
 mod tests;
 
-// `client` names the protocol's modules from the crate root, as it did inside `iommu-abi`.
-use iommu_abi::{error, types, wire};
-
 pub use client::{HwptOptions, Iommu, IovaRangesPage, Transport};
