@@ -30,6 +30,7 @@ mod iommu_tests {
     use alloc::rc::Rc;
     use alloc::string::String;
     use alloc::vec::Vec;
+    use hwio::SharedWords;
     use kernel_abi::Rights;
     use platform::ConfigSpace;
 
@@ -408,8 +409,14 @@ mod iommu_tests {
 
     fn page_word(page: &MemoryObject, index: usize) -> u64 {
         assert!(index < 512, "word {index} is beyond the page");
-        // SAFETY: frame 0 of the memory object, alive while `page` is; `index` is inside it.
-        unsafe { core::ptr::read_volatile(direct::<u64>(page.frames[0]).add(index)) }
+        page_words(page).read(index)
+    }
+
+    /// The first page of `page` as the words its user process shares, through the direct map.
+    fn page_words(page: &MemoryObject) -> SharedWords {
+        // SAFETY: frame 0 of the memory object is a page of RAM in the direct map, alive while
+        // `page` is; every caller uses the words while it holds `page`.
+        unsafe { SharedWords::at_address(direct::<u64>(page.frames[0]) as usize, 512) }
     }
 
     fn new_endpoint() -> Object {
@@ -1118,10 +1125,7 @@ mod iommu_tests {
         /// GSTS bits mirroring persistent GCMD enables: TE 31, EAFL 28, QIE 26, IRE 25, CFI 23.
         const PERSISTENT: u32 = 1 << 31 | 1 << 28 | 1 << 26 | 1 << 25 | 1 << 23;
         const IRE: u32 = 1 << 25;
-        let set_word = |index: usize, value: u64| {
-            // SAFETY: frame 0 of the report page, alive while `report_page` is; index < 512.
-            unsafe { core::ptr::write_volatile(direct::<u64>(report_page.frames[0]).add(index), value) }
-        };
+        let set_word = |index: usize, value: u64| page_words(report_page).write(index, value);
         run_until(kernel, "the driver's MSI", |k| page_word(report_page, report::PHASE) == report::MSI_READY || k.has_exited(driver_pid))?;
         ensure!(!kernel.has_exited(driver_pid), "benchmark driver ended early: {:?}", kernel.take_exit(driver_pid));
         // The driver's MSI is the first line of the pool: 1001, vector 0x51.

@@ -17,7 +17,7 @@
 //! forged requests through the device's MSI logic, which QEMU does tag.
 
 use crate::edu;
-use crate::{buffer, check, connect_first, contract, dma_awaiting_interrupt, open_device, open_device_at, slot, take_msi, va, Outcome};
+use crate::{buffer, check, connect_first, contract, dma_awaiting_interrupt, open_device, open_device_at, report_page, slot, take_msi, va, Outcome};
 use iommu_abi::{Access, FaultReason, IovaChoice, Perm, PAGE_SIZE};
 use iommu_client::HwptOptions;
 use kernel_abi::{MapFlags, MemFlags};
@@ -65,9 +65,8 @@ pub fn forged_interrupts() -> Outcome {
     syscall::notification_create(HOSTILE_NOTIFICATION).map_err(|_| (135, "hostile: notification_create"))?;
     syscall::irq_bind(HOSTILE_MSI, HOSTILE_NOTIFICATION, 0).map_err(|_| (136, "hostile: irq_bind"))?;
 
-    let phase = (va::REPORT as *mut u64).wrapping_add(contract::report::PHASE);
     // SAFETY: the report page is mapped writable at va::REPORT (above) and stays mapped.
-    unsafe { core::ptr::write_volatile(phase, contract::report::FORGERY_TARGETS_READY) };
+    unsafe { report_page() }.write(contract::report::PHASE, contract::report::FORGERY_TARGETS_READY);
     println!("edu-driver: victim and hostile device ready; waiting for the forged requests to be reported");
 
     let mut reported = 0;

@@ -19,6 +19,7 @@ use edu_contract as contract;
 
 use contract::scenario;
 use edu::Edu;
+use hwio::SharedWords;
 use iommu_abi::wire::{Message, Opcode};
 use iommu_abi::kernel_ipc;
 use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, IovaChoice, MemoryId, Perm, PAGE_SIZE};
@@ -65,6 +66,15 @@ mod va {
     pub const WINDOW_CHILD: u64 = 0x1104_0000;
     pub const BUFFER: u64 = 0x2000_0000;
     pub const MAPPER_STACK: u64 = 0x3000_0000;
+}
+
+/// The report page (`contract::report`), which the root task reads and writes too.
+///
+/// # Safety
+/// The page in `slot::REPORT` must be mapped writable at `va::REPORT` while the words are used.
+unsafe fn report_page() -> SharedWords {
+    // SAFETY: mapped writable by the caller's contract; page-aligned, one page of words.
+    unsafe { SharedWords::at_address(va::REPORT as usize, PAGE_SIZE as usize / 8) }
 }
 
 /// IOVA of the DMA destination page (inside every aperture QEMU offers: 39 bits and up).
@@ -546,15 +556,13 @@ fn bench_ipc() -> Outcome {
 fn bench_msi(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
     use contract::report;
     take_msi(iommu, device)?;
-    let word = |index: usize| (va::REPORT as *mut u64).wrapping_add(index);
-    // SAFETY (all accesses below): the report page is mapped writable at va::REPORT by
-    // `bench_fault_delivery`, one page of words; the root task reads and writes it too.
-    unsafe { core::ptr::write_volatile(word(report::PHASE), report::MSI_READY) };
+    // SAFETY: `bench_fault_delivery` mapped the report page writable at va::REPORT, for good.
+    let report_page = unsafe { report_page() };
+    report_page.write(report::PHASE, report::MSI_READY);
     loop {
         let start = syscall::instruction_counter();
         let command = loop {
-            // SAFETY: as above.
-            let command = unsafe { core::ptr::read_volatile(word(report::MSI_COMMAND)) };
+            let command = report_page.read(report::MSI_COMMAND);
             if command != 0 {
                 break command;
             }
@@ -570,11 +578,8 @@ fn bench_msi(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
         check(bits == 1 && edu.interrupt_status() == 1, 112, "woken without the device's interrupt")?;
         edu.acknowledge_interrupt(1);
         syscall::irq_ack(slot::MSI).map_err(|_| (113, "irq_ack"))?;
-        // SAFETY: as above.
-        unsafe {
-            core::ptr::write_volatile(word(report::MSI_WOKEN_AT), woken_at);
-            core::ptr::write_volatile(word(report::MSI_COMMAND), 0);
-        }
+        report_page.write(report::MSI_WOKEN_AT, woken_at);
+        report_page.write(report::MSI_COMMAND, 0);
     }
 }
 
@@ -600,7 +605,6 @@ fn bench_fault_delivery(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outc
     let refused = RefusedWrite::unmapped(device, DESTINATION_IOVA);
     check(batch.records().next().is_some_and(|record| refused.reported_by(record, true)), 97, "the first record is not the refused write")?;
     // SAFETY: the report page is mapped writable at va::REPORT (above) and stays mapped.
-    let report_page = unsafe { hwio::VolatileRegion::at_address(va::REPORT as usize, 4096) };
-    report_page.word(contract::report::FAULT_HELD_AT).write(held_at);
+    unsafe { report_page() }.write(contract::report::FAULT_HELD_AT, held_at);
     edu.wait_dma().map_err(|why| (98, why))
 }

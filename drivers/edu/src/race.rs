@@ -16,7 +16,6 @@ use crate::{
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use iommu_abi::{Error, Handle, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
 use iommu_client::HwptOptions;
-use hwio::VolatileRegion;
 use kernel_abi::MapFlags;
 use userlib::{println, syscall};
 
@@ -232,8 +231,7 @@ pub fn destroy_races_map() -> Outcome {
     // Left in the server: the device and the fault queue, nothing mapped.
     // SAFETY: the report page was mapped writable at va::REPORT above and stays mapped; the
     // root task only reads it.
-    let report_page = unsafe { VolatileRegion::at_address(va::REPORT as usize, 4096) };
-    report_page.word(report::PHASE).write(report::RACE_DONE);
+    unsafe { crate::report_page() }.write(report::PHASE, report::RACE_DONE);
     println!("edu-driver: holding the device and its fault queue ({} objects); waiting to be killed", report::OBJECTS_KEPT);
     loop {
         syscall::yield_now();
