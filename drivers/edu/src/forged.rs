@@ -23,7 +23,7 @@ use iommu_client::HwptOptions;
 use kernel_abi::{MapFlags, MemFlags};
 use userlib::{println, syscall};
 
-use crate::transport::{WindowPlace, WindowTransport};
+use iommu_client::WindowPlace;
 
 /// The hostile device's own MSI and its notification.
 const HOSTILE_MSI: u64 = 30;
@@ -51,7 +51,7 @@ pub fn forged_interrupts() -> Outcome {
 
     // The hostile device: device 1 as another client, with a fault queue it is told about.
     let place = WindowPlace { window_slot: slot::SECOND_WINDOW, outgoing_slot: slot::SECOND_OUTGOING, virt: va::SECOND_WINDOW };
-    let mut hostile = WindowTransport::connect(slot::SECOND_SERVER, &place).map_err(|_| (126, "hostile: connect"))?;
+    let mut hostile = iommu_client::connect(slot::SECOND_SERVER, &place).map_err(|_| (126, "hostile: connect"))?;
     let hostile_edu = open_device_at(slot::SECOND_DEVICE, va::SECOND_DEVICE)?;
     let hostile_device = hostile.device_bind(slot::SECOND_DEVICE).map_err(|_| (127, "hostile: device_bind"))?;
     let hostile_ioas = hostile.ioas_alloc().map_err(|_| (128, "hostile: ioas_alloc"))?;

@@ -11,7 +11,6 @@ mod forged;
 mod race;
 mod sharing;
 mod stream;
-mod transport;
 mod window;
 
 /// What the driver and its starter agree on (scenarios, slots, report words).
@@ -23,9 +22,8 @@ use hwio::SharedWords;
 use iommu_abi::wire::{Message, Opcode};
 use iommu_abi::kernel_ipc;
 use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, IovaChoice, MemoryId, Perm, PAGE_SIZE};
-use iommu_client::{HwptOptions, Iommu};
+use iommu_client::{HwptOptions, WindowPlace};
 use kernel_abi::{MapFlags, MemFlags, Rights};
-use transport::{WindowPlace, WindowTransport};
 use userlib::{println, syscall};
 
 userlib::entry!(main);
@@ -91,7 +89,7 @@ const MSI_WINDOW_IOVA: u64 = 0x0800_0000;
 /// Instructions to wait for a fault record to reach the queue.
 const FAULT_TIMEOUT: u64 = 20_000_000_000;
 
-type Client = Iommu<WindowTransport>;
+type Client = iommu_client::Connection;
 
 fn main(arg: u64) -> u64 {
     let outcome = match arg & 0xff {
@@ -144,7 +142,7 @@ fn expect_error<T: core::fmt::Debug>(result: Result<T, Error>, expected: Error, 
 
 fn connect_first() -> Result<Client, (u64, &'static str)> {
     let place = WindowPlace { window_slot: slot::WINDOW, outgoing_slot: slot::OUTGOING, virt: va::WINDOW };
-    WindowTransport::connect(slot::SERVER, &place).map_err(|status| {
+    iommu_client::connect(slot::SERVER, &place).map_err(|status| {
         println!("edu-driver: connect failed with status {status:#x}");
         (1, "connect to the IOMMU server")
     })
@@ -397,7 +395,7 @@ fn hostile_requests() -> Outcome {
     // Before connecting, the second client's requests are refused at the transport.
     let early = userlib::syscall::call(slot::SECOND_SERVER, kernel_abi::NO_CAP, [iommu_abi::kernel_ipc::REQUEST, 0, 0, 0]);
     check(early.map(|r| r.words[0]) == Ok(iommu_abi::kernel_ipc::STATUS_NOT_CONNECTED), 40, "request before connect accepted")?;
-    let mut second = WindowTransport::connect(slot::SECOND_SERVER, &second_place).map_err(|_| (41, "connect second client"))?;
+    let mut second = iommu_client::connect(slot::SECOND_SERVER, &second_place).map_err(|_| (41, "connect second client"))?;
 
     let device = first.device_bind(slot::DEVICE).map_err(|_| (42, "device_bind"))?;
     let ioas = first.ioas_alloc().map_err(|_| (43, "ioas_alloc"))?;

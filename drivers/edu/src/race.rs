@@ -8,7 +8,7 @@
 //! server's objects and pins and kill it.
 
 use crate::contract::report;
-use crate::transport::{WindowPlace, WindowTransport};
+use iommu_client::WindowPlace;
 use crate::{
     buffer, check, connect_first, copy_page, expect_error, expect_no_fault, fill_pattern, open_device, same_bytes, slot, va,
     Client, Outcome,
@@ -73,7 +73,7 @@ extern "C" fn mapper(_arg: u64) -> ! {
         outgoing_slot: slot::SECOND_OUTGOING,
         virt: va::SECOND_WINDOW,
     };
-    let mut iommu = match WindowTransport::connect(slot::SECOND_SERVER, &place) {
+    let mut iommu = match iommu_client::connect(slot::SECOND_SERVER, &place) {
         Ok(iommu) => iommu,
         Err(status) => {
             println!("edu-driver: mapper: connect failed with status {status:#x}");
@@ -218,7 +218,7 @@ pub fn destroy_races_map() -> Outcome {
         outgoing_slot: slot::THIRD_OUTGOING,
         virt: va::THIRD_WINDOW,
     };
-    let mut bystander = WindowTransport::connect(slot::THIRD_SERVER, &place).map_err(|_| (231, "connect a third client"))?;
+    let mut bystander = iommu_client::connect(slot::THIRD_SERVER, &place).map_err(|_| (231, "connect a third client"))?;
     let own = bystander.ioas_alloc().map_err(|_| (232, "the third client's ioas_alloc"))?;
     bystander.destroy(own.handle()).map_err(|_| (233, "the third client's destroy"))?;
     check(bystander.transport_mut().disconnect() == 0, 234, "the third client's disconnect")?;
