@@ -12,8 +12,8 @@
 //!   message window per client).
 //!
 //! The server-side dispatcher lives in `iommu-core` (which depends on this crate for the
-//! shared error type; the reverse dependency would be a cycle). The driver-facing reference
-//! is `docs/ipc-api.md`.
+//! shared error type; the reverse dependency would be a cycle), the typed client and the
+//! kernel transport in `iommu-client`. The driver-facing reference is `docs/ipc-api.md`.
 #![cfg_attr(not(test), no_std)]
 
 pub mod error;
