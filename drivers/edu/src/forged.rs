@@ -19,11 +19,9 @@
 use crate::edu;
 use crate::{buffer, check, connect_first, contract, dma_awaiting_interrupt, open_device, open_device_at, report_page, slot, take_msi, va, Outcome};
 use iommu_abi::{Access, FaultReason, IovaChoice, Perm, PAGE_SIZE};
-use iommu_client::HwptOptions;
+use iommu_client::{HwptOptions, WindowPlace};
 use kernel_abi::{MapFlags, MemFlags};
 use userlib::{println, syscall};
-
-use iommu_client::WindowPlace;
 
 /// The hostile device's own MSI and its notification.
 const HOSTILE_MSI: u64 = 30;

@@ -8,14 +8,13 @@
 //! server's objects and pins and kill it.
 
 use crate::contract::report;
-use iommu_client::WindowPlace;
 use crate::{
     buffer, check, connect_first, copy_page, expect_error, expect_no_fault, fill_pattern, open_device, same_bytes, slot, va,
     Client, Outcome,
 };
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use iommu_abi::{Error, Handle, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
-use iommu_client::HwptOptions;
+use iommu_client::{HwptOptions, WindowPlace};
 use kernel_abi::MapFlags;
 use userlib::{println, syscall};
 
