@@ -8,7 +8,7 @@ pub use iommu_server_contract::status::*;
 /// The mapped status page, or nothing when the root task gave none. The root task and the
 /// kernel's tests read it while the server runs.
 pub struct StatusPage {
-    words: Option<SharedWords>,
+    words: Option<SharedWords<WORDS>>,
 }
 
 impl StatusPage {
@@ -20,7 +20,7 @@ impl StatusPage {
     /// `words` must point to a page mapped writable for the rest of the process's life.
     pub unsafe fn at(words: *mut u64) -> Self {
         // SAFETY: the caller's contract; a page holds the `WORDS` words.
-        StatusPage { words: Some(unsafe { SharedWords::at_address(words as usize, WORDS) }) }
+        StatusPage { words: Some(unsafe { SharedWords::at_address(words as usize) }) }
     }
 
     pub fn set(&self, index: usize, value: u64) {

@@ -413,10 +413,10 @@ mod iommu_tests {
     }
 
     /// The first page of `page` as the words its user process shares, through the direct map.
-    fn page_words(page: &MemoryObject) -> SharedWords {
+    fn page_words(page: &MemoryObject) -> SharedWords<512> {
         // SAFETY: frame 0 of the memory object is a page of RAM in the direct map, alive while
         // `page` is; every caller uses the words while it holds `page`.
-        unsafe { SharedWords::at_address(direct::<u64>(page.frames[0]) as usize, 512) }
+        unsafe { SharedWords::at_address(direct::<u64>(page.frames[0]) as usize) }
     }
 
     fn new_endpoint() -> Object {

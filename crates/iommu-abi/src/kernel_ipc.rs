@@ -70,7 +70,7 @@ pub const WINDOW_BYTES: usize = MESSAGE_WORDS * 8;
 /// `window` must point to at least [`WINDOW_BYTES`] readable, 8-byte aligned bytes.
 pub unsafe fn read_window(window: *const u64) -> Message {
     // SAFETY: mapped, aligned and long enough by the caller's contract.
-    unsafe { SharedWords::at_address(window as usize, MESSAGE_WORDS) }.read_array()
+    unsafe { SharedWords::<MESSAGE_WORDS>::at_address(window as usize) }.read_array()
 }
 
 /// Writes a message into a window with volatile stores.
@@ -79,7 +79,7 @@ pub unsafe fn read_window(window: *const u64) -> Message {
 /// `window` must point to at least [`WINDOW_BYTES`] writable, 8-byte aligned bytes.
 pub unsafe fn write_window(window: *mut u64, message: &Message) {
     // SAFETY: mapped, aligned and long enough by the caller's contract.
-    unsafe { SharedWords::at_address(window as usize, MESSAGE_WORDS) }.write_slice(message)
+    unsafe { SharedWords::<MESSAGE_WORDS>::at_address(window as usize) }.write_slice(message)
 }
 
 #[cfg(test)]

@@ -70,9 +70,9 @@ mod va {
 ///
 /// # Safety
 /// The page in `slot::REPORT` must be mapped writable at `va::REPORT` while the words are used.
-unsafe fn report_page() -> SharedWords {
+unsafe fn report_page() -> SharedWords<{ PAGE_SIZE as usize / 8 }> {
     // SAFETY: mapped writable by the caller's contract; page-aligned, one page of words.
-    unsafe { SharedWords::at_address(va::REPORT as usize, PAGE_SIZE as usize / 8) }
+    unsafe { SharedWords::at_address(va::REPORT as usize) }
 }
 
 /// IOVA of the DMA destination page (inside every aperture QEMU offers: 39 bits and up).

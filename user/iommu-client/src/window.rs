@@ -39,7 +39,7 @@ pub trait SystemCalls {
 pub struct WindowTransport<K: SystemCalls> {
     kernel: K,
     endpoint: u64,
-    window: SharedWords,
+    window: SharedWords<MESSAGE_WORDS>,
     /// Empty slot that receives the derived copy of each capability sent (the call moves it).
     outgoing: u64,
     /// Status of the last IPC reply (0, an `Error` code, or a `kernel_ipc` status).
@@ -71,7 +71,7 @@ impl<K: SystemCalls> WindowTransport<K> {
         // SAFETY: the page the server lent is mapped writable at `place.virt` (page-aligned, so
         // not 0 and aligned) and stays mapped for the connection's life: only the client itself
         // could unmap it, and a scenario that takes its window away makes no more calls here.
-        let window = unsafe { SharedWords::at_address(place.virt as usize, MESSAGE_WORDS) };
+        let window = unsafe { SharedWords::at_address(place.virt as usize) };
         let transport = WindowTransport { kernel, endpoint, window, outgoing: place.outgoing_slot, last_ipc_status: 0 };
         Ok(Iommu::new(transport))
     }

@@ -250,7 +250,7 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
 fn status_word(index: usize) -> u64 {
     // SAFETY: the status page is mapped readable at va::STATUS (before the server starts) and
     // stays mapped.
-    let page = unsafe { SharedWords::at_address(va::STATUS as usize, status::WORDS) };
+    let page: SharedWords<{ status::WORDS }> = unsafe { SharedWords::at_address(va::STATUS as usize) };
     page.read(index)
 }
 

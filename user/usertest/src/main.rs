@@ -101,9 +101,9 @@ fn main(arg: u64) -> u64 {
 ///
 /// # Safety
 /// One page must be mapped at `va` (readable; writable too if written) while the words are used.
-unsafe fn shared_words(va: u64) -> SharedWords {
+unsafe fn shared_words(va: u64) -> SharedWords<64> {
     // SAFETY: the caller's contract; a page holds 512 words.
-    unsafe { SharedWords::at_address(va as usize, 64) }
+    unsafe { SharedWords::at_address(va as usize) }
 }
 
 fn sum_window(va: u64) -> u64 {

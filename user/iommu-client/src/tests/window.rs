@@ -116,7 +116,7 @@ impl SimulatedKernel {
             kernel_ipc::REQUEST => {
                 let page = self.window.borrow().as_ptr() as usize;
                 // SAFETY: the page is alive as long as the kernel, and aligned.
-                let window = unsafe { SharedWords::at_address(page, MESSAGE_WORDS) };
+                let window: SharedWords<MESSAGE_WORDS> = unsafe { SharedWords::at_address(page) };
                 let request: Message = window.read_array();
                 let reply = dispatch(&mut self.server, &mut Verifier, CLIENT, &request, cap);
                 window.write_slice(&reply);
