@@ -23,15 +23,15 @@ mod discovery;
 mod heap;
 mod hw;
 mod kernel_iface;
-mod layout;
 #[cfg(target_arch = "x86_64")]
 mod msi;
-mod slots;
 mod state;
 mod status;
-mod status_words;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+/// The slots and address space the root task (or a kernel test) and the server agree on.
+use iommu_server_contract::{layout, slots};
 
 use userlib::println;
 

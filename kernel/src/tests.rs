@@ -8,10 +8,8 @@ use crate::object::Object;
 use crate::{ensure, mm};
 use kernel_abi::Rights;
 
-/// Scenario numbers and slots of user/usertest (some scenarios exist on one architecture only).
-#[path = "../../user/usertest/src/scenario.rs"]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-mod scenario;
+/// Scenario numbers and slots of user/usertest.
+use usertest_contract as scenario;
 use scenario::ENDPOINT_SLOT;
 
 fn new_endpoint() -> Object {

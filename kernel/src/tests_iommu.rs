@@ -11,25 +11,12 @@
 
 pub use iommu_tests::TESTS;
 
-/// The server's capability slots: its own definition (the tests, acting as root task, use a
-/// subset).
-#[path = "../../iommu-server/src/slots.rs"]
-#[allow(dead_code)]
-mod server_slot;
+/// The server's capability slots (the tests, acting as root task, fill a subset), its address
+/// space (where it maps client windows) and its status-page words.
+use iommu_server_contract::{layout as server_layout, slots as server_slot, status};
 
-/// The server's address space: its own definition (where it maps client windows).
-#[path = "../../iommu-server/src/layout.rs"]
-#[allow(dead_code)]
-mod server_layout;
-
-/// The server's status-page words: its own definition.
-#[path = "../../iommu-server/src/status_words.rs"]
-#[allow(dead_code)]
-mod status;
-
-/// The edu driver's scenarios and slots: its own definition.
-#[path = "../../drivers/edu/src/contract.rs"]
-mod driver;
+/// The edu driver's scenarios, slots and report words.
+use edu_contract as driver;
 
 mod iommu_tests {
     use crate::ktest::{Test, TestResult};
@@ -43,6 +30,7 @@ mod iommu_tests {
     use alloc::rc::Rc;
     use alloc::string::String;
     use alloc::vec::Vec;
+    use hwio::SharedWords;
     use kernel_abi::Rights;
     use platform::ConfigSpace;
 
@@ -421,8 +409,14 @@ mod iommu_tests {
 
     fn page_word(page: &MemoryObject, index: usize) -> u64 {
         assert!(index < 512, "word {index} is beyond the page");
-        // SAFETY: frame 0 of the memory object, alive while `page` is; `index` is inside it.
-        unsafe { core::ptr::read_volatile(direct::<u64>(page.frames[0]).add(index)) }
+        page_words(page).read(index)
+    }
+
+    /// The first page of `page` as the words its user process shares, through the direct map.
+    fn page_words(page: &MemoryObject) -> SharedWords<512> {
+        // SAFETY: frame 0 of the memory object is a page of RAM in the direct map, alive while
+        // `page` is; every caller uses the words while it holds `page`.
+        unsafe { SharedWords::at_address(direct::<u64>(page.frames[0]) as usize) }
     }
 
     fn new_endpoint() -> Object {
@@ -1131,10 +1125,7 @@ mod iommu_tests {
         /// GSTS bits mirroring persistent GCMD enables: TE 31, EAFL 28, QIE 26, IRE 25, CFI 23.
         const PERSISTENT: u32 = 1 << 31 | 1 << 28 | 1 << 26 | 1 << 25 | 1 << 23;
         const IRE: u32 = 1 << 25;
-        let set_word = |index: usize, value: u64| {
-            // SAFETY: frame 0 of the report page, alive while `report_page` is; index < 512.
-            unsafe { core::ptr::write_volatile(direct::<u64>(report_page.frames[0]).add(index), value) }
-        };
+        let set_word = |index: usize, value: u64| page_words(report_page).write(index, value);
         run_until(kernel, "the driver's MSI", |k| page_word(report_page, report::PHASE) == report::MSI_READY || k.has_exited(driver_pid))?;
         ensure!(!kernel.has_exited(driver_pid), "benchmark driver ended early: {:?}", kernel.take_exit(driver_pid));
         // The driver's MSI is the first line of the pool: 1001, vector 0x51.

@@ -6,7 +6,9 @@
 #![cfg_attr(not(test), no_std)]
 
 mod io;
+mod shared;
 pub use io::VolatileRegion;
+pub use shared::SharedWords;
 
 /// A block of device registers. Offsets are in bytes from the block's base.
 ///

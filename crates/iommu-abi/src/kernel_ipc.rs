@@ -26,7 +26,7 @@
 //! answered into, the server's page. The server takes the lent copy back (revokes it) when the
 //! client disconnects or its process ends.
 
-use hwio::VolatileRegion;
+use hwio::SharedWords;
 
 use crate::wire::{Message, MESSAGE_WORDS};
 
@@ -70,8 +70,7 @@ pub const WINDOW_BYTES: usize = MESSAGE_WORDS * 8;
 /// `window` must point to at least [`WINDOW_BYTES`] readable, 8-byte aligned bytes.
 pub unsafe fn read_window(window: *const u64) -> Message {
     // SAFETY: mapped, aligned and long enough by the caller's contract.
-    let window = unsafe { VolatileRegion::at_address(window as usize, WINDOW_BYTES) };
-    core::array::from_fn(|index| window.word(index).read())
+    unsafe { SharedWords::<MESSAGE_WORDS>::at_address(window as usize) }.read_array()
 }
 
 /// Writes a message into a window with volatile stores.
@@ -80,10 +79,7 @@ pub unsafe fn read_window(window: *const u64) -> Message {
 /// `window` must point to at least [`WINDOW_BYTES`] writable, 8-byte aligned bytes.
 pub unsafe fn write_window(window: *mut u64, message: &Message) {
     // SAFETY: mapped, aligned and long enough by the caller's contract.
-    let window = unsafe { VolatileRegion::at_address(window as usize, WINDOW_BYTES) };
-    for (index, &word) in message.iter().enumerate() {
-        window.word(index).write(word);
-    }
+    unsafe { SharedWords::<MESSAGE_WORDS>::at_address(window as usize) }.write_slice(message)
 }
 
 #[cfg(test)]

@@ -8,16 +8,14 @@
 //! * [`error`]: the [`Error`] codes, shared with the server's object model.
 //! * [`types`]: handles, rights, permissions, ranges, fault records, unit information.
 //! * [`wire`]: the fixed eight-word message layout, with total, validating decoders.
-//! * [`client`]: typed stubs over a [`Transport`] (the kernel IPC call).
 //! * [`kernel_ipc`]: how those eight words travel over the kernel's four-word IPC (a shared
 //!   message window per client).
 //!
 //! The server-side dispatcher lives in `iommu-core` (which depends on this crate for the
-//! shared error type; the reverse dependency would be a cycle). The driver-facing reference
-//! is `docs/ipc-api.md`.
+//! shared error type; the reverse dependency would be a cycle), the typed client and the
+//! kernel transport in `iommu-client`. The driver-facing reference is `docs/ipc-api.md`.
 #![cfg_attr(not(test), no_std)]
 
-pub mod client;
 pub mod error;
 pub mod kernel_ipc;
 pub mod types;
@@ -26,7 +24,6 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use client::{HwptOptions, Iommu, IovaRangesPage, Transport};
 pub use error::Error;
 pub use types::{
     Access, DeviceId, DeviceInfo, FaultId, FaultReason, FaultRecord, Handle, HwptId, IoasId, IovaRange, MemoryId,

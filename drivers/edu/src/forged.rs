@@ -17,12 +17,11 @@
 //! forged requests through the device's MSI logic, which QEMU does tag.
 
 use crate::edu;
-use crate::{buffer, check, connect_first, contract, dma_awaiting_interrupt, open_device, open_device_at, slot, take_msi, va, Outcome};
-use iommu_abi::{Access, FaultReason, HwptOptions, IovaChoice, Perm, PAGE_SIZE};
+use crate::{buffer, check, connect_first, contract, dma_awaiting_interrupt, open_device, open_device_at, report_page, slot, take_msi, va, Outcome};
+use iommu_abi::{Access, FaultReason, IovaChoice, Perm, PAGE_SIZE};
+use iommu_client::{HwptOptions, WindowPlace};
 use kernel_abi::{MapFlags, MemFlags};
 use userlib::{println, syscall};
-
-use crate::transport::{WindowPlace, WindowTransport};
 
 /// The hostile device's own MSI and its notification.
 const HOSTILE_MSI: u64 = 30;
@@ -50,7 +49,7 @@ pub fn forged_interrupts() -> Outcome {
 
     // The hostile device: device 1 as another client, with a fault queue it is told about.
     let place = WindowPlace { window_slot: slot::SECOND_WINDOW, outgoing_slot: slot::SECOND_OUTGOING, virt: va::SECOND_WINDOW };
-    let mut hostile = WindowTransport::connect(slot::SECOND_SERVER, &place).map_err(|_| (126, "hostile: connect"))?;
+    let mut hostile = iommu_client::connect(slot::SECOND_SERVER, &place).map_err(|_| (126, "hostile: connect"))?;
     let hostile_edu = open_device_at(slot::SECOND_DEVICE, va::SECOND_DEVICE)?;
     let hostile_device = hostile.device_bind(slot::SECOND_DEVICE).map_err(|_| (127, "hostile: device_bind"))?;
     let hostile_ioas = hostile.ioas_alloc().map_err(|_| (128, "hostile: ioas_alloc"))?;
@@ -64,9 +63,8 @@ pub fn forged_interrupts() -> Outcome {
     syscall::notification_create(HOSTILE_NOTIFICATION).map_err(|_| (135, "hostile: notification_create"))?;
     syscall::irq_bind(HOSTILE_MSI, HOSTILE_NOTIFICATION, 0).map_err(|_| (136, "hostile: irq_bind"))?;
 
-    let phase = (va::REPORT as *mut u64).wrapping_add(contract::report::PHASE);
     // SAFETY: the report page is mapped writable at va::REPORT (above) and stays mapped.
-    unsafe { core::ptr::write_volatile(phase, contract::report::FORGERY_TARGETS_READY) };
+    unsafe { report_page() }.write(contract::report::PHASE, contract::report::FORGERY_TARGETS_READY);
     println!("edu-driver: victim and hostile device ready; waiting for the forged requests to be reported");
 
     let mut reported = 0;

@@ -5,23 +5,25 @@
 #![no_std]
 #![no_main]
 
-mod contract;
 mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
 mod race;
 mod sharing;
 mod stream;
-mod transport;
 mod window;
+
+/// What the driver and its starter agree on (scenarios, slots, report words).
+use edu_contract as contract;
 
 use contract::scenario;
 use edu::Edu;
+use hwio::SharedWords;
 use iommu_abi::wire::{Message, Opcode};
 use iommu_abi::kernel_ipc;
-use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, HwptOptions, Iommu, IovaChoice, MemoryId, Perm, PAGE_SIZE};
+use iommu_abi::{Access, DeviceId, Error, FaultId, FaultReason, IovaChoice, MemoryId, Perm, PAGE_SIZE};
+use iommu_client::{HwptOptions, WindowPlace};
 use kernel_abi::{MapFlags, MemFlags, Rights};
-use transport::{WindowPlace, WindowTransport};
 use userlib::{println, syscall};
 
 userlib::entry!(main);
@@ -64,6 +66,15 @@ mod va {
     pub const MAPPER_STACK: u64 = 0x3000_0000;
 }
 
+/// The report page (`contract::report`), which the root task reads and writes too.
+///
+/// # Safety
+/// The page in `slot::REPORT` must be mapped writable at `va::REPORT` while the words are used.
+unsafe fn report_page() -> SharedWords<{ PAGE_SIZE as usize / 8 }> {
+    // SAFETY: mapped writable by the caller's contract; page-aligned, one page of words.
+    unsafe { SharedWords::at_address(va::REPORT as usize) }
+}
+
 /// IOVA of the DMA destination page (inside every aperture QEMU offers: 39 bits and up).
 const DESTINATION_IOVA: u64 = 0x1000_0000;
 /// IOVA of a second, read-only mapping of the destination page.
@@ -78,7 +89,7 @@ const MSI_WINDOW_IOVA: u64 = 0x0800_0000;
 /// Instructions to wait for a fault record to reach the queue.
 const FAULT_TIMEOUT: u64 = 20_000_000_000;
 
-type Client = Iommu<WindowTransport>;
+type Client = iommu_client::Connection;
 
 fn main(arg: u64) -> u64 {
     let outcome = match arg & 0xff {
@@ -131,7 +142,7 @@ fn expect_error<T: core::fmt::Debug>(result: Result<T, Error>, expected: Error, 
 
 fn connect_first() -> Result<Client, (u64, &'static str)> {
     let place = WindowPlace { window_slot: slot::WINDOW, outgoing_slot: slot::OUTGOING, virt: va::WINDOW };
-    WindowTransport::connect(slot::SERVER, &place).map_err(|status| {
+    iommu_client::connect(slot::SERVER, &place).map_err(|status| {
         println!("edu-driver: connect failed with status {status:#x}");
         (1, "connect to the IOMMU server")
     })
@@ -384,7 +395,7 @@ fn hostile_requests() -> Outcome {
     // Before connecting, the second client's requests are refused at the transport.
     let early = userlib::syscall::call(slot::SECOND_SERVER, kernel_abi::NO_CAP, [iommu_abi::kernel_ipc::REQUEST, 0, 0, 0]);
     check(early.map(|r| r.words[0]) == Ok(iommu_abi::kernel_ipc::STATUS_NOT_CONNECTED), 40, "request before connect accepted")?;
-    let mut second = WindowTransport::connect(slot::SECOND_SERVER, &second_place).map_err(|_| (41, "connect second client"))?;
+    let mut second = iommu_client::connect(slot::SECOND_SERVER, &second_place).map_err(|_| (41, "connect second client"))?;
 
     let device = first.device_bind(slot::DEVICE).map_err(|_| (42, "device_bind"))?;
     let ioas = first.ioas_alloc().map_err(|_| (43, "ioas_alloc"))?;
@@ -425,12 +436,12 @@ fn hostile_requests() -> Outcome {
     expect_error(first.device_attach(device, iommu_abi::HwptId(ioas.handle()), None), Error::WrongType, 59, "attach to an IOAS as if it were an HWPT")?;
     let mut unknown: Message = [0; 8];
     unknown[0] = 999;
-    let (reply, _) = iommu_abi::Transport::call(first.transport_mut(), &unknown, None);
+    let (reply, _) = iommu_client::Transport::call(first.transport_mut(), &unknown, None);
     check(reply[0] == u64::from(Error::UnknownOpcode.code()), 60, "unknown opcode accepted")?;
     let mut reserved: Message = [0; 8];
     reserved[0] = Opcode::IoasAlloc as u64;
     reserved[5] = 1;
-    let (reply, _) = iommu_abi::Transport::call(first.transport_mut(), &reserved, None);
+    let (reply, _) = iommu_client::Transport::call(first.transport_mut(), &reserved, None);
     check(reply[0] == u64::from(Error::ReservedBitsSet.code()), 61, "reserved argument word accepted")?;
     check(first.transport_mut().raw([77, 0, 0, 0]) == iommu_abi::kernel_ipc::STATUS_BAD_TRANSPORT, 62, "unknown transport word accepted")?;
 
@@ -543,15 +554,13 @@ fn bench_ipc() -> Outcome {
 fn bench_msi(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
     use contract::report;
     take_msi(iommu, device)?;
-    let word = |index: usize| (va::REPORT as *mut u64).wrapping_add(index);
-    // SAFETY (all accesses below): the report page is mapped writable at va::REPORT by
-    // `bench_fault_delivery`, one page of words; the root task reads and writes it too.
-    unsafe { core::ptr::write_volatile(word(report::PHASE), report::MSI_READY) };
+    // SAFETY: `bench_fault_delivery` mapped the report page writable at va::REPORT, for good.
+    let report_page = unsafe { report_page() };
+    report_page.write(report::PHASE, report::MSI_READY);
     loop {
         let start = syscall::instruction_counter();
         let command = loop {
-            // SAFETY: as above.
-            let command = unsafe { core::ptr::read_volatile(word(report::MSI_COMMAND)) };
+            let command = report_page.read(report::MSI_COMMAND);
             if command != 0 {
                 break command;
             }
@@ -567,11 +576,8 @@ fn bench_msi(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
         check(bits == 1 && edu.interrupt_status() == 1, 112, "woken without the device's interrupt")?;
         edu.acknowledge_interrupt(1);
         syscall::irq_ack(slot::MSI).map_err(|_| (113, "irq_ack"))?;
-        // SAFETY: as above.
-        unsafe {
-            core::ptr::write_volatile(word(report::MSI_WOKEN_AT), woken_at);
-            core::ptr::write_volatile(word(report::MSI_COMMAND), 0);
-        }
+        report_page.write(report::MSI_WOKEN_AT, woken_at);
+        report_page.write(report::MSI_COMMAND, 0);
     }
 }
 
@@ -597,7 +603,6 @@ fn bench_fault_delivery(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outc
     let refused = RefusedWrite::unmapped(device, DESTINATION_IOVA);
     check(batch.records().next().is_some_and(|record| refused.reported_by(record, true)), 97, "the first record is not the refused write")?;
     // SAFETY: the report page is mapped writable at va::REPORT (above) and stays mapped.
-    let report_page = unsafe { hwio::VolatileRegion::at_address(va::REPORT as usize, 4096) };
-    report_page.word(contract::report::FAULT_HELD_AT).write(held_at);
+    unsafe { report_page() }.write(contract::report::FAULT_HELD_AT, held_at);
     edu.wait_dma().map_err(|why| (98, why))
 }

@@ -8,14 +8,13 @@
 //! server's objects and pins and kill it.
 
 use crate::contract::report;
-use crate::transport::{WindowPlace, WindowTransport};
 use crate::{
     buffer, check, connect_first, copy_page, expect_error, expect_no_fault, fill_pattern, open_device, same_bytes, slot, va,
     Client, Outcome,
 };
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use iommu_abi::{Error, Handle, HwptOptions, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
-use hwio::VolatileRegion;
+use iommu_abi::{Error, Handle, IoasId, IovaChoice, Perm, Rights, PAGE_SIZE};
+use iommu_client::{HwptOptions, WindowPlace};
 use kernel_abi::MapFlags;
 use userlib::{println, syscall};
 
@@ -73,7 +72,7 @@ extern "C" fn mapper(_arg: u64) -> ! {
         outgoing_slot: slot::SECOND_OUTGOING,
         virt: va::SECOND_WINDOW,
     };
-    let mut iommu = match WindowTransport::connect(slot::SECOND_SERVER, &place) {
+    let mut iommu = match iommu_client::connect(slot::SECOND_SERVER, &place) {
         Ok(iommu) => iommu,
         Err(status) => {
             println!("edu-driver: mapper: connect failed with status {status:#x}");
@@ -218,7 +217,7 @@ pub fn destroy_races_map() -> Outcome {
         outgoing_slot: slot::THIRD_OUTGOING,
         virt: va::THIRD_WINDOW,
     };
-    let mut bystander = WindowTransport::connect(slot::THIRD_SERVER, &place).map_err(|_| (231, "connect a third client"))?;
+    let mut bystander = iommu_client::connect(slot::THIRD_SERVER, &place).map_err(|_| (231, "connect a third client"))?;
     let own = bystander.ioas_alloc().map_err(|_| (232, "the third client's ioas_alloc"))?;
     bystander.destroy(own.handle()).map_err(|_| (233, "the third client's destroy"))?;
     check(bystander.transport_mut().disconnect() == 0, 234, "the third client's disconnect")?;
@@ -231,8 +230,7 @@ pub fn destroy_races_map() -> Outcome {
     // Left in the server: the device and the fault queue, nothing mapped.
     // SAFETY: the report page was mapped writable at va::REPORT above and stays mapped; the
     // root task only reads it.
-    let report_page = unsafe { VolatileRegion::at_address(va::REPORT as usize, 4096) };
-    report_page.word(report::PHASE).write(report::RACE_DONE);
+    unsafe { crate::report_page() }.write(report::PHASE, report::RACE_DONE);
     println!("edu-driver: holding the device and its fault queue ({} objects); waiting to be killed", report::OBJECTS_KEPT);
     loop {
         syscall::yield_now();

@@ -8,7 +8,8 @@ use crate::{
     await_write_fault, buffer, check, connect_first, copy_page, expect_error, expect_no_fault, fill_pattern, open_device,
     open_device_at, same_bytes, slot, va, Client, Outcome, RefusedWrite,
 };
-use iommu_abi::{DeviceId, Error, FaultId, HwptId, HwptOptions, IoasId, IovaChoice, Perm, PAGE_SIZE};
+use iommu_abi::{DeviceId, Error, FaultId, HwptId, IoasId, IovaChoice, Perm, PAGE_SIZE};
+use iommu_client::HwptOptions;
 use userlib::println;
 
 const PAGE: usize = PAGE_SIZE as usize;

@@ -9,7 +9,8 @@
 use crate::{buffer, check, connect_first, copy_page, expect_no_fault, fill_pattern, open_device, same_bytes, slot, Outcome, MSI_WINDOW_IOVA};
 use iommu_abi::wire::{Message, MESSAGE_WORDS};
 use kernel_abi::MemFlags;
-use iommu_abi::{Error, Handle, HwptOptions, IoasId, IovaChoice, Perm, Transport, PAGE_SIZE};
+use iommu_abi::{Error, Handle, IoasId, IovaChoice, Perm, PAGE_SIZE};
+use iommu_client::{HwptOptions, Transport};
 use userlib::{println, syscall};
 
 /// Requests the hostile driver sends.

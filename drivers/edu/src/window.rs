@@ -5,10 +5,11 @@
 //! own view of it, and requests it makes without a view are still read from and answered into
 //! the server's page (a client can only garble its own requests that way).
 
-use crate::transport::{WindowPlace, WindowTransport};
+use iommu_client::WindowPlace;
 use crate::{check, slot, va, Client, Outcome};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use iommu_abi::{kernel_ipc, Error, IoasId, IovaRangesPage, PAGE_SIZE};
+use iommu_abi::{kernel_ipc, Error, IoasId, PAGE_SIZE};
+use iommu_client::IovaRangesPage;
 use kernel_abi::{MapFlags, ObjectType, Rights, NO_CAP};
 use userlib::{println, syscall};
 
@@ -44,7 +45,7 @@ fn connection(n: usize) -> (u64, WindowPlace) {
 
 fn connect(n: usize, code: u64) -> Result<Client, (u64, &'static str)> {
     let (endpoint, place) = connection(n);
-    WindowTransport::connect(endpoint, &place).map_err(|status| {
+    iommu_client::connect(endpoint, &place).map_err(|status| {
         println!("edu-driver: connection {n}: connect failed with status {status:#x}");
         (code, "connect")
     })

@@ -18,19 +18,11 @@
 
 mod system;
 
-/// The IOMMU server's slots and status words, and the edu driver's contract: their own
-/// definitions.
-#[path = "../../../iommu-server/src/slots.rs"]
-#[allow(dead_code)]
-mod server_slot;
-#[path = "../../../iommu-server/src/status_words.rs"]
-#[allow(dead_code)]
-mod status;
-#[path = "../../../drivers/edu/src/contract.rs"]
-#[allow(dead_code)]
-mod driver;
+/// The IOMMU server's slots and status words, and the edu driver's contract.
+use edu_contract as driver;
+use iommu_server_contract::{slots as server_slot, status};
 
-use hwio::{Registers, VolatileRegion};
+use hwio::{Registers, SharedWords, VolatileRegion};
 use kernel_abi::boot_directory::{DIRECTORY_SLOT, ENTRY_WORDS, MAX_ENTRIES, NAME_BYTES};
 use kernel_abi::{ObjectType, Rights};
 use system::{Grant, Role, Source, SYSTEM};
@@ -258,8 +250,8 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
 fn status_word(index: usize) -> u64 {
     // SAFETY: the status page is mapped readable at va::STATUS (before the server starts) and
     // stays mapped.
-    let page = unsafe { VolatileRegion::at_address(va::STATUS as usize, 4096) };
-    page.word(index).read()
+    let page: SharedWords<{ status::WORDS }> = unsafe { SharedWords::at_address(va::STATUS as usize) };
+    page.read(index)
 }
 
 fn wait_for(mut done: impl FnMut() -> bool, what: &'static str) -> Result<(), &'static str> {

@@ -21,8 +21,8 @@ pub enum Source {
     BootAll { name: &'static str, max: u64 },
     /// The endpoint the root task creates under this name, badged.
     Endpoint { name: &'static str, badge: u64 },
-    /// A page the IOMMU server reports its state and counters in (`status_words.rs`); the root
-    /// task maps it too, to see the server come up.
+    /// A page the IOMMU server reports its state and counters in
+    /// (`iommu_server_contract::status`); the root task maps it too, to see the server come up.
     StatusPage,
     /// The process capability of another process of the description.
     Process { name: &'static str },

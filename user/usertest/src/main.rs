@@ -3,12 +3,13 @@
 #![no_std]
 #![no_main]
 
+use hwio::SharedWords;
 use kernel_abi::{Error, Syscall};
 use userlib::{println, syscall};
 
 userlib::entry!(main);
 
-mod scenario;
+use usertest_contract as scenario;
 
 /// Capability slots the kernel tests fill before starting a scenario.
 mod slot {
@@ -96,9 +97,19 @@ fn main(arg: u64) -> u64 {
     }
 }
 
+/// The first 64 words of the page mapped at `va`, which another process may share.
+///
+/// # Safety
+/// One page must be mapped at `va` (readable; writable too if written) while the words are used.
+unsafe fn shared_words(va: u64) -> SharedWords<64> {
+    // SAFETY: the caller's contract; a page holds 512 words.
+    unsafe { SharedWords::at_address(va as usize) }
+}
+
 fn sum_window(va: u64) -> u64 {
     // SAFETY: the caller mapped one readable page at `va`.
-    (0..64).map(|i| unsafe { core::ptr::read_volatile((va + i * 8) as *const u64) }).fold(0, u64::wrapping_add)
+    let words = unsafe { shared_words(va) };
+    (0..words.len()).map(|i| words.read(i)).fold(0, u64::wrapping_add)
 }
 
 /// Answers the caller by lending it a copy of the server's page (see `op::LEND`), or, if the
@@ -154,10 +165,9 @@ fn lender() -> u64 {
     if syscall::mem_alloc(1, slot::SERVER_PAGE, kernel_abi::MemFlags::empty()).is_err() || syscall::mem_map(slot::SERVER_PAGE, SERVER_PAGE_VA, 0, 1, kernel_abi::MapFlags::WRITE).is_err() {
         return 53;
     }
-    for i in 0..64 {
-        // SAFETY: the page was just mapped writable there.
-        unsafe { core::ptr::write_volatile((SERVER_PAGE_VA + i * 8) as *mut u64, 4200 + i) };
-    }
+    // SAFETY: the page was just mapped writable there.
+    let page = unsafe { shared_words(SERVER_PAGE_VA) };
+    (0..page.len()).for_each(|i| page.write(i, 4200 + i as u64));
     let lent_sum = sum_window(SERVER_PAGE_VA);
     let no_grant = kernel_abi::Rights::READ.union(kernel_abi::Rights::WRITE).union(kernel_abi::Rights::DERIVE);
     if syscall::cap_derive(slot::SERVER_PAGE, slot::SERVER_PAGE_NO_GRANT, no_grant, 0).is_err() {
@@ -186,10 +196,9 @@ fn lender() -> u64 {
 fn make_pattern_page(seed: u64) -> Result<u64, u64> {
     syscall::mem_alloc(1, slot::MEMORY, kernel_abi::MemFlags::empty()).map_err(|_| 60u64)?;
     syscall::mem_map(slot::MEMORY, CLIENT_WINDOW, 0, 1, kernel_abi::MapFlags::WRITE).map_err(|_| 61u64)?;
-    for i in 0..64 {
-        // SAFETY: one writable page is mapped at CLIENT_WINDOW.
-        unsafe { core::ptr::write_volatile((CLIENT_WINDOW + i * 8) as *mut u64, seed * 1000 + i) };
-    }
+    // SAFETY: one writable page is mapped at CLIENT_WINDOW.
+    let page = unsafe { shared_words(CLIENT_WINDOW) };
+    (0..page.len()).for_each(|i| page.write(i, seed * 1000 + i as u64));
     Ok(sum_window(CLIENT_WINDOW))
 }
 

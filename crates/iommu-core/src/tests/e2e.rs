@@ -1,10 +1,9 @@
-//! End to end: the `iommu-abi` client stubs over a loopback transport into the dispatcher
-//! and the object model with the fake backend.
+//! End to end: the typed client of `iommu-client` over a loopback transport into the
+//! dispatcher and the object model with the fake backend.
 
 use iommu_abi::wire::{IovaChoice, Message};
-use iommu_abi::{
-    Access, DeviceId, Error, FaultReason, HwptOptions, Iommu, IovaRange, PageResponseCode, Perm, Transport, UnitCaps, UnitKind,
-};
+use iommu_abi::{Access, DeviceId, Error, FaultReason, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_client::{HwptOptions, Iommu, Transport};
 
 use super::*;
 use crate::fake::{Call, FakeBackend, FakeMemory};

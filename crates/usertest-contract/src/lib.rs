@@ -1,6 +1,6 @@
-//! The contract between usertest and the kernel tests that start it (the kernel includes this
-//! file too): scenario numbers (the start argument's low byte) and the slot that holds the
-//! endpoint.
+//! The contract between usertest and the kernel tests that start it: scenario numbers (the start
+//! argument's low byte) and the slots the tests fill.
+#![no_std]
 
 pub const HELLO: u64 = 0;
 pub const NULL_WRITE: u64 = 1;

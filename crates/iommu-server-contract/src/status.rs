@@ -1,6 +1,6 @@
 //! Word indices of the status page: counters the server keeps in a page the root task shares
 //! with it, so the root task (and the kernel tests acting as one) can observe the server
-//! without a protocol. Only constants: the root task and the kernel tests include this file.
+//! without a protocol.
 
 /// 1 once discovery and bring-up finished, 2 if they failed.
 pub const STATE: usize = 0;

@@ -1,6 +1,6 @@
-//! The server's capability space: which slot holds what. The root task (the kernel tests in
-//! `kernel/src/tests_iommu.rs`, which keep a copy of these numbers) fills the fixed slots
-//! before starting the server; the server allocates the rest itself.
+//! The server's capability space: which slot holds what. The root task (or a kernel test
+//! acting as one) fills the fixed slots before starting the server; the server allocates the
+//! rest itself.
 
 /// Endpoint (READ) on which clients' requests arrive; clients hold badged copies.
 pub const REQUESTS: u64 = 1;

@@ -1,6 +1,7 @@
-//! The contract between the edu driver and the root task that starts it (the kernel tests in
-//! `kernel/src/tests_iommu.rs` include this file): scenario numbers (the start argument's low
-//! byte) and the capability slots the root task fills.
+//! The contract between the edu driver and whoever starts it (the root task, the kernel's IOMMU
+//! tests in `kernel/src/tests_iommu.rs`): scenario numbers (the start argument's low byte), the
+//! capability slots the starter fills, and the words of the report page.
+#![no_std]
 
 /// Scenarios.
 pub mod scenario {
@@ -82,7 +83,6 @@ pub mod report {
     #[cfg(target_arch = "x86_64")]
     pub const MEASURE_MSI: u64 = 1;
     #[cfg(target_arch = "x86_64")]
-    #[allow(dead_code, reason = "the driver ends on any command but MEASURE_MSI; the root task sends this one")]
     pub const END: u64 = 2;
     /// BENCH (x86): the instruction counter right after the driver's wait for the MSI returned.
     #[cfg(target_arch = "x86_64")]

@@ -6,12 +6,12 @@
 //! that layout, or that carries a capability, is reported as [`Error::MalformedReply`]
 //! rather than trusted.
 
-use crate::error::Error;
-use crate::types::{
+use iommu_abi::error::Error;
+use iommu_abi::types::{
     DeviceId, DeviceInfo, FaultId, Handle, HwptId, IoasId, IovaRange, MemoryId, PageResponseCode, Perm, Rights,
     Stage1Config,
 };
-use crate::wire::{FaultBatch, IovaChoice, Message, RangeList, Reply, ReplyShape, Request, DIRTY_BITMAP_WORDS};
+use iommu_abi::wire::{FaultBatch, IovaChoice, Message, RangeList, Reply, ReplyShape, Request, DIRTY_BITMAP_WORDS};
 
 /// One synchronous IPC round trip: send eight words and an optional capability, receive
 /// eight words and an optional capability.

@@ -1,0 +1,12 @@
+//! The contract between the IOMMU server and whoever starts it: the root task, and the kernel's
+//! IOMMU tests acting as one. Only constants, one definition for all three.
+//!
+//! * [`slots`]: which capability the starter puts into which slot of the server.
+//! * [`layout`]: the server's address space (the kernel tests check where it maps client
+//!   windows).
+//! * [`status`]: the words of the status page through which the starter observes the server.
+#![no_std]
+
+pub mod layout;
+pub mod slots;
+pub mod status;

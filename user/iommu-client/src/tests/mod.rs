@@ -1,0 +1,2 @@
+mod canned;
+mod window;
