@@ -3,9 +3,14 @@
 //! The VT-d and SMMUv3 drivers and the page-table builders are pure code: in the IOMMU server they
 //! run on MMIO capabilities and memory objects whose physical addresses the kernel vouches for; in
 //! host unit tests they run on software models of the hardware. These traits are the seam.
+//!
+//! Beside them live the mechanisms every driver shares: [`wait`], the one bounded wait on
+//! hardware.
 #![cfg_attr(not(test), no_std)]
 
 mod io;
+pub mod wait;
+
 pub use io::VolatileRegion;
 
 /// A block of device registers. Offsets are in bytes from the block's base.

@@ -41,6 +41,7 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use hwio::wait::poll_until;
 use hwio::{Clock, DmaAllocator, DmaBuffer, Registers};
 
 use crate::cd::ContextDescriptor;
@@ -606,25 +607,21 @@ impl<R: Registers> Smmu<R> {
             self.push_command(env, &cmd, &mut rejected)?;
         }
         self.publish_prod();
-        // The clock is read only once the SMMU was not done at the first look (QEMU always
-        // is): a clock read may cost a system call.
-        let mut start = None;
-        loop {
+        let clock = env.clock;
+        poll_until(clock, self.timeout_ns, || {
             let cons_reg = self.regs.read32(offset::CMDQ_CONS);
             if self.command_error_active() {
                 // Recovered, and waited for like any other progress: an SMMU that rejects
                 // every command (one reading unflushed queue memory) must not hang the caller.
                 let error = self.recover_command_error(env);
                 rejected.get_or_insert(error);
-            } else if self.cmdq.prod.is_empty_with(QueuePointer::from_register(self.cmdq_log2(), cons_reg)) {
-                return rejected.map_or(Ok(()), Err);
+                false
+            } else {
+                self.cmdq.prod.is_empty_with(QueuePointer::from_register(self.cmdq_log2(), cons_reg))
             }
-            let now = env.clock.now_ns();
-            if now.saturating_sub(*start.get_or_insert(now)) > self.timeout_ns {
-                return Err(SmmuError::Timeout(WaitTarget::CommandSync));
-            }
-            core::hint::spin_loop();
-        }
+        })
+        .map_err(|_| SmmuError::Timeout(WaitTarget::CommandSync))?;
+        rejected.map_or(Ok(()), Err)
     }
 
     // Inlined into each caller's command loop: left to itself the compiler stopped inlining it
@@ -642,17 +639,15 @@ impl<R: Registers> Smmu<R> {
         if self.cmdq.prod.is_full_with(cons_now(&self.regs)) {
             // Let the SMMU see what is queued so far, then wait for it to make room.
             self.publish_prod();
-            let start = env.clock.now_ns();
-            while self.cmdq.prod.is_full_with(cons_now(&self.regs)) {
+            let clock = env.clock;
+            poll_until(clock, self.timeout_ns, || {
                 if self.command_error_active() {
                     let error = self.recover_command_error(env);
                     rejected.get_or_insert(error);
                 }
-                if env.clock.now_ns().saturating_sub(start) > self.timeout_ns {
-                    return Err(SmmuError::Timeout(WaitTarget::CommandQueueSpace));
-                }
-                core::hint::spin_loop();
-            }
+                !self.cmdq.prod.is_full_with(cons_now(&self.regs))
+            })
+            .map_err(|_| SmmuError::Timeout(WaitTarget::CommandQueueSpace))?;
         }
         let off = self.cmdq.prod.index() as usize * Command::SIZE;
         write_words(&*env.dma, &self.cmdq.buf, off, &cmd.words);
@@ -771,16 +766,7 @@ struct QuiescedRegs<'a, R: Registers> {
 
 impl<R: Registers> QuiescedRegs<'_, R> {
     fn wait(&self, clock: &dyn Clock, target: WaitTarget, done: impl Fn(&R) -> bool) -> Result<(), SmmuError> {
-        let start = clock.now_ns();
-        loop {
-            if done(self.regs) {
-                return Ok(());
-            }
-            if clock.now_ns().saturating_sub(start) > self.timeout_ns {
-                return Err(SmmuError::Timeout(target));
-            }
-            core::hint::spin_loop();
-        }
+        poll_until(clock, self.timeout_ns, || done(self.regs)).map_err(|_| SmmuError::Timeout(target))
     }
 
     /// Writes a register that has an ACK twin (CR0/CR0ACK, IRQ_CTRL/IRQ_CTRLACK) and waits until

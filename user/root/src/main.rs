@@ -30,7 +30,8 @@ mod status;
 #[allow(dead_code)]
 mod driver;
 
-use hwio::{Registers, VolatileRegion};
+use hwio::wait::poll_until_pausing;
+use hwio::{Clock, Registers, VolatileRegion};
 use kernel_abi::boot_directory::{DIRECTORY_SLOT, ENTRY_WORDS, MAX_ENTRIES, NAME_BYTES};
 use kernel_abi::{ObjectType, Rights};
 use system::{Grant, Role, Source, SYSTEM};
@@ -262,16 +263,22 @@ fn status_word(index: usize) -> u64 {
     page.word(index).read()
 }
 
-fn wait_for(mut done: impl FnMut() -> bool, what: &'static str) -> Result<(), &'static str> {
-    let start = syscall::instruction_counter();
-    while !done() {
-        if syscall::instruction_counter() - start > WAIT_BUDGET {
-            println!("root: timed out waiting for {what}");
-            return Err("timed out");
-        }
-        syscall::yield_now();
+/// The instruction counter as the clock bounding the root task's waits (one instruction per
+/// nanosecond under `-icount shift=0`; the budget is generous either way).
+struct InstructionClock;
+
+impl Clock for InstructionClock {
+    fn now_ns(&self) -> u64 {
+        syscall::instruction_counter()
     }
-    Ok(())
+}
+
+/// Waits for another process's progress, yielding the CPU to it between looks.
+fn wait_for(done: impl FnMut() -> bool, what: &'static str) -> Result<(), &'static str> {
+    poll_until_pausing(&InstructionClock, WAIT_BUDGET, done, syscall::yield_now).map_err(|_| {
+        println!("root: timed out waiting for {what}");
+        "timed out"
+    })
 }
 
 /// Bus 0's configuration space, mapped from the boot ECAM capability.
