@@ -5,9 +5,10 @@
 //! host unit tests they run on software models of the hardware. These traits are the seam.
 //!
 //! Beside them live the mechanisms every driver shares: [`wait`], the one bounded wait on
-//! hardware.
+//! hardware, and [`bits`], the one bit-field convention of every hardware layout.
 #![cfg_attr(not(test), no_std)]
 
+pub mod bits;
 mod io;
 pub mod wait;
 

@@ -41,6 +41,7 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use hwio::bits::Layout;
 use hwio::wait::poll_until;
 use hwio::{Clock, DmaAllocator, DmaBuffer, Registers};
 
@@ -400,13 +401,16 @@ impl<R: Registers> Smmu<R> {
     }
 
     /// Installs `new` (and its CD) for `sid` following the update protocol in the module docs.
-    fn install_ste(
+    pub(crate) fn install_ste(
         &mut self,
         env: &mut Env<'_>,
         sid: u32,
         new: Ste,
         new_cd: Option<ContextDescriptor>,
     ) -> Result<(), SmmuError> {
+        if new.reserved_bits_set().is_some() {
+            return Err(SmmuError::InvalidConfig("STE with RES0 bits set"));
+        }
         let (table, off) = self.ste_slot(env, sid)?;
         let current_word0 = read_word(&table, off);
         let mut current = Ste::default();

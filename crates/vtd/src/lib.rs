@@ -103,6 +103,9 @@ pub enum VtdError {
     DomainIdsExhausted,
     /// The requester (or PASID) has no attachment to detach.
     NotAttached,
+    /// The driver was about to write an entry with reserved bits set (which hardware faults
+    /// on); nothing was written.
+    ReservedBitsSet(hwio::bits::ReservedBitsSet),
 }
 
 /// Default bound on every wait for hardware: one second, as generous as Linux's.

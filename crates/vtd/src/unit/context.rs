@@ -53,7 +53,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         let root = self.root.as_ref().ok_or(VtdError::NotInitialized)?;
         let root_offset = bus as usize * 16;
         match mode {
-            Mode::Legacy => root.publish(alloc, root_offset, &RootEntry::new(table.phys())),
+            Mode::Legacy => root.publish(alloc, root_offset, &RootEntry::new(table.phys()))?,
             // Scalable root entries have one present bit per half; the half is one 64-bit store
             // and the other half is left untouched.
             Mode::Scalable => {
@@ -111,7 +111,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         self.context_table(requester.bus(), 0, alloc)?;
         self.retire_legacy_context(requester, alloc)?;
         let table = &self.context_tables[&(requester.bus(), 0)];
-        table.publish(alloc, requester.devfn() as usize * LEGACY_CONTEXT_ENTRY_BYTES, &entry);
+        table.publish(alloc, requester.devfn() as usize * LEGACY_CONTEXT_ENTRY_BYTES, &entry)?;
         self.devices.entry(requester.0).or_default().legacy_did = Some(did);
         // Linux's caching-mode sequence: not-present entries are cached under domain-id 0.
         let caching_mode_batch =
@@ -178,7 +178,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             self.hw.ecap.pasid(),
             device.device_tlb,
         );
-        table.publish(alloc, offset, &entry);
+        table.publish(alloc, offset, &entry)?;
         device.pasid_directory = Some(directory);
         self.after_present(&[Invalidation::ContextDevice { did: 0, source: requester.0, function_mask: 0 }], alloc)
     }
@@ -193,7 +193,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         }
         let directory = device.pasid_directory.as_ref().ok_or(VtdError::NotAttached)?;
         let table = DmaTable::allocate(alloc, PAGE, coherent)?;
-        directory.publish(alloc, directory_index as usize * 8, &PasidDirectoryEntry::new(table.phys()));
+        directory.publish(alloc, directory_index as usize * 8, &PasidDirectoryEntry::new(table.phys()))?;
         device.pasid_tables.insert(directory_index, table);
         Ok(())
     }
@@ -228,7 +228,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         self.retire_pasid_entry(requester, pasid, alloc)?;
         let device = self.devices.get_mut(&requester.0).ok_or(VtdError::NotAttached)?;
         let table = &device.pasid_tables[&(pasid / PASIDS_PER_TABLE)];
-        table.publish(alloc, (pasid % PASIDS_PER_TABLE) as usize * PASID_ENTRY_BYTES, &entry);
+        table.publish(alloc, (pasid % PASIDS_PER_TABLE) as usize * PASID_ENTRY_BYTES, &entry)?;
         device.pasids.insert(pasid, did);
         self.after_present(
             &[Invalidation::PasidCachePasid { did, pasid }, Invalidation::PasidIotlbAll { did, pasid }],

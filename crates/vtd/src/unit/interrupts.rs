@@ -82,7 +82,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         // A present entry is cleared and invalidated first ("blocked, never wrong").
         self.retire_irte(index, alloc)?;
         let interrupts = self.interrupts.as_ref().ok_or(VtdError::NotInitialized)?;
-        interrupts.table.publish(alloc, index as usize * IRTE_BYTES, &entry);
+        interrupts.table.publish(alloc, index as usize * IRTE_BYTES, &entry)?;
         self.hw.invalidate(alloc, &[Invalidation::InterruptEntries { index, index_mask: 0 }])?;
         Ok(RemappableMsi::for_handle(index))
     }
