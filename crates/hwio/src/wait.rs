@@ -30,23 +30,24 @@ pub fn poll_until_pausing<C: Clock + ?Sized>(
     mut done: impl FnMut() -> bool,
     mut pause: impl FnMut(),
 ) -> Result<(), TimedOut> {
-    // Look before reading the clock: hardware is often done at the first look (QEMU always is),
-    // and a clock read may cost a system call.
-    if done() {
-        return Ok(());
-    }
-    let start = clock.now_ns();
+    // The clock is first read after the first look: hardware is often done by then (QEMU
+    // always is), and a clock read may cost a system call. `done` is called from one place
+    // only, so each wait inlines it once.
+    let mut start = None;
     loop {
-        pause();
         // The clock is read before the poll, so the poll that follows an expired deadline is
         // the last word: a wait preempted past its deadline still sees the finished hardware.
-        let expired = clock.now_ns().wrapping_sub(start) > timeout_ns;
+        let expired = start.is_some_and(|start| clock.now_ns().wrapping_sub(start) > timeout_ns);
         if done() {
             return Ok(());
         }
         if expired {
             return Err(TimedOut);
         }
+        if start.is_none() {
+            start = Some(clock.now_ns());
+        }
+        pause();
     }
 }
 

@@ -638,25 +638,35 @@ impl<R: Registers> Smmu<R> {
         cmd: &Command,
         rejected: &mut Option<SmmuError>,
     ) -> Result<(), SmmuError> {
-        let log2 = self.cmdq_log2();
-        let cons_now = |regs: &R| QueuePointer::from_register(log2, regs.read32(offset::CMDQ_CONS));
-        if self.cmdq.prod.is_full_with(cons_now(&self.regs)) {
-            // Let the SMMU see what is queued so far, then wait for it to make room.
-            self.publish_prod();
-            let clock = env.clock;
-            poll_until(clock, self.timeout_ns, || {
-                if self.command_error_active() {
-                    let error = self.recover_command_error(env);
-                    rejected.get_or_insert(error);
-                }
-                !self.cmdq.prod.is_full_with(cons_now(&self.regs))
-            })
-            .map_err(|_| SmmuError::Timeout(WaitTarget::CommandQueueSpace))?;
+        if self.command_queue_full() {
+            self.wait_for_command_queue_space(env, rejected)?;
         }
         let off = self.cmdq.prod.index() as usize * Command::SIZE;
         write_words(&*env.dma, &self.cmdq.buf, off, &cmd.words);
         self.cmdq.prod = self.cmdq.prod.next();
         Ok(())
+    }
+
+    fn command_queue_full(&self) -> bool {
+        let cons = QueuePointer::from_register(self.cmdq_log2(), self.regs.read32(offset::CMDQ_CONS));
+        self.cmdq.prod.is_full_with(cons)
+    }
+
+    /// Lets the SMMU see what is queued so far, then waits for it to make room. Rare, and kept
+    /// out of the command loops it would otherwise be inlined into.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_command_queue_space(&mut self, env: &mut Env<'_>, rejected: &mut Option<SmmuError>) -> Result<(), SmmuError> {
+        self.publish_prod();
+        let clock = env.clock;
+        poll_until(clock, self.timeout_ns, || {
+            if self.command_error_active() {
+                let error = self.recover_command_error(env);
+                rejected.get_or_insert(error);
+            }
+            !self.command_queue_full()
+        })
+        .map_err(|_| SmmuError::Timeout(WaitTarget::CommandQueueSpace))
     }
 
     fn publish_prod(&self) {
