@@ -3,10 +3,17 @@
 //! The VT-d and SMMUv3 drivers and the page-table builders are pure code: in the IOMMU server they
 //! run on MMIO capabilities and memory objects whose physical addresses the kernel vouches for; in
 //! host unit tests they run on software models of the hardware. These traits are the seam.
+//!
+//! Beside them live the mechanisms every driver shares: [`wait`], the one bounded wait on
+//! hardware; [`bits`], the one bit-field convention of every hardware layout; and
+//! [`SharedWords`], the one accessor of words shared with another process.
 #![cfg_attr(not(test), no_std)]
 
+pub mod bits;
 mod io;
 mod shared;
+pub mod wait;
+
 pub use io::VolatileRegion;
 pub use shared::SharedWords;
 

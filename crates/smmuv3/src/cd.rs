@@ -8,7 +8,7 @@
 //! TTB0 half of the input range is used: EPD1 = 1 disables walks through TTB1 (QEMU validates
 //! T1SZ unless EPD1 is set).
 
-use crate::bits::{address_fields, flag_fields, numeric_fields};
+use hwio::{address_fields, flag_fields, numeric_fields};
 use crate::config::Stage1Config;
 use crate::regs::{address_size_encoding, Granule, WalkAttributes};
 

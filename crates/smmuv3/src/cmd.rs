@@ -6,7 +6,7 @@
 //! CMD_TLBI_S12_VMALL, CMD_TLBI_S2_IPA and CMD_TLBI_NSNH_ALL. QEMU flags any other opcode as
 //! CERROR_ILL. The getters decode any command (the software model executes with them).
 
-use crate::bits::{address_fields, flag_fields, numeric_fields};
+use hwio::{address_fields, flag_fields, numeric_fields};
 
 /// Command opcodes (spec 4.1 to 4.7).
 pub mod opcode {
@@ -166,7 +166,7 @@ impl Command {
     /// not remove combined stage-1+2 entries; follow with TLBI_NH_ALL for nested streams.
     pub fn tlbi_s2_ipa(vmid: u16, ipa: u64, leaf_only: bool) -> Command {
         let mut cmd = Command::with_opcode(opcode::TLBI_S2_IPA);
-        cmd.set_vmid(vmid as u64).set_ipa(ipa & crate::bits::addr_mask(12, 51)).set_leaf(leaf_only);
+        cmd.set_vmid(vmid as u64).set_ipa(ipa & hwio::bits::addr_mask(12, 51)).set_leaf(leaf_only);
         cmd
     }
 

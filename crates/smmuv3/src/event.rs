@@ -12,7 +12,7 @@
 //! = CD), records F_CD_FETCH's address in the InputAddr word instead of FetchAddr, and never
 //! produces F_BAD_ATS_TREQ, F_TLB_CONFLICT or E_PAGE_REQUEST. The decoder follows the spec.
 
-use crate::bits::{flag_fields, numeric_fields};
+use hwio::{flag_fields, numeric_fields};
 
 /// Event type numbers (spec table 7-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,18 +221,18 @@ impl EventRecord {
 
     /// IPA (word 3 bits [51:12]) of a stage-2 fault.
     pub const fn ipa(&self) -> u64 {
-        self.words[3] & crate::bits::addr_mask(12, 51)
+        self.words[3] & hwio::bits::addr_mask(12, 51)
     }
     pub fn set_ipa(&mut self, ipa: u64) -> &mut Self {
-        self.words[3] = ipa & crate::bits::addr_mask(12, 51);
+        self.words[3] = ipa & hwio::bits::addr_mask(12, 51);
         self
     }
     /// FetchAddr (word 3 bits [51:3]) of F_STE_FETCH, F_CD_FETCH, F_WALK_EABT, F_VMS_FETCH.
     pub const fn fetch_addr(&self) -> u64 {
-        self.words[3] & crate::bits::addr_mask(3, 51)
+        self.words[3] & hwio::bits::addr_mask(3, 51)
     }
     pub fn set_fetch_addr(&mut self, addr: u64) -> &mut Self {
-        self.words[3] = addr & crate::bits::addr_mask(3, 51);
+        self.words[3] = addr & hwio::bits::addr_mask(3, 51);
         self
     }
 

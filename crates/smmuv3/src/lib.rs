@@ -25,7 +25,6 @@
 
 extern crate alloc;
 
-mod bits;
 pub mod cd;
 pub mod cmd;
 pub mod config;

@@ -9,7 +9,7 @@
 //! ID registers are read with 32-bit accesses only: the specification defines them as 32-bit
 //! registers and QEMU answers a 64-bit read of them with zero.
 
-use crate::bits::{get, with};
+use hwio::bits::{get, with};
 
 /// Register offsets (spec section 6.3, "Register formats").
 pub mod offset {
@@ -479,18 +479,18 @@ impl StrtabBaseCfg {
 
 /// SMMU_STRTAB_BASE (spec 6.3.23): ADDR bits [51:6], RA (read-allocate hint) bit 62.
 pub const fn strtab_base_value(table_phys: u64) -> u64 {
-    (table_phys & crate::bits::addr_mask(6, 51)) | (1 << 62)
+    (table_phys & hwio::bits::addr_mask(6, 51)) | (1 << 62)
 }
 
 /// SMMU_CMDQ_BASE / SMMU_EVENTQ_BASE (spec 6.3.25, 6.3.28): LOG2SIZE bits [4:0], ADDR bits
 /// [51:5], RA/WA (allocate hint) bit 62.
 pub const fn queue_base_value(queue_phys: u64, log2_entries: u32) -> u64 {
-    (queue_phys & crate::bits::addr_mask(5, 51)) | (log2_entries as u64 & 0x1F) | (1 << 62)
+    (queue_phys & hwio::bits::addr_mask(5, 51)) | (log2_entries as u64 & 0x1F) | (1 << 62)
 }
 
 /// Decodes the ADDR field of a queue base register.
 pub const fn queue_base_addr(value: u64) -> u64 {
-    value & crate::bits::addr_mask(5, 51)
+    value & hwio::bits::addr_mask(5, 51)
 }
 
 /// Decodes the LOG2SIZE field of a queue base register.

@@ -41,6 +41,8 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use hwio::bits::Layout;
+use hwio::wait::poll_until;
 use hwio::{Clock, DmaAllocator, DmaBuffer, Registers};
 
 use crate::cd::ContextDescriptor;
@@ -399,13 +401,16 @@ impl<R: Registers> Smmu<R> {
     }
 
     /// Installs `new` (and its CD) for `sid` following the update protocol in the module docs.
-    fn install_ste(
+    pub(crate) fn install_ste(
         &mut self,
         env: &mut Env<'_>,
         sid: u32,
         new: Ste,
         new_cd: Option<ContextDescriptor>,
     ) -> Result<(), SmmuError> {
+        if new.reserved_bits_set().is_some() {
+            return Err(SmmuError::InvalidConfig("STE with RES0 bits set"));
+        }
         let (table, off) = self.ste_slot(env, sid)?;
         let current_word0 = read_word(&table, off);
         let mut current = Ste::default();
@@ -606,25 +611,21 @@ impl<R: Registers> Smmu<R> {
             self.push_command(env, &cmd, &mut rejected)?;
         }
         self.publish_prod();
-        // The clock is read only once the SMMU was not done at the first look (QEMU always
-        // is): a clock read may cost a system call.
-        let mut start = None;
-        loop {
+        let clock = env.clock;
+        poll_until(clock, self.timeout_ns, || {
             let cons_reg = self.regs.read32(offset::CMDQ_CONS);
             if self.command_error_active() {
                 // Recovered, and waited for like any other progress: an SMMU that rejects
                 // every command (one reading unflushed queue memory) must not hang the caller.
                 let error = self.recover_command_error(env);
                 rejected.get_or_insert(error);
-            } else if self.cmdq.prod.is_empty_with(QueuePointer::from_register(self.cmdq_log2(), cons_reg)) {
-                return rejected.map_or(Ok(()), Err);
+                false
+            } else {
+                self.cmdq.prod.is_empty_with(QueuePointer::from_register(self.cmdq_log2(), cons_reg))
             }
-            let now = env.clock.now_ns();
-            if now.saturating_sub(*start.get_or_insert(now)) > self.timeout_ns {
-                return Err(SmmuError::Timeout(WaitTarget::CommandSync));
-            }
-            core::hint::spin_loop();
-        }
+        })
+        .map_err(|_| SmmuError::Timeout(WaitTarget::CommandSync))?;
+        rejected.map_or(Ok(()), Err)
     }
 
     // Inlined into each caller's command loop: left to itself the compiler stopped inlining it
@@ -637,27 +638,35 @@ impl<R: Registers> Smmu<R> {
         cmd: &Command,
         rejected: &mut Option<SmmuError>,
     ) -> Result<(), SmmuError> {
-        let log2 = self.cmdq_log2();
-        let cons_now = |regs: &R| QueuePointer::from_register(log2, regs.read32(offset::CMDQ_CONS));
-        if self.cmdq.prod.is_full_with(cons_now(&self.regs)) {
-            // Let the SMMU see what is queued so far, then wait for it to make room.
-            self.publish_prod();
-            let start = env.clock.now_ns();
-            while self.cmdq.prod.is_full_with(cons_now(&self.regs)) {
-                if self.command_error_active() {
-                    let error = self.recover_command_error(env);
-                    rejected.get_or_insert(error);
-                }
-                if env.clock.now_ns().saturating_sub(start) > self.timeout_ns {
-                    return Err(SmmuError::Timeout(WaitTarget::CommandQueueSpace));
-                }
-                core::hint::spin_loop();
-            }
+        if self.command_queue_full() {
+            self.wait_for_command_queue_space(env, rejected)?;
         }
         let off = self.cmdq.prod.index() as usize * Command::SIZE;
         write_words(&*env.dma, &self.cmdq.buf, off, &cmd.words);
         self.cmdq.prod = self.cmdq.prod.next();
         Ok(())
+    }
+
+    fn command_queue_full(&self) -> bool {
+        let cons = QueuePointer::from_register(self.cmdq_log2(), self.regs.read32(offset::CMDQ_CONS));
+        self.cmdq.prod.is_full_with(cons)
+    }
+
+    /// Lets the SMMU see what is queued so far, then waits for it to make room. Rare, and kept
+    /// out of the command loops it would otherwise be inlined into.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_command_queue_space(&mut self, env: &mut Env<'_>, rejected: &mut Option<SmmuError>) -> Result<(), SmmuError> {
+        self.publish_prod();
+        let clock = env.clock;
+        poll_until(clock, self.timeout_ns, || {
+            if self.command_error_active() {
+                let error = self.recover_command_error(env);
+                rejected.get_or_insert(error);
+            }
+            !self.command_queue_full()
+        })
+        .map_err(|_| SmmuError::Timeout(WaitTarget::CommandQueueSpace))
     }
 
     fn publish_prod(&self) {
@@ -771,16 +780,7 @@ struct QuiescedRegs<'a, R: Registers> {
 
 impl<R: Registers> QuiescedRegs<'_, R> {
     fn wait(&self, clock: &dyn Clock, target: WaitTarget, done: impl Fn(&R) -> bool) -> Result<(), SmmuError> {
-        let start = clock.now_ns();
-        loop {
-            if done(self.regs) {
-                return Ok(());
-            }
-            if clock.now_ns().saturating_sub(start) > self.timeout_ns {
-                return Err(SmmuError::Timeout(target));
-            }
-            core::hint::spin_loop();
-        }
+        poll_until(clock, self.timeout_ns, || done(self.regs)).map_err(|_| SmmuError::Timeout(target))
     }
 
     /// Writes a register that has an ACK twin (CR0/CR0ACK, IRQ_CTRL/IRQ_CTRLACK) and waits until

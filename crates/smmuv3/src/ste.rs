@@ -6,7 +6,8 @@
 //! but the STE as a whole without any atomicity, which is why the driver orders its writes (see
 //! `Smmu::install_ste`).
 
-use crate::bits::{address_fields, flag_fields, numeric_fields};
+use hwio::{address_fields, flag_fields, numeric_fields, reserved_bits};
+
 use crate::regs::Granule;
 
 /// STE.Config (word 0 bits [3:1]): bit 2 enables translation, bit 0 stage 1, bit 1 stage 2.
@@ -75,6 +76,14 @@ pub struct Ste {
 }
 
 const _: () = assert!(core::mem::size_of::<Ste>() == 64);
+
+reserved_bits! {
+    Ste, words 8:
+    /// RES0 between S1ContextPtr and S1CDMax (STE[58:52]).
+    word 0, bits 58:52;
+    /// RES0 above S2TTB (STE[255:244]).
+    word 3, bits 63:52;
+}
 
 impl core::fmt::Debug for Ste {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -201,6 +210,14 @@ pub struct L1Descriptor {
 
 const _: () = assert!(core::mem::size_of::<L1Descriptor>() == 8);
 
+reserved_bits! {
+    L1Descriptor, words 1:
+    /// RES0 between Span and L2Ptr.
+    word 0, bits 5:5;
+    /// RES0 above L2Ptr.
+    word 0, bits 63:52;
+}
+
 impl L1Descriptor {
     /// A descriptor covering a level-2 table of 2^`split` STEs at `l2_phys`.
     pub fn new(l2_phys: u64, split: u32) -> L1Descriptor {
@@ -223,6 +240,7 @@ impl L1Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hwio::bits::{Layout, ReservedBitsSet};
 
     #[test]
     fn abort_and_bypass_entries_have_spec_encodings() {
@@ -260,6 +278,49 @@ mod tests {
         ste.set_config_bits(0b010);
         assert_eq!(ste.config(), None);
         assert_eq!(ste.s1_context_ptr(), 0x4000_0040);
+    }
+
+    #[test]
+    fn every_field_at_its_widest_leaves_the_reserved_bits_clear() {
+        let mut ste = Ste::default();
+        ste.set_valid(true)
+            .set_config_bits(0b111)
+            .set_s1_fmt(0b11)
+            .set_s1_cd_max(0x1f)
+            .set_s1_context_ptr(hwio::bits::addr_mask(6, 51))
+            .set_s1dss(0b11)
+            .set_s1_cir(0b11)
+            .set_s1_cor(0b11)
+            .set_s1_csh(0b11)
+            .set_mev(true)
+            .set_s1_stall_disable(true)
+            .set_eats(0b11)
+            .set_strw(0b11)
+            .set_shcfg(0b11)
+            .set_s2vmid(0xffff)
+            .set_s2t0sz(0x3f)
+            .set_s2sl0(0b11)
+            .set_s2ir0(0b11)
+            .set_s2or0(0b11)
+            .set_s2sh0(0b11)
+            .set_s2tg(0b11)
+            .set_s2ps(0b111)
+            .set_s2_aa64(true)
+            .set_s2_endi(true)
+            .set_s2_affd(true)
+            .set_s2_ptw(true)
+            .set_s2_hd(true)
+            .set_s2_ha(true)
+            .set_s2_stall(true)
+            .set_s2_record(true)
+            .set_s2ttb(hwio::bits::addr_mask(4, 51));
+        assert_eq!(ste.reserved_bits_set(), None);
+        ste.words[3] |= 1 << 60;
+        assert_eq!(ste.reserved_bits_set(), Some(ReservedBitsSet { word: 3, bits: 1 << 60 }));
+        let mut l1 = L1Descriptor::new(hwio::bits::addr_mask(6, 51), 30);
+        assert_eq!(l1.reserved_bits_set(), None);
+        l1.words[0] |= 1 << 5;
+        assert_eq!(l1.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 1 << 5 }));
     }
 
     #[test]

@@ -83,8 +83,12 @@ impl DmaTable {
     }
 
     /// Writes `entry` at `byte_offset` so a walker sees either the old not-present entry or
-    /// the whole new one (module docs).
-    pub fn publish<E: HardwareEntry, A: DmaAllocator>(&self, alloc: &A, byte_offset: usize, entry: &E) {
+    /// the whole new one (module docs). An entry with a reserved bit set is refused, and
+    /// nothing is written: hardware would fault on it ("reserved field set").
+    pub fn publish<E: HardwareEntry, A: DmaAllocator>(&self, alloc: &A, byte_offset: usize, entry: &E) -> Result<(), VtdError> {
+        if let Some(reserved) = entry.reserved_bits_set() {
+            return Err(VtdError::ReservedBitsSet(reserved));
+        }
         let words = entry.words();
         for (index, word) in words.iter().enumerate().skip(1) {
             self.write_word(byte_offset + index * 8, *word);
@@ -93,6 +97,7 @@ impl DmaTable {
         fence(Ordering::Release);
         self.write_word(byte_offset, words[0]);
         self.flush(alloc, byte_offset, 8);
+        Ok(())
     }
 
     /// Marks the entry at `byte_offset` not present (word 0 first), then zeroes the rest.

@@ -9,7 +9,9 @@
 
 use core::mem::size_of;
 
-use crate::tables::HardwareEntry;
+use hwio::{flag_fields, numeric_fields, reserved_bits};
+
+use crate::tables::{hardware_entry, HardwareEntry};
 use crate::RequesterId;
 
 /// How the IRTE destination field is interpreted (IRTA.EIME).
@@ -21,30 +23,8 @@ pub enum ApicMode {
     X2Apic,
 }
 
-/// Field positions of the remapped-format IRTE (spec 9.10).
-pub mod irte {
-    pub const PRESENT: u64 = 1 << 0;
-    pub const FPD: u64 = 1 << 1;
-    /// Destination mode, bit 2: 0 physical, 1 logical.
-    pub const DESTINATION_LOGICAL: u64 = 1 << 2;
-    /// Redirection hint, bit 3.
-    pub const REDIRECTION_HINT: u64 = 1 << 3;
-    /// Trigger mode, bit 4: 0 edge, 1 level.
-    pub const TRIGGER_LEVEL: u64 = 1 << 4;
-    /// Delivery mode, bits 7:5 (000 fixed).
-    pub const DELIVERY_MODE_SHIFT: u32 = 5;
-    /// IRTE mode, bit 15: 0 remapped, 1 posted.
-    pub const POSTED: u64 = 1 << 15;
-    /// Vector, bits 23:16.
-    pub const VECTOR_SHIFT: u32 = 16;
-    /// Destination id, bits 63:32.
-    pub const DESTINATION_SHIFT: u32 = 32;
-    /// High word: SID bits 15:0 (79:64), SQ bits 17:16 (81:80), SVT bits 19:18 (83:82).
-    pub const SQ_SHIFT: u32 = 16;
-    pub const SVT_SHIFT: u32 = 18;
-    /// SVT=01: verify the requester id against SID (qualified by SQ).
-    pub const SVT_REQUESTER_ID: u64 = 0b01;
-}
+/// SVT=01 (IRTE bits 83:82): verify the requester id against SID (qualified by SQ).
+pub const SVT_REQUESTER_ID: u64 = 0b01;
 
 /// A remapped-format interrupt remapping table entry, 128 bits.
 #[repr(C)]
@@ -52,19 +32,47 @@ pub mod irte {
 pub struct InterruptRemapEntry {
     pub words: [u64; 2],
 }
-const _: () = assert!(size_of::<InterruptRemapEntry>() == 16);
-
-impl HardwareEntry for InterruptRemapEntry {
-    const WORDS: usize = 2;
-    fn words(&self) -> &[u64] {
-        &self.words
-    }
-    fn from_words(words: &[u64]) -> Self {
-        Self { words: [words[0], words[1]] }
-    }
+hardware_entry!(InterruptRemapEntry, 2);
+reserved_bits! {
+    InterruptRemapEntry, words 2:
+    /// R, bits 14:12 (AVAIL, bits 11:8, is software's).
+    word 0, bits 14:12;
+    /// R, bits 31:24.
+    word 0, bits 31:24;
+    /// R, bits 127:84.
+    word 1, bits 63:20;
 }
 
 impl InterruptRemapEntry {
+    flag_fields! {
+        /// P, bit 0.
+        present, set_present: word 0, bit 0;
+        /// FPD, bit 1: fault processing disabled.
+        fault_processing_disabled, set_fault_processing_disabled: word 0, bit 1;
+        /// DM, bit 2: logical (1) or physical (0) destination.
+        destination_logical, set_destination_logical: word 0, bit 2;
+        /// RH, bit 3: redirection hint.
+        redirection_hint, set_redirection_hint: word 0, bit 3;
+        /// TM, bit 4: level (1) or edge (0) triggered.
+        trigger_level, set_trigger_level: word 0, bit 4;
+        /// IM, bit 15: posted (1) or remapped (0) format.
+        posted, set_posted: word 0, bit 15;
+    }
+    numeric_fields! {
+        /// DLM, bits 7:5: delivery mode (000 fixed).
+        delivery_mode, set_delivery_mode: word 0, bits 5, width 3;
+        /// V, bits 23:16.
+        vector_field, set_vector_field: word 0, bits 16, width 8;
+        /// DST, bits 63:32: x2APIC id, or xAPIC id in bits 47:40.
+        destination, set_destination: word 0, bits 32, width 32;
+        /// SID, bits 79:64.
+        sid, set_sid: word 1, bits 0, width 16;
+        /// SQ, bits 81:80: which SID bits are compared.
+        source_qualifier, set_source_qualifier: word 1, bits 16, width 2;
+        /// SVT, bits 83:82: source validation type.
+        source_validation, set_source_validation: word 1, bits 18, width 2;
+    }
+
     /// A present entry delivering `vector` (fixed delivery, edge, physical destination, no
     /// redirection hint) to `destination`, accepted only from `source`.
     pub fn remapped(vector: u8, destination: u32, apic_mode: ApicMode, source: RequesterId) -> Self {
@@ -72,23 +80,23 @@ impl InterruptRemapEntry {
             ApicMode::XApic => (destination as u64 & 0xff) << 8,
             ApicMode::X2Apic => destination as u64,
         };
-        let low = irte::PRESENT
-            | (vector as u64) << irte::VECTOR_SHIFT
-            | destination_field << irte::DESTINATION_SHIFT;
-        let high = source.0 as u64 | irte::SVT_REQUESTER_ID << irte::SVT_SHIFT;
-        Self { words: [low, high] }
+        let mut entry = Self::default();
+        entry
+            .set_vector_field(vector as u64)
+            .set_destination(destination_field)
+            .set_sid(source.0 as u64)
+            .set_source_validation(SVT_REQUESTER_ID)
+            .set_present(true);
+        entry
     }
     pub fn vector(&self) -> u8 {
-        (self.words[0] >> irte::VECTOR_SHIFT) as u8
+        self.vector_field() as u8
     }
     pub fn destination_field(&self) -> u32 {
-        (self.words[0] >> irte::DESTINATION_SHIFT) as u32
+        self.destination() as u32
     }
     pub fn source_id(&self) -> RequesterId {
-        RequesterId(self.words[1] as u16)
-    }
-    pub fn source_validation(&self) -> u64 {
-        self.words[1] >> irte::SVT_SHIFT & 3
+        RequesterId(self.sid() as u16)
     }
 }
 
@@ -128,6 +136,7 @@ impl RemappableMsi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hwio::bits::Layout;
 
     #[test]
     fn xapic_irte_layout() {
@@ -143,10 +152,27 @@ mod tests {
     }
 
     #[test]
+    fn every_field_at_its_widest_leaves_the_reserved_bits_clear() {
+        let mut entry = InterruptRemapEntry::remapped(0xff, u32::MAX, ApicMode::X2Apic, RequesterId(0xffff));
+        entry
+            .set_fault_processing_disabled(true)
+            .set_destination_logical(true)
+            .set_redirection_hint(true)
+            .set_trigger_level(true)
+            .set_posted(true)
+            .set_delivery_mode(0b111)
+            .set_source_qualifier(0b11)
+            .set_source_validation(0b11);
+        assert_eq!(entry.reserved_bits_set(), None);
+        entry.words[0] |= 1 << 24;
+        assert_eq!(entry.reserved_bits_set(), Some(hwio::bits::ReservedBitsSet { word: 0, bits: 1 << 24 }));
+    }
+
+    #[test]
     fn x2apic_irte_destination() {
         let entry = InterruptRemapEntry::remapped(0x30, 0x1_0002, ApicMode::X2Apic, RequesterId(0x100));
         assert_eq!(entry.destination_field(), 0x1_0002);
-        assert_eq!(entry.words[0] & (irte::POSTED | irte::TRIGGER_LEVEL | irte::DESTINATION_LOGICAL), 0);
+        assert!(!entry.posted() && !entry.trigger_level() && !entry.destination_logical());
     }
 
     #[test]

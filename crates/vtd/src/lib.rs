@@ -103,32 +103,21 @@ pub enum VtdError {
     DomainIdsExhausted,
     /// The requester (or PASID) has no attachment to detach.
     NotAttached,
+    /// The driver was about to write an entry with reserved bits set (which hardware faults
+    /// on); nothing was written.
+    ReservedBitsSet(hwio::bits::ReservedBitsSet),
 }
 
 /// Default bound on every wait for hardware: one second, as generous as Linux's.
 pub const DEFAULT_TIMEOUT_NS: u64 = 1_000_000_000;
 
-/// Polls `done` until it returns true or `timeout_ns` elapse on `clock`.
+/// Polls `done` until it returns true or `timeout_ns` elapse on `clock` ([`hwio::wait`]),
+/// naming the wait that ran out of time.
 pub(crate) fn wait_for<C: Clock>(
     clock: &C,
     timeout_ns: u64,
     target: WaitTarget,
-    mut done: impl FnMut() -> bool,
+    done: impl FnMut() -> bool,
 ) -> Result<(), VtdError> {
-    // Look before reading the clock: hardware is often done by the first look (QEMU always
-    // is), and a clock read may cost a system call.
-    if done() {
-        return Ok(());
-    }
-    let start = clock.now_ns();
-    loop {
-        if done() {
-            return Ok(());
-        }
-        if clock.now_ns().wrapping_sub(start) > timeout_ns {
-            // One last look: the thread may have been descheduled past the deadline.
-            return if done() { Ok(()) } else { Err(VtdError::Timeout(target)) };
-        }
-        core::hint::spin_loop();
-    }
+    hwio::wait::poll_until(clock, timeout_ns, done).map_err(|_| VtdError::Timeout(target))
 }

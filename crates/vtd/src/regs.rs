@@ -6,6 +6,8 @@
 //! unit only ever uses `read32`/`write32` on the 32-bit ones. The 64-bit registers (CAP, ECAP,
 //! RTADDR, CCMD, IOTLB, IQH/IQT/IQA, IRTA, fault records) may be accessed with 8 bytes.
 
+use hwio::bits::get;
+
 /// Version register (32-bit), spec 11.4.1. Bits 7:4 major, 3:0 minor.
 pub const VER: usize = 0x000;
 /// Capability register (64-bit), spec 11.4.2.
@@ -185,10 +187,10 @@ pub struct Capability(pub u64);
 
 impl Capability {
     fn bit(self, n: u32) -> bool {
-        self.0 >> n & 1 == 1
+        get(self.0, n, 1) == 1
     }
     fn field(self, shift: u32, width: u32) -> u64 {
-        self.0 >> shift & ((1u64 << width) - 1)
+        get(self.0, shift, width)
     }
 
     /// ND, bits 2:0: the unit supports 2^(4 + 2 * ND) domain-ids.
@@ -300,10 +302,10 @@ pub struct ExtendedCapability(pub u64);
 
 impl ExtendedCapability {
     fn bit(self, n: u32) -> bool {
-        self.0 >> n & 1 == 1
+        get(self.0, n, 1) == 1
     }
     fn field(self, shift: u32, width: u32) -> u64 {
-        self.0 >> shift & ((1u64 << width) - 1)
+        get(self.0, shift, width)
     }
 
     /// C, bit 0: page walks snoop CPU caches. When clear (QEMU's default), every table write

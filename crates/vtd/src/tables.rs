@@ -1,14 +1,20 @@
 //! In-memory translation structures the unit walks (VT-d spec chapter 9): root entries,
 //! context entries (legacy and scalable), PASID directory and PASID table entries.
 //!
-//! Every type is `#[repr(C)]` over little-endian 64-bit words with a compile-time size check;
-//! word 0 always holds the Present bit at bit 0, which [`crate::dma::DmaTable::publish`] relies
-//! on to write an entry so that hardware never sees a half-written present entry.
+//! Every type is `#[repr(C)]` over little-endian 64-bit words with a compile-time size check,
+//! its fields and reserved bits named by position in the [`hwio::bits`] convention (bit
+//! positions within the entry's 64-bit word; the spec numbers bits across the whole entry, so
+//! entry bit 72 is word 1 bit 8). Word 0 always holds the Present bit at bit 0, which
+//! [`crate::dma::DmaTable::publish`] relies on to write an entry so that hardware never sees a
+//! half-written present entry; the same writer refuses an entry with a reserved bit set.
 
 use core::mem::size_of;
 
+use hwio::bits::Layout;
+use hwio::{address_fields, flag_fields, numeric_fields, reserved_bits};
+
 /// An entry hardware reads as an array of 64-bit words, word 0 holding Present at bit 0.
-pub trait HardwareEntry: Copy {
+pub trait HardwareEntry: Copy + Layout {
     /// Number of 64-bit words.
     const WORDS: usize;
     fn words(&self) -> &[u64];
@@ -18,6 +24,7 @@ pub trait HardwareEntry: Copy {
     }
 }
 
+/// Implements [`HardwareEntry`] and checks the size of a `words: [u64; N]` entry.
 macro_rules! hardware_entry {
     ($name:ident, $words:literal) => {
         impl HardwareEntry for $name {
@@ -34,10 +41,7 @@ macro_rules! hardware_entry {
         const _: () = assert!(size_of::<$name>() == $words * 8);
     };
 }
-
-const PRESENT: u64 = 1 << 0;
-const FPD: u64 = 1 << 1;
-const ADDRESS_MASK: u64 = !0xfff;
+pub(crate) use hardware_entry;
 
 /// Address-width encoding shared by context and PASID entries (spec 9.3, 9.6): 1 = 39-bit
 /// 3-level, 2 = 48-bit 4-level, 3 = 57-bit 5-level second-level tables.
@@ -52,14 +56,29 @@ pub struct RootEntry {
     pub words: [u64; 2],
 }
 hardware_entry!(RootEntry, 2);
+reserved_bits! {
+    RootEntry, words 2:
+    /// R, bits 11:1.
+    word 0, bits 11:1;
+    /// R, bits 127:64.
+    word 1, bits 63:0;
+}
 
 impl RootEntry {
-    /// Present entry pointing at a 4 KiB context table (CTP, bits 63:12).
-    pub fn new(context_table: u64) -> Self {
-        Self { words: [context_table & ADDRESS_MASK | PRESENT, 0] }
+    flag_fields! {
+        /// P, bit 0.
+        present, set_present: word 0, bit 0;
     }
-    pub fn context_table(&self) -> u64 {
-        self.words[0] & ADDRESS_MASK
+    address_fields! {
+        /// CTP, bits 63:12: the bus's context table.
+        context_table, set_context_table: word 0, bits 63:12;
+    }
+
+    /// Present entry pointing at a 4 KiB context table.
+    pub fn new(context_table: u64) -> Self {
+        let mut entry = Self::default();
+        entry.set_context_table(context_table).set_present(true);
+        entry
     }
 }
 
@@ -71,20 +90,49 @@ pub struct ScalableRootEntry {
     pub words: [u64; 2],
 }
 hardware_entry!(ScalableRootEntry, 2);
+reserved_bits! {
+    ScalableRootEntry, words 2:
+    /// R, bits 11:1.
+    word 0, bits 11:1;
+    /// R, bits 75:65.
+    word 1, bits 11:1;
+}
 
 impl ScalableRootEntry {
-    /// LP (bit 0) + LCTP (bits 63:12) and UP (bit 64) + UCTP (bits 127:76).
+    flag_fields! {
+        /// LP, bit 0: the lower context table is present.
+        lower_present, set_lower_present: word 0, bit 0;
+        /// UP, bit 64: the upper context table is present.
+        upper_present, set_upper_present: word 1, bit 0;
+    }
+    address_fields! {
+        /// LCTP, bits 63:12: context table of devfn 0-127.
+        lower_context_table, set_lower_context_table: word 0, bits 63:12;
+        /// UCTP, bits 127:76: context table of devfn 128-255.
+        upper_context_table, set_upper_context_table: word 1, bits 63:12;
+    }
+
+    /// The halves that are given, present.
     pub fn new(lower: Option<u64>, upper: Option<u64>) -> Self {
-        let half = |table: Option<u64>| table.map_or(0, |t| t & ADDRESS_MASK | PRESENT);
-        Self { words: [half(lower), half(upper)] }
+        let mut entry = Self::default();
+        if let Some(table) = lower {
+            entry.set_lower_context_table(table).set_lower_present(true);
+        }
+        if let Some(table) = upper {
+            entry.set_upper_context_table(table).set_upper_present(true);
+        }
+        entry
     }
     /// Which word of the entry serves `devfn`.
     pub fn word_for(devfn: u8) -> usize {
         (devfn >> 7) as usize
     }
     pub fn context_table(&self, devfn: u8) -> Option<u64> {
-        let word = self.words[Self::word_for(devfn)];
-        (word & PRESENT != 0).then_some(word & ADDRESS_MASK)
+        if devfn < 128 {
+            self.lower_present().then_some(self.lower_context_table())
+        } else {
+            self.upper_present().then_some(self.upper_context_table())
+        }
     }
 }
 
@@ -106,31 +154,52 @@ pub struct ContextEntry {
     pub words: [u64; 2],
 }
 hardware_entry!(ContextEntry, 2);
+reserved_bits! {
+    ContextEntry, words 2:
+    /// R, bits 11:4.
+    word 0, bits 11:4;
+    /// R, bit 71 (IGN, bits 70:67, is ignored, not reserved).
+    word 1, bits 7:7;
+    /// R, bits 127:88.
+    word 1, bits 63:24;
+}
 
 impl ContextEntry {
-    /// P=1, TT, SLPTPTR (bits 63:12), AW (bits 66:64), DID (bits 87:72).
+    flag_fields! {
+        /// P, bit 0.
+        present, set_present: word 0, bit 0;
+        /// FPD, bit 1: fault processing disabled.
+        fault_processing_disabled, set_fault_processing_disabled: word 0, bit 1;
+    }
+    numeric_fields! {
+        /// TT, bits 3:2, see [`LegacyTranslationType`].
+        translation_type, set_translation_type: word 0, bits 2, width 2;
+        /// AW, bits 66:64, see [`address_width_code`].
+        address_width, set_address_width: word 1, bits 0, width 3;
+        /// DID, bits 87:72.
+        did, set_did: word 1, bits 8, width 16;
+    }
+    address_fields! {
+        /// SLPTPTR, bits 63:12: the second-level table (ignored for pass-through).
+        second_level_root, set_second_level_root: word 0, bits 63:12;
+    }
+
+    /// P=1, TT, SLPTPTR, AW and DID.
     ///
     /// For pass-through, SLPTPTR is ignored by hardware but AW must still name a supported
     /// width, so callers pass the width they would use for translated domains.
     pub fn new(kind: LegacyTranslationType, second_level_root: u64, levels: u8, did: u16) -> Self {
-        let lo = second_level_root & ADDRESS_MASK | (kind as u64) << 2 | PRESENT;
-        let hi = address_width_code(levels) | (did as u64) << 8;
-        Self { words: [lo, hi] }
-    }
-    pub fn fault_processing_disabled(&self) -> bool {
-        self.words[0] & FPD != 0
-    }
-    pub fn translation_type(&self) -> u64 {
-        self.words[0] >> 2 & 3
-    }
-    pub fn second_level_root(&self) -> u64 {
-        self.words[0] & ADDRESS_MASK
-    }
-    pub fn address_width(&self) -> u64 {
-        self.words[1] & 7
+        let mut entry = Self::default();
+        entry
+            .set_second_level_root(second_level_root)
+            .set_translation_type(kind as u64)
+            .set_address_width(address_width_code(levels))
+            .set_did(did as u64)
+            .set_present(true);
+        entry
     }
     pub fn domain_id(&self) -> u16 {
-        (self.words[1] >> 8) as u16
+        self.did() as u16
     }
 }
 
@@ -141,23 +210,36 @@ pub struct ScalableContextEntry {
     pub words: [u64; 4],
 }
 hardware_entry!(ScalableContextEntry, 4);
-
-/// Bits of scalable context entry word 0.
-pub mod sm_context {
-    /// Device-TLB enable.
-    pub const DTE: u64 = 1 << 2;
-    /// PASID enable: requests-with-PASID are allowed.
-    pub const PASIDE: u64 = 1 << 3;
-    /// Page request enable.
-    pub const PRE: u64 = 1 << 4;
-    /// PASID directory size, bits 11:9: 2^(PDTS + 7) directory entries.
-    pub const PDTS_SHIFT: u32 = 9;
-    /// RID_PASID, word 1 bits 19:0.
-    pub const RID_PASID_MASK: u64 = 0xf_ffff;
+reserved_bits! {
+    ScalableContextEntry, words 4:
+    /// R, bits 127:85.
+    word 1, bits 63:21;
+    /// R, bits 255:128.
+    word 2, bits 63:0;
+    word 3, bits 63:0;
 }
 
 impl ScalableContextEntry {
-    /// P=1, PASID directory pointer (bits 63:12), PDTS, PASIDE, DTE and RID_PASID (bits 83:64).
+    flag_fields! {
+        /// P, bit 0.
+        present, set_present: word 0, bit 0;
+        /// DTE, bit 2: device-TLB enable.
+        device_tlb_enabled, set_device_tlb_enabled: word 0, bit 2;
+        /// PASIDE, bit 3: requests-with-PASID are allowed.
+        pasid_enabled, set_pasid_enabled: word 0, bit 3;
+    }
+    numeric_fields! {
+        /// PDTS, bits 11:9: the PASID directory has 2^(PDTS + 7) entries.
+        pdts, set_pdts: word 0, bits 9, width 3;
+        /// RID_PASID, bits 83:64.
+        rid_pasid_field, set_rid_pasid_field: word 1, bits 0, width 20;
+    }
+    address_fields! {
+        /// PASIDDIRPTR, bits 63:12.
+        pasid_directory, set_pasid_directory: word 0, bits 63:12;
+    }
+
+    /// P=1, PASID directory pointer, PDTS, PASIDE, DTE and RID_PASID.
     pub fn new(
         pasid_directory: u64,
         directory_entries_log2: u32,
@@ -165,30 +247,21 @@ impl ScalableContextEntry {
         pasid_enable: bool,
         device_tlb: bool,
     ) -> Self {
-        let mut lo = pasid_directory & ADDRESS_MASK | PRESENT;
-        lo |= ((directory_entries_log2 - 7) as u64) << sm_context::PDTS_SHIFT;
-        if pasid_enable {
-            lo |= sm_context::PASIDE;
-        }
-        if device_tlb {
-            lo |= sm_context::DTE;
-        }
-        Self { words: [lo, rid_pasid as u64 & sm_context::RID_PASID_MASK, 0, 0] }
-    }
-    pub fn pasid_directory(&self) -> u64 {
-        self.words[0] & ADDRESS_MASK
+        let mut entry = Self::default();
+        entry
+            .set_pasid_directory(pasid_directory)
+            .set_pdts((directory_entries_log2 - 7) as u64)
+            .set_pasid_enabled(pasid_enable)
+            .set_device_tlb_enabled(device_tlb)
+            .set_rid_pasid_field(rid_pasid as u64)
+            .set_present(true);
+        entry
     }
     pub fn directory_entries(&self) -> usize {
-        1 << ((self.words[0] >> sm_context::PDTS_SHIFT & 7) + 7)
+        1 << (self.pdts() + 7)
     }
     pub fn rid_pasid(&self) -> u32 {
-        (self.words[1] & sm_context::RID_PASID_MASK) as u32
-    }
-    pub fn pasid_enabled(&self) -> bool {
-        self.words[0] & sm_context::PASIDE != 0
-    }
-    pub fn device_tlb_enabled(&self) -> bool {
-        self.words[0] & sm_context::DTE != 0
+        self.rid_pasid_field() as u32
     }
 }
 
@@ -199,14 +272,26 @@ pub struct PasidDirectoryEntry {
     pub words: [u64; 1],
 }
 hardware_entry!(PasidDirectoryEntry, 1);
+reserved_bits! {
+    PasidDirectoryEntry, words 1:
+    /// R, bits 11:2.
+    word 0, bits 11:2;
+}
 
 impl PasidDirectoryEntry {
-    /// P=1 and SMPTBLPTR (bits 63:12), a 4 KiB table of 64 PASID entries.
-    pub fn new(pasid_table: u64) -> Self {
-        Self { words: [pasid_table & ADDRESS_MASK | PRESENT] }
+    flag_fields! {
+        /// P, bit 0.
+        present, set_present: word 0, bit 0;
     }
-    pub fn pasid_table(&self) -> u64 {
-        self.words[0] & ADDRESS_MASK
+    address_fields! {
+        /// SMPTBLPTR, bits 63:12: a 4 KiB table of 64 PASID entries.
+        pasid_table, set_pasid_table: word 0, bits 63:12;
+    }
+
+    pub fn new(pasid_table: u64) -> Self {
+        let mut entry = Self::default();
+        entry.set_pasid_table(pasid_table).set_present(true);
+        entry
     }
 }
 
@@ -222,20 +307,6 @@ pub enum PasidTranslationType {
     PassThrough = 0b100,
 }
 
-/// Field positions of the scalable-mode PASID table entry (spec 9.6).
-pub mod pasid_entry {
-    /// Word 0: AW bits 4:2, PGTT bits 8:6, SLPTPTR bits 63:12.
-    pub const AW_SHIFT: u32 = 2;
-    pub const PGTT_SHIFT: u32 = 6;
-    /// Word 1: DID bits 15:0 (entry bits 79:64), PWSNP bit 23 (87), PGSNP bit 24 (88).
-    pub const PWSNP: u64 = 1 << 23;
-    pub const PGSNP: u64 = 1 << 24;
-    /// Word 2: SRE bit 0 (128), ERE bit 1 (129), FLPM bits 3:2 (131:130), FLPTPTR bits 63:12.
-    pub const SRE: u64 = 1 << 0;
-    pub const ERE: u64 = 1 << 1;
-    pub const FLPM_SHIFT: u32 = 2;
-}
-
 /// Scalable-mode PASID table entry (spec 9.6), 512 bits.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,18 +314,56 @@ pub struct PasidEntry {
     pub words: [u64; 8],
 }
 hardware_entry!(PasidEntry, 8);
+reserved_bits! {
+    PasidEntry, words 8:
+    /// R, bits 11:10.
+    word 0, bits 11:10;
+    /// R, bits 511:256.
+    word 4, bits 63:0;
+    word 5, bits 63:0;
+    word 6, bits 63:0;
+    word 7, bits 63:0;
+}
 
 impl PasidEntry {
+    flag_fields! {
+        /// P, bit 0.
+        present, set_present: word 0, bit 0;
+        /// PWSNP, bit 87: page walks snoop CPU caches (valid with ECAP.SMPWCS).
+        page_walk_snoop, set_page_walk_snoop: word 1, bit 23;
+        /// PGSNP, bit 88: page snoop.
+        page_snoop, set_page_snoop: word 1, bit 24;
+        /// SRE, bit 128: supervisor requests allowed.
+        supervisor_requests, set_supervisor_requests: word 2, bit 0;
+        /// ERE, bit 129: execute requests allowed.
+        execute_requests, set_execute_requests: word 2, bit 1;
+    }
+    numeric_fields! {
+        /// AW, bits 4:2, see [`address_width_code`].
+        address_width, set_address_width: word 0, bits 2, width 3;
+        /// PGTT, bits 8:6, see [`PasidTranslationType`].
+        translation_type, set_translation_type: word 0, bits 6, width 3;
+        /// DID, bits 79:64.
+        did, set_did: word 1, bits 0, width 16;
+        /// FLPM, bits 131:130: 0 = 4-level, 1 = 5-level first-level paging.
+        first_level_paging_mode, set_first_level_paging_mode: word 2, bits 2, width 2;
+    }
+    address_fields! {
+        /// SSPTPTR (SLPTPTR), bits 63:12.
+        second_level_root, set_second_level_root: word 0, bits 63:12;
+        /// FSPTPTR (FLPTPTR), bits 191:140.
+        first_level_root, set_first_level_root: word 2, bits 63:12;
+    }
+
     fn with_type(kind: PasidTranslationType, did: u16) -> Self {
-        let mut words = [0; 8];
-        words[0] = PRESENT | (kind as u64) << pasid_entry::PGTT_SHIFT;
-        words[1] = did as u64;
-        Self { words }
+        let mut entry = Self::default();
+        entry.set_translation_type(kind as u64).set_did(did as u64).set_present(true);
+        entry
     }
     /// PGTT=010: DMA walks the second-level table at `root` with `levels` levels.
     pub fn second_level(did: u16, root: u64, levels: u8) -> Self {
         let mut entry = Self::with_type(PasidTranslationType::SecondLevel, did);
-        entry.words[0] |= root & ADDRESS_MASK | address_width_code(levels) << pasid_entry::AW_SHIFT;
+        entry.set_second_level_root(root).set_address_width(address_width_code(levels));
         entry
     }
     /// PGTT=001: DMA walks the IA-32e-format first-level table at `root` (FLPM 0 = 4-level,
@@ -264,55 +373,83 @@ impl PasidEntry {
     pub fn first_level(did: u16, root: u64, five_level: bool) -> Self {
         let mut entry = Self::with_type(PasidTranslationType::FirstLevel, did);
         let levels = if five_level { 5 } else { 4 };
-        entry.words[0] |= address_width_code(levels) << pasid_entry::AW_SHIFT;
-        entry.words[2] = root & ADDRESS_MASK | (five_level as u64) << pasid_entry::FLPM_SHIFT;
+        entry
+            .set_address_width(address_width_code(levels))
+            .set_first_level_root(root)
+            .set_first_level_paging_mode(five_level as u64);
         entry
     }
     /// PGTT=011: first-level table pointers and outputs are guest-physical addresses that are
     /// themselves translated by the second-level table (spec 3.8).
     pub fn nested(did: u16, first_root: u64, five_level: bool, second_root: u64, second_levels: u8) -> Self {
         let mut entry = Self::with_type(PasidTranslationType::Nested, did);
-        entry.words[0] |=
-            second_root & ADDRESS_MASK | address_width_code(second_levels) << pasid_entry::AW_SHIFT;
-        entry.words[2] = first_root & ADDRESS_MASK | (five_level as u64) << pasid_entry::FLPM_SHIFT;
+        entry
+            .set_second_level_root(second_root)
+            .set_address_width(address_width_code(second_levels))
+            .set_first_level_root(first_root)
+            .set_first_level_paging_mode(five_level as u64);
         entry
     }
     /// PGTT=100: DMA passes through untranslated. AW must still name a supported width.
     pub fn pass_through(did: u16, levels: u8) -> Self {
         let mut entry = Self::with_type(PasidTranslationType::PassThrough, did);
-        entry.words[0] |= address_width_code(levels) << pasid_entry::AW_SHIFT;
+        entry.set_address_width(address_width_code(levels));
         entry
     }
     /// PWSNP: page walks through this entry snoop CPU caches (valid with ECAP.SMPWCS).
     pub fn with_page_walk_snoop(mut self) -> Self {
-        self.words[1] |= pasid_entry::PWSNP;
+        self.set_page_walk_snoop(true);
         self
     }
     /// SRE: requests-with-PASID carrying supervisor privilege are allowed (ECAP.SRS).
     pub fn with_supervisor_requests(mut self) -> Self {
-        self.words[2] |= pasid_entry::SRE;
+        self.set_supervisor_requests(true);
         self
     }
-    pub fn translation_type(&self) -> u64 {
-        self.words[0] >> pasid_entry::PGTT_SHIFT & 7
-    }
     pub fn domain_id(&self) -> u16 {
-        self.words[1] as u16
-    }
-    pub fn second_level_root(&self) -> u64 {
-        self.words[0] & ADDRESS_MASK
-    }
-    pub fn first_level_root(&self) -> u64 {
-        self.words[2] & ADDRESS_MASK
-    }
-    pub fn address_width(&self) -> u64 {
-        self.words[0] >> pasid_entry::AW_SHIFT & 7
+        self.did() as u16
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hwio::bits::ReservedBitsSet;
+
+    const WIDEST_ADDRESS: u64 = !0xfff;
+
+    #[test]
+    fn every_field_at_its_widest_leaves_the_reserved_bits_clear() {
+        let root = RootEntry::new(WIDEST_ADDRESS);
+        let scalable_root = ScalableRootEntry::new(Some(WIDEST_ADDRESS), Some(WIDEST_ADDRESS));
+        let mut context = ContextEntry::new(LegacyTranslationType::PassThrough, WIDEST_ADDRESS, 9, 0xffff);
+        context.set_fault_processing_disabled(true).set_translation_type(0b11);
+        let scalable_context = ScalableContextEntry::new(WIDEST_ADDRESS, 14, 0xf_ffff, true, true);
+        let directory = PasidDirectoryEntry::new(WIDEST_ADDRESS);
+        let mut pasid = PasidEntry::nested(0xffff, WIDEST_ADDRESS, true, WIDEST_ADDRESS, 9)
+            .with_page_walk_snoop()
+            .with_supervisor_requests();
+        pasid.set_page_snoop(true).set_execute_requests(true).set_translation_type(0b111).set_first_level_paging_mode(0b11);
+        assert_eq!(root.reserved_bits_set(), None);
+        assert_eq!(scalable_root.reserved_bits_set(), None);
+        assert_eq!(context.reserved_bits_set(), None);
+        assert_eq!(scalable_context.reserved_bits_set(), None);
+        assert_eq!(directory.reserved_bits_set(), None);
+        assert_eq!(pasid.reserved_bits_set(), None);
+    }
+
+    #[test]
+    fn reserved_bits_are_reported_by_word() {
+        let mut context = ContextEntry::new(LegacyTranslationType::Untranslated, 0x1000, 4, 1);
+        context.words[0] |= 1 << 4;
+        assert_eq!(context.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 1 << 4 }));
+        let mut pasid = PasidEntry::pass_through(1, 4);
+        pasid.words[7] = 1 << 63;
+        assert_eq!(pasid.reserved_bits_set(), Some(ReservedBitsSet { word: 7, bits: 1 << 63 }));
+        let mut root = RootEntry::new(0x1000);
+        root.words[1] = 1;
+        assert_eq!(root.reserved_bits_set(), Some(ReservedBitsSet { word: 1, bits: 1 }));
+    }
 
     #[test]
     fn root_entry_layout() {

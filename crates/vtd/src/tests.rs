@@ -4,13 +4,16 @@
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
+use hwio::bits::ReservedBitsSet;
 use hwio::{DmaAllocator, Registers};
 
 use crate::descriptors::{DeviceTlbRange, Invalidation, DEVICE_TLB_ALL};
+use crate::dma::DmaTable;
 use crate::fault::{AccessKind, FaultKind};
 use crate::irq::ApicMode;
 use crate::model::{qemu, FakeDma, PhysMemory, StepClock, TableFormat, TestPageTable, VtdModel};
 use crate::regs::{self, gcmd};
+use crate::tables::{ContextEntry, LegacyTranslationType};
 use crate::unit::{Mode, Translation, VtdUnit};
 use crate::{RequesterId, VtdError, WaitTarget};
 
@@ -248,6 +251,33 @@ fn legacy_replace_switches_domains_without_stale_translations() {
     rig.unit.attach(DEVICE, 2, Translation::SecondLevel { root: second.root(), levels: 4 }, &mut rig.dma).unwrap();
     assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(second_page));
     assert!(rig.model().invalidations().contains(&Invalidation::ContextDevice { did: 1, source: DEVICE.0, function_mask: 0 }));
+}
+
+#[test]
+fn entries_with_reserved_bits_are_refused_by_the_writer_and_faulted_by_the_unit() {
+    let mut rig = Rig::initialized(qemu::CAP, qemu::ECAP_LEGACY, Mode::Legacy);
+    let (table, page) = rig.second_level_mapping(0x4000, true);
+    rig.unit.attach(DEVICE, 1, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Ok(page));
+
+    // The writer refuses a context entry with R (bit 71) set and leaves the slot untouched.
+    let mut wrong = ContextEntry::new(LegacyTranslationType::Untranslated, table.root(), 4, 1);
+    wrong.words[1] |= 1 << 7;
+    let scratch = DmaTable::allocate(&mut rig.dma, 4096, true).unwrap();
+    assert_eq!(
+        scratch.publish(&rig.dma, 0, &wrong),
+        Err(VtdError::ReservedBitsSet(ReservedBitsSet { word: 1, bits: 1 << 7 }))
+    );
+    assert_eq!((scratch.read_word(0), scratch.read_word(8)), (0, 0));
+
+    // Written behind the driver's back, the unit faults on it: 0Bh, reserved bits in context entry.
+    let memory = rig.dma.memory();
+    let root = rig.model().read64(regs::RTADDR) & !0xfff;
+    let context_table = memory.read_u64(root + DEVICE.bus() as u64 * 16).unwrap() & !0xfff;
+    let slot = context_table + DEVICE.devfn() as u64 * 16;
+    memory.write_u64(slot + 8, wrong.words[1]).unwrap();
+    rig.unit.invalidate(&[Invalidation::ContextGlobal, Invalidation::IotlbGlobal], &rig.dma).unwrap();
+    assert_eq!(rig.model().translate(DEVICE, None, 0x4000, false), Err(0x0b));
 }
 
 #[test]

@@ -34,6 +34,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
+use hwio::bits::Layout;
 use hwio::Registers;
 
 use crate::cd::ContextDescriptor;
@@ -388,13 +389,13 @@ impl SmmuModel {
                 record_allowed: state.cr2 & cr2::RECINVSID != 0,
             });
         }
-        let base = state.strtab_base & crate::bits::addr_mask(6, 51);
+        let base = state.strtab_base & hwio::bits::addr_mask(6, 51);
         let ste_addr = match cfg.format {
-            StreamTableFormat::Linear => (base & !crate::bits::low_mask(log2size + 6)) + sid as u64 * 64,
+            StreamTableFormat::Linear => (base & !hwio::bits::low_mask(log2size + 6)) + sid as u64 * 64,
             StreamTableFormat::TwoLevel => {
                 // Like QEMU, the L1 base is aligned down to the L1 table size.
                 let l1_size_log2 = (log2size.saturating_sub(cfg.split) + 3).max(6);
-                let l1_addr = (base & !crate::bits::low_mask(l1_size_log2)) + (sid >> cfg.split) as u64 * 8;
+                let l1_addr = (base & !hwio::bits::low_mask(l1_size_log2)) + (sid >> cfg.split) as u64 * 8;
                 let Some(word) = memory.read_u64(l1_addr) else {
                     return Err(fetch_fault(EventType::SteFetch, l1_addr));
                 };
@@ -402,7 +403,7 @@ impl SmmuModel {
                 if desc.span() == 0 {
                     return Err(config_fault(EventType::BadStreamId));
                 }
-                let l2_index = sid as u64 & crate::bits::low_mask(cfg.split);
+                let l2_index = sid as u64 & hwio::bits::low_mask(cfg.split);
                 if l2_index >> (desc.span() - 1) != 0 {
                     return Err(config_fault(EventType::BadSte));
                 }
@@ -413,8 +414,9 @@ impl SmmuModel {
         for (i, word) in ste.words.iter_mut().enumerate() {
             *word = memory.read_u64(ste_addr + 8 * i as u64).ok_or(fetch_fault(EventType::SteFetch, ste_addr))?;
         }
+        // A valid STE with a RES0 field set is ILLEGAL (spec 5.2), like a reserved Config.
         let stream = match ste.config() {
-            Some(config) if ste.valid() => config,
+            Some(config) if ste.valid() && ste.reserved_bits_set().is_none() => config,
             _ => return Err(config_fault(EventType::BadSte)),
         };
         if matches!(stream, StreamConfig::Abort | StreamConfig::Bypass) {
@@ -571,7 +573,7 @@ impl SmmuModel {
                 if cmd.ssec() {
                     return Err(CommandErrorCode::Illegal);
                 }
-                let mask = crate::bits::low_mask(cmd.range() as u32 + 1);
+                let mask = hwio::bits::low_mask(cmd.range() as u32 + 1);
                 let first = cmd.stream_id() & !mask;
                 let outside = |sid: &u32| (*sid as u64) < first || (*sid as u64) > first + mask;
                 state.stes.retain(|sid, _| outside(sid));

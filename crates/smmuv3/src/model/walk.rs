@@ -147,7 +147,7 @@ pub(crate) fn walk(
         let shift = g + (3 - level) * stride;
         // The root level may resolve more than `stride` bits: concatenated stage-2 tables.
         let bits = if level == cfg.start_level { cfg.input_bits - shift } else { stride };
-        let index = (addr >> shift) & crate::bits::low_mask(bits);
+        let index = (addr >> shift) & hwio::bits::low_mask(bits);
         let region = 1u64 << shift;
         let input_base = addr & !(region - 1);
         let cached = cache.as_ref().and_then(|cache| cache.get(level, g, input_base));
@@ -165,7 +165,7 @@ pub(crate) fn walk(
         if desc & 1 == 0 || (level == 3 && desc & 2 == 0) {
             return Err(fault(EventType::Translation));
         }
-        let next_or_output = desc & crate::bits::addr_mask(g, 47);
+        let next_or_output = desc & hwio::bits::addr_mask(g, 47);
         if next_or_output >> cfg.output_bits != 0 {
             return Err(fault(EventType::AddressSize));
         }

@@ -14,7 +14,7 @@ use crate::event::EventType;
 use crate::model::{Aborted, FakeMemory, ModelConfig, ModelDma, SmmuModel};
 use crate::regs::{offset, queue_base_addr, queue_base_log2size, Granule};
 use crate::smmu::{Env, SmmuOptions, TlbScope};
-use crate::{Stage1Config, Stage2Config, StreamConfig};
+use crate::{SmmuError, Stage1Config, Stage2Config, StreamConfig};
 
 const SID: u32 = 0x0008;
 const OTHER_SID: u32 = 0x0010;
@@ -64,6 +64,33 @@ fn cfgi_cd_leaves_the_cached_ste() {
     smmu.execute(&mut env, &[Command::cfgi_ste(SID, false)]).unwrap();
     assert!(rig.memory.write_u64(DATA, 0));
     assert_eq!(dma_lands(rig.model(), &rig.memory, SID, IOVA, DATA), Err(Aborted { event: None }));
+    assert_eq!(rig.memory.read_bytes(DATA, 8).unwrap(), [0; 8]);
+}
+
+#[test]
+fn an_ste_with_a_reserved_bit_set_is_refused_by_the_driver_and_illegal_to_the_smmu() {
+    let mut rig = Rig::new();
+    let (_tables, root) = stage1_tables(&rig, TABLES_BASE, DATA);
+    let (smmu, mut env) = rig.parts();
+    let asid = smmu.alloc_asid().unwrap();
+    smmu.attach_stage1(&mut env, SID, &Stage1Config::new(asid, root, 25, Granule::Size4K)).unwrap();
+    assert_eq!(dma_lands(rig.model(), &rig.memory, SID, IOVA, DATA), Ok(vec![0x5a; 16]));
+
+    // The driver's writer refuses the entry and leaves the live one alone.
+    let mut wrong = rig.smmu.ste(SID).unwrap();
+    wrong.words[0] |= 1 << 52;
+    let (smmu, mut env) = rig.parts();
+    assert_eq!(smmu.install_ste(&mut env, SID, wrong, None), Err(SmmuError::InvalidConfig("STE with RES0 bits set")));
+    assert_eq!(dma_lands(rig.model(), &rig.memory, SID, IOVA, DATA), Ok(vec![0x5a; 16]));
+
+    // Written behind the driver's back, the SMMU finds it ILLEGAL: C_BAD_STE, nothing moves.
+    let slot = ste_slot(&rig.memory, rig.model(), SID);
+    assert!(rig.memory.write_u64(slot, wrong.words[0]));
+    let (smmu, mut env) = rig.parts();
+    smmu.execute(&mut env, &[Command::cfgi_ste(SID, false)]).unwrap();
+    assert!(rig.memory.write_u64(DATA, 0));
+    let aborted = dma_lands(rig.model(), &rig.memory, SID, IOVA, DATA).unwrap_err();
+    assert_eq!(aborted.event.map(|event| event.event_type()), Some(EventType::BadSte));
     assert_eq!(rig.memory.read_bytes(DATA, 8).unwrap(), [0; 8]);
 }
 

@@ -38,7 +38,9 @@
 //! Fault codes follow QEMU 10 (see [`crate::fault::fault_reason_name`]): 01h/02h for root and
 //! context not present in both modes, 05h/06h for second-level permission faults, 51h/59h for
 //! PASID directory/table entries not present, 5Bh for an invalid PASID entry (including a
-//! PGTT the unit does not support, e.g. nested on QEMU), 71h/81h/85h for first-level faults.
+//! PGTT the unit does not support, e.g. nested on QEMU), 71h/81h/85h for first-level faults,
+//! 0Ah/0Bh for reserved bits (as [`crate::tables`] declares them) set in a legacy root or
+//! context entry.
 //! Two model decisions where the spec leaves detail to hardware: a request with PASID in
 //! legacy mode, or to a context entry with PASIDE clear, is blocked with reason 0 and not
 //! recorded; a table pointer outside memory reports the "cannot access" code of its level.
@@ -51,6 +53,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+use hwio::bits::Layout;
 use hwio::Registers;
 
 pub use memory::{FakeDma, FlushObserver, PhysMemory, StepClock, POISON};
@@ -58,6 +61,7 @@ pub use page_tables::{TableFormat, TestPageTable};
 
 use crate::descriptors::Invalidation;
 use crate::regs::{self, Capability, ExtendedCapability};
+use crate::tables::{ContextEntry, RootEntry};
 use crate::RequesterId;
 
 /// CAP/ECAP values of QEMU 10.0.2's intel-iommu in the configurations the project uses.
@@ -968,11 +972,17 @@ impl ModelState {
             if root_low & 1 == 0 {
                 return Err((0x01, false));
             }
+            if (RootEntry { words: [root_low, root_high] }).reserved_bits_set().is_some() {
+                return Err((0x0a, false));
+            }
             let entry = (root_low & ADDRESS_MASK) + devfn * 16;
             let low = memory.read_u64(entry).ok_or((0x09, false))?;
             let high = memory.read_u64(entry + 8).ok_or((0x09, false))?;
             if low & 1 == 0 {
                 return Err((0x02, false));
+            }
+            if (ContextEntry { words: [low, high] }).reserved_bits_set().is_some() {
+                return Err((0x0b, false));
             }
             let fault_processing_disabled = low >> 1 & 1 != 0;
             let levels = (high & 7) as u8 + 2;

@@ -1,0 +1,90 @@
+//! Bring-up ([`VtdUnit::init`]).
+//!
+//! Anything firmware left enabled (TE, IRE, QIE) is turned off, protected memory regions are
+//! disabled (PMEN), an empty root table is installed (RTADDR + SRTP, TTM selecting legacy or
+//! scalable mode), queued invalidation is enabled when ECAP.QI (register-based otherwise), all
+//! caches are invalidated globally, stale fault records are cleared, and only then is
+//! translation enabled. The root table is empty at that point, so every requester id faults
+//! ("root entry not present"): default deny, every device blocked until attached.
+
+use alloc::vec::Vec;
+
+use hwio::{Clock, DmaAllocator, Registers};
+
+use super::hardware::InvalidationEngine;
+use super::{Mode, VtdUnit, PAGE};
+use crate::descriptors::Invalidation;
+use crate::dma::DmaTable;
+use crate::invalidate::{QueuedInvalidator, RegisterInvalidator};
+use crate::regs::{self, gcmd, pmen, rtaddr};
+use crate::{wait_for, VtdError, WaitTarget};
+
+impl<R: Registers, C: Clock> VtdUnit<R, C> {
+    /// Brings the unit up with translation enabled and every requester blocked (module docs).
+    /// Not retried: after an error the tables allocated so far stay with this object, and the
+    /// caller reports the unit as failed.
+    pub fn init<A: DmaAllocator>(&mut self, mode: Mode, alloc: &mut A) -> Result<(), VtdError> {
+        if self.mode.is_some() {
+            return Err(VtdError::InvalidArgument("unit already initialized"));
+        }
+        if mode == Mode::Scalable && !self.hw.ecap.scalable_mode() {
+            return Err(VtdError::Unsupported("scalable mode needs ECAP.SMTS"));
+        }
+        if mode == Mode::Scalable && !self.hw.ecap.queued_invalidation() {
+            return Err(VtdError::Unsupported("scalable mode needs queued invalidation"));
+        }
+
+        // Quiesce what firmware may have left on, translation first so DMA stops being
+        // translated by tables we are about to replace.
+        let status = self.hw.regs.read32(regs::GSTS);
+        for bit in [gcmd::TE, gcmd::IRE, gcmd::QIE] {
+            if status & bit != 0 {
+                self.hw.set_enable(bit, false)?;
+            }
+        }
+
+        // Protected memory regions would exempt memory from remapping (spec 11.4.13).
+        if self.hw.cap.protected_low_region() || self.hw.cap.protected_high_region() {
+            self.hw.regs.write32(regs::PMEN, 0);
+            let registers = &self.hw.regs;
+            wait_for(&self.hw.clock, self.hw.timeout_ns, WaitTarget::ProtectedMemory, || {
+                registers.read32(regs::PMEN) & pmen::PRS == 0
+            })?;
+        }
+
+        let root = DmaTable::allocate(alloc, PAGE, self.hw.coherent())?;
+        let mode_bits = match mode {
+            Mode::Legacy => rtaddr::TTM_LEGACY,
+            Mode::Scalable => rtaddr::TTM_SCALABLE,
+        };
+        self.hw.regs.write64(regs::RTADDR, root.phys() | mode_bits);
+        self.root = Some(root);
+        self.hw.flush_write_buffer()?;
+        self.hw.one_shot(gcmd::SRTP)?;
+
+        if self.hw.ecap.queued_invalidation() {
+            let mut queue = QueuedInvalidator::new(alloc, mode == Mode::Scalable, self.hw.coherent())?;
+            queue.program(&self.hw.regs);
+            self.hw.invalidator = Some(InvalidationEngine::Queued(queue));
+            self.hw.set_enable(gcmd::QIE, true)?;
+        } else {
+            self.hw.invalidator = Some(InvalidationEngine::Register(RegisterInvalidator::new(
+                self.hw.ecap.iotlb_register_offset(),
+                self.hw.cap.read_draining(),
+                self.hw.cap.write_draining(),
+            )));
+        }
+
+        let mut batch = Vec::from([Invalidation::ContextGlobal]);
+        if mode == Mode::Scalable {
+            batch.push(Invalidation::PasidCacheGlobal);
+        }
+        batch.push(Invalidation::IotlbGlobal);
+        self.hw.invalidate(alloc, &batch)?;
+
+        self.drain_faults();
+        self.hw.set_enable(gcmd::TE, true)?;
+        self.mode = Some(mode);
+        Ok(())
+    }
+}

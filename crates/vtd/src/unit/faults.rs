@@ -1,0 +1,52 @@
+//! Fault recording (spec 7.2.1): draining the fault recording registers and the fault event
+//! interrupt.
+
+use alloc::vec::Vec;
+
+use hwio::{Clock, Registers};
+
+use super::VtdUnit;
+use crate::fault::{record, DecodedFault, FaultReport};
+use crate::regs::{self, event_control, fsts};
+
+impl<R: Registers, C: Clock> VtdUnit<R, C> {
+    /// Programs the fault event MSI (FEDATA, FEADDR, FEUADDR) and unmasks it (FECTL.IM=0).
+    pub fn enable_fault_interrupts(&mut self, msi_address: u64, msi_data: u32) {
+        self.hw.regs.write32(regs::FEDATA, msi_data);
+        self.hw.regs.write32(regs::FEADDR, msi_address as u32);
+        self.hw.regs.write32(regs::FEUADDR, (msi_address >> 32) as u32);
+        self.hw.regs.write32(regs::FECTL, 0);
+    }
+
+    /// Masks the fault event interrupt (FECTL.IM=1); faults are still recorded.
+    pub fn mask_fault_interrupts(&mut self) {
+        self.hw.regs.write32(regs::FECTL, event_control::IM);
+    }
+
+    /// Reads, decodes and clears every pending fault record (F bits), starting at FSTS.FRI,
+    /// and clears FSTS.PFO.
+    pub fn drain_faults(&mut self) -> FaultReport {
+        let registers = &self.hw.regs;
+        let cap = self.hw.cap;
+        let status = registers.read32(regs::FSTS);
+        let mut report = FaultReport { faults: Vec::new(), overflowed: status & fsts::PFO != 0 };
+        if status & fsts::PPF != 0 {
+            let count = cap.fault_record_count();
+            let first = (status >> fsts::FRI_SHIFT & 0xff) as usize % count;
+            for step in 0..count {
+                let offset = cap.fault_recording_offset() + (first + step) % count * regs::FAULT_RECORD_SIZE;
+                // F lives in the high word: read it first, then the address.
+                let high = registers.read64(offset + 8);
+                let Some(fault) = DecodedFault::decode(registers.read64(offset), high) else {
+                    break;
+                };
+                report.faults.push(fault);
+                registers.write32(offset + record::F_DWORD, 1 << 31);
+            }
+        }
+        if report.overflowed {
+            registers.write32(regs::FSTS, fsts::PFO);
+        }
+        report
+    }
+}
