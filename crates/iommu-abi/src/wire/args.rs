@@ -56,7 +56,7 @@ pub(super) trait Arg {
 #[derive(Clone, Copy)]
 pub(super) struct Word(pub usize);
 
-/// A handle in the low half of a word, which needs `rights`.
+/// A handle in the low half of word `.0`, which needs the rights `.1`.
 #[derive(Clone, Copy)]
 pub(super) struct HandleWord(pub usize, pub Rights);
 

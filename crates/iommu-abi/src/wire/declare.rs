@@ -121,7 +121,7 @@ macro_rules! operations {
         /// A decoded request: one variant per operation, its fields as the table declares.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Request {
-            $( $(#[doc = $doc])* $variant $({ $( #[allow(missing_docs)] $field: $type ),* })?, )*
+            $( $(#[doc = $doc])* $variant $({ $( $field: $type ),* })?, )*
         }
 
         impl Request {

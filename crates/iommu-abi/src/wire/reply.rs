@@ -2,10 +2,12 @@
 //! operation its shape). Decoding checks every word the shape leaves unused is zero, so a
 //! reply can be trusted no further than its layout allows.
 
-use super::{check_unused, FaultBatch, Message, RangeList, DIRTY_BITMAP_WORDS, FAULTS_PER_MESSAGE, MESSAGE_WORDS, PASID_MAX, RANGES_PER_MESSAGE};
+use super::{
+    check_unused, FaultBatch, Message, Opcode, RangeList, DIRTY_BITMAP_WORDS, FAULTS_PER_MESSAGE, MESSAGE_WORDS, PASID_MAX,
+    RANGES_PER_MESSAGE,
+};
 use crate::error::Error;
 use crate::types::{Access, DeviceInfo, FaultReason, FaultRecord, Handle, IovaRange, UnitCaps, UnitKind};
-use super::Opcode;
 
 /// Layout of a success reply, chosen by the opcode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
