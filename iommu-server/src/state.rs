@@ -2,7 +2,7 @@
 //!
 //! * The main thread receives requests and dispatches them (`serve`).
 //! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (drain
-//!   the fault records or event queue, route each to `Server::deliver_fault`), on arm the
+//!   the fault records or event queue, route each to `ObjectModel::deliver_fault`), on arm the
 //!   SMMU's global-error interrupt, and the end of a client process (tear the client down).
 //!
 //! The platform part of bring-up (firmware, PCI, units) is `vtd_platform` below on x86 and
@@ -15,7 +15,7 @@
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
 use iommu_abi::Access;
-use iommu_core::{ClientId, FaultDelivery, Server, ServerConfig};
+use iommu_core::{ClientId, FaultDelivery, ObjectModel, ServerConfig};
 use kernel_abi::{ObjectType, Rights, Syscall};
 use userlib::{println, syscall};
 
@@ -30,7 +30,7 @@ pub type Backend = crate::vtd_backend::VtdBackend;
 #[cfg(target_arch = "aarch64")]
 pub use crate::arm::Backend;
 
-pub type IommuServer = Server<Backend, KernelMemory>;
+pub type IommuServer = ObjectModel<Backend, KernelMemory>;
 
 /// What the platform's bring-up hands the common part: the backend with its units up (every
 /// device blocked, fault interrupts bound to `EVENTS`), and the enumerated PCI functions.
@@ -162,7 +162,7 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
             }
         }
     }
-    let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, ..ServerConfig::default() });
+    let server = ObjectModel::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, ..ServerConfig::default() });
     let receive_slots: Vec<u64> = (slots::RECEIVE_BASE..slots::RECEIVE_BASE + slots::RECEIVE_SLOTS).rev().collect();
     let mut state = State {
         server,

@@ -1,5 +1,5 @@
 //! The server side of the IPC protocol: the handler of each operation the protocol declares
-//! (`iommu_abi::wire::Handler`), run against the [`Server`] for one client; decoding and
+//! (`iommu_abi::wire::Handler`), run against the [`ObjectModel`] for one client; decoding and
 //! encoding follow from the declarations (`iommu_abi::wire::serve`). The server's main loop is
 //! then
 //!
@@ -16,7 +16,7 @@ use iommu_abi::{DeviceInfo, Error, Handle, PageResponseCode, Perm, Rights, Stage
 
 use crate::backend::{AddressSpace, IommuBackend, RequesterId, UnitId};
 use crate::memory::MemorySource;
-use crate::server::{DeviceGrant, HwptAllocOptions, Server};
+use crate::model::{DeviceGrant, HwptAllocOptions, ObjectModel};
 use crate::ClientId;
 
 /// Turns transferred capabilities into kernel-verified values.
@@ -37,7 +37,7 @@ pub trait CapabilityVerifier {
 /// Handle one request from `client`; returns the reply message (replies never carry a
 /// capability).
 pub fn dispatch<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
-    server: &mut Server<B, M>,
+    server: &mut ObjectModel<B, M>,
     verifier: &mut V,
     client: ClientId,
     msg: &Message,
@@ -48,7 +48,7 @@ pub fn dispatch<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
 
 /// One request of `client`, with what its handlers need.
 struct Call<'a, B: IommuBackend, M: MemorySource, V: CapabilityVerifier> {
-    server: &'a mut Server<B, M>,
+    server: &'a mut ObjectModel<B, M>,
     verifier: &'a mut V,
     client: ClientId,
 }

@@ -197,7 +197,7 @@ fn pinned_runs(pages: &[(MemoryObjectId, u64)]) -> Vec<(MemoryObjectId, u64, u64
     runs
 }
 
-fn snapshot(server: &Server<FakeBackend, FakeMemory>) -> Snapshot {
+fn snapshot(server: &ObjectModel<FakeBackend, FakeMemory>) -> Snapshot {
     Snapshot {
         counters: server.counters(),
         usage: [A, B, C].iter().map(|&client| server.usage(client)).collect(),
@@ -223,7 +223,7 @@ enum Gate {
 impl Gate {
     const ALL: [Gate; 4] = [Gate::Budget, Gate::Backend, Gate::Pin, Gate::Identify];
 
-    fn arm(self, server: &mut Server<FakeBackend, FakeMemory>, n: usize) {
+    fn arm(self, server: &mut ObjectModel<FakeBackend, FakeMemory>, n: usize) {
         match self {
             Gate::Budget => injection::fail_nth_charge(Some(n)),
             Gate::Backend => server.backend_mut().fail_nth_call(n),
@@ -232,7 +232,7 @@ impl Gate {
         }
     }
 
-    fn pending(self, server: &Server<FakeBackend, FakeMemory>) -> bool {
+    fn pending(self, server: &ObjectModel<FakeBackend, FakeMemory>) -> bool {
         match self {
             Gate::Budget => injection::armed(),
             Gate::Backend => server.backend().failure_pending(),

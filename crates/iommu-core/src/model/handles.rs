@@ -9,9 +9,9 @@ use crate::memory::MemorySource;
 use crate::objects::{Area, Body, Client, HandleEntry, HandleRef, HwptParent, Object, ObjectId, ObjectKind};
 use crate::ClientId;
 
-use super::Server;
+use super::ObjectModel;
 
-impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Register a client (a driver connection). Returns false if it was already open or its
     /// id is not below `ServerConfig::max_clients`.
     pub fn open_client(&mut self, client: ClientId) -> bool {

@@ -10,7 +10,7 @@ use crate::memory::MemorySource;
 use crate::objects::{Area, Body, Object, ObjectId, ObjectKind, Registration};
 use crate::ClientId;
 
-use super::Server;
+use super::ObjectModel;
 use super::ioas::{check_map_range, check_within_object, ioas_in_mut, map_segments, owned_ioas_in, place, Segment};
 
 #[inline]
@@ -21,7 +21,7 @@ fn registration_in(objects: &SlotTable<ObjectId, Object>, id: ObjectId) -> &Regi
     }
 }
 
-impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Register the memory object `memory` (a capability received from `client`) for
     /// `ioas_map_registered`: the kernel vouches for it once, and its pages stay pinned until
     /// the registration and the last mapping from it are gone.
@@ -61,7 +61,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         let memory = self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?;
         let object_end = check_map_range(perm, offset, length)?;
         self.refresh_summary(ioas);
-        let Server { objects, backend, clients, config, .. } = self;
+        let ObjectModel { objects, backend, clients, config, .. } = self;
         let registration = registration_in(objects, memory);
         check_within_object(object_end, registration.size, registration.writable, perm)?;
         let (owner, target) = owned_ioas_in(objects, ioas);

@@ -9,7 +9,7 @@ use crate::memory::MemorySource;
 use crate::objects::{Attachment, Body, FaultQueue, HwptParent, ObjectId, ObjectKind, PendingRequest, QueuedFault};
 use crate::ClientId;
 
-use super::Server;
+use super::ObjectModel;
 
 /// A fault the hardware reported, as the server's interrupt loop hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct FaultReadout {
     pub overflow: u64,
 }
 
-impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Allocate a fault queue.
     pub fn fault_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
         self.charge_new_object(client, budget::FAULT_QUEUE)?;

@@ -10,7 +10,7 @@ use crate::memory::MemorySource;
 use crate::objects::{Area, Body, Hwpt, HwptParent, ObjectId, ObjectKind};
 use crate::ClientId;
 
-use super::Server;
+use super::ObjectModel;
 use super::ioas::{map_segments, Segment};
 
 /// Largest dirty bitmap one query may produce, in pages (a 2 MiB bitmap).
@@ -27,7 +27,7 @@ pub struct HwptAllocOptions {
     pub fault: Option<Handle>,
 }
 
-impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     pub(super) fn unit_caps(&self, unit: UnitId) -> UnitCaps {
         self.backend.unit_info(unit).map_or(UnitCaps::default(), |info| info.caps)
     }

@@ -13,7 +13,7 @@ use crate::memory::MemorySource;
 use crate::objects::{Area, Attachment, Body, HwptParent, Ioas, Object, IoasSummary, ObjectId, ObjectKind};
 use crate::ClientId;
 
-use super::Server;
+use super::ObjectModel;
 
 /// Page sizes assumed for IOVA alignment while an IOAS has no domain: 4 KiB, 2 MiB, 1 GiB.
 const DEFAULT_PAGE_SIZES: u64 = (1 << 12) | (1 << 21) | (1 << 30);
@@ -216,7 +216,7 @@ pub(super) fn ioas_in_mut(objects: &mut SlotTable<ObjectId, Object>, id: ObjectI
     }
 }
 
-impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Allocate an empty IOAS.
     pub fn ioas_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
         self.charge_new_object(client, budget::IOAS)?;
@@ -265,7 +265,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     /// Remove an area: unmap it from every domain (the backend invalidates), then unpin.
     pub(super) fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
         self.refresh_summary(ioas);
-        let Server { objects, backend, pins, memory, clients, .. } = self;
+        let ObjectModel { objects, backend, pins, memory, clients, .. } = self;
         let (owner, target) = owned_ioas_in_mut(objects, ioas);
         let area = target.areas.remove(&start).expect("area exists");
         for &domain in &target.summary().domains {

@@ -11,7 +11,7 @@ use crate::memory::MemorySource;
 use crate::objects::{Attachment, Body, Device, ObjectId, ObjectKind};
 use crate::ClientId;
 
-use super::Server;
+use super::ObjectModel;
 
 /// A device capability the server has already verified with the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct DeviceGrant {
     pub pasid_bits: u8,
 }
 
-impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Bind a verified device grant: the device starts blocked. Fails if bound already.
     pub fn device_bind(&mut self, client: ClientId, grant: DeviceGrant) -> Result<Handle, Error> {
         self.check_handle_space(client)?;

@@ -1,4 +1,4 @@
-//! The object model's state ([`Server`]: objects, handle tables, pins) and, one file per
+//! The object model's state ([`ObjectModel`]: objects, handle tables, pins) and, one file per
 //! object kind as iommufd has them, every operation on it: `ioas.rs`, `hwpt.rs`, `device.rs`
 //! (with PASIDs), `fault.rs`, `registration.rs` (MEMORY), `handles.rs` (clients, handles,
 //! destruction). This file holds what they share: typed access to the object table and the
@@ -60,7 +60,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// Server-wide counters ([`Server::counters`]).
+/// Server-wide counters ([`ObjectModel::counters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// The sum of every client's [`Usage`].
@@ -81,7 +81,7 @@ pub struct Counters {
 
 /// The IOMMU server's object model: every client's objects and handles, the pin table,
 /// and the hardware and kernel interfaces it drives.
-pub struct Server<B: IommuBackend, M: MemorySource> {
+pub struct ObjectModel<B: IommuBackend, M: MemorySource> {
     backend: B,
     memory: M,
     config: ServerConfig,
@@ -99,10 +99,10 @@ pub struct Server<B: IommuBackend, M: MemorySource> {
     unrouted_faults: u64,
 }
 
-impl<B: IommuBackend, M: MemorySource> Server<B, M> {
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// A server with no clients.
     pub fn new(backend: B, memory: M, config: ServerConfig) -> Self {
-        Server {
+        ObjectModel {
             backend,
             memory,
             config,
