@@ -2,7 +2,7 @@
 //!
 //! * The main thread receives requests and dispatches them (`serve`).
 //! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (each
-//!   unit drained through the object model, `Server::drain_faults`, which says whom to wake),
+//!   unit drained through the object model, `ObjectModel::drain_faults`, which says whom to wake),
 //!   on arm the SMMU's global-error interrupt, and the end of a client process (tear the
 //!   client down).
 //!
@@ -16,7 +16,7 @@
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
 use iommu_abi::{Access, FaultReason};
-use iommu_core::{ClientId, DrainedFault, FaultDelivery, Server, ServerConfig, UnitId};
+use iommu_core::{ClientId, DrainedFault, FaultDelivery, ObjectModel, ServerConfig, UnitId};
 use kernel_abi::{ObjectType, Rights, Syscall};
 use userlib::{println, syscall};
 
@@ -26,7 +26,7 @@ use crate::layout::{self, PAGE};
 use crate::slots;
 use crate::status::{self, StatusPage};
 
-pub type IommuServer = Server<Backend, KernelMemory>;
+pub type IommuServer = ObjectModel<Backend, KernelMemory>;
 
 /// What the platform's bring-up hands the common part: the backend with its units up (every
 /// device blocked, fault interrupts bound to `EVENTS`), and the enumerated PCI functions.
@@ -168,7 +168,7 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
             }
         }
     }
-    let server = Server::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, ..ServerConfig::default() });
+    let server = ObjectModel::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, ..ServerConfig::default() });
     let receive_slots: Vec<u64> = (slots::RECEIVE_BASE..slots::RECEIVE_BASE + slots::RECEIVE_SLOTS).rev().collect();
     let mut state = State {
         server,

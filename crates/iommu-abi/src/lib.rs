@@ -7,7 +7,8 @@
 //!
 //! * [`error`]: the [`Error`] codes, shared with the server's object model.
 //! * [`types`]: handles, rights, permissions, ranges, fault records, unit information.
-//! * [`wire`]: the fixed eight-word message layout, with total, validating decoders.
+//! * [`wire`]: the fixed eight-word message layout and the table declaring every operation
+//!   once, from which the total, validating decoder and the server's handler trait follow.
 //! * [`kernel_ipc`]: how those eight words travel over the kernel's four-word IPC (a shared
 //!   message window per client).
 //!
@@ -21,6 +22,8 @@ pub mod kernel_ipc;
 pub mod types;
 pub mod wire;
 
+#[cfg(test)]
+mod api_doc_tests;
 #[cfg(test)]
 mod tests;
 

@@ -336,3 +336,70 @@ fn malformed_replies_are_detected() {
     msg[2] = 9;
     assert_eq!(Reply::decode(Opcode::GetInfo, &msg), Err(Error::MalformedReply), "unit kind");
 }
+
+#[test]
+fn every_undeclared_opcode_is_refused() {
+    for number in 0..=u16::MAX {
+        let mut msg = [0u64; 8];
+        msg[0] = u64::from(number);
+        match Opcode::ALL.iter().find(|opcode| **opcode as u16 == number) {
+            Some(opcode) => assert_eq!(Opcode::from_u16(number), Ok(*opcode)),
+            None => {
+                assert_eq!(Opcode::from_u16(number), Err(Error::UnknownOpcode), "opcode {number}");
+                for capability in [false, true] {
+                    assert_eq!(Request::decode(&msg, capability), Err(Error::UnknownOpcode), "opcode {number}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn declared_arguments_do_not_overlap() {
+    for opcode in Opcode::ALL {
+        let mut words = 0u8;
+        let mut flags = 0u16;
+        for argument in opcode.arguments().as_slice() {
+            assert_eq!(argument.claim.words & words, 0, "{opcode:?}: {} shares a word", argument.name);
+            assert_eq!(argument.claim.flags & flags, 0, "{opcode:?}: {} shares a flag bit", argument.name);
+            assert_eq!(argument.claim.words & 1, 0, "{opcode:?}: {} claims the header", argument.name);
+            words |= argument.claim.words;
+            flags |= argument.claim.flags;
+        }
+    }
+}
+
+/// The declarations, not a list written in the test, say which words and flag bits are
+/// reserved: each one set alone in a valid request of every operation is refused.
+#[test]
+fn every_word_and_flag_bit_no_argument_claims_is_refused() {
+    let samples = sample_requests();
+    for opcode in Opcode::ALL {
+        let request = samples.iter().find(|r| r.opcode() == opcode).expect("a sample per opcode");
+        let claim = opcode.arguments().claim();
+        let capability = opcode.takes_capability();
+        for word in 1..8 {
+            if claim.words & (1 << word) == 0 {
+                let mut msg = request.encode();
+                msg[word] = 1 << (word * 9);
+                assert_eq!(Request::decode(&msg, capability), Err(Error::ReservedBitsSet), "{opcode:?} word {word}");
+            }
+        }
+        for bit in 0..16 {
+            if claim.flags & (1 << bit) == 0 {
+                let mut msg = request.encode();
+                msg[0] |= 1 << (16 + bit);
+                assert_eq!(Request::decode(&msg, capability), Err(Error::ReservedBitsSet), "{opcode:?} flag bit {bit}");
+            }
+        }
+    }
+}
+
+#[test]
+fn operation_names_are_unique_and_snake_case() {
+    for (index, opcode) in Opcode::ALL.iter().enumerate() {
+        let name = opcode.name();
+        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+        assert!(Opcode::ALL[..index].iter().all(|other| other.name() != name), "{name} twice");
+    }
+}

@@ -1,5 +1,7 @@
-//! The server side of the IPC protocol: decode one request, run it against the
-//! [`Server`], encode the reply. The server's main loop is then
+//! The server side of the IPC protocol: the handler of each operation the protocol declares
+//! (`iommu_abi::wire::Handler`), run against the [`ObjectModel`] for one client; decoding and
+//! encoding follow from the declarations (`iommu_abi::wire::serve`). The server's main loop is
+//! then
 //!
 //! ```text
 //! loop { let (client, msg, cap) = receive(); reply(dispatch(&mut server, &mut kernel, client, &msg, cap)); }
@@ -9,12 +11,12 @@
 //! by a [`CapabilityVerifier`] (the kernel interface), so the object model only ever sees
 //! grants the kernel vouched for. Memory capabilities go to the server's `MemorySource`.
 
-use iommu_abi::wire::{FaultBatch, Message, RangeList, Reply, Request, DIRTY_BITMAP_WORDS, FAULTS_PER_MESSAGE, RANGES_PER_MESSAGE};
-use iommu_abi::Error;
+use iommu_abi::wire::{self, FaultBatch, Handler, IovaChoice, Message, RangeList, DIRTY_BITMAP_WORDS, FAULTS_PER_MESSAGE, RANGES_PER_MESSAGE};
+use iommu_abi::{DeviceInfo, Error, Handle, PageResponseCode, Perm, Rights, Stage1Config};
 
 use crate::backend::{AddressSpace, IommuBackend, RequesterId, UnitId};
 use crate::memory::MemorySource;
-use crate::server::{DeviceGrant, HwptAllocOptions, Server};
+use crate::model::{DeviceGrant, HwptAllocOptions, ObjectModel};
 use crate::ClientId;
 
 /// Turns transferred capabilities into kernel-verified values.
@@ -35,131 +37,154 @@ pub trait CapabilityVerifier {
 /// Handle one request from `client`; returns the reply message (replies never carry a
 /// capability).
 pub fn dispatch<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
-    server: &mut Server<B, M>,
+    server: &mut ObjectModel<B, M>,
     verifier: &mut V,
     client: ClientId,
     msg: &Message,
     cap: Option<u64>,
 ) -> Message {
-    execute(server, verifier, client, msg, cap).unwrap_or_else(Reply::encode_error)
+    wire::serve(&mut Call { server, verifier, client }, msg, cap)
 }
 
-fn execute<B: IommuBackend, M: MemorySource, V: CapabilityVerifier>(
-    server: &mut Server<B, M>,
-    verifier: &mut V,
+/// One request of `client`, with what its handlers need.
+struct Call<'a, B: IommuBackend, M: MemorySource, V: CapabilityVerifier> {
+    server: &'a mut ObjectModel<B, M>,
+    verifier: &'a mut V,
     client: ClientId,
-    msg: &Message,
-    cap: Option<u64>,
-) -> Result<Message, Error> {
-    let request = Request::decode(msg, cap.is_some())?;
-    // `decode` guarantees a capability is present exactly for the opcodes that take one.
-    let cap = cap.unwrap_or(0);
-    let reply = match request {
-        Request::IoasAlloc => Reply::Handle(server.ioas_alloc(client)?),
-        Request::IoasMap { ioas, iova, perm, offset, length } => {
-            Reply::Iova(server.ioas_map(client, ioas, cap, offset, length, iova, perm)?)
-        }
-        Request::MemoryRegister => Reply::Handle(server.memory_register(client, cap)?),
-        Request::IoasMapRegistered { ioas, memory, iova, perm, offset, length } => {
-            Reply::Iova(server.ioas_map_registered(client, ioas, memory, offset, length, iova, perm)?)
-        }
-        Request::IoasUnmap { ioas, iova, length } => Reply::Length(server.ioas_unmap(client, ioas, iova, length)?),
-        Request::IoasUnmapAll { ioas } => Reply::Length(server.ioas_unmap_all(client, ioas)?),
-        Request::IoasCopy { dst, dst_iova, src, src_iova, length, perm } => {
-            Reply::Iova(server.ioas_copy(client, dst, dst_iova, src, src_iova, length, perm)?)
-        }
-        Request::IoasIovaRanges { ioas, first } => {
-            let ranges = server.ioas_iova_ranges(client, ioas)?;
-            let total = u32::try_from(ranges.len()).map_err(|_| Error::NoResources)?;
-            let page: &[_] = ranges.get(first as usize..).unwrap_or(&[]);
-            let page = &page[..page.len().min(RANGES_PER_MESSAGE)];
-            Reply::IovaRanges { total, ranges: RangeList::new(page)? }
-        }
-        Request::IoasAllowIovas { ioas, ranges } => {
-            server.ioas_allow_iovas(client, ioas, ranges.as_slice())?;
-            Reply::Empty
-        }
-        Request::HwptAlloc { device, ioas, fault, nest_parent, dirty_tracking } => {
-            let options = HwptAllocOptions { nest_parent, dirty_tracking, fault };
-            Reply::Handle(server.hwpt_alloc(client, device, ioas, options)?)
-        }
-        Request::HwptAllocNested { device, parent, fault, stage1 } => {
-            Reply::Handle(server.hwpt_alloc_nested(client, device, parent, stage1, fault)?)
-        }
-        Request::DeviceBind => {
-            let grant = verifier.device_grant(client, cap)?;
-            Reply::Handle(server.device_bind(client, grant)?)
-        }
-        Request::DeviceAttach { device, hwpt, pasid } => {
-            server.device_attach(client, device, hwpt, pasid)?;
-            Reply::Empty
-        }
-        Request::DeviceReplace { device, hwpt, pasid } => {
-            server.device_replace(client, device, hwpt, pasid)?;
-            Reply::Empty
-        }
-        Request::DeviceDetach { device, pasid } => {
-            server.device_detach(client, device, pasid)?;
-            Reply::Empty
-        }
-        Request::PasidAlloc => Reply::Pasid(server.pasid_alloc(client)?),
-        Request::PasidFree { pasid } => {
-            server.pasid_free(client, pasid)?;
-            Reply::Empty
-        }
-        Request::SvaBind { device, pasid, fault } => {
-            let address_space = verifier.address_space(client, cap)?;
-            server.sva_bind(client, device, pasid, address_space, fault)?;
-            Reply::Empty
-        }
-        Request::SvaUnbind { device, pasid } => {
-            server.sva_unbind(client, device, pasid)?;
-            Reply::Empty
-        }
-        Request::FaultAlloc => Reply::Handle(server.fault_alloc(client)?),
-        Request::FaultRead { fault } => {
-            let readout = server.fault_read(client, fault, FAULTS_PER_MESSAGE)?;
-            let overflow = u32::try_from(readout.overflow).unwrap_or(u32::MAX);
-            let batch = FaultBatch::new(overflow, &readout.records).expect("read at most FAULTS_PER_MESSAGE records");
-            Reply::Faults(batch)
-        }
-        Request::FaultRespond { fault, cookie, code } => {
-            server.fault_respond(client, fault, cookie, code)?;
-            Reply::Empty
-        }
-        Request::HwptSetDirtyTracking { hwpt, enable } => {
-            server.hwpt_set_dirty_tracking(client, hwpt, enable)?;
-            Reply::Empty
-        }
-        Request::HwptGetDirtyBitmap { target, iova, length, page_size } => {
-            let bitmap = server.get_dirty_bitmap(client, target, iova, length, page_size)?;
-            let mut words = [0u64; DIRTY_BITMAP_WORDS];
-            // `decode` bounded the page count by the reply's capacity.
-            words[..bitmap.len()].copy_from_slice(&bitmap);
-            Reply::DirtyBitmap(words)
-        }
-        Request::HandleDerive { handle, rights, recipient } => {
-            Reply::Handle(server.handle_derive(client, handle, rights, ClientId(recipient))?)
-        }
-        Request::HandleAccept { from, accept } => {
-            server.handle_accept(client, ClientId(from), accept)?;
-            Reply::Empty
-        }
-        Request::HandleRevoke { handle } => {
-            server.handle_revoke(client, handle)?;
-            Reply::Empty
-        }
-        Request::Destroy { handle } => {
-            server.destroy(client, handle)?;
-            Reply::Empty
-        }
-        Request::GetInfo { device } => Reply::Info(server.get_info(client, device)?),
-        Request::MsiAlloc { device, count, first_slot } => {
-            let (unit, rid) = server.device_interrupt_source(client, device)?;
-            verifier.msi_alloc(server.backend_mut(), client, unit, rid, count, first_slot)?;
-            Reply::Empty
-        }
-    };
-    // Encoded here, where the reply's variant is known, rather than moved out as a `Reply`.
-    Ok(reply.encode())
+}
+
+impl<B: IommuBackend, M: MemorySource, V: CapabilityVerifier> Handler for Call<'_, B, M, V> {
+    fn ioas_alloc(&mut self) -> Result<Handle, Error> {
+        self.server.ioas_alloc(self.client)
+    }
+
+    fn ioas_map(&mut self, ioas: Handle, iova: IovaChoice, offset: u64, length: u64, perm: Perm, memory: u64) -> Result<u64, Error> {
+        self.server.ioas_map(self.client, ioas, memory, offset, length, iova, perm)
+    }
+
+    fn ioas_unmap(&mut self, ioas: Handle, iova: u64, length: u64) -> Result<u64, Error> {
+        self.server.ioas_unmap(self.client, ioas, iova, length)
+    }
+
+    fn ioas_unmap_all(&mut self, ioas: Handle) -> Result<u64, Error> {
+        self.server.ioas_unmap_all(self.client, ioas)
+    }
+
+    fn ioas_copy(&mut self, dst: Handle, src: Handle, dst_iova: IovaChoice, src_iova: u64, length: u64, perm: Perm) -> Result<u64, Error> {
+        self.server.ioas_copy(self.client, dst, dst_iova, src, src_iova, length, perm)
+    }
+
+    fn ioas_iova_ranges(&mut self, ioas: Handle, first: u32) -> Result<(u32, RangeList), Error> {
+        let ranges = self.server.ioas_iova_ranges(self.client, ioas)?;
+        let total = u32::try_from(ranges.len()).map_err(|_| Error::NoResources)?;
+        let page: &[_] = ranges.get(first as usize..).unwrap_or(&[]);
+        let page = &page[..page.len().min(RANGES_PER_MESSAGE)];
+        Ok((total, RangeList::new(page)?))
+    }
+
+    fn ioas_allow_iovas(&mut self, ioas: Handle, ranges: RangeList) -> Result<(), Error> {
+        self.server.ioas_allow_iovas(self.client, ioas, ranges.as_slice())
+    }
+
+    fn hwpt_alloc(&mut self, device: Handle, ioas: Handle, fault: Option<Handle>, nest_parent: bool, dirty_tracking: bool) -> Result<Handle, Error> {
+        let options = HwptAllocOptions { nest_parent, dirty_tracking, fault };
+        self.server.hwpt_alloc(self.client, device, ioas, options)
+    }
+
+    fn hwpt_alloc_nested(&mut self, device: Handle, parent: Handle, fault: Option<Handle>, stage1: Stage1Config) -> Result<Handle, Error> {
+        self.server.hwpt_alloc_nested(self.client, device, parent, stage1, fault)
+    }
+
+    fn device_bind(&mut self, device: u64) -> Result<Handle, Error> {
+        let grant = self.verifier.device_grant(self.client, device)?;
+        self.server.device_bind(self.client, grant)
+    }
+
+    fn device_attach(&mut self, device: Handle, hwpt: Handle, pasid: Option<u32>) -> Result<(), Error> {
+        self.server.device_attach(self.client, device, hwpt, pasid)
+    }
+
+    fn device_replace(&mut self, device: Handle, hwpt: Handle, pasid: Option<u32>) -> Result<(), Error> {
+        self.server.device_replace(self.client, device, hwpt, pasid)
+    }
+
+    fn device_detach(&mut self, device: Handle, pasid: Option<u32>) -> Result<(), Error> {
+        self.server.device_detach(self.client, device, pasid)
+    }
+
+    fn pasid_alloc(&mut self) -> Result<u32, Error> {
+        self.server.pasid_alloc(self.client)
+    }
+
+    fn pasid_free(&mut self, pasid: u32) -> Result<(), Error> {
+        self.server.pasid_free(self.client, pasid)
+    }
+
+    fn sva_bind(&mut self, device: Handle, pasid: u32, fault: Option<Handle>, address_space: u64) -> Result<(), Error> {
+        let address_space = self.verifier.address_space(self.client, address_space)?;
+        self.server.sva_bind(self.client, device, pasid, address_space, fault)
+    }
+
+    fn sva_unbind(&mut self, device: Handle, pasid: u32) -> Result<(), Error> {
+        self.server.sva_unbind(self.client, device, pasid)
+    }
+
+    fn fault_alloc(&mut self) -> Result<Handle, Error> {
+        self.server.fault_alloc(self.client)
+    }
+
+    fn fault_read(&mut self, fault: Handle) -> Result<FaultBatch, Error> {
+        let readout = self.server.fault_read(self.client, fault, FAULTS_PER_MESSAGE)?;
+        let overflow = u32::try_from(readout.overflow).unwrap_or(u32::MAX);
+        Ok(FaultBatch::new(overflow, &readout.records).expect("read at most FAULTS_PER_MESSAGE records"))
+    }
+
+    fn fault_respond(&mut self, fault: Handle, cookie: u32, code: PageResponseCode) -> Result<(), Error> {
+        self.server.fault_respond(self.client, fault, cookie, code)
+    }
+
+    fn hwpt_set_dirty_tracking(&mut self, hwpt: Handle, enable: bool) -> Result<(), Error> {
+        self.server.hwpt_set_dirty_tracking(self.client, hwpt, enable)
+    }
+
+    fn hwpt_get_dirty_bitmap(&mut self, target: Handle, iova: u64, length: u64, page_size: u64) -> Result<[u64; DIRTY_BITMAP_WORDS], Error> {
+        let bitmap = self.server.get_dirty_bitmap(self.client, target, iova, length, page_size)?;
+        let mut words = [0u64; DIRTY_BITMAP_WORDS];
+        // The decoder bounded the page count by the reply's capacity.
+        words[..bitmap.len()].copy_from_slice(&bitmap);
+        Ok(words)
+    }
+
+    fn handle_derive(&mut self, handle: Handle, rights: Rights, recipient: u64) -> Result<Handle, Error> {
+        self.server.handle_derive(self.client, handle, rights, ClientId(recipient))
+    }
+
+    fn handle_revoke(&mut self, handle: Handle) -> Result<(), Error> {
+        self.server.handle_revoke(self.client, handle)
+    }
+
+    fn destroy(&mut self, handle: Handle) -> Result<(), Error> {
+        self.server.destroy(self.client, handle)
+    }
+
+    fn get_info(&mut self, device: Handle) -> Result<DeviceInfo, Error> {
+        self.server.get_info(self.client, device)
+    }
+
+    fn memory_register(&mut self, memory: u64) -> Result<Handle, Error> {
+        self.server.memory_register(self.client, memory)
+    }
+
+    fn ioas_map_registered(&mut self, ioas: Handle, iova: IovaChoice, offset: u64, length: u64, memory: Handle, perm: Perm) -> Result<u64, Error> {
+        self.server.ioas_map_registered(self.client, ioas, memory, offset, length, iova, perm)
+    }
+
+    fn handle_accept(&mut self, from: u64, accept: bool) -> Result<(), Error> {
+        self.server.handle_accept(self.client, ClientId(from), accept)
+    }
+
+    fn msi_alloc(&mut self, device: Handle, count: u32, first_slot: u64) -> Result<(), Error> {
+        let (unit, rid) = self.server.device_interrupt_source(self.client, device)?;
+        self.verifier.msi_alloc(self.server.backend_mut(), self.client, unit, rid, count, first_slot)
+    }
 }

@@ -26,7 +26,7 @@
 //!
 //! Hardware is reached through [`IommuBackend`] (VT-d and SMMUv3 drivers implement it),
 //! client memory through [`MemorySource`] (the kernel). [`dispatch`] connects the IPC
-//! protocol of `iommu-abi` to a [`Server`]. The `fake` module (feature `fake`, and in
+//! protocol of `iommu-abi` to an [`ObjectModel`]. The `fake` module (feature `fake`, and in
 //! tests) provides a recording backend and memory source.
 #![cfg_attr(not(test), no_std)]
 
@@ -40,7 +40,7 @@ pub mod fake;
 pub mod iova;
 pub mod memory;
 mod objects;
-pub mod server;
+pub mod model;
 
 #[cfg(test)]
 mod tests;
@@ -53,7 +53,7 @@ pub use budget::{ClientLimits, Usage};
 pub use dispatch::{dispatch, CapabilityVerifier};
 pub use memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinTable, PinnedPages};
 pub use objects::{ObjectId, ObjectKind};
-pub use server::{Counters, DeviceGrant, FaultDelivery, FaultReadout, HwptAllocOptions, Server, ServerConfig};
+pub use model::{Counters, DeviceGrant, FaultDelivery, FaultReadout, HwptAllocOptions, ObjectModel, ServerConfig};
 
 /// A connected client, identified by the badge the kernel attaches to its IPC endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -12,7 +12,7 @@
 //! queue, a device names the HWPT (or address space and fault queue) of each attachment.
 //! Scanning is linear in the number of objects and cannot drift out of sync the way a separate
 //! reference count can. The one question asked on every map and unmap, "which HWPTs mirror this
-//! IOAS", is answered from an index instead (`Server::hwpts_by_parent`), kept where objects are
+//! IOAS", is answered from an index instead (`ObjectModel::hwpts_by_parent`), kept where objects are
 //! created and removed (an HWPT's parent never changes), so a client with many objects does
 //! not slow down every other client's requests.
 

@@ -29,7 +29,7 @@ impl CapabilityVerifier for Kernel {
 
 /// Calls go straight into the dispatcher, as client A.
 struct Loopback {
-    server: Server<FakeBackend, FakeMemory>,
+    server: ObjectModel<FakeBackend, FakeMemory>,
 }
 
 impl Transport for Loopback {

@@ -20,7 +20,7 @@ const ADDRESS_SPACE_CAP: u64 = 600;
 const C: ClientId = ClientId(3);
 
 /// The kernel's view of the capabilities the requests carry.
-struct Kernel;
+pub(super) struct Kernel;
 
 impl CapabilityVerifier for Kernel {
     fn device_grant(&mut self, client: ClientId, cap: u64) -> Result<DeviceGrant, Error> {
@@ -49,8 +49,8 @@ impl CapabilityVerifier for Kernel {
 }
 
 /// What the world holds, named for the requests.
-struct World {
-    h: Harness,
+pub(super) struct World {
+    pub(super) h: Harness,
     ioas: Handle,
     copy_target: Handle,
     lone_ioas: Handle,
@@ -73,7 +73,7 @@ struct World {
 /// HWPT (with a fault queue, DEV attached) and a second HWPT; a second IOAS with an HWPT of an
 /// unattached device; PASIDs in each state; an SVA binding; a page request awaiting its answer
 /// and two records queued; C accepts handles from A.
-fn world() -> World {
+pub(super) fn world() -> World {
     let mut h = harness();
     let s = &mut h.server;
     assert!(s.open_client(C));
@@ -130,7 +130,7 @@ fn world() -> World {
 
 /// One request of each kind the protocol has (some kinds twice, for their different paths),
 /// each valid in `world()`, with the capability it carries.
-fn requests(w: &World) -> Vec<(&'static str, Request, Option<u64>)> {
+pub(super) fn requests(w: &World) -> Vec<(&'static str, Request, Option<u64>)> {
     let stage1 = Stage1Config { format: Stage1Format::VtdFirstLevel, table_root: 0x1_0000, address_width: 48, table_entries_log2: 0 };
     let ranges = RangeList::new(&[IovaRange::new(0x1000, 0x3fff_ffff).unwrap(), IovaRange::new(0x8000_0000, 0x8fff_ffff).unwrap()]).unwrap();
     vec![
@@ -197,7 +197,7 @@ fn pinned_runs(pages: &[(MemoryObjectId, u64)]) -> Vec<(MemoryObjectId, u64, u64
     runs
 }
 
-fn snapshot(server: &Server<FakeBackend, FakeMemory>) -> Snapshot {
+fn snapshot(server: &ObjectModel<FakeBackend, FakeMemory>) -> Snapshot {
     Snapshot {
         counters: server.counters(),
         usage: [A, B, C].iter().map(|&client| server.usage(client)).collect(),
@@ -223,7 +223,7 @@ enum Gate {
 impl Gate {
     const ALL: [Gate; 4] = [Gate::Budget, Gate::Backend, Gate::Pin, Gate::Identify];
 
-    fn arm(self, server: &mut Server<FakeBackend, FakeMemory>, n: usize) {
+    fn arm(self, server: &mut ObjectModel<FakeBackend, FakeMemory>, n: usize) {
         match self {
             Gate::Budget => injection::fail_nth_charge(Some(n)),
             Gate::Backend => server.backend_mut().fail_nth_call(n),
@@ -232,7 +232,7 @@ impl Gate {
         }
     }
 
-    fn pending(self, server: &Server<FakeBackend, FakeMemory>) -> bool {
+    fn pending(self, server: &ObjectModel<FakeBackend, FakeMemory>) -> bool {
         match self {
             Gate::Budget => injection::armed(),
             Gate::Backend => server.backend().failure_pending(),
@@ -274,7 +274,7 @@ fn assert_all_released(mut h: Harness, context: &str) {
     h.assert_clean();
 }
 
-fn status(reply: &Message) -> Option<Error> {
+pub(super) fn status(reply: &Message) -> Option<Error> {
     Error::from_code(reply[0] as u32)
 }
 

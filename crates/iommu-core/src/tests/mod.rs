@@ -9,6 +9,7 @@ mod lifecycle;
 mod random;
 mod limits;
 mod registered;
+mod rights;
 
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
@@ -50,7 +51,7 @@ pub const MEM_OF_B: u64 = 200;
 pub const MIB: u64 = 1 << 20;
 
 pub struct Harness {
-    pub server: Server<FakeBackend, FakeMemory>,
+    pub server: ObjectModel<FakeBackend, FakeMemory>,
     pub log: CallLog,
 }
 
@@ -103,7 +104,7 @@ pub fn harness_with(config: ServerConfig) -> Harness {
     memory.add_object(MEM_SCATTERED, object(3, A, 0x1_0000, true, 0xa000_0000, true));
     memory.add_object(MEM_4M, object(4, A, 4 * MIB, true, 0xc000_0000, false));
     memory.add_object(MEM_OF_B, object(1, B, MIB, true, 0x8000_0000, false));
-    let mut server = Server::new(backend, memory, config);
+    let mut server = ObjectModel::new(backend, memory, config);
     assert!(server.open_client(A));
     assert!(server.open_client(B));
     // B takes handles from A (the tests share A's objects with B); A takes none from B.

@@ -195,7 +195,7 @@ impl Model {
     }
 }
 
-type TestServer = Server<FakeBackend, FakeMemory>;
+type TestServer = ObjectModel<FakeBackend, FakeMemory>;
 
 struct Run {
     h: Harness,

@@ -13,7 +13,7 @@ use iommu_abi::wire::{IovaChoice, Message, MESSAGE_WORDS};
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps, UnitKind};
 use iommu_core::fake::{Call, CallLog, FakeBackend, FakeMemory, FakeObject, FakeUnit};
 use iommu_core::{
-    dispatch, CapabilityVerifier, AddressSpace, ClientId, DeviceGrant, MemoryObjectId, RequesterId, Server,
+    dispatch, CapabilityVerifier, AddressSpace, ClientId, DeviceGrant, MemoryObjectId, RequesterId, ObjectModel,
     ServerConfig, UnitId, UnitInfo,
 };
 use kernel_abi::{Rights, NO_CAP};
@@ -63,7 +63,7 @@ struct SimulatedKernel {
     calls: Vec<([u64; 4], Option<u64>)>,
     /// The next `call` fails in the kernel with this error, reaching no server.
     fail_next_call: Option<kernel_abi::Error>,
-    server: Server<FakeBackend, FakeMemory>,
+    server: ObjectModel<FakeBackend, FakeMemory>,
     log: CallLog,
 }
 
@@ -83,7 +83,7 @@ impl SimulatedKernel {
         let mut memory = FakeMemory::new(log.clone());
         let object = FakeObject { id: MemoryObjectId(1), owner: CLIENT, size: 0x10_0000, writable: true, phys_base: 0x8000_0000, scattered: false };
         memory.add_object(MEMORY, object);
-        let mut server = Server::new(backend, memory, ServerConfig::default());
+        let mut server = ObjectModel::new(backend, memory, ServerConfig::default());
         assert!(server.open_client(CLIENT));
         SimulatedKernel {
             slots: BTreeMap::from([(DEVICE_SLOT, DEVICE), (MEMORY_SLOT, MEMORY)]),

@@ -1,0 +1,205 @@
+//! HWPT: paging domains mirroring an IOAS, nested stage-1 domains over a paging parent, and
+//! dirty tracking.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use iommu_abi::{Error, Handle, IovaRange, Rights, Stage1Config, UnitCaps, PAGE_SIZE};
+use crate::budget::{self};
+use crate::backend::{DomainConfig, IommuBackend, UnitId};
+use crate::memory::MemorySource;
+use crate::objects::{Area, Body, Hwpt, HwptParent, ObjectId, ObjectKind};
+use crate::ClientId;
+
+use super::ObjectModel;
+use super::ioas::{map_segments, Segment};
+
+/// Largest dirty bitmap one query may produce, in pages (a 2 MiB bitmap).
+pub const MAX_DIRTY_BITMAP_PAGES: u64 = 1 << 24;
+
+/// Options of a paging HWPT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwptAllocOptions {
+    /// May be the stage-2 parent of nested HWPTs.
+    pub nest_parent: bool,
+    /// Supports dirty tracking.
+    pub dirty_tracking: bool,
+    /// Fault queue for faults of devices attached to it.
+    pub fault: Option<Handle>,
+}
+
+impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
+    pub(super) fn unit_caps(&self, unit: UnitId) -> UnitCaps {
+        self.backend.unit_info(unit).map_or(UnitCaps::default(), |info| info.caps)
+    }
+
+    /// Allocate a paging HWPT on `device`'s unit mirroring `ioas`: every existing mapping
+    /// is mapped into it before it is returned. Needs ATTACH on the device, the IOAS and
+    /// the fault queue.
+    pub fn hwpt_alloc(&mut self, client: ClientId, device: Handle, ioas: Handle, options: HwptAllocOptions) -> Result<Handle, Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        let ioas = self.resolve(client, ioas, ObjectKind::Ioas, Rights::ATTACH)?;
+        let fault = self.resolve_optional(client, options.fault, ObjectKind::Fault, Rights::ATTACH)?;
+        let unit = self.device(device).unit;
+        let caps = self.unit_caps(unit);
+        // A fault queue is allowed on every unit: it receives the unrecoverable faults of the
+        // attached devices everywhere, and page requests only where the unit has them.
+        if (options.nest_parent && !caps.contains(UnitCaps::NESTING))
+            || (options.dirty_tracking && !caps.contains(UnitCaps::DIRTY_TRACKING))
+        {
+            return Err(Error::NotSupported);
+        }
+        self.charge_new_object(client, budget::HWPT)?;
+        let config = DomainConfig::Paging { nest_parent: options.nest_parent, dirty_tracking: options.dirty_tracking };
+        let domain = match self.backend.domain_alloc(unit, &config) {
+            Ok(domain) => domain,
+            Err(error) => {
+                self.refund_new_object(client, budget::HWPT);
+                return Err(error);
+            }
+        };
+        let areas: Vec<Area> = self.ioas(ioas).areas.values().copied().collect();
+        if areas.iter().any(|area| !domain.aperture.contains_range(&area.range)) {
+            self.backend.domain_free(domain.id);
+            self.refund_new_object(client, budget::HWPT);
+            return Err(Error::ReservedConflict);
+        }
+        let frame_lists: Vec<Vec<u64>> = areas.iter().map(|area| self.pins.frames(area.object, area.offset, area.length())).collect();
+        let segments: Vec<Segment> = areas
+            .iter()
+            .zip(&frame_lists)
+            .map(|(area, frames)| Segment { iova: area.range.start, frames, perm: area.perm })
+            .collect();
+        if let Err(error) = map_segments(&mut self.backend, &[domain.id], &segments) {
+            self.backend.domain_free(domain.id);
+            self.refund_new_object(client, budget::HWPT);
+            return Err(error);
+        }
+        let hwpt = Hwpt {
+            unit,
+            domain,
+            parent: HwptParent::Ioas(ioas),
+            fault,
+            nest_parent: options.nest_parent,
+            dirty_capable: options.dirty_tracking,
+            dirty_enabled: false,
+        };
+        Ok(self.create(client, Body::Hwpt(hwpt)))
+    }
+
+    /// Allocate a nested HWPT: the user's stage-1 table over the stage-2 `parent` (a
+    /// paging HWPT allocated with `nest_parent`). Needs ATTACH on the device, the parent
+    /// and the fault queue.
+    pub fn hwpt_alloc_nested(
+        &mut self,
+        client: ClientId,
+        device: Handle,
+        parent: Handle,
+        stage1: Stage1Config,
+        fault: Option<Handle>,
+    ) -> Result<Handle, Error> {
+        let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
+        let parent = self.resolve(client, parent, ObjectKind::Hwpt, Rights::ATTACH)?;
+        let fault = self.resolve_optional(client, fault, ObjectKind::Fault, Rights::ATTACH)?;
+        let unit = self.device(device).unit;
+        let parent_hwpt = self.hwpt(parent);
+        if !parent_hwpt.nest_parent || !matches!(parent_hwpt.parent, HwptParent::Ioas(_)) {
+            return Err(Error::NotNestParent);
+        }
+        if parent_hwpt.unit != unit {
+            return Err(Error::IncompatibleUnit);
+        }
+        stage1.validate()?;
+        let info = self.backend.unit_info(unit).ok_or(Error::NotSupported)?;
+        if !info.caps.contains(UnitCaps::NESTING) || stage1.format.unit_kind() != info.kind {
+            return Err(Error::NotSupported);
+        }
+        let config = DomainConfig::Nested { parent: parent_hwpt.domain.id, stage1 };
+        self.charge_new_object(client, budget::HWPT)?;
+        let domain = match self.backend.domain_alloc(unit, &config) {
+            Ok(domain) => domain,
+            Err(error) => {
+                self.refund_new_object(client, budget::HWPT);
+                return Err(error);
+            }
+        };
+        let hwpt = Hwpt {
+            unit,
+            domain,
+            parent: HwptParent::Hwpt(parent),
+            fault,
+            nest_parent: false,
+            dirty_capable: false,
+            dirty_enabled: false,
+        };
+        Ok(self.create(client, Body::Hwpt(hwpt)))
+    }
+
+    /// Switch dirty tracking of a paging HWPT allocated with dirty tracking. Needs DIRTY.
+    pub fn hwpt_set_dirty_tracking(&mut self, client: ClientId, hwpt: Handle, enable: bool) -> Result<(), Error> {
+        let hwpt = self.resolve(client, hwpt, ObjectKind::Hwpt, Rights::DIRTY)?;
+        if !self.hwpt(hwpt).dirty_capable {
+            return Err(Error::NotSupported);
+        }
+        self.backend.set_dirty_tracking(self.hwpt(hwpt).domain.id, enable)?;
+        self.hwpt_mut(hwpt).dirty_enabled = enable;
+        Ok(())
+    }
+
+    /// Read and clear the dirty bits of `[iova_start, iova_start + length)`, one bit per
+    /// `page_size` page, from an HWPT or from every HWPT of an IOAS (ORed). Every domain
+    /// involved must have tracking on. Needs DIRTY.
+    pub fn get_dirty_bitmap(&mut self, client: ClientId, target: Handle, iova_start: u64, length: u64, page_size: u64) -> Result<Vec<u64>, Error> {
+        let (id, rights) = self.lookup(client, target)?;
+        let kind = self.objects[id].kind();
+        if kind != ObjectKind::Hwpt && kind != ObjectKind::Ioas {
+            return Err(Error::WrongType);
+        }
+        if !rights.contains(Rights::DIRTY) {
+            return Err(Error::MissingRight);
+        }
+        if !page_size.is_power_of_two() || page_size < PAGE_SIZE {
+            return Err(Error::InvalidPageSize);
+        }
+        if length == 0 {
+            return Err(Error::ZeroLength);
+        }
+        if iova_start % page_size != 0 || length % page_size != 0 {
+            return Err(Error::Unaligned);
+        }
+        let range = IovaRange::from_start_len(iova_start, length)?;
+        let pages = length / page_size;
+        if pages > MAX_DIRTY_BITMAP_PAGES {
+            return Err(Error::BitmapTooLarge);
+        }
+        let hwpts = match kind {
+            ObjectKind::Hwpt => {
+                if !matches!(self.hwpt(id).parent, HwptParent::Ioas(_)) {
+                    return Err(Error::NotSupported);
+                }
+                vec![id]
+            }
+            _ => self.hwpts_over(HwptParent::Ioas(id)),
+        };
+        if hwpts.is_empty() || hwpts.iter().any(|&hwpt| !self.hwpt(hwpt).dirty_enabled) {
+            return Err(Error::DirtyTrackingOff);
+        }
+        let mut bitmap = vec![0u64; pages.div_ceil(64) as usize];
+        for hwpt in hwpts {
+            let domain = self.hwpt(hwpt).domain.id;
+            self.backend.read_and_clear_dirty(domain, range, page_size, &mut bitmap)?;
+        }
+        Ok(bitmap)
+    }
+
+    /// Destroy an HWPT and everything that depends on it: nested children first, then
+    /// attached devices are blocked, then the domain is unmapped and freed.
+    pub(super) fn teardown_hwpt(&mut self, hwpt: ObjectId) {
+        for child in self.hwpts_over(HwptParent::Hwpt(hwpt)) {
+            self.teardown_hwpt(child);
+        }
+        for (device, pasid) in self.attachments_to(hwpt) {
+            self.release_attachment(device, pasid);
+        }
+        self.free_unused(hwpt);
+    }
+}
