@@ -7,5 +7,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd /
-exec env RUSTC=/usr/bin/rustc /usr/bin/cargo "${1:-test}" --manifest-path "$ROOT/Cargo.toml" \
+# PATH: `cargo clippy` must find Debian's cargo-clippy, not a rustup proxy that resolves to
+# another toolchain outside the tree.
+exec env PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc /usr/bin/cargo "${1:-test}" --manifest-path "$ROOT/Cargo.toml" \
     --target-dir "$ROOT/target/host" "${@:2}"

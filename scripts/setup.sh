@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian 12 machine:
-# Debian's rustc-web 1.96 with its library source (for -Zbuild-std), lld-19,
+# Debian's rustc-web 1.96 with its library source (for -Zbuild-std) and its clippy, lld-19,
 # and QEMU 10.0.2 from bookworm-backports. Does nothing slow when all is present.
 #
 # Prints one line per step it takes (what, why, how long) and nothing when everything is
@@ -13,7 +13,7 @@ LOG="$ROOT/target/setup.log"
 need_pkgs=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-for p in rustc-web cargo-web rust-web-src lld-19 python3; do
+for p in rustc-web cargo-web rust-web-src rust-web-clippy lld-19 python3; do
     have "$p" || need_pkgs+=("$p")
 done
 
@@ -73,7 +73,7 @@ if [ $qemu_ok -eq 0 ] && [ ! -f /etc/apt/sources.list.d/backports.sources ]; the
 fi
 step "refresh the package lists" "to install what is missing" $SUDO apt-get update
 if [ ${#need_pkgs[@]} -gt 0 ]; then
-    step "install ${need_pkgs[*]}" "Rust 1.96 with its library source builds the bare-metal targets, lld-19 links them" \
+    step "install ${need_pkgs[*]}" "Rust 1.96 with its library source builds the bare-metal targets, lld-19 links them, clippy lints them" \
         $SUDO apt-get install -y "${need_pkgs[@]}"
 fi
 if [ $qemu_ok -eq 0 ]; then

@@ -157,5 +157,37 @@ t0=$(date +%s)
 run_suite "benchmarks" plain bash scripts/bench.sh --check
 echo "time benchmarks: $(( $(date +%s) - t0 )) s"
 
+# Clippy with warnings denied, under the workspace's lints (Cargo.toml: an `unsafe` block
+# without its `// SAFETY:` comment is an error): the host crates with their tests, then the
+# bare-metal programs of each architecture. It runs last: its nested build of the user
+# programs must not stand in for the ones the suites above ran.
+t0=$(date +%s)
+clippy_check() {
+    local name="$1"; shift
+    local log; log=$(mktemp)
+    if "$@" >"$log" 2>&1; then
+        echo "PASS clippy::$name"; total_passed=$((total_passed + 1))
+    else
+        echo "FAIL clippy::$name"; grep -E -A8 "^(warning|error)" "$log" | head -60
+        total_failed=$((total_failed + 1))
+    fi
+    rm -f "$log"
+}
+# A crate without `[lints] workspace = true` would escape the lints silently.
+unlinted=$(git ls-files '*Cargo.toml' | grep -v '^Cargo.toml$' | while read -r manifest; do
+    grep -Pzq '\[lints\]\nworkspace = true' "$manifest" || echo "$manifest"; done)
+if [ -z "$unlinted" ]; then
+    echo "PASS clippy::every_crate_takes_the_workspace_lints"; total_passed=$((total_passed + 1))
+else
+    echo "FAIL clippy::every_crate_takes_the_workspace_lints: $unlinted"; total_failed=$((total_failed + 1))
+fi
+clippy_check host scripts/host-test.sh clippy --workspace --exclude kernel --exclude boot --exclude userlib \
+    --exclude usertest --exclude root --exclude iommu-server --exclude edu-driver --all-targets -- -D warnings
+for arch in x86_64 aarch64; do
+    clippy_check "$arch" env PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 cargo clippy --release --quiet --target "$arch-target.json" \
+        -p kernel -p boot -p userlib -p usertest -p root -p iommu-server -p edu-driver -- -D warnings
+done
+echo "time clippy: $(( $(date +%s) - t0 )) s"
+
 echo "${total_passed} passed, ${total_failed} failed, ${total_skipped} skipped"
 [ "$total_failed" -eq 0 ]

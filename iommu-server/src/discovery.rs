@@ -243,7 +243,7 @@ impl Ecam {
     /// The 4 KiB configuration space of the function at `address`, and the register offset in
     /// it; `None` for a function or offset that does not exist.
     fn function_space(&mut self, address: PciAddress, offset: u16) -> Option<(VolatileRegion, usize)> {
-        if address.device > 31 || address.function > 7 || offset >= 4096 || offset % 4 != 0 {
+        if address.device > 31 || address.function > 7 || offset >= 4096 || !offset.is_multiple_of(4) {
             return None;
         }
         let virt = self.bus_virt(address.bus)?;

@@ -80,7 +80,7 @@ impl FrameAllocator {
 
     /// Returns a frame obtained from `alloc`.
     pub fn free(&mut self, frame: u64) {
-        debug_assert!(frame % FRAME_SIZE == 0);
+        debug_assert!(frame.is_multiple_of(FRAME_SIZE));
         self.push(frame);
     }
 

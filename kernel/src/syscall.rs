@@ -434,7 +434,7 @@ fn receive_endpoint(process: &Process, ep_slot: u64, recv_slot: u64) -> Result<&
 fn user_range(va: u64, pages: u64) -> Result<u64, Error> {
     let len = pages.checked_mul(PAGE_SIZE).ok_or(Error::InvalidArgument)?;
     let end = va.checked_add(len).ok_or(Error::BadAddress)?;
-    if pages == 0 || va % PAGE_SIZE != 0 || va == 0 || end > USER_TOP {
+    if pages == 0 || !va.is_multiple_of(PAGE_SIZE) || va == 0 || end > USER_TOP {
         return Err(if pages == 0 { Error::InvalidArgument } else { Error::BadAddress });
     }
     Ok(end)

@@ -429,6 +429,8 @@ mod iommu_tests {
         let endpoint = new_endpoint();
         kernel.install(pid, server_slot::REQUESTS, endpoint.clone(), Rights::READ, 0).map_err(err("endpoint"))?;
         let mut firmware = server_slot::FIRMWARE_FIRST;
+        // A unit struct on arm, which has no per-boot placement state.
+        #[allow(clippy::default_constructed_unit_structs)]
         let mut placer = platform::SlotPlacer::default();
         for cap in boot_caps(crate::boot_info()) {
             let slot = match cap.name {

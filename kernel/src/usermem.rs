@@ -59,7 +59,7 @@ impl UserSlice {
     pub fn write_words(&self, space: &AddressSpace, values: &[u64]) -> Result<(), Error> {
         const _: () = assert!(cfg!(target_endian = "little"), "write_words copies native words");
         assert_eq!(values.len() as u64 * 8, self.len);
-        if self.addr % 8 != 0 {
+        if !self.addr.is_multiple_of(8) {
             return Err(Error::BadAddress);
         }
         self.check_writable(space)?;

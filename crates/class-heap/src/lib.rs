@@ -160,7 +160,7 @@ mod tests {
         // SAFETY: layouts are non-zero; every block is freed with the layout it was made with.
         unsafe {
             let a = heap.alloc(small);
-            assert!(!a.is_null() && a as usize % 16 == 0);
+            assert!(!a.is_null() && (a as usize).is_multiple_of(16));
             assert_eq!(heap.used(), before + 64);
             a.write_bytes(0xAB, 40);
             heap.dealloc(a, small);

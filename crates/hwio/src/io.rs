@@ -54,7 +54,7 @@ impl VolatileRegion {
     #[inline]
     pub fn at<T: Copy>(&self, offset: usize) -> VolatilePtr<'_, T> {
         let inside = offset.checked_add(size_of::<T>()).is_some_and(|end| end <= self.len);
-        if !inside || offset % align_of::<T>() != 0 {
+        if !inside || !offset.is_multiple_of(align_of::<T>()) {
             outside();
         }
         // SAFETY: inside the region (checked above), which `new`'s contract keeps mapped; aligned
@@ -65,7 +65,7 @@ impl VolatileRegion {
     /// The 64-bit word at `index` (byte offset `8 * index`).
     #[inline]
     pub fn word(&self, index: usize) -> VolatilePtr<'_, u64> {
-        self.at(index.checked_mul(8).unwrap_or(usize::MAX))
+        self.at(index.saturating_mul(8))
     }
 }
 

@@ -342,7 +342,7 @@ impl Stage1Config {
     /// Check the fields against the format; [`Error::Unaligned`] for a misaligned root,
     /// [`Error::NotSupported`] for widths or table sizes the format does not define.
     pub const fn validate(&self) -> Result<(), Error> {
-        if self.table_root % PAGE_SIZE != 0 {
+        if !self.table_root.is_multiple_of(PAGE_SIZE) {
             return Err(Error::Unaligned);
         }
         let shape_ok = match self.format {

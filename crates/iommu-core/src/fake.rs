@@ -99,6 +99,9 @@ struct FakeDomain {
     dirty: BTreeSet<u64>,
 }
 
+/// Where a translation is attached: the device and, if any, its PASID.
+pub type AttachSlot = (UnitId, RequesterId, Option<u32>);
+
 /// The fake IOMMU backend.
 pub struct FakeBackend {
     log: CallLog,
@@ -106,7 +109,7 @@ pub struct FakeBackend {
     failures: FailurePlan,
     next_domain: u64,
     domains: BTreeMap<HwDomainId, FakeDomain>,
-    attached: BTreeMap<(UnitId, RequesterId, Option<u32>), Translation>,
+    attached: BTreeMap<AttachSlot, Translation>,
     /// Devices with MSIs routed, and how many.
     msi_routes: BTreeMap<(UnitId, RequesterId), usize>,
     /// Faults the units hold until drained, oldest first.
@@ -158,7 +161,7 @@ impl FakeBackend {
     }
 
     /// Every attached (device, PASID) slot and its translation, in order.
-    pub fn attachments(&self) -> Vec<((UnitId, RequesterId, Option<u32>), Translation)> {
+    pub fn attachments(&self) -> Vec<(AttachSlot, Translation)> {
         self.attached.iter().map(|(&slot, &translation)| (slot, translation)).collect()
     }
 
@@ -519,7 +522,7 @@ impl MemorySource for FakeMemory {
             return Err(Error::NoResources);
         }
         let object = self.object(client, memory)?;
-        if offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0 || offset + length > object.size {
+        if !offset.is_multiple_of(PAGE_SIZE) || !length.is_multiple_of(PAGE_SIZE) || offset + length > object.size {
             self.violations.push(format!("pin of bad range {offset:#x}+{length:#x}"));
             return Err(Error::OutOfObjectRange);
         }

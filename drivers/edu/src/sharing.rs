@@ -40,8 +40,11 @@ fn faults_of(queue: FaultId) -> HwptOptions {
     HwptOptions { fault: Some(queue), ..Default::default() }
 }
 
+/// Both edu devices, opened and bound.
+type BothDevices = ([Edu; 2], [DeviceId; 2]);
+
 /// Opens and binds both edu devices the root task gave this driver.
-fn bind_both(iommu: &mut Client, code: u64) -> Result<([Edu; 2], [DeviceId; 2]), (u64, &'static str)> {
+fn bind_both(iommu: &mut Client, code: u64) -> Result<BothDevices, (u64, &'static str)> {
     let edus = [open_device()?, open_device_at(slot::SECOND_DEVICE, va::SECOND_DEVICE)?];
     let first = iommu.device_bind(slot::DEVICE).map_err(|_| (code, "bind the first device"))?;
     let second = iommu.device_bind(slot::SECOND_DEVICE).map_err(|_| (code, "bind the second device"))?;

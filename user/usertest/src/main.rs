@@ -794,7 +794,7 @@ fn mem_queries() -> u64 {
         return 128;
     }
     // The output buffer must be writable user memory: code is not.
-    let code = mem_queries as usize as u64;
+    let code = mem_queries as fn() -> u64 as usize as u64;
     let status = syscall::raw_call(Syscall::MemPinRange as u64, [AUTHORITY, slot::MEMORY, 0, 1, code, 0]);
     if status != Error::BadAddress as u64 {
         return 129;
@@ -888,7 +888,7 @@ fn io_ports() -> u64 {
 fn kernel_object_quota() -> u64 {
     const FIRST: u64 = 100;
     let create = |slot: u64| {
-        if slot % 2 == 0 {
+        if slot.is_multiple_of(2) {
             syscall::endpoint_create(slot)
         } else {
             syscall::notification_create(slot)

@@ -163,7 +163,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         if length == 0 {
             return Err(Error::ZeroLength);
         }
-        if iova_start % page_size != 0 || length % page_size != 0 {
+        if !iova_start.is_multiple_of(page_size) || !length.is_multiple_of(page_size) {
             return Err(Error::Unaligned);
         }
         let range = IovaRange::from_start_len(iova_start, length)?;

@@ -13,7 +13,7 @@ use iommu_abi::{Access, Error, FaultReason, Handle, IovaRange, Opcode, PageRespo
 
 use super::*;
 use crate::budget::injection;
-use crate::fake::{FakeBackend, FakeMemory};
+use crate::fake::{AttachSlot, FakeBackend, FakeMemory};
 
 const DEVICE_CAP: u64 = 500;
 const ADDRESS_SPACE_CAP: u64 = 600;
@@ -177,7 +177,7 @@ struct Snapshot {
     usage: Vec<Option<Usage>>,
     handles: Vec<usize>,
     entries: Vec<(HwDomainId, u64, u64, Perm)>,
-    attachments: Vec<((UnitId, RequesterId, Option<u32>), Translation)>,
+    attachments: Vec<(AttachSlot, Translation)>,
     domains: Vec<HwDomainId>,
     msi_routes: Vec<((UnitId, RequesterId), usize)>,
     /// Pinned pages as runs (object, first page, last page), so a difference reads well.

@@ -165,7 +165,7 @@ impl AddressSpace {
     /// Maps the 4 KiB page at `va` to `pa`. User pages are always PXN (the kernel never runs
     /// user code) and UXN unless executable; device pages are never executable.
     pub fn map(&mut self, va: u64, pa: u64, flags: MapFlags, frames: &mut Frames) -> Result<(), MapError> {
-        if va % PAGE_SIZE != 0 || pa % PAGE_SIZE != 0 || pa & !ADDRESS_MASK != 0 || va < PAGE_SIZE || va >= USER_TOP {
+        if !va.is_multiple_of(PAGE_SIZE) || !pa.is_multiple_of(PAGE_SIZE) || pa & !ADDRESS_MASK != 0 || !(PAGE_SIZE..USER_TOP).contains(&va) {
             return Err(MapError::BadAddress);
         }
         let mut t = self.root;

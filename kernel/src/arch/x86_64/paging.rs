@@ -157,7 +157,7 @@ impl AddressSpace {
     }
 
     pub fn map(&mut self, va: u64, pa: u64, flags: MapFlags, frames: &mut Frames) -> Result<(), MapError> {
-        if va % PAGE_SIZE != 0 || pa % PAGE_SIZE != 0 || va == 0 || va >= USER_TOP {
+        if !va.is_multiple_of(PAGE_SIZE) || !pa.is_multiple_of(PAGE_SIZE) || va == 0 || va >= USER_TOP {
             return Err(MapError::BadAddress);
         }
         let mut t = self.pml4;
