@@ -66,15 +66,68 @@ struct Node {
     children: Vec<CapId>,
 }
 
-/// Where every capability lives and what it was derived from.
+/// A pin: its pinner and the pin's number there.
+pub type PinRef = (Pid, u64);
+
+/// Where every capability lives and what it was derived from, and which pins each lends.
 pub struct DerivationTree {
     nodes: BTreeMap<CapId, Node>,
     next_id: CapId,
+    /// Capability -> the pins lent through it (see `Syscall::RevocationWatch`).
+    lent: BTreeMap<CapId, Vec<PinRef>>,
+    /// Pins whose lender went, not yet handed to their pinners (`Kernel::deliver_revocations`).
+    revoked: Vec<PinRef>,
 }
 
 impl DerivationTree {
     pub const fn new() -> Self {
-        DerivationTree { nodes: BTreeMap::new(), next_id: 1 }
+        DerivationTree { nodes: BTreeMap::new(), next_id: 1, lent: BTreeMap::new(), revoked: Vec::new() }
+    }
+
+    /// The capability a pin taken by `pinner` through `id` is lent through: the nearest of
+    /// `id`'s ancestors that another process holds (`id` itself is the pinner's).
+    pub fn lender(&self, id: CapId, pinner: Pid) -> Option<CapId> {
+        let mut at = self.nodes.get(&id)?.parent;
+        while let Some(candidate) = at {
+            let node = self.nodes.get(&candidate)?;
+            if node.owner != pinner {
+                return Some(candidate);
+            }
+            at = node.parent;
+        }
+        None
+    }
+
+    /// Records that `pin` is lent through `lender`.
+    pub fn lend(&mut self, lender: CapId, pin: PinRef) {
+        self.lent.entry(lender).or_default().push(pin);
+    }
+
+    /// Forgets that `pin` is lent through `lender` (the pin was released).
+    pub fn unlend(&mut self, lender: CapId, pin: PinRef) {
+        if let Some(pins) = self.lent.get_mut(&lender) {
+            pins.retain(|&p| p != pin);
+            if pins.is_empty() {
+                self.lent.remove(&lender);
+            }
+        }
+    }
+
+    /// Revokes every pin lent through `id` (a `cap_revoke` of `id` takes back what it lent).
+    pub fn revoke_lent(&mut self, id: CapId) {
+        if let Some(pins) = self.lent.remove(&id) {
+            self.revoked.extend(pins);
+        }
+    }
+
+    /// Takes the pins revoked since the last call.
+    pub fn take_revoked(&mut self) -> Vec<PinRef> {
+        core::mem::take(&mut self.revoked)
+    }
+
+    /// Whether pins were revoked since the last `take_revoked`.
+    pub fn has_revoked(&self) -> bool {
+        !self.revoked.is_empty()
     }
 
     /// Registers a new capability owned by `owner`, derived from `parent` (None for originals).
@@ -95,9 +148,10 @@ impl DerivationTree {
         }
     }
 
-    /// Forgets `id`; its children move to its parent.
+    /// Forgets `id`; its children move to its parent, the pins lent through it are revoked.
     pub fn remove(&mut self, id: CapId) {
         let Some(node) = self.nodes.remove(&id) else { return };
+        self.revoke_lent(id);
         if let Some(parent) = node.parent.and_then(|p| self.nodes.get_mut(&p)) {
             parent.children.retain(|&c| c != id);
             parent.children.extend(node.children.iter().copied());
