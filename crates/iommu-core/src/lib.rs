@@ -40,6 +40,7 @@ pub mod fake;
 pub mod iova;
 pub mod memory;
 mod objects;
+mod revoke;
 pub mod server;
 
 #[cfg(test)]
@@ -53,6 +54,7 @@ pub use budget::{ClientLimits, Usage};
 pub use dispatch::{dispatch, CapabilityVerifier};
 pub use memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinTable, PinnedPages};
 pub use objects::{ObjectId, ObjectKind};
+pub use revoke::Revoked;
 pub use server::{Counters, DeviceGrant, FaultDelivery, FaultEvent, FaultReadout, HwptAllocOptions, Server, ServerConfig};
 
 /// A connected client, identified by the badge the kernel attaches to its IPC endpoint.

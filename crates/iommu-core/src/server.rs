@@ -149,14 +149,14 @@ pub struct Server<B: IommuBackend, M: MemorySource> {
     memory: M,
     config: ServerConfig,
     clients: ClientTable,
-    objects: SlotTable<ObjectId, Object>,
+    pub(crate) objects: SlotTable<ObjectId, Object>,
     /// Every HWPT by what it translates through (see `objects`).
     hwpts_by_parent: BTreeSet<(HwptParent, ObjectId)>,
     /// Advanced by every change that can alter an IOAS summary (HWPTs created or destroyed,
     /// attachments, allowed ranges): cached summaries of older epochs are recomputed.
     topology_epoch: u64,
     pins: PinTable,
-    bound_devices: BTreeMap<(UnitId, RequesterId), ObjectId>,
+    pub(crate) bound_devices: BTreeMap<(UnitId, RequesterId), ObjectId>,
     pasid_owners: BTreeMap<u32, ClientId>,
     last_pasid: u32,
     unrouted_faults: u64,
@@ -967,7 +967,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
     }
 
     /// Remove an area: unmap it from every domain (the backend invalidates), then unpin.
-    fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
+    pub(crate) fn remove_area(&mut self, ioas: ObjectId, start: u64) -> u64 {
         self.refresh_summary(ioas);
         let Server { objects, backend, pins, memory, clients, .. } = self;
         let (owner, target) = owned_ioas_in_mut(objects, ioas);
@@ -1744,7 +1744,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         self.free_unused(ioas);
     }
 
-    fn teardown_device(&mut self, device: ObjectId) {
+    pub(crate) fn teardown_device(&mut self, device: ObjectId) {
         let pasids: Vec<Option<u32>> = self.device(device).attachments.keys().copied().collect();
         for pasid in pasids {
             self.release_attachment(device, pasid);
@@ -1769,7 +1769,7 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
 
     /// Destroy a registration even if mapped: the areas mapped from it (in other clients'
     /// IOASes, when it was shared) are unmapped first.
-    fn teardown_registration(&mut self, memory: ObjectId) {
+    pub(crate) fn teardown_registration(&mut self, memory: ObjectId) {
         let users: Vec<(ObjectId, u64)> = self
             .objects
             .iter()
