@@ -26,6 +26,7 @@ mod layout;
 #[cfg(target_arch = "x86_64")]
 mod msi;
 mod page_tables;
+mod revocation;
 mod slots;
 mod state;
 mod status;
@@ -77,6 +78,11 @@ fn main(arg: u64) -> u64 {
         println!("iommu-server: no event thread: {error:?}");
         state::report_failure();
         return 3;
+    }
+    if let Err(error) = revocation::watch() {
+        println!("iommu-server: cannot watch for revoked pins: {error:?}");
+        state::report_failure();
+        return 6;
     }
     if arg & ARG_BENCH != 0 {
         state::with(bench::in_server);

@@ -3,7 +3,8 @@
 //! * The main thread receives requests and dispatches them (`serve`).
 //! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (drain
 //!   the fault records or event queue, route each to `Server::deliver_fault`), on arm the
-//!   SMMU's global-error interrupt, and the end of a client process (tear the client down).
+//!   SMMU's global-error interrupt, the end of a client process (tear the client down), and
+//!   the kernel's report of revoked pins (`crate::revocation`).
 //!
 //! The platform part of bring-up (firmware, PCI, units) is `vtd_platform` below on x86 and
 //! `crate::arm` on aarch64; both hand back a [`Platform`], the rest is common.
@@ -435,6 +436,7 @@ impl State {
                 let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
                 // SAFETY: as above.
                 unsafe { kernel_ipc::write_window(window, &reply) };
+                crate::revocation::settle(self);
                 reply[0]
             }
             kernel_ipc::SUBSCRIBE_FAULTS => self.subscribe_faults(badge, cap),
@@ -573,6 +575,9 @@ extern "C" fn event_thread(_arg: u64) -> ! {
                 if bits & 1 << badge != 0 {
                     state.reap(badge);
                 }
+            }
+            if bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0 {
+                crate::revocation::process(state);
             }
             state.publish_counters();
         });

@@ -71,6 +71,11 @@ impl<B: IommuBackend, M: MemorySource> Server<B, M> {
         revoked
     }
 
+    /// The device object bound as `rid` behind `unit`, if any.
+    pub fn bound_device(&self, unit: UnitId, rid: RequesterId) -> Option<ObjectId> {
+        self.bound_devices.get(&(unit, rid)).copied()
+    }
+
     /// Blocks and unbinds the device `rid` behind `unit`, whoever bound it, because the
     /// capability it was bound with went: every attachment is released (the device blocked)
     /// and the device object and its handles removed. False if no client had it bound.
