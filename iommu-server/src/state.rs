@@ -571,13 +571,15 @@ extern "C" fn event_thread(_arg: u64) -> ! {
                 state.check_global_errors();
                 let _ = syscall::irq_ack(slots::GERROR_IRQ);
             }
+            // Before reaping: a client's end revokes what it lent, and once it is counted as
+            // reaped nothing of it is held any more.
+            if bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0 {
+                crate::revocation::process(state);
+            }
             for badge in 1..=slots::MAX_CLIENTS {
                 if bits & 1 << badge != 0 {
                     state.reap(badge);
                 }
-            }
-            if bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0 {
-                crate::revocation::process(state);
             }
             state.publish_counters();
         });

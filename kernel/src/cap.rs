@@ -7,7 +7,7 @@
 
 use crate::object::Object;
 use crate::process::Pid;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use kernel_abi::{Error, Rights, CSPACE_SLOTS};
 
@@ -73,15 +73,16 @@ pub type PinRef = (Pid, u64);
 pub struct DerivationTree {
     nodes: BTreeMap<CapId, Node>,
     next_id: CapId,
-    /// Capability -> the pins lent through it (see `Syscall::RevocationWatch`).
-    lent: BTreeMap<CapId, Vec<PinRef>>,
+    /// (capability, pinner, pin) for each pin lent through the capability (see
+    /// `Syscall::RevocationWatch`): one set, so lending and releasing allocate nothing per pin.
+    lent: BTreeSet<(CapId, Pid, u64)>,
     /// Pins whose lender went, not yet handed to their pinners (`Kernel::deliver_revocations`).
     revoked: Vec<PinRef>,
 }
 
 impl DerivationTree {
     pub const fn new() -> Self {
-        DerivationTree { nodes: BTreeMap::new(), next_id: 1, lent: BTreeMap::new(), revoked: Vec::new() }
+        DerivationTree { nodes: BTreeMap::new(), next_id: 1, lent: BTreeSet::new(), revoked: Vec::new() }
     }
 
     /// The capability a pin taken by `pinner` through `id` is lent through: the nearest of
@@ -99,24 +100,21 @@ impl DerivationTree {
     }
 
     /// Records that `pin` is lent through `lender`.
-    pub fn lend(&mut self, lender: CapId, pin: PinRef) {
-        self.lent.entry(lender).or_default().push(pin);
+    pub fn lend(&mut self, lender: CapId, (pinner, pin): PinRef) {
+        self.lent.insert((lender, pinner, pin));
     }
 
     /// Forgets that `pin` is lent through `lender` (the pin was released).
-    pub fn unlend(&mut self, lender: CapId, pin: PinRef) {
-        if let Some(pins) = self.lent.get_mut(&lender) {
-            pins.retain(|&p| p != pin);
-            if pins.is_empty() {
-                self.lent.remove(&lender);
-            }
-        }
+    pub fn unlend(&mut self, lender: CapId, (pinner, pin): PinRef) {
+        self.lent.remove(&(lender, pinner, pin));
     }
 
     /// Revokes every pin lent through `id` (a `cap_revoke` of `id` takes back what it lent).
     pub fn revoke_lent(&mut self, id: CapId) {
-        if let Some(pins) = self.lent.remove(&id) {
-            self.revoked.extend(pins);
+        let first = (id, Pid::MIN, u64::MIN);
+        while let Some(&(lender, pinner, pin)) = self.lent.range(first..).next().filter(|entry| entry.0 == id) {
+            self.lent.remove(&(lender, pinner, pin));
+            self.revoked.push((pinner, pin));
         }
     }
 
