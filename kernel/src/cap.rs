@@ -7,7 +7,7 @@
 
 use crate::object::Object;
 use crate::process::Pid;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kernel_abi::{Error, Rights, CSPACE_SLOTS};
 
@@ -64,6 +64,8 @@ struct Node {
     owner: Pid,
     parent: Option<CapId>,
     children: Vec<CapId>,
+    /// The pins lent through this capability (see `Syscall::RevocationWatch`).
+    lent: Vec<PinRef>,
 }
 
 /// A pin: its pinner and the pin's number there.
@@ -73,25 +75,24 @@ pub type PinRef = (Pid, u64);
 pub struct DerivationTree {
     nodes: BTreeMap<CapId, Node>,
     next_id: CapId,
-    /// (capability, pinner, pin) for each pin lent through the capability (see
-    /// `Syscall::RevocationWatch`): one set, so lending and releasing allocate nothing per pin.
-    lent: BTreeSet<(CapId, Pid, u64)>,
     /// Pins whose lender went, not yet handed to their pinners (`Kernel::deliver_revocations`).
     revoked: Vec<PinRef>,
 }
 
 impl DerivationTree {
     pub const fn new() -> Self {
-        DerivationTree { nodes: BTreeMap::new(), next_id: 1, lent: BTreeSet::new(), revoked: Vec::new() }
+        DerivationTree { nodes: BTreeMap::new(), next_id: 1, revoked: Vec::new() }
     }
 
-    /// The capability a pin taken by `pinner` through `id` is lent through: the nearest of
-    /// `id`'s ancestors that another process holds (`id` itself is the pinner's).
-    pub fn lender(&self, id: CapId, pinner: Pid) -> Option<CapId> {
+    /// Records that pin `pin` of `pinner`, taken through capability `id`, is lent through the
+    /// nearest of `id`'s ancestors that another process holds (`id` itself is the pinner's),
+    /// and returns that lender, if there is one.
+    pub fn lend(&mut self, id: CapId, pinner: Pid, pin: u64) -> Option<CapId> {
         let mut at = self.nodes.get(&id)?.parent;
         while let Some(candidate) = at {
-            let node = self.nodes.get(&candidate)?;
+            let node = self.nodes.get_mut(&candidate)?;
             if node.owner != pinner {
+                node.lent.push((pinner, pin));
                 return Some(candidate);
             }
             at = node.parent;
@@ -99,22 +100,19 @@ impl DerivationTree {
         None
     }
 
-    /// Records that `pin` is lent through `lender`.
-    pub fn lend(&mut self, lender: CapId, (pinner, pin): PinRef) {
-        self.lent.insert((lender, pinner, pin));
-    }
-
     /// Forgets that `pin` is lent through `lender` (the pin was released).
-    pub fn unlend(&mut self, lender: CapId, (pinner, pin): PinRef) {
-        self.lent.remove(&(lender, pinner, pin));
+    pub fn unlend(&mut self, lender: CapId, pin: PinRef) {
+        if let Some(node) = self.nodes.get_mut(&lender) {
+            if let Some(at) = node.lent.iter().position(|&p| p == pin) {
+                node.lent.swap_remove(at);
+            }
+        }
     }
 
     /// Revokes every pin lent through `id` (a `cap_revoke` of `id` takes back what it lent).
     pub fn revoke_lent(&mut self, id: CapId) {
-        let first = (id, Pid::MIN, u64::MIN);
-        while let Some(&(lender, pinner, pin)) = self.lent.range(first..).next().filter(|entry| entry.0 == id) {
-            self.lent.remove(&(lender, pinner, pin));
-            self.revoked.push((pinner, pin));
+        if let Some(node) = self.nodes.get_mut(&id) {
+            self.revoked.append(&mut node.lent);
         }
     }
 
@@ -135,7 +133,7 @@ impl DerivationTree {
         if let Some(p) = parent.and_then(|p| self.nodes.get_mut(&p)) {
             p.children.push(id);
         }
-        self.nodes.insert(id, Node { owner, parent, children: Vec::new() });
+        self.nodes.insert(id, Node { owner, parent, children: Vec::new(), lent: Vec::new() });
         id
     }
 
@@ -149,7 +147,7 @@ impl DerivationTree {
     /// Forgets `id`; its children move to its parent, the pins lent through it are revoked.
     pub fn remove(&mut self, id: CapId) {
         let Some(node) = self.nodes.remove(&id) else { return };
-        self.revoke_lent(id);
+        self.revoked.extend(node.lent.iter().copied());
         if let Some(parent) = node.parent.and_then(|p| self.nodes.get_mut(&p)) {
             parent.children.retain(|&c| c != id);
             parent.children.extend(node.children.iter().copied());

@@ -368,7 +368,9 @@ impl Kernel {
             process.unmap_page(va);
         }
         self.tree.remove(cap.id);
-        self.deliver_revocations();
+        if self.tree.has_revoked() {
+            self.deliver_revocations();
+        }
         Ok(())
     }
 
@@ -416,17 +418,14 @@ impl Kernel {
     /// `Syscall::RevocationWatch` for the capability it is lent through) and returns its
     /// number.
     pub fn pin(&mut self, pid: Pid, via: &Capability, memory: Option<Rc<MemoryObject>>, first_page: u64, pages: u64) -> Result<u64, Error> {
-        let lender = self.tree.lender(via.id, pid);
         let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         if process.pins.len() >= kernel_abi::MAX_PINS {
             return Err(Error::OutOfMemory);
         }
         let pin = process.next_pin;
         process.next_pin += 1;
+        let lender = self.tree.lend(via.id, pid, pin);
         process.pins.insert(pin, Pin { memory, first_page, pages, lender });
-        if let Some(lender) = lender {
-            self.tree.lend(lender, (pid, pin));
-        }
         Ok(pin)
     }
 
@@ -434,9 +433,12 @@ impl Kernel {
     pub fn unpin(&mut self, pid: Pid, pin: u64) -> Result<(), Error> {
         let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         let held = process.pins.remove(&pin).ok_or(Error::InvalidArgument)?;
-        process.revoked_pins.remove(&pin);
-        if let Some(lender) = held.lender {
-            self.tree.unlend(lender, (pid, pin));
+        match held.lender {
+            Some(lender) => self.tree.unlend(lender, (pid, pin)),
+            // Revoked (or never lent): its record may still be pending.
+            None => {
+                process.revoked_pins.remove(&pin);
+            }
         }
         Ok(())
     }
@@ -621,6 +623,11 @@ impl Kernel {
 
     /// Runs one time slice of the next runnable thread (or idles until an interrupt).
     pub fn run_once(&mut self) {
+        // A capability the IPC path dropped (its receive slot was taken meanwhile) may have lent
+        // pins: their records go out with the next time slice, not on the IPC path.
+        if self.tree.has_revoked() {
+            self.deliver_revocations();
+        }
         let Some(mut running) = self.run_next() else {
             let trap = arch::wait_for_interrupt();
             if let Trap::DeviceIrq(line) = trap {

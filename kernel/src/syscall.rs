@@ -71,11 +71,6 @@ fn cap_of(kernel: &Kernel, pid: Pid, slot: u64, kind: ObjectType, rights: Rights
 /// The large, rarely used handlers are `#[inline(never)]`: inlined, their buffers would grow
 /// this function's frame (and stack probing), which every system call pays for.
 fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6]) -> Outcome {
-    // A capability the IPC path dropped (its receive slot was taken meanwhile) may have lent
-    // pins: their records go out with the next other system call, the IPC path stays lean.
-    if kernel.tree.has_revoked() {
-        kernel.deliver_revocations();
-    }
     match call {
         Syscall::Null => values(&[]),
         Syscall::DebugWrite => debug_write(kernel, pid, a[0], a[1]),
