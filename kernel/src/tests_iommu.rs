@@ -512,8 +512,14 @@ mod iommu_tests {
         kernel.take_exit(pid)
     }
 
+    /// Kernel pins of memory the server holds (its own and its clients').
     fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
-        kernel.processes.get(server.pid).map_or(0, |p| p.pins.len())
+        kernel.processes.get(server.pid).map_or(0, |p| p.pins.values().filter(|pin| pin.memory.is_some()).count())
+    }
+
+    /// The server's `cap_watch` pins: one per device capability it watches.
+    fn server_watches(kernel: &Kernel, server: &ServerUnderTest) -> usize {
+        kernel.processes.get(server.pid).map_or(0, |p| p.pins.values().filter(|pin| pin.memory.is_none()).count())
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
@@ -1264,6 +1270,7 @@ mod iommu_tests {
             }
             let report_page = give_report_page(kernel, driver_pid)?;
             let baseline: Vec<u64> = kernel.processes.get(server.pid).ok_or("server")?.pins.keys().copied().collect();
+            ensure!(server_watches(kernel, &server) == 0, "the server watches a device before any is bound");
             kernel.start_process(driver_pid).map_err(err("start driver"))?;
             // The frames of the pins the server takes for the driver's two-page buffer (its probe
             // and last pages are one page each).
@@ -1283,8 +1290,8 @@ mod iommu_tests {
             })?;
             ensure!(!kernel.has_exited(driver_pid), "driver ended early: {:?}", kernel.take_exit(driver_pid));
             ensure!(lent_frames.len() == 2, "the server pinned {} frames of the driver's two pages", lent_frames.len());
-            // What the server still holds beyond its own: the watch of the bound device.
-            ensure!(server_kernel_pins(kernel, &server) == baseline.len() + 1, "the server holds {} kernel pins, {} before and a device watch", server_kernel_pins(kernel, &server), baseline.len());
+            ensure!(server_kernel_pins(kernel, &server) == baseline.len(), "the server holds {} kernel pins of memory, {} before", server_kernel_pins(kernel, &server), baseline.len());
+            ensure!(server_watches(kernel, &server) == 1, "the server holds {} device watches, expected the bound device's", server_watches(kernel, &server));
             ensure!(server.word(status::PINNED_PAGES) == 0, "{} pages still pinned in the object model", server.word(status::PINNED_PAGES));
             // Claim the freed frames (the free list hands out the last freed first) and fill
             // them with canaries; a frame the pool does not give back was not freed.
@@ -1302,21 +1309,26 @@ mod iommu_tests {
             }
             drop(passed);
             ensure!(claimed.len() == lent_frames.len(), "only {} of the lent frames came back to the free pool", claimed.len());
-            let faults = server.word(status::FAULTS);
+            let (faults, unrouted) = (server.word(status::FAULTS), server.word(status::UNROUTED_FAULTS));
             // SAFETY: word COMMAND of the report page, which the driver polls.
             unsafe { core::ptr::write_volatile(direct::<u64>(report_page.frames[0]).add(report::COMMAND), report::RETRY_DMA) };
             run_until(kernel, "the driver to revoke its device", |k| page_word(&report_page, report::PHASE) == report::DEVICE_REVOKED || k.has_exited(driver_pid))?;
             ensure!(server.word(status::FAULTS) > faults, "the retried write to the revoked IOVA did not fault");
-            let unrouted = server.word(status::UNROUTED_FAULTS);
+            ensure!(server_watches(kernel, &server) == 0, "the revoked device's watch is still held");
             run_until(kernel, "the driver", |k| k.has_exited(driver_pid))?;
             let exit = exit_of(kernel, driver_pid);
             ensure!(exit == Some(ExitReason::Exited(0)), "driver ended with {exit:?}");
             ensure!(claimed.iter().all(|frame| frame.all(CANARY)), "the device wrote a frame freed after the revocation");
-            ensure!(server.word(status::UNROUTED_FAULTS) > unrouted, "the unbound device's DMA reached no fault record");
-            ensure!(server.word(status::LAST_FAULT_RID) == u64::from(device.rid), "last fault from {:#x}, expected the edu {:#x}", server.word(status::LAST_FAULT_RID), device.rid);
+            // The driver checked that the unbound device's write left memory as it was. QEMU's
+            // VT-d may drop that fault (one record per requester while one is pending), so a
+            // record is not required, but one recorded must be this device's.
+            if server.word(status::UNROUTED_FAULTS) > unrouted {
+                ensure!(server.word(status::LAST_FAULT_RID) == u64::from(device.rid), "last fault from {:#x}, expected the edu {:#x}", server.word(status::LAST_FAULT_RID), device.rid);
+            }
             run_until(kernel, "the server to reap the driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
             ensure!(!kernel.has_exited(server.pid), "server died");
-            ensure!(server_kernel_pins(kernel, &server) == baseline.len(), "the server kept {} kernel pins, {} before", server_kernel_pins(kernel, &server), baseline.len());
+            ensure!(server_kernel_pins(kernel, &server) == baseline.len(), "the server kept {} kernel pins of memory, {} before", server_kernel_pins(kernel, &server), baseline.len());
+            ensure!(server_watches(kernel, &server) == 0, "the server kept {} device watches", server_watches(kernel, &server));
             crate::println!("iommu: revoked memory unmapped and unpinned before its frames were free (canaries intact); revoked device unbound and blocked");
             Ok(())
         })
