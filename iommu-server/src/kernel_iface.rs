@@ -53,6 +53,11 @@ impl KernelMemory {
         self.pins.len()
     }
 
+    /// Whether kernel pin `pin` is still held for client memory.
+    pub fn holds(&self, pin: u64) -> bool {
+        self.pins.values().any(|held| held.pin == pin)
+    }
+
     fn release(&mut self, key: PinKey) {
         if let Some(held) = self.pins.remove(&key) {
             if let Err(error) = syscall::mem_unpin(held.pin) {
@@ -276,6 +281,7 @@ impl CapabilityVerifier for DeviceRegistry {
         if let Some(ecam) = self.ecam.as_mut() {
             ecam.set_bus_master(address, true);
         }
+        crate::revocation::watch_device(cap, UnitId(unit as u32), RequesterId(u32::from(rid)));
         Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits: 0 })
     }
 

@@ -25,6 +25,7 @@ mod hw;
 mod kernel_iface;
 #[cfg(target_arch = "x86_64")]
 mod msi;
+mod revocation;
 mod state;
 mod status;
 #[cfg(target_arch = "x86_64")]
@@ -78,6 +79,11 @@ fn main(arg: u64) -> u64 {
         println!("iommu-server: no event thread: {error:?}");
         state::report_failure();
         return 3;
+    }
+    if let Err(error) = revocation::watch() {
+        println!("iommu-server: cannot watch for revoked pins: {error:?}");
+        state::report_failure();
+        return 6;
     }
     if arg & ARG_BENCH != 0 {
         state::with(|state| bench::in_server(state.server.backend_mut()));

@@ -3,8 +3,8 @@
 //! * The main thread receives requests and dispatches them (`serve`).
 //! * The event thread waits on the `EVENTS` notification: the IOMMU's fault interrupt (each
 //!   unit drained through the object model, `ObjectModel::drain_faults`, which says whom to wake),
-//!   on arm the SMMU's global-error interrupt, and the end of a client process (tear the
-//!   client down).
+//!   on arm the SMMU's global-error interrupt, the end of a client process (tear the client
+//!   down), and the kernel's report of revoked pins (`crate::revocation`).
 //!
 //! The platform part of bring-up (firmware, PCI, units) is `crate::x86` or `crate::arm`; both
 //! hand back a [`Platform`], the rest is common.
@@ -241,6 +241,7 @@ impl State {
                 let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
                 // SAFETY: as above.
                 unsafe { kernel_ipc::write_window(window, &reply) };
+                crate::revocation::settle(self);
                 reply[0]
             }
             kernel_ipc::SUBSCRIBE_FAULTS => self.subscribe_faults(badge, cap),
@@ -401,6 +402,11 @@ extern "C" fn event_thread(_arg: u64) -> ! {
             if bits & 1 << slots::GERROR_EVENT_BIT != 0 {
                 state.server.backend_mut().check_global_errors();
                 let _ = syscall::irq_ack(slots::GERROR_IRQ);
+            }
+            // Before reaping: a client's end revokes what it lent, and once it is counted as
+            // reaped nothing of it is held any more.
+            if bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0 {
+                crate::revocation::process(state);
             }
             for badge in 1..=slots::MAX_CLIENTS {
                 if bits & 1 << badge != 0 {

@@ -64,17 +64,66 @@ struct Node {
     owner: Pid,
     parent: Option<CapId>,
     children: Vec<CapId>,
+    /// The pins lent through this capability (see `Syscall::RevocationWatch`).
+    lent: Vec<PinRef>,
 }
 
-/// Where every capability lives and what it was derived from.
+/// A pin: its pinner and the pin's number there.
+pub type PinRef = (Pid, u64);
+
+/// Where every capability lives and what it was derived from, and which pins each lends.
 pub struct DerivationTree {
     nodes: BTreeMap<CapId, Node>,
     next_id: CapId,
+    /// Pins whose lender went, not yet handed to their pinners (`Kernel::deliver_revocations`).
+    revoked: Vec<PinRef>,
 }
 
 impl DerivationTree {
     pub const fn new() -> Self {
-        DerivationTree { nodes: BTreeMap::new(), next_id: 1 }
+        DerivationTree { nodes: BTreeMap::new(), next_id: 1, revoked: Vec::new() }
+    }
+
+    /// Records that pin `pin` of `pinner`, taken through capability `id`, is lent through the
+    /// nearest of `id`'s ancestors that another process holds (`id` itself is the pinner's),
+    /// and returns that lender, if there is one.
+    pub fn lend(&mut self, id: CapId, pinner: Pid, pin: u64) -> Option<CapId> {
+        let mut at = self.nodes.get(&id)?.parent;
+        while let Some(candidate) = at {
+            let node = self.nodes.get_mut(&candidate)?;
+            if node.owner != pinner {
+                node.lent.push((pinner, pin));
+                return Some(candidate);
+            }
+            at = node.parent;
+        }
+        None
+    }
+
+    /// Forgets that `pin` is lent through `lender` (the pin was released).
+    pub fn unlend(&mut self, lender: CapId, pin: PinRef) {
+        if let Some(node) = self.nodes.get_mut(&lender) {
+            if let Some(at) = node.lent.iter().position(|&p| p == pin) {
+                node.lent.swap_remove(at);
+            }
+        }
+    }
+
+    /// Revokes every pin lent through `id` (a `cap_revoke` of `id` takes back what it lent).
+    pub fn revoke_lent(&mut self, id: CapId) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            self.revoked.append(&mut node.lent);
+        }
+    }
+
+    /// Takes the pins revoked since the last call.
+    pub fn take_revoked(&mut self) -> Vec<PinRef> {
+        core::mem::take(&mut self.revoked)
+    }
+
+    /// Whether pins were revoked since the last `take_revoked`.
+    pub fn has_revoked(&self) -> bool {
+        !self.revoked.is_empty()
     }
 
     /// Registers a new capability owned by `owner`, derived from `parent` (None for originals).
@@ -84,7 +133,7 @@ impl DerivationTree {
         if let Some(p) = parent.and_then(|p| self.nodes.get_mut(&p)) {
             p.children.push(id);
         }
-        self.nodes.insert(id, Node { owner, parent, children: Vec::new() });
+        self.nodes.insert(id, Node { owner, parent, children: Vec::new(), lent: Vec::new() });
         id
     }
 
@@ -95,9 +144,10 @@ impl DerivationTree {
         }
     }
 
-    /// Forgets `id`; its children move to its parent.
+    /// Forgets `id`; its children move to its parent, the pins lent through it are revoked.
     pub fn remove(&mut self, id: CapId) {
         let Some(node) = self.nodes.remove(&id) else { return };
+        self.revoked.extend(node.lent.iter().copied());
         if let Some(parent) = node.parent.and_then(|p| self.nodes.get_mut(&p)) {
             parent.children.retain(|&c| c != id);
             parent.children.extend(node.children.iter().copied());

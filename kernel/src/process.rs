@@ -138,6 +138,16 @@ pub fn mapping_record_pages(records: u64) -> u64 {
     records.div_ceil(MAPPING_RECORDS_PER_PAGE)
 }
 
+/// A pin: frames of a memory object kept out of the free pool (none for a `cap_watch`), and
+/// the capability it is lent through while that stands (see `Syscall::RevocationWatch`).
+pub struct Pin {
+    pub memory: Option<Rc<MemoryObject>>,
+    pub first_page: u64,
+    pub pages: u64,
+    /// `None` once revoked, or if nobody else lent it.
+    pub lender: Option<CapId>,
+}
+
 pub struct Process {
     pub name: &'static str,
     /// Its user mappings go through `map_page` and `unmap_page`, which charge the page-table
@@ -150,9 +160,14 @@ pub struct Process {
     image_frames: Vec<u64>,
     pub cspace: CSpace,
     pub mappings: Mappings,
-    /// Pin id -> the object it keeps alive (`mem_pin`, `mem_pin_range`).
-    pub pins: BTreeMap<u64, Rc<MemoryObject>>,
+    /// Pin id -> what it holds (`mem_pin`, `mem_pin_range`, `cap_watch`).
+    pub pins: BTreeMap<u64, Pin>,
     pub next_pin: u64,
+    /// Revoked pins whose records `revocation_read` has not handed out yet: at most one entry
+    /// per pin, so bounded by `MAX_PINS` whatever lenders do.
+    pub revoked_pins: BTreeSet<u64>,
+    /// Signalled (notification, bit) when one of this process's pins is revoked.
+    pub revocation_watch: Option<(Rc<RefCell<Notification>>, u64)>,
     pub quota: Quota,
     pub threads: Vec<Tid>,
     entry: u64,
@@ -279,6 +294,8 @@ impl Kernel {
                 mappings: Mappings::default(),
                 pins: BTreeMap::new(),
                 next_pin: 1,
+                revoked_pins: BTreeSet::new(),
+                revocation_watch: None,
                 quota: QuotaAccount::new(quota_pages),
                 threads: Vec::new(),
                 entry,
@@ -342,7 +359,8 @@ impl Kernel {
         Ok(id)
     }
 
-    /// Deletes the capability in `slot` of `pid` and every mapping made through it.
+    /// Deletes the capability in `slot` of `pid` and every mapping made through it; the pins
+    /// lent through it are revoked.
     pub fn delete_cap(&mut self, pid: Pid, slot: u64) -> Result<(), Error> {
         let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
         let cap = process.cspace.take(slot)?;
@@ -350,18 +368,76 @@ impl Kernel {
             process.unmap_page(va);
         }
         self.tree.remove(cap.id);
+        if self.tree.has_revoked() {
+            self.deliver_revocations();
+        }
         Ok(())
     }
 
-    /// Deletes every capability derived from the one in `slot` of `pid`.
+    /// Deletes every capability derived from the one in `slot` of `pid`, and revokes the pins
+    /// lent through it or through any of them.
     pub fn revoke(&mut self, pid: Pid, slot: u64) -> Result<(), Error> {
         let id = self.processes.get(pid).ok_or(Error::PeerGone)?.cspace.get(slot)?.id;
+        self.tree.revoke_lent(id);
         for (descendant, owner) in self.tree.descendants(id) {
             let found = self.processes.get(owner).and_then(|p| p.cspace.find(descendant));
             match found {
                 Some(s) => self.delete_cap(owner, s)?,
                 // In flight with a queued call: drop it there.
                 None => self.drop_in_flight(descendant),
+            }
+        }
+        self.deliver_revocations();
+        Ok(())
+    }
+
+    /// Hands the pins revoked since the last call to their pinners: each such pin loses its
+    /// lender and gets one pending record (it keeps its frames until `mem_unpin`), and each
+    /// pinner with a revocation watch is signalled once.
+    pub fn deliver_revocations(&mut self) {
+        let mut to_signal: Vec<(Rc<RefCell<Notification>>, u64)> = Vec::new();
+        for (pinner, pin) in self.tree.take_revoked() {
+            let Some(process) = self.processes.get_mut(pinner) else { continue };
+            let Some(held) = process.pins.get_mut(&pin) else { continue };
+            if held.lender.take().is_none() {
+                continue;
+            }
+            process.revoked_pins.insert(pin);
+            if let Some((notification, bit)) = &process.revocation_watch {
+                if !to_signal.iter().any(|(n, b)| Rc::ptr_eq(n, notification) && b == bit) {
+                    to_signal.push((notification.clone(), *bit));
+                }
+            }
+        }
+        for (notification, bit) in to_signal {
+            self.signal(&notification, 1 << bit);
+        }
+    }
+
+    /// Records a new pin of `pid` taken through capability `via` (see
+    /// `Syscall::RevocationWatch` for the capability it is lent through) and returns its
+    /// number.
+    pub fn pin(&mut self, pid: Pid, via: &Capability, memory: Option<Rc<MemoryObject>>, first_page: u64, pages: u64) -> Result<u64, Error> {
+        let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
+        if process.pins.len() >= kernel_abi::MAX_PINS {
+            return Err(Error::OutOfMemory);
+        }
+        let pin = process.next_pin;
+        process.next_pin += 1;
+        let lender = self.tree.lend(via.id, pid, pin);
+        process.pins.insert(pin, Pin { memory, first_page, pages, lender });
+        Ok(pin)
+    }
+
+    /// Releases pin `pin` of `pid` (`mem_unpin`): its frames may return to the pool.
+    pub fn unpin(&mut self, pid: Pid, pin: u64) -> Result<(), Error> {
+        let process = self.processes.get_mut(pid).ok_or(Error::PeerGone)?;
+        let held = process.pins.remove(&pin).ok_or(Error::InvalidArgument)?;
+        match held.lender {
+            Some(lender) => self.tree.unlend(lender, (pid, pin)),
+            // Revoked (or never lent): its record may still be pending.
+            None => {
+                process.revoked_pins.remove(&pin);
             }
         }
         Ok(())
@@ -477,7 +553,11 @@ impl Kernel {
             let _ = self.delete_cap(pid, slot);
         }
         let mut process = self.processes.remove(pid).expect("checked above");
-        process.pins.clear();
+        for (pin, held) in core::mem::take(&mut process.pins) {
+            if let Some(lender) = held.lender {
+                self.tree.unlend(lender, (pid, pin));
+            }
+        }
         // Mappings made through capabilities the process gave away are left: their charges
         // go back with them (the tables are freed with the address space below).
         process.quota.release(process.charged_tables + mapping_record_pages(process.mappings.len()));
@@ -491,6 +571,8 @@ impl Kernel {
             self.signal(&notification, 1 << bit);
         }
         self.exited.insert(pid, reason);
+        // The capabilities it held may have lent pins to others.
+        self.deliver_revocations();
     }
 
     fn remove_thread(&mut self, tid: Tid) {
@@ -541,6 +623,11 @@ impl Kernel {
 
     /// Runs one time slice of the next runnable thread (or idles until an interrupt).
     pub fn run_once(&mut self) {
+        // A capability the IPC path dropped (its receive slot was taken meanwhile) may have lent
+        // pins: their records go out with the next time slice, not on the IPC path.
+        if self.tree.has_revoked() {
+            self.deliver_revocations();
+        }
         let Some(mut running) = self.run_next() else {
             let trap = arch::wait_for_interrupt();
             if let Trap::DeviceIrq(line) = trap {

@@ -9,7 +9,8 @@ use crate::process::{self, Continuation, ExitReason, Kernel, Next, Pid, Process,
 use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use kernel_abi::{Error, MemFlags, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, NO_CAP};
+use alloc::vec::Vec;
+use kernel_abi::{Error, MemFlags, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, MAX_REVOCATION_RECORDS, NO_CAP, REVOCATION_RECORD_WORDS};
 
 /// What the calling thread does next, or the error it gets.
 type Outcome = Result<Continuation, Error>;
@@ -137,10 +138,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         Syscall::MemMap => mem_map(kernel, pid, a[0], a[1], a[2], a[3], a[4]),
         Syscall::Unmap => unmap(kernel, pid, a[0], a[1]),
         Syscall::MemPin => mem_pin(kernel, pid, a[0], a[1], a[2]),
-        Syscall::MemUnpin => {
-            let removed = kernel.processes.get_mut(pid).expect("caller").pins.remove(&a[0]);
-            removed.ok_or(Error::InvalidArgument).and_then(|_| values(&[]))
-        }
+        Syscall::MemUnpin => kernel.unpin(pid, a[0]).and_then(|_| values(&[])),
         Syscall::MemPinRange => mem_pin_range(kernel, pid, a[0], a[1], a[2], a[3], a[4]),
         Syscall::MemInfo => {
             let cap = cap_of(kernel, pid, a[0], ObjectType::Memory, Rights::READ)?;
@@ -225,7 +223,49 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             let target = process(kernel, pid, a[0], Rights::CONTROL)?;
             kernel.start_process(target).and_then(|_| values(&[]))
         }
+        Syscall::RevocationWatch => {
+            cap_of(kernel, pid, a[0], ObjectType::DmaAuthority, Rights::CONTROL)?;
+            let n = notification(kernel, pid, a[1], Rights::WRITE)?;
+            if a[2] >= 64 {
+                return Err(Error::InvalidArgument);
+            }
+            kernel.processes.get_mut(pid).expect("caller").revocation_watch = Some((n, a[2]));
+            values(&[])
+        }
+        Syscall::RevocationRead => revocation_read(kernel, pid, a[0], a[1], a[2]),
+        Syscall::CapWatch => {
+            cap_of(kernel, pid, a[0], ObjectType::DmaAuthority, Rights::CONTROL)?;
+            let c = cap(kernel, pid, a[1])?;
+            let pin = kernel.pin(pid, &c, None, 0, 0)?;
+            values(&[pin])
+        }
     }
+}
+
+/// `revocation_read(authority, out, max) -> count`: see `Syscall::RevocationRead`.
+#[inline(never)]
+fn revocation_read(kernel: &mut Kernel, pid: Pid, authority: u64, out: u64, max: u64) -> Outcome {
+    cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
+    let process = kernel.processes.get_mut(pid).expect("caller");
+    let count = max.min(MAX_REVOCATION_RECORDS).min(process.revoked_pins.len() as u64);
+    if count == 0 {
+        return values(&[0]);
+    }
+    let words = count * REVOCATION_RECORD_WORDS as u64;
+    let buffer = UserSlice::new(out, words * 8)?;
+    let mut records: Vec<u64> = Vec::new();
+    records.try_reserve_exact(words as usize).map_err(|_| Error::OutOfMemory)?;
+    for &pin in process.revoked_pins.iter().take(count as usize) {
+        let held = &process.pins[&pin];
+        let serial = held.memory.as_ref().map_or(0, |m| m.serial);
+        records.extend_from_slice(&[pin, serial, held.first_page, held.pages]);
+    }
+    buffer.write_words(&process.space, &records)?;
+    // Handed out only once written: a bad buffer loses no record.
+    for pin in records.chunks(REVOCATION_RECORD_WORDS).map(|record| record[0]) {
+        process.revoked_pins.remove(&pin);
+    }
+    values(&[count])
 }
 
 /// Rights a fresh memory object's capability gets.
@@ -534,15 +574,9 @@ fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {
 fn mem_pin(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, page: u64) -> Outcome {
     cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
     let c = cap_of(kernel, pid, slot, ObjectType::Memory, Rights::READ)?;
-    let Object::Memory(memory) = c.object else { unreachable!("type checked") };
+    let Object::Memory(memory) = &c.object else { unreachable!("type checked") };
     let phys = *memory.frames.get(page as usize).ok_or(Error::OutOfRange)?;
-    let process = kernel.processes.get_mut(pid).expect("caller");
-    if process.pins.len() >= MAX_PINS {
-        return Err(Error::OutOfMemory);
-    }
-    let pin = process.next_pin;
-    process.next_pin += 1;
-    process.pins.insert(pin, memory);
+    let pin = kernel.pin(pid, &c, Some(memory.clone()), page, 1)?;
     values(&[pin, phys])
 }
 
@@ -550,7 +584,7 @@ fn mem_pin(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, page: u64) 
 fn mem_pin_range(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, first: u64, pages: u64, out: u64) -> Outcome {
     cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
     let c = cap_of(kernel, pid, slot, ObjectType::Memory, Rights::READ)?;
-    let Object::Memory(memory) = c.object else { unreachable!("type checked") };
+    let Object::Memory(memory) = &c.object else { unreachable!("type checked") };
     if pages == 0 || pages > MAX_PIN_RANGE {
         return Err(Error::InvalidArgument);
     }
@@ -562,9 +596,7 @@ fn mem_pin_range(kernel: &mut Kernel, pid: Pid, authority: u64, slot: u64, first
         return Err(Error::OutOfMemory);
     }
     buffer.write_words(&process.space, frames)?;
-    let pin = process.next_pin;
-    process.next_pin += 1;
-    process.pins.insert(pin, memory);
+    let pin = kernel.pin(pid, &c, Some(memory.clone()), first, pages)?;
     values(&[pin])
 }
 

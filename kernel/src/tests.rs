@@ -214,6 +214,118 @@ fn mem_pins_and_queries() -> TestResult {
     Ok(())
 }
 
+/// Revocation reaches pins (issue 13): a pin taken by a "server" through a copy of a
+/// "client's" memory capability is lent through the client's capability. Revoking that
+/// capability (by the client, or by the grantor above it), deleting it or ending the client
+/// revokes the pin: one record per pin, a signal on the server's watch, and the frames stay
+/// held until the server unpins. A pin nobody lent is never revoked; the server deleting its
+/// own copy revokes nothing.
+fn pins_revoked_with_their_lender() -> TestResult {
+    use crate::cap::Capability;
+    use crate::object::{MemoryObject, Notification};
+    use crate::process::Pid;
+    use alloc::format;
+    use alloc::rc::Rc;
+    use core::cell::RefCell;
+    const GRANTED: u64 = 10;
+    const CLIENT: u64 = 11;
+    const SENT: u64 = 12;
+    const OWN: u64 = 13;
+    let before = mm::FRAMES.lock().free_frames();
+    {
+        let mut kernel = Kernel::new(IMAGES);
+        let mut spawn = |name| kernel.create_process(name, USERTEST, 0, TEST_QUOTA).map_err(|e| format!("{e:?}"));
+        let (root, client, server) = (spawn("root")?, spawn("client")?, spawn("server")?);
+        let watch = Rc::new(RefCell::new(Notification::default()));
+        kernel.processes.get_mut(server).expect("created").revocation_watch = Some((watch.clone(), 3));
+        let cap_in = |kernel: &Kernel, pid: Pid, slot: u64| -> Result<Capability, alloc::string::String> {
+            kernel.processes[pid].cspace.get(slot).cloned().map_err(|e| format!("{e:?}"))
+        };
+        // The root task grants memory to the client, which sends the server a derived copy.
+        let lend = |kernel: &mut Kernel| -> Result<(u64, Rc<MemoryObject>), alloc::string::String> {
+            let quota = kernel.processes[root].quota.clone();
+            let memory = MemoryObject::allocate(2, &quota).ok_or("no memory")?;
+            let id = kernel.install(root, GRANTED, Object::Memory(memory.clone()), Rights::all(), 0).map_err(|e| format!("{e:?}"))?;
+            let granted = cap_in(kernel, root, GRANTED)?;
+            kernel.install_derived(client, CLIENT, &granted, Rights::all(), 0).map_err(|e| format!("{e:?}"))?;
+            let lender = cap_in(kernel, client, CLIENT)?;
+            kernel.install_derived(server, SENT, &lender, Rights::all(), 0).map_err(|e| format!("{e:?}"))?;
+            let sent = cap_in(kernel, server, SENT)?;
+            let pin = kernel.pin(server, &sent, Some(memory.clone()), 0, 2).map_err(|e| format!("{e:?}"))?;
+            ensure!(kernel.processes[server].pins[&pin].lender == Some(lender.id), "the pin is lent through the client's capability, not {id}");
+            // The server keeps no capability: deleting its copy revokes nothing.
+            kernel.delete_cap(server, SENT).map_err(|e| format!("{e:?}"))?;
+            ensure!(kernel.processes[server].revoked_pins.is_empty(), "deleting the server's own copy revoked its pin");
+            Ok((pin, memory))
+        };
+        let revoked = |kernel: &mut Kernel, pin: u64| -> TestResult {
+            let pending: alloc::vec::Vec<u64> = kernel.processes[server].revoked_pins.iter().copied().collect();
+            ensure!(pending == [pin], "pending records {pending:?}, expected exactly pin {pin}");
+            let bits = core::mem::take(&mut watch.borrow_mut().bits);
+            ensure!(bits == 1 << 3, "watch bits {bits:#x}, expected bit 3");
+            ensure!(kernel.processes[server].pins[&pin].lender.is_none(), "a revoked pin still names its lender");
+            kernel.processes.get_mut(server).expect("alive").revoked_pins.clear();
+            Ok(())
+        };
+        let free = || mm::FRAMES.lock().free_frames();
+
+        // 1. The client revokes its own capability: the pin is revoked, the client keeps the
+        // memory; a second revoke adds no second record.
+        let (pin, memory) = lend(&mut kernel)?;
+        drop(memory);
+        kernel.revoke(client, CLIENT).map_err(|e| format!("{e:?}"))?;
+        revoked(&mut kernel, pin)?;
+        kernel.revoke(client, CLIENT).map_err(|e| format!("{e:?}"))?;
+        ensure!(kernel.processes[server].revoked_pins.is_empty(), "a pin was revoked twice");
+        kernel.unpin(server, pin).map_err(|e| format!("{e:?}"))?;
+        kernel.delete_cap(client, CLIENT).map_err(|e| format!("{e:?}"))?;
+        ensure!(watch.borrow().bits == 0, "deleting a lender whose pins are gone signalled");
+        kernel.delete_cap(root, GRANTED).map_err(|e| format!("{e:?}"))?;
+
+        // 2. The grantor revokes what it granted: the client's capability goes, and with it the
+        // pin; the frames stay held by the pin alone until the server unpins.
+        let (pin, memory) = lend(&mut kernel)?;
+        drop(memory);
+        kernel.revoke(root, GRANTED).map_err(|e| format!("{e:?}"))?;
+        kernel.delete_cap(root, GRANTED).map_err(|e| format!("{e:?}"))?;
+        revoked(&mut kernel, pin)?;
+        let held = free();
+        kernel.unpin(server, pin).map_err(|e| format!("{e:?}"))?;
+        ensure!(free() == held + 2, "unpinning the last holder freed {} frames, not 2", free() - held);
+
+        // 3. The client deletes its capability.
+        let (pin, memory) = lend(&mut kernel)?;
+        drop(memory);
+        kernel.delete_cap(root, GRANTED).map_err(|e| format!("{e:?}"))?;
+        ensure!(kernel.processes[server].revoked_pins.is_empty(), "the grantor deleting its own capability revoked the client's lending");
+        kernel.delete_cap(client, CLIENT).map_err(|e| format!("{e:?}"))?;
+        revoked(&mut kernel, pin)?;
+        kernel.unpin(server, pin).map_err(|e| format!("{e:?}"))?;
+
+        // 4. The client ends.
+        let (pin, memory) = lend(&mut kernel)?;
+        drop(memory);
+        kernel.delete_cap(root, GRANTED).map_err(|e| format!("{e:?}"))?;
+        kernel.kill(client, ExitReason::Killed);
+        revoked(&mut kernel, pin)?;
+        kernel.unpin(server, pin).map_err(|e| format!("{e:?}"))?;
+
+        // 5. Memory the server allocated itself is lent by nobody: never revoked.
+        let quota = kernel.processes[server].quota.clone();
+        let own = MemoryObject::allocate(1, &quota).ok_or("no memory")?;
+        kernel.install(server, OWN, Object::Memory(own.clone()), Rights::all(), 0).map_err(|e| format!("{e:?}"))?;
+        let own_cap = cap_in(&kernel, server, OWN)?;
+        let pin = kernel.pin(server, &own_cap, Some(own), 0, 1).map_err(|e| format!("{e:?}"))?;
+        ensure!(kernel.processes[server].pins[&pin].lender.is_none(), "the server's own memory has a lender");
+        kernel.revoke(server, OWN).map_err(|e| format!("{e:?}"))?;
+        kernel.delete_cap(server, OWN).map_err(|e| format!("{e:?}"))?;
+        ensure!(kernel.processes[server].revoked_pins.is_empty(), "the server's own memory was revoked");
+    }
+    let after = mm::FRAMES.lock().free_frames();
+    ensure!(after == before, "leaked {} frames", before as i64 - after as i64);
+    Ok(())
+}
+
 /// Endpoints and notifications cost their creator quota: a process can make exactly as many
 /// as its remaining quota pays for, and the pages come back when they go.
 fn kernel_objects_charged_to_quota() -> TestResult {
@@ -399,6 +511,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "cap::revoke_removes_derived_caps_and_mappings", run: revoke_removes_derived_caps_and_mappings },
     Test { name: "irq::edu_interrupt_reaches_user_driver", run: edu_interrupt_reaches_user_driver },
     Test { name: "mem::pins_and_queries", run: mem_pins_and_queries },
+    Test { name: "mem::pins_revoked_with_their_lender", run: pins_revoked_with_their_lender },
     Test { name: "mem::kernel_objects_charged_to_quota", run: kernel_objects_charged_to_quota },
     Test { name: "mem::mappings_charged_to_quota", run: mappings_charged_to_quota },
     #[cfg(target_arch = "x86_64")]

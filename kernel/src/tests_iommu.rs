@@ -508,8 +508,14 @@ mod iommu_tests {
         kernel.take_exit(pid)
     }
 
+    /// Kernel pins of memory the server holds (its own and its clients').
     fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
-        kernel.processes.get(server.pid).map_or(0, |p| p.pins.len())
+        kernel.processes.get(server.pid).map_or(0, |p| p.pins.values().filter(|pin| pin.memory.is_some()).count())
+    }
+
+    /// The server's `cap_watch` pins: one per device capability it watches.
+    fn server_watches(kernel: &Kernel, server: &ServerUnderTest) -> usize {
+        kernel.processes.get(server.pid).map_or(0, |p| p.pins.values().filter(|pin| pin.memory.is_none()).count())
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
@@ -1239,6 +1245,88 @@ mod iommu_tests {
         })
     }
 
+    /// Revocation reaches the IOMMU. The driver maps memory lent through a capability it
+    /// derived, DMAs through it, revokes that capability and drops its own: the server removes
+    /// the mappings (unmap and invalidation) and unpins, and only then are the frames free.
+    /// Once the driver saw the mapping gone, the frames must be back in the pool and the
+    /// server's pins back to where they were; the test claims the frames and fills them with
+    /// canaries, and the device's retried write to the old IOVA faults into the driver's queue
+    /// and leaves every canary. Then the driver revokes its device capability: the server
+    /// blocks and unbinds the device at once, and its next DMA is refused.
+    fn revoked_memory_and_device() -> TestResult {
+        const CANARY: u8 = 0xc5;
+        with_kernel(|kernel| {
+            let (server, driver_pid, device) = server_and_driver(kernel, 0, scenario::REVOKED_MEMORY_AND_DEVICE, &[1])?;
+            if !discovery_agrees(&server)? {
+                skip_without_iommu();
+                return Ok(());
+            }
+            let report_page = give_report_page(kernel, driver_pid)?;
+            let baseline: Vec<u64> = kernel.processes.get(server.pid).ok_or("server")?.pins.keys().copied().collect();
+            ensure!(server_watches(kernel, &server) == 0, "the server watches a device before any is bound");
+            kernel.start_process(driver_pid).map_err(err("start driver"))?;
+            // The frames of the pins the server takes for the driver's two-page buffer (its probe
+            // and last pages are one page each).
+            let mut lent_frames: Vec<u64> = Vec::new();
+            run_until(kernel, "the server to remove the revoked mappings", |k| {
+                if let Some(process) = k.processes.get(server.pid) {
+                    for (pin, held) in &process.pins {
+                        let Some(memory) = held.memory.as_ref().filter(|m| m.frames.len() == 2 && !baseline.contains(pin)) else { continue };
+                        for &frame in &memory.frames[held.first_page as usize..(held.first_page + held.pages) as usize] {
+                            if !lent_frames.contains(&frame) {
+                                lent_frames.push(frame);
+                            }
+                        }
+                    }
+                }
+                page_word(&report_page, report::PHASE) == report::MEMORY_REVOKED || k.has_exited(driver_pid)
+            })?;
+            ensure!(!kernel.has_exited(driver_pid), "driver ended early: {:?}", kernel.take_exit(driver_pid));
+            ensure!(lent_frames.len() == 2, "the server pinned {} frames of the driver's two pages", lent_frames.len());
+            ensure!(server_kernel_pins(kernel, &server) == baseline.len(), "the server holds {} kernel pins of memory, {} before", server_kernel_pins(kernel, &server), baseline.len());
+            ensure!(server_watches(kernel, &server) == 1, "the server holds {} device watches, expected the bound device's", server_watches(kernel, &server));
+            ensure!(server.word(status::PINNED_PAGES) == 0, "{} pages still pinned in the object model", server.word(status::PINNED_PAGES));
+            // Claim the freed frames (the free list hands out the last freed first) and fill
+            // them with canaries; a frame the pool does not give back was not freed.
+            let mut claimed: Vec<Frame> = Vec::new();
+            let mut passed: Vec<Frame> = Vec::new();
+            while claimed.len() < lent_frames.len() && passed.len() < 4096 {
+                let frame = Frame(mm::FRAMES.lock().alloc().ok_or("the pool ran out before giving the lent frames back")?);
+                if lent_frames.contains(&frame.0) {
+                    // SAFETY: a frame this test owns now, through the direct map.
+                    unsafe { core::ptr::write_bytes(mm::phys_to_virt(frame.0), CANARY, 4096) };
+                    claimed.push(frame);
+                } else {
+                    passed.push(frame);
+                }
+            }
+            drop(passed);
+            ensure!(claimed.len() == lent_frames.len(), "only {} of the lent frames came back to the free pool", claimed.len());
+            let (faults, unrouted) = (server.word(status::FAULTS), server.word(status::UNROUTED_FAULTS));
+            // SAFETY: word COMMAND of the report page, which the driver polls.
+            unsafe { core::ptr::write_volatile(direct::<u64>(report_page.frames[0]).add(report::COMMAND), report::RETRY_DMA) };
+            run_until(kernel, "the driver to revoke its device", |k| page_word(&report_page, report::PHASE) == report::DEVICE_REVOKED || k.has_exited(driver_pid))?;
+            ensure!(server.word(status::FAULTS) > faults, "the retried write to the revoked IOVA did not fault");
+            ensure!(server_watches(kernel, &server) == 0, "the revoked device's watch is still held");
+            run_until(kernel, "the driver", |k| k.has_exited(driver_pid))?;
+            let exit = exit_of(kernel, driver_pid);
+            ensure!(exit == Some(ExitReason::Exited(0)), "driver ended with {exit:?}");
+            ensure!(claimed.iter().all(|frame| frame.all(CANARY)), "the device wrote a frame freed after the revocation");
+            // The driver checked that the unbound device's write left memory as it was. QEMU's
+            // VT-d may drop that fault (one record per requester while one is pending), so a
+            // record is not required, but one recorded must be this device's.
+            if server.word(status::UNROUTED_FAULTS) > unrouted {
+                ensure!(server.word(status::LAST_FAULT_RID) == u64::from(device.rid), "last fault from {:#x}, expected the edu {:#x}", server.word(status::LAST_FAULT_RID), device.rid);
+            }
+            run_until(kernel, "the server to reap the driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
+            ensure!(!kernel.has_exited(server.pid), "server died");
+            ensure!(server_kernel_pins(kernel, &server) == baseline.len(), "the server kept {} kernel pins of memory, {} before", server_kernel_pins(kernel, &server), baseline.len());
+            ensure!(server_watches(kernel, &server) == 0, "the server kept {} device watches", server_watches(kernel, &server));
+            crate::println!("iommu: revoked memory unmapped and unpinned before its frames were free (canaries intact); revoked device unbound and blocked");
+            Ok(())
+        })
+    }
+
     pub const TESTS: &[Test] = &[
         Test { name: "iommu::discovery_finds_units_and_devices", run: discovery },
         Test { name: "iommu::edu_dma_maps_unmaps_and_faults", run: edu_dma },
@@ -1256,6 +1344,7 @@ mod iommu_tests {
         Test { name: "iommu::destroy_races_map_nothing_leaks", run: destroy_races_map },
         Test { name: "iommu::hostile_stream_beside_good_driver", run: hostile_stream_beside_good_driver },
         Test { name: "iommu::window_taken_server_carries_on", run: window_taken },
+        Test { name: "iommu::revoked_memory_and_device_leave_the_iommu", run: revoked_memory_and_device },
         Test { name: "root::system_description_runs", run: root_task_runs_the_system },
         Test { name: "bench::iommu", run: bench },
     ];

@@ -39,6 +39,11 @@ pub mod scenario {
     /// devices' own MSIs still arrive.
     #[cfg(target_arch = "x86_64")]
     pub const FORGED_INTERRUPTS: u64 = 12;
+    /// Revokes the capability of memory it mapped (the server removes the mappings, the
+    /// device's next write there faults; the root task checks the freed frames with canaries
+    /// between `report::MEMORY_REVOKED` and its `report::RETRY_DMA` command), then its device
+    /// capability (the server blocks and unbinds the device).
+    pub const REVOKED_MEMORY_AND_DEVICE: u64 = 13;
 }
 
 /// Capability slots the root task fills.
@@ -68,6 +73,14 @@ pub mod report {
     pub const RACE_DONE: u64 = 1;
     /// Objects the driver keeps in the server once the race is over.
     pub const OBJECTS_KEPT: u64 = 2;
+    /// REVOKED_MEMORY_AND_DEVICE: the server removed the mappings of the revoked memory; the
+    /// driver waits for `RETRY_DMA` in `COMMAND`.
+    pub const MEMORY_REVOKED: u64 = 5;
+    /// REVOKED_MEMORY_AND_DEVICE: the server unbound the device; its next DMA is refused.
+    pub const DEVICE_REVOKED: u64 = 6;
+    /// REVOKED_MEMORY_AND_DEVICE: where the root task writes `RETRY_DMA`.
+    pub const COMMAND: usize = 3;
+    pub const RETRY_DMA: u64 = 1;
     /// BENCH: the instruction counter right after `fault_read` returned the record of the
     /// benchmark's refused DMA.
     pub const FAULT_HELD_AT: usize = 1;

@@ -32,6 +32,12 @@ pub const MAX_MEMORY_OBJECT_PAGES: u64 = 4096;
 pub const MAX_PINS: usize = 8192;
 /// Pages one `mem_pin_range` may pin.
 pub const MAX_PIN_RANGE: u64 = 512;
+/// Words of one `revocation_read` record: pin, object serial (0: a `cap_watch`), first page,
+/// pages. An object and a page range, so that other changes of what a device may reach
+/// (an address space's unmap) fit the same record.
+pub const REVOCATION_RECORD_WORDS: usize = 4;
+/// Records one `revocation_read` hands out at most.
+pub const MAX_REVOCATION_RECORDS: u64 = 64;
 
 /// Kind of kernel object a capability names (returned by `cap_info`).
 #[repr(u64)]

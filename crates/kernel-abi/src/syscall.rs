@@ -143,6 +143,29 @@ syscalls! {
     /// of a capability to it). Needs CONTROL. An IOMMU server takes a line back this way
     /// before handing it to the next driver.
     IrqUnbind = 39,
+    /// `revocation_watch(authority, ntfn, bit)`: the kernel signals `1 << bit` on `ntfn`
+    /// whenever one of the caller's pins is revoked (see `revocation_read`); replaces an
+    /// earlier watch. Needs a DmaAuthority capability with CONTROL and WRITE on `ntfn`.
+    ///
+    /// A pin (and a `cap_watch`) is *lent through* the capability nearest above the one it was
+    /// taken through, in the derivation tree, that another process held at that moment (the
+    /// client's capability from which the copy it sent was derived). The pin is revoked when
+    /// that lender is deleted (`cap_delete`, an ancestor's `cap_revoke`, its holder's end, an
+    /// in-flight copy dropped) or revoked itself (`cap_revoke` on it). A pin with no such
+    /// lender (the sender moved its last capability) is never revoked. A revoked pin keeps its
+    /// frames held, and yields one record, until the pinner calls `mem_unpin`.
+    RevocationWatch = 40,
+    /// `revocation_read(authority, out, max) -> count`: moves up to `max` (at most
+    /// `MAX_REVOCATION_RECORDS`) pending records of
+    /// revoked pins, `REVOCATION_RECORD_WORDS` u64 each, to the caller's writable, 8-byte
+    /// aligned buffer at `out`: (pin, memory-object serial or 0 for a `cap_watch`, first page,
+    /// pages). A pin yields at most one record whatever happens to it, so the pending records
+    /// never outnumber the caller's pins and none is lost. Needs DmaAuthority with CONTROL.
+    RevocationRead = 41,
+    /// `cap_watch(authority, cap) -> pin`: a pin of no memory that is revoked as a memory pin
+    /// is, when the lender of `cap` goes (an IOMMU server watches device capabilities so).
+    /// Released with `mem_unpin`. Needs DmaAuthority with CONTROL.
+    CapWatch = 42,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
 mod race;
+mod revoke;
 mod sharing;
 mod stream;
 mod window;
@@ -51,6 +52,11 @@ mod slot {
     /// The notification the MSI is bound to.
     #[cfg(target_arch = "x86_64")]
     pub const IRQ_NOTIFICATION: u64 = 29;
+    /// REVOKED_MEMORY_AND_DEVICE: the copy of BUFFER the server's pins are lent through, a
+    /// probe page, a page mapped after the device capability is revoked.
+    pub const LENT: u64 = 30;
+    pub const PROBE: u64 = 31;
+    pub const AFTER_DEVICE: u64 = 32;
 }
 
 /// The driver's address space.
@@ -104,6 +110,7 @@ fn main(arg: u64) -> u64 {
         scenario::HOSTILE_STREAM => stream::hostile_stream(arg >> 8),
         scenario::DMA_ROUNDS => stream::dma_rounds(),
         scenario::WINDOW_TAKEN => window::window_taken(),
+        scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         _ => Err((99, "unknown scenario")),

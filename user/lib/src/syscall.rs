@@ -268,6 +268,36 @@ pub fn irq_unbind(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqUnbind as u64, [irq, 0, 0, 0, 0, 0]).0)
 }
 
+/// Has `1 << bit` signalled on `ntfn` whenever one of this process's pins is revoked.
+pub fn revocation_watch(authority: u64, ntfn: u64, bit: u64) -> Result<(), Error> {
+    check(raw(Syscall::RevocationWatch as u64, [authority, ntfn, bit, 0, 0, 0]).0)
+}
+
+/// One record of a revoked pin (`Syscall::RevocationRead`), laid out as the kernel writes it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RevocationRecord {
+    pub pin: u64,
+    /// The memory object's serial (`mem_info`), 0 for a `cap_watch`.
+    pub serial: u64,
+    pub first_page: u64,
+    pub pages: u64,
+}
+
+/// Moves pending records of revoked pins into `out` (at most `MAX_REVOCATION_RECORDS`);
+/// returns how many were written.
+pub fn revocation_read(authority: u64, out: &mut [RevocationRecord]) -> Result<usize, Error> {
+    const _: () = assert!(core::mem::size_of::<RevocationRecord>() == 8 * kernel_abi::REVOCATION_RECORD_WORDS);
+    let (status, count) = raw(Syscall::RevocationRead as u64, [authority, out.as_mut_ptr() as u64, out.len() as u64, 0, 0, 0]);
+    check(status).map(|_| count as usize)
+}
+
+/// A pin of no memory, revoked when the lender of the capability in `cap` goes.
+pub fn cap_watch(authority: u64, cap: u64) -> Result<u64, Error> {
+    let (status, pin) = raw(Syscall::CapWatch as u64, [authority, cap, 0, 0, 0, 0]);
+    check(status).map(|_| pin)
+}
+
 pub fn irq_ack(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
 }

@@ -33,12 +33,14 @@ mod handles;
 mod hwpt;
 mod ioas;
 mod registration;
+mod revoke;
 
 use ioas::{ioas_in, ioas_in_mut};
 
 pub use device::DeviceGrant;
 pub use fault::{FaultDelivery, FaultReadout};
 pub use hwpt::{HwptAllocOptions, MAX_DIRTY_BITMAP_PAGES};
+pub use revoke::Revoked;
 
 /// Tunables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

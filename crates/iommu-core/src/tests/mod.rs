@@ -9,7 +9,7 @@ mod lifecycle;
 mod random;
 mod limits;
 mod registered;
-mod rights;
+mod revoke;
 
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;

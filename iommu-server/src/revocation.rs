@@ -1,0 +1,140 @@
+//! Revocation reaching the IOMMU: the server's half of the kernel's pin revocation protocol
+//! (`kernel_abi::Syscall::RevocationWatch`).
+//!
+//! The kernel signals `EVENTS` bit [`REVOCATION_EVENT_BIT`] when a pin of the server is
+//! revoked because the client capability it was lent through went (revoked by the client or
+//! by whoever granted it, deleted, the client ended). The event thread then reads the records:
+//! * a memory pin (object serial, page range): the object model removes every area over those
+//!   pages and every registration of the object (unmapped from every domain, which
+//!   invalidates, then unpinned), after which the kernel pin is released and the frames may
+//!   return to the pool. Until then the pin keeps them out of reuse.
+//! * a device watch (`cap_watch`, taken when a device is bound): the device is blocked and
+//!   unbound at once.
+
+use alloc::vec::Vec;
+use iommu_core::{MemoryObjectId, ObjectId, RequesterId, UnitId};
+use userlib::syscall::{self, RevocationRecord};
+use userlib::println;
+
+use crate::slots;
+use crate::state::State;
+
+/// Bit of `EVENTS` the kernel signals when a pin is revoked: above the client bits and (arm)
+/// the global-error bit.
+pub const REVOCATION_EVENT_BIT: u64 = slots::MAX_CLIENTS + 2;
+const _: () = assert!(REVOCATION_EVENT_BIT < 64);
+
+/// A device capability's watch: the pin, the device it was bound as, and what it is.
+struct DeviceWatch {
+    pin: u64,
+    unit: UnitId,
+    rid: RequesterId,
+    /// The bound device object; `None` until the request that took the watch has ended.
+    device: Option<ObjectId>,
+}
+
+/// Watches of device capabilities, accessed under the state lock only.
+static WATCHES: spin::Mutex<Vec<DeviceWatch>> = spin::Mutex::new(Vec::new());
+
+/// Registers the event bit with the kernel (at bring-up).
+pub fn watch() -> Result<(), kernel_abi::Error> {
+    syscall::revocation_watch(slots::DMA_AUTHORITY, slots::EVENTS, REVOCATION_EVENT_BIT)
+}
+
+/// Watches the device capability in `cap`, just verified as device `rid` behind `unit`: if
+/// the bind it serves succeeds, the device goes when the capability's lender does.
+pub fn watch_device(cap: u64, unit: UnitId, rid: RequesterId) {
+    match syscall::cap_watch(slots::DMA_AUTHORITY, cap) {
+        Ok(pin) => WATCHES.lock().push(DeviceWatch { pin, unit, rid, device: None }),
+        Err(error) => println!("iommu-server: cannot watch a device capability: {error:?}"),
+    }
+}
+
+/// After a request: a watch taken during it belongs to the device the request bound, or to
+/// none (the bind failed, or the device was bound already under another watch) and is
+/// released; so are the watches of devices unbound since. Nothing to do, and no kernel call,
+/// when the request took no watch.
+pub fn settle(state: &State) {
+    let mut watches = WATCHES.lock();
+    if watches.iter().all(|watch| watch.device.is_some()) {
+        return;
+    }
+    let mut owned: Vec<ObjectId> = Vec::new();
+    for watch in watches.iter_mut() {
+        let bound = state.server.bound_device(watch.unit, watch.rid);
+        watch.device = match watch.device {
+            Some(device) if bound == Some(device) => Some(device),
+            Some(_) => None,
+            None => bound.filter(|device| !owned.contains(device)),
+        };
+        if let Some(device) = watch.device {
+            owned.push(device);
+        }
+    }
+    // Two pending watches of one device: the first adopted it, the second is released.
+    watches.retain(|watch| {
+        if watch.device.is_none() {
+            let _ = syscall::mem_unpin(watch.pin);
+        }
+        watch.device.is_some()
+    });
+}
+
+/// Reads every pending revocation record and acts on it (the event thread, under the lock).
+pub fn process(state: &mut State) {
+    let mut records = [RevocationRecord::default(); 16];
+    loop {
+        let count = match syscall::revocation_read(slots::DMA_AUTHORITY, &mut records) {
+            Ok(count) => count,
+            Err(error) => {
+                println!("iommu-server: revocation_read failed: {error:?}");
+                return;
+            }
+        };
+        for record in &records[..count] {
+            if record.serial == 0 {
+                revoke_device(state, record.pin);
+            } else {
+                revoke_memory(state, record);
+            }
+        }
+        if count < records.len() {
+            return;
+        }
+    }
+}
+
+fn revoke_memory(state: &mut State, record: &RevocationRecord) {
+    let revoked = state.server.revoke_memory(MemoryObjectId(record.serial), record.first_page, record.pages);
+    // Every page of the pin was used by an area now removed, so the object model released
+    // the pin through `KernelMemory::unpin`. One still held would be a bug: it stays held
+    // (its frames out of reuse) rather than being released under mappings.
+    let held = state.server.memory().holds(record.pin);
+    println!(
+        "iommu-server: memory object {} pages {}..{} revoked: {} areas and {} registrations removed{}",
+        record.serial,
+        record.first_page,
+        record.first_page + record.pages,
+        revoked.areas,
+        revoked.registrations,
+        if held { "; its kernel pin is still in use" } else { "" }
+    );
+}
+
+fn revoke_device(state: &mut State, pin: u64) {
+    let watch = {
+        let mut watches = WATCHES.lock();
+        let Some(index) = watches.iter().position(|watch| watch.pin == pin) else { return };
+        watches.swap_remove(index)
+    };
+    let _ = syscall::mem_unpin(pin);
+    let Some(device) = watch.device else { return };
+    // Only the binding the capability was verified for: the device may have been unbound and
+    // bound again by someone else since.
+    if state.server.bound_device(watch.unit, watch.rid) == Some(device) {
+        state.server.revoke_device(watch.unit, watch.rid);
+        #[cfg(target_arch = "x86_64")]
+        state.devices.release_stale_msis(state.server.backend());
+        println!("iommu-server: device {:#x} capability revoked: blocked and unbound", watch.rid.0);
+    }
+}
