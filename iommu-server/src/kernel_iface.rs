@@ -6,12 +6,15 @@ use alloc::vec::Vec;
 use iommu_abi::Error;
 #[cfg(target_arch = "x86_64")]
 use iommu_core::IommuBackend;
-use iommu_core::{AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, MemoryObjectId, MemoryObjectInfo, MemorySource, PinnedPages, RequesterId, UnitId};
+use iommu_core::{
+    AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, MemoryObjectId, MemoryObjectInfo, MemorySource, ObjectId, PinnedPages, RequesterId, UnitId,
+};
 use kernel_abi::{ObjectType, Rights, MAX_PIN_RANGE};
 use userlib::{println, syscall};
 
 use crate::discovery::{Ecam, PciFunction};
 use crate::layout::PAGE;
+use crate::slots;
 
 /// One kernel pin: `pages` pages of an object from the page it is keyed by, of which `in_use`
 /// are still pinned in the object model's eyes. The object model unpins page ranges that need
@@ -164,12 +167,24 @@ impl MemorySource for KernelMemory {
     }
 }
 
+/// A device capability's watch (`cap_watch`, taken when the capability is verified for a
+/// bind): the pin, the device it was bound as, and what it is.
+pub struct DeviceWatch {
+    pub pin: u64,
+    pub unit: UnitId,
+    pub rid: RequesterId,
+    /// The bound device object; `None` until the request that took the watch has ended.
+    pub device: Option<ObjectId>,
+}
+
 /// Device grants: an MMIO capability of exactly one enumerated BAR names that function.
 pub struct DeviceRegistry {
     pub functions: alloc::vec::Vec<PciFunction>,
     pub ecam: Option<Ecam>,
     /// The PCI memory window (base, size): device capabilities must lie inside it.
     pub pci_window: Option<(u64, u64)>,
+    /// Watches of the device capabilities verified for binds (`crate::revocation`).
+    pub watches: Vec<DeviceWatch>,
     /// x86: the MSI line pool and the lines handed out (`crate::msi`).
     #[cfg(target_arch = "x86_64")]
     pub msis: crate::msi::Msis,
@@ -182,83 +197,13 @@ impl DeviceRegistry {
     }
 }
 
-/// The MSI capability (PCI Local Bus 3.0, 6.8.1): ID 05h; Message Control is the upper half
-/// of its first dword: enable bit 0, Multiple Message Capable bits 3:1, Multiple Message
-/// Enable bits 6:4, 64-bit address bit 7. Then Message Address (+4), with bit 7 the upper
-/// address (+8) and Message Data at +12, else Message Data at +8.
-#[cfg(target_arch = "x86_64")]
-mod msi_capability {
-    pub const ID: u32 = 0x05;
-    pub const ENABLE: u32 = 1 << 0;
-    pub const CAPABLE_SHIFT: u32 = 1;
-    pub const ENABLED_SHIFT: u32 = 4;
-    pub const ADDRESS_64: u32 = 1 << 7;
-    /// Command register (offset 04h) bit 10: INTx disabled.
-    pub const INTX_DISABLE: u32 = 1 << 10;
-}
-
-/// x86: the server programs MSI capabilities itself (remappable format, `crate::msi`).
+/// x86: MSIs are the MSI pool's (`crate::msi`), over the configuration space this registry owns.
 #[cfg(target_arch = "x86_64")]
 impl DeviceRegistry {
-    /// The function and the offset of its MSI capability, walking the capability list from
-    /// 34h (status bit 4 says there is one).
-    fn msi_capability(&mut self, rid: RequesterId) -> Option<(fwtables::dmar::pci::PciAddress, u16)> {
-        let address = self.functions.iter().find(|f| u32::from(f.requester_id()) == rid.0)?.address;
-        let ecam = self.ecam.as_mut()?;
-        if ecam.read32(address, 0x04) >> 16 & 1 << 4 == 0 {
-            return None;
-        }
-        let mut offset = (ecam.read32(address, 0x34) & 0xfc) as u16;
-        // At most 48 capabilities fit in the 192 bytes after the header: a loop stops there.
-        for _ in 0..48 {
-            if offset == 0 {
-                return None;
-            }
-            let header = ecam.read32(address, offset);
-            if header & 0xff == msi_capability::ID {
-                return Some((address, offset));
-            }
-            offset = (header >> 8 & 0xfc) as u16;
-        }
-        None
-    }
-
-    /// Programs device `rid`'s MSI capability with `address`/`data` for `count` messages
-    /// and enables it (INTx off). The capability is disabled while it is rewritten.
-    pub fn program_msi(&mut self, rid: RequesterId, address: u32, data: u16, count: u32) -> Result<(), Error> {
-        let (function, cap) = self.msi_capability(rid).ok_or(Error::NotSupported)?;
-        let ecam = self.ecam.as_mut().ok_or(Error::NotSupported)?;
-        let header = ecam.read32(function, cap);
-        let control = header >> 16;
-        if count > 1 << (control >> msi_capability::CAPABLE_SHIFT & 7) {
-            return Err(Error::InvalidRange);
-        }
-        let keep = header & 0xffff;
-        let disabled = control & !(msi_capability::ENABLE | 7 << msi_capability::ENABLED_SHIFT);
-        ecam.write32(function, cap, disabled << 16 | keep);
-        ecam.write32(function, cap + 4, address);
-        let data_offset = if control & msi_capability::ADDRESS_64 != 0 {
-            ecam.write32(function, cap + 8, 0);
-            12
-        } else {
-            8
-        };
-        ecam.write32(function, cap + data_offset, u32::from(data));
-        let command = ecam.read32(function, 0x04) & 0xffff;
-        ecam.write32(function, 0x04, command | msi_capability::INTX_DISABLE);
-        let enabled = disabled | msi_capability::ENABLE | count.trailing_zeros() << msi_capability::ENABLED_SHIFT;
-        ecam.write32(function, cap, enabled << 16 | keep);
-        Ok(())
-    }
-
-    /// Turns device `rid`'s MSI off and clears its address and data.
-    pub fn disable_msi(&mut self, rid: RequesterId) {
-        let Some((function, cap)) = self.msi_capability(rid) else { return };
-        let Some(ecam) = self.ecam.as_mut() else { return };
-        let header = ecam.read32(function, cap);
-        let control = header >> 16 & !(msi_capability::ENABLE | 7 << msi_capability::ENABLED_SHIFT);
-        ecam.write32(function, cap, control << 16 | header & 0xffff);
-        ecam.write32(function, cap + 4, 0);
+    /// See [`crate::msi::Msis::release_stale`].
+    pub fn release_stale_msis<B: IommuBackend>(&mut self, backend: &B) {
+        let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
+        self.msis.release_stale(config, backend);
     }
 }
 
@@ -281,7 +226,11 @@ impl CapabilityVerifier for DeviceRegistry {
         if let Some(ecam) = self.ecam.as_mut() {
             ecam.set_bus_master(address, true);
         }
-        crate::revocation::watch_device(cap, UnitId(unit as u32), RequesterId(u32::from(rid)));
+        // If the bind this serves succeeds, the device goes when the capability's lender does.
+        match syscall::cap_watch(slots::DMA_AUTHORITY, cap) {
+            Ok(pin) => self.watches.push(DeviceWatch { pin, unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), device: None }),
+            Err(error) => println!("iommu-server: cannot watch a device capability: {error:?}"),
+        }
         Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits: 0 })
     }
 
@@ -292,6 +241,7 @@ impl CapabilityVerifier for DeviceRegistry {
 
     #[cfg(target_arch = "x86_64")]
     fn msi_alloc<B: IommuBackend>(&mut self, backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
-        self.allocate_msis(backend, client, unit, rid, count, first_slot)
+        let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
+        self.msis.allocate(config, backend, client, unit, rid, count, first_slot)
     }
 }

@@ -12,7 +12,7 @@
 //! A route lives as long as the device stays bound. When the device object goes (`destroy`,
 //! its owner's disconnect or end) the object model has the backend clear the IRTEs at once
 //! (`release_msis`: from then on the device's MSIs fault); the rest is done by
-//! [`DeviceRegistry::release_stale_msis`] at the next `msi_alloc` and at every client
+//! [`Msis::release_stale`] at the next `msi_alloc` and at every client
 //! teardown: the device's MSI off, the driver's capabilities revoked, the lines unbound from
 //! its notification and back in the pool. Kept off the request path of other operations.
 
@@ -22,7 +22,7 @@ use iommu_core::{ClientId, IommuBackend, RequesterId, UnitId};
 use kernel_abi::Rights;
 use userlib::{println, syscall};
 
-use crate::kernel_iface::DeviceRegistry;
+use crate::discovery::{Ecam, PciFunction};
 use crate::slots;
 
 /// One line of the pool.
@@ -45,6 +45,95 @@ pub struct Msis {
     grants: Vec<MsiGrant>,
 }
 
+/// The MSI capability (PCI Local Bus 3.0, 6.8.1): ID 05h; Message Control is the upper half
+/// of its first dword: enable bit 0, Multiple Message Capable bits 3:1, Multiple Message
+/// Enable bits 6:4, 64-bit address bit 7. Then Message Address (+4), with bit 7 the upper
+/// address (+8) and Message Data at +12, else Message Data at +8.
+mod msi_capability {
+    pub const ID: u32 = 0x05;
+    pub const ENABLE: u32 = 1 << 0;
+    pub const CAPABLE_SHIFT: u32 = 1;
+    pub const ENABLED_SHIFT: u32 = 4;
+    pub const ADDRESS_64: u32 = 1 << 7;
+    /// Command register (offset 04h) bit 10: INTx disabled.
+    pub const INTX_DISABLE: u32 = 1 << 10;
+}
+
+/// The configuration space the server owns (it programs MSI capabilities itself; drivers
+/// never write them): the enumerated functions and ECAM, borrowed from the device registry.
+pub struct ConfigSpace<'a> {
+    pub functions: &'a [PciFunction],
+    pub ecam: Option<&'a mut Ecam>,
+}
+
+impl ConfigSpace<'_> {
+    /// The same configuration space, borrowed again for a call that does not keep it.
+    fn reborrow(&mut self) -> ConfigSpace<'_> {
+        ConfigSpace { functions: self.functions, ecam: self.ecam.as_deref_mut() }
+    }
+
+    /// The function and the offset of its MSI capability, walking the capability list from
+    /// 34h (status bit 4 says there is one).
+    fn msi_capability(&mut self, rid: RequesterId) -> Option<(fwtables::dmar::pci::PciAddress, u16)> {
+        let address = self.functions.iter().find(|f| u32::from(f.requester_id()) == rid.0)?.address;
+        let ecam = self.ecam.as_deref_mut()?;
+        if ecam.read32(address, 0x04) >> 16 & 1 << 4 == 0 {
+            return None;
+        }
+        let mut offset = (ecam.read32(address, 0x34) & 0xfc) as u16;
+        // At most 48 capabilities fit in the 192 bytes after the header: a loop stops there.
+        for _ in 0..48 {
+            if offset == 0 {
+                return None;
+            }
+            let header = ecam.read32(address, offset);
+            if header & 0xff == msi_capability::ID {
+                return Some((address, offset));
+            }
+            offset = (header >> 8 & 0xfc) as u16;
+        }
+        None
+    }
+
+    /// Programs device `rid`'s MSI capability with `address`/`data` for `count` messages
+    /// and enables it (INTx off). The capability is disabled while it is rewritten.
+    pub fn program_msi(&mut self, rid: RequesterId, address: u32, data: u16, count: u32) -> Result<(), Error> {
+        let (function, cap) = self.msi_capability(rid).ok_or(Error::NotSupported)?;
+        let ecam = self.ecam.as_deref_mut().ok_or(Error::NotSupported)?;
+        let header = ecam.read32(function, cap);
+        let control = header >> 16;
+        if count > 1 << (control >> msi_capability::CAPABLE_SHIFT & 7) {
+            return Err(Error::InvalidRange);
+        }
+        let keep = header & 0xffff;
+        let disabled = control & !(msi_capability::ENABLE | 7 << msi_capability::ENABLED_SHIFT);
+        ecam.write32(function, cap, disabled << 16 | keep);
+        ecam.write32(function, cap + 4, address);
+        let data_offset = if control & msi_capability::ADDRESS_64 != 0 {
+            ecam.write32(function, cap + 8, 0);
+            12
+        } else {
+            8
+        };
+        ecam.write32(function, cap + data_offset, u32::from(data));
+        let command = ecam.read32(function, 0x04) & 0xffff;
+        ecam.write32(function, 0x04, command | msi_capability::INTX_DISABLE);
+        let enabled = disabled | msi_capability::ENABLE | count.trailing_zeros() << msi_capability::ENABLED_SHIFT;
+        ecam.write32(function, cap, enabled << 16 | keep);
+        Ok(())
+    }
+
+    /// Turns device `rid`'s MSI off and clears its address and data.
+    pub fn disable_msi(&mut self, rid: RequesterId) {
+        let Some((function, cap)) = self.msi_capability(rid) else { return };
+        let Some(ecam) = self.ecam.as_deref_mut() else { return };
+        let header = ecam.read32(function, cap);
+        let control = header >> 16 & !(msi_capability::ENABLE | 7 << msi_capability::ENABLED_SHIFT);
+        ecam.write32(function, cap, control << 16 | header & 0xffff);
+        ecam.write32(function, cap + 4, 0);
+    }
+}
+
 impl Msis {
     /// The lines of the pool slots the root task filled (a slot that holds no MSI line, or
     /// the fault event's line, is left out).
@@ -65,58 +154,57 @@ impl Msis {
     pub fn pool_size(&self) -> usize {
         self.pool.len()
     }
-}
 
-impl DeviceRegistry {
     /// `msi_alloc` (module documentation).
-    pub(crate) fn allocate_msis<B: IommuBackend>(&mut self, backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
-        self.release_stale_msis(backend);
-        let free: Vec<usize> = (0..self.msis.pool.len()).filter(|&i| !self.msis.pool[i].taken).take(count as usize).collect();
+    #[allow(clippy::too_many_arguments)] // the request's fields, plus where to program it
+    pub fn allocate<B: IommuBackend>(&mut self, mut config: ConfigSpace<'_>, backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
+        self.release_stale(config.reborrow(), backend);
+        let free: Vec<usize> = (0..self.pool.len()).filter(|&i| !self.pool[i].taken).take(count as usize).collect();
         if free.len() < count as usize {
             return Err(Error::NoResources);
         }
-        let vectors: Vec<u8> = free.iter().map(|&i| self.msis.pool[i].vector).collect();
+        let vectors: Vec<u8> = free.iter().map(|&i| self.pool[i].vector).collect();
         // Refused with Busy if the device has its MSIs already: its capability holds one address.
         let message = backend.route_msis(unit, rid, &vectors)?;
-        if let Err(error) = self.program_msi(rid, message.address, message.data as u16, count) {
+        if let Err(error) = config.program_msi(rid, message.address, message.data as u16, count) {
             backend.release_msis(unit, rid);
             return Err(error);
         }
         let process = slots::CLIENT_PROCESS_BASE + client.0;
         for (offset, &line) in free.iter().enumerate() {
-            let granted = syscall::cap_grant(process, self.msis.pool[line].slot, first_slot.wrapping_add(offset as u64), Rights::CONTROL);
+            let granted = syscall::cap_grant(process, self.pool[line].slot, first_slot.wrapping_add(offset as u64), Rights::CONTROL);
             if granted.is_err() {
                 // The slot is taken or out of range: undo everything this request did.
                 for &given in &free[..offset] {
-                    let _ = syscall::cap_revoke(self.msis.pool[given].slot);
+                    let _ = syscall::cap_revoke(self.pool[given].slot);
                 }
-                self.disable_msi(rid);
+                config.disable_msi(rid);
                 backend.release_msis(unit, rid);
                 return Err(Error::BadCapability);
             }
         }
         for &line in &free {
-            self.msis.pool[line].taken = true;
+            self.pool[line].taken = true;
         }
-        self.msis.grants.push(MsiGrant { unit, rid, lines: free });
+        self.grants.push(MsiGrant { unit, rid, lines: free });
         Ok(())
     }
 
     /// Finishes releasing the MSIs of devices whose routes the backend dropped (module
     /// documentation), in the order that leaves nothing behind: MSI off, capabilities
     /// revoked (no driver can bind the line again), lines unbound and back in the pool.
-    pub(crate) fn release_stale_msis<B: IommuBackend>(&mut self, backend: &B) {
+    pub fn release_stale<B: IommuBackend>(&mut self, mut config: ConfigSpace<'_>, backend: &B) {
         let mut index = 0;
-        while index < self.msis.grants.len() {
-            let grant = &self.msis.grants[index];
+        while index < self.grants.len() {
+            let grant = &self.grants[index];
             if backend.msis_routed(grant.unit, grant.rid) {
                 index += 1;
                 continue;
             }
-            let grant = self.msis.grants.swap_remove(index);
-            self.disable_msi(grant.rid);
+            let grant = self.grants.swap_remove(index);
+            config.disable_msi(grant.rid);
             for line in grant.lines {
-                let pool_line = &mut self.msis.pool[line];
+                let pool_line = &mut self.pool[line];
                 let _ = syscall::cap_revoke(pool_line.slot);
                 let _ = syscall::irq_unbind(pool_line.slot);
                 pool_line.taken = false;

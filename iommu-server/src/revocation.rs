@@ -12,56 +12,34 @@
 //!   unbound at once.
 
 use alloc::vec::Vec;
-use iommu_core::{MemoryObjectId, ObjectId, RequesterId, UnitId};
+use iommu_core::{IommuBackend, MemoryObjectId, ObjectId, ObjectModel};
 use userlib::syscall::{self, RevocationRecord};
 use userlib::println;
 
+use crate::kernel_iface::{DeviceRegistry, DeviceWatch, KernelMemory};
 use crate::slots;
-use crate::state::State;
 
 /// Bit of `EVENTS` the kernel signals when a pin is revoked: above the client bits and (arm)
 /// the global-error bit.
 pub const REVOCATION_EVENT_BIT: u64 = slots::MAX_CLIENTS + 2;
 const _: () = assert!(REVOCATION_EVENT_BIT < 64);
 
-/// A device capability's watch: the pin, the device it was bound as, and what it is.
-struct DeviceWatch {
-    pin: u64,
-    unit: UnitId,
-    rid: RequesterId,
-    /// The bound device object; `None` until the request that took the watch has ended.
-    device: Option<ObjectId>,
-}
-
-/// Watches of device capabilities, accessed under the state lock only.
-static WATCHES: spin::Mutex<Vec<DeviceWatch>> = spin::Mutex::new(Vec::new());
-
 /// Registers the event bit with the kernel (at bring-up).
 pub fn watch() -> Result<(), kernel_abi::Error> {
     syscall::revocation_watch(slots::DMA_AUTHORITY, slots::EVENTS, REVOCATION_EVENT_BIT)
-}
-
-/// Watches the device capability in `cap`, just verified as device `rid` behind `unit`: if
-/// the bind it serves succeeds, the device goes when the capability's lender does.
-pub fn watch_device(cap: u64, unit: UnitId, rid: RequesterId) {
-    match syscall::cap_watch(slots::DMA_AUTHORITY, cap) {
-        Ok(pin) => WATCHES.lock().push(DeviceWatch { pin, unit, rid, device: None }),
-        Err(error) => println!("iommu-server: cannot watch a device capability: {error:?}"),
-    }
 }
 
 /// After a request: a watch taken during it belongs to the device the request bound, or to
 /// none (the bind failed, or the device was bound already under another watch) and is
 /// released; so are the watches of devices unbound since. Nothing to do, and no kernel call,
 /// when the request took no watch.
-pub fn settle(state: &State) {
-    let mut watches = WATCHES.lock();
+pub fn settle<B: IommuBackend>(server: &ObjectModel<B, KernelMemory>, watches: &mut Vec<DeviceWatch>) {
     if watches.iter().all(|watch| watch.device.is_some()) {
         return;
     }
     let mut owned: Vec<ObjectId> = Vec::new();
     for watch in watches.iter_mut() {
-        let bound = state.server.bound_device(watch.unit, watch.rid);
+        let bound = server.bound_device(watch.unit, watch.rid);
         watch.device = match watch.device {
             Some(device) if bound == Some(device) => Some(device),
             Some(_) => None,
@@ -81,7 +59,7 @@ pub fn settle(state: &State) {
 }
 
 /// Reads every pending revocation record and acts on it (the event thread, under the lock).
-pub fn process(state: &mut State) {
+pub fn process<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, devices: &mut DeviceRegistry) {
     let mut records = [RevocationRecord::default(); 16];
     loop {
         let count = match syscall::revocation_read(slots::DMA_AUTHORITY, &mut records) {
@@ -93,9 +71,9 @@ pub fn process(state: &mut State) {
         };
         for record in &records[..count] {
             if record.serial == 0 {
-                revoke_device(state, record.pin);
+                revoke_device(server, devices, record.pin);
             } else {
-                revoke_memory(state, record);
+                revoke_memory(server, record);
             }
         }
         if count < records.len() {
@@ -104,12 +82,12 @@ pub fn process(state: &mut State) {
     }
 }
 
-fn revoke_memory(state: &mut State, record: &RevocationRecord) {
-    let revoked = state.server.revoke_memory(MemoryObjectId(record.serial), record.first_page, record.pages);
+fn revoke_memory<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, record: &RevocationRecord) {
+    let revoked = server.revoke_memory(MemoryObjectId(record.serial), record.first_page, record.pages);
     // Every page of the pin was used by an area now removed, so the object model released
     // the pin through `KernelMemory::unpin`. One still held would be a bug: it stays held
     // (its frames out of reuse) rather than being released under mappings.
-    let held = state.server.memory().holds(record.pin);
+    let held = server.memory().holds(record.pin);
     println!(
         "iommu-server: memory object {} pages {}..{} revoked: {} areas and {} registrations removed{}",
         record.serial,
@@ -121,20 +99,17 @@ fn revoke_memory(state: &mut State, record: &RevocationRecord) {
     );
 }
 
-fn revoke_device(state: &mut State, pin: u64) {
-    let watch = {
-        let mut watches = WATCHES.lock();
-        let Some(index) = watches.iter().position(|watch| watch.pin == pin) else { return };
-        watches.swap_remove(index)
-    };
+fn revoke_device<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, devices: &mut DeviceRegistry, pin: u64) {
+    let Some(index) = devices.watches.iter().position(|watch| watch.pin == pin) else { return };
+    let watch = devices.watches.swap_remove(index);
     let _ = syscall::mem_unpin(pin);
     let Some(device) = watch.device else { return };
     // Only the binding the capability was verified for: the device may have been unbound and
     // bound again by someone else since.
-    if state.server.bound_device(watch.unit, watch.rid) == Some(device) {
-        state.server.revoke_device(watch.unit, watch.rid);
+    if server.bound_device(watch.unit, watch.rid) == Some(device) {
+        server.revoke_device(watch.unit, watch.rid);
         #[cfg(target_arch = "x86_64")]
-        state.devices.release_stale_msis(state.server.backend());
+        devices.release_stale_msis(server.backend());
         println!("iommu-server: device {:#x} capability revoked: blocked and unbound", watch.rid.0);
     }
 }

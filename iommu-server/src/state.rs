@@ -241,7 +241,7 @@ impl State {
                 let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
                 // SAFETY: as above.
                 unsafe { kernel_ipc::write_window(window, &reply) };
-                crate::revocation::settle(self);
+                crate::revocation::settle(&self.server, &mut self.devices.watches);
                 reply[0]
             }
             kernel_ipc::SUBSCRIBE_FAULTS => self.subscribe_faults(badge, cap),
@@ -406,7 +406,7 @@ extern "C" fn event_thread(_arg: u64) -> ! {
             // Before reaping: a client's end revokes what it lent, and once it is counted as
             // reaped nothing of it is held any more.
             if bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0 {
-                crate::revocation::process(state);
+                crate::revocation::process(&mut state.server, &mut state.devices);
             }
             for badge in 1..=slots::MAX_CLIENTS {
                 if bits & 1 << badge != 0 {
