@@ -10,7 +10,8 @@
 //! docs/iommu-server.md.
 //!
 //! Start argument bit 0: run the in-server benchmark after bring-up. Bit 1 (arm): SMMU
-//! domains use stage-2 tables instead of stage-1.
+//! domains use stage-2 tables instead of stage-1. Bit 3 (`small_limits::ARG`): every client
+//! gets the small limits of `iommu_server_contract::small_limits` instead of the defaults.
 #![no_std]
 #![no_main]
 
@@ -32,7 +33,7 @@ mod status;
 mod x86;
 
 /// The slots and address space the root task (or a kernel test) and the server agree on.
-use iommu_server_contract::{layout, slots};
+use iommu_server_contract::{layout, slots, small_limits};
 
 use userlib::println;
 
@@ -66,7 +67,19 @@ fn main(arg: u64) -> u64 {
         let stage = if arg & ARG_STAGE2 != 0 { DomainStage::Stage2 } else { DomainStage::Stage1 };
         arm::bring_up(status, stage, arg & ARG_ALLOW_UNISOLATED_MSI != 0)
     };
-    let state = match state::bring_up(status, platform) {
+    let limits = if arg & small_limits::ARG != 0 {
+        iommu_core::ClientLimits {
+            handles: small_limits::HANDLES,
+            areas: small_limits::AREAS,
+            pasids: small_limits::PASIDS,
+            fault_queues: small_limits::FAULT_QUEUES,
+            domains: small_limits::DOMAINS,
+            memory_bytes: small_limits::MEMORY_BYTES,
+        }
+    } else {
+        iommu_core::ClientLimits::default()
+    };
+    let state = match state::bring_up(status, limits, platform) {
         Ok(state) => state,
         Err(why) => {
             println!("iommu-server: bring-up failed: {why}");

@@ -16,7 +16,7 @@
 use alloc::vec::Vec;
 use iommu_abi::kernel_ipc;
 use iommu_abi::{Access, FaultReason};
-use iommu_core::{ClientId, DrainedFault, FaultDelivery, ObjectModel, ServerConfig, UnitId};
+use iommu_core::{ClientId, ClientLimits, DrainedFault, FaultDelivery, ObjectModel, ServerConfig, UnitId};
 use kernel_abi::{ObjectType, Rights, Syscall};
 use userlib::{println, syscall};
 
@@ -155,7 +155,7 @@ pub fn report_failure() {
 
 /// Discovery and bring-up (module documentation of `main`): `platform` brings the firmware's
 /// IOMMUs and PCI functions up, the rest is the same on every platform.
-pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result<Platform, &'static str>) -> Result<State, &'static str> {
+pub fn bring_up(status: StatusPage, limits: ClientLimits, platform: impl FnOnce(&StatusPage) -> Result<Platform, &'static str>) -> Result<State, &'static str> {
     // First: the platform binds the fault interrupts to it.
     syscall::notification_create(slots::EVENTS).map_err(|_| "no notification")?;
     let Platform { backend, devices, iommu_described } = platform(&status)?;
@@ -168,7 +168,7 @@ pub fn bring_up(status: StatusPage, platform: impl FnOnce(&StatusPage) -> Result
             }
         }
     }
-    let server = ObjectModel::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, ..ServerConfig::default() });
+    let server = ObjectModel::new(backend, KernelMemory::new(slots::DMA_AUTHORITY), ServerConfig { max_clients: slots::MAX_CLIENTS + 1, limits, ..ServerConfig::default() });
     let receive_slots: Vec<u64> = (slots::RECEIVE_BASE..slots::RECEIVE_BASE + slots::RECEIVE_SLOTS).rev().collect();
     let mut state = State {
         server,
@@ -219,6 +219,13 @@ impl State {
         self.status.set(status::UNROUTED_FAULTS, self.server.unrouted_faults());
         self.status.set(status::KERNEL_PINS, self.server.memory().kernel_pins() as u64);
         self.status.set(status::OBJECTS, self.server.object_count() as u64);
+        let charged = self.server.counters().charged;
+        self.status.set(status::CHARGED_HANDLES, charged.handles);
+        self.status.set(status::CHARGED_AREAS, charged.areas);
+        self.status.set(status::CHARGED_PASIDS, charged.pasids);
+        self.status.set(status::CHARGED_FAULT_QUEUES, charged.fault_queues);
+        self.status.set(status::CHARGED_DOMAINS, charged.domains);
+        self.status.set(status::CHARGED_BYTES, charged.bytes);
     }
 
     /// Handles one transport message; returns the IPC reply status, or `None` if the message

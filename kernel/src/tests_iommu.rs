@@ -905,6 +905,7 @@ mod iommu_tests {
     /// test is then reported skipped). The drivers are created, not started.
     fn good_and_hostile_drivers(
         kernel: &mut Kernel,
+        server_arg: u64,
         good_scenario: u64,
         hostile_scenario: u64,
         hostile_connections: &[(u64, u64)],
@@ -914,7 +915,7 @@ mod iommu_tests {
         let hostile = kernel.create_process("edu-driver", EDU_DRIVER, hostile_scenario, DRIVER_QUOTA).map_err(err("create the hostile driver"))?;
         let mut clients: Vec<(Pid, u64)> = Vec::from([(good, 1)]);
         clients.extend(hostile_connections.iter().map(|&(badge, _)| (hostile, badge)));
-        let server = create_server(kernel, 0, &clients)?;
+        let server = create_server(kernel, server_arg, &clients)?;
         let client = Rights::WRITE.union(Rights::GRANT);
         kernel.install(good, driver_slot::SERVER, server.endpoint.clone(), client, 1).map_err(err("good driver's endpoint"))?;
         for &(badge, slot) in hostile_connections {
@@ -949,7 +950,7 @@ mod iommu_tests {
         for seed in STREAM_SEEDS {
             let translated = with_kernel(|kernel| {
                 let stream = scenario::HOSTILE_STREAM | seed << 8;
-                let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, scenario::DMA_ROUNDS, stream, &[(2, driver_slot::SERVER)], true)? else {
+                let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, 0, scenario::DMA_ROUNDS, stream, &[(2, driver_slot::SERVER)], true)? else {
                     return Ok(false);
                 };
                 let baseline = server_kernel_pins(kernel, &server);
@@ -969,6 +970,97 @@ mod iommu_tests {
             }
         }
         Ok(())
+    }
+
+    /// The status words a client's whole life must leave as they were: objects, pinned pages,
+    /// kernel pins of client memory, open clients, and what all clients hold against their
+    /// limits (handles, areas, PASIDs, fault queues, HWPTs, estimated heap bytes).
+    const COUNTERS: [(usize, &str); 10] = [
+        (status::OBJECTS, "objects"),
+        (status::PINNED_PAGES, "pinned pages"),
+        (status::KERNEL_PINS, "kernel pins of client memory"),
+        (status::OPEN_CLIENTS, "open clients"),
+        (status::CHARGED_HANDLES, "charged handles"),
+        (status::CHARGED_AREAS, "charged areas"),
+        (status::CHARGED_PASIDS, "charged PASIDs"),
+        (status::CHARGED_FAULT_QUEUES, "charged fault queues"),
+        (status::CHARGED_DOMAINS, "charged HWPTs"),
+        (status::CHARGED_BYTES, "charged heap bytes"),
+    ];
+
+    /// A hostile driver (LIMITS_EXHAUSTED) runs a server with small limits
+    /// (`small_limits`) out of each per-client limit, every one ending in `NoResources`; at
+    /// its limits it waits while a good driver, a separate process, does its DMA rounds with
+    /// every byte checked. The counts granted before each refusal must be the limits (the
+    /// server memory step: fewer areas than the area limit, so memory, not areas, refused),
+    /// the server must charge exactly the limits while the hostile driver holds them, and once
+    /// both are reaped, every counter (and the server's kernel pins) is back at its snapshot.
+    fn limits_exhausted_beside_good_driver() -> TestResult {
+        use iommu_server_contract::small_limits as limit;
+        with_kernel(|kernel| {
+            let hostile_connections = [(2, driver_slot::SERVER)];
+            let Some((server, good, hostile)) =
+                good_and_hostile_drivers(kernel, limit::ARG, scenario::DMA_ROUNDS, scenario::LIMITS_EXHAUSTED, &hostile_connections, true)?
+            else {
+                return Ok(());
+            };
+            let report_page = give_report_page(kernel, hostile)?;
+            let snapshot: Vec<u64> = COUNTERS.iter().map(|&(word, _)| server.word(word)).collect();
+            let pins = server_kernel_pins(kernel, &server);
+            kernel.start_process(hostile).map_err(err("start the hostile driver"))?;
+            run_until(kernel, "the hostile driver to reach its limits", |k| page_word(&report_page, report::PHASE) == report::AT_LIMITS || k.has_exited(hostile))?;
+            ensure!(!kernel.has_exited(hostile), "the hostile driver ended early: {:?}", kernel.take_exit(hostile));
+            // Held before the IOAS step: its device, first IOAS, fault queues and HWPTs.
+            let handles_before_ioases = 2 + limit::FAULT_QUEUES + limit::DOMAINS;
+            let expected = [
+                ("fault queues", limit::FAULT_QUEUES),
+                ("HWPTs", limit::DOMAINS),
+                ("PASIDs", limit::PASIDS),
+                ("one-page areas", limit::AREAS),
+                ("IOASes", limit::HANDLES - handles_before_ioases),
+            ];
+            for (step, (what, limit)) in expected.into_iter().enumerate() {
+                let count = page_word(&report_page, report::LIMIT_COUNTS + step);
+                ensure!(count == limit, "{count} {what} granted before NoResources, the limit is {limit}");
+            }
+            let large = page_word(&report_page, report::LIMIT_COUNTS + expected.len());
+            ensure!(
+                (1..limit::AREAS).contains(&large),
+                "{large} large areas granted before NoResources: server memory should refuse before the area limit ({})",
+                limit::AREAS
+            );
+            let at_limits = [
+                (status::CHARGED_HANDLES, limit::HANDLES, "handles"),
+                (status::CHARGED_PASIDS, limit::PASIDS, "PASIDs"),
+                (status::CHARGED_FAULT_QUEUES, limit::FAULT_QUEUES, "fault queues"),
+                (status::CHARGED_DOMAINS, limit::DOMAINS, "HWPTs"),
+                (status::CHARGED_AREAS, large, "areas"),
+            ];
+            for (word, held, what) in at_limits {
+                ensure!(server.word(word) == held, "the server charges {} {what} to the hostile driver, it holds {held}", server.word(word));
+            }
+            ensure!(server.word(status::CHARGED_BYTES) <= limit::MEMORY_BYTES, "{} heap bytes charged, over the limit", server.word(status::CHARGED_BYTES));
+
+            // The good driver's rounds, all of them while the hostile one holds its limits.
+            kernel.start_process(good).map_err(err("start the good driver"))?;
+            run_until(kernel, "the good driver", |k| k.has_exited(good))?;
+            let good_exit = exit_of(kernel, good);
+            ensure!(good_exit == Some(ExitReason::Exited(0)), "the good driver ended with {good_exit:?} beside a driver at its limits");
+            ensure!(!kernel.has_exited(hostile), "the hostile driver left before the good one finished: {:?}", kernel.take_exit(hostile));
+
+            page_words(&report_page).write(report::COMMAND, report::LEAVE);
+            run_until(kernel, "the hostile driver to leave", |k| k.has_exited(hostile))?;
+            let hostile_exit = exit_of(kernel, hostile);
+            ensure!(hostile_exit == Some(ExitReason::Exited(0)), "the hostile driver ended with {hostile_exit:?}");
+            run_until(kernel, "the server to reap both drivers", |_| server.word(status::CLIENTS_REAPED) == 2)?;
+            ensure!(!kernel.has_exited(server.pid), "the server died");
+            for (&(word, what), &before) in COUNTERS.iter().zip(&snapshot) {
+                ensure!(server.word(word) == before, "{what}: {} after both drivers left, {before} before", server.word(word));
+            }
+            let pins_after = server_kernel_pins(kernel, &server);
+            ensure!(pins_after == pins, "the server holds {pins_after} kernel pins, {pins} before the drivers ran");
+            Ok(())
+        })
     }
 
     /// x86: a hostile device sends forged interrupt requests. The driver's FORGED_INTERRUPTS
@@ -1217,7 +1309,7 @@ mod iommu_tests {
     fn window_taken() -> TestResult {
         with_kernel(|kernel| {
             let hostile_connections = [(2, driver_slot::SERVER), (3, driver_slot::SECOND_SERVER), (4, driver_slot::THIRD_SERVER)];
-            let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, scenario::DMA, scenario::WINDOW_TAKEN, &hostile_connections, false)? else {
+            let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, 0, scenario::DMA, scenario::WINDOW_TAKEN, &hostile_connections, false)? else {
                 return Ok(());
             };
             let baseline = server_kernel_pins(kernel, &server);
@@ -1345,6 +1437,7 @@ mod iommu_tests {
         Test { name: "iommu::hostile_stream_beside_good_driver", run: hostile_stream_beside_good_driver },
         Test { name: "iommu::window_taken_server_carries_on", run: window_taken },
         Test { name: "iommu::revoked_memory_and_device_leave_the_iommu", run: revoked_memory_and_device },
+        Test { name: "iommu::limits_exhausted_beside_good_driver", run: limits_exhausted_beside_good_driver },
         Test { name: "root::system_description_runs", run: root_task_runs_the_system },
         Test { name: "bench::iommu", run: bench },
     ];

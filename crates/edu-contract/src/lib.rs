@@ -44,6 +44,13 @@ pub mod scenario {
     /// between `report::MEMORY_REVOKED` and its `report::RETRY_DMA` command), then its device
     /// capability (the server blocks and unbinds the device).
     pub const REVOKED_MEMORY_AND_DEVICE: u64 = 13;
+    /// Against a server started with small limits: exhausts, one after another, its fault
+    /// queues, HWPTs, PASIDs, mapped areas (one page each, scattered so each needs its own
+    /// page tables; then unmapped), handles and estimated server memory (areas of a few
+    /// hundred pages), each until `NoResources` (any other answer fails), keeping all but the
+    /// areas; reports the counts (`report::LIMIT_COUNTS`), sets `report::AT_LIMITS` and waits,
+    /// at its limits, for `report::LEAVE` in `COMMAND`; then exits holding everything.
+    pub const LIMITS_EXHAUSTED: u64 = 14;
 }
 
 /// Capability slots the root task fills.
@@ -78,9 +85,20 @@ pub mod report {
     pub const MEMORY_REVOKED: u64 = 5;
     /// REVOKED_MEMORY_AND_DEVICE: the server unbound the device; its next DMA is refused.
     pub const DEVICE_REVOKED: u64 = 6;
-    /// REVOKED_MEMORY_AND_DEVICE: where the root task writes `RETRY_DMA`.
+    /// REVOKED_MEMORY_AND_DEVICE, LIMITS_EXHAUSTED: where the root task writes its command.
     pub const COMMAND: usize = 3;
+    /// REVOKED_MEMORY_AND_DEVICE: retry the DMA.
     pub const RETRY_DMA: u64 = 1;
+    /// LIMITS_EXHAUSTED: every limit reached, counts written; the driver waits for `LEAVE`.
+    pub const AT_LIMITS: u64 = 7;
+    /// LIMITS_EXHAUSTED: exit now (holding everything).
+    pub const LEAVE: u64 = 1;
+    /// LIMITS_EXHAUSTED: the first of the words that count the successful requests before
+    /// `NoResources`, in the order of `LIMIT_STEPS`.
+    pub const LIMIT_COUNTS: usize = 8;
+    /// LIMITS_EXHAUSTED: the steps, in order: fault queues, HWPTs, PASIDs, areas of one page,
+    /// IOASes (handles), large areas (server memory).
+    pub const LIMIT_STEPS: usize = 6;
     /// BENCH: the instruction counter right after `fault_read` returned the record of the
     /// benchmark's refused DMA.
     pub const FAULT_HELD_AT: usize = 1;

@@ -5,8 +5,11 @@
 //! * [`layout`]: the server's address space (the kernel tests check where it maps client
 //!   windows).
 //! * [`status`]: the words of the status page through which the starter observes the server.
+//! * [`small_limits`]: the start-argument bit that gives every client small limits, and those
+//!   limits.
 #![no_std]
 
 pub mod layout;
 pub mod slots;
+pub mod small_limits;
 pub mod status;

@@ -55,5 +55,15 @@ pub const IORT_DISAGREES: u64 = 2;
 /// Objects (IOAS, HWPT, device, fault queue) of all clients in the object model.
 pub const OBJECTS: usize = 19;
 
+/// What all clients hold against their limits, summed (`iommu_core::Usage`): handles, mapped
+/// areas, PASIDs, fault queues, HWPTs (each a domain with its page tables), and estimated
+/// server heap bytes. All zero once every client is gone.
+pub const CHARGED_HANDLES: usize = 20;
+pub const CHARGED_AREAS: usize = 21;
+pub const CHARGED_PASIDS: usize = 22;
+pub const CHARGED_FAULT_QUEUES: usize = 23;
+pub const CHARGED_DOMAINS: usize = 24;
+pub const CHARGED_BYTES: usize = 25;
+
 /// Words the page holds.
-pub const WORDS: usize = 20;
+pub const WORDS: usize = 26;

@@ -8,6 +8,7 @@
 mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
+mod limits;
 mod race;
 mod revoke;
 mod sharing;
@@ -111,6 +112,7 @@ fn main(arg: u64) -> u64 {
         scenario::DMA_ROUNDS => stream::dma_rounds(),
         scenario::WINDOW_TAKEN => window::window_taken(),
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
+        scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         _ => Err((99, "unknown scenario")),
