@@ -219,7 +219,7 @@ impl State {
         self.status.set(status::UNROUTED_FAULTS, self.server.unrouted_faults());
         self.status.set(status::KERNEL_PINS, self.server.memory().kernel_pins() as u64);
         self.status.set(status::OBJECTS, self.server.object_count() as u64);
-        let charged = self.server.counters().charged;
+        let charged = self.server.charged();
         self.status.set(status::CHARGED_HANDLES, charged.handles);
         self.status.set(status::CHARGED_AREAS, charged.areas);
         self.status.set(status::CHARGED_PASIDS, charged.pasids);

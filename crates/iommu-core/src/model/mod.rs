@@ -170,10 +170,16 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         Some(self.clients.get(client)?.account.used)
     }
 
+    /// What every client is charged, summed (the status page publishes it after each request,
+    /// so it is kept apart from the other, costlier counters).
+    pub fn charged(&self) -> Usage {
+        self.clients.iter().fold(Usage::default(), |sum, (_, client)| sum.plus(client.account.used))
+    }
+
     /// The server-wide counters: what every client holds, summed, and the shared tables.
     pub fn counters(&self) -> Counters {
         Counters {
-            charged: self.clients.iter().fold(Usage::default(), |sum, (_, client)| sum.plus(client.account.used)),
+            charged: self.charged(),
             objects: self.objects.len() as u64,
             handles: self.clients.iter().map(|(_, client)| client.handles.len() as u64).sum(),
             pinned_pages: self.pins.pinned_pages() as u64,
