@@ -61,23 +61,39 @@ impl Descriptor128 {
         kind, set_kind: word 0, bits 0, width 4;
     }
 
-    /// The reserved bits of this descriptor's type found set, or an unknown type (reported as
-    /// its whole type field). Every descriptor the driver queues passes through here.
+    /// The reserved bits of this descriptor's type found set; for a type this driver does not
+    /// define, every bit set (type 0, which no descriptor has, reported as its empty type
+    /// field). Every descriptor the driver queues passes through here, so this is one table
+    /// look-up rather than a dispatch on the type.
+    #[inline(always)]
     pub fn reserved_bits_set(&self) -> Option<ReservedBitsSet> {
-        let words = self.words;
-        match self.kind() {
-            kind::CONTEXT_CACHE => ContextCacheDescriptor { words }.reserved_bits_set(),
-            kind::IOTLB => IotlbDescriptor { words }.reserved_bits_set(),
-            kind::DEVICE_TLB => DeviceTlbDescriptor { words }.reserved_bits_set(),
-            kind::INTERRUPT_ENTRY_CACHE => InterruptEntryDescriptor { words }.reserved_bits_set(),
-            kind::WAIT => WaitDescriptor { words }.reserved_bits_set(),
-            kind::PASID_IOTLB => PasidIotlbDescriptor { words }.reserved_bits_set(),
-            kind::PASID_CACHE => PasidCacheDescriptor { words }.reserved_bits_set(),
-            kind::PASID_DEVICE_TLB => PasidDeviceTlbDescriptor { words }.reserved_bits_set(),
-            _ => Some(ReservedBitsSet { word: 0, bits: words[0] & 0xf }),
+        let reserved = RESERVED_BY_KIND[self.kind() as usize];
+        let found = [self.words[0] & reserved[0], self.words[1] & reserved[1]];
+        if found[0] | found[1] == 0 && self.kind() != 0 {
+            return None;
         }
+        let word = if found[0] == 0 && found[1] != 0 { 1 } else { 0 };
+        Some(ReservedBitsSet { word, bits: found[word] })
     }
 }
+
+/// Per type code, the reserved bits of its layout; every bit for codes this driver does not
+/// define.
+const RESERVED_BY_KIND: [[u64; 2]; 16] = {
+    const fn words(reserved: &[u64]) -> [u64; 2] {
+        [reserved[0], reserved[1]]
+    }
+    let mut table = [[u64::MAX; 2]; 16];
+    table[kind::CONTEXT_CACHE as usize] = words(ContextCacheDescriptor::RESERVED);
+    table[kind::IOTLB as usize] = words(IotlbDescriptor::RESERVED);
+    table[kind::DEVICE_TLB as usize] = words(DeviceTlbDescriptor::RESERVED);
+    table[kind::INTERRUPT_ENTRY_CACHE as usize] = words(InterruptEntryDescriptor::RESERVED);
+    table[kind::WAIT as usize] = words(WaitDescriptor::RESERVED);
+    table[kind::PASID_IOTLB as usize] = words(PasidIotlbDescriptor::RESERVED);
+    table[kind::PASID_CACHE as usize] = words(PasidCacheDescriptor::RESERVED);
+    table[kind::PASID_DEVICE_TLB as usize] = words(PasidDeviceTlbDescriptor::RESERVED);
+    table
+};
 
 /// Declares one descriptor type's 128-bit layout: a new one carries its type code and every
 /// other field zero; it converts into the [`Descriptor128`] the queue takes.
@@ -105,6 +121,7 @@ macro_rules! descriptor_layout {
 
         impl $name {
             /// The finished descriptor, as the queue takes it.
+            #[inline(always)]
             pub fn descriptor(&self) -> Descriptor128 {
                 Descriptor128 { words: self.words }
             }
@@ -436,6 +453,7 @@ pub enum Invalidation {
 
 impl Invalidation {
     /// The 128-bit descriptor for this request.
+    #[inline(always)]
     pub fn encode(&self) -> Descriptor128 {
         match *self {
             Invalidation::ContextGlobal => ContextCacheDescriptor::new().set_granularity(1).descriptor(),
@@ -681,9 +699,11 @@ mod tests {
         let mut with_did = interrupt;
         with_did.words[0] |= 5 << 16;
         assert_eq!(with_did.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 5 << 16 }));
-        // A type this driver does not define is refused whole.
-        let unknown = Descriptor128 { words: [0xf, 0] };
-        assert_eq!(unknown.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 0xf }));
+        // A type this driver does not define is refused with every bit it has set.
+        let unknown = Descriptor128 { words: [0x3_000f, 0] };
+        assert_eq!(unknown.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 0x3_000f }));
+        let empty = Descriptor128::default();
+        assert_eq!(empty.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 0 }));
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl QueuedInvalidator {
     /// Writes one descriptor at the tail: the only way descriptors reach the queue, so a
     /// descriptor with a reserved bit set (which hardware rejects with IQE) is refused here
     /// and nothing is written.
+    #[inline(always)]
     fn push<A: DmaAllocator>(&mut self, alloc: &A, descriptor: Descriptor128) -> Result<(), VtdError> {
         if let Some(reserved) = descriptor.reserved_bits_set() {
             return Err(VtdError::ReservedBitsSet(reserved));
