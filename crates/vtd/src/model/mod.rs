@@ -59,6 +59,7 @@ use hwio::Registers;
 pub use memory::{FakeDma, FlushObserver, PhysMemory, StepClock, POISON};
 pub use page_tables::{TableFormat, TestPageTable};
 
+use crate::fault::FaultRecord;
 use crate::descriptors::{
     kind, ContextCacheDescriptor, Descriptor128, DeviceTlbDescriptor, InterruptEntryDescriptor, Invalidation,
     IotlbDescriptor, PasidCacheDescriptor, PasidDeviceTlbDescriptor, PasidIotlbDescriptor, WaitDescriptor,
@@ -931,14 +932,17 @@ impl ModelState {
             self.fsts |= regs::fsts::PFO;
             return;
         }
-        let mut high = 1 << 63 | (reason as u64) << 32 | requester.0 as u64;
-        if !write {
-            high |= 1 << 62;
-        }
+        let mut record = FaultRecord::default();
+        record
+            .set_fault(true)
+            .set_reason(reason as u64)
+            .set_source(requester.0 as u64)
+            .set_read(!write)
+            .set_fault_info(address & hwio::bits::addr_mask(12, 63));
         if let Some(pasid) = pasid {
-            high |= 1 << 31 | (pasid as u64 & 0xf_ffff) << 40;
+            record.set_pasid_present(true).set_pasid(pasid as u64 & 0xf_ffff);
         }
-        self.records[index] = [address & !0xfff, high];
+        self.records[index] = record.words;
         if self.fsts & regs::fsts::PPF == 0 {
             self.fsts = self.fsts & !(0xff << regs::fsts::FRI_SHIFT) | (index as u32) << regs::fsts::FRI_SHIFT;
         }
