@@ -8,7 +8,7 @@
 //! TTB0 half of the input range is used: EPD1 = 1 disables walks through TTB1 (QEMU validates
 //! T1SZ unless EPD1 is set).
 
-use hwio::{address_fields, flag_fields, numeric_fields};
+use hwio::{address_fields, flag_fields, numeric_fields, reserved_bits};
 use crate::config::Stage1Config;
 use crate::regs::{address_size_encoding, Granule, WalkAttributes};
 
@@ -20,6 +20,14 @@ pub struct ContextDescriptor {
 }
 
 const _: () = assert!(core::mem::size_of::<ContextDescriptor>() == 64);
+
+reserved_bits! {
+    ContextDescriptor, words 8:
+    /// RES0 between TTB1 and DS (CD[185:184]).
+    word 2, bits 57:56;
+    /// RES0 above PMG (CD[383:376]).
+    word 5, bits 63:56;
+}
 
 impl core::fmt::Debug for ContextDescriptor {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -136,6 +144,21 @@ impl ContextDescriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hwio::bits::{Layout, ReservedBitsSet};
+
+    #[test]
+    fn a_reserved_bit_set_is_reported_and_every_field_at_its_widest_leaves_them_clear() {
+        let mut cd = ContextDescriptor::default();
+        cd.set_t0sz(0x3f).set_tg0(3).set_ir0(3).set_or0(3).set_sh0(3).set_t1sz(0x3f).set_ips(7).set_tbi(3);
+        cd.set_asid(0xffff).set_mair(u64::MAX).set_ttb0(hwio::bits::addr_mask(4, 51)).set_ttb1(hwio::bits::addr_mask(4, 51));
+        cd.set_valid(true).set_aa64(true).set_abort_faults(true).set_record_faults(true).set_aset(true);
+        assert_eq!(cd.reserved_bits_set(), None);
+        cd.words[2] |= 1 << 56;
+        assert_eq!(cd.reserved_bits_set(), Some(ReservedBitsSet { word: 2, bits: 1 << 56 }));
+        cd.words[2] &= !(1 << 56);
+        cd.words[5] |= 1 << 63;
+        assert_eq!(cd.reserved_bits_set(), Some(ReservedBitsSet { word: 5, bits: 1 << 63 }));
+    }
 
     #[test]
     fn stage1_descriptor_has_required_bits() {

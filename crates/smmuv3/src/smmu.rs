@@ -411,6 +411,9 @@ impl<R: Registers> Smmu<R> {
         if new.reserved_bits_set().is_some() {
             return Err(SmmuError::InvalidConfig("STE with RES0 bits set"));
         }
+        if new_cd.is_some_and(|cd| cd.reserved_bits_set().is_some()) {
+            return Err(SmmuError::InvalidConfig("CD with RES0 bits set"));
+        }
         let (table, off) = self.ste_slot(env, sid)?;
         let current_word0 = read_word(&table, off);
         let mut current = Ste::default();

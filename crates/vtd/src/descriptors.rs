@@ -7,6 +7,9 @@
 
 use core::mem::size_of;
 
+use hwio::bits::{Layout, ReservedBitsSet};
+use hwio::{address_fields, flag_fields, numeric_fields, reserved_bits};
+
 /// A 128-bit invalidation descriptor (legacy-mode queue).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +55,341 @@ pub mod wait {
     pub const FN: u64 = 1 << 6;
 }
 
+impl Descriptor128 {
+    numeric_fields! {
+        /// Type[3:0] (bits 3:0); Type[6:4] (bits 11:9) is zero for every type defined here.
+        kind, set_kind: word 0, bits 0, width 4;
+    }
+
+    /// The reserved bits of this descriptor's type found set; for a type this driver does not
+    /// define, every bit set (type 0, which no descriptor has, reported as its empty type
+    /// field). Every descriptor the driver queues passes through here, so this is one table
+    /// look-up rather than a dispatch on the type.
+    #[inline(always)]
+    pub fn reserved_bits_set(&self) -> Option<ReservedBitsSet> {
+        let reserved = RESERVED_BY_KIND[self.kind() as usize];
+        let found = [self.words[0] & reserved[0], self.words[1] & reserved[1]];
+        if found[0] | found[1] == 0 && self.kind() != 0 {
+            return None;
+        }
+        let word = if found[0] == 0 && found[1] != 0 { 1 } else { 0 };
+        Some(ReservedBitsSet { word, bits: found[word] })
+    }
+}
+
+/// Per type code, the reserved bits of its layout; every bit for codes this driver does not
+/// define.
+const RESERVED_BY_KIND: [[u64; 2]; 16] = {
+    const fn words(reserved: &[u64]) -> [u64; 2] {
+        [reserved[0], reserved[1]]
+    }
+    let mut table = [[u64::MAX; 2]; 16];
+    table[kind::CONTEXT_CACHE as usize] = words(ContextCacheDescriptor::RESERVED);
+    table[kind::IOTLB as usize] = words(IotlbDescriptor::RESERVED);
+    table[kind::DEVICE_TLB as usize] = words(DeviceTlbDescriptor::RESERVED);
+    table[kind::INTERRUPT_ENTRY_CACHE as usize] = words(InterruptEntryDescriptor::RESERVED);
+    table[kind::WAIT as usize] = words(WaitDescriptor::RESERVED);
+    table[kind::PASID_IOTLB as usize] = words(PasidIotlbDescriptor::RESERVED);
+    table[kind::PASID_CACHE as usize] = words(PasidCacheDescriptor::RESERVED);
+    table[kind::PASID_DEVICE_TLB as usize] = words(PasidDeviceTlbDescriptor::RESERVED);
+    table
+};
+
+/// Declares one descriptor type's 128-bit layout: a new one carries its type code and every
+/// other field zero; it converts into the [`Descriptor128`] the queue takes.
+macro_rules! descriptor_layout {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name {
+            pub words: [u64; 2],
+        }
+
+        impl $name {
+            pub fn new() -> Self {
+                let mut descriptor = Descriptor128::default();
+                descriptor.set_kind($kind);
+                Self { words: descriptor.words }
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl $name {
+            /// The finished descriptor, as the queue takes it.
+            #[inline(always)]
+            pub fn descriptor(&self) -> Descriptor128 {
+                Descriptor128 { words: self.words }
+            }
+        }
+    };
+}
+
+descriptor_layout!(
+    /// Context-cache invalidate descriptor (6.5.2.1).
+    ContextCacheDescriptor,
+    kind::CONTEXT_CACHE
+);
+
+impl ContextCacheDescriptor {
+    numeric_fields! {
+        /// G (bits 5:4): 1 global, 2 domain-selective, 3 device-selective.
+        granularity, set_granularity: word 0, bits 4, width 2;
+        /// DID (bits 31:16).
+        did, set_did: word 0, bits 16, width 16;
+        /// SID (bits 47:32).
+        source, set_source: word 0, bits 32, width 16;
+        /// FM (bits 49:48): function bits of SID to ignore.
+        function_mask, set_function_mask: word 0, bits 48, width 2;
+    }
+}
+
+reserved_bits! {
+    ContextCacheDescriptor, words 2:
+    word 0, bits 8:6;
+    word 0, bits 15:12;
+    word 0, bits 63:50;
+    word 1, bits 63:0;
+}
+
+descriptor_layout!(
+    /// IOTLB invalidate descriptor (6.5.2.3).
+    IotlbDescriptor,
+    kind::IOTLB
+);
+
+/// Word 1 of the IOTLB and PASID-based IOTLB descriptors: AM 5:0, IH bit 6, ADDR 63:12.
+macro_rules! page_selective_fields {
+    () => {
+        numeric_fields! {
+            /// AM (bits 69:64): the range is 2^AM pages, naturally aligned.
+            address_mask, set_address_mask: word 1, bits 0, width 6;
+        }
+        flag_fields! {
+            /// IH (bit 70): only leaf entries changed.
+            leaf_only, set_leaf_only: word 1, bit 6;
+        }
+        address_fields! {
+            /// ADDR (bits 127:76).
+            address, set_address: word 1, bits 63:12;
+        }
+    };
+}
+
+impl IotlbDescriptor {
+    numeric_fields! {
+        /// G (bits 5:4): 1 global, 2 domain-selective, 3 page-selective within the domain.
+        granularity, set_granularity: word 0, bits 4, width 2;
+        /// DID (bits 31:16).
+        did, set_did: word 0, bits 16, width 16;
+    }
+    page_selective_fields!();
+}
+
+reserved_bits! {
+    IotlbDescriptor, words 2:
+    /// Bits 7:6 are DW/DR (drain writes/reads), left zero; bit 8 is reserved.
+    word 0, bits 8:8;
+    word 0, bits 15:12;
+    word 0, bits 63:32;
+    word 1, bits 11:7;
+}
+
+descriptor_layout!(
+    /// Device-TLB invalidate descriptor (6.5.2.5).
+    DeviceTlbDescriptor,
+    kind::DEVICE_TLB
+);
+
+/// PFSID is split: bits 3:0 at 15:12 of word 0, bits 15:4 at 63:52 (6.5.2.5, 6.5.2.6).
+macro_rules! physical_function_fields {
+    () => {
+        numeric_fields! {
+            physical_function_low, set_physical_function_low: word 0, bits 12, width 4;
+            physical_function_high, set_physical_function_high: word 0, bits 52, width 12;
+        }
+        /// PFSID, reassembled.
+        pub const fn physical_function(&self) -> u16 {
+            (self.physical_function_low() | self.physical_function_high() << 4) as u16
+        }
+        pub fn set_physical_function(&mut self, pfsid: u16) -> &mut Self {
+            self.set_physical_function_low(pfsid as u64 & 0xf).set_physical_function_high(pfsid as u64 >> 4)
+        }
+    };
+}
+
+impl DeviceTlbDescriptor {
+    numeric_fields! {
+        /// MIP (bits 20:16): the device's invalidation queue depth.
+        queue_depth, set_queue_depth: word 0, bits 16, width 5;
+        /// SID (bits 47:32).
+        source, set_source: word 0, bits 32, width 16;
+    }
+    flag_fields! {
+        /// S (bit 64): ADDR encodes the range size.
+        sized, set_sized: word 1, bit 0;
+    }
+    address_fields! {
+        /// ADDR (bits 127:76).
+        address, set_address: word 1, bits 63:12;
+    }
+    physical_function_fields!();
+}
+
+reserved_bits! {
+    DeviceTlbDescriptor, words 2:
+    word 0, bits 8:4;
+    word 0, bits 31:21;
+    word 0, bits 51:48;
+    word 1, bits 11:1;
+}
+
+descriptor_layout!(
+    /// Interrupt entry cache invalidate descriptor (6.5.2.7).
+    InterruptEntryDescriptor,
+    kind::INTERRUPT_ENTRY_CACHE
+);
+
+impl InterruptEntryDescriptor {
+    flag_fields! {
+        /// G (bit 4): 0 global, 1 index-selective.
+        index_selective, set_index_selective: word 0, bit 4;
+    }
+    numeric_fields! {
+        /// IM (bits 31:27): 2^IM entries from IIDX.
+        index_mask, set_index_mask: word 0, bits 27, width 5;
+        /// IIDX (bits 47:32).
+        index, set_index: word 0, bits 32, width 16;
+    }
+}
+
+reserved_bits! {
+    InterruptEntryDescriptor, words 2:
+    word 0, bits 8:5;
+    word 0, bits 26:12;
+    word 0, bits 63:48;
+    word 1, bits 63:0;
+}
+
+descriptor_layout!(
+    /// Invalidation wait descriptor (6.5.2.8).
+    WaitDescriptor,
+    kind::WAIT
+);
+
+impl WaitDescriptor {
+    flag_fields! {
+        /// IF (bit 4).
+        interrupt, set_interrupt: word 0, bit 4;
+        /// SW (bit 5).
+        status_write, set_status_write: word 0, bit 5;
+        /// FN (bit 6).
+        fence, set_fence: word 0, bit 6;
+    }
+    numeric_fields! {
+        /// Status Data (bits 63:32).
+        status_data, set_status_data: word 0, bits 32, width 32;
+    }
+    address_fields! {
+        /// Status Address (bits 127:66), dword aligned.
+        status_address, set_status_address: word 1, bits 63:2;
+    }
+}
+
+reserved_bits! {
+    WaitDescriptor, words 2:
+    /// Bit 7 is PD (page-request drain), left zero; bit 8 is reserved.
+    word 0, bits 8:8;
+    word 0, bits 31:12;
+    word 1, bits 1:0;
+}
+
+descriptor_layout!(
+    /// PASID-cache invalidate descriptor (6.5.2.2).
+    PasidCacheDescriptor,
+    kind::PASID_CACHE
+);
+
+impl PasidCacheDescriptor {
+    numeric_fields! {
+        /// G (bits 5:4): 0 domain-selective, 1 PASID-selective, 3 global.
+        granularity, set_granularity: word 0, bits 4, width 2;
+        /// DID (bits 31:16).
+        did, set_did: word 0, bits 16, width 16;
+        /// PASID (bits 51:32).
+        pasid, set_pasid: word 0, bits 32, width 20;
+    }
+}
+
+reserved_bits! {
+    PasidCacheDescriptor, words 2:
+    word 0, bits 8:6;
+    word 0, bits 15:12;
+    word 0, bits 63:52;
+    word 1, bits 63:0;
+}
+
+descriptor_layout!(
+    /// PASID-based IOTLB invalidate descriptor (6.5.2.4).
+    PasidIotlbDescriptor,
+    kind::PASID_IOTLB
+);
+
+impl PasidIotlbDescriptor {
+    numeric_fields! {
+        /// G (bits 5:4): 2 all of the PASID, 3 page-selective within the PASID.
+        granularity, set_granularity: word 0, bits 4, width 2;
+        /// DID (bits 31:16).
+        did, set_did: word 0, bits 16, width 16;
+        /// PASID (bits 51:32).
+        pasid, set_pasid: word 0, bits 32, width 20;
+    }
+    page_selective_fields!();
+}
+
+reserved_bits! {
+    PasidIotlbDescriptor, words 2:
+    word 0, bits 8:6;
+    word 0, bits 15:12;
+    word 0, bits 63:52;
+    word 1, bits 11:7;
+}
+
+descriptor_layout!(
+    /// PASID-based device-TLB invalidate descriptor (6.5.2.6).
+    PasidDeviceTlbDescriptor,
+    kind::PASID_DEVICE_TLB
+);
+
+impl PasidDeviceTlbDescriptor {
+    numeric_fields! {
+        /// MIP (bits 8:4): the device's invalidation queue depth.
+        queue_depth, set_queue_depth: word 0, bits 4, width 5;
+        /// SID (bits 31:16).
+        source, set_source: word 0, bits 16, width 16;
+        /// PASID (bits 51:32).
+        pasid, set_pasid: word 0, bits 32, width 20;
+    }
+    flag_fields! {
+        /// S (bit 75): ADDR encodes the range size. Bit 64 (G, all PASIDs) is left zero.
+        sized, set_sized: word 1, bit 11;
+    }
+    address_fields! {
+        /// ADDR (bits 127:76).
+        address, set_address: word 1, bits 63:12;
+    }
+    physical_function_fields!();
+}
+
+reserved_bits! {
+    PasidDeviceTlbDescriptor, words 2:
+    word 1, bits 10:1;
+}
+
 /// The device-TLB address encoding for "every address" (spec 6.5.2.5: S=1 and all address
 /// bits below bit 63 set).
 pub const DEVICE_TLB_ALL: DeviceTlbRange = DeviceTlbRange { base: 0, pages_log2: 52 };
@@ -65,14 +403,15 @@ pub struct DeviceTlbRange {
 }
 
 impl DeviceTlbRange {
-    /// The ADDR field and S bit: with S=1 the lowest clear bit of ADDR[63:12] marks the size,
-    /// so 2^n pages are written as the base with bits 12..12+n-1 set.
+    /// The ADDR field (bits 63:12, in place) and S bit: with S=1 the lowest clear bit of
+    /// ADDR[63:12] marks the size, so 2^n pages are written as the base with bits 12..12+n-1 set.
     fn encode(self) -> (u64, bool) {
         if self.pages_log2 == 0 {
-            return (self.base & !0xfff, false);
+            return (self.base & hwio::bits::addr_mask(12, 63), false);
         }
-        let ones = (1u64 << (self.pages_log2 as u32 - 1)) - 1;
-        ((self.base & !0xfff | ones << 12) & !0xfff & !(1 << 63), true)
+        // Bits 12 up to 12 + pages_log2 - 2 set; ADDR bit 63 stays clear even for "every address".
+        let size_bits = hwio::bits::addr_mask(12, 10 + self.pages_log2 as u32);
+        ((self.base | size_bits) & hwio::bits::addr_mask(12, 62), true)
     }
 }
 
@@ -112,92 +451,78 @@ pub enum Invalidation {
     PasidDeviceTlb { source: u16, physical_function: u16, pasid: u32, queue_depth: u8, range: DeviceTlbRange },
 }
 
-const PASID_MASK: u64 = 0xf_ffff;
-
-fn physical_function_bits(pfsid: u16) -> u64 {
-    // PFSID is split: bits 3:0 at 15:12, bits 15:4 at 63:52.
-    (pfsid as u64 & 0xf) << 12 | (pfsid as u64 >> 4) << 52
-}
-
 impl Invalidation {
     /// The 128-bit descriptor for this request.
+    #[inline(always)]
     pub fn encode(&self) -> Descriptor128 {
-        let words = match *self {
-            // Context-cache invalidate (6.5.2.1): G at 5:4 (1 global, 2 domain, 3 device),
-            // DID 31:16, SID 47:32, FM 49:48.
-            Invalidation::ContextGlobal => [kind::CONTEXT_CACHE | 1 << 4, 0],
-            Invalidation::ContextDomain { did } => [kind::CONTEXT_CACHE | 2 << 4 | (did as u64) << 16, 0],
-            Invalidation::ContextDevice { did, source, function_mask } => [
-                kind::CONTEXT_CACHE
-                    | 3 << 4
-                    | (did as u64) << 16
-                    | (source as u64) << 32
-                    | (function_mask as u64 & 3) << 48,
-                0,
-            ],
-            // IOTLB invalidate (6.5.2.3): G at 5:4 (1 global, 2 domain, 3 page), DID 31:16;
-            // word 1: ADDR 63:12, IH bit 6, AM 5:0.
-            Invalidation::IotlbGlobal => [kind::IOTLB | 1 << 4, 0],
-            Invalidation::IotlbDomain { did } => [kind::IOTLB | 2 << 4 | (did as u64) << 16, 0],
-            Invalidation::IotlbPages { did, address, address_mask, leaf_only } => [
-                kind::IOTLB | 3 << 4 | (did as u64) << 16,
-                address & !0xfff | (leaf_only as u64) << 6 | address_mask as u64 & 0x3f,
-            ],
-            // Device-TLB invalidate (6.5.2.5): PFSID split, MIP/queue depth 20:16, SID 47:32;
-            // word 1: ADDR 63:12, S bit 0.
+        match *self {
+            Invalidation::ContextGlobal => ContextCacheDescriptor::new().set_granularity(1).descriptor(),
+            Invalidation::ContextDomain { did } => {
+                ContextCacheDescriptor::new().set_granularity(2).set_did(did as u64).descriptor()
+            }
+            Invalidation::ContextDevice { did, source, function_mask } => ContextCacheDescriptor::new()
+                .set_granularity(3)
+                .set_did(did as u64)
+                .set_source(source as u64)
+                .set_function_mask(function_mask as u64 & 3)
+                .descriptor(),
+            Invalidation::IotlbGlobal => IotlbDescriptor::new().set_granularity(1).descriptor(),
+            Invalidation::IotlbDomain { did } => IotlbDescriptor::new().set_granularity(2).set_did(did as u64).descriptor(),
+            Invalidation::IotlbPages { did, address, address_mask, leaf_only } => IotlbDescriptor::new()
+                .set_granularity(3)
+                .set_did(did as u64)
+                .set_address(address & hwio::bits::addr_mask(12, 63))
+                .set_leaf_only(leaf_only)
+                .set_address_mask(address_mask as u64 & 0x3f)
+                .descriptor(),
             Invalidation::DeviceTlb { source, physical_function, queue_depth, range } => {
-                let (address, size) = range.encode();
-                [
-                    kind::DEVICE_TLB
-                        | physical_function_bits(physical_function)
-                        | (queue_depth as u64 & 0x1f) << 16
-                        | (source as u64) << 32,
-                    address | size as u64,
-                ]
+                let (address, sized) = range.encode();
+                DeviceTlbDescriptor::new()
+                    .set_physical_function(physical_function)
+                    .set_queue_depth(queue_depth as u64 & 0x1f)
+                    .set_source(source as u64)
+                    .set_address(address)
+                    .set_sized(sized)
+                    .descriptor()
             }
-            // Interrupt entry cache invalidate (6.5.2.7): G bit 4 (0 global, 1 index),
-            // IM 31:27, IIDX 47:32.
-            Invalidation::InterruptEntryGlobal => [kind::INTERRUPT_ENTRY_CACHE, 0],
-            Invalidation::InterruptEntries { index, index_mask } => [
-                kind::INTERRUPT_ENTRY_CACHE
-                    | 1 << 4
-                    | (index_mask as u64 & 0x1f) << 27
-                    | (index as u64) << 32,
-                0,
-            ],
-            // PASID-cache invalidate (6.5.2.2): G at 5:4 (0 domain, 1 PASID, 3 global),
-            // DID 31:16, PASID 51:32.
-            Invalidation::PasidCacheDomain { did } => [kind::PASID_CACHE | (did as u64) << 16, 0],
-            Invalidation::PasidCachePasid { did, pasid } => [
-                kind::PASID_CACHE | 1 << 4 | (did as u64) << 16 | (pasid as u64 & PASID_MASK) << 32,
-                0,
-            ],
-            Invalidation::PasidCacheGlobal => [kind::PASID_CACHE | 3 << 4, 0],
-            // PASID-based IOTLB invalidate (6.5.2.4): G at 5:4 (2 all of PASID, 3 page-selective
-            // within PASID), DID 31:16, PASID 51:32; word 1 as the IOTLB descriptor.
-            Invalidation::PasidIotlbAll { did, pasid } => [
-                kind::PASID_IOTLB | 2 << 4 | (did as u64) << 16 | (pasid as u64 & PASID_MASK) << 32,
-                0,
-            ],
-            Invalidation::PasidIotlbPages { did, pasid, address, address_mask, leaf_only } => [
-                kind::PASID_IOTLB | 3 << 4 | (did as u64) << 16 | (pasid as u64 & PASID_MASK) << 32,
-                address & !0xfff | (leaf_only as u64) << 6 | address_mask as u64 & 0x3f,
-            ],
-            // PASID-based device-TLB invalidate (6.5.2.6): queue depth 8:4, PFSID split, SID
-            // 31:16, PASID 51:32; word 1: ADDR 63:12, S bit 11.
+            Invalidation::InterruptEntryGlobal => InterruptEntryDescriptor::new().descriptor(),
+            Invalidation::InterruptEntries { index, index_mask } => InterruptEntryDescriptor::new()
+                .set_index_selective(true)
+                .set_index_mask(index_mask as u64 & 0x1f)
+                .set_index(index as u64)
+                .descriptor(),
+            Invalidation::PasidCacheDomain { did } => PasidCacheDescriptor::new().set_did(did as u64).descriptor(),
+            Invalidation::PasidCachePasid { did, pasid } => PasidCacheDescriptor::new()
+                .set_granularity(1)
+                .set_did(did as u64)
+                .set_pasid(pasid as u64 & 0xf_ffff)
+                .descriptor(),
+            Invalidation::PasidCacheGlobal => PasidCacheDescriptor::new().set_granularity(3).descriptor(),
+            Invalidation::PasidIotlbAll { did, pasid } => PasidIotlbDescriptor::new()
+                .set_granularity(2)
+                .set_did(did as u64)
+                .set_pasid(pasid as u64 & 0xf_ffff)
+                .descriptor(),
+            Invalidation::PasidIotlbPages { did, pasid, address, address_mask, leaf_only } => PasidIotlbDescriptor::new()
+                .set_granularity(3)
+                .set_did(did as u64)
+                .set_pasid(pasid as u64 & 0xf_ffff)
+                .set_address(address & hwio::bits::addr_mask(12, 63))
+                .set_leaf_only(leaf_only)
+                .set_address_mask(address_mask as u64 & 0x3f)
+                .descriptor(),
             Invalidation::PasidDeviceTlb { source, physical_function, pasid, queue_depth, range } => {
-                let (address, size) = range.encode();
-                [
-                    kind::PASID_DEVICE_TLB
-                        | (queue_depth as u64 & 0x1f) << 4
-                        | physical_function_bits(physical_function)
-                        | (source as u64) << 16
-                        | (pasid as u64 & PASID_MASK) << 32,
-                    address | (size as u64) << 11,
-                ]
+                let (address, sized) = range.encode();
+                PasidDeviceTlbDescriptor::new()
+                    .set_queue_depth(queue_depth as u64 & 0x1f)
+                    .set_physical_function(physical_function)
+                    .set_source(source as u64)
+                    .set_pasid(pasid as u64 & 0xf_ffff)
+                    .set_address(address)
+                    .set_sized(sized)
+                    .descriptor()
             }
-        };
-        Descriptor128 { words }
+        }
     }
 
     /// Whether this request is only meaningful in scalable mode (PASID-granular caches).
@@ -217,9 +542,12 @@ impl Invalidation {
 /// A wait descriptor that stores `status_data` at `status_address` (4-byte aligned) once every
 /// earlier descriptor has completed. SW only, never IF: QEMU aborts on SW+IF.
 pub fn status_write_wait(status_address: u64, status_data: u32) -> Descriptor128 {
-    Descriptor128 {
-        words: [kind::WAIT | wait::SW | wait::FN | (status_data as u64) << 32, status_address & !3],
-    }
+    WaitDescriptor::new()
+        .set_status_write(true)
+        .set_fence(true)
+        .set_status_data(status_data as u64)
+        .set_status_address(status_address & hwio::bits::addr_mask(2, 63))
+        .descriptor()
 }
 
 /// Smallest naturally aligned block of pages covering `[address, address + size)`: returns
@@ -315,6 +643,67 @@ mod tests {
         assert_eq!(descriptor.words[0] & wait::IF, 0);
         let wide = Descriptor256::from(descriptor);
         assert_eq!(wide.words, [descriptor.words[0], descriptor.words[1], 0, 0]);
+    }
+
+    /// Every request at its widest values, and the wait descriptor.
+    fn every_kind_of_descriptor() -> [Descriptor128; 17] {
+        let range = DeviceTlbRange { base: 0xffff_f000, pages_log2: 0 };
+        [
+            Invalidation::ContextGlobal.encode(),
+            Invalidation::ContextDomain { did: u16::MAX }.encode(),
+            Invalidation::ContextDevice { did: u16::MAX, source: u16::MAX, function_mask: 3 }.encode(),
+            Invalidation::IotlbGlobal.encode(),
+            Invalidation::IotlbDomain { did: u16::MAX }.encode(),
+            Invalidation::IotlbPages { did: u16::MAX, address: u64::MAX, address_mask: 0x3f, leaf_only: true }.encode(),
+            Invalidation::DeviceTlb { source: u16::MAX, physical_function: u16::MAX, queue_depth: 0x1f, range: DEVICE_TLB_ALL }
+                .encode(),
+            Invalidation::InterruptEntryGlobal.encode(),
+            Invalidation::InterruptEntries { index: u16::MAX, index_mask: 0x1f }.encode(),
+            Invalidation::PasidCacheDomain { did: u16::MAX }.encode(),
+            Invalidation::PasidCachePasid { did: u16::MAX, pasid: u32::MAX }.encode(),
+            Invalidation::PasidCacheGlobal.encode(),
+            Invalidation::PasidIotlbAll { did: u16::MAX, pasid: u32::MAX }.encode(),
+            Invalidation::PasidIotlbPages { did: u16::MAX, pasid: u32::MAX, address: u64::MAX, address_mask: 0x3f, leaf_only: true }
+                .encode(),
+            Invalidation::PasidDeviceTlb { source: u16::MAX, physical_function: u16::MAX, pasid: u32::MAX, queue_depth: 0x1f, range }
+                .encode(),
+            status_write_wait(u64::MAX, u32::MAX),
+            Invalidation::DeviceTlb { source: 1, physical_function: 1, queue_depth: 1, range }.encode(),
+        ]
+    }
+
+    #[test]
+    fn encodings_at_their_widest_leave_every_reserved_bit_clear() {
+        for descriptor in every_kind_of_descriptor() {
+            assert_eq!(descriptor.reserved_bits_set(), None, "{descriptor:x?}");
+        }
+    }
+
+    #[test]
+    fn a_reserved_bit_set_is_reported_for_each_descriptor_type() {
+        // Bit 8 of word 0 is reserved in context, IOTLB, device-TLB, IEC, wait and PASID
+        // descriptors except the PASID-based device-TLB, whose reserved bits are in word 1.
+        for descriptor in every_kind_of_descriptor() {
+            let mut broken = descriptor;
+            let expected = if descriptor.kind() == kind::PASID_DEVICE_TLB {
+                broken.words[1] |= 1 << 1;
+                ReservedBitsSet { word: 1, bits: 1 << 1 }
+            } else {
+                broken.words[0] |= 1 << 8;
+                ReservedBitsSet { word: 0, bits: 1 << 8 }
+            };
+            assert_eq!(broken.reserved_bits_set(), Some(expected), "{descriptor:x?}");
+        }
+        // Per type: the DID position of one type is reserved in another.
+        let interrupt = Invalidation::InterruptEntryGlobal.encode();
+        let mut with_did = interrupt;
+        with_did.words[0] |= 5 << 16;
+        assert_eq!(with_did.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 5 << 16 }));
+        // A type this driver does not define is refused with every bit it has set.
+        let unknown = Descriptor128 { words: [0x3_000f, 0] };
+        assert_eq!(unknown.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 0x3_000f }));
+        let empty = Descriptor128::default();
+        assert_eq!(empty.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 0 }));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 
 use alloc::vec::Vec;
 
+use hwio::{address_fields, flag_fields, numeric_fields, reserved_bits};
+
 use crate::RequesterId;
 
 /// Direction of the faulting DMA request (record bit 126, T).
@@ -53,11 +55,46 @@ pub struct FaultReport {
 pub mod record {
     pub const F: u64 = 1 << 63;
     pub const T_READ: u64 = 1 << 62;
-    pub const PASID_SHIFT: u32 = 40;
-    pub const REASON_SHIFT: u32 = 32;
     pub const PASID_PRESENT: u64 = 1 << 31;
     /// Byte offset of the dword holding F within a record; written with 1 << 31 to clear F.
     pub const F_DWORD: usize = 12;
+}
+
+/// One 128-bit fault record as the unit writes it (register layout 11.4.14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultRecord {
+    pub words: [u64; 2],
+}
+
+impl FaultRecord {
+    address_fields! {
+        /// FI (bits 63:12): the faulting page address.
+        fault_info, set_fault_info: word 0, bits 63:12;
+    }
+    numeric_fields! {
+        /// FI bits 63:48 of an interrupt-remapping fault: the interrupt index.
+        interrupt_index, set_interrupt_index: word 0, bits 48, width 16;
+        /// SID (bits 79:64).
+        source, set_source: word 1, bits 0, width 16;
+        /// FR (bits 103:96): the fault reason.
+        reason, set_reason: word 1, bits 32, width 8;
+        /// PV (bits 123:104): the PASID, valid with PP.
+        pasid, set_pasid: word 1, bits 40, width 20;
+    }
+    flag_fields! {
+        /// PP (bit 95): PV holds the request's PASID.
+        pasid_present, set_pasid_present: word 1, bit 31;
+        /// T (bit 126): 1 read, 0 write.
+        read, set_read: word 1, bit 62;
+        /// F (bit 127): the record holds a fault; software writes 1 to clear it.
+        fault, set_fault: word 1, bit 63;
+    }
+}
+
+reserved_bits! {
+    FaultRecord, words 2:
+    /// Below FI (bits 11:0).
+    word 0, bits 11:0;
 }
 
 /// Whether `reason` is an interrupt-remapping fault (spec 7.1.2, codes 20h-26h).
@@ -68,22 +105,23 @@ pub fn is_interrupt_remapping_reason(reason: u8) -> bool {
 impl DecodedFault {
     /// Decodes a record from its two 64-bit words; `None` if F (bit 127) is clear.
     pub fn decode(low: u64, high: u64) -> Option<Self> {
-        if high & record::F == 0 {
+        let record = FaultRecord { words: [low, high] };
+        if !record.fault() {
             return None;
         }
-        let reason = (high >> record::REASON_SHIFT) as u8;
+        let reason = record.reason() as u8;
         let kind = if is_interrupt_remapping_reason(reason) {
-            FaultKind::InterruptRemap { index: (low >> 48) as u16 }
+            FaultKind::InterruptRemap { index: record.interrupt_index() as u16 }
         } else {
             FaultKind::Dma
         };
-        let address = if matches!(kind, FaultKind::Dma) { low & !0xfff } else { 0 };
+        let address = if matches!(kind, FaultKind::Dma) { record.fault_info() } else { 0 };
         Some(Self {
-            requester: RequesterId(high as u16),
+            requester: RequesterId(record.source() as u16),
             address,
-            access: if high & record::T_READ != 0 { AccessKind::Read } else { AccessKind::Write },
+            access: if record.read() { AccessKind::Read } else { AccessKind::Write },
             reason,
-            pasid: (high & record::PASID_PRESENT != 0).then_some((high >> record::PASID_SHIFT) as u32 & 0xf_ffff),
+            pasid: record.pasid_present().then_some(record.pasid() as u32),
             kind,
         })
     }
@@ -174,6 +212,16 @@ mod tests {
         assert_eq!(fault.kind, FaultKind::InterruptRemap { index: 0x21 });
         assert_eq!(fault.address, 0);
         assert_eq!(fault.reason_name(), "interrupt source-id validation failed");
+    }
+
+    #[test]
+    fn a_reserved_bit_set_is_reported() {
+        let mut record = FaultRecord::default();
+        record.set_fault(true).set_read(true).set_reason(0xff).set_source(0xffff);
+        record.set_pasid_present(true).set_pasid(0xf_ffff).set_fault_info(hwio::bits::addr_mask(12, 63));
+        assert_eq!(hwio::bits::Layout::reserved_bits_set(&record), None);
+        record.words[0] |= 1 << 3;
+        assert_eq!(hwio::bits::Layout::reserved_bits_set(&record), Some(hwio::bits::ReservedBitsSet { word: 0, bits: 1 << 3 }));
     }
 
     #[test]

@@ -78,7 +78,14 @@ impl QueuedInvalidator {
         QUEUE_BYTES / self.descriptor_bytes()
     }
 
-    fn push<A: DmaAllocator>(&mut self, alloc: &A, descriptor: Descriptor128) {
+    /// Writes one descriptor at the tail: the only way descriptors reach the queue, so a
+    /// descriptor with a reserved bit set (which hardware rejects with IQE) is refused here
+    /// and nothing is written.
+    #[inline(always)]
+    fn push<A: DmaAllocator>(&mut self, alloc: &A, descriptor: Descriptor128) -> Result<(), VtdError> {
+        if let Some(reserved) = descriptor.reserved_bits_set() {
+            return Err(VtdError::ReservedBitsSet(reserved));
+        }
         let offset = self.tail * self.descriptor_bytes();
         let words: &[u64] = if self.wide {
             &Descriptor256::from(descriptor).words
@@ -90,6 +97,7 @@ impl QueuedInvalidator {
         }
         self.memory.flush(alloc, offset, self.descriptor_bytes());
         self.tail = (self.tail + 1) % self.capacity();
+        Ok(())
     }
 
     fn take_status_value(&mut self) -> u32 {
@@ -128,13 +136,22 @@ impl Invalidator for QueuedInvalidator {
         // (head == tail means empty).
         let chunk_len = self.capacity() / 2 - 1;
         for chunk in batch.chunks(chunk_len) {
+            // Hardware fetches nothing until IQT moves, so a refused chunk is dropped by
+            // putting the software tail back.
+            let chunk_start = self.tail;
             for request in chunk {
-                self.push(alloc, request.encode());
+                if let Err(refused) = self.push(alloc, request.encode()) {
+                    self.tail = chunk_start;
+                    return Err(refused);
+                }
             }
             let status = self.take_status_value();
             self.memory.write_word(STATUS_OFFSET, 0);
             self.memory.flush(alloc, STATUS_OFFSET, 8);
-            self.push(alloc, status_write_wait(self.status_address(), status));
+            if let Err(refused) = self.push(alloc, status_write_wait(self.status_address(), status)) {
+                self.tail = chunk_start;
+                return Err(refused);
+            }
             registers.write64(regs::IQT, (self.tail * self.descriptor_bytes()) as u64);
 
             let memory = &self.memory;
@@ -254,5 +271,27 @@ impl Invalidator for RegisterInvalidator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FakeDma, PhysMemory};
+    use hwio::bits::ReservedBitsSet;
+
+    #[test]
+    fn the_queue_refuses_a_descriptor_with_a_reserved_bit_set_and_writes_nothing() {
+        let mut dma = FakeDma::new(PhysMemory::new(0x10_0000, 1 << 20));
+        let mut queue = QueuedInvalidator::new(&mut dma, false, true).unwrap();
+        queue.push(&dma, Invalidation::IotlbGlobal.encode()).unwrap();
+        let mut broken = Invalidation::IotlbDomain { did: 3 }.encode();
+        broken.words[1] |= 1 << 9;
+        assert_eq!(
+            queue.push(&dma, broken),
+            Err(VtdError::ReservedBitsSet(ReservedBitsSet { word: 1, bits: 1 << 9 }))
+        );
+        assert_eq!(queue.tail, 1);
+        assert_eq!([queue.memory.read_word(16), queue.memory.read_word(24)], [0, 0]);
     }
 }

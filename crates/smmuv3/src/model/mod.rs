@@ -662,8 +662,11 @@ fn stage2_fields_valid(ste: &Ste, id: &IdRegisters) -> bool {
         || ste.s2_hd())
 }
 
-/// QEMU's CD checks (decode_cd).
+/// QEMU's CD checks (decode_cd), and the RES0 bits a strict SMMU finds ILLEGAL (C_BAD_CD).
 fn cd_valid(cd: &ContextDescriptor, id: &IdRegisters) -> bool {
+    if cd.reserved_bits_set().is_some() {
+        return false;
+    }
     let ips = address_size_bits(cd.ips()).unwrap_or(0).min(id.oas_bits());
     let tt0_ok = cd.epd0() || ((16..=39).contains(&cd.t0sz()) && cd.granule0().is_some() && cd.ttb0() >> ips == 0);
     let tt1_ok = cd.epd1() || (16..=39).contains(&cd.t1sz());

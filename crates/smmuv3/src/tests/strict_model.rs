@@ -12,7 +12,9 @@ use super::support::*;
 use crate::cmd::Command;
 use crate::event::EventType;
 use crate::model::{Aborted, FakeMemory, ModelConfig, ModelDma, SmmuModel};
-use crate::regs::{offset, queue_base_addr, queue_base_log2size, Granule};
+use crate::cd::ContextDescriptor;
+use crate::regs::{offset, queue_base_addr, queue_base_log2size, Granule, WalkAttributes};
+use crate::ste::Ste;
 use crate::smmu::{Env, SmmuOptions, TlbScope};
 use crate::{SmmuError, Stage1Config, Stage2Config, StreamConfig};
 
@@ -92,6 +94,22 @@ fn an_ste_with_a_reserved_bit_set_is_refused_by_the_driver_and_illegal_to_the_sm
     let aborted = dma_lands(rig.model(), &rig.memory, SID, IOVA, DATA).unwrap_err();
     assert_eq!(aborted.event.map(|event| event.event_type()), Some(EventType::BadSte));
     assert_eq!(rig.memory.read_bytes(DATA, 8).unwrap(), [0; 8]);
+}
+
+#[test]
+fn a_cd_with_a_reserved_bit_set_is_refused_by_the_driver() {
+    let mut rig = Rig::new();
+    let (_tables, root) = stage1_tables(&rig, TABLES_BASE, DATA);
+    let (smmu, mut env) = rig.parts();
+    let asid = smmu.alloc_asid().unwrap();
+    let cfg = Stage1Config::new(asid, root, 25, Granule::Size4K);
+    let mut wrong = ContextDescriptor::for_stage1(&cfg, 44, WalkAttributes::for_coherency(true));
+    wrong.words[5] |= 1 << 60;
+    let mut ste = Ste::abort();
+    ste.set_config(StreamConfig::Stage1);
+    assert_eq!(smmu.install_ste(&mut env, SID, ste, Some(wrong)), Err(SmmuError::InvalidConfig("CD with RES0 bits set")));
+    // Nothing was installed: the stream stays at the default (abort).
+    assert!(dma_lands(rig.model(), &rig.memory, SID, IOVA, DATA).is_err());
 }
 
 /// The STE slot of `sid` in a 2-level stream table (L1 descriptor → L2 table).

@@ -59,7 +59,11 @@ use hwio::Registers;
 pub use memory::{FakeDma, FlushObserver, PhysMemory, StepClock, POISON};
 pub use page_tables::{TableFormat, TestPageTable};
 
-use crate::descriptors::Invalidation;
+use crate::fault::FaultRecord;
+use crate::descriptors::{
+    kind, ContextCacheDescriptor, Descriptor128, DeviceTlbDescriptor, InterruptEntryDescriptor, Invalidation,
+    IotlbDescriptor, PasidCacheDescriptor, PasidDeviceTlbDescriptor, PasidIotlbDescriptor, WaitDescriptor,
+};
 use crate::regs::{self, Capability, ExtendedCapability};
 use crate::tables::{ContextEntry, RootEntry};
 use crate::RequesterId;
@@ -706,86 +710,116 @@ impl ModelState {
         }
     }
 
-    /// Decodes and performs one descriptor; false if it is invalid.
+    /// Decodes and performs one descriptor; false if it is invalid, as hardware reports a
+    /// descriptor of an unknown type or with a reserved bit set (IQE).
     fn process_descriptor(&mut self, memory: &PhysMemory, low: u64, high: u64) -> bool {
-        // PASID-granular descriptors (types 6-8) only exist for scalable-mode translation.
-        let scalable = self.active_root >> 10 & 3 == 1;
-        if matches!(low & 0xf, 0x6..=0x8) && !scalable {
+        let words = [low, high];
+        let descriptor = Descriptor128 { words };
+        if descriptor.reserved_bits_set().is_some() {
             return false;
         }
-        let granularity = low >> 4 & 3;
-        let did = (low >> 16) as u16;
-        let pasid = (low >> 32 & 0xf_ffff) as u32;
-        let request = match low & 0xf {
-            0x1 => match granularity {
-                1 => Invalidation::ContextGlobal,
-                2 => Invalidation::ContextDomain { did },
-                3 => Invalidation::ContextDevice { did, source: (low >> 32) as u16, function_mask: (low >> 48 & 3) as u8 },
-                _ => return false,
-            },
-            0x2 => match granularity {
-                1 => Invalidation::IotlbGlobal,
-                2 => Invalidation::IotlbDomain { did },
-                3 => Invalidation::IotlbPages {
-                    did,
-                    address: high & !0xfff,
-                    address_mask: (high & 0x3f) as u8,
-                    leaf_only: high >> 6 & 1 != 0,
-                },
-                _ => return false,
-            },
-            0x3 => Invalidation::DeviceTlb {
-                source: (low >> 32) as u16,
-                physical_function: ((low >> 12 & 0xf) | (low >> 52) << 4) as u16,
-                queue_depth: (low >> 16 & 0x1f) as u8,
-                range: decode_device_tlb_range(high & !0xfff, high & 1 != 0),
-            },
-            0x4 => {
-                if low >> 4 & 1 == 0 {
-                    Invalidation::InterruptEntryGlobal
-                } else {
-                    Invalidation::InterruptEntries { index: (low >> 32) as u16, index_mask: (low >> 27 & 0x1f) as u8 }
+        // PASID-granular descriptors (types 6-8) only exist for scalable-mode translation.
+        let scalable = self.active_root >> 10 & 3 == 1;
+        if matches!(descriptor.kind(), kind::PASID_IOTLB | kind::PASID_CACHE | kind::PASID_DEVICE_TLB) && !scalable {
+            return false;
+        }
+        let request = match descriptor.kind() {
+            kind::CONTEXT_CACHE => {
+                let context = ContextCacheDescriptor { words };
+                let did = context.did() as u16;
+                match context.granularity() {
+                    1 => Invalidation::ContextGlobal,
+                    2 => Invalidation::ContextDomain { did },
+                    3 => Invalidation::ContextDevice {
+                        did,
+                        source: context.source() as u16,
+                        function_mask: context.function_mask() as u8,
+                    },
+                    _ => return false,
                 }
             }
-            0x5 => {
-                let (interrupt, status_write) = (low >> 4 & 1 != 0, low >> 5 & 1 != 0);
-                assert!(!(interrupt && status_write), "wait descriptor with SW and IF: QEMU 10.0.2 aborts");
-                if status_write {
-                    let status = (low >> 32) as u32;
-                    if memory.write_u32(high & !3, status).is_none() {
+            kind::IOTLB => {
+                let iotlb = IotlbDescriptor { words };
+                let did = iotlb.did() as u16;
+                match iotlb.granularity() {
+                    1 => Invalidation::IotlbGlobal,
+                    2 => Invalidation::IotlbDomain { did },
+                    3 => Invalidation::IotlbPages {
+                        did,
+                        address: iotlb.address(),
+                        address_mask: iotlb.address_mask() as u8,
+                        leaf_only: iotlb.leaf_only(),
+                    },
+                    _ => return false,
+                }
+            }
+            kind::DEVICE_TLB => {
+                let device = DeviceTlbDescriptor { words };
+                Invalidation::DeviceTlb {
+                    source: device.source() as u16,
+                    physical_function: device.physical_function(),
+                    queue_depth: device.queue_depth() as u8,
+                    range: decode_device_tlb_range(device.address(), device.sized()),
+                }
+            }
+            kind::INTERRUPT_ENTRY_CACHE => {
+                let entries = InterruptEntryDescriptor { words };
+                if entries.index_selective() {
+                    Invalidation::InterruptEntries { index: entries.index() as u16, index_mask: entries.index_mask() as u8 }
+                } else {
+                    Invalidation::InterruptEntryGlobal
+                }
+            }
+            kind::WAIT => {
+                let wait = WaitDescriptor { words };
+                assert!(!(wait.interrupt() && wait.status_write()), "wait descriptor with SW and IF: QEMU 10.0.2 aborts");
+                if wait.status_write() {
+                    let status = wait.status_data() as u32;
+                    if memory.write_u32(wait.status_address(), status).is_none() {
                         return false;
                     }
-                    self.waits.push((high & !3, status));
+                    self.waits.push((wait.status_address(), status));
                 }
-                if interrupt {
+                if wait.interrupt() {
                     self.ics |= regs::ics::IWC;
                 }
                 return true;
             }
-            0x6 => match granularity {
-                2 => Invalidation::PasidIotlbAll { did, pasid },
-                3 => Invalidation::PasidIotlbPages {
-                    did,
-                    pasid,
-                    address: high & !0xfff,
-                    address_mask: (high & 0x3f) as u8,
-                    leaf_only: high >> 6 & 1 != 0,
-                },
-                _ => return false,
-            },
-            0x7 => match granularity {
-                0 => Invalidation::PasidCacheDomain { did },
-                1 => Invalidation::PasidCachePasid { did, pasid },
-                3 => Invalidation::PasidCacheGlobal,
-                _ => return false,
-            },
-            0x8 => Invalidation::PasidDeviceTlb {
-                source: (low >> 16) as u16,
-                physical_function: ((low >> 12 & 0xf) | (low >> 52) << 4) as u16,
-                pasid,
-                queue_depth: (low >> 4 & 0x1f) as u8,
-                range: decode_device_tlb_range(high & !0xfff, high >> 11 & 1 != 0),
-            },
+            kind::PASID_IOTLB => {
+                let iotlb = PasidIotlbDescriptor { words };
+                let (did, pasid) = (iotlb.did() as u16, iotlb.pasid() as u32);
+                match iotlb.granularity() {
+                    2 => Invalidation::PasidIotlbAll { did, pasid },
+                    3 => Invalidation::PasidIotlbPages {
+                        did,
+                        pasid,
+                        address: iotlb.address(),
+                        address_mask: iotlb.address_mask() as u8,
+                        leaf_only: iotlb.leaf_only(),
+                    },
+                    _ => return false,
+                }
+            }
+            kind::PASID_CACHE => {
+                let cache = PasidCacheDescriptor { words };
+                let did = cache.did() as u16;
+                match cache.granularity() {
+                    0 => Invalidation::PasidCacheDomain { did },
+                    1 => Invalidation::PasidCachePasid { did, pasid: cache.pasid() as u32 },
+                    3 => Invalidation::PasidCacheGlobal,
+                    _ => return false,
+                }
+            }
+            kind::PASID_DEVICE_TLB => {
+                let device = PasidDeviceTlbDescriptor { words };
+                Invalidation::PasidDeviceTlb {
+                    source: device.source() as u16,
+                    physical_function: device.physical_function(),
+                    pasid: device.pasid() as u32,
+                    queue_depth: device.queue_depth() as u8,
+                    range: decode_device_tlb_range(device.address(), device.sized()),
+                }
+            }
             _ => return false,
         };
         self.apply(request);
@@ -898,14 +932,17 @@ impl ModelState {
             self.fsts |= regs::fsts::PFO;
             return;
         }
-        let mut high = 1 << 63 | (reason as u64) << 32 | requester.0 as u64;
-        if !write {
-            high |= 1 << 62;
-        }
+        let mut record = FaultRecord::default();
+        record
+            .set_fault(true)
+            .set_reason(reason as u64)
+            .set_source(requester.0 as u64)
+            .set_read(!write)
+            .set_fault_info(address & hwio::bits::addr_mask(12, 63));
         if let Some(pasid) = pasid {
-            high |= 1 << 31 | (pasid as u64 & 0xf_ffff) << 40;
+            record.set_pasid_present(true).set_pasid(pasid as u64 & 0xf_ffff);
         }
-        self.records[index] = [address & !0xfff, high];
+        self.records[index] = record.words;
         if self.fsts & regs::fsts::PPF == 0 {
             self.fsts = self.fsts & !(0xff << regs::fsts::FRI_SHIFT) | (index as u32) << regs::fsts::FRI_SHIFT;
         }
