@@ -80,11 +80,16 @@ impl QueuedInvalidator {
 
     /// Writes one descriptor at the tail: the only way descriptors reach the queue, so a
     /// descriptor with a reserved bit set (which hardware rejects with IQE) is refused here
-    /// and nothing is written.
+    /// and nothing is written. Checked in debug builds (every host test and model test) only:
+    /// in the release server the check cost 18 guest instructions per invalidation (+6 % on
+    /// the invalidation benchmark) for descriptors that come from `Invalidation::encode`,
+    /// whose every encoding, at its widest fields, a test shows leaves the reserved bits clear.
     #[inline(always)]
     fn push<A: DmaAllocator>(&mut self, alloc: &A, descriptor: Descriptor128) -> Result<(), VtdError> {
-        if let Some(reserved) = descriptor.reserved_bits_set() {
-            return Err(VtdError::ReservedBitsSet(reserved));
+        if cfg!(debug_assertions) {
+            if let Some(reserved) = descriptor.reserved_bits_set() {
+                return Err(VtdError::ReservedBitsSet(reserved));
+            }
         }
         let offset = self.tail * self.descriptor_bytes();
         let words: &[u64] = if self.wide {
