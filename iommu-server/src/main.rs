@@ -9,9 +9,8 @@
 //! Architecture:
 //! docs/iommu-server.md.
 //!
-//! Start argument bit 0: run the in-server benchmark after bring-up. Bit 1 (arm): SMMU
-//! domains use stage-2 tables instead of stage-1. Bit 3 (`small_limits::ARG`): every client
-//! gets the small limits of `iommu_server_contract::small_limits` instead of the defaults.
+//! The start argument's bits (benchmark, stage-2 domains, unisolated MSIs, small limits) are
+//! `iommu_server_contract::start`.
 #![no_std]
 #![no_main]
 
@@ -33,25 +32,11 @@ mod status;
 mod x86;
 
 /// The slots and address space the root task (or a kernel test) and the server agree on.
-use iommu_server_contract::{layout, slots, small_limits};
+use iommu_server_contract::{layout, slots, small_limits, start};
 
 use userlib::println;
 
 userlib::entry!(main);
-
-/// Start-argument bit: run the in-server benchmark after bring-up.
-const ARG_BENCH: u64 = 1 << 0;
-/// Start-argument bit (arm): SMMU domains are stage-2 tables (VMID, VTTBR in the STE) rather
-/// than stage-1 (ASID, TTB0 in a context descriptor).
-#[cfg(target_arch = "aarch64")]
-const ARG_STAGE2: u64 = 1 << 1;
-/// Start-argument bit (arm with GICv2m): map the GICv2m doorbell into every paging domain, so
-/// attached devices can raise MSIs. GICv2m cannot tell devices apart, so each of them can then
-/// raise any other device's MSI: the system description must ask for it knowingly (as Linux's
-/// `allow_unsafe_interrupts`). Without it the doorbell stays unmapped and MSIs of attached
-/// devices fault.
-#[cfg(target_arch = "aarch64")]
-const ARG_ALLOW_UNISOLATED_MSI: u64 = 1 << 2;
 
 fn main(arg: u64) -> u64 {
     if let Err(error) = heap::init() {
@@ -64,10 +49,10 @@ fn main(arg: u64) -> u64 {
     #[cfg(target_arch = "aarch64")]
     let platform = |status: &status::StatusPage| {
         use iommu_backends::smmuv3::DomainStage;
-        let stage = if arg & ARG_STAGE2 != 0 { DomainStage::Stage2 } else { DomainStage::Stage1 };
-        arm::bring_up(status, stage, arg & ARG_ALLOW_UNISOLATED_MSI != 0)
+        let stage = if arg & start::STAGE2 != 0 { DomainStage::Stage2 } else { DomainStage::Stage1 };
+        arm::bring_up(status, stage, arg & start::ALLOW_UNISOLATED_MSI != 0)
     };
-    let limits = if arg & small_limits::ARG != 0 {
+    let limits = if arg & start::SMALL_LIMITS != 0 {
         iommu_core::ClientLimits {
             handles: small_limits::HANDLES,
             areas: small_limits::AREAS,
@@ -98,7 +83,7 @@ fn main(arg: u64) -> u64 {
         state::report_failure();
         return 6;
     }
-    if arg & ARG_BENCH != 0 {
+    if arg & start::BENCH != 0 {
         state::with(|state| bench::in_server(state.server.backend_mut()));
     }
     state::with(|state| state.mark_ready());

@@ -39,14 +39,12 @@ mod iommu_tests {
     use super::driver::{report, scenario, slot as driver_slot};
     use super::{server_layout, server_slot, status};
 
-    /// Server start arguments: run the in-server benchmark; (arm) use stage-2 SMMU domains.
-    const SERVER_BENCH: u64 = 1;
+    /// Server start arguments (`iommu_server_contract::start`).
+    const SERVER_BENCH: u64 = iommu_server_contract::start::BENCH;
     #[cfg(target_arch = "aarch64")]
-    const SERVER_STAGE2: u64 = 2;
-    /// Server start argument (arm): map the GICv2m doorbell, which cannot tell devices apart,
-    /// into paging domains (`ARG_ALLOW_UNISOLATED_MSI` in the server).
+    const SERVER_STAGE2: u64 = iommu_server_contract::start::STAGE2;
     #[cfg(target_arch = "aarch64")]
-    const SERVER_ALLOW_UNISOLATED_MSI: u64 = 4;
+    const SERVER_ALLOW_UNISOLATED_MSI: u64 = iommu_server_contract::start::ALLOW_UNISOLATED_MSI;
     const SERVER_QUOTA: u64 = 4096;
     const DRIVER_QUOTA: u64 = 1024;
     /// Pages the HOLD scenario maps.
@@ -1000,7 +998,7 @@ mod iommu_tests {
         with_kernel(|kernel| {
             let hostile_connections = [(2, driver_slot::SERVER)];
             let Some((server, good, hostile)) =
-                good_and_hostile_drivers(kernel, limit::ARG, scenario::DMA_ROUNDS, scenario::LIMITS_EXHAUSTED, &hostile_connections, true)?
+                good_and_hostile_drivers(kernel, iommu_server_contract::start::SMALL_LIMITS, scenario::DMA_ROUNDS, scenario::LIMITS_EXHAUSTED, &hostile_connections, true)?
             else {
                 return Ok(());
             };

@@ -5,11 +5,12 @@
 //! * [`layout`]: the server's address space (the kernel tests check where it maps client
 //!   windows).
 //! * [`status`]: the words of the status page through which the starter observes the server.
-//! * [`small_limits`]: the start-argument bit that gives every client small limits, and those
-//!   limits.
+//! * [`start`]: the bits of the server's start argument.
+//! * [`small_limits`]: the small per-client limits one of those bits selects.
 #![no_std]
 
 pub mod layout;
 pub mod slots;
 pub mod small_limits;
+pub mod start;
 pub mod status;

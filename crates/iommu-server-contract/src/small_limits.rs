@@ -1,10 +1,8 @@
-//! Small per-client limits, chosen by a start-argument bit instead of the defaults (which allow
+//! Small per-client limits, chosen by a start-argument bit ([`crate::start::SMALL_LIMITS`])
+//! instead of the defaults (which allow
 //! thousands of handles and areas): with them a test exhausts every limit in a few dozen
 //! requests, fast under TCG. A driver that binds a device and allocates an IOAS, a fault queue
 //! and an HWPT and maps a few pages stays well inside them.
-
-/// Start-argument bit of the server: every client gets the limits below.
-pub const ARG: u64 = 1 << 3;
 
 /// Handles in a client's table.
 pub const HANDLES: u64 = 16;

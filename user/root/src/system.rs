@@ -138,6 +138,10 @@ pub const SYSTEM: &[Process] = &[
     Process {
         name: "iommu-server",
         image: image::IOMMU_SERVER,
+        // The server's start argument: `iommu_server_contract::start` names its bits. None is
+        // set here: Stage-1 domains, the default per-client limits, and on arm with GICv2m no
+        // MSIs for attached devices (GICv2m cannot tell devices apart; a description that
+        // accepts that sets `start::ALLOW_UNISOLATED_MSI`).
         arg: 0,
         quota_pages: 4096,
         role: Role::IommuServer,

@@ -1,0 +1,16 @@
+//! The server's start argument: bits the starter sets (the root task from the system
+//! description, `user/root/src/system.rs`, or a kernel test).
+
+/// Run the in-server benchmark after bring-up.
+pub const BENCH: u64 = 1 << 0;
+/// arm: SMMU domains are stage-2 tables (VMID, VTTBR in the STE) rather than stage-1 (ASID,
+/// TTB0 in a context descriptor).
+pub const STAGE2: u64 = 1 << 1;
+/// arm with GICv2m: map the GICv2m doorbell into every paging domain, so attached devices can
+/// raise MSIs. GICv2m cannot tell devices apart, so each of them can then raise any other
+/// device's MSI: a system description must ask for it knowingly (as Linux's
+/// `allow_unsafe_interrupts`). Without it the doorbell stays unmapped and MSIs of attached
+/// devices fault.
+pub const ALLOW_UNISOLATED_MSI: u64 = 1 << 2;
+/// Every client gets the limits of [`crate::small_limits`] instead of the defaults.
+pub const SMALL_LIMITS: u64 = 1 << 3;
