@@ -573,8 +573,8 @@ impl ModelState {
         if self.fault_record_range().contains(&offset) {
             // Only F (bit 127) is writable: write 1 to clear.
             let relative = offset - self.fault_record_range().start;
-            if relative % 16 == 8 && value & 1 << 63 != 0 {
-                self.records[relative / 16][1] &= !(1 << 63);
+            if relative % 16 == 8 && value & crate::fault::record::F != 0 {
+                self.records[relative / 16][1] &= !crate::fault::record::F;
                 self.update_pending_fault();
             }
             return;

@@ -41,7 +41,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
                     break;
                 };
                 report.faults.push(fault);
-                registers.write32(offset + record::F_DWORD, 1 << 31);
+                registers.write32(offset + record::F_DWORD, record::F_IN_DWORD);
             }
         }
         if report.overflowed {
