@@ -41,6 +41,45 @@ pub const fn addr_mask(lo: u32, hi: u32) -> u64 {
     low_mask(hi + 1) & !low_mask(lo)
 }
 
+/// A multi-bit field of a register, named by `(lowest bit, width)` as the specification draws
+/// it: the accessors of registers read and written as one value (VT-d CCMD, IOTLB_REG, FSTS,
+/// ...), which are not `words` layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub lo: u32,
+    pub width: u32,
+}
+
+impl Field {
+    pub const fn new(lo: u32, width: u32) -> Self {
+        Self { lo, width }
+    }
+
+    /// The field's value in `word`, shifted down to bit 0.
+    #[inline(always)]
+    pub const fn get(self, word: u64) -> u64 {
+        get(word, self.lo, self.width)
+    }
+
+    /// `word` with this field replaced by `value`.
+    #[inline(always)]
+    pub const fn with(self, word: u64, value: u64) -> u64 {
+        with(word, self.lo, self.width, value)
+    }
+
+    /// `value` in the field's position, every other bit clear.
+    #[inline(always)]
+    pub const fn place(self, value: u64) -> u64 {
+        with(0, self.lo, self.width, value)
+    }
+
+    /// The field's bits in place.
+    #[inline(always)]
+    pub const fn mask(self) -> u64 {
+        low_mask(self.width) << self.lo
+    }
+}
+
 /// Reserved bits found set in a layout: the first word holding any, and which of its bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReservedBitsSet {
@@ -161,6 +200,17 @@ mod tests {
         assert_eq!(get(word, 38, 26), low_mask(26));
         assert_eq!(addr_mask(6, 51), 0x000F_FFFF_FFFF_FFC0);
         assert_eq!(low_mask(64), u64::MAX);
+    }
+
+    #[test]
+    fn register_fields_read_and_replace_only_their_bits() {
+        let granularity = Field::new(61, 2);
+        assert_eq!(granularity.mask(), 0x6000_0000_0000_0000);
+        assert_eq!(granularity.place(0b10), 0x4000_0000_0000_0000);
+        let word = granularity.with(u64::MAX, 0b01);
+        assert_eq!(word, 0xBFFF_FFFF_FFFF_FFFF);
+        assert_eq!(granularity.get(word), 0b01);
+        assert_eq!(Field::new(0, 64).get(word), word);
     }
 
     /// A two-word layout in the style of a real one: V at word 0 bit 0, a 4-bit TYPE at 4:1,

@@ -20,6 +20,7 @@
 
 use crate::format::{Decoded, DirtyScheme, Format, Geometry, LargePages};
 use crate::{Error, Perm};
+use hwio::bits::{addr_mask, get, with};
 
 /// One VMSAv8-64 stage-1 descriptor (Arm ARM D8.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +33,12 @@ impl Stage1Entry {
     pub const VALID: u64 = 1 << 0;
     /// Bit 1: table (levels 0-2) or page (level 3); clear for a block.
     pub const TABLE_OR_PAGE: u64 = 1 << 1;
-    /// AttrIndx[2:0], bits 4:2: index into MAIR.
-    pub const ATTR_INDEX_SHIFT: u32 = 2;
-    pub const ATTR_INDEX: u64 = 0b111 << Self::ATTR_INDEX_SHIFT;
     /// AP[1], bit 6: accessible to unprivileged (EL0-like) requests.
     pub const AP_UNPRIVILEGED: u64 = 1 << 6;
     /// AP[2], bit 7: read-only.
     pub const AP_READ_ONLY: u64 = 1 << 7;
-    /// SH[1:0], bits 9:8.
-    pub const SHAREABILITY: u64 = 0b11 << 8;
-    /// SH = 0b11: inner shareable.
-    pub const INNER_SHAREABLE: u64 = 0b11 << 8;
+    /// SH[1:0] = 0b11: inner shareable (the value of [`Self::shareability`]).
+    pub const INNER_SHAREABLE: u8 = 0b11;
     /// AF, bit 10: access flag.
     pub const ACCESS_FLAG: u64 = 1 << 10;
     /// nG, bit 11: not global (tagged with the ASID).
@@ -54,7 +50,7 @@ impl Stage1Entry {
     /// UXN / XN, bit 54: unprivileged execute never.
     pub const UXN: u64 = 1 << 54;
     /// Output address, bits 47:12 (4 KiB granule, no LPA2).
-    pub const ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+    pub const ADDRESS: u64 = addr_mask(12, 47);
 
     pub const fn valid(self) -> bool {
         self.0 & Self::VALID != 0
@@ -62,8 +58,14 @@ impl Stage1Entry {
     pub const fn table_or_page(self) -> bool {
         self.0 & Self::TABLE_OR_PAGE != 0
     }
+    /// AttrIndx[2:0], bits 4:2: index into MAIR.
+    #[inline(always)]
     pub const fn attr_index(self) -> u8 {
-        ((self.0 & Self::ATTR_INDEX) >> Self::ATTR_INDEX_SHIFT) as u8
+        get(self.0, 2, 3) as u8
+    }
+    #[inline(always)]
+    pub const fn with_attr_index(self, index: u8) -> Self {
+        Self(with(self.0, 2, 3, index as u64))
     }
     pub const fn unprivileged(self) -> bool {
         self.0 & Self::AP_UNPRIVILEGED != 0
@@ -71,8 +73,14 @@ impl Stage1Entry {
     pub const fn read_only(self) -> bool {
         self.0 & Self::AP_READ_ONLY != 0
     }
+    /// SH[1:0], bits 9:8.
+    #[inline(always)]
     pub const fn shareability(self) -> u8 {
-        ((self.0 & Self::SHAREABILITY) >> 8) as u8
+        get(self.0, 8, 2) as u8
+    }
+    #[inline(always)]
+    pub const fn with_shareability(self, shareability: u8) -> Self {
+        Self(with(self.0, 8, 2, shareability as u64))
     }
     pub const fn access_flag(self) -> bool {
         self.0 & Self::ACCESS_FLAG != 0
@@ -89,6 +97,7 @@ impl Stage1Entry {
     pub const fn unprivileged_execute_never(self) -> bool {
         self.0 & Self::UXN != 0
     }
+    #[inline(always)]
     pub const fn address(self) -> u64 {
         self.0 & Self::ADDRESS
     }
@@ -195,11 +204,10 @@ impl Format for SmmuStage1 {
             return Err(Error::UnsupportedPermission);
         }
         let attr_index = if perm.contains(Perm::DEVICE) { self.config.device_mair_index } else { self.config.mair_index };
-        let mut bits = Stage1Entry::VALID
-            | (u64::from(attr_index) << Stage1Entry::ATTR_INDEX_SHIFT)
-            | Stage1Entry::AP_UNPRIVILEGED
-            | Stage1Entry::INNER_SHAREABLE
-            | Stage1Entry::ACCESS_FLAG;
+        let mut bits = Stage1Entry(Stage1Entry::VALID | Stage1Entry::AP_UNPRIVILEGED | Stage1Entry::ACCESS_FLAG)
+            .with_attr_index(attr_index)
+            .with_shareability(Stage1Entry::INNER_SHAREABLE)
+            .0;
         if !perm.contains(Perm::WRITE) {
             bits |= Stage1Entry::AP_READ_ONLY;
         } else if self.config.dirty_tracking {

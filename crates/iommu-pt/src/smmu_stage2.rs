@@ -17,6 +17,7 @@
 use crate::format::{Decoded, DirtyScheme, Format, Geometry, LargePages};
 use crate::smmu_stage1::{decode_vmsa, encode_vmsa_leaf};
 use crate::{Error, Perm};
+use hwio::bits::{addr_mask, get, with};
 
 /// One VMSAv8-64 stage-2 descriptor (Arm ARM D8.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,19 +30,16 @@ impl Stage2Entry {
     pub const VALID: u64 = 1 << 0;
     /// Bit 1: table (levels 0-2) or page (level 3); clear for a block.
     pub const TABLE_OR_PAGE: u64 = 1 << 1;
-    /// MemAttr[3:0], bits 5:2.
-    pub const MEM_ATTR_SHIFT: u32 = 2;
-    pub const MEM_ATTR: u64 = 0b1111 << Self::MEM_ATTR_SHIFT;
     /// MemAttr = 0b1111: normal memory, outer and inner write-back cacheable.
-    pub const NORMAL_WRITE_BACK: u64 = 0b1111 << Self::MEM_ATTR_SHIFT;
+    pub const NORMAL_WRITE_BACK: u8 = 0b1111;
     /// MemAttr = 0b0001: Device-nGnRE (Arm ARM D8.6.5, stage 2 with FWB = 0).
-    pub const DEVICE_NGNRE: u64 = 0b0001 << Self::MEM_ATTR_SHIFT;
+    pub const DEVICE_NGNRE: u8 = 0b0001;
     /// S2AP[0], bit 6: reads allowed.
     pub const S2AP_READ: u64 = 1 << 6;
     /// S2AP[1], bit 7: writes allowed.
     pub const S2AP_WRITE: u64 = 1 << 7;
-    /// SH = 0b11, bits 9:8: inner shareable.
-    pub const INNER_SHAREABLE: u64 = 0b11 << 8;
+    /// SH[1:0] = 0b11: inner shareable (the value of [`Self::shareability`]).
+    pub const INNER_SHAREABLE: u8 = 0b11;
     /// AF, bit 10.
     pub const ACCESS_FLAG: u64 = 1 << 10;
     /// XN[0], bit 53 (FEAT_XNX).
@@ -49,13 +47,28 @@ impl Stage2Entry {
     /// XN[1] / XN, bit 54: execute never.
     pub const XN: u64 = 1 << 54;
     /// Output address, bits 47:12.
-    pub const ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+    pub const ADDRESS: u64 = addr_mask(12, 47);
 
     pub const fn valid(self) -> bool {
         self.0 & Self::VALID != 0
     }
+    /// MemAttr[3:0], bits 5:2.
+    #[inline(always)]
     pub const fn mem_attr(self) -> u8 {
-        ((self.0 & Self::MEM_ATTR) >> Self::MEM_ATTR_SHIFT) as u8
+        get(self.0, 2, 4) as u8
+    }
+    #[inline(always)]
+    pub const fn with_mem_attr(self, mem_attr: u8) -> Self {
+        Self(with(self.0, 2, 4, mem_attr as u64))
+    }
+    /// SH[1:0], bits 9:8.
+    #[inline(always)]
+    pub const fn shareability(self) -> u8 {
+        get(self.0, 8, 2) as u8
+    }
+    #[inline(always)]
+    pub const fn with_shareability(self, shareability: u8) -> Self {
+        Self(with(self.0, 8, 2, shareability as u64))
     }
     pub const fn readable(self) -> bool {
         self.0 & Self::S2AP_READ != 0
@@ -70,6 +83,7 @@ impl Stage2Entry {
     pub const fn executable(self) -> bool {
         self.0 & (Self::XN | Self::XN0) == 0
     }
+    #[inline(always)]
     pub const fn address(self) -> u64 {
         self.0 & Self::ADDRESS
     }
@@ -148,7 +162,10 @@ impl Format for SmmuStage2 {
             return Err(Error::UnsupportedPermission);
         }
         let memory_type = if perm.contains(Perm::DEVICE) { Stage2Entry::DEVICE_NGNRE } else { Stage2Entry::NORMAL_WRITE_BACK };
-        let mut bits = Stage2Entry::VALID | memory_type | Stage2Entry::INNER_SHAREABLE | Stage2Entry::ACCESS_FLAG;
+        let mut bits = Stage2Entry(Stage2Entry::VALID | Stage2Entry::ACCESS_FLAG)
+            .with_mem_attr(memory_type)
+            .with_shareability(Stage2Entry::INNER_SHAREABLE)
+            .0;
         if perm.contains(Perm::READ) {
             bits |= Stage2Entry::S2AP_READ;
         }
@@ -185,7 +202,7 @@ impl Format for SmmuStage2 {
         if entry.executable() {
             perm = perm | Perm::EXECUTE;
         }
-        if attributes & Stage2Entry::MEM_ATTR == Stage2Entry::DEVICE_NGNRE {
+        if entry.mem_attr() == Stage2Entry::DEVICE_NGNRE {
             perm = perm | Perm::DEVICE;
         }
         perm

@@ -16,6 +16,7 @@
 
 use crate::format::{Decoded, DirtyScheme, Format, Geometry, LargePages};
 use crate::{Error, Perm};
+use hwio::bits::addr_mask;
 
 /// One first-level paging entry (SDM Vol. 3A §4.5; VT-d §9.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,7 @@ impl FirstLevelEntry {
     /// XD, bit 63: no execute.
     pub const EXECUTE_DISABLE: u64 = 1 << 63;
     /// Address, bits 51:12.
-    pub const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+    pub const ADDRESS: u64 = addr_mask(12, 51);
 
     pub const fn present(self) -> bool {
         self.0 & Self::PRESENT != 0
@@ -62,6 +63,7 @@ impl FirstLevelEntry {
     pub const fn execute_disable(self) -> bool {
         self.0 & Self::EXECUTE_DISABLE != 0
     }
+    #[inline(always)]
     pub const fn address(self) -> u64 {
         self.0 & Self::ADDRESS
     }

@@ -12,6 +12,7 @@
 
 use crate::format::{Decoded, DirtyScheme, Format, Geometry, LargePages};
 use crate::{Error, Perm};
+use hwio::bits::{addr_mask, get};
 
 /// One second-level paging entry (VT-d §9.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,7 @@ impl SecondLevelEntry {
     /// SNP, bit 11: force snooping (ECAP.SC).
     pub const SNOOP: u64 = 1 << 11;
     /// ADDR, bits 51:12: next table or page frame.
-    pub const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+    pub const ADDRESS: u64 = addr_mask(12, 51);
 
     pub const fn read(self) -> bool {
         self.0 & Self::READ != 0
@@ -58,6 +59,7 @@ impl SecondLevelEntry {
     pub const fn snoop(self) -> bool {
         self.0 & Self::SNOOP != 0
     }
+    #[inline(always)]
     pub const fn address(self) -> u64 {
         self.0 & Self::ADDRESS
     }
@@ -68,9 +70,10 @@ impl SecondLevelEntry {
 }
 
 impl LargePages {
-    /// The large leaves CAP_REG.SLLPS (bits 37:34; bit 34 = 2 MiB, bit 35 = 1 GiB) advertises.
+    /// The large leaves CAP_REG.SLLPS (bits 37:34; its bit 0 = 2 MiB, bit 1 = 1 GiB) advertises.
     pub const fn from_vtd_cap(cap: u64) -> LargePages {
-        LargePages { two_mib: cap & (1 << 34) != 0, one_gib: cap & (1 << 35) != 0 }
+        let sllps = get(cap, 34, 4);
+        LargePages { two_mib: sllps & 0b01 != 0, one_gib: sllps & 0b10 != 0 }
     }
 }
 

@@ -56,8 +56,10 @@ pub mod record {
     pub const F: u64 = 1 << 63;
     pub const T_READ: u64 = 1 << 62;
     pub const PASID_PRESENT: u64 = 1 << 31;
-    /// Byte offset of the dword holding F within a record; written with 1 << 31 to clear F.
+    /// Byte offset of the dword holding F within a record; written with [`F_IN_DWORD`] to clear F.
     pub const F_DWORD: usize = 12;
+    /// F (record bit 127) as bit 31 of the dword at [`F_DWORD`].
+    pub const F_IN_DWORD: u32 = 1 << 31;
 }
 
 /// One 128-bit fault record as the unit writes it (register layout 11.4.14).

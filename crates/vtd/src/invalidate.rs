@@ -200,16 +200,16 @@ impl RegisterInvalidator {
     /// CCMD value requesting `granularity` for (`did`, `source`, `function_mask`).
     fn context_fields(granularity: u64, did: u16, source: u16, function_mask: u8) -> u64 {
         ccmd::ICC
-            | granularity << ccmd::CIRG_SHIFT
-            | (function_mask as u64 & 3) << ccmd::FM_SHIFT
-            | (source as u64) << ccmd::SID_SHIFT
-            | did as u64
+            | ccmd::CIRG.place(granularity)
+            | ccmd::FM.place(function_mask as u64 & 3)
+            | ccmd::SID.place(source as u64)
+            | ccmd::DID.place(did as u64)
     }
 
     fn context_command<R: Registers, C: Clock>(&self, registers: &R, clock: &C, timeout_ns: u64, command: u64) -> Result<(), VtdError> {
         registers.write64(regs::CCMD, command);
         wait_for(clock, timeout_ns, WaitTarget::ContextCommand, || registers.read64(regs::CCMD) & ccmd::ICC == 0)?;
-        if registers.read64(regs::CCMD) >> ccmd::CAIG_SHIFT & 3 == 0 {
+        if ccmd::CAIG.get(registers.read64(regs::CCMD)) == 0 {
             return Err(VtdError::InvalidationRejected);
         }
         Ok(())
@@ -229,12 +229,12 @@ impl RegisterInvalidator {
         if let Some(address_field) = address_field {
             registers.write64(iva, address_field);
         }
-        let command = iotlb::IVT | granularity << iotlb::IIRG_SHIFT | self.drain | (did as u64) << iotlb::DID_SHIFT;
+        let command = iotlb::IVT | iotlb::IIRG.place(granularity) | self.drain | iotlb::DID.place(did as u64);
         registers.write64(command_register, command);
         wait_for(clock, timeout_ns, WaitTarget::IotlbCommand, || {
             registers.read64(command_register) & iotlb::IVT == 0
         })?;
-        if registers.read64(command_register) >> iotlb::IAIG_SHIFT & 3 == 0 {
+        if iotlb::IAIG.get(registers.read64(command_register)) == 0 {
             return Err(VtdError::InvalidationRejected);
         }
         Ok(())
@@ -267,9 +267,9 @@ impl Invalidator for RegisterInvalidator {
                     self.iotlb_command(registers, clock, timeout_ns, iotlb::DOMAIN, did, None)?
                 }
                 Invalidation::IotlbPages { did, address, address_mask, leaf_only } => {
-                    let field = address & !0xfff
+                    let field = address & iotlb::IVA_ADDRESS
                         | if leaf_only { iotlb::IVA_IH } else { 0 }
-                        | address_mask as u64 & 0x3f;
+                        | iotlb::IVA_AM.place(address_mask as u64 & 0x3f);
                     self.iotlb_command(registers, clock, timeout_ns, iotlb::PAGE, did, Some(field))?
                 }
                 _ => return Err(VtdError::Unsupported("request needs queued invalidation")),

@@ -100,6 +100,24 @@ impl InterruptRemapEntry {
     }
 }
 
+/// Fields of an MSI address in the interrupt range 0xFEEx_xxxx, in both formats (compatibility,
+/// spec 5.1.2.1; remappable, spec 5.1.5.2).
+pub mod msi_address {
+    use hwio::bits::Field;
+    /// Bits 31:20 = 0xFEE: the interrupt address range.
+    pub const INTERRUPT_RANGE: u64 = 0xfee0_0000;
+    /// Compatibility format: destination APIC id, bits 19:12.
+    pub const DESTINATION: Field = Field::new(12, 8);
+    /// Remappable format: handle\[14:0\], bits 19:5.
+    pub const HANDLE_LOW: Field = Field::new(5, 15);
+    /// Interrupt format, bit 4: 1 = remappable, 0 = compatibility.
+    pub const REMAPPABLE: u64 = 1 << 4;
+    /// SHV, bit 3: sub-handle valid (the data register's low 16 bits are added to the handle).
+    pub const SUBHANDLE_VALID: u64 = 1 << 3;
+    /// Remappable format: handle\[15\], bit 2.
+    pub const HANDLE_HIGH: Field = Field::new(2, 1);
+}
+
 /// The MSI address/data a device must be programmed with to raise the interrupt in IRTE
 /// `handle` (remappable format, spec 5.1.5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,23 +131,25 @@ impl RemappableMsi {
     /// SHV (bit 3) = 0 so the data register is ignored for handle computation, handle\[15\] in
     /// bit 2. Data: 0.
     pub fn for_handle(handle: u16) -> Self {
-        let address = 0xfee0_0000
-            | ((handle as u32) & 0x7fff) << 5
-            | 1 << 4
-            | ((handle as u32) >> 15 & 1) << 2;
-        Self { address, data: 0 }
+        let handle = handle as u64;
+        let address = msi_address::INTERRUPT_RANGE
+            | msi_address::HANDLE_LOW.place(handle & 0x7fff)
+            | msi_address::REMAPPABLE
+            | msi_address::HANDLE_HIGH.place(handle >> 15);
+        Self { address: address as u32, data: 0 }
     }
 
     /// The same with SHV (address bit 3) set: the device's data value (0, or the message
     /// number a multiple-message MSI puts in its low bits) is added to the handle, so a block
     /// of 2^n IRTEs from `handle` serves 2^n messages (spec 5.1.5.2).
     pub fn with_subhandles(self) -> Self {
-        Self { address: self.address | 1 << 3, data: 0 }
+        Self { address: self.address | msi_address::SUBHANDLE_VALID as u32, data: 0 }
     }
 
     /// The IRTE index this MSI names (inverse of [`Self::for_handle`]).
     pub fn handle(&self) -> u16 {
-        ((self.address >> 5 & 0x7fff) | (self.address >> 2 & 1) << 15) as u16
+        let address = self.address as u64;
+        (msi_address::HANDLE_LOW.get(address) | msi_address::HANDLE_HIGH.get(address) << 15) as u16
     }
 }
 

@@ -8,7 +8,7 @@
 
 use hwio::bits::get;
 
-/// Version register (32-bit), spec 11.4.1. Bits 7:4 major, 3:0 minor.
+/// Version register (32-bit), spec 11.4.1; fields in [`ver`].
 pub const VER: usize = 0x000;
 /// Capability register (64-bit), spec 11.4.2.
 pub const CAP: usize = 0x008;
@@ -55,6 +55,15 @@ pub const IOTLB_FROM_IRO: usize = 0x8;
 /// Size of one fault recording register (128-bit), spec 11.4.14.
 pub const FAULT_RECORD_SIZE: usize = 16;
 
+/// VER fields (spec 11.4.1).
+pub mod ver {
+    use hwio::bits::Field;
+    /// MAX, bits 7:4: major version.
+    pub const MAJOR: Field = Field::new(4, 4);
+    /// MIN, bits 3:0: minor version.
+    pub const MINOR: Field = Field::new(0, 4);
+}
+
 /// GCMD/GSTS bit positions (spec 11.4.4/11.4.5). The command bit and its status bit share a
 /// position.
 pub mod gcmd {
@@ -84,24 +93,33 @@ pub mod gcmd {
 
 /// RTADDR fields (spec 11.4.6).
 pub mod rtaddr {
-    /// Translation table mode, bits 11:10: 00 legacy, 01 scalable, 11 abort-DMA.
-    pub const TTM_SHIFT: u32 = 10;
-    pub const TTM_LEGACY: u64 = 0b00 << TTM_SHIFT;
-    pub const TTM_SCALABLE: u64 = 0b01 << TTM_SHIFT;
+    use hwio::bits::{Field, addr_mask};
+    /// RTA, bits 63:12: root table address (4 KiB aligned).
+    pub const ADDRESS: u64 = addr_mask(12, 63);
+    /// TTM, bits 11:10: translation table mode, 00 legacy, 01 scalable, 11 abort-DMA.
+    pub const TTM: Field = Field::new(10, 2);
+    /// RTADDR with TTM = 00, in place.
+    pub const TTM_LEGACY: u64 = TTM.place(0b00);
+    /// RTADDR with TTM = 01, in place.
+    pub const TTM_SCALABLE: u64 = TTM.place(0b01);
 }
 
 /// CCMD fields (spec 11.4.7).
 pub mod ccmd {
-    /// Invalidate context cache: set by software, cleared by hardware on completion.
+    use hwio::bits::Field;
+    /// ICC, bit 63: invalidate context cache; set by software, cleared by hardware on completion.
     pub const ICC: u64 = 1 << 63;
-    /// Context invalidation request granularity, bits 62:61.
-    pub const CIRG_SHIFT: u32 = 61;
-    /// Actual granularity reported by hardware, bits 60:59 (00 = request not performed).
-    pub const CAIG_SHIFT: u32 = 59;
-    /// Function mask, bits 33:32.
-    pub const FM_SHIFT: u32 = 32;
-    /// Source-id, bits 31:16.
-    pub const SID_SHIFT: u32 = 16;
+    /// CIRG, bits 62:61: context invalidation request granularity.
+    pub const CIRG: Field = Field::new(61, 2);
+    /// CAIG, bits 60:59: actual granularity reported by hardware (00 = request not performed).
+    pub const CAIG: Field = Field::new(59, 2);
+    /// FM, bits 33:32: function mask.
+    pub const FM: Field = Field::new(32, 2);
+    /// SID, bits 31:16: source-id.
+    pub const SID: Field = Field::new(16, 16);
+    /// DID, bits 15:0: domain-id.
+    pub const DID: Field = Field::new(0, 16);
+    /// Granularities (CIRG / CAIG values).
     pub const GLOBAL: u64 = 1;
     pub const DOMAIN: u64 = 2;
     pub const DEVICE: u64 = 3;
@@ -109,22 +127,28 @@ pub mod ccmd {
 
 /// IOTLB_REG and IVA_REG fields (spec 11.4.8.1/11.4.8.2).
 pub mod iotlb {
-    /// Invalidate IOTLB: set by software, cleared by hardware on completion.
+    use hwio::bits::{Field, addr_mask};
+    /// IVT, bit 63: invalidate IOTLB; set by software, cleared by hardware on completion.
     pub const IVT: u64 = 1 << 63;
-    /// Request granularity, bits 61:60.
-    pub const IIRG_SHIFT: u32 = 60;
-    /// Actual granularity, bits 58:57 (00 = request not performed).
-    pub const IAIG_SHIFT: u32 = 57;
-    /// Drain reads (bit 49) and writes (bit 48), honoured when CAP.DRD/DWD.
+    /// IIRG, bits 61:60: request granularity.
+    pub const IIRG: Field = Field::new(60, 2);
+    /// IAIG, bits 58:57: actual granularity (00 = request not performed).
+    pub const IAIG: Field = Field::new(57, 2);
+    /// DR (bit 49) and DW (bit 48): drain reads and writes, honoured when CAP.DRD/DWD.
     pub const DR: u64 = 1 << 49;
     pub const DW: u64 = 1 << 48;
-    /// Domain-id, bits 47:32.
-    pub const DID_SHIFT: u32 = 32;
+    /// DID, bits 47:32: domain-id.
+    pub const DID: Field = Field::new(32, 16);
+    /// Granularities (IIRG / IAIG values).
     pub const GLOBAL: u64 = 1;
     pub const DOMAIN: u64 = 2;
     pub const PAGE: u64 = 3;
-    /// IVA_REG: invalidation hint (bit 6) and address mask (bits 5:0).
+    /// IVA_REG ADDR, bits 63:12: the page-aligned address to invalidate.
+    pub const IVA_ADDRESS: u64 = addr_mask(12, 63);
+    /// IVA_REG IH, bit 6: invalidation hint (leaf entries only).
     pub const IVA_IH: u64 = 1 << 6;
+    /// IVA_REG AM, bits 5:0: address mask (2^AM pages).
+    pub const IVA_AM: Field = Field::new(0, 6);
 }
 
 /// FSTS bits (spec 11.4.9.1). PFO, IQE, ICE and ITE are write-1-to-clear.
@@ -139,8 +163,8 @@ pub mod fsts {
     pub const ICE: u32 = 1 << 5;
     /// Invalidation time-out error.
     pub const ITE: u32 = 1 << 6;
-    /// Fault record index, bits 15:8.
-    pub const FRI_SHIFT: u32 = 8;
+    /// FRI, bits 15:8: fault record index.
+    pub const FRI: hwio::bits::Field = hwio::bits::Field::new(8, 8);
 }
 
 /// FECTL/IECTL bits (spec 11.4.9.2, 11.4.10.5).
@@ -161,10 +185,13 @@ pub mod pmen {
 
 /// IQA fields (spec 11.4.10.3).
 pub mod iqa {
-    /// Descriptor width: 0 = 128-bit, 1 = 256-bit (only valid with ECAP.SMTS).
+    use hwio::bits::{Field, addr_mask};
+    /// IQA, bits 63:12: queue base address (4 KiB aligned).
+    pub const ADDRESS: u64 = addr_mask(12, 63);
+    /// DW, bit 11: descriptor width, 0 = 128-bit, 1 = 256-bit (only valid with ECAP.SMTS).
     pub const DW_256: u64 = 1 << 11;
-    /// Queue size, bits 2:0: the queue holds 2^QS pages.
-    pub const QS_MASK: u64 = 0x7;
+    /// QS, bits 2:0: queue size, the queue holds 2^QS pages.
+    pub const QS: Field = Field::new(0, 3);
 }
 
 /// ICS bits (spec 11.4.10.4).
@@ -175,10 +202,13 @@ pub mod ics {
 
 /// IRTA fields (spec 11.4.11.1).
 pub mod irta {
-    /// Extended interrupt mode enable (x2APIC 32-bit destination IDs).
+    use hwio::bits::{Field, addr_mask};
+    /// IRTA, bits 63:12: table base address (4 KiB aligned).
+    pub const ADDRESS: u64 = addr_mask(12, 63);
+    /// EIME, bit 11: extended interrupt mode enable (x2APIC 32-bit destination IDs).
     pub const EIME: u64 = 1 << 11;
-    /// Table size, bits 3:0: the table holds 2^(S+1) entries.
-    pub const S_MASK: u64 = 0xf;
+    /// S, bits 3:0: table size, the table holds 2^(S+1) entries.
+    pub const S: Field = Field::new(0, 4);
 }
 
 /// Capability register, decoded (spec 11.4.2).

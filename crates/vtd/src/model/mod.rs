@@ -60,6 +60,7 @@ pub use memory::{FakeDma, FlushObserver, PhysMemory, StepClock, POISON};
 pub use page_tables::{TableFormat, TestPageTable};
 
 use crate::fault::FaultRecord;
+use crate::irq::{msi_address, InterruptRemapEntry, SVT_REQUESTER_ID};
 use crate::descriptors::{
     kind, ContextCacheDescriptor, Descriptor128, DeviceTlbDescriptor, InterruptEntryDescriptor, Invalidation,
     IotlbDescriptor, PasidCacheDescriptor, PasidDeviceTlbDescriptor, PasidIotlbDescriptor, WaitDescriptor,
@@ -402,23 +403,24 @@ impl VtdModel {
     /// 19:12, reported in the xAPIC position of the destination field), else faults 25h.
     pub fn remap_interrupt(&self, requester: RequesterId, address: u32, data: u32) -> Result<(u8, u32), u8> {
         let mut state = self.state.borrow_mut();
-        let compatibility = address >> 4 & 1 == 0;
+        let msi = address as u64;
+        let compatibility = msi & msi_address::REMAPPABLE == 0;
         if compatibility && state.gsts & (regs::gcmd::IRE | regs::gcmd::CFI) != regs::gcmd::IRE {
-            return Ok((data as u8, (address >> 12 & 0xff) << 8));
+            return Ok((data as u8, (msi_address::DESTINATION.get(msi) as u32) << 8));
         }
         if state.gsts & regs::gcmd::IRE == 0 {
             return Err(0x25);
         }
-        let mut handle = (address >> 5 & 0x7fff | (address >> 2 & 1) << 15) as u64;
-        // SHV (bit 3): the data register's low 16 bits are a sub-handle added to the handle.
-        if address >> 3 & 1 != 0 {
+        let mut handle = msi_address::HANDLE_LOW.get(msi) | msi_address::HANDLE_HIGH.get(msi) << 15;
+        // SHV: the data register's low 16 bits are a sub-handle added to the handle.
+        if msi & msi_address::SUBHANDLE_VALID != 0 {
             handle += (data & 0xffff) as u64;
         }
         let result = (|| {
-            if address >> 4 & 1 == 0 {
+            if compatibility {
                 return Err(0x25);
             }
-            let entries = 2u64 << (state.active_irta & regs::irta::S_MASK);
+            let entries = 2u64 << regs::irta::S.get(state.active_irta);
             if handle >= entries {
                 return Err(0x21);
             }
@@ -426,7 +428,7 @@ impl VtdModel {
                 Some(&cached) => cached,
                 None => {
                     let walker = state.walker(&self.memory);
-                    let base = state.active_irta & !0xfff;
+                    let base = state.active_irta & regs::irta::ADDRESS;
                     let low = walker.read_u64(base + handle * 16).ok_or(0x23u8)?;
                     let high = walker.read_u64(base + handle * 16 + 8).ok_or(0x23u8)?;
                     if low & 1 == 0 {
@@ -437,19 +439,20 @@ impl VtdModel {
                     (low, high)
                 }
             };
+            let entry = InterruptRemapEntry { words: [low, high] };
             // SVT=01: requester id must match SID, ignoring the function bits SQ names.
-            if high >> 18 & 3 == 1 {
-                let ignored = match high >> 16 & 3 {
+            if entry.source_validation() == SVT_REQUESTER_ID {
+                let ignored = match entry.source_qualifier() {
                     0 => 0,
                     1 => 0b100,
                     2 => 0b110,
                     _ => 0b111,
                 };
-                if (requester.0 ^ high as u16) & !ignored != 0 {
+                if (requester.0 ^ entry.source_id().0) & !ignored != 0 {
                     return Err(0x26);
                 }
             }
-            Ok(((low >> 16) as u8, (low >> 32) as u32))
+            Ok((entry.vector(), entry.destination_field()))
         })();
         if let Err(reason) = result {
             state.record_fault(requester, handle << 48, true, reason, None);
@@ -570,8 +573,8 @@ impl ModelState {
         if self.fault_record_range().contains(&offset) {
             // Only F (bit 127) is writable: write 1 to clear.
             let relative = offset - self.fault_record_range().start;
-            if relative % 16 == 8 && value & 1 << 63 != 0 {
-                self.records[relative / 16][1] &= !(1 << 63);
+            if relative % 16 == 8 && value & crate::fault::record::F != 0 {
+                self.records[relative / 16][1] &= !crate::fault::record::F;
                 self.update_pending_fault();
             }
             return;
@@ -661,40 +664,46 @@ impl ModelState {
     }
 
     fn context_command(&mut self, value: u64) {
-        let granularity = value >> 61 & 3;
-        let did = value as u16;
+        use regs::ccmd;
+        let granularity = ccmd::CIRG.get(value);
+        let did = ccmd::DID.get(value) as u16;
         let request = match granularity {
-            1 => Invalidation::ContextGlobal,
-            2 => Invalidation::ContextDomain { did },
-            _ => Invalidation::ContextDevice { did, source: (value >> 16) as u16, function_mask: (value >> 32 & 3) as u8 },
-        };
-        self.apply(request);
-        // Done: ICC clears, CAIG reports the granularity performed.
-        self.ccmd = value & !regs::ccmd::ICC & !(3 << 59) | granularity << 59;
-    }
-
-    fn iotlb_register_command(&mut self, value: u64) {
-        let granularity = value >> 60 & 3;
-        let did = (value >> 32) as u16;
-        let request = match granularity {
-            1 => Invalidation::IotlbGlobal,
-            2 => Invalidation::IotlbDomain { did },
-            _ => Invalidation::IotlbPages {
+            ccmd::GLOBAL => Invalidation::ContextGlobal,
+            ccmd::DOMAIN => Invalidation::ContextDomain { did },
+            _ => Invalidation::ContextDevice {
                 did,
-                address: self.iva & !0xfff,
-                address_mask: (self.iva & 0x3f) as u8,
-                leaf_only: self.iva & regs::iotlb::IVA_IH != 0,
+                source: ccmd::SID.get(value) as u16,
+                function_mask: ccmd::FM.get(value) as u8,
             },
         };
         self.apply(request);
-        self.iotlb_command = value & !regs::iotlb::IVT & !(3 << 57) | granularity << 57;
+        // Done: ICC clears, CAIG reports the granularity performed.
+        self.ccmd = ccmd::CAIG.with(value & !ccmd::ICC, granularity);
+    }
+
+    fn iotlb_register_command(&mut self, value: u64) {
+        use regs::iotlb;
+        let granularity = iotlb::IIRG.get(value);
+        let did = iotlb::DID.get(value) as u16;
+        let request = match granularity {
+            iotlb::GLOBAL => Invalidation::IotlbGlobal,
+            iotlb::DOMAIN => Invalidation::IotlbDomain { did },
+            _ => Invalidation::IotlbPages {
+                did,
+                address: self.iva & iotlb::IVA_ADDRESS,
+                address_mask: iotlb::IVA_AM.get(self.iva) as u8,
+                leaf_only: self.iva & iotlb::IVA_IH != 0,
+            },
+        };
+        self.apply(request);
+        self.iotlb_command = iotlb::IAIG.with(value & !iotlb::IVT, granularity);
     }
 
     fn process_queue(&mut self, memory: &PhysMemory) {
         let wide = self.iqa & regs::iqa::DW_256 != 0;
         let descriptor_bytes = if wide { 32 } else { 16 };
-        let queue_bytes = 4096u64 << (self.iqa & regs::iqa::QS_MASK);
-        let base = self.iqa & !0xfff;
+        let queue_bytes = 4096u64 << regs::iqa::QS.get(self.iqa);
+        let base = self.iqa & regs::iqa::ADDRESS;
         let walker = self.walker(memory);
         while self.iqh != self.iqt && self.fsts & regs::fsts::IQE == 0 {
             let address = base + self.iqh;
@@ -719,7 +728,7 @@ impl ModelState {
             return false;
         }
         // PASID-granular descriptors (types 6-8) only exist for scalable-mode translation.
-        let scalable = self.active_root >> 10 & 3 == 1;
+        let scalable = self.active_root & regs::rtaddr::TTM.mask() == regs::rtaddr::TTM_SCALABLE;
         if matches!(descriptor.kind(), kind::PASID_IOTLB | kind::PASID_CACHE | kind::PASID_DEVICE_TLB) && !scalable {
             return false;
         }
@@ -944,7 +953,7 @@ impl ModelState {
         }
         self.records[index] = record.words;
         if self.fsts & regs::fsts::PPF == 0 {
-            self.fsts = self.fsts & !(0xff << regs::fsts::FRI_SHIFT) | (index as u32) << regs::fsts::FRI_SHIFT;
+            self.fsts = regs::fsts::FRI.with(self.fsts.into(), index as u64) as u32;
         }
         self.next_record = (index + 1) % self.records.len();
         self.update_pending_fault();
@@ -981,8 +990,8 @@ impl ModelState {
     }
 
     fn fetch_context(&self, memory: Walker, requester: RequesterId) -> Result<CachedContext, (u8, bool)> {
-        let scalable = self.active_root >> 10 & 3 == 1;
-        let root = self.active_root & !0xfff;
+        let scalable = self.active_root & regs::rtaddr::TTM.mask() == regs::rtaddr::TTM_SCALABLE;
+        let root = self.active_root & regs::rtaddr::ADDRESS;
         let bus = requester.bus() as u64;
         let devfn = requester.devfn() as u64;
         let root_low = memory.read_u64(root + bus * 16).ok_or((0x08, false))?;

@@ -32,7 +32,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         let mut report = FaultReport { faults: Vec::new(), overflowed: status & fsts::PFO != 0 };
         if status & fsts::PPF != 0 {
             let count = cap.fault_record_count();
-            let first = (status >> fsts::FRI_SHIFT & 0xff) as usize % count;
+            let first = fsts::FRI.get(status.into()) as usize % count;
             for step in 0..count {
                 let offset = cap.fault_recording_offset() + (first + step) % count * regs::FAULT_RECORD_SIZE;
                 // F lives in the high word: read it first, then the address.
@@ -41,7 +41,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
                     break;
                 };
                 report.faults.push(fault);
-                registers.write32(offset + record::F_DWORD, 1 << 31);
+                registers.write32(offset + record::F_DWORD, record::F_IN_DWORD);
             }
         }
         if report.overflowed {

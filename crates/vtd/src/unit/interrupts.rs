@@ -50,7 +50,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         }
         let table = DmaTable::allocate(alloc, IRTE_BYTES << entries_log2, self.hw.coherent())?;
         let extended = if apic_mode == ApicMode::X2Apic { irta::EIME } else { 0 };
-        self.hw.regs.write64(regs::IRTA, table.phys() | extended | (entries_log2 as u64 - 1));
+        self.hw.regs.write64(regs::IRTA, table.phys() | extended | irta::S.place(entries_log2 as u64 - 1));
         self.interrupts = Some(InterruptTable { table, entries: 1 << entries_log2, apic_mode });
         self.hw.one_shot(gcmd::SIRTP)?;
         self.hw.invalidate(alloc, &[Invalidation::InterruptEntryGlobal])?;

@@ -128,7 +128,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
     /// VER register: (major, minor).
     pub fn version(&self) -> (u8, u8) {
         let version = self.hw.regs.read32(regs::VER);
-        ((version >> 4 & 0xf) as u8, (version & 0xf) as u8)
+        (regs::ver::MAJOR.get(version.into()) as u8, regs::ver::MINOR.get(version.into()) as u8)
     }
 
     /// Bound for every hardware wait from now on.
