@@ -127,13 +127,7 @@ impl Edu {
 
     /// Waits until the device reports the DMA it runs finished.
     pub fn wait_dma(&self) -> Result<(), &'static str> {
-        let start = syscall::instruction_counter();
-        while self.dma_running() {
-            if syscall::instruction_counter() - start > DMA_TIMEOUT {
-                return Err("edu DMA did not finish");
-            }
-            syscall::yield_now();
-        }
-        Ok(())
+        hwio::wait::poll_until_pausing(&userlib::InstructionClock, DMA_TIMEOUT, || !self.dma_running(), syscall::yield_now)
+            .map_err(|_| "edu DMA did not finish")
     }
 }

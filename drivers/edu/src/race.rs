@@ -134,14 +134,7 @@ fn map_until_gone(iommu: &mut Client, ioas: IoasId) -> u64 {
 
 /// Yields until `done` holds, or fails check `code` after `WAIT_TIMEOUT` instructions.
 fn wait_until(done: impl Fn() -> bool, code: u64, what: &'static str) -> Outcome {
-    let start = syscall::instruction_counter();
-    while !done() {
-        if syscall::instruction_counter() - start > WAIT_TIMEOUT {
-            return Err((code, what));
-        }
-        syscall::yield_now();
-    }
-    Ok(())
+    hwio::wait::poll_until_pausing(&userlib::InstructionClock, WAIT_TIMEOUT, done, syscall::yield_now).map_err(|_| (code, what))
 }
 
 fn start_mapper() -> Outcome {

@@ -7,6 +7,17 @@
 
 pub mod syscall;
 
+/// The instruction counter as the clock that bounds a user program's waits on hardware or on
+/// another process (`hwio::wait`): one instruction per nanosecond under `-icount shift=0`;
+/// the budgets are generous either way.
+pub struct InstructionClock;
+
+impl hwio::Clock for InstructionClock {
+    fn now_ns(&self) -> u64 {
+        syscall::instruction_counter()
+    }
+}
+
 use core::fmt::{self, Write};
 pub use kernel_abi::Error;
 

@@ -23,7 +23,7 @@ use edu_contract as driver;
 use iommu_server_contract::{slots as server_slot, status};
 
 use hwio::wait::poll_until_pausing;
-use hwio::{Clock, Registers, SharedWords, VolatileRegion};
+use hwio::{Registers, SharedWords, VolatileRegion};
 use kernel_abi::boot_directory::{DIRECTORY_SLOT, ENTRY_WORDS, MAX_ENTRIES, NAME_BYTES};
 use kernel_abi::{ObjectType, Rights};
 use system::{Grant, Role, Source, SYSTEM};
@@ -255,19 +255,9 @@ fn status_word(index: usize) -> u64 {
     page.read(index)
 }
 
-/// The instruction counter as the clock bounding the root task's waits (one instruction per
-/// nanosecond under `-icount shift=0`; the budget is generous either way).
-struct InstructionClock;
-
-impl Clock for InstructionClock {
-    fn now_ns(&self) -> u64 {
-        syscall::instruction_counter()
-    }
-}
-
 /// Waits for another process's progress, yielding the CPU to it between looks.
 fn wait_for(done: impl FnMut() -> bool, what: &'static str) -> Result<(), &'static str> {
-    poll_until_pausing(&InstructionClock, WAIT_BUDGET, done, syscall::yield_now).map_err(|_| {
+    poll_until_pausing(&userlib::InstructionClock, WAIT_BUDGET, done, syscall::yield_now).map_err(|_| {
         println!("root: timed out waiting for {what}");
         "timed out"
     })
