@@ -28,6 +28,8 @@ pub mod dmar;
 pub mod error;
 pub mod iort;
 pub mod layout;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod mcfg;
 pub mod sdt;
 pub mod warning;

@@ -2,7 +2,7 @@
 //! located warnings and the bad entries skipped; tables whose structure or IORT graph is broken
 //! are rejected with an error naming the field, its offset and (for references) the node.
 
-mod support;
+use fwtables::testing as support;
 
 use fwtables::dmar::pci::{DrhdMatchRule, PciAddress, PciTopology};
 use fwtables::dmar::Dmar;

@@ -9,7 +9,7 @@ use fwtables::mcfg::Mcfg;
 use fwtables::sdt::{RootTable, Rsdp, SdtHeader};
 use fwtables::{ParseError, Problem, Signature};
 
-mod support;
+use fwtables::testing as support;
 
 const FIXTURES: [&[u8]; 4] = [
     include_bytes!("../../../tests/fwtables/dmar-full.aml"),
@@ -286,23 +286,6 @@ fn generated_iort_graphs_are_judged_like_an_independent_check() {
     // The generator must exercise every outcome, or the test proves little.
     assert!(accepted > 100 && cycles > 20 && other_errors > 100, "{accepted} {cycles} {other_errors}");
 }
-/// Builds a table with a correct checksum from a signature and body.
-fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(signature);
-    t.extend_from_slice(&((36 + body.len()) as u32).to_le_bytes());
-    t.push(revision);
-    t.push(0);
-    t.extend_from_slice(b"FWTEST");
-    t.extend_from_slice(b"UNITTEST");
-    t.extend_from_slice(&1u32.to_le_bytes());
-    t.extend_from_slice(b"TEST");
-    t.extend_from_slice(&1u32.to_le_bytes());
-    t.extend_from_slice(body);
-    let sum = t.iter().fold(0u8, |s, &b| s.wrapping_add(b));
-    t[9] = 0u8.wrapping_sub(sum);
-    t
-}
 
 #[test]
 fn mcfg_segments_and_ecam_addresses() {
@@ -312,7 +295,7 @@ fn mcfg_segments_and_ecam_addresses() {
         body.extend_from_slice(&segment.to_le_bytes());
         body.extend_from_slice(&[start, end, 0, 0, 0, 0]);
     }
-    let mcfg = Mcfg::parse(&table(b"MCFG", 1, &body)).unwrap();
+    let mcfg = Mcfg::parse(&support::sdt(b"MCFG", 1, &body)).unwrap();
     assert!(mcfg.header.checksum_valid);
     assert_eq!(mcfg.segments.len(), 2);
     let seg1 = mcfg.segment_for(1, 0x12).unwrap();
@@ -321,7 +304,7 @@ fn mcfg_segments_and_ecam_addresses() {
     assert_eq!(seg1.config_address(0x20, 0, 0), None);
     assert!(mcfg.segment_for(1, 0x0f).is_none());
 
-    let mut partial = table(b"MCFG", 1, &body);
+    let mut partial = support::sdt(b"MCFG", 1, &body);
     partial.truncate(partial.len() - 4);
     partial[4] -= 4;
     assert!(matches!(Mcfg::parse(&partial).unwrap_err().problem, Problem::InvalidValue { .. }));
@@ -331,7 +314,7 @@ fn mcfg_segments_and_ecam_addresses() {
 fn rsdp_revisions_and_xsdt_walk() {
     // Physical memory: RSDP (revision 2), XSDT at 0x1000 listing an MCFG-less pair: the DMAR
     // fixture at 0x2000 and the IORT fixture at 0x3000.
-    let xsdt = table(b"XSDT", 1, &[0x2000u64.to_le_bytes(), 0x3000u64.to_le_bytes()].concat());
+    let xsdt = support::sdt(b"XSDT", 1, &[0x2000u64.to_le_bytes(), 0x3000u64.to_le_bytes()].concat());
     let mut rsdp = Vec::new();
     rsdp.extend_from_slice(b"RSD PTR ");
     rsdp.push(0);

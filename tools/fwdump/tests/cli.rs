@@ -149,8 +149,7 @@ fn every_fixture_field_agrees_with_iasl() {
 
 // ---- Tables with firmware bugs, built by the fwtables test support ----
 
-#[path = "../../../crates/fwtables/tests/support/mod.rs"]
-mod support;
+use fwtables::testing as support;
 
 /// Runs fwdump on `table` written to a temporary file named after `name`.
 fn run_on(name: &str, table: &[u8]) -> (bool, String, String) {

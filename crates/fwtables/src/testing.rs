@@ -1,6 +1,8 @@
 //! Builders for small DMAR and IORT tables with correct checksums, so tests can state exactly
-//! which firmware bug a table has. Shared with fwdump's tests (included there by path).
-#![allow(dead_code)] // each test crate uses a different part
+//! which firmware bug a table has: this crate's tests and fwdump's (feature `testing`).
+
+use alloc::vec;
+use alloc::vec::Vec;
 
 /// A whole table: SDT header (ACPI §5.2.6) with `body` after it and the checksum set.
 pub fn sdt(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
