@@ -42,6 +42,7 @@ pub mod kind {
     pub const PASID_IOTLB: u64 = 0x6;
     pub const PASID_CACHE: u64 = 0x7;
     pub const PASID_DEVICE_TLB: u64 = 0x8;
+    pub const PAGE_GROUP_RESPONSE: u64 = 0x9;
 }
 
 /// Wait descriptor flags (spec 6.5.2.8). Never set `IF` and `SW` together: QEMU 10.0.2 aborts
@@ -92,6 +93,7 @@ const RESERVED_BY_KIND: [[u64; 2]; 16] = {
     table[kind::PASID_IOTLB as usize] = words(PasidIotlbDescriptor::RESERVED);
     table[kind::PASID_CACHE as usize] = words(PasidCacheDescriptor::RESERVED);
     table[kind::PASID_DEVICE_TLB as usize] = words(PasidDeviceTlbDescriptor::RESERVED);
+    table[kind::PAGE_GROUP_RESPONSE as usize] = words(PageGroupResponseDescriptor::RESERVED);
     table
 };
 
@@ -390,6 +392,55 @@ reserved_bits! {
     word 1, bits 10:1;
 }
 
+descriptor_layout!(
+    /// Page group response descriptor: not an invalidation, but it travels the invalidation
+    /// queue (scalable mode only). It answers a page request group the unit delivered in the
+    /// page request queue; the unit forwards it to the device as a PCIe PRG response.
+    PageGroupResponseDescriptor,
+    kind::PAGE_GROUP_RESPONSE
+);
+
+impl PageGroupResponseDescriptor {
+    flag_fields! {
+        /// PP (bit 4): the response carries a PASID (the request did).
+        pasid_present, set_pasid_present: word 0, bit 4;
+    }
+    numeric_fields! {
+        /// Response code (bits 15:12): 0 success, 1 invalid request, Fh response failure.
+        response_code, set_response_code: word 0, bits 12, width 4;
+        /// RID (bits 31:16): the requester the response goes to.
+        requester, set_requester: word 0, bits 16, width 16;
+        /// PASID (bits 51:32).
+        pasid, set_pasid: word 0, bits 32, width 20;
+        /// PRGI (bits 75:67): the page request group index being answered.
+        group, set_group: word 1, bits 3, width 9;
+    }
+    flag_fields! {
+        /// LPIG (bit 66): the response closes the group (always 1 here: groups are answered
+        /// once, whole).
+        last_in_group, set_last_in_group: word 1, bit 2;
+    }
+}
+
+reserved_bits! {
+    PageGroupResponseDescriptor, words 2:
+    /// Bit 5 is PDP (private data present), left zero; bits 11:6 reserved.
+    word 0, bits 11:5;
+    word 0, bits 63:52;
+    word 1, bits 1:0;
+    word 1, bits 63:12;
+}
+
+/// The response codes of a page group response (PCIe PRG Response Message).
+pub mod response_code {
+    /// The pages are mapped: the device retries the accesses.
+    pub const SUCCESS: u8 = 0x0;
+    /// The request cannot be satisfied: the device fails the accesses of this group.
+    pub const INVALID_REQUEST: u8 = 0x1;
+    /// Catastrophic failure: the device stops issuing page requests.
+    pub const RESPONSE_FAILURE: u8 = 0xf;
+}
+
 /// The device-TLB address encoding for "every address" (spec 6.5.2.5: S=1 and all address
 /// bits below bit 63 set).
 pub const DEVICE_TLB_ALL: DeviceTlbRange = DeviceTlbRange { base: 0, pages_log2: 52 };
@@ -449,6 +500,10 @@ pub enum Invalidation {
     PasidIotlbPages { did: u16, pasid: u32, address: u64, address_mask: u8, leaf_only: bool },
     /// PASID-based device-TLB (spec 6.5.2.6).
     PasidDeviceTlb { source: u16, physical_function: u16, pasid: u32, queue_depth: u8, range: DeviceTlbRange },
+    /// Not an invalidation: the answer to page request group `group` of `requester` (at
+    /// `pasid` if the request carried one), with a [`response_code`]. It shares the queue and
+    /// its completion wait (scalable mode only).
+    PageGroupResponse { requester: u16, pasid: Option<u32>, group: u16, code: u8 },
 }
 
 impl Invalidation {
@@ -522,6 +577,18 @@ impl Invalidation {
                     .set_sized(sized)
                     .descriptor()
             }
+            Invalidation::PageGroupResponse { requester, pasid, group, code } => {
+                let mut descriptor = PageGroupResponseDescriptor::new();
+                descriptor
+                    .set_response_code(code as u64 & 0xf)
+                    .set_requester(requester as u64)
+                    .set_group(group as u64 & 0x1ff)
+                    .set_last_in_group(true);
+                if let Some(pasid) = pasid {
+                    descriptor.set_pasid_present(true).set_pasid(pasid as u64 & 0xf_ffff);
+                }
+                descriptor.descriptor()
+            }
         }
     }
 
@@ -535,6 +602,7 @@ impl Invalidation {
                 | Invalidation::PasidIotlbAll { .. }
                 | Invalidation::PasidIotlbPages { .. }
                 | Invalidation::PasidDeviceTlb { .. }
+                | Invalidation::PageGroupResponse { .. }
         )
     }
 }
@@ -646,7 +714,7 @@ mod tests {
     }
 
     /// Every request at its widest values, and the wait descriptor.
-    fn every_kind_of_descriptor() -> [Descriptor128; 17] {
+    fn every_kind_of_descriptor() -> [Descriptor128; 18] {
         let range = DeviceTlbRange { base: 0xffff_f000, pages_log2: 0 };
         [
             Invalidation::ContextGlobal.encode(),
@@ -669,6 +737,7 @@ mod tests {
                 .encode(),
             status_write_wait(u64::MAX, u32::MAX),
             Invalidation::DeviceTlb { source: 1, physical_function: 1, queue_depth: 1, range }.encode(),
+            Invalidation::PageGroupResponse { requester: u16::MAX, pasid: Some(u32::MAX), group: u16::MAX, code: u8::MAX }.encode(),
         ]
     }
 
@@ -685,7 +754,7 @@ mod tests {
         // descriptors except the PASID-based device-TLB, whose reserved bits are in word 1.
         for descriptor in every_kind_of_descriptor() {
             let mut broken = descriptor;
-            let expected = if descriptor.kind() == kind::PASID_DEVICE_TLB {
+            let expected = if matches!(descriptor.kind(), kind::PASID_DEVICE_TLB | kind::PAGE_GROUP_RESPONSE) {
                 broken.words[1] |= 1 << 1;
                 ReservedBitsSet { word: 1, bits: 1 << 1 }
             } else {
@@ -704,6 +773,15 @@ mod tests {
         assert_eq!(unknown.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 0x3_000f }));
         let empty = Descriptor128::default();
         assert_eq!(empty.reserved_bits_set(), Some(ReservedBitsSet { word: 0, bits: 0 }));
+    }
+
+    #[test]
+    fn page_group_response_layout() {
+        let with_pasid = Invalidation::PageGroupResponse { requester: 0x0118, pasid: Some(0x12345), group: 0x1a5, code: response_code::INVALID_REQUEST };
+        // Type 9, PP bit 4, code at 15:12, RID at 31:16, PASID at 51:32; LPIG bit 66, PRGI 75:67.
+        assert_eq!(with_pasid.encode().words, [0x0001_2345_0118_1019, 0x1a5 << 3 | 1 << 2]);
+        let without = Invalidation::PageGroupResponse { requester: 0x0118, pasid: None, group: 3, code: response_code::SUCCESS };
+        assert_eq!(without.encode().words, [0x0118_0009, 3 << 3 | 1 << 2]);
     }
 
     #[test]

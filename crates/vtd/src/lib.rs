@@ -11,6 +11,7 @@
 //! * [`dma`]: how entries are written so hardware never sees half an entry;
 //! * [`invalidate`]: queued and register-based invalidation behind one trait;
 //! * [`fault`]: fault-record decoding and the fault-reason table;
+//! * [`page_request`]: page request descriptors (PRI) and their decoding;
 //! * [`domain_id`]: the domain-id allocator;
 //! * [`unit`](mod@unit): the unit itself: bring-up with default deny, attach/detach (legacy, scalable
 //!   first-level, second-level, nested, pass-through, per-PASID), flushes, faults, interrupt
@@ -29,10 +30,13 @@ pub mod invalidate;
 pub mod irq;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
+pub mod page_request;
 pub mod regs;
 pub mod tables;
 pub mod unit;
 
+#[cfg(test)]
+mod page_request_tests;
 #[cfg(test)]
 mod tests;
 

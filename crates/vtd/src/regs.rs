@@ -46,6 +46,22 @@ pub const ICS: usize = 0x09c;
 pub const IECTL: usize = 0x0a0;
 /// Interrupt remapping table address (64-bit), spec 11.4.11.1.
 pub const IRTA: usize = 0x0b8;
+/// Page request queue head (64-bit), spec 11.4.12.
+pub const PQH: usize = 0x0c0;
+/// Page request queue tail (64-bit).
+pub const PQT: usize = 0x0c8;
+/// Page request queue address (64-bit).
+pub const PQA: usize = 0x0d0;
+/// Page request status (32-bit).
+pub const PRS: usize = 0x0dc;
+/// Page request event control (32-bit): IM bit 31, IP bit 30, as [`event_control`].
+pub const PECTL: usize = 0x0e0;
+/// Page request event data (32-bit).
+pub const PEDATA: usize = 0x0e4;
+/// Page request event address (32-bit).
+pub const PEADDR: usize = 0x0e8;
+/// Page request event upper address (32-bit).
+pub const PEUADDR: usize = 0x0ec;
 
 /// Offset of the IOTLB registers from the IRO field: IVA at `iro`, IOTLB_REG at `iro + 8`
 /// (spec 11.4.8). Both are 64-bit.
@@ -451,6 +467,30 @@ impl ExtendedCapability {
     pub fn rid_pasid(self) -> bool {
         self.bit(49)
     }
+}
+
+/// PQH and PQT: a byte offset into the queue, in whole 32-byte descriptors.
+pub mod page_queue_index {
+    use hwio::bits::addr_mask;
+    /// PQH / PQT, bits 18:5: the descriptor offset (bytes; the low 5 bits are zero).
+    pub const OFFSET: u64 = addr_mask(5, 18);
+}
+
+/// PQA bits.
+pub mod pqa {
+    use hwio::bits::{addr_mask, Field};
+    /// PQA, bits 63:12: 4 KiB-aligned queue base.
+    pub const ADDRESS: u64 = addr_mask(12, 63);
+    /// PQS, bits 2:0: the queue has 2^PQS 4 KiB pages.
+    pub const PQS: Field = Field::new(0, 3);
+}
+
+/// PRS_REG bits (both write 1 to clear).
+pub mod prs {
+    /// PPR, bit 0: pending page request (set when the unit writes a descriptor).
+    pub const PPR: u32 = 1 << 0;
+    /// PRO, bit 1: page request overflow (a request found the queue full).
+    pub const PRO: u32 = 1 << 1;
 }
 
 #[cfg(test)]

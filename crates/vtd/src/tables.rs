@@ -227,6 +227,8 @@ impl ScalableContextEntry {
         device_tlb_enabled, set_device_tlb_enabled: word 0, bit 2;
         /// PASIDE, bit 3: requests-with-PASID are allowed.
         pasid_enabled, set_pasid_enabled: word 0, bit 3;
+        /// PRE, bit 4: page requests from the device are queued (else answered "invalid").
+        page_requests_enabled, set_page_requests_enabled: word 0, bit 4;
     }
     numeric_fields! {
         /// PDTS, bits 11:9: the PASID directory has 2^(PDTS + 7) entries.

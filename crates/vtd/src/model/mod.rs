@@ -33,7 +33,8 @@
 //!   first-level, second-level, nested or pass-through tables in [`PhysMemory`];
 //! * fault recording in CAP.NFR records with F/PPF/PFO/FRI semantics and a fault event MSI
 //!   (recorded in [`VtdModel::fault_interrupts`]) unless FECTL.IM;
-//! * interrupt remapping ([`VtdModel::remap_interrupt`]) with source-id validation.
+//! * interrupt remapping ([`VtdModel::remap_interrupt`]) with source-id validation;
+//! * the page request queue, page group responses and a device with PRI ([`page_requests`]).
 //!
 //! Fault codes follow QEMU 10 (see [`crate::fault::fault_reason_name`]): 01h/02h for root and
 //! context not present in both modes, 05h/06h for second-level permission faults, 51h/59h for
@@ -46,6 +47,7 @@
 //! recorded; a table pointer outside memory reports the "cannot access" code of its level.
 
 pub mod memory;
+pub mod page_requests;
 pub mod page_tables;
 
 use alloc::collections::BTreeMap;
@@ -57,13 +59,15 @@ use hwio::bits::Layout;
 use hwio::Registers;
 
 pub use memory::{FakeDma, FlushObserver, PhysMemory, StepClock, POISON};
+pub use page_requests::{PageGroupResponse, PriDevice, PriOutcome};
 pub use page_tables::{TableFormat, TestPageTable};
 
 use crate::fault::FaultRecord;
 use crate::irq::{msi_address, InterruptRemapEntry, SVT_REQUESTER_ID};
 use crate::descriptors::{
     kind, ContextCacheDescriptor, Descriptor128, DeviceTlbDescriptor, InterruptEntryDescriptor, Invalidation,
-    IotlbDescriptor, PasidCacheDescriptor, PasidDeviceTlbDescriptor, PasidIotlbDescriptor, WaitDescriptor,
+    IotlbDescriptor, PageGroupResponseDescriptor, PasidCacheDescriptor, PasidDeviceTlbDescriptor, PasidIotlbDescriptor,
+    WaitDescriptor,
 };
 use crate::regs::{self, Capability, ExtendedCapability};
 use crate::tables::{ContextEntry, RootEntry};
@@ -102,7 +106,14 @@ pub struct RegisterWrite {
 #[derive(Debug, Clone, Copy)]
 enum CachedContext {
     Legacy { did: u16, translation_type: u64, table: u64, levels: u8, fault_processing_disabled: bool },
-    Scalable { pasid_directory: u64, directory_entries: u64, rid_pasid: u32, pasid_enabled: bool, fault_processing_disabled: bool },
+    Scalable {
+        pasid_directory: u64,
+        directory_entries: u64,
+        rid_pasid: u32,
+        pasid_enabled: bool,
+        page_requests_enabled: bool,
+        fault_processing_disabled: bool,
+    },
     /// CAP.CM only: a root or context entry found not present (reason 01h/02h). Hardware tags
     /// these with domain-id 0 (spec 6.1), which is why CM reserves that domain-id.
     NotPresent { reason: u8 },
@@ -239,6 +250,7 @@ struct ModelState {
     register_invalidation_stalled: bool,
     srtp_count: usize,
     page_walks: usize,
+    prq: page_requests::PageRequestState,
 }
 
 /// The model of one VT-d unit over `PhysMemory`.
@@ -292,6 +304,7 @@ impl VtdModel {
             register_invalidation_stalled: false,
             srtp_count: 0,
             page_walks: 0,
+            prq: page_requests::PageRequestState::default(),
         };
         Self { memory, state: RefCell::new(state) }
     }
@@ -480,12 +493,16 @@ impl ModelState {
             || offset == self.iotlb_offset() + regs::IVA_FROM_IRO
             || offset == self.iotlb_offset() + regs::IOTLB_FROM_IRO
             || self.fault_record_range().contains(&offset) && offset.is_multiple_of(8)
+            || page_requests::PageRequestState::is_64bit_register(offset)
     }
 
     fn read64(&self, offset: usize) -> u64 {
         if self.fault_record_range().contains(&offset) {
             let relative = offset - self.fault_record_range().start;
             return self.records[relative / 16][relative % 16 / 8];
+        }
+        if let Some(value) = self.prq.read64(offset) {
+            return value;
         }
         match offset {
             regs::CAP => self.cap.0,
@@ -505,6 +522,9 @@ impl ModelState {
     fn read32(&self, offset: usize) -> u32 {
         if self.is_64bit_register(offset & !7) {
             return (self.read64(offset & !7) >> ((offset & 4) * 8)) as u32;
+        }
+        if let Some(value) = self.prq.read32(offset) {
+            return value;
         }
         match offset {
             regs::VER => 0x10,
@@ -579,6 +599,9 @@ impl ModelState {
             }
             return;
         }
+        if self.prq.write64(offset, value) {
+            return;
+        }
         match offset {
             regs::RTADDR => self.rtaddr = value,
             regs::CCMD => {
@@ -623,6 +646,9 @@ impl ModelState {
             }
             return;
         }
+        if self.prq.write32(offset, value) {
+            return;
+        }
         match offset {
             regs::GCMD => self.global_command(value),
             regs::FSTS => {
@@ -657,6 +683,7 @@ impl ModelState {
             regs::IQT => self.iqt = value,
             regs::IQA => self.iqa = value,
             regs::IRTA => self.irta = value,
+            _ if self.prq.write64(base, value) => {}
             _ if base == self.iotlb_offset() + regs::IVA_FROM_IRO => self.iva = value,
             _ if base == self.iotlb_offset() + regs::IOTLB_FROM_IRO => self.iotlb_command = value,
             _ => {}
@@ -729,7 +756,7 @@ impl ModelState {
         }
         // PASID-granular descriptors (types 6-8) only exist for scalable-mode translation.
         let scalable = self.active_root & regs::rtaddr::TTM.mask() == regs::rtaddr::TTM_SCALABLE;
-        if matches!(descriptor.kind(), kind::PASID_IOTLB | kind::PASID_CACHE | kind::PASID_DEVICE_TLB) && !scalable {
+        if matches!(descriptor.kind(), kind::PASID_IOTLB | kind::PASID_CACHE | kind::PASID_DEVICE_TLB | kind::PAGE_GROUP_RESPONSE) && !scalable {
             return false;
         }
         let request = match descriptor.kind() {
@@ -829,6 +856,16 @@ impl ModelState {
                     range: decode_device_tlb_range(device.address(), device.sized()),
                 }
             }
+            kind::PAGE_GROUP_RESPONSE => {
+                let response = PageGroupResponseDescriptor { words };
+                self.prq.respond(&response);
+                Invalidation::PageGroupResponse {
+                    requester: response.requester() as u16,
+                    pasid: response.pasid_present().then_some(response.pasid() as u32),
+                    group: response.group() as u16,
+                    code: response.response_code() as u8,
+                }
+            }
             _ => return false,
         };
         self.apply(request);
@@ -912,8 +949,9 @@ impl ModelState {
                 let mask = index_mask.min(16) as u32;
                 self.interrupt_cache.retain(|&cached, _| cached as u32 >> mask != index as u32 >> mask)
             }
-            // Device-TLBs live in devices: nothing to drop here.
-            Invalidation::DeviceTlb { .. } | Invalidation::PasidDeviceTlb { .. } => {}
+            // Device-TLBs live in devices: nothing to drop here; a page group response went to
+            // its device as it was decoded.
+            Invalidation::DeviceTlb { .. } | Invalidation::PasidDeviceTlb { .. } | Invalidation::PageGroupResponse { .. } => {}
         }
         self.processed.push(request);
     }
@@ -1012,6 +1050,7 @@ impl ModelState {
                 directory_entries: 1 << ((low >> 9 & 7) + 7),
                 rid_pasid: (word1 & 0xf_ffff) as u32,
                 pasid_enabled: low >> 3 & 1 != 0,
+                page_requests_enabled: low >> 4 & 1 != 0,
                 fault_processing_disabled: low >> 1 & 1 != 0,
             }
         } else {
@@ -1163,6 +1202,7 @@ impl ModelState {
                 rid_pasid,
                 pasid_enabled,
                 fault_processing_disabled,
+                ..
             } => {
                 if pasid.is_some() && !pasid_enabled {
                     return Err((0, true));

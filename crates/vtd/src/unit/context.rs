@@ -171,13 +171,14 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         }
         let device = self.devices.entry(requester.0).or_default();
         let directory = DmaTable::allocate(alloc, PAGE, self.hw.ecap.coherent())?;
-        let entry = ScalableContextEntry::new(
+        let mut entry = ScalableContextEntry::new(
             directory.phys(),
             DIRECTORY_ENTRIES_LOG2,
             RID_PASID,
             self.hw.ecap.pasid(),
             device.device_tlb,
         );
+        entry.set_page_requests_enabled(self.page_requests.is_some());
         table.publish(alloc, offset, &entry)?;
         device.pasid_directory = Some(directory);
         self.after_present(&[Invalidation::ContextDevice { did: 0, source: requester.0, function_mask: 0 }], alloc)

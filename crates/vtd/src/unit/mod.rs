@@ -7,7 +7,8 @@
 //! * `context.rs`: root, context and PASID tables, attach and detach ("blocked, never wrong");
 //! * `flush.rs`: IOTLB, PASID and device-TLB invalidation after table changes;
 //! * `faults.rs`: fault recording and the fault event interrupt;
-//! * `interrupts.rs`: the interrupt remapping table.
+//! * `interrupts.rs`: the interrupt remapping table;
+//! * `page_requests.rs`: the page request queue and page group responses.
 //!
 //! This file holds the unit's state, the requests it accepts and their validation.
 
@@ -17,6 +18,7 @@ mod faults;
 mod flush;
 mod hardware;
 mod interrupts;
+mod page_requests;
 
 use alloc::collections::BTreeMap;
 
@@ -99,6 +101,8 @@ pub struct VtdUnit<R: Registers, C: Clock> {
     /// for device-TLBs to invalidate.
     device_tlbs_enabled: bool,
     interrupts: Option<InterruptTable>,
+    /// The page request queue, once enabled.
+    page_requests: Option<page_requests::PageRequestQueue>,
 }
 
 impl<R: Registers, C: Clock> VtdUnit<R, C> {
@@ -114,6 +118,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             devices: BTreeMap::new(),
             device_tlbs_enabled: false,
             interrupts: None,
+            page_requests: None,
         }
     }
 
