@@ -120,10 +120,11 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         self.backend.replace(unit, rid, pasid, Translation::Domain(self.hwpt(hwpt).domain.id))?;
         self.device_mut(device).attachments.insert(pasid, Attachment::Hwpt(hwpt));
         self.topology_epoch += 1;
+        // The old domain's page requests are answered `Invalid` even when the new domain
+        // reports to the same queue: a pager would resolve them in the old domain, and a
+        // `Success` then makes the device retry in the new one, where nothing was mapped.
         let old_fault = self.attachment_fault(&old);
-        if old_fault.is_some() && old_fault != self.hwpt(hwpt).fault {
-            self.abort_page_requests(old_fault, Some(device), Some(pasid));
-        }
+        self.abort_page_requests(old_fault, Some(device), Some(pasid));
         Ok(())
     }
 

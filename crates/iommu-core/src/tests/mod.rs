@@ -6,6 +6,7 @@ mod hwpt;
 mod inject;
 mod ioas;
 mod lifecycle;
+mod page_requests;
 mod random;
 mod limits;
 mod registered;
