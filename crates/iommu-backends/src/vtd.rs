@@ -4,7 +4,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, Error, FaultReason, IovaRange, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind,
     ReservedRegion, Translation, UnitId, UnitInfo,
@@ -18,6 +18,8 @@ use vtd::unit::RID_PASID;
 use vtd::{AccessKind, DomainIdAllocator, FaultKind, Mode, VtdError, VtdUnit};
 
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
+
+mod page_requests;
 
 /// Which table format a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +64,8 @@ pub struct Unit<E: Environment> {
     pub rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
     /// Interrupt remapping entries in use, one bit per IRTE.
     irtes_in_use: [u64; IRTE_WORDS],
+    /// Page request groups delivered and not yet answered.
+    outstanding_groups: page_requests::OutstandingGroups,
 }
 
 const IRTE_WORDS: usize = (1 << IRTE_TABLE_LOG2) / 64;
@@ -138,7 +142,18 @@ impl<E: Environment> Unit<E> {
         // raises an interrupt until the server writes an IRTE for it. The unit's own fault
         // event is not a device write and is not remapped.
         hw.enable_interrupt_remapping(IRTE_TABLE_LOG2, ApicMode::XApic, dma)?;
-        Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new(), irtes_in_use: [0; IRTE_WORDS] })
+        let mut unit = Unit {
+            hw,
+            kind,
+            domain_ids: DomainIdAllocator::new(cap),
+            second_level,
+            output_bits,
+            rmrrs: BTreeMap::new(),
+            irtes_in_use: [0; IRTE_WORDS],
+            outstanding_groups: Default::default(),
+        };
+        unit.enable_page_requests(dma)?;
+        Ok(unit)
     }
 
     fn irte_in_use(&self, index: usize) -> bool {
@@ -222,7 +237,17 @@ impl<E: Environment> VtdBackend<E> {
 
 impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::empty() })
+        self.unit(unit).map(|unit| {
+            let mut caps = UnitCaps::empty();
+            // Tagged PASIDs need scalable second-level domains (see `replace_pasid`).
+            if unit.kind == TableKind::ScalableSecondLevel && unit.hw.extended_capability().pasid() {
+                caps = caps.union(UnitCaps::PASID);
+            }
+            if unit.hw.page_requests_enabled() {
+                caps = caps.union(UnitCaps::PAGE_REQUESTS);
+            }
+            UnitInfo { kind: UnitKind::IntelVtd, caps }
+        })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
@@ -340,10 +365,10 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn replace(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
-        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
-        if pasid.is_some() {
-            return Err(Error::NotSupported);
+        if let Some(pasid) = pasid {
+            return self.replace_pasid(unit_id, rid, pasid, translation);
         }
+        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
         let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
         if d.unit != unit_id.0 as usize {
             return Err(Error::IncompatibleUnit);
@@ -406,10 +431,10 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {
-        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
-        if pasid.is_some() {
-            return;
+        if let Some(pasid) = pasid {
+            return self.block_pasid(unit_id, rid, pasid);
         }
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
         match unit.hw.detach(vtd::RequesterId(rid.0 as u16), &mut self.dma) {
             Ok(()) | Err(VtdError::NotAttached) => {}
             Err(error) => panic!("FATAL: blocking {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
@@ -449,7 +474,12 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             };
             sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
         }
-        reported
+        reported + unit.drain_page_requests(unit_id, sink)
+    }
+
+    fn page_response(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode) {
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
+        unit.respond(rid, pasid, group, code, &self.dma);
     }
 }
 

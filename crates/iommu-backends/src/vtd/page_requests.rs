@@ -1,0 +1,110 @@
+//! Page requests on VT-d: the unit's page request queue drained into the object model's
+//! events, one per page request group, and the page group response sent back; and DMA tagged
+//! with a PASID, attached per PASID (scalable mode, second-level domains).
+
+use alloc::collections::BTreeSet;
+use iommu_abi::{Access, Error, FaultReason, PageResponseCode};
+use iommu_core::{DrainedFault, FaultEvent, RequesterId, Translation, UnitId};
+use vtd::descriptors::response_code;
+use vtd::VtdError;
+
+use super::{hardware, Table, TableKind, Unit, VtdBackend};
+use crate::Environment;
+
+/// The page request groups a unit delivered and nobody has answered yet: (requester, PASID,
+/// group index). A group is answered only while it is here, so never twice.
+#[derive(Default)]
+pub(super) struct OutstandingGroups(BTreeSet<(u16, Option<u32>, u16)>);
+
+impl<E: Environment> Unit<E> {
+    /// Sets up the page request queue if the unit has one (scalable mode, ECAP.PRS); called
+    /// at bring-up, before any attach.
+    pub(super) fn enable_page_requests(&mut self, dma: &mut E::Dma) -> Result<(), VtdError> {
+        if self.kind == TableKind::LegacySecondLevel || !self.hw.extended_capability().page_requests() {
+            return Ok(());
+        }
+        self.hw.enable_page_requests(dma)
+    }
+
+    /// Takes the unit's page requests and gives `sink` one event per completed group (its
+    /// last request, LPIG), recording the group as awaiting its response. Returns how many
+    /// groups it delivered.
+    pub(super) fn drain_page_requests(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
+        let report = self.hw.drain_page_requests();
+        if report.overflowed {
+            E::log(format_args!("iommu-server: unit {}: page request queue overflowed; the unit answered those groups", unit_id.0));
+        }
+        let mut delivered = 0;
+        for request in report.requests.iter().filter(|request| request.last_in_group) {
+            if !self.outstanding_groups.0.insert((request.requester.0, request.pasid, request.group)) {
+                // The device reused a group index it has had no answer for: the answer to the
+                // first delivery serves both.
+                continue;
+            }
+            let mut access = Access::empty();
+            if request.read {
+                access = access.union(Access::READ);
+            }
+            if request.write {
+                access = access.union(Access::WRITE);
+            }
+            let event = FaultEvent {
+                unit: unit_id,
+                rid: RequesterId(u32::from(request.requester.0)),
+                pasid: request.pasid,
+                iova: request.address,
+                access,
+                reason: FaultReason::PageRequest,
+                group: u32::from(request.group),
+            };
+            sink(DrainedFault { event, code: 0, name: "page request" });
+            delivered += 1;
+        }
+        delivered
+    }
+
+    /// Sends the page group response for a group this unit delivered and nobody answered.
+    pub(super) fn respond(&mut self, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode, dma: &E::Dma) {
+        let Ok(group) = u16::try_from(group) else { return };
+        let requester = rid.0 as u16;
+        if !self.outstanding_groups.0.remove(&(requester, pasid, group)) {
+            E::log(format_args!("iommu-server: page group {group} of {requester:#06x} is not awaiting an answer; none sent"));
+            return;
+        }
+        let code = match code {
+            PageResponseCode::Success => response_code::SUCCESS,
+            PageResponseCode::Invalid => response_code::INVALID_REQUEST,
+            PageResponseCode::Failure => response_code::RESPONSE_FAILURE,
+        };
+        // A response that does not reach the unit leaves one device waiting on one group;
+        // nothing is unsafe about that, so it is logged rather than fatal.
+        if let Err(error) = self.hw.respond_to_page_group(vtd::RequesterId(requester), pasid, group, code, dma) {
+            E::log(format_args!("iommu-server: page group response to {requester:#06x} failed: {error:?}"));
+        }
+    }
+}
+
+impl<E: Environment> VtdBackend<E> {
+    /// Attaches (or switches) DMA tagged with `pasid` to a second-level domain. First-level
+    /// domains are refused: their PASID-granular invalidations name RID_PASID only.
+    pub(super) fn replace_pasid(&mut self, unit_id: UnitId, rid: RequesterId, pasid: u32, translation: Translation) -> Result<(), Error> {
+        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
+        let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
+        if d.unit != unit_id.0 as usize {
+            return Err(Error::IncompatibleUnit);
+        }
+        let Table::SecondLevel(_) = d.table else { return Err(Error::NotSupported) };
+        let translation = Self::translation(d);
+        let unit = &mut self.units[d.unit];
+        unit.hw.attach_pasid(vtd::RequesterId(rid.0 as u16), pasid, d.did, translation, &mut self.dma).map_err(hardware::<E>)
+    }
+
+    /// Blocks DMA tagged with `pasid` again (nothing to do if it was not attached).
+    pub(super) fn block_pasid(&mut self, unit_id: UnitId, rid: RequesterId, pasid: u32) {
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
+        match unit.hw.detach_pasid(vtd::RequesterId(rid.0 as u16), pasid, &mut self.dma) {
+            Ok(()) | Err(VtdError::NotAttached) => {}
+            Err(error) => panic!("FATAL: blocking PASID {pasid} of {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
+        }
+    }
+}
