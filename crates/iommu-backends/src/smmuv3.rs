@@ -13,7 +13,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, Error, FaultReason, IovaRange, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion,
     Translation, UnitId, UnitInfo,
@@ -25,6 +25,8 @@ use slot_table::SlotTable;
 use smmuv3::{DecodedEvent, Env, EventType, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
+
+mod page_requests;
 
 /// Which translation stage a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +100,10 @@ pub struct SmmuUnit<R: hwio::Registers> {
     streams: BTreeMap<u32, u32>,
     /// The domain every known, unattached stream is attached to (see the module documentation).
     blocking: HwDomainId,
+    /// Stage-1 translation faults stall (the unit supports stalls, domains are stage 1).
+    stalls: bool,
+    /// Page requests and stalls delivered and not yet answered.
+    outstanding: page_requests::Outstanding,
 }
 
 impl<R: hwio::Registers> SmmuUnit<R> {
@@ -181,7 +187,9 @@ impl<E: Environment> SmmuBackend<E> {
         let output_bits = (id.oas_bits() as u8).min(MAX_OUTPUT_BITS);
         let index = self.units.len();
         // Placeholder until the blocking domain exists: it is allocated on this very unit.
-        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, blocking: HwDomainId(0) });
+        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, blocking: HwDomainId(0), stalls: false, outstanding: Default::default() });
+        let mut env = Env { dma: &mut self.dma, clock: &self.clock };
+        self.units[index].enable_recoverable_faults(&mut env).map_err(|_| "cannot enable the PRI queue")?;
         let blocking = self.allocate(index).map_err(|_| "no memory for the blocking domain")?;
         self.units[index].blocking = blocking.id;
         let sids: Vec<u32> = self.units[index].streams.values().copied().collect();
@@ -255,7 +263,12 @@ impl<E: Environment> SmmuBackend<E> {
             Table::Stage1(table) => {
                 let format = table.format();
                 let config = Stage1Config::new(d.tag, table.root_phys(), format.t0sz(), Granule::Size4K);
-                hw.attach_stage1(&mut env, sid, &config)
+                hw.attach_stage1(&mut env, sid, &config)?;
+                // A fault then waits for the object model's answer instead of aborting.
+                if self.units[unit].stalls {
+                    self.units[unit].hw.set_stall(&mut env, sid, true)?;
+                }
+                Ok(())
             }
             Table::Stage2(table) => {
                 let format = table.format();
@@ -303,7 +316,10 @@ impl<E: Environment> SmmuBackend<E> {
 
 impl<E: Environment> IommuBackend for SmmuBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::empty() })
+        self.units.get(unit.0 as usize).map(|unit| {
+            let caps = if unit.recoverable_faults() { UnitCaps::PAGE_REQUESTS } else { UnitCaps::empty() };
+            UnitInfo { kind: UnitKind::ArmSmmuV3, caps }
+        })
     }
 
     fn reserved_regions(&self, _unit: UnitId, _rid: RequesterId) -> Vec<ReservedRegion> {
@@ -427,8 +443,9 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         if drain.overflowed {
             E::log(format_args!("iommu-server: unit {}: event queue overflowed, events were lost", unit_id.0));
         }
+        let (stalls, events): (Vec<DecodedEvent>, Vec<DecodedEvent>) = drain.events.into_iter().partition(|event| event.stall_tag.is_some());
         let mut bursts: Vec<(DecodedEvent, u32)> = Vec::new();
-        for event in drain.events {
+        for event in events {
             let page = |e: &DecodedEvent| e.input_addr.map(|a| a & !(PAGE - 1));
             match bursts.last_mut() {
                 Some((first, count)) if first.stream_id == event.stream_id && first.kind == event.kind && first.read == event.read && page(first) == page(&event) => *count += 1,
@@ -456,7 +473,13 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
             };
             sink(DrainedFault { event, code: u32::from(event_kind.id()), name: event_kind.name() });
         }
-        reported
+        reported + unit.deliver_recoverable(unit_id, stalls, sink, &|line| E::log(line))
+    }
+
+    fn page_response(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode) {
+        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
+        let mut env = Env { dma: &mut self.dma, clock: &self.clock };
+        unit.answer::<E>(&mut env, rid, pasid, group, code);
     }
 }
 

@@ -11,6 +11,7 @@
 //! * [`ste`], [`cd`], [`cmd`], [`event`]: the in-memory structures as typed 64-bit word arrays with
 //!   named field accessors (64-byte STE and CD, 16-byte commands, 32-byte event records).
 //! * [`queue`]: circular queue pointers with wrap bits; [`ids`]: ASID/VMID allocation.
+//! * [`pri`]: PRI queue entries, CMD_PRI_RESP and CMD_RESUME (recoverable faults).
 //! * [`config`]: the stage-1/stage-2/nested configurations callers attach, validated against
 //!   the ID registers and QEMU's limits.
 //! * [`smmu`]: [`Smmu`], the driver: bring-up, stream configuration with ordered (never torn) STE
@@ -32,6 +33,7 @@ mod dma;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod pri;
 pub mod queue;
 pub mod regs;
 pub mod smmu;
@@ -49,5 +51,5 @@ pub use config::{NestedStage1, Stage1Config, Stage2Config};
 pub use error::{SmmuError, WaitTarget};
 pub use event::{DecodedEvent, EventRecord, EventType, FaultClass};
 pub use regs::{Granule, IdRegisters};
-pub use smmu::{Env, EventDrain, GerrorReport, Smmu, SmmuOptions, TlbScope};
+pub use smmu::{Env, EventDrain, GerrorReport, PriDrain, Smmu, SmmuOptions, TlbScope};
 pub use ste::{Ste, StreamConfig};

@@ -44,6 +44,12 @@ pub mod offset {
     pub const EVENTQ_PROD: usize = 0x1_00A8;
     /// Page-1 copy of EVENTQ_CONS (page-0 alias at 0xAC).
     pub const EVENTQ_CONS: usize = 0x1_00AC;
+    /// 64-bit.
+    pub const PRIQ_BASE: usize = 0xC0;
+    /// Page-1 copy of PRIQ_PROD (page-0 alias at 0xC8).
+    pub const PRIQ_PROD: usize = 0x1_00C8;
+    /// Page-1 copy of PRIQ_CONS (page-0 alias at 0xCC).
+    pub const PRIQ_CONS: usize = 0x1_00CC;
     /// Distance between the page-0 and page-1 copies of the queue pointers.
     pub const PAGE1: usize = 0x1_0000;
 }

@@ -60,6 +60,10 @@ use crate::regs::{
 };
 use crate::ste::{L1Descriptor, Ste, StreamConfig, TranslationRegime};
 
+mod page_requests;
+
+pub use page_requests::PriDrain;
+
 /// The two environment services every driver operation may need: DMA memory (tables, flushes) and
 /// a clock (every wait on the hardware is bounded).
 pub struct Env<'a> {
@@ -165,6 +169,8 @@ pub struct Smmu<R: Registers> {
     asids: IdAllocator,
     vmids: IdAllocator,
     overflow_count: u64,
+    /// The PRI queue, once enabled.
+    priq: Option<page_requests::PriQueue>,
 }
 
 impl<R: Registers> Smmu<R> {
@@ -228,6 +234,7 @@ impl<R: Registers> Smmu<R> {
             asids: IdAllocator::new(id.asid_bits()),
             vmids: IdAllocator::new(id.vmid_bits()),
             overflow_count: 0,
+            priq: None,
         };
         smmu.program_and_enable(env)?;
         Ok(smmu)
@@ -276,6 +283,9 @@ impl<R: Registers> Smmu<R> {
         }
         env.dma.free(self.cmdq.buf);
         env.dma.free(self.eventq.buf);
+        if let Some(priq) = self.priq.take() {
+            env.dma.free(priq.buf);
+        }
         release_stream_table(env.dma, self.stream_table);
         Ok(self.regs)
     }

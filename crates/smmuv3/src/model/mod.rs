@@ -24,9 +24,11 @@
 //! returns 0); configurations that make QEMU abort (an STE with stage 2 and S2AA64 = 0, a CD with
 //! IPS = 6) panic; commands outside the set QEMU implements get CERROR_ILL and stop the queue until
 //! GERRORN acknowledges CMDQ_ERR; the event queue follows the spec's PROD.OVFLG overflow protocol
-//! (QEMU instead raises GERROR.EVENTQ_ABT_ERR when full).
+//! (QEMU instead raises GERROR.EVENTQ_ABT_ERR when full). Beyond QEMU, a configuration with
+//! IDR0.PRI and stalls gets the PRI queue and stalled transactions ([`recoverable`]).
 
 mod memory;
+mod recoverable;
 mod walk;
 
 use alloc::collections::BTreeMap;
@@ -49,6 +51,7 @@ use crate::regs::{
 use crate::ste::{L1Descriptor, Ste, StreamConfig};
 
 pub use memory::{FakeMemory, ModelDma, StepClock};
+pub use recoverable::{PriResponseRecord, RecoverableDevice, RecoverableOutcome, Recovery};
 use walk::{walk, Fault, Stage, View, WalkConfig, WalkCursor, WalkEntry};
 
 /// When the model consumes commands.
@@ -135,6 +138,7 @@ struct State {
     executed: Vec<Command>,
     sync_interrupts: u64,
     lost_events: u64,
+    recoverable: recoverable::RecoverableState,
 }
 
 /// The model SMMU.
@@ -269,7 +273,9 @@ impl SmmuModel {
             Ok(pa) => Ok(pa),
             Err(Outcome::SilentAbort) => Err(Aborted { event: None }),
             Err(Outcome::Fault { fault, record_allowed }) => {
-                if !record_allowed {
+                // A stalled transaction is always recorded: software must learn its tag.
+                let stalls = fault.kind.is_translation_class() && !fault.stage2 && self.stalls(&state, sid);
+                if !record_allowed && !stalls {
                     return Err(Aborted { event: None });
                 }
                 record.set_event_id(fault.kind.id() as u64);
@@ -281,6 +287,10 @@ impl SmmuModel {
                     if fault.stage2 && fault.kind.is_translation_class() {
                         record.set_ipa(fault.ipa);
                     }
+                }
+                if stalls {
+                    let stag = state.recoverable.stall(sid);
+                    record.set_stall(true).set_stag(stag as u64);
                 }
                 let written = self.record_event(&mut state, record);
                 Err(Aborted { event: written.then_some(record) })
@@ -431,8 +441,9 @@ impl SmmuModel {
                 return Err(config_fault(EventType::BadSte));
             }
         }
-        if stream.stage1() && (ste.s1_cd_max() != 0 || ste.s1_stall_disable()) {
-            return Err(config_fault(EventType::BadSte)); // QEMU: no substreams, no stall model
+        // QEMU: no substreams, no stall model; S1STALLD is only legal where stalls exist.
+        if stream.stage1() && (ste.s1_cd_max() != 0 || (ste.s1_stall_disable() && id.stall_unsupported())) {
+            return Err(config_fault(EventType::BadSte));
         }
         Ok(ste)
     }
@@ -608,6 +619,12 @@ impl SmmuModel {
                 state.tlb.clear();
                 state.walk_cache.clear();
             }
+            opcode::PRI_RESP if id.pri() => {
+                state.recoverable.execute(&cmd);
+            }
+            opcode::RESUME if !id.stall_unsupported() => {
+                state.recoverable.execute(&cmd);
+            }
             _ => return Err(CommandErrorCode::Illegal),
         }
         state.executed.push(cmd);
@@ -664,13 +681,15 @@ fn stage2_fields_valid(ste: &Ste, id: &IdRegisters) -> bool {
 
 /// QEMU's CD checks (decode_cd), and the RES0 bits a strict SMMU finds ILLEGAL (C_BAD_CD).
 fn cd_valid(cd: &ContextDescriptor, id: &IdRegisters) -> bool {
+    // CD.S = 1 is ILLEGAL where stalls are not supported (STALL_MODEL = 0b01).
+    let stall_ok = !cd.stall() || !id.stall_unsupported();
     if cd.reserved_bits_set().is_some() {
         return false;
     }
     let ips = address_size_bits(cd.ips()).unwrap_or(0).min(id.oas_bits());
     let tt0_ok = cd.epd0() || ((16..=39).contains(&cd.t0sz()) && cd.granule0().is_some() && cd.ttb0() >> ips == 0);
     let tt1_ok = cd.epd1() || (16..=39).contains(&cd.t1sz());
-    cd.valid() && cd.aa64() && cd.abort_faults() && !cd.stall() && !cd.ha() && !cd.hd() && !cd.endi() && tt0_ok && tt1_ok
+    cd.valid() && cd.aa64() && cd.abort_faults() && stall_ok && !cd.ha() && !cd.hd() && !cd.endi() && tt0_ok && tt1_ok
 }
 
 fn stage1_walk_config(cd: &ContextDescriptor) -> WalkConfig {
@@ -727,6 +746,8 @@ impl Registers for SmmuModel {
             }
             0xA8 => s.eventq_prod,
             0xAC => s.eventq_cons,
+            0xC8 => s.recoverable.priq_prod,
+            0xCC => s.recoverable.priq_cons,
             other => panic!("model: unexpected 32-bit read at {other:#x}"),
         }
     }
@@ -770,6 +791,8 @@ impl Registers for SmmuModel {
             offset::CMDQ_CONS => s.cmdq_cons = value,
             0xA8 => s.eventq_prod = value,
             0xAC => s.eventq_cons = value,
+            0xC8 => s.recoverable.priq_prod = value,
+            0xCC => s.recoverable.priq_cons = value,
             other => panic!("model: unexpected 32-bit write of {value:#x} at {other:#x}"),
         }
     }
@@ -780,6 +803,7 @@ impl Registers for SmmuModel {
             offset::STRTAB_BASE => s.strtab_base,
             offset::CMDQ_BASE => s.cmdq_base,
             offset::EVENTQ_BASE => s.eventq_base,
+            offset::PRIQ_BASE => s.recoverable.priq_base,
             other => panic!("model: 64-bit read at {other:#x} (QEMU returns 0 for 32-bit registers)"),
         }
     }
@@ -790,6 +814,7 @@ impl Registers for SmmuModel {
             offset::STRTAB_BASE => s.strtab_base = value,
             offset::CMDQ_BASE => s.cmdq_base = value,
             offset::EVENTQ_BASE => s.eventq_base = value,
+            offset::PRIQ_BASE => s.recoverable.priq_base = value,
             other => panic!("model: 64-bit write at {other:#x}"),
         }
     }
