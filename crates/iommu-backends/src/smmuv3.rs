@@ -27,6 +27,7 @@ use smmuv3::{DecodedEvent, Env, EventType, Granule, Smmu, SmmuError, SmmuOptions
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 mod page_requests;
+mod substreams;
 
 /// Which translation stage a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +257,9 @@ impl<E: Environment> SmmuBackend<E> {
     /// Points stream `sid` of `unit` at `domain` (STE and, for stage 1, CD), with the `smmuv3`
     /// crate's never-torn update sequence.
     fn install(&mut self, unit: usize, sid: u32, domain: HwDomainId) -> Result<(), SmmuError> {
+        if self.units[unit].substream_bits() != 0 {
+            return self.install_substream(unit, sid, 0, domain);
+        }
         let d = self.domains.get(domain).expect("callers looked the domain up");
         let (hw, dma) = (&mut self.units[unit].hw, &mut self.dma);
         let mut env = Env { dma, clock: &self.clock };
@@ -317,7 +321,13 @@ impl<E: Environment> SmmuBackend<E> {
 impl<E: Environment> IommuBackend for SmmuBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
         self.units.get(unit.0 as usize).map(|unit| {
-            let caps = if unit.recoverable_faults() { UnitCaps::PAGE_REQUESTS } else { UnitCaps::empty() };
+            let mut caps = UnitCaps::empty();
+            if unit.recoverable_faults() {
+                caps = caps.union(UnitCaps::PAGE_REQUESTS);
+            }
+            if unit.substream_bits() != 0 {
+                caps = caps.union(UnitCaps::PASID);
+            }
             UnitInfo { kind: UnitKind::ArmSmmuV3, caps }
         })
     }
@@ -412,10 +422,10 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn replace(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
-        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
-        if pasid.is_some() {
-            return Err(Error::NotSupported);
+        if let Some(pasid) = pasid {
+            return self.replace_pasid(unit, rid, pasid, translation);
         }
+        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
         let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
         if d.unit != unit.0 as usize {
             return Err(Error::IncompatibleUnit);
@@ -425,8 +435,8 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
-        if pasid.is_some() {
-            return;
+        if let Some(pasid) = pasid {
+            return self.block_pasid(unit, rid, pasid);
         }
         let Some((index, sid)) = self.stream(unit, rid) else { return };
         let blocking = self.units[index].blocking;

@@ -51,5 +51,5 @@ pub use config::{NestedStage1, Stage1Config, Stage2Config};
 pub use error::{SmmuError, WaitTarget};
 pub use event::{DecodedEvent, EventRecord, EventType, FaultClass};
 pub use regs::{Granule, IdRegisters};
-pub use smmu::{Env, EventDrain, GerrorReport, PriDrain, Smmu, SmmuOptions, TlbScope};
+pub use smmu::{CdTableLayout, Env, EventDrain, GerrorReport, PriDrain, Smmu, SmmuOptions, TlbScope};
 pub use ste::{Ste, StreamConfig};

@@ -61,8 +61,10 @@ use crate::regs::{
 use crate::ste::{L1Descriptor, Ste, StreamConfig, TranslationRegime};
 
 mod page_requests;
+mod substreams;
 
 pub use page_requests::PriDrain;
+pub use substreams::{CdL1Descriptor, CdTableLayout};
 
 /// The two environment services every driver operation may need: DMA memory (tables, flushes) and
 /// a clock (every wait on the hardware is bounded).
@@ -171,6 +173,8 @@ pub struct Smmu<R: Registers> {
     overflow_count: u64,
     /// The PRI queue, once enabled.
     priq: Option<page_requests::PriQueue>,
+    /// The CD tables of streams with substreams.
+    cd_tables: BTreeMap<u32, substreams::CdTable>,
 }
 
 impl<R: Registers> Smmu<R> {
@@ -235,6 +239,7 @@ impl<R: Registers> Smmu<R> {
             vmids: IdAllocator::new(id.vmid_bits()),
             overflow_count: 0,
             priq: None,
+            cd_tables: BTreeMap::new(),
         };
         smmu.program_and_enable(env)?;
         Ok(smmu)
@@ -285,6 +290,9 @@ impl<R: Registers> Smmu<R> {
         env.dma.free(self.eventq.buf);
         if let Some(priq) = self.priq.take() {
             env.dma.free(priq.buf);
+        }
+        for (_, table) in core::mem::take(&mut self.cd_tables) {
+            substreams::release(env.dma, table);
         }
         release_stream_table(env.dma, self.stream_table);
         Ok(self.regs)
@@ -437,6 +445,7 @@ impl<R: Registers> Smmu<R> {
 
         // The stream is now blocked or invalid: the SMMU looks at word 0 only and uses no CD.
         let old_cd = self.contexts.remove(&sid);
+        let old_cd_table = self.cd_tables.remove(&sid);
         let mut ste = new;
         let mut commands: Vec<Command> = Vec::with_capacity(3);
         let mut unused_cd = old_cd;
@@ -460,6 +469,11 @@ impl<R: Registers> Smmu<R> {
             // Only freed once the SMMU has been told to forget the STE that pointed at it.
             if result.is_ok() {
                 env.dma.free(buf);
+            }
+        }
+        if let Some(table) = old_cd_table {
+            if result.is_ok() {
+                substreams::release(env.dma, table);
             }
         }
         result

@@ -35,7 +35,8 @@ pub(super) struct Outstanding(BTreeMap<(u32, Option<u32>, u32), Answer>);
 impl<R: hwio::Registers> SmmuUnit<R> {
     /// Enables what the unit has of PRI and stalls; called at bring-up.
     pub(super) fn enable_recoverable_faults(&mut self, env: &mut Env<'_>) -> Result<(), SmmuError> {
-        self.stalls = self.stage == DomainStage::Stage1 && !self.hw.id_registers().stall_unsupported();
+        // Stalls are set in a stream's single CD: streams with CD tables (substreams) do not stall.
+        self.stalls = self.stage == DomainStage::Stage1 && !self.hw.id_registers().stall_unsupported() && self.substream_bits() == 0;
         if self.hw.id_registers().pri() {
             self.hw.enable_page_requests(env, PRI_QUEUE_LOG2)?;
         }

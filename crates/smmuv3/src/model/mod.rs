@@ -29,6 +29,7 @@
 
 mod memory;
 mod recoverable;
+mod substreams;
 mod walk;
 
 use alloc::collections::BTreeMap;
@@ -139,6 +140,8 @@ struct State {
     sync_interrupts: u64,
     lost_events: u64,
     recoverable: recoverable::RecoverableState,
+    /// CDs of substreams, by (StreamID, SubstreamID).
+    substream_cds: BTreeMap<(u32, u32), ContextDescriptor>,
 }
 
 /// The model SMMU.
@@ -211,6 +214,7 @@ impl SmmuModel {
         let mut state = self.state.borrow_mut();
         state.stes.clear();
         state.cds.clear();
+        state.substream_cds.clear();
         state.tlb.clear();
         state.walk_cache.clear();
     }
@@ -313,11 +317,15 @@ impl SmmuModel {
             StreamConfig::Bypass if ssid.is_none() => return Ok(iova),
             _ => {}
         }
-        // Substreams need stage 1 and S1CDMax > 0 (spec 5.2, C_BAD_SUBSTREAMID).
-        if ssid.is_some() {
+        let cd = if stream.stage1() && ste.s1_cd_max() != 0 {
+            match self.substream_cd(state, &ste, sid, ssid)? {
+                substreams::SubstreamCd::Cd(cd) => Some(cd),
+                substreams::SubstreamCd::Bypass => return Ok(iova),
+            }
+        } else if ssid.is_some() {
+            // Substreams need stage 1 and S1CDMax > 0 (spec 5.2, C_BAD_SUBSTREAMID).
             return Err(config_fault(EventType::BadSubstreamId));
-        }
-        let cd = if stream.stage1() {
+        } else if stream.stage1() {
             Some(match state.cds.get(&sid) {
                 Some(cached) => *cached,
                 None => {
@@ -442,7 +450,7 @@ impl SmmuModel {
             }
         }
         // QEMU: no substreams, no stall model; S1STALLD is only legal where stalls exist.
-        if stream.stage1() && (ste.s1_cd_max() != 0 || (ste.s1_stall_disable() && id.stall_unsupported())) {
+        if stream.stage1() && (!self.substreams_valid(&ste, stream) || (ste.s1_stall_disable() && id.stall_unsupported())) {
             return Err(config_fault(EventType::BadSte));
         }
         Ok(ste)
@@ -572,6 +580,7 @@ impl SmmuModel {
                 }
                 state.stes.remove(&(cmd.stream_id() as u32));
                 state.cds.remove(&(cmd.stream_id() as u32));
+                state.substream_cds.retain(|&(sid, _), _| sid != cmd.stream_id() as u32);
             }
             // CDs only: the STE that points to them stays cached (spec 4.3.4, 4.3.5).
             opcode::CFGI_CD | opcode::CFGI_CD_ALL => {
@@ -579,6 +588,9 @@ impl SmmuModel {
                     return Err(CommandErrorCode::Illegal);
                 }
                 state.cds.remove(&(cmd.stream_id() as u32));
+                let (sid, ssid) = (cmd.stream_id() as u32, cmd.substream_id() as u32);
+                let all = cmd.op() == opcode::CFGI_CD_ALL;
+                state.substream_cds.retain(|key, _| key.0 != sid || !(all || key.1 == ssid));
             }
             opcode::CFGI_STE_RANGE => {
                 if cmd.ssec() {
@@ -589,6 +601,7 @@ impl SmmuModel {
                 let outside = |sid: &u32| (*sid as u64) < first || (*sid as u64) > first + mask;
                 state.stes.retain(|sid, _| outside(sid));
                 state.cds.retain(|sid, _| outside(sid));
+                state.substream_cds.retain(|(sid, _), _| outside(sid));
             }
             opcode::TLBI_NH_ALL if s1 => {
                 state.tlb.retain(|e| !(e.asid.is_some() && vmid_matches(e.vmid)));
