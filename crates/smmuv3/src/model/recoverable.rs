@@ -159,13 +159,14 @@ impl SmmuModel {
         self.state.borrow().recoverable.stalled.values().filter(|stalled| stalled.resumed.is_none()).count()
     }
 
-    /// An ATS translation request: the result goes back to the device; no event, no stall.
-    pub fn translation_request(&self, sid: u32, ssid: Option<u32>, iova: u64, access: Access) -> Result<u64, ()> {
+    /// An ATS translation request: the translation, or `None`, goes back to the device; no
+    /// event, no stall.
+    pub fn translation_request(&self, sid: u32, ssid: Option<u32>, iova: u64, access: Access) -> Option<u64> {
         let mut state = self.state.borrow_mut();
         if state.cr0 & cr0::SMMUEN == 0 {
-            return Err(());
+            return None;
         }
-        self.translate_locked(&mut state, sid, ssid, iova, access == Access::Write).map_err(|_| ())
+        self.translate_locked(&mut state, sid, ssid, iova, access == Access::Write).ok()
     }
 }
 
@@ -243,7 +244,7 @@ impl<'a> RecoverableDevice<'a> {
         let last = (access.iova + access.len.max(1) as u64 - 1) & !0xfff;
         let missing: Vec<u64> = (first..=last)
             .step_by(4096)
-            .filter(|&page| self.model.translation_request(self.sid, access.ssid, page, kind).is_err())
+            .filter(|&page| self.model.translation_request(self.sid, access.ssid, page, kind).is_none())
             .collect();
         if missing.is_empty() {
             return self.perform(access);
