@@ -453,9 +453,14 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         if drain.overflowed {
             E::log(format_args!("iommu-server: unit {}: event queue overflowed, events were lost", unit_id.0));
         }
-        let (stalls, events): (Vec<DecodedEvent>, Vec<DecodedEvent>) = drain.events.into_iter().partition(|event| event.stall_tag.is_some());
+        // Stalled transactions are answered one by one: never folded into a burst.
+        let mut stalls: Vec<DecodedEvent> = Vec::new();
         let mut bursts: Vec<(DecodedEvent, u32)> = Vec::new();
-        for event in events {
+        for event in drain.events {
+            if event.stall_tag.is_some() {
+                stalls.push(event);
+                continue;
+            }
             let page = |e: &DecodedEvent| e.input_addr.map(|a| a & !(PAGE - 1));
             match bursts.last_mut() {
                 Some((first, count)) if first.stream_id == event.stream_id && first.kind == event.kind && first.read == event.read && page(first) == page(&event) => *count += 1,
