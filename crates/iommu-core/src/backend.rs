@@ -137,8 +137,9 @@ pub struct FaultEvent {
     pub access: Access,
     /// Why it faulted.
     pub reason: FaultReason,
-    /// Page request group index (for [`FaultReason::PageRequest`]; the backend delivers one
-    /// event per group, for its last request, since the response is per group).
+    /// For [`FaultReason::PageRequest`]: what the backend answers by, as it numbers it (a PRI
+    /// page request group index, delivered once per group for its last request since the
+    /// response is per group; or an SMMU stall tag, marked so it never equals a group index).
     pub group: u32,
 }
 
