@@ -3,6 +3,7 @@
 
 mod bring_up;
 mod queues;
+mod recoverable;
 mod support;
 mod strict_model;
 mod translation;
