@@ -205,3 +205,33 @@ fn pasid_tagged_dma_goes_through_the_pasids_domain() {
     assert_eq!(rig.read(rig.memory + PAGE, 6), b"tagged");
     rig.model.dma_write(rid, None, IOVA, b"still").expect("untagged DMA after the PASID went");
 }
+
+/// A write over three missing pages: the device sends a group of three requests and the
+/// driver gets one record, for the group's last page, answered once; the pager maps that page,
+/// the device asks again for the two still missing, and so on until the write completes.
+#[test]
+fn a_group_is_one_record_and_one_answer() {
+    let mut rig = Rig::new();
+    let mut device = rig.pri_device();
+    let data: Vec<u8> = (0..3 * PAGE as usize).map(|i| (i / 7) as u8).collect();
+    assert_eq!(device.write(None, IOVA, &data), PriOutcome::Held { group: 1 });
+    let mut answered = Vec::new();
+    let outcome = loop {
+        assert_eq!(rig.event_thread(), vec![FaultDelivery::Queued { owner: DRIVER }], "one record per group");
+        let records = rig.server.fault_read(DRIVER, rig.fault, 8).unwrap().records;
+        assert_eq!(records.len(), 1);
+        let page = (records[0].iova - IOVA) / PAGE;
+        answered.push(page);
+        rig.server.ioas_map(DRIVER, rig.ioas, MEM, page * PAGE, PAGE, IovaChoice::Fixed(records[0].iova), Perm::READ_WRITE).unwrap();
+        rig.server.fault_respond(DRIVER, rig.fault, records[0].cookie, PageResponseCode::Success).unwrap();
+        match device.poll().pop().expect("the answer reached the device").1 {
+            PriOutcome::Held { .. } => continue,
+            finished => break finished,
+        }
+    };
+    assert_eq!(outcome, PriOutcome::Completed(data.clone()));
+    assert_eq!(answered, vec![2, 1, 0], "each record names its group's last page");
+    assert_eq!(rig.read(rig.memory, data.len()), data);
+    let groups: Vec<u16> = rig.model.page_responses().iter().map(|response| response.group).collect();
+    assert_eq!(groups, vec![1, 2, 3], "one answer per group");
+}

@@ -278,8 +278,8 @@ impl<'a> RecoverableDevice<'a> {
         }
     }
 
-    /// Finishes the held accesses whose answer arrived: (what it waited for, how it ended).
-    /// A retried access that stalls again stays held on its new tag.
+    /// Moves on the held accesses whose answer arrived: (what it waited for, what happened);
+    /// one that waits again (new page requests, or a new stall) stays held.
     pub fn poll(&mut self) -> Vec<(RecoverableOutcome, RecoverableOutcome)> {
         let responses = self.model.pri_responses();
         let fresh = &responses[self.seen_responses..];
@@ -298,13 +298,18 @@ impl<'a> RecoverableDevice<'a> {
                 still_held.push(access);
                 continue;
             };
-            let outcome = if retry { self.perform(&access) } else { RecoverableOutcome::Failed };
-            if let RecoverableOutcome::Stalled { .. } = outcome {
-                access.waiting = outcome;
+            // A PRI device starts over (asking again for pages still missing); a stalled
+            // transaction is translated again (and may stall again).
+            let outcome = match (retry, self.recovery) {
+                (false, _) => RecoverableOutcome::Failed,
+                (true, Recovery::PageRequests) => self.request_pages(&access),
+                (true, Recovery::Stall) => self.perform(&access),
+            };
+            let waited = core::mem::replace(&mut access.waiting, outcome.clone());
+            if matches!(outcome, RecoverableOutcome::AwaitingResponse { .. } | RecoverableOutcome::Stalled { .. }) {
                 still_held.push(access);
-                continue;
             }
-            finished.push((access.waiting.clone(), outcome));
+            finished.push((waited, outcome));
         }
         self.held = still_held;
         self.seen_responses = responses.len();

@@ -245,7 +245,8 @@ struct HeldAccess {
 
 /// A device with ATS and PRI on one requester ID: an access whose pages do not translate is
 /// held, with one page request per missing page in one group (LPIG on the last), until the
-/// group's response arrives; on "success" the whole access is retried through the unit.
+/// group's response arrives; on "success" the device starts the access over (translation
+/// requests, new page requests for what is still missing, else the DMA through the unit).
 pub struct PriDevice<'a> {
     model: &'a VtdModel,
     requester: RequesterId,
@@ -314,9 +315,10 @@ impl<'a> PriDevice<'a> {
         }
     }
 
-    /// Takes the responses that arrived since the last call and finishes the held accesses
-    /// they answer: (group, outcome) per finished access. A response for no held group is
-    /// ignored, as a device ignores an unexpected PRG response.
+    /// Takes the responses that arrived since the last call and moves on the held accesses
+    /// they answer: (answered group, outcome) each; an access still missing pages is held
+    /// again under a new group. A response for no held group is ignored, as a device ignores
+    /// an unexpected PRG response.
     pub fn poll(&mut self) -> Vec<(u16, PriOutcome)> {
         let responses = self.model.page_responses();
         let mut finished = Vec::new();
@@ -328,8 +330,11 @@ impl<'a> PriDevice<'a> {
                 continue;
             };
             let access = self.held.remove(index);
-            let outcome = if response.code == response_code::SUCCESS { self.perform(&access) } else { PriOutcome::Failed(response.code) };
-            finished.push((access.group, outcome));
+            let group = access.group;
+            // Success: the device starts over, asking again for any page still missing (a
+            // pager may have mapped only some), as a PRI device retries its translations.
+            let outcome = if response.code == response_code::SUCCESS { self.start(access) } else { PriOutcome::Failed(response.code) };
+            finished.push((group, outcome));
         }
         self.seen_responses = responses.len();
         finished
