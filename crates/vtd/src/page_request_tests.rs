@@ -169,3 +169,22 @@ fn page_requests_are_enabled_once_before_any_attach() {
     legacy.init(Mode::Legacy, &mut dma).unwrap();
     assert!(matches!(legacy.enable_page_requests(&mut dma), Err(VtdError::Unsupported(_))));
 }
+
+/// The page request event follows PPR: one MSI when the first request arrives, none for the
+/// next while PPR stays set; masked, it is pended in PECTL.IP and sent on unmask.
+#[test]
+fn the_page_request_event_fires_once_per_pending_batch_and_respects_the_mask() {
+    let mut rig = Rig::new(true);
+    let model = rig.model;
+    let request = |group: u16| PageRequest { requester: DEVICE, pasid: None, address: IOVA, read: true, write: false, last_in_group: true, group };
+    model.page_request(request(1));
+    model.page_request(request(2));
+    assert_eq!(model.page_request_interrupts().len(), 1, "PPR was already set");
+    rig.unit.drain_page_requests();
+    rig.unit.mask_page_request_interrupts();
+    model.page_request(request(3));
+    assert_eq!(model.page_request_interrupts().len(), 1, "a masked event was sent");
+    rig.unit.enable_page_request_interrupts(0xfee0_0000, 0x61);
+    assert_eq!(model.page_request_interrupts(), vec![(0xfee0_0000, 0x61); 2], "the pended event was not sent on unmask");
+    assert_eq!(rig.unit.drain_page_requests().requests, vec![request(3)]);
+}
