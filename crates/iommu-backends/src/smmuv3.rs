@@ -105,6 +105,8 @@ pub struct SmmuUnit<R: hwio::Registers> {
     stalls: bool,
     /// Page requests and stalls delivered and not yet answered.
     outstanding: page_requests::Outstanding,
+    /// What the object model is told the unit offers (fixed at bring-up).
+    caps: UnitCaps,
 }
 
 impl<R: hwio::Registers> SmmuUnit<R> {
@@ -188,9 +190,16 @@ impl<E: Environment> SmmuBackend<E> {
         let output_bits = (id.oas_bits() as u8).min(MAX_OUTPUT_BITS);
         let index = self.units.len();
         // Placeholder until the blocking domain exists: it is allocated on this very unit.
-        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, blocking: HwDomainId(0), stalls: false, outstanding: Default::default() });
+        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, blocking: HwDomainId(0), stalls: false, outstanding: Default::default(), caps: UnitCaps::empty() });
         let mut env = Env { dma: &mut self.dma, clock: &self.clock };
-        self.units[index].enable_recoverable_faults(&mut env).map_err(|_| "cannot enable the PRI queue")?;
+        let unit = &mut self.units[index];
+        unit.enable_recoverable_faults(&mut env).map_err(|_| "cannot enable the PRI queue")?;
+        if unit.recoverable_faults() {
+            unit.caps = unit.caps.union(UnitCaps::PAGE_REQUESTS);
+        }
+        if unit.substream_bits() != 0 {
+            unit.caps = unit.caps.union(UnitCaps::PASID);
+        }
         let blocking = self.allocate(index).map_err(|_| "no memory for the blocking domain")?;
         self.units[index].blocking = blocking.id;
         let sids: Vec<u32> = self.units[index].streams.values().copied().collect();
@@ -320,16 +329,7 @@ impl<E: Environment> SmmuBackend<E> {
 
 impl<E: Environment> IommuBackend for SmmuBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.units.get(unit.0 as usize).map(|unit| {
-            let mut caps = UnitCaps::empty();
-            if unit.recoverable_faults() {
-                caps = caps.union(UnitCaps::PAGE_REQUESTS);
-            }
-            if unit.substream_bits() != 0 {
-                caps = caps.union(UnitCaps::PASID);
-            }
-            UnitInfo { kind: UnitKind::ArmSmmuV3, caps }
-        })
+        self.units.get(unit.0 as usize).map(|unit| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: unit.caps })
     }
 
     fn reserved_regions(&self, _unit: UnitId, _rid: RequesterId) -> Vec<ReservedRegion> {

@@ -66,6 +66,8 @@ pub struct Unit<E: Environment> {
     irtes_in_use: [u64; IRTE_WORDS],
     /// Page request groups delivered and not yet answered.
     outstanding_groups: page_requests::OutstandingGroups,
+    /// What the object model is told the unit offers (fixed at bring-up).
+    caps: UnitCaps,
 }
 
 const IRTE_WORDS: usize = (1 << IRTE_TABLE_LOG2) / 64;
@@ -151,8 +153,16 @@ impl<E: Environment> Unit<E> {
             rmrrs: BTreeMap::new(),
             irtes_in_use: [0; IRTE_WORDS],
             outstanding_groups: Default::default(),
+            caps: UnitCaps::empty(),
         };
         unit.enable_page_requests(dma)?;
+        // Tagged PASIDs need scalable second-level domains (see `replace_pasid`).
+        if unit.kind == TableKind::ScalableSecondLevel && ecap.pasid() {
+            unit.caps = unit.caps.union(UnitCaps::PASID);
+        }
+        if unit.hw.page_requests_enabled() {
+            unit.caps = unit.caps.union(UnitCaps::PAGE_REQUESTS);
+        }
         Ok(unit)
     }
 
@@ -237,17 +247,7 @@ impl<E: Environment> VtdBackend<E> {
 
 impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.unit(unit).map(|unit| {
-            let mut caps = UnitCaps::empty();
-            // Tagged PASIDs need scalable second-level domains (see `replace_pasid`).
-            if unit.kind == TableKind::ScalableSecondLevel && unit.hw.extended_capability().pasid() {
-                caps = caps.union(UnitCaps::PASID);
-            }
-            if unit.hw.page_requests_enabled() {
-                caps = caps.union(UnitCaps::PAGE_REQUESTS);
-            }
-            UnitInfo { kind: UnitKind::IntelVtd, caps }
-        })
+        self.unit(unit).map(|unit| UnitInfo { kind: UnitKind::IntelVtd, caps: unit.caps })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
