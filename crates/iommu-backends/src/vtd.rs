@@ -474,7 +474,12 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             };
             sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
         }
-        reported + unit.drain_page_requests(unit_id, sink)
+        // Most units have no page request queue: their fault path does not even look.
+        if unit.hw.page_requests_enabled() {
+            reported + unit.drain_page_requests(unit_id, sink)
+        } else {
+            reported
+        }
     }
 
     fn page_response(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode) {
