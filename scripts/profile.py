@@ -13,7 +13,9 @@ are close to, not exactly, what the icount benchmarks print.
         --elf target/user/x86_64-target/release/iommu-server [--window SYMBOL]
 
 --window SYMBOL counts only between the first and the last execution of a function whose name
-contains SYMBOL (for example the benchmark function), to leave boot and setup out.
+contains SYMBOL (for example the benchmark function), to leave boot and setup out; --from and
+--to narrow it to one path inside (from the first run of one function to the next run of
+another, for example the server's event thread to the driver's code after `fault_read`).
 """
 
 import argparse
@@ -77,6 +79,9 @@ def main():
     parser.add_argument("--append", required=True, help="kernel command line, e.g. test=bench::iommu")
     parser.add_argument("--elf", action="append", default=[], help="user program to symbolize against")
     parser.add_argument("--window", help="count only between first and last run of this function")
+    parser.add_argument("--from", dest="start", help="within the window, start at the first run of this function")
+    parser.add_argument("--to", dest="end", help="end at the first run of this function after --from")
+    parser.add_argument("--sequence", action="store_true", help="also print the path: runs of one function in order, with their instructions")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--iommu", help="qemu-run.sh --iommu mode")
     parser.add_argument("--blocks", help="also list the hottest blocks of functions containing this")
@@ -110,6 +115,14 @@ def main():
         if not hits:
             sys.exit(f"profile: no executed function matches {args.window!r}")
         first, last = hits[0], hits[-1] + 1
+    if args.start:
+        first = next((i for i in range(first, last) if args.start in names[i]), None)
+        if first is None:
+            sys.exit(f"profile: no function matching {args.start!r} runs in the window")
+    if args.end:
+        last = next((i for i in range(first + 1, last) if args.end in names[i]), None)
+        if last is None:
+            sys.exit(f"profile: no function matching {args.end!r} runs after {args.start!r}")
     per_function = Counter()
     for pc, name in zip(executed[first:last], names[first:last]):
         per_function[name] += block_size.get(pc, 0)
@@ -122,6 +135,15 @@ def main():
     print(f"{total} guest instructions in {last - first} blocks")
     for name, count in per_function.most_common(args.top):
         print(f"{count:>10} {100 * count / max(total, 1):5.1f}%  {name}")
+    if args.sequence:
+        runs = []
+        for pc, name in zip(executed[first:last], names[first:last]):
+            if runs and runs[-1][0] == name:
+                runs[-1][1] += block_size.get(pc, 0)
+            else:
+                runs.append([name, block_size.get(pc, 0)])
+        for name, count in runs:
+            print(f"  {count:>6}  {name}")
     for pc, count in per_block.most_common(args.top):
         print(f"{count:>10}  block {pc:#x} ({block_size.get(pc, 0)} instructions)  {name_of(pc)}")
 

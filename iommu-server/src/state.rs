@@ -110,6 +110,8 @@ pub struct State {
     free_receive_slots: Vec<u64>,
     receive_slot: u64,
     iommu_described: bool,
+    /// Faults nobody received that the console was told of (see `drain_faults`).
+    undelivered_logged: u32,
 }
 
 // SAFETY: the state holds raw pointers only into mappings (registers, DMA tables, windows, the
@@ -178,6 +180,7 @@ pub fn bring_up(status: StatusPage, limits: ClientLimits, platform: impl FnOnce(
         free_receive_slots: receive_slots,
         receive_slot: 0,
         iommu_described,
+        undelivered_logged: 0,
     };
     state.receive_slot = state.free_receive_slots.pop().expect("receive slots");
     Ok(state)
@@ -197,20 +200,26 @@ impl State {
     }
 
     /// Drains every unit's faults through the object model into their owners' fault queues,
-    /// wakes the owners, and keeps the count and the last fault on the status page.
+    /// wakes the owners, and keeps the count and the last fault on the status page. A fault
+    /// its owner receives is the owner's to report; the console gets only those nobody
+    /// receives, and only the first [`UNDELIVERED_LOG_LINES`] of them, so that a device
+    /// faulting without pause neither floods the console nor slows fault delivery.
     fn drain_faults(&mut self) {
-        let State { server, windows, status: page, .. } = self;
+        let State { server, windows, status: page, undelivered_logged, .. } = self;
         for unit in 0..server.backend().unit_count() {
             let mut delivered = 0;
             let reported = server.drain_faults(UnitId(unit as u32), &mut |fault, delivery| {
                 delivered += 1;
                 windows.notify_fault_owner(delivery);
                 record_fault(page, fault);
-                log_fault(fault, delivery);
+                if !matches!(delivery, FaultDelivery::Queued { .. }) {
+                    log_undelivered_fault(fault, delivery, undelivered_logged);
+                }
             });
             // Faults naming no device (which the backend only logged) count all the same.
             page.add(status::FAULTS, (reported - delivered) as u64);
         }
+        page.set(status::UNROUTED_FAULTS, server.unrouted_faults());
     }
 
     fn publish_counters(&self) {
@@ -368,7 +377,19 @@ fn record_fault(page: &StatusPage, fault: &DrainedFault) {
     page.add(status::FAULTS, 1);
 }
 
-fn log_fault(fault: &DrainedFault, delivery: FaultDelivery) {
+/// Console lines the server writes for faults nobody receives; later ones are only counted
+/// (status page, `FAULTS` and `UNROUTED_FAULTS`).
+const UNDELIVERED_LOG_LINES: u32 = 64;
+
+fn log_undelivered_fault(fault: &DrainedFault, delivery: FaultDelivery, logged: &mut u32) {
+    if *logged > UNDELIVERED_LOG_LINES {
+        return;
+    }
+    *logged += 1;
+    if *logged > UNDELIVERED_LOG_LINES {
+        println!("iommu-server: more faults nobody receives; from here on they are only counted on the status page");
+        return;
+    }
     let event = &fault.event;
     let to = match delivery {
         FaultDelivery::Queued { .. } => "queued to its owner",
@@ -392,8 +413,15 @@ fn log_fault(fault: &DrainedFault, delivery: FaultDelivery) {
 
 /// The event thread's body: `arg` is unused.
 extern "C" fn event_thread(_arg: u64) -> ! {
+    // The fault interrupt is acknowledged with the next wait (one kernel entry for both),
+    // once its faults are drained.
+    let mut fault_irq_serviced = false;
     loop {
-        let bits = match syscall::notify_wait(slots::EVENTS) {
+        let waited = match core::mem::take(&mut fault_irq_serviced) {
+            true => syscall::irq_ack_and_wait(slots::FAULT_IRQ, slots::EVENTS),
+            false => syscall::notify_wait(slots::EVENTS),
+        };
+        let bits = match waited {
             Ok(bits) => bits,
             Err(error) => {
                 println!("iommu-server: event wait failed: {error:?}");
@@ -403,7 +431,7 @@ extern "C" fn event_thread(_arg: u64) -> ! {
         with(|state| {
             if bits & 1 << slots::FAULT_EVENT_BIT != 0 {
                 state.drain_faults();
-                let _ = syscall::irq_ack(slots::FAULT_IRQ);
+                fault_irq_serviced = true;
             }
             #[cfg(target_arch = "aarch64")]
             if bits & 1 << slots::GERROR_EVENT_BIT != 0 {
@@ -412,15 +440,17 @@ extern "C" fn event_thread(_arg: u64) -> ! {
             }
             // Before reaping: a client's end revokes what it lent, and once it is counted as
             // reaped nothing of it is held any more.
-            if bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0 {
+            let revoked = bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0;
+            if revoked {
                 crate::revocation::process(&mut state.server, &mut state.devices);
+                state.publish_counters();
             }
-            for badge in 1..=slots::MAX_CLIENTS {
-                if bits & 1 << badge != 0 {
-                    state.reap(badge);
-                }
+            // One bit per client badge (1..=MAX_CLIENTS): visit only the set ones.
+            let mut ended = bits & ((1 << (slots::MAX_CLIENTS + 1)) - 2);
+            while ended != 0 {
+                state.reap(u64::from(ended.trailing_zeros()));
+                ended &= ended - 1;
             }
-            state.publish_counters();
         });
     }
 }

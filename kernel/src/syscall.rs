@@ -10,7 +10,7 @@ use crate::usermem::UserSlice;
 use alloc::rc::Rc;
 use core::cell::RefCell;
 use alloc::vec::Vec;
-use kernel_abi::{Error, MemFlags, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, MAX_REVOCATION_RECORDS, NO_CAP, REVOCATION_RECORD_WORDS};
+use kernel_abi::{Error, MemFlags, MAX_CONTIGUOUS_PAGES, MAX_PIN_RANGE, ObjectType, Rights, Syscall, WaitFlags, MAX_DEBUG_WRITE, MAX_MEMORY_OBJECT_PAGES, MAX_PINS, MAX_REVOCATION_RECORDS, NO_CAP, REVOCATION_RECORD_WORDS};
 
 /// What the calling thread does next, or the error it gets.
 type Outcome = Result<Continuation, Error>;
@@ -108,6 +108,10 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         }
         Syscall::NotifyWait | Syscall::NotifyPoll => {
             let n = notification(kernel, pid, a[0], Rights::READ)?;
+            let flags = WaitFlags::from_bits(a[1]).ok_or(Error::InvalidArgument)?;
+            if flags.contains(WaitFlags::ACK_IRQ) {
+                acknowledge_irq(kernel, pid, a[2])?;
+            }
             let bits = core::mem::take(&mut n.borrow_mut().bits);
             if bits != 0 || call == Syscall::NotifyPoll {
                 return values(&[bits]);
@@ -160,13 +164,10 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
         },
         Syscall::IrqBind => irq_bind(kernel, pid, a[0], a[1], a[2]),
         Syscall::IrqUnbind => irq_unbind(kernel, pid, a[0]),
-        Syscall::IrqAck => match cap_of(kernel, pid, a[0], ObjectType::Irq, Rights::CONTROL)?.object {
-            Object::Irq(irq) => {
-                arch::irq_set_enabled(irq.borrow().line, true);
-                values(&[])
-            }
-            _ => unreachable!("type checked"),
-        },
+        Syscall::IrqAck => {
+            acknowledge_irq(kernel, pid, a[0])?;
+            values(&[])
+        }
         Syscall::ThreadCreate => {
             let (entry, stack, arg, priority) = (a[0], a[1], a[2], a[3]);
             if entry == 0 || entry >= USER_TOP || stack > USER_TOP {
@@ -312,6 +313,17 @@ fn debug_write(kernel: &Kernel, pid: Pid, ptr: u64, len: u64) -> Outcome {
     slice.copy_into(&kernel.processes[pid].space, &mut buf[..len as usize])?;
     arch::console_write(&buf[..len as usize]);
     values(&[])
+}
+
+/// Re-enables the line of the IRQ capability in `slot` (needs CONTROL).
+fn acknowledge_irq(kernel: &Kernel, pid: Pid, slot: u64) -> Result<(), Error> {
+    match cap_of(kernel, pid, slot, ObjectType::Irq, Rights::CONTROL)?.object {
+        Object::Irq(irq) => {
+            arch::irq_set_enabled(irq.borrow().line, true);
+            Ok(())
+        }
+        _ => unreachable!("type checked"),
+    }
 }
 
 #[inline(never)]

@@ -22,7 +22,7 @@ use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
 use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
 use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use slot_table::SlotTable;
-use smmuv3::{DecodedEvent, Env, EventType, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
+use smmuv3::{DecodedEvent, Env, EventRecord, EventType, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
@@ -99,6 +99,9 @@ pub struct SmmuUnit<R: hwio::Registers> {
     output_bits: u8,
     /// StreamID of each PCI requester ID behind this unit (from the firmware's ID mapping).
     streams: BTreeMap<u32, u32>,
+    /// The requester ID each StreamID of `streams` stands for (the lowest, where firmware maps
+    /// several to one stream): how a fault event finds its device.
+    requesters: BTreeMap<u32, u32>,
     /// The domain every known, unattached stream is attached to (see the module documentation).
     blocking: HwDomainId,
     /// Stage-1 translation faults stall (the unit supports stalls, domains are stage 1).
@@ -112,7 +115,7 @@ pub struct SmmuUnit<R: hwio::Registers> {
 impl<R: hwio::Registers> SmmuUnit<R> {
     /// The requester ID whose DMA carries `sid`, if the firmware maps one to it.
     pub fn requester_of(&self, sid: u32) -> Option<u32> {
-        self.streams.iter().find_map(|(&rid, &stream)| (stream == sid).then_some(rid))
+        self.requesters.get(&sid).copied()
     }
 }
 
@@ -190,7 +193,11 @@ impl<E: Environment> SmmuBackend<E> {
         let output_bits = (id.oas_bits() as u8).min(MAX_OUTPUT_BITS);
         let index = self.units.len();
         // Placeholder until the blocking domain exists: it is allocated on this very unit.
-        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, blocking: HwDomainId(0), stalls: false, outstanding: Default::default(), caps: UnitCaps::empty() });
+        let mut requesters = BTreeMap::new();
+        for (&rid, &sid) in &streams {
+            requesters.entry(sid).or_insert(rid);
+        }
+        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, requesters, blocking: HwDomainId(0), stalls: false, outstanding: Default::default(), caps: UnitCaps::empty() });
         let mut env = Env { dma: &mut self.dma, clock: &self.clock };
         let unit = &mut self.units[index];
         unit.enable_recoverable_faults(&mut env).map_err(|_| "cannot enable the PRI queue")?;
@@ -449,44 +456,42 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     /// reports a blocked transfer once per access) is one fault, with the burst's first address.
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
-        let drain = unit.hw.drain_events();
-        if drain.overflowed {
-            E::log(format_args!("iommu-server: unit {}: event queue overflowed, events were lost", unit_id.0));
-        }
+        let SmmuUnit { hw, requesters, .. } = unit;
+        // Records are compared raw and only a burst's first is decoded.
+        let continues = |first: &EventRecord, next: &EventRecord| {
+            first.stream_id() == next.stream_id()
+                && first.event_id() == next.event_id()
+                && first.read() == next.read()
+                && first.input_addr() & !(PAGE - 1) == next.input_addr() & !(PAGE - 1)
+        };
         // Stalled transactions are answered one by one: never folded into a burst.
         let mut stalls: Vec<DecodedEvent> = Vec::new();
-        let mut bursts: Vec<(DecodedEvent, u32)> = Vec::new();
-        for event in drain.events {
-            if event.stall_tag.is_some() {
-                stalls.push(event);
-                continue;
+        let mut burst: Option<(EventRecord, u32)> = None;
+        let mut reported = 0;
+        let overflowed = hw.drain_event_records(|record| {
+            if record.stall() {
+                let decoded = record.decode();
+                if decoded.stall_tag.is_some() {
+                    stalls.push(decoded);
+                    return;
+                }
             }
-            let page = |e: &DecodedEvent| e.input_addr.map(|a| a & !(PAGE - 1));
-            match bursts.last_mut() {
-                Some((first, count)) if first.stream_id == event.stream_id && first.kind == event.kind && first.read == event.read && page(first) == page(&event) => *count += 1,
-                _ => bursts.push((event, 1)),
+            match &mut burst {
+                Some((first, count)) if continues(first, &record) => *count += 1,
+                _ => {
+                    if let Some((first, count)) = burst.replace((record, 1)) {
+                        reported += 1;
+                        deliver_burst::<E>(unit_id, requesters, first.decode(), count, sink);
+                    }
+                }
             }
+        });
+        if let Some((first, count)) = burst {
+            reported += 1;
+            deliver_burst::<E>(unit_id, requesters, first.decode(), count, sink);
         }
-        let reported = bursts.len();
-        for (event, count) in bursts {
-            let rid = unit.requester_of(event.stream_id);
-            let (Some(address), Some(rid)) = (event.input_addr, rid) else {
-                // Configuration errors (C_BAD_STREAMID, C_BAD_STE, ...) carry no address, or the
-                // stream belongs to no enumerated function: nothing to route.
-                E::log(format_args!("iommu-server: unit {}: {count} x {} from stream {:#x} (no client to tell)", unit_id.0, event.kind.name(), event.stream_id));
-                continue;
-            };
-            let event_kind = event.kind;
-            let event = FaultEvent {
-                unit: unit_id,
-                rid: RequesterId(rid),
-                pasid: event.substream_id,
-                iova: address,
-                access: access_of(&event),
-                reason: fault_reason(event.kind),
-                group: 0,
-            };
-            sink(DrainedFault { event, code: u32::from(event_kind.id()), name: event_kind.name() });
+        if overflowed {
+            E::log(format_args!("iommu-server: unit {}: event queue overflowed, events were lost", unit_id.0));
         }
         reported + unit.deliver_recoverable(unit_id, stalls, sink, &|line| E::log(line))
     }
@@ -496,6 +501,29 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         let mut env = Env { dma: &mut self.dma, clock: &self.clock };
         unit.answer::<E>(&mut env, rid, pasid, group, code);
     }
+}
+
+/// Hands the fault a burst of `count` events starting with `event` stands for to `sink`, or
+/// logs it when nothing can be routed.
+fn deliver_burst<E: Environment>(unit_id: UnitId, requesters: &BTreeMap<u32, u32>, event: DecodedEvent, count: u32, sink: &mut dyn FnMut(DrainedFault)) {
+    let rid = requesters.get(&event.stream_id).copied();
+    let (Some(address), Some(rid)) = (event.input_addr, rid) else {
+        // Configuration errors (C_BAD_STREAMID, C_BAD_STE, ...) carry no address, or the
+        // stream belongs to no enumerated function: nothing to route.
+        E::log(format_args!("iommu-server: unit {}: {count} x {} from stream {:#x} (no client to tell)", unit_id.0, event.kind.name(), event.stream_id));
+        return;
+    };
+    let event_kind = event.kind;
+    let event = FaultEvent {
+        unit: unit_id,
+        rid: RequesterId(rid),
+        pasid: event.substream_id,
+        iova: address,
+        access: access_of(&event),
+        reason: fault_reason(event.kind),
+        group: 0,
+    };
+    sink(DrainedFault { event, code: u32::from(event_kind.id()), name: event_kind.name() });
 }
 
 /// The object-model reason of an SMMU fault event.

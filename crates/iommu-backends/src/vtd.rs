@@ -443,12 +443,9 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
 
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
-        let report = unit.hw.drain_faults();
-        if report.overflowed {
-            E::log(format_args!("iommu-server: unit {}: fault records overflowed, faults were lost", unit_id.0));
-        }
-        let reported = report.faults.len();
-        for fault in report.faults {
+        let mut reported = 0;
+        let overflowed = unit.hw.drain_faults_each(|fault| {
+            reported += 1;
             // An interrupt request is a write; its record names the interrupt index it asked
             // for (bits 63:48) where a DMA fault names the page.
             let (access, address, reason) = match fault.kind {
@@ -473,6 +470,9 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
                 group: 0,
             };
             sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
+        });
+        if overflowed {
+            E::log(format_args!("iommu-server: unit {}: fault records overflowed, faults were lost", unit_id.0));
         }
         // Most units have no page request queue: their fault path does not even look.
         if unit.hw.page_requests_enabled() {

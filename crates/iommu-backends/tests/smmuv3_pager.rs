@@ -15,6 +15,14 @@ use iommu_core::fake::{FakeMemory as FakeKernel, FakeObject};
 use iommu_core::{ClientId, DeviceGrant, FaultDelivery, HwptAllocOptions, IommuBackend, MemoryObjectId, ObjectModel, RequesterId, ServerConfig, UnitId};
 use smmuv3::model::{FakeMemory, ModelConfig, ModelDma, PriResponseRecord, RecoverableDevice, RecoverableOutcome, Recovery, SmmuModel, StepClock};
 
+/// `fault_read`'s records, collected.
+fn read_faults<B: IommuBackend, M: iommu_core::MemorySource>(server: &mut ObjectModel<B, M>, client: ClientId, fault: Handle, max: usize) -> Vec<iommu_abi::FaultRecord> {
+    let mut records = Vec::new();
+    server.fault_read(client, fault, max, |record| records.push(record)).expect("fault_read");
+    records
+}
+
+
 struct Model;
 
 impl Environment for Model {
@@ -82,7 +90,7 @@ impl Rig {
     /// The driver's pager: takes the one pending request, maps page `page` of its memory at
     /// the requested address, answers success.
     fn pager(&mut self, page: u64) {
-        let records = self.server.fault_read(DRIVER, self.fault, 8).unwrap().records;
+        let records = read_faults(&mut self.server, DRIVER, self.fault, 8);
         assert_eq!(records.len(), 1, "{records:?}");
         let record = records[0];
         assert_eq!((record.device, record.pasid, record.iova & !(PAGE - 1), record.access, record.reason), (self.device, None, IOVA, Access::WRITE, FaultReason::PageRequest));
@@ -147,7 +155,7 @@ fn pending_requests_are_answered_on_every_teardown() {
         let mut requesting = RecoverableDevice::new(rig.model, STREAM, Recovery::PageRequests);
         requesting.read(None, IOVA + PAGE, 4);
         assert_eq!(rig.event_thread().len(), 2);
-        let read = rig.server.fault_read(DRIVER, rig.fault, 1).unwrap().records[0];
+        let read = read_faults(&mut rig.server, DRIVER, rig.fault, 1)[0];
         teardown(&mut rig);
         assert_eq!(rig.model.stall_resolution(stag), Some(0), "{name}: the stall was not terminated");
         assert_eq!(stalling.poll(), vec![(RecoverableOutcome::Stalled { stag }, RecoverableOutcome::Failed)], "{name}");

@@ -17,6 +17,14 @@ use iommu_core::{ClientId, DeviceGrant, FaultDelivery, HwptAllocOptions, IommuBa
 use vtd::descriptors::response_code;
 use vtd::model::{qemu, FakeDma, PageGroupResponse, PhysMemory, PriDevice, PriOutcome, StepClock, VtdModel};
 
+/// `fault_read`'s records, collected.
+fn read_faults<B: IommuBackend, M: iommu_core::MemorySource>(server: &mut ObjectModel<B, M>, client: ClientId, fault: Handle, max: usize) -> Vec<iommu_abi::FaultRecord> {
+    let mut records = Vec::new();
+    server.fault_read(client, fault, max, |record| records.push(record)).expect("fault_read");
+    records
+}
+
+
 struct Model;
 
 impl Environment for Model {
@@ -107,7 +115,7 @@ fn the_pager_maps_the_page_and_the_held_write_completes() {
         assert_eq!(rig.event_thread(), vec![FaultDelivery::Queued { owner: DRIVER }]);
 
         // The driver's pager.
-        let records = rig.server.fault_read(DRIVER, rig.fault, 8).unwrap().records;
+        let records = read_faults(&mut rig.server, DRIVER, rig.fault, 8);
         assert_eq!(records.len(), 1);
         let record = records[0];
         assert_eq!((record.device, record.pasid, record.iova, record.access, record.reason), (rig.device, tag, iova, Access::WRITE, FaultReason::PageRequest));
@@ -133,7 +141,7 @@ fn pending_requests_are_answered_invalid_on_every_teardown() {
     let mut device = rig.pri_device();
     assert_eq!(device.write(None, IOVA, b"x"), PriOutcome::Held { group: 1 });
     rig.event_thread();
-    let cookie = rig.server.fault_read(DRIVER, rig.fault, 8).unwrap().records[0].cookie;
+    let cookie = read_faults(&mut rig.server, DRIVER, rig.fault, 8)[0].cookie;
     rig.server.device_detach(DRIVER, rig.device, None).unwrap();
     assert_eq!(device.poll(), vec![(1, PriOutcome::Failed(response_code::INVALID_REQUEST))]);
     assert_eq!(rig.server.fault_respond(DRIVER, rig.fault, cookie, PageResponseCode::Success), Err(Error::NoSuchFault));
@@ -147,7 +155,7 @@ fn pending_requests_are_answered_invalid_on_every_teardown() {
     rig.event_thread();
     rig.server.device_replace(DRIVER, rig.device, same_queue, None).unwrap();
     assert_eq!(device.poll(), vec![(1, PriOutcome::Failed(response_code::INVALID_REQUEST))]);
-    assert!(rig.server.fault_read(DRIVER, rig.fault, 8).unwrap().records.is_empty());
+    assert!(read_faults(&mut rig.server, DRIVER, rig.fault, 8).is_empty());
 
     // The driver exits (its queue is destroyed with it).
     let mut rig = Rig::new();
@@ -155,7 +163,7 @@ fn pending_requests_are_answered_invalid_on_every_teardown() {
     device.write(None, IOVA, b"y");
     device.write(None, IOVA + PAGE, b"z");
     rig.event_thread();
-    rig.server.fault_read(DRIVER, rig.fault, 1).unwrap();
+    read_faults(&mut rig.server, DRIVER, rig.fault, 1);
     rig.server.close_client(DRIVER).unwrap();
     let mut finished = device.poll();
     finished.sort_by_key(|(group, _)| *group);
@@ -218,7 +226,7 @@ fn a_group_is_one_record_and_one_answer() {
     let mut answered = Vec::new();
     let outcome = loop {
         assert_eq!(rig.event_thread(), vec![FaultDelivery::Queued { owner: DRIVER }], "one record per group");
-        let records = rig.server.fault_read(DRIVER, rig.fault, 8).unwrap().records;
+        let records = read_faults(&mut rig.server, DRIVER, rig.fault, 8);
         assert_eq!(records.len(), 1);
         let page = (records[0].iova - IOVA) / PAGE;
         answered.push(page);

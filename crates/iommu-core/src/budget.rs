@@ -23,7 +23,7 @@
 use core::mem::size_of;
 
 use crate::backend::{HwDomainId, ReservedRegion};
-use crate::objects::{Area, Attachment, Body, HandleEntry, HandleRef, HwptParent, Object, ObjectId, PendingRequest, QueuedFault};
+use crate::objects::{Area, Attachment, Body, HandleEntry, HandleRef, HwptParent, Object, ObjectId, PendingRequest, QueuedFault, FAULT_RECORDS_RESERVED};
 
 /// How much of each resource one client may hold. Set through
 /// [`ServerConfig::limits`](crate::ServerConfig); exhausting any gives that client
@@ -267,8 +267,9 @@ pub(crate) const IOAS: Usage = bytes(OBJECT);
 /// An HWPT: its object, its entry in the index by parent, one domain.
 pub(crate) const HWPT: Usage = Usage { domains: 1, ..bytes(OBJECT + tree_entry::<(HwptParent, ObjectId), ()>() + size_of::<HwDomainId>() as u64) };
 
-/// A fault queue (its records are charged as they arrive).
-pub(crate) const FAULT_QUEUE: Usage = Usage { fault_queues: 1, ..bytes(OBJECT) };
+/// A fault queue with room for its first records (each record is charged as it arrives).
+pub(crate) const FAULT_QUEUE: Usage =
+    Usage { fault_queues: 1, ..bytes(OBJECT + (FAULT_RECORDS_RESERVED * size_of::<QueuedFault>()) as u64) };
 
 /// A device with `reserved` reserved regions: its object and its entry among the bound devices.
 pub(crate) fn device(reserved: usize) -> Usage {

@@ -134,9 +134,13 @@ impl<B: IommuBackend, M: MemorySource, V: CapabilityVerifier> Handler for Call<'
     }
 
     fn fault_read(&mut self, fault: Handle) -> Result<FaultBatch, Error> {
-        let readout = self.server.fault_read(self.client, fault, FAULTS_PER_MESSAGE)?;
-        let overflow = u32::try_from(readout.overflow).unwrap_or(u32::MAX);
-        Ok(FaultBatch::new(overflow, &readout.records).expect("read at most FAULTS_PER_MESSAGE records"))
+        let mut batch = FaultBatch::new(0, &[]).expect("an empty batch");
+        let overflow = self.server.fault_read(self.client, fault, FAULTS_PER_MESSAGE, |record| {
+            let taken = batch.push(record);
+            debug_assert!(taken, "read at most FAULTS_PER_MESSAGE records");
+        })?;
+        batch.overflow = u32::try_from(overflow).unwrap_or(u32::MAX);
+        Ok(batch)
     }
 
     fn fault_respond(&mut self, fault: Handle, cookie: u32, code: PageResponseCode) -> Result<(), Error> {

@@ -158,13 +158,22 @@ pub(crate) struct QueuedFault {
     pub request: Option<PendingRequest>,
 }
 
-#[derive(Default)]
 pub(crate) struct FaultQueue {
     pub queued: VecDeque<QueuedFault>,
     pub overflow: u64,
     /// Page requests read by the driver and not yet answered, by cookie.
     pub awaiting: BTreeMap<u32, PendingRequest>,
     pub last_cookie: u32,
+}
+
+/// Records a new queue holds without allocating: the first faults of a device reach its driver
+/// without a heap allocation on the way (charged with the queue, `budget::FAULT_QUEUE`).
+pub(crate) const FAULT_RECORDS_RESERVED: usize = 4;
+
+impl Default for FaultQueue {
+    fn default() -> Self {
+        FaultQueue { queued: VecDeque::with_capacity(FAULT_RECORDS_RESERVED), overflow: 0, awaiting: BTreeMap::new(), last_cookie: 0 }
+    }
 }
 
 impl FaultQueue {

@@ -158,6 +158,17 @@ bitflags::bitflags! {
     }
 }
 
+bitflags::bitflags! {
+    /// Flags of `notify_wait` and `notify_poll`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WaitFlags: u64 {
+        /// Acknowledge the IRQ capability in the third argument first (as `irq_ack`): a
+        /// thread that services a device and waits for its next interrupt enters the kernel
+        /// once rather than twice.
+        const ACK_IRQ = 1 << 0;
+    }
+}
+
 /// Largest contiguous memory object, in pages (4 MiB).
 pub const MAX_CONTIGUOUS_PAGES: u64 = 1024;
 

@@ -52,9 +52,11 @@ syscalls! {
     Reply = 9,
     /// `notify_signal(ntfn, bits)`: ORs `bits` into the notification. Needs WRITE.
     NotifySignal = 10,
-    /// `notify_wait(ntfn) -> bits`: waits until some bit is set, returns and clears them.
+    /// `notify_wait(ntfn, flags, irq) -> bits`: waits until some bit is set, returns and
+    /// clears them. `flags` from `WaitFlags`: with ACK_IRQ, first acknowledges `irq` as
+    /// `irq_ack` does (both capabilities are checked before either takes effect).
     NotifyWait = 11,
-    /// `notify_poll(ntfn) -> bits`: like wait but returns 0 at once if none is set.
+    /// `notify_poll(ntfn, flags, irq) -> bits`: like wait but returns 0 at once if none is set.
     NotifyPoll = 12,
     /// `mem_alloc(pages, dst, flags)`: a new zeroed memory object charged to the caller's
     /// quota; `flags` from `mem_flags`.

@@ -735,6 +735,15 @@ impl<R: Registers> Smmu<R> {
 
     /// Reads and consumes every event record the SMMU has produced.
     pub fn drain_events(&mut self) -> EventDrain {
+        let mut events = Vec::new();
+        let overflowed = self.drain_event_records(|record| events.push(record.decode()));
+        EventDrain { events, overflowed }
+    }
+
+    /// [`Self::drain_events`], handing each record to `each` as it is read, undecoded (fault
+    /// delivery allocates nothing, and decodes only the records it reports); returns whether
+    /// events were lost to an overflow.
+    pub fn drain_event_records(&mut self, mut each: impl FnMut(EventRecord)) -> bool {
         const OVERFLOW_FLAG: u32 = 1 << 31; // EVENTQ_PROD.OVFLG / EVENTQ_CONS.OVACKFLG
         let log2 = self.eventq.log2_entries;
         let prod_reg = self.regs.read32(offset::EVENTQ_PROD);
@@ -742,7 +751,6 @@ impl<R: Registers> Smmu<R> {
         dma::acquire_from_device();
         let prod = QueuePointer::from_register(log2, prod_reg);
         let mut cons = QueuePointer::from_register(log2, cons_reg);
-        let mut drain = EventDrain::default();
         // Bounded by PROD as read once: records arriving meanwhile wait for the next drain.
         while !prod.is_empty_with(cons) {
             let off = cons.index() as usize * EventRecord::SIZE;
@@ -750,16 +758,16 @@ impl<R: Registers> Smmu<R> {
             for (i, word) in record.words.iter_mut().enumerate() {
                 *word = read_word(&self.eventq.buf, off + 8 * i);
             }
-            drain.events.push(record.decode());
+            each(record);
             cons = cons.next();
         }
-        drain.overflowed = (prod_reg ^ cons_reg) & OVERFLOW_FLAG != 0;
-        if drain.overflowed {
+        let overflowed = (prod_reg ^ cons_reg) & OVERFLOW_FLAG != 0;
+        if overflowed {
             self.overflow_count += 1;
         }
         // Consuming entries frees space; copying OVFLG into OVACKFLG acknowledges the overflow.
         self.regs.write32(offset::EVENTQ_CONS, cons.register_value() | (prod_reg & OVERFLOW_FLAG));
-        drain
+        overflowed
     }
 
     /// Reports and acknowledges active global errors. An active CMDQ_ERR is recovered as in

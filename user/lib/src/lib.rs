@@ -33,12 +33,48 @@ macro_rules! entry {
     };
 }
 
-pub struct Console;
+/// Gathers what a formatting call writes and hands it to the kernel in pieces of up to
+/// [`kernel_abi::MAX_DEBUG_WRITE`] bytes: one `debug_write` per line rather than one per
+/// formatted piece (a line of a few numbers is a dozen pieces, and each system call also
+/// makes the kernel copy and check a buffer).
+pub struct LineWriter {
+    buffer: [u8; kernel_abi::MAX_DEBUG_WRITE],
+    len: usize,
+}
 
-impl Write for Console {
+impl LineWriter {
+    pub const fn new() -> Self {
+        Self { buffer: [0; kernel_abi::MAX_DEBUG_WRITE], len: 0 }
+    }
+
+    /// Writes out what is gathered.
+    pub fn flush(&mut self) -> fmt::Result {
+        let pending = &self.buffer[..self.len];
+        self.len = 0;
+        if !pending.is_empty() {
+            syscall::debug_write(pending).map_err(|_| fmt::Error)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for LineWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for LineWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(kernel_abi::MAX_DEBUG_WRITE) {
-            syscall::debug_write(chunk).map_err(|_| fmt::Error)?;
+        let mut rest = s.as_bytes();
+        while !rest.is_empty() {
+            if self.len == self.buffer.len() {
+                self.flush()?;
+            }
+            let take = rest.len().min(self.buffer.len() - self.len);
+            self.buffer[self.len..self.len + take].copy_from_slice(&rest[..take]);
+            self.len += take;
+            rest = &rest[take..];
         }
         Ok(())
     }
@@ -48,7 +84,9 @@ impl Write for Console {
 macro_rules! println {
     ($($arg:tt)*) => {{
         use core::fmt::Write as _;
-        let _ = writeln!($crate::Console, $($arg)*);
+        let mut line = $crate::LineWriter::new();
+        let _ = writeln!(line, $($arg)*);
+        let _ = line.flush();
     }};
 }
 
@@ -57,9 +95,11 @@ pub const PANIC_EXIT_CODE: u64 = 101;
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut line = LineWriter::new();
     let _ = match info.location() {
-        Some(at) => writeln!(Console, "user panic at {}:{}: {}", at.file(), at.line(), info.message()),
-        None => writeln!(Console, "user panic: {}", info.message()),
+        Some(at) => writeln!(line, "user panic at {}:{}: {}", at.file(), at.line(), info.message()),
+        None => writeln!(line, "user panic: {}", info.message()),
     };
+    let _ = line.flush();
     syscall::exit(PANIC_EXIT_CODE)
 }

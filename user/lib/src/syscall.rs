@@ -302,6 +302,12 @@ pub fn irq_ack(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
 }
 
+/// `irq_ack(irq)` then `notify_wait(ntfn)`, in one system call.
+pub fn irq_ack_and_wait(irq: u64, ntfn: u64) -> Result<u64, Error> {
+    let (status, bits) = raw(Syscall::NotifyWait as u64, [ntfn, kernel_abi::WaitFlags::ACK_IRQ.bits(), irq, 0, 0, 0]);
+    check(status).map(|_| bits)
+}
+
 /// Starts a thread in this process at `entry(arg)` on `stack_top`, with `priority` (at most the
 /// caller's); returns its id.
 pub fn thread_create(entry: extern "C" fn(u64) -> !, stack_top: u64, arg: u64, priority: u64) -> Result<u64, Error> {

@@ -344,6 +344,17 @@ impl FaultBatch {
         Some(FaultBatch { overflow, records: slots })
     }
 
+    /// Appends `record`; `false` (and nothing changes) if the batch is full.
+    pub fn push(&mut self, record: FaultRecord) -> bool {
+        match self.records.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => {
+                *slot = Some(record);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The records, oldest first.
     pub fn records(&self) -> impl Iterator<Item = &FaultRecord> {
         self.records.iter().flatten()

@@ -24,15 +24,6 @@ pub enum FaultDelivery {
     Unrouted,
 }
 
-/// The result of reading a fault queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FaultReadout {
-    /// Records, oldest first.
-    pub records: Vec<FaultRecord>,
-    /// Faults lost to overflow since the previous read.
-    pub overflow: u64,
-}
-
 impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Allocate a fault queue.
     pub fn fault_alloc(&mut self, client: ClientId) -> Result<Handle, Error> {
@@ -43,12 +34,13 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Drains `unit`'s fault records through the backend into the fault queues; `sink` learns
     /// where each went (whom to wake). Returns what [`IommuBackend::drain_faults`] returns.
     pub fn drain_faults(&mut self, unit: UnitId, sink: &mut dyn FnMut(&DrainedFault, FaultDelivery)) -> usize {
-        let mut drained = Vec::new();
+        let mut drained = core::mem::take(&mut self.drained);
         let reported = self.backend.drain_faults(unit, &mut |fault| drained.push(fault));
-        for fault in drained {
+        for fault in drained.drain(..) {
             let delivery = self.deliver_fault(fault.event);
             sink(&fault, delivery);
         }
+        self.drained = drained;
         reported
     }
 
@@ -117,16 +109,17 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         }
     }
 
-    /// Take up to `max` records, oldest first, and the overflow count (which restarts at
-    /// 0). Page requests read here await `fault_respond`. Needs READ_FAULTS.
-    pub fn fault_read(&mut self, client: ClientId, fault: Handle, max: usize) -> Result<FaultReadout, Error> {
+    /// Take up to `max` records, oldest first, handing each to `each` (so that the reply is
+    /// built without an allocation), and return the overflow count: faults lost since the
+    /// previous read (it restarts at 0). Page requests read here await `fault_respond`.
+    /// Needs READ_FAULTS.
+    pub fn fault_read(&mut self, client: ClientId, fault: Handle, max: usize, mut each: impl FnMut(FaultRecord)) -> Result<u64, Error> {
         let fault = self.resolve(client, fault, ObjectKind::Fault, Rights::READ_FAULTS)?;
         let owner = self.objects[fault].owner;
         let queue = self.fault_mut(fault);
-        let mut records = Vec::new();
         // A page request keeps its record's charge while it awaits the answer.
         let mut finished = 0;
-        while records.len() < max {
+        for _ in 0..max {
             let Some(queued) = queue.queued.pop_front() else { break };
             match queued.request {
                 Some(request) => {
@@ -134,11 +127,11 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
                 }
                 None => finished += 1,
             }
-            records.push(queued.record);
+            each(queued.record);
         }
         let overflow = core::mem::take(&mut queue.overflow);
         self.clients.get_mut(owner).expect("owners are live").account.refund_bytes(budget::FAULT_RECORD.bytes * finished);
-        Ok(FaultReadout { records, overflow })
+        Ok(overflow)
     }
 
     /// Answer a page request read from this queue. Needs READ_FAULTS.

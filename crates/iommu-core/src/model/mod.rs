@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 use iommu_abi::wire::PASID_MAX;
 
 use crate::budget::{ClientLimits, Usage};
-use crate::backend::{IommuBackend, RequesterId, UnitId};
+use crate::backend::{DrainedFault, IommuBackend, RequesterId, UnitId};
 use slot_table::SlotTable;
 use crate::memory::{MemorySource, PinTable};
 use crate::objects::{Attachment, Body, ClientTable, Device, FaultQueue, Hwpt, HwptParent, Ioas, Object, ObjectId};
@@ -38,7 +38,7 @@ mod revoke;
 use ioas::{ioas_in, ioas_in_mut};
 
 pub use device::DeviceGrant;
-pub use fault::{FaultDelivery, FaultReadout};
+pub use fault::FaultDelivery;
 pub use hwpt::{HwptAllocOptions, MAX_DIRTY_BITMAP_PAGES};
 pub use revoke::Revoked;
 
@@ -81,6 +81,10 @@ pub struct Counters {
     pub unrouted_faults: u64,
 }
 
+/// Faults one drain can hold without growing its buffer (a VT-d unit reports at most one per
+/// fault record register; a burst beyond this grows the buffer once).
+const DRAINED_FAULTS_RESERVED: usize = 16;
+
 /// The IOMMU server's object model: every client's objects and handles, the pin table,
 /// and the hardware and kernel interfaces it drives.
 pub struct ObjectModel<B: IommuBackend, M: MemorySource> {
@@ -99,6 +103,9 @@ pub struct ObjectModel<B: IommuBackend, M: MemorySource> {
     pasid_owners: BTreeMap<u32, ClientId>,
     last_pasid: u32,
     unrouted_faults: u64,
+    /// Faults taken from the backend, routed once the backend is no longer borrowed: kept
+    /// between drains so that fault delivery allocates nothing once it has run.
+    drained: Vec<DrainedFault>,
 }
 
 impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
@@ -117,6 +124,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
             pasid_owners: BTreeMap::new(),
             last_pasid: 0,
             unrouted_faults: 0,
+            drained: Vec::with_capacity(DRAINED_FAULTS_RESERVED),
         }
     }
 

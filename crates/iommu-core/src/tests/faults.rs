@@ -24,13 +24,13 @@ fn faults_go_to_the_queue_of_the_attached_hwpt() {
     let mut h = harness();
     let (device, fault, _) = with_fault_queue(&mut h);
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
-    let readout = h.server.fault_read(A, fault, 8).unwrap();
+    let readout = h.server.read_faults(A, fault, 8).unwrap();
     assert_eq!(
         readout.records,
         vec![FaultRecord { device, pasid: None, iova: 0x4000_0123, access: Access::WRITE, reason: FaultReason::Translation, cookie: 0 }]
     );
     assert_eq!(readout.overflow, 0);
-    assert_eq!(h.server.fault_read(A, fault, 8).unwrap().records, vec![], "records are consumed");
+    assert_eq!(h.server.read_faults(A, fault, 8).unwrap().records, vec![], "records are consumed");
 }
 
 /// The event thread's path: the object model drains one unit through the backend, queues
@@ -50,7 +50,7 @@ fn drained_faults_reach_their_queues_and_the_caller_learns_whom_to_wake() {
 
     assert_eq!(reported, 2);
     assert_eq!(seen, vec![(0x1000, FaultDelivery::Queued { owner: A }), (0x2000, FaultDelivery::Unrouted)]);
-    assert_eq!(h.server.fault_read(A, fault, 8).unwrap().records.iter().map(|r| r.iova).collect::<Vec<_>>(), vec![0x1000]);
+    assert_eq!(h.server.read_faults(A, fault, 8).unwrap().records.iter().map(|r| r.iova).collect::<Vec<_>>(), vec![0x1000]);
     assert_eq!(h.server.drain_faults(VTD, &mut |_, _| panic!("drained twice")), 0);
     let mut smmu = Vec::new();
     assert_eq!(h.server.drain_faults(SMMU, &mut |fault, _| smmu.push(fault.event.rid)), 1);
@@ -90,9 +90,9 @@ fn a_full_queue_counts_overflow_and_reports_it_once() {
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Overflowed);
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::PageRequest, 8)), FaultDelivery::Overflowed);
     assert_eq!(h.calls(), vec![Call::PageResponse { unit: VTD, rid: DEV, pasid: None, group: 8, code: PageResponseCode::Invalid }]);
-    let first = h.server.fault_read(A, fault, 1).unwrap();
+    let first = h.server.read_faults(A, fault, 1).unwrap();
     assert_eq!((first.records.len(), first.overflow), (1, 2));
-    let second = h.server.fault_read(A, fault, 8).unwrap();
+    let second = h.server.read_faults(A, fault, 8).unwrap();
     assert_eq!((second.records.len(), second.overflow), (1, 0), "overflow is reported once");
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A }, "room again");
     assert_eq!(h.server.unrouted_faults(), 0);
@@ -104,7 +104,7 @@ fn page_requests_are_answered_by_cookie() {
     let (_, fault, _) = with_fault_queue(&mut h);
     h.server.deliver_fault(event(DEV, None, FaultReason::PageRequest, 11));
     h.server.deliver_fault(event(DEV, None, FaultReason::PageRequest, 12));
-    let records = h.server.fault_read(A, fault, 1).unwrap().records;
+    let records = h.server.read_faults(A, fault, 1).unwrap().records;
     let cookie = records[0].cookie;
     assert_ne!(cookie, 0);
     assert_eq!(h.server.fault_respond(A, fault, cookie + 1, PageResponseCode::Success), Err(Error::NoSuchFault), "still queued, not read");
@@ -123,7 +123,7 @@ fn detaching_answers_the_requests_left_behind() {
     h.server.deliver_fault(event(DEV, None, FaultReason::PageRequest, 1));
     h.server.deliver_fault(event(DEV, None, FaultReason::PageRequest, 2));
     h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0));
-    h.server.fault_read(A, fault, 1).unwrap();
+    h.server.read_faults(A, fault, 1).unwrap();
     h.clear_log();
     h.server.device_detach(A, device, None).unwrap();
     let responses: Vec<u32> = h
@@ -135,7 +135,7 @@ fn detaching_answers_the_requests_left_behind() {
         })
         .collect();
     assert_eq!(responses, vec![2, 1], "the queued and the awaiting request");
-    let left = h.server.fault_read(A, fault, 8).unwrap().records;
+    let left = h.server.read_faults(A, fault, 8).unwrap().records;
     assert_eq!(left.len(), 1, "the unrecoverable record stays readable");
     assert_eq!(left[0].reason, FaultReason::Translation);
 }
@@ -150,7 +150,7 @@ fn sva_faults_route_by_pasid() {
     assert_eq!(h.server.destroy(A, fault), Err(Error::Busy));
     assert_eq!(h.server.deliver_fault(event(DEV, Some(pasid), FaultReason::PageRequest, 3)), FaultDelivery::Queued { owner: A });
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Unrouted, "RID not attached");
-    let record = h.server.fault_read(A, fault, 8).unwrap().records[0];
+    let record = h.server.read_faults(A, fault, 8).unwrap().records[0];
     assert_eq!((record.device, record.pasid, record.reason), (device, Some(pasid), FaultReason::PageRequest));
 }
 
@@ -164,7 +164,7 @@ fn units_without_page_requests_still_queue_unrecoverable_faults() {
     h.server.device_attach(A, device, hwpt, None).unwrap();
     let translation = FaultEvent { unit: SMMU, rid: SMMU_DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0 };
     assert_eq!(h.server.deliver_fault(translation), FaultDelivery::Queued { owner: A });
-    let records = h.server.fault_read(A, fault, 8).unwrap().records;
+    let records = h.server.read_faults(A, fault, 8).unwrap().records;
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].device, records[0].iova, records[0].access), (device, 0x5000, Access::READ));
     h.assert_clean();
@@ -179,7 +179,7 @@ fn a_fault_names_the_owner_of_the_queue_it_lands_in() {
     let device_b = h.bind(B, VTD, DEV2);
     h.server.device_attach(B, device_b, shared, None).unwrap();
     assert_eq!(h.server.deliver_fault(event(DEV2, None, FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
-    assert_eq!(h.server.fault_read(A, fault, 8).unwrap().records.len(), 1);
+    assert_eq!(h.server.read_faults(A, fault, 8).unwrap().records.len(), 1);
 }
 
 /// VT-d reports a write to a read-only second-level leaf with the reason it uses for a missing
@@ -199,6 +199,6 @@ fn a_write_to_a_read_only_area_is_a_permission_fault() {
     for event in [at(iova + 0x1ff8, Access::WRITE), at(iova + 0x10, Access::READ), at(iova + 0x2000, Access::WRITE)] {
         assert_eq!(h.server.deliver_fault(event), FaultDelivery::Queued { owner: A });
     }
-    let reasons: Vec<FaultReason> = h.server.fault_read(A, fault, 8).unwrap().records.iter().map(|r| r.reason).collect();
+    let reasons: Vec<FaultReason> = h.server.read_faults(A, fault, 8).unwrap().records.iter().map(|r| r.reason).collect();
     assert_eq!(reasons, vec![FaultReason::Permission, FaultReason::Translation, FaultReason::Translation]);
 }

@@ -104,7 +104,7 @@ pub(super) fn world() -> World {
     s.hwpt_set_dirty_tracking(A, hwpt, true).unwrap();
     let event = |reason, group| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x10_0000, access: Access::WRITE, reason, group };
     assert_eq!(s.deliver_fault(event(FaultReason::PageRequest, 5)), FaultDelivery::Queued { owner: A });
-    let cookie = s.fault_read(A, fault, 1).unwrap().records[0].cookie;
+    let cookie = s.read_faults(A, fault, 1).unwrap().records[0].cookie;
     s.deliver_fault(event(FaultReason::Translation, 0));
     s.deliver_fault(event(FaultReason::Permission, 0));
     World {

@@ -72,7 +72,7 @@ fn wrong_types_are_reported() {
     assert_eq!(h.server.device_attach(A, device, ioas, None), Err(Error::WrongType));
     assert_eq!(h.server.device_attach(A, hwpt, hwpt, None), Err(Error::WrongType));
     assert_eq!(h.server.hwpt_alloc(A, device, hwpt, HwptAllocOptions::default()), Err(Error::WrongType));
-    assert_eq!(h.server.fault_read(A, ioas, 1), Err(Error::WrongType));
+    assert_eq!(h.server.read_faults(A, ioas, 1), Err(Error::WrongType));
     assert_eq!(h.server.get_info(A, ioas), Err(Error::WrongType));
 }
 

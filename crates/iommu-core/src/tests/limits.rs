@@ -122,7 +122,7 @@ fn a_full_budget_drops_fault_records_as_overflow() {
     assert_eq!(tight.server.usage(A).unwrap().bytes, used, "the same objects cost the same");
     assert_eq!(tight.server.deliver_fault(event), FaultDelivery::Queued { owner: A });
     assert_eq!(tight.server.deliver_fault(event), FaultDelivery::Overflowed);
-    let readout = tight.server.fault_read(A, fault, 8).unwrap();
+    let readout = tight.server.read_faults(A, fault, 8).unwrap();
     assert_eq!((readout.records.len(), readout.overflow), (1, 1));
     assert_eq!(tight.server.usage(A).unwrap().bytes, used, "a read record is refunded");
     assert_eq!(tight.server.deliver_fault(event), FaultDelivery::Queued { owner: A });

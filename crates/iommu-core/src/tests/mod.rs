@@ -15,7 +15,7 @@ mod revoke;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use iommu_abi::{Handle, IovaChoice, IovaRange, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Error, FaultRecord, Handle, IovaChoice, IovaRange, Perm, UnitCaps, UnitKind};
 
 use crate::fake::{Call, CallLog, FakeBackend, FakeMemory, FakeObject, FakeUnit};
 use crate::*;
@@ -50,6 +50,26 @@ pub const MEM_4M: u64 = 103;
 pub const MEM_OF_B: u64 = 200;
 
 pub const MIB: u64 = 1 << 20;
+
+/// What one read of a fault queue gave: its records, oldest first, and the overflow count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readout {
+    pub records: Vec<FaultRecord>,
+    pub overflow: u64,
+}
+
+/// `fault_read` collecting the records, as the tests compare them.
+pub trait ReadFaults {
+    fn read_faults(&mut self, client: ClientId, fault: Handle, max: usize) -> Result<Readout, Error>;
+}
+
+impl ReadFaults for ObjectModel<FakeBackend, FakeMemory> {
+    fn read_faults(&mut self, client: ClientId, fault: Handle, max: usize) -> Result<Readout, Error> {
+        let mut records = Vec::new();
+        let overflow = self.fault_read(client, fault, max, |record| records.push(record))?;
+        Ok(Readout { records, overflow })
+    }
+}
 
 pub struct Harness {
     pub server: ObjectModel<FakeBackend, FakeMemory>,

@@ -43,7 +43,7 @@ fn replace_answers_the_old_domains_requests_also_on_the_same_queue() {
     let same_queue = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { fault: Some(fault), ..Default::default() }).unwrap();
     h.server.deliver_fault(request(DEV, None, 1));
     h.server.deliver_fault(request(DEV, None, 2));
-    let read = h.server.fault_read(A, fault, 1).unwrap().records[0];
+    let read = h.server.read_faults(A, fault, 1).unwrap().records[0];
     h.clear_log();
 
     h.server.device_replace(A, device, same_queue, None).unwrap();
@@ -54,10 +54,10 @@ fn replace_answers_the_old_domains_requests_also_on_the_same_queue() {
         "the queued and the read request"
     );
     assert_eq!(h.server.fault_respond(A, fault, read.cookie, PageResponseCode::Success), Err(Error::NoSuchFault), "answered twice");
-    assert!(h.server.fault_read(A, fault, 8).unwrap().records.is_empty(), "the queued request's record went with it");
+    assert!(h.server.read_faults(A, fault, 8).unwrap().records.is_empty(), "the queued request's record went with it");
     // Requests of the new domain are routed and answered as usual.
     h.server.deliver_fault(request(DEV, None, 3));
-    let cookie = h.server.fault_read(A, fault, 8).unwrap().records[0].cookie;
+    let cookie = h.server.read_faults(A, fault, 8).unwrap().records[0].cookie;
     h.clear_log();
     h.server.fault_respond(A, fault, cookie, PageResponseCode::Success).unwrap();
     assert_eq!(responses(&h), vec![(DEV, None, 3, PageResponseCode::Success)]);
@@ -78,7 +78,7 @@ fn replace_leaves_other_pasids_requests_pending() {
     h.clear_log();
     h.server.device_replace(A, device, other, Some(pasid)).unwrap();
     assert_eq!(responses(&h), vec![(DEV, Some(pasid), 7, PageResponseCode::Invalid)]);
-    let left = h.server.fault_read(A, fault, 8).unwrap().records;
+    let left = h.server.read_faults(A, fault, 8).unwrap().records;
     assert_eq!((left.len(), left[0].pasid), (1, None));
 }
 
@@ -91,7 +91,7 @@ fn client_exit_answers_every_pending_request_once() {
     for group in [4, 5, 6] {
         h.server.deliver_fault(request(DEV, None, group));
     }
-    h.server.fault_read(A, fault, 2).unwrap();
+    h.server.read_faults(A, fault, 2).unwrap();
     h.clear_log();
     h.server.close_client(A).unwrap();
     let mut answered = responses(&h);
@@ -121,7 +121,7 @@ fn the_queue_owners_exit_answers_another_clients_requests() {
     h.server.device_attach(B, device_b, shared, None).unwrap();
     h.server.deliver_fault(request(DEV2, None, 9));
     h.server.deliver_fault(request(DEV2, None, 10));
-    h.server.fault_read(A, fault, 1).unwrap();
+    h.server.read_faults(A, fault, 1).unwrap();
     h.clear_log();
     h.server.close_client(A).unwrap();
     let mut answered = responses(&h);
@@ -138,7 +138,7 @@ fn sva_unbind_answers_the_binds_requests() {
     let pasid = h.server.pasid_alloc(A).unwrap();
     h.server.sva_bind(A, device, pasid, AddressSpace { id: 1, root: 0x1000, tag: 2 }, Some(fault)).unwrap();
     h.server.deliver_fault(request(DEV, Some(pasid), 11));
-    let cookie = h.server.fault_read(A, fault, 8).unwrap().records[0].cookie;
+    let cookie = h.server.read_faults(A, fault, 8).unwrap().records[0].cookie;
     h.clear_log();
     h.server.sva_unbind(A, device, pasid).unwrap();
     assert_eq!(responses(&h), vec![(DEV, Some(pasid), 11, PageResponseCode::Invalid)]);
@@ -152,7 +152,7 @@ fn a_group_is_answered_once() {
     let mut h = harness();
     let (_, device, fault) = attached_with_queue(&mut h);
     h.server.deliver_fault(request(DEV, None, 12));
-    let records = h.server.fault_read(A, fault, 8).unwrap().records;
+    let records = h.server.read_faults(A, fault, 8).unwrap().records;
     assert_eq!(records.len(), 1);
     h.clear_log();
     h.server.fault_respond(A, fault, records[0].cookie, PageResponseCode::Success).unwrap();

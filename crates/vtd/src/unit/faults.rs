@@ -26,10 +26,18 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
     /// Reads, decodes and clears every pending fault record (F bits), starting at FSTS.FRI,
     /// and clears FSTS.PFO.
     pub fn drain_faults(&mut self) -> FaultReport {
+        let mut faults = Vec::new();
+        let overflowed = self.drain_faults_each(|fault| faults.push(fault));
+        FaultReport { faults, overflowed }
+    }
+
+    /// [`Self::drain_faults`], handing each fault to `each` as it is read (fault delivery
+    /// allocates nothing); returns whether faults were lost (FSTS.PFO).
+    pub fn drain_faults_each(&mut self, mut each: impl FnMut(DecodedFault)) -> bool {
         let registers = &self.hw.regs;
         let cap = self.hw.cap;
         let status = registers.read32(regs::FSTS);
-        let mut report = FaultReport { faults: Vec::new(), overflowed: status & fsts::PFO != 0 };
+        let overflowed = status & fsts::PFO != 0;
         if status & fsts::PPF != 0 {
             let count = cap.fault_record_count();
             let first = fsts::FRI.get(status.into()) as usize % count;
@@ -40,13 +48,13 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
                 let Some(fault) = DecodedFault::decode(registers.read64(offset), high) else {
                     break;
                 };
-                report.faults.push(fault);
                 registers.write32(offset + record::F_DWORD, record::F_IN_DWORD);
+                each(fault);
             }
         }
-        if report.overflowed {
+        if overflowed {
             registers.write32(regs::FSTS, fsts::PFO);
         }
-        report
+        overflowed
     }
 }
