@@ -54,6 +54,8 @@ fn kernel_main(info: &'static BootInfo) -> ! {
         arch::exit_qemu(acpi_dump::dump(info, signature));
     }
     arch::init_interrupts();
+    #[cfg(target_arch = "aarch64")]
+    arch::init_its(firmware::its_base(info));
     arch::start_timer(TIMER_HZ);
     // A kernel built by `cargo test` runs every test unless the command line picks some.
     if let Some(filter) = option(info.cmdline(), "test").or(cfg!(test).then_some("all")) {
