@@ -193,6 +193,8 @@ impl State {
         );
         #[cfg(target_arch = "x86_64")]
         println!("iommu-server: {} MSI lines to give drivers", self.devices.msis.pool_size());
+        #[cfg(target_arch = "aarch64")]
+        println!("iommu-server: {}", if self.devices.msis.isolated() { "MSIs through the ITS, isolated per device" } else { "no ITS: drivers get no MSIs" });
         self.status.set(status::STATE, status::STATE_READY);
     }
 
@@ -211,6 +213,14 @@ impl State {
             // Faults naming no device (which the backend only logged) count all the same.
             page.add(status::FAULTS, (reported - delivered) as u64);
         }
+    }
+
+    /// arm: the MSIs of devices unbound since (a destroy, a disconnect, a revoked device
+    /// capability, a client's end) leave the ITS (`crate::arm::msi`).
+    #[cfg(target_arch = "aarch64")]
+    fn release_stale_msis(&mut self) {
+        let server = &self.server;
+        self.devices.release_stale_msis(|unit, rid| server.bound_device(unit, rid).is_some());
     }
 
     fn publish_counters(&self) {
@@ -420,6 +430,8 @@ extern "C" fn event_thread(_arg: u64) -> ! {
                     state.reap(badge);
                 }
             }
+            #[cfg(target_arch = "aarch64")]
+            state.release_stale_msis();
             state.publish_counters();
         });
     }
@@ -466,6 +478,8 @@ pub fn serve() -> ! {
                 let _ = syscall::cap_delete(slot);
             }
             state.status.add(status::REQUESTS, 1);
+            #[cfg(target_arch = "aarch64")]
+            state.release_stale_msis();
             state.publish_counters();
             (status, state.receive_slot)
         });

@@ -247,6 +247,7 @@ pub struct Kernel {
     pub tree: DerivationTree,
     pub irqs: BTreeMap<u32, Weak<RefCell<IrqLine>>>,
     /// arm: the IRQ objects `msi_route` made, by DeviceID (`syscall::msi`).
+    #[cfg(target_arch = "aarch64")]
     pub msi_routes: BTreeMap<u32, Vec<Weak<RefCell<IrqLine>>>>,
     pub images: &'static [(&'static str, &'static [u8])],
 }
@@ -260,6 +261,7 @@ impl Kernel {
             exited: BTreeMap::new(),
             tree: DerivationTree::new(),
             irqs: BTreeMap::new(),
+            #[cfg(target_arch = "aarch64")]
             msi_routes: BTreeMap::new(),
             images,
         }

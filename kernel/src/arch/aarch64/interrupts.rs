@@ -87,6 +87,7 @@ pub(super) fn acknowledge() -> Option<Trap> {
         Trap::Timer
     } else if its::is_lpi(interrupt.intid) {
         // An LPI is a message: nothing stays asserted, so it stays enabled (module docs of `its`).
+        its::count_taken();
         Trap::DeviceIrq(interrupt.intid)
     } else {
         gic::set_enabled(interrupt.intid, false);

@@ -24,6 +24,7 @@
 use super::gic::{read32, read64, write32, write64};
 use crate::mm::{phys_to_virt, CONTIGUOUS, FRAME_SIZE};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 // ITS registers (ITS_base), IHI 0069 12.19.
@@ -349,6 +350,17 @@ pub fn unroute(device_id: u32) -> bool {
 /// The physical address of GITS_TRANSLATER, if an ITS is in use.
 pub fn translater() -> Option<u64> {
     ITS.lock().as_ref().map(|its| its.base + GITS_TRANSLATER_OFFSET)
+}
+
+/// LPIs the CPU has taken since boot: what tests compare to show a forged MSI raised nothing.
+static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+pub fn count_taken() {
+    TAKEN.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn taken() -> u64 {
+    TAKEN.load(Ordering::Relaxed)
 }
 
 pub fn is_lpi(intid: u32) -> bool {
