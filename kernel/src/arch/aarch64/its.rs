@@ -141,6 +141,9 @@ struct Its {
     itt_entry_bytes: u64,
     /// Physical address of the LPI property table (one byte per LPI).
     properties: u64,
+    /// Physical address of the LPI pending table (one bit per INTID), which the redistributor
+    /// keeps in memory: a disabled LPI that was raised stays pending there.
+    pending: u64,
     taken: [bool; LPI_POOL],
     routes: Vec<DeviceRoute>,
 }
@@ -211,6 +214,7 @@ pub fn init(its_base: u64, redistributor: u64) {
         device_limit,
         itt_entry_bytes: field(typer, TYPER_ITT_ENTRY_SIZE) + 1,
         properties,
+        pending,
         taken: [false; LPI_POOL],
         routes: Vec::new(),
     };
@@ -361,6 +365,20 @@ pub fn count_taken() {
 
 pub fn taken() -> u64 {
     TAKEN.load(Ordering::Relaxed)
+}
+
+/// How many LPIs of the pool the pending table shows pending: a raised LPI that is disabled,
+/// or not yet taken, counts.
+pub fn pending() -> usize {
+    let Some(its) = ITS.lock().as_ref().map(|its| its.pending) else { return 0 };
+    (0..LPI_POOL as u64 / 8)
+        .map(|index| {
+            let byte = phys_to_virt(its + u64::from(FIRST_LPI) / 8 + index);
+            // SAFETY: inside the pending table (INTIDs below 2^LPI_ID_BITS), in the direct map;
+            // the redistributor writes it, reading it has no effect.
+            unsafe { byte.read_volatile() }.count_ones() as usize
+        })
+        .sum()
 }
 
 pub fn is_lpi(intid: u32) -> bool {

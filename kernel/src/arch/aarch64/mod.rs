@@ -17,7 +17,7 @@ mod user;
 pub use console::console_write;
 pub use exceptions::init_cpu;
 pub use gic::msi_spis;
-pub use its::{route as msi_route, taken as lpis_taken, translater as msi_translater, unroute as msi_unroute, RouteError as MsiRouteError};
+pub use its::{pending as lpis_pending, route as msi_route, taken as lpis_taken, translater as msi_translater, unroute as msi_unroute, RouteError as MsiRouteError};
 pub use interrupts::{init_interrupts, init_its, irq_configure, irq_set_enabled, start_timer, wait_for_interrupt};
 pub use user::{run_user, UserContext};
 
