@@ -127,21 +127,16 @@ pub mod report {
     /// BENCH: the instruction counter right after `fault_read` returned the record of the
     /// benchmark's refused DMA.
     pub const FAULT_HELD_AT: usize = 1;
-    /// BENCH (x86): the device's MSI is bound; the root task measures its latency with
+    /// BENCH: the device's MSI is bound; the root task measures its latency with
     /// `MSI_COMMAND` (after `FAULT_HELD_AT` is written).
-    #[cfg(target_arch = "x86_64")]
     pub const MSI_READY: u64 = 4;
-    /// BENCH (x86): the root task writes `MEASURE_MSI` here to have the driver raise the
+    /// BENCH: the root task writes `MEASURE_MSI` here to have the driver raise the
     /// device's interrupt once and wait for it (the driver writes 0 back when woken, after
     /// `MSI_WOKEN_AT`), or `END` to let the driver end.
-    #[cfg(target_arch = "x86_64")]
     pub const MSI_COMMAND: usize = 2;
-    #[cfg(target_arch = "x86_64")]
     pub const MEASURE_MSI: u64 = 1;
-    #[cfg(target_arch = "x86_64")]
     pub const END: u64 = 2;
-    /// BENCH (x86): the instruction counter right after the driver's wait for the MSI returned.
-    #[cfg(target_arch = "x86_64")]
+    /// BENCH: the instruction counter right after the driver's wait for the MSI returned.
     pub const MSI_WOKEN_AT: usize = 3;
     /// FORGED_INTERRUPTS, FORGED_ITS_MSIS: the victim's MSI is bound and the hostile device
     /// attached with a fault queue; the root task may send the forged requests now.

@@ -552,16 +552,15 @@ fn bench_ipc() -> Outcome {
     let spent = (syscall::instruction_counter() - start) / ROUNDS;
     println!("bench: ipc get_info round trip {spent} guest instructions (mean of {ROUNDS})");
     bench_fault_delivery(&mut iommu, device, &edu)?;
-    #[cfg(target_arch = "x86_64")]
     bench_msi(&mut iommu, device, &edu)?;
     Ok(())
 }
 
-/// MSI latency (x86): with the device's MSI from the server bound, the driver raises the
-/// device's interrupt whenever the root task asks on the report page, waits for it and writes
-/// the instruction counter right after the wait returned; the root task compares it with the
-/// moment the line fired in the kernel (it may change how the MSI is delivered in between).
-#[cfg(target_arch = "x86_64")]
+/// MSI latency: with the device's MSI from the server bound (x86: an IRTE; arm: an ITS
+/// event), the driver raises the device's interrupt whenever the root task asks on the report
+/// page, waits for it and writes the instruction counter right after the wait returned; the
+/// root task compares it with the moment the line fired in the kernel (it may change how the
+/// MSI is delivered in between).
 fn bench_msi(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
     use contract::report;
     take_msi(iommu, device)?;
