@@ -322,7 +322,7 @@ pub(crate) mod iommu_tests {
 
     /// The edu devices, with the BARs as they are now (on arm the server assigns them: call
     /// after it is ready).
-    fn edu_devices(config: &ConfigSpace) -> Vec<EduDevice> {
+    pub(crate) fn edu_devices(config: &ConfigSpace) -> Vec<EduDevice> {
         (0..256u64)
             .filter_map(|devfn| {
                 // SAFETY: bus 0's configuration space, mapped by `config`.

@@ -14,7 +14,7 @@ mod its_tests {
     use crate::process::{ExitReason, Kernel, Pid};
     use crate::tests_iommu::iommu_tests::platform::ConfigSpace;
     use crate::tests_iommu::iommu_tests::{
-        aim_msi, direct, discovery_agrees, err, exit_of, give_report_page, page_word, page_words, run_until, server_and_driver_with_devices, skip_without_iommu, with_kernel, EduDevice, SERVER_STAGE2,
+        aim_msi, direct, discovery_agrees, edu_devices, err, exit_of, give_report_page, page_word, page_words, run_until, server_and_driver_with_devices, skip_without_iommu, with_kernel, EduDevice, SERVER_STAGE2,
     };
     use crate::{arch, ensure};
     use alloc::format;
@@ -40,6 +40,17 @@ mod its_tests {
     fn acknowledge(device: &EduDevice) {
         // SAFETY: the edu's interrupt-acknowledge register in BAR0 (direct map).
         unsafe { core::ptr::write_volatile(direct::<u32>(device.bar0 + 0x64), 1) }
+    }
+
+    /// Command register (offset 04h) bit 2: Bus Master Enable.
+    fn set_bus_master(config: &ConfigSpace, device: &EduDevice, enable: bool) {
+        let command = config.register(u64::from(device.rid), 0x04);
+        // SAFETY: the edu's configuration space (mapped by `config`); the upper half of the
+        // dword is the status register, whose bits are write-1-to-clear: written as 0.
+        unsafe {
+            let value = core::ptr::read_volatile(command) & 0xFFFF;
+            core::ptr::write_volatile(command, if enable { value | 1 << 2 } else { value & !(1 << 2) });
+        }
     }
 
     fn settle(kernel: &mut Kernel) {
@@ -89,21 +100,29 @@ mod its_tests {
             ensure!(arch::lpis_taken() > taken_before, "the driver's DMA-done interrupt was not an LPI");
             ensure!(kernel.msi_routes.is_empty(), "the destroyed device's events are still mapped in the ITS");
 
-            // The device belongs to nobody: aimed at the ITS as the server had programmed it,
-            // its MSI is stopped by the SMMU (blocked stream) and raises no LPI.
+            // The device belongs to nobody now, and the second edu never had a driver: aimed at
+            // the ITS as the server had programmed the first, the MSI of each is stopped by the
+            // SMMU (blocked stream) and raises no LPI.
             let config = ConfigSpace::open()?;
-            let unrouted = server.word(status::UNROUTED_FAULTS);
-            let taken = arch::lpis_taken();
-            aim_msi(&config, &device, translater as u32, 0, true)?;
-            raise(&device);
-            run_until(kernel, "the unbound device's MSI to be refused", |_| server.word(status::UNROUTED_FAULTS) > unrouted)?;
-            acknowledge(&device);
-            aim_msi(&config, &device, 0, 0, false)?;
-            settle(kernel);
-            ensure!(arch::lpis_taken() == taken && arch::lpis_pending() == 0, "the unbound device raised an LPI");
-            let (rid, address) = (server.word(status::LAST_FAULT_RID), server.word(status::LAST_FAULT_ADDRESS));
-            ensure!(rid == u64::from(device.rid) && address == translater & !0xFFF, "refusal from {rid:#x} at {address:#x}, expected {:#x} at the doorbell page", device.rid);
-            crate::println!("its: the unbound device's MSI to GITS_TRANSLATER was blocked by the SMMU; no LPI");
+            let never_given = *edu_devices(&config).get(1).ok_or("no second edu device")?;
+            // Its bus mastering is off (the server enables it at bind): turned on here, the
+            // MSI write leaves the device and the SMMU's blocking is what stops it.
+            set_bus_master(&config, &never_given, true);
+            for (unbound, what) in [(device, "the destroyed device"), (never_given, "the device no driver was given")] {
+                let unrouted = server.word(status::UNROUTED_FAULTS);
+                let taken = arch::lpis_taken();
+                aim_msi(&config, &unbound, translater as u32, 0, true)?;
+                raise(&unbound);
+                run_until(kernel, "the unbound device's MSI to be refused", |_| server.word(status::UNROUTED_FAULTS) > unrouted)?;
+                acknowledge(&unbound);
+                aim_msi(&config, &unbound, 0, 0, false)?;
+                settle(kernel);
+                ensure!(arch::lpis_taken() == taken && arch::lpis_pending() == 0, "{what} raised an LPI");
+                let (rid, address) = (server.word(status::LAST_FAULT_RID), server.word(status::LAST_FAULT_ADDRESS));
+                ensure!(rid == u64::from(unbound.rid) && address == translater & !0xFFF, "refusal from {rid:#x} at {address:#x}, expected {:#x} at the doorbell page", unbound.rid);
+                crate::println!("its: the MSI of {what} to GITS_TRANSLATER was blocked by the SMMU; no LPI");
+            }
+            set_bus_master(&config, &never_given, false);
 
             page_words(&report_page).write(report::COMMAND, report::LEAVE);
             run_until(kernel, "the driver", |k| k.has_exited(driver_pid))?;
