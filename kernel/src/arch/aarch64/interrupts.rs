@@ -1,5 +1,5 @@
-//! Interrupt policy: the periodic tick on the EL1 virtual timer and device lines (GIC SPIs)
-//! forwarded to user drivers.
+//! Interrupt policy: the periodic tick on the EL1 virtual timer and device lines (GIC SPIs,
+//! and with a GICv3 the LPIs its ITS routes for MSIs, `its`) forwarded to user drivers.
 //!
 //! The kernel never unmasks IRQs at EL1. Interrupts are taken only while EL0 runs (the EL0 IRQ
 //! vector returns from `run_user`), and `wait_for_interrupt` idles in WFI with PSTATE.I still
@@ -7,9 +7,10 @@
 //! for Interrupt"), after which the interrupt is acknowledged from the GIC directly. No IRQ
 //! handler ever runs on top of kernel code.
 //!
-//! A device interrupt is masked at the distributor before its end-of-interrupt, so a
+//! A device interrupt (SPI) is masked at the distributor before its end-of-interrupt, so a
 //! level-sensitive line that stays asserted does not fire again until the kernel unmasks it
-//! with `irq_set_enabled` once the user driver has serviced the device.
+//! with `irq_set_enabled` once the user driver has serviced the device. LPIs are messages and
+//! stay enabled while bound.
 
 use super::{gic, its};
 use crate::arch::Trap;
