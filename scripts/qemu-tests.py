@@ -160,10 +160,10 @@ def config_filter(test_filter, config_tests):
         return test_filter
     if test_filter == "all":
         return config_tests
-    prefixes = [p for p in config_tests.split(",") if p.startswith(test_filter) or test_filter.startswith(p)]
-    if not prefixes:
-        return None
-    return ",".join(test_filter if test_filter.startswith(p) else p for p in prefixes)
+    # Each pair of prefixes selects the longer one when one extends the other, else nothing.
+    prefixes = [max(own, wanted, key=len) for own in config_tests.split(",") for wanted in test_filter.split(",")
+                if own.startswith(wanted) or wanted.startswith(own)]
+    return ",".join(prefixes) if prefixes else None
 
 
 def expectation_problems(config, test_filter, results, expected):
