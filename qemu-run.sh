@@ -2,11 +2,12 @@
 # Builds the kernel (unless given one) and boots it under QEMU.
 #
 #   ./qemu-run.sh [--arch x86_64|aarch64] [--iommu MODE] [--aw-bits 39|48] [--caching-mode]
-#                 [--append "kernel command line"] [--gdb] [--icount] [--el2]
+#                 [--append "kernel command line"] [--gdb] [--icount] [--el2] [--gic 2|3]
 #                 [--kernel ELF] [--release|--debug] [-- extra QEMU arguments]
 #
 # IOMMU modes: vtd (legacy), vtd-sm (scalable, second stage), vtd-flts (scalable, first stage),
-# smmuv3, none. Defaults: x86_64 with vtd; aarch64 with smmuv3.
+# smmuv3, none. Defaults: x86_64 with vtd; aarch64 with smmuv3 and a GICv3 with an ITS
+# (`--gic 2`: GICv2 with its GICv2m MSI frame, whose MSIs are not isolated).
 # It is also cargo's runner: `cargo run --target x86_64-target.json` passes `--kernel ELF`.
 # QEMU's exit status is mapped back: 0 when the kernel reported success, 1 on failure.
 #
@@ -18,7 +19,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-arch=x86_64 iommu="" aw_bits="" caching=0 append="" gdb=0 icount=0 el2=0 kernel="" profile=release
+arch=x86_64 iommu="" aw_bits="" caching=0 append="" gdb=0 icount=0 el2=0 gic=3 kernel="" profile=release
 extra=() words=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
         --gdb) gdb=1; shift ;;
         --icount) icount=1; shift ;;
         --el2) el2=1; shift ;;
+        --gic) gic="$2"; shift 2 ;;
         --kernel) kernel="$2"; shift 2 ;;
         --release) profile=release; shift ;;
         --debug) profile=debug; shift ;;
@@ -100,7 +102,10 @@ case "$arch" in
         qemu=qemu-system-x86_64
         ;;
     aarch64)
-        machine="virt"
+        case "$gic" in
+            2|3) machine="virt,gic-version=$gic" ;;
+            *) echo "qemu-run.sh: GIC version $gic is not available (2 or 3)" >&2; exit 2 ;;
+        esac
         case "$iommu" in
             smmuv3) machine+=",iommu=smmuv3" ;;
             none) ;;

@@ -4,7 +4,6 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use iommu_abi::Error;
-#[cfg(target_arch = "x86_64")]
 use iommu_core::IommuBackend;
 use iommu_core::{
     AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, MemoryObjectId, MemoryObjectInfo, MemorySource, ObjectId, PinnedPages, RequesterId, UnitId,
@@ -188,6 +187,9 @@ pub struct DeviceRegistry {
     /// x86: the MSI line pool and the lines handed out (`crate::msi`).
     #[cfg(target_arch = "x86_64")]
     pub msis: crate::msi::Msis,
+    /// arm: the MSIs routed through the ITS (`crate::arm::msi`).
+    #[cfg(target_arch = "aarch64")]
+    pub msis: crate::arm::msi::ItsMsis,
 }
 
 impl DeviceRegistry {
@@ -204,6 +206,20 @@ impl DeviceRegistry {
     pub fn release_stale_msis<B: IommuBackend>(&mut self, backend: &B) {
         let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
         self.msis.release_stale(config, backend);
+    }
+}
+
+/// arm: MSIs go through the ITS (`crate::arm::msi`), over the configuration space this
+/// registry owns.
+#[cfg(target_arch = "aarch64")]
+impl DeviceRegistry {
+    /// See [`crate::arm::msi::ItsMsis::release_stale`]; `bound` says whether a device is
+    /// still bound.
+    pub fn release_stale_msis(&mut self, bound: impl Fn(UnitId, RequesterId) -> bool) {
+        if self.msis.has_grants() {
+            let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
+            self.msis.release_stale(config, bound);
+        }
     }
 }
 
@@ -243,5 +259,11 @@ impl CapabilityVerifier for DeviceRegistry {
     fn msi_alloc<B: IommuBackend>(&mut self, backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
         let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
         self.msis.allocate(config, backend, client, unit, rid, count, first_slot)
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn msi_alloc<B: IommuBackend>(&mut self, _backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
+        let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
+        self.msis.allocate(config, client, unit, rid, count, first_slot)
     }
 }

@@ -23,7 +23,6 @@ mod discovery;
 mod heap;
 mod hw;
 mod kernel_iface;
-#[cfg(target_arch = "x86_64")]
 mod msi;
 mod revocation;
 mod state;

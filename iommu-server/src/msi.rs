@@ -1,5 +1,8 @@
-//! x86: a driver's MSIs through the server (`msi_alloc`), the only way a device gets an
-//! interrupt once interrupt remapping is on.
+//! A driver's MSIs through the server (`msi_alloc`): the device's MSI capability, which the
+//! server programs on both architectures ([`ConfigSpace`]), and, on x86, the line pool. arm's
+//! side (GICv3 ITS) is `crate::arm::msi`.
+//!
+//! x86: `msi_alloc` is the only way a device gets an interrupt once interrupt remapping is on.
 //!
 //! The root task gives the server a pool of MSI IRQ capabilities (`slots::MSI_POOL_FIRST`).
 //! For `msi_alloc(device, count, first_slot)` the object model checks the caller may attach the
@@ -16,16 +19,23 @@
 //! teardown: the device's MSI off, the driver's capabilities revoked, the lines unbound from
 //! its notification and back in the pool. Kept off the request path of other operations.
 
+#[cfg(target_arch = "x86_64")]
 use alloc::vec::Vec;
 use iommu_abi::Error;
-use iommu_core::{ClientId, IommuBackend, RequesterId, UnitId};
+use iommu_core::RequesterId;
+#[cfg(target_arch = "x86_64")]
+use iommu_core::{ClientId, IommuBackend, UnitId};
+#[cfg(target_arch = "x86_64")]
 use kernel_abi::Rights;
+#[cfg(target_arch = "x86_64")]
 use userlib::{println, syscall};
 
 use crate::discovery::{Ecam, PciFunction};
+#[cfg(target_arch = "x86_64")]
 use crate::slots;
 
 /// One line of the pool.
+#[cfg(target_arch = "x86_64")]
 struct PoolLine {
     slot: u64,
     vector: u8,
@@ -33,6 +43,7 @@ struct PoolLine {
 }
 
 /// A device's routed MSIs and the pool lines serving them.
+#[cfg(target_arch = "x86_64")]
 struct MsiGrant {
     unit: UnitId,
     rid: RequesterId,
@@ -40,6 +51,7 @@ struct MsiGrant {
 }
 
 /// The pool and the lines handed out.
+#[cfg(target_arch = "x86_64")]
 pub struct Msis {
     pool: Vec<PoolLine>,
     grants: Vec<MsiGrant>,
@@ -68,6 +80,7 @@ pub struct ConfigSpace<'a> {
 
 impl ConfigSpace<'_> {
     /// The same configuration space, borrowed again for a call that does not keep it.
+    #[cfg(target_arch = "x86_64")]
     fn reborrow(&mut self) -> ConfigSpace<'_> {
         ConfigSpace { functions: self.functions, ecam: self.ecam.as_deref_mut() }
     }
@@ -134,6 +147,7 @@ impl ConfigSpace<'_> {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Msis {
     /// The lines of the pool slots the root task filled (a slot that holds no MSI line, or
     /// the fault event's line, is left out).

@@ -196,6 +196,8 @@ impl State {
         );
         #[cfg(target_arch = "x86_64")]
         println!("iommu-server: {} MSI lines to give drivers", self.devices.msis.pool_size());
+        #[cfg(target_arch = "aarch64")]
+        println!("iommu-server: {}", if self.devices.msis.isolated() { "MSIs through the ITS, isolated per device" } else { "no ITS: drivers get no MSIs" });
         self.status.set(status::STATE, status::STATE_READY);
     }
 
@@ -220,6 +222,14 @@ impl State {
             page.add(status::FAULTS, (reported - delivered) as u64);
         }
         page.set(status::UNROUTED_FAULTS, server.unrouted_faults());
+    }
+
+    /// arm: the MSIs of devices unbound since (a destroy, a disconnect, a revoked device
+    /// capability, a client's end) leave the ITS (`crate::arm::msi`).
+    #[cfg(target_arch = "aarch64")]
+    fn release_stale_msis(&mut self) {
+        let server = &self.server;
+        self.devices.release_stale_msis(|unit, rid| server.bound_device(unit, rid).is_some());
     }
 
     fn publish_counters(&self) {
@@ -332,6 +342,8 @@ impl State {
         let _ = self.server.close_client(ClientId(badge));
         #[cfg(target_arch = "x86_64")]
         self.devices.release_stale_msis(self.server.backend());
+        #[cfg(target_arch = "aarch64")]
+        self.release_stale_msis();
         if let Some(window) = self.windows.remove(badge) {
             let slot = window_slot(badge);
             let _ = syscall::cap_revoke(slot);
@@ -443,6 +455,8 @@ extern "C" fn event_thread(_arg: u64) -> ! {
             let revoked = bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0;
             if revoked {
                 crate::revocation::process(&mut state.server, &mut state.devices);
+                #[cfg(target_arch = "aarch64")]
+                state.release_stale_msis();
                 state.publish_counters();
             }
             // One bit per client badge (1..=MAX_CLIENTS): visit only the set ones.
@@ -496,6 +510,8 @@ pub fn serve() -> ! {
                 let _ = syscall::cap_delete(slot);
             }
             state.status.add(status::REQUESTS, 1);
+            #[cfg(target_arch = "aarch64")]
+            state.release_stale_msis();
             state.publish_counters();
             (status, state.receive_slot)
         });

@@ -98,6 +98,16 @@ fn smmus_in_device_tree(dtb: u64) -> alloc::vec::Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// The register base of the GICv3 ITS the device tree names (`arm,gic-v3-its`), if any.
+#[cfg(target_arch = "aarch64")]
+pub fn its_base(info: &BootInfo) -> Option<u64> {
+    let Firmware::DeviceTree { dtb, .. } = info.firmware else { return None };
+    // SAFETY: as in `smmus_in_device_tree`.
+    let fdt = unsafe { fdt::Fdt::from_ptr(crate::mm::phys_to_virt(dtb)) }.ok()?;
+    let its = fdt.all_nodes().find(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "arm,gic-v3-its")))?;
+    its.reg().and_then(|mut r| r.next()).map(|r| r.starting_address as u64)
+}
+
 #[cfg(target_arch = "x86_64")]
 fn smmus_in_device_tree(_dtb: u64) -> alloc::vec::Vec<(&'static str, u64)> {
     alloc::vec::Vec::new()

@@ -1,5 +1,6 @@
 //! In-kernel test harness. The command line `test=<filter>` runs every registered test whose
-//! name starts with `<filter>` (`test=all` runs all but the runner self-tests) and reports each
+//! name starts with `<filter>`, or with one of its comma-separated prefixes (`test=all` runs
+//! all but the runner self-tests) and reports each
 //! on the serial line as `TEST <name> ... ok`, `TEST <name> ... skipped: <why>` or
 //! `TEST <name> ... FAILED: <why>`, then `TESTS DONE passed=<n> failed=<m> skipped=<k>`, then
 //! ends QEMU with success only if nothing failed. The host runner (scripts/qemu-tests.py) reads
@@ -65,5 +66,5 @@ fn selected(filter: &str, name: &str) -> bool {
     if name.starts_with("selftest::") {
         return name.starts_with(filter) && filter.starts_with("selftest::");
     }
-    filter == "all" || name.starts_with(filter)
+    filter == "all" || filter.split(',').any(|prefix| name.starts_with(prefix))
 }

@@ -23,6 +23,7 @@ mod sched;
 mod syscall;
 mod tests;
 mod tests_iommu;
+mod tests_its;
 mod user_images;
 mod usermem;
 
@@ -54,11 +55,13 @@ fn kernel_main(info: &'static BootInfo) -> ! {
         arch::exit_qemu(acpi_dump::dump(info, signature));
     }
     arch::init_interrupts();
+    #[cfg(target_arch = "aarch64")]
+    arch::init_its(firmware::its_base(info));
     arch::start_timer(TIMER_HZ);
     // A kernel built by `cargo test` runs every test unless the command line picks some.
     if let Some(filter) = option(info.cmdline(), "test").or(cfg!(test).then_some("all")) {
         let all: alloc::vec::Vec<ktest::Test> =
-            tests::TESTS.iter().chain(tests_iommu::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
+            tests::TESTS.iter().chain(tests_iommu::TESTS).chain(tests_its::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
         ktest::run(filter, &all);
     }
     run_system();

@@ -246,6 +246,9 @@ pub struct Kernel {
     exited: BTreeMap<Pid, ExitReason>,
     pub tree: DerivationTree,
     pub irqs: BTreeMap<u32, Weak<RefCell<IrqLine>>>,
+    /// arm: the IRQ objects `msi_route` made, by DeviceID (`syscall::msi`).
+    #[cfg(target_arch = "aarch64")]
+    pub msi_routes: BTreeMap<u32, Vec<Weak<RefCell<IrqLine>>>>,
     pub images: &'static [(&'static str, &'static [u8])],
 }
 
@@ -258,6 +261,8 @@ impl Kernel {
             exited: BTreeMap::new(),
             tree: DerivationTree::new(),
             irqs: BTreeMap::new(),
+            #[cfg(target_arch = "aarch64")]
+            msi_routes: BTreeMap::new(),
             images,
         }
     }
@@ -688,6 +693,8 @@ impl Drop for Kernel {
         for pid in pids {
             self.kill(pid, ExitReason::Killed);
         }
+        #[cfg(target_arch = "aarch64")]
+        crate::syscall::msi::unroute_all(self);
     }
 }
 

@@ -2,6 +2,8 @@
 //! types, missing rights, out-of-range lengths and bad pointers get an error status, never a
 //! kernel fault, and a failed call changes nothing.
 
+#[cfg(target_arch = "aarch64")]
+pub mod msi;
 use crate::arch::{self, MapFlags, UserContext, PAGE_SIZE, USER_TOP};
 use crate::cap::Capability;
 use crate::object::{Charge, Endpoint, IrqLine, MemoryObject, MmioRegion, Notification, Object, PendingCall, KERNEL_OBJECT_PAGES};
@@ -234,6 +236,16 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             values(&[])
         }
         Syscall::RevocationRead => revocation_read(kernel, pid, a[0], a[1], a[2]),
+        #[cfg(target_arch = "aarch64")]
+        Syscall::MsiRoute => msi::msi_route(kernel, pid, a[0], a[1], a[2], a[3]),
+        #[cfg(target_arch = "aarch64")]
+        Syscall::MsiUnroute => msi::msi_unroute(kernel, pid, a[0], a[1]),
+        // x86 routes MSIs through VT-d interrupt remapping, which the IOMMU server programs.
+        #[cfg(not(target_arch = "aarch64"))]
+        Syscall::MsiRoute | Syscall::MsiUnroute => {
+            cap_of(kernel, pid, a[0], ObjectType::DmaAuthority, Rights::CONTROL)?;
+            Err(Error::InvalidState)
+        }
         Syscall::CapWatch => {
             cap_of(kernel, pid, a[0], ObjectType::DmaAuthority, Rights::CONTROL)?;
             let c = cap(kernel, pid, a[1])?;

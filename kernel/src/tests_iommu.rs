@@ -18,7 +18,7 @@ use iommu_server_contract::{layout as server_layout, slots as server_slot, statu
 /// The edu driver's scenarios, slots and report words.
 use edu_contract as driver;
 
-mod iommu_tests {
+pub(crate) mod iommu_tests {
     use crate::ktest::{Test, TestResult};
     use crate::mm;
     use crate::object::{MemoryObject, MmioRegion, Object, QuotaAccount};
@@ -42,9 +42,9 @@ mod iommu_tests {
     /// Server start arguments (`iommu_server_contract::start`).
     const SERVER_BENCH: u64 = iommu_server_contract::start::BENCH;
     #[cfg(target_arch = "aarch64")]
-    const SERVER_STAGE2: u64 = iommu_server_contract::start::STAGE2;
+    pub(crate) const SERVER_STAGE2: u64 = iommu_server_contract::start::STAGE2;
     #[cfg(target_arch = "aarch64")]
-    const SERVER_ALLOW_UNISOLATED_MSI: u64 = iommu_server_contract::start::ALLOW_UNISOLATED_MSI;
+    pub(crate) const SERVER_ALLOW_UNISOLATED_MSI: u64 = iommu_server_contract::start::ALLOW_UNISOLATED_MSI;
     const SERVER_QUOTA: u64 = 4096;
     const DRIVER_QUOTA: u64 = 1024;
     /// Pages the HOLD scenario maps.
@@ -55,11 +55,11 @@ mod iommu_tests {
     const EDU_ID: u32 = 0x11e8_1234;
     const EDU_BUFFER: u64 = 0x40000;
 
-    fn direct<T>(phys: u64) -> *mut T {
+    pub(crate) fn direct<T>(phys: u64) -> *mut T {
         mm::phys_to_virt(phys) as *mut T
     }
 
-    fn err<E: core::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+    pub(crate) fn err<E: core::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
         move |e| format!("{what}: {e:?}")
     }
 
@@ -175,7 +175,7 @@ mod iommu_tests {
     }
 
     #[cfg(target_arch = "aarch64")]
-    mod platform {
+    pub(crate) mod platform {
         use super::{direct, err, server_slot};
         use crate::arch::paging::{AddressSpace, Root};
         use crate::arch::MapFlags;
@@ -224,8 +224,9 @@ mod iommu_tests {
 
         pub const IOMMU_NAME: &str = "SMMUv3";
 
-        /// Rights of a client's process capability in the server: watch it (READ).
-        pub const CLIENT_PROCESS: kernel_abi::Rights = kernel_abi::Rights::READ;
+        /// Rights of a client's process capability in the server: watch (READ), and grant
+        /// it its MSIs' IRQ capabilities (CONTROL).
+        pub const CLIENT_PROCESS: kernel_abi::Rights = kernel_abi::Rights::READ.union(kernel_abi::Rights::CONTROL);
 
         /// Turns the SMMU off (SMMUEN = 0: with the GBPA.ABORT the server set, all DMA then
         /// aborts) and its interrupts too, after a test killed the server whose tables it
@@ -314,14 +315,14 @@ mod iommu_tests {
 
     /// An edu device on bus 0: its requester ID and BAR0.
     #[derive(Clone, Copy)]
-    struct EduDevice {
-        rid: u16,
-        bar0: u64,
+    pub(crate) struct EduDevice {
+        pub(crate) rid: u16,
+        pub(crate) bar0: u64,
     }
 
     /// The edu devices, with the BARs as they are now (on arm the server assigns them: call
     /// after it is ready).
-    fn edu_devices(config: &ConfigSpace) -> Vec<EduDevice> {
+    pub(crate) fn edu_devices(config: &ConfigSpace) -> Vec<EduDevice> {
         (0..256u64)
             .filter_map(|devfn| {
                 // SAFETY: bus 0's configuration space, mapped by `config`.
@@ -382,22 +383,22 @@ mod iommu_tests {
     }
 
     /// The server process, its endpoint, its status page and its start argument.
-    struct ServerUnderTest {
-        pid: Pid,
+    pub(crate) struct ServerUnderTest {
+        pub(crate) pid: Pid,
         endpoint: Object,
         status: Rc<MemoryObject>,
         arg: u64,
     }
 
     impl ServerUnderTest {
-        fn word(&self, index: usize) -> u64 {
+        pub(crate) fn word(&self, index: usize) -> u64 {
             page_word(&self.status, index)
         }
     }
 
     /// Word `index` of the first page of `page`, as its user process last wrote it.
     /// A page the driver reports through (`driver::report`), installed in its REPORT slot.
-    fn give_report_page(kernel: &mut Kernel, driver_pid: Pid) -> Result<Rc<MemoryObject>, String> {
+    pub(crate) fn give_report_page(kernel: &mut Kernel, driver_pid: Pid) -> Result<Rc<MemoryObject>, String> {
         let page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no report page")?;
         kernel
             .install(driver_pid, driver_slot::REPORT, Object::Memory(page.clone()), Rights::READ.union(Rights::WRITE), 0)
@@ -405,13 +406,13 @@ mod iommu_tests {
         Ok(page)
     }
 
-    fn page_word(page: &MemoryObject, index: usize) -> u64 {
+    pub(crate) fn page_word(page: &MemoryObject, index: usize) -> u64 {
         assert!(index < 512, "word {index} is beyond the page");
         page_words(page).read(index)
     }
 
     /// The first page of `page` as the words its user process shares, through the direct map.
-    fn page_words(page: &MemoryObject) -> SharedWords<512> {
+    pub(crate) fn page_words(page: &MemoryObject) -> SharedWords<512> {
         // SAFETY: frame 0 of the memory object is a page of RAM in the direct map, alive while
         // `page` is; every caller uses the words while it holds `page`.
         unsafe { SharedWords::at_address(direct::<u64>(page.frames[0]) as usize) }
@@ -457,7 +458,7 @@ mod iommu_tests {
     }
 
     /// Runs the scheduler until `done` holds, or fails after the wait budget.
-    fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
+    pub(crate) fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
         let start = arch::instruction_counter();
         while !done(kernel) {
             if arch::instruction_counter().wrapping_sub(start) > WAIT_BUDGET {
@@ -479,7 +480,7 @@ mod iommu_tests {
 
     /// Whether the machine has an IOMMU, after checking that the server's discovery agrees
     /// with the hardware either way.
-    fn discovery_agrees(server: &ServerUnderTest) -> Result<bool, String> {
+    pub(crate) fn discovery_agrees(server: &ServerUnderTest) -> Result<bool, String> {
         match platform::iommu_hardware() {
             Some((cap, ecap)) => {
                 ensure!(server.word(status::IOMMU_DESCRIBED) == 1, "{} registers answer but the server found none in the firmware", platform::IOMMU_NAME);
@@ -498,11 +499,11 @@ mod iommu_tests {
         }
     }
 
-    fn skip_without_iommu() {
+    pub(crate) fn skip_without_iommu() {
         crate::ktest::skip(String::from("no IOMMU on this machine (firmware describes none, server agrees): nothing to translate, DMA isolation not checkable"));
     }
 
-    fn exit_of(kernel: &mut Kernel, pid: Pid) -> Option<ExitReason> {
+    pub(crate) fn exit_of(kernel: &mut Kernel, pid: Pid) -> Option<ExitReason> {
         kernel.take_exit(pid)
     }
 
@@ -517,7 +518,7 @@ mod iommu_tests {
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
-    fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
+    pub(crate) fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
         let result = {
             let mut kernel = Kernel::new(IMAGES);
             body(&mut kernel)
@@ -562,14 +563,14 @@ mod iommu_tests {
     /// Starts the server and one driver (watched as client `badges[0]`, and more badges),
     /// and gives the driver the first edu device once the server is up (on arm the server
     /// gives BARs their addresses).
-    fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64]) -> Result<(ServerUnderTest, Pid, EduDevice), String> {
+    pub(crate) fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64]) -> Result<(ServerUnderTest, Pid, EduDevice), String> {
         let (server, driver_pid, devices) = server_and_driver_with_devices(kernel, server_arg, scenario, badges, 1)?;
         Ok((server, driver_pid, devices[0]))
     }
 
     /// `server_and_driver`, giving the driver the first `count` edu devices (a test driver that
     /// uses two; the edu driver proper is only ever given its own).
-    fn server_and_driver_with_devices(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64], count: usize) -> Result<(ServerUnderTest, Pid, Vec<EduDevice>), String> {
+    pub(crate) fn server_and_driver_with_devices(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64], count: usize) -> Result<(ServerUnderTest, Pid, Vec<EduDevice>), String> {
         // The driver exists first so the server can be given its process capability.
         let driver_pid = kernel.create_process("edu-driver", EDU_DRIVER, scenario, DRIVER_QUOTA).map_err(err("create driver"))?;
         let clients: Vec<(Pid, u64)> = badges.iter().map(|&b| (driver_pid, b)).collect();
@@ -718,7 +719,7 @@ mod iommu_tests {
 
     /// Writes `address` and `data` into the edu's MSI capability and enables it, or disables
     /// it; returns the address and data it held before.
-    fn aim_msi(config: &ConfigSpace, device: &EduDevice, address: u32, data: u32, enable: bool) -> Result<(u32, u32), String> {
+    pub(crate) fn aim_msi(config: &ConfigSpace, device: &EduDevice, address: u32, data: u32, enable: bool) -> Result<(u32, u32), String> {
         let register = |offset: u64| config.register(u64::from(device.rid), offset);
         // SAFETY: the edu's configuration space (mapped by `config`); PCI 3.0 §6.8.1 MSI
         // capability layout.
@@ -773,7 +774,8 @@ mod iommu_tests {
             #[cfg(target_arch = "aarch64")]
             let skip = 0;
             let Some(msi) = boot_caps(crate::boot_info()).into_iter().filter(|cap| cap.name == "msi").nth(skip) else {
-                crate::println!("iommu: no MSI lines on this machine (no GICv2m frame): test not applicable");
+                // A GICv3 machine: its MSIs go through the ITS (`its::` tests).
+                crate::ktest::skip(String::from("no GICv2m MSI lines on this machine (a GICv3: see the its:: tests)"));
                 return Ok(());
             };
             let Object::Irq(irq) = msi.object else { return Err("the msi capability is no IRQ line".into()) };
@@ -1200,6 +1202,8 @@ mod iommu_tests {
             kernel.start_process(driver_pid).map_err(err("start driver"))?;
             #[cfg(target_arch = "x86_64")]
             bench_msi_latency(kernel, &report_page, driver_pid, &_device)?;
+            #[cfg(target_arch = "aarch64")]
+            crate::tests_its::bench_msi_latency(kernel, &report_page, driver_pid, &_device)?;
             run_until(kernel, "the benchmark driver", |k| k.has_exited(driver_pid))?;
             let exit = exit_of(kernel, driver_pid);
             ensure!(exit == Some(ExitReason::Exited(0)), "benchmark driver ended with {exit:?}");

@@ -51,7 +51,32 @@ pub mod scenario {
     /// areas; reports the counts (`report::LIMIT_COUNTS`), sets `report::AT_LIMITS` and waits,
     /// at its limits, for `report::LEAVE` in `COMMAND`; then exits holding everything.
     pub const LIMITS_EXHAUSTED: u64 = 14;
+    /// arm: the device's MSI through `msi_alloc` (GICv3 ITS): takes its DMA-done interrupt
+    /// through it, then destroys the device (the server unmaps its events in the ITS) and
+    /// sets `report::DEVICE_GONE`. Without an ITS the server refuses `msi_alloc` with
+    /// NotSupported and the driver exits with `MSIS_REFUSED`.
+    #[cfg(target_arch = "aarch64")]
+    pub const ITS_MSI: u64 = 17;
+    /// arm: like FORGED_INTERRUPTS over the ITS. Victim (first device) and hostile device
+    /// (second, with a fault queue) each get their MSI; at `report::FORGERY_TARGETS_READY`
+    /// the root task makes the hostile device write forged MSIs: EventIDs it was not given,
+    /// another device's EventID (which, from its DeviceID, is its own), an address in the
+    /// doorbell page that is not GITS_TRANSLATER (none of them may raise anything but the
+    /// hostile device's own LPI), and `FORGED_ADDRESSES` outside the doorbell page, each of
+    /// which must fault into the hostile device's queue (the driver reads those records in
+    /// order). Then both devices' own MSIs still arrive.
+    #[cfg(target_arch = "aarch64")]
+    pub const FORGED_ITS_MSIS: u64 = 18;
 }
+
+/// ITS_MSI: the driver's exit code when the server refuses `msi_alloc` (no isolated MSIs).
+#[cfg(target_arch = "aarch64")]
+pub const MSIS_REFUSED: u64 = 171;
+
+/// FORGED_ITS_MSIS: the addresses outside the ITS doorbell page the hostile device is made to
+/// write, in order: the next page of GITS_TRANSLATER's frame, the GIC distributor.
+#[cfg(target_arch = "aarch64")]
+pub const FORGED_ADDRESSES: [u64; 2] = [0x0809_1040, 0x0800_0040];
 
 /// Capability slots the root task fills.
 pub mod slot {
@@ -102,26 +127,24 @@ pub mod report {
     /// BENCH: the instruction counter right after `fault_read` returned the record of the
     /// benchmark's refused DMA.
     pub const FAULT_HELD_AT: usize = 1;
-    /// BENCH (x86): the device's MSI is bound; the root task measures its latency with
+    /// BENCH: the device's MSI is bound; the root task measures its latency with
     /// `MSI_COMMAND` (after `FAULT_HELD_AT` is written).
-    #[cfg(target_arch = "x86_64")]
     pub const MSI_READY: u64 = 4;
-    /// BENCH (x86): the root task writes `MEASURE_MSI` here to have the driver raise the
+    /// BENCH: the root task writes `MEASURE_MSI` here to have the driver raise the
     /// device's interrupt once and wait for it (the driver writes 0 back when woken, after
     /// `MSI_WOKEN_AT`), or `END` to let the driver end.
-    #[cfg(target_arch = "x86_64")]
     pub const MSI_COMMAND: usize = 2;
-    #[cfg(target_arch = "x86_64")]
     pub const MEASURE_MSI: u64 = 1;
-    #[cfg(target_arch = "x86_64")]
     pub const END: u64 = 2;
-    /// BENCH (x86): the instruction counter right after the driver's wait for the MSI returned.
-    #[cfg(target_arch = "x86_64")]
+    /// BENCH: the instruction counter right after the driver's wait for the MSI returned.
     pub const MSI_WOKEN_AT: usize = 3;
-    /// FORGED_INTERRUPTS: the victim's MSI is bound and the hostile device attached with a
-    /// fault queue; the root task may send the forged requests now.
-    #[cfg(target_arch = "x86_64")]
+    /// FORGED_INTERRUPTS, FORGED_ITS_MSIS: the victim's MSI is bound and the hostile device
+    /// attached with a fault queue; the root task may send the forged requests now.
     pub const FORGERY_TARGETS_READY: u64 = 3;
+    /// ITS_MSI: the device took its interrupt and was destroyed; the driver waits for
+    /// `COMMAND` = `LEAVE`.
+    #[cfg(target_arch = "aarch64")]
+    pub const DEVICE_GONE: u64 = 8;
 }
 
 /// FORGED_INTERRUPTS: the interrupt indices the forged requests name, in the order the root

@@ -75,6 +75,15 @@ pub const MSI_POOL_COUNT: u64 = 16;
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(EVENT_STACK < MSI_POOL_FIRST && MSI_POOL_FIRST + MSI_POOL_COUNT <= 256);
 
+/// arm: slots where the server receives the IRQ capabilities of the MSIs the kernel routes
+/// through the ITS (`msi_route`) before granting copies to drivers.
+#[cfg(target_arch = "aarch64")]
+pub const ITS_MSI_FIRST: u64 = 176;
+#[cfg(target_arch = "aarch64")]
+pub const ITS_MSI_COUNT: u64 = 64;
+#[cfg(target_arch = "aarch64")]
+const _: () = assert!(EVENT_STACK < ITS_MSI_FIRST && ITS_MSI_FIRST + ITS_MSI_COUNT <= 256);
+
 /// Bits of the `EVENTS` notification: bit 0 is the fault IRQ, bit `badge` the end of client
 /// `badge`'s process, and on arm the bit after the last badge the SMMU's global-error IRQ.
 pub const FAULT_EVENT_BIT: u64 = 0;

@@ -28,6 +28,8 @@ pub const NO_CAP: u64 = u64::MAX;
 pub const MAX_DEBUG_WRITE: usize = 256;
 /// Pages one `mem_alloc` may request.
 pub const MAX_MEMORY_OBJECT_PAGES: u64 = 4096;
+/// Most events one `msi_route` maps (PCI multiple-message MSI: 32).
+pub const MAX_MSI_EVENTS: u64 = 32;
 /// Pins one process may hold at once (see `Syscall::MemPin`).
 pub const MAX_PINS: usize = 8192;
 /// Pages one `mem_pin_range` may pin.

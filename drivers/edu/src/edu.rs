@@ -7,11 +7,8 @@ use userlib::syscall;
 mod reg {
     pub const IDENTIFICATION: usize = 0x00;
     pub const LIVENESS: usize = 0x04;
-    #[cfg(target_arch = "x86_64")]
     pub const INTERRUPT_STATUS: usize = 0x24;
-    #[cfg(target_arch = "x86_64")]
     pub const INTERRUPT_RAISE: usize = 0x60;
-    #[cfg(target_arch = "x86_64")]
     pub const INTERRUPT_ACKNOWLEDGE: usize = 0x64;
     pub const DMA_SOURCE: usize = 0x80;
     pub const DMA_DESTINATION: usize = 0x88;
@@ -24,12 +21,10 @@ mod cmd {
     pub const RUN: u64 = 1 << 0;
     pub const TO_RAM: u64 = 1 << 1;
     /// Raise the interrupt (status `DMA_DONE`) when the transfer is done.
-    #[cfg(target_arch = "x86_64")]
     pub const INTERRUPT: u64 = 1 << 2;
 }
 
 /// Interrupt status bit the device sets when a DMA with `cmd::INTERRUPT` finished.
-#[cfg(target_arch = "x86_64")]
 pub const DMA_DONE: u32 = 0x100;
 
 /// The expected identification register: version 1.0, "ed".
@@ -90,7 +85,6 @@ impl Edu {
     }
 
     /// Starts one DMA that raises the device's interrupt (status [`DMA_DONE`]) when done.
-    #[cfg(target_arch = "x86_64")]
     pub fn start_dma_interrupting(&self, source: u64, destination: u64, count: u64, to_ram: bool) {
         self.start_dma_with(source, destination, count, cmd::INTERRUPT | if to_ram { cmd::TO_RAM } else { 0 });
     }
@@ -108,19 +102,16 @@ impl Edu {
     }
 
     /// The interrupt status register: why the device raised its interrupt.
-    #[cfg(target_arch = "x86_64")]
     pub fn interrupt_status(&self) -> u32 {
         self.read32(reg::INTERRUPT_STATUS)
     }
 
     /// Sets `bits` in the interrupt status, which raises the device's interrupt.
-    #[cfg(target_arch = "x86_64")]
     pub fn raise_interrupt(&self, bits: u32) {
         self.write32(reg::INTERRUPT_RAISE, bits);
     }
 
     /// Clears `bits` of the interrupt status.
-    #[cfg(target_arch = "x86_64")]
     pub fn acknowledge_interrupt(&self, bits: u32) {
         self.write32(reg::INTERRUPT_ACKNOWLEDGE, bits);
     }

@@ -8,6 +8,8 @@
 mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
+#[cfg(target_arch = "aarch64")]
+mod its;
 mod limits;
 mod race;
 mod revoke;
@@ -47,11 +49,9 @@ mod slot {
     pub const FAULT_NOTIFICATION: u64 = 25;
     pub const WINDOW_VIEW: u64 = 26;
     pub const WINDOW_CHILD: u64 = 27;
-    /// The IRQ capability of the device's MSI, from the server's `msi_alloc` (x86).
-    #[cfg(target_arch = "x86_64")]
+    /// The IRQ capability of the device's MSI, from the server's `msi_alloc`.
     pub const MSI: u64 = 28;
     /// The notification the MSI is bound to.
-    #[cfg(target_arch = "x86_64")]
     pub const IRQ_NOTIFICATION: u64 = 29;
     /// REVOKED_MEMORY_AND_DEVICE: the copy of BUFFER the server's pins are lent through, a
     /// probe page, a page mapped after the device capability is revoked.
@@ -115,6 +115,10 @@ fn main(arg: u64) -> u64 {
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
+        #[cfg(target_arch = "aarch64")]
+        scenario::ITS_MSI => its::msi_through_the_its(),
+        #[cfg(target_arch = "aarch64")]
+        scenario::FORGED_ITS_MSIS => its::forged_msis(),
         _ => Err((99, "unknown scenario")),
     };
     match outcome {
@@ -362,7 +366,6 @@ fn dma_through_iommu() -> Outcome {
 /// Asks the server for the device's MSI (`slot::MSI`) and binds it to a new notification
 /// (`slot::IRQ_NOTIFICATION`, bit 0). The server checks that the capability grants only
 /// CONTROL: the driver binds and acknowledges the line, nothing more.
-#[cfg(target_arch = "x86_64")]
 fn take_msi(iommu: &mut Client, device: DeviceId) -> Outcome {
     iommu.msi_alloc(device, 1, slot::MSI).map_err(|error| {
         println!("edu-driver: msi_alloc failed: {error:?}");
@@ -380,7 +383,6 @@ fn take_msi(iommu: &mut Client, device: DeviceId) -> Outcome {
 /// Copies one page from the device's buffer to `destination` with the completion interrupt
 /// on, waits for the interrupt on `slot::IRQ_NOTIFICATION` and acknowledges it; returns the
 /// interrupt status and the instruction counter right after the wait returned.
-#[cfg(target_arch = "x86_64")]
 fn dma_awaiting_interrupt(edu: &Edu, source: u64, destination: u64) -> Result<(u32, u64), (u64, &'static str)> {
     edu.start_dma_interrupting(source, destination, PAGE_SIZE, true);
     let bits = syscall::notify_wait(slot::IRQ_NOTIFICATION).map_err(|_| (45, "wait for the MSI"))?;
@@ -550,16 +552,15 @@ fn bench_ipc() -> Outcome {
     let spent = (syscall::instruction_counter() - start) / ROUNDS;
     println!("bench: ipc get_info round trip {spent} guest instructions (mean of {ROUNDS})");
     bench_fault_delivery(&mut iommu, device, &edu)?;
-    #[cfg(target_arch = "x86_64")]
     bench_msi(&mut iommu, device, &edu)?;
     Ok(())
 }
 
-/// MSI latency (x86): with the device's MSI from the server bound, the driver raises the
-/// device's interrupt whenever the root task asks on the report page, waits for it and writes
-/// the instruction counter right after the wait returned; the root task compares it with the
-/// moment the line fired in the kernel (it may change how the MSI is delivered in between).
-#[cfg(target_arch = "x86_64")]
+/// MSI latency: with the device's MSI from the server bound (x86: an IRTE; arm: an ITS
+/// event), the driver raises the device's interrupt whenever the root task asks on the report
+/// page, waits for it and writes the instruction counter right after the wait returned; the
+/// root task compares it with the moment the line fired in the kernel (it may change how the
+/// MSI is delivered in between).
 fn bench_msi(iommu: &mut Client, device: DeviceId, edu: &Edu) -> Outcome {
     use contract::report;
     take_msi(iommu, device)?;

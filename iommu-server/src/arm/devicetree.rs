@@ -1,8 +1,10 @@
 //! The machine as the device tree describes it: the SMMUv3 nodes (`arm,smmu-v3`: registers,
-//! wired interrupts), the GICv2m MSI frames (`arm,gic-v2m-frame`) and the PCIe host bridge (`pci-host-ecam-generic`: ECAM, bus range, memory
-//! windows, and `iommu-map`, which says which SMMU translates which requester IDs and as which
-//! StreamIDs). Bindings: Linux `Documentation/devicetree/bindings/iommu/arm,smmu-v3.yaml`,
-//! `.../pci/host-generic-pci.yaml` and `.../pci/pci-iommu.txt`.
+//! wired interrupts), the GICv2m MSI frames (`arm,gic-v2m-frame`), the GICv3 ITSes
+//! (`arm,gic-v3-its`) and the PCIe host bridge (`pci-host-ecam-generic`: ECAM, bus range, memory
+//! windows, `iommu-map`, which says which SMMU translates which requester IDs and as which
+//! StreamIDs, and `msi-map`, which says as which DeviceIDs an MSI controller sees them).
+//! Bindings: Linux `Documentation/devicetree/bindings/iommu/arm,smmu-v3.yaml`,
+//! `.../pci/host-generic-pci.yaml`, `.../pci/pci-iommu.txt` and `.../pci/pci-msi.txt`.
 //!
 //! QEMU's `virt` places the blob at the start of RAM; the root task hands the server its pages
 //! as a read-only `firmware` capability.
@@ -60,6 +62,30 @@ impl IommuMapEntry {
     }
 }
 
+/// One `msi-map` entry: requester IDs `rid_base..rid_base + length` of the host bridge reach
+/// the MSI controller with phandle `controller` as DeviceIDs `device_base..`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiMapEntry {
+    pub rid_base: u32,
+    pub controller: u32,
+    pub device_base: u32,
+    pub length: u32,
+}
+
+impl MsiMapEntry {
+    pub fn device_of(&self, rid: u32) -> Option<u32> {
+        let offset = rid.checked_sub(self.rid_base)?;
+        (offset < self.length).then(|| self.device_base + offset)
+    }
+}
+
+/// One `arm,gic-v3-its` node: its registers (GITS_TRANSLATER at `base + 0x10040`).
+#[derive(Clone, Copy, Debug)]
+pub struct ItsNode {
+    pub phandle: Option<u32>,
+    pub base: u64,
+}
+
 /// The PCIe host bridge.
 #[derive(Clone, Debug)]
 pub struct PciHost {
@@ -70,6 +96,7 @@ pub struct PciHost {
     /// The 32-bit memory window: (CPU address, PCI address, size).
     pub memory_32: Option<(u64, u64, u64)>,
     pub iommu_map: Vec<IommuMapEntry>,
+    pub msi_map: Vec<MsiMapEntry>,
 }
 
 pub struct DeviceTree {
@@ -78,6 +105,7 @@ pub struct DeviceTree {
     /// Register frames of the GICv2m MSI controllers (`arm,gic-v2m-frame`): the doorbells
     /// devices write their MSIs to.
     pub msi_frames: Vec<u64>,
+    pub its: Vec<ItsNode>,
 }
 
 /// Big-endian 32-bit cells of a property value.
@@ -145,7 +173,12 @@ pub fn read(memory: &FirmwareMemory) -> Result<DeviceTree, &'static str> {
         .filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "arm,gic-v2m-frame")))
         .filter_map(|node| Some(node.reg()?.next()?.starting_address as u64))
         .collect();
-    Ok(DeviceTree { smmus, pci, msi_frames })
+    let its = fdt
+        .all_nodes()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|c| c == "arm,gic-v3-its")))
+        .filter_map(|node| Some(ItsNode { phandle: u32_property(node, "phandle"), base: node.reg()?.next()?.starting_address as u64 }))
+        .collect();
+    Ok(DeviceTree { smmus, pci, msi_frames, its })
 }
 
 fn smmu_node(node: FdtNode<'_, '_>, interrupt_cells: usize) -> Option<SmmuNode> {
@@ -193,5 +226,8 @@ fn pci_host(node: FdtNode<'_, '_>, root: FdtNode<'_, '_>) -> Option<PciHost> {
     // iommu-map: (rid-base, iommu phandle, iommu specifier: #iommu-cells = 1 for SMMUv3, length).
     let map: Vec<u32> = node.property("iommu-map").map(|p| cells(p.value).collect()).unwrap_or_default();
     let iommu_map = map.chunks_exact(4).map(|e| IommuMapEntry { rid_base: e[0], iommu: e[1], sid_base: e[2], length: e[3] }).collect();
-    Some(PciHost { ecam_base: ecam.starting_address as u64, ecam_size: ecam.size? as u64, first_bus, last_bus, memory_32, iommu_map })
+    // msi-map: (rid-base, controller phandle, msi-base: #msi-cells = 1 for an ITS, length).
+    let map: Vec<u32> = node.property("msi-map").map(|p| cells(p.value).collect()).unwrap_or_default();
+    let msi_map = map.chunks_exact(4).map(|e| MsiMapEntry { rid_base: e[0], controller: e[1], device_base: e[2], length: e[3] }).collect();
+    Some(PciHost { ecam_base: ecam.starting_address as u64, ecam_size: ecam.size? as u64, first_bus, last_bus, memory_32, iommu_map, msi_map })
 }

@@ -7,6 +7,7 @@
 
 mod devicetree;
 mod iort;
+pub mod msi;
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -74,9 +75,23 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
     status.set(status::IORT_CHECK, iort_check);
 
     let mut backend = SmmuBackend::new(DmaPool::new(slots::DMA_AUTHORITY, layout::DMA), TscClock);
+    // An ITS the host bridge's msi-map names: each device raises only the EventIDs the kernel
+    // mapped for its DeviceID, so the one page holding GITS_TRANSLATER (and nothing else of
+    // the GIC) goes into every paging domain.
+    let its = tree.its.iter().find(|its| its.phandle.is_some() && host.msi_map.iter().any(|entry| Some(entry.controller) == its.phandle));
+    let mut translater = None;
+    if let Some(its) = its {
+        let doorbell = its.base + msi::GITS_TRANSLATER_OFFSET;
+        if backend.add_msi_doorbell(doorbell) {
+            println!("iommu-server: device tree: ITS at {:#x}, msi-map {:x?}: its doorbell page {:#x} goes into domains", its.base, host.msi_map, doorbell & !(PAGE - 1));
+            translater = Some(doorbell);
+        } else {
+            println!("iommu-server: ITS doorbell {doorbell:#x} lies outside the IOVA window kept for doorbells: drivers get no MSIs");
+        }
+    }
     // GICv2m has one doorbell for every device and cannot tell them apart: a device that can
     // write it can raise any other device's MSI. Its doorbell goes into domains only when the
-    // system description allows unisolated MSIs.
+    // system description allows unisolated MSIs, and drivers get no MSIs from the server.
     if !tree.msi_frames.is_empty() && !allow_unisolated_msi {
         println!("iommu-server: GICv2m cannot tell devices apart: its doorbell stays unmapped, MSIs of attached devices fault (start argument ALLOW_UNISOLATED_MSI maps it)");
     }
@@ -155,7 +170,8 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         None => println!("iommu-server: no identity-mapped 32-bit PCI window inside the pci-mmio capability: BARs stay unassigned"),
     }
     discovery::print_functions(&functions);
-    Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window, watches: Vec::new() }, iommu_described: !tree.smmus.is_empty() })
+    let msis = msi::ItsMsis::new(translater, host.msi_map.clone());
+    Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window, watches: Vec::new(), msis }, iommu_described: !tree.smmus.is_empty() })
 }
 
 /// Prints what the IORT says next to what the device tree says (SMMUs with their interrupts,

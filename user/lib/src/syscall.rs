@@ -298,6 +298,18 @@ pub fn cap_watch(authority: u64, cap: u64) -> Result<u64, Error> {
     check(status).map(|_| pin)
 }
 
+/// arm: maps `count` events of ITS device `device_id` to LPIs, one IRQ capability each in
+/// `first_slot..`; returns the INTID of event 0.
+pub fn msi_route(authority: u64, device_id: u32, count: u32, first_slot: u64) -> Result<u64, Error> {
+    let (status, intid) = raw(Syscall::MsiRoute as u64, [authority, u64::from(device_id), u64::from(count), first_slot, 0, 0]);
+    check(status).map(|_| intid)
+}
+
+/// arm: the ITS forgets every event of `device_id`; the IRQ objects of its route are retired.
+pub fn msi_unroute(authority: u64, device_id: u32) -> Result<(), Error> {
+    check(raw(Syscall::MsiUnroute as u64, [authority, u64::from(device_id), 0, 0, 0, 0]).0)
+}
+
 pub fn irq_ack(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
 }

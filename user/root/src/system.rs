@@ -73,12 +73,9 @@ const CLIENT: Rights = Rights::WRITE.union(Rights::GRANT);
 /// A device BAR: the driver maps it and hands a copy to the IOMMU server to bind the device.
 const DEVICE: Rights = Rights::READ.union(Rights::WRITE).union(Rights::GRANT).union(Rights::DERIVE);
 
-/// A client's process, to the IOMMU server: watch it end (READ); on x86 also put the IRQ
-/// capabilities of its MSIs into it (CONTROL, for `cap_grant`).
-#[cfg(target_arch = "x86_64")]
+/// A client's process, to the IOMMU server: watch it end (READ) and put the IRQ capabilities
+/// of its MSIs into it (CONTROL, for `cap_grant`).
 const CLIENT_PROCESS: Rights = Rights::READ.union(Rights::CONTROL);
-#[cfg(target_arch = "aarch64")]
-const CLIENT_PROCESS: Rights = READ;
 
 const EDU: (u16, u16) = (0x1234, 0x11e8);
 const EDU_BAR0_SIZE: u64 = 1 << 20;

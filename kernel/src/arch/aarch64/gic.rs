@@ -73,6 +73,7 @@ const INTERRUPT_PRIORITY: u8 = 0xA0;
 const PRIORITY_MASK: u32 = 0xF0;
 /// INTIDs 1020..1023 are special: "no pending interrupt" (spurious) and the like.
 const FIRST_SPECIAL_INTID: u32 = 1020;
+const LAST_SPECIAL_INTID: u32 = 1023;
 /// SGIs 0-15 and PPIs 16-31 are private to a CPU; SPIs start at 32.
 pub const FIRST_SPI: u32 = 32;
 
@@ -86,13 +87,13 @@ static LINES: AtomicU64 = AtomicU64::new(0);
 /// GICv3: physical address of this CPU's redistributor (RD_base).
 static REDISTRIBUTOR: AtomicU64 = AtomicU64::new(0);
 
-fn read32(phys: u64) -> u32 {
+pub(super) fn read32(phys: u64) -> u32 {
     // SAFETY: callers pass GIC registers in the first GiB of physical space, which the direct map
     // covers with Device-nGnRE attributes; register reads have no effect on memory.
     unsafe { device_register::<u32>(phys) }.read()
 }
 
-fn write32(phys: u64, value: u32) {
+pub(super) fn write32(phys: u64, value: u32) {
     // SAFETY: as in `read32`; GIC register writes only change interrupt state.
     unsafe { device_register::<u32>(phys) }.write(value)
 }
@@ -102,13 +103,15 @@ fn write8(phys: u64, value: u8) {
     unsafe { device_register::<u8>(phys) }.write(value)
 }
 
-fn read64(phys: u64) -> u64 {
-    // SAFETY: as in `read32`; GICR_TYPER is a 64-bit register.
+pub(super) fn read64(phys: u64) -> u64 {
+    // SAFETY: as in `read32`; the callers' registers (GICR_TYPER, GITS_TYPER, GITS_BASER<n>,
+    // GITS_CREADR and the like) are 64-bit.
     unsafe { device_register::<u64>(phys) }.read()
 }
 
-fn write64(phys: u64, value: u64) {
-    // SAFETY: as in `write32`; GICD_IROUTER is a 64-bit register.
+pub(super) fn write64(phys: u64, value: u64) {
+    // SAFETY: as in `write32`; the callers' registers (GICD_IROUTER, GICR_PROPBASER, GITS_CBASER
+    // and the like) are 64-bit.
     unsafe { device_register::<u64>(phys) }.write(value)
 }
 
@@ -251,6 +254,11 @@ fn find_redistributor() -> u64 {
     }
 }
 
+/// GICv3: this CPU's redistributor (RD_base), which the ITS delivers LPIs to.
+pub fn redistributor() -> Option<u64> {
+    is_v3().then(|| REDISTRIBUTOR.load(Ordering::Relaxed))
+}
+
 fn is_v3() -> bool {
     VERSION.load(Ordering::Relaxed) == VERSION_3
 }
@@ -265,7 +273,6 @@ fn frame_for(intid: u32) -> u64 {
     }
 }
 
-/// Whether `intid` is an interrupt the distributor implements.
 /// `virt`'s GICv2m MSI frame (hw/arm/virt.c, VIRT_GIC_V2M), present with a GICv2: a device
 /// raises SPI n by writing n to MSI_SETSPI_NS (frame + 0x040).
 const V2M_PHYS: u64 = 0x0802_0000;
@@ -284,6 +291,7 @@ pub fn msi_spis() -> Option<(u32, u32)> {
     (count != 0 && first >= FIRST_SPI && is_valid(first + count - 1)).then_some((first, count))
 }
 
+/// Whether `intid` is an interrupt the distributor implements.
 pub fn is_valid(intid: u32) -> bool {
     (intid as u64) < LINES.load(Ordering::Relaxed)
 }
@@ -343,9 +351,9 @@ pub fn acknowledge() -> Option<Acknowledged> {
         read32(GICC_PHYS + GICC_IAR)
     };
     // INTID: GICC_IAR bits [9:0] (bits [12:10] name the source CPU of an SGI);
-    // ICC_IAR1_EL1 bits [23:0].
+    // ICC_IAR1_EL1 bits [23:0] (LPIs from 8192 up).
     let intid = if is_v3() { iar & 0xFF_FFFF } else { iar & 0x3FF };
-    (intid < FIRST_SPECIAL_INTID).then_some(Acknowledged { intid, iar })
+    (!(FIRST_SPECIAL_INTID..=LAST_SPECIAL_INTID).contains(&intid)).then_some(Acknowledged { intid, iar })
 }
 
 /// Drops the running priority and deactivates the interrupt (EOImode = 0).

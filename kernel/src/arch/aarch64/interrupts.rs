@@ -1,5 +1,5 @@
-//! Interrupt policy: the periodic tick on the EL1 virtual timer and device lines (GIC SPIs)
-//! forwarded to user drivers.
+//! Interrupt policy: the periodic tick on the EL1 virtual timer and device lines (GIC SPIs,
+//! and with a GICv3 the LPIs its ITS routes for MSIs, `its`) forwarded to user drivers.
 //!
 //! The kernel never unmasks IRQs at EL1. Interrupts are taken only while EL0 runs (the EL0 IRQ
 //! vector returns from `run_user`), and `wait_for_interrupt` idles in WFI with PSTATE.I still
@@ -7,11 +7,12 @@
 //! for Interrupt"), after which the interrupt is acknowledged from the GIC directly. No IRQ
 //! handler ever runs on top of kernel code.
 //!
-//! A device interrupt is masked at the distributor before its end-of-interrupt, so a
+//! A device interrupt (SPI) is masked at the distributor before its end-of-interrupt, so a
 //! level-sensitive line that stays asserted does not fire again until the kernel unmasks it
-//! with `irq_set_enabled` once the user driver has serviced the device.
+//! with `irq_set_enabled` once the user driver has serviced the device. LPIs are messages and
+//! stay enabled while bound.
 
-use super::gic;
+use super::{gic, its};
 use crate::arch::Trap;
 use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,14 @@ static TIMER_PERIOD: AtomicU64 = AtomicU64::new(0);
 
 pub fn init_interrupts() {
     gic::init();
+}
+
+/// Brings up the ITS the firmware describes at `its_base`, if the GIC is a GICv3 (a GICv2
+/// machine has none; its MSIs go through GICv2m SPIs).
+pub fn init_its(its_base: Option<u64>) {
+    if let (Some(base), Some(redistributor)) = (its_base, gic::redistributor()) {
+        its::init(base, redistributor);
+    }
 }
 
 /// Starts a `hz` periodic tick on the EL1 virtual timer (CNTV), reported as `Trap::Timer`.
@@ -51,10 +60,12 @@ fn rearm_timer() {
     CNTV_CVAL_EL0.set(next);
 }
 
-/// Unmasks or masks device interrupt `line` (a GIC SPI INTID). Lines that are not SPIs of this
-/// GIC are ignored (the kernel checks them against the IRQ capability before calling).
+/// Unmasks or masks device interrupt `line` (a GIC SPI INTID, or an LPI the ITS routes).
+/// Other lines are ignored (the kernel checks them against the IRQ capability before calling).
 pub fn irq_set_enabled(line: u32, enabled: bool) {
-    if line >= gic::FIRST_SPI && gic::is_valid(line) {
+    if its::is_lpi(line) {
+        its::set_enabled(line, enabled);
+    } else if line >= gic::FIRST_SPI && gic::is_valid(line) {
         gic::set_enabled(line, enabled);
     }
 }
@@ -75,6 +86,10 @@ pub(super) fn acknowledge() -> Option<Trap> {
     let trap = if interrupt.intid == VIRTUAL_TIMER_INTID {
         rearm_timer();
         Trap::Timer
+    } else if its::is_lpi(interrupt.intid) {
+        // An LPI is a message: nothing stays asserted, so it stays enabled (module docs of `its`).
+        its::count_taken();
+        Trap::DeviceIrq(interrupt.intid)
     } else {
         gic::set_enabled(interrupt.intid, false);
         Trap::DeviceIrq(interrupt.intid)

@@ -10,13 +10,15 @@ mod console;
 mod exceptions;
 mod gic;
 mod interrupts;
+mod its;
 pub mod paging;
 mod user;
 
 pub use console::console_write;
 pub use exceptions::init_cpu;
 pub use gic::msi_spis;
-pub use interrupts::{init_interrupts, irq_configure, irq_set_enabled, start_timer, wait_for_interrupt};
+pub use its::{pending as lpis_pending, route as msi_route, taken as lpis_taken, translater as msi_translater, unroute as msi_unroute, RouteError as MsiRouteError};
+pub use interrupts::{init_interrupts, init_its, irq_configure, irq_set_enabled, start_timer, wait_for_interrupt};
 pub use user::{run_user, UserContext};
 
 use aarch64_cpu::registers::{Readable, CNTVCT_EL0};
