@@ -34,6 +34,7 @@ mod hwpt;
 mod ioas;
 mod registration;
 mod revoke;
+mod sva;
 
 use ioas::{ioas_in, ioas_in_mut};
 

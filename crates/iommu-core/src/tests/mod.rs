@@ -10,6 +10,7 @@ mod random;
 mod limits;
 mod registered;
 mod revoke;
+mod sva;
 
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
