@@ -190,12 +190,12 @@ pub trait IommuBackend {
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>);
 
     /// The process address space bound at (`rid`, `pasid`) (an `attach` with
-    /// [`Translation::ProcessAddressSpace`]) shrank at `[iova, iova + length)`, or everywhere
-    /// with `None` (its tables were freed): drop what the unit cached of it (leaves and
-    /// paging-structure entries) and wait for that. The kernel holds the frames until the
-    /// server acknowledges after this returns. A backend that refuses every process address
-    /// space has nothing to invalidate and keeps this default.
-    fn invalidate_address_space(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _range: Option<(u64, u64)>) {}
+    /// [`Translation::ProcessAddressSpace`]) shrank at `[iova, iova + length)`: drop what the
+    /// unit cached of that range (leaves and paging-structure entries) and wait for that. The
+    /// kernel holds the frames until the server acknowledges after this returns. A backend
+    /// that refuses every process address space has nothing to invalidate and keeps this
+    /// default.
+    fn invalidate_address_space(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _iova: u64, _length: u64) {}
 
     /// Switch dirty-bit tracking of a paging domain. A backend whose units advertise no
     /// `DIRTY_TRACKING` keeps this default.

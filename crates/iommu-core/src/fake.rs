@@ -42,7 +42,7 @@ pub enum Call {
     /// `block`.
     Block { unit: UnitId, rid: RequesterId, pasid: Option<u32> },
     /// `invalidate_address_space`.
-    InvalidateAddressSpace { unit: UnitId, rid: RequesterId, pasid: Option<u32>, range: Option<(u64, u64)> },
+    InvalidateAddressSpace { unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64 },
     /// `release_msis`.
     ReleaseMsis { unit: UnitId, rid: RequesterId },
     /// `set_dirty_tracking` that succeeded.
@@ -351,11 +351,11 @@ impl IommuBackend for FakeBackend {
         self.record(Call::Block { unit, rid, pasid });
     }
 
-    fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, range: Option<(u64, u64)>) {
+    fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64) {
         if !matches!(self.attached.get(&(unit, rid, pasid)), Some(Translation::ProcessAddressSpace(_))) {
             self.violations.push(format!("address-space invalidation of {unit:?}/{rid:?}/{pasid:?}, which is bound to none"));
         }
-        self.record(Call::InvalidateAddressSpace { unit, rid, pasid, range });
+        self.record(Call::InvalidateAddressSpace { unit, rid, pasid, iova, length });
     }
 
     fn route_msis(&mut self, unit: UnitId, rid: RequesterId, vectors: &[u8]) -> Result<MsiMessage, Error> {

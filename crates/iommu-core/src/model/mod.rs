@@ -42,6 +42,7 @@ pub use device::DeviceGrant;
 pub use fault::{FaultDelivery, FaultReadout};
 pub use hwpt::{HwptAllocOptions, MAX_DIRTY_BITMAP_PAGES};
 pub use revoke::Revoked;
+pub use sva::AddressSpaceChange;
 
 /// Tunables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

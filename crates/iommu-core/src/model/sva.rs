@@ -3,10 +3,10 @@
 //! A bound address space is the process's own page tables: the server maps nothing in it. The
 //! kernel reports every change that can shrink what a device reaches (an unmap, a permission
 //! downgrade, a freed page-table page) as a record naming the address space and a range, and
-//! holds the affected frames until the server acknowledges. The server acknowledges only after
-//! [`ObjectModel::address_space_changed`] returned, that is after every unit with a binding of
-//! that address space invalidated it and waited. When the process ends (or the capability the
-//! binding was made with goes), [`ObjectModel::address_space_gone`] blocks every binding.
+//! holds the affected frames until the server acknowledges. [`ObjectModel::address_space_record`]
+//! acknowledges only after every unit with a binding of that address space invalidated the
+//! range and waited. When the process ends (or the capability the binding was made with
+//! goes), every binding of it is blocked before the acknowledgement.
 
 use alloc::vec::Vec;
 
@@ -15,6 +15,16 @@ use crate::memory::MemorySource;
 use crate::objects::{Attachment, Body, ObjectId};
 
 use super::ObjectModel;
+
+/// What the kernel reports about a bound address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressSpaceChange {
+    /// `[iova, iova + length)` reaches less than before: unmapped, write permission taken, or
+    /// page-table pages under it freed. The frames are held until the acknowledgement.
+    Shrunk { iova: u64, length: u64 },
+    /// The process ended, or the capability the address space was bound with went.
+    Gone,
+}
 
 impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     /// Every (device, slot) bound to the address space the kernel names `space`.
@@ -32,26 +42,23 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         bindings
     }
 
-    /// The address space `space` shrank at `[iova, iova + length)` (or anywhere, `None`): every
-    /// unit it is bound on drops what it cached of the range and waits for that. Returns the
-    /// number of bindings invalidated; when this returns, the kernel may release the frames.
-    pub fn address_space_changed(&mut self, space: u64, range: Option<(u64, u64)>) -> usize {
+    /// Applies the kernel's record that the address space `space` changed, then calls
+    /// `acknowledge` (which lets the kernel release the frames it held): every binding of the
+    /// address space is invalidated for the range (`Shrunk`), or blocked and forgotten
+    /// (`Gone`), and every unit has waited for that before `acknowledge` runs. Returns the
+    /// number of bindings concerned.
+    pub fn address_space_record(&mut self, space: u64, change: AddressSpaceChange, acknowledge: impl FnOnce()) -> usize {
         let bindings = self.bindings_of(space);
         for &(device, slot) in &bindings {
-            let (unit, rid) = (self.device(device).unit, self.device(device).rid);
-            self.backend.invalidate_address_space(unit, rid, slot, range);
+            match change {
+                AddressSpaceChange::Shrunk { iova, length } => {
+                    let (unit, rid) = (self.device(device).unit, self.device(device).rid);
+                    self.backend.invalidate_address_space(unit, rid, slot, iova, length);
+                }
+                AddressSpaceChange::Gone => self.release_attachment(device, slot),
+            }
         }
-        bindings.len()
-    }
-
-    /// The address space `space` is gone (its process ended) or may no longer be used (the
-    /// capability it was bound with was revoked): every binding of it is blocked, with the
-    /// invalidation that implies, and forgotten. Returns how many there were.
-    pub fn address_space_gone(&mut self, space: u64) -> usize {
-        let bindings = self.bindings_of(space);
-        for &(device, slot) in &bindings {
-            self.release_attachment(device, slot);
-        }
+        acknowledge();
         bindings.len()
     }
 }

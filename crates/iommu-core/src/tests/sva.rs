@@ -27,9 +27,9 @@ fn the_untagged_slot_is_the_devices_own_dma() {
 }
 
 /// Each record of the kernel reaches every unit its address space is bound on, and no other
-/// binding: the server acknowledges the record when this returns.
+/// binding, before the acknowledgement.
 #[test]
-fn a_change_invalidates_every_binding_of_that_address_space_only() {
+fn a_change_invalidates_every_binding_of_that_address_space_only_then_acknowledges() {
     let mut h = harness();
     let first = h.bind(A, VTD, DEV);
     let second = h.bind(A, VTD, DEV2);
@@ -39,18 +39,25 @@ fn a_change_invalidates_every_binding_of_that_address_space_only() {
     h.server.sva_bind(A, second, SVA_UNTAGGED, OTHER_SPACE, None).unwrap();
     h.clear_log();
 
-    assert_eq!(h.server.address_space_changed(SPACE.id, Some((0x40_0000, 0x1000))), 2);
+    let change = AddressSpaceChange::Shrunk { iova: 0x40_0000, length: 0x1000 };
+    let log = h.log.clone();
+    let mut calls_when_acknowledged = None;
+    let bindings = h.server.address_space_record(SPACE.id, change, || calls_when_acknowledged = Some(log.borrow().len()));
+    assert_eq!(bindings, 2);
 
-    let mut calls = h.calls();
-    calls.sort_by_key(|call| format!("{call:?}"));
+    let mut invalidations = h.calls();
+    assert_eq!(calls_when_acknowledged, Some(2), "acknowledged before both invalidations were done");
+    invalidations.sort_by_key(|call| format!("{call:?}"));
     assert_eq!(
-        calls,
+        invalidations,
         [
-            Call::InvalidateAddressSpace { unit: VTD, rid: DEV, pasid: None, range: Some((0x40_0000, 0x1000)) },
-            Call::InvalidateAddressSpace { unit: VTD, rid: DEV2, pasid: Some(pasid), range: Some((0x40_0000, 0x1000)) },
+            Call::InvalidateAddressSpace { unit: VTD, rid: DEV, pasid: None, iova: 0x40_0000, length: 0x1000 },
+            Call::InvalidateAddressSpace { unit: VTD, rid: DEV2, pasid: Some(pasid), iova: 0x40_0000, length: 0x1000 },
         ]
     );
-    assert_eq!(h.server.address_space_changed(99, None), 0, "an unbound address space needs no invalidation");
+    let mut acknowledged = false;
+    assert_eq!(h.server.address_space_record(99, change, || acknowledged = true), 0, "an unbound address space needs no invalidation");
+    assert!(acknowledged, "a record of an unbound address space is acknowledged too");
     h.assert_clean();
 }
 
@@ -63,12 +70,13 @@ fn a_gone_address_space_leaves_its_devices_blocked() {
     h.server.sva_bind(A, other, SVA_UNTAGGED, OTHER_SPACE, None).unwrap();
     h.clear_log();
 
-    assert_eq!(h.server.address_space_gone(SPACE.id), 1);
+    assert_eq!(h.server.address_space_record(SPACE.id, AddressSpaceChange::Gone, || {}), 1);
 
     assert_eq!(h.calls(), [Call::Block { unit: VTD, rid: DEV, pasid: None }]);
     assert_eq!(h.server.backend().attachment(VTD, DEV2, None), Some(Translation::ProcessAddressSpace(OTHER_SPACE)));
     assert_eq!(h.server.sva_unbind(A, device, SVA_UNTAGGED), Err(Error::NotAttached));
-    assert_eq!(h.server.address_space_changed(SPACE.id, None), 0, "the blocked device is no binding any more");
+    let change = AddressSpaceChange::Shrunk { iova: 0, length: 0x1000 };
+    assert_eq!(h.server.address_space_record(SPACE.id, change, || {}), 0, "the blocked device is no binding any more");
     h.server.destroy(A, device).unwrap();
     h.assert_clean();
 }
