@@ -26,6 +26,8 @@ use smmuv3::{DecodedEvent, Env, EventType, Granule, Smmu, SmmuError, SmmuOptions
 
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
+mod sva;
+
 /// Which translation stage a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DomainStage {
@@ -116,6 +118,8 @@ pub struct SmmuBackend<E: Environment> {
     /// Pages of the MSI doorbells (GICv2m frames) every paging domain maps, at their own
     /// address, inside `MSI_IOVA_WINDOW`.
     msi_doorbells: Vec<u64>,
+    /// Process address spaces bound with SVA, by stream.
+    sva: BTreeMap<sva::BindingKey, sva::Binding>,
 }
 
 fn hardware<E: Environment>(error: SmmuError) -> Error {
@@ -139,7 +143,7 @@ fn stage2_start_level(input_bits: u8) -> u8 {
 
 impl<E: Environment> SmmuBackend<E> {
     pub fn new(dma: E::Dma, clock: E::Clock) -> Self {
-        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, clock, msi_doorbells: Vec::new() }
+        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, clock, msi_doorbells: Vec::new(), sva: BTreeMap::new() }
     }
 
     /// How many units the backend drives (`UnitId`s `0..unit_count()`).
@@ -303,7 +307,8 @@ impl<E: Environment> SmmuBackend<E> {
 
 impl<E: Environment> IommuBackend for SmmuBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.units.get(unit.0 as usize).map(|_| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: UnitCaps::empty() })
+        let caps = |unit: &SmmuUnit<E::Registers>| if unit.hw.id_registers().stage1() { UnitCaps::SVA } else { UnitCaps::empty() };
+        self.units.get(unit.0 as usize).map(|unit| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: caps(unit) })
     }
 
     fn reserved_regions(&self, _unit: UnitId, _rid: RequesterId) -> Vec<ReservedRegion> {
@@ -392,7 +397,10 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
-        self.replace(unit, rid, pasid, translation)
+        match translation {
+            Translation::ProcessAddressSpace(space) => self.bind_address_space(unit, rid, pasid, space),
+            Translation::Domain(_) => self.replace(unit, rid, pasid, translation),
+        }
     }
 
     fn replace(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
@@ -409,13 +417,19 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
-        if pasid.is_some() {
+        if pasid.is_some() || self.unbind_address_space(unit, rid) {
             return;
         }
         let Some((index, sid)) = self.stream(unit, rid) else { return };
         let blocking = self.units[index].blocking;
         if let Err(error) = self.install(index, sid, blocking) {
             panic!("FATAL: blocking stream {sid:#x} failed ({error:?}); the device may still reach released memory");
+        }
+    }
+
+    fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64) {
+        if pasid.is_none() {
+            self.invalidate_binding(unit, rid, iova, length);
         }
     }
 

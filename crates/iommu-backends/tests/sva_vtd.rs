@@ -91,7 +91,7 @@ impl Rig {
     }
 
     fn space(&self) -> AddressSpace {
-        AddressSpace { id: SPACE_ID, root: self.process.tables.root(), tag: 1 }
+        AddressSpace { id: SPACE_ID, root: self.process.tables.root(), mair: 0 }
     }
 
     fn write(&self, pasid: Option<u32>, va: u64, data: &[u8]) -> Result<(), u8> {
@@ -196,7 +196,7 @@ fn a_tagged_pasid_reaches_its_own_address_space_only() {
     let mut rig = Rig::new(qemu::ECAP_FLTS | qemu::ECAP_PASID);
     let space = rig.space();
     let other = Rig::process(&mut rig.server.backend_mut().dma);
-    let other_space = AddressSpace { id: SPACE_ID + 1, root: other.tables.root(), tag: 2 };
+    let other_space = AddressSpace { id: SPACE_ID + 1, root: other.tables.root(), mair: 0 };
     let unit = UnitId(0);
     let rid = RequesterId(DEVICE.into());
     rig.server.backend_mut().attach(unit, rid, Some(5), iommu_core::Translation::ProcessAddressSpace(space)).expect("bind at PASID 5");
@@ -229,6 +229,6 @@ fn a_second_level_unit_offers_no_sva() {
     let unit = Unit::bring_up(model, StepClock::new(1_000), 48, &mut backend.dma).expect("bring-up");
     backend.units.push(unit);
     assert!(!backend.unit_info(UnitId(0)).unwrap().caps.contains(UnitCaps::SVA));
-    let space = AddressSpace { id: 1, root: MEMORY_BASE, tag: 1 };
+    let space = AddressSpace { id: 1, root: MEMORY_BASE, mair: 0 };
     assert_eq!(backend.attach(UnitId(0), RequesterId(DEVICE.into()), None, iommu_core::Translation::ProcessAddressSpace(space)), Err(Error::NotSupported));
 }

@@ -72,10 +72,12 @@ pub enum DomainConfig {
 pub struct AddressSpace {
     /// The kernel's identity of the address space.
     pub id: u64,
-    /// Physical address of its top-level page table.
+    /// Physical address of its top-level page table (x86: the CR3 frame; AArch64: the
+    /// TTBR0_EL1 table, 48-bit input, 4 KiB granule).
     pub root: u64,
-    /// The address-space (ASID/PCID) tag the kernel uses for it.
-    pub tag: u32,
+    /// AArch64: the CPU's MAIR_EL1, which the tables' AttrIndx fields index (a context
+    /// descriptor walking them must hold the same). 0 on x86.
+    pub mair: u64,
 }
 
 /// What a device (or PASID) is attached to.

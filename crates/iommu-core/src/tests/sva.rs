@@ -7,8 +7,8 @@ use iommu_abi::{Access, Error, FaultReason};
 
 use super::*;
 
-const SPACE: AddressSpace = AddressSpace { id: 7, root: 0x5000_0000, tag: 3 };
-const OTHER_SPACE: AddressSpace = AddressSpace { id: 8, root: 0x6000_0000, tag: 4 };
+const SPACE: AddressSpace = AddressSpace { id: 7, root: 0x5000_0000, mair: 0 };
+const OTHER_SPACE: AddressSpace = AddressSpace { id: 8, root: 0x6000_0000, mair: 0 };
 
 #[test]
 fn the_untagged_slot_is_the_devices_own_dma() {
