@@ -20,6 +20,7 @@ mod platform;
 mod process;
 mod root;
 mod sched;
+mod sva;
 mod syscall;
 mod tests;
 mod tests_iommu;

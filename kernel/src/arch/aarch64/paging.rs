@@ -54,6 +54,10 @@ const ADDRESS_MASK: u64 = 0x0000_FFFF_FFFF_F000;
 /// MAIR_EL1 as the boot code programs it: Attr0 0x04, Attr1 0xFF, Attr2 0x44.
 const EXPECTED_MAIR_EL1: u64 = 0x44_FF_04;
 
+/// The memory attributes an IOMMU walking a user address space must use: the CPU's MAIR_EL1,
+/// which the descriptors' AttrIndx fields index.
+pub const USER_MEMORY_ATTRIBUTES: u64 = EXPECTED_MAIR_EL1;
+
 const ENTRIES: usize = 512;
 const LEVELS: u32 = 4;
 
@@ -128,6 +132,11 @@ unsafe fn set_user_root(root: u64) {
 pub struct Root(u64);
 
 impl Root {
+    /// Physical address of the top-level table (for an IOMMU that walks these tables).
+    pub fn phys(self) -> u64 {
+        self.0
+    }
+
     /// The tables user addresses translate through now.
     pub fn current() -> Root {
         Root(TTBR0_EL1.get_baddr())
@@ -223,6 +232,21 @@ impl AddressSpace {
         }
         self.free_tables(freed, frames);
         pa
+    }
+
+    /// As `unmap`, but the tables it leaves empty are unlinked, forgotten by the CPU's TLB and
+    /// handed back (0 where none) instead of freed: an IOMMU sharing these tables (SVA) may
+    /// still hold them in its walk caches until its own invalidation, after which the caller
+    /// frees them.
+    pub fn unmap_keeping_tables(&mut self, va: u64) -> [u64; 3] {
+        let va = va & !(PAGE_SIZE - 1);
+        let unmapped = self.leaf(va).map(|leaf| *leaf = 0).is_some();
+        let unlinked = self.unlink_empty_tables(va);
+        if unmapped || unlinked.iter().any(|&t| t != 0) {
+            invalidate(va);
+        }
+        self.tables -= unlinked.iter().filter(|&&t| t != 0).count() as u64;
+        unlinked
     }
 
     /// Frees the translation tables on `va`'s path that map nothing (after a map that failed
