@@ -155,7 +155,7 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         None => println!("iommu-server: no identity-mapped 32-bit PCI window inside the pci-mmio capability: BARs stay unassigned"),
     }
     discovery::print_functions(&functions);
-    Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window, watches: Vec::new() }, iommu_described: !tree.smmus.is_empty() })
+    Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window, watches: Vec::new(), address_spaces: Vec::new() }, iommu_described: !tree.smmus.is_empty() })
 }
 
 /// Prints what the IORT says next to what the device tree says (SMMUs with their interrupts,

@@ -42,6 +42,11 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         bindings
     }
 
+    /// Whether any device is bound to the address space the kernel names `space`.
+    pub fn address_space_bound(&self, space: u64) -> bool {
+        !self.bindings_of(space).is_empty()
+    }
+
     /// Applies the kernel's record that the address space `space` changed, then calls
     /// `acknowledge` (which lets the kernel release the frames it held): every binding of the
     /// address space is invalidated for the range (`Shrunk`), or blocked and forgotten
