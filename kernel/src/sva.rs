@@ -60,6 +60,11 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// Whether the watch holds frames for a change not yet read or acknowledged.
+    pub fn holds_frames(&self) -> bool {
+        !self.unread.is_empty() || !self.unacknowledged.is_empty()
+    }
+
     /// The page at `va` was unmapped: `tables` (unlinked, not freed) and the memory `object`
     /// it mapped are held until the watcher acknowledges.
     pub fn unmapped(&mut self, va: u64, tables: [u64; 3], object: Option<Object>) {
