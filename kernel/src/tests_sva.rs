@@ -137,14 +137,15 @@ fn bound_process() -> TestResult {
         // The process ends: the server blocks the device; the frames the test keeps show whether
         // the device still reached them.
         kernel.kill(bound, ExitReason::Killed);
+        ensure!(kernel.exited_spaces.len() == 1, "the ended process's address space was not held for the server");
+        run_until(kernel, "the server to release the ended process's address space", |k| k.exited_spaces.is_empty() || k.has_exited(server.pid))?;
+        ensure!(!kernel.has_exited(server.pid), "server died: {:?}", kernel.take_exit(server.pid));
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(direct::<u64>(report_page.frames[0]).add(report::COMMAND), sva::PROCESS_ENDED) };
         run_until(kernel, "the driver", |k| k.has_exited(driver_pid))?;
         let exit = exit_of(kernel, driver_pid);
         ensure!(exit == Some(ExitReason::Exited(0)), "driver ended with {exit:?}");
         ensure!(frame_bytes(objects[0].frames[0]).iter().all(|&b| b == SOURCE_BYTE), "the device wrote the ended process's page");
-        run_until(kernel, "the server to release the ended process's address space", |k| k.exited_spaces.is_empty() || k.has_exited(server.pid))?;
-        ensure!(!kernel.has_exited(server.pid), "server died: {:?}", kernel.take_exit(server.pid));
         mm::FRAMES.lock().free(claimed);
         crate::println!(
             "sva: the edu device {:#x} copied in a bound process's address space; its unmapped page faulted and its frame was reused only after the invalidation; a kernel address faulted; the process's end blocked the device",

@@ -61,8 +61,8 @@ pub mod scenario {
 /// starter checks the copy from the process's side, has the process unmap `DESTINATION_VA`,
 /// and fills the frame with canaries once it is free); the device's write there must fault into
 /// the bind's queue, and so must a write to `KERNEL_VA`; the device reads `MARKER_VA`; the driver
-/// reports `FAULTED` and waits for `PROCESS_ENDED` (the starter ends the process); then the
-/// binding must be gone (`sva_unbind` answers `NotAttached`) and the driver has the device
+/// reports `FAULTED` and waits for `PROCESS_ENDED` (the starter ends the process and waits
+/// until the server released it); then the binding must be gone (`sva_unbind` answers `NotAttached`) and the driver has the device
 /// write the marker's bytes to `SOURCE_VA`, which the blocked device must not reach, and
 /// reports `WRITTEN_AFTER_END`.
 pub mod sva {

@@ -51,17 +51,9 @@ pub fn bound_process() -> Outcome {
     edu.dma(sva::MARKER_VA, edu::BUFFER, PAGE_SIZE, false).map_err(|why| (200, why))?;
     report_page.write(report::PHASE, sva::FAULTED);
 
-    // The process ends: the server blocks the device and forgets the binding.
+    // The process ended and the server has released it: the binding is gone.
     await_command(&report_page, sva::PROCESS_ENDED, 201)?;
-    let start = syscall::instruction_counter();
-    loop {
-        match iommu.sva_unbind(device, SVA_UNTAGGED) {
-            Err(Error::NotAttached) => break,
-            Ok(()) => return Err((202, "the binding outlived the process")),
-            Err(_) if syscall::instruction_counter() - start < FAULT_TIMEOUT => syscall::yield_now(),
-            Err(_) => return Err((203, "sva_unbind")),
-        }
-    }
+    check(iommu.sva_unbind(device, SVA_UNTAGGED) == Err(Error::NotAttached), 202, "the binding outlived the process")?;
     edu.dma(edu::BUFFER, sva::SOURCE_VA, PAGE_SIZE, true).map_err(|why| (204, why))?;
     report_page.write(report::PHASE, sva::WRITTEN_AFTER_END);
     println!("edu-driver: after the process ended its binding is gone");
