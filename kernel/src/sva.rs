@@ -126,7 +126,9 @@ pub fn address_space_cap(kernel: &mut Kernel, pid: Pid, process: u64, dst: u64) 
 pub fn address_space_watch(kernel: &mut Kernel, pid: Pid, via: &Capability) -> Result<[u64; 3], Error> {
     let Object::AddressSpace(target) = via.object else { return Err(Error::WrongType) };
     let watched = kernel.processes.get(target).ok_or(Error::PeerGone)?;
-    if watched.sva.is_some() {
+    // One watch at a time; and tables an IOMMU would read differently from the CPU (a user
+    // level without U/S, a page without AF) are not shared.
+    if watched.sva.is_some() || !watched.space.iommu_walkable() {
         return Err(Error::InvalidState);
     }
     let root = watched.space.root().phys();

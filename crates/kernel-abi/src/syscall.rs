@@ -181,7 +181,9 @@ syscalls! {
     /// and table pages) stay out of reuse until the caller acknowledges the records it read
     /// (`address_space_ack`). The pin is revoked as a `cap_watch` is (its record has serial 0),
     /// and also when the process ends; the process's tables and frames are then held until
-    /// `mem_unpin`. One watch per address space at a time (InvalidState). Needs DmaAuthority
+    /// `mem_unpin`. One watch per address space at a time, and only of tables an IOMMU walks as
+    /// the CPU does (x86: U/S on every user level; aarch64: AF and EL0 on every page), else
+    /// InvalidState. Needs DmaAuthority
     /// with CONTROL.
     AddressSpaceWatch = 52,
     /// `address_space_ack(authority, pin)`: the caller invalidated what the records it read of

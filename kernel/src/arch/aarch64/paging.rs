@@ -308,6 +308,22 @@ impl AddressSpace {
         Root(self.root)
     }
 
+    /// Whether an SMMU walking these tables through a CD (TTB0, AFFD = 0, no hardware
+    /// access-flag updates) sees what the CPU sees: every valid entry above the last level is
+    /// a table descriptor, and every page has AF and AP[1] (EL0) set.
+    pub fn iommu_walkable(&self) -> bool {
+        fn level_ok(t: u64, level: u32) -> bool {
+            table(t).iter().filter(|&&e| e & VALID != 0).all(|&e| {
+                if level == LEVELS - 1 {
+                    e & (TABLE_OR_PAGE | ACCESS_FLAG | AP_EL0) == TABLE_OR_PAGE | ACCESS_FLAG | AP_EL0
+                } else {
+                    e & TABLE_OR_PAGE != 0 && level_ok(e & ADDRESS_MASK, level + 1)
+                }
+            })
+        }
+        level_ok(self.root, 0)
+    }
+
     /// Frees every translation table of this address space (not the mapped frames, which belong
     /// to memory objects). Switches TTBR0_EL1 to the empty table first if this one is active.
     pub fn destroy(self, frames: &mut Frames) {

@@ -306,6 +306,20 @@ impl AddressSpace {
         Root(self.pml4)
     }
 
+    /// Whether an IOMMU walking these tables as a first-level table with user requests only
+    /// (VT-d SVA, SRE = 0) reaches exactly the user half: every present entry of the user
+    /// half, at every level, has U/S = 1, and every kernel-half PML4 entry has U/S = 0.
+    pub fn iommu_walkable(&self) -> bool {
+        /// Entries of the table `t` at `level` (2: PDPT ... 0: page table); user tables hold no
+        /// large pages.
+        fn user_level(t: u64, level: u32) -> bool {
+            table(t).iter().filter(|&&e| e & PRESENT != 0).all(|&e| e & USER != 0 && (level == 0 || user_level(e & ADDRESS_MASK, level - 1)))
+        }
+        let root = table(self.pml4);
+        root[..256].iter().filter(|&&e| e & PRESENT != 0).all(|&e| e & USER != 0 && user_level(e & ADDRESS_MASK, 2))
+            && root[256..].iter().all(|&e| e & USER == 0)
+    }
+
     /// Frees every page-table page of the user half and the PML4 (not the mapped frames, which
     /// belong to memory objects). Switches to the kernel tables first if this one is active.
     pub fn destroy(self, frames: &mut Frames) {
