@@ -184,6 +184,9 @@ pub struct DeviceRegistry {
     pub pci_window: Option<(u64, u64)>,
     /// Watches of the device capabilities verified for binds (`crate::revocation`).
     pub watches: Vec<DeviceWatch>,
+    /// Watches of the process address spaces verified for `sva_bind` (their pins, which are
+    /// the object model's `AddressSpace::id`; `crate::revocation`).
+    pub address_spaces: Vec<u64>,
     /// x86: the MSI line pool and the lines handed out (`crate::msi`).
     #[cfg(target_arch = "x86_64")]
     pub msis: crate::msi::Msis,
@@ -250,9 +253,15 @@ impl CapabilityVerifier for DeviceRegistry {
         Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits: 0 })
     }
 
-    fn address_space(&mut self, _client: ClientId, _cap: u64) -> Result<AddressSpace, Error> {
-        // No unit is offered SVA (UnitCaps without SVA).
-        Err(Error::NotSupported)
+    /// The kernel resolves the capability into the process's table root and a watch, whose
+    /// records `crate::revocation` turns into invalidations before it acknowledges them.
+    fn address_space(&mut self, _client: ClientId, cap: u64) -> Result<AddressSpace, Error> {
+        let watched = syscall::address_space_watch(slots::DMA_AUTHORITY, cap).map_err(|error| match error {
+            kernel_abi::Error::InvalidState => Error::Busy,
+            _ => Error::BadCapability,
+        })?;
+        self.address_spaces.push(watched.pin);
+        Ok(AddressSpace { id: watched.pin, root: watched.root, mair: watched.attributes })
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -10,13 +10,20 @@
 //!   return to the pool. Until then the pin keeps them out of reuse.
 //! * a device watch (`cap_watch`, taken when a device is bound): the device is blocked and
 //!   unbound at once.
+//! * an address-space watch (`address_space_watch`, taken for `sva_bind`): a change record
+//!   (serial `ADDRESS_SPACE_CHANGE`, a virtual page range the process unmapped) is
+//!   invalidated on every unit the address space is bound on, and only then acknowledged, after
+//!   which the kernel reuses the frames; a revoked watch (the process ended, or the capability
+//!   went) blocks every binding of it, and the watch is released with its held frames.
 
 use alloc::vec::Vec;
-use iommu_core::{IommuBackend, MemoryObjectId, ObjectId, ObjectModel};
+use iommu_core::{AddressSpaceChange, IommuBackend, MemoryObjectId, ObjectId, ObjectModel};
+use kernel_abi::ADDRESS_SPACE_CHANGE;
 use userlib::syscall::{self, RevocationRecord};
 use userlib::println;
 
-use crate::kernel_iface::{DeviceRegistry, DeviceWatch, KernelMemory};
+use crate::kernel_iface::{DeviceRegistry, KernelMemory};
+use crate::layout::PAGE;
 use crate::slots;
 
 /// Bit of `EVENTS` the kernel signals when a pin is revoked: above the client bits and (arm)
@@ -31,9 +38,13 @@ pub fn watch() -> Result<(), kernel_abi::Error> {
 
 /// After a request: a watch taken during it belongs to the device the request bound, or to
 /// none (the bind failed, or the device was bound already under another watch) and is
-/// released; so are the watches of devices unbound since. Nothing to do, and no kernel call,
-/// when the request took no watch.
-pub fn settle<B: IommuBackend>(server: &ObjectModel<B, KernelMemory>, watches: &mut Vec<DeviceWatch>) {
+/// released; so are the watches of devices unbound since, and of address spaces no longer
+/// bound. Nothing to do, and no kernel call, when the request took no watch.
+pub fn settle<B: IommuBackend>(server: &ObjectModel<B, KernelMemory>, devices: &mut DeviceRegistry) {
+    if !devices.address_spaces.is_empty() {
+        settle_address_spaces(server, &mut devices.address_spaces);
+    }
+    let watches = &mut devices.watches;
     if watches.iter().all(|watch| watch.device.is_some()) {
         return;
     }
@@ -58,6 +69,18 @@ pub fn settle<B: IommuBackend>(server: &ObjectModel<B, KernelMemory>, watches: &
     });
 }
 
+/// Releases the watches of address spaces nothing is bound to (a failed `sva_bind`, an
+/// unbind, a teardown): the kernel then stops holding their frames.
+fn settle_address_spaces<B: IommuBackend>(server: &ObjectModel<B, KernelMemory>, pins: &mut Vec<u64>) {
+    pins.retain(|&pin| {
+        let bound = server.address_space_bound(pin);
+        if !bound {
+            let _ = syscall::mem_unpin(pin);
+        }
+        bound
+    });
+}
+
 /// Reads every pending revocation record and acts on it (the event thread, under the lock).
 pub fn process<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, devices: &mut DeviceRegistry) {
     let mut records = [RevocationRecord::default(); 16];
@@ -70,16 +93,42 @@ pub fn process<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, devic
             }
         };
         for record in &records[..count] {
-            if record.serial == 0 {
+            if record.serial == ADDRESS_SPACE_CHANGE {
+                address_space_changed(server, record);
+            } else if record.serial == 0 && devices.address_spaces.contains(&record.pin) {
+                address_space_gone(server, devices, record.pin);
+            } else if record.serial == 0 {
                 revoke_device(server, devices, record.pin);
             } else {
                 revoke_memory(server, record);
             }
         }
         if count < records.len() {
+            settle_address_spaces(server, &mut devices.address_spaces);
             return;
         }
     }
+}
+
+/// A bound process unmapped pages: every unit it is bound on forgets them, then the kernel may
+/// reuse their frames.
+fn address_space_changed<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, record: &RevocationRecord) {
+    let change = AddressSpaceChange::Shrunk { iova: record.first_page * PAGE, length: record.pages * PAGE };
+    server.address_space_record(record.pin, change, || {
+        if let Err(error) = syscall::address_space_ack(slots::DMA_AUTHORITY, record.pin) {
+            println!("iommu-server: address_space_ack failed: {error:?}");
+        }
+    });
+}
+
+/// A bound process ended, or the capability it was bound with went: its bindings are blocked,
+/// then the watch (and with it what the kernel held of the process) is released.
+fn address_space_gone<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, devices: &mut DeviceRegistry, pin: u64) {
+    let blocked = server.address_space_record(pin, AddressSpaceChange::Gone, || {
+        let _ = syscall::mem_unpin(pin);
+    });
+    devices.address_spaces.retain(|&watched| watched != pin);
+    println!("iommu-server: address space {pin} gone: {blocked} binding(s) blocked");
 }
 
 fn revoke_memory<B: IommuBackend>(server: &mut ObjectModel<B, KernelMemory>, record: &RevocationRecord) {

@@ -267,7 +267,7 @@ impl State {
                 let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
                 // SAFETY: as above.
                 unsafe { kernel_ipc::write_window(window, &reply) };
-                crate::revocation::settle(&self.server, &mut self.devices.watches);
+                crate::revocation::settle(&self.server, &mut self.devices);
                 reply[0]
             }
             kernel_ipc::SUBSCRIBE_FAULTS => self.subscribe_faults(badge, cap),

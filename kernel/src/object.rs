@@ -204,6 +204,8 @@ pub enum Object {
     Irq(Rc<RefCell<IrqLine>>),
     Process(crate::process::Pid),
     DmaAuthority,
+    /// The address space of a process, to share with devices (see `crate::sva`).
+    AddressSpace(crate::process::Pid),
     /// x86 I/O ports `[base, base + count)`.
     #[cfg(target_arch = "x86_64")]
     IoPorts { base: u16, count: u16 },
@@ -219,6 +221,7 @@ impl Object {
             Object::Irq(_) => ObjectType::Irq,
             Object::Process(_) => ObjectType::Process,
             Object::DmaAuthority => ObjectType::DmaAuthority,
+            Object::AddressSpace(_) => ObjectType::AddressSpace,
             #[cfg(target_arch = "x86_64")]
             Object::IoPorts { .. } => ObjectType::IoPorts,
         }

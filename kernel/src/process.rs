@@ -174,6 +174,8 @@ pub struct Process {
     arg: u64,
     pub started: bool,
     pub watchers: Vec<(Rc<RefCell<Notification>>, u64)>,
+    /// The IOMMU server's watch on this address space while a device shares it (SVA).
+    pub sva: Option<Box<crate::sva::Watched>>,
 }
 
 impl Process {
@@ -208,6 +210,9 @@ impl Process {
     /// Removes the mapping at `va`, frees the page tables it leaves empty and returns their
     /// charge and the record's to the quota.
     pub fn unmap_page(&mut self, va: u64) {
+        if self.sva.is_some() {
+            return self.unmap_shared_page(va);
+        }
         let tables_before = self.space.table_frames();
         self.space.unmap(va, &mut FRAMES.lock());
         let freed = tables_before - self.space.table_frames();
@@ -218,6 +223,19 @@ impl Process {
         self.charged_tables -= freed;
         self.quota.release(freed + records_before - mapping_record_pages(self.mappings.len()));
         drop(removed);
+    }
+
+    /// `unmap_page` of an address space a device shares: the page tables it frees and the
+    /// memory it stops mapping are held for the watcher instead of freed (see `crate::sva`).
+    fn unmap_shared_page(&mut self, va: u64) {
+        let tables = self.space.unmap_keeping_tables(va);
+        let freed = tables.iter().filter(|&&t| t != 0).count() as u64;
+        let records_before = mapping_record_pages(self.mappings.len());
+        let removed = self.mappings.remove(va);
+        self.charged_tables -= freed;
+        self.quota.release(freed + records_before - mapping_record_pages(self.mappings.len()));
+        let watch = self.sva.as_mut().expect("checked by unmap_page");
+        watch.unmapped(va, tables, removed.map(|mapping| mapping._object));
     }
 }
 
@@ -250,6 +268,9 @@ pub struct Kernel {
     #[cfg(target_arch = "aarch64")]
     pub msi_routes: BTreeMap<u32, Vec<Weak<RefCell<IrqLine>>>>,
     pub images: &'static [(&'static str, &'static [u8])],
+    /// Address spaces of ended processes a device shared, by (watcher, pin): held until the
+    /// watcher releases its watch (see `crate::sva`).
+    pub exited_spaces: BTreeMap<(Pid, u64), crate::sva::ExitedSpace>,
 }
 
 impl Kernel {
@@ -264,6 +285,7 @@ impl Kernel {
             #[cfg(target_arch = "aarch64")]
             msi_routes: BTreeMap::new(),
             images,
+            exited_spaces: BTreeMap::new(),
         }
     }
 
@@ -307,6 +329,7 @@ impl Kernel {
                 arg,
                 started: false,
                 watchers: Vec::new(),
+                sva: None,
             };
         match self.processes.insert(Box::new(process)) {
             Some(pid) => Ok(pid),
@@ -372,6 +395,7 @@ impl Kernel {
         for va in process.mappings.made_through(cap.id) {
             process.unmap_page(va);
         }
+        self.notify_address_space_watcher(pid);
         self.tree.remove(cap.id);
         if self.tree.has_revoked() {
             self.deliver_revocations();
@@ -444,6 +468,9 @@ impl Kernel {
             None => {
                 process.revoked_pins.remove(&pin);
             }
+        }
+        if held.memory.is_none() {
+            self.end_address_space_watch(pid, pin);
         }
         Ok(())
     }
@@ -562,17 +589,28 @@ impl Kernel {
             if let Some(lender) = held.lender {
                 self.tree.unlend(lender, (pid, pin));
             }
+            if held.memory.is_none() {
+                self.end_address_space_watch(pid, pin);
+            }
         }
         // Mappings made through capabilities the process gave away are left: their charges
         // go back with them (the tables are freed with the address space below).
         process.quota.release(process.charged_tables + mapping_record_pages(process.mappings.len()));
-        process.mappings.clear();
-        {
-            let mut frames = FRAMES.lock();
-            process.space.destroy(&mut frames);
-            process.image_frames.iter().for_each(|&f| frames.free(f));
+        let watchers = core::mem::take(&mut process.watchers);
+        match process.sva.take() {
+            // A device may still walk the tables: they stay until its IOMMU forgot them.
+            Some(watch) => {
+                let Process { space, image_frames, mappings, .. } = *process;
+                self.keep_exited_space(*watch, space, image_frames, mappings);
+            }
+            None => {
+                process.mappings.clear();
+                let mut frames = FRAMES.lock();
+                process.space.destroy(&mut frames);
+                process.image_frames.iter().for_each(|&f| frames.free(f));
+            }
         }
-        for (notification, bit) in core::mem::take(&mut process.watchers) {
+        for (notification, bit) in watchers {
             self.signal(&notification, 1 << bit);
         }
         self.exited.insert(pid, reason);

@@ -252,6 +252,16 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             let pin = kernel.pin(pid, &c, None, 0, 0)?;
             values(&[pin])
         }
+        Syscall::AddressSpaceCap => crate::sva::address_space_cap(kernel, pid, a[0], a[1]).and_then(|_| values(&[])),
+        Syscall::AddressSpaceWatch => {
+            cap_of(kernel, pid, a[0], ObjectType::DmaAuthority, Rights::CONTROL)?;
+            let c = cap_of(kernel, pid, a[1], ObjectType::AddressSpace, Rights::CONTROL)?;
+            values(&crate::sva::address_space_watch(kernel, pid, &c)?)
+        }
+        Syscall::AddressSpaceAck => {
+            cap_of(kernel, pid, a[0], ObjectType::DmaAuthority, Rights::CONTROL)?;
+            kernel.address_space_ack(pid, a[1]).and_then(|_| values(&[]))
+        }
     }
 }
 
@@ -259,8 +269,12 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
 #[inline(never)]
 fn revocation_read(kernel: &mut Kernel, pid: Pid, authority: u64, out: u64, max: u64) -> Outcome {
     cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
+    let max = max.min(MAX_REVOCATION_RECORDS);
+    // Changes of watched address spaces first: their frames wait for the acknowledgement.
+    let changes = kernel.address_space_changes(pid, max as usize);
     let process = kernel.processes.get_mut(pid).expect("caller");
-    let count = max.min(MAX_REVOCATION_RECORDS).min(process.revoked_pins.len() as u64);
+    let revoked = (max - changes.len() as u64).min(process.revoked_pins.len() as u64);
+    let count = changes.len() as u64 + revoked;
     if count == 0 {
         return values(&[0]);
     }
@@ -268,16 +282,21 @@ fn revocation_read(kernel: &mut Kernel, pid: Pid, authority: u64, out: u64, max:
     let buffer = UserSlice::new(out, words * 8)?;
     let mut records: Vec<u64> = Vec::new();
     records.try_reserve_exact(words as usize).map_err(|_| Error::OutOfMemory)?;
-    for &pin in process.revoked_pins.iter().take(count as usize) {
+    for (_, record) in &changes {
+        records.extend_from_slice(record);
+    }
+    for &pin in process.revoked_pins.iter().take(revoked as usize) {
         let held = &process.pins[&pin];
         let serial = held.memory.as_ref().map_or(0, |m| m.serial);
         records.extend_from_slice(&[pin, serial, held.first_page, held.pages]);
     }
     buffer.write_words(&process.space, &records)?;
     // Handed out only once written: a bad buffer loses no record.
-    for pin in records.chunks(REVOCATION_RECORD_WORDS).map(|record| record[0]) {
-        process.revoked_pins.remove(&pin);
+    for record in records.chunks(REVOCATION_RECORD_WORDS).skip(changes.len()) {
+        process.revoked_pins.remove(&record[0]);
     }
+    let watched: Vec<Pid> = changes.iter().map(|(watched, _)| *watched).collect();
+    kernel.address_space_changes_read(&watched);
     values(&[count])
 }
 
@@ -592,6 +611,7 @@ fn unmap(kernel: &mut Kernel, pid: Pid, va: u64, pages: u64) -> Outcome {
     for i in 0..pages {
         process.unmap_page(va + i * PAGE_SIZE);
     }
+    kernel.notify_address_space_watcher(pid);
     values(&[])
 }
 

@@ -508,7 +508,7 @@ pub(crate) mod iommu_tests {
     }
 
     /// Kernel pins of memory the server holds (its own and its clients').
-    fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
+    pub(crate) fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
         kernel.processes.get(server.pid).map_or(0, |p| p.pins.values().filter(|pin| pin.memory.is_some()).count())
     }
 

@@ -67,6 +67,40 @@ pub mod scenario {
     /// order). Then both devices' own MSIs still arrive.
     #[cfg(target_arch = "aarch64")]
     pub const FORGED_ITS_MSIS: u64 = 18;
+    /// Binds another process's address space (`sva::ADDRESS_SPACE_SLOT`) to the device with
+    /// `sva_bind` at its untagged slot, with a fault queue: see [`crate::sva`].
+    pub const SVA_BOUND_PROCESS: u64 = 19;
+}
+
+/// SVA_BOUND_PROCESS. The driver binds the process and copies `SOURCE_VA` to `DESTINATION_VA`
+/// through the device with no `ioas_map`, reports `COPIED` and waits for `RETRY_DMA` (the
+/// starter checks the copy from the process's side, has the process unmap `DESTINATION_VA`,
+/// and fills the frame with canaries once it is free); the device's write there must fault into
+/// the bind's queue, and so must a write to `KERNEL_VA`; the device reads `MARKER_VA`; the driver
+/// reports `FAULTED` and waits for `PROCESS_ENDED` (the starter ends the process and waits
+/// until the server released it); then the binding must be gone (`sva_unbind` answers `NotAttached`) and the driver has the device
+/// write the marker's bytes to `SOURCE_VA`, which the blocked device must not reach, and
+/// reports `WRITTEN_AFTER_END`.
+pub mod sva {
+    /// The slot of the address-space capability (CONTROL, GRANT, DERIVE) the starter fills.
+    pub const ADDRESS_SPACE_SLOT: u64 = 40;
+    /// Pages of the bound process.
+    pub const SOURCE_VA: u64 = 0x5000_0000;
+    pub const DESTINATION_VA: u64 = 0x5000_1000;
+    /// A page the device reads before the process ends, so that its last write (of that
+    /// page's bytes) would show in the source page.
+    pub const MARKER_VA: u64 = 0x5000_2000;
+    /// A kernel address (the direct map, the same on both architectures).
+    pub const KERNEL_VA: u64 = 0xFFFF_8000_4000_0000;
+    /// Phases in `report::PHASE`.
+    pub const COPIED: u64 = 19;
+    pub const FAULTED: u64 = 20;
+    pub const WRITTEN_AFTER_END: u64 = 21;
+    /// Commands in `report::COMMAND`.
+    pub const RETRY_DMA: u64 = 19;
+    pub const PROCESS_ENDED: u64 = 20;
+    /// The byte the starter fills the marker page with.
+    pub const MARKER_BYTE: u8 = 0xe7;
 }
 
 /// ITS_MSI: the driver's exit code when the server refuses `msi_alloc` (no isolated MSIs).

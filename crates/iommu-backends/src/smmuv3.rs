@@ -28,6 +28,7 @@ use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 mod page_requests;
 mod substreams;
+mod sva;
 
 /// Which translation stage a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +129,8 @@ pub struct SmmuBackend<E: Environment> {
     /// Pages of the MSI doorbells (GICv2m frames) every paging domain maps, at their own
     /// address, inside `MSI_IOVA_WINDOW`.
     msi_doorbells: Vec<u64>,
+    /// Process address spaces bound with SVA, by stream.
+    sva: BTreeMap<sva::BindingKey, sva::Binding>,
 }
 
 fn hardware<E: Environment>(error: SmmuError) -> Error {
@@ -151,7 +154,7 @@ fn stage2_start_level(input_bits: u8) -> u8 {
 
 impl<E: Environment> SmmuBackend<E> {
     pub fn new(dma: E::Dma, clock: E::Clock) -> Self {
-        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, clock, msi_doorbells: Vec::new() }
+        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, clock, msi_doorbells: Vec::new(), sva: BTreeMap::new() }
     }
 
     /// How many units the backend drives (`UnitId`s `0..unit_count()`).
@@ -206,6 +209,10 @@ impl<E: Environment> SmmuBackend<E> {
         }
         if unit.substream_bits() != 0 {
             unit.caps = unit.caps.union(UnitCaps::PASID);
+        }
+        // A stage-1 unit can walk a process's own tables from a CD (SVA).
+        if unit.hw.id_registers().stage1() {
+            unit.caps = unit.caps.union(UnitCaps::SVA);
         }
         let blocking = self.allocate(index).map_err(|_| "no memory for the blocking domain")?;
         self.units[index].blocking = blocking.id;
@@ -425,7 +432,10 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
-        self.replace(unit, rid, pasid, translation)
+        match translation {
+            Translation::ProcessAddressSpace(space) => self.bind_address_space(unit, rid, pasid, space),
+            Translation::Domain(_) => self.replace(unit, rid, pasid, translation),
+        }
     }
 
     fn replace(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
@@ -445,10 +455,19 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         if let Some(pasid) = pasid {
             return self.block_pasid(unit, rid, pasid);
         }
+        if self.unbind_address_space(unit, rid) {
+            return;
+        }
         let Some((index, sid)) = self.stream(unit, rid) else { return };
         let blocking = self.units[index].blocking;
         if let Err(error) = self.install(index, sid, blocking) {
             panic!("FATAL: blocking stream {sid:#x} failed ({error:?}); the device may still reach released memory");
+        }
+    }
+
+    fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64) {
+        if pasid.is_none() {
+            self.invalidate_binding(unit, rid, iova, length);
         }
     }
 

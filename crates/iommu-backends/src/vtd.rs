@@ -20,6 +20,7 @@ use vtd::{AccessKind, DomainIdAllocator, FaultKind, Mode, VtdError, VtdUnit};
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 mod page_requests;
+mod sva;
 
 /// Which table format a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +98,8 @@ pub struct VtdBackend<E: Environment> {
     pub dma: E::Dma,
     /// Routed MSIs by (unit, requester ID).
     msi_routes: BTreeMap<(UnitId, RequesterId), MsiRoute>,
+    /// Process address spaces bound with SVA, by where they are bound.
+    sva: BTreeMap<sva::BindingKey, sva::Binding>,
 }
 
 /// log2 of the interrupt remapping table's entries: 256 IRTEs, one page.
@@ -190,7 +193,7 @@ impl<E: Environment> Unit<E> {
 
 impl<E: Environment> VtdBackend<E> {
     pub fn new(dma: E::Dma) -> Self {
-        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new() }
+        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new(), sva: BTreeMap::new() }
     }
 
     /// How many units the backend drives (`UnitId`s `0..unit_count()`).
@@ -247,7 +250,9 @@ impl<E: Environment> VtdBackend<E> {
 
 impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.unit(unit).map(|unit| UnitInfo { kind: UnitKind::IntelVtd, caps: unit.caps })
+        // SVA depends on the mode the unit was brought up in (scalable, first-level tables).
+        let sva = |unit: &Unit<E>| if unit.walks_process_tables() { UnitCaps::SVA } else { UnitCaps::empty() };
+        self.unit(unit).map(|unit| UnitInfo { kind: UnitKind::IntelVtd, caps: unit.caps.union(sva(unit)) })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
@@ -361,7 +366,10 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn attach(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
-        self.replace(unit, rid, pasid, translation)
+        match translation {
+            Translation::ProcessAddressSpace(space) => self.bind_address_space(unit, rid, pasid, space),
+            Translation::Domain(_) => self.replace(unit, rid, pasid, translation),
+        }
     }
 
     fn replace(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
@@ -431,6 +439,9 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {
+        if self.unbind_address_space(unit_id, rid, pasid) {
+            return;
+        }
         if let Some(pasid) = pasid {
             return self.block_pasid(unit_id, rid, pasid);
         }
@@ -439,6 +450,10 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             Ok(()) | Err(VtdError::NotAttached) => {}
             Err(error) => panic!("FATAL: blocking {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
         }
+    }
+
+    fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64) {
+        self.invalidate_binding(unit, rid, pasid, iova, length);
     }
 
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {

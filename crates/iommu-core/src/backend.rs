@@ -72,10 +72,12 @@ pub enum DomainConfig {
 pub struct AddressSpace {
     /// The kernel's identity of the address space.
     pub id: u64,
-    /// Physical address of its top-level page table.
+    /// Physical address of its top-level page table (x86: the CR3 frame; AArch64: the
+    /// TTBR0_EL1 table, 48-bit input, 4 KiB granule).
     pub root: u64,
-    /// The address-space (ASID/PCID) tag the kernel uses for it.
-    pub tag: u32,
+    /// AArch64: the CPU's MAIR_EL1, which the tables' AttrIndx fields index (a context
+    /// descriptor walking them must hold the same). 0 on x86.
+    pub mair: u64,
 }
 
 /// What a device (or PASID) is attached to.
@@ -189,6 +191,14 @@ pub trait IommuBackend {
 
     /// Make the device (or PASID) fault every DMA, with caches invalidated.
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>);
+
+    /// The process address space bound at (`rid`, `pasid`) (an `attach` with
+    /// [`Translation::ProcessAddressSpace`]) shrank at `[iova, iova + length)`: drop what the
+    /// unit cached of that range (leaves and paging-structure entries) and wait for that. The
+    /// kernel holds the frames until the server acknowledges after this returns. A backend
+    /// that refuses every process address space has nothing to invalidate and keeps this
+    /// default.
+    fn invalidate_address_space(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _iova: u64, _length: u64) {}
 
     /// Switch dirty-bit tracking of a paging domain. A backend whose units advertise no
     /// `DIRTY_TRACKING` keeps this default.

@@ -41,6 +41,8 @@ pub enum Call {
     Replace { unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation },
     /// `block`.
     Block { unit: UnitId, rid: RequesterId, pasid: Option<u32> },
+    /// `invalidate_address_space`.
+    InvalidateAddressSpace { unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64 },
     /// `release_msis`.
     ReleaseMsis { unit: UnitId, rid: RequesterId },
     /// `set_dirty_tracking` that succeeded.
@@ -347,6 +349,13 @@ impl IommuBackend for FakeBackend {
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
         self.attached.remove(&(unit, rid, pasid));
         self.record(Call::Block { unit, rid, pasid });
+    }
+
+    fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64) {
+        if !matches!(self.attached.get(&(unit, rid, pasid)), Some(Translation::ProcessAddressSpace(_))) {
+            self.violations.push(format!("address-space invalidation of {unit:?}/{rid:?}/{pasid:?}, which is bound to none"));
+        }
+        self.record(Call::InvalidateAddressSpace { unit, rid, pasid, iova, length });
     }
 
     fn route_msis(&mut self, unit: UnitId, rid: RequesterId, vectors: &[u8]) -> Result<MsiMessage, Error> {

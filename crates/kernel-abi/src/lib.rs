@@ -38,6 +38,9 @@ pub const MAX_PIN_RANGE: u64 = 512;
 /// pages. An object and a page range, so that other changes of what a device may reach
 /// (an address space's unmap) fit the same record.
 pub const REVOCATION_RECORD_WORDS: usize = 4;
+/// The serial word of a `revocation_read` record that reports a watched address space's
+/// change (`Syscall::AddressSpaceWatch`): memory-object serials never reach it.
+pub const ADDRESS_SPACE_CHANGE: u64 = u64::MAX;
 /// Records one `revocation_read` hands out at most.
 pub const MAX_REVOCATION_RECORDS: u64 = 64;
 
@@ -55,6 +58,8 @@ pub enum ObjectType {
     DmaAuthority = 7,
     /// A range of x86 I/O ports.
     IoPorts = 8,
+    /// A process's address space, to share with devices (`Syscall::AddressSpaceWatch`).
+    AddressSpace = 9,
 }
 
 impl ObjectType {
@@ -68,6 +73,7 @@ impl ObjectType {
             6 => ObjectType::Process,
             7 => ObjectType::DmaAuthority,
             8 => ObjectType::IoPorts,
+            9 => ObjectType::AddressSpace,
             _ => return None,
         })
     }
@@ -217,11 +223,11 @@ mod tests {
 
     #[test]
     fn object_types_round_trip() {
-        for v in 1..=8 {
+        for v in 1..=9 {
             assert_eq!(ObjectType::from_u64(v).map(|t| t as u64), Some(v));
         }
         assert_eq!(ObjectType::from_u64(0), None);
-        assert_eq!(ObjectType::from_u64(9), None);
+        assert_eq!(ObjectType::from_u64(10), None);
     }
 }
 

@@ -15,6 +15,7 @@ mod race;
 mod revoke;
 mod sharing;
 mod stream;
+mod sva;
 mod window;
 
 /// What the driver and its starter agree on (scenarios, slots, report words).
@@ -113,6 +114,7 @@ fn main(arg: u64) -> u64 {
         scenario::WINDOW_TAKEN => window::window_taken(),
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
+        scenario::SVA_BOUND_PROCESS => sva::bound_process(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         #[cfg(target_arch = "aarch64")]

@@ -310,6 +310,36 @@ pub fn msi_unroute(authority: u64, device_id: u32) -> Result<(), Error> {
     check(raw(Syscall::MsiUnroute as u64, [authority, u64::from(device_id), 0, 0, 0, 0]).0)
 }
 
+/// A capability in `dst` to the address space of the process in slot `process` (CONTROL
+/// needed), or of the caller with `process` = `NO_CAP`, to share with devices.
+pub fn address_space_cap(process: u64, dst: u64) -> Result<(), Error> {
+    check(raw(Syscall::AddressSpaceCap as u64, [process, dst, 0, 0, 0, 0]).0)
+}
+
+/// What `address_space_watch` tells the IOMMU server about a process's address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedAddressSpace {
+    /// The watch: its changes come as `revocation_read` records naming it; `mem_unpin` ends it.
+    pub pin: u64,
+    /// Physical address of the top-level table.
+    pub root: u64,
+    /// The memory attributes the tables are walked with (aarch64: MAIR_EL1; x86: 0).
+    pub attributes: u64,
+}
+
+/// Shares the address space named by `cap` with the IOMMU (see
+/// `kernel_abi::Syscall::AddressSpaceWatch`).
+pub fn address_space_watch(authority: u64, cap: u64) -> Result<WatchedAddressSpace, Error> {
+    let [status, pin, root, attributes, ..] = raw7(Syscall::AddressSpaceWatch as u64, [authority, cap, 0, 0, 0, 0]);
+    check(status).map(|_| WatchedAddressSpace { pin, root, attributes })
+}
+
+/// The IOMMU no longer caches what the records read of watch `pin` named: their frames may be
+/// reused.
+pub fn address_space_ack(authority: u64, pin: u64) -> Result<(), Error> {
+    check(raw(Syscall::AddressSpaceAck as u64, [authority, pin, 0, 0, 0, 0]).0)
+}
+
 pub fn irq_ack(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
 }

@@ -281,6 +281,9 @@ bitflags::bitflags! {
 pub const PASID_VALID: u16 = 1 << 0;
 /// Flag bit of `hwpt_alloc_nested` and `sva_bind`: word 3 names a fault queue.
 pub const FAULT_VALID: u16 = 1 << 0;
+/// The PASID word of `sva_bind` / `sva_unbind` naming the device's DMA without a PASID
+/// (VT-d's RID_PASID entry, SMMUv3's SubstreamID 0): `pasid_alloc` never hands out 0.
+pub const SVA_UNTAGGED: u32 = 0;
 /// Flag bit of `hwpt_set_dirty_tracking`: switch on (clear: switch off).
 pub const DIRTY_ENABLE: u16 = 1 << 0;
 /// Flag bit of `handle_accept`: withdraw the consent instead of giving it.

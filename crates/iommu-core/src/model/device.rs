@@ -3,7 +3,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::wire::PASID_MAX;
+use iommu_abi::wire::{PASID_MAX, SVA_UNTAGGED};
 use iommu_abi::{DeviceInfo, Error, Handle, Rights, UnitCaps};
 use crate::budget::{self};
 use crate::backend::{AddressSpace, IommuBackend, RequesterId, Translation, UnitId};
@@ -159,37 +159,41 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         self.abort_page_requests(fault, Some(device), Some(pasid));
     }
 
-    /// Share a verified process address space with the device at `pasid`. Needs ATTACH on
-    /// the device and the fault queue.
+    /// Share a verified process address space with the device at `pasid`, or with its DMA
+    /// without a PASID when `pasid` is [`SVA_UNTAGGED`] (VT-d's RID_PASID entry, SMMUv3's
+    /// SubstreamID 0). Its faults go to `fault`, if named. Needs ATTACH on the device and the
+    /// fault queue.
     pub fn sva_bind(&mut self, client: ClientId, device: Handle, pasid: u32, address_space: AddressSpace, fault: Option<Handle>) -> Result<(), Error> {
         let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
         let fault = self.resolve_optional(client, fault, ObjectKind::Fault, Rights::ATTACH)?;
-        self.check_pasid(client, device, Some(pasid))?;
+        let slot = sva_slot(pasid);
+        self.check_pasid(client, device, slot)?;
         let (unit, rid) = (self.device(device).unit, self.device(device).rid);
-        let caps = self.unit_caps(unit);
-        if !caps.contains(UnitCaps::SVA) || (fault.is_some() && !caps.contains(UnitCaps::PAGE_REQUESTS)) {
+        if !self.unit_caps(unit).contains(UnitCaps::SVA) {
             return Err(Error::NotSupported);
         }
-        if self.device(device).attachments.contains_key(&Some(pasid)) {
+        if self.device(device).attachments.contains_key(&slot) {
             return Err(Error::AlreadyAttached);
         }
         let owner = self.objects[device].owner;
         self.charge(owner, budget::ATTACHMENT)?;
-        if let Err(error) = self.backend.attach(unit, rid, Some(pasid), Translation::ProcessAddressSpace(address_space)) {
+        if let Err(error) = self.backend.attach(unit, rid, slot, Translation::ProcessAddressSpace(address_space)) {
             self.refund(owner, budget::ATTACHMENT);
             return Err(error);
         }
-        self.device_mut(device).attachments.insert(Some(pasid), Attachment::Sva { address_space, fault });
+        self.device_mut(device).attachments.insert(slot, Attachment::Sva { address_space, fault });
         self.topology_epoch += 1;
         Ok(())
     }
 
-    /// Undo `sva_bind`: the PASID is blocked. Needs ATTACH.
+    /// Undo `sva_bind`: the PASID (or, for [`SVA_UNTAGGED`], the device) is blocked. Needs
+    /// ATTACH.
     pub fn sva_unbind(&mut self, client: ClientId, device: Handle, pasid: u32) -> Result<(), Error> {
         let device = self.resolve(client, device, ObjectKind::Device, Rights::ATTACH)?;
-        match self.device(device).attachments.get(&Some(pasid)) {
+        let slot = sva_slot(pasid);
+        match self.device(device).attachments.get(&slot) {
             Some(Attachment::Sva { .. }) => {
-                self.release_attachment(device, Some(pasid));
+                self.release_attachment(device, slot);
                 Ok(())
             }
             _ => Err(Error::NotAttached),
@@ -260,4 +264,9 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         }
         self.free_unused(device);
     }
+}
+
+/// The attachment slot `sva_bind` / `sva_unbind` mean by `pasid`.
+fn sva_slot(pasid: u32) -> Option<u32> {
+    (pasid != SVA_UNTAGGED).then_some(pasid)
 }

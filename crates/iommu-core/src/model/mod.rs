@@ -34,6 +34,7 @@ mod hwpt;
 mod ioas;
 mod registration;
 mod revoke;
+mod sva;
 
 use ioas::{ioas_in, ioas_in_mut};
 
@@ -41,6 +42,7 @@ pub use device::DeviceGrant;
 pub use fault::FaultDelivery;
 pub use hwpt::{HwptAllocOptions, MAX_DIRTY_BITMAP_PAGES};
 pub use revoke::Revoked;
+pub use sva::AddressSpaceChange;
 
 /// Tunables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -146,7 +146,7 @@ fn sva_faults_route_by_pasid() {
     let device = h.bind(A, VTD, DEV);
     let fault = h.server.fault_alloc(A).unwrap();
     let pasid = h.server.pasid_alloc(A).unwrap();
-    h.server.sva_bind(A, device, pasid, AddressSpace { id: 1, root: 0x1000, tag: 2 }, Some(fault)).unwrap();
+    h.server.sva_bind(A, device, pasid, AddressSpace { id: 1, root: 0x1000, mair: 0 }, Some(fault)).unwrap();
     assert_eq!(h.server.destroy(A, fault), Err(Error::Busy));
     assert_eq!(h.server.deliver_fault(event(DEV, Some(pasid), FaultReason::PageRequest, 3)), FaultDelivery::Queued { owner: A });
     assert_eq!(h.server.deliver_fault(event(DEV, None, FaultReason::Translation, 0)), FaultDelivery::Unrouted, "RID not attached");

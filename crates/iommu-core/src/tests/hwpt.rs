@@ -230,7 +230,7 @@ fn sva_bind_is_an_attachment_of_its_own_kind() {
     let mut h = harness();
     let device = h.bind(A, VTD, DEV);
     let pasid = h.server.pasid_alloc(A).unwrap();
-    let space = AddressSpace { id: 7, root: 0x5000_0000, tag: 3 };
+    let space = AddressSpace { id: 7, root: 0x5000_0000, mair: 0 };
     h.server.sva_bind(A, device, pasid, space, None).unwrap();
     assert_eq!(h.server.backend().attachment(VTD, DEV, Some(pasid)), Some(Translation::ProcessAddressSpace(space)));
     assert_eq!(h.server.sva_bind(A, device, pasid, space, None), Err(Error::AlreadyAttached));

@@ -32,7 +32,7 @@ impl CapabilityVerifier for Kernel {
 
     fn address_space(&mut self, client: ClientId, cap: u64) -> Result<AddressSpace, Error> {
         match (client, cap) {
-            (A, ADDRESS_SPACE_CAP) => Ok(AddressSpace { id: 9, root: 0x5_0000, tag: 7 }),
+            (A, ADDRESS_SPACE_CAP) => Ok(AddressSpace { id: 9, root: 0x5_0000, mair: 0 }),
             _ => Err(Error::BadCapability),
         }
     }
@@ -99,7 +99,7 @@ pub(super) fn world() -> World {
     let free_pasid = s.pasid_alloc(A).unwrap();
     let bind_pasid = s.pasid_alloc(A).unwrap();
     let bound_pasid = s.pasid_alloc(A).unwrap();
-    let space = AddressSpace { id: 8, root: 0x6_0000, tag: 6 };
+    let space = AddressSpace { id: 8, root: 0x6_0000, mair: 0 };
     s.sva_bind(A, device, bound_pasid, space, Some(fault)).unwrap();
     s.hwpt_set_dirty_tracking(A, hwpt, true).unwrap();
     let event = |reason, group| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x10_0000, access: Access::WRITE, reason, group };

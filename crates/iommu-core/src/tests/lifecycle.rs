@@ -188,7 +188,7 @@ fn closing_a_client_releases_everything_in_dependency_order() {
     h.server.device_attach(A, device, nested, None).unwrap();
     h.server.device_attach(A, device, parent, Some(pasid)).unwrap();
     let sva_pasid = h.server.pasid_alloc(A).unwrap();
-    h.server.sva_bind(A, sva_device, sva_pasid, AddressSpace { id: 1, root: 0x7000_0000, tag: 1 }, Some(fault)).unwrap();
+    h.server.sva_bind(A, sva_device, sva_pasid, AddressSpace { id: 1, root: 0x7000_0000, mair: 0 }, Some(fault)).unwrap();
     // B attaches its own device to A's parent HWPT through a derived handle.
     let shared_parent = h.server.handle_derive(A, parent, Rights::ATTACH, B).unwrap();
     let device_b = h.bind(B, VTD, DEV2);

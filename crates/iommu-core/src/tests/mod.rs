@@ -11,6 +11,7 @@ mod random;
 mod limits;
 mod registered;
 mod revoke;
+mod sva;
 
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;

@@ -136,7 +136,7 @@ fn sva_unbind_answers_the_binds_requests() {
     let device = h.bind(A, VTD, DEV);
     let fault = h.server.fault_alloc(A).unwrap();
     let pasid = h.server.pasid_alloc(A).unwrap();
-    h.server.sva_bind(A, device, pasid, AddressSpace { id: 1, root: 0x1000, tag: 2 }, Some(fault)).unwrap();
+    h.server.sva_bind(A, device, pasid, AddressSpace { id: 1, root: 0x1000, mair: 2 }, Some(fault)).unwrap();
     h.server.deliver_fault(request(DEV, Some(pasid), 11));
     let cookie = h.server.read_faults(A, fault, 8).unwrap().records[0].cookie;
     h.clear_log();

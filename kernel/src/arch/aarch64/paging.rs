@@ -54,6 +54,10 @@ const ADDRESS_MASK: u64 = 0x0000_FFFF_FFFF_F000;
 /// MAIR_EL1 as the boot code programs it: Attr0 0x04, Attr1 0xFF, Attr2 0x44.
 const EXPECTED_MAIR_EL1: u64 = 0x44_FF_04;
 
+/// The memory attributes an IOMMU walking a user address space must use: the CPU's MAIR_EL1,
+/// which the descriptors' AttrIndx fields index.
+pub const USER_MEMORY_ATTRIBUTES: u64 = EXPECTED_MAIR_EL1;
+
 const ENTRIES: usize = 512;
 const LEVELS: u32 = 4;
 
@@ -128,6 +132,11 @@ unsafe fn set_user_root(root: u64) {
 pub struct Root(u64);
 
 impl Root {
+    /// Physical address of the top-level table (for an IOMMU that walks these tables).
+    pub fn phys(self) -> u64 {
+        self.0
+    }
+
     /// The tables user addresses translate through now.
     pub fn current() -> Root {
         Root(TTBR0_EL1.get_baddr())
@@ -225,6 +234,21 @@ impl AddressSpace {
         pa
     }
 
+    /// As `unmap`, but the tables it leaves empty are unlinked, forgotten by the CPU's TLB and
+    /// handed back (0 where none) instead of freed: an IOMMU sharing these tables (SVA) may
+    /// still hold them in its walk caches until its own invalidation, after which the caller
+    /// frees them.
+    pub fn unmap_keeping_tables(&mut self, va: u64) -> [u64; 3] {
+        let va = va & !(PAGE_SIZE - 1);
+        let unmapped = self.leaf(va).map(|leaf| *leaf = 0).is_some();
+        let unlinked = self.unlink_empty_tables(va);
+        if unmapped || unlinked.iter().any(|&t| t != 0) {
+            invalidate(va);
+        }
+        self.tables -= unlinked.iter().filter(|&&t| t != 0).count() as u64;
+        unlinked
+    }
+
     /// Frees the translation tables on `va`'s path that map nothing (after a map that failed
     /// part way).
     pub fn free_empty_tables(&mut self, va: u64, frames: &mut Frames) {
@@ -282,6 +306,22 @@ impl AddressSpace {
 
     pub fn root(&self) -> Root {
         Root(self.root)
+    }
+
+    /// Whether an SMMU walking these tables through a CD (TTB0, AFFD = 0, no hardware
+    /// access-flag updates) sees what the CPU sees: every valid entry above the last level is
+    /// a table descriptor, and every page has AF and AP[1] (EL0) set.
+    pub fn iommu_walkable(&self) -> bool {
+        fn level_ok(t: u64, level: u32) -> bool {
+            table(t).iter().filter(|&&e| e & VALID != 0).all(|&e| {
+                if level == LEVELS - 1 {
+                    e & (TABLE_OR_PAGE | ACCESS_FLAG | AP_EL0) == TABLE_OR_PAGE | ACCESS_FLAG | AP_EL0
+                } else {
+                    e & TABLE_OR_PAGE != 0 && level_ok(e & ADDRESS_MASK, level + 1)
+                }
+            })
+        }
+        level_ok(self.root, 0)
     }
 
     /// Frees every translation table of this address space (not the mapped frames, which belong

@@ -24,6 +24,10 @@ const MMIO_HOLE_START: u64 = 0xB000_0000;
 
 static KERNEL_PML4: AtomicU64 = AtomicU64::new(0);
 
+/// The memory attributes an IOMMU walking a user address space needs besides its root: none
+/// on x86 (first-stage walks take caching from the entries themselves).
+pub const USER_MEMORY_ATTRIBUTES: u64 = 0;
+
 fn table(phys: u64) -> &'static mut [u64; 512] {
     // SAFETY: page-table frames are allocated from the frame pool and mapped in the direct map;
     // the kernel runs single-threaded with interrupts off, so no other reference is live.
@@ -119,6 +123,11 @@ fn read_cr3() -> u64 {
 pub struct Root(u64);
 
 impl Root {
+    /// Physical address of the top-level table (for an IOMMU that walks these tables).
+    pub fn phys(self) -> u64 {
+        self.0
+    }
+
     /// The tables addresses translate through now.
     pub fn current() -> Root {
         Root(read_cr3())
@@ -223,6 +232,22 @@ impl AddressSpace {
         pa
     }
 
+    /// As `unmap`, but the tables it leaves empty are unlinked, forgotten by the CPU's TLB and
+    /// handed back (0 where none) instead of freed: an IOMMU sharing these tables (SVA) may
+    /// still hold them in its walk caches until its own invalidation, after which the caller
+    /// frees them.
+    pub fn unmap_keeping_tables(&mut self, va: u64) -> [u64; 3] {
+        let va = va & !(PAGE_SIZE - 1);
+        let unmapped = self.leaf(va).map(|leaf| *leaf = 0).is_some();
+        let unlinked = self.unlink_empty_tables(va);
+        if unmapped || unlinked.iter().any(|&t| t != 0) {
+            // SAFETY: as in `unmap`.
+            unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+        }
+        self.tables -= unlinked.iter().filter(|&&t| t != 0).count() as u64;
+        unlinked
+    }
+
     /// Frees the page tables on `va`'s path that map nothing (after a map that failed part way).
     pub fn free_empty_tables(&mut self, va: u64, frames: &mut Frames) {
         let freed = self.unlink_empty_tables(va);
@@ -279,6 +304,20 @@ impl AddressSpace {
 
     pub fn root(&self) -> Root {
         Root(self.pml4)
+    }
+
+    /// Whether an IOMMU walking these tables as a first-level table with user requests only
+    /// (VT-d SVA, SRE = 0) reaches exactly the user half: every present entry of the user
+    /// half, at every level, has U/S = 1, and every kernel-half PML4 entry has U/S = 0.
+    pub fn iommu_walkable(&self) -> bool {
+        /// Entries of the table `t` at `level` (2: PDPT ... 0: page table); user tables hold no
+        /// large pages.
+        fn user_level(t: u64, level: u32) -> bool {
+            table(t).iter().filter(|&&e| e & PRESENT != 0).all(|&e| e & USER != 0 && (level == 0 || user_level(e & ADDRESS_MASK, level - 1)))
+        }
+        let root = table(self.pml4);
+        root[..256].iter().filter(|&&e| e & PRESENT != 0).all(|&e| e & USER != 0 && user_level(e & ADDRESS_MASK, 2))
+            && root[256..].iter().all(|&e| e & USER == 0)
     }
 
     /// Frees every page-table page of the user half and the PML4 (not the mapped frames, which
