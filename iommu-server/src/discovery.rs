@@ -158,7 +158,9 @@ pub fn parse_reporting<T>(
     }
 }
 
-pub use pci::{Bar, BusNumbers, MemoryWindow};
+pub use pci::{Bar, BusNumbers};
+#[cfg(target_arch = "aarch64")]
+pub use pci::MemoryWindow;
 
 /// One PCI function found by enumeration.
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@ use iommu_server_contract::{layout as server_layout, slots as server_slot, statu
 /// The edu driver's scenarios, slots and report words.
 use edu_contract as driver;
 
-mod iommu_tests {
+pub(crate) mod iommu_tests {
     use crate::ktest::{Test, TestResult};
     use crate::mm;
     use crate::object::{MemoryObject, MmioRegion, Object, QuotaAccount};
@@ -59,7 +59,7 @@ mod iommu_tests {
         mm::phys_to_virt(phys) as *mut T
     }
 
-    fn err<E: core::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+    pub(crate) fn err<E: core::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
         move |e| format!("{what}: {e:?}")
     }
 
@@ -68,7 +68,7 @@ mod iommu_tests {
     /// server, which boot capability goes to which server slot, how configuration space is
     /// reached.
     #[cfg(target_arch = "x86_64")]
-    mod platform {
+    pub(crate) mod platform {
         use super::{direct, server_slot};
         use crate::platform::BootCap;
         use alloc::string::String;
@@ -175,7 +175,7 @@ mod iommu_tests {
     }
 
     #[cfg(target_arch = "aarch64")]
-    mod platform {
+    pub(crate) mod platform {
         use super::{direct, err, server_slot};
         use crate::arch::paging::{AddressSpace, Root};
         use crate::arch::MapFlags;
@@ -457,7 +457,7 @@ mod iommu_tests {
     }
 
     /// Runs the scheduler until `done` holds, or fails after the wait budget.
-    fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
+    pub(crate) fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
         let start = arch::instruction_counter();
         while !done(kernel) {
             if arch::instruction_counter().wrapping_sub(start) > WAIT_BUDGET {
@@ -517,7 +517,7 @@ mod iommu_tests {
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
-    fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
+    pub(crate) fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
         let result = {
             let mut kernel = Kernel::new(IMAGES);
             body(&mut kernel)

@@ -54,6 +54,19 @@ pub fn size_bars<C: ConfigAccess>(config: &mut C, address: Address, count: u8) -
     bars
 }
 
+/// The address memory BAR `index` of the function decodes (64-bit BARs read with their
+/// upper half), without writing anything; `None` for an I/O BAR or one at address 0.
+pub fn read_base<C: ConfigAccess>(config: &mut C, address: Address, index: u8) -> Option<u64> {
+    let offset = regs::BAR0 + 4 * u16::from(index);
+    let low = config.read32(address, offset);
+    if low & bar::IO != 0 {
+        return None;
+    }
+    let high = if (low >> bar::TYPE_SHIFT) & bar::TYPE_MASK == bar::TYPE_64 { config.read32(address, offset + 4) } else { 0 };
+    let base = u64::from(high) << 32 | u64::from(low & !bar::FLAGS);
+    (base != 0).then_some(base)
+}
+
 /// Physical addresses `[start, end)` BARs may be placed in (identity-mapped between CPU and
 /// PCI, below 4 GiB: bridges' non-prefetchable windows decode 32 bits only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

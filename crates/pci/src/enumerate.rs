@@ -104,7 +104,9 @@ struct Walk<'a, C: ConfigAccess> {
     segment: u16,
     last_bus: u8,
     mode: BusNumbers,
-    /// Highest bus number given out so far (Assign) or visited buses (Firmware).
+    /// Whether BARs are sized (which writes them).
+    size_bars: bool,
+    /// Highest bus number given out so far (Assign).
     next_free: u8,
     visited: [u64; 4],
     topology: Topology,
@@ -114,7 +116,17 @@ struct Walk<'a, C: ConfigAccess> {
 /// bus above `last_bus`. With `BusNumbers::Assign` the bridges are numbered as they are
 /// found; a bridge for which no number is left keeps its secondary bus unconfigured.
 pub fn enumerate<C: ConfigAccess>(config: &mut C, segment: u16, first_bus: u8, last_bus: u8, mode: BusNumbers) -> Topology {
-    let mut walk = Walk { config, segment, last_bus, mode, next_free: first_bus, visited: [0; 4], topology: Topology::default() };
+    let mut walk = Walk { config, segment, last_bus, mode, size_bars: true, next_free: first_bus, visited: [0; 4], topology: Topology::default() };
+    walk.scan(first_bus, None);
+    walk.topology
+}
+
+/// Enumerates as `enumerate` with `BusNumbers::Firmware` does, but without writing anything
+/// (no BAR is sized: `Function::bars` stay empty), for a process that reads a hierarchy
+/// another one owns; `bars::read_base` reads where a BAR was placed.
+pub fn enumerate_read_only<C: ConfigAccess>(config: &mut C, segment: u16, first_bus: u8, last_bus: u8) -> Topology {
+    let mode = BusNumbers::Firmware;
+    let mut walk = Walk { config, segment, last_bus, mode, size_bars: false, next_free: first_bus, visited: [0; 4], topology: Topology::default() };
     walk.scan(first_bus, None);
     walk.topology
 }
@@ -147,7 +159,7 @@ impl<C: ConfigAccess> Walk<'_, C> {
                 let class = self.config.read32(address, regs::CLASS) >> 8;
                 let port_type = self.port_type(address);
                 let acs = self.acs(address);
-                let bars = size_bars(self.config, address, bar_count);
+                let bars = if self.size_bars { size_bars(self.config, address, bar_count) } else { Vec::new() };
                 let index = self.topology.functions.len();
                 let (vendor, device) = (id as u16, (id >> 16) as u16);
                 self.topology.functions.push(Function { address, vendor, device, class, bridge: None, port_type, multifunction, acs, parent, bars });

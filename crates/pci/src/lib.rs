@@ -21,7 +21,7 @@ pub mod regs;
 use core::fmt;
 
 pub use bars::{Bar, MemoryWindow};
-pub use enumerate::{enumerate, BusNumbers, Function, Topology};
+pub use enumerate::{enumerate, enumerate_read_only, BusNumbers, Function, Topology};
 
 /// Where a function sits: segment, bus, device (0-31), function (0-7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

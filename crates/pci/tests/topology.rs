@@ -305,3 +305,37 @@ fn looping_capability_lists_end() {
     assert_eq!(topology.functions[0].port_type, None);
     assert_eq!(topology.functions[0].acs, None);
 }
+
+#[test]
+fn a_read_only_walk_writes_nothing_and_reads_where_bars_were_placed() {
+    let mut hierarchy = machine();
+    let mut owner = enumerate(&mut hierarchy, 0, 0, 255, BusNumbers::Assign);
+    bars::assign(&mut hierarchy, &mut owner, MemoryWindow { start: 0x1000_0000, end: 0x3eff_0000 });
+    let before: Vec<Vec<u32>> = owner.functions.iter().map(|f| hierarchy.route(f.address).unwrap().space.clone()).collect();
+    let mut reader = WriteRefusing(&mut hierarchy);
+    let seen = pci::enumerate_read_only(&mut reader, 0, 0, 255);
+    assert_eq!(addresses(&seen), addresses(&owner));
+    for (i, function) in owner.functions.iter().enumerate() {
+        assert!(seen.functions[i].bars.is_empty());
+        for bar in &function.bars {
+            assert_eq!(bars::read_base(&mut reader, function.address, bar.index), Some(bar.base), "{} BAR{}", function.address, bar.index);
+        }
+        assert_eq!(seen.dma_aliases(i), owner.dma_aliases(i));
+    }
+    assert_eq!(seen.groups(), owner.groups());
+    let after: Vec<Vec<u32>> = owner.functions.iter().map(|f| hierarchy.route(f.address).unwrap().space.clone()).collect();
+    assert!(before == after);
+}
+
+/// Configuration access that fails the test on any write.
+struct WriteRefusing<'a>(&'a mut Hierarchy);
+
+impl ConfigAccess for WriteRefusing<'_> {
+    fn read32(&mut self, address: Address, offset: u16) -> u32 {
+        self.0.read32(address, offset)
+    }
+
+    fn write32(&mut self, address: Address, offset: u16, value: u32) {
+        panic!("a read-only walk wrote {value:#x} at {address} + {offset:#x}");
+    }
+}
