@@ -46,13 +46,6 @@ pub struct Function {
     pub bars: Vec<Bar>,
 }
 
-impl Function {
-    /// Whether the function is a type 1 header of any kind (even one whose secondary bus could not be used).
-    pub fn is_bridge(&self) -> bool {
-        self.bridge.is_some()
-    }
-}
-
 /// Every function of one segment, parents before their children.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topology {

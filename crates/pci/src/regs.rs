@@ -23,12 +23,11 @@ pub const STATUS_CAPABILITIES_LIST: u32 = 1 << 20;
 pub const CLASS: u16 = 0x08;
 
 /// Header type, byte 2 of the dword at 0x0C (PCI 3.0, 6.2.1): bit 7 multi-function device,
-/// bits 6:0 layout.
+/// bits 6:0 layout (0 a function, 1 a PCI-to-PCI bridge).
 pub const HEADER_DWORD: u16 = 0x0c;
 pub const HEADER_SHIFT: u32 = 16;
 pub const HEADER_MULTIFUNCTION: u8 = 1 << 7;
 pub const HEADER_LAYOUT: u8 = 0x7f;
-pub const LAYOUT_ENDPOINT: u8 = 0;
 pub const LAYOUT_BRIDGE: u8 = 1;
 
 /// First base address register; a type 0 header has six, a type 1 header two.
@@ -122,21 +121,6 @@ impl PortType {
             0x9 => PortType::RootComplexIntegrated,
             0xa => PortType::RootComplexEventCollector,
             other => PortType::Reserved(other),
-        }
-    }
-
-    pub fn field(self) -> u8 {
-        match self {
-            PortType::Endpoint => 0x0,
-            PortType::LegacyEndpoint => 0x1,
-            PortType::RootPort => 0x4,
-            PortType::SwitchUpstream => 0x5,
-            PortType::SwitchDownstream => 0x6,
-            PortType::PcieToPciBridge => 0x7,
-            PortType::PciToPcieBridge => 0x8,
-            PortType::RootComplexIntegrated => 0x9,
-            PortType::RootComplexEventCollector => 0xa,
-            PortType::Reserved(other) => other,
         }
     }
 
