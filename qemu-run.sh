@@ -9,7 +9,8 @@
 # smmuv3, none. Defaults: x86_64 with vtd; aarch64 with smmuv3.
 # `--topology bridges` adds, on bus 0 of either machine, a PCIe root port at 00:10.0 with an
 # edu device, and a PCIe-to-PCI bridge at 00:11.0 with edu devices at 01.0 and 02.0 of its bus
-# (the root task's `BRIDGES` descriptions, user/root/src/system.rs, name them by location).
+# (the root task's descriptions BRIDGES and ONE_GROUP_TWO_DRIVERS, user/root/src/system.rs,
+# name them by location).
 # It is also cargo's runner: `cargo run --target x86_64-target.json` passes `--kernel ELF`.
 # QEMU's exit status is mapped back: 0 when the kernel reported success, 1 on failure.
 #
