@@ -2,12 +2,16 @@
 # Builds the kernel (unless given one) and boots it under QEMU.
 #
 #   ./qemu-run.sh [--arch x86_64|aarch64] [--iommu MODE] [--aw-bits 39|48] [--caching-mode]
-#                 [--append "kernel command line"] [--gdb] [--icount] [--el2] [--gic 2|3]
-#                 [--kernel ELF] [--release|--debug] [-- extra QEMU arguments]
+#                 [--topology bridges] [--append "kernel command line"] [--gdb] [--icount] [--el2]
+#                 [--gic 2|3] [--kernel ELF] [--release|--debug] [-- extra QEMU arguments]
 #
 # IOMMU modes: vtd (legacy), vtd-sm (scalable, second stage), vtd-flts (scalable, first stage),
 # smmuv3, none. Defaults: x86_64 with vtd; aarch64 with smmuv3 and a GICv3 with an ITS
 # (`--gic 2`: GICv2 with its GICv2m MSI frame, whose MSIs are not isolated).
+# `--topology bridges` adds, on bus 0 of either machine, a PCIe root port at 00:10.0 with an
+# edu device, and a PCIe-to-PCI bridge at 00:11.0 with edu devices at 01.0 and 02.0 of its bus
+# (the root task's descriptions BRIDGES and ONE_GROUP_TWO_DRIVERS, user/root/src/system.rs,
+# name them by location).
 # It is also cargo's runner: `cargo run --target x86_64-target.json` passes `--kernel ELF`.
 # QEMU's exit status is mapped back: 0 when the kernel reported success, 1 on failure.
 #
@@ -19,7 +23,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-arch=x86_64 iommu="" aw_bits="" caching=0 append="" gdb=0 icount=0 el2=0 gic=3 kernel="" profile=release
+arch=x86_64 iommu="" aw_bits="" caching=0 topology="" append="" gdb=0 icount=0 el2=0 gic=3 kernel="" profile=release
 extra=() words=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -27,6 +31,7 @@ while [ $# -gt 0 ]; do
         --iommu) iommu="$2"; shift 2 ;;
         --aw-bits) aw_bits="$2"; shift 2 ;;
         --caching-mode) caching=1; shift ;;
+        --topology) topology="$2"; shift 2 ;;
         --append) append="$2"; shift 2 ;;
         --gdb) gdb=1; shift ;;
         --icount) icount=1; shift ;;
@@ -80,6 +85,16 @@ args=(-nographic -no-reboot -m 1G -nic none -kernel "$kernel")
 # Two edu devices: one for a driver, one that no driver is given (the IOMMU tests show it
 # cannot DMA).
 edu=(-device "edu,dma_mask=0xffffffffffffffff" -device "edu,dma_mask=0xffffffffffffffff")
+case "$topology" in
+    "") ;;
+    bridges)
+        edu+=(-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,addr=0x10
+              -device "edu,bus=rp1,dma_mask=0xffffffffffffffff"
+              -device pcie-pci-bridge,id=pcibr1,bus=pcie.0,addr=0x11
+              -device "edu,bus=pcibr1,addr=0x1,dma_mask=0xffffffffffffffff"
+              -device "edu,bus=pcibr1,addr=0x2,dma_mask=0xffffffffffffffff") ;;
+    *) echo "qemu-run.sh: unknown topology $topology" >&2; exit 2 ;;
+esac
 
 case "$arch" in
     x86_64)

@@ -158,23 +158,9 @@ pub fn parse_reporting<T>(
     }
 }
 
-/// A memory BAR of a function. `base` 0: not assigned (no firmware gave it an address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bar {
-    pub index: u8,
-    pub base: u64,
-    pub size: u64,
-    /// A 64-bit BAR (it also occupies the next BAR register).
-    pub is_64: bool,
-}
-
-/// Physical addresses `[start, end)` the server may give BARs.
+pub use pci::{Bar, BusNumbers};
 #[cfg(target_arch = "aarch64")]
-#[derive(Clone, Copy, Debug)]
-pub struct MemoryWindow {
-    pub start: u64,
-    pub end: u64,
-}
+pub use pci::MemoryWindow;
 
 /// One PCI function found by enumeration.
 #[derive(Clone, Debug)]
@@ -186,12 +172,26 @@ pub struct PciFunction {
     pub bars: Vec<Bar>,
     /// Index of the IOMMU unit translating its DMA (set after unit matching).
     pub unit: Option<usize>,
+    /// The requester ID its DMA carries when it reaches the IOMMU (a bridge's alias behind a
+    /// PCIe-to-PCI or conventional bridge; `pci::alias`).
+    dma_requester_id: u16,
+    /// Every requester ID its DMA carries on the way up, its own first.
+    pub aliases: Vec<u16>,
+    /// Its isolation group: the index of the group's first function (`pci::groups`).
+    pub group: usize,
+    /// The bridges above it, from the first bus down: bus mastering on each forwards its DMA.
+    pub bridges: Vec<PciAddress>,
 }
 
 impl PciFunction {
+    /// The requester ID the IOMMU sees on this function's DMA.
     pub fn requester_id(&self) -> u16 {
-        self.address.requester_id()
+        self.dma_requester_id
     }
+}
+
+fn pci_address(address: pci::Address) -> PciAddress {
+    PciAddress { segment: address.segment, bus: address.bus, device: address.device, function: address.function }
 }
 
 /// Configuration space through the ECAM capability, mapping one bus (1 MiB) at a time on
@@ -204,6 +204,8 @@ pub struct Ecam {
     cap_base: u64,
     cap_size: u64,
     mapped: BTreeSet<u8>,
+    /// The hierarchy as enumerated (BARs as assigned).
+    topology: pci::Topology,
 }
 
 // SAFETY: only addresses (no pointers) are stored; mappings are process-wide.
@@ -221,7 +223,7 @@ impl Ecam {
     /// buses outside the ECAM capability are never mapped.
     pub fn for_window(base: u64, start_bus: u8, end_bus: u8) -> Result<Ecam, &'static str> {
         let (cap_base, cap_size) = syscall::mmio_info(slots::ECAM).map_err(|_| "no ECAM capability")?;
-        Ok(Ecam { base, start_bus, end_bus, cap_base, cap_size, mapped: BTreeSet::new() })
+        Ok(Ecam { base, start_bus, end_bus, cap_base, cap_size, mapped: BTreeSet::new(), topology: pci::Topology::default() })
     }
 
     fn bus_virt(&mut self, bus: u8) -> Option<u64> {
@@ -263,131 +265,70 @@ impl Ecam {
         }
     }
 
-    /// Sets or clears bus-master enable (command register bit 2).
-    pub fn set_bus_master(&mut self, address: PciAddress, enable: bool) {
-        let command = self.read32(address, 0x04) & 0xffff;
-        let command = if enable { command | 1 << 2 } else { command & !(1 << 2) };
-        // The status half is write-one-to-clear: write zeros there.
-        self.write32(address, 0x04, command);
+    /// Sets or clears bus-master enable of the function; enabling also enables it on every
+    /// bridge above (a bridge forwards its children's DMA upstream only with it set), where
+    /// it stays: other functions below may be using it.
+    pub fn set_bus_master(&mut self, function: &PciFunction, enable: bool) {
+        let targets = if enable { function.bridges.as_slice() } else { &[] };
+        for &address in targets.iter().chain(core::iter::once(&function.address)) {
+            // The status half is write-one-to-clear: write zeros there.
+            let command = self.read32(address, pci::regs::COMMAND) & 0xffff;
+            let bit = pci::regs::command::BUS_MASTER;
+            self.write32(address, pci::regs::COMMAND, if enable { command | bit } else { command & !bit });
+        }
     }
 
-    /// Every function reachable from the window's first bus, through bridges.
-    pub fn enumerate(&mut self) -> Vec<PciFunction> {
-        let mut found = Vec::new();
-        let mut visited = BTreeSet::new();
-        let mut pending = alloc::vec![self.start_bus];
-        while let Some(bus) = pending.pop() {
-            if !visited.insert(bus) {
-                continue;
-            }
-            for device in 0..32u8 {
-                for function in 0..8u8 {
-                    let address = PciAddress { segment: 0, bus, device, function };
-                    let id = self.read32(address, 0x00);
-                    if id & 0xffff == 0xffff {
-                        if function == 0 {
-                            break;
-                        }
-                        continue;
-                    }
-                    let header = (self.read32(address, 0x0c) >> 16) & 0xff;
-                    let class = self.read32(address, 0x08) >> 8;
-                    let bars = if header & 0x7f == 0 { self.size_bars(address, 6) } else { self.size_bars(address, 2) };
-                    if header & 0x7f == 1 {
-                        let secondary = (self.read32(address, 0x18) >> 8) as u8;
-                        if secondary > bus {
-                            pending.push(secondary);
-                        }
-                    }
-                    found.push(PciFunction { address, vendor: id as u16, device: (id >> 16) as u16, class, bars, unit: None });
-                    if function == 0 && header & 0x80 == 0 {
-                        break;
-                    }
-                }
-            }
-        }
-        found
+    /// Every function reachable from the window's first bus, through bridges (numbering the
+    /// buses below them first where no firmware did), with its requester ID, aliases and
+    /// isolation group.
+    pub fn enumerate(&mut self, numbers: BusNumbers) -> Vec<PciFunction> {
+        let topology = pci::enumerate(self, 0, self.start_bus, self.end_bus, numbers);
+        let groups = topology.groups();
+        let functions = topology
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(index, f)| PciFunction {
+                address: pci_address(f.address),
+                vendor: f.vendor,
+                device: f.device,
+                class: f.class,
+                bars: f.bars.clone(),
+                unit: None,
+                dma_requester_id: topology.requester_id(index),
+                aliases: topology.dma_aliases(index),
+                group: groups[index],
+                bridges: topology.path(index).into_iter().map(|b| pci_address(topology.functions[b].address)).collect(),
+            })
+            .collect();
+        self.topology = topology;
+        functions
     }
 
-    /// Sizes the memory BARs (the standard all-ones probe) with decoding switched off meanwhile.
-    fn size_bars(&mut self, address: PciAddress, count: u8) -> Vec<Bar> {
-        let command = self.read32(address, 0x04) & 0xffff;
-        self.write32(address, 0x04, command & !0x3);
-        let mut bars = Vec::new();
-        let mut index = 0u8;
-        while index < count {
-            let offset = 0x10 + 4 * u16::from(index);
-            let low = self.read32(address, offset);
-            if low & 1 != 0 {
-                index += 1;
-                continue;
-            }
-            let is_64 = (low >> 1) & 3 == 2;
-            self.write32(address, offset, u32::MAX);
-            let size_low = self.read32(address, offset) & !0xf;
-            self.write32(address, offset, low);
-            let (base, mask) = if is_64 && index + 1 < count {
-                let high = self.read32(address, offset + 4);
-                self.write32(address, offset + 4, u32::MAX);
-                let size_high = self.read32(address, offset + 4);
-                self.write32(address, offset + 4, high);
-                (u64::from(high) << 32 | u64::from(low & !0xf), u64::from(size_high) << 32 | u64::from(size_low))
-            } else {
-                (u64::from(low & !0xf), 0xffff_ffff_0000_0000 | u64::from(size_low))
-            };
-            let size = (!mask).wrapping_add(1);
-            if size_low != 0 {
-                bars.push(Bar { index, base, size, is_64 });
-            }
-            index += if is_64 { 2 } else { 1 };
+    /// Gives every memory BAR of the hierarchy an address in `window`, with the bridge
+    /// windows above them (`pci::bars::assign`), and lets the functions decode memory. Where
+    /// no firmware assigns BARs the server is the only one that does, so it starts from
+    /// scratch: whatever an earlier owner programmed could overlap what it hands out.
+    #[cfg(target_arch = "aarch64")]
+    pub fn assign_bars(&mut self, functions: &mut [PciFunction], window: MemoryWindow) {
+        let mut topology = core::mem::take(&mut self.topology);
+        for unplaced in pci::bars::assign(self, &mut topology, window) {
+            println!("iommu-server: pci {}: BAR{} of {:#x} bytes does not fit the window", unplaced.address, unplaced.index, unplaced.size);
         }
-        self.write32(address, 0x04, command);
-        bars
+        for (function, found) in functions.iter_mut().zip(&topology.functions) {
+            function.bars.clone_from(&found.bars);
+        }
+        self.topology = topology;
     }
 }
 
-impl Ecam {
-    /// Gives every memory BAR of the functions on the window's first bus an address in
-    /// `window`, aligned to its size (a BAR decodes naturally aligned), in enumeration order,
-    /// and lets those functions decode memory (command register bit 1). Where no firmware
-    /// assigns BARs the server is the only one that does, so it starts from scratch: whatever
-    /// an earlier owner programmed could overlap what it hands out. Functions behind bridges
-    /// are left alone: their bridge's memory window would have to be programmed first.
-    #[cfg(target_arch = "aarch64")]
-    pub fn assign_bars(&mut self, functions: &mut [PciFunction], window: MemoryWindow) {
-        const COMMAND: u16 = 0x04;
-        const MEMORY_SPACE: u32 = 1 << 1;
-        let mut next = window.start;
-        let root_bus = self.start_bus;
-        for function in functions.iter_mut().filter(|f| f.address.bus == root_bus && !f.bars.is_empty()) {
-            // The status half is write-one-to-clear: write zeros there.
-            let command = self.read32(function.address, COMMAND) & 0xffff & !MEMORY_SPACE;
-            self.write32(function.address, COMMAND, command);
-            let mut all_placed = true;
-            for bar in function.bars.iter_mut() {
-                let base = next.next_multiple_of(bar.size);
-                let fits_register = bar.is_64 || base + bar.size <= 1 << 32;
-                let offset = 0x10 + 4 * u16::from(bar.index);
-                if base + bar.size > window.end || !fits_register {
-                    println!("iommu-server: pci {}: BAR{} of {:#x} bytes does not fit the window", function.address, bar.index, bar.size);
-                    bar.base = 0;
-                    all_placed = false;
-                    continue;
-                }
-                // The low four bits (type, prefetchable) are read-only: writing zeros there is fine.
-                self.write32(function.address, offset, base as u32);
-                if bar.is_64 {
-                    self.write32(function.address, offset + 4, (base >> 32) as u32);
-                }
-                bar.base = base;
-                next = base + bar.size;
-            }
-            if all_placed {
-                self.write32(function.address, COMMAND, command | MEMORY_SPACE);
-            } else {
-                function.bars.retain(|bar| bar.base != 0);
-            }
-        }
+impl pci::ConfigAccess for Ecam {
+    fn read32(&mut self, address: pci::Address, offset: u16) -> u32 {
+        Ecam::read32(self, pci_address(address), offset)
+    }
+
+    fn write32(&mut self, address: pci::Address, offset: u16, value: u32) {
+        Ecam::write32(self, pci_address(address), offset, value)
     }
 }
 
@@ -429,12 +370,14 @@ pub fn print_functions(functions: &[PciFunction]) {
     for function in functions {
         let unit = function.unit.map_or(alloc::string::String::from("untranslated"), |u| alloc::format!("unit {u}"));
         println!(
-            "iommu-server: pci {} {:04x}:{:04x} class {:06x} rid {:#06x} {unit}, {} memory BARs",
+            "iommu-server: pci {} {:04x}:{:04x} class {:06x} rid {:#06x} (aliases {:04x?}) group {} {unit}, {} memory BARs",
             function.address,
             function.vendor,
             function.device,
             function.class,
             function.requester_id(),
+            function.aliases,
+            function.group,
             function.bars.len()
         );
         for bar in &function.bars {

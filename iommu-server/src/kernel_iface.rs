@@ -195,13 +195,6 @@ pub struct DeviceRegistry {
     pub msis: crate::arm::msi::ItsMsis,
 }
 
-impl DeviceRegistry {
-    /// The function owning the BAR `[base, base + size)` exactly, if any.
-    pub fn function_with_bar(&self, base: u64, size: u64) -> Option<&PciFunction> {
-        self.functions.iter().find(|f| f.bars.iter().any(|bar| bar.base == base && bar.size == size))
-    }
-}
-
 /// x86: MSIs are the MSI pool's (`crate::msi`), over the configuration space this registry owns.
 #[cfg(target_arch = "x86_64")]
 impl DeviceRegistry {
@@ -237,13 +230,15 @@ impl CapabilityVerifier for DeviceRegistry {
         if base < window_base || base.saturating_add(size) > window_base + window_size {
             return Err(Error::BadCapability);
         }
-        let function = self.function_with_bar(base, size).ok_or(Error::BadCapability)?;
+        // The function owning the BAR exactly (borrowed apart from `ecam`, which its bus
+        // mastering is set through).
+        let function = self.functions.iter().find(|f| f.bars.iter().any(|bar| bar.base == base && bar.size == size)).ok_or(Error::BadCapability)?;
         let unit = function.unit.ok_or(Error::BadCapability)?;
-        let (address, rid) = (function.address, function.requester_id());
+        let rid = function.requester_id();
         // The device's DMA is blocked by the IOMMU from here on until its owner attaches it,
         // so enabling bus mastering (without which it cannot DMA at all) is safe now.
         if let Some(ecam) = self.ecam.as_mut() {
-            ecam.set_bus_master(address, true);
+            ecam.set_bus_master(function, true);
         }
         // If the bind this serves succeeds, the device goes when the capability's lender does.
         match syscall::cap_watch(slots::DMA_AUTHORITY, cap) {

@@ -30,7 +30,13 @@ fn describe(cap: &BootCap) -> (u64, u64, u64) {
 
 /// Creates the root task with every boot capability and the directory; does not start it.
 pub fn create(kernel: &mut Kernel) -> Result<Pid, String> {
-    let pid = kernel.create_process("root", ROOT, 0, ROOT_QUOTA).map_err(|e| alloc::format!("root task image: {e:?}"))?;
+    create_with_description(kernel, kernel_abi::boot_directory::description::FLAT)
+}
+
+/// As `create`, with the root task to carry out its system description number `description`
+/// (`kernel_abi::boot_directory::description`).
+pub fn create_with_description(kernel: &mut Kernel, description: u64) -> Result<Pid, String> {
+    let pid = kernel.create_process("root", ROOT, description, ROOT_QUOTA).map_err(|e| alloc::format!("root task image: {e:?}"))?;
     let caps = boot_caps(crate::boot_info());
     if caps.len() > MAX_ENTRIES {
         return Err(alloc::format!("{} boot capabilities, the directory holds {MAX_ENTRIES}", caps.len()));

@@ -68,7 +68,7 @@ pub(crate) mod iommu_tests {
     /// server, which boot capability goes to which server slot, how configuration space is
     /// reached.
     #[cfg(target_arch = "x86_64")]
-    mod platform {
+    pub(crate) mod platform {
         use super::{direct, server_slot};
         use crate::platform::BootCap;
         use alloc::string::String;

@@ -254,4 +254,20 @@ pub mod boot_directory {
         pub const EDU_DRIVER: u64 = 2;
         pub const ROOT: u64 = 3;
     }
+    /// The root task's start argument: which of its system descriptions it carries out.
+    pub mod description {
+        /// Two edu devices on the host bridge's bus, each to a driver (every QEMU configuration).
+        pub const FLAT: u64 = 0;
+        /// An edu device behind a PCIe root port and one behind a PCIe-to-PCI bridge, each to
+        /// its own driver (the machine of `qemu-run.sh --topology bridges`).
+        pub const BRIDGES: u64 = 1;
+        /// The two functions behind that machine's PCIe-to-PCI bridge, each to another driver:
+        /// one isolation group for two drivers, which the root task must refuse.
+        pub const ONE_GROUP_TWO_DRIVERS: u64 = 2;
+        /// The root task's exit status when it refuses its description (two drivers would get
+        /// functions of one isolation group).
+        pub const REFUSED: u64 = 2;
+        /// The root task's exit status when the machine lacks a device its description names.
+        pub const MISSING_DEVICE: u64 = 3;
+    }
 }

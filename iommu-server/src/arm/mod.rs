@@ -59,7 +59,7 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
     }
 
     let mut ecam = Ecam::for_window(host.ecam_base, host.first_bus, host.last_bus)?;
-    let mut functions = ecam.enumerate();
+    let mut functions = ecam.enumerate(discovery::BusNumbers::Assign);
     status.set(status::PCI_FUNCTIONS, functions.len() as u64);
 
     let iort_check = match iort::read() {

@@ -22,7 +22,7 @@ pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
         Some(mcfg) => Some(Ecam::new(mcfg)?),
         None => None,
     };
-    let mut functions = ecam.as_mut().map(|e| e.enumerate()).unwrap_or_default();
+    let mut functions = ecam.as_mut().map(|e| e.enumerate(discovery::BusNumbers::Firmware)).unwrap_or_default();
     // The firmware assigns BARs on x86; one it left without an address cannot be used.
     for function in functions.iter_mut() {
         function.bars.retain(|bar| bar.base != 0);

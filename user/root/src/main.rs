@@ -5,16 +5,25 @@
 //!    capabilities, except devices;
 //! 2. starts the IOMMU server and waits until its status page says it is ready (on arm it has
 //!    then also assigned the PCI BARs);
-//! 3. for each driver in turn: finds its device in PCI configuration space, carves the BAR out
-//!    of the PCI window, grants it, starts the driver and waits for it to end. One at a time,
+//! 3. finds every driver's device in the PCI hierarchy (by location or by match, through
+//!    bridges) and refuses the description, before any driver starts, if a device is missing
+//!    or two drivers would get functions of one isolation group; then for each driver in
+//!    turn: carves its BAR out of the PCI window, grants it, starts the driver, waits for it
+//!    to end and checks that its fault came with the requester ID its device's DMA carries
+//!    (behind a PCIe-to-PCI bridge, the bridge's alias). One at a time,
 //!    because each edu driver ends with a DMA the IOMMU must refuse, and QEMU's VT-d unit has
 //!    a single fault-recording register: a second device's fault while the first is still
 //!    recorded is dropped (the unit sets PFO; the server reports the loss);
 //! 4. checks, on the server's status page, that it saw every driver's DMA fault, tore down
-//!    every client and holds no client memory. Its exit status says whether all of that held.
+//!    every client and holds no client memory. Its exit status says whether all of that held
+//!    (`description::REFUSED` for a description it refused).
+//!
+//! Its start argument picks the description (`kernel_abi::boot_directory::description`).
 
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 mod system;
 
@@ -24,9 +33,11 @@ use iommu_server_contract::{slots as server_slot, status};
 
 use hwio::wait::poll_until_pausing;
 use hwio::{Registers, SharedWords, VolatileRegion};
-use kernel_abi::boot_directory::{DIRECTORY_SLOT, ENTRY_WORDS, MAX_ENTRIES, NAME_BYTES};
+use alloc::vec::Vec;
+use class_heap::ClassHeap;
+use kernel_abi::boot_directory::{description, DIRECTORY_SLOT, ENTRY_WORDS, MAX_ENTRIES, NAME_BYTES};
 use kernel_abi::{ObjectType, Rights};
-use system::{Grant, Role, Source, SYSTEM};
+use system::{Grant, PciFunction, Process, Role, Source};
 use userlib::{println, syscall};
 
 userlib::entry!(main);
@@ -43,14 +54,24 @@ mod slot {
     pub const SCRATCH: u64 = 200;
     /// Signalled when the running driver ends.
     pub const DRIVER_ENDED: u64 = 201;
+    /// The heap's memory.
+    pub const HEAP: u64 = 202;
 }
 
 /// The root task's address space.
 mod va {
     pub const DIRECTORY: u64 = 0x1000_0000;
     pub const STATUS: u64 = 0x1100_0000;
+    pub const HEAP: u64 = 0x1200_0000;
+    /// PCI configuration space, bus `b` at `CONFIG + (b << 20)` (256 MiB for all buses).
     pub const CONFIG: u64 = 0x2000_0000;
 }
+
+/// Pages of heap: the enumerated hierarchy and the list of grants to devices.
+const HEAP_PAGES: u64 = 16;
+
+#[global_allocator]
+static HEAP: ClassHeap = ClassHeap::empty();
 
 const PAGE: u64 = 4096;
 /// Instructions to wait for the server to come up or the drivers to end.
@@ -104,10 +125,10 @@ impl Directory {
 }
 
 /// Endpoint names in order of first mention, for their slots.
-fn endpoint_slot(name: &str) -> u64 {
+fn endpoint_slot(system: &[Process], name: &str) -> u64 {
     let mut seen: [&str; 8] = [""; 8];
     let mut count = 0;
-    for process in SYSTEM {
+    for process in system {
         for grant in process.grants {
             if let Source::Endpoint { name: endpoint, .. } = grant.source {
                 if !seen[..count].contains(&endpoint) && count < seen.len() {
@@ -120,42 +141,79 @@ fn endpoint_slot(name: &str) -> u64 {
     slot::ENDPOINTS + seen[..count].iter().position(|&n| n == name).unwrap_or(0) as u64
 }
 
-fn process_slot(name: &str) -> Option<u64> {
-    SYSTEM.iter().position(|p| p.name == name).map(|i| slot::PROCESSES + i as u64)
+fn process_slot(system: &[Process], name: &str) -> Option<u64> {
+    system.iter().position(|p| p.name == name).map(|i| slot::PROCESSES + i as u64)
 }
 
-fn main(_arg: u64) -> u64 {
-    match run() {
+/// Why the root task stopped.
+enum Stop {
+    Failed(&'static str),
+    /// The description gives functions of one isolation group to two drivers (the reason is
+    /// printed).
+    Refused,
+    /// The machine lacks a device the description names (printed).
+    MissingDevice,
+}
+
+impl From<&'static str> for Stop {
+    fn from(why: &'static str) -> Stop {
+        Stop::Failed(why)
+    }
+}
+
+fn main(arg: u64) -> u64 {
+    let Some(system) = system::description(arg) else {
+        println!("root: no system description number {arg}");
+        return 1;
+    };
+    match init_heap().map_err(Stop::Failed).and_then(|()| run(system)) {
         Ok(()) => 0,
-        Err(why) => {
+        Err(Stop::Failed(why)) => {
             println!("root: {why}");
             1
+        }
+        Err(Stop::Refused) => {
+            println!("root: system description refused");
+            description::REFUSED
+        }
+        Err(Stop::MissingDevice) => {
+            println!("root: system description not for this machine");
+            description::MISSING_DEVICE
         }
     }
 }
 
-fn run() -> Result<(), &'static str> {
+fn init_heap() -> Result<(), &'static str> {
+    syscall::mem_alloc(HEAP_PAGES, slot::HEAP, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the heap")?;
+    syscall::mem_map(slot::HEAP, va::HEAP, 0, HEAP_PAGES, kernel_abi::MapFlags::WRITE).map_err(|_| "cannot map the heap")?;
+    // SAFETY: the range was just mapped writable, belongs to nothing else and stays mapped;
+    // this runs once, before any allocation.
+    unsafe { HEAP.init(va::HEAP as *mut u8, (HEAP_PAGES * PAGE) as usize) };
+    Ok(())
+}
+
+fn run(system: &'static [Process]) -> Result<(), Stop> {
     let directory = Directory::read()?;
     // 1. Processes, endpoints, every grant but devices.
-    for (index, process) in SYSTEM.iter().enumerate() {
+    for (index, process) in system.iter().enumerate() {
         syscall::process_create(process.image, process.arg, slot::PROCESSES + index as u64, process.quota_pages)
             .map_err(|_| "cannot create a process of the description")?;
     }
-    for process in SYSTEM {
+    for process in system {
         for grant in process.grants {
             if let Source::Endpoint { name, .. } = grant.source {
-                let slot = endpoint_slot(name);
+                let slot = endpoint_slot(system, name);
                 if syscall::cap_info(slot).is_err() {
                     syscall::endpoint_create(slot).map_err(|_| "cannot create an endpoint")?;
                 }
             }
         }
     }
-    for (index, process) in SYSTEM.iter().enumerate() {
+    for (index, process) in system.iter().enumerate() {
         let target = slot::PROCESSES + index as u64;
         for grant in process.grants {
             if !matches!(grant.source, Source::PciBar { .. }) {
-                give(&directory, target, grant).map_err(|why| {
+                give(system, &directory, target, grant).map_err(|why| {
                     println!("root: {}: slot {}: {why}", process.name, grant.slot);
                     "a grant of the description failed"
                 })?;
@@ -163,62 +221,135 @@ fn run() -> Result<(), &'static str> {
         }
     }
     // 2. The IOMMU server, until it is ready.
-    let server = SYSTEM.iter().position(|p| p.role == Role::IommuServer).expect("checked at build time");
+    let server = system.iter().position(|p| p.role == Role::IommuServer).expect("checked at build time");
     syscall::process_start(slot::PROCESSES + server as u64).map_err(|_| "cannot start the IOMMU server")?;
     wait_for(|| status_word(status::STATE) != 0, "the IOMMU server to come up")?;
     if status_word(status::STATE) != status::STATE_READY {
-        return Err("the IOMMU server's bring-up failed");
+        return Err("the IOMMU server's bring-up failed".into());
     }
     println!(
         "root: IOMMU server ready: {} unit(s), {} PCI functions",
         status_word(status::UNITS),
         status_word(status::PCI_FUNCTIONS)
     );
+    // 3. Every driver's device found and the groups checked; then each driver with its
+    // device, one after the other.
+    let mut config = ConfigSpace::map(&directory)?;
+    let last_bus = config.last_bus;
+    let topology = pci::enumerate_read_only(&mut config, 0, 0, last_bus);
+    let devices = find_devices(system, &topology)?;
     if status_word(status::IOMMU_DESCRIBED) == 0 {
         println!("root: the firmware describes no IOMMU: drivers not started (their DMA needs one)");
         return Ok(());
     }
-    // 3. Each driver with its device, one after the other.
-    let config = map_bus0_config(&directory)?;
     let window = directory.find("pci-mmio", None).copied().ok_or("no PCI window among the boot capabilities")?;
     syscall::notification_create(slot::DRIVER_ENDED).map_err(|_| "cannot create a notification")?;
     let mut drivers = 0u64;
-    for (index, process) in SYSTEM.iter().enumerate().filter(|(_, p)| p.role == Role::Driver) {
+    for (index, process) in system.iter().enumerate().filter(|(_, p)| p.role == Role::Driver) {
         let target = slot::PROCESSES + index as u64;
-        for grant in process.grants {
-            if let Source::PciBar { vendor, device, instance, bar, size } = grant.source {
-                let base = config.bar(vendor, device, instance, bar).ok_or("a driver's PCI device is not on bus 0, or has no BAR address")?;
-                if base < window.value || base + size > window.value + window.size {
-                    return Err("a driver's BAR lies outside the PCI window");
-                }
-                syscall::mmio_carve(window.slot, (base - window.value) / PAGE, size.div_ceil(PAGE), slot::SCRATCH, grant.rights)
-                    .map_err(|_| "cannot carve a BAR out of the PCI window")?;
-                syscall::cap_grant(target, slot::SCRATCH, grant.slot, grant.rights).map_err(|_| "cannot grant a device")?;
-                let _ = syscall::cap_delete(slot::SCRATCH);
-                println!("root: {} gets PCI device {vendor:04x}:{device:04x} #{instance}, BAR{bar} at {base:#x}", process.name);
+        let mut fault_rid = None;
+        for device in devices.iter().filter(|d| d.process == index) {
+            let address = topology.functions[device.function].address;
+            let base = pci::bars::read_base(&mut config, address, device.bar).ok_or("a driver's PCI device has no address for its BAR")?;
+            if base < window.value || base + device.size > window.value + window.size {
+                return Err("a driver's BAR lies outside the PCI window".into());
             }
+            syscall::mmio_carve(window.slot, (base - window.value) / PAGE, device.size.div_ceil(PAGE), slot::SCRATCH, device.rights)
+                .map_err(|_| "cannot carve a BAR out of the PCI window")?;
+            syscall::cap_grant(target, slot::SCRATCH, device.slot, device.rights).map_err(|_| "cannot grant a device")?;
+            let _ = syscall::cap_delete(slot::SCRATCH);
+            let rid = topology.requester_id(device.function);
+            fault_rid.get_or_insert(rid);
+            println!("root: {} gets PCI device {address} (requester ID {rid:#06x}), BAR{} at {base:#x}", process.name, device.bar);
         }
+        let faults_before = status_word(status::FAULTS);
         syscall::process_watch(target, slot::DRIVER_ENDED, 0).map_err(|_| "cannot watch a driver")?;
         syscall::process_start(target).map_err(|_| "cannot start a driver")?;
         // A driver that never ends stops the system here; whoever runs the root task bounds it.
         syscall::notify_wait(slot::DRIVER_ENDED).map_err(|_| "waiting for a driver failed")?;
         drivers += 1;
+        // Its last DMA is refused: the IOMMU reports it with the ID the device's DMA carries.
+        if let Some(rid) = fault_rid {
+            let last = status_word(status::LAST_FAULT_RID);
+            if status_word(status::FAULTS) == faults_before || last != u64::from(rid) {
+                println!("root: {}: the last fault came from requester ID {last:#06x}; its device's DMA carries {rid:#06x}", process.name);
+                return Err("a driver's fault did not carry its device's requester ID".into());
+            }
+        }
     }
     // 4. What the server saw.
     wait_for(|| status_word(status::CLIENTS_REAPED) == drivers, "the server to tear the drivers' clients down")?;
     let (faults, pinned) = (status_word(status::FAULTS), status_word(status::PINNED_PAGES));
     println!("root: {drivers} drivers ended; the server saw {faults} DMA faults, tore down {drivers} clients, holds {pinned} client pages");
     if faults < drivers {
-        return Err("a driver did not get as far as its refused DMA");
+        return Err("a driver did not get as far as its refused DMA".into());
     }
     if pinned != 0 || status_word(status::OPEN_CLIENTS) != 0 {
-        return Err("the server still holds client state");
+        return Err("the server still holds client state".into());
     }
     Ok(())
 }
 
+/// A device grant of the description, found in the hierarchy.
+struct DeviceGrant {
+    /// Index of the process in the description.
+    process: usize,
+    /// Index of the function in the topology.
+    function: usize,
+    slot: u64,
+    bar: u8,
+    size: u64,
+    rights: Rights,
+}
+
+/// Finds every device the description grants; stops (printing why) when one is not there,
+/// and refuses the description when two processes would get functions of one isolation group: the IOMMU cannot
+/// tell their DMA apart, or their DMA can reach each other without passing it.
+fn find_devices(system: &[Process], topology: &pci::Topology) -> Result<Vec<DeviceGrant>, Stop> {
+    let mut devices = Vec::new();
+    for (process_index, process) in system.iter().enumerate() {
+        for grant in process.grants {
+            let Source::PciBar { function, bar, size } = grant.source else { continue };
+            let found = match function {
+                PciFunction::At { segment: 0, bridges, device, function } => topology.find_by_path(bridges, device, function),
+                PciFunction::At { .. } => None,
+                PciFunction::Matching { vendor, device, instance } => topology.find_by_id(vendor, device, usize::from(instance)),
+            };
+            let Some(found) = found else {
+                match function {
+                    PciFunction::At { segment, bridges, device, function } => {
+                        println!("root: {}: no PCI function at segment {segment}, bridges {bridges:02x?}, {device:02x}.{function}", process.name)
+                    }
+                    PciFunction::Matching { vendor, device, instance } => println!("root: {}: no PCI function {vendor:04x}:{device:04x} #{instance}", process.name),
+                }
+                return Err(Stop::MissingDevice);
+            };
+            devices.push(DeviceGrant { process: process_index, function: found, slot: grant.slot, bar, size, rights: grant.rights });
+        }
+    }
+    let groups = topology.groups();
+    for (n, a) in devices.iter().enumerate() {
+        for b in devices[n + 1..].iter().filter(|b| b.process != a.process) {
+            if groups[a.function] == groups[b.function] {
+                let (fa, fb) = (&topology.functions[a.function], &topology.functions[b.function]);
+                println!(
+                    "root: {} gets {} and {} gets {}, but they are one isolation group (DMA requester IDs {:04x?} and {:04x?}): a group goes to one driver",
+                    system[a.process].name,
+                    fa.address,
+                    system[b.process].name,
+                    fb.address,
+                    topology.dma_aliases(a.function),
+                    topology.dma_aliases(b.function)
+                );
+                return Err(Stop::Refused);
+            }
+        }
+    }
+    Ok(devices)
+}
+
 /// Puts the capability `grant` describes into its slot of the process in `target`.
-fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'static str> {
+fn give(system: &[Process], directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'static str> {
     let grant_one = |source: u64, slot: u64| syscall::cap_grant(target, source, slot, grant.rights).map_err(|_| "cap_grant refused");
     match grant.source {
         Source::Boot { name, line } => grant_one(directory.find(name, line).ok_or("no such boot capability")?.slot, grant.slot),
@@ -230,9 +361,9 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
         }
         Source::Endpoint { name, badge } => {
             if badge == 0 {
-                return grant_one(endpoint_slot(name), grant.slot);
+                return grant_one(endpoint_slot(system, name), grant.slot);
             }
-            syscall::cap_derive(endpoint_slot(name), slot::SCRATCH, Rights::all(), badge).map_err(|_| "cannot badge the endpoint")?;
+            syscall::cap_derive(endpoint_slot(system, name), slot::SCRATCH, Rights::all(), badge).map_err(|_| "cannot badge the endpoint")?;
             let result = grant_one(slot::SCRATCH, grant.slot);
             let _ = syscall::cap_delete(slot::SCRATCH);
             result
@@ -243,7 +374,7 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
             syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, kernel_abi::MapFlags::empty()).map_err(|_| "cannot map the status page")?;
             grant_one(slot::STATUS_PAGE, grant.slot)
         }
-        Source::Process { name } => grant_one(process_slot(name).ok_or("no such process")?, grant.slot),
+        Source::Process { name } => grant_one(process_slot(system, name).ok_or("no such process")?, grant.slot),
         Source::PciBar { .. } => Err("devices are granted once the server is up"),
     }
 }
@@ -263,33 +394,47 @@ fn wait_for(done: impl FnMut() -> bool, what: &'static str) -> Result<(), &'stat
     })
 }
 
-/// Bus 0's configuration space, mapped from the boot ECAM capability.
-struct ConfigSpace;
+/// PCI configuration space through the boot ECAM capability (bus 0 at its base), each bus
+/// mapped on first use. The root task only reads it: the IOMMU server owns it.
+struct ConfigSpace {
+    slot: u64,
+    /// The last bus the capability covers.
+    last_bus: u8,
+    /// Buses mapped so far, one bit each.
+    mapped: [u64; 4],
+}
 
 impl ConfigSpace {
-    fn read32(&self, devfn: u64, offset: u64) -> u32 {
-        // SAFETY: bus 0 (256 functions x 4 KiB) is mapped at va::CONFIG and stays mapped.
-        let bus = unsafe { VolatileRegion::at_address(va::CONFIG as usize, 256 << 12) };
-        bus.read32(((devfn << 12) + offset) as usize)
+    fn map(directory: &Directory) -> Result<ConfigSpace, &'static str> {
+        let ecam = directory.find("ecam", None).ok_or("no ECAM among the boot capabilities")?;
+        let buses = (ecam.size >> 20).clamp(1, 256);
+        Ok(ConfigSpace { slot: ecam.slot, last_bus: (buses - 1) as u8, mapped: [0; 4] })
     }
 
-    /// The address of memory BAR `bar` of the `instance`-th function with these IDs.
-    fn bar(&self, vendor: u16, device: u16, instance: u8, bar: u8) -> Option<u64> {
-        let id = u32::from(vendor) | u32::from(device) << 16;
-        let devfn = (0..256).filter(|&devfn| self.read32(devfn, 0) == id).nth(usize::from(instance))?;
-        let low = self.read32(devfn, 0x10 + 4 * u64::from(bar));
-        // Memory BAR (bit 0 clear); a 64-bit one (type 0b10) continues in the next register.
-        if low & 1 != 0 {
+    /// The configuration space of `address`'s function, if its bus could be mapped.
+    fn function(&mut self, address: pci::Address) -> Option<VolatileRegion> {
+        if address.segment != 0 || address.bus > self.last_bus {
             return None;
         }
-        let high = if low >> 1 & 0b11 == 0b10 { self.read32(devfn, 0x14 + 4 * u64::from(bar)) } else { 0 };
-        let base = u64::from(low & !0xF) | u64::from(high) << 32;
-        (base != 0).then_some(base)
+        let bus = u64::from(address.bus);
+        let bus_va = va::CONFIG + (bus << 20);
+        let bit = 1u64 << (bus % 64);
+        if self.mapped[(bus / 64) as usize] & bit == 0 {
+            syscall::mmio_map(self.slot, bus_va, bus * 256, 256).ok()?;
+            self.mapped[(bus / 64) as usize] |= bit;
+        }
+        // SAFETY: the bus's 256 functions x 4 KiB are mapped at bus_va (page-aligned) and stay
+        // mapped; the function's page lies inside.
+        Some(unsafe { VolatileRegion::at_address((bus_va + (u64::from(address.devfn()) << 12)) as usize, 4096) })
     }
 }
 
-fn map_bus0_config(directory: &Directory) -> Result<ConfigSpace, &'static str> {
-    let ecam = directory.find("ecam", None).ok_or("no ECAM among the boot capabilities")?;
-    syscall::mmio_map(ecam.slot, va::CONFIG, 0, 256).map_err(|_| "cannot map bus 0's configuration space")?;
-    Ok(ConfigSpace)
+impl pci::ConfigAccess for ConfigSpace {
+    fn read32(&mut self, address: pci::Address, offset: u16) -> u32 {
+        self.function(address).map_or(u32::MAX, |space| space.read32(usize::from(offset)))
+    }
+
+    fn write32(&mut self, _address: pci::Address, _offset: u16, _value: u32) {
+        // Never called: the root task enumerates read-only (`pci::enumerate_read_only`).
+    }
 }

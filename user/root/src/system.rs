@@ -1,8 +1,11 @@
 //! The system: which process runs which image and gets which capabilities. The root task
-//! carries this out at boot; `check` runs at build time (a `const` item), so a description
-//! that grants a slot twice, a device to two processes, a badge twice on one endpoint or a
-//! capability of a process that does not exist, or that has no IOMMU server with a status
-//! page, does not compile.
+//! carries one of these descriptions out at boot (its start argument picks it,
+//! `kernel_abi::boot_directory::description`); `check` runs at build time (a `const` item),
+//! so a description that grants a slot twice, a device to two processes, a badge twice on one
+//! endpoint or a capability of a process that does not exist, or that has no IOMMU server
+//! with a status page, does not compile. What only the machine can tell (where a device
+//! sits, which functions share an isolation group) is checked when the root task loads the
+//! description, before any driver starts.
 
 use kernel_abi::boot_directory::image;
 use kernel_abi::Rights;
@@ -26,10 +29,47 @@ pub enum Source {
     StatusPage,
     /// The process capability of another process of the description.
     Process { name: &'static str },
-    /// A memory BAR of the `instance`-th PCI function with these IDs, carved out of the PCI
-    /// window after the IOMMU server enumerated (on arm: assigned) the bus. `size` is the BAR's
-    /// size, which the IOMMU server checks against what it enumerated when the driver binds.
-    PciBar { vendor: u16, device: u16, instance: u8, bar: u8, size: u64 },
+    /// A memory BAR of a PCI function, carved out of the PCI window after the IOMMU server
+    /// enumerated (on arm: numbered and assigned) the hierarchy. `size` is the BAR's size,
+    /// which the IOMMU server checks against what it enumerated when the driver binds.
+    PciBar { function: PciFunction, bar: u8, size: u64 },
+}
+
+/// Which PCI function a device grant names, wherever it sits in the hierarchy.
+#[derive(Clone, Copy)]
+pub enum PciFunction {
+    /// By location: the segment, the bridges on the way down from the host bridge's bus (each
+    /// as device and function on its bus), then device and function on the last bus. Bus
+    /// numbers are not part of it: firmware (or, on arm, the IOMMU server) chooses them.
+    At { segment: u16, bridges: &'static [(u8, u8)], device: u8, function: u8 },
+    /// By match: the `instance`-th function with these IDs, in enumeration order (depth
+    /// first from the host bridge's bus).
+    Matching { vendor: u16, device: u16, instance: u8 },
+}
+
+impl PciFunction {
+    const fn same(&self, other: &PciFunction) -> bool {
+        match (*self, *other) {
+            (PciFunction::At { segment, bridges, device, function }, PciFunction::At { segment: s, bridges: b, device: d, function: f }) => {
+                if segment != s || device != d || function != f || bridges.len() != b.len() {
+                    return false;
+                }
+                let mut i = 0;
+                while i < bridges.len() {
+                    if bridges[i].0 != b[i].0 || bridges[i].1 != b[i].1 {
+                        return false;
+                    }
+                    i += 1;
+                }
+                true
+            }
+            (PciFunction::Matching { vendor, device, instance }, PciFunction::Matching { vendor: v, device: d, instance: i }) => {
+                vendor == v && device == d && instance == i
+            }
+            // One by location, one by match: only the machine can tell (checked at load).
+            _ => false,
+        }
+    }
 }
 
 /// One capability for one slot of a process.
@@ -131,30 +171,70 @@ const fn edu_driver(name: &'static str, grants: &'static [Grant]) -> Process {
     Process { name, image: image::EDU_DRIVER, arg: scenario::DMA, quota_pages: 1024, role: Role::Driver, grants }
 }
 
+/// An edu driver (DMA scenario) with its connection (badge) and this device's BAR0.
+macro_rules! edu_driver_on {
+    ($name:literal, $badge:literal, $function:expr) => {
+        edu_driver($name, &[
+            grant(driver_slot::SERVER, Source::Endpoint { name: "iommu", badge: $badge }, CLIENT),
+            grant(driver_slot::DEVICE, Source::PciBar { function: $function, bar: 0, size: EDU_BAR0_SIZE }, DEVICE),
+        ])
+    };
+}
+
+/// The description `kernel_abi::boot_directory::description` numbers `number`.
+pub fn description(number: u64) -> Option<&'static [Process]> {
+    use kernel_abi::boot_directory::description;
+    match number {
+        description::FLAT => Some(SYSTEM),
+        description::BRIDGES => Some(BRIDGES),
+        description::ONE_GROUP_TWO_DRIVERS => Some(ONE_GROUP_TWO_DRIVERS),
+        _ => None,
+    }
+}
+
+const IOMMU_SERVER: Process = Process {
+    name: "iommu-server",
+    image: image::IOMMU_SERVER,
+    // The server's start argument: `iommu_server_contract::start` names its bits. None is
+    // set here: Stage-1 domains, the default per-client limits, and on arm with GICv2m no
+    // MSIs for attached devices (GICv2m cannot tell devices apart; a description that
+    // accepts that sets `start::ALLOW_UNISOLATED_MSI`).
+    arg: 0,
+    quota_pages: 4096,
+    role: Role::IommuServer,
+    grants: IOMMU_SERVER_GRANTS,
+};
+
+/// `qemu-run.sh --topology bridges`: a PCIe root port at 00:10.0 with an edu device, and a
+/// PCIe-to-PCI bridge at 00:11.0 with edu devices at 01.0 and 02.0 of its bus.
+const ROOT_PORT: (u8, u8) = (0x10, 0);
+const PCI_BRIDGE: (u8, u8) = (0x11, 0);
+
+/// The edu behind the root port (by location) and the first behind the PCI bridge (by
+/// location too; its DMA carries the bridge's alias).
+pub const BRIDGES: &[Process] = &[
+    IOMMU_SERVER,
+    edu_driver_on!("edu-driver-0", 1, PciFunction::At { segment: 0, bridges: &[ROOT_PORT], device: 0, function: 0 }),
+    edu_driver_on!("edu-driver-1", 2, PciFunction::At { segment: 0, bridges: &[PCI_BRIDGE], device: 1, function: 0 }),
+];
+
+/// Both functions behind the PCI bridge, to two drivers: they share the bridge's alias, so
+/// the IOMMU cannot keep them apart. Refused when loaded.
+pub const ONE_GROUP_TWO_DRIVERS: &[Process] = &[
+    IOMMU_SERVER,
+    edu_driver_on!("edu-driver-0", 1, PciFunction::At { segment: 0, bridges: &[PCI_BRIDGE], device: 1, function: 0 }),
+    edu_driver_on!("edu-driver-1", 2, PciFunction::At { segment: 0, bridges: &[PCI_BRIDGE], device: 2, function: 0 }),
+];
+
 pub const SYSTEM: &[Process] = &[
-    Process {
-        name: "iommu-server",
-        image: image::IOMMU_SERVER,
-        // The server's start argument: `iommu_server_contract::start` names its bits. None is
-        // set here: Stage-1 domains, the default per-client limits, and on arm with GICv2m no
-        // MSIs for attached devices (GICv2m cannot tell devices apart; a description that
-        // accepts that sets `start::ALLOW_UNISOLATED_MSI`).
-        arg: 0,
-        quota_pages: 4096,
-        role: Role::IommuServer,
-        grants: IOMMU_SERVER_GRANTS,
-    },
-    edu_driver("edu-driver-0", &[
-        grant(driver_slot::SERVER, Source::Endpoint { name: "iommu", badge: 1 }, CLIENT),
-        grant(driver_slot::DEVICE, Source::PciBar { vendor: EDU.0, device: EDU.1, instance: 0, bar: 0, size: EDU_BAR0_SIZE }, DEVICE),
-    ]),
-    edu_driver("edu-driver-1", &[
-        grant(driver_slot::SERVER, Source::Endpoint { name: "iommu", badge: 2 }, CLIENT),
-        grant(driver_slot::DEVICE, Source::PciBar { vendor: EDU.0, device: EDU.1, instance: 1, bar: 0, size: EDU_BAR0_SIZE }, DEVICE),
-    ]),
+    IOMMU_SERVER,
+    edu_driver_on!("edu-driver-0", 1, PciFunction::Matching { vendor: EDU.0, device: EDU.1, instance: 0 }),
+    edu_driver_on!("edu-driver-1", 2, PciFunction::Matching { vendor: EDU.0, device: EDU.1, instance: 1 }),
 ];
 
 const _: () = check(SYSTEM);
+const _: () = check(BRIDGES);
+const _: () = check(ONE_GROUP_TWO_DRIVERS);
 
 const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -212,16 +292,18 @@ pub const fn check(system: &[Process]) {
                     status_pages += 1;
                 }
                 Source::Process { name } => assert!(has_process(system, name), "a grant names a process the system does not have"),
-                Source::PciBar { vendor, device, instance, .. } => {
+                Source::PciBar { function, .. } => {
                     assert!(matches!(process.role, Role::Driver), "only drivers get devices");
-                    // No device goes to two processes (nor twice to one).
+                    // No device goes to two processes (nor twice to one) under one name; under
+                    // two names (location and match) and for functions of one isolation group,
+                    // the root task checks when it loads the description.
                     let mut other = 0;
                     while other < system.len() {
                         let mut k = 0;
                         while k < system[other].grants.len() {
-                            if let Source::PciBar { vendor: v, device: d, instance: i, .. } = system[other].grants[k].source {
+                            if let Source::PciBar { function: f, .. } = system[other].grants[k].source {
                                 let itself = other == p && k == g;
-                                assert!(itself || !(v == vendor && d == device && i == instance), "a PCI device is granted twice");
+                                assert!(itself || !function.same(&f), "a PCI device is granted twice");
                             }
                             k += 1;
                         }
