@@ -19,6 +19,8 @@ use vtd::{AccessKind, DomainIdAllocator, FaultKind, Mode, VtdError, VtdUnit};
 
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
+mod dirty;
+
 /// Which table format a unit's domains use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TableKind {
@@ -222,7 +224,11 @@ impl<E: Environment> VtdBackend<E> {
 
 impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::empty() })
+        // First-level walks set D in leaves; second-level ones only with SSADS (QEMU has none).
+        self.unit(unit).map(|unit| {
+            let caps = if unit.kind == TableKind::ScalableFirstLevel { UnitCaps::DIRTY_TRACKING } else { UnitCaps::empty() };
+            UnitInfo { kind: UnitKind::IntelVtd, caps }
+        })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
@@ -239,11 +245,14 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn domain_alloc(&mut self, unit_id: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
-        let DomainConfig::Paging { nest_parent: false, dirty_tracking: false } = config else {
+        let DomainConfig::Paging { nest_parent: false, dirty_tracking } = *config else {
             return Err(Error::NotSupported);
         };
         let unit_index = unit_id.0 as usize;
         let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
+        if dirty_tracking && unit.kind != TableKind::ScalableFirstLevel {
+            return Err(Error::NotSupported);
+        }
         if self.domains.next_key().is_none() {
             return Err(Error::NoResources);
         }
@@ -264,7 +273,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             }
             TableKind::ScalableFirstLevel => {
                 let one_gib = unit.hw.capability().first_level_1g();
-                let config = FirstLevelConfig { levels: 4, output_bits: unit.output_bits, one_gib_pages: one_gib, execute_requests: false, dirty_tracking: false };
+                let config = FirstLevelConfig { levels: 4, output_bits: unit.output_bits, one_gib_pages: one_gib, execute_requests: false, dirty_tracking };
                 let format = VtdFirstLevel::new(config).map_err(table_error);
                 let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
                 let sizes = (1 << 12) | (1 << 21) | if one_gib { 1 << 30 } else { 0 };
@@ -414,6 +423,14 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             Ok(()) | Err(VtdError::NotAttached) => {}
             Err(error) => panic!("FATAL: blocking {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
         }
+    }
+
+    fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error> {
+        self.switch_dirty_tracking(domain, enable)
+    }
+
+    fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, clear: bool, bitmap: &mut [u64]) -> Result<(), Error> {
+        self.read_dirty(domain, range, page_size, clear, bitmap)
     }
 
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
