@@ -18,7 +18,7 @@ use iommu_server_contract::{layout as server_layout, slots as server_slot, statu
 /// The edu driver's scenarios, slots and report words.
 use edu_contract as driver;
 
-mod iommu_tests {
+pub(crate) mod iommu_tests {
     use crate::ktest::{Test, TestResult};
     use crate::mm;
     use crate::object::{MemoryObject, MmioRegion, Object, QuotaAccount};
@@ -314,7 +314,7 @@ mod iommu_tests {
 
     /// An edu device on bus 0: its requester ID and BAR0.
     #[derive(Clone, Copy)]
-    struct EduDevice {
+    pub(crate) struct EduDevice {
         rid: u16,
         bar0: u64,
     }
@@ -382,15 +382,15 @@ mod iommu_tests {
     }
 
     /// The server process, its endpoint, its status page and its start argument.
-    struct ServerUnderTest {
-        pid: Pid,
+    pub(crate) struct ServerUnderTest {
+        pub(crate) pid: Pid,
         endpoint: Object,
         status: Rc<MemoryObject>,
         arg: u64,
     }
 
     impl ServerUnderTest {
-        fn word(&self, index: usize) -> u64 {
+        pub(crate) fn word(&self, index: usize) -> u64 {
             page_word(&self.status, index)
         }
     }
@@ -457,7 +457,7 @@ mod iommu_tests {
     }
 
     /// Runs the scheduler until `done` holds, or fails after the wait budget.
-    fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
+    pub(crate) fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
         let start = arch::instruction_counter();
         while !done(kernel) {
             if arch::instruction_counter().wrapping_sub(start) > WAIT_BUDGET {
@@ -479,7 +479,7 @@ mod iommu_tests {
 
     /// Whether the machine has an IOMMU, after checking that the server's discovery agrees
     /// with the hardware either way.
-    fn discovery_agrees(server: &ServerUnderTest) -> Result<bool, String> {
+    pub(crate) fn discovery_agrees(server: &ServerUnderTest) -> Result<bool, String> {
         match platform::iommu_hardware() {
             Some((cap, ecap)) => {
                 ensure!(server.word(status::IOMMU_DESCRIBED) == 1, "{} registers answer but the server found none in the firmware", platform::IOMMU_NAME);
@@ -498,11 +498,11 @@ mod iommu_tests {
         }
     }
 
-    fn skip_without_iommu() {
+    pub(crate) fn skip_without_iommu() {
         crate::ktest::skip(String::from("no IOMMU on this machine (firmware describes none, server agrees): nothing to translate, DMA isolation not checkable"));
     }
 
-    fn exit_of(kernel: &mut Kernel, pid: Pid) -> Option<ExitReason> {
+    pub(crate) fn exit_of(kernel: &mut Kernel, pid: Pid) -> Option<ExitReason> {
         kernel.take_exit(pid)
     }
 
@@ -517,7 +517,7 @@ mod iommu_tests {
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
-    fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
+    pub(crate) fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
         let result = {
             let mut kernel = Kernel::new(IMAGES);
             body(&mut kernel)
@@ -562,7 +562,7 @@ mod iommu_tests {
     /// Starts the server and one driver (watched as client `badges[0]`, and more badges),
     /// and gives the driver the first edu device once the server is up (on arm the server
     /// gives BARs their addresses).
-    fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64]) -> Result<(ServerUnderTest, Pid, EduDevice), String> {
+    pub(crate) fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64]) -> Result<(ServerUnderTest, Pid, EduDevice), String> {
         let (server, driver_pid, devices) = server_and_driver_with_devices(kernel, server_arg, scenario, badges, 1)?;
         Ok((server, driver_pid, devices[0]))
     }

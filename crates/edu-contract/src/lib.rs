@@ -51,6 +51,12 @@ pub mod scenario {
     /// areas; reports the counts (`report::LIMIT_COUNTS`), sets `report::AT_LIMITS` and waits,
     /// at its limits, for `report::LEAVE` in `COMMAND`; then exits holding everything.
     pub const LIMITS_EXHAUSTED: u64 = 14;
+    /// On a unit whose walks set dirty bits: with dirty tracking on, the device reads one
+    /// page and writes others; the bitmap of a whole GiB, read in one request, names exactly
+    /// the written pages; a second read is empty; a write after the read is reported again.
+    pub const DIRTY_TRACKING: u64 = 21;
+    /// On a unit without dirty bits: `get_info` says so and dirty tracking is refused.
+    pub const DIRTY_UNSUPPORTED: u64 = 22;
 }
 
 /// Capability slots the root task fills.

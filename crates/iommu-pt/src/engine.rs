@@ -1162,7 +1162,7 @@ fn clean_entry(table: TablePage, index: usize, raw: u64, scheme: DirtyScheme) ->
         return false;
     }
     match scheme {
-        DirtyScheme::SetOnWrite { dirty } => table.fetch_clear(index, dirty) & dirty != 0,
+        DirtyScheme::SetOnWrite { dirty, cleared } => table.fetch_clear(index, cleared) & dirty != 0,
         DirtyScheme::ClearsReadOnlyOnWrite { read_only, .. } => table.fetch_set(index, read_only) & read_only == 0,
     }
 }

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod dirty;
 mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
@@ -113,6 +114,8 @@ fn main(arg: u64) -> u64 {
         scenario::WINDOW_TAKEN => window::window_taken(),
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
+        scenario::DIRTY_TRACKING => dirty::dirty_tracking(),
+        scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         _ => Err((99, "unknown scenario")),
