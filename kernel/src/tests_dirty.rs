@@ -53,7 +53,14 @@ fn refused_without_dirty_bits() -> TestResult {
     run_scenario(scenario::DIRTY_UNSUPPORTED, false)
 }
 
+/// The cost of reading a GiB's bitmap (printed by the driver as a `bench:` line; the timing
+/// means something under `-icount` only, which `scripts/bench.sh` gives).
+fn bench_dirty_bitmap() -> TestResult {
+    run_scenario(scenario::DIRTY_TRACKING | scenario::DIRTY_BENCH, true)
+}
+
 pub const TESTS: &[Test] = &[
     Test { name: "dirty::edu_writes_reported_exactly", run: edu_writes_reported_exactly },
     Test { name: "dirty::refused_where_the_unit_has_no_dirty_bits", run: refused_without_dirty_bits },
+    Test { name: "bench::dirty_bitmap_1gib", run: bench_dirty_bitmap },
 ];

@@ -57,6 +57,9 @@ pub mod scenario {
     pub const DIRTY_TRACKING: u64 = 21;
     /// On a unit without dirty bits: `get_info` says so and dirty tracking is refused.
     pub const DIRTY_UNSUPPORTED: u64 = 22;
+    /// Start-argument bit of DIRTY_TRACKING: after the checks, time reading the GiB's bitmap
+    /// (three pages dirty each time) and print the figure as a `bench:` line.
+    pub const DIRTY_BENCH: u64 = 1 << 8;
 }
 
 /// Capability slots the root task fills.

@@ -114,7 +114,7 @@ fn main(arg: u64) -> u64 {
         scenario::WINDOW_TAKEN => window::window_taken(),
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
-        scenario::DIRTY_TRACKING => dirty::dirty_tracking(),
+        scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
