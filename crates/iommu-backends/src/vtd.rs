@@ -11,7 +11,7 @@ use iommu_core::{
 };
 use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
 use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
-use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
+use iommu_pt::{Format, LargePages, PageTable, SplitPolicy, Unmapped};
 use slot_table::SlotTable;
 use vtd::irq::ApicMode;
 use vtd::unit::RID_PASID;
@@ -143,6 +143,16 @@ impl<E: Environment> Unit<E> {
         Ok(Unit { hw, kind, domain_ids: DomainIdAllocator::new(cap), second_level, output_bits, rmrrs: BTreeMap::new(), irtes_in_use: [0; IRTE_WORDS] })
     }
 
+    /// Whether the unit's walks record writes in its domains' tables: first-level walks always
+    /// set D; second-level ones only with ECAP.SSADS (QEMU has none).
+    fn tracks_dirty(&self) -> bool {
+        match self.kind {
+            TableKind::ScalableFirstLevel => true,
+            TableKind::ScalableSecondLevel => self.hw.extended_capability().second_level_dirty(),
+            TableKind::LegacySecondLevel => false,
+        }
+    }
+
     fn irte_in_use(&self, index: usize) -> bool {
         self.irtes_in_use[index / 64] >> (index % 64) & 1 != 0
     }
@@ -182,6 +192,9 @@ impl<E: Environment> VtdBackend<E> {
     /// The translation a requester attached to `domain` is given.
     fn translation(domain: &Domain) -> vtd::Translation {
         match &domain.table {
+            Table::SecondLevel(table) if table.format().dirty_scheme().is_some() => {
+                vtd::Translation::SecondLevelTracked { root: table.root_phys(), levels: table.levels() }
+            }
             Table::SecondLevel(table) => vtd::Translation::SecondLevel { root: table.root_phys(), levels: table.levels() },
             Table::FirstLevel(table) => vtd::Translation::FirstLevel { root: table.root_phys(), five_level: table.levels() == 5 },
         }
@@ -224,9 +237,8 @@ impl<E: Environment> VtdBackend<E> {
 
 impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        // First-level walks set D in leaves; second-level ones only with SSADS (QEMU has none).
         self.unit(unit).map(|unit| {
-            let caps = if unit.kind == TableKind::ScalableFirstLevel { UnitCaps::DIRTY_TRACKING } else { UnitCaps::empty() };
+            let caps = if unit.tracks_dirty() { UnitCaps::DIRTY_TRACKING } else { UnitCaps::empty() };
             UnitInfo { kind: UnitKind::IntelVtd, caps }
         })
     }
@@ -250,7 +262,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         };
         let unit_index = unit_id.0 as usize;
         let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
-        if dirty_tracking && unit.kind != TableKind::ScalableFirstLevel {
+        if dirty_tracking && !unit.tracks_dirty() {
             return Err(Error::NotSupported);
         }
         if self.domains.next_key().is_none() {
@@ -259,7 +271,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         let did = unit.domain_ids.allocate().map_err(hardware::<E>)?;
         let (table, aperture_bits, page_sizes) = match unit.kind {
             TableKind::LegacySecondLevel | TableKind::ScalableSecondLevel => {
-                let config = unit.second_level;
+                let config = SecondLevelConfig { dirty_tracking, ..unit.second_level };
                 let format = VtdSecondLevel::new(config).map_err(table_error);
                 let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
                 let mut sizes = 1 << 12;
