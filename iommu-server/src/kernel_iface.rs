@@ -146,26 +146,23 @@ impl MemorySource for KernelMemory {
         Ok(PinnedPages { frames })
     }
 
-    /// Maps the pages the words fall in at `DIRTY_BITMAP_WINDOW`, writes the words, unmaps.
-    fn write_words(&mut self, _client: ClientId, memory: u64, offset: u64, words: &[u64]) -> Result<(), Error> {
-        let first_page = offset / PAGE;
-        let end = offset + words.len() as u64 * 8;
-        let pages = end.div_ceil(PAGE) - first_page;
+    /// Maps the pages the words fill at `DIRTY_BITMAP_WINDOW`, writes the words, unmaps.
+    fn write_words(&mut self, _client: ClientId, memory: u64, words: &[u64]) -> Result<(), Error> {
+        let pages = (words.len() as u64 * 8).div_ceil(PAGE);
         if pages > layout::DIRTY_BITMAP_WINDOW_PAGES {
             return Err(Error::BitmapTooLarge);
         }
-        syscall::mem_map(memory, layout::DIRTY_BITMAP_WINDOW, first_page, pages, MapFlags::WRITE).map_err(|error| match error {
+        syscall::mem_map(memory, layout::DIRTY_BITMAP_WINDOW, 0, pages, MapFlags::WRITE).map_err(|error| match error {
             kernel_abi::Error::OutOfMemory => Error::NoResources,
             kernel_abi::Error::OutOfRange => Error::OutOfObjectRange,
             kernel_abi::Error::MissingRights => Error::PermissionDenied,
             _ => Error::BadCapability,
         })?;
-        let base = (layout::DIRTY_BITMAP_WINDOW + offset % PAGE) as *mut u64;
+        let base = layout::DIRTY_BITMAP_WINDOW as *mut u64;
         for (index, &word) in words.iter().enumerate() {
-            // SAFETY: the window maps `pages` pages of the object writable from `first_page` on,
-            // which hold bytes `offset..end`; `offset` is 8-byte aligned (checked by the object
-            // model). The client shares these pages, hence volatile writes: nothing here reads
-            // them back.
+            // SAFETY: the window maps the object's first `pages` pages writable, which hold every
+            // word; the window is page-aligned. The client shares these pages, hence volatile
+            // writes: nothing here reads them back.
             unsafe { core::ptr::write_volatile(base.add(index), word) };
         }
         if let Err(error) = syscall::unmap(layout::DIRTY_BITMAP_WINDOW, pages) {

@@ -188,8 +188,7 @@ impl<B: IommuBackend, M: MemorySource, V: CapabilityVerifier> Handler for Call<'
         self.verifier.msi_alloc(self.server.backend_mut(), self.client, unit, rid, count, first_slot)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn hwpt_get_dirty_bitmap_into(&mut self, target: Handle, iova: u64, length: u64, page_size: u64, offset: u64, no_clear: bool, memory: u64) -> Result<u64, Error> {
-        self.server.get_dirty_bitmap_into(self.client, target, iova, length, page_size, !no_clear, memory, offset)
+    fn hwpt_get_dirty_bitmap_into(&mut self, target: Handle, iova: u64, length: u64, page_size: u64, no_clear: bool, memory: u64) -> Result<u64, Error> {
+        self.server.get_dirty_bitmap_into(self.client, target, iova, length, page_size, !no_clear, memory)
     }
 }

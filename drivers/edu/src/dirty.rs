@@ -102,7 +102,7 @@ pub fn dirty_tracking(bench: bool) -> Outcome {
     syscall::mem_alloc(WINDOW_WORDS as u64 * 8 / PAGE_SIZE, BITMAP_SLOT, MemFlags::empty()).map_err(|_| (217, "allocate the bitmap memory"))?;
     syscall::mem_map(BITMAP_SLOT, BITMAP_VA, 0, WINDOW_WORDS as u64 * 8 / PAGE_SIZE, MapFlags::empty()).map_err(|_| (218, "map the bitmap memory"))?;
     let read_window = |iommu: &mut crate::Client, bits| {
-        iommu.hwpt_get_dirty_bitmap_into(hwpt.handle(), WINDOW_IOVA, WINDOW_LENGTH, PAGE_SIZE, bits, BITMAP_SLOT, 0)
+        iommu.hwpt_get_dirty_bitmap_into(hwpt.handle(), WINDOW_IOVA, WINDOW_LENGTH, PAGE_SIZE, bits, BITMAP_SLOT)
     };
     expect_error(read_window(&mut iommu, DirtyBits::Clear), Error::DirtyTrackingOff, 219, "a bitmap read before tracking is on")?;
 

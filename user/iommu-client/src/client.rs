@@ -303,8 +303,7 @@ impl<T: Transport> Iommu<T> {
 
     /// As `hwpt_get_dirty_bitmap`, for a range of any size (up to 2^24 pages): the server
     /// writes the bitmap into the memory object the capability in slot `memory` designates,
-    /// `ceil(pages / 64)` words from byte `offset` on. Returns the bytes reported dirty.
-    #[allow(clippy::too_many_arguments)]
+    /// `ceil(pages / 64)` words from its start. Returns the bytes reported dirty.
     pub fn hwpt_get_dirty_bitmap_into(
         &mut self,
         target: Handle,
@@ -313,9 +312,8 @@ impl<T: Transport> Iommu<T> {
         page_size: u64,
         bits: DirtyBits,
         memory: u64,
-        offset: u64,
     ) -> Result<u64, Error> {
-        let request = Request::HwptGetDirtyBitmapInto { target, iova, length, page_size, offset, no_clear: bits == DirtyBits::Keep };
+        let request = Request::HwptGetDirtyBitmapInto { target, iova, length, page_size, no_clear: bits == DirtyBits::Keep };
         match self.call(request, Some(memory))? {
             Reply::Length(bytes) => Ok(bytes),
             _ => Err(Error::MalformedReply),

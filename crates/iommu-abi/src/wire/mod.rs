@@ -253,14 +253,13 @@ operations! {
     } -> Empty;
 
     /// Read and clear dirty bits as `hwpt_get_dirty_bitmap` does, for a range of any size:
-    /// the bitmap is written into memory (the capability) at byte `offset`; the reply is the
+    /// the bitmap is written into memory (the capability) from its start; the reply is the
     /// bytes reported dirty.
     32 HwptGetDirtyBitmapInto hwpt_get_dirty_bitmap_into (capability memory) {
         target: Handle = HandleWord(1, Rights::DIRTY),
         iova: u64 = Word(2),
         length: u64 = Word(3),
         page_size: u64 = Word(4),
-        offset: u64 = Word(5),
         no_clear: bool = Flag(DIRTY_NO_CLEAR),
     } -> Length;
 }

@@ -154,9 +154,9 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
     }
 
     /// `get_dirty_bitmap`, writing the bitmap into the memory object the capability `memory`
-    /// designates, from byte `offset` on (8-byte aligned; the bitmap takes `ceil(pages / 64)`
-    /// words), and returning the bytes reported dirty. Everything is checked before any bit
-    /// is read, so a refused request leaves the dirty state as it was.
+    /// designates, from its start (`ceil(pages / 64)` words), and returning the bytes reported
+    /// dirty. Everything is checked before any bit is read, so a refused request leaves the
+    /// dirty state as it was.
     #[allow(clippy::too_many_arguments)]
     pub fn get_dirty_bitmap_into(
         &mut self,
@@ -167,22 +167,17 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         page_size: u64,
         clear: bool,
         memory: u64,
-        offset: u64,
     ) -> Result<u64, Error> {
         let query = self.dirty_query(client, target, iova_start, length, page_size)?;
         let info = self.memory.identify(client, memory)?;
         if !info.writable {
             return Err(Error::PermissionDenied);
         }
-        if !offset.is_multiple_of(8) {
-            return Err(Error::Unaligned);
-        }
-        let bytes = query.pages.div_ceil(64) * 8;
-        if offset.checked_add(bytes).is_none_or(|end| end > info.size) {
+        if query.pages.div_ceil(64) * 8 > info.size {
             return Err(Error::OutOfObjectRange);
         }
         let bitmap = self.read_dirty(&query, clear)?;
-        self.memory.write_words(client, memory, offset, &bitmap)?;
+        self.memory.write_words(client, memory, &bitmap)?;
         let dirty_pages: u64 = bitmap.iter().map(|word| u64::from(word.count_ones())).sum();
         Ok(dirty_pages * page_size)
     }

@@ -310,22 +310,20 @@ fn dirty_bitmap_is_written_into_caller_memory() {
     for iova in [GIB - (2 << 20), GIB - 0x1000, GIB] {
         h.server.backend_mut().mark_dirty(domain, iova);
     }
-    let into = |h: &mut Harness, memory, offset, clear| h.server.get_dirty_bitmap_into(A, hwpt, 0, GIB, 0x1000, clear, memory, offset);
+    let into = |h: &mut Harness, memory, length, clear| h.server.get_dirty_bitmap_into(A, hwpt, 0, length, 0x1000, clear, memory);
     // 2^18 pages: 4096 words, 32 KiB.
-    assert_eq!(into(&mut h, MEM_RO, 0, true), Err(Error::PermissionDenied));
-    assert_eq!(into(&mut h, MEM, 4, true), Err(Error::Unaligned));
-    assert_eq!(into(&mut h, MEM, (1 << 20) - 32 * 1024 + 8, true), Err(Error::OutOfObjectRange));
-    assert_eq!(into(&mut h, 999, 0, true), Err(Error::BadCapability));
-    assert_eq!(h.server.get_dirty_bitmap_into(A, hwpt, 0, 1 << 40, 0x1000, true, MEM, 0), Err(Error::BitmapTooLarge));
-    let offset = (1 << 20) - 32 * 1024;
-    assert_eq!(into(&mut h, MEM, offset, false), Ok(2 * 0x1000), "two dirty pages in the first GiB, not cleared");
-    assert_eq!(into(&mut h, MEM, offset, true), Ok(2 * 0x1000));
+    assert_eq!(into(&mut h, MEM_RO, GIB, true), Err(Error::PermissionDenied));
+    assert_eq!(into(&mut h, MEM_SCATTERED, 4 * GIB, true), Err(Error::OutOfObjectRange), "128 KiB of bitmap in 64 KiB");
+    assert_eq!(into(&mut h, 999, GIB, true), Err(Error::BadCapability));
+    assert_eq!(into(&mut h, MEM, 1 << 40, true), Err(Error::BitmapTooLarge));
+    assert_eq!(into(&mut h, MEM, GIB, false), Ok(2 * 0x1000), "two dirty pages in the first GiB, not cleared");
+    assert_eq!(into(&mut h, MEM, GIB, true), Ok(2 * 0x1000));
     let memory = h.server.memory();
     let first_dirty_page = (GIB - (2 << 20)) / 0x1000;
-    assert_eq!(memory.written_word(MEM, offset + first_dirty_page / 64 * 8), 1);
-    assert_eq!(memory.written_word(MEM, offset + 4095 * 8), 1 << 63);
-    assert_eq!((0..4096).filter(|word| memory.written_word(MEM, offset + word * 8) != 0).count(), 2);
-    assert_eq!(into(&mut h, MEM, offset, true), Ok(0), "cleared by the read");
+    assert_eq!(memory.written_word(MEM, first_dirty_page / 64 * 8), 1);
+    assert_eq!(memory.written_word(MEM, 4095 * 8), 1 << 63);
+    assert_eq!((0..4096).filter(|word| memory.written_word(MEM, word * 8) != 0).count(), 2);
+    assert_eq!(into(&mut h, MEM, GIB, true), Ok(0), "cleared by the read");
     assert_eq!(h.server.get_dirty_bitmap(A, hwpt, GIB, 0x1000, 0x1000, true), Ok(vec![1]), "the page past the range kept its bit");
     assert!(h.server.memory().violations().is_empty(), "{:?}", h.server.memory().violations());
     h.assert_clean();

@@ -159,7 +159,7 @@ pub(super) fn requests(w: &World) -> Vec<(&'static str, Request, Option<u64>)> {
         ("fault_respond", Request::FaultRespond { fault: w.fault, cookie: w.cookie, code: PageResponseCode::Success }, None),
         ("hwpt_set_dirty_tracking", Request::HwptSetDirtyTracking { hwpt: w.hwpt, enable: false }, None),
         ("hwpt_get_dirty_bitmap", Request::HwptGetDirtyBitmap { target: w.hwpt, iova: 0x10_0000, length: 0x10_0000, page_size: 0x1_0000, no_clear: false }, None),
-        ("hwpt_get_dirty_bitmap_into", Request::HwptGetDirtyBitmapInto { target: w.hwpt, iova: 0, length: 1 << 30, page_size: 0x1000, offset: 0x8000, no_clear: false }, Some(MEM)),
+        ("hwpt_get_dirty_bitmap_into", Request::HwptGetDirtyBitmapInto { target: w.hwpt, iova: 0, length: 1 << 30, page_size: 0x1000, no_clear: false }, Some(MEM)),
         ("handle_derive", Request::HandleDerive { handle: w.ioas, rights: Rights::MAP.union(Rights::UNMAP), recipient: C.0 }, None),
         ("handle_revoke", Request::HandleRevoke { handle: w.restricted }, None),
         ("destroy", Request::Destroy { handle: w.lone_ioas }, None),
