@@ -8,11 +8,11 @@ use iommu_core::IommuBackend;
 use iommu_core::{
     AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, MemoryObjectId, MemoryObjectInfo, MemorySource, ObjectId, PinnedPages, RequesterId, UnitId,
 };
-use kernel_abi::{ObjectType, Rights, MAX_PIN_RANGE};
+use kernel_abi::{MapFlags, ObjectType, Rights, MAX_PIN_RANGE};
 use userlib::{println, syscall};
 
 use crate::discovery::{Ecam, PciFunction};
-use crate::layout::PAGE;
+use crate::layout::{self, PAGE};
 use crate::slots;
 
 /// One kernel pin: `pages` pages of an object from the page it is keyed by, of which `in_use`
@@ -143,6 +143,31 @@ impl MemorySource for KernelMemory {
             done += run;
         }
         Ok(PinnedPages { frames })
+    }
+
+    /// Maps the pages the words fill at `DIRTY_BITMAP_WINDOW`, writes the words, unmaps.
+    fn write_words(&mut self, _client: ClientId, memory: u64, words: &[u64]) -> Result<(), Error> {
+        let pages = (words.len() as u64 * 8).div_ceil(PAGE);
+        if pages > layout::DIRTY_BITMAP_WINDOW_PAGES {
+            return Err(Error::BitmapTooLarge);
+        }
+        syscall::mem_map(memory, layout::DIRTY_BITMAP_WINDOW, 0, pages, MapFlags::WRITE).map_err(|error| match error {
+            kernel_abi::Error::OutOfMemory => Error::NoResources,
+            kernel_abi::Error::OutOfRange => Error::OutOfObjectRange,
+            kernel_abi::Error::MissingRights => Error::PermissionDenied,
+            _ => Error::BadCapability,
+        })?;
+        let base = layout::DIRTY_BITMAP_WINDOW as *mut u64;
+        for (index, &word) in words.iter().enumerate() {
+            // SAFETY: the window maps the object's first `pages` pages writable, which hold every
+            // word; the window is page-aligned. The client shares these pages, hence volatile
+            // writes: nothing here reads them back.
+            unsafe { core::ptr::write_volatile(base.add(index), word) };
+        }
+        if let Err(error) = syscall::unmap(layout::DIRTY_BITMAP_WINDOW, pages) {
+            panic!("FATAL: unmapping the dirty-bitmap window failed ({error:?}); the next request would find it taken");
+        }
+        Ok(())
     }
 
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64) {

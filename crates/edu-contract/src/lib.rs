@@ -70,6 +70,15 @@ pub mod scenario {
     /// Binds another process's address space (`sva::ADDRESS_SPACE_SLOT`) to the device with
     /// `sva_bind` at its untagged slot, with a fault queue: see [`crate::sva`].
     pub const SVA_BOUND_PROCESS: u64 = 19;
+    /// On a unit whose walks set dirty bits: with dirty tracking on, the device reads one
+    /// page and writes others; the bitmap of a whole GiB, read in one request, names exactly
+    /// the written pages; a second read is empty; a write after the read is reported again.
+    pub const DIRTY_TRACKING: u64 = 21;
+    /// On a unit without dirty bits: `get_info` says so and dirty tracking is refused.
+    pub const DIRTY_UNSUPPORTED: u64 = 22;
+    /// Start-argument bit of DIRTY_TRACKING: after the checks, time reading the GiB's bitmap
+    /// (three pages dirty each time) and print the figure as a `bench:` line.
+    pub const DIRTY_BENCH: u64 = 1 << 8;
 }
 
 /// SVA_BOUND_PROCESS. The driver binds the process and copies `SOURCE_VA` to `DESTINATION_VA`

@@ -52,7 +52,10 @@ fn sample_requests() -> Vec<Request> {
         Request::FaultRespond { fault: h(9), cookie: 44, code: PageResponseCode::Invalid },
         Request::HwptSetDirtyTracking { hwpt: h(8), enable: true },
         Request::HwptSetDirtyTracking { hwpt: h(8), enable: false },
-        Request::HwptGetDirtyBitmap { target: h(8), iova: 0x20_0000, length: 0x10_0000, page_size: 0x1000 },
+        Request::HwptGetDirtyBitmap { target: h(8), iova: 0x20_0000, length: 0x10_0000, page_size: 0x1000, no_clear: false },
+        Request::HwptGetDirtyBitmap { target: h(8), iova: 0x20_0000, length: 0x10_0000, page_size: 0x1000, no_clear: true },
+        Request::HwptGetDirtyBitmapInto { target: h(8), iova: 0, length: 1 << 30, page_size: 0x1000, no_clear: false },
+        Request::HwptGetDirtyBitmapInto { target: h(3), iova: 1 << 30, length: 1 << 21, page_size: 1 << 21, no_clear: true },
         Request::HandleDerive { handle: h(2), rights: Rights::MAP.union(Rights::UNMAP), recipient: 77 },
         Request::HandleAccept { from: 78, accept: true },
         Request::HandleAccept { from: 79, accept: false },
@@ -95,8 +98,9 @@ fn capability_presence_is_checked_both_ways() {
 
 #[test]
 fn unknown_opcodes_are_refused() {
-    // 0, the first number after the last operation, and the largest.
-    for opcode in [0u64, Opcode::ALL.len() as u64 + 1, 0xffff] {
+    // 0, the first number after the highest operation, and the largest.
+    let highest = Opcode::ALL.iter().map(|&opcode| opcode as u64).max().unwrap_or(0);
+    for opcode in [0u64, highest + 1, 0xffff] {
         let mut msg = [0u64; 8];
         msg[0] = opcode;
         assert_eq!(Request::decode(&msg, false), Err(Error::UnknownOpcode), "opcode {opcode}");
@@ -224,7 +228,7 @@ fn range_lists_are_bounded_and_ordered() {
 
 #[test]
 fn dirty_bitmap_requests_must_fit_the_reply() {
-    let request = |length, page_size| Request::HwptGetDirtyBitmap { target: h(1), iova: 0, length, page_size }.encode();
+    let request = |length, page_size| Request::HwptGetDirtyBitmap { target: h(1), iova: 0, length, page_size, no_clear: false }.encode();
     assert_eq!(Request::decode(&request(384 * 4096, 4096), false).map(|r| r.opcode()), Ok(Opcode::HwptGetDirtyBitmap));
     assert_eq!(Request::decode(&request(385 * 4096, 4096), false), Err(Error::BitmapTooLarge));
     assert_eq!(Request::decode(&request(4096, 2048), false), Err(Error::InvalidPageSize));

@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+mod dirty;
 pub mod smmuv3;
 pub mod vtd;
 

@@ -22,7 +22,9 @@ use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
 use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
 use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use slot_table::SlotTable;
-use smmuv3::{DecodedEvent, Env, EventRecord, EventType, Granule, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
+use smmuv3::{DecodedEvent, Env, EventRecord, EventType, Granule, Httu, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
+
+mod dirty;
 
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
@@ -114,6 +116,13 @@ pub struct SmmuUnit<R: hwio::Registers> {
 }
 
 impl<R: hwio::Registers> SmmuUnit<R> {
+    /// Whether the unit's walks record writes in its domains' tables: stage-1 domains on an SMMU
+    /// with hardware dirty-state update (IDR0.HTTU = 0b10; QEMU has none). Stage-2 DBM is not
+    /// driven.
+    fn tracks_dirty(&self) -> bool {
+        self.stage == DomainStage::Stage1 && self.hw.id_registers().httu() == Httu::AccessFlagAndDirty
+    }
+
     /// The requester ID whose DMA carries `sid`, if the firmware maps one to it.
     pub fn requester_of(&self, sid: u32) -> Option<u32> {
         self.requesters.get(&sid).copied()
@@ -214,7 +223,10 @@ impl<E: Environment> SmmuBackend<E> {
         if unit.hw.id_registers().stage1() {
             unit.caps = unit.caps.union(UnitCaps::SVA);
         }
-        let blocking = self.allocate(index).map_err(|_| "no memory for the blocking domain")?;
+        if unit.tracks_dirty() {
+            unit.caps = unit.caps.union(UnitCaps::DIRTY_TRACKING);
+        }
+        let blocking = self.allocate(index, false).map_err(|_| "no memory for the blocking domain")?;
         self.units[index].blocking = blocking.id;
         let sids: Vec<u32> = self.units[index].streams.values().copied().collect();
         for sid in sids {
@@ -223,8 +235,9 @@ impl<E: Environment> SmmuBackend<E> {
         Ok(index)
     }
 
-    /// A fresh, empty domain on `unit` in the unit's stage.
-    fn allocate(&mut self, unit_index: usize) -> Result<HwDomain, Error> {
+    /// A fresh, empty domain on `unit` in the unit's stage (with `dirty_tracking`, stage 1
+    /// only: writable leaves carry DBM).
+    fn allocate(&mut self, unit_index: usize, dirty_tracking: bool) -> Result<HwDomain, Error> {
         if self.domains.next_key().is_none() {
             return Err(Error::NoResources);
         }
@@ -240,7 +253,7 @@ impl<E: Environment> SmmuBackend<E> {
                     device_mair_index: DEVICE_MEMORY_MAIR_INDEX,
                     not_global: true,
                     large_pages,
-                    dirty_tracking: false,
+                    dirty_tracking,
                 })
                 .map_err(table_error);
                 let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
@@ -289,7 +302,10 @@ impl<E: Environment> SmmuBackend<E> {
         match &d.table {
             Table::Stage1(table) => {
                 let format = table.format();
-                let config = Stage1Config::new(d.tag, table.root_phys(), format.t0sz(), Granule::Size4K);
+                let config = Stage1Config {
+                    hardware_dirty: format.config().dirty_tracking,
+                    ..Stage1Config::new(d.tag, table.root_phys(), format.t0sz(), Granule::Size4K)
+                };
                 hw.attach_stage1(&mut env, sid, &config)?;
                 // A fault then waits for the object model's answer instead of aborting.
                 if self.units[unit].stalls {
@@ -352,14 +368,17 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn domain_alloc(&mut self, unit: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
-        let DomainConfig::Paging { nest_parent: false, dirty_tracking: false } = config else {
+        let DomainConfig::Paging { nest_parent: false, dirty_tracking } = *config else {
             return Err(Error::NotSupported);
         };
         let index = unit.0 as usize;
         if index >= self.units.len() {
             return Err(Error::NoResources);
         }
-        let domain = self.allocate(index)?;
+        if dirty_tracking && !self.units[index].tracks_dirty() {
+            return Err(Error::NotSupported);
+        }
+        let domain = self.allocate(index, dirty_tracking)?;
         // MSI writes are DMA writes to the SMMU: without the doorbell an attached device's
         // interrupts would fault. The blocking domain maps nothing, so blocked devices cannot
         // raise interrupts at all. The window is reserved, so no client mapping collides.
@@ -473,6 +492,14 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
 
     /// A burst of events of one stream with the same kind and direction in the same page (QEMU
     /// reports a blocked transfer once per access) is one fault, with the burst's first address.
+    fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error> {
+        self.switch_dirty_tracking(domain, enable)
+    }
+
+    fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, clear: bool, bitmap: &mut [u64]) -> Result<(), Error> {
+        self.read_dirty(domain, range, page_size, clear, bitmap)
+    }
+
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
         let SmmuUnit { hw, requesters, .. } = unit;

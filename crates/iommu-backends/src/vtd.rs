@@ -11,7 +11,7 @@ use iommu_core::{
 };
 use iommu_pt::vtd_first_level::{FirstLevelConfig, VtdFirstLevel};
 use iommu_pt::vtd_second_level::{SecondLevelConfig, VtdSecondLevel};
-use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
+use iommu_pt::{Format, LargePages, PageTable, SplitPolicy, Unmapped};
 use slot_table::SlotTable;
 use vtd::irq::ApicMode;
 use vtd::unit::RID_PASID;
@@ -19,6 +19,7 @@ use vtd::{AccessKind, DomainIdAllocator, FaultKind, Mode, VtdError, VtdUnit};
 
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
+mod dirty;
 mod page_requests;
 mod sva;
 
@@ -166,7 +167,20 @@ impl<E: Environment> Unit<E> {
         if unit.hw.page_requests_enabled() {
             unit.caps = unit.caps.union(UnitCaps::PAGE_REQUESTS);
         }
+        if unit.tracks_dirty() {
+            unit.caps = unit.caps.union(UnitCaps::DIRTY_TRACKING);
+        }
         Ok(unit)
+    }
+
+    /// Whether the unit's walks record writes in its domains' tables: first-level walks always
+    /// set D; second-level ones only with ECAP.SSADS (QEMU has none).
+    fn tracks_dirty(&self) -> bool {
+        match self.kind {
+            TableKind::ScalableFirstLevel => true,
+            TableKind::ScalableSecondLevel => self.hw.extended_capability().second_level_dirty(),
+            TableKind::LegacySecondLevel => false,
+        }
     }
 
     fn irte_in_use(&self, index: usize) -> bool {
@@ -208,6 +222,9 @@ impl<E: Environment> VtdBackend<E> {
     /// The translation a requester attached to `domain` is given.
     fn translation(domain: &Domain) -> vtd::Translation {
         match &domain.table {
+            Table::SecondLevel(table) if table.format().dirty_scheme().is_some() => {
+                vtd::Translation::SecondLevelTracked { root: table.root_phys(), levels: table.levels() }
+            }
             Table::SecondLevel(table) => vtd::Translation::SecondLevel { root: table.root_phys(), levels: table.levels() },
             Table::FirstLevel(table) => vtd::Translation::FirstLevel { root: table.root_phys(), five_level: table.levels() == 5 },
         }
@@ -269,18 +286,21 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn domain_alloc(&mut self, unit_id: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
-        let DomainConfig::Paging { nest_parent: false, dirty_tracking: false } = config else {
+        let DomainConfig::Paging { nest_parent: false, dirty_tracking } = *config else {
             return Err(Error::NotSupported);
         };
         let unit_index = unit_id.0 as usize;
         let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
+        if dirty_tracking && !unit.tracks_dirty() {
+            return Err(Error::NotSupported);
+        }
         if self.domains.next_key().is_none() {
             return Err(Error::NoResources);
         }
         let did = unit.domain_ids.allocate().map_err(hardware::<E>)?;
         let (table, aperture_bits, page_sizes) = match unit.kind {
             TableKind::LegacySecondLevel | TableKind::ScalableSecondLevel => {
-                let config = unit.second_level;
+                let config = SecondLevelConfig { dirty_tracking, ..unit.second_level };
                 let format = VtdSecondLevel::new(config).map_err(table_error);
                 let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
                 let mut sizes = 1 << 12;
@@ -294,7 +314,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             }
             TableKind::ScalableFirstLevel => {
                 let one_gib = unit.hw.capability().first_level_1g();
-                let config = FirstLevelConfig { levels: 4, output_bits: unit.output_bits, one_gib_pages: one_gib, execute_requests: false, dirty_tracking: false };
+                let config = FirstLevelConfig { levels: 4, output_bits: unit.output_bits, one_gib_pages: one_gib, execute_requests: false, dirty_tracking };
                 let format = VtdFirstLevel::new(config).map_err(table_error);
                 let table = format.and_then(|f| PageTable::new(&mut self.dma, f).map_err(table_error));
                 let sizes = (1 << 12) | (1 << 21) | if one_gib { 1 << 30 } else { 0 };
@@ -454,6 +474,14 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
 
     fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64) {
         self.invalidate_binding(unit, rid, pasid, iova, length);
+    }
+
+    fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error> {
+        self.switch_dirty_tracking(domain, enable)
+    }
+
+    fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, clear: bool, bitmap: &mut [u64]) -> Result<(), Error> {
+        self.read_dirty(domain, range, page_size, clear, bitmap)
     }
 
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {

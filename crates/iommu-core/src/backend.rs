@@ -200,16 +200,19 @@ pub trait IommuBackend {
     /// default.
     fn invalidate_address_space(&mut self, _unit: UnitId, _rid: RequesterId, _pasid: Option<u32>, _iova: u64, _length: u64) {}
 
-    /// Switch dirty-bit tracking of a paging domain. A backend whose units advertise no
-    /// `DIRTY_TRACKING` keeps this default.
+    /// Switch dirty-bit tracking of a paging domain allocated with `dirty_tracking`. Switching
+    /// on starts clean: every dirty bit of the domain is cleared (and the caches that could
+    /// hold them invalidated). A backend whose units advertise no `DIRTY_TRACKING` keeps this
+    /// default.
     fn set_dirty_tracking(&mut self, _domain: HwDomainId, _enable: bool) -> Result<(), Error> {
         Err(Error::NotSupported)
     }
 
     /// OR into `bitmap` one bit per `page_size` page of `range` that was written since the
-    /// last read, and clear those dirty bits (with the invalidation that requires). Default:
-    /// as `set_dirty_tracking`.
-    fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _bitmap: &mut [u64]) -> Result<(), Error> {
+    /// last read and, with `clear`, clear those dirty bits (with the invalidation that
+    /// requires, so the next write is recorded again); without it (iommufd's NO_CLEAR) the
+    /// bits stay as they are. Default: as `set_dirty_tracking`.
+    fn read_and_clear_dirty(&mut self, _domain: HwDomainId, _range: IovaRange, _page_size: u64, _clear: bool, _bitmap: &mut [u64]) -> Result<(), Error> {
         Err(Error::NotSupported)
     }
 

@@ -151,8 +151,8 @@ impl<B: IommuBackend, M: MemorySource, V: CapabilityVerifier> Handler for Call<'
         self.server.hwpt_set_dirty_tracking(self.client, hwpt, enable)
     }
 
-    fn hwpt_get_dirty_bitmap(&mut self, target: Handle, iova: u64, length: u64, page_size: u64) -> Result<[u64; DIRTY_BITMAP_WORDS], Error> {
-        let bitmap = self.server.get_dirty_bitmap(self.client, target, iova, length, page_size)?;
+    fn hwpt_get_dirty_bitmap(&mut self, target: Handle, iova: u64, length: u64, page_size: u64, no_clear: bool) -> Result<[u64; DIRTY_BITMAP_WORDS], Error> {
+        let bitmap = self.server.get_dirty_bitmap(self.client, target, iova, length, page_size, !no_clear)?;
         let mut words = [0u64; DIRTY_BITMAP_WORDS];
         // The decoder bounded the page count by the reply's capacity.
         words[..bitmap.len()].copy_from_slice(&bitmap);
@@ -190,5 +190,9 @@ impl<B: IommuBackend, M: MemorySource, V: CapabilityVerifier> Handler for Call<'
     fn msi_alloc(&mut self, device: Handle, count: u32, first_slot: u64) -> Result<(), Error> {
         let (unit, rid) = self.server.device_interrupt_source(self.client, device)?;
         self.verifier.msi_alloc(self.server.backend_mut(), self.client, unit, rid, count, first_slot)
+    }
+
+    fn hwpt_get_dirty_bitmap_into(&mut self, target: Handle, iova: u64, length: u64, page_size: u64, no_clear: bool, memory: u64) -> Result<u64, Error> {
+        self.server.get_dirty_bitmap_into(self.client, target, iova, length, page_size, !no_clear, memory)
     }
 }

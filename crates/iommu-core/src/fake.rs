@@ -391,14 +391,16 @@ impl IommuBackend for FakeBackend {
         Ok(())
     }
 
-    fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, bitmap: &mut [u64]) -> Result<(), Error> {
+    fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, clear: bool, bitmap: &mut [u64]) -> Result<(), Error> {
         if self.fail() {
             return Err(Error::HardwareFailure);
         }
         let d = self.domains.get_mut(&domain).ok_or(Error::HardwareFailure)?;
         let hits: Vec<u64> = d.dirty.range(range.start..=range.last).copied().collect();
         for page in hits {
-            d.dirty.remove(&page);
+            if clear {
+                d.dirty.remove(&page);
+            }
             let bit = (page - range.start) / page_size;
             bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
         }
@@ -455,6 +457,8 @@ pub struct FakeMemory {
     failures: FailurePlan,
     identify_failures: FailurePlan,
     violations: Vec<String>,
+    /// Words written through `write_words`, by (capability, byte offset).
+    written: BTreeMap<(u64, u64), u64>,
 }
 
 impl FakeMemory {
@@ -467,7 +471,14 @@ impl FakeMemory {
             failures: FailurePlan::default(),
             identify_failures: FailurePlan::default(),
             violations: Vec::new(),
+            written: BTreeMap::new(),
         }
+    }
+
+    /// The word `write_words` last wrote at byte `offset` of the object `cap` designates
+    /// (0 if none).
+    pub fn written_word(&self, cap: u64, offset: u64) -> u64 {
+        self.written.get(&(cap, offset)).copied().unwrap_or(0)
     }
 
     /// Make capability `cap` designate `object`.
@@ -544,6 +555,19 @@ impl MemorySource for FakeMemory {
         }
         self.log.borrow_mut().push(Call::Pin { object: object.id, offset, length });
         Ok(PinnedPages { frames })
+    }
+
+    fn write_words(&mut self, client: ClientId, memory: u64, words: &[u64]) -> Result<(), Error> {
+        let object = self.object(client, memory)?;
+        let bytes = words.len() as u64 * 8;
+        if !object.writable || bytes > object.size {
+            self.violations.push(format!("write of {bytes:#x} bytes the server did not check"));
+            return Err(Error::OutOfObjectRange);
+        }
+        for (index, &word) in words.iter().enumerate() {
+            self.written.insert((memory, index as u64 * 8), word);
+        }
+        Ok(())
     }
 
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64) {

@@ -50,6 +50,11 @@ pub trait MemorySource {
 
     /// Release a pin taken by `pin` (possibly a sub-range of it).
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64);
+
+    /// Write `words` at the start of the object `memory` designates (results the client asked
+    /// to receive in its own memory). The caller checked, through `identify`, that the
+    /// capability allows writing and that the words fit in the object.
+    fn write_words(&mut self, client: ClientId, memory: u64, words: &[u64]) -> Result<(), Error>;
 }
 
 /// Pages `[first, first + frames.len())` of one object, all with the same use count.

@@ -1024,14 +1024,32 @@ impl<F: Format> PageTable<F> {
         if (bitmap.len() as u64) < words {
             return Err(Error::BitmapTooSmall);
         }
+        clear_bits(bitmap, 0, pages);
         let mut walk = DirtyWalk {
             scheme,
             mode,
             range_start: iova,
-            bitmap,
+            bitmap: Some(bitmap),
             report: DirtyReport { dirty_pages: 0, cleaned_entries: 0 },
         };
-        clear_bits(walk.bitmap, 0, pages);
+        self.dirty_level(self.root, self.geometry.top_height(), iova, end, &mut walk, alloc);
+        Ok(walk.report)
+    }
+
+    /// Marks every leaf wholly inside `[iova, iova + len)` clean, as `read_and_clear_dirty`
+    /// does but with no bitmap to fill (switching tracking on starts from a clean table, over
+    /// ranges far larger than any bitmap). The report counts what was dirty; as there, a
+    /// non-zero `cleaned_entries` calls for an IOTLB invalidation of the range.
+    pub fn clear_dirty<A: DmaAllocator + ?Sized>(&mut self, iova: u64, len: u64, alloc: &A) -> Result<DirtyReport, Error> {
+        let end = self.check_input_range(iova, len)?;
+        let scheme = self.format.dirty_scheme().ok_or(Error::DirtyTrackingUnsupported)?;
+        let mut walk = DirtyWalk {
+            scheme,
+            mode: DirtyReadMode::ReadAndClear,
+            range_start: iova,
+            bitmap: None,
+            report: DirtyReport { dirty_pages: 0, cleaned_entries: 0 },
+        };
         self.dirty_level(self.root, self.geometry.top_height(), iova, end, &mut walk, alloc);
         Ok(walk.report)
     }
@@ -1068,7 +1086,9 @@ impl<F: Format> PageTable<F> {
                     if dirty {
                         let first_page = (slot.start - walk.range_start) / PAGE_SIZE;
                         let pages = (slot.end - slot.start) / PAGE_SIZE;
-                        set_bits(walk.bitmap, first_page, pages);
+                        if let Some(bitmap) = walk.bitmap.as_deref_mut() {
+                            set_bits(bitmap, first_page, pages);
+                        }
                         walk.report.dirty_pages += pages;
                     }
                 }
@@ -1129,7 +1149,8 @@ struct DirtyWalk<'a> {
     scheme: DirtyScheme,
     mode: DirtyReadMode,
     range_start: u64,
-    bitmap: &'a mut [u64],
+    /// Where the dirty pages are reported (`None`: only counted).
+    bitmap: Option<&'a mut [u64]>,
     report: DirtyReport,
 }
 
@@ -1141,7 +1162,7 @@ fn clean_entry(table: TablePage, index: usize, raw: u64, scheme: DirtyScheme) ->
         return false;
     }
     match scheme {
-        DirtyScheme::SetOnWrite { dirty } => table.fetch_clear(index, dirty) & dirty != 0,
+        DirtyScheme::SetOnWrite { dirty, cleared } => table.fetch_clear(index, cleared) & dirty != 0,
         DirtyScheme::ClearsReadOnlyOnWrite { read_only, .. } => table.fetch_set(index, read_only) & read_only == 0,
     }
 }

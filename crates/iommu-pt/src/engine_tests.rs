@@ -664,6 +664,35 @@ fn smmu_dbm_leaves_start_dirty_and_are_cleaned_by_setting_ap2() {
     table.destroy(&mut dma);
 }
 
+/// Switching tracking on cleans a whole address space with no bitmap: small and large leaves
+/// far apart are cleaned, and a read afterwards reports only later writes.
+#[test]
+fn clear_dirty_cleans_the_whole_space_without_a_bitmap() {
+    let mut dma = FakeDma::new();
+    let mut table = PageTable::new(&mut dma, first_level(true)).unwrap();
+    let far = 100 * G1;
+    table.map(K4, 0x50_0000, 2 * K4, Perm::READ_WRITE, &mut dma).unwrap();
+    table.map(far, 0x4000_0000, M2, Perm::READ_WRITE, &mut dma).unwrap();
+    for iova in [K4, 2 * K4, far] {
+        dma.device_update(leaf_entry_phys(&table, &dma, iova), |raw| raw | FirstLevelEntry::DIRTY);
+    }
+    let whole_space = table.geometry().input_limit();
+    let report = table.clear_dirty(0, whole_space, &dma).unwrap();
+    assert_eq!(report, DirtyReport { dirty_pages: 2 + 512, cleaned_entries: 3 });
+    for iova in [K4, 2 * K4, far] {
+        assert!(!FirstLevelEntry(dma.device_read(leaf_entry_phys(&table, &dma, iova))).dirty(), "{iova:#x} still dirty");
+    }
+    dma.device_update(leaf_entry_phys(&table, &dma, 2 * K4), |raw| raw | FirstLevelEntry::DIRTY);
+    let mut bitmap = [0u64; 1];
+    let read = table.read_and_clear_dirty(0, 64 * K4, DirtyReadMode::ReadAndClear, &mut bitmap, &dma).unwrap();
+    assert_eq!((read.dirty_pages, bitmap[0]), (1, 0b100));
+    assert_eq!(table.clear_dirty(0, whole_space, &dma).unwrap().cleaned_entries, 0);
+    let mut untracked = sl_table(&mut dma);
+    assert_eq!(untracked.clear_dirty(0, K4, &dma), Err(Error::DirtyTrackingUnsupported));
+    untracked.destroy(&mut dma);
+    table.destroy(&mut dma);
+}
+
 #[test]
 fn dirty_read_refusals() {
     let mut dma = FakeDma::new();

@@ -132,8 +132,9 @@ pub enum Decoded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirtyScheme {
     /// The walker sets `dirty` on the first write: VT-d first-level D (bit 6), VT-d second-level
-    /// D (bit 9, with SSADE). Cleaning clears it.
-    SetOnWrite { dirty: u64 },
+    /// D (bit 9, with SSADE). Cleaning clears `cleared`, which holds `dirty` and may hold the
+    /// accessed bit too (see `vtd_first_level`).
+    SetOnWrite { dirty: u64, cleared: u64 },
     /// Armv8.1 hardware dirty-state management (Arm ARM D8.4.6, SMMUv3 §3.13.3 HTTU): an entry
     /// with DBM set is "writable-clean" while `read_only` (AP[2]) is set; the walker clears
     /// `read_only` on the first write. Cleaning sets `read_only` again; entries without DBM are
@@ -145,7 +146,7 @@ impl DirtyScheme {
     /// Whether `raw` (a leaf) records a write.
     pub const fn is_dirty(self, raw: u64) -> bool {
         match self {
-            DirtyScheme::SetOnWrite { dirty } => raw & dirty != 0,
+            DirtyScheme::SetOnWrite { dirty, .. } => raw & dirty != 0,
             DirtyScheme::ClearsReadOnlyOnWrite { read_only, dbm } => raw & dbm != 0 && raw & read_only == 0,
         }
     }

@@ -9,7 +9,10 @@
 //!   privileged, and QEMU reports fault 0x81 when any level has U/S clear.
 //! - A (bit 5) is set at every level, and D (bit 6) on writable leaves unless dirty tracking is
 //!   on, so the walker never needs an atomic update just to set them (QEMU updates A/D in
-//!   memory). With dirty tracking, writable leaves start with D clear and the walker sets it.
+//!   memory). With dirty tracking, writable leaves start with A and D clear and the walker sets
+//!   them; cleaning clears both. Clearing A costs nothing on hardware (nothing here reads it)
+//!   and is needed on QEMU 10.0: its walker writes A and D in one update that it skips when the
+//!   leaf has either already, so a write through a leaf with A set would never set D.
 //! - XD (bit 63) is used only when execute requests are enabled; QEMU ignores bits 63:52.
 //! - The IOVA space is the lower canonical half: 47 bits at 4 levels, 56 at 5 (the root uses
 //!   256 of its 512 entries). QEMU implements 4 levels only.
@@ -129,12 +132,14 @@ impl Format for VtdFirstLevel {
         if !perm.contains(Perm::READ) || perm.contains(Perm::DEVICE) || (perm.contains(Perm::EXECUTE) && !self.config.execute_requests) {
             return Err(Error::UnsupportedPermission);
         }
-        let mut bits = FirstLevelEntry::PRESENT | FirstLevelEntry::USER | FirstLevelEntry::ACCESSED;
+        let mut bits = FirstLevelEntry::PRESENT | FirstLevelEntry::USER;
         if perm.contains(Perm::WRITE) {
             bits |= FirstLevelEntry::WRITABLE;
             if !self.config.dirty_tracking {
-                bits |= FirstLevelEntry::DIRTY;
+                bits |= FirstLevelEntry::ACCESSED | FirstLevelEntry::DIRTY;
             }
+        } else {
+            bits |= FirstLevelEntry::ACCESSED;
         }
         if self.config.execute_requests && !perm.contains(Perm::EXECUTE) {
             bits |= FirstLevelEntry::EXECUTE_DISABLE;
@@ -180,7 +185,10 @@ impl Format for VtdFirstLevel {
     }
 
     fn dirty_scheme(&self) -> Option<DirtyScheme> {
-        self.config.dirty_tracking.then_some(DirtyScheme::SetOnWrite { dirty: FirstLevelEntry::DIRTY })
+        self.config.dirty_tracking.then_some(DirtyScheme::SetOnWrite {
+            dirty: FirstLevelEntry::DIRTY,
+            cleared: FirstLevelEntry::DIRTY | FirstLevelEntry::ACCESSED,
+        })
     }
 }
 
@@ -209,7 +217,8 @@ mod tests {
         assert_eq!(f.encode_table(0x7000), 0x7027);
         let tracking = format(false, true);
         let rw = tracking.leaf_attributes(Perm::READ_WRITE).unwrap();
-        assert_eq!(tracking.encode_leaf(rw, 0x20_0000, 1), 0x20_00a7);
+        // PS, U/S, R/W, P: a writable leaf under tracking starts with A and D clear.
+        assert_eq!(tracking.encode_leaf(rw, 0x20_0000, 1), 0x20_0087);
     }
 
     #[test]

@@ -211,7 +211,7 @@ impl Format for VtdSecondLevel {
     }
 
     fn dirty_scheme(&self) -> Option<DirtyScheme> {
-        self.config.dirty_tracking.then_some(DirtyScheme::SetOnWrite { dirty: SecondLevelEntry::DIRTY })
+        self.config.dirty_tracking.then_some(DirtyScheme::SetOnWrite { dirty: SecondLevelEntry::DIRTY, cleared: SecondLevelEntry::DIRTY })
     }
 }
 

@@ -22,5 +22,10 @@ pub const STATUS: u64 = 0x5100_0000;
 /// The event thread's stack.
 pub const EVENT_STACK: u64 = 0x5200_0000;
 pub const EVENT_STACK_PAGES: u64 = 16;
+/// Where the server maps the start of a client's memory object that a dirty bitmap is written
+/// into (`hwpt_get_dirty_bitmap_into`), for the duration of the request: room for the largest
+/// bitmap (2^24 pages, 2 MiB).
+pub const DIRTY_BITMAP_WINDOW: u64 = 0x5300_0000;
+pub const DIRTY_BITMAP_WINDOW_PAGES: u64 = 512;
 
 pub const PAGE: u64 = 4096;

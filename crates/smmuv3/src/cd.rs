@@ -46,7 +46,8 @@ impl ContextDescriptor {
     /// * AA64 = 1: VMSAv8-64 tables (IDR0.TTF is AArch64-only on QEMU).
     /// * A = 1: faulting transactions are aborted rather than answered with RAZ/WI (required
     ///   because IDR0.TERM_MODEL = 1 on QEMU; QEMU rejects A = 0 with C_BAD_CD).
-    /// * S = 0: no stalls (IDR0.STALL_MODEL = 0b01); HA = HD = 0: no HTTU.
+    /// * S = 0: no stalls (IDR0.STALL_MODEL = 0b01).
+    /// * HA = HD = `cfg.hardware_dirty` (validated against IDR0.HTTU; QEMU has none).
     /// * EPD1 = 1: TTB1 unused.
     pub fn for_stage1(cfg: &Stage1Config, output_bits: u32, walk: WalkAttributes) -> ContextDescriptor {
         let mut cd = ContextDescriptor::default();
@@ -64,6 +65,8 @@ impl ContextDescriptor {
             .set_abort_faults(true)
             .set_record_faults(cfg.record_faults)
             .set_stall(false)
+            .set_ha(cfg.hardware_dirty)
+            .set_hd(cfg.hardware_dirty)
             .set_asid(cfg.asid as u64)
             .set_ttb0(cfg.ttb0)
             .set_mair(cfg.mair)

@@ -6,7 +6,7 @@
 //! request never reaches a live STE.
 
 use crate::error::SmmuError;
-use crate::regs::{address_size_encoding, Granule, IdRegisters};
+use crate::regs::{address_size_encoding, Granule, Httu, IdRegisters};
 
 /// MAIR used when the caller has no opinion: Attr0 = Normal write-back RW-allocate (0xFF),
 /// Attr1 = Device-nGnRE (0x04), Attr2 = Normal non-cacheable (0x44). Page tables select one of
@@ -34,12 +34,24 @@ pub struct Stage1Config {
     pub output_bits: u32,
     /// Record translation, address-size, access and permission faults (CD.R).
     pub record_faults: bool,
+    /// Hardware access-flag and dirty-state update (CD.HA and CD.HD; needs IDR0.HTTU = 0b10):
+    /// writes through writable-clean leaves (DBM, AP[2] set) clear AP[2].
+    pub hardware_dirty: bool,
 }
 
 impl Stage1Config {
     /// A configuration with [`DEFAULT_MAIR`], 48-bit output and fault recording on.
     pub fn new(asid: u16, ttb0: u64, t0sz: u8, granule: Granule) -> Stage1Config {
-        Stage1Config { asid, ttb0, t0sz, granule, mair: DEFAULT_MAIR, output_bits: MAX_OUTPUT_BITS, record_faults: true }
+        Stage1Config {
+            asid,
+            ttb0,
+            t0sz,
+            granule,
+            mair: DEFAULT_MAIR,
+            output_bits: MAX_OUTPUT_BITS,
+            record_faults: true,
+            hardware_dirty: false,
+        }
     }
 
     /// The IPS the driver programs for this configuration on this SMMU.
@@ -62,6 +74,9 @@ impl Stage1Config {
         }
         if address_size_encoding(self.effective_output_bits(id)).is_none() {
             return Err(SmmuError::InvalidConfig("stage-1 output size has no IPS encoding"));
+        }
+        if self.hardware_dirty && id.httu() != Httu::AccessFlagAndDirty {
+            return Err(SmmuError::Unsupported("hardware dirty-state update (IDR0.HTTU != 0b10)"));
         }
         check_table_base(self.ttb0, self.effective_output_bits(id))
     }

@@ -50,6 +50,6 @@ pub use cmd::Command;
 pub use config::{NestedStage1, Stage1Config, Stage2Config};
 pub use error::{SmmuError, WaitTarget};
 pub use event::{DecodedEvent, EventRecord, EventType, FaultClass};
-pub use regs::{Granule, IdRegisters};
+pub use regs::{Granule, Httu, IdRegisters};
 pub use smmu::{CdTableLayout, Env, EventDrain, GerrorReport, PriDrain, Smmu, SmmuOptions, TlbScope};
 pub use ste::{Ste, StreamConfig};

@@ -331,6 +331,9 @@ impl PasidEntry {
     flag_fields! {
         /// P, bit 0.
         present, set_present: word 0, bit 0;
+        /// SSADE, bit 9: second-stage accessed/dirty enable (valid with ECAP.SSADS): the walker
+        /// sets A (bit 8) in the second-level entries it uses and D (bit 9) in leaves it writes.
+        second_level_access_dirty, set_second_level_access_dirty: word 0, bit 9;
         /// PWSNP, bit 87: page walks snoop CPU caches (valid with ECAP.SMPWCS).
         page_walk_snoop, set_page_walk_snoop: word 1, bit 23;
         /// PGSNP, bit 88: page snoop.
@@ -366,6 +369,13 @@ impl PasidEntry {
     pub fn second_level(did: u16, root: u64, levels: u8) -> Self {
         let mut entry = Self::with_type(PasidTranslationType::SecondLevel, did);
         entry.set_second_level_root(root).set_address_width(address_width_code(levels));
+        entry
+    }
+    /// PGTT=010 with SSADE: as `second_level`, the walker recording accesses and writes in
+    /// the table's A/D bits.
+    pub fn second_level_tracked(did: u16, root: u64, levels: u8) -> Self {
+        let mut entry = Self::second_level(did, root, levels);
+        entry.set_second_level_access_dirty(true);
         entry
     }
     /// PGTT=001: DMA walks the IA-32e-format first-level table at `root` (FLPM 0 = 4-level,

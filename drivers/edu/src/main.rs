@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod dirty;
 mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
@@ -115,6 +116,8 @@ fn main(arg: u64) -> u64 {
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
         scenario::SVA_BOUND_PROCESS => sva::bound_process(),
+        scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
+        scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         #[cfg(target_arch = "aarch64")]

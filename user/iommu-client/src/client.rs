@@ -31,6 +31,15 @@ pub struct HwptOptions {
     pub fault: Option<FaultId>,
 }
 
+/// What a dirty-bitmap read does with the bits it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirtyBits {
+    /// Clear them, so that only later writes are reported next time.
+    Clear,
+    /// Leave them set (iommufd's NO_CLEAR).
+    Keep,
+}
+
 /// One page of usable IOVA ranges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IovaRangesPage {
@@ -274,17 +283,39 @@ impl<T: Transport> Iommu<T> {
         self.call_empty(Request::HwptSetDirtyTracking { hwpt: hwpt.handle(), enable }, None)
     }
 
-    /// Read and clear the dirty bits of `[iova, iova + length)` at `page_size` granularity
-    /// from an HWPT or (all HWPTs of) an IOAS. At most 384 pages per call.
+    /// Read (and with `DirtyBits::Clear`, clear) the dirty bits of `[iova, iova + length)` at
+    /// `page_size` granularity from an HWPT or (all HWPTs of) an IOAS. At most 384 pages per
+    /// call.
     pub fn hwpt_get_dirty_bitmap(
         &mut self,
         target: Handle,
         iova: u64,
         length: u64,
         page_size: u64,
+        bits: DirtyBits,
     ) -> Result<[u64; DIRTY_BITMAP_WORDS], Error> {
-        match self.call(Request::HwptGetDirtyBitmap { target, iova, length, page_size }, None)? {
+        let request = Request::HwptGetDirtyBitmap { target, iova, length, page_size, no_clear: bits == DirtyBits::Keep };
+        match self.call(request, None)? {
             Reply::DirtyBitmap(words) => Ok(words),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+    /// As `hwpt_get_dirty_bitmap`, for a range of any size (up to 2^24 pages): the server
+    /// writes the bitmap into the memory object the capability in slot `memory` designates,
+    /// `ceil(pages / 64)` words from its start. Returns the bytes reported dirty.
+    pub fn hwpt_get_dirty_bitmap_into(
+        &mut self,
+        target: Handle,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bits: DirtyBits,
+        memory: u64,
+    ) -> Result<u64, Error> {
+        let request = Request::HwptGetDirtyBitmapInto { target, iova, length, page_size, no_clear: bits == DirtyBits::Keep };
+        match self.call(request, Some(memory))? {
+            Reply::Length(bytes) => Ok(bytes),
             _ => Err(Error::MalformedReply),
         }
     }

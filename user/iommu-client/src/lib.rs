@@ -22,7 +22,7 @@ pub mod window;
 #[cfg(test)]
 mod tests;
 
-pub use client::{HwptOptions, Iommu, IovaRangesPage, Transport};
+pub use client::{DirtyBits, HwptOptions, Iommu, IovaRangesPage, Transport};
 #[cfg(target_os = "none")]
 pub use kernel::{connect, Connection, KernelCalls};
 pub use window::{CallReply, SystemCalls, WindowPlace, WindowTransport};

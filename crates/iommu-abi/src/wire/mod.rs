@@ -200,6 +200,7 @@ operations! {
         iova: u64 = Word(2),
         length: u64 = Word(3),
         page_size: u64 = DirtyPageSize { at: 4, length_at: 3 },
+        no_clear: bool = Flag(DIRTY_NO_CLEAR),
     } -> DirtyBitmap;
 
     /// Derive a handle with fewer rights into a client's table (the `recipient` client ID).
@@ -250,6 +251,17 @@ operations! {
         count: u32 = MsiCount(2),
         first_slot: u64 = Word(3),
     } -> Empty;
+
+    /// Read and clear dirty bits as `hwpt_get_dirty_bitmap` does, for a range of any size:
+    /// the bitmap is written into memory (the capability) from its start; the reply is the
+    /// bytes reported dirty.
+    32 HwptGetDirtyBitmapInto hwpt_get_dirty_bitmap_into (capability memory) {
+        target: Handle = HandleWord(1, Rights::DIRTY),
+        iova: u64 = Word(2),
+        length: u64 = Word(3),
+        page_size: u64 = Word(4),
+        no_clear: bool = Flag(DIRTY_NO_CLEAR),
+    } -> Length;
 }
 
 bitflags::bitflags! {
@@ -286,6 +298,9 @@ pub const FAULT_VALID: u16 = 1 << 0;
 pub const SVA_UNTAGGED: u32 = 0;
 /// Flag bit of `hwpt_set_dirty_tracking`: switch on (clear: switch off).
 pub const DIRTY_ENABLE: u16 = 1 << 0;
+/// Flag bit of `hwpt_get_dirty_bitmap` and `hwpt_get_dirty_bitmap_into`: report without
+/// clearing (iommufd's NO_CLEAR).
+pub const DIRTY_NO_CLEAR: u16 = 1 << 0;
 /// Flag bit of `handle_accept`: withdraw the consent instead of giving it.
 pub const ACCEPT_WITHDRAW: u16 = 1 << 0;
 

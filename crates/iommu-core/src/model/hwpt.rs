@@ -145,10 +145,45 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         Ok(())
     }
 
-    /// Read and clear the dirty bits of `[iova_start, iova_start + length)`, one bit per
-    /// `page_size` page, from an HWPT or from every HWPT of an IOAS (ORed). Every domain
-    /// involved must have tracking on. Needs DIRTY.
-    pub fn get_dirty_bitmap(&mut self, client: ClientId, target: Handle, iova_start: u64, length: u64, page_size: u64) -> Result<Vec<u64>, Error> {
+    /// Read the dirty bits of `[iova_start, iova_start + length)`, one bit per `page_size`
+    /// page, from an HWPT or from every HWPT of an IOAS (ORed), and with `clear` mark them
+    /// clean. Every domain involved must have tracking on. Needs DIRTY.
+    pub fn get_dirty_bitmap(&mut self, client: ClientId, target: Handle, iova_start: u64, length: u64, page_size: u64, clear: bool) -> Result<Vec<u64>, Error> {
+        let query = self.dirty_query(client, target, iova_start, length, page_size)?;
+        self.read_dirty(&query, clear)
+    }
+
+    /// `get_dirty_bitmap`, writing the bitmap into the memory object the capability `memory`
+    /// designates, from its start (`ceil(pages / 64)` words), and returning the bytes reported
+    /// dirty. Everything is checked before any bit is read, so a refused request leaves the
+    /// dirty state as it was.
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_dirty_bitmap_into(
+        &mut self,
+        client: ClientId,
+        target: Handle,
+        iova_start: u64,
+        length: u64,
+        page_size: u64,
+        clear: bool,
+        memory: u64,
+    ) -> Result<u64, Error> {
+        let query = self.dirty_query(client, target, iova_start, length, page_size)?;
+        let info = self.memory.identify(client, memory)?;
+        if !info.writable {
+            return Err(Error::PermissionDenied);
+        }
+        if query.pages.div_ceil(64) * 8 > info.size {
+            return Err(Error::OutOfObjectRange);
+        }
+        let bitmap = self.read_dirty(&query, clear)?;
+        self.memory.write_words(client, memory, &bitmap)?;
+        let dirty_pages: u64 = bitmap.iter().map(|word| u64::from(word.count_ones())).sum();
+        Ok(dirty_pages * page_size)
+    }
+
+    /// Checks a dirty-bitmap request and names the domains it reads.
+    fn dirty_query(&self, client: ClientId, target: Handle, iova_start: u64, length: u64, page_size: u64) -> Result<DirtyQuery, Error> {
         let (id, rights) = self.lookup(client, target)?;
         let kind = self.objects[id].kind();
         if kind != ObjectKind::Hwpt && kind != ObjectKind::Ioas {
@@ -183,10 +218,14 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         if hwpts.is_empty() || hwpts.iter().any(|&hwpt| !self.hwpt(hwpt).dirty_enabled) {
             return Err(Error::DirtyTrackingOff);
         }
-        let mut bitmap = vec![0u64; pages.div_ceil(64) as usize];
-        for hwpt in hwpts {
+        Ok(DirtyQuery { range, page_size, pages, hwpts })
+    }
+
+    fn read_dirty(&mut self, query: &DirtyQuery, clear: bool) -> Result<Vec<u64>, Error> {
+        let mut bitmap = vec![0u64; query.pages.div_ceil(64) as usize];
+        for &hwpt in &query.hwpts {
             let domain = self.hwpt(hwpt).domain.id;
-            self.backend.read_and_clear_dirty(domain, range, page_size, &mut bitmap)?;
+            self.backend.read_and_clear_dirty(domain, query.range, query.page_size, clear, &mut bitmap)?;
         }
         Ok(bitmap)
     }
@@ -202,4 +241,13 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         }
         self.free_unused(hwpt);
     }
+}
+
+/// A checked dirty-bitmap request.
+struct DirtyQuery {
+    range: IovaRange,
+    page_size: u64,
+    /// Bits of the bitmap.
+    pages: u64,
+    hwpts: Vec<ObjectId>,
 }

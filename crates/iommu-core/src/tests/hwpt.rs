@@ -256,23 +256,75 @@ fn dirty_tracking_reads_and_clears_bits() {
     let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { dirty_tracking: true, ..Default::default() }).unwrap();
     let domain = HwDomainId(2);
     h.map(A, ioas, MEM, 0, 0x10_000, IovaChoice::Fixed(0x10_0000)).unwrap();
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000), Err(Error::DirtyTrackingOff));
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000, true), Err(Error::DirtyTrackingOff));
     h.server.hwpt_set_dirty_tracking(A, hwpt, true).unwrap();
     h.server.backend_mut().mark_dirty(domain, 0x10_1000);
     h.server.backend_mut().mark_dirty(domain, 0x10_f000);
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000), Ok(vec![(1 << 1) | (1 << 15)]));
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000), Ok(vec![0]), "cleared by the read");
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000, true), Ok(vec![(1 << 1) | (1 << 15)]));
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000, true), Ok(vec![0]), "cleared by the read");
     h.server.backend_mut().mark_dirty(domain, 0x10_9000);
-    assert_eq!(h.server.get_dirty_bitmap(A, ioas, 0x10_0000, 0x10_000, 0x8000), Ok(vec![0b10]), "through the IOAS, 32K pages");
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x3000), Err(Error::InvalidPageSize));
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_1000, 0x2000, 0x2000), Err(Error::Unaligned));
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0, 0x1000), Err(Error::ZeroLength));
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0, 1 << 40, 0x1000), Err(Error::BitmapTooLarge));
-    assert_eq!(h.server.get_dirty_bitmap(A, device, 0, 0x1000, 0x1000), Err(Error::WrongType));
+    assert_eq!(h.server.get_dirty_bitmap(A, ioas, 0x10_0000, 0x10_000, 0x8000, true), Ok(vec![0b10]), "through the IOAS, 32K pages");
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x3000, true), Err(Error::InvalidPageSize));
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_1000, 0x2000, 0x2000, true), Err(Error::Unaligned));
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0, 0x1000, true), Err(Error::ZeroLength));
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0, 1 << 40, 0x1000, true), Err(Error::BitmapTooLarge));
+    assert_eq!(h.server.get_dirty_bitmap(A, device, 0, 0x1000, 0x1000, true), Err(Error::WrongType));
     let no_dirty = h.server.handle_derive(A, hwpt, iommu_abi::Rights::ATTACH, A).unwrap();
     assert_eq!(h.server.hwpt_set_dirty_tracking(A, no_dirty, false), Err(Error::MissingRight));
     h.server.backend_mut().fail_nth_call(1);
     assert_eq!(h.server.hwpt_set_dirty_tracking(A, hwpt, false), Err(Error::HardwareFailure));
-    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x1000, 0x1000), Ok(vec![0]), "still on after the failed switch");
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x1000, 0x1000, true), Ok(vec![0]), "still on after the failed switch");
+    h.assert_clean();
+}
+
+#[test]
+fn dirty_bits_read_without_clearing_stay() {
+    let mut h = harness();
+    let ioas = h.server.ioas_alloc(A).unwrap();
+    let device = h.bind(A, VTD, DEV);
+    let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { dirty_tracking: true, ..Default::default() }).unwrap();
+    let domain = HwDomainId(1);
+    h.map(A, ioas, MEM, 0, 0x10_000, IovaChoice::Fixed(0x10_0000)).unwrap();
+    h.server.hwpt_set_dirty_tracking(A, hwpt, true).unwrap();
+    h.server.backend_mut().mark_dirty(domain, 0x10_3000);
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000, false), Ok(vec![1 << 3]));
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000, false), Ok(vec![1 << 3]), "NO_CLEAR left the bit");
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000, true), Ok(vec![1 << 3]));
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, 0x10_0000, 0x10_000, 0x1000, true), Ok(vec![0]));
+    h.assert_clean();
+}
+
+/// The bitmap of a range of any size lands in the caller's memory, in one request; every
+/// refusal comes before a dirty bit is read (the bits are still there afterwards).
+#[test]
+fn dirty_bitmap_is_written_into_caller_memory() {
+    let mut h = harness();
+    let ioas = h.server.ioas_alloc(A).unwrap();
+    let device = h.bind(A, VTD, DEV);
+    let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { dirty_tracking: true, ..Default::default() }).unwrap();
+    let domain = HwDomainId(1);
+    const GIB: u64 = 1 << 30;
+    h.map(A, ioas, MEM_4M, 0, 4 << 20, IovaChoice::Fixed(GIB - (2 << 20))).unwrap();
+    h.server.hwpt_set_dirty_tracking(A, hwpt, true).unwrap();
+    // The first and last page of the first GiB, and one past it.
+    for iova in [GIB - (2 << 20), GIB - 0x1000, GIB] {
+        h.server.backend_mut().mark_dirty(domain, iova);
+    }
+    let into = |h: &mut Harness, memory, length, clear| h.server.get_dirty_bitmap_into(A, hwpt, 0, length, 0x1000, clear, memory);
+    // 2^18 pages: 4096 words, 32 KiB.
+    assert_eq!(into(&mut h, MEM_RO, GIB, true), Err(Error::PermissionDenied));
+    assert_eq!(into(&mut h, MEM_SCATTERED, 4 * GIB, true), Err(Error::OutOfObjectRange), "128 KiB of bitmap in 64 KiB");
+    assert_eq!(into(&mut h, 999, GIB, true), Err(Error::BadCapability));
+    assert_eq!(into(&mut h, MEM, 1 << 40, true), Err(Error::BitmapTooLarge));
+    assert_eq!(into(&mut h, MEM, GIB, false), Ok(2 * 0x1000), "two dirty pages in the first GiB, not cleared");
+    assert_eq!(into(&mut h, MEM, GIB, true), Ok(2 * 0x1000));
+    let memory = h.server.memory();
+    let first_dirty_page = (GIB - (2 << 20)) / 0x1000;
+    assert_eq!(memory.written_word(MEM, first_dirty_page / 64 * 8), 1);
+    assert_eq!(memory.written_word(MEM, 4095 * 8), 1 << 63);
+    assert_eq!((0..4096).filter(|word| memory.written_word(MEM, word * 8) != 0).count(), 2);
+    assert_eq!(into(&mut h, MEM, GIB, true), Ok(0), "cleared by the read");
+    assert_eq!(h.server.get_dirty_bitmap(A, hwpt, GIB, 0x1000, 0x1000, true), Ok(vec![1]), "the page past the range kept its bit");
+    assert!(h.server.memory().violations().is_empty(), "{:?}", h.server.memory().violations());
     h.assert_clean();
 }

@@ -47,7 +47,7 @@ use crate::event::{EventRecord, EventType, FaultClass};
 use crate::queue::QueuePointer;
 use crate::regs::{
     address_size_bits, cr0, cr2, gbpa, offset, queue_base_addr, queue_base_log2size, CommandErrorCode, GlobalErrors,
-    IdRegisters, StreamTableFormat, StrtabBaseCfg,
+    Httu, IdRegisters, StreamTableFormat, StrtabBaseCfg,
 };
 use crate::ste::{L1Descriptor, Ste, StreamConfig};
 
@@ -702,7 +702,13 @@ fn cd_valid(cd: &ContextDescriptor, id: &IdRegisters) -> bool {
     let ips = address_size_bits(cd.ips()).unwrap_or(0).min(id.oas_bits());
     let tt0_ok = cd.epd0() || ((16..=39).contains(&cd.t0sz()) && cd.granule0().is_some() && cd.ttb0() >> ips == 0);
     let tt1_ok = cd.epd1() || (16..=39).contains(&cd.t1sz());
-    cd.valid() && cd.aa64() && cd.abort_faults() && stall_ok && !cd.ha() && !cd.hd() && !cd.endi() && tt0_ok && tt1_ok
+    // HA/HD only where IDR0.HTTU offers them (QEMU has no HTTU and rejects both).
+    let httu_ok = match id.httu() {
+        Httu::AccessFlagAndDirty => !cd.hd() || cd.ha(),
+        Httu::AccessFlag => !cd.hd(),
+        _ => !cd.ha() && !cd.hd(),
+    };
+    cd.valid() && cd.aa64() && cd.abort_faults() && stall_ok && httu_ok && !cd.endi() && tt0_ok && tt1_ok
 }
 
 fn stage1_walk_config(cd: &ContextDescriptor) -> WalkConfig {
@@ -716,6 +722,7 @@ fn stage1_walk_config(cd: &ContextDescriptor) -> WalkConfig {
         start_level: WalkConfig::stage1_start_level(input_bits, granule_shift),
         output_bits: address_size_bits(cd.ips()).unwrap_or(48).min(48),
         affd: cd.affd(),
+        hardware_dirty: cd.ha() && cd.hd(),
     }
 }
 
@@ -729,6 +736,7 @@ fn stage2_walk_config(ste: &Ste) -> WalkConfig {
         start_level: Stage2Config::start_level_from_sl0(granule, ste.s2sl0()).expect("validated") as u32,
         output_bits: address_size_bits(ste.s2ps()).unwrap_or(48).min(48),
         affd: ste.s2_affd(),
+        hardware_dirty: false,
     }
 }
 

@@ -28,6 +28,10 @@ pub(crate) struct WalkConfig {
     pub output_bits: u32,
     /// Access flag fault disable (CD.AFFD / STE.S2AFFD).
     pub affd: bool,
+    /// Hardware access-flag and dirty-state update (CD.HA and CD.HD on an SMMU with
+    /// IDR0.HTTU = 0b10): the walk sets AF instead of faulting, and a write through a
+    /// writable-clean leaf (DBM set, AP[2] set) clears AP[2] (spec 3.13.3; Arm ARM D8.4.6).
+    pub hardware_dirty: bool,
 }
 
 impl WalkConfig {
@@ -82,7 +86,19 @@ impl View<'_> {
             self.memory.device_read_u64(pa)
         }
     }
+
+    /// The walker's atomic update of the descriptor at `pa`: memory, which the CPU then sees,
+    /// becomes `update` of what the walker reads there now.
+    fn update(&self, pa: u64, update: impl FnOnce(u64) -> u64) -> Option<()> {
+        let current = self.read_u64(pa)?;
+        self.memory.write_u64(pa, update(current)).then_some(())
+    }
 }
+
+/// Stage-1 descriptor AF (bit 10), AP[2] (bit 7: read-only) and DBM (bit 51).
+const ACCESS_FLAG: u64 = 1 << 10;
+const AP2_READ_ONLY: u64 = 1 << 7;
+const DBM: u64 = 1 << 51;
 
 /// A cached table descriptor (spec 16.2 "walk cache"): the descriptor at `level` on the path of
 /// every input address in `[input_base, input_base + size)`, tagged like TLB entries (`asid`
@@ -151,15 +167,16 @@ pub(crate) fn walk(
         let region = 1u64 << shift;
         let input_base = addr & !(region - 1);
         let cached = cache.as_ref().and_then(|cache| cache.get(level, g, input_base));
-        let desc = match cached {
-            Some(desc) => desc,
+        // Where the descriptor lives (None: from the walk cache, which holds table descriptors).
+        let (desc, desc_addr) = match cached {
+            Some(desc) => (desc, None),
             None => {
                 let table_pa = table_address(table)?;
                 let desc_addr = table_pa + index * 8;
                 let Some(desc) = memory.read_u64(desc_addr) else {
                     return Err(Fault { fetch_addr: desc_addr, ..fault(EventType::WalkExternalAbort) });
                 };
-                desc
+                (desc, Some(desc_addr))
             }
         };
         if desc & 1 == 0 || (level == 3 && desc & 2 == 0) {
@@ -180,12 +197,21 @@ pub(crate) fn walk(
         if level < 3 && (level == 0 || (g != 12 && level < 2)) {
             return Err(fault(EventType::Translation));
         }
-        if desc & (1 << 10) == 0 && !cfg.affd {
+        let updates = cfg.hardware_dirty && cfg.stage == Stage::One;
+        let leaf_addr = desc_addr.expect("leaves are never cached in the walk cache");
+        if desc & ACCESS_FLAG == 0 && updates {
+            memory.update(leaf_addr, |now| now | ACCESS_FLAG).ok_or(fault(EventType::WalkExternalAbort))?;
+        } else if desc & ACCESS_FLAG == 0 && !cfg.affd {
             return Err(fault(EventType::Access));
         }
         let (readable, writable) = match cfg.stage {
+            // A write through a writable-clean leaf marks it dirty by clearing AP[2].
+            Stage::One if write && updates && desc & (DBM | AP2_READ_ONLY) == DBM | AP2_READ_ONLY => {
+                memory.update(leaf_addr, |now| now & !AP2_READ_ONLY).ok_or(fault(EventType::WalkExternalAbort))?;
+                (true, true)
+            }
             // AP[2] (bit 7) = 1: read-only.
-            Stage::One => (true, desc & (1 << 7) == 0),
+            Stage::One => (true, desc & AP2_READ_ONLY == 0),
             // S2AP (bits 7:6): bit 6 read, bit 7 write.
             Stage::Two => (desc & (1 << 6) != 0, desc & (1 << 7) != 0),
         };

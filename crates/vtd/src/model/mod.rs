@@ -190,7 +190,20 @@ impl Walker<'_> {
             self.memory.device_read_u64(phys)
         }
     }
+
+    /// The walker's atomic update of an entry it read as `entry` (second-stage A/D, spec
+    /// 3.7.3 with SSADE): `bits` are set in memory, which the CPU then sees as it is.
+    fn set_bits(&self, phys: u64, entry: u64, bits: u64) -> Option<()> {
+        if entry & bits == bits {
+            return Some(());
+        }
+        self.memory.write_u64(phys, self.read_u64(phys)? | bits)
+    }
 }
+
+/// Second-level entry A (bit 8) and D (bit 9), which the walker sets under SSADE.
+const SECOND_LEVEL_ACCESSED: u64 = 1 << 8;
+const SECOND_LEVEL_DIRTY: u64 = 1 << 9;
 
 /// A cached scalable-mode PASID entry (the fields translation needs).
 #[derive(Debug, Clone, Copy)]
@@ -204,6 +217,8 @@ struct CachedPasidEntry {
     /// The width the AW field names (30 + 9 × AW bits).
     address_width_bits: u32,
     fault_processing_disabled: bool,
+    /// SSADE (bit 9): second-level walks set A and D.
+    second_level_access_dirty: bool,
 }
 
 /// IOTLB tag for requests translated without a PASID in legacy mode.
@@ -1161,7 +1176,10 @@ impl ModelState {
             0b100 => self.ecap.pass_through(),
             _ => false,
         };
-        if !supported {
+        // SSADE needs ECAP.SSADS and a second-level walk; otherwise the entry is invalid.
+        let second_level_access_dirty = words[0] >> 9 & 1 != 0;
+        let access_dirty_valid = !second_level_access_dirty || (self.ecap.second_level_dirty() && pgtt == 0b010);
+        if !supported || !access_dirty_valid {
             return Err((0x5b, fault_processing_disabled));
         }
         let cached = CachedPasidEntry {
@@ -1173,6 +1191,7 @@ impl ModelState {
             five_level,
             address_width_bits: 30 + 9 * (words[0] >> 2 & 7) as u32,
             fault_processing_disabled,
+            second_level_access_dirty,
         };
         Ok(cached)
     }
@@ -1194,7 +1213,7 @@ impl ModelState {
                 if translation_type == 2 {
                     return Ok(iova);
                 }
-                (did, NO_PASID_TAG, Walk::SecondLevel { root: table, levels, fpd: fault_processing_disabled })
+                (did, NO_PASID_TAG, Walk::SecondLevel { root: table, levels, fpd: fault_processing_disabled, access_dirty: false })
             }
             CachedContext::Scalable {
                 pasid_directory,
@@ -1228,7 +1247,12 @@ impl ModelState {
                         nested: None,
                         fpd,
                     },
-                    0b010 => Walk::SecondLevel { root: entry.second_level_root, levels: entry.second_level_levels, fpd },
+                    0b010 => Walk::SecondLevel {
+                        root: entry.second_level_root,
+                        levels: entry.second_level_levels,
+                        fpd,
+                        access_dirty: entry.second_level_access_dirty,
+                    },
                     0b011 => Walk::FirstLevel {
                         root: entry.first_level_root,
                         five_level: entry.five_level,
@@ -1255,8 +1279,9 @@ impl ModelState {
         self.page_walks += 1;
         let mut paging = PagingCursor { cache: &mut self.paging_cache, did, tag, first_level, iova };
         let result = match walk {
-            Walk::SecondLevel { root, levels, .. } => {
-                walk_second_level(memory, self.cap, root, levels, iova, write, Some(&mut paging))
+            Walk::SecondLevel { root, levels, access_dirty, .. } => {
+                let paging = Some(&mut paging);
+                walk_second_level(memory, self.cap, root, levels, iova, write, paging, access_dirty)
             }
             Walk::FirstLevel { root, five_level, input_bits, nested, .. } => {
                 walk_first_level(memory, self.cap, root, five_level, input_bits, nested, iova, write, &mut paging)
@@ -1276,7 +1301,7 @@ impl ModelState {
 }
 
 enum Walk {
-    SecondLevel { root: u64, levels: u8, fpd: bool },
+    SecondLevel { root: u64, levels: u8, fpd: bool, access_dirty: bool },
     FirstLevel { root: u64, five_level: bool, input_bits: u32, nested: Option<(u64, u8)>, fpd: bool },
 }
 
@@ -1302,7 +1327,9 @@ fn read_entry(memory: Walker, paging: &Option<&mut PagingCursor>, level: u8, slo
 /// Second-level walk (spec 3.7): permission is checked at every level, as QEMU does;
 /// reason 05h/06h for a missing write/read permission, 04h beyond the table's width. Non-leaf
 /// entries go through `paging` (the paging-structure cache) when given; the second-level walks
-/// of nested translation run without it.
+/// of nested translation run without it. With `access_dirty` (SSADE, spec 3.7.3) the walk sets
+/// A in every entry it uses and D in the leaf of a write.
+#[allow(clippy::too_many_arguments)]
 fn walk_second_level(
     memory: Walker,
     cap: Capability,
@@ -1311,6 +1338,7 @@ fn walk_second_level(
     iova: u64,
     write: bool,
     mut paging: Option<&mut PagingCursor>,
+    access_dirty: bool,
 ) -> Result<u64, u8> {
     if iova >> (12 + 9 * levels as u32) != 0 {
         return Err(0x04);
@@ -1320,12 +1348,18 @@ fn walk_second_level(
     let mut table = root;
     for level in (1..=levels).rev() {
         let shift = level_shift(level);
-        let entry = read_entry(memory, &paging, level, table + (iova >> shift & 0x1ff) * 8).ok_or(0x07u8)?;
+        let slot = table + (iova >> shift & 0x1ff) * 8;
+        let entry = read_entry(memory, &paging, level, slot).ok_or(0x07u8)?;
         if entry & needed == 0 {
             return Err(denied);
         }
         let address = entry & ADDRESS_MASK;
         let large = level > 1 && entry >> 7 & 1 != 0;
+        if access_dirty {
+            let leaf = level == 1 || large;
+            let bits = SECOND_LEVEL_ACCESSED | if leaf && write { SECOND_LEVEL_DIRTY } else { 0 };
+            memory.set_bits(slot, entry, bits).ok_or(0x07u8)?;
+        }
         if level > 1 && !large {
             if let Some(paging) = paging.as_mut() {
                 paging.put(level, entry);
@@ -1382,7 +1416,7 @@ fn walk_first_level(
     }
     let to_host = |guest: u64, write: bool| match nested {
         Some((second_root, second_levels)) => {
-            walk_second_level(memory, cap, second_root, second_levels, guest, write, None)
+            walk_second_level(memory, cap, second_root, second_levels, guest, write, None, false)
         }
         None => Ok(guest),
     };

@@ -104,6 +104,9 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             Translation::PassThrough => {
                 ContextEntry::new(LegacyTranslationType::PassThrough, 0, self.hw.pass_through_levels(), did)
             }
+            Translation::SecondLevelTracked { .. } => {
+                return Err(VtdError::Unsupported("second-level dirty tracking needs scalable mode"))
+            }
             Translation::FirstLevel { .. } | Translation::Nested { .. } => {
                 return Err(VtdError::Unsupported("first-level and nested translation need scalable mode"))
             }
@@ -202,6 +205,7 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
     fn pasid_entry_for(&self, did: u16, translation: Translation) -> PasidEntry {
         let entry = match translation {
             Translation::SecondLevel { root, levels } => PasidEntry::second_level(did, root, levels),
+            Translation::SecondLevelTracked { root, levels } => PasidEntry::second_level_tracked(did, root, levels),
             Translation::FirstLevel { root, five_level } => PasidEntry::first_level(did, root, five_level),
             Translation::Nested { first_level_root, five_level, second_level_root, second_level_levels } => {
                 PasidEntry::nested(did, first_level_root, five_level, second_level_root, second_level_levels)

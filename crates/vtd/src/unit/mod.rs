@@ -45,6 +45,9 @@ pub enum Mode {
 pub enum Translation {
     /// Second-level (VT-d format) tables at `root` with `levels` levels (3, 4 or 5).
     SecondLevel { root: u64, levels: u8 },
+    /// Second-level tables as `SecondLevel`, whose entries the walker marks accessed and
+    /// whose leaves it marks dirty (PASID entry SSADE). Scalable mode with ECAP.SSADS.
+    SecondLevelTracked { root: u64, levels: u8 },
     /// First-level (IA-32e format) tables at `root`, 4-level or 5-level. Scalable mode only.
     FirstLevel { root: u64, five_level: bool },
     /// First-level tables whose pointers and outputs are guest-physical, translated by the
@@ -204,7 +207,16 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             }
             (_, Translation::PassThrough) => Ok(()),
             (Mode::Legacy, Translation::SecondLevel { levels, .. }) => second_level_ok(levels),
+            (Mode::Legacy, Translation::SecondLevelTracked { .. }) => {
+                Err(VtdError::Unsupported("second-level dirty tracking needs scalable mode"))
+            }
             (Mode::Legacy, _) => Err(VtdError::Unsupported("first-level and nested translation need scalable mode")),
+            (Mode::Scalable, Translation::SecondLevelTracked { levels, .. }) => {
+                if !ecap.second_level() || !ecap.second_level_dirty() {
+                    return Err(VtdError::Unsupported("second-level dirty tracking needs ECAP.SLTS and SSADS"));
+                }
+                second_level_ok(levels)
+            }
             (Mode::Scalable, Translation::SecondLevel { levels, .. }) => {
                 if !ecap.second_level() {
                     return Err(VtdError::Unsupported("second-level translation needs ECAP.SLTS"));
