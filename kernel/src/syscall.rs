@@ -239,7 +239,15 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             let pin = kernel.pin(pid, &c, None, 0, 0)?;
             values(&[pin])
         }
+        Syscall::QuarantineRelease => values(&quarantine_release(kernel, pid, a[0])?),
     }
+}
+
+/// `quarantine_release(authority) -> (pages, objects)`: see `Syscall::QuarantineRelease`.
+pub fn quarantine_release(kernel: &mut Kernel, pid: Pid, authority: u64) -> Result<[u64; 2], Error> {
+    cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
+    let (pages, objects) = kernel.quarantine.release();
+    Ok([pages, objects])
 }
 
 /// `revocation_read(authority, out, max) -> count`: see `Syscall::RevocationRead`.

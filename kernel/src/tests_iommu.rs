@@ -10,6 +10,8 @@
 //! differences between the architectures live in `platform`.
 
 pub use iommu_tests::TESTS;
+/// Helpers the restart tests (`tests_restart.rs`) share.
+pub(crate) use iommu_tests::shared;
 
 /// The server's capability slots (the tests, acting as root task, fill a subset), its address
 /// space (where it maps client windows) and its status-page words.
@@ -53,13 +55,13 @@ mod iommu_tests {
     const WAIT_BUDGET: u64 = 60_000_000_000;
 
     const EDU_ID: u32 = 0x11e8_1234;
-    const EDU_BUFFER: u64 = 0x40000;
+    pub(crate) const EDU_BUFFER: u64 = 0x40000;
 
     fn direct<T>(phys: u64) -> *mut T {
         mm::phys_to_virt(phys) as *mut T
     }
 
-    fn err<E: core::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+    pub(crate) fn err<E: core::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
         move |e| format!("{what}: {e:?}")
     }
 
@@ -314,8 +316,8 @@ mod iommu_tests {
 
     /// An edu device on bus 0: its requester ID and BAR0.
     #[derive(Clone, Copy)]
-    struct EduDevice {
-        rid: u16,
+    pub(crate) struct EduDevice {
+        pub(crate) rid: u16,
         bar0: u64,
     }
 
@@ -339,7 +341,7 @@ mod iommu_tests {
         }
 
         /// What an attacker controlling the device does: enable bus mastering and start a DMA.
-        fn start_dma(&self, config: &ConfigSpace, source: u64, destination: u64, to_ram: bool) {
+        pub(crate) fn start_dma(&self, config: &ConfigSpace, source: u64, destination: u64, to_ram: bool) {
             // SAFETY: the device's command register and its DMA registers (BAR0 lies in the
             // 32-bit PCI window, inside the direct map); the test owns this device (no driver
             // was given it, or its driver is dead).
@@ -353,7 +355,7 @@ mod iommu_tests {
             }
         }
 
-        fn dma_running(&self) -> bool {
+        pub(crate) fn dma_running(&self) -> bool {
             // SAFETY: as in `start_dma`.
             unsafe { core::ptr::read_volatile(self.reg64(0x98)) & 1 != 0 }
         }
@@ -382,22 +384,22 @@ mod iommu_tests {
     }
 
     /// The server process, its endpoint, its status page and its start argument.
-    struct ServerUnderTest {
-        pid: Pid,
+    pub(crate) struct ServerUnderTest {
+        pub(crate) pid: Pid,
         endpoint: Object,
         status: Rc<MemoryObject>,
         arg: u64,
     }
 
     impl ServerUnderTest {
-        fn word(&self, index: usize) -> u64 {
+        pub(crate) fn word(&self, index: usize) -> u64 {
             page_word(&self.status, index)
         }
     }
 
     /// Word `index` of the first page of `page`, as its user process last wrote it.
     /// A page the driver reports through (`driver::report`), installed in its REPORT slot.
-    fn give_report_page(kernel: &mut Kernel, driver_pid: Pid) -> Result<Rc<MemoryObject>, String> {
+    pub(crate) fn give_report_page(kernel: &mut Kernel, driver_pid: Pid) -> Result<Rc<MemoryObject>, String> {
         let page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no report page")?;
         kernel
             .install(driver_pid, driver_slot::REPORT, Object::Memory(page.clone()), Rights::READ.union(Rights::WRITE), 0)
@@ -405,7 +407,7 @@ mod iommu_tests {
         Ok(page)
     }
 
-    fn page_word(page: &MemoryObject, index: usize) -> u64 {
+    pub(crate) fn page_word(page: &MemoryObject, index: usize) -> u64 {
         assert!(index < 512, "word {index} is beyond the page");
         page_words(page).read(index)
     }
@@ -422,7 +424,7 @@ mod iommu_tests {
     }
 
     /// Creates the server with every boot capability it needs, watching `clients` (pid, badge).
-    fn create_server(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)]) -> Result<ServerUnderTest, String> {
+    pub(crate) fn create_server(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)]) -> Result<ServerUnderTest, String> {
         let pid = kernel.create_process("iommu-server", IOMMU_SERVER, arg, SERVER_QUOTA).map_err(err("create server"))?;
         let endpoint = new_endpoint();
         kernel.install(pid, server_slot::REQUESTS, endpoint.clone(), Rights::READ, 0).map_err(err("endpoint"))?;
@@ -457,7 +459,7 @@ mod iommu_tests {
     }
 
     /// Runs the scheduler until `done` holds, or fails after the wait budget.
-    fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
+    pub(crate) fn run_until(kernel: &mut Kernel, what: &str, mut done: impl FnMut(&Kernel) -> bool) -> TestResult {
         let start = arch::instruction_counter();
         while !done(kernel) {
             if arch::instruction_counter().wrapping_sub(start) > WAIT_BUDGET {
@@ -468,7 +470,7 @@ mod iommu_tests {
         Ok(())
     }
 
-    fn wait_ready(kernel: &mut Kernel, server: &ServerUnderTest) -> TestResult {
+    pub(crate) fn wait_ready(kernel: &mut Kernel, server: &ServerUnderTest) -> TestResult {
         run_until(kernel, "the server to come up", |k| server.word(status::STATE) != 0 || k.has_exited(server.pid))?;
         ensure!(!kernel.has_exited(server.pid), "server ended during bring-up: {:?}", kernel.take_exit(server.pid));
         let state = server.word(status::STATE);
@@ -479,7 +481,7 @@ mod iommu_tests {
 
     /// Whether the machine has an IOMMU, after checking that the server's discovery agrees
     /// with the hardware either way.
-    fn discovery_agrees(server: &ServerUnderTest) -> Result<bool, String> {
+    pub(crate) fn discovery_agrees(server: &ServerUnderTest) -> Result<bool, String> {
         match platform::iommu_hardware() {
             Some((cap, ecap)) => {
                 ensure!(server.word(status::IOMMU_DESCRIBED) == 1, "{} registers answer but the server found none in the firmware", platform::IOMMU_NAME);
@@ -498,7 +500,7 @@ mod iommu_tests {
         }
     }
 
-    fn skip_without_iommu() {
+    pub(crate) fn skip_without_iommu() {
         crate::ktest::skip(String::from("no IOMMU on this machine (firmware describes none, server agrees): nothing to translate, DMA isolation not checkable"));
     }
 
@@ -507,7 +509,7 @@ mod iommu_tests {
     }
 
     /// Kernel pins of memory the server holds (its own and its clients').
-    fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
+    pub(crate) fn server_kernel_pins(kernel: &Kernel, server: &ServerUnderTest) -> usize {
         kernel.processes.get(server.pid).map_or(0, |p| p.pins.values().filter(|pin| pin.memory.is_some()).count())
     }
 
@@ -517,7 +519,7 @@ mod iommu_tests {
     }
 
     /// Runs `body` on a fresh kernel state, then stops the IOMMU the killed server leaves.
-    fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
+    pub(crate) fn with_kernel<T>(body: impl FnOnce(&mut Kernel) -> Result<T, String>) -> Result<T, String> {
         let result = {
             let mut kernel = Kernel::new(IMAGES);
             body(&mut kernel)
@@ -562,7 +564,7 @@ mod iommu_tests {
     /// Starts the server and one driver (watched as client `badges[0]`, and more badges),
     /// and gives the driver the first edu device once the server is up (on arm the server
     /// gives BARs their addresses).
-    fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64]) -> Result<(ServerUnderTest, Pid, EduDevice), String> {
+    pub(crate) fn server_and_driver(kernel: &mut Kernel, server_arg: u64, scenario: u64, badges: &[u64]) -> Result<(ServerUnderTest, Pid, EduDevice), String> {
         let (server, driver_pid, devices) = server_and_driver_with_devices(kernel, server_arg, scenario, badges, 1)?;
         Ok((server, driver_pid, devices[0]))
     }
@@ -1418,6 +1420,15 @@ mod iommu_tests {
             crate::println!("iommu: revoked memory unmapped and unpinned before its frames were free (canaries intact); revoked device unbound and blocked");
             Ok(())
         })
+    }
+
+    /// What the restart tests (`tests_restart.rs`) take from these.
+    pub(crate) mod shared {
+        pub(crate) use super::platform::ConfigSpace;
+        pub(crate) use super::{
+            create_server, discovery_agrees, err, give_report_page, page_word, run_until, server_and_driver, server_kernel_pins, skip_without_iommu, wait_ready, with_kernel,
+            EduDevice, EDU_BUFFER,
+        };
     }
 
     pub const TESTS: &[Test] = &[

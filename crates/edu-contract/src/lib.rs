@@ -51,6 +51,13 @@ pub mod scenario {
     /// areas; reports the counts (`report::LIMIT_COUNTS`), sets `report::AT_LIMITS` and waits,
     /// at its limits, for `report::LEAVE` in `COMMAND`; then exits holding everything.
     pub const LIMITS_EXHAUSTED: u64 = 14;
+    /// Bind, attach, map two pages (the second writable at `RESTART_IOVA`), copy one to the
+    /// other through the device and check it; report `report::RESTART_MAPPED` and wait, with
+    /// the device attached and the mapping live, while the root task kills the server, starts
+    /// a new one and attacks through the device at the old IOVA.
+    pub const SERVER_RESTART: u64 = 15;
+    /// SERVER_RESTART: the IOVA of the page the device may write.
+    pub const RESTART_IOVA: u64 = 0x2000_0000;
 }
 
 /// Capability slots the root task fills.
@@ -91,6 +98,8 @@ pub mod report {
     pub const RETRY_DMA: u64 = 1;
     /// LIMITS_EXHAUSTED: every limit reached, counts written; the driver waits for `LEAVE`.
     pub const AT_LIMITS: u64 = 7;
+    /// SERVER_RESTART: DMA through the server works, the mapping stays; the driver waits.
+    pub const RESTART_MAPPED: u64 = 9;
     /// LIMITS_EXHAUSTED: exit now (holding everything).
     pub const LEAVE: u64 = 1;
     /// LIMITS_EXHAUSTED: the first of the words that count the successful requests before

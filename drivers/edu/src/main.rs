@@ -10,6 +10,7 @@ mod edu;
 mod forged;
 mod limits;
 mod race;
+mod restart;
 mod revoke;
 mod sharing;
 mod stream;
@@ -113,6 +114,7 @@ fn main(arg: u64) -> u64 {
         scenario::WINDOW_TAKEN => window::window_taken(),
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
+        scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         _ => Err((99, "unknown scenario")),

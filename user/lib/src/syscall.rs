@@ -298,6 +298,13 @@ pub fn cap_watch(authority: u64, cap: u64) -> Result<u64, Error> {
     check(status).map(|_| pin)
 }
 
+/// Returns the frames the kernel quarantined when pinners ended to the free pool: the caller
+/// states that no IOMMU unit can reach them any more. Returns (pages, objects) released.
+pub fn quarantine_release(authority: u64) -> Result<(u64, u64), Error> {
+    let [status, pages, objects, ..] = raw7(Syscall::QuarantineRelease as u64, [authority, 0, 0, 0, 0, 0]);
+    check(status).map(|_| (pages, objects))
+}
+
 pub fn irq_ack(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
 }
