@@ -66,7 +66,7 @@ fn main(arg: u64) -> u64 {
     } else {
         iommu_core::ClientLimits::default()
     };
-    let state = match state::bring_up(status, limits, platform) {
+    let mut state = match state::bring_up(status, limits, platform) {
         Ok(state) => state,
         Err(why) => {
             println!("iommu-server: bring-up failed: {why}");
@@ -85,6 +85,7 @@ fn main(arg: u64) -> u64 {
         }
         Err(error) => println!("iommu-server: cannot release the quarantine: {error:?}"),
     }
+    state.replaces_ended_server = arg & start::RESTARTED != 0;
     state::install(state);
     if let Err(error) = state::start_event_thread() {
         println!("iommu-server: no event thread: {error:?}");

@@ -175,6 +175,11 @@ impl Quarantine {
         self.objects.len() as u64
     }
 
+    /// Every frame held.
+    pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+        self.objects.values().flat_map(|m| m.frames.iter().copied())
+    }
+
     /// Lets every held object go (its frames return to the pool unless something else still
     /// holds it); returns the pages and objects released.
     pub fn release(&mut self) -> (u64, u64) {

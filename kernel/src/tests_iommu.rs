@@ -386,7 +386,7 @@ mod iommu_tests {
     /// The server process, its endpoint, its status page and its start argument.
     pub(crate) struct ServerUnderTest {
         pub(crate) pid: Pid,
-        endpoint: Object,
+        pub(crate) endpoint: Object,
         status: Rc<MemoryObject>,
         arg: u64,
     }
@@ -424,9 +424,14 @@ mod iommu_tests {
     }
 
     /// Creates the server with every boot capability it needs, watching `clients` (pid, badge).
-    pub(crate) fn create_server(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)]) -> Result<ServerUnderTest, String> {
+    fn create_server(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)]) -> Result<ServerUnderTest, String> {
+        create_server_serving(kernel, arg, clients, new_endpoint())
+    }
+
+    /// `create_server`, receiving on `endpoint` (a server that replaces an ended one serves
+    /// the endpoint its clients hold).
+    pub(crate) fn create_server_serving(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)], endpoint: Object) -> Result<ServerUnderTest, String> {
         let pid = kernel.create_process("iommu-server", IOMMU_SERVER, arg, SERVER_QUOTA).map_err(err("create server"))?;
-        let endpoint = new_endpoint();
         kernel.install(pid, server_slot::REQUESTS, endpoint.clone(), Rights::READ, 0).map_err(err("endpoint"))?;
         let mut firmware = server_slot::FIRMWARE_FIRST;
         // A unit struct on arm, which has no per-boot placement state.
@@ -1426,7 +1431,7 @@ mod iommu_tests {
     pub(crate) mod shared {
         pub(crate) use super::platform::ConfigSpace;
         pub(crate) use super::{
-            create_server, discovery_agrees, err, give_report_page, page_word, run_until, server_and_driver, server_kernel_pins, skip_without_iommu, wait_ready, with_kernel,
+            create_server_serving, discovery_agrees, err, give_report_page, page_word, run_until, server_and_driver, server_kernel_pins, skip_without_iommu, wait_ready, with_kernel,
             EduDevice, EDU_BUFFER,
         };
     }

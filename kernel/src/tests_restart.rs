@@ -139,13 +139,15 @@ mod restart_tests {
             // Opened before the canaries take every free frame (on arm it maps the window).
             let config = ConfigSpace::open()?;
             kernel.start_process(driver_pid).map_err(err("start driver"))?;
-            run_until(kernel, "the driver's DMA and mapping", |k| page_word(&report_page, report::PHASE) == report::RESTART_MAPPED || k.has_exited(driver_pid))?;
-            ensure!(!kernel.has_exited(driver_pid), "driver ended early: {:?}", kernel.take_exit(driver_pid));
+            let phase = |kernel: &Kernel| if kernel.has_exited(driver_pid) { None } else { Some(page_word(&report_page, report::PHASE)) };
+            run_until(kernel, "the driver's DMA and mapping", |k| phase(k) != Some(0))?;
+            ensure!(phase(kernel) == Some(report::RESTART_MAPPED), "driver ended early: {:?}", kernel.take_exit(driver_pid));
             // The page the device may write: the second page of the driver's two-page buffer,
             // which the server pinned.
-            let page = {
+            let (buffer, page) = {
                 let process = kernel.processes.get(server.pid).ok_or("server")?;
-                process.pins.values().filter_map(|pin| pin.memory.as_ref()).find(|m| m.frames.len() == 2).map(|m| m.frames[1]).ok_or("the server pinned no two-page buffer")?
+                let buffer = process.pins.values().filter_map(|pin| pin.memory.as_ref()).find(|m| m.frames.len() == 2).ok_or("the server pinned no two-page buffer")?;
+                (buffer.frames.clone(), buffer.frames[1])
             };
             let pinned = server_kernel_pins(kernel, &server);
             ensure!(kernel.quarantine.pages() == 0, "the quarantine holds {} pages before any server ended", kernel.quarantine.pages());
@@ -154,25 +156,30 @@ mod restart_tests {
             kernel.kill(server.pid, ExitReason::Killed);
             let (pages, objects) = (kernel.quarantine.pages(), kernel.quarantine.objects());
             ensure!(objects as usize >= pinned.min(1) && pages >= objects, "the killed server's {pinned} pins left {pages} pages in {objects} objects in quarantine");
+            // What only the quarantine holds (not the driver's buffer): the dead server's tables.
+            let tables: Vec<u64> = kernel.quarantine.frames().filter(|f| !buffer.contains(f)).collect();
+            ensure!(!tables.is_empty(), "the quarantine holds none of the dead server's own memory");
             // The unit still walks the dead server's tables: the device reaches the page.
             // SAFETY: the driver's page, held by the driver and the quarantine; the test
-            // marks it to see the device's write.
+            // clears it to see the device's write.
             unsafe { core::ptr::write_bytes(mm::phys_to_virt(page), 0, 4096) };
             device_writes(kernel, &config, &device, scenario::RESTART_IOVA)?;
             ensure!(first_byte(page) == SOURCE_FIRST_BYTE, "the device did not reach its page through the dead server's tables (byte {:#x}): the test shows nothing", first_byte(page));
 
-            // A new server takes the unit over and releases the quarantine.
-            let successor = create_server(kernel, 0, &[(driver_pid, 1)])?;
+            // A new server takes the unit over, on the endpoint the driver holds, and releases
+            // the quarantine.
+            let successor = create_server_serving(kernel, iommu_server_contract::start::RESTARTED, &[(driver_pid, 1)], server.endpoint.clone())?;
             kernel.start_process(successor.pid).map_err(err("start the new server"))?;
             wait_ready(kernel, &successor)?;
             ensure!(successor.word(status::QUARANTINE_RELEASED) == pages, "the new server released {} pages, the quarantine held {pages}", successor.word(status::QUARANTINE_RELEASED));
             ensure!(kernel.quarantine.pages() == 0, "{} pages still in quarantine after the takeover", kernel.quarantine.pages());
-            // The driver goes too: its page is free memory now, like the dead server's tables.
-            kernel.kill(driver_pid, ExitReason::Killed);
-            run_until(kernel, "the new server to reap the driver", |_| successor.word(status::CLIENTS_REAPED) == 1)?;
 
+            // Every free frame, the dead server's tables among them, gets a canary; the
+            // driver's page is cleared. The device writes to its old IOVA again.
             let canaries = Canaries::fill_all_free_memory()?;
-            ensure!(canaries.contains(page), "the driver's page {page:#x} did not come back to the free pool");
+            let missing = tables.iter().filter(|f| !canaries.contains(**f)).count();
+            // SAFETY: as above (the driver still holds its page).
+            unsafe { core::ptr::write_bytes(mm::phys_to_virt(page), 0, 4096) };
             let faults = successor.word(status::FAULTS);
             device_writes(kernel, &config, &device, scenario::RESTART_IOVA)?;
             // Let the new server's event thread see a fault record, if the unit wrote one.
@@ -181,17 +188,27 @@ mod restart_tests {
             }
             let damaged = canaries.first_damaged();
             let recorded = successor.word(status::FAULTS) > faults;
+            let free = mm::FRAMES.lock().free_frames() + canaries.frames.len() as u64;
             drop(canaries);
+            ensure!(missing == 0, "{missing} of the {} released table frames did not come back to the free pool", tables.len());
             ensure!(damaged.is_none(), "the device wrote free frame {:#x} after the takeover", damaged.unwrap_or(0));
+            ensure!(first_byte(page) == 0, "the device still reached its page after the takeover");
             if recorded {
                 ensure!(successor.word(status::LAST_FAULT_RID) == u64::from(device.rid), "fault from {:#x}, expected the edu {:#x}", successor.word(status::LAST_FAULT_RID), device.rid);
             }
-            crate::println!(
-                "restart: the killed server left {pages} pages ({objects} objects) in quarantine, which the device still reached; the new server released them after blocking every device; its write to the old IOVA was {}; {} free frames kept their canaries",
-                if recorded { "refused with a fault record" } else { "refused without a fault record" },
-                mm::FRAMES.lock().free_frames()
-            );
+
+            // The driver learns of the restart, reconnects and DMAs again.
+            // SAFETY: word COMMAND of the report page, which the driver polls.
+            unsafe { core::ptr::write_volatile((mm::phys_to_virt(report_page.frames[0]) as *mut u64).add(report::COMMAND), report::RECONNECT) };
+            run_until(kernel, "the driver to reconnect", |k| k.has_exited(driver_pid))?;
+            let exit = kernel.take_exit(driver_pid);
+            ensure!(exit == Some(ExitReason::Exited(0)), "driver ended with {exit:?}");
+            ensure!(page_word(&report_page, report::PHASE) == report::RESTART_RECONNECTED, "the driver did not report its reconnect");
             ensure!(!kernel.has_exited(successor.pid), "the new server died");
+            crate::println!(
+                "restart: the killed server left {pages} pages ({objects} objects) in quarantine, which the device still reached; the new server released them after blocking every device; the write to the old IOVA was refused {}; {free} free frames kept their canaries; the driver got ServerRestarted, reconnected and DMAs again",
+                if recorded { "with a fault record" } else { "without a fault record" },
+            );
             Ok(())
         })
     }
