@@ -213,8 +213,52 @@ mod restart_tests {
         })
     }
 
+    /// The root task runs the system description; the test kills the IOMMU server as soon as
+    /// it is ready. The root task, watching it, starts a new one from the description, which
+    /// takes the unit over (releasing the dead server's quarantine); the drivers then run their
+    /// DMA through it and the root task's end-of-run checks hold.
+    fn server_restarted_by_the_root_task() -> TestResult {
+        with_kernel(|kernel| {
+            let root = crate::root::create(kernel)?;
+            kernel.start_process(root).map_err(err("start the root task"))?;
+            let servers = |kernel: &Kernel| -> Vec<(crate::process::Pid, alloc::rc::Rc<MemoryObject>)> {
+                kernel
+                    .processes
+                    .iter()
+                    .filter(|(_, p)| p.name == "iommu-server")
+                    .filter_map(|(pid, p)| match p.cspace.get(iommu_server_contract::slots::STATUS_PAGE).map(|c| c.object.clone()) {
+                        Ok(Object::Memory(page)) => Some((pid, page)),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            run_until(kernel, "the IOMMU server to be ready", |k| {
+                k.has_exited(root) || servers(k).iter().any(|(_, page)| page_word(page, status::STATE) == status::STATE_READY)
+            })?;
+            ensure!(!kernel.has_exited(root), "the root task ended before the server was ready: {:?}", kernel.take_exit(root));
+            let (first, page) = servers(kernel).pop().ok_or("no server")?;
+            if page_word(&page, status::IOMMU_DESCRIBED) == 0 {
+                skip_without_iommu();
+                return Ok(());
+            }
+            kernel.kill(first, ExitReason::Killed);
+            let quarantined = kernel.quarantine.pages();
+            ensure!(quarantined > 0, "the killed server left nothing in quarantine");
+            run_until(kernel, "the root task", |k| k.has_exited(root))?;
+            let exit = kernel.take_exit(root);
+            ensure!(exit == Some(ExitReason::Exited(0)), "root task ended with {exit:?}");
+            let successors = servers(kernel);
+            ensure!(successors.len() == 1 && successors[0].0 != first, "{} servers run after the restart, expected one new one", successors.len());
+            ensure!(page_word(&page, status::QUARANTINE_RELEASED) == quarantined, "the new server released {} pages, the quarantine held {quarantined}", page_word(&page, status::QUARANTINE_RELEASED));
+            ensure!(kernel.quarantine.pages() == 0, "{} pages still in quarantine", kernel.quarantine.pages());
+            crate::println!("restart: the root task restarted the killed server, which released {quarantined} quarantined pages; the drivers' DMA ran through the new one");
+            Ok(())
+        })
+    }
+
     pub const TESTS: &[Test] = &[
         Test { name: "mem::pins_of_an_ended_pinner_quarantined", run: pins_of_an_ended_pinner_quarantined },
         Test { name: "iommu::server_killed_device_blocked_after_takeover", run: server_killed_device_blocked_after_takeover },
+        Test { name: "root::server_restarted_by_the_root_task", run: server_restarted_by_the_root_task },
     ];
 }

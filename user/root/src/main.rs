@@ -4,7 +4,10 @@
 //! 1. creates every process (not yet running) and the endpoints, and grants each process its
 //!    capabilities, except devices;
 //! 2. starts the IOMMU server and waits until its status page says it is ready (on arm it has
-//!    then also assigned the PCI BARs);
+//!    then also assigned the PCI BARs); from then on it watches the server, and if the server
+//!    ends it starts a new one from the description (`start::RESTARTED`), which takes the units
+//!    over and releases what the kernel quarantined for the dead one; clients get
+//!    `ServerRestarted` and reconnect;
 //! 3. for each driver in turn: finds its device in PCI configuration space, carves the BAR out
 //!    of the PCI window, grants it, starts the driver and waits for it to end. One at a time,
 //!    because each edu driver ends with a DMA the IOMMU must refuse, and QEMU's VT-d unit has
@@ -20,7 +23,7 @@ mod system;
 
 /// The IOMMU server's slots and status words, and the edu driver's contract.
 use edu_contract as driver;
-use iommu_server_contract::{slots as server_slot, status};
+use iommu_server_contract::{slots as server_slot, start, status};
 
 use hwio::wait::poll_until_pausing;
 use hwio::{Registers, SharedWords, VolatileRegion};
@@ -41,8 +44,15 @@ mod slot {
     pub const STATUS_PAGE: u64 = 190;
     /// Scratch: a badged endpoint or a carved BAR on its way to a process.
     pub const SCRATCH: u64 = 200;
-    /// Signalled when the running driver ends.
-    pub const DRIVER_ENDED: u64 = 201;
+    /// Signalled when the running driver ends (`DRIVER_ENDED`) or the server does
+    /// (`SERVER_ENDED`).
+    pub const ENDED: u64 = 201;
+}
+
+/// Bits of `slot::ENDED`.
+mod ended {
+    pub const DRIVER: u64 = 0;
+    pub const SERVER: u64 = 1;
 }
 
 /// The root task's address space.
@@ -162,13 +172,10 @@ fn run() -> Result<(), &'static str> {
             }
         }
     }
-    // 2. The IOMMU server, until it is ready.
+    // 2. The IOMMU server, until it is ready; watched from then on.
     let server = SYSTEM.iter().position(|p| p.role == Role::IommuServer).expect("checked at build time");
-    syscall::process_start(slot::PROCESSES + server as u64).map_err(|_| "cannot start the IOMMU server")?;
-    wait_for(|| status_word(status::STATE) != 0, "the IOMMU server to come up")?;
-    if status_word(status::STATE) != status::STATE_READY {
-        return Err("the IOMMU server's bring-up failed");
-    }
+    syscall::notification_create(slot::ENDED).map_err(|_| "cannot create a notification")?;
+    start_server(server)?;
     println!(
         "root: IOMMU server ready: {} unit(s), {} PCI functions",
         status_word(status::UNITS),
@@ -181,7 +188,6 @@ fn run() -> Result<(), &'static str> {
     // 3. Each driver with its device, one after the other.
     let config = map_bus0_config(&directory)?;
     let window = directory.find("pci-mmio", None).copied().ok_or("no PCI window among the boot capabilities")?;
-    syscall::notification_create(slot::DRIVER_ENDED).map_err(|_| "cannot create a notification")?;
     let mut drivers = 0u64;
     for (index, process) in SYSTEM.iter().enumerate().filter(|(_, p)| p.role == Role::Driver) {
         let target = slot::PROCESSES + index as u64;
@@ -198,10 +204,18 @@ fn run() -> Result<(), &'static str> {
                 println!("root: {} gets PCI device {vendor:04x}:{device:04x} #{instance}, BAR{bar} at {base:#x}", process.name);
             }
         }
-        syscall::process_watch(target, slot::DRIVER_ENDED, 0).map_err(|_| "cannot watch a driver")?;
+        syscall::process_watch(target, slot::ENDED, ended::DRIVER).map_err(|_| "cannot watch a driver")?;
         syscall::process_start(target).map_err(|_| "cannot start a driver")?;
         // A driver that never ends stops the system here; whoever runs the root task bounds it.
-        syscall::notify_wait(slot::DRIVER_ENDED).map_err(|_| "waiting for a driver failed")?;
+        loop {
+            let bits = syscall::notify_wait(slot::ENDED).map_err(|_| "waiting for a driver failed")?;
+            if bits & 1 << ended::SERVER != 0 {
+                restart_server(&directory, server)?;
+            }
+            if bits & 1 << ended::DRIVER != 0 {
+                break;
+            }
+        }
         drivers += 1;
     }
     // 4. What the server saw.
@@ -214,6 +228,42 @@ fn run() -> Result<(), &'static str> {
     if pinned != 0 || status_word(status::OPEN_CLIENTS) != 0 {
         return Err("the server still holds client state");
     }
+    Ok(())
+}
+
+/// Starts the IOMMU server (description entry `index`, created and given its capabilities),
+/// watches it, and waits until it is ready.
+fn start_server(index: usize) -> Result<(), &'static str> {
+    let target = slot::PROCESSES + index as u64;
+    syscall::process_start(target).map_err(|_| "cannot start the IOMMU server")?;
+    syscall::process_watch(target, slot::ENDED, ended::SERVER).map_err(|_| "cannot watch the IOMMU server")?;
+    wait_for(|| status_word(status::STATE) != 0, "the IOMMU server to come up")?;
+    if status_word(status::STATE) != status::STATE_READY {
+        return Err("the IOMMU server's bring-up failed");
+    }
+    Ok(())
+}
+
+/// The server (description entry `index`) ended: a new instance from the description, with
+/// the same capabilities (the same endpoint, so clients reach it; the same status page,
+/// cleared) and `start::RESTARTED`. It takes the units over with every device blocked and
+/// releases what the kernel quarantined for the dead one.
+fn restart_server(directory: &Directory, index: usize) -> Result<(), &'static str> {
+    let description = &SYSTEM[index];
+    let target = slot::PROCESSES + index as u64;
+    println!("root: the IOMMU server ended; starting a new one");
+    let _ = syscall::cap_delete(target);
+    syscall::process_create(description.image, description.arg | start::RESTARTED, target, description.quota_pages)
+        .map_err(|_| "cannot create a new IOMMU server")?;
+    for grant in description.grants {
+        give(directory, target, grant)?;
+    }
+    // SAFETY: the status page is mapped writable at va::STATUS and stays mapped; no server
+    // writes it now (the old one ended, the new one has not started).
+    let page: SharedWords<{ status::WORDS }> = unsafe { SharedWords::at_address(va::STATUS as usize) };
+    (0..status::WORDS).for_each(|word| page.write(word, 0));
+    start_server(index)?;
+    println!("root: new IOMMU server ready; it released {} quarantined pages", status_word(status::QUARANTINE_RELEASED));
     Ok(())
 }
 
@@ -237,10 +287,13 @@ fn give(directory: &Directory, target: u64, grant: &Grant) -> Result<(), &'stati
             let _ = syscall::cap_delete(slot::SCRATCH);
             result
         }
-        // One in the description (checked at build time).
+        // One in the description (checked at build time); a restarted server gets the same page.
+        // Mapped writable: the root task clears it between servers.
         Source::StatusPage => {
-            syscall::mem_alloc(1, slot::STATUS_PAGE, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the status page")?;
-            syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, kernel_abi::MapFlags::empty()).map_err(|_| "cannot map the status page")?;
+            if syscall::cap_info(slot::STATUS_PAGE).is_err() {
+                syscall::mem_alloc(1, slot::STATUS_PAGE, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the status page")?;
+                syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, kernel_abi::MapFlags::WRITE).map_err(|_| "cannot map the status page")?;
+            }
             grant_one(slot::STATUS_PAGE, grant.slot)
         }
         Source::Process { name } => grant_one(process_slot(name).ok_or("no such process")?, grant.slot),
