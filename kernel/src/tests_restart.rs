@@ -235,12 +235,13 @@ mod restart_tests {
             run_until(kernel, "the IOMMU server to be ready", |k| {
                 k.has_exited(root) || servers(k).iter().any(|(_, page)| page_word(page, status::STATE) == status::STATE_READY)
             })?;
-            ensure!(!kernel.has_exited(root), "the root task ended before the server was ready: {:?}", kernel.take_exit(root));
             let (first, page) = servers(kernel).pop().ok_or("no server")?;
+            // Without an IOMMU the root task starts no driver and may be done already.
             if page_word(&page, status::IOMMU_DESCRIBED) == 0 {
                 skip_without_iommu();
                 return Ok(());
             }
+            ensure!(!kernel.has_exited(root), "the root task ended before the server was ready: {:?}", kernel.take_exit(root));
             kernel.kill(first, ExitReason::Killed);
             let quarantined = kernel.quarantine.pages();
             ensure!(quarantined > 0, "the killed server left nothing in quarantine");
