@@ -3,7 +3,9 @@
 //! Start-up: discover the machine from firmware (x86: ACPI DMAR and MCFG; arm: the device
 //! tree) through the firmware capabilities, enumerate PCI over ECAM (on arm also giving BARs
 //! their addresses), bring every IOMMU up with all DMA blocked, route the units' fault
-//! interrupts to an event thread, watch the client processes. Then serve the iommufd-like
+//! interrupts to an event thread, watch the client processes, and release what the kernel
+//! quarantined for an ended server (its tables are unreachable once every unit walks this
+//! server's, docs/architecture.md "Threat model"). Then serve the iommufd-like
 //! protocol (`iommu-abi`, carried as `iommu_abi::kernel_ipc` describes) with the object model
 //! of `iommu-core` on the VT-d backend (x86) or the SMMUv3 backend (arm) of `iommu-backends`.
 //! Architecture:
@@ -33,7 +35,7 @@ mod x86;
 /// The slots and address space the root task (or a kernel test) and the server agree on.
 use iommu_server_contract::{layout, slots, small_limits, start};
 
-use userlib::println;
+use userlib::{println, syscall};
 
 userlib::entry!(main);
 
@@ -63,7 +65,7 @@ fn main(arg: u64) -> u64 {
     } else {
         iommu_core::ClientLimits::default()
     };
-    let state = match state::bring_up(status, limits, platform) {
+    let mut state = match state::bring_up(status, limits, platform) {
         Ok(state) => state,
         Err(why) => {
             println!("iommu-server: bring-up failed: {why}");
@@ -71,6 +73,18 @@ fn main(arg: u64) -> u64 {
             return 2;
         }
     };
+    // Every unit now walks this server's tables only, with every device blocked: what an
+    // ended server left pinned can no longer be reached and may go back to the pool.
+    match syscall::quarantine_release(slots::DMA_AUTHORITY) {
+        Ok((pages, objects)) => {
+            if pages != 0 {
+                println!("iommu-server: took over from an ended server: {pages} quarantined pages ({objects} objects) released");
+            }
+            state.status.set(status::QUARANTINE_RELEASED, pages);
+        }
+        Err(error) => println!("iommu-server: cannot release the quarantine: {error:?}"),
+    }
+    state.replaces_ended_server = arg & start::RESTARTED != 0;
     state::install(state);
     if let Err(error) = state::start_event_thread() {
         println!("iommu-server: no event thread: {error:?}");

@@ -105,6 +105,8 @@ pub struct State {
     pub server: IommuServer,
     pub devices: DeviceRegistry,
     pub status: StatusPage,
+    /// Answer unconnected clients `STATUS_SERVER_RESTARTED` (`start::RESTARTED`).
+    pub replaces_ended_server: bool,
     windows: Windows,
     /// Empty slots to receive the next capability into (a subscription keeps the slot it came in).
     free_receive_slots: Vec<u64>,
@@ -181,6 +183,7 @@ pub fn bring_up(status: StatusPage, limits: ClientLimits, platform: impl FnOnce(
         receive_slot: 0,
         iommu_described,
         undelivered_logged: 0,
+        replaces_ended_server: false,
     };
     state.receive_slot = state.free_receive_slots.pop().expect("receive slots");
     Ok(state)
@@ -258,7 +261,7 @@ impl State {
         let status = match words[0] {
             kernel_ipc::CONNECT => return self.connect(badge, words[1]),
             kernel_ipc::REQUEST => {
-                let Some(window) = self.windows.get(badge) else { return Some(kernel_ipc::STATUS_NOT_CONNECTED) };
+                let Some(window) = self.windows.get(badge) else { return Some(self.not_connected()) };
                 let window = window.virt as *mut u64;
                 // SAFETY: the window is the server's own page, mapped writable through the
                 // server's capability while the client is connected; nothing the client does
@@ -276,11 +279,20 @@ impl State {
                     self.close(badge);
                     0
                 }
-                false => kernel_ipc::STATUS_NOT_CONNECTED,
+                false => self.not_connected(),
             },
             _ => kernel_ipc::STATUS_BAD_TRANSPORT,
         };
         Some(status)
+    }
+
+    /// What a client that has not connected to this instance hears.
+    fn not_connected(&self) -> u64 {
+        if self.replaces_ended_server {
+            kernel_ipc::STATUS_SERVER_RESTARTED
+        } else {
+            kernel_ipc::STATUS_NOT_CONNECTED
+        }
     }
 
     /// Allocates the client's window page, maps it, and lends the client a copy into
@@ -317,7 +329,8 @@ impl State {
     /// client (replacing an earlier one).
     fn subscribe_faults(&mut self, badge: u64, cap: Option<u64>) -> u64 {
         let Some(slot) = cap else { return kernel_ipc::STATUS_BAD_NOTIFICATION };
-        let Some(window) = self.windows.get_mut(badge) else { return kernel_ipc::STATUS_NOT_CONNECTED };
+        let not_connected = self.not_connected();
+        let Some(window) = self.windows.get_mut(badge) else { return not_connected };
         let is_notification = syscall::cap_info(slot).is_ok_and(|(kind, rights, _)| {
             ObjectType::from_u64(kind) == Some(ObjectType::Notification) && Rights::from_bits_retain(rights).contains(Rights::WRITE)
         });

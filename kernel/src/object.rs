@@ -190,6 +190,8 @@ pub struct IrqLine {
     /// Edge-triggered (else level); fixed by the platform description.
     pub edge: bool,
     pub bound: Option<(Rc<RefCell<Notification>>, u64)>,
+    /// The process that bound it (meaningful while `bound` is set).
+    pub binder: crate::process::Pid,
     /// The instruction counter when the line last fired (0: never): where measurements of
     /// interrupt-to-user latency start.
     pub last_fired_at: u64,

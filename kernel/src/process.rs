@@ -5,7 +5,8 @@
 //! fault, timer, device interrupt). A blocked thread is simply not in the run queue; whoever
 //! unblocks it writes its system-call results into its saved context and queues it.
 //! A process that faults is killed, and everything it held is returned: capabilities (and the
-//! mappings made through them), pins, threads, page tables and frames.
+//! mappings made through them), threads, page tables and frames; the memory it had pinned for
+//! devices goes into quarantine instead (see [`Quarantine`]).
 
 use crate::arch::{self, paging::{AddressSpace, Root}, MapError, MapFlags, Trap, UserContext, PAGE_SIZE};
 use crate::cap::{CSpace, CapId, Capability, DerivationTree};
@@ -148,6 +149,46 @@ pub struct Pin {
     pub lender: Option<CapId>,
 }
 
+/// Memory objects a process had pinned when it ended, kept out of the free pool: pins are how
+/// an IOMMU server learns the physical addresses it writes into tables, so what it pinned (its
+/// root, context and stream tables, page tables, queues, and its clients' pages) may still be
+/// walked or written by a unit that nobody reprograms any more. They stay here until a holder
+/// of the DMA authority states that no unit can reach them (`quarantine_release`: a new server
+/// that put every unit into a blocking state over its own tables). Keyed by object serial: an
+/// object pinned page by page is held once.
+#[derive(Default)]
+pub struct Quarantine {
+    objects: BTreeMap<u64, Rc<MemoryObject>>,
+}
+
+impl Quarantine {
+    fn hold(&mut self, memory: Rc<MemoryObject>) {
+        self.objects.entry(memory.serial).or_insert(memory);
+    }
+
+    /// Pages held (every page of each object, pinned or not: the object is freed whole).
+    pub fn pages(&self) -> u64 {
+        self.objects.values().map(|m| m.frames.len() as u64).sum()
+    }
+
+    pub fn objects(&self) -> u64 {
+        self.objects.len() as u64
+    }
+
+    /// Every frame held.
+    pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+        self.objects.values().flat_map(|m| m.frames.iter().copied())
+    }
+
+    /// Lets every held object go (its frames return to the pool unless something else still
+    /// holds it); returns the pages and objects released.
+    pub fn release(&mut self) -> (u64, u64) {
+        let released = (self.pages(), self.objects());
+        self.objects.clear();
+        released
+    }
+}
+
 pub struct Process {
     pub name: &'static str,
     /// Its user mappings go through `map_page` and `unmap_page`, which charge the page-table
@@ -271,6 +312,9 @@ pub struct Kernel {
     /// Address spaces of ended processes a device shared, by (watcher, pin): held until the
     /// watcher releases its watch (see `crate::sva`).
     pub exited_spaces: BTreeMap<(Pid, u64), crate::sva::ExitedSpace>,
+    /// What ended pinners held for devices. Dropped with the kernel state (tests only: the
+    /// kernel of a running system is never dropped).
+    pub quarantine: Quarantine,
 }
 
 impl Kernel {
@@ -286,6 +330,7 @@ impl Kernel {
             msi_routes: BTreeMap::new(),
             images,
             exited_spaces: BTreeMap::new(),
+            quarantine: Quarantine::default(),
         }
     }
 
@@ -589,8 +634,9 @@ impl Kernel {
             if let Some(lender) = held.lender {
                 self.tree.unlend(lender, (pid, pin));
             }
-            if held.memory.is_none() {
-                self.end_address_space_watch(pid, pin);
+            match held.memory {
+                Some(memory) => self.quarantine.hold(memory),
+                None => self.end_address_space_watch(pid, pin),
             }
         }
         // Mappings made through capabilities the process gave away are left: their charges

@@ -12,8 +12,9 @@ use crate::process::{Kernel, Pid};
 use crate::user_images::ROOT;
 
 /// Memory the root task may use and hand on (4 KiB pages): the IOMMU server's, two drivers'
-/// and its own.
-pub const ROOT_QUOTA: u64 = 8192;
+/// and its own, and a second server's: a child's quota leaves its creator's limit for good, so
+/// a server the root task restarts needs its pages anew.
+pub const ROOT_QUOTA: u64 = 12288;
 
 /// What the directory says about a capability besides its name: object type, value, size.
 fn describe(cap: &BootCap) -> (u64, u64, u64) {

@@ -262,7 +262,15 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             cap_of(kernel, pid, a[0], ObjectType::DmaAuthority, Rights::CONTROL)?;
             kernel.address_space_ack(pid, a[1]).and_then(|_| values(&[]))
         }
+        Syscall::QuarantineRelease => values(&quarantine_release(kernel, pid, a[0])?),
     }
+}
+
+/// `quarantine_release(authority) -> (pages, objects)`: see `Syscall::QuarantineRelease`.
+pub fn quarantine_release(kernel: &mut Kernel, pid: Pid, authority: u64) -> Result<[u64; 2], Error> {
+    cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
+    let (pages, objects) = kernel.quarantine.release();
+    Ok([pages, objects])
 }
 
 /// `revocation_read(authority, out, max) -> count`: see `Syscall::RevocationRead`.
@@ -684,11 +692,14 @@ fn irq_bind(kernel: &mut Kernel, pid: Pid, irq_slot: u64, ntfn_slot: u64, bit: u
     if bit >= 64 {
         return Err(Error::InvalidArgument);
     }
-    if irq.borrow().bound.is_some() {
+    // A binding whose binder has ended (say an IOMMU server that a new instance replaces)
+    // yields: nobody waits for its notification any more.
+    if irq.borrow().bound.is_some() && kernel.processes.contains(irq.borrow().binder) {
         return Err(Error::InvalidState);
     }
     let (line, edge) = (irq.borrow().line, irq.borrow().edge);
     irq.borrow_mut().bound = Some((n, bit));
+    irq.borrow_mut().binder = pid;
     kernel.irqs.insert(line, Rc::downgrade(&irq));
     arch::irq_configure(line, edge);
     arch::irq_set_enabled(line, true);
@@ -735,5 +746,5 @@ fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64,
 
 /// An IRQ object for `line`, for the boot code that creates them.
 pub fn irq_object(line: u32, edge: bool) -> Object {
-    Object::Irq(Rc::new(RefCell::new(IrqLine { line, edge, bound: None, last_fired_at: 0 })))
+    Object::Irq(Rc::new(RefCell::new(IrqLine { line, edge, bound: None, binder: 0, last_fired_at: 0 })))
 }

@@ -10,6 +10,8 @@
 //! differences between the architectures live in `platform`.
 
 pub use iommu_tests::TESTS;
+/// Helpers the restart tests (`tests_restart.rs`) share.
+pub(crate) use iommu_tests::shared;
 
 /// The server's capability slots (the tests, acting as root task, fill a subset), its address
 /// space (where it maps client windows) and its status-page words.
@@ -53,7 +55,7 @@ pub(crate) mod iommu_tests {
     const WAIT_BUDGET: u64 = 60_000_000_000;
 
     const EDU_ID: u32 = 0x11e8_1234;
-    const EDU_BUFFER: u64 = 0x40000;
+    pub(crate) const EDU_BUFFER: u64 = 0x40000;
 
     pub(crate) fn direct<T>(phys: u64) -> *mut T {
         mm::phys_to_virt(phys) as *mut T
@@ -340,7 +342,7 @@ pub(crate) mod iommu_tests {
         }
 
         /// What an attacker controlling the device does: enable bus mastering and start a DMA.
-        fn start_dma(&self, config: &ConfigSpace, source: u64, destination: u64, to_ram: bool) {
+        pub(crate) fn start_dma(&self, config: &ConfigSpace, source: u64, destination: u64, to_ram: bool) {
             // SAFETY: the device's command register and its DMA registers (BAR0 lies in the
             // 32-bit PCI window, inside the direct map); the test owns this device (no driver
             // was given it, or its driver is dead).
@@ -354,7 +356,7 @@ pub(crate) mod iommu_tests {
             }
         }
 
-        fn dma_running(&self) -> bool {
+        pub(crate) fn dma_running(&self) -> bool {
             // SAFETY: as in `start_dma`.
             unsafe { core::ptr::read_volatile(self.reg64(0x98)) & 1 != 0 }
         }
@@ -385,7 +387,7 @@ pub(crate) mod iommu_tests {
     /// The server process, its endpoint, its status page and its start argument.
     pub(crate) struct ServerUnderTest {
         pub(crate) pid: Pid,
-        endpoint: Object,
+        pub(crate) endpoint: Object,
         status: Rc<MemoryObject>,
         arg: u64,
     }
@@ -424,8 +426,13 @@ pub(crate) mod iommu_tests {
 
     /// Creates the server with every boot capability it needs, watching `clients` (pid, badge).
     fn create_server(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)]) -> Result<ServerUnderTest, String> {
+        create_server_serving(kernel, arg, clients, new_endpoint())
+    }
+
+    /// `create_server`, receiving on `endpoint` (a server that replaces an ended one serves
+    /// the endpoint its clients hold).
+    pub(crate) fn create_server_serving(kernel: &mut Kernel, arg: u64, clients: &[(Pid, u64)], endpoint: Object) -> Result<ServerUnderTest, String> {
         let pid = kernel.create_process("iommu-server", IOMMU_SERVER, arg, SERVER_QUOTA).map_err(err("create server"))?;
-        let endpoint = new_endpoint();
         kernel.install(pid, server_slot::REQUESTS, endpoint.clone(), Rights::READ, 0).map_err(err("endpoint"))?;
         let mut firmware = server_slot::FIRMWARE_FIRST;
         // A unit struct on arm, which has no per-boot placement state.
@@ -469,7 +476,7 @@ pub(crate) mod iommu_tests {
         Ok(())
     }
 
-    fn wait_ready(kernel: &mut Kernel, server: &ServerUnderTest) -> TestResult {
+    pub(crate) fn wait_ready(kernel: &mut Kernel, server: &ServerUnderTest) -> TestResult {
         run_until(kernel, "the server to come up", |k| server.word(status::STATE) != 0 || k.has_exited(server.pid))?;
         ensure!(!kernel.has_exited(server.pid), "server ended during bring-up: {:?}", kernel.take_exit(server.pid));
         let state = server.word(status::STATE);
@@ -1422,6 +1429,15 @@ pub(crate) mod iommu_tests {
             crate::println!("iommu: revoked memory unmapped and unpinned before its frames were free (canaries intact); revoked device unbound and blocked");
             Ok(())
         })
+    }
+
+    /// What the restart tests (`tests_restart.rs`) take from these.
+    pub(crate) mod shared {
+        pub(crate) use super::platform::ConfigSpace;
+        pub(crate) use super::{
+            create_server_serving, discovery_agrees, err, give_report_page, page_word, run_until, server_and_driver, server_kernel_pins, skip_without_iommu, wait_ready, with_kernel,
+            EduDevice, EDU_BUFFER,
+        };
     }
 
     pub const TESTS: &[Test] = &[

@@ -79,6 +79,15 @@ pub mod scenario {
     /// Start-argument bit of DIRTY_TRACKING: after the checks, time reading the GiB's bitmap
     /// (three pages dirty each time) and print the figure as a `bench:` line.
     pub const DIRTY_BENCH: u64 = 1 << 8;
+    /// Bind, attach, map two pages (the second writable at `RESTART_IOVA`), copy one to the
+    /// other through the device and check it; report `report::RESTART_MAPPED` and wait, with
+    /// the device attached and the mapping live, while the root task kills the server, starts
+    /// a new one and attacks through the device at the old IOVA. On `report::RECONNECT` in
+    /// `COMMAND`: the next request must fail with `ServerRestarted`; then reconnect, set the
+    /// device up again and copy through it again (`report::RESTART_RECONNECTED`).
+    pub const SERVER_RESTART: u64 = 15;
+    /// SERVER_RESTART: the IOVA of the page the device may write.
+    pub const RESTART_IOVA: u64 = 0x2000_0000;
 }
 
 /// SVA_BOUND_PROCESS. The driver binds the process and copies `SOURCE_VA` to `DESTINATION_VA`
@@ -159,6 +168,12 @@ pub mod report {
     pub const RETRY_DMA: u64 = 1;
     /// LIMITS_EXHAUSTED: every limit reached, counts written; the driver waits for `LEAVE`.
     pub const AT_LIMITS: u64 = 7;
+    /// SERVER_RESTART: DMA through the server works, the mapping stays; the driver waits.
+    pub const RESTART_MAPPED: u64 = 9;
+    /// SERVER_RESTART: reconnect to the new server (in `COMMAND`).
+    pub const RECONNECT: u64 = 2;
+    /// SERVER_RESTART: reconnected; DMA through the new server works.
+    pub const RESTART_RECONNECTED: u64 = 10;
     /// LIMITS_EXHAUSTED: exit now (holding everything).
     pub const LEAVE: u64 = 1;
     /// LIMITS_EXHAUSTED: the first of the words that count the successful requests before

@@ -115,11 +115,15 @@ pub enum Error {
     /// `handle_derive` named a recipient that has not accepted handles from the caller
     /// (`handle_accept`); the recipient's table is unchanged.
     NotAccepted = 45,
+    /// Client side: the server this connection was made with ended and a new instance took
+    /// over. The connection and every handle of it are gone, and the client's devices are
+    /// blocked until it reconnects (`iommu_client::reconnect`) and sets them up again.
+    ServerRestarted = 46,
 }
 
 impl Error {
     /// Every error, in numeric order (for exhaustive tests and documentation tables).
-    pub const ALL: [Error; 45] = [
+    pub const ALL: [Error; 46] = [
         Error::UnknownOpcode,
         Error::ReservedBitsSet,
         Error::BadEnumValue,
@@ -165,6 +169,7 @@ impl Error {
         Error::HardwareFailure,
         Error::MalformedReply,
         Error::NotAccepted,
+        Error::ServerRestarted,
     ];
 
     /// The wire value.

@@ -59,6 +59,11 @@ pub const STATUS_BAD_TRANSPORT: u64 = 0x1_0002;
 pub const STATUS_TOO_MANY_CLIENTS: u64 = 0x1_0003;
 /// Transport status: [`SUBSCRIBE_FAULTS`] came without a notification capability with WRITE.
 pub const STATUS_BAD_NOTIFICATION: u64 = 0x1_0004;
+/// Transport status: a server instance that replaced an ended one (started with
+/// `iommu_server_contract::start::RESTARTED`) got a message other than [`CONNECT`] from a
+/// client that has not connected to it: the client's connection was with the ended server.
+/// The client library reports it as `Error::ServerRestarted`.
+pub const STATUS_SERVER_RESTARTED: u64 = 0x1_0005;
 
 /// Bytes of the window the protocol uses: one message.
 pub const WINDOW_BYTES: usize = MESSAGE_WORDS * 8;
@@ -100,7 +105,7 @@ mod tests {
 
     #[test]
     fn transport_codes_are_distinct_and_outside_error_codes() {
-        let statuses = [STATUS_NOT_CONNECTED, STATUS_BAD_WINDOW, STATUS_BAD_TRANSPORT, STATUS_TOO_MANY_CLIENTS];
+        let statuses = [STATUS_NOT_CONNECTED, STATUS_BAD_WINDOW, STATUS_BAD_TRANSPORT, STATUS_TOO_MANY_CLIENTS, STATUS_BAD_NOTIFICATION, STATUS_SERVER_RESTARTED];
         for (i, a) in statuses.iter().enumerate() {
             assert!(crate::Error::from_code(*a as u32).is_none(), "{a:#x} collides with an Error code");
             for b in &statuses[i + 1..] {

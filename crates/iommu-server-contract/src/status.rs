@@ -65,5 +65,9 @@ pub const CHARGED_FAULT_QUEUES: usize = 23;
 pub const CHARGED_DOMAINS: usize = 24;
 pub const CHARGED_BYTES: usize = 25;
 
+/// Pages the kernel had quarantined for an ended server (its tables, queues and pinned client
+/// pages) that this server released once its bring-up had blocked every device.
+pub const QUARANTINE_RELEASED: usize = 26;
+
 /// Words the page holds.
-pub const WORDS: usize = 26;
+pub const WORDS: usize = 27;

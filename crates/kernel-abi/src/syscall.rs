@@ -168,6 +168,13 @@ syscalls! {
     /// is, when the lender of `cap` goes (an IOMMU server watches device capabilities so).
     /// Released with `mem_unpin`. Needs DmaAuthority with CONTROL.
     CapWatch = 42,
+    /// `quarantine_release(authority) -> (pages, objects)`: returns to the free pool the memory
+    /// objects the kernel quarantined when processes holding pins ended (an IOMMU server's
+    /// tables, queues and pinned client pages, which a unit may still walk or write), and says
+    /// how many pages and objects that was. Only an IOMMU server that has put every unit into a
+    /// blocking state over new tables may call it: that is the claim the call makes (see the
+    /// threat model in docs/architecture.md). Needs DmaAuthority with CONTROL.
+    QuarantineRelease = 43,
     /// `msi_route(authority, device_id, count, first_slot) -> first_intid` (arm, GICv3 ITS):
     /// maps EventIDs `0..count` (a power of two, at most `MAX_MSI_EVENTS`) of the device the
     /// ITS knows as `device_id` to fresh LPIs and puts one edge-triggered IRQ capability per

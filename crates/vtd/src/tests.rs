@@ -701,7 +701,7 @@ fn device_tlb_users_get_device_tlb_invalidations() {
 }
 
 #[test]
-fn firmware_left_translation_on_is_turned_off_first() {
+fn firmware_left_translation_on_stays_on_while_the_root_table_changes() {
     let memory = PhysMemory::new(MEMORY_BASE, 1 << 20);
     let mut dma = FakeDma::new(memory.clone());
     let model = VtdModel::new(memory, qemu::CAP, qemu::ECAP_LEGACY);
@@ -711,10 +711,9 @@ fn firmware_left_translation_on_is_turned_off_first() {
     VtdUnit::new(&model, StepClock::new(1_000)).init(Mode::Legacy, &mut dma).unwrap();
     let writes = model.register_writes()[firmware_writes..].to_vec();
     let commands: Vec<u64> = writes.iter().filter(|write| write.offset == regs::GCMD).map(|write| write.value).collect();
-    // TE off first, then QIE off, before the new root table is installed.
-    assert_eq!(commands[0], gcmd::QIE as u64);
-    assert_eq!(commands[1], 0);
-    assert_eq!(commands[2], gcmd::SRTP as u64);
+    // QIE off (TE kept), then the new root table latched with TE still set (bring_up.rs).
+    assert_eq!(commands[0], gcmd::TE as u64);
+    assert_eq!(commands[1], (gcmd::TE | gcmd::SRTP) as u64);
     assert_eq!(model.global_status() & (gcmd::TE | gcmd::QIE), gcmd::TE | gcmd::QIE);
 }
 
@@ -1188,4 +1187,38 @@ fn caching_mode_scalable_attach_drops_cached_not_present_context_and_pasid_entri
     assert_eq!(rig.model().dma_write(DEVICE, Some(6), 0x7000, &[1]), Err(0x59));
     rig.unit.invalidate(&[Invalidation::PasidCachePasid { did: 4, pasid: 6 }], &rig.dma).unwrap();
     assert_eq!(dma_lands(rig.model(), rig.dma.memory(), Some(6), 0x7000, tagged_page), Ok(vec![0x5a; 16]));
+}
+
+/// A new server takes over a unit an ended server left translating (issue 13): the old tables
+/// are still in memory (the kernel quarantines them), and the device attached to them still
+/// reaches its page. The new bring-up must block the device without ever turning translation
+/// off, since with TE clear the unit passes DMA through untranslated to any address.
+#[test]
+fn takeover_of_a_translating_unit_blocks_without_turning_translation_off() {
+    for (ecap, mode) in [(qemu::ECAP_LEGACY, Mode::Legacy), (qemu::ECAP_SCALABLE, Mode::Scalable)] {
+        let mut rig = Rig::initialized(qemu::CAP, ecap, mode);
+        let (table, page) = rig.second_level_mapping(0x4000, true);
+        rig.unit.attach(DEVICE, 3, Translation::SecondLevel { root: table.root(), levels: 4 }, &mut rig.dma).unwrap();
+        assert_eq!(rig.model().translate(DEVICE, None, 0x4000, true), Ok(page));
+        let writes_before = rig.model().register_writes().len();
+
+        // The old unit object (the ended server) is forgotten, not torn down.
+        let Rig { dma, unit } = &mut rig;
+        let mut successor = VtdUnit::new(unit.registers(), StepClock::new(1_000));
+        successor.init(mode, dma).expect("takeover");
+
+        let commands: Vec<u64> = rig.model().register_writes()[writes_before..]
+            .iter()
+            .filter(|write| write.offset == regs::GCMD)
+            .map(|write| write.value)
+            .collect();
+        assert!(
+            commands.iter().all(|command| command & gcmd::TE as u64 != 0),
+            "{mode:?}: a GCMD write turned translation off during the takeover: {commands:#x?}"
+        );
+        assert_eq!(rig.model().srtp_count(), 2, "{mode:?}: the new root table was not latched");
+        // Root entry not present: the new root table is empty.
+        assert_eq!(rig.model().translate(DEVICE, None, 0x4000, true), Err(0x01), "{mode:?}: the device still reaches its old page");
+        assert_eq!(rig.model().global_status() & gcmd::TE, gcmd::TE);
+    }
 }

@@ -13,6 +13,7 @@ mod forged;
 mod its;
 mod limits;
 mod race;
+mod restart;
 mod revoke;
 mod sharing;
 mod stream;
@@ -118,6 +119,7 @@ fn main(arg: u64) -> u64 {
         scenario::SVA_BOUND_PROCESS => sva::bound_process(),
         scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
+        scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         #[cfg(target_arch = "aarch64")]

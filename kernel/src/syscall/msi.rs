@@ -34,7 +34,7 @@ pub(super) fn msi_route(kernel: &mut Kernel, pid: Pid, authority: u64, device_id
     })?;
     let mut made = Vec::with_capacity(count as usize);
     for (event, slot) in slots.enumerate() {
-        let line = Rc::new(RefCell::new(IrqLine { line: first_intid + event as u32, edge: true, bound: None, last_fired_at: 0 }));
+        let line = Rc::new(RefCell::new(IrqLine { line: first_intid + event as u32, edge: true, bound: None, binder: 0, last_fired_at: 0 }));
         made.push(Rc::downgrade(&line));
         // The slots were checked empty and nothing ran since.
         kernel.install(pid, slot, Object::Irq(line), Rights::all(), 0).expect("slot checked empty");

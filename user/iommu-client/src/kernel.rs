@@ -39,3 +39,9 @@ pub type Connection = Iommu<WindowTransport<KernelCalls>>;
 pub fn connect(endpoint: u64, place: &WindowPlace) -> Result<Connection, u64> {
     WindowTransport::connect_with(KernelCalls, endpoint, place)
 }
+
+/// Connects again, after `Error::ServerRestarted`, to the new server behind `endpoint` (see
+/// [`WindowTransport::reconnect_with`]).
+pub fn reconnect(endpoint: u64, place: &WindowPlace) -> Result<Connection, u64> {
+    WindowTransport::reconnect_with(KernelCalls, endpoint, place)
+}

@@ -24,5 +24,5 @@ mod tests;
 
 pub use client::{DirtyBits, HwptOptions, Iommu, IovaRangesPage, Transport};
 #[cfg(target_os = "none")]
-pub use kernel::{connect, Connection, KernelCalls};
+pub use kernel::{connect, reconnect, Connection, KernelCalls};
 pub use window::{CallReply, SystemCalls, WindowPlace, WindowTransport};

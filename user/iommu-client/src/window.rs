@@ -76,6 +76,16 @@ impl<K: SystemCalls> WindowTransport<K> {
         Ok(Iommu::new(transport))
     }
 
+    /// Connects again after `Error::ServerRestarted`: gives up the ended server's window (its
+    /// capability in `place.window_slot`, and with it the mapping at `place.virt`), then
+    /// connects as [`Self::connect_with`] does. The handles of the old connection mean nothing
+    /// to the new server: the client sets its devices up again.
+    pub fn reconnect_with(mut kernel: K, endpoint: u64, place: &WindowPlace) -> Result<Iommu<Self>, u64> {
+        // An empty slot is fine: the client may have given the window up already.
+        let _ = kernel.cap_delete(place.window_slot);
+        Self::connect_with(kernel, endpoint, place)
+    }
+
     /// One raw transport call (for tests of the server's transport checks).
     pub fn raw(&mut self, words: [u64; 4]) -> u64 {
         match self.kernel.call(self.endpoint, NO_CAP, words) {
@@ -140,6 +150,9 @@ impl<K: SystemCalls> Transport for WindowTransport<K> {
             Err(_) => return failed(Error::MalformedReply),
         };
         self.last_ipc_status = reply.words[0];
+        if reply.words[0] == kernel_ipc::STATUS_SERVER_RESTARTED {
+            return failed(Error::ServerRestarted);
+        }
         let message: Message = self.window.read_array();
         if message[0] != reply.words[0] {
             // A transport-level refusal: the window holds our request, not a reply.

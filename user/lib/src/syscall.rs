@@ -340,6 +340,13 @@ pub fn address_space_ack(authority: u64, pin: u64) -> Result<(), Error> {
     check(raw(Syscall::AddressSpaceAck as u64, [authority, pin, 0, 0, 0, 0]).0)
 }
 
+/// Returns the frames the kernel quarantined when pinners ended to the free pool: the caller
+/// states that no IOMMU unit can reach them any more. Returns (pages, objects) released.
+pub fn quarantine_release(authority: u64) -> Result<(u64, u64), Error> {
+    let [status, pages, objects, ..] = raw7(Syscall::QuarantineRelease as u64, [authority, 0, 0, 0, 0, 0]);
+    check(status).map(|_| (pages, objects))
+}
+
 pub fn irq_ack(irq: u64) -> Result<(), Error> {
     check(raw(Syscall::IrqAck as u64, [irq, 0, 0, 0, 0, 0]).0)
 }

@@ -4,7 +4,10 @@
 //! 1. creates every process (not yet running) and the endpoints, and grants each process its
 //!    capabilities, except devices;
 //! 2. starts the IOMMU server and waits until its status page says it is ready (on arm it has
-//!    then also assigned the PCI BARs);
+//!    then also assigned the PCI BARs); from then on it watches the server, and if the server
+//!    ends it starts a new one from the description (`start::RESTARTED`), which takes the units
+//!    over and releases what the kernel quarantined for the dead one; clients get
+//!    `ServerRestarted` and reconnect;
 //! 3. finds every driver's device in the PCI hierarchy (by location or by match, through
 //!    bridges) and refuses the description, before any driver starts, if a device is missing
 //!    or two drivers would get functions of one isolation group; then for each driver in
@@ -29,7 +32,7 @@ mod system;
 
 /// The IOMMU server's slots and status words, and the edu driver's contract.
 use edu_contract as driver;
-use iommu_server_contract::{slots as server_slot, status};
+use iommu_server_contract::{slots as server_slot, start, status};
 
 use hwio::wait::poll_until_pausing;
 use hwio::{Registers, SharedWords, VolatileRegion};
@@ -52,10 +55,17 @@ mod slot {
     pub const STATUS_PAGE: u64 = 190;
     /// Scratch: a badged endpoint or a carved BAR on its way to a process.
     pub const SCRATCH: u64 = 200;
-    /// Signalled when the running driver ends.
-    pub const DRIVER_ENDED: u64 = 201;
+    /// Signalled when the running driver ends (`ended::DRIVER`) or the server does
+    /// (`ended::SERVER`).
+    pub const ENDED: u64 = 201;
     /// The heap's memory.
     pub const HEAP: u64 = 202;
+}
+
+/// Bits of `slot::ENDED`.
+mod ended {
+    pub const DRIVER: u64 = 0;
+    pub const SERVER: u64 = 1;
 }
 
 /// The root task's address space.
@@ -220,13 +230,10 @@ fn run(system: &'static [Process]) -> Result<(), Stop> {
             }
         }
     }
-    // 2. The IOMMU server, until it is ready.
+    // 2. The IOMMU server, until it is ready; watched from then on.
     let server = system.iter().position(|p| p.role == Role::IommuServer).expect("checked at build time");
-    syscall::process_start(slot::PROCESSES + server as u64).map_err(|_| "cannot start the IOMMU server")?;
-    wait_for(|| status_word(status::STATE) != 0, "the IOMMU server to come up")?;
-    if status_word(status::STATE) != status::STATE_READY {
-        return Err("the IOMMU server's bring-up failed".into());
-    }
+    syscall::notification_create(slot::ENDED).map_err(|_| "cannot create a notification")?;
+    start_server(server)?;
     println!(
         "root: IOMMU server ready: {} unit(s), {} PCI functions",
         status_word(status::UNITS),
@@ -243,7 +250,6 @@ fn run(system: &'static [Process]) -> Result<(), Stop> {
         return Ok(());
     }
     let window = directory.find("pci-mmio", None).copied().ok_or("no PCI window among the boot capabilities")?;
-    syscall::notification_create(slot::DRIVER_ENDED).map_err(|_| "cannot create a notification")?;
     let mut drivers = 0u64;
     for (index, process) in system.iter().enumerate().filter(|(_, p)| p.role == Role::Driver) {
         let target = slot::PROCESSES + index as u64;
@@ -263,10 +269,18 @@ fn run(system: &'static [Process]) -> Result<(), Stop> {
             println!("root: {} gets PCI device {address} (requester ID {rid:#06x}), BAR{} at {base:#x}", process.name, device.bar);
         }
         let faults_before = status_word(status::FAULTS);
-        syscall::process_watch(target, slot::DRIVER_ENDED, 0).map_err(|_| "cannot watch a driver")?;
+        syscall::process_watch(target, slot::ENDED, ended::DRIVER).map_err(|_| "cannot watch a driver")?;
         syscall::process_start(target).map_err(|_| "cannot start a driver")?;
         // A driver that never ends stops the system here; whoever runs the root task bounds it.
-        syscall::notify_wait(slot::DRIVER_ENDED).map_err(|_| "waiting for a driver failed")?;
+        loop {
+            let bits = syscall::notify_wait(slot::ENDED).map_err(|_| "waiting for a driver failed")?;
+            if bits & 1 << ended::SERVER != 0 {
+                restart_server(system, &directory, server)?;
+            }
+            if bits & 1 << ended::DRIVER != 0 {
+                break;
+            }
+        }
         drivers += 1;
         // Its last DMA is refused: the IOMMU reports it with the ID the device's DMA carries.
         if let Some(rid) = fault_rid {
@@ -287,6 +301,42 @@ fn run(system: &'static [Process]) -> Result<(), Stop> {
     if pinned != 0 || status_word(status::OPEN_CLIENTS) != 0 {
         return Err("the server still holds client state".into());
     }
+    Ok(())
+}
+
+/// Starts the IOMMU server (description entry `index`, created and given its capabilities),
+/// watches it, and waits until it is ready.
+fn start_server(index: usize) -> Result<(), &'static str> {
+    let target = slot::PROCESSES + index as u64;
+    syscall::process_start(target).map_err(|_| "cannot start the IOMMU server")?;
+    syscall::process_watch(target, slot::ENDED, ended::SERVER).map_err(|_| "cannot watch the IOMMU server")?;
+    wait_for(|| status_word(status::STATE) != 0, "the IOMMU server to come up")?;
+    if status_word(status::STATE) != status::STATE_READY {
+        return Err("the IOMMU server's bring-up failed");
+    }
+    Ok(())
+}
+
+/// The server (description entry `index`) ended: a new instance from the description, with
+/// the same capabilities (the same endpoint, so clients reach it; the same status page,
+/// cleared) and `start::RESTARTED`. It takes the units over with every device blocked and
+/// releases what the kernel quarantined for the dead one.
+fn restart_server(system: &[Process], directory: &Directory, index: usize) -> Result<(), &'static str> {
+    let description = &system[index];
+    let target = slot::PROCESSES + index as u64;
+    println!("root: the IOMMU server ended; starting a new one");
+    let _ = syscall::cap_delete(target);
+    syscall::process_create(description.image, description.arg | start::RESTARTED, target, description.quota_pages)
+        .map_err(|_| "cannot create a new IOMMU server")?;
+    for grant in description.grants {
+        give(system, directory, target, grant)?;
+    }
+    // SAFETY: the status page is mapped writable at va::STATUS and stays mapped; no server
+    // writes it now (the old one ended, the new one has not started).
+    let page: SharedWords<{ status::WORDS }> = unsafe { SharedWords::at_address(va::STATUS as usize) };
+    (0..status::WORDS).for_each(|word| page.write(word, 0));
+    start_server(index)?;
+    println!("root: new IOMMU server ready; it released {} quarantined pages", status_word(status::QUARANTINE_RELEASED));
     Ok(())
 }
 
@@ -368,10 +418,13 @@ fn give(system: &[Process], directory: &Directory, target: u64, grant: &Grant) -
             let _ = syscall::cap_delete(slot::SCRATCH);
             result
         }
-        // One in the description (checked at build time).
+        // One in the description (checked at build time); a restarted server gets the same page.
+        // Mapped writable: the root task clears it between servers.
         Source::StatusPage => {
-            syscall::mem_alloc(1, slot::STATUS_PAGE, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the status page")?;
-            syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, kernel_abi::MapFlags::empty()).map_err(|_| "cannot map the status page")?;
+            if syscall::cap_info(slot::STATUS_PAGE).is_err() {
+                syscall::mem_alloc(1, slot::STATUS_PAGE, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the status page")?;
+                syscall::mem_map(slot::STATUS_PAGE, va::STATUS, 0, 1, kernel_abi::MapFlags::WRITE).map_err(|_| "cannot map the status page")?;
+            }
             grant_one(slot::STATUS_PAGE, grant.slot)
         }
         Source::Process { name } => grant_one(process_slot(system, name).ok_or("no such process")?, grant.slot),

@@ -419,9 +419,9 @@ fn hostile_syscalls() -> u64 {
         };
         // Exit would end the test; a thread started at a random address would fault and,
         // correctly, take the whole process with it.
-        // Recv, Call and NotifyWait on objects this loop created may block forever, which is
-        // the caller's right but would stall the test.
-        const SKIPPED: [Syscall; 5] = [Syscall::Exit, Syscall::ThreadCreate, Syscall::Recv, Syscall::Call, Syscall::NotifyWait];
+        // Recv, ReplyRecv, Call and NotifyWait on objects this loop created may block forever,
+        // which is the caller's right but would stall the test.
+        const SKIPPED: [Syscall; 6] = [Syscall::Exit, Syscall::ThreadCreate, Syscall::Recv, Syscall::ReplyRecv, Syscall::Call, Syscall::NotifyWait];
         if SKIPPED.iter().any(|s| *s as u64 == number) {
             continue;
         }

@@ -1,11 +1,18 @@
 //! Bring-up ([`VtdUnit::init`]).
 //!
-//! Anything firmware left enabled (TE, IRE, QIE) is turned off, protected memory regions are
-//! disabled (PMEN), an empty root table is installed (RTADDR + SRTP, TTM selecting legacy or
-//! scalable mode), queued invalidation is enabled when ECAP.QI (register-based otherwise), all
-//! caches are invalidated globally, stale fault records are cleared, and only then is
-//! translation enabled. The root table is empty at that point, so every requester id faults
-//! ("root entry not present"): default deny, every device blocked until attached.
+//! Interrupt remapping and queued invalidation, if firmware or an ended server left them on, are
+//! turned off (the queue's address can change only with QIE clear); protected memory regions
+//! are disabled (PMEN); an empty root table is installed (RTADDR + SRTP, TTM selecting legacy
+//! or scalable mode); queued invalidation is enabled when ECAP.QI (register-based otherwise);
+//! all caches are invalidated globally; stale fault records are cleared; and translation is
+//! enabled. The root table is empty, so every requester id faults ("root entry not present"):
+//! default deny, every device blocked until attached.
+//!
+//! Translation (TE) is never turned off on the way. A unit found translating belongs to an
+//! ended server (or firmware), whose tables the kernel keeps in quarantine; with TE clear the
+//! unit would pass DMA through untranslated to any address, so the new root table replaces
+//! the old one while translation stays on (SRTP with TE set, spec 11.4.4 and 6.5), and the
+//! global invalidations that follow drop every cached entry of the old tables.
 
 use alloc::vec::Vec;
 
@@ -34,10 +41,9 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             return Err(VtdError::Unsupported("scalable mode needs queued invalidation"));
         }
 
-        // Quiesce what firmware may have left on, translation first so DMA stops being
-        // translated by tables we are about to replace.
+        // Quiesce what an earlier owner may have left on, except translation (module docs).
         let status = self.hw.regs.read32(regs::GSTS);
-        for bit in [gcmd::TE, gcmd::IRE, gcmd::QIE] {
+        for bit in [gcmd::IRE, gcmd::QIE] {
             if status & bit != 0 {
                 self.hw.set_enable(bit, false)?;
             }

@@ -59,6 +59,9 @@ struct SimulatedKernel {
     /// The server's window page, which it lends at connect (`Rc`: it outlives the connection).
     window: Rc<RefCell<Box<[u64; 512]>>>,
     connected: bool,
+    /// The server is a new instance that replaced the one the client connected to
+    /// (`start::RESTARTED`).
+    restarted: bool,
     /// Words of every `call` that reached the server, and what capability came with each.
     calls: Vec<([u64; 4], Option<u64>)>,
     /// The next `call` fails in the kernel with this error, reaching no server.
@@ -89,6 +92,7 @@ impl SimulatedKernel {
             slots: BTreeMap::from([(DEVICE_SLOT, DEVICE), (MEMORY_SLOT, MEMORY)]),
             window: Rc::new(RefCell::new(Box::new([0; 512]))),
             connected: false,
+            restarted: false,
             calls: Vec::new(),
             fail_next_call: None,
             server,
@@ -112,6 +116,7 @@ impl SimulatedKernel {
                     0
                 }
             },
+            kernel_ipc::REQUEST if !self.connected && self.restarted => kernel_ipc::STATUS_SERVER_RESTARTED,
             kernel_ipc::REQUEST if !self.connected => kernel_ipc::STATUS_NOT_CONNECTED,
             kernel_ipc::REQUEST => {
                 let page = self.window.borrow().as_ptr() as usize;
@@ -252,4 +257,36 @@ fn a_refused_connect_reports_the_status() {
     // The slot the window should go to is taken.
     let place = WindowPlace { window_slot: DEVICE_SLOT, outgoing_slot: PLACE_SLOTS.1, virt: kernel.window_address() };
     assert_eq!(WindowTransport::connect_with(kernel, ENDPOINT, &place).err(), Some(kernel_ipc::STATUS_BAD_WINDOW));
+}
+
+/// After the server was restarted, the next request fails with `ServerRestarted` (not taken for
+/// a reply), and `reconnect_with` gives up the dead server's window (its slot is still
+/// occupied, so a plain connect is refused) and connects to the new server.
+#[test]
+fn a_restarted_server_is_reported_and_reconnecting_replaces_the_window() {
+    let mut iommu = connect();
+    iommu.ioas_alloc().unwrap();
+    let kernel = kernel(&mut iommu);
+    kernel.connected = false;
+    kernel.restarted = true;
+    assert_eq!(iommu.ioas_alloc(), Err(Error::ServerRestarted));
+    assert_eq!(iommu.transport_mut().last_ipc_status, kernel_ipc::STATUS_SERVER_RESTARTED);
+
+    // The client's kernel after the restart: the dead server's window is still in its slot.
+    let after_restart = || {
+        let mut kernel = SimulatedKernel::new();
+        kernel.restarted = true;
+        kernel.slots.insert(PLACE_SLOTS.0, WINDOW);
+        kernel
+    };
+    let kernel = after_restart();
+    let place = WindowPlace { window_slot: PLACE_SLOTS.0, outgoing_slot: PLACE_SLOTS.1, virt: kernel.window_address() };
+    match WindowTransport::connect_with(kernel, ENDPOINT, &place) {
+        Err(status) => assert_eq!(status, kernel_ipc::STATUS_BAD_WINDOW),
+        Ok(_) => panic!("a connect over the old window's slot was accepted"),
+    }
+    let kernel = after_restart();
+    let place = WindowPlace { virt: kernel.window_address(), ..place };
+    let mut iommu = WindowTransport::reconnect_with(kernel, ENDPOINT, &place).unwrap_or_else(|status| panic!("reconnect refused: {status:#x}"));
+    iommu.ioas_alloc().expect("the reconnected client is served");
 }
