@@ -4,7 +4,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, Error, FaultReason, IovaRange, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, FaultStage, IovaRange, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind,
     ReservedRegion, Translation, UnitId, UnitInfo,
@@ -446,6 +446,8 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
                 access,
                 reason,
                 group: 0,
+                // No nested domains on VT-d here: every domain translates in one stage.
+                stage: FaultStage::Unspecified,
             };
             sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
         }

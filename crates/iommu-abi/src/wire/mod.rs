@@ -250,6 +250,15 @@ operations! {
         count: u32 = MsiCount(2),
         first_slot: u64 = Word(3),
     } -> Empty;
+
+    /// Carry out the cache invalidations of a nested HWPT's stage 1 that `count` entries
+    /// (`Invalidation`, 16 bytes each) at byte `offset` of the memory object (the capability)
+    /// describe, in order, stopping at the first invalid one; the reply is how many were done.
+    31 HwptInvalidate hwpt_invalidate (capability memory) {
+        hwpt: Handle = HandleWord(1, Rights::ATTACH),
+        offset: u64 = Word(2),
+        count: u32 = U32Word(3),
+    } -> Length;
 }
 
 bitflags::bitflags! {
