@@ -13,7 +13,7 @@ use kernel_abi::{ObjectType, Rights, MAX_PIN_RANGE};
 use userlib::{println, syscall};
 
 use crate::discovery::{Ecam, PciFunction};
-use crate::layout::PAGE;
+use crate::layout::{self, PAGE};
 use crate::slots;
 
 /// One kernel pin: `pages` pages of an object from the page it is keyed by, of which `in_use`
@@ -144,6 +144,37 @@ impl MemorySource for KernelMemory {
             done += run;
         }
         Ok(PinnedPages { frames })
+    }
+
+    /// Maps the pages holding the words read-only at `layout::REQUEST_MEMORY`, copies the
+    /// words out and unmaps them again.
+    fn read(&mut self, _client: ClientId, memory: u64, offset: u64, words: &mut [u64]) -> Result<(), Error> {
+        let (_, pages, _) = syscall::mem_info(memory).map_err(|_| Error::BadCapability)?;
+        let bytes = 8 * words.len() as u64;
+        let end = offset.checked_add(bytes).ok_or(Error::OutOfObjectRange)?;
+        if !offset.is_multiple_of(8) || end > pages * PAGE {
+            return Err(Error::OutOfObjectRange);
+        }
+        if words.is_empty() {
+            return Ok(());
+        }
+        let (first, last) = (offset / PAGE, (end - 1) / PAGE);
+        let count = last - first + 1;
+        if count > layout::REQUEST_MEMORY_PAGES {
+            return Err(Error::InvalidRange);
+        }
+        syscall::mem_map(memory, layout::REQUEST_MEMORY, first, count, kernel_abi::MapFlags::empty()).map_err(|_| Error::BadCapability)?;
+        let base = (layout::REQUEST_MEMORY + offset % PAGE) as *const u64;
+        for (index, word) in words.iter_mut().enumerate() {
+            // SAFETY: the pages holding `[offset, end)` are mapped at REQUEST_MEMORY from the
+            // page of `offset` on, `offset` is 8-byte aligned, and `index` < words.len(), so the
+            // word lies inside the mapping. Volatile: the client may write it meanwhile; each
+            // word is read once.
+            *word = unsafe { core::ptr::read_volatile(base.add(index)) };
+        }
+        // Mapped through the client's capability, which the server deletes after the request.
+        let _ = syscall::unmap(layout::REQUEST_MEMORY, count);
+        Ok(())
     }
 
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64) {

@@ -22,5 +22,9 @@ pub const STATUS: u64 = 0x5100_0000;
 /// The event thread's stack.
 pub const EVENT_STACK: u64 = 0x5200_0000;
 pub const EVENT_STACK_PAGES: u64 = 16;
+/// Where a request's memory object is mapped, read-only, while the server copies words out
+/// of it (`hwpt_invalidate` entries: 4 KiB of them, so at most two pages).
+pub const REQUEST_MEMORY: u64 = 0x5800_0000;
+pub const REQUEST_MEMORY_PAGES: u64 = 2;
 
 pub const PAGE: u64 = 4096;
