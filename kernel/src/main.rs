@@ -23,6 +23,7 @@ mod sched;
 mod syscall;
 mod tests;
 mod tests_iommu;
+mod tests_nesting;
 mod user_images;
 mod usermem;
 
@@ -58,7 +59,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     // A kernel built by `cargo test` runs every test unless the command line picks some.
     if let Some(filter) = option(info.cmdline(), "test").or(cfg!(test).then_some("all")) {
         let all: alloc::vec::Vec<ktest::Test> =
-            tests::TESTS.iter().chain(tests_iommu::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
+            tests::TESTS.iter().chain(tests_iommu::TESTS).chain(tests_nesting::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
         ktest::run(filter, &all);
     }
     run_system();

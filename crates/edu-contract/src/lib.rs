@@ -51,6 +51,14 @@ pub mod scenario {
     /// areas; reports the counts (`report::LIMIT_COUNTS`), sets `report::AT_LIMITS` and waits,
     /// at its limits, for `report::LEAVE` in `COMMAND`; then exits holding everything.
     pub const LIMITS_EXHAUSTED: u64 = 14;
+    /// arm (SMMUv3): the driver builds its own context descriptor and stage-1 tables in
+    /// memory it maps into a stage-2 nest parent and attaches its device to a nested HWPT over
+    /// it: a copy follows stage 1 then stage 2 (every byte checked); a stage-1 entry changed
+    /// and invalidated with `hwpt_invalidate` moves the DMA; a stage-1 and a stage-2 fault
+    /// reach its fault queue with their stage; hostile requests (a CD the parent does not map,
+    /// malformed invalidation entries, an invalidation of the parent) are refused.
+    #[cfg(target_arch = "aarch64")]
+    pub const NESTED_STAGE1: u64 = 23;
 }
 
 /// Capability slots the root task fills.

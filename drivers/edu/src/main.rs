@@ -9,6 +9,8 @@ mod edu;
 #[cfg(target_arch = "x86_64")]
 mod forged;
 mod limits;
+#[cfg(target_arch = "aarch64")]
+mod nested;
 mod race;
 mod revoke;
 mod sharing;
@@ -113,6 +115,8 @@ fn main(arg: u64) -> u64 {
         scenario::WINDOW_TAKEN => window::window_taken(),
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
+        #[cfg(target_arch = "aarch64")]
+        scenario::NESTED_STAGE1 => nested::nested_stage1(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         _ => Err((99, "unknown scenario")),
