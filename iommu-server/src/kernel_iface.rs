@@ -254,15 +254,19 @@ impl CapabilityVerifier for DeviceRegistry {
         let (address, rid) = (function.address, function.requester_id());
         // The device's DMA is blocked by the IOMMU from here on until its owner attaches it,
         // so enabling bus mastering (without which it cannot DMA at all) is safe now.
+        // Its PASID capability's width bounds the PASIDs it may be attached at (0 without one:
+        // edu has none, so its PASID attachments are refused with PasidOutOfRange).
+        let mut pasid_bits = 0;
         if let Some(ecam) = self.ecam.as_mut() {
             ecam.set_bus_master(address, true);
+            pasid_bits = crate::pasid::enable(ecam, address);
         }
         // If the bind this serves succeeds, the device goes when the capability's lender does.
         match syscall::cap_watch(slots::DMA_AUTHORITY, cap) {
             Ok(pin) => self.watches.push(DeviceWatch { pin, unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), device: None }),
             Err(error) => println!("iommu-server: cannot watch a device capability: {error:?}"),
         }
-        Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits: 0 })
+        Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits })
     }
 
     fn address_space(&mut self, _client: ClientId, _cap: u64) -> Result<AddressSpace, Error> {

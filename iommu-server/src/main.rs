@@ -25,6 +25,7 @@ mod hw;
 mod kernel_iface;
 #[cfg(target_arch = "x86_64")]
 mod msi;
+mod pasid;
 mod revocation;
 mod state;
 mod status;

@@ -191,7 +191,7 @@ impl<E: Environment> VtdBackend<E> {
         match (&d.table, range) {
             (Table::SecondLevel(_), Some((iova, length))) => unit.hw.flush_iotlb_range(d.did, iova, length, dma),
             (Table::SecondLevel(_), None) => unit.hw.flush_domain(d.did, dma),
-            (Table::FirstLevel(_), _) => unit.hw.flush_pasid(d.did, RID_PASID, range, dma),
+            (Table::FirstLevel(_), _) => unit.hw.flush_first_level(d.did, range, dma),
         }
     }
 
@@ -222,7 +222,11 @@ impl<E: Environment> VtdBackend<E> {
 
 impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        self.unit(unit).map(|_| UnitInfo { kind: UnitKind::IntelVtd, caps: UnitCaps::empty() })
+        self.unit(unit).map(|unit| {
+            // Tagged PASIDs need scalable mode and ECAP.PASID; RID_PASID is the untagged slot.
+            let pasids = unit.hw.mode() == Some(vtd::Mode::Scalable) && unit.hw.extended_capability().pasid();
+            UnitInfo { kind: UnitKind::IntelVtd, caps: if pasids { UnitCaps::PASID } else { UnitCaps::empty() } }
+        })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
@@ -341,9 +345,6 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
 
     fn replace(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
         let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
-        if pasid.is_some() {
-            return Err(Error::NotSupported);
-        }
         let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
         if d.unit != unit_id.0 as usize {
             return Err(Error::IncompatibleUnit);
@@ -355,7 +356,15 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             return Err(Error::NotSupported);
         }
         let translation = Self::translation(d);
-        unit.hw.attach(vtd::RequesterId(rid.0 as u16), d.did, translation, &mut self.dma).map_err(hardware::<E>)
+        let requester = vtd::RequesterId(rid.0 as u16);
+        // A present PASID entry is replaced by clearing it, invalidating the PASID cache, the
+        // (PASID-)IOTLB of the old domain and the device-TLB, then writing the new one (the
+        // `vtd` crate's "blocked, never wrong" order).
+        match pasid {
+            None => unit.hw.attach(requester, d.did, translation, &mut self.dma),
+            Some(pasid) => unit.hw.attach_pasid(requester, pasid, d.did, translation, &mut self.dma),
+        }
+        .map_err(hardware::<E>)
     }
 
     /// One IRTE per vector on the boot CPU (APIC 0), each accepting the interrupt only from
@@ -407,10 +416,12 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
 
     fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
-        if pasid.is_some() {
-            return;
-        }
-        match unit.hw.detach(vtd::RequesterId(rid.0 as u16), &mut self.dma) {
+        let requester = vtd::RequesterId(rid.0 as u16);
+        let detached = match pasid {
+            None => unit.hw.detach(requester, &mut self.dma),
+            Some(pasid) => unit.hw.detach_pasid(requester, pasid, &mut self.dma),
+        };
+        match detached {
             Ok(()) | Err(VtdError::NotAttached) => {}
             Err(error) => panic!("FATAL: blocking {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
         }
