@@ -227,9 +227,19 @@ impl<E: Environment> VtdBackend<E> {
             (Table::SecondLevel(_), None) => unit.hw.flush_domain(d.did, dma),
             (Table::FirstLevel(_) | Table::Nested { .. }, _) => unit.hw.flush_first_level(d.did, range, dma),
         }?;
-        // Nested children cache combined translations tagged with their own domain-ids and
-        // PASIDs; which of their IOVAs went through the changed IPAs is unknown: all of them.
-        for &did in &d.nested_dids {
+        if d.nested_dids.is_empty() {
+            return Ok(());
+        }
+        Self::invalidate_nested(unit, &d.nested_dids, dma)
+    }
+
+    /// Nested children cache combined translations tagged with their own domain-ids and
+    /// PASIDs; which of their IOVAs went through the changed IPAs is unknown: all of them.
+    /// Out of line: most domains have no nested child.
+    #[cold]
+    #[inline(never)]
+    fn invalidate_nested(unit: &mut Unit<E>, dids: &[u16], dma: &E::Dma) -> Result<(), VtdError> {
+        for &did in dids {
             unit.hw.flush_first_level(did, None, dma)?;
         }
         Ok(())
