@@ -170,6 +170,37 @@ impl MemorySource for KernelMemory {
         Ok(())
     }
 
+    /// Maps the pages holding the words read-only at `layout::REQUEST_MEMORY`, copies the
+    /// words out and unmaps them again.
+    fn read(&mut self, _client: ClientId, memory: u64, offset: u64, words: &mut [u64]) -> Result<(), Error> {
+        let (_, pages, _) = syscall::mem_info(memory).map_err(|_| Error::BadCapability)?;
+        let bytes = 8 * words.len() as u64;
+        let end = offset.checked_add(bytes).ok_or(Error::OutOfObjectRange)?;
+        if !offset.is_multiple_of(8) || end > pages * PAGE {
+            return Err(Error::OutOfObjectRange);
+        }
+        if words.is_empty() {
+            return Ok(());
+        }
+        let (first, last) = (offset / PAGE, (end - 1) / PAGE);
+        let count = last - first + 1;
+        if count > layout::REQUEST_MEMORY_PAGES {
+            return Err(Error::InvalidRange);
+        }
+        syscall::mem_map(memory, layout::REQUEST_MEMORY, first, count, kernel_abi::MapFlags::empty()).map_err(|_| Error::BadCapability)?;
+        let base = (layout::REQUEST_MEMORY + offset % PAGE) as *const u64;
+        for (index, word) in words.iter_mut().enumerate() {
+            // SAFETY: the pages holding `[offset, end)` are mapped at REQUEST_MEMORY from the
+            // page of `offset` on, `offset` is 8-byte aligned, and `index` < words.len(), so the
+            // word lies inside the mapping. Volatile: the client may write it meanwhile; each
+            // word is read once.
+            *word = unsafe { core::ptr::read_volatile(base.add(index)) };
+        }
+        // Mapped through the client's capability, which the server deletes after the request.
+        let _ = syscall::unmap(layout::REQUEST_MEMORY, count);
+        Ok(())
+    }
+
     fn unpin(&mut self, object: MemoryObjectId, offset: u64, length: u64) {
         let (first, end) = (offset / PAGE, (offset + length) / PAGE);
         let candidates = (object, 0, 0)..(object, end, 0);
@@ -262,15 +293,19 @@ impl CapabilityVerifier for DeviceRegistry {
         let rid = function.requester_id();
         // The device's DMA is blocked by the IOMMU from here on until its owner attaches it,
         // so enabling bus mastering (without which it cannot DMA at all) is safe now.
+        // Its PASID capability's width bounds the PASIDs it may be attached at (0 without one:
+        // edu has none, so its PASID attachments are refused with PasidOutOfRange).
+        let mut pasid_bits = 0;
         if let Some(ecam) = self.ecam.as_mut() {
             ecam.set_bus_master(function, true);
+            pasid_bits = crate::pasid::enable(ecam, function.address);
         }
         // If the bind this serves succeeds, the device goes when the capability's lender does.
         match syscall::cap_watch(slots::DMA_AUTHORITY, cap) {
             Ok(pin) => self.watches.push(DeviceWatch { pin, unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), device: None }),
             Err(error) => println!("iommu-server: cannot watch a device capability: {error:?}"),
         }
-        Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits: 0 })
+        Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits })
     }
 
     /// The kernel resolves the capability into the process's table root and a watch, whose

@@ -26,6 +26,7 @@ mod heap;
 mod hw;
 mod kernel_iface;
 mod msi;
+mod pasid;
 mod revocation;
 mod state;
 mod status;

@@ -12,6 +12,9 @@
 pub use iommu_tests::TESTS;
 /// Helpers the restart tests (`tests_restart.rs`) share.
 pub(crate) use iommu_tests::shared;
+/// The harness other kernel test files of the IOMMU server use.
+#[cfg(target_arch = "aarch64")]
+pub(crate) use iommu_tests::{discovery_agrees, err, exit_of, run_until, server_and_driver, skip_without_iommu, with_kernel};
 
 /// The server's capability slots (the tests, acting as root task, fill a subset), its address
 /// space (where it maps client windows) and its status-page words.

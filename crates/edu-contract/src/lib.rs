@@ -88,6 +88,14 @@ pub mod scenario {
     pub const SERVER_RESTART: u64 = 15;
     /// SERVER_RESTART: the IOVA of the page the device may write.
     pub const RESTART_IOVA: u64 = 0x2000_0000;
+    /// arm (SMMUv3): the driver builds its own context descriptor and stage-1 tables in
+    /// memory it maps into a stage-2 nest parent and attaches its device to a nested HWPT over
+    /// it: a copy follows stage 1 then stage 2 (every byte checked); a stage-1 entry changed
+    /// and invalidated with `hwpt_invalidate` moves the DMA; a stage-1 and a stage-2 fault
+    /// reach its fault queue with their stage; hostile requests (a CD the parent does not map,
+    /// malformed invalidation entries, an invalidation of the parent) are refused.
+    #[cfg(target_arch = "aarch64")]
+    pub const NESTED_STAGE1: u64 = 23;
 }
 
 /// SVA_BOUND_PROCESS. The driver binds the process and copies `SOURCE_VA` to `DESTINATION_VA`

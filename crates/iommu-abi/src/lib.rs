@@ -29,7 +29,8 @@ mod tests;
 
 pub use error::Error;
 pub use types::{
-    Access, DeviceId, DeviceInfo, FaultId, FaultReason, FaultRecord, Handle, HwptId, IoasId, IovaRange, MemoryId,
-    PageResponseCode, Perm, Rights, Stage1Config, Stage1Format, UnitCaps, UnitKind, PAGE_SIZE,
+    Access, DeviceId, DeviceInfo, FaultId, FaultReason, FaultRecord, FaultStage, Handle, HwptId, IoasId, IovaRange, MemoryId,
+    Invalidation, PageResponseCode, Perm, Rights, Stage1Config, Stage1Format, UnitCaps, UnitKind, INVALIDATIONS_PER_CALL,
+    PAGE_SIZE,
 };
 pub use wire::{FaultBatch, IovaChoice, Message, Opcode, RangeList, Reply, ReplyShape, Request};

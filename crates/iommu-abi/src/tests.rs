@@ -50,6 +50,7 @@ fn sample_requests() -> Vec<Request> {
         Request::FaultAlloc,
         Request::FaultRead { fault: h(9) },
         Request::FaultRespond { fault: h(9), cookie: 44, code: PageResponseCode::Invalid },
+        Request::HwptInvalidate { hwpt: h(8), offset: 0x30, count: INVALIDATIONS_PER_CALL },
         Request::HwptSetDirtyTracking { hwpt: h(8), enable: true },
         Request::HwptSetDirtyTracking { hwpt: h(8), enable: false },
         Request::HwptGetDirtyBitmap { target: h(8), iova: 0x20_0000, length: 0x10_0000, page_size: 0x1000, no_clear: false },
@@ -237,7 +238,7 @@ fn dirty_bitmap_requests_must_fit_the_reply() {
 }
 
 fn record(device: u32, pasid: Option<u32>, reason: FaultReason, cookie: u32) -> FaultRecord {
-    FaultRecord { device: h(device), pasid, iova: 0xdead_b000, access: Access::READ.union(Access::PRIV), reason, cookie }
+    FaultRecord { device: h(device), pasid, iova: 0xdead_b000, access: Access::READ.union(Access::PRIV), reason, cookie, stage: FaultStage::Stage2 }
 }
 
 fn sample_replies() -> Vec<(Opcode, Reply)> {
@@ -263,7 +264,7 @@ fn sample_replies() -> Vec<(Opcode, Reply)> {
         (
             Opcode::FaultRead,
             Reply::Faults(
-                FaultBatch::new(0, &[FaultRecord { device: h(3), pasid: None, iova: 0x91a, access: Access::WRITE, reason: FaultReason::Interrupt, cookie: 0 }]).unwrap(),
+                FaultBatch::new(0, &[FaultRecord { device: h(3), pasid: None, iova: 0x91a, access: Access::WRITE, reason: FaultReason::Interrupt, cookie: 0, stage: FaultStage::Unspecified }]).unwrap(),
             ),
         ),
         (Opcode::HwptGetDirtyBitmap, Reply::DirtyBitmap([1, 0, u64::MAX, 0, 0, 1 << 63])),

@@ -217,6 +217,35 @@ pub struct FaultRecord {
     /// For [`FaultReason::PageRequest`]: the cookie to quote in `fault_respond`, never 0.
     /// 0 for other reasons.
     pub cookie: u32,
+    /// Which translation stage faulted, where the unit says.
+    pub stage: FaultStage,
+}
+
+/// The translation stage a fault arose in. Only a nested HWPT has two stages; a unit that
+/// translates in one stage reports [`FaultStage::Unspecified`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum FaultStage {
+    /// One-stage translation, or the unit does not say.
+    #[default]
+    Unspecified = 0,
+    /// The driver's own stage-1 configuration: its tables, or its context descriptor.
+    Stage1 = 1,
+    /// The server's stage 2 (the parent HWPT), including stage-2 walks done for stage 1
+    /// (the CD fetch, stage-1 table reads).
+    Stage2 = 2,
+}
+
+impl FaultStage {
+    /// Decode, or [`Error::BadEnumValue`].
+    pub const fn from_u8(value: u8) -> Result<FaultStage, Error> {
+        match value {
+            0 => Ok(FaultStage::Unspecified),
+            1 => Ok(FaultStage::Stage1),
+            2 => Ok(FaultStage::Stage2),
+            _ => Err(Error::BadEnumValue),
+        }
+    }
 }
 
 /// The answer to a page request, as in PCIe PRI "Page Request Group Response".
@@ -361,9 +390,113 @@ impl Stage1Config {
     }
 }
 
+/// Entries one `hwpt_invalidate` call carries at most (one page of them).
+pub const INVALIDATIONS_PER_CALL: u32 = 256;
+
+/// One cache invalidation of a nested HWPT's driver-owned stage 1, as `hwpt_invalidate`
+/// reads it from a memory object: two little-endian 64-bit words.
+///
+/// ```text
+/// word 0: bits  0..8  kind (1 stage-1 TLB by ASID, 2 stage-1 TLB by ASID and VA range,
+///                     3 context-descriptor cache)
+///         bit   8     leaf only (kind 2: only last-level entries changed)
+///         bits 16..32 ASID (kinds 1 and 2)
+///         bits 32..48 pages (kind 2: 1..=65535 pages of 4 KiB)
+///         every other bit zero
+/// word 1: kind 2: the first VA, 4 KiB aligned; otherwise zero
+/// ```
+///
+/// The entry never names a VMID, domain or stream: the server applies it to the HWPT the
+/// call names (on SMMUv3 with that HWPT's VMID), so a driver reaches no other domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// Every stage-1 TLB entry (and walk-cache entry) of `asid`.
+    Stage1Asid { asid: u16 },
+    /// Stage-1 TLB entries of `asid` for `pages` 4 KiB pages from `va`.
+    Stage1Range { asid: u16, va: u64, pages: u16, leaf_only: bool },
+    /// The cached copy of the HWPT's context descriptor (after the driver rewrote it).
+    ContextDescriptor,
+}
+
+const INVALIDATION_KIND: u64 = 0xff;
+const INVALIDATION_LEAF: u64 = 1 << 8;
+const INVALIDATION_ASID_SHIFT: u32 = 16;
+const INVALIDATION_PAGES_SHIFT: u32 = 32;
+const INVALIDATION_WORD0_USED: u64 = INVALIDATION_KIND | INVALIDATION_LEAF | (0xffff << INVALIDATION_ASID_SHIFT) | (0xffff << INVALIDATION_PAGES_SHIFT);
+
+impl Invalidation {
+    /// Bytes of one encoded entry.
+    pub const BYTES: u64 = 16;
+
+    /// The two words of the entry.
+    pub const fn encode(self) -> [u64; 2] {
+        match self {
+            Invalidation::Stage1Asid { asid } => [1 | (asid as u64) << INVALIDATION_ASID_SHIFT, 0],
+            Invalidation::Stage1Range { asid, va, pages, leaf_only } => {
+                let leaf = if leaf_only { INVALIDATION_LEAF } else { 0 };
+                [2 | leaf | (asid as u64) << INVALIDATION_ASID_SHIFT | (pages as u64) << INVALIDATION_PAGES_SHIFT, va]
+            }
+            Invalidation::ContextDescriptor => [3, 0],
+        }
+    }
+
+    /// Decode; [`Error::ReservedBitsSet`] for a bit the kind does not use,
+    /// [`Error::BadEnumValue`] for an unknown kind, [`Error::Unaligned`] for a VA that is not
+    /// 4 KiB aligned, [`Error::ZeroLength`] / [`Error::Overflow`] for a range of no page or
+    /// past the end of the address space.
+    pub const fn decode(words: [u64; 2]) -> Result<Invalidation, Error> {
+        let [word, va] = words;
+        if word & !INVALIDATION_WORD0_USED != 0 {
+            return Err(Error::ReservedBitsSet);
+        }
+        let asid = (word >> INVALIDATION_ASID_SHIFT) as u16;
+        let pages = (word >> INVALIDATION_PAGES_SHIFT) as u16;
+        let leaf_only = word & INVALIDATION_LEAF != 0;
+        match word & INVALIDATION_KIND {
+            1 if va == 0 && pages == 0 && !leaf_only => Ok(Invalidation::Stage1Asid { asid }),
+            2 => {
+                if !va.is_multiple_of(PAGE_SIZE) {
+                    Err(Error::Unaligned)
+                } else if pages == 0 {
+                    Err(Error::ZeroLength)
+                } else if va.checked_add(pages as u64 * PAGE_SIZE - 1).is_none() {
+                    Err(Error::Overflow)
+                } else {
+                    Ok(Invalidation::Stage1Range { asid, va, pages, leaf_only })
+                }
+            }
+            3 if va == 0 && pages == 0 && asid == 0 && !leaf_only => Ok(Invalidation::ContextDescriptor),
+            1 | 3 => Err(Error::ReservedBitsSet),
+            _ => Err(Error::BadEnumValue),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalidations_round_trip_and_refuse_every_stray_bit() {
+        let entries = [
+            Invalidation::Stage1Asid { asid: 0xffff },
+            Invalidation::Stage1Range { asid: 7, va: 0xffff_ffff_f000, pages: 1, leaf_only: true },
+            Invalidation::Stage1Range { asid: 0, va: 0x1000, pages: 0xffff, leaf_only: false },
+            Invalidation::ContextDescriptor,
+        ];
+        for entry in entries {
+            assert_eq!(Invalidation::decode(entry.encode()), Ok(entry));
+        }
+        assert_eq!(Invalidation::decode([0, 0]), Err(Error::BadEnumValue));
+        assert_eq!(Invalidation::decode([4, 0]), Err(Error::BadEnumValue));
+        assert_eq!(Invalidation::decode([1 | 1 << 48, 0]), Err(Error::ReservedBitsSet));
+        assert_eq!(Invalidation::decode([1 | 1 << 9, 0]), Err(Error::ReservedBitsSet));
+        assert_eq!(Invalidation::decode([1, 0x1000]), Err(Error::ReservedBitsSet), "kind 1 takes no VA");
+        assert_eq!(Invalidation::decode([3 | 5 << 16, 0]), Err(Error::ReservedBitsSet), "kind 3 takes no ASID");
+        assert_eq!(Invalidation::decode([2 | 1 << 32, 0x1800]), Err(Error::Unaligned));
+        assert_eq!(Invalidation::decode([2, 0x1000]), Err(Error::ZeroLength));
+        assert_eq!(Invalidation::decode([2 | 2 << 32, u64::MAX - 0xfff]), Err(Error::Overflow));
+    }
 
     #[test]
     fn rights_reject_undefined_bits_and_compare_subsets() {

@@ -10,10 +10,23 @@
 //! its address and direction, which an abort STE (no event at all) would not do. StreamIDs no
 //! function uses stay without a level-2 stream table: their traffic is aborted with
 //! C_BAD_STREAMID.
+//!
+//! Nesting (`DomainConfig::Nested`): a nest parent is always a stage-2 domain, whatever the
+//! unit's stage. A nested domain is the client's context descriptor, at an IPA of the parent,
+//! over the parent's stage-2 tables; the STE (Config = S1+S2) is the server's alone: its
+//! stage-2 fields, S1CDMax = 0, the CD fetch attributes and the VMID. Every nested domain gets
+//! a VMID of its own, so the TLB entries of its stage 1 are tagged (VMID, ASID) with a VMID no
+//! other domain uses: whatever ASIDs the client writes into its CD, and whatever it asks
+//! `invalidate_stage1` to drop, it reaches only its own entries. The server cannot read the
+//! CD before the SMMU does (it lives in client memory and may change at any time), so nothing
+//! in it is trusted: its TTB0 and every stage-1 table address are IPAs that stage 2 translates
+//! (a client can reach only what its parent maps), and a malformed CD is C_BAD_CD, a
+//! configuration error of the client's own stream. An unmap in the parent invalidates its own
+//! VMID and each nested child's.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, Error, FaultReason, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, FaultStage, Invalidation, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, RequesterId, ReservedKind, ReservedRegion,
     Translation, UnitId, UnitInfo,
@@ -22,7 +35,7 @@ use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
 use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
 use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
 use slot_table::SlotTable;
-use smmuv3::{DecodedEvent, Env, EventRecord, EventType, Granule, Httu, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
+use smmuv3::{Command, DecodedEvent, Env, EventRecord, EventType, Granule, Httu, NestedStage1, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 
 mod dirty;
 
@@ -83,13 +96,18 @@ const PAGE_SIZES: u64 = (1 << 12) | (1 << 21) | (1 << 30);
 enum Table {
     Stage1(PageTable<SmmuStage1>),
     Stage2(PageTable<SmmuStage2>),
+    /// The client's CD at `cd_ipa` over the stage-2 tables of `parent`.
+    Nested { parent: HwDomainId, cd_ipa: u64 },
 }
 
 struct Domain {
     unit: usize,
-    /// ASID (stage 1) or VMID (stage 2) tagging the domain's TLB entries.
+    /// ASID (stage 1) or VMID (stage 2 and nested) tagging the domain's TLB entries.
     tag: u16,
     table: Table,
+    /// A stage-2 domain's nested children's VMIDs: their TLB entries also hold its
+    /// translations, so its unmaps invalidate them too.
+    nested_vmids: Vec<u16>,
 }
 
 /// One SMMUv3 under the server's control.
@@ -113,6 +131,8 @@ pub struct SmmuUnit<R: hwio::Registers> {
     outstanding: page_requests::Outstanding,
     /// What the object model is told the unit offers (fixed at bring-up).
     caps: UnitCaps,
+    /// The domain each stream's STE points at.
+    attached: BTreeMap<u32, HwDomainId>,
 }
 
 impl<R: hwio::Registers> SmmuUnit<R> {
@@ -209,7 +229,19 @@ impl<E: Environment> SmmuBackend<E> {
         for (&rid, &sid) in &streams {
             requesters.entry(sid).or_insert(rid);
         }
-        self.units.push(SmmuUnit { hw, base, stage, output_bits, streams, requesters, blocking: HwDomainId(0), stalls: false, outstanding: Default::default(), caps: UnitCaps::empty() });
+        self.units.push(SmmuUnit {
+            hw,
+            base,
+            stage,
+            output_bits,
+            streams,
+            requesters,
+            blocking: HwDomainId(0),
+            stalls: false,
+            outstanding: Default::default(),
+            caps: UnitCaps::empty(),
+            attached: BTreeMap::new(),
+        });
         let mut env = Env { dma: &mut self.dma, clock: &self.clock };
         let unit = &mut self.units[index];
         unit.enable_recoverable_faults(&mut env).map_err(|_| "cannot enable the PRI queue")?;
@@ -219,14 +251,18 @@ impl<E: Environment> SmmuBackend<E> {
         if unit.substream_bits() != 0 {
             unit.caps = unit.caps.union(UnitCaps::PASID);
         }
+        let (stage1, stage2) = (unit.hw.id_registers().stage1(), unit.hw.id_registers().stage2());
         // A stage-1 unit can walk a process's own tables from a CD (SVA).
-        if unit.hw.id_registers().stage1() {
+        if stage1 {
             unit.caps = unit.caps.union(UnitCaps::SVA);
+        }
+        if stage1 && stage2 {
+            unit.caps = unit.caps.union(UnitCaps::NESTING);
         }
         if unit.tracks_dirty() {
             unit.caps = unit.caps.union(UnitCaps::DIRTY_TRACKING);
         }
-        let blocking = self.allocate(index, false).map_err(|_| "no memory for the blocking domain")?;
+        let blocking = self.allocate(index, stage, false).map_err(|_| "no memory for the blocking domain")?;
         self.units[index].blocking = blocking.id;
         let sids: Vec<u32> = self.units[index].streams.values().copied().collect();
         for sid in sids {
@@ -235,15 +271,15 @@ impl<E: Environment> SmmuBackend<E> {
         Ok(index)
     }
 
-    /// A fresh, empty domain on `unit` in the unit's stage (with `dirty_tracking`, stage 1
-    /// only: writable leaves carry DBM).
-    fn allocate(&mut self, unit_index: usize, dirty_tracking: bool) -> Result<HwDomain, Error> {
+    /// A fresh, empty domain on `unit` in `stage` (with `dirty_tracking`, stage 1 only:
+    /// writable leaves carry DBM).
+    fn allocate(&mut self, unit_index: usize, stage: DomainStage, dirty_tracking: bool) -> Result<HwDomain, Error> {
         if self.domains.next_key().is_none() {
             return Err(Error::NoResources);
         }
         let unit = &mut self.units[unit_index];
         let large_pages = LargePages::ALL;
-        let (tag, table, input_bits) = match unit.stage {
+        let (tag, table, input_bits) = match stage {
             DomainStage::Stage1 => {
                 let asid = unit.hw.alloc_asid().ok_or(Error::NoResources)?;
                 let format = SmmuStage1::new(Stage1Tables {
@@ -286,8 +322,30 @@ impl<E: Environment> SmmuBackend<E> {
                 }
             }
         };
-        let id = self.domains.insert(Domain { unit: unit_index, tag, table }).expect("a slot was free");
+        let id = self.domains.insert(Domain { unit: unit_index, tag, table, nested_vmids: Vec::new() }).expect("a slot was free");
         Ok(HwDomain { id, aperture: IovaRange { start: 0, last: (1u64 << input_bits) - 1 }, page_sizes: PAGE_SIZES })
+    }
+
+    /// A nested domain on `unit`: the client's CD at `cd_ipa` over the stage-2 domain `parent`,
+    /// with a VMID of its own.
+    fn allocate_nested(&mut self, unit_index: usize, parent: HwDomainId, cd_ipa: u64) -> Result<HwDomain, Error> {
+        let parent_domain = self.domains.get(parent).ok_or(Error::NotNestParent)?;
+        let Table::Stage2(parent_table) = &parent_domain.table else { return Err(Error::NotNestParent) };
+        if parent_domain.unit != unit_index {
+            return Err(Error::IncompatibleUnit);
+        }
+        let nested = NestedStage1 { cd_ipa };
+        let format = parent_table.format();
+        let s2 = Stage2Config::new(parent_domain.tag, parent_table.root_phys(), format.t0sz(), format.config().start_level, Granule::Size4K);
+        nested.validate(self.units[unit_index].hw.id_registers(), &s2).map_err(hardware::<E>)?;
+        if self.domains.next_key().is_none() {
+            return Err(Error::NoResources);
+        }
+        let vmid = self.units[unit_index].hw.alloc_vmid().ok_or(Error::NoResources)?;
+        let table = Table::Nested { parent, cd_ipa };
+        let id = self.domains.insert(Domain { unit: unit_index, tag: vmid, table, nested_vmids: Vec::new() }).expect("a slot was free");
+        self.domains.get_mut(parent).expect("looked up above").nested_vmids.push(vmid);
+        Ok(HwDomain { id, aperture: IovaRange { start: 0, last: (1u64 << STAGE1_INPUT_BITS) - 1 }, page_sizes: PAGE_SIZES })
     }
 
     /// Points stream `sid` of `unit` at `domain` (STE and, for stage 1, CD), with the `smmuv3`
@@ -299,7 +357,7 @@ impl<E: Environment> SmmuBackend<E> {
         let d = self.domains.get(domain).expect("callers looked the domain up");
         let (hw, dma) = (&mut self.units[unit].hw, &mut self.dma);
         let mut env = Env { dma, clock: &self.clock };
-        match &d.table {
+        let installed = match &d.table {
             Table::Stage1(table) => {
                 let format = table.format();
                 let config = Stage1Config {
@@ -318,7 +376,20 @@ impl<E: Environment> SmmuBackend<E> {
                 let config = Stage2Config::new(d.tag, table.root_phys(), format.t0sz(), format.config().start_level, Granule::Size4K);
                 hw.attach_stage2(&mut env, sid, &config)
             }
+            Table::Nested { parent, cd_ipa } => {
+                let Some(Domain { table: Table::Stage2(table), .. }) = self.domains.get(*parent) else {
+                    unreachable!("a nested domain's parent outlives it and is a stage-2 domain")
+                };
+                let format = table.format();
+                // The parent's tables under the nested domain's own VMID.
+                let s2 = Stage2Config::new(d.tag, table.root_phys(), format.t0sz(), format.config().start_level, Granule::Size4K);
+                hw.attach_nested(&mut env, sid, &NestedStage1 { cd_ipa: *cd_ipa }, &s2)
+            }
+        };
+        if installed.is_ok() {
+            self.units[unit].attached.insert(sid, domain);
         }
+        installed
     }
 
     /// Invalidates what an unmap changed and hands the unlinked tables back to the domain's
@@ -327,7 +398,7 @@ impl<E: Environment> SmmuBackend<E> {
         if let Some(range) = unmapped.range.clone() {
             let scope = match d.table {
                 Table::Stage1(_) => TlbScope::Stage1 { asid: d.tag },
-                Table::Stage2(_) => TlbScope::Stage2 { vmid: d.tag },
+                Table::Stage2(_) | Table::Nested { .. } => TlbScope::Stage2 { vmid: d.tag },
             };
             // Unlinked tables may sit in walk caches: then the invalidation must not be leaf-only.
             let leaf_only = unmapped.freed_tables.is_empty();
@@ -335,10 +406,26 @@ impl<E: Environment> SmmuBackend<E> {
             if let Err(error) = unit.hw.tlbi_range(&mut env, scope, range.start, range.end - range.start, Granule::Size4K, leaf_only) {
                 Self::fail_closed("TLB invalidation after unmap", error);
             }
+            if !d.nested_vmids.is_empty() {
+                Self::invalidate_nested(unit, &d.nested_vmids, range, leaf_only, &mut env);
+            }
         }
         match &mut d.table {
             Table::Stage1(table) => table.recycle(unmapped.freed_tables, dma),
             Table::Stage2(table) => table.recycle(unmapped.freed_tables, dma),
+            Table::Nested { .. } => unreachable!("nothing is mapped in a nested domain"),
+        }
+    }
+
+    /// The nested children of a stage-2 domain whose IPAs `range` changed: their combined
+    /// entries carry their own VMIDs. Out of line: most domains have no nested child.
+    #[cold]
+    #[inline(never)]
+    fn invalidate_nested(unit: &mut SmmuUnit<E::Registers>, vmids: &[u16], range: core::ops::Range<u64>, leaf_only: bool, env: &mut Env<'_>) {
+        for &vmid in vmids {
+            if let Err(error) = unit.hw.tlbi_range(env, TlbScope::Stage2 { vmid }, range.start, range.end - range.start, Granule::Size4K, leaf_only) {
+                Self::fail_closed("TLB invalidation of a nested domain after unmap", error);
+            }
         }
     }
 
@@ -368,17 +455,26 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn domain_alloc(&mut self, unit: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
-        let DomainConfig::Paging { nest_parent: false, dirty_tracking } = *config else {
-            return Err(Error::NotSupported);
-        };
         let index = unit.0 as usize;
         if index >= self.units.len() {
             return Err(Error::NoResources);
         }
+        let (stage, dirty_tracking) = match *config {
+            DomainConfig::Paging { nest_parent: false, dirty_tracking } => (self.units[index].stage, dirty_tracking),
+            DomainConfig::Paging { nest_parent: true, dirty_tracking: false } if self.units[index].hw.id_registers().stage2() => (DomainStage::Stage2, false),
+            DomainConfig::Nested { parent, stage1 } => {
+                // One CD per stream: QEMU implements no substreams (IDR1.SSIDSIZE = 0).
+                if stage1.format != iommu_abi::Stage1Format::SmmuV3ContextDescriptors || stage1.table_entries_log2 != 0 {
+                    return Err(Error::NotSupported);
+                }
+                return self.allocate_nested(index, parent, stage1.table_root);
+            }
+            _ => return Err(Error::NotSupported),
+        };
         if dirty_tracking && !self.units[index].tracks_dirty() {
             return Err(Error::NotSupported);
         }
-        let domain = self.allocate(index, dirty_tracking)?;
+        let domain = self.allocate(index, stage, dirty_tracking)?;
         // MSI writes are DMA writes to the SMMU: without the doorbell an attached device's
         // interrupts would fault. The blocking domain maps nothing, so blocked devices cannot
         // raise interrupts at all. The window is reserved, so no client mapping collides.
@@ -389,6 +485,7 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
             mapped = match &mut d.table {
                 Table::Stage1(table) => table.map(page, page, PAGE, device_write, &mut self.dma),
                 Table::Stage2(table) => table.map(page, page, PAGE, device_write, &mut self.dma),
+                Table::Nested { .. } => unreachable!("allocated as a paging domain"),
             };
             if mapped.is_err() {
                 break;
@@ -410,7 +507,7 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         let mut env = Env { dma, clock: &self.clock };
         let freed = match d.table {
             Table::Stage1(_) => hw.free_asid(&mut env, d.tag),
-            Table::Stage2(_) => hw.free_vmid(&mut env, d.tag),
+            Table::Stage2(_) | Table::Nested { .. } => hw.free_vmid(&mut env, d.tag),
         };
         if let Err(error) = freed {
             Self::fail_closed("invalidation of a freed domain", error);
@@ -418,6 +515,11 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         match d.table {
             Table::Stage1(table) => table.destroy(&mut self.dma),
             Table::Stage2(table) => table.destroy(&mut self.dma),
+            Table::Nested { parent, .. } => {
+                if let Some(parent) = self.domains.get_mut(parent) {
+                    parent.nested_vmids.retain(|&vmid| vmid != d.tag);
+                }
+            }
         }
     }
 
@@ -427,6 +529,8 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         let in_the_way = match &mut d.table {
             Table::Stage1(table) => table.prepare_map(iova, phys, length, dma),
             Table::Stage2(table) => table.prepare_map(iova, phys, length, dma),
+            // The object model maps into the parent: a nested domain's stage 1 is the client's.
+            Table::Nested { .. } => return Err(Error::NotSupported),
         };
         if let Some(unlinked) = in_the_way {
             Self::complete_unmap(&mut units[d.unit], d, unlinked, dma, clock);
@@ -435,6 +539,7 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         match &mut d.table {
             Table::Stage1(table) => table.map(iova, phys, length, table_perm(perm), dma),
             Table::Stage2(table) => table.map(iova, phys, length, table_perm(perm), dma),
+            Table::Nested { .. } => unreachable!("refused above"),
         }
         .map_err(table_error)
     }
@@ -445,6 +550,7 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         let result = match &mut d.table {
             Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
             Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
+            Table::Nested { .. } => return,
         };
         let unmapped = result.unwrap_or_else(|error| unmap_failed(iova, length, error));
         Self::complete_unmap(&mut units[d.unit], d, unmapped, dma, clock);
@@ -490,8 +596,29 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         }
     }
 
-    /// A burst of events of one stream with the same kind and direction in the same page (QEMU
-    /// reports a blocked transfer once per access) is one fault, with the burst's first address.
+    fn invalidate_stage1(&mut self, domain: HwDomainId, entry: Invalidation) -> Result<(), Error> {
+        let d = self.domains.get(domain).ok_or(Error::NotSupported)?;
+        let Table::Nested { .. } = d.table else { return Err(Error::NotSupported) };
+        let (vmid, unit) = (d.tag, &mut self.units[d.unit]);
+        let asid_bits = unit.hw.id_registers().asid_bits();
+        let mut env = Env { dma: &mut self.dma, clock: &self.clock };
+        let done = match entry {
+            Invalidation::Stage1Asid { asid } | Invalidation::Stage1Range { asid, .. } if u32::from(asid) >> asid_bits != 0 => {
+                return Err(Error::InvalidRange);
+            }
+            Invalidation::Stage1Asid { asid } => unit.hw.execute(&mut env, &[Command::tlbi_nh_asid(vmid, asid)]),
+            Invalidation::Stage1Range { asid, va, pages, leaf_only } => {
+                let scope = TlbScope::NestedStage1 { vmid, asid };
+                unit.hw.tlbi_range(&mut env, scope, va, u64::from(pages) * PAGE, Granule::Size4K, leaf_only)
+            }
+            Invalidation::ContextDescriptor => {
+                let streams: Vec<Command> = unit.attached.iter().filter(|&(_, &attached)| attached == domain).map(|(&sid, _)| Command::cfgi_cd(sid, 0, false)).collect();
+                unit.hw.execute(&mut env, &streams)
+            }
+        };
+        done.map_err(hardware::<E>)
+    }
+
     fn set_dirty_tracking(&mut self, domain: HwDomainId, enable: bool) -> Result<(), Error> {
         self.switch_dirty_tracking(domain, enable)
     }
@@ -500,9 +627,12 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         self.read_dirty(domain, range, page_size, clear, bitmap)
     }
 
+    /// A burst of events of one stream with the same kind and direction in the same page (QEMU
+    /// reports a blocked transfer once per access) is one fault, with the burst's first address.
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
-        let SmmuUnit { hw, requesters, .. } = unit;
+        let SmmuUnit { hw, requesters, attached, .. } = unit;
+        let route = Route { unit: unit_id, requesters, attached, domains: &self.domains };
         // Records are compared raw and only a burst's first is decoded.
         let continues = |first: &EventRecord, next: &EventRecord| {
             first.stream_id() == next.stream_id()
@@ -527,14 +657,14 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
                 _ => {
                     if let Some((first, count)) = burst.replace((record, 1)) {
                         reported += 1;
-                        deliver_burst::<E>(unit_id, requesters, first.decode(), count, sink);
+                        route.deliver_burst::<E>(first.decode(), count, sink);
                     }
                 }
             }
         });
         if let Some((first, count)) = burst {
             reported += 1;
-            deliver_burst::<E>(unit_id, requesters, first.decode(), count, sink);
+            route.deliver_burst::<E>(first.decode(), count, sink);
         }
         if overflowed {
             E::log(format_args!("iommu-server: unit {}: event queue overflowed, events were lost", unit_id.0));
@@ -549,27 +679,45 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 }
 
-/// Hands the fault a burst of `count` events starting with `event` stands for to `sink`, or
-/// logs it when nothing can be routed.
-fn deliver_burst<E: Environment>(unit_id: UnitId, requesters: &BTreeMap<u32, u32>, event: DecodedEvent, count: u32, sink: &mut dyn FnMut(DrainedFault)) {
-    let rid = requesters.get(&event.stream_id).copied();
-    let (Some(address), Some(rid)) = (event.input_addr, rid) else {
-        // Configuration errors (C_BAD_STREAMID, C_BAD_STE, ...) carry no address, or the
-        // stream belongs to no enumerated function: nothing to route.
-        E::log(format_args!("iommu-server: unit {}: {count} x {} from stream {:#x} (no client to tell)", unit_id.0, event.kind.name(), event.stream_id));
-        return;
-    };
-    let event_kind = event.kind;
-    let event = FaultEvent {
-        unit: unit_id,
-        rid: RequesterId(rid),
-        pasid: event.substream_id,
-        iova: address,
-        access: access_of(&event),
-        reason: fault_reason(event.kind),
-        group: 0,
-    };
-    sink(DrainedFault { event, code: u32::from(event_kind.id()), name: event_kind.name() });
+/// What routing a unit's fault event needs: the requester of each stream, the domain each
+/// stream is attached to, and the domains (a nested domain's faults name their stage).
+struct Route<'a> {
+    unit: UnitId,
+    requesters: &'a BTreeMap<u32, u32>,
+    attached: &'a BTreeMap<u32, HwDomainId>,
+    domains: &'a SlotTable<HwDomainId, Domain>,
+}
+
+impl Route<'_> {
+    /// Hands the fault a burst of `count` events starting with `event` stands for to `sink`,
+    /// or logs it when nothing can be routed.
+    fn deliver_burst<E: Environment>(&self, event: DecodedEvent, count: u32, sink: &mut dyn FnMut(DrainedFault)) {
+        let rid = self.requesters.get(&event.stream_id).copied();
+        let (Some(address), Some(rid)) = (event.input_addr, rid) else {
+            // Configuration errors (C_BAD_STREAMID, C_BAD_STE, ...) carry no address, or the
+            // stream belongs to no enumerated function: nothing to route.
+            E::log(format_args!("iommu-server: unit {}: {count} x {} from stream {:#x} (no client to tell)", self.unit.0, event.kind.name(), event.stream_id));
+            return;
+        };
+        let nested = self.attached.get(&event.stream_id).and_then(|&domain| self.domains.get(domain)).is_some_and(|d| matches!(d.table, Table::Nested { .. }));
+        let stage = match (nested, event.stage2) {
+            (false, _) => FaultStage::Unspecified,
+            (true, false) => FaultStage::Stage1,
+            (true, true) => FaultStage::Stage2,
+        };
+        let event_kind = event.kind;
+        let event = FaultEvent {
+            unit: self.unit,
+            rid: RequesterId(rid),
+            pasid: event.substream_id,
+            iova: address,
+            access: access_of(&event),
+            reason: fault_reason(event.kind),
+            group: 0,
+            stage,
+        };
+        sink(DrainedFault { event, code: u32::from(event_kind.id()), name: event_kind.name() });
+    }
 }
 
 /// The object-model reason of an SMMU fault event.

@@ -4,7 +4,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, Error, FaultReason, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, FaultStage, Invalidation, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind,
     ReservedRegion, Translation, UnitId, UnitInfo,
@@ -84,12 +84,18 @@ struct MsiRoute {
 enum Table {
     SecondLevel(PageTable<VtdSecondLevel>),
     FirstLevel(PageTable<VtdFirstLevel>),
+    /// The client's first-level table at the guest-physical `root` (an IOVA of `parent`),
+    /// walked through the second-level tables of `parent` (PGTT 011b).
+    Nested { parent: HwDomainId, root: u64, five_level: bool },
 }
 
 struct Domain {
     unit: usize,
     did: u16,
     table: Table,
+    /// A second-level domain's nested children's domain-ids: their IOTLB entries combine its
+    /// translations with theirs, so its unmaps invalidate them too.
+    nested_dids: Vec<u16>,
 }
 
 /// The VT-d backend: every unit and every domain, and the DMA memory their tables live in.
@@ -160,10 +166,6 @@ impl<E: Environment> Unit<E> {
             caps: UnitCaps::empty(),
         };
         unit.enable_page_requests(dma)?;
-        // Tagged PASIDs need scalable second-level domains (see `replace_pasid`).
-        if unit.kind == TableKind::ScalableSecondLevel && ecap.pasid() {
-            unit.caps = unit.caps.union(UnitCaps::PASID);
-        }
         if unit.hw.page_requests_enabled() {
             unit.caps = unit.caps.union(UnitCaps::PAGE_REQUESTS);
         }
@@ -220,14 +222,42 @@ impl<E: Environment> VtdBackend<E> {
     }
 
     /// The translation a requester attached to `domain` is given.
-    fn translation(domain: &Domain) -> vtd::Translation {
+    fn translation(&self, domain: &Domain) -> vtd::Translation {
         match &domain.table {
             Table::SecondLevel(table) if table.format().dirty_scheme().is_some() => {
                 vtd::Translation::SecondLevelTracked { root: table.root_phys(), levels: table.levels() }
             }
             Table::SecondLevel(table) => vtd::Translation::SecondLevel { root: table.root_phys(), levels: table.levels() },
             Table::FirstLevel(table) => vtd::Translation::FirstLevel { root: table.root_phys(), five_level: table.levels() == 5 },
+            Table::Nested { parent, root, five_level } => {
+                let Some(Domain { table: Table::SecondLevel(parent), .. }) = self.domains.get(*parent) else {
+                    unreachable!("a nested domain's parent outlives it and is a second-level domain")
+                };
+                vtd::Translation::Nested { first_level_root: *root, five_level: *five_level, second_level_root: parent.root_phys(), second_level_levels: parent.levels() }
+            }
         }
+    }
+
+    /// A nested domain on `unit`: the client's first-level table at the guest-physical `root`
+    /// over the second-level domain `parent`, with a domain-id of its own (its first-level
+    /// entries are tagged with it, so no other domain's invalidations or entries meet them).
+    fn allocate_nested(&mut self, unit_index: usize, parent: HwDomainId, root: u64, five_level: bool) -> Result<HwDomain, Error> {
+        let parent_domain = self.domains.get(parent).ok_or(Error::NotNestParent)?;
+        if !matches!(parent_domain.table, Table::SecondLevel(_)) {
+            return Err(Error::NotNestParent);
+        }
+        if parent_domain.unit != unit_index {
+            return Err(Error::IncompatibleUnit);
+        }
+        if self.domains.next_key().is_none() {
+            return Err(Error::NoResources);
+        }
+        let did = self.units[unit_index].domain_ids.allocate().map_err(hardware::<E>)?;
+        let table = Table::Nested { parent, root, five_level };
+        let id = self.domains.insert(Domain { unit: unit_index, did, table, nested_dids: Vec::new() }).expect("a slot was free");
+        self.domains.get_mut(parent).expect("looked up above").nested_dids.push(did);
+        let input_bits = if five_level { 56 } else { 47 };
+        Ok(HwDomain { id, aperture: IovaRange { start: 0, last: (1u64 << input_bits) - 1 }, page_sizes: (1 << 12) | (1 << 21) })
     }
 
     /// Invalidates what `d` may have cached, for `range` (iova, length) or all of it, with
@@ -236,8 +266,24 @@ impl<E: Environment> VtdBackend<E> {
         match (&d.table, range) {
             (Table::SecondLevel(_), Some((iova, length))) => unit.hw.flush_iotlb_range(d.did, iova, length, dma),
             (Table::SecondLevel(_), None) => unit.hw.flush_domain(d.did, dma),
-            (Table::FirstLevel(_), _) => unit.hw.flush_pasid(d.did, RID_PASID, range, dma),
+            (Table::FirstLevel(_) | Table::Nested { .. }, _) => unit.hw.flush_first_level(d.did, range, dma),
+        }?;
+        if d.nested_dids.is_empty() {
+            return Ok(());
         }
+        Self::invalidate_nested(unit, &d.nested_dids, dma)
+    }
+
+    /// Nested children cache combined translations tagged with their own domain-ids and
+    /// PASIDs; which of their IOVAs went through the changed IPAs is unknown: all of them.
+    /// Out of line: most domains have no nested child.
+    #[cold]
+    #[inline(never)]
+    fn invalidate_nested(unit: &mut Unit<E>, dids: &[u16], dma: &E::Dma) -> Result<(), VtdError> {
+        for &did in dids {
+            unit.hw.flush_first_level(did, None, dma)?;
+        }
+        Ok(())
     }
 
     /// Invalidates what an unmap changed and hands the unlinked tables back to the domain's
@@ -251,6 +297,7 @@ impl<E: Environment> VtdBackend<E> {
         match &mut d.table {
             Table::SecondLevel(table) => table.recycle(unmapped.freed_tables, dma),
             Table::FirstLevel(table) => table.recycle(unmapped.freed_tables, dma),
+            Table::Nested { .. } => unreachable!("nothing is mapped in a nested domain"),
         }
     }
 
@@ -267,9 +314,24 @@ impl<E: Environment> VtdBackend<E> {
 
 impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn unit_info(&self, unit: UnitId) -> Option<UnitInfo> {
-        // SVA depends on the mode the unit was brought up in (scalable, first-level tables).
-        let sva = |unit: &Unit<E>| if unit.walks_process_tables() { UnitCaps::SVA } else { UnitCaps::empty() };
-        self.unit(unit).map(|unit| UnitInfo { kind: UnitKind::IntelVtd, caps: unit.caps.union(sva(unit)) })
+        self.unit(unit).map(|unit| {
+            let scalable = unit.hw.mode() == Some(vtd::Mode::Scalable);
+            let ecap = unit.hw.extended_capability();
+            let mut caps = unit.caps;
+            // SVA depends on the mode the unit was brought up in (scalable, first-level tables).
+            if unit.walks_process_tables() {
+                caps |= UnitCaps::SVA;
+            }
+            // Tagged PASIDs need ECAP.PASID; RID_PASID is the untagged slot.
+            if scalable && ecap.pasid() {
+                caps |= UnitCaps::PASID;
+            }
+            // Nesting: first-level over second-level tables (QEMU 10.0.2 has no ECAP.NEST).
+            if scalable && ecap.nested() && ecap.first_level() && ecap.second_level() {
+                caps |= UnitCaps::NESTING;
+            }
+            UnitInfo { kind: UnitKind::IntelVtd, caps }
+        })
     }
 
     fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
@@ -286,10 +348,17 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn domain_alloc(&mut self, unit_id: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
-        let DomainConfig::Paging { nest_parent: false, dirty_tracking } = *config else {
-            return Err(Error::NotSupported);
-        };
         let unit_index = unit_id.0 as usize;
+        let nesting = self.unit_info(unit_id).is_some_and(|info| info.caps.contains(UnitCaps::NESTING));
+        let (kind, dirty_tracking) = match *config {
+            DomainConfig::Paging { nest_parent: false, dirty_tracking } => (self.units.get(unit_index).ok_or(Error::NoResources)?.kind, dirty_tracking),
+            // A nest parent is a second-level domain whatever the unit's plain domains are.
+            DomainConfig::Paging { nest_parent: true, dirty_tracking: false } if nesting => (TableKind::ScalableSecondLevel, false),
+            DomainConfig::Nested { parent, stage1 } if nesting && stage1.format == iommu_abi::Stage1Format::VtdFirstLevel => {
+                return self.allocate_nested(unit_index, parent, stage1.table_root, stage1.address_width == 57);
+            }
+            _ => return Err(Error::NotSupported),
+        };
         let unit = self.units.get_mut(unit_index).ok_or(Error::NoResources)?;
         if dirty_tracking && !unit.tracks_dirty() {
             return Err(Error::NotSupported);
@@ -298,7 +367,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             return Err(Error::NoResources);
         }
         let did = unit.domain_ids.allocate().map_err(hardware::<E>)?;
-        let (table, aperture_bits, page_sizes) = match unit.kind {
+        let (table, aperture_bits, page_sizes) = match kind {
             TableKind::LegacySecondLevel | TableKind::ScalableSecondLevel => {
                 let config = SecondLevelConfig { dirty_tracking, ..unit.second_level };
                 let format = VtdSecondLevel::new(config).map_err(table_error);
@@ -329,7 +398,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
                 return Err(error);
             }
         };
-        let id = self.domains.insert(Domain { unit: unit_index, did, table }).expect("a slot was free");
+        let id = self.domains.insert(Domain { unit: unit_index, did, table, nested_dids: Vec::new() }).expect("a slot was free");
         let aperture = IovaRange { start: 0, last: (1u64 << aperture_bits) - 1 };
         Ok(HwDomain { id, aperture, page_sizes })
     }
@@ -346,6 +415,11 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         match d.table {
             Table::SecondLevel(table) => table.destroy(&mut self.dma),
             Table::FirstLevel(table) => table.destroy(&mut self.dma),
+            Table::Nested { parent, .. } => {
+                if let Some(parent) = self.domains.get_mut(parent) {
+                    parent.nested_dids.retain(|&did| did != d.did);
+                }
+            }
         }
     }
 
@@ -356,6 +430,8 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         let in_the_way = match &mut d.table {
             Table::SecondLevel(table) => table.prepare_map(iova, phys, length, dma),
             Table::FirstLevel(table) => table.prepare_map(iova, phys, length, dma),
+            // The object model maps into the parent: a nested domain's first level is the client's.
+            Table::Nested { .. } => return Err(Error::NotSupported),
         };
         if let Some(unlinked) = in_the_way {
             Self::complete_unmap(unit, d, domain, unlinked, dma);
@@ -363,6 +439,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         let result = match &mut d.table {
             Table::SecondLevel(table) => table.map(iova, phys, length, table_perm(perm), dma),
             Table::FirstLevel(table) => table.map(iova, phys, length, table_perm(perm), dma),
+            Table::Nested { .. } => unreachable!("refused above"),
         };
         result.map_err(table_error)?;
         // Caching mode: the unit may have cached the old not-present entries.
@@ -380,6 +457,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         let result = match &mut d.table {
             Table::SecondLevel(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
             Table::FirstLevel(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
+            Table::Nested { .. } => return,
         };
         let unmapped = result.unwrap_or_else(|error| unmap_failed(iova, length, error));
         Self::complete_unmap(&mut units[d.unit], d, domain, unmapped, dma);
@@ -393,22 +471,27 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     }
 
     fn replace(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
-        if let Some(pasid) = pasid {
-            return self.replace_pasid(unit_id, rid, pasid, translation);
-        }
         let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
         let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
         if d.unit != unit_id.0 as usize {
             return Err(Error::IncompatibleUnit);
         }
-        let unit = &mut self.units[d.unit];
         // RMRR identity mappings are not installed by this backend: refuse such devices rather
         // than break the firmware's use of them.
-        if unit.rmrrs.get(&(rid.0 as u16)).is_some_and(|r| !r.is_empty()) {
+        if self.units[d.unit].rmrrs.get(&(rid.0 as u16)).is_some_and(|r| !r.is_empty()) {
             return Err(Error::NotSupported);
         }
-        let translation = Self::translation(d);
-        unit.hw.attach(vtd::RequesterId(rid.0 as u16), d.did, translation, &mut self.dma).map_err(hardware::<E>)
+        let (translation, did) = (self.translation(d), d.did);
+        let unit = &mut self.units[d.unit];
+        let requester = vtd::RequesterId(rid.0 as u16);
+        // A present PASID entry is replaced by clearing it, invalidating the PASID cache, the
+        // (PASID-)IOTLB of the old domain and the device-TLB, then writing the new one (the
+        // `vtd` crate's "blocked, never wrong" order).
+        match pasid {
+            None => unit.hw.attach(requester, did, translation, &mut self.dma),
+            Some(pasid) => unit.hw.attach_pasid(requester, pasid, did, translation, &mut self.dma),
+        }
+        .map_err(hardware::<E>)
     }
 
     /// One IRTE per vector on the boot CPU (APIC 0), each accepting the interrupt only from
@@ -462,11 +545,13 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         if self.unbind_address_space(unit_id, rid, pasid) {
             return;
         }
-        if let Some(pasid) = pasid {
-            return self.block_pasid(unit_id, rid, pasid);
-        }
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
-        match unit.hw.detach(vtd::RequesterId(rid.0 as u16), &mut self.dma) {
+        let requester = vtd::RequesterId(rid.0 as u16);
+        let detached = match pasid {
+            None => unit.hw.detach(requester, &mut self.dma),
+            Some(pasid) => unit.hw.detach_pasid(requester, pasid, &mut self.dma),
+        };
+        match detached {
             Ok(()) | Err(VtdError::NotAttached) => {}
             Err(error) => panic!("FATAL: blocking {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
         }
@@ -482,6 +567,21 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
 
     fn read_and_clear_dirty(&mut self, domain: HwDomainId, range: IovaRange, page_size: u64, clear: bool, bitmap: &mut [u64]) -> Result<(), Error> {
         self.read_dirty(domain, range, page_size, clear, bitmap)
+    }
+
+    /// VT-d has no ASIDs: stage-1 entries are tagged by (domain-id, PASID), so an entry must
+    /// name ASID 0 and is carried out for every PASID the nested domain is attached at. The
+    /// PASID entry (the CD's counterpart) is the server's: there is no cache of the client's.
+    fn invalidate_stage1(&mut self, domain: HwDomainId, entry: Invalidation) -> Result<(), Error> {
+        let d = self.domains.get(domain).ok_or(Error::NotSupported)?;
+        let Table::Nested { .. } = d.table else { return Err(Error::NotSupported) };
+        let range = match entry {
+            Invalidation::Stage1Asid { asid: 0 } => None,
+            Invalidation::Stage1Range { asid: 0, va, pages, .. } => Some((va, u64::from(pages) * iommu_abi::PAGE_SIZE)),
+            _ => return Err(Error::InvalidRange),
+        };
+        let unit = &mut self.units[d.unit];
+        unit.hw.flush_first_level(d.did, range, &self.dma).map_err(hardware::<E>)
     }
 
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
@@ -511,6 +611,9 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
                 access,
                 reason,
                 group: 0,
+                // Nested domains run on the model only (QEMU rejects them); the stage of their
+                // faults is not decoded from the reason code yet.
+                stage: FaultStage::Unspecified,
             };
             sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
         });

@@ -18,7 +18,7 @@
 //! returning. Fallible operations leave the hardware unchanged when they fail.
 
 use alloc::vec::Vec;
-use iommu_abi::{Access, Error, FaultReason, IovaRange, PageResponseCode, Perm, Stage1Config, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, FaultStage, Invalidation, IovaRange, PageResponseCode, Perm, Stage1Config, UnitCaps, UnitKind};
 
 /// Index of an IOMMU unit, as the server numbered them at discovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -143,6 +143,8 @@ pub struct FaultEvent {
     /// page request group index, delivered once per group for its last request since the
     /// response is per group; or an SMMU stall tag, marked so it never equals a group index).
     pub group: u32,
+    /// The stage that faulted (nested domains; `Unspecified` for one-stage translation).
+    pub stage: FaultStage,
 }
 
 /// One fault as a backend drains it from a unit: the object model's event, and the unit's own
@@ -232,6 +234,14 @@ pub trait IommuBackend {
     /// The device is unbound: its MSI routes go, with the invalidation that makes them
     /// unusable, before this returns.
     fn release_msis(&mut self, _unit: UnitId, _rid: RequesterId) {}
+
+    /// Carry out one stage-1 cache invalidation of the nested domain `domain` (allocated
+    /// with `DomainConfig::Nested`), tagged with that domain's own stage-2 identity (VMID /
+    /// domain ID), and wait for it. `InvalidRange` for an entry the unit cannot carry out
+    /// (an ASID wider than the unit's); a backend without nesting keeps this default.
+    fn invalidate_stage1(&mut self, _domain: HwDomainId, _entry: Invalidation) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
 
     /// Answer the page request group `group` of the device (PCIe PRG response / SMMU
     /// CMD_RESUME). A backend whose units advertise no `PAGE_REQUESTS` delivers no page

@@ -187,6 +187,10 @@ impl<B: IommuBackend, M: MemorySource, V: CapabilityVerifier> Handler for Call<'
         self.server.handle_accept(self.client, ClientId(from), accept)
     }
 
+    fn hwpt_invalidate(&mut self, hwpt: Handle, offset: u64, count: u32, memory: u64) -> Result<u64, Error> {
+        self.server.hwpt_invalidate(self.client, hwpt, memory, offset, count)
+    }
+
     fn msi_alloc(&mut self, device: Handle, count: u32, first_slot: u64) -> Result<(), Error> {
         let (unit, rid) = self.server.device_interrupt_source(self.client, device)?;
         self.verifier.msi_alloc(self.server.backend_mut(), self.client, unit, rid, count, first_slot)

@@ -16,7 +16,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use iommu_abi::{Error, IovaRange, PageResponseCode, Perm, PAGE_SIZE};
+use iommu_abi::{Error, Invalidation, IovaRange, PageResponseCode, Perm, PAGE_SIZE};
 
 use crate::backend::{
     DomainConfig, DrainedFault, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedRegion, Translation, UnitId, UnitInfo,
@@ -49,6 +49,8 @@ pub enum Call {
     SetDirtyTracking { domain: HwDomainId, enable: bool },
     /// `read_and_clear_dirty` that succeeded.
     ReadDirty { domain: HwDomainId, range: IovaRange },
+    /// `invalidate_stage1` that succeeded.
+    InvalidateStage1 { domain: HwDomainId, entry: Invalidation },
     /// `page_response`.
     PageResponse { unit: UnitId, rid: RequesterId, pasid: Option<u32>, group: u32, code: PageResponseCode },
     /// `pin` that succeeded.
@@ -274,6 +276,23 @@ impl IommuBackend for FakeBackend {
         Ok(HwDomain { id, aperture: fake.aperture, page_sizes: fake.page_sizes })
     }
 
+    /// Refuses ASIDs above 255, as a unit with 8-bit ASIDs would.
+    fn invalidate_stage1(&mut self, domain: HwDomainId, entry: Invalidation) -> Result<(), Error> {
+        if self.domains.get(&domain).is_none_or(|d| d.parent.is_none()) {
+            self.violations.push(format!("stage-1 invalidation of {domain:?}, which is no nested domain"));
+            return Err(Error::NotSupported);
+        }
+        let asid = match entry {
+            Invalidation::Stage1Asid { asid } | Invalidation::Stage1Range { asid, .. } => asid,
+            Invalidation::ContextDescriptor => 0,
+        };
+        if asid > 0xff {
+            return Err(Error::InvalidRange);
+        }
+        self.record(Call::InvalidateStage1 { domain, entry });
+        Ok(())
+    }
+
     fn domain_free(&mut self, domain: HwDomainId) {
         self.record(Call::DomainFree { domain });
         match self.domains.get(&domain) {
@@ -457,8 +476,9 @@ pub struct FakeMemory {
     failures: FailurePlan,
     identify_failures: FailurePlan,
     violations: Vec<String>,
-    /// Words written through `write_words`, by (capability, byte offset).
-    written: BTreeMap<(u64, u64), u64>,
+    /// The objects' contents, by (capability, byte offset): what the server wrote
+    /// (`MemorySource::write_words`) or a test put there (`fill_words`); other words read 0.
+    words: BTreeMap<(u64, u64), u64>,
 }
 
 impl FakeMemory {
@@ -471,19 +491,26 @@ impl FakeMemory {
             failures: FailurePlan::default(),
             identify_failures: FailurePlan::default(),
             violations: Vec::new(),
-            written: BTreeMap::new(),
+            words: BTreeMap::new(),
         }
     }
 
     /// The word `write_words` last wrote at byte `offset` of the object `cap` designates
     /// (0 if none).
     pub fn written_word(&self, cap: u64, offset: u64) -> u64 {
-        self.written.get(&(cap, offset)).copied().unwrap_or(0)
+        self.words.get(&(cap, offset)).copied().unwrap_or(0)
     }
 
     /// Make capability `cap` designate `object`.
     pub fn add_object(&mut self, cap: u64, object: FakeObject) {
         self.objects.insert(cap, object);
+    }
+
+    /// Put `words` at byte `offset` of the object `cap` designates (what `read` returns).
+    pub fn fill_words(&mut self, cap: u64, offset: u64, words: &[u64]) {
+        for (index, &word) in words.iter().enumerate() {
+            self.words.insert((cap, offset + 8 * index as u64), word);
+        }
     }
 
     /// Make the `n`th `pin` from now fail with `NoResources`.
@@ -565,7 +592,19 @@ impl MemorySource for FakeMemory {
             return Err(Error::OutOfObjectRange);
         }
         for (index, &word) in words.iter().enumerate() {
-            self.written.insert((memory, index as u64 * 8), word);
+            self.words.insert((memory, index as u64 * 8), word);
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, client: ClientId, memory: u64, offset: u64, words: &mut [u64]) -> Result<(), Error> {
+        let object = self.object(client, memory)?;
+        let end = offset.checked_add(8 * words.len() as u64).ok_or(Error::OutOfObjectRange)?;
+        if !offset.is_multiple_of(8) || end > object.size {
+            return Err(Error::OutOfObjectRange);
+        }
+        for (index, word) in words.iter_mut().enumerate() {
+            *word = self.words.get(&(memory, offset + 8 * index as u64)).copied().unwrap_or(0);
         }
         Ok(())
     }

@@ -55,6 +55,15 @@ pub trait MemorySource {
     /// to receive in its own memory). The caller checked, through `identify`, that the
     /// capability allows writing and that the words fit in the object.
     fn write_words(&mut self, client: ClientId, memory: u64, words: &[u64]) -> Result<(), Error>;
+
+    /// Copy `words.len()` 64-bit words at byte `offset` (8-byte aligned) of the object the
+    /// capability `memory` (received from `client`) designates into `words`: a snapshot, so
+    /// the client changing the memory meanwhile changes nothing already copied.
+    /// `OutOfObjectRange` if the words are not all inside the object; a source that cannot
+    /// read client memory keeps this default.
+    fn read(&mut self, _client: ClientId, _memory: u64, _offset: u64, _words: &mut [u64]) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
 }
 
 /// Pages `[first, first + frames.len())` of one object, all with the same use count.

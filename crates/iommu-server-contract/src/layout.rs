@@ -27,5 +27,9 @@ pub const EVENT_STACK_PAGES: u64 = 16;
 /// bitmap (2^24 pages, 2 MiB).
 pub const DIRTY_BITMAP_WINDOW: u64 = 0x5300_0000;
 pub const DIRTY_BITMAP_WINDOW_PAGES: u64 = 512;
+/// Where a request's memory object is mapped, read-only, while the server copies words out
+/// of it (`hwpt_invalidate` entries: 4 KiB of them, so at most two pages).
+pub const REQUEST_MEMORY: u64 = 0x5800_0000;
+pub const REQUEST_MEMORY_PAGES: u64 = 2;
 
 pub const PAGE: u64 = 4096;

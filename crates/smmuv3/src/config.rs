@@ -180,7 +180,9 @@ pub struct NestedStage1 {
 }
 
 impl NestedStage1 {
-    pub(crate) fn validate(&self, id: &IdRegisters, s2: &Stage2Config) -> Result<(), SmmuError> {
+    /// Checks the CD address against the unit and the stage 2 that will translate it (as
+    /// `Smmu::attach_nested` does), so a caller can refuse it before taking resources.
+    pub fn validate(&self, id: &IdRegisters, s2: &Stage2Config) -> Result<(), SmmuError> {
         if !id.stage1() {
             return Err(SmmuError::Unsupported("stage 1 translation (IDR0.S1P = 0)"));
         }

@@ -12,6 +12,8 @@ mod forged;
 #[cfg(target_arch = "aarch64")]
 mod its;
 mod limits;
+#[cfg(target_arch = "aarch64")]
+mod nested;
 mod race;
 mod restart;
 mod revoke;
@@ -120,6 +122,8 @@ fn main(arg: u64) -> u64 {
         scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),
+        #[cfg(target_arch = "aarch64")]
+        scenario::NESTED_STAGE1 => nested::nested_stage1(),
         #[cfg(target_arch = "x86_64")]
         scenario::FORGED_INTERRUPTS => forged::forged_interrupts(),
         #[cfg(target_arch = "aarch64")]

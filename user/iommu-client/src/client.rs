@@ -209,7 +209,18 @@ impl<T: Transport> Iommu<T> {
         self.call_handle(request, None).map(HwptId)
     }
 
-    /// Bind the device whose capability `device_cap` is transferred with the call.
+    /// Carry out the `count` stage-1 invalidations (`iommu_abi::Invalidation`) the caller wrote
+    /// at byte `offset` of the memory object `memory` (a capability transferred with the call)
+    /// on the nested HWPT `hwpt`; returns how many were done (fewer than `count`: the entry at
+    /// that index was invalid, and nothing after it was done).
+    pub fn hwpt_invalidate(&mut self, hwpt: HwptId, memory: u64, offset: u64, count: u32) -> Result<u64, Error> {
+        match self.call(Request::HwptInvalidate { hwpt: hwpt.handle(), offset, count }, Some(memory))? {
+            Reply::Length(done) => Ok(done),
+            _ => Err(Error::MalformedReply),
+        }
+    }
+
+        /// Bind the device whose capability `device_cap` is transferred with the call.
     pub fn device_bind(&mut self, device_cap: u64) -> Result<DeviceId, Error> {
         self.call_handle(Request::DeviceBind, Some(device_cap)).map(DeviceId)
     }

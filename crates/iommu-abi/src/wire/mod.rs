@@ -252,6 +252,15 @@ operations! {
         first_slot: u64 = Word(3),
     } -> Empty;
 
+    /// Carry out the cache invalidations of a nested HWPT's stage 1 that `count` entries
+    /// (`Invalidation`, 16 bytes each) at byte `offset` of the memory object (the capability)
+    /// describe, in order, stopping at the first invalid one; the reply is how many were done.
+    31 HwptInvalidate hwpt_invalidate (capability memory) {
+        hwpt: Handle = HandleWord(1, Rights::ATTACH),
+        offset: u64 = Word(2),
+        count: u32 = U32Word(3),
+    } -> Length;
+
     /// Read and clear dirty bits as `hwpt_get_dirty_bitmap` does, for a range of any size:
     /// the bitmap is written into memory (the capability) from its start; the reply is the
     /// bytes reported dirty.

@@ -7,7 +7,7 @@ use super::{
     RANGES_PER_MESSAGE,
 };
 use crate::error::Error;
-use crate::types::{Access, DeviceInfo, FaultReason, FaultRecord, Handle, IovaRange, UnitCaps, UnitKind};
+use crate::types::{Access, DeviceInfo, FaultReason, FaultRecord, FaultStage, Handle, IovaRange, UnitCaps, UnitKind};
 
 /// Layout of a success reply, chosen by the opcode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,14 +59,16 @@ const FAULT_PASID_SHIFT: u32 = 32;
 const FAULT_PASID_VALID: u64 = 1 << 52;
 const FAULT_ACCESS_SHIFT: u32 = 53;
 const FAULT_REASON_SHIFT: u32 = 57;
-const FAULT_RESERVED: u64 = !((1 << 60) - 1);
+const FAULT_STAGE_SHIFT: u32 = 60;
+const FAULT_RESERVED: u64 = !((1 << 62) - 1);
 
 fn encode_fault(record: &FaultRecord, words: &mut [u64]) {
     let pasid = record.pasid.map_or(0, |p| (u64::from(p) << FAULT_PASID_SHIFT) | FAULT_PASID_VALID);
     words[0] = u64::from(record.device.0)
         | pasid
         | (u64::from(record.access.bits()) << FAULT_ACCESS_SHIFT)
-        | ((record.reason as u64) << FAULT_REASON_SHIFT);
+        | ((record.reason as u64) << FAULT_REASON_SHIFT)
+        | ((record.stage as u64) << FAULT_STAGE_SHIFT);
     words[1] = record.iova;
     words[2] = u64::from(record.cookie);
 }
@@ -91,6 +93,7 @@ fn decode_fault(words: &[u64]) -> Result<FaultRecord, Error> {
         access: Access::from_bits(((first >> FAULT_ACCESS_SHIFT) & 0xf) as u8).ok_or(Error::MalformedReply)?,
         reason: FaultReason::from_u8(((first >> FAULT_REASON_SHIFT) & 0x7) as u8).map_err(|_| Error::MalformedReply)?,
         cookie: words[2] as u32,
+        stage: FaultStage::from_u8(((first >> FAULT_STAGE_SHIFT) & 0x3) as u8).map_err(|_| Error::MalformedReply)?,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, FaultReason, PageResponseCode};
+use iommu_abi::{Access, FaultReason, FaultStage, PageResponseCode};
 use iommu_core::{DrainedFault, FaultEvent, RequesterId, UnitId};
 use smmuv3::pri::{PriResponse, ResumeAction};
 use smmuv3::{DecodedEvent, Env, SmmuError};
@@ -72,6 +72,7 @@ impl<R: hwio::Registers> SmmuUnit<R> {
                 access: access_of(&stalled),
                 reason: FaultReason::PageRequest,
                 group: STALL_GROUP | u32::from(stag),
+                stage: FaultStage::Unspecified,
             };
             delivered += usize::from(self.deliver(event, Answer::Resume { sid: stalled.stream_id, stag }, "stalled transaction", sink));
         }
@@ -96,6 +97,7 @@ impl<R: hwio::Registers> SmmuUnit<R> {
                 access,
                 reason: FaultReason::PageRequest,
                 group: u32::from(request.group),
+                stage: FaultStage::Unspecified,
             };
             delivered += usize::from(self.deliver(event, Answer::PageGroup { sid: request.stream_id, group: request.group }, "page request", sink));
         }

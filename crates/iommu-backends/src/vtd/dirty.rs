@@ -26,6 +26,8 @@ impl<E: Environment> VtdBackend<E> {
         let report = match &mut d.table {
             Table::FirstLevel(table) => clean_whole(table, enable, dma)?,
             Table::SecondLevel(table) => clean_whole(table, enable, dma)?,
+            // The client's own first level: its dirty bits are the client's to read.
+            Table::Nested { .. } => return Err(Error::NotSupported),
         };
         if report.cleaned_entries > 0 {
             if let Err(error) = Self::invalidate(&mut units[d.unit], d, None, dma) {
@@ -42,6 +44,7 @@ impl<E: Environment> VtdBackend<E> {
         let report = match &mut d.table {
             Table::FirstLevel(table) => read_table(table, range, page_size, clear, bitmap, dma)?,
             Table::SecondLevel(table) => read_table(table, range, page_size, clear, bitmap, dma)?,
+            Table::Nested { .. } => return Err(Error::NotSupported),
         };
         if report.cleaned_entries > 0 {
             let length = range.last - range.start + 1;

@@ -1,14 +1,13 @@
 //! Page requests on VT-d: the unit's page request queue drained into the object model's
-//! events, one per page request group, and the page group response sent back; and DMA tagged
-//! with a PASID, attached per PASID (scalable mode, second-level domains).
+//! events, one per page request group, and the page group response sent back.
 
 use alloc::collections::BTreeSet;
-use iommu_abi::{Access, Error, FaultReason, PageResponseCode};
-use iommu_core::{DrainedFault, FaultEvent, RequesterId, Translation, UnitId};
+use iommu_abi::{Access, FaultReason, FaultStage, PageResponseCode};
+use iommu_core::{DrainedFault, FaultEvent, RequesterId, UnitId};
 use vtd::descriptors::response_code;
 use vtd::VtdError;
 
-use super::{hardware, Table, TableKind, Unit, VtdBackend};
+use super::{TableKind, Unit};
 use crate::Environment;
 
 /// The page request groups a unit delivered and nobody has answered yet: (requester, PASID,
@@ -56,6 +55,7 @@ impl<E: Environment> Unit<E> {
                 access,
                 reason: FaultReason::PageRequest,
                 group: u32::from(request.group),
+                stage: FaultStage::Unspecified,
             };
             sink(DrainedFault { event, code: 0, name: "page request" });
             delivered += 1;
@@ -80,31 +80,6 @@ impl<E: Environment> Unit<E> {
         // nothing is unsafe about that, so it is logged rather than fatal.
         if let Err(error) = self.hw.respond_to_page_group(vtd::RequesterId(requester), pasid, group, code, dma) {
             E::log(format_args!("iommu-server: page group response to {requester:#06x} failed: {error:?}"));
-        }
-    }
-}
-
-impl<E: Environment> VtdBackend<E> {
-    /// Attaches (or switches) DMA tagged with `pasid` to a second-level domain. First-level
-    /// domains are refused: their PASID-granular invalidations name RID_PASID only.
-    pub(super) fn replace_pasid(&mut self, unit_id: UnitId, rid: RequesterId, pasid: u32, translation: Translation) -> Result<(), Error> {
-        let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
-        let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
-        if d.unit != unit_id.0 as usize {
-            return Err(Error::IncompatibleUnit);
-        }
-        let Table::SecondLevel(_) = d.table else { return Err(Error::NotSupported) };
-        let translation = Self::translation(d);
-        let unit = &mut self.units[d.unit];
-        unit.hw.attach_pasid(vtd::RequesterId(rid.0 as u16), pasid, d.did, translation, &mut self.dma).map_err(hardware::<E>)
-    }
-
-    /// Blocks DMA tagged with `pasid` again (nothing to do if it was not attached).
-    pub(super) fn block_pasid(&mut self, unit_id: UnitId, rid: RequesterId, pasid: u32) {
-        let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
-        match unit.hw.detach_pasid(vtd::RequesterId(rid.0 as u16), pasid, &mut self.dma) {
-            Ok(()) | Err(VtdError::NotAttached) => {}
-            Err(error) => panic!("FATAL: blocking PASID {pasid} of {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
         }
     }
 }

@@ -83,7 +83,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
             pasid: event.pasid,
             group: event.group,
         });
-        let record = FaultRecord { device: label, pasid: event.pasid, iova: event.iova, access: event.access, reason, cookie };
+        let record = FaultRecord { device: label, pasid: event.pasid, iova: event.iova, access: event.access, reason, cookie, stage: event.stage };
         queue.queued.push_back(QueuedFault { record, request });
         FaultDelivery::Queued { owner }
     }

@@ -3,7 +3,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use iommu_abi::{Error, Handle, IovaRange, Rights, Stage1Config, UnitCaps, PAGE_SIZE};
+use iommu_abi::{Error, Handle, Invalidation, IovaRange, Rights, Stage1Config, UnitCaps, INVALIDATIONS_PER_CALL, PAGE_SIZE};
 use crate::budget::{self};
 use crate::backend::{DomainConfig, IommuBackend, UnitId};
 use crate::memory::MemorySource;
@@ -113,6 +113,14 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         if !info.caps.contains(UnitCaps::NESTING) || stage1.format.unit_kind() != info.kind {
             return Err(Error::NotSupported);
         }
+        // The unit fetches the stage-1 root through the parent's stage 2: a root the parent
+        // does not map could only fault, so it is refused here. (Unmapping it later is
+        // contained the same way: the fetch faults at stage 2.)
+        let HwptParent::Ioas(parent_ioas) = parent_hwpt.parent else { unreachable!("checked above") };
+        let root_mapped = self.ioas(parent_ioas).areas.range(..=stage1.table_root).next_back().is_some_and(|(_, area)| area.range.start <= stage1.table_root && stage1.table_root <= area.range.last);
+        if !root_mapped {
+            return Err(Error::NotMapped);
+        }
         let config = DomainConfig::Nested { parent: parent_hwpt.domain.id, stage1 };
         self.charge_new_object(client, budget::HWPT)?;
         let domain = match self.backend.domain_alloc(unit, &config) {
@@ -132,6 +140,35 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
             dirty_enabled: false,
         };
         Ok(self.create(client, Body::Hwpt(hwpt)))
+    }
+
+    /// Carry out `count` stage-1 invalidations of the nested HWPT `hwpt`, read from byte
+    /// `offset` of the memory object `memory` designates, in order; stop at the first entry
+    /// that is malformed or that the unit refuses. Returns how many were done. Needs ATTACH.
+    pub fn hwpt_invalidate(&mut self, client: ClientId, hwpt: Handle, memory: u64, offset: u64, count: u32) -> Result<u64, Error> {
+        let hwpt = self.resolve(client, hwpt, ObjectKind::Hwpt, Rights::ATTACH)?;
+        if !matches!(self.hwpt(hwpt).parent, HwptParent::Hwpt(_)) {
+            return Err(Error::NotSupported);
+        }
+        if count == 0 || count > INVALIDATIONS_PER_CALL {
+            return Err(Error::InvalidRange);
+        }
+        if !offset.is_multiple_of(Invalidation::BYTES) {
+            return Err(Error::Unaligned);
+        }
+        // One copy of every entry before any is carried out: the client may rewrite them.
+        let mut words = vec![0u64; 2 * count as usize];
+        self.memory.read(client, memory, offset, &mut words)?;
+        let domain = self.hwpt(hwpt).domain.id;
+        let mut done = 0;
+        for entry in words.chunks_exact(2) {
+            let Ok(entry) = Invalidation::decode([entry[0], entry[1]]) else { break };
+            if self.backend.invalidate_stage1(domain, entry).is_err() {
+                break;
+            }
+            done += 1;
+        }
+        Ok(done)
     }
 
     /// Switch dirty tracking of a paging HWPT allocated with dirty tracking. Needs DIRTY.

@@ -2,7 +2,7 @@
 //! dispatcher and the object model with the fake backend.
 
 use iommu_abi::wire::{IovaChoice, Message};
-use iommu_abi::{Access, DeviceId, Error, FaultReason, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_abi::{FaultStage, Access, DeviceId, Error, FaultReason, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
 use iommu_client::{HwptOptions, Iommu, Transport};
 
 use super::*;
@@ -67,7 +67,7 @@ fn map_fault_and_unmap_through_the_protocol() {
 
     // The device faults; the driver reads the record and answers the page request.
     let server = &mut iommu.transport_mut().server;
-    let fault_at = |reason, group| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x9000, access: Access::READ, reason, group };
+    let fault_at = |reason, group| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x9000, access: Access::READ, reason, group, stage: FaultStage::Unspecified };
     assert_eq!(server.deliver_fault(fault_at(FaultReason::Translation, 0)), FaultDelivery::Queued { owner: A });
     assert_eq!(server.deliver_fault(fault_at(FaultReason::PageRequest, 6)), FaultDelivery::Queued { owner: A });
     assert_eq!(server.deliver_fault(fault_at(FaultReason::Permission, 0)), FaultDelivery::Queued { owner: A });

@@ -1,12 +1,12 @@
 //! Fault routing, bounded queues with overflow accounting, page-request responses.
 
-use iommu_abi::{Access, Error, FaultReason, FaultRecord, PageResponseCode, Rights};
+use iommu_abi::{FaultStage, Access, Error, FaultReason, FaultRecord, PageResponseCode, Rights};
 
 use super::*;
 use crate::fake::Call;
 
 fn event(rid: RequesterId, pasid: Option<u32>, reason: FaultReason, group: u32) -> FaultEvent {
-    FaultEvent { unit: VTD, rid, pasid, iova: 0x4000_0123, access: Access::WRITE, reason, group }
+    FaultEvent { unit: VTD, rid, pasid, iova: 0x4000_0123, access: Access::WRITE, reason, group, stage: FaultStage::Unspecified }
 }
 
 /// An IOAS, DEV bound and attached to an HWPT with a fault queue.
@@ -27,7 +27,7 @@ fn faults_go_to_the_queue_of_the_attached_hwpt() {
     let readout = h.server.read_faults(A, fault, 8).unwrap();
     assert_eq!(
         readout.records,
-        vec![FaultRecord { device, pasid: None, iova: 0x4000_0123, access: Access::WRITE, reason: FaultReason::Translation, cookie: 0 }]
+        vec![FaultRecord { device, pasid: None, iova: 0x4000_0123, access: Access::WRITE, reason: FaultReason::Translation, cookie: 0, stage: FaultStage::Unspecified }]
     );
     assert_eq!(readout.overflow, 0);
     assert_eq!(h.server.read_faults(A, fault, 8).unwrap().records, vec![], "records are consumed");
@@ -162,7 +162,7 @@ fn units_without_page_requests_still_queue_unrecoverable_faults() {
     let fault = h.server.fault_alloc(A).unwrap();
     let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { fault: Some(fault), ..Default::default() }).unwrap();
     h.server.device_attach(A, device, hwpt, None).unwrap();
-    let translation = FaultEvent { unit: SMMU, rid: SMMU_DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0 };
+    let translation = FaultEvent { unit: SMMU, rid: SMMU_DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0, stage: FaultStage::Unspecified };
     assert_eq!(h.server.deliver_fault(translation), FaultDelivery::Queued { owner: A });
     let records = h.server.read_faults(A, fault, 8).unwrap().records;
     assert_eq!(records.len(), 1);
@@ -195,7 +195,7 @@ fn a_write_to_a_read_only_area_is_a_permission_fault() {
     let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { fault: Some(fault), ..Default::default() }).unwrap();
     h.server.device_attach(A, device, hwpt, None).unwrap();
     let iova = h.server.ioas_map(A, ioas, MEM, 0, 0x2000, IovaChoice::Fixed(0x4000_0000), Perm::READ).unwrap();
-    let at = |iova: u64, access: Access| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova, access, reason: FaultReason::Translation, group: 0 };
+    let at = |iova: u64, access: Access| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova, access, reason: FaultReason::Translation, group: 0, stage: FaultStage::Unspecified };
     for event in [at(iova + 0x1ff8, Access::WRITE), at(iova + 0x10, Access::READ), at(iova + 0x2000, Access::WRITE)] {
         assert_eq!(h.server.deliver_fault(event), FaultDelivery::Queued { owner: A });
     }

@@ -1,7 +1,7 @@
 //! HWPTs, attachments, nesting, PASIDs, SVA and dirty tracking; atomicity under injected
 //! hardware failures.
 
-use iommu_abi::{Error, IovaChoice, Stage1Config, Stage1Format};
+use iommu_abi::{Error, Invalidation, IovaChoice, Stage1Config, Stage1Format, INVALIDATIONS_PER_CALL};
 
 use super::*;
 use crate::fake::Call;
@@ -169,6 +169,8 @@ fn nested_hwpt_over_a_nest_parent() {
     assert_eq!(h.server.hwpt_alloc_nested(A, device, parent, smmu_format, None), Err(Error::NotSupported));
     let misaligned = Stage1Config { table_root: 0x1_0010, ..vtd_stage1() };
     assert_eq!(h.server.hwpt_alloc_nested(A, device, parent, misaligned, None), Err(Error::Unaligned));
+    assert_eq!(h.server.hwpt_alloc_nested(A, device, parent, vtd_stage1(), None), Err(Error::NotMapped), "the parent does not map the root");
+    h.map(A, ioas, MEM, 0, 0x1000, IovaChoice::Fixed(0x1_0000)).unwrap();
     let nested = h.server.hwpt_alloc_nested(A, device, parent, vtd_stage1(), None).unwrap();
     assert_eq!(h.server.hwpt_alloc_nested(A, device, nested, vtd_stage1(), None), Err(Error::NotNestParent), "no nesting of nested");
     let smmu_device = h.bind(A, SMMU, SMMU_DEV);
@@ -180,7 +182,46 @@ fn nested_hwpt_over_a_nest_parent() {
     h.server.device_detach(A, device, None).unwrap();
     h.server.destroy(A, nested).unwrap();
     h.server.destroy(A, parent).unwrap();
+    h.server.ioas_unmap_all(A, ioas).unwrap();
     h.assert_clean();
+}
+
+/// `hwpt_invalidate` reads its entries from the memory object once, carries them out in order
+/// on the nested HWPT's own domain, and stops at the first one that is malformed or refused.
+#[test]
+fn stage1_invalidations_stop_at_the_first_bad_entry() {
+    let mut h = harness();
+    let ioas = h.server.ioas_alloc(A).unwrap();
+    let device = h.bind(A, VTD, DEV);
+    let parent = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { nest_parent: true, ..Default::default() }).unwrap();
+    h.map(A, ioas, MEM, 0, 0x1000, IovaChoice::Fixed(0x1_0000)).unwrap();
+    let nested = h.server.hwpt_alloc_nested(A, device, parent, vtd_stage1(), None).unwrap();
+    let good = [
+        Invalidation::Stage1Range { asid: 3, va: 0x7000, pages: 2, leaf_only: true },
+        Invalidation::ContextDescriptor,
+        Invalidation::Stage1Asid { asid: 3 },
+    ];
+    let mut words: Vec<u64> = good.iter().flat_map(|entry| entry.encode()).collect();
+    words.extend_from_slice(&[2 | 1 << 32, 0x7800]);
+    words.extend_from_slice(&Invalidation::Stage1Asid { asid: 4 }.encode());
+    h.server.memory_mut().fill_words(MEM, 0x40, &words);
+    let log_start = h.log.borrow().len();
+
+    assert_eq!(h.server.hwpt_invalidate(A, nested, MEM, 0x40, 5), Ok(3), "the fourth entry has an unaligned VA");
+
+    let domain = HwDomainId(2);
+    let done: Vec<Call> = h.log.borrow()[log_start..].to_vec();
+    assert_eq!(done, good.map(|entry| Call::InvalidateStage1 { domain, entry }));
+    let refused_asid = Invalidation::Stage1Asid { asid: 0x100 }.encode();
+    h.server.memory_mut().fill_words(MEM, 0x40, &refused_asid);
+    assert_eq!(h.server.hwpt_invalidate(A, nested, MEM, 0x40, 2), Ok(0), "an ASID the unit refuses");
+    assert_eq!(h.server.hwpt_invalidate(A, parent, MEM, 0x40, 1), Err(Error::NotSupported), "not nested");
+    assert_eq!(h.server.hwpt_invalidate(A, nested, MEM, 0x48, 1), Err(Error::Unaligned));
+    assert_eq!(h.server.hwpt_invalidate(A, nested, MEM, 0x40, 0), Err(Error::InvalidRange));
+    assert_eq!(h.server.hwpt_invalidate(A, nested, MEM, 0x40, INVALIDATIONS_PER_CALL + 1), Err(Error::InvalidRange));
+    assert_eq!(h.server.hwpt_invalidate(A, nested, MEM, 0x10_0000, 1), Err(Error::OutOfObjectRange));
+    assert_eq!(h.server.hwpt_invalidate(A, nested, MEM_SCATTERED, 0x40, 1).map(|_| ()), Ok(()), "any memory object of the caller");
+    assert_eq!(h.server.hwpt_invalidate(B, nested, MEM, 0x40, 1), Err(Error::NoSuchObject), "B holds no handle of it");
 }
 
 #[test]

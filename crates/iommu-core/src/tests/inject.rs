@@ -9,7 +9,7 @@
 use alloc::format;
 use alloc::string::String;
 use iommu_abi::wire::{IovaChoice, Message, RangeList, Request};
-use iommu_abi::{Access, Error, FaultReason, Handle, IovaRange, Opcode, PageResponseCode, Perm, Rights, Stage1Config, Stage1Format};
+use iommu_abi::{FaultStage, Access, Error, FaultReason, Handle, IovaRange, Opcode, PageResponseCode, Perm, Rights, Stage1Config, Stage1Format};
 
 use super::*;
 use crate::budget::injection;
@@ -58,6 +58,7 @@ pub(super) struct World {
     spare_device: Handle,
     fault: Handle,
     hwpt: Handle,
+    nested: Handle,
     other_hwpt: Handle,
     target_hwpt: Handle,
     registration: Handle,
@@ -88,6 +89,8 @@ pub(super) fn world() -> World {
     s.device_attach(A, device, hwpt, None).unwrap();
     s.ioas_map(A, ioas, MEM, 0, 0x4000, IovaChoice::Fixed(0x10_0000), Perm::READ_WRITE).unwrap();
     s.ioas_map(A, ioas, MEM_SCATTERED, 0, 0x4000, IovaChoice::Fixed(0x20_0000), Perm::READ_WRITE).unwrap();
+    let stage1 = Stage1Config { format: Stage1Format::VtdFirstLevel, table_root: 0x10_1000, address_width: 48, table_entries_log2: 0 };
+    let nested = s.hwpt_alloc_nested(A, device, hwpt, stage1, None).unwrap();
     let registration = s.memory_register(A, MEM_4M).unwrap();
     s.ioas_map_registered(A, ioas, registration, 0, 0x2000, IovaChoice::Fixed(0x30_0000), Perm::READ).unwrap();
     let copy_target = s.ioas_alloc(A).unwrap();
@@ -102,7 +105,7 @@ pub(super) fn world() -> World {
     let space = AddressSpace { id: 8, root: 0x6_0000, mair: 0 };
     s.sva_bind(A, device, bound_pasid, space, Some(fault)).unwrap();
     s.hwpt_set_dirty_tracking(A, hwpt, true).unwrap();
-    let event = |reason, group| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x10_0000, access: Access::WRITE, reason, group };
+    let event = |reason, group| FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x10_0000, access: Access::WRITE, reason, group, stage: FaultStage::Unspecified };
     assert_eq!(s.deliver_fault(event(FaultReason::PageRequest, 5)), FaultDelivery::Queued { owner: A });
     let cookie = s.read_faults(A, fault, 1).unwrap().records[0].cookie;
     s.deliver_fault(event(FaultReason::Translation, 0));
@@ -116,6 +119,7 @@ pub(super) fn world() -> World {
         spare_device,
         fault,
         hwpt,
+        nested,
         other_hwpt,
         target_hwpt,
         registration,
@@ -131,7 +135,7 @@ pub(super) fn world() -> World {
 /// One request of each kind the protocol has (some kinds twice, for their different paths),
 /// each valid in `world()`, with the capability it carries.
 pub(super) fn requests(w: &World) -> Vec<(&'static str, Request, Option<u64>)> {
-    let stage1 = Stage1Config { format: Stage1Format::VtdFirstLevel, table_root: 0x1_0000, address_width: 48, table_entries_log2: 0 };
+    let stage1 = Stage1Config { format: Stage1Format::VtdFirstLevel, table_root: 0x10_0000, address_width: 48, table_entries_log2: 0 };
     let ranges = RangeList::new(&[IovaRange::new(0x1000, 0x3fff_ffff).unwrap(), IovaRange::new(0x8000_0000, 0x8fff_ffff).unwrap()]).unwrap();
     vec![
         ("ioas_alloc", Request::IoasAlloc, None),
@@ -168,6 +172,7 @@ pub(super) fn requests(w: &World) -> Vec<(&'static str, Request, Option<u64>)> {
         ("ioas_map_registered", Request::IoasMapRegistered { ioas: w.ioas, memory: w.registration, iova: IovaChoice::Auto, perm: Perm::READ_WRITE, offset: 0x1000, length: 0x3000 }, None),
         ("handle_accept", Request::HandleAccept { from: B.0, accept: true }, None),
         ("msi_alloc", Request::MsiAlloc { device: w.device, count: 2, first_slot: 40 }, None),
+        ("hwpt_invalidate", Request::HwptInvalidate { hwpt: w.nested, offset: 0x100, count: 1 }, Some(MEM)),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! other client notices; everything charged comes back when objects go and when the client
 //! leaves.
 
-use iommu_abi::{Access, Error, FaultReason, IovaChoice, Rights};
+use iommu_abi::{FaultStage, Access, Error, FaultReason, IovaChoice, Rights};
 
 use super::*;
 
@@ -108,7 +108,7 @@ fn a_full_budget_drops_fault_records_as_overflow() {
     let hwpt = h.server.hwpt_alloc(A, device, ioas, HwptAllocOptions { fault: Some(fault), ..Default::default() }).unwrap();
     h.server.device_attach(A, device, hwpt, None).unwrap();
     let used = h.server.usage(A).unwrap().bytes;
-    let event = FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0 };
+    let event = FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0, stage: FaultStage::Unspecified };
     assert_eq!(h.server.deliver_fault(event), FaultDelivery::Queued { owner: A });
     let record = h.server.usage(A).unwrap().bytes - used;
     assert!(record > 0, "a queued record is charged");
@@ -145,7 +145,7 @@ fn everything_charged_comes_back_when_the_client_leaves() {
     let ioas_b = h.server.ioas_alloc(B).unwrap();
     h.map(B, ioas_b, MEM_OF_B, 0, 0x1000, IovaChoice::Auto).unwrap();
     h.server.ioas_copy(B, ioas_b, IovaChoice::Auto, shared, 0x1000, 0x1000, iommu_abi::Perm::READ).unwrap_or_else(|e| panic!("{e:?}"));
-    let event = FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0 };
+    let event = FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x5000, access: Access::READ, reason: FaultReason::Translation, group: 0, stage: FaultStage::Unspecified };
     let with_b_mapping = h.server.usage(B).unwrap();
     assert_eq!(with_b_mapping.handles, 2);
     assert_eq!(with_b_mapping.areas, 2, "B's map and copy into its own IOAS");

@@ -9,7 +9,7 @@ use super::*;
 use crate::fake::Call;
 
 fn request(rid: RequesterId, pasid: Option<u32>, group: u32) -> FaultEvent {
-    FaultEvent { unit: VTD, rid, pasid, iova: 0x4000_0000, access: Access::WRITE, reason: FaultReason::PageRequest, group }
+    FaultEvent { unit: VTD, rid, pasid, iova: 0x4000_0000, access: Access::WRITE, reason: FaultReason::PageRequest, group, stage: iommu_abi::FaultStage::Unspecified }
 }
 
 /// The page responses sent since the log was cleared: (rid, pasid, group, code).

@@ -89,7 +89,7 @@ fn binding_faults_reach_the_bind_queue() {
     let device = h.bind(A, VTD, DEV);
     let fault = h.server.fault_alloc(A).unwrap();
     h.server.sva_bind(A, device, SVA_UNTAGGED, SPACE, Some(fault)).unwrap();
-    let event = FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x40_0000, access: Access::WRITE, reason: FaultReason::Translation, group: 0 };
+    let event = FaultEvent { unit: VTD, rid: DEV, pasid: None, iova: 0x40_0000, access: Access::WRITE, reason: FaultReason::Translation, group: 0, stage: iommu_abi::FaultStage::Unspecified };
     assert_eq!(h.server.deliver_fault(event), FaultDelivery::Queued { owner: A });
     let records = h.server.read_faults(A, fault, 8).unwrap().records;
     assert_eq!(records.len(), 1);

@@ -106,6 +106,24 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         self.invalidate_with_device_tlbs(request, did, pasid, device_range, alloc)
     }
 
+    /// Invalidates first-level mappings of `did` as [`Self::flush_pasid`] does, for every PASID
+    /// (RID_PASID included) a requester is attached at with `did`: PASID-based IOTLB
+    /// invalidation is per (domain-id, PASID), so a domain attached at several PASIDs needs
+    /// one per PASID. With no attachment, RID_PASID's (entries may outlive a detach only until
+    /// its own invalidation, but the caller may not know the domain was attached).
+    pub fn flush_first_level<A: DmaAllocator>(&mut self, did: u16, range: Option<(u64, u64)>, alloc: &A) -> Result<(), VtdError> {
+        let mut pasids: Vec<u32> = self.devices.values().flat_map(|device| device.pasids.iter().filter(|&(_, &d)| d == did).map(|(&pasid, _)| pasid)).collect();
+        pasids.sort_unstable();
+        pasids.dedup();
+        if pasids.is_empty() {
+            pasids.push(RID_PASID);
+        }
+        for pasid in pasids {
+            self.flush_pasid(did, pasid, range, alloc)?;
+        }
+        Ok(())
+    }
+
     /// Performs arbitrary invalidation requests (e.g. after dirty-bit harvesting).
     pub fn invalidate<A: DmaAllocator>(&mut self, batch: &[Invalidation], alloc: &A) -> Result<(), VtdError> {
         self.hw.invalidate(alloc, batch)
