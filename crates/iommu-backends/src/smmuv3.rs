@@ -24,7 +24,7 @@
 //! configuration error of the client's own stream. An unmap in the parent invalidates its own
 //! VMID and each nested child's.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use iommu_abi::{Access, Error, FaultReason, FaultStage, Invalidation, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
 use iommu_core::{
@@ -133,6 +133,8 @@ pub struct SmmuUnit<R: hwio::Registers> {
     caps: UnitCaps,
     /// The domain each stream's STE points at.
     attached: BTreeMap<u32, HwDomainId>,
+    /// The streams whose STE points at a nested domain (their faults name a stage).
+    nested_streams: BTreeSet<u32>,
 }
 
 impl<R: hwio::Registers> SmmuUnit<R> {
@@ -241,6 +243,7 @@ impl<E: Environment> SmmuBackend<E> {
             outstanding: Default::default(),
             caps: UnitCaps::empty(),
             attached: BTreeMap::new(),
+            nested_streams: BTreeSet::new(),
         });
         let mut env = Env { dma: &mut self.dma, clock: &self.clock };
         let unit = &mut self.units[index];
@@ -387,7 +390,13 @@ impl<E: Environment> SmmuBackend<E> {
             }
         };
         if installed.is_ok() {
-            self.units[unit].attached.insert(sid, domain);
+            let nested = matches!(d.table, Table::Nested { .. });
+            let unit = &mut self.units[unit];
+            unit.attached.insert(sid, domain);
+            match nested {
+                true => unit.nested_streams.insert(sid),
+                false => unit.nested_streams.remove(&sid),
+            };
         }
         installed
     }
@@ -631,8 +640,8 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     /// reports a blocked transfer once per access) is one fault, with the burst's first address.
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
-        let SmmuUnit { hw, requesters, attached, .. } = unit;
-        let route = Route { unit: unit_id, requesters, attached, domains: &self.domains };
+        let SmmuUnit { hw, requesters, nested_streams, .. } = unit;
+        let route = Route { unit: unit_id, requesters, nested_streams };
         // Records are compared raw and only a burst's first is decoded.
         let continues = |first: &EventRecord, next: &EventRecord| {
             first.stream_id() == next.stream_id()
@@ -669,6 +678,10 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         if overflowed {
             E::log(format_args!("iommu-server: unit {}: event queue overflowed, events were lost", unit_id.0));
         }
+        // Most units have no PRI queue and no stalls: their fault path does not even look.
+        if stalls.is_empty() && !unit.recoverable_faults() {
+            return reported;
+        }
         reported + unit.deliver_recoverable(unit_id, stalls, sink, &|line| E::log(line))
     }
 
@@ -679,13 +692,12 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 }
 
-/// What routing a unit's fault event needs: the requester of each stream, the domain each
-/// stream is attached to, and the domains (a nested domain's faults name their stage).
+/// What routing a unit's fault event needs: the requester of each stream, and which streams
+/// are attached to nested domains (whose faults name their stage).
 struct Route<'a> {
     unit: UnitId,
     requesters: &'a BTreeMap<u32, u32>,
-    attached: &'a BTreeMap<u32, HwDomainId>,
-    domains: &'a SlotTable<HwDomainId, Domain>,
+    nested_streams: &'a BTreeSet<u32>,
 }
 
 impl Route<'_> {
@@ -699,7 +711,7 @@ impl Route<'_> {
             E::log(format_args!("iommu-server: unit {}: {count} x {} from stream {:#x} (no client to tell)", self.unit.0, event.kind.name(), event.stream_id));
             return;
         };
-        let nested = self.attached.get(&event.stream_id).and_then(|&domain| self.domains.get(domain)).is_some_and(|d| matches!(d.table, Table::Nested { .. }));
+        let nested = !self.nested_streams.is_empty() && self.nested_streams.contains(&event.stream_id);
         let stage = match (nested, event.stage2) {
             (false, _) => FaultStage::Unspecified,
             (true, false) => FaultStage::Stage1,
