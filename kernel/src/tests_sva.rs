@@ -130,7 +130,7 @@ fn bound_process() -> TestResult {
         let holds = |k: &Kernel| k.processes.get(bound).and_then(|p| p.sva.as_ref()).is_some_and(|watch| watch.holds_frames());
         run_until(kernel, "the server to acknowledge the unmap", |k| !holds(k) || k.has_exited(server.pid))?;
         let invalidated_in = arch::instruction_counter() - unmapped_at;
-        crate::println!("bench: sva unmap to invalidation done: {invalidated_in} instructions");
+        crate::println!("bench: sva: a bound process's unmap to the IOMMU invalidation done {invalidated_in} guest instructions");
         let claimed = claim(destination, 4096)?.ok_or("the unmapped frame did not come back after the acknowledgement")?;
         let faults = server.word(status::FAULTS);
         // SAFETY: word COMMAND of the report page, which the driver polls.
