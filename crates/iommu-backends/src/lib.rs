@@ -14,6 +14,8 @@ extern crate alloc;
 
 mod dirty;
 pub mod smmuv3;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod vtd;
 
 use iommu_abi::{Error, Perm};

@@ -9,23 +9,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use iommu_abi::{Access, FaultReason, Perm};
+use iommu_backends::testing::SmmuModelEnv as Model;
 use iommu_backends::smmuv3::{DomainStage, SmmuBackend};
-use iommu_backends::Environment;
 use iommu_core::{DomainConfig, DrainedFault, HwDomainId, IommuBackend, RequesterId, Translation, UnitId};
 use smmuv3::model::{CommandConsumption, FakeMemory, ModelConfig, ModelDma, SmmuModel, StepClock};
 use smmuv3::EventType;
 
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static SmmuModel;
-    type Dma = ModelDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 const MEMORY_BASE: u64 = 0x4000_0000;
 /// The backend's tables and queues live below this; the test's data pages above.

@@ -8,22 +8,11 @@
 use std::collections::BTreeMap;
 
 use iommu_abi::{Error, IovaRange, Perm, UnitCaps};
+use iommu_backends::testing::SmmuModelEnv as Model;
 use iommu_backends::smmuv3::{DomainStage, SmmuBackend};
-use iommu_backends::Environment;
 use iommu_core::{DomainConfig, HwDomainId, IommuBackend, RequesterId, Translation, UnitId};
 use smmuv3::model::{FakeMemory, ModelConfig, ModelDma, SmmuModel, StepClock};
 
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static SmmuModel;
-    type Dma = ModelDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 const MEMORY_BASE: u64 = 0x4000_0000;
 const TABLES_END: u64 = MEMORY_BASE + (16 << 20);

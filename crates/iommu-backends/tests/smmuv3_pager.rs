@@ -9,31 +9,13 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use iommu_abi::{Access, Error, FaultReason, Handle, IovaChoice, PageResponseCode, Perm};
+use iommu_backends::testing::{SmmuModelEnv as Model, read_faults};
 use iommu_backends::smmuv3::{DomainStage, SmmuBackend};
-use iommu_backends::Environment;
 use iommu_core::fake::{FakeMemory as FakeKernel, FakeObject};
 use iommu_core::{ClientId, DeviceGrant, FaultDelivery, HwptAllocOptions, IommuBackend, MemoryObjectId, ObjectModel, RequesterId, ServerConfig, UnitId};
 use smmuv3::model::{FakeMemory, ModelConfig, ModelDma, PriResponseRecord, RecoverableDevice, RecoverableOutcome, Recovery, SmmuModel, StepClock};
 
-/// `fault_read`'s records, collected.
-fn read_faults<B: IommuBackend, M: iommu_core::MemorySource>(server: &mut ObjectModel<B, M>, client: ClientId, fault: Handle, max: usize) -> Vec<iommu_abi::FaultRecord> {
-    let mut records = Vec::new();
-    server.fault_read(client, fault, max, |record| records.push(record)).expect("fault_read");
-    records
-}
 
-
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static SmmuModel;
-    type Dma = ModelDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 const MEMORY_BASE: u64 = 0x4000_0000;
 const TABLES_END: u64 = MEMORY_BASE + (16 << 20);

@@ -11,25 +11,14 @@ use std::rc::Rc;
 
 use iommu_abi::wire::SVA_UNTAGGED;
 use iommu_abi::{Error, UnitCaps};
+use iommu_backends::testing::SmmuModelEnv as Model;
 use iommu_backends::smmuv3::{DomainStage, SmmuBackend};
-use iommu_backends::Environment;
 use iommu_core::fake::FakeMemory as FakeMemorySource;
 use iommu_core::{AddressSpace, AddressSpaceChange, ClientId, DeviceGrant, IommuBackend, ObjectModel, RequesterId, ServerConfig, Translation, UnitId};
 use smmuv3::cmd::opcode;
 use smmuv3::model::{FakeMemory, ModelConfig, ModelDma, SmmuModel, StepClock};
 use smmuv3::EventType;
 
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static SmmuModel;
-    type Dma = ModelDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 const MEMORY_BASE: u64 = 0x4000_0000;
 /// The backend's tables and queues live below this; the process's tables and frames above.

@@ -10,23 +10,12 @@ use std::cell::Cell;
 use hwio::DmaAllocator;
 use iommu_abi::wire::SVA_UNTAGGED;
 use iommu_abi::{Error, UnitCaps};
+use iommu_backends::testing::VtdModelEnv as Model;
 use iommu_backends::vtd::{Unit, VtdBackend};
-use iommu_backends::Environment;
 use iommu_core::fake::FakeMemory;
 use iommu_core::{AddressSpace, AddressSpaceChange, ClientId, DeviceGrant, IommuBackend, ObjectModel, RequesterId, ServerConfig, UnitId};
 use vtd::model::{qemu, FakeDma, PhysMemory, StepClock, TableFormat, TestPageTable, VtdModel};
 
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static VtdModel;
-    type Dma = FakeDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 const MEMORY_BASE: u64 = 0x1000_0000;
 const PAGE: u64 = 4096;

@@ -7,24 +7,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use hwio::DmaAllocator;
 use iommu_abi::{Access, FaultReason, Perm};
+use iommu_backends::testing::VtdModelEnv as Model;
 use iommu_backends::vtd::{Unit, VtdBackend};
-use iommu_backends::Environment;
 use iommu_core::{DomainConfig, DrainedFault, HwDomainId, IommuBackend, RequesterId, Translation, UnitId};
 use vtd::model::{qemu, FakeDma, PhysMemory, StepClock, VtdModel};
 
-/// The backend on the model: the unit's registers are the model itself (kept for the test's
-/// own DMA), the DMA allocator hands out the model's memory.
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static VtdModel;
-    type Dma = FakeDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 const MEMORY_BASE: u64 = 0x1000_0000;
 const PAGE: u64 = 4096;

@@ -4,22 +4,11 @@
 
 use hwio::DmaAllocator;
 use iommu_abi::{Invalidation, Perm, Stage1Config, Stage1Format, UnitCaps};
+use iommu_backends::testing::VtdModelEnv as Model;
 use iommu_backends::vtd::{Unit, VtdBackend};
-use iommu_backends::Environment;
 use iommu_core::{DomainConfig, HwDomainId, IommuBackend, RequesterId, Translation, UnitId};
 use vtd::model::{qemu, FakeDma, PhysMemory, StepClock, TableFormat, TestPageTable, VtdModel};
 
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static VtdModel;
-    type Dma = FakeDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 const MEMORY_BASE: u64 = 0x1000_0000;
 const PAGE: u64 = 4096;

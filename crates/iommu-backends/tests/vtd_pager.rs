@@ -10,32 +10,14 @@ use std::rc::Rc;
 
 use hwio::DmaAllocator;
 use iommu_abi::{Access, Error, FaultReason, Handle, IovaChoice, PageResponseCode, Perm};
+use iommu_backends::testing::{VtdModelEnv as Model, read_faults};
 use iommu_backends::vtd::{Unit, VtdBackend};
-use iommu_backends::Environment;
 use iommu_core::fake::{FakeMemory, FakeObject};
 use iommu_core::{ClientId, DeviceGrant, FaultDelivery, HwptAllocOptions, IommuBackend, MemoryObjectId, ObjectModel, RequesterId, ServerConfig, UnitId};
 use vtd::descriptors::response_code;
 use vtd::model::{qemu, FakeDma, PageGroupResponse, PhysMemory, PriDevice, PriOutcome, StepClock, VtdModel};
 
-/// `fault_read`'s records, collected.
-fn read_faults<B: IommuBackend, M: iommu_core::MemorySource>(server: &mut ObjectModel<B, M>, client: ClientId, fault: Handle, max: usize) -> Vec<iommu_abi::FaultRecord> {
-    let mut records = Vec::new();
-    server.fault_read(client, fault, max, |record| records.push(record)).expect("fault_read");
-    records
-}
 
-
-struct Model;
-
-impl Environment for Model {
-    type Registers = &'static VtdModel;
-    type Dma = FakeDma;
-    type Clock = StepClock;
-
-    fn log(line: std::fmt::Arguments<'_>) {
-        println!("{line}");
-    }
-}
 
 /// ECAP.PRS, bit 29.
 const ECAP_PRS: u64 = 1 << 29;
