@@ -1,12 +1,14 @@
 //! PCI configuration space for the root task and the IOMMU server: the register layout
 //! (`regs`), enumeration of the whole hierarchy through any configuration access, with bus
 //! numbers and bridge memory windows assigned where no firmware did (`enumerate`, `bars`),
-//! the requester ID each function's DMA really carries and its aliases (`alias`), and the
-//! groups of functions that cannot be isolated from each other (`groups`).
+//! the requester ID each function's DMA really carries and its aliases (`alias`), the
+//! groups of functions that cannot be isolated from each other (`groups`), and resetting a
+//! function between owners (`reset`).
 //!
 //! References: PCI Local Bus 3.0 (header layouts), PCI-to-PCI Bridge Architecture 1.2
 //! (type 1 header), PCI Express Base 4.0 (capability structure 7.5.3, ACS 7.7.7),
-//! PCI Express to PCI/PCI-X Bridge 1.0 (requester IDs of forwarded transactions, 2.3).
+//! PCI Express to PCI/PCI-X Bridge 1.0 (requester IDs of forwarded transactions, 2.3),
+//! PCI Bus Power Management 1.2 (power-management reset).
 
 #![no_std]
 
@@ -17,6 +19,7 @@ pub mod bars;
 pub mod enumerate;
 pub mod groups;
 pub mod regs;
+pub mod reset;
 
 use core::fmt;
 
