@@ -278,6 +278,15 @@ impl Ecam {
         }
     }
 
+    /// Quiesces the function at `index` (enumeration order), resets it with its best method and
+    /// writes back what the server set up in it (`pci::reset::reset_function`).
+    pub fn reset_function(&mut self, index: usize, delay: &mut impl pci::reset::Delay) -> pci::reset::Outcome {
+        let topology = core::mem::take(&mut self.topology);
+        let outcome = pci::reset::reset_function(self, delay, &topology, index);
+        self.topology = topology;
+        outcome
+    }
+
     /// Every function reachable from the window's first bus, through bridges (numbering the
     /// buses below them first where no firmware did), with its requester ID, aliases and
     /// isolation group.

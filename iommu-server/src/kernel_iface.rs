@@ -243,6 +243,8 @@ pub struct DeviceRegistry {
     /// Watches of the process address spaces verified for `sva_bind` (their pins, which are
     /// the object model's `AddressSpace::id`; `crate::revocation`).
     pub address_spaces: Vec<u64>,
+    /// The devices handed out for binds, reset when they leave their owner (`crate::reset`).
+    pub handovers: crate::reset::Handovers,
     /// x86: the MSI line pool and the lines handed out (`crate::msi`).
     #[cfg(target_arch = "x86_64")]
     pub msis: crate::msi::Msis,
@@ -288,7 +290,8 @@ impl CapabilityVerifier for DeviceRegistry {
         }
         // The function owning the BAR exactly (borrowed apart from `ecam`, which its bus
         // mastering is set through).
-        let function = self.functions.iter().find(|f| f.bars.iter().any(|bar| bar.base == base && bar.size == size)).ok_or(Error::BadCapability)?;
+        let index = self.functions.iter().position(|f| f.bars.iter().any(|bar| bar.base == base && bar.size == size)).ok_or(Error::BadCapability)?;
+        let function = &self.functions[index];
         let unit = function.unit.ok_or(Error::BadCapability)?;
         let rid = function.requester_id();
         // The device's DMA is blocked by the IOMMU from here on until its owner attaches it,
@@ -298,6 +301,7 @@ impl CapabilityVerifier for DeviceRegistry {
         let mut pasid_bits = 0;
         if let Some(ecam) = self.ecam.as_mut() {
             ecam.set_bus_master(function, true);
+            self.handovers.granted(index, UnitId(unit as u32), RequesterId(u32::from(rid)));
             pasid_bits = crate::pasid::enable(ecam, function.address);
         }
         // If the bind this serves succeeds, the device goes when the capability's lender does.

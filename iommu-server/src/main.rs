@@ -27,6 +27,7 @@ mod hw;
 mod kernel_iface;
 mod msi;
 mod pasid;
+mod reset;
 mod revocation;
 mod state;
 mod status;
@@ -86,6 +87,9 @@ fn main(arg: u64) -> u64 {
         Err(error) => println!("iommu-server: cannot release the quarantine: {error:?}"),
     }
     state.replaces_ended_server = arg & start::RESTARTED != 0;
+    if state.replaces_ended_server {
+        reset::take_over(&mut state.devices, &state.status);
+    }
     state::install(state);
     if let Err(error) = state::start_event_thread() {
         println!("iommu-server: no event thread: {error:?}");

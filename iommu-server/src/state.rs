@@ -267,10 +267,15 @@ impl State {
                 // server's capability while the client is connected; nothing the client does
                 // with its lent copy reaches that mapping.
                 let request = unsafe { kernel_ipc::read_window(window) };
+                let objects = self.server.object_count();
                 let reply = iommu_core::dispatch(&mut self.server, &mut self.devices, ClientId(badge), &request, cap);
                 // SAFETY: as above.
                 unsafe { kernel_ipc::write_window(window, &reply) };
                 crate::revocation::settle(&self.server, &mut self.devices);
+                // A device unbound (an object fewer) or a bind tried: before anything else.
+                if self.server.object_count() < objects || self.devices.handovers.unsettled() {
+                    crate::reset::settle(&self.server, &mut self.devices, &self.status);
+                }
                 reply[0]
             }
             kernel_ipc::SUBSCRIBE_FAULTS => self.subscribe_faults(badge, cap),
@@ -357,6 +362,7 @@ impl State {
         self.devices.release_stale_msis(self.server.backend());
         #[cfg(target_arch = "aarch64")]
         self.release_stale_msis();
+        crate::reset::settle(&self.server, &mut self.devices, &self.status);
         if let Some(window) = self.windows.remove(badge) {
             let slot = window_slot(badge);
             let _ = syscall::cap_revoke(slot);
@@ -468,6 +474,7 @@ extern "C" fn event_thread(_arg: u64) -> ! {
             let revoked = bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0;
             if revoked {
                 crate::revocation::process(&mut state.server, &mut state.devices);
+                crate::reset::settle(&state.server, &mut state.devices, &state.status);
                 #[cfg(target_arch = "aarch64")]
                 state.release_stale_msis();
                 state.publish_counters();

@@ -199,10 +199,11 @@ pub(crate) mod iommu_tests {
         /// server checks them against the device tree.
         const EVENTQ_INTID: u32 = 106;
         const GERROR_INTID: u32 = 109;
-        /// Where the test maps bus 0's configuration space: the high ECAM is above the
+        /// Where the test maps configuration space: the high ECAM is above the
         /// kernel's 4 GiB direct map.
         const CONFIG_WINDOW: u64 = 0x10_0000_0000;
-        const BUS_PAGES: u64 = 256;
+        /// Buses 0 and 1 (the root port's bus in `qemu-run.sh --topology bridges`).
+        const BUS_PAGES: u64 = 512;
 
         /// The SMMUv3 register base the device tree describes, if any.
         fn smmu_base() -> Option<u64> {
@@ -1438,7 +1439,7 @@ pub(crate) mod iommu_tests {
     pub(crate) mod shared {
         pub(crate) use super::platform::ConfigSpace;
         pub(crate) use super::{
-            create_server_serving, discovery_agrees, err, give_report_page, page_word, run_until, server_and_driver, server_kernel_pins, skip_without_iommu, wait_ready, with_kernel,
+            create_server_serving, discovery_agrees, err, give_report_page, page_word, page_words, run_until, server_and_driver, server_kernel_pins, skip_without_iommu, wait_ready, with_kernel,
             EduDevice, EDU_BUFFER,
         };
     }

@@ -96,6 +96,15 @@ pub mod scenario {
     /// malformed invalidation entries, an invalidation of the parent) are refused.
     #[cfg(target_arch = "aarch64")]
     pub const NESTED_STAGE1: u64 = 23;
+    /// The first of two owners of one device, one after the other: bind, attach, copy a page
+    /// through the device (checked), take the device's MSI with `msi_alloc`, report
+    /// `report::RESET_OWNER_SET_UP` and wait for `report::LEAVE` in `COMMAND`; then exit
+    /// holding everything, for the server to take the device back (and reset it).
+    pub const RESET_FIRST_OWNER: u64 = 25;
+    /// The next owner of that device: the device answers at its BAR, binds, copies a page
+    /// (checked) and takes its MSI, whose DMA-done interrupt arrives: the server restored what
+    /// the reset cleared and programs the MSI anew.
+    pub const RESET_NEXT_OWNER: u64 = 26;
 }
 
 /// SVA_BOUND_PROCESS. The driver binds the process and copies `SOURCE_VA` to `DESTINATION_VA`
@@ -182,6 +191,8 @@ pub mod report {
     pub const RECONNECT: u64 = 2;
     /// SERVER_RESTART: reconnected; DMA through the new server works.
     pub const RESTART_RECONNECTED: u64 = 10;
+    /// RESET_FIRST_OWNER: set up, MSI taken; waiting for `LEAVE`.
+    pub const RESET_OWNER_SET_UP: u64 = 11;
     /// LIMITS_EXHAUSTED: exit now (holding everything).
     pub const LEAVE: u64 = 1;
     /// LIMITS_EXHAUSTED: the first of the words that count the successful requests before

@@ -69,5 +69,12 @@ pub const CHARGED_BYTES: usize = 25;
 /// pages) that this server released once its bring-up had blocked every device.
 pub const QUARANTINE_RELEASED: usize = 26;
 
+/// Devices reset (`pci::reset`) after they left an owner, or when a new server took them
+/// over, with their configuration restored before their next owner.
+pub const RESETS: usize = 29;
+/// Devices that left an owner and were only quiesced (bus mastering and MSI off): they have no
+/// reset method, or their reset failed.
+pub const QUIESCED_WITHOUT_RESET: usize = 30;
+
 /// Words the page holds.
-pub const WORDS: usize = 27;
+pub const WORDS: usize = 31;

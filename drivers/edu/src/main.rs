@@ -15,6 +15,7 @@ mod limits;
 #[cfg(target_arch = "aarch64")]
 mod nested;
 mod race;
+mod reset;
 mod restart;
 mod revoke;
 mod sharing;
@@ -122,6 +123,8 @@ fn main(arg: u64) -> u64 {
         scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),
+        scenario::RESET_FIRST_OWNER => reset::first_owner(),
+        scenario::RESET_NEXT_OWNER => reset::next_owner(),
         #[cfg(target_arch = "aarch64")]
         scenario::NESTED_STAGE1 => nested::nested_stage1(),
         #[cfg(target_arch = "x86_64")]

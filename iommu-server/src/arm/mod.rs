@@ -171,7 +171,7 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
     }
     discovery::print_functions(&functions);
     let msis = msi::ItsMsis::new(translater, host.msi_map.clone());
-    Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window, watches: Vec::new(), address_spaces: Vec::new(), msis }, iommu_described: !tree.smmus.is_empty() })
+    Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window, watches: Vec::new(), address_spaces: Vec::new(), handovers: Default::default(), msis }, iommu_described: !tree.smmus.is_empty() })
 }
 
 /// Prints what the IORT says next to what the device tree says (SMMUs with their interrupts,

@@ -105,6 +105,6 @@ pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
         }
         syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
     }
-    let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok(), watches: Vec::new(), address_spaces: Vec::new(), msis: crate::msi::Msis::from_slots() };
+    let devices = DeviceRegistry { functions, ecam, pci_window: syscall::mmio_info(slots::PCI_MMIO).ok(), watches: Vec::new(), address_spaces: Vec::new(), handovers: Default::default(), msis: crate::msi::Msis::from_slots() };
     Ok(Platform { backend, devices, iommu_described: firmware.dmar.is_some() })
 }
