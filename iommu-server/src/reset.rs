@@ -131,7 +131,7 @@ fn reset(devices: &mut DeviceRegistry, function: usize, page: &StatusPage) {
         Outcome::Reset { method, pending } => {
             page.add(status::RESETS, 1);
             let pending = if pending { " (transactions still pending when it started)" } else { "" };
-            println!("iommu-server: pci {address}: reset ({method:?}){pending} and its configuration restored before its next owner");
+            println!("iommu-server: pci {address}: reset ({method}){pending} and its configuration restored before its next owner");
         }
         Outcome::NoMethod => {
             page.add(status::QUIESCED_WITHOUT_RESET, 1);
@@ -142,7 +142,7 @@ fn reset(devices: &mut DeviceRegistry, function: usize, page: &StatusPage) {
         }
         Outcome::Failed { method, error } => {
             page.add(status::QUIESCED_WITHOUT_RESET, 1);
-            println!("iommu-server: pci {address}: reset ({method:?}) failed: {error:?}; quiesced, configuration written back");
+            println!("iommu-server: pci {address}: reset ({method}) failed: {error:?}; quiesced, configuration written back");
         }
     }
 }

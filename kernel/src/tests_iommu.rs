@@ -1135,7 +1135,12 @@ pub(crate) mod iommu_tests {
             run_until(kernel, "the server to reap the driver", |_| server.word(status::CLIENTS_REAPED) == 2)?;
             ensure!((1001..=1004).all(|line| !kernel.irqs.contains_key(&line)), "a pool line is still bound after its driver ended");
 
-            // The second edu belongs to nobody now; the entry it had was cleared at unbind.
+            // The second edu belongs to nobody now; the entry it had was cleared at unbind. Its
+            // bus mastering went off when it left its owner: the attacker turns it on again.
+            let command = config.register(u64::from(hostile.rid), 0x04);
+            // SAFETY: the edu's command register, mapped by `config`; the status half is
+            // write-one-to-clear, written as zeros.
+            unsafe { core::ptr::write_volatile(command, (core::ptr::read_volatile(command) & 0xffff) | 0x4) };
             let before = server.word(status::UNROUTED_FAULTS);
             aim_msi(&config, hostile, 0xFEE0_0000 | 1 << 5 | 1 << 4, 0, true)?;
             raise(hostile);

@@ -105,8 +105,10 @@ mod its_tests {
             // SMMU (blocked stream) and raises no LPI.
             let config = ConfigSpace::open()?;
             let never_given = *edu_devices(&config).get(1).ok_or("no second edu device")?;
-            // Its bus mastering is off (the server enables it at bind): turned on here, the
-            // MSI write leaves the device and the SMMU's blocking is what stops it.
+            // Their bus mastering is off (the server enables it at bind and turns it off when a
+            // device leaves its owner): turned on here, the MSI write leaves the device and the
+            // SMMU's blocking is what stops it.
+            set_bus_master(&config, &device, true);
             set_bus_master(&config, &never_given, true);
             for (unbound, what) in [(device, "the destroyed device"), (never_given, "the device no driver was given")] {
                 let unrouted = server.word(status::UNROUTED_FAULTS);
@@ -122,6 +124,7 @@ mod its_tests {
                 ensure!(rid == u64::from(unbound.rid) && address == translater & !0xFFF, "refusal from {rid:#x} at {address:#x}, expected {:#x} at the doorbell page", unbound.rid);
                 crate::println!("its: the MSI of {what} to GITS_TRANSLATER was blocked by the SMMU; no LPI");
             }
+            set_bus_master(&config, &device, false);
             set_bus_master(&config, &never_given, false);
 
             page_words(&report_page).write(report::COMMAND, report::LEAVE);

@@ -23,6 +23,7 @@
 //! driver that asks.
 
 use alloc::vec::Vec;
+use core::fmt;
 
 use crate::enumerate::Topology;
 use crate::regs::{self, command};
@@ -45,6 +46,17 @@ pub enum Method {
     PowerManagement { power: u16 },
     /// Secondary bus reset of the bridge at `bridge`, below which the function is alone.
     SecondaryBus { bridge: Address },
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Method::ExpressFlr { .. } => write!(f, "PCI Express function-level reset"),
+            Method::AdvancedFeaturesFlr { .. } => write!(f, "Advanced Features function-level reset"),
+            Method::PowerManagement { .. } => write!(f, "D3hot and back to D0"),
+            Method::SecondaryBus { bridge } => write!(f, "secondary bus reset by the bridge at {bridge}"),
+        }
+    }
 }
 
 /// Why a reset did not leave the function usable.
