@@ -11,7 +11,8 @@
 # `--topology bridges` adds, on bus 0 of either machine, a PCIe root port at 00:10.0 with an
 # edu device, and a PCIe-to-PCI bridge at 00:11.0 with edu devices at 01.0 and 02.0 of its bus
 # (the root task's descriptions BRIDGES and ONE_GROUP_TWO_DRIVERS, user/root/src/system.rs,
-# name them by location).
+# name them by location), and a second root port at 00:12.0 with two functions of one
+# virtio-rng device below it (PCI Express, function-level reset capable: the reset tests).
 # It is also cargo's runner: `cargo run --target x86_64-target.json` passes `--kernel ELF`.
 # QEMU's exit status is mapped back: 0 when the kernel reported success, 1 on failure.
 #
@@ -92,7 +93,10 @@ case "$topology" in
               -device "edu,bus=rp1,dma_mask=0xffffffffffffffff"
               -device pcie-pci-bridge,id=pcibr1,bus=pcie.0,addr=0x11
               -device "edu,bus=pcibr1,addr=0x1,dma_mask=0xffffffffffffffff"
-              -device "edu,bus=pcibr1,addr=0x2,dma_mask=0xffffffffffffffff") ;;
+              -device "edu,bus=pcibr1,addr=0x2,dma_mask=0xffffffffffffffff"
+              -device pcie-root-port,id=rp2,bus=pcie.0,chassis=2,addr=0x12
+              -device virtio-rng-pci,bus=rp2,addr=0x0.0x0,multifunction=on,x-pcie-flr-init=on
+              -device virtio-rng-pci,bus=rp2,addr=0x0.0x1) ;;
     *) echo "qemu-run.sh: unknown topology $topology" >&2; exit 2 ;;
 esac
 

@@ -202,8 +202,8 @@ pub(crate) mod iommu_tests {
         /// Where the test maps configuration space: the high ECAM is above the
         /// kernel's 4 GiB direct map.
         const CONFIG_WINDOW: u64 = 0x10_0000_0000;
-        /// Buses 0 and 1 (the root port's bus in `qemu-run.sh --topology bridges`).
-        const BUS_PAGES: u64 = 512;
+        /// Buses 0 to 3 (the root ports' buses in `qemu-run.sh --topology bridges`).
+        const BUS_PAGES: u64 = 4 * 256;
 
         /// The SMMUv3 register base the device tree describes, if any.
         fn smmu_base() -> Option<u64> {

@@ -101,6 +101,9 @@ pub mod scenario {
     /// `report::RESET_OWNER_SET_UP` and wait for `report::LEAVE` in `COMMAND`; then exit
     /// holding everything, for the server to take the device back (and reset it).
     pub const RESET_FIRST_OWNER: u64 = 25;
+    /// Start-argument bit of RESET_FIRST_OWNER: the device is not an edu; only bind it, report
+    /// `report::RESET_OWNER_SET_UP`, wait for `report::LEAVE` and exit holding it.
+    pub const RESET_BIND_ONLY: u64 = 1 << 8;
     /// The next owner of that device: the device answers at its BAR, binds, copies a page
     /// (checked) and takes its MSI, whose DMA-done interrupt arrives: the server restored what
     /// the reset cleared and programs the MSI anew.

@@ -123,7 +123,7 @@ fn main(arg: u64) -> u64 {
         scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),
-        scenario::RESET_FIRST_OWNER => reset::first_owner(),
+        scenario::RESET_FIRST_OWNER => reset::first_owner(arg & scenario::RESET_BIND_ONLY != 0),
         scenario::RESET_NEXT_OWNER => reset::next_owner(),
         #[cfg(target_arch = "aarch64")]
         scenario::NESTED_STAGE1 => nested::nested_stage1(),

@@ -1,7 +1,8 @@
 //! RESET_FIRST_OWNER and RESET_NEXT_OWNER: one device, two owners one after the other. The
 //! first sets the device up (DMA, an MSI) and leaves it as it is; the starter checks that the
 //! server reset it before the second gets it, and the second must find it working: its BAR
-//! answering, DMA through its own domain, its own MSI.
+//! answering, DMA through its own domain, its own MSI. With `RESET_BIND_ONLY` the first owner
+//! only binds a device that is not an edu.
 
 use crate::contract::report;
 use crate::{buffer, check, connect_first, copy_page, dma_awaiting_interrupt, fill_pattern, open_device, report_page, same_bytes, slot, take_msi, va, Client, Outcome};
@@ -39,12 +40,17 @@ fn set_up(iommu: &mut Client, seed: u8, code: u64) -> Result<DeviceId, (u64, &'s
     Ok(device)
 }
 
-pub fn first_owner() -> Outcome {
+/// `bind_only`: the device is not an edu (`RESET_BIND_ONLY`): it is only bound.
+pub fn first_owner(bind_only: bool) -> Outcome {
     syscall::mem_map(slot::REPORT, va::REPORT, 0, 1, MapFlags::WRITE).map_err(|_| (250, "map the report page"))?;
     // SAFETY: the report page was just mapped writable at va::REPORT; the starter reads it.
     let report_page = unsafe { report_page() };
     let mut iommu = connect_first()?;
-    set_up(&mut iommu, 0x25, 251)?;
+    if bind_only {
+        iommu.device_bind(slot::DEVICE).map_err(|_| (251, "device_bind"))?;
+    } else {
+        set_up(&mut iommu, 0x25, 251)?;
+    }
     report_page.write(report::PHASE, report::RESET_OWNER_SET_UP);
     let mut turns = 0;
     while report_page.read(report::COMMAND) != report::LEAVE {
