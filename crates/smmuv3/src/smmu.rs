@@ -23,8 +23,9 @@
 //! words, so a stream must never be seen with a mix of old and new words. The driver's rule:
 //! * If the current STE is live (valid, not abort), first write only word 0 with Config = abort,
 //!   then CMD_CFGI_STE + CMD_SYNC. From then on the SMMU ignores every other word.
-//! * Write the CD (if any), then words 1..7, then a store barrier, then word 0 (one 64-bit store),
-//!   then CMD_CFGI_CD / CMD_CFGI_STE + CMD_SYNC.
+//! * Write the CD (if any), then CMD_CFGI_CD + CMD_SYNC (the SMMU may still cache the stream's
+//!   previous CD, perhaps from the same buffer: CMD_CFGI_STE need not drop CDs), then words
+//!   1..7, then a store barrier, then word 0 (one 64-bit store), then CMD_CFGI_STE + CMD_SYNC.
 //!
 //! The price is a short window in which the stream's transactions are aborted while changing from
 //! one live configuration to another: blocked, never translated wrongly. (Linux computes which
@@ -447,7 +448,6 @@ impl<R: Registers> Smmu<R> {
         let old_cd = self.contexts.remove(&sid);
         let old_cd_table = self.cd_tables.remove(&sid);
         let mut ste = new;
-        let mut commands: Vec<Command> = Vec::with_capacity(3);
         let mut unused_cd = old_cd;
         if let Some(cd) = new_cd {
             let buf = match unused_cd.take() {
@@ -455,16 +455,19 @@ impl<R: Registers> Smmu<R> {
                 None => alloc_aligned(env.dma, ContextDescriptor::SIZE)?,
             };
             write_words(&*env.dma, &buf, 0, &cd.words);
-            ste.set_s1_context_ptr(buf.phys);
+            publish_to_device();
             self.contexts.insert(sid, buf);
-            commands.push(Command::cfgi_cd(sid, 0, false));
+            // The SMMU may still hold the stream's previous CD (CMD_CFGI_STE need not drop it,
+            // spec 4.3.2), and the buffer may be the one it came from: forget it while the
+            // stream is blocked, so the live STE can only meet the new one.
+            self.execute(env, &[Command::cfgi_cd(sid, 0, false)])?;
+            ste.set_s1_context_ptr(buf.phys);
         }
         write_words(&*env.dma, &table, off + 8, &ste.words[1..]);
         publish_to_device();
         write_words(&*env.dma, &table, off, &ste.words[..1]);
         publish_to_device();
-        commands.push(Command::cfgi_ste(sid, false));
-        let result = self.execute(env, &commands);
+        let result = self.execute(env, &[Command::cfgi_ste(sid, false)]);
         if let Some(buf) = unused_cd {
             // Only freed once the SMMU has been told to forget the STE that pointed at it.
             if result.is_ok() {

@@ -73,6 +73,11 @@ pub struct ModelConfig {
     /// Whether CR0ACK follows CR0 (false: an SMMU that never acknowledges).
     pub acknowledge_cr0: bool,
     pub commands: CommandConsumption,
+    /// As the spec allows (4.3.2), CMD_CFGI_STE leaves the stream's cached CDs alone (QEMU drops
+    /// them with the STE), and before each command it consumes the model checks that no live
+    /// stage-1 STE points at a CD whose cached copy differs from memory: a CD changed without
+    /// CMD_CFGI_CD before its STE went live ([`SmmuModel::stale_cd_streams`]).
+    pub cds_outlive_ste_invalidation: bool,
 }
 
 impl ModelConfig {
@@ -83,6 +88,7 @@ impl ModelConfig {
             idr: [0x0D44_101B, 0x0273_0010, 0, 0x0000_0404, 0, 0x0000_0074],
             acknowledge_cr0: true,
             commands: CommandConsumption::OnProdWrite,
+            cds_outlive_ste_invalidation: false,
         }
     }
 }
@@ -142,6 +148,8 @@ struct State {
     recoverable: recoverable::RecoverableState,
     /// CDs of substreams, by (StreamID, SubstreamID).
     substream_cds: BTreeMap<(u32, u32), ContextDescriptor>,
+    /// `cds_outlive_ste_invalidation`: streams found live over a stale cached CD.
+    stale_cd_streams: Vec<u32>,
 }
 
 /// The model SMMU.
@@ -525,6 +533,9 @@ impl SmmuModel {
             let addr = queue_base_addr(state.cmdq_base) + cons.index() as u64 * Command::SIZE as u64;
             let view = self.view();
             let fetched = view.read_u64(addr).zip(view.read_u64(addr + 8));
+            if self.config.cds_outlive_ste_invalidation {
+                self.check_cached_cds(state);
+            }
             let result = match fetched {
                 Some((w0, w1)) => self.execute(state, Command { words: [w0, w1] }),
                 None => Err(CommandErrorCode::Abort),
@@ -542,6 +553,35 @@ impl SmmuModel {
                 }
             }
         }
+    }
+
+    /// `cds_outlive_ste_invalidation`: records every stream whose STE in memory is live at
+    /// stage 1 alone while the CD cached for it differs from the one in memory (a nested CD
+    /// pointer is an IPA, not checked here): the SMMU could walk with the stale one now.
+    fn check_cached_cds(&self, state: &mut State) {
+        let memory = self.view();
+        let mut stale = Vec::new();
+        for (&sid, cached) in &state.cds {
+            let Ok(ste) = self.fetch_ste(state, sid) else { continue };
+            if ste.config() != Some(StreamConfig::Stage1) || !ste.is_live() {
+                continue;
+            }
+            let cd_addr = ste.s1_context_ptr();
+            let current = (0..cached.words.len()).map(|i| memory.read_u64(cd_addr + 8 * i as u64));
+            if current.zip(cached.words.iter()).any(|(word, &cached)| word != Some(cached)) {
+                stale.push(sid);
+            }
+        }
+        for sid in stale {
+            if !state.stale_cd_streams.contains(&sid) {
+                state.stale_cd_streams.push(sid);
+            }
+        }
+    }
+
+    /// `cds_outlive_ste_invalidation`: the streams seen live over a stale cached CD.
+    pub fn stale_cd_streams(&self) -> Vec<u32> {
+        self.state.borrow().stale_cd_streams.clone()
     }
 
     fn execute(&self, state: &mut State, cmd: Command) -> Result<(), CommandErrorCode> {
@@ -579,8 +619,10 @@ impl SmmuModel {
                     return Err(CommandErrorCode::Illegal);
                 }
                 state.stes.remove(&(cmd.stream_id() as u32));
-                state.cds.remove(&(cmd.stream_id() as u32));
-                state.substream_cds.retain(|&(sid, _), _| sid != cmd.stream_id() as u32);
+                if !self.config.cds_outlive_ste_invalidation {
+                    state.cds.remove(&(cmd.stream_id() as u32));
+                    state.substream_cds.retain(|&(sid, _), _| sid != cmd.stream_id() as u32);
+                }
             }
             // CDs only: the STE that points to them stays cached (spec 4.3.4, 4.3.5).
             opcode::CFGI_CD | opcode::CFGI_CD_ALL => {
