@@ -33,7 +33,7 @@ use iommu_core::{
 };
 use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
 use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
-use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
+use iommu_pt::{LargePages, PageTable, Unmapped};
 use slot_table::SlotTable;
 use smmuv3::{Command, DecodedEvent, Env, EventRecord, EventType, Granule, Httu, NestedStage1, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 
@@ -556,9 +556,26 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64) {
         let SmmuBackend { units, domains, dma, clock, .. } = self;
         let Some(d) = domains.get_mut(domain) else { return };
-        let result = match &mut d.table {
-            Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
-            Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
+        let Domain { unit, tag, table, nested_vmids } = d;
+        let unit = &mut units[*unit];
+        // A block split by the unmap goes invalid, then every cached entry and walk of it, also
+        // its nested children's, before its table is linked (break-before-make).
+        let scope = match table {
+            Table::Stage1(_) => TlbScope::Stage1 { asid: *tag },
+            Table::Stage2(_) | Table::Nested { .. } => TlbScope::Stage2 { vmid: *tag },
+        };
+        let mut invalidate_block = |dma: &mut E::Dma, base: u64, size: u64| {
+            let mut env = Env { dma, clock };
+            if let Err(error) = unit.hw.tlbi_range(&mut env, scope, base, size, Granule::Size4K, false) {
+                Self::fail_closed("TLB invalidation of a block being split", error);
+            }
+            if !nested_vmids.is_empty() {
+                Self::invalidate_nested(unit, nested_vmids, base..base + size, false, &mut env);
+            }
+        };
+        let result = match table {
+            Table::Stage1(table) => table.unmap_breaking_before_make(iova, length, dma, &mut invalidate_block),
+            Table::Stage2(table) => table.unmap_breaking_before_make(iova, length, dma, &mut invalidate_block),
             Table::Nested { .. } => return,
         };
         let unmapped = result.unwrap_or_else(|error| unmap_failed(iova, length, error));

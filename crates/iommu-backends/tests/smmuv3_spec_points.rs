@@ -2,7 +2,10 @@
 //! enough to catch them:
 //! - a stream moved from one stage-1 domain to another reuses its CD buffer; an SMMU may keep
 //!   the old CD cached across CMD_CFGI_STE (QEMU drops it), so the CD is invalidated
-//!   (CMD_CFGI_CD) before the STE goes live again, never after.
+//!   (CMD_CFGI_CD) before the STE goes live again, never after;
+//! - an unmap that cuts a block splits it break-before-make: the block goes invalid and out of
+//!   the TLB (TLBI + CMD_SYNC) before the table of pages takes its place, so no TLB ever holds
+//!   the block and its pages at once.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +14,7 @@ use iommu_backends::smmuv3::{DomainStage, SmmuBackend};
 use iommu_backends::testing::SmmuModelEnv as Model;
 use iommu_core::{DomainConfig, IommuBackend, RequesterId, Translation, UnitId};
 use smmuv3::model::{FakeMemory, ModelConfig, ModelDma, SmmuModel, StepClock};
+use smmuv3::EventType;
 
 const MEMORY_BASE: u64 = 0x4000_0000;
 const TABLES_END: u64 = MEMORY_BASE + (16 << 20);
@@ -18,6 +22,7 @@ const PAGE: u64 = 4096;
 const DEVICE: u32 = 0x0018;
 const STREAM: u32 = 0x0118;
 const IOVA: u64 = 0x4000_0000;
+const TWO_MIB: u64 = 2 << 20;
 const PAGING: DomainConfig = DomainConfig::Paging { nest_parent: false, dirty_tracking: false };
 
 #[test]
@@ -42,4 +47,30 @@ fn a_reused_cd_is_invalidated_before_its_ste_goes_live() {
     assert_eq!(model.stale_cd_streams(), Vec::<u32>::new(), "the STE went live while the SMMU could still use the stream's old CD");
     assert_eq!(memory.read_bytes(first, 6).expect("inside memory"), b"first\0");
     assert_eq!(memory.read_bytes(second, 6).expect("inside memory"), b"second");
+}
+
+#[test]
+fn a_split_block_breaks_before_it_makes() {
+    for stage in [DomainStage::Stage1, DomainStage::Stage2] {
+        let memory = FakeMemory::new(MEMORY_BASE, 24 << 20);
+        let config = ModelConfig { break_before_make_checked: true, ..ModelConfig::qemu() };
+        let model: &'static SmmuModel = Box::leak(Box::new(SmmuModel::new(memory.clone(), config)));
+        let mut backend = SmmuBackend::<Model>::new(ModelDma::in_range(memory.clone(), MEMORY_BASE, TABLES_END), StepClock::new(1_000));
+        backend.add_unit(model, 0x0905_0000, stage, BTreeMap::from([(DEVICE, STREAM)])).expect("bring-up");
+        let domain = backend.domain_alloc(UnitId(0), &PAGING).expect("domain").id;
+        backend.attach(UnitId(0), RequesterId(DEVICE), None, Translation::Domain(domain)).expect("attach");
+        // One 2 MiB block, cached by a write through it.
+        let block = TABLES_END;
+        backend.map(domain, IOVA, block, TWO_MIB, Perm::READ_WRITE).expect("2 MiB map");
+        model.dma_write(STREAM, None, IOVA + 3 * PAGE, b"cached").expect("DMA through the block");
+
+        // An unmap of one page inside it splits the block.
+        backend.unmap(domain, IOVA + PAGE, PAGE);
+
+        assert_eq!(model.blocks_split_while_cached(), Vec::<u64>::new(), "{stage:?}: the block became a table while the TLB still held it");
+        let translation = |event: Result<(), smmuv3::model::Aborted>| event.map_err(|aborted| aborted.event.map(|e| e.event_type()));
+        assert_eq!(translation(model.dma_write(STREAM, None, IOVA + PAGE, b"x")), Err(Some(EventType::Translation)), "{stage:?}: the unmapped page");
+        model.dma_write(STREAM, None, IOVA + 3 * PAGE + 6, b" and split").expect("the rest of the block, through its pages");
+        assert_eq!(memory.read_bytes(block + 3 * PAGE, 16).expect("inside memory"), b"cached and split");
+    }
 }
