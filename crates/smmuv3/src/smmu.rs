@@ -104,13 +104,18 @@ pub struct SmmuOptions {
     pub eventq_log2_cap: u32,
     /// Use a linear stream table even where a 2-level one is supported.
     pub force_linear_stream_table: bool,
+    /// Whether the DMA allocator's `flush_for_device` writes CPU stores back to memory. An
+    /// SMMU whose table walks and queue accesses do not snoop CPU caches (IDR0.COHACC = 0)
+    /// reads only what was written back: without this it is refused (left aborting all
+    /// traffic through GBPA) rather than assumed coherent.
+    pub cache_maintenance: bool,
 }
 
 impl Default for SmmuOptions {
     /// 100 ms timeouts (QEMU completes everything synchronously; real SMMUs take microseconds),
-    /// 256 commands (4 KiB) and 256 events (8 KiB).
+    /// 256 commands (4 KiB) and 256 events (8 KiB), an allocator that writes caches back.
     fn default() -> SmmuOptions {
-        SmmuOptions { timeout_ns: 100_000_000, cmdq_log2_cap: 8, eventq_log2_cap: 8, force_linear_stream_table: false }
+        SmmuOptions { timeout_ns: 100_000_000, cmdq_log2_cap: 8, eventq_log2_cap: 8, force_linear_stream_table: false, cache_maintenance: true }
     }
 }
 
@@ -206,6 +211,10 @@ impl<R: Registers> Smmu<R> {
         quiesce.set_gbpa_abort(env.clock)?;
         quiesce.write_acked(env.clock, offset::CR0, offset::CR0ACK, 0, WaitTarget::Cr0Ack)?;
         quiesce.write_acked(env.clock, offset::IRQ_CTRL, offset::IRQ_CTRLACK, 0, WaitTarget::IrqCtrlAck)?;
+        // Quiesced, everything aborts: a unit whose walks would read stale tables stays so.
+        if !id.coherent() && !options.cache_maintenance {
+            return Err(SmmuError::Unsupported("IO-coherent walks (IDR0.COHACC) or cache maintenance for a non-coherent SMMU"));
+        }
 
         let walk = WalkAttributes::for_coherency(id.coherent());
         let stream_table = build_stream_table(env.dma, &id, &options)?;
