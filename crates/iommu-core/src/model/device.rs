@@ -39,12 +39,17 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
 
     /// `device_bind` of a device in isolation group `group`: refused with
     /// `IsolationGroupHeld` while another client holds a device of the group (the same client
-    /// may bind several).
+    /// may bind several); `DeviceAlreadyBound` still answers for a requester ID that is bound.
     pub fn device_bind_in_group(&mut self, client: ClientId, grant: DeviceGrant, group: Option<IsolationGroup>) -> Result<Handle, Error> {
         self.check_handle_space(client)?;
         if self.backend.unit_info(grant.unit).is_none() {
             return Err(Error::BadCapability);
         }
+        if self.bound_devices.contains_key(&(grant.unit, grant.rid)) {
+            return Err(Error::DeviceAlreadyBound);
+        }
+        // A function of a group another client holds (its requester ID is not bound: that
+        // was refused above, the same device to the IOMMU).
         if let Some(group) = group {
             let held_elsewhere = self
                 .bound_devices
@@ -53,9 +58,6 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
             if held_elsewhere {
                 return Err(Error::IsolationGroupHeld);
             }
-        }
-        if self.bound_devices.contains_key(&(grant.unit, grant.rid)) {
-            return Err(Error::DeviceAlreadyBound);
         }
         let reserved = self.backend.reserved_regions(grant.unit, grant.rid);
         self.charge_new_object(client, budget::device(reserved.len()))?;

@@ -19,10 +19,11 @@ fn a_held_group_is_refused_to_another_client_and_nothing_changes() {
     h.clear_log();
     let before = h.server.state_digest();
 
-    // Another function of the group (say, an ACS-less sibling), and the very requester ID A
-    // holds (a function sharing its alias behind a PCIe-to-PCI bridge): both are the group's.
+    // Another function of the group (say, an ACS-less sibling); and the very requester ID A
+    // holds (a function sharing its alias behind a PCIe-to-PCI bridge), which is the same
+    // device to the IOMMU.
     assert_eq!(bind_in(&mut h, B, DEV2, GROUP), Err(Error::IsolationGroupHeld));
-    assert_eq!(bind_in(&mut h, B, DEV, GROUP), Err(Error::IsolationGroupHeld), "the group, not the requester ID, is what B is refused");
+    assert_eq!(bind_in(&mut h, B, DEV, GROUP), Err(Error::DeviceAlreadyBound));
     assert_eq!(h.server.state_digest(), before, "a refused bind changed the model");
     assert_eq!(h.calls(), vec![], "a refused bind reached the backend");
 
