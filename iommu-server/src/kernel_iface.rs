@@ -6,12 +6,13 @@ use alloc::vec::Vec;
 use iommu_abi::Error;
 use iommu_core::IommuBackend;
 use iommu_core::{
-    AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, MemoryObjectId, MemoryObjectInfo, MemorySource, ObjectId, PinnedPages, RequesterId, UnitId,
+    AddressSpace, CapabilityVerifier, ClientId, DeviceGrant, IsolationGroup, MemoryObjectId, MemoryObjectInfo, MemorySource, ObjectId, PinnedPages, RequesterId, UnitId,
 };
 use kernel_abi::{MapFlags, ObjectType, Rights, MAX_PIN_RANGE};
 use userlib::{println, syscall};
 
 use crate::discovery::{Ecam, PciFunction};
+use fwtables::dmar::pci::PciAddress;
 use crate::layout::{self, PAGE};
 use crate::slots;
 
@@ -228,6 +229,9 @@ pub struct DeviceWatch {
     pub pin: u64,
     pub unit: UnitId,
     pub rid: RequesterId,
+    /// The function whose capability was verified: behind a PCIe-to-PCI bridge several share
+    /// `rid`, and its MSI capability and bus mastering are its own.
+    pub function: PciAddress,
     /// The bound device object; `None` until the request that took the watch has ended.
     pub device: Option<ObjectId>,
 }
@@ -251,6 +255,16 @@ pub struct DeviceRegistry {
     /// arm: the MSIs routed through the ITS (`crate::arm::msi`).
     #[cfg(target_arch = "aarch64")]
     pub msis: crate::arm::msi::ItsMsis,
+}
+
+impl DeviceRegistry {
+    /// The function bound as (`unit`, `rid`): the one whose capability its watch verified.
+    /// One function per requester ID is bound at a time, and `revocation::settle` has run
+    /// since the bind.
+    fn bound_function(&self, unit: UnitId, rid: RequesterId) -> Result<PciAddress, Error> {
+        let watch = self.watches.iter().find(|watch| watch.unit == unit && watch.rid == rid && watch.device.is_some());
+        watch.map(|watch| watch.function).ok_or(Error::NotSupported)
+    }
 }
 
 /// x86: MSIs are the MSI pool's (`crate::msi`), over the configuration space this registry owns.
@@ -306,10 +320,16 @@ impl CapabilityVerifier for DeviceRegistry {
         }
         // If the bind this serves succeeds, the device goes when the capability's lender does.
         match syscall::cap_watch(slots::DMA_AUTHORITY, cap) {
-            Ok(pin) => self.watches.push(DeviceWatch { pin, unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), device: None }),
+            Ok(pin) => self.watches.push(DeviceWatch { pin, unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), function: function.address, device: None }),
             Err(error) => println!("iommu-server: cannot watch a device capability: {error:?}"),
         }
         Ok(DeviceGrant { unit: UnitId(unit as u32), rid: RequesterId(u32::from(rid)), pasid_bits })
+    }
+
+    /// Functions sharing a requester ID are always in one group, so the grant names it.
+    fn device_group(&self, grant: &DeviceGrant) -> Option<IsolationGroup> {
+        let function = self.functions.iter().find(|f| f.unit.map(|unit| UnitId(unit as u32)) == Some(grant.unit) && u32::from(f.requester_id()) == grant.rid.0)?;
+        Some(IsolationGroup(function.group as u32))
     }
 
     /// The kernel resolves the capability into the process's table root and a watch, whose
@@ -325,13 +345,15 @@ impl CapabilityVerifier for DeviceRegistry {
 
     #[cfg(target_arch = "x86_64")]
     fn msi_alloc<B: IommuBackend>(&mut self, backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
+        let function = self.bound_function(unit, rid)?;
         let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
-        self.msis.allocate(config, backend, client, unit, rid, count, first_slot)
+        self.msis.allocate(config, backend, client, (unit, rid, function), count, first_slot)
     }
 
     #[cfg(target_arch = "aarch64")]
     fn msi_alloc<B: IommuBackend>(&mut self, _backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
+        let function = self.bound_function(unit, rid)?;
         let config = crate::msi::ConfigSpace { functions: &self.functions, ecam: self.ecam.as_mut() };
-        self.msis.allocate(config, client, unit, rid, count, first_slot)
+        self.msis.allocate(config, client, unit, rid, function, count, first_slot)
     }
 }

@@ -21,7 +21,9 @@
 
 #[cfg(target_arch = "x86_64")]
 use alloc::vec::Vec;
+use fwtables::dmar::pci::PciAddress;
 use iommu_abi::Error;
+#[cfg(target_arch = "x86_64")]
 use iommu_core::RequesterId;
 #[cfg(target_arch = "x86_64")]
 use iommu_core::{ClientId, IommuBackend, UnitId};
@@ -47,6 +49,8 @@ struct PoolLine {
 struct MsiGrant {
     unit: UnitId,
     rid: RequesterId,
+    /// The function whose MSI capability was programmed (several may share `rid`).
+    function: PciAddress,
     lines: Vec<usize>,
 }
 
@@ -85,10 +89,11 @@ impl ConfigSpace<'_> {
         ConfigSpace { functions: self.functions, ecam: self.ecam.as_deref_mut() }
     }
 
-    /// The function and the offset of its MSI capability, walking the capability list from
-    /// 34h (status bit 4 says there is one).
-    fn msi_capability(&mut self, rid: RequesterId) -> Option<(fwtables::dmar::pci::PciAddress, u16)> {
-        let address = self.functions.iter().find(|f| u32::from(f.requester_id()) == rid.0)?.address;
+    /// The offset of the function's MSI capability, walking the capability list from 34h
+    /// (status bit 4 says there is one). By the function's own location: behind a PCIe-to-PCI
+    /// bridge every function's DMA (and MSI) carries the bridge's requester ID.
+    fn msi_capability(&mut self, address: PciAddress) -> Option<(PciAddress, u16)> {
+        self.functions.iter().find(|f| f.address == address)?;
         let ecam = self.ecam.as_deref_mut()?;
         if ecam.read32(address, 0x04) >> 16 & 1 << 4 == 0 {
             return None;
@@ -108,10 +113,10 @@ impl ConfigSpace<'_> {
         None
     }
 
-    /// Programs device `rid`'s MSI capability with `address`/`data` for `count` messages
+    /// Programs the function's MSI capability with `address`/`data` for `count` messages
     /// and enables it (INTx off). The capability is disabled while it is rewritten.
-    pub fn program_msi(&mut self, rid: RequesterId, address: u32, data: u16, count: u32) -> Result<(), Error> {
-        let (function, cap) = self.msi_capability(rid).ok_or(Error::NotSupported)?;
+    pub fn program_msi(&mut self, function: PciAddress, address: u32, data: u16, count: u32) -> Result<(), Error> {
+        let (function, cap) = self.msi_capability(function).ok_or(Error::NotSupported)?;
         let ecam = self.ecam.as_deref_mut().ok_or(Error::NotSupported)?;
         let header = ecam.read32(function, cap);
         let control = header >> 16;
@@ -136,9 +141,9 @@ impl ConfigSpace<'_> {
         Ok(())
     }
 
-    /// Turns device `rid`'s MSI off and clears its address and data.
-    pub fn disable_msi(&mut self, rid: RequesterId) {
-        let Some((function, cap)) = self.msi_capability(rid) else { return };
+    /// Turns the function's MSI off and clears its address and data.
+    pub fn disable_msi(&mut self, function: PciAddress) {
+        let Some((function, cap)) = self.msi_capability(function) else { return };
         let Some(ecam) = self.ecam.as_deref_mut() else { return };
         let header = ecam.read32(function, cap);
         let control = header >> 16 & !(msi_capability::ENABLE | 7 << msi_capability::ENABLED_SHIFT);
@@ -171,7 +176,15 @@ impl Msis {
 
     /// `msi_alloc` (module documentation).
     #[allow(clippy::too_many_arguments)] // the request's fields, plus where to program it
-    pub fn allocate<B: IommuBackend>(&mut self, mut config: ConfigSpace<'_>, backend: &mut B, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
+    pub fn allocate<B: IommuBackend>(
+        &mut self,
+        mut config: ConfigSpace<'_>,
+        backend: &mut B,
+        client: ClientId,
+        (unit, rid, function): (UnitId, RequesterId, PciAddress),
+        count: u32,
+        first_slot: u64,
+    ) -> Result<(), Error> {
         self.release_stale(config.reborrow(), backend);
         let free: Vec<usize> = (0..self.pool.len()).filter(|&i| !self.pool[i].taken).take(count as usize).collect();
         if free.len() < count as usize {
@@ -180,7 +193,7 @@ impl Msis {
         let vectors: Vec<u8> = free.iter().map(|&i| self.pool[i].vector).collect();
         // Refused with Busy if the device has its MSIs already: its capability holds one address.
         let message = backend.route_msis(unit, rid, &vectors)?;
-        if let Err(error) = config.program_msi(rid, message.address, message.data as u16, count) {
+        if let Err(error) = config.program_msi(function, message.address, message.data as u16, count) {
             backend.release_msis(unit, rid);
             return Err(error);
         }
@@ -192,7 +205,7 @@ impl Msis {
                 for &given in &free[..offset] {
                     let _ = syscall::cap_revoke(self.pool[given].slot);
                 }
-                config.disable_msi(rid);
+                config.disable_msi(function);
                 backend.release_msis(unit, rid);
                 return Err(Error::BadCapability);
             }
@@ -200,7 +213,7 @@ impl Msis {
         for &line in &free {
             self.pool[line].taken = true;
         }
-        self.grants.push(MsiGrant { unit, rid, lines: free });
+        self.grants.push(MsiGrant { unit, rid, function, lines: free });
         Ok(())
     }
 
@@ -216,7 +229,7 @@ impl Msis {
                 continue;
             }
             let grant = self.grants.swap_remove(index);
-            config.disable_msi(grant.rid);
+            config.disable_msi(grant.function);
             for line in grant.lines {
                 let pool_line = &mut self.pool[line];
                 let _ = syscall::cap_revoke(pool_line.slot);

@@ -23,6 +23,7 @@ use userlib::syscall::{self, RevocationRecord};
 use userlib::println;
 
 use crate::kernel_iface::{DeviceRegistry, KernelMemory};
+use fwtables::dmar::pci::PciAddress;
 use crate::layout::PAGE;
 use crate::slots;
 
@@ -39,7 +40,10 @@ pub fn watch() -> Result<(), kernel_abi::Error> {
 /// After a request: a watch taken during it belongs to the device the request bound, or to
 /// none (the bind failed, or the device was bound already under another watch) and is
 /// released; so are the watches of devices unbound since, and of address spaces no longer
-/// bound. Nothing to do, and no kernel call, when the request took no watch.
+/// bound. A refused bind leaves its function without bus mastering (verifying the capability
+/// turned it on), unless that function is the bound one: behind a PCIe-to-PCI bridge its DMA
+/// would carry the bound device's requester ID into that device's domain. Nothing to do, and
+/// no kernel call, when the request took no watch.
 pub fn settle<B: IommuBackend>(server: &ObjectModel<B, KernelMemory>, devices: &mut DeviceRegistry) {
     if !devices.address_spaces.is_empty() {
         settle_address_spaces(server, &mut devices.address_spaces);
@@ -48,25 +52,41 @@ pub fn settle<B: IommuBackend>(server: &ObjectModel<B, KernelMemory>, devices: &
     if watches.iter().all(|watch| watch.device.is_some()) {
         return;
     }
-    let mut owned: Vec<ObjectId> = Vec::new();
+    // The functions of this request's binds that did not bind: their watches own nothing yet.
+    let pending: Vec<u64> = watches.iter().filter(|watch| watch.device.is_none()).map(|watch| watch.pin).collect();
+    // Watches that still own their device first, so that a new watch never adopts a device
+    // another watch owns, whatever their order.
     for watch in watches.iter_mut() {
-        let bound = server.bound_device(watch.unit, watch.rid);
-        watch.device = match watch.device {
-            Some(device) if bound == Some(device) => Some(device),
-            Some(_) => None,
-            None => bound.filter(|device| !owned.contains(device)),
-        };
+        if watch.device.is_some_and(|device| server.bound_device(watch.unit, watch.rid) != Some(device)) {
+            watch.device = None;
+        }
+    }
+    let mut owned: Vec<ObjectId> = watches.iter().filter_map(|watch| watch.device).collect();
+    for watch in watches.iter_mut().filter(|watch| watch.device.is_none()) {
+        watch.device = server.bound_device(watch.unit, watch.rid).filter(|device| !owned.contains(device));
         if let Some(device) = watch.device {
             owned.push(device);
         }
     }
+    let kept: Vec<PciAddress> = watches.iter().filter(|watch| watch.device.is_some()).map(|watch| watch.function).collect();
+    let mut refused: Vec<PciAddress> = Vec::new();
     // Two pending watches of one device: the first adopted it, the second is released.
     watches.retain(|watch| {
         if watch.device.is_none() {
             let _ = syscall::mem_unpin(watch.pin);
+            if pending.contains(&watch.pin) && !kept.contains(&watch.function) {
+                refused.push(watch.function);
+            }
         }
         watch.device.is_some()
     });
+    if let Some(ecam) = devices.ecam.as_mut() {
+        for address in refused {
+            if let Some(function) = devices.functions.iter().find(|f| f.address == address) {
+                ecam.set_bus_master(function, false);
+            }
+        }
+    }
 }
 
 /// Releases the watches of address spaces nothing is bound to (a failed `sva_bind`, an

@@ -31,6 +31,9 @@ pub trait Environment {
     type Clock: hwio::Clock;
     /// Writes one line of the server's log (what a unit reported, what was routed).
     fn log(line: core::fmt::Arguments<'_>);
+    /// Whether `Dma::flush_for_device` writes CPU stores back to memory, for units that do not
+    /// snoop CPU caches (an SMMU with IDR0.COHACC = 0). Without it such units are refused.
+    const CACHE_MAINTENANCE: bool = false;
 }
 
 /// What the in-server benchmark needs of a backend beyond the object model's interface.

@@ -33,7 +33,7 @@ use iommu_core::{
 };
 use iommu_pt::smmu_stage1::{SmmuStage1, Stage1Config as Stage1Tables};
 use iommu_pt::smmu_stage2::{SmmuStage2, Stage2Config as Stage2Tables};
-use iommu_pt::{LargePages, PageTable, SplitPolicy, Unmapped};
+use iommu_pt::{LargePages, PageTable, Unmapped};
 use slot_table::SlotTable;
 use smmuv3::{Command, DecodedEvent, Env, EventRecord, EventType, Granule, Httu, NestedStage1, Smmu, SmmuError, SmmuOptions, Stage1Config, Stage2Config, TlbScope};
 
@@ -209,11 +209,17 @@ impl<E: Environment> SmmuBackend<E> {
     /// stream of `streams` (requester ID → StreamID) to it. Returns the unit's index.
     pub fn add_unit(&mut self, regs: E::Registers, base: u64, wanted: DomainStage, streams: BTreeMap<u32, u32>) -> Result<usize, &'static str> {
         let mut env = Env { dma: &mut self.dma, clock: &self.clock };
-        let options = SmmuOptions { eventq_log2_cap: EVENT_QUEUE_LOG2, ..SmmuOptions::default() };
+        let options = SmmuOptions { eventq_log2_cap: EVENT_QUEUE_LOG2, cache_maintenance: E::CACHE_MAINTENANCE, ..SmmuOptions::default() };
         let hw = Smmu::init(regs, &mut env, options).map_err(|error| {
             E::log(format_args!("iommu-server: SMMUv3 at {base:#x}: bring-up failed: {error:?}"));
             "SMMUv3 bring-up failed"
         })?;
+        let coherent = hw.id_registers().coherent();
+        if !coherent {
+            E::log(format_args!(
+                "iommu-server: SMMUv3 at {base:#x} does not snoop CPU caches (IDR0.COHACC = 0): the server cleans its own tables and queues for it; SVA, nesting and dirty tracking, whose tables others write, are refused"
+            ));
+        }
         let id = hw.id_registers();
         let stage = match wanted {
             DomainStage::Stage2 if id.stage2() => DomainStage::Stage2,
@@ -255,14 +261,16 @@ impl<E: Environment> SmmuBackend<E> {
             unit.caps = unit.caps.union(UnitCaps::PASID);
         }
         let (stage1, stage2) = (unit.hw.id_registers().stage1(), unit.hw.id_registers().stage2());
-        // A stage-1 unit can walk a process's own tables from a CD (SVA).
-        if stage1 {
+        // A stage-1 unit can walk a process's own tables from a CD (SVA). Those tables, a
+        // nested client's stage-1 tables and CD, and the dirty bits the unit writes are shared
+        // with the CPU with no cache maintenance by the server: only a coherent unit sees them.
+        if stage1 && coherent {
             unit.caps = unit.caps.union(UnitCaps::SVA);
         }
-        if stage1 && stage2 {
+        if stage1 && stage2 && coherent {
             unit.caps = unit.caps.union(UnitCaps::NESTING);
         }
-        if unit.tracks_dirty() {
+        if unit.tracks_dirty() && coherent {
             unit.caps = unit.caps.union(UnitCaps::DIRTY_TRACKING);
         }
         let blocking = self.allocate(index, stage, false).map_err(|_| "no memory for the blocking domain")?;
@@ -556,9 +564,26 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     fn unmap(&mut self, domain: HwDomainId, iova: u64, length: u64) {
         let SmmuBackend { units, domains, dma, clock, .. } = self;
         let Some(d) = domains.get_mut(domain) else { return };
-        let result = match &mut d.table {
-            Table::Stage1(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
-            Table::Stage2(table) => table.unmap(iova, length, SplitPolicy::Split, dma),
+        let Domain { unit, tag, table, nested_vmids } = d;
+        let unit = &mut units[*unit];
+        // A block split by the unmap goes invalid, then every cached entry and walk of it, also
+        // its nested children's, before its table is linked (break-before-make).
+        let scope = match table {
+            Table::Stage1(_) => TlbScope::Stage1 { asid: *tag },
+            Table::Stage2(_) | Table::Nested { .. } => TlbScope::Stage2 { vmid: *tag },
+        };
+        let mut invalidate_block = |dma: &mut E::Dma, base: u64, size: u64| {
+            let mut env = Env { dma, clock };
+            if let Err(error) = unit.hw.tlbi_range(&mut env, scope, base, size, Granule::Size4K, false) {
+                Self::fail_closed("TLB invalidation of a block being split", error);
+            }
+            if !nested_vmids.is_empty() {
+                Self::invalidate_nested(unit, nested_vmids, base..base + size, false, &mut env);
+            }
+        };
+        let result = match table {
+            Table::Stage1(table) => table.unmap_breaking_before_make(iova, length, dma, &mut invalidate_block),
+            Table::Stage2(table) => table.unmap_breaking_before_make(iova, length, dma, &mut invalidate_block),
             Table::Nested { .. } => return,
         };
         let unmapped = result.unwrap_or_else(|error| unmap_failed(iova, length, error));

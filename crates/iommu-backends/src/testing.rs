@@ -30,6 +30,8 @@ impl Environment for SmmuModelEnv {
     type Registers = &'static smmuv3::model::SmmuModel;
     type Dma = smmuv3::model::ModelDma;
     type Clock = smmuv3::model::StepClock;
+    /// The model's memory has a device view that only `flush_for_device` updates.
+    const CACHE_MAINTENANCE: bool = true;
 
     fn log(line: core::fmt::Arguments<'_>) {
         std::println!("{line}");

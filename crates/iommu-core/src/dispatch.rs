@@ -16,13 +16,18 @@ use iommu_abi::{DeviceInfo, Error, Handle, PageResponseCode, Perm, Rights, Stage
 
 use crate::backend::{AddressSpace, IommuBackend, RequesterId, UnitId};
 use crate::memory::MemorySource;
-use crate::model::{DeviceGrant, HwptAllocOptions, ObjectModel};
+use crate::model::{DeviceGrant, HwptAllocOptions, IsolationGroup, ObjectModel};
 use crate::ClientId;
 
 /// Turns transferred capabilities into kernel-verified values.
 pub trait CapabilityVerifier {
     /// The device the capability grants, or `BadCapability`.
     fn device_grant(&mut self, client: ClientId, cap: u64) -> Result<DeviceGrant, Error>;
+    /// The isolation group of the device `device_grant` just verified, where the platform
+    /// knows groups (`ObjectModel::device_bind_in_group`); by default each device is its own.
+    fn device_group(&self, _grant: &DeviceGrant) -> Option<IsolationGroup> {
+        None
+    }
     /// The process address space the capability designates, or `BadCapability`.
     fn address_space(&mut self, client: ClientId, cap: u64) -> Result<AddressSpace, Error>;
     /// Gives `client` `count` MSIs of the device `rid` on `unit` (whose handle it holds with
@@ -97,7 +102,8 @@ impl<B: IommuBackend, M: MemorySource, V: CapabilityVerifier> Handler for Call<'
 
     fn device_bind(&mut self, device: u64) -> Result<Handle, Error> {
         let grant = self.verifier.device_grant(self.client, device)?;
-        self.server.device_bind(self.client, grant)
+        let group = self.verifier.device_group(&grant);
+        self.server.device_bind_in_group(self.client, grant, group)
     }
 
     fn device_attach(&mut self, device: Handle, hwpt: Handle, pasid: Option<u32>) -> Result<(), Error> {

@@ -53,7 +53,7 @@ pub use budget::{ClientLimits, Usage};
 pub use dispatch::{dispatch, CapabilityVerifier};
 pub use memory::{MemoryObjectId, MemoryObjectInfo, MemorySource, PinTable, PinnedPages};
 pub use objects::{ObjectId, ObjectKind};
-pub use model::{AddressSpaceChange, Counters, DeviceGrant, FaultDelivery, HwptAllocOptions, ObjectModel, Revoked, ServerConfig};
+pub use model::{AddressSpaceChange, Counters, DeviceGrant, FaultDelivery, HwptAllocOptions, IsolationGroup, ObjectModel, Revoked, ServerConfig};
 
 /// A connected client, identified by the badge the kernel attaches to its IPC endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

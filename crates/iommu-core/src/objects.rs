@@ -25,6 +25,7 @@ use crate::budget::{Account, Usage};
 use crate::backend::{AddressSpace, HwDomain, HwDomainId, RequesterId, ReservedRegion, UnitId};
 use crate::memory::MemoryObjectId;
 use crate::ClientId;
+use crate::model::IsolationGroup;
 
 /// Server-global identity of an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,6 +137,8 @@ pub(crate) struct Device {
     pub unit: UnitId,
     pub rid: RequesterId,
     pub pasid_bits: u8,
+    /// Its isolation group, where the platform knows one (`device_bind_in_group`).
+    pub group: Option<IsolationGroup>,
     /// The handle `device_bind` returned to the owner; names the device in fault records.
     pub label: Handle,
     pub reserved: Vec<ReservedRegion>,

@@ -622,6 +622,34 @@ impl<F: Format> PageTable<F> {
         policy: SplitPolicy,
         alloc: &mut A,
     ) -> Result<Unmapped, Error> {
+        self.unmap_splitting(iova, len, policy, None, alloc)
+    }
+
+    /// `unmap` with [`SplitPolicy::Split`] for a format whose walkers need break-before-make
+    /// when a block becomes a table (Arm VMSA, D8.16.1; SMMUv3 3.21.1): a large leaf the range
+    /// cuts is first made invalid, then `invalidate(alloc, iova, size)` must drop every cached
+    /// translation and walk of its `size` bytes at `iova` and wait for that, and only then is
+    /// the table of smaller leaves linked in its place. Meanwhile the leaf's whole span
+    /// faults. A split without it would let a TLB hold the block and the new smaller entries
+    /// at once (a TLB conflict). Splits are rare: the common unmap does not call `invalidate`.
+    pub fn unmap_breaking_before_make<A: DmaAllocator + ?Sized>(
+        &mut self,
+        iova: u64,
+        len: u64,
+        alloc: &mut A,
+        invalidate: &mut dyn FnMut(&mut A, u64, u64),
+    ) -> Result<Unmapped, Error> {
+        self.unmap_splitting(iova, len, SplitPolicy::Split, Some(invalidate), alloc)
+    }
+
+    fn unmap_splitting<A: DmaAllocator + ?Sized>(
+        &mut self,
+        iova: u64,
+        len: u64,
+        policy: SplitPolicy,
+        mut invalidate: Option<&mut dyn FnMut(&mut A, u64, u64)>,
+        alloc: &mut A,
+    ) -> Result<Unmapped, Error> {
         let end = self.check_input_range(iova, len)?;
         let (root, top) = (self.root, self.geometry.top_height());
         let mut extent = Extent::default();
@@ -643,8 +671,12 @@ impl<F: Format> PageTable<F> {
                 }
                 for boundary in range_ends {
                     while let Some(leaf) = self.leaf_cut_at(boundary) {
-                        self.split(leaf, alloc)?;
-                        extent.largest_page_size = extent.largest_page_size.max(page_size(leaf.height));
+                        let size = page_size(leaf.height);
+                        match invalidate.as_deref_mut() {
+                            Some(invalidate) => self.split_breaking_before_make(leaf, boundary & !(size - 1), alloc, invalidate)?,
+                            None => self.split(leaf, alloc)?,
+                        }
+                        extent.largest_page_size = extent.largest_page_size.max(size);
                     }
                 }
                 self.unmap_level(root, top, iova, end, Walk::Top, &mut extent, &mut freed_tables, alloc) == Some(true)
@@ -688,6 +720,30 @@ impl<F: Format> PageTable<F> {
             child.store(index, self.format.encode_leaf(leaf.attributes, phys, below));
         }
         child.flush_entries(0, ENTRIES_PER_TABLE - 1, alloc);
+        leaf.table.link_child(leaf.index, child, self.format.encode_table(child.phys()), alloc);
+        Ok(())
+    }
+
+    /// `split` with break-before-make (`unmap_breaking_before_make`): the table is built and
+    /// flushed first (so running out of memory changes nothing), then the leaf at `base` is
+    /// cleared, flushed and invalidated, then the table is linked.
+    fn split_breaking_before_make<A: DmaAllocator + ?Sized>(
+        &self,
+        leaf: FoundLeaf,
+        base: u64,
+        alloc: &mut A,
+        invalidate: &mut dyn FnMut(&mut A, u64, u64),
+    ) -> Result<(), Error> {
+        let below = leaf.height - 1;
+        let child = TablePage::allocate(ENTRIES_PER_TABLE, alloc)?;
+        for index in 0..ENTRIES_PER_TABLE {
+            let phys = leaf.phys + index as u64 * page_size(below);
+            child.store(index, self.format.encode_leaf(leaf.attributes, phys, below));
+        }
+        child.flush_entries(0, ENTRIES_PER_TABLE - 1, alloc);
+        leaf.table.store(leaf.index, 0);
+        leaf.table.flush_entries(leaf.index, leaf.index, alloc);
+        invalidate(alloc, base, page_size(leaf.height));
         leaf.table.link_child(leaf.index, child, self.format.encode_table(child.phys()), alloc);
         Ok(())
     }

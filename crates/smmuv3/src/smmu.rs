@@ -23,8 +23,9 @@
 //! words, so a stream must never be seen with a mix of old and new words. The driver's rule:
 //! * If the current STE is live (valid, not abort), first write only word 0 with Config = abort,
 //!   then CMD_CFGI_STE + CMD_SYNC. From then on the SMMU ignores every other word.
-//! * Write the CD (if any), then words 1..7, then a store barrier, then word 0 (one 64-bit store),
-//!   then CMD_CFGI_CD / CMD_CFGI_STE + CMD_SYNC.
+//! * Write the CD (if any), then CMD_CFGI_CD + CMD_SYNC (the SMMU may still cache the stream's
+//!   previous CD, perhaps from the same buffer: CMD_CFGI_STE need not drop CDs), then words
+//!   1..7, then a store barrier, then word 0 (one 64-bit store), then CMD_CFGI_STE + CMD_SYNC.
 //!
 //! The price is a short window in which the stream's transactions are aborted while changing from
 //! one live configuration to another: blocked, never translated wrongly. (Linux computes which
@@ -103,13 +104,18 @@ pub struct SmmuOptions {
     pub eventq_log2_cap: u32,
     /// Use a linear stream table even where a 2-level one is supported.
     pub force_linear_stream_table: bool,
+    /// Whether the DMA allocator's `flush_for_device` writes CPU stores back to memory. An
+    /// SMMU whose table walks and queue accesses do not snoop CPU caches (IDR0.COHACC = 0)
+    /// reads only what was written back: without this it is refused (left aborting all
+    /// traffic through GBPA) rather than assumed coherent.
+    pub cache_maintenance: bool,
 }
 
 impl Default for SmmuOptions {
     /// 100 ms timeouts (QEMU completes everything synchronously; real SMMUs take microseconds),
-    /// 256 commands (4 KiB) and 256 events (8 KiB).
+    /// 256 commands (4 KiB) and 256 events (8 KiB), an allocator that writes caches back.
     fn default() -> SmmuOptions {
-        SmmuOptions { timeout_ns: 100_000_000, cmdq_log2_cap: 8, eventq_log2_cap: 8, force_linear_stream_table: false }
+        SmmuOptions { timeout_ns: 100_000_000, cmdq_log2_cap: 8, eventq_log2_cap: 8, force_linear_stream_table: false, cache_maintenance: true }
     }
 }
 
@@ -205,6 +211,10 @@ impl<R: Registers> Smmu<R> {
         quiesce.set_gbpa_abort(env.clock)?;
         quiesce.write_acked(env.clock, offset::CR0, offset::CR0ACK, 0, WaitTarget::Cr0Ack)?;
         quiesce.write_acked(env.clock, offset::IRQ_CTRL, offset::IRQ_CTRLACK, 0, WaitTarget::IrqCtrlAck)?;
+        // Quiesced, everything aborts: a unit whose walks would read stale tables stays so.
+        if !id.coherent() && !options.cache_maintenance {
+            return Err(SmmuError::Unsupported("IO-coherent walks (IDR0.COHACC) or cache maintenance for a non-coherent SMMU"));
+        }
 
         let walk = WalkAttributes::for_coherency(id.coherent());
         let stream_table = build_stream_table(env.dma, &id, &options)?;
@@ -447,7 +457,6 @@ impl<R: Registers> Smmu<R> {
         let old_cd = self.contexts.remove(&sid);
         let old_cd_table = self.cd_tables.remove(&sid);
         let mut ste = new;
-        let mut commands: Vec<Command> = Vec::with_capacity(3);
         let mut unused_cd = old_cd;
         if let Some(cd) = new_cd {
             let buf = match unused_cd.take() {
@@ -455,16 +464,19 @@ impl<R: Registers> Smmu<R> {
                 None => alloc_aligned(env.dma, ContextDescriptor::SIZE)?,
             };
             write_words(&*env.dma, &buf, 0, &cd.words);
-            ste.set_s1_context_ptr(buf.phys);
+            publish_to_device();
             self.contexts.insert(sid, buf);
-            commands.push(Command::cfgi_cd(sid, 0, false));
+            // The SMMU may still hold the stream's previous CD (CMD_CFGI_STE need not drop it,
+            // spec 4.3.2), and the buffer may be the one it came from: forget it while the
+            // stream is blocked, so the live STE can only meet the new one.
+            self.execute(env, &[Command::cfgi_cd(sid, 0, false)])?;
+            ste.set_s1_context_ptr(buf.phys);
         }
         write_words(&*env.dma, &table, off + 8, &ste.words[1..]);
         publish_to_device();
         write_words(&*env.dma, &table, off, &ste.words[..1]);
         publish_to_device();
-        commands.push(Command::cfgi_ste(sid, false));
-        let result = self.execute(env, &commands);
+        let result = self.execute(env, &[Command::cfgi_ste(sid, false)]);
         if let Some(buf) = unused_cd {
             // Only freed once the SMMU has been told to forget the STE that pointed at it.
             if result.is_ok() {

@@ -183,6 +183,13 @@ macro_rules! page_selective_fields {
 }
 
 impl IotlbDescriptor {
+    flag_fields! {
+        /// DW (bit 6): drain writes. Where CAP.DWD says the unit drains, the invalidation
+        /// completes only after every write translated through the invalidated entries is done.
+        drain_writes, set_drain_writes: word 0, bit 6;
+        /// DR (bit 7): drain reads, likewise (CAP.DRD).
+        drain_reads, set_drain_reads: word 0, bit 7;
+    }
     numeric_fields! {
         /// G (bits 5:4): 1 global, 2 domain-selective, 3 page-selective within the domain.
         granularity, set_granularity: word 0, bits 4, width 2;
@@ -194,7 +201,7 @@ impl IotlbDescriptor {
 
 reserved_bits! {
     IotlbDescriptor, words 2:
-    /// Bits 7:6 are DW/DR (drain writes/reads), left zero; bit 8 is reserved.
+    /// Bits 7:6 are DW/DR (drain writes/reads); bit 8 is reserved.
     word 0, bits 8:8;
     word 0, bits 15:12;
     word 0, bits 63:32;
@@ -605,6 +612,20 @@ impl Invalidation {
                 | Invalidation::PageGroupResponse { .. }
         )
     }
+}
+
+/// `descriptor` with the drain bits the unit honours (CAP.DRD/DWD) set if it is an IOTLB
+/// invalidation (6.5.2.3): without them, a unit that drains only when asked may still complete
+/// DMA translated through the old entries after the invalidation's wait has completed, that is
+/// after the pages went back. Other descriptors carry no drain bits and pass unchanged.
+#[inline(always)]
+pub fn with_iotlb_drain(descriptor: Descriptor128, reads: bool, writes: bool) -> Descriptor128 {
+    if descriptor.kind() != kind::IOTLB {
+        return descriptor;
+    }
+    let mut iotlb = IotlbDescriptor { words: descriptor.words };
+    iotlb.set_drain_reads(reads).set_drain_writes(writes);
+    iotlb.descriptor()
 }
 
 /// A wait descriptor that stores `status_data` at `status_address` (4-byte aligned) once every

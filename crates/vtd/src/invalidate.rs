@@ -13,7 +13,7 @@
 
 use hwio::{Clock, DmaAllocator, Registers};
 
-use crate::descriptors::{status_write_wait, Descriptor128, Descriptor256, Invalidation};
+use crate::descriptors::{status_write_wait, with_iotlb_drain, Descriptor128, Descriptor256, Invalidation};
 use crate::dma::DmaTable;
 use crate::regs::{self, ccmd, fsts, iotlb, iqa};
 use crate::{wait_for, VtdError, WaitTarget};
@@ -43,6 +43,9 @@ pub struct QueuedInvalidator {
     wide: bool,
     tail: usize,
     next_status: u32,
+    /// CAP.DRD / CAP.DWD: IOTLB descriptors ask for draining where the unit supports it.
+    drain_reads: bool,
+    drain_writes: bool,
 }
 
 impl QueuedInvalidator {
@@ -50,7 +53,15 @@ impl QueuedInvalidator {
     /// unit uses exactly when it runs in scalable mode.
     pub fn new<A: DmaAllocator>(alloc: &mut A, wide: bool, coherent: bool) -> Result<Self, VtdError> {
         let memory = DmaTable::allocate(alloc, QUEUE_BYTES + 4096, coherent)?;
-        Ok(Self { memory, wide, tail: 0, next_status: 1 })
+        Ok(Self { memory, wide, tail: 0, next_status: 1, drain_reads: false, drain_writes: false })
+    }
+
+    /// Sets DR/DW in every IOTLB invalidation from now on (`drain_reads`/`drain_writes`
+    /// mirror CAP.DRD/DWD), as the register interface does.
+    pub fn with_drain(mut self, drain_reads: bool, drain_writes: bool) -> Self {
+        self.drain_reads = drain_reads;
+        self.drain_writes = drain_writes;
+        self
     }
 
     /// IQA value: ring base, descriptor width, QS=0 (one page).
@@ -145,7 +156,8 @@ impl Invalidator for QueuedInvalidator {
             // putting the software tail back.
             let chunk_start = self.tail;
             for request in chunk {
-                if let Err(refused) = self.push(alloc, request.encode()) {
+                let descriptor = with_iotlb_drain(request.encode(), self.drain_reads, self.drain_writes);
+                if let Err(refused) = self.push(alloc, descriptor) {
                     self.tail = chunk_start;
                     return Err(refused);
                 }

@@ -20,6 +20,7 @@
 //! tell devices apart (see `arm::bring_up`).
 
 use alloc::vec::Vec;
+use fwtables::dmar::pci::PciAddress;
 use iommu_abi::Error;
 use iommu_core::{ClientId, RequesterId, UnitId};
 use kernel_abi::Rights;
@@ -36,6 +37,8 @@ pub const GITS_TRANSLATER_OFFSET: u64 = 0x1_0040;
 struct ItsGrant {
     unit: UnitId,
     rid: RequesterId,
+    /// The function whose MSI capability was programmed (several may share `rid`).
+    function: PciAddress,
     device_id: u32,
     slots: Vec<u64>,
 }
@@ -57,7 +60,8 @@ impl ItsMsis {
     }
 
     /// `msi_alloc` (module documentation).
-    pub fn allocate(&mut self, mut config: ConfigSpace<'_>, client: ClientId, unit: UnitId, rid: RequesterId, count: u32, first_slot: u64) -> Result<(), Error> {
+    #[allow(clippy::too_many_arguments)] // the request's fields, plus where to program it
+    pub fn allocate(&mut self, mut config: ConfigSpace<'_>, client: ClientId, unit: UnitId, rid: RequesterId, function: PciAddress, count: u32, first_slot: u64) -> Result<(), Error> {
         let translater = self.translater.ok_or(Error::NotSupported)?;
         // A device's MSI capability holds one address and one block of data values.
         if self.grants.iter().any(|grant| grant.unit == unit && grant.rid == rid) {
@@ -78,12 +82,12 @@ impl ItsMsis {
             Error::NoResources
         })?;
         self.free_slots.retain(|slot| !taken.contains(slot));
-        let grant = ItsGrant { unit, rid, device_id, slots: taken };
+        let grant = ItsGrant { unit, rid, function, device_id, slots: taken };
         let undo = |grant: ItsGrant, config: &mut ConfigSpace<'_>, free: &mut Vec<u64>| {
-            config.disable_msi(grant.rid);
+            config.disable_msi(grant.function);
             release(grant, free);
         };
-        if let Err(error) = config.program_msi(rid, translater as u32, 0, count) {
+        if let Err(error) = config.program_msi(function, translater as u32, 0, count) {
             undo(grant, &mut config, &mut self.free_slots);
             return Err(error);
         }
@@ -110,7 +114,7 @@ impl ItsMsis {
                 continue;
             }
             let grant = self.grants.swap_remove(index);
-            config.disable_msi(grant.rid);
+            config.disable_msi(grant.function);
             println!("iommu-server: device {:#06x}: its MSIs (DeviceID {:#x}) unmapped from the ITS", grant.rid.0, grant.device_id);
             release(grant, &mut self.free_slots);
         }

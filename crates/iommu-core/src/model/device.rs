@@ -24,15 +24,40 @@ pub struct DeviceGrant {
     pub pasid_bits: u8,
 }
 
+/// Functions the IOMMU cannot isolate from each other (they share a DMA requester ID, or reach
+/// each other peer-to-peer without ACS), named by the platform (`pci::groups`): they go to
+/// one client. Functions sharing a requester ID are always in one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IsolationGroup(pub u32);
+
 impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
-    /// Bind a verified device grant: the device starts blocked. Fails if bound already.
+    /// Bind a verified device grant: the device starts blocked. Fails if bound already. For a
+    /// platform that knows no isolation groups (each device is its own).
     pub fn device_bind(&mut self, client: ClientId, grant: DeviceGrant) -> Result<Handle, Error> {
+        self.device_bind_in_group(client, grant, None)
+    }
+
+    /// `device_bind` of a device in isolation group `group`: refused with
+    /// `IsolationGroupHeld` while another client holds a device of the group (the same client
+    /// may bind several); `DeviceAlreadyBound` still answers for a requester ID that is bound.
+    pub fn device_bind_in_group(&mut self, client: ClientId, grant: DeviceGrant, group: Option<IsolationGroup>) -> Result<Handle, Error> {
         self.check_handle_space(client)?;
         if self.backend.unit_info(grant.unit).is_none() {
             return Err(Error::BadCapability);
         }
         if self.bound_devices.contains_key(&(grant.unit, grant.rid)) {
             return Err(Error::DeviceAlreadyBound);
+        }
+        // A function of a group another client holds (its requester ID is not bound: that
+        // was refused above, the same device to the IOMMU).
+        if let Some(group) = group {
+            let held_elsewhere = self
+                .bound_devices
+                .values()
+                .any(|&id| self.device(id).group == Some(group) && self.objects[id].owner != client);
+            if held_elsewhere {
+                return Err(Error::IsolationGroupHeld);
+            }
         }
         let reserved = self.backend.reserved_regions(grant.unit, grant.rid);
         self.charge_new_object(client, budget::device(reserved.len()))?;
@@ -41,6 +66,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
             unit: grant.unit,
             rid: grant.rid,
             pasid_bits: grant.pasid_bits.min(20),
+            group,
             label: Handle(0),
             reserved,
             attachments: BTreeMap::new(),

@@ -38,7 +38,7 @@ mod sva;
 
 use ioas::{ioas_in, ioas_in_mut};
 
-pub use device::DeviceGrant;
+pub use device::{DeviceGrant, IsolationGroup};
 pub use fault::FaultDelivery;
 pub use hwpt::{HwptAllocOptions, MAX_DIRTY_BITMAP_PAGES};
 pub use revoke::Revoked;

@@ -2,6 +2,7 @@
 
 mod e2e;
 mod faults;
+mod groups;
 mod hwpt;
 mod inject;
 mod ioas;

@@ -73,6 +73,15 @@ pub struct ModelConfig {
     /// Whether CR0ACK follows CR0 (false: an SMMU that never acknowledges).
     pub acknowledge_cr0: bool,
     pub commands: CommandConsumption,
+    /// As the spec allows (4.3.2), CMD_CFGI_STE leaves the stream's cached CDs alone (QEMU drops
+    /// them with the STE), and before each command it consumes the model checks that no live
+    /// stage-1 STE points at a CD whose cached copy differs from memory: a CD changed without
+    /// CMD_CFGI_CD before its STE went live ([`SmmuModel::stale_cd_streams`]).
+    pub cds_outlive_ste_invalidation: bool,
+    /// Before each command it consumes, the model checks that no block its TLB holds has
+    /// become a table descriptor in memory: a block split without break-before-make (spec
+    /// 3.21.1), which real TLBs may answer with a conflict ([`SmmuModel::blocks_split_while_cached`]).
+    pub break_before_make_checked: bool,
 }
 
 impl ModelConfig {
@@ -83,6 +92,8 @@ impl ModelConfig {
             idr: [0x0D44_101B, 0x0273_0010, 0, 0x0000_0404, 0, 0x0000_0074],
             acknowledge_cr0: true,
             commands: CommandConsumption::OnProdWrite,
+            cds_outlive_ste_invalidation: false,
+            break_before_make_checked: false,
         }
     }
 }
@@ -111,6 +122,8 @@ struct TlbEntry {
     size: u64,
     output_base: u64,
     writable: bool,
+    /// Where the block descriptor this entry came from lies (one-stage walks of a block).
+    block_descriptor: Option<u64>,
 }
 
 #[derive(Default)]
@@ -142,6 +155,10 @@ struct State {
     recoverable: recoverable::RecoverableState,
     /// CDs of substreams, by (StreamID, SubstreamID).
     substream_cds: BTreeMap<(u32, u32), ContextDescriptor>,
+    /// `cds_outlive_ste_invalidation`: streams found live over a stale cached CD.
+    stale_cd_streams: Vec<u32>,
+    /// `break_before_make_checked`: input addresses of cached blocks found replaced by tables.
+    blocks_split_while_cached: Vec<u64>,
 }
 
 /// The model SMMU.
@@ -357,7 +374,7 @@ impl SmmuModel {
         let mut cursor = WalkCursor { cache: &mut state.walk_cache, vmid, asid };
         let mut cache = (!nested).then_some(&mut cursor);
         let stage2_fault = |fault: Fault| Outcome::Fault { fault, record_allowed: !fault.kind.is_translation_class() || s2_record };
-        let (output, size, writable) = if let Some(cd) = cd {
+        let (output, size, writable, block_descriptor) = if let Some(cd) = cd {
             let s1 = stage1_walk_config(&cd);
             let cd_record = cd.record_faults();
             let input_ok = !cd.epd0() && iova >> s1.input_bits == 0;
@@ -381,17 +398,18 @@ impl SmmuModel {
                     let ipa = leaf.output;
                     let leaf2 =
                         walk(memory, s2cfg, ipa, write, FaultClass::Input, &mut Ok, None).map_err(stage2_fault)?;
-                    (leaf2.output, leaf.size.min(leaf2.size), leaf.writable && leaf2.writable)
+                    (leaf2.output, leaf.size.min(leaf2.size), leaf.writable && leaf2.writable, None)
                 }
-                None => (leaf.output, leaf.size, leaf.writable),
+                None => (leaf.output, leaf.size, leaf.writable, leaf.block_descriptor),
             }
         } else {
             let s2cfg = s2.expect("stage-2-only STE");
             let leaf = walk(memory, &s2cfg, iova, write, FaultClass::Input, &mut Ok, cache).map_err(stage2_fault)?;
-            (leaf.output, leaf.size, leaf.writable)
+            (leaf.output, leaf.size, leaf.writable, leaf.block_descriptor)
         };
         let input_base = iova & !(size - 1);
-        state.tlb.push(TlbEntry { vmid, asid, input_base, size, output_base: output - (iova - input_base), writable });
+        let output_base = output - (iova - input_base);
+        state.tlb.push(TlbEntry { vmid, asid, input_base, size, output_base, writable, block_descriptor });
         Ok(output)
     }
 
@@ -525,6 +543,12 @@ impl SmmuModel {
             let addr = queue_base_addr(state.cmdq_base) + cons.index() as u64 * Command::SIZE as u64;
             let view = self.view();
             let fetched = view.read_u64(addr).zip(view.read_u64(addr + 8));
+            if self.config.cds_outlive_ste_invalidation {
+                self.check_cached_cds(state);
+            }
+            if self.config.break_before_make_checked {
+                self.check_cached_blocks(state);
+            }
             let result = match fetched {
                 Some((w0, w1)) => self.execute(state, Command { words: [w0, w1] }),
                 None => Err(CommandErrorCode::Abort),
@@ -542,6 +566,57 @@ impl SmmuModel {
                 }
             }
         }
+    }
+
+    /// `cds_outlive_ste_invalidation`: records every stream whose STE in memory is live at
+    /// stage 1 alone while the CD cached for it differs from the one in memory (a nested CD
+    /// pointer is an IPA, not checked here): the SMMU could walk with the stale one now.
+    fn check_cached_cds(&self, state: &mut State) {
+        let memory = self.view();
+        let mut stale = Vec::new();
+        for (&sid, cached) in &state.cds {
+            let Ok(ste) = self.fetch_ste(state, sid) else { continue };
+            if ste.config() != Some(StreamConfig::Stage1) || !ste.is_live() {
+                continue;
+            }
+            let cd_addr = ste.s1_context_ptr();
+            let current = (0..cached.words.len()).map(|i| memory.read_u64(cd_addr + 8 * i as u64));
+            if current.zip(cached.words.iter()).any(|(word, &cached)| word != Some(cached)) {
+                stale.push(sid);
+            }
+        }
+        for sid in stale {
+            if !state.stale_cd_streams.contains(&sid) {
+                state.stale_cd_streams.push(sid);
+            }
+        }
+    }
+
+    /// `break_before_make_checked`: records every cached block whose descriptor in memory is
+    /// now a table descriptor (bits 1:0 = 0b11 above level 3).
+    fn check_cached_blocks(&self, state: &mut State) {
+        let memory = self.view();
+        let split: Vec<u64> = state
+            .tlb
+            .iter()
+            .filter(|entry| entry.block_descriptor.is_some_and(|at| memory.read_u64(at).is_some_and(|desc| desc & 3 == 3)))
+            .map(|entry| entry.input_base)
+            .collect();
+        for base in split {
+            if !state.blocks_split_while_cached.contains(&base) {
+                state.blocks_split_while_cached.push(base);
+            }
+        }
+    }
+
+    /// `break_before_make_checked`: the input addresses of cached blocks seen split.
+    pub fn blocks_split_while_cached(&self) -> Vec<u64> {
+        self.state.borrow().blocks_split_while_cached.clone()
+    }
+
+    /// `cds_outlive_ste_invalidation`: the streams seen live over a stale cached CD.
+    pub fn stale_cd_streams(&self) -> Vec<u32> {
+        self.state.borrow().stale_cd_streams.clone()
     }
 
     fn execute(&self, state: &mut State, cmd: Command) -> Result<(), CommandErrorCode> {
@@ -579,8 +654,10 @@ impl SmmuModel {
                     return Err(CommandErrorCode::Illegal);
                 }
                 state.stes.remove(&(cmd.stream_id() as u32));
-                state.cds.remove(&(cmd.stream_id() as u32));
-                state.substream_cds.retain(|&(sid, _), _| sid != cmd.stream_id() as u32);
+                if !self.config.cds_outlive_ste_invalidation {
+                    state.cds.remove(&(cmd.stream_id() as u32));
+                    state.substream_cds.retain(|&(sid, _), _| sid != cmd.stream_id() as u32);
+                }
             }
             // CDs only: the STE that points to them stays cached (spec 4.3.4, 4.3.5).
             opcode::CFGI_CD | opcode::CFGI_CD_ALL => {

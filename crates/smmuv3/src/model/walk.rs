@@ -68,6 +68,8 @@ pub(crate) struct Leaf {
     /// Size of the page or block that mapped the address.
     pub size: u64,
     pub writable: bool,
+    /// Where the descriptor lies when it is a block (a leaf above level 3).
+    pub block_descriptor: Option<u64>,
 }
 
 /// Memory as the SMMU's walker reads it: the CPU view when its accesses are coherent
@@ -219,7 +221,8 @@ pub(crate) fn walk(
             return Err(fault(EventType::Permission));
         }
         let size = 1u64 << shift;
-        return Ok(Leaf { output: (next_or_output & !(size - 1)) | (addr & (size - 1)), size, writable });
+        let block_descriptor = (level < 3).then_some(leaf_addr);
+        return Ok(Leaf { output: (next_or_output & !(size - 1)) | (addr & (size - 1)), size, writable, block_descriptor });
     }
     unreachable!("level 3 always ends the walk")
 }

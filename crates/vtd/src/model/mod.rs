@@ -266,6 +266,12 @@ struct ModelState {
     srtp_count: usize,
     page_walks: usize,
     prq: page_requests::PageRequestState,
+    /// Posted writes translated but not yet done (physical address, bytes): a queued IOTLB
+    /// invalidation completes them first when it drains writes.
+    writes_in_flight: Vec<(u64, Vec<u8>)>,
+    /// Whether, since DMA was last kept from memory (translation on, or protected memory
+    /// enabled), a register write left both off: untranslated DMA could reach everything.
+    dma_exposed: bool,
 }
 
 /// The model of one VT-d unit over `PhysMemory`.
@@ -320,6 +326,8 @@ impl VtdModel {
             srtp_count: 0,
             page_walks: 0,
             prq: page_requests::PageRequestState::default(),
+            writes_in_flight: Vec::new(),
+            dma_exposed: false,
         };
         Self { memory, state: RefCell::new(state) }
     }
@@ -379,12 +387,22 @@ impl VtdModel {
         self.state.borrow_mut().record_fault(requester, address, write, reason, pasid);
     }
 
+    /// Whether a register write ever turned off the last of translation and protected memory
+    /// (PMEN) while the other was off: a window in which DMA went untranslated to any address.
+    /// Firmware hands a unit over with protected memory on; translation must be on before it
+    /// goes off (spec 10.4.16).
+    pub fn dma_was_exposed(&self) -> bool {
+        self.state.borrow().dma_exposed
+    }
+
     /// Translates one DMA request as the unit would: `Ok(physical address)` or
     /// `Err(fault reason)` (recorded unless fault processing is disabled or the reason is 0).
+    /// With translation off, DMA passes untranslated, unless protected memory is on (the model
+    /// protects all of memory: it has no PLMBASE/PHMBASE ranges), which blocks it unrecorded.
     pub fn translate(&self, requester: RequesterId, pasid: Option<u32>, iova: u64, write: bool) -> Result<u64, u8> {
         let mut state = self.state.borrow_mut();
         if state.gsts & regs::gcmd::TE == 0 {
-            return Ok(iova);
+            return if state.pmen & regs::pmen::PRS != 0 { Err(0) } else { Ok(iova) };
         }
         let walker = state.walker(&self.memory);
         match state.translate(walker, requester, pasid, iova, write) {
@@ -411,6 +429,26 @@ impl VtdModel {
             done += chunk;
         }
         Ok(())
+    }
+
+    /// A device's posted write of `data` (within one page) at `iova`: translated now, done
+    /// later, either by the next queued IOTLB invalidation that drains writes (DW, or every
+    /// one on a unit without CAP.DWD, which orders writes itself) or by
+    /// [`VtdModel::complete_writes_in_flight`] (the device's write reaching memory late).
+    pub fn posted_write(&self, requester: RequesterId, pasid: Option<u32>, iova: u64, data: &[u8]) -> Result<(), u8> {
+        assert!((iova & 0xfff) as usize + data.len() <= 0x1000, "a posted write within one page");
+        let phys = self.translate(requester, pasid, iova, true)?;
+        self.state.borrow_mut().writes_in_flight.push((phys, data.to_vec()));
+        Ok(())
+    }
+
+    /// Lets every posted write still in flight reach memory; how many there were.
+    pub fn complete_writes_in_flight(&self) -> usize {
+        let writes = core::mem::take(&mut self.state.borrow_mut().writes_in_flight);
+        for (phys, data) in &writes {
+            self.memory.write_bytes(*phys, data).expect("a translated address inside memory");
+        }
+        writes.len()
     }
 
     /// A device's DMA read of `len` bytes at `iova` through [`VtdModel::translate`].
@@ -604,6 +642,11 @@ impl ModelState {
         }
     }
 
+    /// Translation or protected memory keeps DMA from memory.
+    fn dma_guarded(&self) -> bool {
+        self.gsts & regs::gcmd::TE != 0 || self.pmen & regs::pmen::PRS != 0
+    }
+
     fn write64(&mut self, memory: &PhysMemory, offset: usize, value: u64) {
         if self.fault_record_range().contains(&offset) {
             // Only F (bit 127) is writable: write 1 to clear.
@@ -791,6 +834,12 @@ impl ModelState {
             }
             kind::IOTLB => {
                 let iotlb = IotlbDescriptor { words };
+                // A unit reporting DWD drains writes only when the descriptor asks (DW).
+                if iotlb.drain_writes() || !self.cap.write_draining() {
+                    for (phys, data) in core::mem::take(&mut self.writes_in_flight) {
+                        memory.write_bytes(phys, &data).expect("a translated address inside memory");
+                    }
+                }
                 let did = iotlb.did() as u16;
                 match iotlb.granularity() {
                     1 => Invalidation::IotlbGlobal,
@@ -1463,7 +1512,9 @@ impl Registers for VtdModel {
     fn write32(&self, offset: usize, value: u32) {
         let mut state = self.state.borrow_mut();
         state.writes.push(RegisterWrite { offset, value: value as u64, width: 4 });
+        let guarded = state.dma_guarded();
         state.write32(&self.memory, offset, value);
+        state.dma_exposed |= guarded && !state.dma_guarded();
     }
 
     fn read64(&self, offset: usize) -> u64 {

@@ -1,11 +1,11 @@
 //! Bring-up ([`VtdUnit::init`]).
 //!
 //! Interrupt remapping and queued invalidation, if firmware or an ended server left them on, are
-//! turned off (the queue's address can change only with QIE clear); protected memory regions
-//! are disabled (PMEN); an empty root table is installed (RTADDR + SRTP, TTM selecting legacy
-//! or scalable mode); queued invalidation is enabled when ECAP.QI (register-based otherwise);
-//! all caches are invalidated globally; stale fault records are cleared; and translation is
-//! enabled. The root table is empty, so every requester id faults ("root entry not present"):
+//! turned off (the queue's address can change only with QIE clear); an empty root table is
+//! installed (RTADDR + SRTP, TTM selecting legacy or scalable mode); queued invalidation is
+//! enabled when ECAP.QI (register-based otherwise); all caches are invalidated globally; stale
+//! fault records are cleared; translation is enabled, and only then are protected memory
+//! regions disabled (PMEN), which until then kept DMA from their memory. The root table is empty, so every requester id faults ("root entry not present"):
 //! default deny, every device blocked until attached.
 //!
 //! Translation (TE) is never turned off on the way. A unit found translating belongs to an
@@ -49,15 +49,6 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
             }
         }
 
-        // Protected memory regions would exempt memory from remapping (spec 11.4.13).
-        if self.hw.cap.protected_low_region() || self.hw.cap.protected_high_region() {
-            self.hw.regs.write32(regs::PMEN, 0);
-            let registers = &self.hw.regs;
-            wait_for(&self.hw.clock, self.hw.timeout_ns, WaitTarget::ProtectedMemory, || {
-                registers.read32(regs::PMEN) & pmen::PRS == 0
-            })?;
-        }
-
         let root = DmaTable::allocate(alloc, PAGE, self.hw.coherent())?;
         let mode_bits = match mode {
             Mode::Legacy => rtaddr::TTM_LEGACY,
@@ -69,7 +60,8 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
         self.hw.one_shot(gcmd::SRTP)?;
 
         if self.hw.ecap.queued_invalidation() {
-            let mut queue = QueuedInvalidator::new(alloc, mode == Mode::Scalable, self.hw.coherent())?;
+            let drain = (self.hw.cap.read_draining(), self.hw.cap.write_draining());
+            let mut queue = QueuedInvalidator::new(alloc, mode == Mode::Scalable, self.hw.coherent())?.with_drain(drain.0, drain.1);
             queue.program(&self.hw.regs);
             self.hw.invalidator = Some(InvalidationEngine::Queued(queue));
             self.hw.set_enable(gcmd::QIE, true)?;
@@ -90,6 +82,17 @@ impl<R: Registers, C: Clock> VtdUnit<R, C> {
 
         self.drain_faults();
         self.hw.set_enable(gcmd::TE, true)?;
+        // Protected memory regions firmware enabled keep DMA from that memory until now; they
+        // go only once translation is on (spec 10.4.16), or DMA would pass untranslated in
+        // between. With translation on they would still exempt their memory from the domains'
+        // mappings (spec 11.4.13), so they go.
+        if self.hw.cap.protected_low_region() || self.hw.cap.protected_high_region() {
+            self.hw.regs.write32(regs::PMEN, 0);
+            let registers = &self.hw.regs;
+            wait_for(&self.hw.clock, self.hw.timeout_ns, WaitTarget::ProtectedMemory, || {
+                registers.read32(regs::PMEN) & pmen::PRS == 0
+            })?;
+        }
         self.mode = Some(mode);
         Ok(())
     }
