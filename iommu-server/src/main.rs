@@ -30,6 +30,7 @@ mod pasid;
 mod revocation;
 mod state;
 mod status;
+mod table_override;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
