@@ -47,25 +47,23 @@ pub fn read_x86(name: &str) -> Option<Vec<u8>> {
     read_file(&device, name)
 }
 
-/// Chooses between the override `file` (from fw_cfg file `name`) and the machine's own
-/// `machine` table, logs the decision (and the firmware bugs of a taken override) and
-/// publishes it.
+/// Chooses between the override `offered` (a fw_cfg file's name and contents) and the
+/// machine's own `machine` table, logs the decision (and the firmware bugs of a taken
+/// override) and publishes it.
 pub fn apply<T, E: Display>(
     status: &StatusPage,
     signature: Signature,
-    name: &str,
-    file: Option<Vec<u8>>,
+    offered: Option<(&str, Vec<u8>)>,
     machine: Option<T>,
     parse: impl Fn(&[u8]) -> Result<T, E>,
     same_units: impl Fn(&T, &T) -> Result<(), alloc::string::String>,
     warnings: impl Fn(&T) -> &[fwtables::Warning],
 ) -> Option<T> {
-    let offered = file.is_some();
-    let chosen = choose(signature, file.as_deref().map(|bytes| (name, bytes)), machine, parse, same_units);
+    let chosen = choose(signature, offered.as_ref().map(|(name, bytes)| (*name, bytes.as_slice())), machine, parse, same_units);
     for message in &chosen.messages {
         println!("iommu-server: {message}");
     }
-    let outcome = match (offered, chosen.source) {
+    let outcome = match (offered.is_some(), chosen.source) {
         (false, _) => status::TABLE_OVERRIDE_NONE,
         (true, Source::Override) => status::TABLE_OVERRIDE_TAKEN,
         (true, Source::Machine) => status::TABLE_OVERRIDE_REJECTED,

@@ -61,8 +61,8 @@ pub fn read(status: &StatusPage) -> Result<Option<IortDescription>, &'static str
         None => None,
     };
     let name = fwcfg::table_override::IORT_FILE;
-    let offered = table_override::read_file(&device, name);
-    let chosen = table_override::apply(status, Signature::IORT, name, offered, machine, Iort::parse, iort_same_units, |t| &t.warnings);
+    let offered = table_override::read_file(&device, name).map(|bytes| (name, bytes));
+    let chosen = table_override::apply(status, Signature::IORT, offered, machine, Iort::parse, iort_same_units, |t| &t.warnings);
     let Some(iort) = chosen else { return Ok(None) };
     let smmus = iort
         .nodes

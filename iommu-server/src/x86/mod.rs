@@ -24,8 +24,8 @@ pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
     let mut firmware = discovery::read_firmware(&firmware_memory)?;
     // A DMAR handed over through fw_cfg replaces the machine's if it describes the same units.
     let dmar_file = fwcfg::table_override::DMAR_FILE;
-    let offered = table_override::read_x86(dmar_file);
-    firmware.dmar = table_override::apply(status, Signature::DMAR, dmar_file, offered, firmware.dmar, Dmar::parse, dmar_same_units, |d| &d.warnings);
+    let offered = table_override::read_x86(dmar_file).map(|bytes| (dmar_file, bytes));
+    firmware.dmar = table_override::apply(status, Signature::DMAR, offered, firmware.dmar, Dmar::parse, dmar_same_units, |d| &d.warnings);
     let mut ecam = match firmware.mcfg.as_ref() {
         Some(mcfg) => Some(Ecam::new(mcfg)?),
         None => None,
