@@ -2,8 +2,9 @@
 # Builds the kernel (unless given one) and boots it under QEMU.
 #
 #   ./qemu-run.sh [--arch x86_64|aarch64] [--iommu MODE] [--aw-bits 39|48] [--caching-mode]
-#                 [--topology bridges] [--append "kernel command line"] [--gdb] [--icount] [--el2]
-#                 [--gic 2|3] [--kernel ELF] [--release|--debug] [-- extra QEMU arguments]
+#                 [--topology bridges] [--fw-override rmrr] [--append "kernel command line"] [--gdb]
+#                 [--icount] [--el2] [--gic 2|3] [--kernel ELF] [--release|--debug]
+#                 [-- extra QEMU arguments]
 #
 # IOMMU modes: vtd (legacy), vtd-sm (scalable, second stage), vtd-flts (scalable, first stage),
 # smmuv3, none. Defaults: x86_64 with vtd; aarch64 with smmuv3 and a GICv3 with an ITS
@@ -13,6 +14,11 @@
 # (the root task's descriptions BRIDGES and ONE_GROUP_TWO_DRIVERS, user/root/src/system.rs,
 # name them by location), and a second root port at 00:12.0 with two functions of one
 # virtio-rng device below it (PCI Express, function-level reset capable: the reset tests).
+# `--fw-override rmrr` hands the machine a firmware-table override through fw_cfg (file
+# opt/iommu-os/dmar on x86, opt/iommu-os/iort on arm), which the IOMMU server takes instead of
+# the machine's own table: QEMU's own DMAR or IORT (dumped by one boot with `dump-acpi=`) plus an
+# RMRR or RMR node giving the first edu device the region `edu_contract::direct` names, built by
+# tools/fw-override.
 # It is also cargo's runner: `cargo run --target x86_64-target.json` passes `--kernel ELF`.
 # QEMU's exit status is mapped back: 0 when the kernel reported success, 1 on failure.
 #
@@ -24,7 +30,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-arch=x86_64 iommu="" aw_bits="" caching=0 topology="" append="" gdb=0 icount=0 el2=0 gic=3 kernel="" profile=release
+arch=x86_64 iommu="" aw_bits="" caching=0 topology="" fw_override="" append="" gdb=0 icount=0 el2=0 gic=3 kernel="" profile=release
 extra=() words=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -33,6 +39,7 @@ while [ $# -gt 0 ]; do
         --aw-bits) aw_bits="$2"; shift 2 ;;
         --caching-mode) caching=1; shift ;;
         --topology) topology="$2"; shift 2 ;;
+        --fw-override) fw_override="$2"; shift 2 ;;
         --append) append="$2"; shift 2 ;;
         --gdb) gdb=1; shift ;;
         --icount) icount=1; shift ;;
@@ -82,7 +89,6 @@ if [ -z "$kernel" ]; then
 fi
 
 args=(-nographic -no-reboot -m 1G -nic none -kernel "$kernel")
-[ -n "$append" ] && args+=(-append "$append")
 # Two edu devices: one for a driver, one that no driver is given (the IOMMU tests show it
 # cannot DMA).
 edu=(-device "edu,dma_mask=0xffffffffffffffff" -device "edu,dma_mask=0xffffffffffffffff")
@@ -137,6 +143,29 @@ case "$arch" in
 esac
 
 [ "$icount" = 1 ] && args+=(-accel tcg -icount shift=0,sleep=off)
+
+case "$fw_override" in
+    "") ;;
+    rmrr)
+        case "$arch" in
+            x86_64) signature=DMAR fw_cfg_name=opt/iommu-os/dmar ;;
+            aarch64) signature=IORT fw_cfg_name=opt/iommu-os/iort ;;
+        esac
+        override_dir="$(mktemp -d)"
+        trap 'rm -rf "$override_dir"' EXIT
+        bash "$ROOT/scripts/host-test.sh" build --quiet -p fw-override
+        # QEMU's own table, as the kernel prints it on this very machine.
+        timeout 120 "$qemu" "${args[@]}" -append "dump-acpi=$signature" </dev/null >"$override_dir/dump.log" 2>&1 || true
+        if ! "$ROOT/target/host/debug/fw-override" --arch "$arch" --dump "$override_dir/dump.log" --out "$override_dir/table.bin"; then
+            echo "qemu-run.sh: could not build the $signature override (the dump boot's log: $override_dir/dump.log)" >&2
+            tail -n 20 "$override_dir/dump.log" >&2
+            exit 2
+        fi
+        args+=(-fw_cfg "name=$fw_cfg_name,file=$override_dir/table.bin")
+        ;;
+    *) echo "qemu-run.sh: unknown firmware-table override $fw_override" >&2; exit 2 ;;
+esac
+[ -n "$append" ] && args+=(-append "$append")
 [ "$gdb" = 1 ] && args+=(-s -S) && echo "qemu-run.sh: GDB stub on :1234, CPU halted; gdb $kernel -ex 'target remote :1234'" >&2
 
 # QEMU runs as a child that this script waits for, and that goes with it: `timeout` or

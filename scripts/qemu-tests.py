@@ -51,6 +51,11 @@ MATRIX = [
     # the reset of a device alone below its bridge.
     ("x86_64/bridges-vtd", "x86_64", ["--iommu", "vtd", "--topology", "bridges"], "topology::,reset::"),
     ("aarch64/bridges-smmuv3", "aarch64", ["--iommu", "smmuv3", "--topology", "bridges"], "topology::,reset::"),
+    # A firmware-table override (DMAR / IORT through fw_cfg) giving an edu device an RMRR / RMR:
+    # only the test of its identity map (both VT-d table formats; both SMMU stages in one boot).
+    ("x86_64/rmrr-vtd", "x86_64", ["--iommu", "vtd", "--fw-override", "rmrr"], "rmrr::"),
+    ("x86_64/rmrr-vtd-sm", "x86_64", ["--iommu", "vtd-sm", "--fw-override", "rmrr"], "rmrr::"),
+    ("aarch64/rmrr-smmuv3", "aarch64", ["--iommu", "smmuv3", "--fw-override", "rmrr"], "rmrr::"),
 ]
 
 # Searched, not matched at the line start: a user process may leave a partial line on the

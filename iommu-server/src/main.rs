@@ -31,6 +31,7 @@ mod reset;
 mod revocation;
 mod state;
 mod status;
+mod table_override;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -88,6 +88,27 @@ impl FrameAllocator {
         self.free
     }
 
+    /// Takes the free frame `frame` out of the pool (zero-filled, as `alloc` hands frames out);
+    /// false if it is not free. A walk of the free list: for tests that need one frame at an
+    /// address fixed before boot (a firmware-table override's RMRR), not for allocation.
+    pub fn take(&mut self, frame: u64) -> bool {
+        let mut link: *mut u64 = &mut self.head;
+        // SAFETY: `link` points at `head` or at the first word of a free frame in the direct
+        // map, each holding the next free frame's address; the list is ours while `self` is
+        // borrowed mutably.
+        unsafe {
+            while *link != NO_FRAME {
+                if *link == frame {
+                    *link = (phys_to_virt(frame) as *const u64).read();
+                    core::ptr::write_bytes(phys_to_virt(frame), 0, FRAME_SIZE as usize);
+                    self.free -= 1;
+                    return true;
+                }
+                link = phys_to_virt(*link) as *mut u64;
+            }
+        }
+        false
+    }
 }
 
 impl Default for FrameAllocator {

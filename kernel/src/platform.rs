@@ -52,6 +52,9 @@ fn arch_caps(caps: &mut Vec<BootCap>) {
     caps.push(mmio("vtd", 0xFED9_0000, 0x1000, READ_WRITE));
     // PCI configuration mechanism #1 (CONFIG_ADDRESS 0xCF8, CONFIG_DATA 0xCFC..0xCFF).
     caps.push(BootCap { name: "pci-config-ports", object: Object::IoPorts { base: 0xCF8, count: 8 }, rights: READ_WRITE });
+    // QEMU's fw_cfg (selector 0x510, data 0x511, DMA address 0x514-0x51b): the IOMMU server
+    // reads the firmware-table override there.
+    caps.push(BootCap { name: "fw-cfg", object: Object::IoPorts { base: 0x510, count: 12 }, rights: READ_WRITE });
     caps.push(mmio("ecam", 0xB000_0000, 0x1000_0000, READ_WRITE));
     // q35 with < 2.75 GiB RAM: SeaBIOS assigns 32-bit BARs between 0xC0000000 and the I/O APIC.
     caps.push(mmio("pci-mmio", 0xC000_0000, 0x3EC0_0000, READ_WRITE));

@@ -141,6 +141,7 @@ pub(crate) mod iommu_tests {
             pub fn slot(&mut self, cap: &BootCap) -> Option<u64> {
                 match cap.name {
                     "vtd" => Some(server_slot::IOMMU_REGISTERS),
+                    "fw-cfg" => Some(server_slot::FW_CFG),
                     "ecam" => Some(server_slot::ECAM),
                     "pci-mmio" => Some(server_slot::PCI_MMIO),
                     // The first MSI line (vector 0x50) is the one the server programs for faults.

@@ -119,6 +119,42 @@ pub mod scenario {
 /// until the server released it); then the binding must be gone (`sva_unbind` answers `NotAttached`) and the driver has the device
 /// write the marker's bytes to `SOURCE_VA`, which the blocked device must not reach, and
 /// reports `WRITTEN_AFTER_END`.
+/// The firmware-required identity map of the RMRR/RMR tests (`kernel/src/tests_rmrr.rs`): the
+/// override DMAR or IORT `tools/fw-override` builds gives the first edu device this region,
+/// which it must reach at IOVA == physical address from takeover on.
+pub mod direct {
+    /// Scenario: with the device attached, its region is reserved in `ioas_iova_ranges`, a map
+    /// over it is refused, and the device reads and writes it; again after a replace.
+    pub const SCENARIO: u64 = 31;
+    /// The region on each machine (physical, 64 KiB near the top of `-m 1G`'s RAM, kept from
+    /// every other use by the test while its server runs; IORT RMR ranges must be 64 KiB
+    /// aligned and sized): the host tool builds the tables for either architecture, so both
+    /// are here.
+    pub const REGION_X86_64: u64 = 0x3e00_0000;
+    pub const REGION_AARCH64: u64 = 0x7e00_0000;
+    #[cfg(target_arch = "x86_64")]
+    pub const REGION: u64 = REGION_X86_64;
+    #[cfg(target_arch = "aarch64")]
+    pub const REGION: u64 = REGION_AARCH64;
+    pub const REGION_PAGES: u64 = 16;
+    /// The device the region belongs to: the first edu device qemu-run.sh adds (q35 00:02.0,
+    /// virt 00:01.0; on virt its StreamID is its requester ID).
+    pub const DEVICE_X86_64: (u8, u8, u8) = (0, 2, 0);
+    pub const DEVICE_AARCH64: (u8, u8, u8) = (0, 1, 0);
+    /// Byte `i` of the region's first page, which the test writes before the server starts.
+    pub fn first_page_byte(i: usize) -> u8 {
+        (i as u8).wrapping_mul(7).wrapping_add(0x31)
+    }
+    /// Byte `i` the driver writes into the region's second page while attached, and after the
+    /// replace.
+    pub fn attached_byte(i: usize) -> u8 {
+        (i as u8).wrapping_mul(13).wrapping_add(0x5a)
+    }
+    pub fn replaced_byte(i: usize) -> u8 {
+        (i as u8).wrapping_mul(3).wrapping_add(0xc4)
+    }
+}
+
 pub mod sva {
     /// The slot of the address-space capability (CONTROL, GRANT, DERIVE) the starter fills.
     pub const ADDRESS_SPACE_SLOT: u64 = 40;

@@ -1,4 +1,5 @@
-//! The fw_cfg device itself: item selection, the data stream, the file directory.
+//! The fw_cfg device itself: item selection, the data stream, the file directory, over
+//! either interface QEMU offers (MMIO on arm `virt`, I/O ports on x86).
 //!
 //! fw_cfg exposes numbered *items*. Writing an item's 16-bit key to the selector register
 //! selects it and rewinds it; each read of the data register then returns the item's next
@@ -84,6 +85,59 @@ impl<M: Mmio + ?Sized> Mmio for &M {
     }
 }
 
+/// The x86 I/O-port interface (fw_cfg.rst, "IO Port Interface").
+pub mod port {
+    /// Selector register: 16 bits, little-endian (the CPU's own order on x86).
+    pub const SELECTOR: u16 = 0x510;
+    /// Data register: one byte of the selected item per 1-byte read.
+    pub const DATA: u16 = 0x511;
+    /// The ports a reader needs: selector and data, up to the DMA address register's end
+    /// (0x514..0x51b), which this crate does not use.
+    pub const RANGE: core::ops::Range<u16> = 0x510..0x51c;
+}
+
+/// Access to a fw_cfg device's I/O ports, in exactly the widths fw_cfg needs.
+pub trait PortIo {
+    /// One 1-byte `in` from `port`.
+    fn in8(&self, port: u16) -> u8;
+    /// One 2-byte `out` of `value` to `port`.
+    fn out16(&self, port: u16, value: u16);
+}
+
+/// A fw_cfg device behind the x86 I/O ports.
+pub struct Ports<P: PortIo>(pub P);
+
+/// How the device is reached: selecting an item, then streaming its bytes.
+pub trait Transport {
+    /// Selects item `key` and rewinds it.
+    fn select(&self, key: u16);
+    /// The selected item's next bytes, in item order, at the front of `chunk`; how many.
+    fn next_bytes(&self, chunk: &mut [u8; 8]) -> usize;
+}
+
+impl<M: Mmio> Transport for M {
+    fn select(&self, key: u16) {
+        // The register is big-endian: the key's high byte goes to the lower address.
+        self.write16(register::SELECTOR, u16::from_ne_bytes(key.to_be_bytes()));
+    }
+    fn next_bytes(&self, chunk: &mut [u8; 8]) -> usize {
+        // Native load of a big-endian register: its bytes in address order are the item's
+        // bytes in stream order.
+        *chunk = self.read64(register::DATA).to_ne_bytes();
+        8
+    }
+}
+
+impl<P: PortIo> Transport for Ports<P> {
+    fn select(&self, key: u16) {
+        self.0.out16(port::SELECTOR, key);
+    }
+    fn next_bytes(&self, chunk: &mut [u8; 8]) -> usize {
+        chunk[0] = self.0.in8(port::DATA);
+        1
+    }
+}
+
 /// One entry of the file directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct File {
@@ -95,36 +149,35 @@ pub struct File {
 }
 
 /// A fw_cfg device whose signature has been checked.
-pub struct FwCfg<M: Mmio> {
-    mmio: M,
+pub struct FwCfg<T: Transport> {
+    transport: T,
 }
 
-/// The selected item's data stream: hands out the bytes of successive 8-byte data reads.
-struct Stream<'a, M: Mmio> {
-    mmio: &'a M,
-    word: [u8; 8],
+/// The selected item's data stream: hands out the bytes of successive data reads.
+struct Stream<'a, T: Transport> {
+    transport: &'a T,
+    chunk: [u8; 8],
+    filled: usize,
     used: usize,
 }
 
-impl<M: Mmio> Stream<'_, M> {
+impl<T: Transport> Stream<'_, T> {
     fn read(&mut self, buf: &mut [u8]) {
         for byte in buf {
-            if self.used == self.word.len() {
-                // Native load of a big-endian register: its bytes in address order are the
-                // item's bytes in stream order.
-                self.word = self.mmio.read64(register::DATA).to_ne_bytes();
+            if self.used == self.filled {
+                self.filled = self.transport.next_bytes(&mut self.chunk);
                 self.used = 0;
             }
-            *byte = self.word[self.used];
+            *byte = self.chunk[self.used];
             self.used += 1;
         }
     }
 }
 
-impl<M: Mmio> FwCfg<M> {
-    /// Checks that `mmio` is a fw_cfg device by reading its signature item.
-    pub fn probe(mmio: M) -> Result<FwCfg<M>, Error> {
-        let device = FwCfg { mmio };
+impl<T: Transport> FwCfg<T> {
+    /// Checks that `transport` reaches a fw_cfg device by reading its signature item.
+    pub fn probe(transport: T) -> Result<FwCfg<T>, Error> {
+        let device = FwCfg { transport };
         let mut signature = [0u8; 4];
         device.select(key::SIGNATURE).read(&mut signature);
         if signature != SIGNATURE {
@@ -133,10 +186,9 @@ impl<M: Mmio> FwCfg<M> {
         Ok(device)
     }
 
-    fn select(&self, item: u16) -> Stream<'_, M> {
-        // The register is big-endian: the key's high byte goes to the lower address.
-        self.mmio.write16(register::SELECTOR, u16::from_ne_bytes(item.to_be_bytes()));
-        Stream { mmio: &self.mmio, word: [0; 8], used: 8 }
+    fn select(&self, item: u16) -> Stream<'_, T> {
+        self.transport.select(item);
+        Stream { transport: &self.transport, chunk: [0; 8], filled: 0, used: 0 }
     }
 
     /// Copies the first `len` bytes of item `item` (zeros past the item's end).

@@ -18,7 +18,10 @@
 //! ```
 //!
 //! `my_mmio` implements [`Mmio`] over the device's registers: on the arm `virt` machine they sit
-//! at [`device::VIRT_MMIO_BASE`] (see [`device::register`] for the layout). Host code and tests
+//! at [`device::VIRT_MMIO_BASE`] (see [`device::register`] for the layout). On x86 the device
+//! is behind I/O ports ([`device::port`]): wrap a [`PortIo`] in [`Ports`] instead.
+//! [`table_override`] chooses between a DMAR or IORT handed over as a fw_cfg file and the
+//! machine's own. Host code and tests
 //! can drive the pieces separately: [`FwCfg::files`] and [`FwCfg::read_file`] for the file
 //! directory, [`loader::Script::parse`] and [`loader::Script::run`] for the loader on file
 //! contents obtained any other way.
@@ -41,7 +44,8 @@ extern crate alloc;
 pub mod device;
 pub mod error;
 pub mod loader;
+pub mod table_override;
 
-pub use device::{File, FwCfg, Mmio};
+pub use device::{File, FwCfg, Mmio, PortIo, Ports, Transport};
 pub use error::{Error, LoaderProblem};
 pub use loader::{AcpiTable, LoadedFiles};

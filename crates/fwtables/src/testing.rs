@@ -206,6 +206,29 @@ pub fn iort_offsets(nodes: &[IortNode]) -> Vec<u32> {
         .collect()
 }
 
+/// The bytes of `node` with `identifier`, its `Output::Node` references resolved by `offsets`.
+fn iort_node_bytes(n: &IortNode, identifier: u32, offsets: &[u32]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.push(n.node_type);
+    bytes.extend_from_slice(&(n.length() as u16).to_le_bytes());
+    bytes.push(n.revision);
+    bytes.extend_from_slice(&identifier.to_le_bytes());
+    bytes.extend_from_slice(&(n.mappings.len() as u32).to_le_bytes());
+    let array = if n.mappings.is_empty() { 0 } else { 16 + n.fields.len() as u32 };
+    bytes.extend_from_slice(&array.to_le_bytes());
+    bytes.extend_from_slice(&n.fields);
+    for m in &n.mappings {
+        let reference = match m.output {
+            Output::Node(i) => offsets[i],
+            Output::Offset(o) => o,
+        };
+        for word in [m.input_base, m.count_minus_one, m.output_base, reference, m.flags] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+    bytes
+}
+
 /// A revision-5 IORT of `nodes` (identifiers are the node indices).
 pub fn iort(nodes: &[IortNode]) -> Vec<u8> {
     let offsets = iort_offsets(nodes);
@@ -214,25 +237,34 @@ pub fn iort(nodes: &[IortNode]) -> Vec<u8> {
     body.extend_from_slice(&48u32.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
     for (index, n) in nodes.iter().enumerate() {
-        body.push(n.node_type);
-        body.extend_from_slice(&(n.length() as u16).to_le_bytes());
-        body.push(n.revision);
-        body.extend_from_slice(&(index as u32).to_le_bytes());
-        body.extend_from_slice(&(n.mappings.len() as u32).to_le_bytes());
-        let array = if n.mappings.is_empty() { 0 } else { 16 + n.fields.len() as u32 };
-        body.extend_from_slice(&array.to_le_bytes());
-        body.extend_from_slice(&n.fields);
-        for m in &n.mappings {
-            let reference = match m.output {
-                Output::Node(i) => offsets[i],
-                Output::Offset(o) => o,
-            };
-            for word in [m.input_base, m.count_minus_one, m.output_base, reference, m.flags] {
-                body.extend_from_slice(&word.to_le_bytes());
-            }
-        }
+        body.extend_from_slice(&iort_node_bytes(n, index as u32, &offsets));
     }
     sdt(b"IORT", 5, &body)
+}
+
+/// Sets the SDT header's Length (offset 4) to the table's length, then its checksum.
+fn fix_length_and_checksum(table: &mut [u8]) {
+    let length = table.len() as u32;
+    table[4..8].copy_from_slice(&length.to_le_bytes());
+    fix_checksum(table);
+}
+
+/// Appends a remapping structure (`drhd`, `rmrr`) to the whole DMAR `table` (another
+/// firmware's, e.g. QEMU's own), fixing its length and checksum.
+pub fn append_dmar_structure(table: &mut Vec<u8>, structure: &[u8]) {
+    table.extend_from_slice(structure);
+    fix_length_and_checksum(table);
+}
+
+/// Appends `node` to the whole IORT `table` (another firmware's, e.g. QEMU's own) with
+/// `identifier`, fixing the node count (offset 36), length and checksum. Its mappings must name
+/// their targets as `Output::Offset` (table offsets in `table`).
+pub fn append_iort_node(table: &mut Vec<u8>, node: &IortNode, identifier: u32) {
+    let count = u32::from_le_bytes([table[36], table[37], table[38], table[39]]) + 1;
+    table[36..40].copy_from_slice(&count.to_le_bytes());
+    let bytes = iort_node_bytes(node, identifier, &[]);
+    table.extend_from_slice(&bytes);
+    fix_length_and_checksum(table);
 }
 
 /// The usual shape: ITS group (node 0), SMMUv3 (node 1) forwarding stream IDs to the ITS,

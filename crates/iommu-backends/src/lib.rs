@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+mod direct;
 mod dirty;
 pub mod smmuv3;
 #[cfg(feature = "testing")]

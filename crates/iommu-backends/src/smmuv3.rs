@@ -39,6 +39,7 @@ use smmuv3::{Command, DecodedEvent, Env, EventRecord, EventType, Granule, Httu, 
 
 mod dirty;
 
+use crate::direct::{self, DirectMapped, DirectMaps};
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 mod page_requests;
@@ -135,6 +136,9 @@ pub struct SmmuUnit<R: hwio::Registers> {
     attached: BTreeMap<u32, HwDomainId>,
     /// The streams whose STE points at a nested domain (their faults name a stage).
     nested_streams: BTreeSet<u32>,
+    /// IORT RMR ranges per requester ID (inclusive): identity-mapped wherever the device is
+    /// attached, once `SmmuBackend::install_direct_maps` has run.
+    pub rmrs: BTreeMap<u32, Vec<(u64, u64)>>,
 }
 
 impl<R: hwio::Registers> SmmuUnit<R> {
@@ -162,6 +166,8 @@ pub struct SmmuBackend<E: Environment> {
     msi_doorbells: Vec<u64>,
     /// Process address spaces bound with SVA, by stream.
     sva: BTreeMap<sva::BindingKey, sva::Binding>,
+    /// Devices with RMRs and the identity maps each domain holds for them.
+    direct: DirectMaps,
 }
 
 fn hardware<E: Environment>(error: SmmuError) -> Error {
@@ -185,7 +191,7 @@ fn stage2_start_level(input_bits: u8) -> u8 {
 
 impl<E: Environment> SmmuBackend<E> {
     pub fn new(dma: E::Dma, clock: E::Clock) -> Self {
-        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, clock, msi_doorbells: Vec::new(), sva: BTreeMap::new() }
+        SmmuBackend { units: Vec::new(), domains: SlotTable::new(), dma, clock, msi_doorbells: Vec::new(), sva: BTreeMap::new(), direct: DirectMaps::default() }
     }
 
     /// How many units the backend drives (`UnitId`s `0..unit_count()`).
@@ -250,6 +256,7 @@ impl<E: Environment> SmmuBackend<E> {
             caps: UnitCaps::empty(),
             attached: BTreeMap::new(),
             nested_streams: BTreeSet::new(),
+            rmrs: BTreeMap::new(),
         });
         let mut env = Env { dma: &mut self.dma, clock: &self.clock };
         let unit = &mut self.units[index];
@@ -280,6 +287,23 @@ impl<E: Environment> SmmuBackend<E> {
             self.install(index, sid, blocking.id).map_err(|_| "cannot block a stream at takeover")?;
         }
         Ok(index)
+    }
+
+    /// Gives every stream with RMRs (`SmmuUnit::rmrs`) a private domain mapping them at their
+    /// own address in place of the blocking domain (`direct`): from now on its RMRs are mapped
+    /// in every domain it is attached to. Called once, after `add_unit`, before any client
+    /// exists.
+    pub fn install_direct_maps(&mut self) -> Result<(), Error> {
+        for unit in 0..self.units.len() {
+            let devices: Vec<(u32, Vec<(u64, u64)>)> = self.units[unit].rmrs.iter().map(|(&rid, ranges)| (rid, ranges.clone())).collect();
+            for (rid, ranges) in devices {
+                if !self.units[unit].streams.contains_key(&rid) {
+                    continue;
+                }
+                direct::add_device(self, unit, rid, &ranges)?;
+            }
+        }
+        Ok(())
     }
 
     /// A fresh, empty domain on `unit` in `stage` (with `dirty_tracking`, stage 1 only:
@@ -466,9 +490,14 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         self.units.get(unit.0 as usize).map(|unit| UnitInfo { kind: UnitKind::ArmSmmuV3, caps: unit.caps })
     }
 
-    fn reserved_regions(&self, _unit: UnitId, _rid: RequesterId) -> Vec<ReservedRegion> {
-        // IORT RMR nodes (firmware-required identity maps) would go here; QEMU describes none.
-        Vec::from([ReservedRegion { range: IovaRange { start: MSI_IOVA_WINDOW.0, last: MSI_IOVA_WINDOW.1 }, kind: ReservedKind::Msi }])
+    fn reserved_regions(&self, unit: UnitId, rid: RequesterId) -> Vec<ReservedRegion> {
+        let mut regions = Vec::from([ReservedRegion { range: IovaRange { start: MSI_IOVA_WINDOW.0, last: MSI_IOVA_WINDOW.1 }, kind: ReservedKind::Msi }]);
+        if let Some(unit) = self.units.get(unit.0 as usize) {
+            for &(start, last) in unit.rmrs.get(&rid.0).into_iter().flatten() {
+                regions.push(ReservedRegion { range: IovaRange { start, last }, kind: ReservedKind::Direct });
+            }
+        }
+        regions
     }
 
     fn domain_alloc(&mut self, unit: UnitId, config: &DomainConfig) -> Result<HwDomain, Error> {
@@ -606,8 +635,9 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         if d.unit != unit.0 as usize {
             return Err(Error::IncompatibleUnit);
         }
-        let (index, sid) = self.stream(unit, rid).ok_or(Error::IncompatibleUnit)?;
-        self.install(index, sid, domain).map_err(hardware::<E>)
+        self.stream(unit, rid).ok_or(Error::IncompatibleUnit)?;
+        // A device with RMRs takes its identity maps along (`direct`).
+        direct::switch(self, unit.0 as usize, rid.0, domain)
     }
 
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
@@ -618,6 +648,10 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
             return;
         }
         let Some((index, sid)) = self.stream(unit, rid) else { return };
+        // A device with RMRs is blocked in its private domain, which keeps them mapped.
+        if direct::block(self, index, rid.0) {
+            return;
+        }
         let blocking = self.units[index].blocking;
         if let Err(error) = self.install(index, sid, blocking) {
             panic!("FATAL: blocking stream {sid:#x} failed ({error:?}); the device may still reach released memory");
@@ -791,6 +825,22 @@ impl<E: Environment> SmmuBackend<E> {
                 Err(error) => panic!("FATAL: unit {index}: {error:?}; SMMU in service failure mode"),
             }
         }
+    }
+}
+
+impl<E: Environment> DirectMapped for SmmuBackend<E> {
+    fn direct_maps(&mut self) -> &mut DirectMaps {
+        &mut self.direct
+    }
+
+    fn allocate_private(&mut self, unit: usize) -> Result<HwDomainId, Error> {
+        let stage = self.units[unit].stage;
+        self.allocate(unit, stage, false).map(|domain| domain.id)
+    }
+
+    fn point(&mut self, unit: usize, rid: u32, domain: HwDomainId) -> Result<(), Error> {
+        let sid = *self.units[unit].streams.get(&rid).ok_or(Error::IncompatibleUnit)?;
+        self.install(unit, sid, domain).map_err(hardware::<E>)
     }
 }
 

@@ -17,6 +17,7 @@ use vtd::irq::ApicMode;
 use vtd::unit::RID_PASID;
 use vtd::{AccessKind, DomainIdAllocator, FaultKind, Mode, VtdError, VtdUnit};
 
+use crate::direct::{self, DirectMapped, DirectMaps};
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 mod dirty;
@@ -107,6 +108,8 @@ pub struct VtdBackend<E: Environment> {
     msi_routes: BTreeMap<(UnitId, RequesterId), MsiRoute>,
     /// Process address spaces bound with SVA, by where they are bound.
     sva: BTreeMap<sva::BindingKey, sva::Binding>,
+    /// Devices with RMRRs and the identity maps each domain holds for them.
+    direct: DirectMaps,
 }
 
 /// log2 of the interrupt remapping table's entries: 256 IRTEs, one page.
@@ -209,7 +212,7 @@ impl<E: Environment> Unit<E> {
 
 impl<E: Environment> VtdBackend<E> {
     pub fn new(dma: E::Dma) -> Self {
-        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new(), sva: BTreeMap::new() }
+        VtdBackend { units: Vec::new(), domains: SlotTable::new(), dma, msi_routes: BTreeMap::new(), sva: BTreeMap::new(), direct: DirectMaps::default() }
     }
 
     /// How many units the backend drives (`UnitId`s `0..unit_count()`).
@@ -219,6 +222,19 @@ impl<E: Environment> VtdBackend<E> {
 
     fn unit(&self, unit: UnitId) -> Option<&Unit<E>> {
         self.units.get(unit.0 as usize)
+    }
+
+    /// Gives every device with RMRRs (`Unit::rmrrs`) its private domain mapping them at their
+    /// own address and attaches it there (`direct`): from now on its RMRRs are mapped in every
+    /// domain it is attached to. Called once, after bring-up, before any client exists.
+    pub fn install_direct_maps(&mut self) -> Result<(), Error> {
+        for unit in 0..self.units.len() {
+            let devices: Vec<(u16, Vec<(u64, u64)>)> = self.units[unit].rmrrs.iter().map(|(&rid, ranges)| (rid, ranges.clone())).collect();
+            for (rid, ranges) in devices {
+                direct::add_device(self, unit, u32::from(rid), &ranges)?;
+            }
+        }
+        Ok(())
     }
 
     /// The translation a requester attached to `domain` is given.
@@ -476,22 +492,18 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         if d.unit != unit_id.0 as usize {
             return Err(Error::IncompatibleUnit);
         }
-        // RMRR identity mappings are not installed by this backend: refuse such devices rather
-        // than break the firmware's use of them.
-        if self.units[d.unit].rmrrs.get(&(rid.0 as u16)).is_some_and(|r| !r.is_empty()) {
-            return Err(Error::NotSupported);
-        }
-        let (translation, did) = (self.translation(d), d.did);
-        let unit = &mut self.units[d.unit];
-        let requester = vtd::RequesterId(rid.0 as u16);
-        // A present PASID entry is replaced by clearing it, invalidating the PASID cache, the
-        // (PASID-)IOTLB of the old domain and the device-TLB, then writing the new one (the
-        // `vtd` crate's "blocked, never wrong" order).
         match pasid {
-            None => unit.hw.attach(requester, did, translation, &mut self.dma),
-            Some(pasid) => unit.hw.attach_pasid(requester, pasid, did, translation, &mut self.dma),
+            // A device with RMRRs takes its identity maps along (`direct`).
+            None => direct::switch(self, unit_id.0 as usize, rid.0, domain),
+            Some(pasid) => {
+                let (translation, did) = (self.translation(d), d.did);
+                let unit = &mut self.units[d.unit];
+                // A present PASID entry is replaced by clearing it, invalidating the PASID
+                // cache, the (PASID-)IOTLB of the old domain and the device-TLB, then writing
+                // the new one (the `vtd` crate's "blocked, never wrong" order).
+                unit.hw.attach_pasid(vtd::RequesterId(rid.0 as u16), pasid, did, translation, &mut self.dma).map_err(hardware::<E>)
+            }
         }
-        .map_err(hardware::<E>)
     }
 
     /// One IRTE per vector on the boot CPU (APIC 0), each accepting the interrupt only from
@@ -543,6 +555,10 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
 
     fn block(&mut self, unit_id: UnitId, rid: RequesterId, pasid: Option<u32>) {
         if self.unbind_address_space(unit_id, rid, pasid) {
+            return;
+        }
+        // A device with RMRRs is blocked in its private domain, which keeps them mapped.
+        if pasid.is_none() && direct::block(self, unit_id.0 as usize, rid.0) {
             return;
         }
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return };
@@ -644,6 +660,24 @@ fn fault_reason(code: u8) -> FaultReason {
     match code {
         0x07..=0x0d => FaultReason::TableWalk,
         _ => FaultReason::Translation,
+    }
+}
+
+impl<E: Environment> DirectMapped for VtdBackend<E> {
+    fn direct_maps(&mut self) -> &mut DirectMaps {
+        &mut self.direct
+    }
+
+    fn allocate_private(&mut self, unit: usize) -> Result<HwDomainId, Error> {
+        self.domain_alloc(UnitId(unit as u32), &DomainConfig::Paging { nest_parent: false, dirty_tracking: false }).map(|domain| domain.id)
+    }
+
+    fn point(&mut self, unit: usize, rid: u32, domain: HwDomainId) -> Result<(), Error> {
+        let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
+        let (translation, did) = (self.translation(d), d.did);
+        // A present context (or RID_PASID) entry is replaced in the `vtd` crate's "blocked,
+        // never wrong" order.
+        self.units[unit].hw.attach(vtd::RequesterId(rid as u16), did, translation, &mut self.dma).map_err(hardware::<E>)
     }
 }
 

@@ -23,8 +23,9 @@ pub const STATUS_PAGE: u64 = 7;
 /// IRQ (CONTROL) of the SMMU's global-error SPI (arm).
 #[cfg(target_arch = "aarch64")]
 pub const GERROR_IRQ: u64 = 8;
-/// MMIO (READ, WRITE) of QEMU's fw_cfg device (arm): the ACPI tables, for the IORT.
-#[cfg(target_arch = "aarch64")]
+/// QEMU's fw_cfg device: on arm its MMIO (READ, WRITE), for the ACPI tables (the IORT); on
+/// x86 its I/O ports 0x510-0x51b (READ, WRITE) and nothing else. On both it carries the
+/// firmware-table override (`fwcfg::table_override`). Optional on x86.
 pub const FW_CFG: u64 = 9;
 /// MSI line number of the capability in `FAULT_IRQ`: the server cannot ask the kernel which
 /// line an IRQ capability serves, so the root task states it by filling the slot matching the

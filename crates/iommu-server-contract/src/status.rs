@@ -76,5 +76,14 @@ pub const RESETS: usize = 29;
 /// reset method, or their reset failed.
 pub const QUIESCED_WITHOUT_RESET: usize = 30;
 
+/// The firmware-table override (a DMAR on x86, an IORT on arm, handed over through fw_cfg):
+/// 0 none offered, 1 taken instead of the machine's own table, 2 rejected (the machine's used).
+pub const TABLE_OVERRIDE: usize = 32;
+pub const TABLE_OVERRIDE_NONE: u64 = 0;
+pub const TABLE_OVERRIDE_TAKEN: u64 = 1;
+pub const TABLE_OVERRIDE_REJECTED: u64 = 2;
+/// Devices with firmware-required identity maps (RMRR, IORT RMR) kept mapped from takeover on.
+pub const DIRECT_DEVICES: usize = 33;
+
 /// Words the page holds.
-pub const WORDS: usize = 31;
+pub const WORDS: usize = 34;

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod direct;
 mod dirty;
 mod edu;
 #[cfg(target_arch = "x86_64")]
@@ -125,6 +126,7 @@ fn main(arg: u64) -> u64 {
         scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),
         scenario::RESET_FIRST_OWNER => reset::first_owner(arg & scenario::RESET_BIND_ONLY != 0),
         scenario::RESET_NEXT_OWNER => reset::next_owner(),
+        contract::direct::SCENARIO => direct::direct_region(),
         #[cfg(target_arch = "aarch64")]
         scenario::NESTED_STAGE1 => nested::nested_stage1(),
         #[cfg(target_arch = "x86_64")]

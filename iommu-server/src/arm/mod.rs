@@ -62,7 +62,8 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
     let mut functions = ecam.enumerate(discovery::BusNumbers::Assign);
     status.set(status::PCI_FUNCTIONS, functions.len() as u64);
 
-    let iort_check = match iort::read() {
+    let iort = iort::read(status);
+    let iort_check = match &iort {
         Err(why) => {
             println!("iommu-server: IORT not read: {why}");
             status::IORT_UNREAD
@@ -73,6 +74,8 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         },
     };
     status.set(status::IORT_CHECK, iort_check);
+    // IORT RMR ranges by (SMMU, StreamID): identity-mapped for their devices from takeover on.
+    let reserved = iort.ok().flatten().map(|description| description.reserved_ranges()).unwrap_or_default();
 
     let mut backend = SmmuBackend::new(DmaPool::new(slots::DMA_AUTHORITY, layout::DMA), TscClock);
     // An ITS the host bridge's msi-map names: each device raises only the EventIDs the kernel
@@ -114,12 +117,17 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         };
         // Requester ID → StreamID of every enumerated function this SMMU translates.
         let mut streams = BTreeMap::new();
+        let mut rmrs = BTreeMap::new();
         for function in functions.iter_mut() {
             let rid = u32::from(function.requester_id());
             let mapped = host.iommu_map.iter().filter(|e| e.iommu == phandle).find_map(|e| e.stream_of(rid));
             if let Some(sid) = mapped {
                 streams.insert(rid, sid);
                 function.unit = Some(backend.units.len());
+                if let Some(ranges) = reserved.get(&(node.base, sid)) {
+                    println!("iommu-server: pci {} (StreamID {sid:#x}): IORT RMR {ranges:x?} identity-mapped from takeover on", function.address);
+                    rmrs.insert(rid, ranges.clone());
+                }
             }
         }
         let pages = node.size.div_ceil(PAGE);
@@ -129,6 +137,7 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         let regs = unsafe { VolatileRegion::at_address(layout::IOMMU_REGISTERS as usize, node.size as usize) };
         let stream_count = streams.len();
         let unit = backend.add_unit(regs, node.base, stage, streams)?;
+        backend.units[unit].rmrs = rmrs;
         let smmu = &backend.units[unit];
         let id = smmu.hw.id_registers();
         println!(
@@ -154,6 +163,13 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         bind_interrupt(slots::GERROR_IRQ, node.gerror_intid, slots::GERROR_EVENT_BIT, "global error")?;
     }
     status.set(status::UNITS, backend.units.len() as u64);
+    // Before any client exists, devices with RMRs get their identity maps (in a blocking domain
+    // of their own), and keep them in every domain they are attached to.
+    backend.install_direct_maps().map_err(|error| {
+        println!("iommu-server: IORT RMR identity maps failed: {error:?}");
+        "cannot map IORT RMRs"
+    })?;
+    status.set(status::DIRECT_DEVICES, backend.units.iter().map(|unit| unit.rmrs.len()).sum::<usize>() as u64);
 
     // Only now, with every translated stream blocked, do devices get addresses to decode.
     let pci_window = syscall::mmio_info(slots::PCI_MMIO).ok();

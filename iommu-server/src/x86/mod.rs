@@ -2,6 +2,9 @@
 //! interrupt remapping, and the units' fault event interrupt.
 
 use alloc::vec::Vec;
+use fwcfg::table_override::dmar_same_units;
+use fwtables::dmar::Dmar;
+use fwtables::sdt::Signature;
 use hwio::VolatileRegion;
 use iommu_backends::vtd::{Unit, VtdBackend};
 use userlib::{println, syscall};
@@ -13,11 +16,16 @@ use crate::layout::{self, PAGE};
 use crate::slots;
 use crate::state::Platform;
 use crate::status::{self, StatusPage};
+use crate::table_override;
 
 pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
     let firmware_memory = FirmwareMemory::from_slots();
     println!("iommu-server: {} firmware regions", firmware_memory.region_count());
-    let firmware = discovery::read_firmware(&firmware_memory)?;
+    let mut firmware = discovery::read_firmware(&firmware_memory)?;
+    // A DMAR handed over through fw_cfg replaces the machine's if it describes the same units.
+    let dmar_file = fwcfg::table_override::DMAR_FILE;
+    let offered = table_override::read_x86(dmar_file).map(|bytes| (dmar_file, bytes));
+    firmware.dmar = table_override::apply(status, Signature::DMAR, offered, firmware.dmar, Dmar::parse, dmar_same_units, |d| &d.warnings);
     let mut ecam = match firmware.mcfg.as_ref() {
         Some(mcfg) => Some(Ecam::new(mcfg)?),
         None => None,
@@ -86,6 +94,7 @@ pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
                     if let Some(unit) = function.unit {
                         let rmrrs = discovery::rmrrs_for(dmar, function.address, &topology);
                         if !rmrrs.is_empty() {
+                            println!("iommu-server: pci {} (rid {:#06x}): RMRR {rmrrs:x?} identity-mapped from takeover on", function.address, function.requester_id());
                             units[unit].rmrrs.insert(function.requester_id(), rmrrs);
                         }
                     }
@@ -98,6 +107,14 @@ pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
 
     let mut backend = VtdBackend::new(dma);
     backend.units = units;
+    // Before any client exists, devices with RMRRs get their identity maps (in a blocking
+    // domain of their own), and keep them in every domain they are attached to.
+    let direct_devices: usize = backend.units.iter().map(|unit| unit.rmrrs.len()).sum();
+    backend.install_direct_maps().map_err(|error| {
+        println!("iommu-server: RMRR identity maps failed: {error:?}");
+        "cannot map RMRRs"
+    })?;
+    status.set(status::DIRECT_DEVICES, direct_devices as u64);
     if !backend.units.is_empty() {
         let vector = slots::MSI_VECTOR_BASE + slots::FAULT_MSI_INDEX;
         for unit in backend.units.iter_mut() {

@@ -140,6 +140,8 @@ macro_rules! iommu_server_grants {
 #[cfg(target_arch = "x86_64")]
 const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![
     grant(server_slot::IOMMU_REGISTERS, boot("vtd"), READ_WRITE),
+    // fw_cfg's I/O ports, for the firmware-table override (a DMAR handed over as a file).
+    grant(server_slot::FW_CFG, boot("fw-cfg"), READ_WRITE),
     // The first MSI line: the one the server programs for the VT-d fault event.
     grant(server_slot::FAULT_IRQ, Source::Boot { name: "msi", line: Some(1000 + server_slot::FAULT_MSI_INDEX as u64) }, Rights::all()),
     // The lines the server hands drivers through `msi_alloc` (it routes them with interrupt

@@ -39,6 +39,10 @@ impl<E: Environment> SmmuBackend<E> {
             return Err(Error::AlreadyAttached);
         }
         let (index, sid) = self.stream(unit, rid).ok_or(Error::IncompatibleUnit)?;
+        // A process's tables cannot hold the identity maps its RMRs need.
+        if self.units[index].rmrs.get(&rid.0).is_some_and(|r| !r.is_empty()) {
+            return Err(Error::NotSupported);
+        }
         let output_bits = u32::from(self.units[index].output_bits);
         let hw = &mut self.units[index].hw;
         if !hw.id_registers().stage1() {

@@ -1,5 +1,6 @@
 //! Host tests of the object model against the recording fake backend and memory.
 
+mod direct;
 mod e2e;
 mod faults;
 mod groups;
