@@ -127,7 +127,7 @@ fn bound_process() -> TestResult {
         ensure!(claim(destination, 4096)?.is_none(), "the unmapped frame was free before the IOMMU was invalidated");
         // Nothing else ran since the unmap: the kernel runs one thing at a time.
         let unmapped_at = arch::instruction_counter();
-        let holds = |k: &Kernel| k.processes.get(bound).and_then(|p| p.sva.as_ref()).is_some_and(|watch| watch.holds_frames());
+        let holds = |k: &Kernel| k.processes.get(bound).and_then(|p| p.sva.first()).is_some_and(|watch| watch.holds_frames());
         run_until(kernel, "the server to acknowledge the unmap", |k| !holds(k) || k.has_exited(server.pid))?;
         let invalidated_in = arch::instruction_counter() - unmapped_at;
         crate::println!("bench: sva: a bound process's unmap to the IOMMU invalidation done {invalidated_in} guest instructions");
