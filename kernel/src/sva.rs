@@ -217,15 +217,14 @@ impl Kernel {
 
     /// Tells the watcher of `pid`'s address space, if any, that it changed.
     pub fn notify_address_space_watcher(&mut self, pid: Pid) {
-        let Some(process) = self.processes.get(pid) else { return };
-        let signals: Vec<_> = process
-            .sva
-            .iter()
-            .filter(|watch| watch.changed.is_some())
-            .filter_map(|watch| self.processes.get(watch.watcher).and_then(|w| w.revocation_watch.clone()))
-            .collect();
-        for (notification, bit) in signals {
-            self.signal(&notification, 1 << bit);
+        let watches = self.processes.get(pid).map_or(0, |p| p.sva.len());
+        // By index: signalling needs the kernel, which the watches are part of.
+        for index in 0..watches {
+            let watch = &self.processes[pid].sva[index];
+            let Some(watcher) = self.processes.get(watch.watcher).filter(|_| watch.changed.is_some()) else { continue };
+            if let Some((notification, bit)) = watcher.revocation_watch.clone() {
+                self.signal(&notification, 1 << bit);
+            }
         }
     }
 
