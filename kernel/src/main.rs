@@ -31,6 +31,8 @@ mod tests_reset;
 mod tests_restart;
 mod tests_sva;
 mod tests_rmrr;
+mod tests_sva_protect;
+mod tests_sva_watches;
 mod tests_topology;
 mod user_images;
 mod usermem;
@@ -68,8 +70,22 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     arch::start_timer(TIMER_HZ);
     // A kernel built by `cargo test` runs every test unless the command line picks some.
     if let Some(filter) = option(info.cmdline(), "test").or(cfg!(test).then_some("all")) {
-        let all: alloc::vec::Vec<ktest::Test> =
-            tests::TESTS.iter().chain(tests_iommu::TESTS).chain(tests_its::TESTS).chain(tests_sva::TESTS).chain(tests_topology::TESTS).chain(tests_dirty::TESTS).chain(tests_restart::TESTS).chain(tests_nesting::TESTS).chain(tests_reset::TESTS).chain(tests_rmrr::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
+        // In the order they run when a kernel built by `cargo test` runs them all in one boot.
+        let suites = [
+            tests::TESTS,
+            tests_iommu::TESTS,
+            tests_its::TESTS,
+            tests_sva::TESTS,
+            tests_sva_protect::TESTS,
+            tests_sva_watches::TESTS,
+            tests_topology::TESTS,
+            tests_dirty::TESTS,
+            tests_restart::TESTS,
+            tests_nesting::TESTS,
+            tests_reset::TESTS,
+            tests_rmrr::TESTS,
+        ];
+        let all: alloc::vec::Vec<ktest::Test> = suites.iter().flat_map(|suite| suite.iter()).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
         ktest::run(filter, &all);
     }
     run_system();

@@ -216,7 +216,7 @@ pub struct Process {
     pub started: bool,
     pub watchers: Vec<(Rc<RefCell<Notification>>, u64)>,
     /// The IOMMU server's watch on this address space while a device shares it (SVA).
-    pub sva: Option<Box<crate::sva::Watched>>,
+    pub sva: Vec<crate::sva::Watched>,
 }
 
 impl Process {
@@ -251,7 +251,7 @@ impl Process {
     /// Removes the mapping at `va`, frees the page tables it leaves empty and returns their
     /// charge and the record's to the quota.
     pub fn unmap_page(&mut self, va: u64) {
-        if self.sva.is_some() {
+        if !self.sva.is_empty() {
             return self.unmap_shared_page(va);
         }
         let tables_before = self.space.table_frames();
@@ -275,8 +275,7 @@ impl Process {
         let removed = self.mappings.remove(va);
         self.charged_tables -= freed;
         self.quota.release(freed + records_before - mapping_record_pages(self.mappings.len()));
-        let watch = self.sva.as_mut().expect("checked by unmap_page");
-        watch.unmapped(va, tables, removed.map(|mapping| mapping._object));
+        crate::sva::unmapped(&mut self.sva, va, tables, removed.map(|mapping| mapping._object));
     }
 }
 
@@ -374,7 +373,7 @@ impl Kernel {
                 arg,
                 started: false,
                 watchers: Vec::new(),
-                sva: None,
+                sva: Vec::new(),
             };
         match self.processes.insert(Box::new(process)) {
             Some(pid) => Ok(pid),
@@ -643,13 +642,13 @@ impl Kernel {
         // go back with them (the tables are freed with the address space below).
         process.quota.release(process.charged_tables + mapping_record_pages(process.mappings.len()));
         let watchers = core::mem::take(&mut process.watchers);
-        match process.sva.take() {
+        match core::mem::take(&mut process.sva) {
             // A device may still walk the tables: they stay until its IOMMU forgot them.
-            Some(watch) => {
+            watches if !watches.is_empty() => {
                 let Process { space, image_frames, mappings, .. } = *process;
-                self.keep_exited_space(*watch, space, image_frames, mappings);
+                self.keep_exited_space(watches, space, image_frames, mappings);
             }
-            None => {
+            _ => {
                 process.mappings.clear();
                 let mut frames = FRAMES.lock();
                 process.space.destroy(&mut frames);

@@ -263,7 +263,25 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
             kernel.address_space_ack(pid, a[1]).and_then(|_| values(&[]))
         }
         Syscall::QuarantineRelease => values(&quarantine_release(kernel, pid, a[0])?),
+        Syscall::MemProtect => mem_protect(kernel, pid, tid, a[0], a[1], a[2]),
     }
+}
+
+/// `mem_protect(va, pages, flags)`: see `Syscall::MemProtect`. The caller waits while a
+/// watcher of its address space has not acknowledged the downgrade.
+#[inline(never)]
+fn mem_protect(kernel: &mut Kernel, pid: Pid, tid: Tid, va: u64, pages: u64, flags: u64) -> Outcome {
+    let flags = kernel_abi::MapFlags::from_bits(flags).ok_or(Error::InvalidArgument)?;
+    user_range(va, pages)?;
+    let kept = MapFlags { writable: flags.contains(kernel_abi::MapFlags::WRITE), executable: flags.contains(kernel_abi::MapFlags::EXECUTE), device: false };
+    let Some(downgrade) = kernel.protect(pid, va, pages, kept)? else { return values(&[]) };
+    if let Some(outcome) = downgrade.outcome() {
+        return outcome.and_then(|_| values(&[]));
+    }
+    let done = downgrade.done().clone();
+    done.borrow_mut().waiters.push_back(tid);
+    block(kernel, tid, ThreadState::Waiting { notification: done });
+    Ok(Continuation::Block)
 }
 
 /// `quarantine_release(authority) -> (pages, objects)`: see `Syscall::QuarantineRelease`.
@@ -303,8 +321,8 @@ fn revocation_read(kernel: &mut Kernel, pid: Pid, authority: u64, out: u64, max:
     for record in records.chunks(REVOCATION_RECORD_WORDS).skip(changes.len()) {
         process.revoked_pins.remove(&record[0]);
     }
-    let watched: Vec<Pid> = changes.iter().map(|(watched, _)| *watched).collect();
-    kernel.address_space_changes_read(&watched);
+    let watched: Vec<(Pid, u64)> = changes.iter().map(|(watched, record)| (*watched, record[0])).collect();
+    kernel.address_space_changes_read(pid, &watched);
     values(&[count])
 }
 

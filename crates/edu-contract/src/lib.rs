@@ -70,6 +70,9 @@ pub mod scenario {
     /// Binds another process's address space (`sva::ADDRESS_SPACE_SLOT`) to the device with
     /// `sva_bind` at its untagged slot, with a fault queue: see [`crate::sva`].
     pub const SVA_BOUND_PROCESS: u64 = 19;
+    /// Binds another process's address space as SVA_BOUND_PROCESS does; the process then takes
+    /// write permission away from a page the device wrote: see [`crate::sva_protect`].
+    pub const SVA_PROTECTED_PAGE: u64 = 29;
     /// On a unit whose walks set dirty bits: with dirty tracking on, the device reads one
     /// page and writes others; the bitmap of a whole GiB, read in one request, names exactly
     /// the written pages; a second read is empty; a write after the read is reported again.
@@ -175,6 +178,24 @@ pub mod sva {
     pub const PROCESS_ENDED: u64 = 20;
     /// The byte the starter fills the marker page with.
     pub const MARKER_BYTE: u8 = 0xe7;
+}
+
+/// SVA_PROTECTED_PAGE, on the pages of `sva`. The driver binds the process and copies
+/// `sva::SOURCE_VA` to `sva::DESTINATION_VA` (the IOMMU may now cache write permission for
+/// it), reports `WRITTEN` and waits for `DOWNGRADED` (the process made the destination
+/// read-only, which returned only after the server's invalidation, and the starter filled
+/// that page with `PROTECTED_BYTE`). The device then writes the marker's bytes to the
+/// read-only page, which must fault into the bind's queue as a permission fault and leave the
+/// page unchanged, and copies the read-only page to the source (its read works); the driver
+/// reports `FAULTED` and ends.
+pub mod sva_protect {
+    /// Phases in `report::PHASE`.
+    pub const WRITTEN: u64 = 29;
+    pub const FAULTED: u64 = 30;
+    /// Commands in `report::COMMAND`.
+    pub const DOWNGRADED: u64 = 29;
+    /// The byte the starter fills the read-only page with.
+    pub const PROTECTED_BYTE: u8 = 0x5a;
 }
 
 /// ITS_MSI: the driver's exit code when the server refuses `msi_alloc` (no isolated MSIs).

@@ -628,7 +628,9 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
 
     fn replace(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, translation: Translation) -> Result<(), Error> {
         if let Some(pasid) = pasid {
-            return self.replace_pasid(unit, rid, pasid, translation);
+            self.replace_pasid(unit, rid, pasid, translation)?;
+            self.forget_replaced_binding(unit, rid, Some(pasid));
+            return Ok(());
         }
         let Translation::Domain(domain) = translation else { return Err(Error::NotSupported) };
         let d = self.domains.get(domain).ok_or(Error::HardwareFailure)?;
@@ -637,15 +639,17 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
         }
         self.stream(unit, rid).ok_or(Error::IncompatibleUnit)?;
         // A device with RMRs takes its identity maps along (`direct`).
-        direct::switch(self, unit.0 as usize, rid.0, domain)
+        direct::switch(self, unit.0 as usize, rid.0, domain)?;
+        self.forget_replaced_binding(unit, rid, None);
+        Ok(())
     }
 
     fn block(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>) {
+        if self.unbind_address_space(unit, rid, pasid) {
+            return;
+        }
         if let Some(pasid) = pasid {
             return self.block_pasid(unit, rid, pasid);
-        }
-        if self.unbind_address_space(unit, rid) {
-            return;
         }
         let Some((index, sid)) = self.stream(unit, rid) else { return };
         // A device with RMRs is blocked in its private domain, which keeps them mapped.
@@ -659,9 +663,7 @@ impl<E: Environment> IommuBackend for SmmuBackend<E> {
     }
 
     fn invalidate_address_space(&mut self, unit: UnitId, rid: RequesterId, pasid: Option<u32>, iova: u64, length: u64) {
-        if pasid.is_none() {
-            self.invalidate_binding(unit, rid, iova, length);
-        }
+        self.invalidate_binding(unit, rid, pasid, iova, length);
     }
 
     fn invalidate_stage1(&mut self, domain: HwDomainId, entry: Invalidation) -> Result<(), Error> {

@@ -655,10 +655,13 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
 /// entry grants the access: to a driver that is a translation fault (it unmapped, or never
 /// mapped, the address); missing root/context entries only occur for unbound devices, whose
 /// faults are unrouted anyway. Invalid table pointers and reserved bits (7h-Dh) are
-/// table-walk faults.
+/// table-walk faults. First-level walks tell a write to a present read-only leaf (85h) from a
+/// missing leaf (71h): that is a permission fault, also where no IOAS knows the mapping (a
+/// process's own tables, SVA).
 fn fault_reason(code: u8) -> FaultReason {
     match code {
         0x07..=0x0d => FaultReason::TableWalk,
+        0x85 => FaultReason::Permission,
         _ => FaultReason::Translation,
     }
 }

@@ -41,6 +41,9 @@ pub const REVOCATION_RECORD_WORDS: usize = 4;
 /// The serial word of a `revocation_read` record that reports a watched address space's
 /// change (`Syscall::AddressSpaceWatch`): memory-object serials never reach it.
 pub const ADDRESS_SPACE_CHANGE: u64 = u64::MAX;
+/// Watches (`Syscall::AddressSpaceWatch`) one address space may have at a time: one per
+/// device binding it, so a process can be shared with a few devices at once.
+pub const MAX_ADDRESS_SPACE_WATCHES: usize = 4;
 /// Records one `revocation_read` hands out at most.
 pub const MAX_REVOCATION_RECORDS: u64 = 64;
 

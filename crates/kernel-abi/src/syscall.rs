@@ -200,18 +200,31 @@ syscalls! {
     /// attributes it is walked with (aarch64: MAIR_EL1; x86: 0), and a pin that watches it.
     /// From then on every change that shrinks what the tables reach (an unmap, and the table
     /// pages it frees) yields a record to the caller, (pin, ADDRESS_SPACE_CHANGE, first page,
-    /// pages) with virtual page numbers, coalesced per pin, and the frames concerned (data pages
+    /// pages) with virtual page numbers, coalesced per pin (a permission downgrade too:
+    /// `mem_protect`), and the frames concerned (data pages
     /// and table pages) stay out of reuse until the caller acknowledges the records it read
     /// (`address_space_ack`). The pin is revoked as a `cap_watch` is (its record has serial 0),
     /// and also when the process ends; the process's tables and frames are then held until
-    /// `mem_unpin`. One watch per address space at a time, and only of tables an IOMMU walks as
-    /// the CPU does (x86: U/S on every user level; aarch64: AF and EL0 on every page), else
-    /// InvalidState. Needs DmaAuthority
+    /// `mem_unpin`. At most `MAX_ADDRESS_SPACE_WATCHES` watches per address space at a time
+    /// (each with its own records and acknowledgements; a frame is reused once every watch
+    /// acknowledged it), and only of tables an IOMMU walks as the CPU does (x86: U/S on every
+    /// user level; aarch64: AF and EL0 on every page), else InvalidState. Needs DmaAuthority
     /// with CONTROL.
     AddressSpaceWatch = 52,
     /// `address_space_ack(authority, pin)`: the caller invalidated what the records it read of
     /// watch `pin` named: their frames may be reused. Needs DmaAuthority with CONTROL.
     AddressSpaceAck = 53,
+    /// `mem_protect(vaddr, pages, flags)`: takes rights away from the caller's mappings of
+    /// `pages` pages at `vaddr`: each keeps only the `map_flags` in `flags` (WRITE, EXECUTE;
+    /// reading stays). Every page must be mapped (NotMapped) and already have every right
+    /// `flags` names (MissingRights): the call never adds one. A watched address space (see
+    /// `address_space_watch`) yields a change record per watch for the pages whose rights
+    /// shrank, and the caller waits until every watch acknowledged it (so a device sharing the
+    /// tables no longer holds the old rights when this returns). If a watch ends before its
+    /// acknowledgement because its watcher ended, the call returns PeerGone: the change is in
+    /// force for the CPU, but no IOMMU invalidation was confirmed for it. A watch released
+    /// by its living watcher (`mem_unpin`, after unbinding) counts as acknowledged.
+    MemProtect = 58,
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod revoke;
 mod sharing;
 mod stream;
 mod sva;
+mod sva_protect;
 mod window;
 
 /// What the driver and its starter agree on (scenarios, slots, report words).
@@ -121,6 +122,7 @@ fn main(arg: u64) -> u64 {
         scenario::REVOKED_MEMORY_AND_DEVICE => revoke::revoked_memory_and_device(),
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
         scenario::SVA_BOUND_PROCESS => sva::bound_process(),
+        scenario::SVA_PROTECTED_PAGE => sva_protect::protected_page(),
         scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),

@@ -14,7 +14,7 @@ use kernel_abi::MapFlags;
 use userlib::{println, syscall};
 
 /// Waits until the starter writes `command` to the report page.
-fn await_command(report_page: &SharedWords<{ PAGE_SIZE as usize / 8 }>, command: u64, code: u64) -> Outcome {
+pub(crate) fn await_command(report_page: &SharedWords<{ PAGE_SIZE as usize / 8 }>, command: u64, code: u64) -> Outcome {
     let start = syscall::instruction_counter();
     while report_page.read(report::COMMAND) != command {
         check(syscall::instruction_counter() - start < FAULT_TIMEOUT, code, "no command from the starter")?;

@@ -340,6 +340,13 @@ pub fn address_space_ack(authority: u64, pin: u64) -> Result<(), Error> {
     check(raw(Syscall::AddressSpaceAck as u64, [authority, pin, 0, 0, 0, 0]).0)
 }
 
+/// Takes rights away from the caller's mappings of `pages` pages at `vaddr`: each keeps only
+/// `flags` (see `kernel_abi::Syscall::MemProtect`). Returns once every IOMMU sharing the
+/// address space dropped the old rights.
+pub fn mem_protect(vaddr: u64, pages: u64, flags: kernel_abi::MapFlags) -> Result<(), Error> {
+    check(raw(Syscall::MemProtect as u64, [vaddr, pages, flags.bits(), 0, 0, 0]).0)
+}
+
 /// Returns the frames the kernel quarantined when pinners ended to the free pool: the caller
 /// states that no IOMMU unit can reach them any more. Returns (pages, objects) released.
 pub fn quarantine_release(authority: u64) -> Result<(u64, u64), Error> {

@@ -490,6 +490,23 @@ fn hostile_arithmetic() -> Result<(), u64> {
     }
     expect(231, syscall::mem_map(slot::MEMORY, 0x1000, u64::MAX, 2, kernel_abi::MapFlags::empty()), Error::OutOfRange)?;
     expect(232, syscall::mem_map(slot::MEMORY, u64::MAX - 0xFFF, 0, 1, kernel_abi::MapFlags::empty()), Error::BadAddress)?;
+    // mem_protect takes rights away only, and only from the caller's own mappings.
+    let none = kernel_abi::MapFlags::empty();
+    expect(290, syscall::mem_protect(0x1000, u64::MAX, none), Error::InvalidArgument)?;
+    expect(291, syscall::mem_protect(0x1000, 1 << 40, none), Error::BadAddress)?;
+    expect(292, syscall::mem_protect(u64::MAX - 0xFFF, 1, none), Error::BadAddress)?;
+    expect(293, syscall::mem_protect(0xFFFF_8000_0000_0000, 1, none), Error::BadAddress)?;
+    expect(294, syscall::mem_protect(HIGH_WINDOW, 1, none), Error::NotMapped)?;
+    let unknown_flags = syscall::raw_call(Syscall::MemProtect as u64, [HIGH_WINDOW, 1, 1 << 40, 0, 0, 0]);
+    expect(295, Error::from_status(unknown_flags).map_or(Ok(()), Err), Error::InvalidArgument)?;
+    if syscall::mem_map(slot::MEMORY, HIGH_WINDOW, 0, 1, none).is_err() {
+        return Err(296);
+    }
+    expect(297, syscall::mem_protect(HIGH_WINDOW, 1, kernel_abi::MapFlags::WRITE), Error::MissingRights)?;
+    expect(298, syscall::mem_protect(HIGH_WINDOW, 2, none), Error::NotMapped)?;
+    if syscall::mem_protect(HIGH_WINDOW, 1, none).is_err() || syscall::unmap(HIGH_WINDOW, 1).is_err() {
+        return Err(299);
+    }
     // One page mapped again and again: the page tables and records run the quota out.
     let made = map_until_refused(slot::MEMORY)?;
     if made < 16 {

@@ -293,6 +293,30 @@ impl AddressSpace {
         }
     }
 
+    /// Takes write (`writable` false: AP[2] set) and execute (`executable` false: UXN set)
+    /// away from the EL0 page at `va`; rights `flags` grants are kept if the page has them,
+    /// never added. Returns whether the descriptor changed (then the TLB no longer holds the
+    /// old rights).
+    pub fn downgrade(&mut self, va: u64, flags: MapFlags) -> bool {
+        let va = va & !(PAGE_SIZE - 1);
+        let Some(leaf) = self.leaf(va) else { return false };
+        let mut entry = *leaf;
+        if !flags.writable {
+            entry |= AP_READ_ONLY;
+        }
+        if !flags.executable {
+            entry |= UXN;
+        }
+        if entry == *leaf {
+            return false;
+        }
+        // A change of permissions only needs no break-before-make (Arm ARM D8.16.1): the new
+        // descriptor is stored, then the old one's TLB entries invalidated.
+        *leaf = entry;
+        invalidate(va);
+        true
+    }
+
     /// The physical address `va` maps to and the mapping's permissions.
     pub fn translate(&self, va: u64) -> Option<(u64, MapFlags)> {
         let entry = *self.leaf(va & !(PAGE_SIZE - 1))?;

@@ -292,6 +292,28 @@ impl AddressSpace {
         }
     }
 
+    /// Takes write (`writable` false) and execute (`executable` false) away from the user page
+    /// at `va`; rights `flags` grants are kept if the page has them, never added. Returns
+    /// whether the entry changed (then the CPU's TLB no longer holds the old rights).
+    pub fn downgrade(&mut self, va: u64, flags: MapFlags) -> bool {
+        let Some(leaf) = self.leaf(va & !(PAGE_SIZE - 1)) else { return false };
+        let mut entry = *leaf;
+        if !flags.writable {
+            entry &= !WRITABLE;
+        }
+        if !flags.executable {
+            entry |= NO_EXECUTE;
+        }
+        if entry == *leaf {
+            return false;
+        }
+        *leaf = entry;
+        // SAFETY: INVLPG drops the TLB entry of `va` (SDM Vol. 3 §4.10.4.1), so the next access
+        // sees the reduced rights; harmless for an inactive address space.
+        unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+        true
+    }
+
     pub fn translate(&self, va: u64) -> Option<(u64, MapFlags)> {
         let entry = *self.leaf(va & !(PAGE_SIZE - 1))?;
         let flags = MapFlags {
