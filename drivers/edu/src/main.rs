@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod detach;
 mod dirty;
 mod edu;
 #[cfg(target_arch = "x86_64")]
@@ -122,6 +123,7 @@ fn main(arg: u64) -> u64 {
         scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),
+        scenario::DETACH_STOPS_DMA => detach::detach_stops_dma(),
         #[cfg(target_arch = "aarch64")]
         scenario::NESTED_STAGE1 => nested::nested_stage1(),
         #[cfg(target_arch = "x86_64")]
