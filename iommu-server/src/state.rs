@@ -469,6 +469,13 @@ extern "C" fn event_thread(_arg: u64) -> ! {
                 state.server.backend_mut().check_global_errors();
                 let _ = syscall::irq_ack(slots::GERROR_IRQ);
             }
+            // Only a unit with PRI binds this bit (QEMU's has none): its requests are drained
+            // with the faults, and the PRI queue's line acknowledged on its own.
+            #[cfg(target_arch = "aarch64")]
+            if bits & 1 << slots::PRIQ_EVENT_BIT != 0 {
+                state.drain_faults();
+                let _ = syscall::irq_ack(slots::PRIQ_IRQ);
+            }
             // Before reaping: a client's end revokes what it lent, and once it is counted as
             // reaped nothing of it is held any more.
             let revoked = bits & 1 << crate::revocation::REVOCATION_EVENT_BIT != 0;

@@ -28,6 +28,7 @@ mod tests_dirty;
 mod tests_its;
 mod tests_nesting;
 mod tests_reset;
+mod tests_pasid;
 mod tests_restart;
 mod tests_sva;
 mod tests_rmrr;
@@ -82,6 +83,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
             tests_dirty::TESTS,
             tests_restart::TESTS,
             tests_nesting::TESTS,
+            tests_pasid::TESTS,
             tests_reset::TESTS,
             tests_rmrr::TESTS,
         ];

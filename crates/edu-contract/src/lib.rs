@@ -111,6 +111,9 @@ pub mod scenario {
     /// (checked) and takes its MSI, whose DMA-done interrupt arrives: the server restored what
     /// the reset cleared and programs the MSI anew.
     pub const RESET_NEXT_OWNER: u64 = 26;
+    /// A device detached from its HWPT (the IOAS still mapping its pages) and attached again:
+    /// see [`crate::detach`].
+    pub const DETACH_STOPS_DMA: u64 = 27;
 }
 
 /// SVA_BOUND_PROCESS. The driver binds the process and copies `SOURCE_VA` to `DESTINATION_VA`
@@ -196,6 +199,36 @@ pub mod sva_protect {
     pub const DOWNGRADED: u64 = 29;
     /// The byte the starter fills the read-only page with.
     pub const PROTECTED_BYTE: u8 = 0x5a;
+}
+
+
+/// DETACH_STOPS_DMA. The driver attaches its device to an HWPT with a fault queue, maps a
+/// source page at `SOURCE_IOVA` and a destination page at `DESTINATION_IOVA` and copies one to
+/// the other through the device (every byte checked). Then it detaches the device, keeping the
+/// mappings, reports `DETACHED` and, one step per command in `report::COMMAND`:
+/// * `WRITE`: has the device write its buffer (the source's bytes) to `DESTINATION_IOVA`; the
+///   destination must keep its fill; reports `WRITE_REFUSED`;
+/// * `READ`: refills the source with another pattern and has the device read `SOURCE_IOVA`;
+///   reports `READ_REFUSED`;
+/// * `REATTACH`: checks its queue got none of these faults (a detached device's faults belong
+///   to no queue: the server counts them as unrouted and logs them), attaches the device to
+///   the same HWPT again, has the device write its buffer to the destination (which must not
+///   hold the refilled source: the refused read brought nothing in), then copies the source to
+///   the destination again, every byte checked, with no fault.
+///
+/// The starter checks between the steps that each refused access reached the server as a
+/// fault of the device at that page, in that direction, with the unit's "not present" reason.
+pub mod detach {
+    pub const SOURCE_IOVA: u64 = 0x2000_0000;
+    pub const DESTINATION_IOVA: u64 = 0x2000_1000;
+    /// Phases in `report::PHASE`.
+    pub const DETACHED: u64 = 270;
+    pub const WRITE_REFUSED: u64 = 271;
+    pub const READ_REFUSED: u64 = 272;
+    /// Commands in `report::COMMAND`.
+    pub const WRITE: u64 = 270;
+    pub const READ: u64 = 271;
+    pub const REATTACH: u64 = 272;
 }
 
 /// ITS_MSI: the driver's exit code when the server refuses `msi_alloc` (no isolated MSIs).

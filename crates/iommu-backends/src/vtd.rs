@@ -4,7 +4,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use iommu_abi::{Access, Error, FaultReason, FaultStage, Invalidation, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
+use iommu_abi::{Access, Error, FaultReason, Invalidation, IovaRange, PageResponseCode, Perm, UnitCaps, UnitKind};
 use iommu_core::{
     DomainConfig, DrainedFault, FaultEvent, HwDomain, HwDomainId, IommuBackend, MsiMessage, RequesterId, ReservedKind,
     ReservedRegion, Translation, UnitId, UnitInfo,
@@ -21,6 +21,7 @@ use crate::direct::{self, DirectMapped, DirectMaps};
 use crate::{table_error, table_perm, unmap_failed, Environment, Measured};
 
 mod dirty;
+mod fault_stage;
 mod page_requests;
 mod sva;
 
@@ -71,6 +72,8 @@ pub struct Unit<E: Environment> {
     outstanding_groups: page_requests::OutstandingGroups,
     /// What the object model is told the unit offers (fixed at bring-up).
     caps: UnitCaps,
+    /// Slots attached to nested domains, whose faults name their stage.
+    nested_attachments: fault_stage::NestedAttachments,
 }
 
 const IRTE_WORDS: usize = (1 << IRTE_TABLE_LOG2) / 64;
@@ -166,6 +169,7 @@ impl<E: Environment> Unit<E> {
             rmrrs: BTreeMap::new(),
             irtes_in_use: [0; IRTE_WORDS],
             outstanding_groups: Default::default(),
+            nested_attachments: Default::default(),
             caps: UnitCaps::empty(),
         };
         unit.enable_page_requests(dma)?;
@@ -492,18 +496,21 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
         if d.unit != unit_id.0 as usize {
             return Err(Error::IncompatibleUnit);
         }
+        let nested = matches!(d.table, Table::Nested { .. });
         match pasid {
             // A device with RMRRs takes its identity maps along (`direct`).
-            None => direct::switch(self, unit_id.0 as usize, rid.0, domain),
+            None => direct::switch(self, unit_id.0 as usize, rid.0, domain)?,
             Some(pasid) => {
                 let (translation, did) = (self.translation(d), d.did);
                 let unit = &mut self.units[d.unit];
                 // A present PASID entry is replaced by clearing it, invalidating the PASID
                 // cache, the (PASID-)IOTLB of the old domain and the device-TLB, then writing
                 // the new one (the `vtd` crate's "blocked, never wrong" order).
-                unit.hw.attach_pasid(vtd::RequesterId(rid.0 as u16), pasid, did, translation, &mut self.dma).map_err(hardware::<E>)
+                unit.hw.attach_pasid(vtd::RequesterId(rid.0 as u16), pasid, did, translation, &mut self.dma).map_err(hardware::<E>)?;
             }
         }
+        self.units[unit_id.0 as usize].nested_attachments.set(rid.0 as u16, pasid, nested);
+        Ok(())
     }
 
     /// One IRTE per vector on the boot CPU (APIC 0), each accepting the interrupt only from
@@ -567,6 +574,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
             None => unit.hw.detach(requester, &mut self.dma),
             Some(pasid) => unit.hw.detach_pasid(requester, pasid, &mut self.dma),
         };
+        unit.nested_attachments.set(requester.0, pasid, false);
         match detached {
             Ok(()) | Err(VtdError::NotAttached) => {}
             Err(error) => panic!("FATAL: blocking {:#06x} failed ({error:?}); the device may still reach released memory", rid.0),
@@ -603,6 +611,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
     fn drain_faults(&mut self, unit_id: UnitId, sink: &mut dyn FnMut(DrainedFault)) -> usize {
         let Some(unit) = self.units.get_mut(unit_id.0 as usize) else { return 0 };
         let mut reported = 0;
+        let nested_attachments = &unit.nested_attachments;
         let overflowed = unit.hw.drain_faults_each(|fault| {
             reported += 1;
             // An interrupt request is a write; its record names the interrupt index it asked
@@ -617,19 +626,18 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
                 }
                 FaultKind::InterruptRemap { index } => (Access::WRITE, u64::from(index), FaultReason::Interrupt),
             };
+            // Scalable mode tags DMA without PASID with RID_PASID in the record; to the object
+            // model that is the requester's own (PASID-less) slot.
+            let pasid = fault.pasid.filter(|&pasid| pasid != RID_PASID);
             let event = FaultEvent {
                 unit: unit_id,
                 rid: RequesterId(u32::from(fault.requester.0)),
-                // Scalable mode tags DMA without PASID with RID_PASID in the record; to the
-                // object model that is the requester's own (PASID-less) slot.
-                pasid: fault.pasid.filter(|&pasid| pasid != RID_PASID),
+                pasid,
                 iova: address,
                 access,
                 reason,
                 group: 0,
-                // Nested domains run on the model only (QEMU rejects them); the stage of their
-                // faults is not decoded from the reason code yet.
-                stage: FaultStage::Unspecified,
+                stage: nested_attachments.stage(fault.requester.0, pasid, fault.reason),
             };
             sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
         });

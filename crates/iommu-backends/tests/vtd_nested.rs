@@ -3,7 +3,7 @@
 //! 10.0.2 rejects nested PASID entries, so this is the only place they are exercised.
 
 use hwio::DmaAllocator;
-use iommu_abi::{Invalidation, Perm, Stage1Config, Stage1Format, UnitCaps};
+use iommu_abi::{FaultStage, Invalidation, Perm, Stage1Config, Stage1Format, UnitCaps};
 use iommu_backends::testing::VtdModelEnv as Model;
 use iommu_backends::vtd::{Unit, VtdBackend};
 use iommu_core::{DomainConfig, HwDomainId, IommuBackend, RequesterId, Translation, UnitId};
@@ -101,4 +101,54 @@ fn a_hostile_first_level_reaches_only_what_the_parent_maps() {
     rig.guest.map_4k(&mut rig.backend.dma, VA + PAGE, secret, true);
     assert!(rig.model.dma_write(vtd::RequesterId(DEVICE), None, VA + PAGE, b"stolen..").is_err());
     assert_eq!(rig.read(secret), b"secret..");
+}
+
+impl Rig {
+    /// The device writes `va` (a fault is expected); returns the reason code, the stage and
+    /// the address of the one fault the backend drains.
+    fn faulting_write(&mut self, va: u64) -> (u32, FaultStage, u64) {
+        assert!(self.model.dma_write(vtd::RequesterId(DEVICE), None, va, b"faulting").is_err(), "the write at {va:#x} translated");
+        let mut faults = Vec::new();
+        self.backend.drain_faults(UnitId(0), &mut |fault| faults.push(fault));
+        assert_eq!(faults.len(), 1, "one fault per refused write");
+        (faults[0].code, faults[0].event.stage, faults[0].event.iova)
+    }
+}
+
+/// A fault of a nested attachment names the stage its reason code (VT-d spec 7.1.3, the
+/// scalable-mode reasons) belongs to: the client's first stage (SFS.x), the server's second
+/// stage (SSS.x, also for a second-stage walk done to read a first-stage table); the write
+/// permission code, which either stage raises, names none. A fault of an attachment that is
+/// not nested names none either.
+#[test]
+fn nested_faults_name_their_stage() {
+    let mut rig = Rig::new();
+    // First stage: the client's table has no entry for VA + 2 pages (SFS.2, 71h).
+    assert_eq!(rig.faulting_write(VA + 2 * PAGE), (0x71, FaultStage::Stage1, VA + 2 * PAGE));
+
+    // Second stage: the client's entry for VA + 1 page names a guest-physical page the parent
+    // does not map (SSS.2, 79h).
+    rig.guest.map_4k(&mut rig.backend.dma, VA + PAGE, 0x7000_0000 + GPA_BIAS, true);
+    assert_eq!(rig.faulting_write(VA + PAGE), (0x79, FaultStage::Stage2, VA + PAGE));
+
+    // Second stage while reading a first-stage table: the parent no longer maps the client's
+    // leaf table (a first-stage fault if the stage came from where the walk was).
+    let leaf_table = *rig.guest.table_pages().last().expect("tables");
+    rig.backend.unmap(rig.parent, leaf_table + GPA_BIAS, PAGE);
+    assert_eq!(rig.faulting_write(VA), (0x79, FaultStage::Stage2, VA));
+    rig.backend.map(rig.parent, leaf_table + GPA_BIAS, leaf_table, PAGE, Perm::READ_WRITE).expect("map the table again");
+
+    // The parent maps the data page read-only: SGN.6 (85h), which names no stage.
+    rig.backend.unmap(rig.parent, rig.pages[0] + GPA_BIAS, PAGE);
+    rig.backend.map(rig.parent, rig.pages[0] + GPA_BIAS, rig.pages[0], PAGE, Perm::READ).expect("read-only");
+    assert_eq!(rig.faulting_write(VA), (0x85, FaultStage::Unspecified, VA));
+
+    // The device attached to the parent itself: one-stage faults name no stage.
+    rig.backend.replace(UnitId(0), RequesterId(DEVICE.into()), None, Translation::Domain(rig.parent)).expect("replace");
+    assert_eq!(rig.faulting_write(0x7100_0000).1, FaultStage::Unspecified);
+    // Back on the nested domain, its faults name their stage again; after the detach, none.
+    rig.backend.replace(UnitId(0), RequesterId(DEVICE.into()), None, Translation::Domain(rig.nested)).expect("replace");
+    assert_eq!(rig.faulting_write(VA + 2 * PAGE).1, FaultStage::Stage1);
+    rig.backend.block(UnitId(0), RequesterId(DEVICE.into()), None);
+    assert_eq!(rig.faulting_write(VA + 2 * PAGE), (0x02, FaultStage::Unspecified, VA + 2 * PAGE));
 }

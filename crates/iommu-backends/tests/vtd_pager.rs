@@ -15,6 +15,7 @@ use iommu_backends::vtd::{Unit, VtdBackend};
 use iommu_core::fake::{FakeMemory, FakeObject};
 use iommu_core::{ClientId, DeviceGrant, FaultDelivery, HwptAllocOptions, IommuBackend, MemoryObjectId, ObjectModel, RequesterId, ServerConfig, UnitId};
 use vtd::descriptors::response_code;
+use vtd::regs;
 use vtd::model::{qemu, FakeDma, PageGroupResponse, PhysMemory, PriDevice, PriOutcome, StepClock, VtdModel};
 
 
@@ -224,4 +225,42 @@ fn a_group_is_one_record_and_one_answer() {
     assert_eq!(rig.read(rig.memory, data.len()), data);
     let groups: Vec<u16> = rig.model.page_responses().iter().map(|response| response.group).collect();
     assert_eq!(groups, vec![1, 2, 3], "one answer per group");
+}
+
+/// The server routes the page request event where the fault event goes: PEDATA, PEADDR and
+/// PEUADDR hold the MSI, then PECTL is unmasked; a device's page request raises that MSI
+/// (the interrupt that wakes the server's event thread), and the drain it runs takes the
+/// request into the driver's queue. A request after the drain raises it again.
+#[test]
+fn the_page_request_event_raises_the_fault_msi_and_its_drain_delivers() {
+    let mut rig = Rig::new();
+    let before = rig.model.register_writes().len();
+    assert!(rig.server.backend_mut().units[0].route_page_request_event(0xfee0_0000, 0x50));
+    let written: Vec<(usize, u64)> = rig.model.register_writes()[before..].iter().map(|w| (w.offset, w.value)).collect();
+    assert_eq!(written, vec![(regs::PEDATA, 0x50), (regs::PEADDR, 0xfee0_0000), (regs::PEUADDR, 0), (regs::PECTL, 0)]);
+    assert!(rig.model.page_request_interrupts().is_empty());
+
+    let mut device = rig.pri_device();
+    assert_eq!(device.write(None, IOVA, b"x"), PriOutcome::Held { group: 1 });
+    assert_eq!(rig.model.page_request_interrupts(), vec![(0xfee0_0000, 0x50)], "the page request raised no event");
+    assert_eq!(rig.event_thread(), vec![FaultDelivery::Queued { owner: DRIVER }]);
+    let record = read_faults(&mut rig.server, DRIVER, rig.fault, 8)[0];
+    assert_eq!((record.iova, record.reason), (IOVA, FaultReason::PageRequest));
+
+    assert_eq!(device.write(None, IOVA + PAGE, b"y"), PriOutcome::Held { group: 2 });
+    assert_eq!(rig.model.page_request_interrupts().len(), 2, "a request after the drain raised no event");
+}
+
+/// A unit without a page request queue (QEMU's scalable unit has no ECAP.PRS) is not routed:
+/// no page request event register is written and PECTL stays masked.
+#[test]
+fn a_unit_without_page_requests_keeps_its_event_masked() {
+    let phys = PhysMemory::new(0x1000_0000, 16 << 20);
+    let model: &'static VtdModel = Box::leak(Box::new(VtdModel::new(phys.clone(), qemu::CAP, qemu::ECAP_SCALABLE | qemu::ECAP_PASID)));
+    let mut dma = FakeDma::new(phys);
+    let mut unit = Unit::<Model>::bring_up(model, StepClock::new(1_000), 48, &mut dma).expect("bring-up");
+    let before = model.register_writes().len();
+    assert!(!unit.route_page_request_event(0xfee0_0000, 0x50));
+    assert!(model.register_writes()[before..].is_empty(), "registers written for a unit without page requests");
+    assert_eq!(hwio::Registers::read32(&model, regs::PECTL) & 1 << 31, 1 << 31, "PECTL.IM cleared");
 }

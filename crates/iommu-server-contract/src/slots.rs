@@ -64,6 +64,11 @@ pub const BENCH_MEMORY: u64 = 170;
 pub const HEAP: u64 = 171;
 /// The event thread's stack.
 pub const EVENT_STACK: u64 = 172;
+/// arm: the IRQ capability of the SMMU's PRI queue interrupt (the device tree's `priq` SPI),
+/// needed only by an SMMU with PRI (IDR0.PRI; QEMU's has none): the server binds it to
+/// `PRIQ_EVENT_BIT` when it enabled the unit's PRI queue.
+#[cfg(target_arch = "aarch64")]
+pub const PRIQ_IRQ: u64 = 175;
 
 /// x86: up to `MSI_POOL_COUNT` IRQ capabilities (CONTROL, GRANT, DERIVE) of MSI lines the
 /// server hands to drivers with `msi_alloc`, in consecutive slots from `MSI_POOL_FIRST`
@@ -90,6 +95,9 @@ const _: () = assert!(EVENT_STACK < ITS_MSI_FIRST && ITS_MSI_FIRST + ITS_MSI_COU
 pub const FAULT_EVENT_BIT: u64 = 0;
 #[cfg(target_arch = "aarch64")]
 pub const GERROR_EVENT_BIT: u64 = MAX_CLIENTS + 1;
+/// arm: the SMMU's PRI queue interrupt (after the kernel's revocation bit, `MAX_CLIENTS + 2`).
+#[cfg(target_arch = "aarch64")]
+pub const PRIQ_EVENT_BIT: u64 = MAX_CLIENTS + 3;
 
 /// Kept in step with the kernel's MSI numbering (`0xFEE00000`, data = vector `0x50 + n` for
 /// line `MSI_LINE_BASE + n`, `MSI_LINES` of them).

@@ -136,7 +136,8 @@ impl DecodedFault {
 /// Human-readable meaning of a fault reason code.
 ///
 /// Legacy codes 01h-0Dh and interrupt-remapping codes 20h-26h follow spec 7.1; the
-/// scalable-mode codes are those QEMU 10 reports, which follow the spec's 7.2.3 table. QEMU
+/// scalable-mode codes are those QEMU 10 reports and the second-stage ones of nested
+/// translation (SSS.x 78h-7Bh, SGN.4-7 83h-86h), which follow the spec's 7.2.3 table. QEMU
 /// reports second-level permission faults in scalable mode with the legacy codes 05h/06h and
 /// root/context not-present with 01h/02h.
 pub fn fault_reason_name(reason: u8) -> &'static str {
@@ -171,9 +172,16 @@ pub fn fault_reason_name(reason: u8) -> &'static str {
         0x71 => "first-level paging entry not present",
         0x72 => "reserved bits set in first-level paging entry",
         0x73 => "invalid first-level table pointer in PASID entry",
+        0x78 => "cannot access a second-stage paging entry",
+        0x79 => "second-stage paging entry not present",
+        0x7a => "reserved bits set in second-stage paging entry",
+        0x7b => "cannot access the second-stage table of the PASID entry",
         0x80 => "first-level input address not canonical",
         0x81 => "user access to first-level entry with U/S clear",
-        0x85 => "write without write permission in first-level entry",
+        0x83 => "address beyond the host address width",
+        0x84 => "address beyond the second stage's address width",
+        0x85 => "write without write permission",
+        0x86 => "read without read permission in second-stage entry",
         0x87 => "translated address falls in the interrupt range",
         _ => "unknown fault reason",
     }

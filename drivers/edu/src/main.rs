@@ -6,6 +6,7 @@
 #![no_main]
 
 mod direct;
+mod detach;
 mod dirty;
 mod edu;
 #[cfg(target_arch = "x86_64")]
@@ -129,6 +130,7 @@ fn main(arg: u64) -> u64 {
         scenario::RESET_FIRST_OWNER => reset::first_owner(arg & scenario::RESET_BIND_ONLY != 0),
         scenario::RESET_NEXT_OWNER => reset::next_owner(),
         contract::direct::SCENARIO => direct::direct_region(),
+        scenario::DETACH_STOPS_DMA => detach::detach_stops_dma(),
         #[cfg(target_arch = "aarch64")]
         scenario::NESTED_STAGE1 => nested::nested_stage1(),
         #[cfg(target_arch = "x86_64")]

@@ -41,6 +41,7 @@ pub struct SmmuNode {
     /// GIC INTIDs of the wired interrupts, by `interrupt-names`.
     pub eventq_intid: Option<u32>,
     pub gerror_intid: Option<u32>,
+    pub priq_intid: Option<u32>,
     /// `dma-coherent`: table walks and queue accesses snoop the CPU caches.
     pub coherent: bool,
 }
@@ -200,6 +201,7 @@ fn smmu_node(node: FdtNode<'_, '_>, interrupt_cells: usize) -> Option<SmmuNode> 
         size: region.size? as u64,
         eventq_intid: intid("eventq"),
         gerror_intid: intid("gerror"),
+        priq_intid: intid("priq"),
         coherent: node.property("dma-coherent").is_some(),
     })
 }

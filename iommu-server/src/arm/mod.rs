@@ -35,6 +35,16 @@ fn bind_interrupt(slot: u64, intid: Option<u32>, bit: u64, what: &str) -> Result
     syscall::irq_bind(slot, slots::EVENTS, bit).map_err(|_| "cannot bind an SMMU interrupt")
 }
 
+/// Binds the PRI queue's interrupt of `unit`, which has PRI, to the event thread. Without it
+/// the unit still works: its page requests are drained with the next event-queue interrupt,
+/// later than they could be, which the console says.
+fn bind_priq_interrupt(unit: usize, intid: Option<u32>) {
+    match bind_interrupt(slots::PRIQ_IRQ, intid, slots::PRIQ_EVENT_BIT, "PRI queue") {
+        Ok(()) => println!("iommu-server: unit {unit}: PRI queue interrupt bound"),
+        Err(why) => println!("iommu-server: unit {unit}: PRI queue interrupt not bound ({why}): page requests wait for the next event-queue interrupt"),
+    }
+}
+
 pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: bool) -> Result<Platform, &'static str> {
     let firmware = FirmwareMemory::from_slots();
     println!("iommu-server: {} firmware regions", firmware.region_count());
@@ -161,6 +171,9 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         status.set(status::UNIT0_MODE, smmu.stage.code());
         bind_interrupt(slots::FAULT_IRQ, node.eventq_intid, slots::FAULT_EVENT_BIT, "event queue")?;
         bind_interrupt(slots::GERROR_IRQ, node.gerror_intid, slots::GERROR_EVENT_BIT, "global error")?;
+        if backend.units[unit].hw.page_requests_enabled() {
+            bind_priq_interrupt(unit, node.priq_intid);
+        }
     }
     status.set(status::UNITS, backend.units.len() as u64);
     // Before any client exists, devices with RMRs get their identity maps (in a blocking domain

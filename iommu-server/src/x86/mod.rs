@@ -117,8 +117,11 @@ pub fn bring_up(status: &StatusPage) -> Result<Platform, &'static str> {
     status.set(status::DIRECT_DEVICES, direct_devices as u64);
     if !backend.units.is_empty() {
         let vector = slots::MSI_VECTOR_BASE + slots::FAULT_MSI_INDEX;
-        for unit in backend.units.iter_mut() {
+        for (index, unit) in backend.units.iter_mut().enumerate() {
             unit.hw.enable_fault_interrupts(slots::MSI_ADDRESS, vector);
+            if unit.route_page_request_event(slots::MSI_ADDRESS, vector) {
+                println!("iommu-server: unit {index}: page request events raise the fault interrupt");
+            }
         }
         syscall::irq_bind(slots::FAULT_IRQ, slots::EVENTS, slots::FAULT_EVENT_BIT).map_err(|_| "cannot bind the fault IRQ")?;
     }

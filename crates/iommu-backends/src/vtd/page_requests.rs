@@ -25,6 +25,20 @@ impl<E: Environment> Unit<E> {
         self.hw.enable_page_requests(dma)
     }
 
+    /// Sends the unit's page request event as the MSI `address` / `data` (PEDATA E4h, PEADDR
+    /// E8h, PEUADDR ECh, then PECTL E0h with IM, bit 31, cleared), if the unit has a page
+    /// request queue; returns whether it has. A unit without one (every QEMU unit) keeps
+    /// PECTL.IM set, as reset leaves it. The server gives it the fault event's MSI: one
+    /// interrupt line wakes its event thread, whose drain of the unit takes the page requests
+    /// after the faults.
+    pub fn route_page_request_event(&mut self, address: u64, data: u32) -> bool {
+        if !self.hw.page_requests_enabled() {
+            return false;
+        }
+        self.hw.enable_page_request_interrupts(address, data);
+        true
+    }
+
     /// Takes the unit's page requests and gives `sink` one event per completed group (its
     /// last request, LPIG), recording the group as awaiting its response. Returns how many
     /// groups it delivered.

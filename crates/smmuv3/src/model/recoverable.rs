@@ -11,7 +11,9 @@
 //! * a stage-1 translation-class fault of a stream whose CD has S = 1 and whose STE has
 //!   S1STALLD = 0 stalls: the event is recorded with Stall = 1 and a fresh STAG (whatever CD.R
 //!   says), and the transaction waits for CMD_RESUME with that STAG; CMD_RESUME naming no
-//!   stalled transaction does nothing.
+//!   stalled transaction does nothing;
+//! * every request queued while IRQ_CTRL.PRIQ_IRQEN is set raises the PRI queue interrupt
+//!   (counted, [`SmmuModel::priq_interrupts`]), the wired SPI or MSI software waits on.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -20,7 +22,7 @@ use super::{Access, Aborted, SmmuModel, State};
 use crate::cmd::Command;
 use crate::pri::{PageRequest, PriResponse, ResumeAction};
 use crate::queue::QueuePointer;
-use crate::regs::{cr0, queue_base_addr, queue_base_log2size};
+use crate::regs::{cr0, irq_ctrl, queue_base_addr, queue_base_log2size};
 use crate::ste::StreamConfig;
 
 const OVFLG: u32 = 1 << 31;
@@ -52,6 +54,7 @@ pub(super) struct RecoverableState {
     responses: Vec<PriResponseRecord>,
     stalled: BTreeMap<u16, Stalled>,
     next_stag: u16,
+    interrupts: u64,
 }
 
 impl RecoverableState {
@@ -140,7 +143,15 @@ impl SmmuModel {
             assert!(self.memory.write_u64(address + 8 * i as u64, *word), "the PRI queue lies in memory");
         }
         queue.priq_prod = (queue.priq_prod & OVFLG) | prod.next().register_value();
+        if state.irq_ctrl & irq_ctrl::PRIQ_IRQEN != 0 {
+            queue.interrupts += 1;
+        }
         true
+    }
+
+    /// PRI queue interrupts raised so far.
+    pub fn priq_interrupts(&self) -> u64 {
+        self.state.borrow().recoverable.interrupts
     }
 
     /// Every page group response devices received, in order.

@@ -40,6 +40,8 @@
 //! context not present in both modes, 05h/06h for second-level permission faults, 51h/59h for
 //! PASID directory/table entries not present, 5Bh for an invalid PASID entry (including a
 //! PGTT the unit does not support, e.g. nested on QEMU), 71h/81h/85h for first-level faults,
+//! the spec's scalable-mode second-stage codes (78h/79h/7Ah, 84h-86h) for the second stage of
+//! nested translation (QEMU runs none),
 //! 0Ah/0Bh for reserved bits (as [`crate::tables`] declares them) set in a legacy root or
 //! context entry.
 //! Two model decisions where the spec leaves detail to hardware: a request with PASID in
@@ -1330,7 +1332,7 @@ impl ModelState {
         let result = match walk {
             Walk::SecondLevel { root, levels, access_dirty, .. } => {
                 let paging = Some(&mut paging);
-                walk_second_level(memory, self.cap, root, levels, iova, write, paging, access_dirty)
+                walk_second_level(memory, self.cap, root, levels, iova, write, paging, access_dirty).map_err(|fault| fault.legacy_code(write))
             }
             Walk::FirstLevel { root, five_level, input_bits, nested, .. } => {
                 walk_first_level(memory, self.cap, root, five_level, input_bits, nested, iova, write, &mut paging)
@@ -1373,8 +1375,53 @@ fn read_entry(memory: Walker, paging: &Option<&mut PagingCursor>, level: u8, slo
     }
 }
 
-/// Second-level walk (spec 3.7): permission is checked at every level, as QEMU does;
-/// reason 05h/06h for a missing write/read permission, 04h beyond the table's width. Non-leaf
+/// Why a second-level walk failed. The reason code depends on the translation the walk
+/// served: second-level translation reports it as QEMU does, nested translation with the
+/// scalable-mode codes that name the second stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SecondLevelFault {
+    /// The input address is beyond the table's width.
+    BeyondWidth,
+    /// An entry lacks the permission the access needs; `present`: it grants some access
+    /// (R or W set).
+    Denied { present: bool },
+    /// An entry could not be read or updated.
+    EntryAccess,
+    /// A large page where the unit supports none of that size.
+    LargePage,
+}
+
+impl SecondLevelFault {
+    /// QEMU's codes for second-level translation, legacy and scalable (spec 7.1.3, legacy
+    /// table): 04h beyond the width, 05h/06h a missing write/read permission (also of an entry
+    /// that is not present), 07h an entry not readable, 0Ch a large page not supported.
+    fn legacy_code(self, write: bool) -> u8 {
+        match self {
+            SecondLevelFault::BeyondWidth => 0x04,
+            SecondLevelFault::Denied { .. } if write => 0x05,
+            SecondLevelFault::Denied { .. } => 0x06,
+            SecondLevelFault::EntryAccess => 0x07,
+            SecondLevelFault::LargePage => 0x0c,
+        }
+    }
+
+    /// The scalable-mode codes of a second-stage fault in nested translation (spec 7.1.3,
+    /// scalable-mode table): SGN.5 84h input beyond the second stage's width, SSS.2 79h an
+    /// entry with R = W = 0, SGN.6 85h / SGN.7 86h a missing write / read permission, SSS.1
+    /// 78h an entry not readable, SSS.3 7Ah a reserved (large-page) bit set.
+    fn nested_code(self, write: bool) -> u8 {
+        match self {
+            SecondLevelFault::BeyondWidth => 0x84,
+            SecondLevelFault::Denied { present: false } => 0x79,
+            SecondLevelFault::Denied { .. } if write => 0x85,
+            SecondLevelFault::Denied { .. } => 0x86,
+            SecondLevelFault::EntryAccess => 0x78,
+            SecondLevelFault::LargePage => 0x7a,
+        }
+    }
+}
+
+/// Second-level walk (spec 3.7): permission is checked at every level, as QEMU does. Non-leaf
 /// entries go through `paging` (the paging-structure cache) when given; the second-level walks
 /// of nested translation run without it. With `access_dirty` (SSADE, spec 3.7.3) the walk sets
 /// A in every entry it uses and D in the leaf of a write.
@@ -1388,26 +1435,25 @@ fn walk_second_level(
     write: bool,
     mut paging: Option<&mut PagingCursor>,
     access_dirty: bool,
-) -> Result<u64, u8> {
+) -> Result<u64, SecondLevelFault> {
     if iova >> (12 + 9 * levels as u32) != 0 {
-        return Err(0x04);
+        return Err(SecondLevelFault::BeyondWidth);
     }
     let needed = if write { 1 << 1 } else { 1 << 0 };
-    let denied = if write { 0x05 } else { 0x06 };
     let mut table = root;
     for level in (1..=levels).rev() {
         let shift = level_shift(level);
         let slot = table + (iova >> shift & 0x1ff) * 8;
-        let entry = read_entry(memory, &paging, level, slot).ok_or(0x07u8)?;
+        let entry = read_entry(memory, &paging, level, slot).ok_or(SecondLevelFault::EntryAccess)?;
         if entry & needed == 0 {
-            return Err(denied);
+            return Err(SecondLevelFault::Denied { present: entry & 0b11 != 0 });
         }
         let address = entry & ADDRESS_MASK;
         let large = level > 1 && entry >> 7 & 1 != 0;
         if access_dirty {
             let leaf = level == 1 || large;
             let bits = SECOND_LEVEL_ACCESSED | if leaf && write { SECOND_LEVEL_DIRTY } else { 0 };
-            memory.set_bits(slot, entry, bits).ok_or(0x07u8)?;
+            memory.set_bits(slot, entry, bits).ok_or(SecondLevelFault::EntryAccess)?;
         }
         if level > 1 && !large {
             if let Some(paging) = paging.as_mut() {
@@ -1421,7 +1467,7 @@ fn walk_second_level(
                 _ => false,
             };
             if !allowed {
-                return Err(0x0c);
+                return Err(SecondLevelFault::LargePage);
             }
         }
         if level == 1 || large {
@@ -1465,7 +1511,7 @@ fn walk_first_level(
     }
     let to_host = |guest: u64, write: bool| match nested {
         Some((second_root, second_levels)) => {
-            walk_second_level(memory, cap, second_root, second_levels, guest, write, None, false)
+            walk_second_level(memory, cap, second_root, second_levels, guest, write, None, false).map_err(|fault| fault.nested_code(write))
         }
         None => Ok(guest),
     };
