@@ -3,15 +3,17 @@
 //! and acknowledges on its own; an unmapped page's memory returns only with the last
 //! acknowledgement; a watch over the limit is refused; a downgrade is done once every watch
 //! acknowledged it, a watch its living watcher releases counts as acknowledged, and one whose
-//! watcher ends makes the downgrade unconfirmed (PeerGone).
+//! watcher ends makes the downgrade unconfirmed (PeerGone). A process calling `mem_protect`
+//! waits in the kernel until then, and gets the outcome.
 
 use crate::arch;
 use crate::ensure;
 use crate::ktest::{Test, TestResult};
 use crate::object::{MemoryObject, Object};
-use crate::process::{ExitReason, Kernel, Pid};
-use crate::tests_iommu::iommu_tests::{err, with_kernel};
-use crate::user_images::USERTEST;
+use crate::process::{ExitReason, Kernel, Pid, ThreadState};
+use crate::tests_iommu::iommu_tests::{err, exit_of, give_report_page, run_until, with_kernel};
+use crate::user_images::{EDU_DRIVER, USERTEST};
+use edu_contract::{scenario, sva_protect};
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
@@ -21,6 +23,7 @@ use kernel_abi::{Error, Rights, ADDRESS_SPACE_CHANGE, MAX_ADDRESS_SPACE_WATCHES}
 pub const TESTS: &[Test] = &[
     Test { name: "sva::watches_acknowledge_separately", run: watches_acknowledge_separately },
     Test { name: "sva::downgrade_waits_for_every_watch", run: downgrade_waits_for_every_watch },
+    Test { name: "sva::mem_protect_caller_waits_for_the_watcher", run: mem_protect_caller_waits },
 ];
 
 const PAGES_VA: u64 = 0x5000_0000;
@@ -132,6 +135,41 @@ fn downgrade_waits_for_every_watch() -> TestResult {
         let outcome = downgrade.outcome();
         ensure!(outcome == Some(Err(Error::PeerGone)), "{}", format!("a watch ended with its watcher unacknowledged: {outcome:?}"));
         kernel.kill(watched, ExitReason::Killed);
+        Ok(())
+    })
+}
+
+/// The edu driver's SVA_PROTECT_WAITS run while its address space is watched: started, it
+/// downgrades its report page and waits; it returns 0 after the acknowledgement, and
+/// `UNCONFIRMED` when the watcher ends instead.
+fn mem_protect_caller_waits() -> TestResult {
+    with_kernel(|kernel| {
+        for watcher_ends in [false, true] {
+            let pid = kernel.create_process("protector", EDU_DRIVER, scenario::SVA_PROTECT_WAITS, 64).map_err(err("create the process"))?;
+            let _report = give_report_page(kernel, pid)?;
+            let (watcher_pid, pin) = watcher(kernel, pid)?;
+            let pin = pin.map_err(err("watch"))?;
+            kernel.start_process(pid).map_err(err("start"))?;
+            let tid = kernel.processes[pid].threads[0];
+            let waits = |k: &Kernel| matches!(k.threads.get(tid).map(|t| &t.state), Some(ThreadState::Waiting { .. }));
+            run_until(kernel, "mem_protect to wait", |k| waits(k) || k.has_exited(pid))?;
+            ensure!(!kernel.has_exited(pid), "mem_protect returned before the watcher answered: {:?}", exit_of(kernel, pid));
+            let writable = kernel.processes[pid].space.translate(sva_protect::OWN_PAGE_VA).map(|(_, flags)| flags.writable);
+            ensure!(writable == Some(false), "the waiting caller's page is still writable for the CPU: {writable:?}");
+            let records = read_changes(kernel, watcher_pid);
+            ensure!(records == [[pin, ADDRESS_SPACE_CHANGE, sva_protect::OWN_PAGE_VA / PAGE, 1]], "the watcher read {records:?}");
+            ensure!(waits(kernel), "the caller ran on when the watcher read the record");
+            let expected = if watcher_ends {
+                kernel.kill(watcher_pid, ExitReason::Killed);
+                ExitReason::Exited(sva_protect::UNCONFIRMED)
+            } else {
+                kernel.address_space_ack(watcher_pid, pin).map_err(err("ack"))?;
+                ExitReason::Exited(0)
+            };
+            run_until(kernel, "the caller to end", |k| k.has_exited(pid))?;
+            let exit = exit_of(kernel, pid);
+            ensure!(exit == Some(expected), "{}", format!("watcher ended: {watcher_ends}: the caller ended with {exit:?}, expected {expected:?}"));
+        }
         Ok(())
     })
 }

@@ -73,6 +73,12 @@ pub mod scenario {
     /// Binds another process's address space as SVA_BOUND_PROCESS does; the process then takes
     /// write permission away from a page the device wrote: see [`crate::sva_protect`].
     pub const SVA_PROTECTED_PAGE: u64 = 29;
+    /// No device and no server: the driver maps its report page writable at
+    /// `sva_protect::OWN_PAGE_VA` and
+    /// makes it read-only with `mem_protect`, which, its address space being watched, waits
+    /// for the acknowledgement; it exits with 0 (done), `sva_protect::UNCONFIRMED` (PeerGone)
+    /// or `sva_protect::REFUSED`.
+    pub const SVA_PROTECT_WAITS: u64 = 30;
     /// On a unit whose walks set dirty bits: with dirty tracking on, the device reads one
     /// page and writes others; the bitmap of a whole GiB, read in one request, names exactly
     /// the written pages; a second read is empty; a write after the read is reported again.
@@ -199,6 +205,12 @@ pub mod sva_protect {
     pub const DOWNGRADED: u64 = 29;
     /// The byte the starter fills the read-only page with.
     pub const PROTECTED_BYTE: u8 = 0x5a;
+    /// SVA_PROTECT_WAITS's exit codes besides 0: `mem_protect` answered PeerGone, or another
+    /// error.
+    pub const UNCONFIRMED: u64 = 301;
+    /// Where SVA_PROTECT_WAITS maps the page it makes read-only.
+    pub const OWN_PAGE_VA: u64 = 0x5100_0000;
+    pub const REFUSED: u64 = 302;
 }
 
 

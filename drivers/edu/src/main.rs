@@ -124,6 +124,7 @@ fn main(arg: u64) -> u64 {
         scenario::LIMITS_EXHAUSTED => limits::limits_exhausted(),
         scenario::SVA_BOUND_PROCESS => sva::bound_process(),
         scenario::SVA_PROTECTED_PAGE => sva_protect::protected_page(),
+        scenario::SVA_PROTECT_WAITS => sva_protect::protect_own_page(),
         scenario::DIRTY_TRACKING => dirty::dirty_tracking(arg & scenario::DIRTY_BENCH != 0),
         scenario::DIRTY_UNSUPPORTED => dirty::dirty_unsupported(),
         scenario::SERVER_RESTART => restart::hold_while_the_server_restarts(),

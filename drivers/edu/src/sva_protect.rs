@@ -40,3 +40,14 @@ pub fn protected_page() -> Outcome {
     report_page.write(report::PHASE, sva_protect::FAULTED);
     Ok(())
 }
+
+/// SVA_PROTECT_WAITS: the report page made read-only while a watcher (the kernel test) watches
+/// this address space; the outcome is the exit code.
+pub fn protect_own_page() -> Outcome {
+    syscall::mem_map(slot::REPORT, sva_protect::OWN_PAGE_VA, 0, 1, MapFlags::WRITE).map_err(|_| (300, "map the report page"))?;
+    match syscall::mem_protect(sva_protect::OWN_PAGE_VA, 1, MapFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(kernel_abi::Error::PeerGone) => Err((sva_protect::UNCONFIRMED, "mem_protect: no watcher confirmed the downgrade")),
+        Err(_) => Err((sva_protect::REFUSED, "mem_protect refused")),
+    }
+}
