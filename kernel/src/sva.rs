@@ -19,6 +19,12 @@
 //! Records read are acknowledged with `address_space_ack` once the server invalidated the
 //! IOMMU's caches; only then do the frames go back to the pool. An exited process's frames go
 //! when the server releases the watch (`mem_unpin`), which it does after blocking the device.
+//!
+//! If the watcher ends instead (killed, faulted, exited), nobody invalidates any more while a
+//! PASID or context entry it wrote may still point at the tables: the watch goes into the
+//! kernel's quarantine (`Quarantine`) rather than ending. It goes on holding what the process
+//! unmaps and, once the process ends, its whole address space, until a new server that blocked
+//! every device calls `quarantine_release`. Until then the process cannot be watched again.
 
 use crate::arch::paging::{AddressSpace, USER_MEMORY_ATTRIBUTES};
 use crate::cap::Capability;
@@ -44,6 +50,17 @@ impl Drop for Held {
             tables.iter().filter(|&&t| t != 0).for_each(|&t| frames.free(t));
         }
     }
+}
+
+/// Pages `held` keeps out of the pool (an object's every frame, as it is freed whole).
+fn held_pages(held: &[Held]) -> u64 {
+    held.iter()
+        .map(|held| match held {
+            Held::Tables(tables) => tables.iter().filter(|&&t| t != 0).count() as u64,
+            Held::Object { _object: Object::Memory(memory) } => memory.frames.len() as u64,
+            Held::Object { .. } => 0,
+        })
+        .sum()
 }
 
 /// The watch on a process's address space, kept by the watched process.
@@ -90,6 +107,25 @@ pub struct ExitedSpace {
     /// Dropped after the tables: they hold the memory objects the tables mapped.
     _mappings: Mappings,
     _held: Vec<Held>,
+}
+
+impl ExitedSpace {
+    /// Pages held: the tables (root included), the image, each memory object mapped (once)
+    /// and what earlier unmaps held.
+    fn pages(&self) -> u64 {
+        let tables = self.space.as_ref().map_or(0, |space| space.table_frames() + 1);
+        let mut objects: Vec<(u64, u64)> = self
+            ._mappings
+            .objects()
+            .filter_map(|object| match object {
+                Object::Memory(memory) => Some((memory.serial, memory.frames.len() as u64)),
+                _ => None,
+            })
+            .collect();
+        objects.sort_unstable();
+        objects.dedup();
+        tables + self.image_frames.len() as u64 + objects.iter().map(|&(_, pages)| pages).sum::<u64>() + held_pages(&self._held)
+    }
 }
 
 impl Drop for ExitedSpace {
@@ -215,8 +251,28 @@ impl Kernel {
         }
     }
 
-    /// Watch `pin` of `watcher` ends (`mem_unpin`, or the watcher's end): whatever it held
-    /// goes back to the pool.
+    /// Pin `pin` of `watcher`, which ended: if it is an address-space watch, it goes into the
+    /// quarantine and keeps holding (see the module documentation).
+    pub fn quarantine_address_space_watch(&mut self, watcher: Pid, pin: u64) {
+        if self.watched_by(watcher, pin).is_some() || self.exited_spaces.contains_key(&(watcher, pin)) {
+            self.quarantine.hold_watch(watcher, pin);
+        }
+    }
+
+    /// Pages watch `pin` of `watcher` holds out of the pool: what unmaps of a live process
+    /// freed, or an ended process's whole address space.
+    pub fn address_space_watch_pages(&self, watcher: Pid, pin: u64) -> u64 {
+        match self.watched_by(watcher, pin) {
+            Some(watched) => {
+                let watch = self.processes[watched].sva.as_ref().expect("found by watched_by");
+                held_pages(&watch.unread) + held_pages(&watch.unacknowledged)
+            }
+            None => self.exited_spaces.get(&(watcher, pin)).map_or(0, ExitedSpace::pages),
+        }
+    }
+
+    /// Watch `pin` of `watcher` ends (`mem_unpin`, or the release of the quarantine that held
+    /// it after the watcher's end): whatever it held goes back to the pool.
     pub fn end_address_space_watch(&mut self, watcher: Pid, pin: u64) {
         if let Some(watched) = self.watched_by(watcher, pin) {
             self.processes.get_mut(watched).expect("found above").sva = None;

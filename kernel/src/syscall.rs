@@ -269,7 +269,7 @@ fn dispatch(kernel: &mut Kernel, pid: Pid, tid: Tid, call: Syscall, a: [u64; 6])
 /// `quarantine_release(authority) -> (pages, objects)`: see `Syscall::QuarantineRelease`.
 pub fn quarantine_release(kernel: &mut Kernel, pid: Pid, authority: u64) -> Result<[u64; 2], Error> {
     cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
-    let (pages, objects) = kernel.quarantine.release();
+    let (pages, objects) = kernel.release_quarantine();
     Ok([pages, objects])
 }
 

@@ -33,32 +33,32 @@ pub const TESTS: &[Test] = &[
 /// Quota of the bound process: its image, stack and the pages the test maps.
 const BOUND_QUOTA: u64 = 256;
 /// Slots of the bound process's memory capabilities (source, destination, marker).
-const FIRST_MEMORY_SLOT: u64 = 100;
-const SOURCE_BYTE: u8 = 0x3c;
+pub(crate) const FIRST_MEMORY_SLOT: u64 = 100;
+pub(crate) const SOURCE_BYTE: u8 = 0x3c;
 const CANARY: u8 = 0xc5;
 
 /// The server's mode codes of units whose domains cannot be process tables: VT-d legacy and
 /// scalable second-level (SVA needs first-level translation).
 #[cfg(target_arch = "x86_64")]
-const MODES_WITHOUT_SVA: [u64; 2] = [1, 2];
+pub(crate) const MODES_WITHOUT_SVA: [u64; 2] = [1, 2];
 #[cfg(target_arch = "aarch64")]
-const MODES_WITHOUT_SVA: [u64; 0] = [];
+pub(crate) const MODES_WITHOUT_SVA: [u64; 0] = [];
 
-fn frame_bytes(phys: u64) -> &'static [u8] {
+pub(crate) fn frame_bytes(phys: u64) -> &'static [u8] {
     // SAFETY: a page of RAM in the direct map; the test reads it while the memory object or the
     // test itself keeps the frame alive.
     unsafe { core::slice::from_raw_parts(direct::<u8>(phys), 4096) }
 }
 
 /// The frame the bound process maps at `va`: the process's own translation.
-fn translate(kernel: &Kernel, pid: Pid, va: u64) -> Result<u64, String> {
+pub(crate) fn translate(kernel: &Kernel, pid: Pid, va: u64) -> Result<u64, String> {
     let process = kernel.processes.get(pid).ok_or("the bound process is gone")?;
     process.space.translate(va).map(|(phys, _)| phys).ok_or_else(|| format!("the bound process maps nothing at {va:#x}"))
 }
 
 /// Creates the bound process (not started) with one-page memory objects at the source,
 /// destination and marker addresses; returns its pid and the objects.
-fn bound_process_with_pages(kernel: &mut Kernel) -> Result<(Pid, Vec<Rc<MemoryObject>>), String> {
+pub(crate) fn bound_process_with_pages(kernel: &mut Kernel) -> Result<(Pid, Vec<Rc<MemoryObject>>), String> {
     let pid = kernel.create_process("bound", USERTEST, 0, BOUND_QUOTA).map_err(err("create the bound process"))?;
     let quota = kernel.processes[pid].quota.clone();
     let flags = arch::MapFlags { writable: true, executable: false, device: false };
