@@ -723,14 +723,15 @@ fn irq_unbind(kernel: &mut Kernel, pid: Pid, irq_slot: u64) -> Outcome {
 }
 
 #[inline(never)]
-fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64, quota: u64) -> Outcome {
+pub(crate) fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64, quota: u64) -> Outcome {
     let &(name, bytes) = kernel.images.get(image as usize).ok_or(Error::OutOfRange)?;
     kernel.processes[pid].cspace.check_empty(dst)?;
     let parent_quota = kernel.processes[pid].quota.clone();
     if !parent_quota.charge(quota) {
         return Err(Error::OutOfMemory);
     }
-    // The child's pages come out of the parent's limit for good.
+    // The child's pages come out of the parent's limit until the child's quota account goes
+    // (the child ended and nothing charged to it is left: `QuotaAccount::returns_to`).
     parent_quota.limit.set(parent_quota.limit.get() - quota);
     parent_quota.release(quota);
     let child = match kernel.create_process(name, bytes, arg, quota) {
@@ -740,6 +741,7 @@ fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64,
             return Err(Error::OutOfMemory);
         }
     };
+    kernel.processes[child].quota.returns_to.replace(Some(parent_quota));
     kernel.install(pid, dst, Object::Process(child), Rights::all(), 0)?;
     values(&[child as u64])
 }

@@ -13,8 +13,9 @@
 //! a second fill intact.
 
 use crate::ktest::{Test, TestResult};
-use crate::object::Object;
-use crate::process::ExitReason;
+use crate::object::{MemoryObject, Object};
+use crate::user_images::{IMAGES, USERTEST};
+use crate::process::{ExitReason, Kernel};
 use crate::tests_iommu::shared::*;
 use crate::tests_restart::{device_writes, Canaries};
 use crate::tests_sva::{bound_process_with_pages, frame_bytes, translate, FIRST_MEMORY_SLOT, MODES_WITHOUT_SVA, SOURCE_BYTE};
@@ -24,7 +25,39 @@ use edu_contract::{report, scenario, sva};
 use iommu_server_contract::status;
 use kernel_abi::Rights;
 
-pub const TESTS: &[Test] = &[Test { name: "quarantine::sva_watch_of_a_killed_server_held", run: sva_watch_of_a_killed_server_held }];
+pub const TESTS: &[Test] = &[
+    Test { name: "quarantine::sva_watch_of_a_killed_server_held", run: sva_watch_of_a_killed_server_held },
+    Test { name: "quarantine::ended_childs_quota_returns_to_its_parent", run: ended_childs_quota_returns_to_its_parent },
+];
+
+/// `process_create` moves the child's quota out of the parent's limit; it comes back once
+/// the child has ended and nothing charged to it is left (here a memory object someone else
+/// holds, as a quarantine or another process's mapping would): each restart of a server
+/// costs its starter nothing for good.
+fn ended_childs_quota_returns_to_its_parent() -> TestResult {
+    const CHILD_PAGES: u64 = 256;
+    const CHILD_SLOT: u64 = 20;
+    let mut kernel = Kernel::new(IMAGES);
+    let parent = kernel.create_process("parent", USERTEST, 0, 2 * CHILD_PAGES + 64).map_err(err("create the parent"))?;
+    let image = IMAGES.iter().position(|&(name, _)| name == "usertest").ok_or("no usertest image")? as u64;
+    let quota = kernel.processes[parent].quota.clone();
+    let limit = quota.limit.get();
+    for round in 0..3 {
+        crate::syscall::process_create(&mut kernel, parent, image, 0, CHILD_SLOT, CHILD_PAGES).map_err(err("process_create"))?;
+        let child = match kernel.processes[parent].cspace.get(CHILD_SLOT).map_err(err("the child's capability"))?.object {
+            Object::Process(child) => child,
+            _ => return Err(String::from("process_create put no process capability")),
+        };
+        ensure!(quota.limit.get() == limit - CHILD_PAGES, "round {round}: the parent's limit is {}, expected {} less the child's {CHILD_PAGES}", quota.limit.get(), limit);
+        let held = MemoryObject::allocate(2, &kernel.processes[child].quota).ok_or("no memory for the child")?;
+        kernel.kill(child, ExitReason::Killed);
+        kernel.delete_cap(parent, CHILD_SLOT).map_err(err("delete the child's capability"))?;
+        ensure!(quota.limit.get() == limit - CHILD_PAGES, "round {round}: the child's quota came back while memory charged to it was still held");
+        drop(held);
+        ensure!(quota.limit.get() == limit, "round {round}: the ended child's {CHILD_PAGES} pages did not come back (the parent's limit is {}, was {limit})", quota.limit.get());
+    }
+    Ok(())
+}
 
 fn clear(frame: u64) {
     // SAFETY: a frame of RAM in the direct map that the quarantine (or a memory object the

@@ -104,8 +104,9 @@ syscalls! {
     /// `null()`: returns at once; measures the system-call path.
     Null = 28,
     /// `process_create(image, arg, dst, quota_pages)`: a process from boot image number
-    /// `image`, not yet running, with a memory quota taken from the caller's. The capability in
-    /// `dst` has every right.
+    /// `image`, not yet running, with a memory quota taken from the caller's (it returns to the
+    /// caller's once the process has ended and nothing charged to it is left). The capability
+    /// in `dst` has every right.
     ProcessCreate = 29,
     /// `process_start(process)`: needs CONTROL.
     ProcessStart = 30,
