@@ -11,8 +11,9 @@
 //! Architecture:
 //! docs/iommu-server.md.
 //!
-//! The start argument's bits (benchmark, stage-2 domains, unisolated MSIs, small limits) are
-//! `iommu_server_contract::start`.
+//! The start argument's bits (benchmark, stage-2 domains, unisolated MSIs, restart) are
+//! `iommu_server_contract::start`; each client's limits come from the client limits page
+//! (`iommu_server_contract::limits`).
 #![no_std]
 #![no_main]
 
@@ -36,7 +37,7 @@ mod table_override;
 mod x86;
 
 /// The slots and address space the root task (or a kernel test) and the server agree on.
-use iommu_server_contract::{layout, slots, small_limits, start};
+use iommu_server_contract::{layout, limits::Limits, slots, start};
 
 use userlib::{println, syscall};
 
@@ -56,18 +57,8 @@ fn main(arg: u64) -> u64 {
         let stage = if arg & start::STAGE2 != 0 { DomainStage::Stage2 } else { DomainStage::Stage1 };
         arm::bring_up(status, stage, arg & start::ALLOW_UNISOLATED_MSI != 0)
     };
-    let limits = if arg & start::SMALL_LIMITS != 0 {
-        iommu_core::ClientLimits {
-            handles: small_limits::HANDLES,
-            areas: small_limits::AREAS,
-            pasids: small_limits::PASIDS,
-            fault_queues: small_limits::FAULT_QUEUES,
-            domains: small_limits::DOMAINS,
-            memory_bytes: small_limits::MEMORY_BYTES,
-        }
-    } else {
-        iommu_core::ClientLimits::default()
-    };
+    // Clients the description names no limits for get these.
+    let limits = state::client_limits(Limits::DEFAULT);
     let mut state = match state::bring_up(status, limits, platform) {
         Ok(state) => state,
         Err(why) => {
@@ -91,6 +82,7 @@ fn main(arg: u64) -> u64 {
     if state.replaces_ended_server {
         reset::take_over(&mut state.devices, &state.status);
     }
+    state.read_client_limits();
     state::install(state);
     if let Err(error) = state::start_event_thread() {
         println!("iommu-server: no event thread: {error:?}");

@@ -25,6 +25,8 @@ use crate::kernel_iface::{DeviceRegistry, KernelMemory};
 use crate::layout::{self, PAGE};
 use crate::slots;
 use crate::status::{self, StatusPage};
+use iommu_server_contract::limits::{self, Limits};
+use hwio::SharedWords;
 
 pub type IommuServer = ObjectModel<Backend, KernelMemory>;
 
@@ -107,6 +109,8 @@ pub struct State {
     pub status: StatusPage,
     /// Answer unconnected clients `STATUS_SERVER_RESTARTED` (`start::RESTARTED`).
     pub replaces_ended_server: bool,
+    /// The limits the system description gives each badge's client (`None`: the defaults).
+    own_limits: [Option<ClientLimits>; slots::MAX_CLIENTS as usize + 1],
     windows: Windows,
     /// Empty slots to receive the next capability into (a subscription keeps the slot it came in).
     free_receive_slots: Vec<u64>,
@@ -184,6 +188,7 @@ pub fn bring_up(status: StatusPage, limits: ClientLimits, platform: impl FnOnce(
         iommu_described,
         undelivered_logged: 0,
         replaces_ended_server: false,
+        own_limits: [None; slots::MAX_CLIENTS as usize + 1],
     };
     state.receive_slot = state.free_receive_slots.pop().expect("receive slots");
     Ok(state)
@@ -326,7 +331,10 @@ impl State {
             return Some(kernel_ipc::STATUS_BAD_WINDOW);
         }
         self.windows.insert(badge, Window { virt, fault_notification: None });
-        self.server.open_client(ClientId(badge));
+        match self.own_limits[badge as usize] {
+            Some(limits) => self.server.open_client_with_limits(ClientId(badge), limits),
+            None => self.server.open_client(ClientId(badge)),
+        };
         None
     }
 
@@ -544,5 +552,34 @@ pub fn serve() -> ! {
         });
         answer = status;
         slot = next_slot;
+    }
+}
+
+/// The object model's limits for the contract's `limits`.
+pub fn client_limits(limits: Limits) -> ClientLimits {
+    let Limits { handles, areas, pasids, fault_queues, domains, memory_bytes } = limits;
+    ClientLimits { handles, areas, pasids, fault_queues, domains, memory_bytes }
+}
+
+impl State {
+    /// Takes each client's limits from the page the root task gives (`slots::CLIENT_LIMITS`,
+    /// `iommu_server_contract::limits`), if it gave one. The root task checked that their
+    /// memory budgets fit the heap; the page is read once and unmapped.
+    pub fn read_client_limits(&mut self) {
+        if syscall::mem_map(slots::CLIENT_LIMITS, layout::CLIENT_LIMITS, 0, 1, kernel_abi::MapFlags::empty()).is_err() {
+            return;
+        }
+        const WORDS: usize = (slots::MAX_CLIENTS as usize + 1) * limits::WORDS_PER_CLIENT;
+        // SAFETY: the page was just mapped readable at layout::CLIENT_LIMITS and stays mapped
+        // until the unmap below; the root task does not change it while servers run.
+        let page: SharedWords<WORDS> = unsafe { SharedWords::at_address(layout::CLIENT_LIMITS as usize) };
+        for badge in 1..=slots::MAX_CLIENTS as usize {
+            let first = badge * limits::WORDS_PER_CLIENT;
+            if page.read(first) == limits::PRESENT {
+                let words = core::array::from_fn(|i| page.read(first + 1 + i));
+                self.own_limits[badge] = Some(client_limits(Limits::from_words(words)));
+            }
+        }
+        let _ = syscall::unmap(layout::CLIENT_LIMITS, 1);
     }
 }

@@ -29,6 +29,7 @@ mod tests_its;
 mod tests_nesting;
 mod tests_reset;
 mod tests_pasid;
+mod tests_quarantine;
 mod tests_restart;
 mod tests_sva;
 mod tests_rmrr;
@@ -82,6 +83,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
             tests_topology::TESTS,
             tests_dirty::TESTS,
             tests_restart::TESTS,
+            tests_quarantine::TESTS,
             tests_nesting::TESTS,
             tests_pasid::TESTS,
             tests_reset::TESTS,

@@ -21,11 +21,16 @@ pub type Quota = Rc<QuotaAccount>;
 pub struct QuotaAccount {
     pub limit: Cell<u64>,
     pub used: Cell<u64>,
+    /// The quota of the process that created this one's (`process_create`), out of whose
+    /// limit this limit came: it goes back there when the account goes, that is when the
+    /// process has ended and nothing charged to it is left (memory objects another process
+    /// maps or the quarantine holds keep it).
+    pub returns_to: RefCell<Option<Quota>>,
 }
 
 impl QuotaAccount {
     pub fn new(limit: u64) -> Quota {
-        Rc::new(QuotaAccount { limit: Cell::new(limit), used: Cell::new(0) })
+        Rc::new(QuotaAccount { limit: Cell::new(limit), used: Cell::new(0), returns_to: RefCell::new(None) })
     }
 
     pub fn charge(&self, pages: u64) -> bool {
@@ -45,6 +50,14 @@ impl QuotaAccount {
 
     pub fn release(&self, pages: u64) {
         self.used.set(self.used.get() - pages);
+    }
+}
+
+impl Drop for QuotaAccount {
+    fn drop(&mut self) {
+        if let Some(parent) = self.returns_to.get_mut().take() {
+            parent.limit.set(parent.limit.get() + self.limit.get());
+        }
     }
 }
 

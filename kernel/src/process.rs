@@ -124,6 +124,11 @@ impl Mappings {
         self.by_capability.get(&id).map(|set| set.iter().copied().collect()).unwrap_or_default()
     }
 
+    /// The objects mapped, once per mapping.
+    pub fn objects(&self) -> impl Iterator<Item = &Object> {
+        self.by_address.values().map(|mapping| &mapping._object)
+    }
+
     pub fn clear(&mut self) {
         self.by_address.clear();
         self.by_capability.clear();
@@ -156,9 +161,16 @@ pub struct Pin {
 /// of the DMA authority states that no unit can reach them (`quarantine_release`: a new server
 /// that put every unit into a blocking state over its own tables). Keyed by object serial: an
 /// object pinned page by page is held once.
+///
+/// The address-space watches (SVA) of an ended watcher are held too: a unit may still walk the
+/// watched process's tables through a PASID or context entry the dead server wrote, so the
+/// watch goes on holding what the process unmaps (and, once it ends, its whole address space)
+/// until the same release (see `crate::sva`).
 #[derive(Default)]
 pub struct Quarantine {
     objects: BTreeMap<u64, Rc<MemoryObject>>,
+    /// (dead watcher, pin) of each watch held.
+    watches: Vec<(Pid, u64)>,
 }
 
 impl Quarantine {
@@ -166,7 +178,17 @@ impl Quarantine {
         self.objects.entry(memory.serial).or_insert(memory);
     }
 
-    /// Pages held (every page of each object, pinned or not: the object is freed whole).
+    pub(crate) fn hold_watch(&mut self, watcher: Pid, pin: u64) {
+        self.watches.push((watcher, pin));
+    }
+
+    /// Address-space watches held.
+    pub fn watches(&self) -> u64 {
+        self.watches.len() as u64
+    }
+
+    /// Pages of the objects held (every page of each object, pinned or not: the object is
+    /// freed whole); `Kernel::quarantined_pages` adds what the watches hold.
     pub fn pages(&self) -> u64 {
         self.objects.values().map(|m| m.frames.len() as u64).sum()
     }
@@ -182,10 +204,32 @@ impl Quarantine {
 
     /// Lets every held object go (its frames return to the pool unless something else still
     /// holds it); returns the pages and objects released.
-    pub fn release(&mut self) -> (u64, u64) {
+    fn release_objects(&mut self) -> (u64, u64) {
         let released = (self.pages(), self.objects());
         self.objects.clear();
         released
+    }
+}
+
+impl Kernel {
+    /// Pages the quarantine holds: its objects' and those its watches hold.
+    pub fn quarantined_pages(&self) -> u64 {
+        let watches: u64 = self.quarantine.watches.iter().map(|&(watcher, pin)| self.address_space_watch_pages(watcher, pin)).sum();
+        self.quarantine.pages() + watches
+    }
+
+    /// Lets everything the quarantine holds go (`quarantine_release`): its objects, and its
+    /// watches, which end (what they held returns to the pool); returns the pages released
+    /// and the objects and watches they were in.
+    pub fn release_quarantine(&mut self) -> (u64, u64) {
+        let pages = self.quarantined_pages();
+        let watches = core::mem::take(&mut self.quarantine.watches);
+        let held = watches.len() as u64;
+        for (watcher, pin) in watches {
+            self.end_address_space_watch(watcher, pin);
+        }
+        let (_, objects) = self.quarantine.release_objects();
+        (pages, objects + held)
     }
 }
 
@@ -635,7 +679,7 @@ impl Kernel {
             }
             match held.memory {
                 Some(memory) => self.quarantine.hold(memory),
-                None => self.end_address_space_watch(pid, pin),
+                None => self.quarantine_address_space_watch(pid, pin),
             }
         }
         // Mappings made through capabilities the process gave away are left: their charges

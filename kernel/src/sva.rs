@@ -28,6 +28,13 @@
 //! each gets every record and acknowledges on its own; what a change freed is shared between
 //! the watches and goes back to the pool with the last acknowledgement (the last release, for
 //! an exited process), and a downgrade returns once every watch acknowledged it.
+//!
+//! If a watcher ends instead (killed, faulted, exited), nobody invalidates any more while a
+//! PASID or context entry it wrote may still point at the tables: its watch goes into the
+//! kernel's quarantine (`Quarantine`) rather than ending. It goes on holding what the process
+//! unmaps and, once the process ends, its whole address space, until a new server that blocked
+//! every device calls `quarantine_release`; until then it takes up one of the process's
+//! watches, and a downgrade gets no acknowledgement from it (`PeerGone`).
 
 use crate::arch::paging::{AddressSpace, USER_MEMORY_ATTRIBUTES};
 use crate::cap::Capability;
@@ -54,6 +61,18 @@ impl Drop for Held {
             tables.iter().filter(|&&t| t != 0).for_each(|&t| frames.free(t));
         }
     }
+}
+
+/// Pages `held` keeps out of the pool (an object's every frame, as it is freed whole). A change
+/// seen by several watches is counted once for each.
+fn held_pages(held: &[Rc<Held>]) -> u64 {
+    held.iter()
+        .map(|held| match &**held {
+            Held::Tables(tables) => tables.iter().filter(|&&t| t != 0).count() as u64,
+            Held::Object { _object: Object::Memory(memory) } => memory.frames.len() as u64,
+            Held::Object { .. } => 0,
+        })
+        .sum()
 }
 
 /// A permission downgrade (`mem_protect`) of a watched address space, which its caller
@@ -133,6 +152,26 @@ struct ExitedTables {
 pub struct ExitedSpace {
     _tables: Rc<ExitedTables>,
     _held: Vec<Rc<Held>>,
+}
+
+impl ExitedSpace {
+    /// Pages held: the tables (root included), the image, each memory object mapped (once)
+    /// and what earlier unmaps held.
+    fn pages(&self) -> u64 {
+        let exited = &*self._tables;
+        let tables = exited.space.as_ref().map_or(0, |space| space.table_frames() + 1);
+        let mut objects: Vec<(u64, u64)> = exited
+            ._mappings
+            .objects()
+            .filter_map(|object| match object {
+                Object::Memory(memory) => Some((memory.serial, memory.frames.len() as u64)),
+                _ => None,
+            })
+            .collect();
+        objects.sort_unstable();
+        objects.dedup();
+        tables + exited.image_frames.len() as u64 + objects.iter().map(|&(_, pages)| pages).sum::<u64>() + held_pages(&self._held)
+    }
 }
 
 impl Drop for ExitedTables {
@@ -330,9 +369,37 @@ impl Kernel {
         }
     }
 
-    /// Watch `pin` of `watcher` ends (`mem_unpin`, or the watcher's end): whatever it alone
-    /// held goes back to the pool. The downgrades it had not acknowledged are answered: as
-    /// acknowledged if its watcher released it, unconfirmed if the watcher is gone.
+    /// Pin `pin` of `watcher`, which ended: if it is an address-space watch, it goes into the
+    /// quarantine and keeps holding (see the module documentation). The downgrades it had not
+    /// acknowledged are answered at once as unconfirmed: nobody will invalidate for them.
+    pub fn quarantine_address_space_watch(&mut self, watcher: Pid, pin: u64) {
+        if let Some((watched, index)) = self.watched_by(watcher, pin) {
+            let watch = &mut self.processes.get_mut(watched).expect("found above").sva[index];
+            let mut downgrades = core::mem::take(&mut watch.unread_downgrades);
+            downgrades.append(&mut watch.unacknowledged_downgrades);
+            downgrades.iter().for_each(|downgrade| self.answer_downgrade(downgrade, false));
+            self.quarantine.hold_watch(watcher, pin);
+        } else if self.exited_spaces.contains_key(&(watcher, pin)) {
+            self.quarantine.hold_watch(watcher, pin);
+        }
+    }
+
+    /// Pages watch `pin` of `watcher` holds out of the pool: what unmaps of a live process
+    /// freed, or an ended process's whole address space.
+    pub fn address_space_watch_pages(&self, watcher: Pid, pin: u64) -> u64 {
+        match self.watched_by(watcher, pin) {
+            Some((watched, index)) => {
+                let watch = &self.processes[watched].sva[index];
+                held_pages(&watch.unread) + held_pages(&watch.unacknowledged)
+            }
+            None => self.exited_spaces.get(&(watcher, pin)).map_or(0, ExitedSpace::pages),
+        }
+    }
+
+    /// Watch `pin` of `watcher` ends (`mem_unpin`, or the release of the quarantine that held
+    /// it after the watcher's end): whatever it alone held goes back to the pool. The
+    /// downgrades it had not acknowledged are answered: as acknowledged if its watcher released
+    /// it, unconfirmed if the watcher is gone.
     pub fn end_address_space_watch(&mut self, watcher: Pid, pin: u64) {
         if let Some((watched, index)) = self.watched_by(watcher, pin) {
             let watch = self.processes.get_mut(watched).expect("found above").sva.remove(index);

@@ -287,7 +287,7 @@ fn mem_protect(kernel: &mut Kernel, pid: Pid, tid: Tid, va: u64, pages: u64, fla
 /// `quarantine_release(authority) -> (pages, objects)`: see `Syscall::QuarantineRelease`.
 pub fn quarantine_release(kernel: &mut Kernel, pid: Pid, authority: u64) -> Result<[u64; 2], Error> {
     cap_of(kernel, pid, authority, ObjectType::DmaAuthority, Rights::CONTROL)?;
-    let (pages, objects) = kernel.quarantine.release();
+    let (pages, objects) = kernel.release_quarantine();
     Ok([pages, objects])
 }
 
@@ -741,14 +741,15 @@ fn irq_unbind(kernel: &mut Kernel, pid: Pid, irq_slot: u64) -> Outcome {
 }
 
 #[inline(never)]
-fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64, quota: u64) -> Outcome {
+pub(crate) fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64, quota: u64) -> Outcome {
     let &(name, bytes) = kernel.images.get(image as usize).ok_or(Error::OutOfRange)?;
     kernel.processes[pid].cspace.check_empty(dst)?;
     let parent_quota = kernel.processes[pid].quota.clone();
     if !parent_quota.charge(quota) {
         return Err(Error::OutOfMemory);
     }
-    // The child's pages come out of the parent's limit for good.
+    // The child's pages come out of the parent's limit until the child's quota account goes
+    // (the child ended and nothing charged to it is left: `QuotaAccount::returns_to`).
     parent_quota.limit.set(parent_quota.limit.get() - quota);
     parent_quota.release(quota);
     let child = match kernel.create_process(name, bytes, arg, quota) {
@@ -758,6 +759,7 @@ fn process_create(kernel: &mut Kernel, pid: Pid, image: u64, arg: u64, dst: u64,
             return Err(Error::OutOfMemory);
         }
     };
+    kernel.processes[child].quota.returns_to.replace(Some(parent_quota));
     kernel.install(pid, dst, Object::Process(child), Rights::all(), 0)?;
     values(&[child as u64])
 }

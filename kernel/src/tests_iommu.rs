@@ -36,6 +36,7 @@ pub(crate) mod iommu_tests {
     use alloc::string::String;
     use alloc::vec::Vec;
     use hwio::SharedWords;
+    use iommu_server_contract::limits::Limits;
     use kernel_abi::Rights;
     use platform::ConfigSpace;
 
@@ -922,6 +923,7 @@ pub(crate) mod iommu_tests {
         hostile_scenario: u64,
         hostile_connections: &[(u64, u64)],
         hostile_device: bool,
+        hostile_limits: Option<Limits>,
     ) -> Result<Option<(ServerUnderTest, Pid, Pid)>, String> {
         let good = kernel.create_process("edu-driver", EDU_DRIVER, good_scenario, DRIVER_QUOTA).map_err(err("create the good driver"))?;
         let hostile = kernel.create_process("edu-driver", EDU_DRIVER, hostile_scenario, DRIVER_QUOTA).map_err(err("create the hostile driver"))?;
@@ -932,6 +934,9 @@ pub(crate) mod iommu_tests {
         kernel.install(good, driver_slot::SERVER, server.endpoint.clone(), client, 1).map_err(err("good driver's endpoint"))?;
         for &(badge, slot) in hostile_connections {
             kernel.install(hostile, slot, server.endpoint.clone(), client, badge).map_err(err("hostile driver's endpoint"))?;
+        }
+        if let Some(limits) = hostile_limits {
+            give_client_limits(kernel, &server, hostile_connections.iter().map(|&(badge, _)| (badge, limits)))?;
         }
         kernel.start_process(server.pid).map_err(err("start server"))?;
         wait_ready(kernel, &server)?;
@@ -950,6 +955,24 @@ pub(crate) mod iommu_tests {
         Ok(Some((server, good, hostile)))
     }
 
+    /// Gives the server (not started yet) a client limits page with an entry for each
+    /// (badge, limits), as the root task does from the system description; the other clients
+    /// get the defaults.
+    fn give_client_limits(kernel: &mut Kernel, server: &ServerUnderTest, entries: impl Iterator<Item = (u64, Limits)>) -> TestResult {
+        use iommu_server_contract::limits::{PRESENT, WORDS_PER_CLIENT};
+        let page = MemoryObject::allocate(1, &QuotaAccount::new(1)).ok_or("no client limits page")?;
+        let words = page_words(&page);
+        for (badge, limits) in entries {
+            let first = badge as usize * WORDS_PER_CLIENT;
+            words.write(first, PRESENT);
+            for (i, word) in limits.to_words().into_iter().enumerate() {
+                words.write(first + 1 + i, word);
+            }
+        }
+        kernel.install(server.pid, server_slot::CLIENT_LIMITS, Object::Memory(page), Rights::READ, 0).map_err(err("client limits page"))?;
+        Ok(())
+    }
+
     /// Seeds of the hostile request streams (one boot of the server each).
     const STREAM_SEEDS: [u64; 2] = [0x5eed_0001, 0x5eed_0002];
 
@@ -962,7 +985,7 @@ pub(crate) mod iommu_tests {
         for seed in STREAM_SEEDS {
             let translated = with_kernel(|kernel| {
                 let stream = scenario::HOSTILE_STREAM | seed << 8;
-                let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, 0, scenario::DMA_ROUNDS, stream, &[(2, driver_slot::SERVER)], true)? else {
+                let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, 0, scenario::DMA_ROUNDS, stream, &[(2, driver_slot::SERVER)], true, None)? else {
                     return Ok(false);
                 };
                 let baseline = server_kernel_pins(kernel, &server);
@@ -1000,8 +1023,9 @@ pub(crate) mod iommu_tests {
         (status::CHARGED_BYTES, "charged heap bytes"),
     ];
 
-    /// A hostile driver (LIMITS_EXHAUSTED) runs a server with small limits
-    /// (`small_limits`) out of each per-client limit, every one ending in `NoResources`; at
+    /// A hostile driver (LIMITS_EXHAUSTED), given the small limits (`small_limits`) in the
+    /// client limits page while the good driver takes the defaults, runs out of each of its
+    /// per-client limits, every one ending in `NoResources`; at
     /// its limits it waits while a good driver, a separate process, does its DMA rounds with
     /// every byte checked. The counts granted before each refusal must be the limits (the
     /// server memory step: fewer areas than the area limit, so memory, not areas, refused),
@@ -1012,7 +1036,7 @@ pub(crate) mod iommu_tests {
         with_kernel(|kernel| {
             let hostile_connections = [(2, driver_slot::SERVER)];
             let Some((server, good, hostile)) =
-                good_and_hostile_drivers(kernel, iommu_server_contract::start::SMALL_LIMITS, scenario::DMA_ROUNDS, scenario::LIMITS_EXHAUSTED, &hostile_connections, true)?
+                good_and_hostile_drivers(kernel, 0, scenario::DMA_ROUNDS, scenario::LIMITS_EXHAUSTED, &hostile_connections, true, Some(Limits::SMALL))?
             else {
                 return Ok(());
             };
@@ -1328,7 +1352,7 @@ pub(crate) mod iommu_tests {
     fn window_taken() -> TestResult {
         with_kernel(|kernel| {
             let hostile_connections = [(2, driver_slot::SERVER), (3, driver_slot::SECOND_SERVER), (4, driver_slot::THIRD_SERVER)];
-            let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, 0, scenario::DMA, scenario::WINDOW_TAKEN, &hostile_connections, false)? else {
+            let Some((server, good, hostile)) = good_and_hostile_drivers(kernel, 0, scenario::DMA, scenario::WINDOW_TAKEN, &hostile_connections, false, None)? else {
                 return Ok(());
             };
             let baseline = server_kernel_pins(kernel, &server);

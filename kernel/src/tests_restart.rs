@@ -13,6 +13,8 @@
 //!   again, and every canary must be intact.
 
 pub use restart_tests::TESTS;
+/// What the quarantine tests (`tests_quarantine.rs`) take from these.
+pub(crate) use restart_tests::{device_writes, Canaries};
 
 mod restart_tests {
     use crate::ktest::{Test, TestResult};
@@ -69,13 +71,13 @@ mod restart_tests {
     }
 
     /// Every frame of both pools, filled with `CANARY`, until dropped.
-    struct Canaries {
+    pub(crate) struct Canaries {
         frames: Vec<u64>,
         contiguous: Vec<u64>,
     }
 
     impl Canaries {
-        fn fill_all_free_memory() -> Result<Canaries, alloc::string::String> {
+        pub(crate) fn fill_all_free_memory() -> Result<Canaries, alloc::string::String> {
             let mut canaries = Canaries { frames: Vec::new(), contiguous: Vec::new() };
             let (free, free_contiguous) = (mm::FRAMES.lock().free_frames() as usize, mm::CONTIGUOUS.lock().free_frames());
             canaries.frames.try_reserve_exact(free).map_err(|_| "no heap for the frame list")?;
@@ -95,14 +97,14 @@ mod restart_tests {
         }
 
         /// The first frame whose canary is gone.
-        fn first_damaged(&self) -> Option<u64> {
+        pub(crate) fn first_damaged(&self) -> Option<u64> {
             self.frames.iter().chain(&self.contiguous).copied().find(|&frame| {
                 // SAFETY: as in `fill_all_free_memory`.
                 unsafe { core::slice::from_raw_parts(mm::phys_to_virt(frame), 4096) }.iter().any(|&b| b != CANARY)
             })
         }
 
-        fn contains(&self, frame: u64) -> bool {
+        pub(crate) fn contains(&self, frame: u64) -> bool {
             self.frames.contains(&frame) || self.contiguous.contains(&frame)
         }
     }
@@ -117,7 +119,7 @@ mod restart_tests {
     }
 
     /// Has the device write its buffer to `iova` and waits until the DMA is over.
-    fn device_writes(kernel: &mut Kernel, config: &ConfigSpace, device: &EduDevice, iova: u64) -> TestResult {
+    pub(crate) fn device_writes(kernel: &mut Kernel, config: &ConfigSpace, device: &EduDevice, iova: u64) -> TestResult {
         device.start_dma(config, EDU_BUFFER, iova, true);
         run_until(kernel, "the device's DMA to end", |_| !device.dma_running())
     }

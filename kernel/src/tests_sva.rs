@@ -33,7 +33,7 @@ pub const TESTS: &[Test] = &[
 /// Quota of the bound process: its image, stack and the pages the test maps.
 const BOUND_QUOTA: u64 = 256;
 /// Slots of the bound process's memory capabilities (source, destination, marker).
-const FIRST_MEMORY_SLOT: u64 = 100;
+pub(crate) const FIRST_MEMORY_SLOT: u64 = 100;
 pub(crate) const SOURCE_BYTE: u8 = 0x3c;
 const CANARY: u8 = 0xc5;
 

@@ -25,8 +25,9 @@ use core::mem::size_of;
 use crate::backend::{HwDomainId, ReservedRegion};
 use crate::objects::{Area, Attachment, Body, HandleEntry, HandleRef, HwptParent, Object, ObjectId, PendingRequest, QueuedFault, FAULT_RECORDS_RESERVED};
 
-/// How much of each resource one client may hold. Set through
-/// [`ServerConfig::limits`](crate::ServerConfig); exhausting any gives that client
+/// How much of each resource one client may hold: its own when it is opened with
+/// [`ObjectModel::open_client_with_limits`](crate::ObjectModel::open_client_with_limits), else
+/// [`ServerConfig::limits`](crate::ServerConfig). Exhausting any gives that client
 /// `NoResources` and no other client notices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientLimits {
@@ -57,11 +58,12 @@ impl ClientLimits {
 }
 
 impl Default for ClientLimits {
-    /// A client may use up to half of the server's 4 MiB heap (clients rarely all peak at
-    /// once): about 15,000 one-page areas (an area is estimated at 128 bytes plus 8 per page),
-    /// or registrations of about 1 GiB (8 bytes per page).
+    /// A client may use a quarter of the server's 4 MiB heap, so that two of them and the
+    /// server's own reserve fit (budgets are not overcommitted: docs/architecture.md, threat
+    /// model): about 7,700 one-page areas (an area is estimated at 128 bytes plus 8 per page),
+    /// or registrations of about 512 MiB (8 bytes per page).
     fn default() -> Self {
-        ClientLimits { handles: 4096, areas: 16384, pasids: 256, fault_queues: 64, domains: 64, memory_bytes: 2 << 20 }
+        ClientLimits { handles: 4096, areas: 16384, pasids: 256, fault_queues: 64, domains: 64, memory_bytes: 1 << 20 }
     }
 }
 
@@ -134,6 +136,7 @@ impl Usage {
 /// One client's account: what it holds and what it may hold.
 pub(crate) struct Account {
     pub used: Usage,
+    pub limits: ClientLimits,
 }
 
 impl Account {
@@ -141,12 +144,12 @@ impl Account {
     /// gate every allocation on the client's behalf passes first (tests inject failures
     /// here).
     #[inline]
-    pub fn charge(&mut self, charge: Usage, limits: &ClientLimits) -> Result<(), iommu_abi::Error> {
+    pub fn charge(&mut self, charge: Usage) -> Result<(), iommu_abi::Error> {
         #[cfg(test)]
         if injection::next_charge_fails() {
             return Err(iommu_abi::Error::NoResources);
         }
-        if !self.used.admits(&charge, limits) {
+        if !self.used.admits(&charge, &self.limits) {
             return Err(iommu_abi::Error::NoResources);
         }
         self.used = self.used.plus(charge);
@@ -155,14 +158,14 @@ impl Account {
 
     /// The map path's charge (one or more areas): a compare and an add per counter.
     #[inline]
-    pub fn charge_areas(&mut self, areas: u64, bytes: u64, limits: &ClientLimits) -> Result<(), iommu_abi::Error> {
+    pub fn charge_areas(&mut self, areas: u64, bytes: u64) -> Result<(), iommu_abi::Error> {
         #[cfg(test)]
         if injection::next_charge_fails() {
             return Err(iommu_abi::Error::NoResources);
         }
         let areas = self.used.areas + areas;
         let bytes = self.used.bytes + bytes;
-        if areas > limits.areas || bytes > limits.memory_bytes {
+        if areas > self.limits.areas || bytes > self.limits.memory_bytes {
             return Err(iommu_abi::Error::NoResources);
         }
         self.used.areas = areas;
@@ -172,13 +175,13 @@ impl Account {
 
     /// The fault path's charge (a record): a compare and an add.
     #[inline]
-    pub fn charge_bytes(&mut self, bytes: u64, limits: &ClientLimits) -> Result<(), iommu_abi::Error> {
+    pub fn charge_bytes(&mut self, bytes: u64) -> Result<(), iommu_abi::Error> {
         #[cfg(test)]
         if injection::next_charge_fails() {
             return Err(iommu_abi::Error::NoResources);
         }
         let bytes = self.used.bytes + bytes;
-        if bytes > limits.memory_bytes {
+        if bytes > self.limits.memory_bytes {
             return Err(iommu_abi::Error::NoResources);
         }
         self.used.bytes = bytes;

@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 use iommu_abi::{FaultRecord, Handle, IovaRange, Perm, Rights};
 use slot_table::SlotTable;
 
-use crate::budget::{Account, Usage};
+use crate::budget::{Account, ClientLimits, Usage};
 use crate::backend::{AddressSpace, HwDomain, HwDomainId, RequesterId, ReservedRegion, UnitId};
 use crate::memory::MemoryObjectId;
 use crate::ClientId;
@@ -264,8 +264,8 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub fn new() -> Client {
-        Client { handles: SlotTable::new(), pasids: BTreeSet::new(), account: Account { used: Usage::default() }, accepts_from: BTreeSet::new() }
+    pub fn new(limits: ClientLimits) -> Client {
+        Client { handles: SlotTable::new(), pasids: BTreeSet::new(), account: Account { used: Usage::default(), limits }, accepts_from: BTreeSet::new() }
     }
 
     pub fn has_handle_space(&self) -> bool {
@@ -289,13 +289,13 @@ impl ClientTable {
         self.slots.get_mut(usize::try_from(id.0).ok()?)?.as_mut()
     }
 
-    /// Opens `id` (which the caller bounded) with an empty handle table.
-    pub fn open(&mut self, id: ClientId) {
+    /// Opens `id` (which the caller bounded) with an empty handle table and `limits`.
+    pub fn open(&mut self, id: ClientId, limits: ClientLimits) {
         let index = id.0 as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
         }
-        self.slots[index] = Some(Client::new());
+        self.slots[index] = Some(Client::new(limits));
     }
 
     pub fn remove(&mut self, id: ClientId) -> Option<Client> {

@@ -32,4 +32,6 @@ pub const DIRTY_BITMAP_WINDOW_PAGES: u64 = 512;
 pub const REQUEST_MEMORY: u64 = 0x5800_0000;
 pub const REQUEST_MEMORY_PAGES: u64 = 2;
 
+/// The client limits page, while the server reads it at start.
+pub const CLIENT_LIMITS: u64 = 0x5900_0000;
 pub const PAGE: u64 = 4096;

@@ -7,9 +7,12 @@
 //! * [`status`]: the words of the status page through which the starter observes the server.
 //! * [`start`]: the bits of the server's start argument.
 //! * [`small_limits`]: the small per-client limits one of those bits selects.
+//! * [`limits`]: per-client limits from the system description, and the rule that their
+//!   memory budgets fit the server's heap.
 #![no_std]
 
 pub mod layout;
+pub mod limits;
 pub mod slots;
 pub mod small_limits;
 pub mod start;

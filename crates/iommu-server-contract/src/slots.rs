@@ -27,6 +27,9 @@ pub const GERROR_IRQ: u64 = 8;
 /// x86 its I/O ports 0x510-0x51b (READ, WRITE) and nothing else. On both it carries the
 /// firmware-table override (`fwcfg::table_override`). Optional on x86.
 pub const FW_CFG: u64 = 9;
+/// Memory object (READ) of one page: each client's limits, from the system description
+/// (layout in `limits`). Optional: without it every client gets the defaults.
+pub const CLIENT_LIMITS: u64 = 15;
 /// MSI line number of the capability in `FAULT_IRQ`: the server cannot ask the kernel which
 /// line an IRQ capability serves, so the root task states it by filling the slot matching the
 /// line: slot `FAULT_IRQ` serves line `MSI_LINE_BASE + FAULT_MSI_INDEX`.

@@ -1,5 +1,5 @@
-//! Small per-client limits, chosen by a start-argument bit ([`crate::start::SMALL_LIMITS`])
-//! instead of the defaults (which allow
+//! Small per-client limits, which a client's entry in the client limits page can give
+//! ([`crate::limits::Limits::SMALL`]) instead of the defaults (which allow
 //! thousands of handles and areas): with them a test exhausts every limit in a few dozen
 //! requests, fast under TCG. A driver that binds a device and allocates an IOAS, a fault queue
 //! and an HWPT and maps a few pages stays well inside them.

@@ -12,8 +12,8 @@ pub const STAGE2: u64 = 1 << 1;
 /// `allow_unsafe_interrupts`). Without it the doorbell stays unmapped and MSIs of attached
 /// devices fault.
 pub const ALLOW_UNISOLATED_MSI: u64 = 1 << 2;
-/// Every client gets the limits of [`crate::small_limits`] instead of the defaults.
-pub const SMALL_LIMITS: u64 = 1 << 3;
+// Bit 3 chose small limits for every client; a client's limits are now its entry in the
+// client limits page ([`crate::limits`]), `Limits::SMALL` among them.
 /// This instance replaces a server that ended: a client that did not connect to it yet gets
 /// `kernel_ipc::STATUS_SERVER_RESTARTED` instead of `STATUS_NOT_CONNECTED`, so it learns
 /// that its connection, handles and device setup are gone and must be rebuilt.

@@ -104,8 +104,9 @@ syscalls! {
     /// `null()`: returns at once; measures the system-call path.
     Null = 28,
     /// `process_create(image, arg, dst, quota_pages)`: a process from boot image number
-    /// `image`, not yet running, with a memory quota taken from the caller's. The capability in
-    /// `dst` has every right.
+    /// `image`, not yet running, with a memory quota taken from the caller's (it returns to the
+    /// caller's once the process has ended and nothing charged to it is left). The capability
+    /// in `dst` has every right.
     ProcessCreate = 29,
     /// `process_start(process)`: needs CONTROL.
     ProcessStart = 30,
@@ -170,10 +171,12 @@ syscalls! {
     CapWatch = 42,
     /// `quarantine_release(authority) -> (pages, objects)`: returns to the free pool the memory
     /// objects the kernel quarantined when processes holding pins ended (an IOMMU server's
-    /// tables, queues and pinned client pages, which a unit may still walk or write), and says
-    /// how many pages and objects that was. Only an IOMMU server that has put every unit into a
-    /// blocking state over new tables may call it: that is the claim the call makes (see the
-    /// threat model in docs/architecture.md). Needs DmaAuthority with CONTROL.
+    /// tables, queues and pinned client pages, which a unit may still walk or write) and the
+    /// address-space watches of such a server, which end (what they held for bound processes
+    /// is freed), and says how many pages and objects (a watch counts as one) that was. Only
+    /// an IOMMU server that has put every unit into a blocking state over new tables may call
+    /// it: that is the claim the call makes (see the threat model in docs/architecture.md).
+    /// Needs DmaAuthority with CONTROL.
     QuarantineRelease = 43,
     /// `msi_route(authority, device_id, count, first_slot) -> first_intid` (arm, GICv3 ITS):
     /// maps EventIDs `0..count` (a power of two, at most `MAX_MSI_EVENTS`) of the device the

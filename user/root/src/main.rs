@@ -53,6 +53,8 @@ mod slot {
     pub const ENDPOINTS: u64 = 180;
     /// The IOMMU server's status page.
     pub const STATUS_PAGE: u64 = 190;
+    /// The page of the clients' limits the IOMMU server reads.
+    pub const CLIENT_LIMITS: u64 = 191;
     /// Scratch: a badged endpoint or a carved BAR on its way to a process.
     pub const SCRATCH: u64 = 200;
     /// Signalled when the running driver ends (`ended::DRIVER`) or the server does
@@ -73,6 +75,7 @@ mod va {
     pub const DIRECTORY: u64 = 0x1000_0000;
     pub const STATUS: u64 = 0x1100_0000;
     pub const HEAP: u64 = 0x1200_0000;
+    pub const CLIENT_LIMITS: u64 = 0x1300_0000;
     /// PCI configuration space, bus `b` at `CONFIG + (b << 20)` (256 MiB for all buses).
     pub const CONFIG: u64 = 0x2000_0000;
 }
@@ -434,9 +437,47 @@ fn give(system: &[Process], directory: &Directory, target: u64, grant: &Grant) -
             }
             grant_one(slot::STATUS_PAGE, grant.slot)
         }
+        // Filled once from the description; a restarted server gets the same page.
+        Source::ClientLimits => {
+            if syscall::cap_info(slot::CLIENT_LIMITS).is_err() {
+                write_client_limits(system)?;
+            }
+            grant_one(slot::CLIENT_LIMITS, grant.slot)
+        }
         Source::Process { name } => grant_one(process_slot(system, name).ok_or("no such process")?, grant.slot),
         Source::PciBar { .. } => Err("devices are granted once the server is up"),
     }
+}
+
+/// Allocates the client limits page (`iommu_server_contract::limits`) and writes an entry for
+/// each badged grant of the server's endpoint, under its driver's limits.
+fn write_client_limits(system: &[Process]) -> Result<(), &'static str> {
+    use iommu_server_contract::limits::{PRESENT, WORDS_PER_CLIENT};
+    const WORDS: usize = (server_slot::MAX_CLIENTS as usize + 1) * WORDS_PER_CLIENT;
+    syscall::mem_alloc(1, slot::CLIENT_LIMITS, kernel_abi::MemFlags::empty()).map_err(|_| "no memory for the client limits")?;
+    syscall::mem_map(slot::CLIENT_LIMITS, va::CLIENT_LIMITS, 0, 1, kernel_abi::MapFlags::WRITE).map_err(|_| "cannot map the client limits")?;
+    // SAFETY: the page was just mapped writable at va::CLIENT_LIMITS and stays mapped; the
+    // server gets it read-only.
+    let page: SharedWords<WORDS> = unsafe { SharedWords::at_address(va::CLIENT_LIMITS as usize) };
+    let endpoint = system::server_endpoint(system).ok_or("the IOMMU server has no endpoint")?;
+    for process in system {
+        for grant in process.grants {
+            let Source::Endpoint { name, badge } = grant.source else { continue };
+            if name != endpoint || badge == 0 {
+                continue;
+            }
+            // Badges beyond the server's clients are refused when they connect.
+            if badge > server_slot::MAX_CLIENTS {
+                continue;
+            }
+            let first = badge as usize * WORDS_PER_CLIENT;
+            page.write(first, PRESENT);
+            for (i, word) in process.limits.to_words().into_iter().enumerate() {
+                page.write(first + 1 + i, word);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn status_word(index: usize) -> u64 {

@@ -7,6 +7,7 @@
 //! sits, which functions share an isolation group) is checked when the root task loads the
 //! description, before any driver starts.
 
+use iommu_server_contract::limits::{check_budgets, Budget, Limits, Refusal};
 use kernel_abi::boot_directory::image;
 use kernel_abi::Rights;
 
@@ -27,6 +28,9 @@ pub enum Source {
     /// A page the IOMMU server reports its state and counters in
     /// (`iommu_server_contract::status`); the root task maps it too, to see the server come up.
     StatusPage,
+    /// The page of each client connection's limits (`iommu_server_contract::limits`), which
+    /// the root task fills from the drivers' `limits` for the IOMMU server.
+    ClientLimits,
     /// The process capability of another process of the description.
     Process { name: &'static str },
     /// A memory BAR of a PCI function, carved out of the PCI window after the IOMMU server
@@ -96,6 +100,10 @@ pub struct Process {
     pub quota_pages: u64,
     pub role: Role,
     pub grants: &'static [Grant],
+    /// A driver's limits in the IOMMU server, for each connection it holds (`Limits::DEFAULT`
+    /// unless the description says otherwise, e.g. `Limits::SMALL`); the IOMMU server's own
+    /// are not used. Their memory budgets and the server's reserve must fit its heap (`check`).
+    pub limits: Limits,
 }
 
 const fn grant(slot: u64, source: Source, rights: Rights) -> Grant {
@@ -129,6 +137,7 @@ macro_rules! iommu_server_grants {
             grant(server_slot::ECAM, boot("ecam"), READ_WRITE),
             grant(server_slot::PCI_MMIO, boot("pci-mmio"), READ_WRITE),
             grant(server_slot::STATUS_PAGE, Source::StatusPage, READ_WRITE),
+            grant(server_slot::CLIENT_LIMITS, Source::ClientLimits, READ),
             grant(server_slot::FIRMWARE_FIRST, Source::BootAll { name: "firmware", max: server_slot::FIRMWARE_COUNT }, READ),
             grant(server_slot::CLIENT_PROCESS_BASE + 1, Source::Process { name: "edu-driver-0" }, CLIENT_PROCESS),
             grant(server_slot::CLIENT_PROCESS_BASE + 2, Source::Process { name: "edu-driver-1" }, CLIENT_PROCESS),
@@ -170,7 +179,7 @@ const IOMMU_SERVER_GRANTS: &[Grant] = iommu_server_grants![
 /// An edu driver running its DMA scenario (bind, map, DMA, unmap, DMA again and see the fault
 /// arrive in its fault queue) on the device and connection its grants name.
 const fn edu_driver(name: &'static str, grants: &'static [Grant]) -> Process {
-    Process { name, image: image::EDU_DRIVER, arg: scenario::DMA, quota_pages: 1024, role: Role::Driver, grants }
+    Process { name, image: image::EDU_DRIVER, arg: scenario::DMA, quota_pages: 1024, role: Role::Driver, grants, limits: Limits::DEFAULT }
 }
 
 /// An edu driver (DMA scenario) with its connection (badge) and this device's BAR0.
@@ -205,6 +214,7 @@ const IOMMU_SERVER: Process = Process {
     quota_pages: 4096,
     role: Role::IommuServer,
     grants: IOMMU_SERVER_GRANTS,
+    limits: Limits::DEFAULT,
 };
 
 /// `qemu-run.sh --topology bridges`: a PCIe root port at 00:10.0 with an edu device, and a
@@ -289,6 +299,7 @@ pub const fn check(system: &[Process]) {
                 h += 1;
             }
             match grant.source {
+                Source::ClientLimits => assert!(matches!(process.role, Role::IommuServer), "only the IOMMU server gets the client limits"),
                 Source::StatusPage => {
                     assert!(matches!(process.role, Role::IommuServer), "only the IOMMU server gets a status page");
                     status_pages += 1;
@@ -335,4 +346,72 @@ pub const fn check(system: &[Process]) {
     }
     assert!(servers == 1, "the system needs exactly one IOMMU server");
     assert!(status_pages == 1, "the IOMMU server needs one status page: the root task watches it come up");
+    if let Err(refusal) = budgets_fit(system) {
+        refuse_budget(refusal);
+    }
+}
+
+/// The endpoint the IOMMU server receives requests on.
+pub const fn server_endpoint(system: &[Process]) -> Option<&'static str> {
+    let mut p = 0;
+    while p < system.len() {
+        if matches!(system[p].role, Role::IommuServer) {
+            let mut g = 0;
+            while g < system[p].grants.len() {
+                if let (crate::server_slot::REQUESTS, Source::Endpoint { name, .. }) = (system[p].grants[g].slot, system[p].grants[g].source) {
+                    return Some(name);
+                }
+                g += 1;
+            }
+        }
+        p += 1;
+    }
+    None
+}
+
+/// Whether the budgets of every client connection (each badged grant of the server's endpoint
+/// to a driver, under that driver's limits) and the server's reserve fit its heap
+/// (`iommu_server_contract::limits::check_budgets`).
+pub const fn budgets_fit(system: &[Process]) -> Result<(), Refusal> {
+    let Some(endpoint) = server_endpoint(system) else { return Ok(()) };
+    let mut budgets = [Budget { client: "", limits: Limits::DEFAULT }; crate::server_slot::MAX_CLIENTS as usize];
+    let mut count = 0;
+    let mut p = 0;
+    while p < system.len() {
+        let mut g = 0;
+        while g < system[p].grants.len() {
+            if let Source::Endpoint { name, badge } = system[p].grants[g].source {
+                if same(name, endpoint) && badge != 0 {
+                    assert!(count < budgets.len(), "more client connections than the IOMMU server serves");
+                    budgets[count] = Budget { client: system[p].name, limits: system[p].limits };
+                    count += 1;
+                }
+            }
+            g += 1;
+        }
+        p += 1;
+    }
+    check_budgets(budgets.split_at(count).0)
+}
+
+/// Stops the build with a message naming the driver and the resource.
+const fn refuse_budget(refusal: Refusal) -> ! {
+    let mut message = [0u8; 160];
+    let mut length = 0;
+    let parts = ["the IOMMU server's heap cannot hold the budgets of the description: ", refusal.client, "'s ", refusal.resource, " does not fit"];
+    let mut i = 0;
+    while i < parts.len() {
+        let bytes = parts[i].as_bytes();
+        let mut b = 0;
+        while b < bytes.len() && length < message.len() {
+            message[length] = bytes[b];
+            length += 1;
+            b += 1;
+        }
+        i += 1;
+    }
+    match core::str::from_utf8(message.split_at(length).0) {
+        Ok(text) => panic!("{}", text),
+        Err(_) => panic!("the IOMMU server's heap cannot hold the budgets of the description"),
+    }
 }

@@ -64,9 +64,8 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         let owner = self.objects[fault].owner;
         let depth = self.config.fault_queue_depth;
         // A queue is full at its depth or when its owner's budget cannot take the record.
-        let limits = self.config.limits;
         let full = self.fault_mut(fault).queued.len() >= depth
-            || self.clients.get_mut(owner).expect("owners are live").account.charge_bytes(budget::FAULT_RECORD.bytes, &limits).is_err();
+            || self.clients.get_mut(owner).expect("owners are live").account.charge_bytes(budget::FAULT_RECORD.bytes).is_err();
         let queue = self.fault_mut(fault);
         if full {
             queue.overflow += 1;

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 use iommu_abi::{Error, Handle, Rights};
-use crate::budget::{self, Usage};
+use crate::budget::{self, ClientLimits, Usage};
 use crate::backend::IommuBackend;
 use crate::memory::MemorySource;
 use crate::objects::{Area, Body, Client, HandleEntry, HandleRef, HwptParent, Object, ObjectId, ObjectKind};
@@ -12,14 +12,25 @@ use crate::ClientId;
 use super::ObjectModel;
 
 impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
-    /// Register a client (a driver connection). Returns false if it was already open or its
-    /// id is not below `ServerConfig::max_clients`.
+    /// Register a client (a driver connection) under the configured limits
+    /// (`ServerConfig::limits`). Returns false if it was already open or its id is not below
+    /// `ServerConfig::max_clients`.
     pub fn open_client(&mut self, client: ClientId) -> bool {
+        self.open_client_with_limits(client, self.config.limits)
+    }
+
+    /// `open_client` with limits of the client's own (the system description's for it).
+    pub fn open_client_with_limits(&mut self, client: ClientId, limits: ClientLimits) -> bool {
         if client.0 >= self.config.max_clients || self.clients.get(client).is_some() {
             return false;
         }
-        self.clients.open(client);
+        self.clients.open(client, limits);
         true
+    }
+
+    /// The limits `client` was opened with (`None` for an unknown client).
+    pub fn limits(&self, client: ClientId) -> Option<ClientLimits> {
+        self.clients.get(client).map(|c| c.account.limits)
     }
 
     pub(super) fn client(&self, client: ClientId) -> Result<&Client, Error> {
@@ -58,8 +69,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
 
     /// Take `charge` from `client`'s budget, or `NoResources` with nothing taken.
     pub(super) fn charge(&mut self, client: ClientId, charge: Usage) -> Result<(), Error> {
-        let limits = self.config.limits;
-        self.clients.get_mut(client).ok_or(Error::NoSuchClient)?.account.charge(charge, &limits)
+        self.clients.get_mut(client).ok_or(Error::NoSuchClient)?.account.charge(charge)
     }
 
     /// Give back what `charge` took.

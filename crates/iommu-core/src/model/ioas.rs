@@ -245,7 +245,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         check_within_object(object_end, info.size, info.writable, perm)?;
         let owner = self.objects[ioas].owner;
         let charge = Usage { areas: 1, bytes: budget::area_bytes(length, false), ..Usage::default() };
-        self.clients.get_mut(owner).expect("owners are live").account.charge_areas(charge.areas, charge.bytes, &self.config.limits)?;
+        self.clients.get_mut(owner).expect("owners are live").account.charge_areas(charge.areas, charge.bytes)?;
         let frames = match self.pins.acquire(&mut self.memory, client, memory, info.id, offset, length) {
             Ok(frames) => frames,
             Err(error) => {
@@ -371,7 +371,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         let shift = |iova: u64| iova - src_range.start + dst_range.start;
         let owner = self.objects[dst].owner;
         let charge = pieces.iter().fold(Usage::default(), |sum, piece| sum.plus(budget::area(piece)));
-        self.clients.get_mut(owner).expect("owners are live").account.charge_areas(charge.areas, charge.bytes, &self.config.limits)?;
+        self.clients.get_mut(owner).expect("owners are live").account.charge_areas(charge.areas, charge.bytes)?;
         let frame_lists: Vec<Vec<u64>> = pieces.iter().map(|piece| self.pins.share(piece.object, piece.offset, piece.length())).collect();
         let segments: Vec<Segment> = pieces
             .iter()

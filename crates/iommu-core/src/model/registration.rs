@@ -61,7 +61,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         let memory = self.resolve(client, memory, ObjectKind::Memory, Rights::MAP)?;
         let object_end = check_map_range(perm, offset, length)?;
         self.refresh_summary(ioas);
-        let ObjectModel { objects, backend, clients, config, .. } = self;
+        let ObjectModel { objects, backend, clients, .. } = self;
         let registration = registration_in(objects, memory);
         check_within_object(object_end, registration.size, registration.writable, perm)?;
         let (owner, target) = owned_ioas_in(objects, ioas);
@@ -70,7 +70,7 @@ impl<B: IommuBackend, M: MemorySource> ObjectModel<B, M> {
         let segment = Segment { iova: range.start, frames: &registration.frames[pages], perm };
         let account = &mut clients.get_mut(owner).expect("owners are live").account;
         let area_bytes = budget::area_bytes(length, true);
-        account.charge_areas(1, area_bytes, &config.limits)?;
+        account.charge_areas(1, area_bytes)?;
         if let Err(error) = map_segments(backend, &target.summary().domains, core::slice::from_ref(&segment)) {
             account.refund_areas(1, area_bytes);
             return Err(error);

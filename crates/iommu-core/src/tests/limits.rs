@@ -170,6 +170,29 @@ fn the_default_budget_matches_its_documentation() {
     let one_page_area = crate::budget::area_bytes(iommu_abi::PAGE_SIZE, false);
     assert_eq!(one_page_area, 128 + 8, "an area's estimate as the documentation states it");
     let areas = limits.memory_bytes / one_page_area;
-    assert!((14_000..16_000).contains(&areas), "{areas} one-page areas fit");
-    assert!(limits.memory_bytes * 2 == 4 << 20, "half of the server's heap");
+    assert!((7_000..8_000).contains(&areas), "{areas} one-page areas fit");
+    assert!(limits.memory_bytes * 4 == 4 << 20, "a quarter of the server's heap");
+}
+
+#[test]
+fn a_client_opened_with_its_own_limits_is_held_to_them_alone() {
+    // The configured limits are unlimited; C is opened with one fault queue of its own.
+    let mut h = limited(ClientLimits::UNLIMITED);
+    let c = ClientId(3);
+    let own = ClientLimits { fault_queues: 1, ..ClientLimits::UNLIMITED };
+    assert!(h.server.open_client_with_limits(c, own));
+    assert_eq!(h.server.limits(c), Some(own));
+    assert_eq!(h.server.limits(A), Some(ClientLimits::UNLIMITED), "A keeps the configured limits");
+    h.server.fault_alloc(c).unwrap();
+    assert_eq!(h.server.fault_alloc(c), Err(Error::NoResources), "C is held to its own limit");
+    for _ in 0..3 {
+        h.server.fault_alloc(A).unwrap();
+    }
+    // Reopened after closing, with other limits: the new ones hold.
+    h.server.close_client(c).unwrap();
+    assert!(h.server.open_client_with_limits(c, ClientLimits { fault_queues: 2, ..ClientLimits::UNLIMITED }));
+    h.server.fault_alloc(c).unwrap();
+    h.server.fault_alloc(c).unwrap();
+    assert_eq!(h.server.fault_alloc(c), Err(Error::NoResources));
+    assert!(!h.server.open_client_with_limits(c, ClientLimits::UNLIMITED), "already open");
 }
