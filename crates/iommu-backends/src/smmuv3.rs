@@ -9,7 +9,8 @@
 //! on (CD.R / STE.S2R). Every DMA of a blocked stream therefore aborts *and* is reported with
 //! its address and direction, which an abort STE (no event at all) would not do. StreamIDs no
 //! function uses stay without a level-2 stream table: their traffic is aborted with
-//! C_BAD_STREAMID.
+//! C_BAD_STREAMID. A stream with IORT RMRs is blocked in a private domain of its own instead,
+//! which maps only its RMR regions (`crate::direct`).
 //!
 //! Nesting (`DomainConfig::Nested`): a nest parent is always a stage-2 domain, whatever the
 //! unit's stage. A nested domain is the client's context descriptor, at an IPA of the parent,
