@@ -52,9 +52,11 @@ fn skip_without_bridges() {
     crate::ktest::skip(String::from("this machine has no edu devices behind bridges (qemu-run.sh --topology bridges builds one)"));
 }
 
-/// The edu behind the root port and the first one behind the PCI bridge, each given to its
-/// own driver by location: both run their DMA scenario to the end, and each fault carries the
-/// requester ID the root task computed for the device (its own, or the bridge's alias).
+/// The edu behind the root port and the second one behind the PCI bridge, each given to its
+/// own driver by location: both run their DMA scenario to the end (on x86 the copy back ends
+/// with the device's MSI, which the server must program into that function's own capability,
+/// not the first one's with the same alias), and each fault carries the requester ID the root
+/// task computed for the device (its own, or the bridge's alias).
 fn bridged_devices_dma() -> TestResult {
     if !has_bridges()? {
         skip_without_bridges();

@@ -222,12 +222,13 @@ const IOMMU_SERVER: Process = Process {
 const ROOT_PORT: (u8, u8) = (0x10, 0);
 const PCI_BRIDGE: (u8, u8) = (0x11, 0);
 
-/// The edu behind the root port (by location) and the first behind the PCI bridge (by
-/// location too; its DMA carries the bridge's alias).
+/// The edu behind the root port (by location) and the second behind the PCI bridge (by
+/// location too; its DMA carries the bridge's alias, which the first shares: its MSI must still
+/// be programmed into its own capability).
 pub const BRIDGES: &[Process] = &[
     IOMMU_SERVER,
     edu_driver_on!("edu-driver-0", 1, PciFunction::At { segment: 0, bridges: &[ROOT_PORT], device: 0, function: 0 }),
-    edu_driver_on!("edu-driver-1", 2, PciFunction::At { segment: 0, bridges: &[PCI_BRIDGE], device: 1, function: 0 }),
+    edu_driver_on!("edu-driver-1", 2, PciFunction::At { segment: 0, bridges: &[PCI_BRIDGE], device: 2, function: 0 }),
 ];
 
 /// Both functions behind the PCI bridge, to two drivers: they share the bridge's alias, so
