@@ -16,7 +16,8 @@
 //! counts it (`status::QUIESCED_WITHOUT_RESET`); resets are counted in `status::RESETS`.
 //!
 //! A server that takes over from an ended one (`start::RESTARTED`) does not know which devices
-//! had owners: it treats every translated function with bus mastering on as one that had.
+//! had owners: it treats every translated endpoint with bus mastering on as one that had
+//! (firmware may have turned it on too; such a device is blocked by the IOMMU anyway).
 
 use alloc::vec::Vec;
 use iommu_core::{IommuBackend, MemorySource, ObjectId, ObjectModel, RequesterId, UnitId};

@@ -175,6 +175,11 @@ mod restart_tests {
             wait_ready(kernel, &successor)?;
             ensure!(successor.word(status::QUARANTINE_RELEASED) == pages, "the new server released {} pages, the quarantine held {pages}", successor.word(status::QUARANTINE_RELEASED));
             ensure!(kernel.quarantine.pages() == 0, "{} pages still in quarantine after the takeover", kernel.quarantine.pages());
+            // The device had an owner: the new server quiesced it (this edu has no reset method).
+            let handled = successor.word(status::RESETS) + successor.word(status::QUIESCED_WITHOUT_RESET);
+            // SAFETY: the edu's command register, mapped by `config`.
+            let command = unsafe { core::ptr::read_volatile(config.register(u64::from(device.rid), 0x04)) };
+            ensure!(handled >= 1 && command & 0x4 == 0, "the new server left the owned device mastering the bus (command {command:#x}, {handled} devices reset or quiesced)");
 
             // Every free frame, the dead server's tables among them, gets a canary; the
             // driver's page is cleared. The device writes to its old IOVA again.
