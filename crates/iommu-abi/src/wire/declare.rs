@@ -41,6 +41,10 @@ macro_rules! reply_of {
         let (total, ranges) = $value;
         Reply::IovaRanges { total, ranges }
     }};
+    // A batch encodes itself (`FaultBatch::encode`), not moved into a `Reply` first.
+    (Faults, $value:expr) => {
+        $value
+    };
     ($shape:ident, $value:expr) => {
         Reply::$shape($value)
     };
