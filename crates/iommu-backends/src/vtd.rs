@@ -615,7 +615,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
                 // faults is not decoded from the reason code yet.
                 stage: FaultStage::Unspecified,
             };
-            sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
+            sink(DrainedFault { event, code: fault.reason });
         });
         if overflowed {
             E::log(format_args!("iommu-server: unit {}: fault records overflowed, faults were lost", unit_id.0));
@@ -644,6 +644,14 @@ fn fault_reason(code: u8) -> FaultReason {
     match code {
         0x07..=0x0d => FaultReason::TableWalk,
         _ => FaultReason::Translation,
+    }
+}
+
+/// What the VT-d specification calls a drained fault's code, for the server's log.
+pub fn fault_name(fault: &DrainedFault) -> &'static str {
+    match fault.event.reason {
+        FaultReason::PageRequest => "page request",
+        _ => vtd::fault::fault_reason_name(fault.code),
     }
 }
 
