@@ -26,6 +26,7 @@ mod tests;
 mod tests_iommu;
 mod tests_dirty;
 mod tests_its;
+mod tests_gicv2m;
 mod tests_nesting;
 mod tests_restart;
 mod tests_sva;
@@ -67,7 +68,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     // A kernel built by `cargo test` runs every test unless the command line picks some.
     if let Some(filter) = option(info.cmdline(), "test").or(cfg!(test).then_some("all")) {
         let all: alloc::vec::Vec<ktest::Test> =
-            tests::TESTS.iter().chain(tests_iommu::TESTS).chain(tests_its::TESTS).chain(tests_sva::TESTS).chain(tests_topology::TESTS).chain(tests_dirty::TESTS).chain(tests_restart::TESTS).chain(tests_nesting::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
+            tests::TESTS.iter().chain(tests_iommu::TESTS).chain(tests_its::TESTS).chain(tests_gicv2m::TESTS).chain(tests_sva::TESTS).chain(tests_topology::TESTS).chain(tests_dirty::TESTS).chain(tests_restart::TESTS).chain(tests_nesting::TESTS).map(|t| ktest::Test { name: t.name, run: t.run }).collect();
         ktest::run(filter, &all);
     }
     run_system();
