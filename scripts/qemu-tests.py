@@ -44,9 +44,10 @@ MATRIX = [
     ("aarch64/smmuv3", "aarch64", ["--iommu", "smmuv3"]),
     ("aarch64/smmuv3-el2", "aarch64", ["--iommu", "smmuv3", "--el2"]),
     ("aarch64/none", "aarch64", ["--iommu", "none"]),
-    # GICv2 (GICv2m MSIs, not isolated): only the tests of what the server does about that.
+    # GICv2 (GICv2m MSIs, not isolated): only the tests of what the server does about that, and
+    # the MSI latency without isolation.
     ("aarch64/smmuv3-gicv2", "aarch64", ["--iommu", "smmuv3", "--gic", "2"],
-     "iommu::attached_device_msi_reaches_the_cpu,its::driver_msi_through_the_its"),
+     "iommu::attached_device_msi_reaches_the_cpu,its::driver_msi_through_the_its,bench::msi_gicv2m"),
     # Edu devices behind a PCIe root port and a PCIe-to-PCI bridge: only the topology tests and
     # the reset of a device alone below its bridge.
     ("x86_64/bridges-vtd", "x86_64", ["--iommu", "vtd", "--topology", "bridges"], "topology::,reset::"),

@@ -31,6 +31,12 @@ pub type Backend = iommu_backends::vtd::VtdBackend<Kernel>;
 #[cfg(target_arch = "aarch64")]
 pub type Backend = iommu_backends::smmuv3::SmmuBackend<Kernel>;
 
+/// The backend's name for a drained fault's code (the console log of undelivered faults).
+#[cfg(target_arch = "x86_64")]
+pub use iommu_backends::vtd::fault_name;
+#[cfg(target_arch = "aarch64")]
+pub use iommu_backends::smmuv3::fault_name;
+
 /// Nanoseconds from the time-stamp counter, taken as 1 GHz: exact under `-icount shift=0`
 /// (one instruction per nanosecond, and QEMU derives the TSC from that clock), and within a
 /// small factor on TCG and hardware, which is all a bound on hardware waits needs.

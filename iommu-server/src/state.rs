@@ -435,7 +435,7 @@ fn log_undelivered_fault(fault: &DrainedFault, delivery: FaultDelivery, logged: 
         FaultDelivery::Overflowed => "owner's queue full",
         FaultDelivery::Unrouted => "no owner (blocked device)",
     };
-    let (unit, rid, code, name) = (event.unit.0, event.rid.0, fault.code, fault.name);
+    let (unit, rid, code, name) = (event.unit.0, event.rid.0, fault.code, crate::hw::fault_name(fault));
     if event.reason == FaultReason::Interrupt {
         println!("iommu-server: interrupt refused: unit {unit} rid {rid:#06x} index {:#x}, reason {code:#x} ({name}) -> {to}", event.iova);
         return;

@@ -26,6 +26,7 @@ mod tests;
 mod tests_iommu;
 mod tests_dirty;
 mod tests_its;
+mod tests_gicv2m;
 mod tests_nesting;
 mod tests_reset;
 mod tests_pasid;
@@ -77,6 +78,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
             tests::TESTS,
             tests_iommu::TESTS,
             tests_its::TESTS,
+            tests_gicv2m::TESTS,
             tests_sva::TESTS,
             tests_sva_protect::TESTS,
             tests_sva_watches::TESTS,

@@ -725,7 +725,7 @@ pub(crate) mod iommu_tests {
 
     /// Aims the edu's MSI capability at `line` (x86: vector 0x50 + n for line 1000 + n; arm:
     /// the SPI's INTID) and enables it, or disables it.
-    fn program_msi(config: &ConfigSpace, device: &EduDevice, line: u32, enable: bool) -> TestResult {
+    pub(crate) fn program_msi(config: &ConfigSpace, device: &EduDevice, line: u32, enable: bool) -> TestResult {
         let data = if cfg!(target_arch = "x86_64") { 0x50 + (line - 1000) } else { line };
         aim_msi(config, device, MSI_ADDRESS, data, enable).map(|_| ())
     }

@@ -268,6 +268,10 @@ pub mod slot {
     /// Memory object of one page (READ, WRITE) through which the driver tells the root task
     /// how far it got (DESTROY_RACES_MAP, BENCH; words in `report`).
     pub const REPORT: u64 = 6;
+    /// BENCH on arm with GICv2m only: the IRQ capability (CONTROL) of a GICv2m SPI that the
+    /// starter aims the device's MSI at itself. The server hands drivers no MSIs there (GICv2m
+    /// cannot tell devices apart); this gives the latency figure without isolation.
+    pub const UNISOLATED_MSI: u64 = 38;
 }
 
 /// Words of the report page.

@@ -790,7 +790,7 @@ impl Route<'_> {
             group: 0,
             stage,
         };
-        sink(DrainedFault { event, code: u32::from(event_kind.id()), name: event_kind.name() });
+        sink(DrainedFault { event, code: event_kind.id() });
     }
 }
 
@@ -800,6 +800,14 @@ fn fault_reason(kind: EventType) -> FaultReason {
         EventType::Permission => FaultReason::Permission,
         EventType::WalkExternalAbort | EventType::CdFetch | EventType::BadCd => FaultReason::TableWalk,
         _ => FaultReason::Translation,
+    }
+}
+
+/// What the SMMUv3 specification calls a drained fault's code, for the server's log.
+pub fn fault_name(fault: &DrainedFault) -> &'static str {
+    match fault.event.reason {
+        FaultReason::PageRequest => page_requests::request_name(fault.event.group),
+        _ => EventType::from_id(fault.code).name(),
     }
 }
 

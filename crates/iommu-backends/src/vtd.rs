@@ -639,7 +639,7 @@ impl<E: Environment> IommuBackend for VtdBackend<E> {
                 group: 0,
                 stage: nested_attachments.stage(fault.requester.0, pasid, fault.reason),
             };
-            sink(DrainedFault { event, code: u32::from(fault.reason), name: fault.reason_name() });
+            sink(DrainedFault { event, code: fault.reason });
         });
         if overflowed {
             E::log(format_args!("iommu-server: unit {}: fault records overflowed, faults were lost", unit_id.0));
@@ -689,6 +689,14 @@ impl<E: Environment> DirectMapped for VtdBackend<E> {
         // A present context (or RID_PASID) entry is replaced in the `vtd` crate's "blocked,
         // never wrong" order.
         self.units[unit].hw.attach(vtd::RequesterId(rid as u16), did, translation, &mut self.dma).map_err(hardware::<E>)
+    }
+}
+
+/// What the VT-d specification calls a drained fault's code, for the server's log.
+pub fn fault_name(fault: &DrainedFault) -> &'static str {
+    match fault.event.reason {
+        FaultReason::PageRequest => "page request",
+        _ => vtd::fault::fault_reason_name(fault.code),
     }
 }
 

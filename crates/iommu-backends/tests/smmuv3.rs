@@ -158,7 +158,7 @@ fn events_are_drained_decoded_and_folded() {
 
         assert_eq!(reported, 3, "{stage:?}");
         let summary: Vec<_> = faults.iter().map(|f| (f.event.unit, f.event.rid, f.event.iova, f.event.access, f.event.reason, f.code)).collect();
-        let (rid, translation) = (RequesterId(DEVICE), u32::from(EventType::Translation.id()));
+        let (rid, translation) = (RequesterId(DEVICE), EventType::Translation.id());
         assert_eq!(
             summary,
             [
@@ -167,7 +167,7 @@ fn events_are_drained_decoded_and_folded() {
             ],
             "{stage:?}"
         );
-        assert!(faults.iter().all(|f| f.name == EventType::Translation.name()));
+        assert!(faults.iter().all(|f| iommu_backends::smmuv3::fault_name(f) == EventType::Translation.name()));
         assert_eq!(rig.drain(), (0, Vec::new()), "{stage:?}: the queue was not consumed");
     }
 }

@@ -148,15 +148,16 @@ pub struct FaultEvent {
 }
 
 /// One fault as a backend drains it from a unit: the object model's event, and the unit's own
-/// words for it (for the server's log and status page).
+/// code for it (for the server's status page; the backends name codes for the log with a
+/// `fault_name` of their own, since every fault is copied on its way to a queue and only the
+/// log of undelivered faults needs the name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DrainedFault {
     /// The fault.
     pub event: FaultEvent,
-    /// The unit's reason code: a VT-d fault reason, an SMMUv3 event type.
-    pub code: u32,
-    /// The code's name in the unit's specification.
-    pub name: &'static str,
+    /// The unit's reason code: a VT-d fault reason (FR, 8 bits), an SMMUv3 EventID (8 bits);
+    /// 0 for a page request.
+    pub code: u8,
 }
 
 /// The operations the object model needs from an IOMMU driver.

@@ -119,4 +119,9 @@ impl IortDescription {
             _ => None,
         }
     }
+
+    /// The DeviceID requester `rid` of PCI segment 0 raises MSIs with at an ITS.
+    pub fn its_device_id(&self, rid: u16) -> Option<u32> {
+        self.iort.its_device_id(0, rid).map(|(_, device_id)| device_id)
+    }
 }

@@ -73,15 +73,21 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
     status.set(status::PCI_FUNCTIONS, functions.len() as u64);
 
     let iort = iort::read(status);
+    let mut disputed_device_ids = Vec::new();
     let iort_check = match &iort {
         Err(why) => {
             println!("iommu-server: IORT not read: {why}");
             status::IORT_UNREAD
         }
-        Ok(description) => match cross_check(&tree, &functions, description.as_ref()) {
-            true => status::IORT_AGREES,
-            false => status::IORT_DISAGREES,
-        },
+        Ok(description) => {
+            if let (Some(iort), Some(host)) = (description.as_ref(), tree.pci.as_ref()) {
+                disputed_device_ids = disputed_msi_device_ids(&host.msi_map, &functions, iort);
+            }
+            match cross_check(&tree, &functions, description.as_ref()) {
+                true => status::IORT_AGREES,
+                false => status::IORT_DISAGREES,
+            }
+        }
     };
     status.set(status::IORT_CHECK, iort_check);
     // IORT RMR ranges by (SMMU, StreamID): identity-mapped for their devices from takeover on.
@@ -199,8 +205,29 @@ pub fn bring_up(status: &StatusPage, stage: DomainStage, allow_unisolated_msi: b
         None => println!("iommu-server: no identity-mapped 32-bit PCI window inside the pci-mmio capability: BARs stay unassigned"),
     }
     discovery::print_functions(&functions);
-    let msis = msi::ItsMsis::new(translater, host.msi_map.clone());
+    let msis = msi::ItsMsis::new(translater, host.msi_map.clone(), disputed_device_ids);
     Ok(Platform { backend, devices: DeviceRegistry { functions, ecam: Some(ecam), pci_window, watches: Vec::new(), address_spaces: Vec::new(), handovers: Default::default(), msis }, iommu_described: !tree.smmus.is_empty() })
+}
+
+/// The requester IDs whose MSI DeviceID the device tree's `msi-map` and the IORT's ITS group
+/// mappings disagree on, each reported as a firmware warning. The server routes MSIs by
+/// `msi-map`; for these the safe choice is to route none (`msi_alloc` refuses them): a wrong
+/// DeviceID would give the driver events another device can raise, or none of its own.
+fn disputed_msi_device_ids(msi_map: &[devicetree::MsiMapEntry], functions: &[PciFunction], iort: &iort::IortDescription) -> Vec<u32> {
+    let mut disputed = Vec::new();
+    for function in functions {
+        let rid = function.requester_id();
+        let from_tree = msi_map.iter().find_map(|entry| entry.device_of(u32::from(rid)));
+        let from_iort = iort.its_device_id(rid);
+        if from_tree != from_iort {
+            println!("iommu-server: firmware warning: rid {rid:#06x}: msi-map gives DeviceID {from_tree:x?}, the IORT's ITS mappings {from_iort:x?}: it gets no MSIs");
+            disputed.push(u32::from(rid));
+        }
+    }
+    if disputed.is_empty() {
+        println!("iommu-server: IORT ITS mappings and msi-map agree on the DeviceIDs of {} functions", functions.len());
+    }
+    disputed
 }
 
 /// Prints what the IORT says next to what the device tree says (SMMUs with their interrupts,

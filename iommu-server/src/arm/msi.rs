@@ -51,12 +51,14 @@ pub struct ItsMsis {
     grants: Vec<ItsGrant>,
     /// Server slots free for routed capabilities.
     free_slots: Vec<u64>,
+    /// Requester IDs whose DeviceID the IORT disputes (`disputed_msi_device_ids`): no MSIs.
+    disputed: Vec<u32>,
 }
 
 impl ItsMsis {
-    pub fn new(translater: Option<u64>, msi_map: Vec<MsiMapEntry>) -> ItsMsis {
+    pub fn new(translater: Option<u64>, msi_map: Vec<MsiMapEntry>, disputed: Vec<u32>) -> ItsMsis {
         let free_slots = (slots::ITS_MSI_FIRST..slots::ITS_MSI_FIRST + slots::ITS_MSI_COUNT).rev().collect();
-        ItsMsis { translater, msi_map, grants: Vec::new(), free_slots }
+        ItsMsis { translater, msi_map, grants: Vec::new(), free_slots, disputed }
     }
 
     /// `msi_alloc` (module documentation).
@@ -69,6 +71,9 @@ impl ItsMsis {
         }
         if !count.is_power_of_two() {
             return Err(Error::InvalidRange);
+        }
+        if self.disputed.contains(&rid.0) {
+            return Err(Error::NotSupported);
         }
         let device_id = self.msi_map.iter().find_map(|entry| entry.device_of(rid.0)).ok_or(Error::NotSupported)?;
         if self.free_slots.len() < count as usize {

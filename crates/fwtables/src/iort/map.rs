@@ -167,6 +167,15 @@ impl Iort {
         self.map_id(rc.offset, u32::from(rid))
     }
 
+    /// The ITS group (table offset) and DeviceID that MSIs of requester `rid` on PCI `segment`
+    /// arrive with: its requester ID followed to an ITS group, through the SMMU that translates
+    /// it if there is one (the SMMU's mappings turn its StreamID into the DeviceID). `None`
+    /// when its mappings reach no ITS group, or one that is ignored.
+    pub fn its_device_id(&self, segment: u32, rid: u16) -> Option<(u32, u32)> {
+        let path = self.map_requester_id(segment, rid).ok()?;
+        path.arrival_at(self, NodeType::ItsGroup).filter(|&(its, _)| !self.ignored(its as usize))
+    }
+
     /// Continues from a first hop through range mappings until none matches.
     fn continue_walk(&self, first: IdHop) -> Result<IdPath, MapError> {
         let mut visited = Vec::with_capacity(4);

@@ -46,6 +46,21 @@ macro_rules! reply_of {
     };
 }
 
+/// The success reply's message, or the error, of a handler's `$result` for a reply of this
+/// shape. A fault batch is encoded where the handler's result holds it: moving it out (into a
+/// `Reply`) costs two copies of it on the fault path.
+macro_rules! encode_result {
+    (Faults, $result:expr) => {
+        match $result {
+            Ok(ref batch) => Ok(FaultBatch::encode(batch)),
+            Err(error) => Err(error),
+        }
+    };
+    ($shape:ident, $result:expr) => {
+        $result.map(|value| reply_of!($shape, value).encode())
+    };
+}
+
 macro_rules! capability_name {
     () => { None };
     ($what:ident) => { Some(stringify!($what)) };
@@ -195,7 +210,7 @@ macro_rules! operations {
                             $( let $capability = cap; )?
                             // Encoded here, where the reply's variant is known, rather than
                             // moved out as a `Reply`.
-                            handler.$name($($($field,)*)? $($capability)?).map(|value| reply_of!($shape, value).encode())
+                            encode_result!($shape, handler.$name($($($field,)*)? $($capability)?))
                         } )*
                     }
                 }

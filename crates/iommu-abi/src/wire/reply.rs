@@ -73,6 +73,20 @@ fn encode_fault(record: &FaultRecord, words: &mut [u64]) {
     words[2] = u64::from(record.cookie);
 }
 
+impl FaultBatch {
+    /// The message of a success reply carrying this batch: what `Reply::Faults(batch).encode()`
+    /// gives, for the server, which encodes the batch where the handler built it (moving it
+    /// into a `Reply` costs two copies of it on the fault path).
+    pub(super) fn encode(&self) -> Message {
+        let mut msg = [0u64; MESSAGE_WORDS];
+        msg[1] = self.len() as u64 | (u64::from(self.overflow) << 32);
+        for (index, record) in self.records().enumerate() {
+            encode_fault(record, &mut msg[2 + 3 * index..5 + 3 * index]);
+        }
+        msg
+    }
+}
+
 fn decode_fault(words: &[u64]) -> Result<FaultRecord, Error> {
     let first = words[0];
     if first & FAULT_RESERVED != 0 || words[2] > u64::from(u32::MAX) {
@@ -165,12 +179,7 @@ impl Reply {
                 }
             }
             Reply::Pasid(pasid) => msg[1] = u64::from(pasid),
-            Reply::Faults(batch) => {
-                msg[1] = batch.len() as u64 | (u64::from(batch.overflow) << 32);
-                for (index, record) in batch.records().enumerate() {
-                    encode_fault(record, &mut msg[2 + 3 * index..5 + 3 * index]);
-                }
-            }
+            Reply::Faults(ref batch) => return batch.encode(),
             Reply::DirtyBitmap(words) => msg[1..1 + DIRTY_BITMAP_WORDS].copy_from_slice(&words),
             Reply::Info(info) => {
                 msg[1] = u64::from(info.unit);

@@ -15,6 +15,15 @@ use crate::Environment;
 /// The group number a stalled transaction is delivered with: its STAG with this bit set, so
 /// it never equals a PRI group index (9 bits).
 const STALL_GROUP: u32 = 1 << 16;
+/// What a page request delivered with `group` is: a stalled transaction or a PRI request.
+pub(super) fn request_name(group: u32) -> &'static str {
+    if group & STALL_GROUP != 0 {
+        "stalled transaction"
+    } else {
+        "page request"
+    }
+}
+
 /// The PRI queue holds 2^8 requests (4 KiB).
 const PRI_QUEUE_LOG2: u32 = 8;
 
@@ -48,12 +57,12 @@ impl<R: hwio::Registers> SmmuUnit<R> {
         self.stalls || self.hw.page_requests_enabled()
     }
 
-    fn deliver(&mut self, event: FaultEvent, answer: Answer, name: &'static str, sink: &mut dyn FnMut(DrainedFault)) -> bool {
+    fn deliver(&mut self, event: FaultEvent, answer: Answer, sink: &mut dyn FnMut(DrainedFault)) -> bool {
         if self.outstanding.0.insert((event.rid.0, event.pasid, event.group), answer).is_some() {
             // Reused before it was answered: the answer to the first delivery serves both.
             return false;
         }
-        sink(DrainedFault { event, code: 0, name });
+        sink(DrainedFault { event, code: 0 });
         true
     }
 
@@ -74,7 +83,7 @@ impl<R: hwio::Registers> SmmuUnit<R> {
                 group: STALL_GROUP | u32::from(stag),
                 stage: FaultStage::Unspecified,
             };
-            delivered += usize::from(self.deliver(event, Answer::Resume { sid: stalled.stream_id, stag }, "stalled transaction", sink));
+            delivered += usize::from(self.deliver(event, Answer::Resume { sid: stalled.stream_id, stag }, sink));
         }
         let drain = self.hw.drain_page_requests();
         if drain.overflowed {
@@ -99,7 +108,7 @@ impl<R: hwio::Registers> SmmuUnit<R> {
                 group: u32::from(request.group),
                 stage: FaultStage::Unspecified,
             };
-            delivered += usize::from(self.deliver(event, Answer::PageGroup { sid: request.stream_id, group: request.group }, "page request", sink));
+            delivered += usize::from(self.deliver(event, Answer::PageGroup { sid: request.stream_id, group: request.group }, sink));
         }
         delivered
     }

@@ -71,7 +71,7 @@ impl<E: Environment> Unit<E> {
                 group: u32::from(request.group),
                 stage: FaultStage::Unspecified,
             };
-            sink(DrainedFault { event, code: 0, name: "page request" });
+            sink(DrainedFault { event, code: 0 });
             delivered += 1;
         }
         delivered

@@ -39,8 +39,8 @@ fn faults_go_to_the_queue_of_the_attached_hwpt() {
 fn drained_faults_reach_their_queues_and_the_caller_learns_whom_to_wake() {
     let mut h = harness();
     let (_, fault, _) = with_fault_queue(&mut h);
-    let drained = |rid, iova| DrainedFault { event: FaultEvent { iova, ..event(rid, None, FaultReason::Translation, 0) }, code: 5, name: "test" };
-    let other_unit = DrainedFault { event: FaultEvent { unit: SMMU, ..event(SMMU_DEV, None, FaultReason::Translation, 0) }, code: 0x10, name: "test" };
+    let drained = |rid, iova| DrainedFault { event: FaultEvent { iova, ..event(rid, None, FaultReason::Translation, 0) }, code: 5 };
+    let other_unit = DrainedFault { event: FaultEvent { unit: SMMU, ..event(SMMU_DEV, None, FaultReason::Translation, 0) }, code: 0x10 };
     h.server.backend_mut().record_fault(drained(DEV, 0x1000));
     h.server.backend_mut().record_fault(other_unit);
     h.server.backend_mut().record_fault(drained(RequesterId(0x99), 0x2000));
