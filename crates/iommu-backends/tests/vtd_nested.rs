@@ -106,7 +106,7 @@ fn a_hostile_first_level_reaches_only_what_the_parent_maps() {
 impl Rig {
     /// The device writes `va` (a fault is expected); returns the reason code, the stage and
     /// the address of the one fault the backend drains.
-    fn faulting_write(&mut self, va: u64) -> (u32, FaultStage, u64) {
+    fn faulting_write(&mut self, va: u64) -> (u8, FaultStage, u64) {
         assert!(self.model.dma_write(vtd::RequesterId(DEVICE), None, va, b"faulting").is_err(), "the write at {va:#x} translated");
         let mut faults = Vec::new();
         self.backend.drain_faults(UnitId(0), &mut |fault| faults.push(fault));
