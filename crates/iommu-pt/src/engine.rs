@@ -36,6 +36,10 @@ use crate::format::{page_shift, page_size, Decoded, DirtyScheme, Format, Geometr
 use crate::memory::{DeferredFree, TableList, TablePage};
 use crate::{Error, Perm, ENTRIES_PER_TABLE, PAGE_SHIFT, PAGE_SIZE};
 
+/// What a break-before-make split calls to drop every cached translation and walk of
+/// `size` bytes at `iova` (`invalidate(alloc, iova, size)`) and wait for that.
+pub type InvalidateRange<'a, A> = dyn FnMut(&mut A, u64, u64) + 'a;
+
 /// Where an IOVA leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Translation {
@@ -637,7 +641,7 @@ impl<F: Format> PageTable<F> {
         iova: u64,
         len: u64,
         alloc: &mut A,
-        invalidate: &mut dyn FnMut(&mut A, u64, u64),
+        invalidate: &mut InvalidateRange<'_, A>,
     ) -> Result<Unmapped, Error> {
         self.unmap_splitting(iova, len, SplitPolicy::Split, Some(invalidate), alloc)
     }
@@ -647,7 +651,7 @@ impl<F: Format> PageTable<F> {
         iova: u64,
         len: u64,
         policy: SplitPolicy,
-        mut invalidate: Option<&mut dyn FnMut(&mut A, u64, u64)>,
+        mut invalidate: Option<&mut InvalidateRange<'_, A>>,
         alloc: &mut A,
     ) -> Result<Unmapped, Error> {
         let end = self.check_input_range(iova, len)?;
@@ -732,7 +736,7 @@ impl<F: Format> PageTable<F> {
         leaf: FoundLeaf,
         base: u64,
         alloc: &mut A,
-        invalidate: &mut dyn FnMut(&mut A, u64, u64),
+        invalidate: &mut InvalidateRange<'_, A>,
     ) -> Result<(), Error> {
         let below = leaf.height - 1;
         let child = TablePage::allocate(ENTRIES_PER_TABLE, alloc)?;
