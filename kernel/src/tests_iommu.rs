@@ -730,6 +730,18 @@ pub(crate) mod iommu_tests {
         aim_msi(config, device, MSI_ADDRESS, data, enable).map(|_| ())
     }
 
+    /// Turns the edu's bus mastering on or off, as a driver owning its configuration space could
+    /// (the server turns it off when a device leaves its owner).
+    pub(crate) fn set_bus_master(config: &ConfigSpace, device: &EduDevice, enable: bool) {
+        let command = config.register(u64::from(device.rid), 0x04);
+        // SAFETY: the edu's configuration space (mapped by `config`); the upper half of the
+        // dword is the status register, whose bits are write-1-to-clear: written as 0.
+        unsafe {
+            let value = core::ptr::read_volatile(command) & 0xFFFF;
+            core::ptr::write_volatile(command, if enable { value | 1 << 2 } else { value & !(1 << 2) });
+        }
+    }
+
     /// Writes `address` and `data` into the edu's MSI capability and enables it, or disables
     /// it; returns the address and data it held before.
     pub(crate) fn aim_msi(config: &ConfigSpace, device: &EduDevice, address: u32, data: u32, enable: bool) -> Result<(u32, u32), String> {
@@ -845,6 +857,11 @@ pub(crate) mod iommu_tests {
             kernel.kill(driver_pid, ExitReason::Killed);
             run_until(kernel, "the server to reap the killed driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
             if cfg!(target_arch = "aarch64") {
+                // The server quiesced the device as it left its owner (bus mastering and MSI
+                // off): turned on again, the MSI write leaves the device and the SMMU's
+                // blocking is what stops it.
+                set_bus_master(&config, &device, true);
+                program_msi(&config, &device, line, true)?;
                 let fired = irq.borrow().last_fired_at;
                 let faults_before = server.word(status::UNROUTED_FAULTS);
                 raise(2);
@@ -856,6 +873,7 @@ pub(crate) mod iommu_tests {
                 crate::println!("iommu: MSI of the blocked edu faulted at the doorbell and never reached the GIC");
             }
             program_msi(&config, &device, line, false)?;
+            set_bus_master(&config, &device, false);
             arch::irq_set_enabled(line, false);
             kernel.irqs.remove(&line);
             Ok(())
@@ -1162,10 +1180,7 @@ pub(crate) mod iommu_tests {
 
             // The second edu belongs to nobody now; the entry it had was cleared at unbind. Its
             // bus mastering went off when it left its owner: the attacker turns it on again.
-            let command = config.register(u64::from(hostile.rid), 0x04);
-            // SAFETY: the edu's command register, mapped by `config`; the status half is
-            // write-one-to-clear, written as zeros.
-            unsafe { core::ptr::write_volatile(command, (core::ptr::read_volatile(command) & 0xffff) | 0x4) };
+            set_bus_master(&config, hostile, true);
             let before = server.word(status::UNROUTED_FAULTS);
             aim_msi(&config, hostile, 0xFEE0_0000 | 1 << 5 | 1 << 4, 0, true)?;
             raise(hostile);

@@ -14,7 +14,7 @@ mod its_tests {
     use crate::process::{ExitReason, Kernel, Pid};
     use crate::tests_iommu::iommu_tests::platform::ConfigSpace;
     use crate::tests_iommu::iommu_tests::{
-        aim_msi, direct, discovery_agrees, edu_devices, err, exit_of, give_report_page, page_word, page_words, run_until, server_and_driver_with_devices, skip_without_iommu, with_kernel, EduDevice, SERVER_STAGE2,
+        aim_msi, direct, discovery_agrees, edu_devices, err, exit_of, give_report_page, page_word, page_words, run_until, server_and_driver_with_devices, set_bus_master, skip_without_iommu, with_kernel, EduDevice, SERVER_STAGE2,
     };
     use crate::{arch, ensure};
     use alloc::format;
@@ -43,16 +43,6 @@ mod its_tests {
     }
 
     /// Command register (offset 04h) bit 2: Bus Master Enable.
-    fn set_bus_master(config: &ConfigSpace, device: &EduDevice, enable: bool) {
-        let command = config.register(u64::from(device.rid), 0x04);
-        // SAFETY: the edu's configuration space (mapped by `config`); the upper half of the
-        // dword is the status register, whose bits are write-1-to-clear: written as 0.
-        unsafe {
-            let value = core::ptr::read_volatile(command) & 0xFFFF;
-            core::ptr::write_volatile(command, if enable { value | 1 << 2 } else { value & !(1 << 2) });
-        }
-    }
-
     fn settle(kernel: &mut Kernel) {
         for _ in 0..SETTLE_SLICES {
             kernel.run_once();
