@@ -843,6 +843,13 @@ pub(crate) mod iommu_tests {
             kernel.kill(driver_pid, ExitReason::Killed);
             run_until(kernel, "the server to reap the killed driver", |_| server.word(status::CLIENTS_REAPED) == 1)?;
             if cfg!(target_arch = "aarch64") {
+                // The server quiesced the device when its owner went (bus mastering and MSI
+                // off): the attacker holding it turns both on again.
+                program_msi(&config, &device, line, true)?;
+                let command = config.register(u64::from(device.rid), 0x04);
+                // SAFETY: the edu's command register, mapped by `config`; the status half is
+                // write-one-to-clear, written as zeros.
+                unsafe { core::ptr::write_volatile(command, (core::ptr::read_volatile(command) & 0xffff) | 0x4) };
                 let fired = irq.borrow().last_fired_at;
                 let faults_before = server.word(status::UNROUTED_FAULTS);
                 raise(2);
