@@ -47,6 +47,9 @@ pub struct Translation {
     pub page_size: u64,
 }
 
+/// `unmap_breaking_before_make`'s invalidation of a block made invalid: (allocator, IOVA, size).
+pub type BlockInvalidation<'a, A> = dyn FnMut(&mut A, u64, u64) + 'a;
+
 /// What `unmap` does with a large leaf that the range covers only in part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitPolicy {
@@ -637,7 +640,7 @@ impl<F: Format> PageTable<F> {
         iova: u64,
         len: u64,
         alloc: &mut A,
-        invalidate: &mut dyn FnMut(&mut A, u64, u64),
+        invalidate: &mut BlockInvalidation<'_, A>,
     ) -> Result<Unmapped, Error> {
         self.unmap_splitting(iova, len, SplitPolicy::Split, Some(invalidate), alloc)
     }
@@ -647,7 +650,7 @@ impl<F: Format> PageTable<F> {
         iova: u64,
         len: u64,
         policy: SplitPolicy,
-        mut invalidate: Option<&mut dyn FnMut(&mut A, u64, u64)>,
+        mut invalidate: Option<&mut BlockInvalidation<'_, A>>,
         alloc: &mut A,
     ) -> Result<Unmapped, Error> {
         let end = self.check_input_range(iova, len)?;
@@ -732,7 +735,7 @@ impl<F: Format> PageTable<F> {
         leaf: FoundLeaf,
         base: u64,
         alloc: &mut A,
-        invalidate: &mut dyn FnMut(&mut A, u64, u64),
+        invalidate: &mut BlockInvalidation<'_, A>,
     ) -> Result<(), Error> {
         let below = leaf.height - 1;
         let child = TablePage::allocate(ENTRIES_PER_TABLE, alloc)?;
