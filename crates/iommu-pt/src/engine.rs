@@ -36,10 +36,6 @@ use crate::format::{page_shift, page_size, Decoded, DirtyScheme, Format, Geometr
 use crate::memory::{DeferredFree, TableList, TablePage};
 use crate::{Error, Perm, ENTRIES_PER_TABLE, PAGE_SHIFT, PAGE_SIZE};
 
-/// What a break-before-make split calls to drop every cached translation and walk of
-/// `size` bytes at `iova` (`invalidate(alloc, iova, size)`) and wait for that.
-pub type InvalidateRange<'a, A> = dyn FnMut(&mut A, u64, u64) + 'a;
-
 /// Where an IOVA leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Translation {
@@ -50,6 +46,9 @@ pub struct Translation {
     /// Size of the leaf (4 KiB, 2 MiB, 1 GiB).
     pub page_size: u64,
 }
+
+/// `unmap_breaking_before_make`'s invalidation of a block made invalid: (allocator, IOVA, size).
+pub type BlockInvalidation<'a, A> = dyn FnMut(&mut A, u64, u64) + 'a;
 
 /// What `unmap` does with a large leaf that the range covers only in part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -641,7 +640,7 @@ impl<F: Format> PageTable<F> {
         iova: u64,
         len: u64,
         alloc: &mut A,
-        invalidate: &mut InvalidateRange<'_, A>,
+        invalidate: &mut BlockInvalidation<'_, A>,
     ) -> Result<Unmapped, Error> {
         self.unmap_splitting(iova, len, SplitPolicy::Split, Some(invalidate), alloc)
     }
@@ -651,7 +650,7 @@ impl<F: Format> PageTable<F> {
         iova: u64,
         len: u64,
         policy: SplitPolicy,
-        mut invalidate: Option<&mut InvalidateRange<'_, A>>,
+        mut invalidate: Option<&mut BlockInvalidation<'_, A>>,
         alloc: &mut A,
     ) -> Result<Unmapped, Error> {
         let end = self.check_input_range(iova, len)?;
@@ -736,7 +735,7 @@ impl<F: Format> PageTable<F> {
         leaf: FoundLeaf,
         base: u64,
         alloc: &mut A,
-        invalidate: &mut InvalidateRange<'_, A>,
+        invalidate: &mut BlockInvalidation<'_, A>,
     ) -> Result<(), Error> {
         let below = leaf.height - 1;
         let child = TablePage::allocate(ENTRIES_PER_TABLE, alloc)?;

@@ -53,7 +53,7 @@ mod engine_tests;
 #[cfg(test)]
 mod fake_dma;
 
-pub use engine::{DirtyReadMode, DirtyReport, Merged, PageTable, SplitPolicy, Translation, Unmapped};
+pub use engine::{BlockInvalidation, DirtyReadMode, DirtyReport, Merged, PageTable, SplitPolicy, Translation, Unmapped};
 pub use format::{page_shift, page_size, Decoded, DirtyScheme, Format, Geometry, LargePages, MAX_TOP_HEIGHT};
 pub use memory::DeferredFree;
 
