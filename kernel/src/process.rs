@@ -576,6 +576,9 @@ impl Kernel {
         self.tree.remove(id);
     }
 
+    /// Always inlined: on the notification path (`signal`) the results' length is then known
+    /// and they are stored directly; called out of line, the copy became a `memcpy` call.
+    #[inline(always)]
     pub fn make_runnable(&mut self, tid: Tid, results: &[u64]) {
         if let Some(t) = self.threads.get_mut(tid) {
             t.context.set_syscall_result(results);
