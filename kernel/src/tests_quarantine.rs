@@ -18,12 +18,11 @@ use crate::user_images::{IMAGES, USERTEST};
 use crate::process::{ExitReason, Kernel};
 use crate::tests_iommu::shared::*;
 use crate::tests_restart::{device_writes, Canaries};
-use crate::tests_sva::{bound_process_with_pages, frame_bytes, translate, FIRST_MEMORY_SLOT, MODES_WITHOUT_SVA, SOURCE_BYTE};
+use crate::tests_sva::{frame_bytes, sva_rig, translate, SvaRig, FIRST_MEMORY_SLOT, SOURCE_BYTE};
 use crate::{ensure, mm};
 use alloc::string::String;
 use edu_contract::{report, scenario, sva};
 use iommu_server_contract::status;
-use kernel_abi::Rights;
 
 pub const TESTS: &[Test] = &[
     Test { name: "quarantine::sva_watch_of_a_killed_server_held", run: sva_watch_of_a_killed_server_held },
@@ -67,19 +66,7 @@ fn clear(frame: u64) {
 
 fn sva_watch_of_a_killed_server_held() -> TestResult {
     with_kernel(|kernel| {
-        let (server, driver_pid, device) = server_and_driver(kernel, 0, scenario::SVA_BOUND_PROCESS, &[1])?;
-        if !discovery_agrees(&server)? {
-            skip_without_iommu();
-            return Ok(());
-        }
-        if MODES_WITHOUT_SVA.contains(&server.word(status::UNIT0_MODE)) {
-            crate::ktest::skip(String::from("the unit translates second-level tables only: no process tables (SVA is model-tested there)"));
-            return Ok(());
-        }
-        let report_page = give_report_page(kernel, driver_pid)?;
-        let (bound, objects) = bound_process_with_pages(kernel)?;
-        let rights = Rights::CONTROL.union(Rights::GRANT).union(Rights::DERIVE);
-        kernel.install(driver_pid, sva::ADDRESS_SPACE_SLOT, Object::AddressSpace(bound), rights, 0).map_err(err("address-space capability"))?;
+        let Some(SvaRig { server, driver_pid, device, report_page, bound, objects }) = sva_rig(kernel, scenario::SVA_BOUND_PROCESS)? else { return Ok(()) };
         // Opened before the canaries take every free frame (on arm it maps the window).
         let config = ConfigSpace::open()?;
         kernel.start_process(driver_pid).map_err(err("start driver"))?;

@@ -11,7 +11,7 @@ use crate::mm;
 use crate::object::{MemoryObject, Object};
 use crate::process::{ExitReason, Kernel, Pid};
 use crate::tests_iommu::iommu_tests::{
-    direct, discovery_agrees, err, exit_of, give_report_page, page_word, run_until, server_and_driver, skip_without_iommu, with_kernel,
+    direct, discovery_agrees, EduDevice, ServerUnderTest, err, exit_of, give_report_page, page_word, run_until, server_and_driver, skip_without_iommu, with_kernel,
 };
 use crate::user_images::USERTEST;
 use crate::{arch, ensure};
@@ -97,21 +97,40 @@ fn claim(frame: u64, tries: usize) -> Result<Option<u64>, String> {
     Ok(found)
 }
 
+/// What the SVA scenarios start from: a server, an edu driver (not started) running its
+/// scenario with a report page, and a bound process with its pages whose address-space
+/// capability the driver holds.
+pub(crate) struct SvaRig {
+    pub server: ServerUnderTest,
+    pub driver_pid: Pid,
+    pub device: EduDevice,
+    pub report_page: Rc<MemoryObject>,
+    pub bound: Pid,
+    pub objects: Vec<Rc<MemoryObject>>,
+}
+
+/// The rig for edu `scenario`; `None`, the test reported skipped, where there is no IOMMU or
+/// the unit walks no process tables.
+pub(crate) fn sva_rig(kernel: &mut Kernel, scenario: u64) -> Result<Option<SvaRig>, String> {
+    let (server, driver_pid, device) = server_and_driver(kernel, 0, scenario, &[1])?;
+    if !discovery_agrees(&server)? {
+        skip_without_iommu();
+        return Ok(None);
+    }
+    if MODES_WITHOUT_SVA.contains(&server.word(status::UNIT0_MODE)) {
+        crate::ktest::skip(String::from("the unit translates second-level tables only: no process tables (SVA is model-tested there)"));
+        return Ok(None);
+    }
+    let report_page = give_report_page(kernel, driver_pid)?;
+    let (bound, objects) = bound_process_with_pages(kernel)?;
+    let rights = Rights::CONTROL.union(Rights::GRANT).union(Rights::DERIVE);
+    kernel.install(driver_pid, sva::ADDRESS_SPACE_SLOT, Object::AddressSpace(bound), rights, 0).map_err(err("address-space capability"))?;
+    Ok(Some(SvaRig { server, driver_pid, device, report_page, bound, objects }))
+}
+
 fn bound_process() -> TestResult {
     with_kernel(|kernel| {
-        let (server, driver_pid, device) = server_and_driver(kernel, 0, scenario::SVA_BOUND_PROCESS, &[1])?;
-        if !discovery_agrees(&server)? {
-            skip_without_iommu();
-            return Ok(());
-        }
-        if MODES_WITHOUT_SVA.contains(&server.word(status::UNIT0_MODE)) {
-            crate::ktest::skip(String::from("the unit translates second-level tables only: no process tables (SVA is model-tested there)"));
-            return Ok(());
-        }
-        let report_page = give_report_page(kernel, driver_pid)?;
-        let (bound, mut objects) = bound_process_with_pages(kernel)?;
-        let rights = Rights::CONTROL.union(Rights::GRANT).union(Rights::DERIVE);
-        kernel.install(driver_pid, sva::ADDRESS_SPACE_SLOT, Object::AddressSpace(bound), rights, 0).map_err(err("address-space capability"))?;
+        let Some(SvaRig { server, driver_pid, device, report_page, bound, mut objects }) = sva_rig(kernel, scenario::SVA_BOUND_PROCESS)? else { return Ok(()) };
         kernel.start_process(driver_pid).map_err(err("start driver"))?;
         let phase = |k: &Kernel, want: u64| page_word(&report_page, report::PHASE) == want || k.has_exited(driver_pid);
         run_until(kernel, "the copy between the bound process's pages", |k| phase(k, sva::COPIED))?;

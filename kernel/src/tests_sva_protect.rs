@@ -6,33 +6,18 @@
 //! still read the page; its write faults into the bind's queue and leaves the page unchanged.
 
 use crate::ktest::{Test, TestResult};
-use crate::object::Object;
 use crate::process::{ExitReason, Kernel};
-use crate::tests_iommu::iommu_tests::{direct, discovery_agrees, err, exit_of, give_report_page, page_word, run_until, server_and_driver, skip_without_iommu, with_kernel};
-use crate::tests_sva::{bound_process_with_pages, frame_bytes, translate, MODES_WITHOUT_SVA, SOURCE_BYTE};
+use crate::tests_iommu::iommu_tests::{direct, err, exit_of, page_word, run_until, with_kernel};
+use crate::tests_sva::{frame_bytes, sva_rig, translate, SvaRig, SOURCE_BYTE};
 use crate::{arch, ensure};
-use alloc::string::String;
 use edu_contract::{report, scenario, sva, sva_protect};
-use iommu_server_contract::status;
-use kernel_abi::{Error, Rights};
+use kernel_abi::Error;
 
 pub const TESTS: &[Test] = &[Test { name: "sva::downgraded_page_read_not_written", run: downgraded_page }];
 
 fn downgraded_page() -> TestResult {
     with_kernel(|kernel| {
-        let (server, driver_pid, device) = server_and_driver(kernel, 0, scenario::SVA_PROTECTED_PAGE, &[1])?;
-        if !discovery_agrees(&server)? {
-            skip_without_iommu();
-            return Ok(());
-        }
-        if MODES_WITHOUT_SVA.contains(&server.word(status::UNIT0_MODE)) {
-            crate::ktest::skip(String::from("the unit translates second-level tables only: no process tables"));
-            return Ok(());
-        }
-        let report_page = give_report_page(kernel, driver_pid)?;
-        let (bound, objects) = bound_process_with_pages(kernel)?;
-        let rights = Rights::CONTROL.union(Rights::GRANT).union(Rights::DERIVE);
-        kernel.install(driver_pid, sva::ADDRESS_SPACE_SLOT, Object::AddressSpace(bound), rights, 0).map_err(err("address-space capability"))?;
+        let Some(SvaRig { server, driver_pid, device, report_page, bound, objects }) = sva_rig(kernel, scenario::SVA_PROTECTED_PAGE)? else { return Ok(()) };
         kernel.start_process(driver_pid).map_err(err("start driver"))?;
         let phase = |k: &Kernel, want: u64| page_word(&report_page, report::PHASE) == want || k.has_exited(driver_pid);
         run_until(kernel, "the device's write to the page", |k| phase(k, sva_protect::WRITTEN))?;

@@ -716,6 +716,14 @@ impl<F: Format> PageTable<F> {
     /// Replaces a large leaf by a table of 512 leaves one height down with the same attributes
     /// (so the dirty state and permissions carry over), written and flushed before the swap.
     fn split<A: DmaAllocator + ?Sized>(&self, leaf: FoundLeaf, alloc: &mut A) -> Result<(), Error> {
+        let child = self.table_of_smaller_leaves(&leaf, alloc)?;
+        leaf.table.link_child(leaf.index, child, self.format.encode_table(child.phys()), alloc);
+        Ok(())
+    }
+
+    /// The table of 512 leaves one height below `leaf` that a split links in its place,
+    /// written and flushed, not yet linked.
+    fn table_of_smaller_leaves<A: DmaAllocator + ?Sized>(&self, leaf: &FoundLeaf, alloc: &mut A) -> Result<TablePage, Error> {
         let below = leaf.height - 1;
         let child = TablePage::allocate(ENTRIES_PER_TABLE, alloc)?;
         for index in 0..ENTRIES_PER_TABLE {
@@ -723,8 +731,7 @@ impl<F: Format> PageTable<F> {
             child.store(index, self.format.encode_leaf(leaf.attributes, phys, below));
         }
         child.flush_entries(0, ENTRIES_PER_TABLE - 1, alloc);
-        leaf.table.link_child(leaf.index, child, self.format.encode_table(child.phys()), alloc);
-        Ok(())
+        Ok(child)
     }
 
     /// `split` with break-before-make (`unmap_breaking_before_make`): the table is built and
@@ -737,13 +744,7 @@ impl<F: Format> PageTable<F> {
         alloc: &mut A,
         invalidate: &mut BlockInvalidation<'_, A>,
     ) -> Result<(), Error> {
-        let below = leaf.height - 1;
-        let child = TablePage::allocate(ENTRIES_PER_TABLE, alloc)?;
-        for index in 0..ENTRIES_PER_TABLE {
-            let phys = leaf.phys + index as u64 * page_size(below);
-            child.store(index, self.format.encode_leaf(leaf.attributes, phys, below));
-        }
-        child.flush_entries(0, ENTRIES_PER_TABLE - 1, alloc);
+        let child = self.table_of_smaller_leaves(&leaf, alloc)?;
         leaf.table.store(leaf.index, 0);
         leaf.table.flush_entries(leaf.index, leaf.index, alloc);
         invalidate(alloc, base, page_size(leaf.height));
